@@ -1,0 +1,32 @@
+"""Typed errors of the engine. Messages say what failed and what the user can do; data the UI
+needs sits in attributes."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ModelFormatError(EngineError):
+    """A model file or directory is malformed, unsupported or inconsistent.
+
+    ``path`` names the offending file; ``problem`` is the short reason without the path.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class UnsupportedCPUError(EngineError):
+    """The requested instruction set is not available on this CPU or in this build."""
+
+
+class OutOfMemoryError(EngineError):
+    """An allocation for weights, activations or the KV cache failed."""
+
+
+class ContextFullError(EngineError):
+    """The prompt plus generated tokens would exceed the model's context window."""

@@ -1,0 +1,117 @@
+/* Trit kernels: the packed ternary layout, kernel signatures and the dispatch table.
+ *
+ * The packed layout is defined here once and never depends on the ISA: every kernel adapts to it.
+ *
+ * Packed ternary row (the "TQ" layout, identical to bitnet.cpp's x86 I2_S data so that I2_S GGUF
+ * tensors are used straight from the mmap without a copy):
+ *   a row of K weights is cut into nb = K / TQ_QK blocks of TQ_QK = 128 values, each stored in
+ *   TQ_QK_BYTES = 32 bytes. Byte j (0..31) of a block holds values j, j+32, j+64, j+96 in bits
+ *   7-6, 5-4, 3-2 and 1-0, as code = w + 1 (0, 1, 2 for -1, 0, +1; code 3 is invalid).
+ *   Rows follow each other with no gap: row r starts at byte r * nb * 32.
+ * Rows whose length is not a multiple of 128 (HF checkpoints such as intermediate 704) are padded
+ * with code 1 (w = 0) at repack time; the matching int8 activations are padded with zeros.
+ *
+ * Integer products are exact: sum(w * a) = sum(code * a) - sum(a). With |a| <= 128 and K < 2^23
+ * nothing overflows int32; every ISA must give bit-identical int32 results.
+ */
+#ifndef TQ_H
+#define TQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TQ_QK 128
+#define TQ_QK_BYTES 32
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(TQ_QK_BYTES * 4 == TQ_QK, "four 2-bit codes per byte");
+#endif
+
+/* Status codes returned by C entry points; engine/_core.pyx maps them to Python errors. */
+enum { TQ_OK = 0, TQ_ENOMEM = 1, TQ_EINVAL = 2 };
+
+/* Ternary x int8 matrix-vector product (decode).
+ *   w: rows x (nb * 32) bytes, packed as above      a: nb * 128 int8 (zero padded)
+ *   asum: sum of a                                   out[r] = sum_i w[r][i] * a[i]   (rows int32) */
+typedef void (*tq_gemv_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                           int32_t *out);
+
+/* Ternary x int8 matrix-matrix product (prompt): ntok activation rows share one pass over w.
+ *   a: ntok x a_stride int8 (a_stride >= nb * 128)   asum: ntok
+ *   out[t * out_stride + r] = sum_i w[r][i] * a[t][i]                                          */
+typedef void (*tq_gemm_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                           const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
+
+/* Per-token int8 activation quantization (BitNet b1.58):
+ *   s = 127 / max(max|x|, 1e-5); q = clamp(round_half_even(x * s), -128, 127)
+ *   writes q[0..n), zeroes q[n..npad), stores sum(q) in *sum and returns s.                      */
+typedef float (*tq_quant_fn)(const float *x, int n, int npad, int8_t *q, int32_t *sum);
+
+/* f16 matrix x f32 vector (tied LM head, f16 embeddings): out[r] = sum_i half(w[r][i]) * x[i]. */
+typedef void (*tq_f16_gemv_fn)(const uint16_t *w, int rows, int cols, const float *x, float *out);
+
+/* f32 dot product (attention scores, f32 weights). */
+typedef float (*tq_f32_dot_fn)(const float *a, const float *b, int n);
+
+/* y[i] += a * x[i] (attention value accumulation). */
+typedef void (*tq_f32_axpy_fn)(float a, const float *x, float *y, int n);
+
+typedef struct {
+    const char *isa;           /* "scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod" */
+    tq_gemv_fn gemv;
+    tq_gemm_fn gemm;
+    tq_quant_fn quant_act;
+    tq_f16_gemv_fn f16_gemv;
+    tq_f32_dot_fn f32_dot;
+    tq_f32_axpy_fn f32_axpy;
+} tq_kernels;
+
+/* Scalar reference: the spec every other path must match. */
+void tq_gemv_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out);
+void tq_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                    const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
+float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *sum);
+void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
+float tq_f32_dot_scalar(const float *a, const float *b, int n);
+void tq_f32_axpy_scalar(float a, const float *x, float *y, int n);
+
+/* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
+const tq_kernels *tq_kernels_scalar(void);
+const tq_kernels *tq_kernels_avx2(void);
+const tq_kernels *tq_kernels_avx512(void);
+const tq_kernels *tq_kernels_neon(void);
+
+/* CPU features (cpu.c): bit set, probed once, including OS support for the register state. */
+enum {
+    TQ_CPU_AVX2 = 1 << 0,        /* AVX2 + FMA + F16C, and the OS saves YMM */
+    TQ_CPU_AVX512 = 1 << 1,      /* AVX-512 F/BW/VL, and the OS saves ZMM */
+    TQ_CPU_AVX512VNNI = 1 << 2,
+    TQ_CPU_NEON = 1 << 3,
+    TQ_CPU_NEON_DOTPROD = 1 << 4,
+};
+unsigned tq_cpu_features(void);
+
+/* Dispatch (dispatch.c). tq_select() picks the best table for this CPU, honouring TRIT_ISA.
+ * tq_select_isa(name) returns the table for a named ISA, or NULL when the CPU or the build
+ * lacks it. */
+const tq_kernels *tq_select(void);
+const tq_kernels *tq_select_isa(const char *name);
+
+/* Half / bfloat16 conversion (portable, exact for all finite values, inf and nan). */
+float tq_f16_to_f32(uint16_t h);
+uint16_t tq_f32_to_f16(float f);
+static inline float tq_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TQ_H */

@@ -1,0 +1,3 @@
+/* avx2 kernels: not yet written; this table reports the path as absent. */
+#include "tq.h"
+const tq_kernels *tq_kernels_avx2(void) { return 0; }
