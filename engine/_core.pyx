@@ -1,1 +1,259 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""C <-> Python boundary of the forward pass.
+
+Shapes, dtypes and contiguity are checked and buffers allocated while holding the GIL; only the C
+call runs under ``with nogil``. C returns status codes, mapped here to trit.engine.errors.
+"""
+
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uintptr_t
+from libc.stdlib cimport calloc, free
+
+import numpy as np
+
+from .errors import ContextFullError, EngineError, OutOfMemoryError, UnsupportedCPUError
+
+
+cdef extern from "tq.h" nogil:
+    ctypedef struct tq_kernels:
+        const char *isa
+    const tq_kernels *tq_select()
+    const tq_kernels *tq_select_isa(const char *name)
+    enum:
+        TQ_OK
+        TQ_ENOMEM
+        TQ_EINVAL
+
+
+cdef extern from "forward.h" nogil:
+    enum:
+        TQ_ACT_RELU2
+        TQ_ACT_SILU
+        TQ_ECANCELLED
+        TQ_ERANGE
+    ctypedef struct tq_tern:
+        const uint8_t *w
+        const float *scale
+        int rows, cols, nb
+    ctypedef struct tq_layer:
+        const float *attn_norm
+        const float *attn_sub_norm
+        const float *ffn_norm
+        const float *ffn_sub_norm
+        tq_tern q, k, v, o, gate, up, down
+    ctypedef struct tq_model:
+        int dim, hidden, n_layers, n_heads, n_kv_heads, head_dim, vocab, context
+        float rope_theta, norm_eps
+        int rope_neox
+        int act
+        const uint16_t *embed
+        const uint16_t *head
+        const float *out_norm
+        const tq_layer *layers
+    ctypedef struct tq_state:
+        pass
+    tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads)
+    void tq_state_free(tq_state *s)
+    void tq_state_cancel(tq_state *s, int flag)
+    int tq_state_threads(const tq_state *s)
+    long long tq_state_kv_bytes(const tq_state *s)
+    int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits, int all_logits)
+    int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos)
+
+
+class CancelledError(EngineError):
+    """A forward pass was stopped by cancel(); the cache positions it was filling are invalid."""
+
+
+cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype or tuple(arr.shape) != shape or not arr.flags.c_contiguous:
+        raise ValueError(f"{what}: expected {np.dtype(dtype).name} {shape} C-contiguous, "
+                         f"got {arr.dtype} {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise ValueError(f"{what}: empty array")
+    return <uintptr_t>arr.ctypes.data
+
+
+cdef void _set_tern(tq_tern *t, object tt, int rows, int cols, str what) except *:
+    if tt.rows != rows or tt.cols != cols:
+        raise ValueError(f"{what}: shape [{tt.rows}, {tt.cols}], expected [{rows}, {cols}]")
+    t.rows = rows
+    t.cols = cols
+    t.nb = (cols + 127) // 128
+    t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
+    t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
+
+
+def kernel_isa(isa=None):
+    """Name of the kernel table that ``isa`` (None = best for this CPU, honouring TRIT_ISA)
+    selects; raises UnsupportedCPUError when the CPU or the build lacks it."""
+    cdef const tq_kernels *k = _kernels(isa)
+    return k.isa.decode()
+
+
+cdef const tq_kernels *_kernels(object isa) except NULL:
+    cdef const tq_kernels *k
+    cdef bytes name
+    if isa is None:
+        return tq_select()
+    name = str(isa).encode()
+    k = tq_select_isa(name)
+    if k == NULL:
+        raise UnsupportedCPUError(
+            f"instruction set '{isa}' is not available on this CPU or in this build "
+            "(choose one of scalar, avx2, avx512, neon that your CPU supports)")
+    return k
+
+
+cdef class CoreModel:
+    """C view of a ModelWeights. Keeps the weights object alive: the C structs point into it."""
+    cdef tq_model m
+    cdef tq_layer *layers
+    cdef const tq_kernels *kern
+    cdef readonly object weights
+
+    def __cinit__(self):
+        self.layers = NULL
+
+    def __init__(self, weights, isa=None):
+        cfg = weights.config
+        cdef tq_model *m = &self.m
+        self.kern = _kernels(isa)
+        self.weights = weights
+        m.dim, m.hidden, m.n_layers = cfg.dim, cfg.hidden, cfg.n_layers
+        m.n_heads, m.n_kv_heads, m.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        m.vocab, m.context = cfg.vocab, cfg.context
+        m.rope_theta, m.norm_eps = cfg.rope_theta, cfg.norm_eps
+        m.rope_neox = 1 if cfg.rope_neox else 0
+        if cfg.act == "relu2":
+            m.act = TQ_ACT_RELU2
+        elif cfg.act == "silu":
+            m.act = TQ_ACT_SILU
+        else:
+            raise ValueError(f"unknown activation {cfg.act!r}")
+        if cfg.n_heads % cfg.n_kv_heads:
+            raise ValueError("n_heads must be a multiple of n_kv_heads")
+        if len(weights.layers) != cfg.n_layers:
+            raise ValueError("layer count does not match the config")
+        m.embed = <const uint16_t *>_addr(weights.embed.view(np.uint16), np.uint16, (cfg.vocab, cfg.dim), "embed")
+        head = weights.embed if weights.head is None else weights.head
+        m.head = <const uint16_t *>_addr(head.view(np.uint16), np.uint16, (cfg.vocab, cfg.dim), "head")
+        m.out_norm = <const float *>_addr(weights.out_norm, np.float32, (cfg.dim,), "output_norm")
+        qdim = cfg.n_heads * cfg.head_dim
+        kvdim = cfg.n_kv_heads * cfg.head_dim
+        self.layers = <tq_layer *>calloc(cfg.n_layers, sizeof(tq_layer))
+        if self.layers == NULL:
+            raise OutOfMemoryError("could not allocate the layer table")
+        cdef tq_layer *L
+        for i, lw in enumerate(weights.layers):
+            L = &self.layers[i]
+            p = f"layer {i}"
+            L.attn_norm = <const float *>_addr(lw.attn_norm, np.float32, (cfg.dim,), p + " attn_norm")
+            L.ffn_norm = <const float *>_addr(lw.ffn_norm, np.float32, (cfg.dim,), p + " ffn_norm")
+            L.attn_sub_norm = NULL if lw.attn_sub_norm is None else <const float *>_addr(
+                lw.attn_sub_norm, np.float32, (qdim,), p + " attn_sub_norm")
+            L.ffn_sub_norm = NULL if lw.ffn_sub_norm is None else <const float *>_addr(
+                lw.ffn_sub_norm, np.float32, (cfg.hidden,), p + " ffn_sub_norm")
+            _set_tern(&L.q, lw.q, qdim, cfg.dim, p + " q")
+            _set_tern(&L.k, lw.k, kvdim, cfg.dim, p + " k")
+            _set_tern(&L.v, lw.v, kvdim, cfg.dim, p + " v")
+            _set_tern(&L.o, lw.o, cfg.dim, qdim, p + " o")
+            _set_tern(&L.gate, lw.gate, cfg.hidden, cfg.dim, p + " gate")
+            _set_tern(&L.up, lw.up, cfg.hidden, cfg.dim, p + " up")
+            _set_tern(&L.down, lw.down, cfg.dim, cfg.hidden, p + " down")
+        m.layers = self.layers
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    @property
+    def isa(self):
+        return self.kern.isa.decode()
+
+
+cdef class CoreState:
+    """Activations, KV cache and thread pool of one session."""
+    cdef tq_state *s
+    cdef readonly CoreModel model
+    cdef readonly int n_ctx
+    cdef readonly int max_batch
+
+    def __cinit__(self):
+        self.s = NULL
+
+    def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1):
+        if n_ctx < 1 or max_batch < 1 or nthreads < 1:
+            raise ValueError("n_ctx, max_batch and nthreads must be >= 1")
+        self.model = model
+        self.n_ctx = n_ctx
+        self.max_batch = max_batch
+        with nogil:
+            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads)
+        if self.s == NULL:
+            raise OutOfMemoryError(
+                f"could not allocate the session state (KV cache for {n_ctx} positions); "
+                "use a shorter context")
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            with nogil:
+                tq_state_free(self.s)
+
+    @property
+    def threads(self):
+        return tq_state_threads(self.s)
+
+    @property
+    def kv_bytes(self):
+        return tq_state_kv_bytes(self.s)
+
+    def cancel(self, bint flag=True):
+        """Thread-safe: asks a running forward to stop between two layers."""
+        tq_state_cancel(self.s, 1 if flag else 0)
+
+    def forward(self, tokens, int pos, bint all_logits=False, bint want_logits=True):
+        """Runs tokens at positions pos..; returns float32 logits [n, vocab] (all_logits) or
+        [vocab] (last token), or None when want_logits is False."""
+        cdef int32_t[::1] ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        cdef int n = ids.shape[0]
+        cdef int vocab = self.model.m.vocab
+        if n < 1:
+            raise ValueError("no tokens to run")
+        if pos < 0 or pos + n > self.n_ctx:
+            raise ContextFullError(
+                f"{pos + n} positions needed but the context holds {self.n_ctx}; "
+                "start a new conversation or raise the context size")
+        bad = [int(t) for t in np.asarray(ids) if t < 0 or t >= vocab]
+        if bad:
+            raise ValueError(f"token ids out of range [0, {vocab}): {bad[:5]}")
+        cdef float[:, ::1] out2
+        cdef float *lp = NULL
+        out = None
+        if want_logits:
+            out = np.empty((n if all_logits else 1, vocab), dtype=np.float32)
+            out2 = out
+            lp = &out2[0, 0]
+        cdef int rc
+        with nogil:
+            rc = tq_forward(self.s, &ids[0], n, pos, lp, all_logits)
+        if rc == TQ_ECANCELLED:
+            raise CancelledError("generation was stopped")
+        if rc != TQ_OK:
+            raise EngineError(f"forward pass failed (status {rc})")
+        if out is not None and not all_logits:
+            return out[0]
+        return out
+
+    def forward_layer(self, int layer, x, int pos):
+        """Runs decoder layer ``layer`` on a copy of x [n, dim] at positions pos..; for tests."""
+        cdef float[:, ::1] xv = np.array(x, dtype=np.float32, order="C", copy=True)
+        if xv.shape[1] != self.model.m.dim:
+            raise ValueError("x must be [n, dim]")
+        cdef int n = xv.shape[0]
+        cdef int rc
+        with nogil:
+            rc = tq_forward_layer(self.s, layer, &xv[0, 0], n, pos)
+        if rc != TQ_OK:
+            raise EngineError(f"forward_layer failed (status {rc}): check layer, n <= max_batch and pos")
+        return np.asarray(xv)

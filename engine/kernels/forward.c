@@ -1,1 +1,391 @@
-/* forward */
+/* posix_memalign */
+#define _POSIX_C_SOURCE 200809L
+/* BitNet b1.58 forward pass (see ../shared/docs/formats.md for the math), batched over a chunk of
+ * prompt tokens so every ternary matrix is read once per chunk (GEMM), or once per token (GEMV).
+ * Every heavy loop runs on the thread pool with dynamic chunking; everything else is short and
+ * serial. No Python, no GIL: engine/_core.pyx calls in with the GIL released. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TQ_ROWS_PER_CHUNK 64   /* rows of a ternary matrix per work item */
+#define TQ_HEAD_ROWS 512       /* rows of the f16 head per work item */
+
+struct tq_state {
+    const tq_model *m;
+    const tq_kernels *k;
+    tq_pool *pool;
+    int n_ctx, max_batch, nth;
+    int qdim, kvdim, xdim, apad;
+    volatile int cancel;
+    float *x;       /* max_batch x dim: residual stream */
+    float *xb;      /* max_batch x xdim: normed input, attention output (xdim = max(dim, qdim)) */
+    float *xb2;     /* max_batch x dim: projection output before the residual add */
+    float *q;       /* max_batch x qdim */
+    float *hb;      /* max_batch x hidden: gate, then the gated product */
+    float *hb2;     /* max_batch x hidden: up */
+    int8_t *qa;     /* max_batch x apad: int8 activations, zero padded to whole blocks */
+    int32_t *qsum;  /* max_batch */
+    float *qscale;  /* max_batch */
+    int32_t *tmp;   /* nth x max_batch x TQ_ROWS_PER_CHUNK: per-thread integer products */
+    float *att;     /* nth x n_ctx: per-thread attention scores */
+    float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32) */
+    float *rcos, *rsin; /* n_ctx x head_dim/2: RoPE tables */
+};
+
+static size_t tq_round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+static void *tq_alloc(size_t n) {
+    /* 64-byte alignment keeps vector loads on cache-line boundaries */
+    void *p = NULL;
+#if defined(_WIN32)
+    p = _aligned_malloc(n ? n : 64, 64);
+    if (p) memset(p, 0, n);
+#else
+    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
+    memset(p, 0, n);
+#endif
+    return p;
+}
+
+static void tq_free_aligned(void *p) {
+#if defined(_WIN32)
+    _aligned_free(p);
+#else
+    free(p);
+#endif
+}
+
+void tq_state_free(tq_state *s) {
+    if (!s) return;
+    if (s->pool) tq_pool_free(s->pool);
+    void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
+                    s->tmp, s->att, s->rcos, s->rsin};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
+    /* the KV cache is calloc'ed: untouched pages cost no memory until the context fills */
+    free(s->kc);
+    free(s->vc);
+    free(s);
+}
+
+tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads) {
+    if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
+    tq_state *s = (tq_state *)calloc(1, sizeof(tq_state));
+    if (!s) return NULL;
+    s->m = m;
+    s->k = k;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->qdim = m->n_heads * m->head_dim;
+    s->kvdim = m->n_kv_heads * m->head_dim;
+    s->xdim = m->dim > s->qdim ? m->dim : s->qdim;
+    int amax = s->xdim > m->hidden ? s->xdim : m->hidden;
+    s->apad = (int)tq_round_up((size_t)amax, TQ_QK);
+    s->pool = tq_pool_new(nthreads);
+    if (!s->pool) goto fail;
+    s->nth = tq_pool_threads(s->pool);
+    const size_t B = (size_t)max_batch;
+    s->x = tq_alloc(B * m->dim * sizeof(float));
+    s->xb = tq_alloc(B * s->xdim * sizeof(float));
+    s->xb2 = tq_alloc(B * m->dim * sizeof(float));
+    s->q = tq_alloc(B * s->qdim * sizeof(float));
+    s->hb = tq_alloc(B * m->hidden * sizeof(float));
+    s->hb2 = tq_alloc(B * m->hidden * sizeof(float));
+    s->qa = tq_alloc(B * s->apad);
+    s->qsum = tq_alloc(B * sizeof(int32_t));
+    s->qscale = tq_alloc(B * sizeof(float));
+    s->tmp = tq_alloc((size_t)s->nth * B * TQ_ROWS_PER_CHUNK * sizeof(int32_t));
+    s->att = tq_alloc((size_t)s->nth * n_ctx * sizeof(float));
+    const size_t half = (size_t)m->head_dim / 2;
+    s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
+    s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
+    const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
+    s->kc = (float *)calloc(kv, sizeof(float));
+    s->vc = (float *)calloc(kv, sizeof(float));
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
+        !s->qscale || !s->tmp || !s->att || !s->rcos || !s->rsin || !s->kc || !s->vc)
+        goto fail;
+    /* RoPE angles exactly as transformers computes them in float32:
+     * inv_freq = 1 / theta^(2i/hd), angle = float(pos) * inv_freq, then cos/sin. */
+    for (size_t i = 0; i < half; i++) {
+        const float inv = 1.0f / powf(m->rope_theta, (float)(2 * i) / (float)m->head_dim);
+        for (int p = 0; p < n_ctx; p++) {
+            const float a = (float)p * inv;
+            s->rcos[(size_t)p * half + i] = cosf(a);
+            s->rsin[(size_t)p * half + i] = sinf(a);
+        }
+    }
+    return s;
+fail:
+    tq_state_free(s);
+    return NULL;
+}
+
+void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
+int tq_state_threads(const tq_state *s) { return s->nth; }
+long long tq_state_kv_bytes(const tq_state *s) {
+    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)sizeof(float);
+}
+
+/* ---- small serial pieces ---------------------------------------------------------------- */
+
+static void tq_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0; /* double: the sum of 6912 squares keeps full f32 precision */
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float inv = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+static void tq_quantize(tq_state *s, const float *x, size_t ldx, int n, int ntok) {
+    for (int t = 0; t < ntok; t++)
+        s->qscale[t] = s->k->quant_act(x + (size_t)t * ldx, n, s->apad, s->qa + (size_t)t * s->apad,
+                                       &s->qsum[t]);
+}
+
+static void tq_rope(const tq_state *s, float *v, int nheads, int pos) {
+    const int hd = s->m->head_dim, half = hd / 2;
+    const float *c = s->rcos + (size_t)pos * half, *sn = s->rsin + (size_t)pos * half;
+    for (int h = 0; h < nheads; h++) {
+        float *x = v + (size_t)h * hd;
+        if (s->m->rope_neox) {
+            for (int i = 0; i < half; i++) {
+                const float a = x[i], b = x[i + half];
+                x[i] = a * c[i] - b * sn[i];
+                x[i + half] = b * c[i] + a * sn[i];
+            }
+        } else {
+            for (int i = 0; i < half; i++) {
+                const float a = x[2 * i], b = x[2 * i + 1];
+                x[2 * i] = a * c[i] - b * sn[i];
+                x[2 * i + 1] = b * c[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+/* ---- ternary matmul on the pool ----------------------------------------------------------- */
+
+typedef struct {
+    const tq_tern *t;
+    float *out;     /* out[tok * ld + row] */
+    size_t ld;
+} tq_mm_item;
+
+typedef struct {
+    tq_state *s;
+    int ntok, nitems;
+    tq_mm_item items[3];
+    long first[4];  /* chunk index where each item starts; first[nitems] = total */
+    tq_counter ctr;
+} tq_mm_task;
+
+static void tq_mm_worker(void *arg, int ith, int nth) {
+    (void)nth;
+    tq_mm_task *task = (tq_mm_task *)arg;
+    tq_state *s = task->s;
+    int32_t *tmp = s->tmp + (size_t)ith * s->max_batch * TQ_ROWS_PER_CHUNK;
+    for (;;) {
+        const long c = tq_counter_take(&task->ctr);
+        if (c >= task->first[task->nitems]) break;
+        int i = 0;
+        while (c >= task->first[i + 1]) i++;
+        const tq_mm_item *it = &task->items[i];
+        const tq_tern *t = it->t;
+        const int r0 = (int)(c - task->first[i]) * TQ_ROWS_PER_CHUNK;
+        const int nr = t->rows - r0 < TQ_ROWS_PER_CHUNK ? t->rows - r0 : TQ_ROWS_PER_CHUNK;
+        const uint8_t *w = t->w + (size_t)r0 * t->nb * TQ_QK_BYTES;
+        if (task->ntok == 1)
+            s->k->gemv(w, nr, t->nb, s->qa, s->qsum[0], tmp);
+        else
+            s->k->gemm(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp, (size_t)nr);
+        /* y = (sum q*w) / s_act * w_scale: the activation scale divides, as the reference's
+         * dequantized activations (q / s) do */
+        for (int tok = 0; tok < task->ntok; tok++) {
+            float *out = it->out + (size_t)tok * it->ld + r0;
+            const int32_t *acc = tmp + (size_t)tok * nr;
+            const float sa = s->qscale[tok];
+            for (int r = 0; r < nr; r++) out[r] = ((float)acc[r] / sa) * t->scale[r0 + r];
+        }
+    }
+}
+
+/* Runs up to three matrices that share the quantized input in s->qa in one pool job. */
+static void tq_matmul(tq_state *s, int ntok, int nitems, const tq_mm_item *items) {
+    tq_mm_task task;
+    task.s = s;
+    task.ntok = ntok;
+    task.nitems = nitems;
+    task.first[0] = 0;
+    for (int i = 0; i < nitems; i++) {
+        task.items[i] = items[i];
+        task.first[i + 1] = task.first[i] + (items[i].t->rows + TQ_ROWS_PER_CHUNK - 1) / TQ_ROWS_PER_CHUNK;
+    }
+    tq_counter_reset(&task.ctr);
+    tq_pool_run(s->pool, tq_mm_worker, &task);
+}
+
+/* ---- attention ---------------------------------------------------------------------------- */
+
+typedef struct {
+    tq_state *s;
+    int layer, ntok, pos;
+    tq_counter ctr;
+} tq_attn_task;
+
+static void tq_attn_worker(void *arg, int ith, int nth) {
+    (void)nth;
+    tq_attn_task *task = (tq_attn_task *)arg;
+    tq_state *s = task->s;
+    const tq_model *m = s->m;
+    const int hd = m->head_dim, group = m->n_heads / m->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = s->att + (size_t)ith * s->n_ctx;
+    const float *kc = s->kc + (size_t)task->layer * s->n_ctx * s->kvdim;
+    const float *vc = s->vc + (size_t)task->layer * s->n_ctx * s->kvdim;
+    const long total = (long)task->ntok * m->n_heads;
+    for (;;) {
+        const long item = tq_counter_take(&task->ctr);
+        if (item >= total) break;
+        const int t = (int)(item / m->n_heads), h = (int)(item % m->n_heads);
+        const int kvh = h / group; /* GQA: query head h reads KV head h / group */
+        const int len = task->pos + t + 1;
+        const float *qh = s->q + (size_t)t * s->qdim + (size_t)h * hd;
+        float mx = -INFINITY;
+        for (int j = 0; j < len; j++) {
+            const float sc = s->k->f32_dot(qh, kc + (size_t)j * s->kvdim + (size_t)kvh * hd, hd) * scale;
+            att[j] = sc;
+            if (sc > mx) mx = sc;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < len; j++) {
+            att[j] = expf(att[j] - mx);
+            sum += att[j];
+        }
+        const float inv = 1.0f / sum;
+        float *out = s->xb + (size_t)t * s->xdim + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j < len; j++)
+            s->k->f32_axpy(att[j] * inv, vc + (size_t)j * s->kvdim + (size_t)kvh * hd, out, hd);
+    }
+}
+
+/* ---- the head ----------------------------------------------------------------------------- */
+
+typedef struct {
+    tq_state *s;
+    const float *x;
+    float *logits;
+    tq_counter ctr;
+} tq_head_task;
+
+static void tq_head_worker(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    tq_head_task *task = (tq_head_task *)arg;
+    const tq_model *m = task->s->m;
+    const long chunks = (m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS;
+    for (;;) {
+        const long c = tq_counter_take(&task->ctr);
+        if (c >= chunks) break;
+        const int r0 = (int)c * TQ_HEAD_ROWS;
+        const int nr = m->vocab - r0 < TQ_HEAD_ROWS ? m->vocab - r0 : TQ_HEAD_ROWS;
+        task->s->k->f16_gemv(m->head + (size_t)r0 * m->dim, nr, m->dim, task->x, task->logits + r0);
+    }
+}
+
+static void tq_head(tq_state *s, const float *x, float *logits) {
+    tq_head_task task = {s, x, logits, {0}};
+    tq_pool_run(s->pool, tq_head_worker, &task);
+}
+
+/* ---- one decoder layer ------------------------------------------------------------------ */
+
+static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
+    const tq_model *m = s->m;
+    const tq_layer *L = &m->layers[l];
+    const int dim = m->dim, qdim = s->qdim, kvdim = s->kvdim, hid = m->hidden;
+    const float eps = m->norm_eps;
+    float *kc = s->kc + ((size_t)l * s->n_ctx + pos) * kvdim;
+    float *vc = s->vc + ((size_t)l * s->n_ctx + pos) * kvdim;
+
+    /* attention block */
+    for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->attn_norm, dim, eps);
+    tq_quantize(s, s->xb, s->xdim, dim, n);
+    tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
+    tq_matmul(s, n, 3, qkv);
+    for (int t = 0; t < n; t++) {
+        tq_rope(s, s->q + (size_t)t * qdim, m->n_heads, pos + t);
+        tq_rope(s, kc + (size_t)t * kvdim, m->n_kv_heads, pos + t);
+    }
+    tq_attn_task at = {s, l, n, pos, {0}};
+    tq_pool_run(s->pool, tq_attn_worker, &at);
+    for (int t = 0; t < n; t++) {
+        float *o = s->xb + (size_t)t * s->xdim;
+        if (L->attn_sub_norm) tq_rmsnorm(o, o, L->attn_sub_norm, qdim, eps);
+    }
+    tq_quantize(s, s->xb, s->xdim, qdim, n);
+    tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
+    tq_matmul(s, n, 1, &o);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
+
+    /* feed-forward block; the intermediate stays f32 (ReLU^2 overflows f16) */
+    for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->ffn_norm, dim, eps);
+    tq_quantize(s, s->xb, s->xdim, dim, n);
+    tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
+    tq_matmul(s, n, 2, gu);
+    for (int t = 0; t < n; t++) {
+        float *g = s->hb + (size_t)t * hid;
+        const float *u = s->hb2 + (size_t)t * hid;
+        if (m->act == TQ_ACT_RELU2) {
+            for (int i = 0; i < hid; i++) {
+                const float r = g[i] > 0.0f ? g[i] : 0.0f;
+                g[i] = (r * r) * u[i];
+            }
+        } else {
+            for (int i = 0; i < hid; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+        }
+        if (L->ffn_sub_norm) tq_rmsnorm(g, g, L->ffn_sub_norm, hid, eps);
+    }
+    tq_quantize(s, s->hb, (size_t)hid, hid, n);
+    tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
+    tq_matmul(s, n, 1, &d);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
+}
+
+int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos) {
+    if (layer < 0 || layer >= s->m->n_layers || n < 1 || n > s->max_batch || pos < 0 || pos + n > s->n_ctx)
+        return TQ_ERANGE;
+    tq_layer_run(s, layer, x, n, pos);
+    return TQ_OK;
+}
+
+int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
+    const tq_model *m = s->m;
+    if (n < 1 || pos < 0 || pos + n > s->n_ctx) return TQ_ERANGE;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->vocab) return TQ_ERANGE;
+    for (int c0 = 0; c0 < n; c0 += s->max_batch) {
+        const int nb = n - c0 < s->max_batch ? n - c0 : s->max_batch;
+        for (int t = 0; t < nb; t++) {
+            const uint16_t *e = m->embed + (size_t)tokens[c0 + t] * m->dim;
+            float *x = s->x + (size_t)t * m->dim;
+            for (int i = 0; i < m->dim; i++) x[i] = tq_f16_to_f32(e[i]);
+        }
+        for (int l = 0; l < m->n_layers; l++) {
+            if (s->cancel) return TQ_ECANCELLED;
+            tq_layer_run(s, l, s->x, nb, pos + c0);
+        }
+        if (!logits) continue;
+        const int last_chunk = c0 + nb >= n;
+        for (int t = 0; t < nb; t++) {
+            if (!all_logits && !(last_chunk && t == nb - 1)) continue;
+            float *xn = s->xb; /* reuse: row 0 of xb holds the normed state */
+            tq_rmsnorm(xn, s->x + (size_t)t * m->dim, m->out_norm, m->dim, m->norm_eps);
+            float *out = all_logits ? logits + (size_t)(c0 + t) * m->vocab : logits;
+            tq_head(s, xn, out);
+        }
+    }
+    return TQ_OK;
+}

@@ -1,1 +1,202 @@
-/* thread pool */
+/* Portable thread pool; see threadpool.h for the design. */
+#include "threadpool.h"
+
+#include <stdlib.h>
+
+#if defined(_WIN32)
+#include <windows.h>
+typedef HANDLE tq_thread_t;
+typedef SRWLOCK tq_mutex_t;
+typedef CONDITION_VARIABLE tq_cond_t;
+#define tq_mutex_init(m) InitializeSRWLock(m)
+#define tq_mutex_destroy(m) ((void)0)
+#define tq_mutex_lock(m) AcquireSRWLockExclusive(m)
+#define tq_mutex_unlock(m) ReleaseSRWLockExclusive(m)
+#define tq_cond_init(c) InitializeConditionVariable(c)
+#define tq_cond_destroy(c) ((void)0)
+#define tq_cond_wait(c, m) SleepConditionVariableSRW(c, m, INFINITE, 0)
+#define tq_cond_broadcast(c) WakeAllConditionVariable(c)
+#define tq_yield() SwitchToThread()
+static long tq_atomic_add(volatile long *p, long v) { return InterlockedExchangeAdd(p, v); }
+static long tq_atomic_load(volatile long *p) { return InterlockedCompareExchange(p, 0, 0); }
+#else
+#include <pthread.h>
+#include <sched.h>
+typedef pthread_t tq_thread_t;
+typedef pthread_mutex_t tq_mutex_t;
+typedef pthread_cond_t tq_cond_t;
+#define tq_mutex_init(m) pthread_mutex_init(m, NULL)
+#define tq_mutex_destroy(m) pthread_mutex_destroy(m)
+#define tq_mutex_lock(m) pthread_mutex_lock(m)
+#define tq_mutex_unlock(m) pthread_mutex_unlock(m)
+#define tq_cond_init(c) pthread_cond_init(c, NULL)
+#define tq_cond_destroy(c) pthread_cond_destroy(c)
+#define tq_cond_wait(c, m) pthread_cond_wait(c, m)
+#define tq_cond_broadcast(c) pthread_cond_broadcast(c)
+#define tq_yield() sched_yield()
+static long tq_atomic_add(volatile long *p, long v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static long tq_atomic_load(volatile long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+#endif
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <immintrin.h>
+#define tq_cpu_relax() _mm_pause()
+#elif defined(__aarch64__) && !defined(_MSC_VER)
+#define tq_cpu_relax() __asm__ volatile("yield")
+#else
+#define tq_cpu_relax() ((void)0)
+#endif
+
+/* How long a waiting thread spins before it yields, and yields before it sleeps. The gaps between
+ * two jobs inside one token are microseconds (norms, quantization), so a short spin keeps those
+ * cheap; between tokens (sampling in Python) threads go to sleep and give the core back. */
+#define TQ_SPIN 4000
+#define TQ_YIELDS 8
+
+typedef struct {
+    tq_pool *pool;
+    int ith;
+} tq_worker;
+
+struct tq_pool {
+    int nth;
+    volatile long gen;     /* job generation, bumped by each tq_pool_run */
+    volatile long pending; /* workers that have not finished the current job */
+    volatile long stop;
+    long sleepers;         /* workers blocked on job_cv, guarded by mu */
+    long waiting;          /* caller blocked on done_cv, guarded by mu */
+    tq_task_fn fn;
+    void *arg;
+    tq_mutex_t mu;
+    tq_cond_t job_cv, done_cv;
+    tq_thread_t *threads;  /* nth - 1 */
+    tq_worker *workers;    /* nth - 1 */
+};
+
+long tq_counter_take(tq_counter *c) { return tq_atomic_add(&c->next, 1); }
+
+int tq_pool_threads(const tq_pool *pool) { return pool->nth; }
+
+/* Wait until *p != old (mode 0) or *p == 0 (mode 1): spin, yield, then sleep on cv. */
+static int tq_ready(volatile long *p, long old, int mode) {
+    const long v = tq_atomic_load(p);
+    return mode ? v == 0 : v != old;
+}
+
+static void tq_wait(tq_pool *pool, volatile long *p, long old, int mode, tq_cond_t *cv, long *nwait) {
+    for (int i = 0; i < TQ_SPIN; i++) {
+        if (tq_ready(p, old, mode)) return;
+        tq_cpu_relax();
+    }
+    for (int i = 0; i < TQ_YIELDS; i++) {
+        if (tq_ready(p, old, mode)) return;
+        tq_yield();
+    }
+    tq_mutex_lock(&pool->mu);
+    while (!tq_ready(p, old, mode) && !(mode == 0 && tq_atomic_load(&pool->stop))) {
+        (*nwait)++;
+        tq_cond_wait(cv, &pool->mu);
+        (*nwait)--;
+    }
+    tq_mutex_unlock(&pool->mu);
+}
+
+static void tq_worker_finish(tq_pool *pool) {
+    if (tq_atomic_add(&pool->pending, -1) == 1) {
+        tq_mutex_lock(&pool->mu);
+        if (pool->waiting) tq_cond_broadcast(&pool->done_cv);
+        tq_mutex_unlock(&pool->mu);
+    }
+}
+
+#if defined(_WIN32)
+static DWORD WINAPI tq_worker_main(LPVOID p)
+#else
+static void *tq_worker_main(void *p)
+#endif
+{
+    tq_worker *w = (tq_worker *)p;
+    tq_pool *pool = w->pool;
+    long seen = 0;
+    for (;;) {
+        tq_wait(pool, &pool->gen, seen, 0, &pool->job_cv, &pool->sleepers);
+        if (tq_atomic_load(&pool->stop)) break;
+        seen = tq_atomic_load(&pool->gen);
+        pool->fn(pool->arg, w->ith, pool->nth);
+        tq_worker_finish(pool);
+    }
+    return 0;
+}
+
+tq_pool *tq_pool_new(int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    tq_pool *pool = (tq_pool *)calloc(1, sizeof(tq_pool));
+    if (!pool) return NULL;
+    pool->nth = nthreads;
+    tq_mutex_init(&pool->mu);
+    tq_cond_init(&pool->job_cv);
+    tq_cond_init(&pool->done_cv);
+    if (nthreads > 1) {
+        pool->threads = (tq_thread_t *)calloc((size_t)nthreads - 1, sizeof(tq_thread_t));
+        pool->workers = (tq_worker *)calloc((size_t)nthreads - 1, sizeof(tq_worker));
+        if (!pool->threads || !pool->workers) {
+            free(pool->threads);
+            free(pool->workers);
+            free(pool);
+            return NULL;
+        }
+        for (int i = 0; i < nthreads - 1; i++) {
+            pool->workers[i].pool = pool;
+            pool->workers[i].ith = i + 1;
+#if defined(_WIN32)
+            pool->threads[i] = CreateThread(NULL, 0, tq_worker_main, &pool->workers[i], 0, NULL);
+            const int failed = pool->threads[i] == NULL;
+#else
+            const int failed = pthread_create(&pool->threads[i], NULL, tq_worker_main, &pool->workers[i]) != 0;
+#endif
+            if (failed) {
+                pool->nth = i + 1; /* keep the threads that did start */
+                break;
+            }
+        }
+    }
+    return pool;
+}
+
+void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg) {
+    if (pool->nth == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->pending = pool->nth - 1;
+    tq_atomic_add(&pool->gen, 1); /* publishes fn/arg/pending (seq_cst) */
+    tq_mutex_lock(&pool->mu);
+    if (pool->sleepers) tq_cond_broadcast(&pool->job_cv);
+    tq_mutex_unlock(&pool->mu);
+    fn(arg, 0, pool->nth);
+    tq_wait(pool, &pool->pending, 0, 1, &pool->done_cv, &pool->waiting);
+}
+
+void tq_pool_free(tq_pool *pool) {
+    if (!pool) return;
+    tq_atomic_add(&pool->stop, 1);
+    tq_mutex_lock(&pool->mu);
+    tq_cond_broadcast(&pool->job_cv);
+    tq_mutex_unlock(&pool->mu);
+    for (int i = 0; i < pool->nth - 1; i++) {
+#if defined(_WIN32)
+        WaitForSingleObject(pool->threads[i], INFINITE);
+        CloseHandle(pool->threads[i]);
+#else
+        pthread_join(pool->threads[i], NULL);
+#endif
+    }
+    tq_cond_destroy(&pool->job_cv);
+    tq_cond_destroy(&pool->done_cv);
+    tq_mutex_destroy(&pool->mu);
+    free(pool->threads);
+    free(pool->workers);
+    free(pool);
+}

@@ -1,0 +1,70 @@
+/* The transformer forward pass in C (run by engine/_core.pyx with the GIL released).
+ *
+ * Shape of the code follows llama2.c: tq_model holds the config and views of the weights (owned by
+ * Python: numpy arrays, often views into the file's mmap), tq_state the activations, the KV cache
+ * and the thread pool. One tq_state per conversation session. */
+#ifndef TQ_FORWARD_H
+#define TQ_FORWARD_H
+
+#include <stdint.h>
+
+#include "threadpool.h"
+#include "tq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { TQ_ACT_RELU2 = 0, TQ_ACT_SILU = 1 };
+enum { TQ_ECANCELLED = 3, TQ_ERANGE = 4 };
+
+typedef struct {
+    const uint8_t *w;    /* rows x nb*32 packed ternary (tq.h layout) */
+    const float *scale;  /* rows: multiplies the integer dot product */
+    int rows, cols, nb;  /* nb = ceil(cols / 128) */
+} tq_tern;
+
+typedef struct {
+    const float *attn_norm;     /* dim */
+    const float *attn_sub_norm; /* n_heads * head_dim */
+    const float *ffn_norm;      /* dim */
+    const float *ffn_sub_norm;  /* hidden */
+    tq_tern q, k, v, o, gate, up, down;
+} tq_layer;
+
+typedef struct {
+    int dim, hidden, n_layers, n_heads, n_kv_heads, head_dim, vocab, context;
+    float rope_theta, norm_eps;
+    int rope_neox;              /* 1: pairs (i, i + hd/2) (rotate_half); 0: pairs (2i, 2i+1) */
+    int act;                    /* TQ_ACT_* */
+    const uint16_t *embed;      /* vocab x dim, f16 */
+    const uint16_t *head;       /* vocab x dim, f16 (== embed when tied) */
+    const float *out_norm;      /* dim */
+    const tq_layer *layers;     /* n_layers */
+} tq_model;
+
+typedef struct tq_state tq_state;
+
+/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1. NULL on OOM. */
+tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads);
+void tq_state_free(tq_state *s);
+/* Set from another thread to stop a forward between two layers (tq_forward then returns
+ * TQ_ECANCELLED and the KV entries of that call are not valid). */
+void tq_state_cancel(tq_state *s, int flag);
+int tq_state_threads(const tq_state *s);
+long long tq_state_kv_bytes(const tq_state *s);
+
+/* Runs tokens[0..n) at positions pos..pos+n-1 (the cache must hold 0..pos-1).
+ * logits: if all_logits, n x vocab, else vocab for the last token only; may be NULL (no head).
+ * Returns TQ_OK, TQ_ERANGE (pos + n > n_ctx or bad token id), TQ_ECANCELLED. */
+int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits, int all_logits);
+
+/* Per-layer hidden states for tests (teacher forcing): runs one decoder layer on x (n x dim, in
+ * place) at positions pos.., using and filling the KV cache of that layer. */
+int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,35 @@
+/* A small portable thread pool (pthreads / Win32) with no OpenMP runtime to ship.
+ *
+ * tq_pool_run(pool, fn, arg) runs fn(arg, ith, nth) on every thread, the caller being thread 0,
+ * and returns when all have finished. Workers spin briefly on the job counter and then sleep on a
+ * condition variable, so a core taken by another process does not make the barrier burn the core
+ * that is left (busy-waiting barriers collapse under contention). Tasks split their work in small
+ * chunks handed out by an atomic counter (tq_pool_chunk), so a slow or descheduled thread simply
+ * takes fewer chunks. */
+#ifndef TQ_THREADPOOL_H
+#define TQ_THREADPOOL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tq_pool tq_pool;
+typedef void (*tq_task_fn)(void *arg, int ith, int nth);
+
+tq_pool *tq_pool_new(int nthreads); /* NULL on failure; nthreads >= 1 */
+void tq_pool_free(tq_pool *pool);
+int tq_pool_threads(const tq_pool *pool);
+void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg);
+
+/* Shared chunk counter for dynamic scheduling inside one task. */
+typedef struct {
+    volatile long next;
+} tq_counter;
+static inline void tq_counter_reset(tq_counter *c) { c->next = 0; }
+long tq_counter_take(tq_counter *c); /* atomically returns the old value and adds 1 */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

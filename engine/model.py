@@ -1,0 +1,342 @@
+"""The engine's stable Python API: load_model(), Model, Session, Stats.
+
+A Model owns the weights (views into the file's mmap where the layout allows) and the kernel
+choice; a Session owns a KV cache and the token history it holds, so a follow-up message only runs
+the tokens the cache does not have yet. Every forward pass runs in C with the GIL released.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _core
+from .errors import ContextFullError, EngineError, ModelFormatError
+from .sampler import Sampler, SamplingParams
+from .weights import ModelWeights
+
+DEFAULT_CONTEXT = 4096
+PROMPT_BATCH = 64  # prompt tokens per GEMM pass; bounds the activation buffers
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share the load/store units the decode loop is bound by)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return int(n)
+    except ImportError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    arch: str
+    file_type: str
+    n_layers: int
+    dim: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab: int
+    context: int
+    quant_types: tuple[str, ...]
+    isa: str
+    threads: int
+    weight_bytes: int  # bytes of weights the forward pass reads (packed ternary + f16 embedding)
+
+    def describe(self) -> str:
+        return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
+
+
+@dataclass(frozen=True)
+class Stats:
+    prompt_tokens: int  # tokens run through the model for this prompt (cache hits excluded)
+    prompt_ms: float
+    tokens_generated: int
+    decode_ms: float
+    ttft_ms: float  # from the call until the first generated token was available
+    cached_tokens: int = 0  # prompt tokens served from the session's KV cache
+    stop_reason: str = "length"  # "stop" (a stop id), "length", "cancelled", "context"
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / (self.prompt_ms / 1e3) if self.prompt_ms > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        # the first token comes from the prompt pass; decode time covers the tokens after it
+        n = self.tokens_generated - 1
+        return n / (self.decode_ms / 1e3) if n > 0 and self.decode_ms > 0 else 0.0
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)
+    stats: Stats | None = None
+
+
+def _load_weights(path: Path) -> ModelWeights:
+    if not path.exists():
+        raise ModelFormatError(path, "no such file or directory")
+    if path.is_dir():
+        from .hf import load_hf_weights
+
+        return load_hf_weights(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        from .gguf_loader import load_gguf_weights
+
+        return load_gguf_weights(path)
+    raise ModelFormatError(
+        path, f"not a model file (magic {magic!r}): expected a GGUF file or a Hugging Face directory"
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    isa: str | None = None,
+    context: int | None = None,
+) -> Model:
+    """Loads a GGUF file or a Hugging Face directory (config.json + safetensors).
+
+    threads: worker threads (default: physical cores). isa: force a kernel path ("scalar", "avx2",
+    "avx512", "neon"; default: the best this CPU has, or TRIT_ISA). context: KV cache positions
+    (default: the model's, capped at 4096)."""
+    p = Path(path)
+    weights = _load_weights(p)
+    return Model(weights, threads=threads, isa=isa, context=context)
+
+
+class Model:
+    def __init__(
+        self,
+        weights: ModelWeights,
+        *,
+        threads: int | None = None,
+        isa: str | None = None,
+        context: int | None = None,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.weights = weights
+        self.config = weights.config
+        self.core = _core.CoreModel(weights, isa)
+        self.threads = threads or physical_cores()
+        self.context = min(context or min(self.config.context, DEFAULT_CONTEXT), self.config.context)
+        if self.context < 1:
+            raise ValueError("context must be >= 1")
+        self._default: Session | None = None
+        cfg = self.config
+        tern = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
+        head = weights.embed if weights.head is None else weights.head
+        wbytes = sum(t.packed.nbytes for t in tern) + head.nbytes
+        self.info = ModelInfo(
+            path=weights.source,
+            arch=cfg.arch,
+            file_type=weights.file_type,
+            n_layers=cfg.n_layers,
+            dim=cfg.dim,
+            hidden=cfg.hidden,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            head_dim=cfg.head_dim,
+            vocab=cfg.vocab,
+            context=self.context,
+            quant_types=tuple(sorted({t.source_type for t in tern})),
+            isa=self.core.isa,
+            threads=self.threads,
+            weight_bytes=int(wbytes),
+        )
+
+    # -- sessions ------------------------------------------------------------------------------
+    def session(self, *, context: int | None = None) -> Session:
+        """A new conversation state with its own KV cache."""
+        return Session(self, context or self.context)
+
+    def _default_session(self) -> Session:
+        if self._default is None:
+            self._default = self.session()
+        return self._default
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """float32 [len(ids), vocab] logits of every position, in a fresh context."""
+        ids = _as_ids(token_ids, self.config.vocab)
+        s = self._default_session()
+        s.reset()
+        out = s.state.forward(ids, 0, all_logits=True)
+        s._history = []  # the cache now holds ids, but logits() promises a fresh context each time
+        return out
+
+    def generate(self, prompt_ids: Sequence[int], **kwargs: object) -> Generation:
+        """Generates from a fresh context; see Session.generate for the arguments."""
+        s = self._default_session()
+        s.reset()
+        return s.generate(prompt_ids, **kwargs)  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        """Stops the generation running on the default session (from any thread)."""
+        if self._default is not None:
+            self._default.cancel()
+
+
+def _as_ids(ids: Iterable[int], vocab: int) -> np.ndarray:
+    arr = np.asarray(list(ids), dtype=np.int64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError("token ids must be a non-empty 1-D sequence")
+    if arr.min() < 0 or arr.max() >= vocab:
+        raise ValueError(f"token ids must be in [0, {vocab})")
+    return arr.astype(np.int32)
+
+
+class Session:
+    """A conversation's KV cache and the tokens it holds.
+
+    generate() takes the WHOLE token sequence of the conversation so far (e.g. the rendered chat);
+    the longest prefix already in the cache is reused and only the rest is run."""
+
+    def __init__(self, model: Model, context: int) -> None:
+        self.model = model
+        self.context = context
+        self.state = _core.CoreState(model.core, context, PROMPT_BATCH, model.threads)
+        self._history: list[int] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._history)
+
+    @property
+    def kv_bytes(self) -> int:
+        return int(self.state.kv_bytes)
+
+    def reset(self) -> None:
+        self._history = []
+
+    def cancel(self) -> None:
+        """Thread-safe: the running generate() returns within one token (or one prompt layer)."""
+        self._stop.set()
+        self.state.cancel(True)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.1,
+        seed: int | None = None,
+        stop_ids: Iterable[int] | None = None,
+        on_token: Callable[[int], object] | None = None,
+    ) -> Generation:
+        """Streams tokens after prompt_ids to on_token (return False from it to stop).
+
+        stop_ids default to the model's end-of-sequence ids; a stop id ends the reply and is not
+        part of it (nor of the cache's history). The reply is kept in the cache, so the next call
+        with prompt = history + reply + new message runs only the new part."""
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        sampler = Sampler(params)
+        stops = set(self.model.config.eos_ids if stop_ids is None else stop_ids)
+        ids = _as_ids(prompt_ids, self.model.config.vocab)
+        if not self._lock.acquire(blocking=False):
+            raise EngineError("this session is already generating")
+        try:
+            return self._generate(ids, max_tokens, sampler, stops, on_token)
+        finally:
+            self._lock.release()
+
+    def _generate(
+        self,
+        ids: np.ndarray,
+        max_tokens: int,
+        sampler: Sampler,
+        stops: set[int],
+        on_token: Callable[[int], object] | None,
+    ) -> Generation:
+        self._stop.clear()
+        self.state.cancel(False)
+        t0 = time.perf_counter()
+        # reuse the cached prefix; at least the last prompt token is run to get its logits
+        common = 0
+        hist = self._history
+        limit = min(len(hist), len(ids) - 1)
+        while common < limit and hist[common] == ids[common]:
+            common += 1
+        todo = ids[common:]
+        if len(ids) + max(max_tokens, 0) > self.context and len(ids) >= self.context:
+            raise ContextFullError(
+                f"the prompt has {len(ids)} tokens but the context holds {self.context}; "
+                "start a new conversation or raise the context size"
+            )
+        self._history = hist[:common]
+        out = Generation()
+        reason = "length"
+        try:
+            logits = self.state.forward(todo, common)
+        except _core.CancelledError:
+            ms = (time.perf_counter() - t0) * 1e3
+            out.stats = Stats(len(todo), ms, 0, 0.0, ms, common, "cancelled")
+            return out
+        self._history = [int(t) for t in ids]
+        t1 = time.perf_counter()
+        prompt_ms = (t1 - t0) * 1e3
+        ttft = prompt_ms
+        pos = len(ids)
+        for i in range(max_tokens):
+            if self._stop.is_set():
+                reason = "cancelled"
+                break
+            tok = sampler.sample(logits, self._history)
+            if i == 0:
+                ttft = (time.perf_counter() - t0) * 1e3
+            if tok in stops:
+                reason = "stop"
+                break
+            out.tokens.append(tok)
+            if on_token is not None and on_token(tok) is False:
+                reason = "cancelled"
+                break
+            if i == max_tokens - 1:
+                break  # the last token is not run: a follow-up turn runs it with its prompt
+            if pos >= self.context:
+                reason = "context"
+                break
+            try:
+                logits = self.state.forward([tok], pos)
+            except _core.CancelledError:
+                reason = "cancelled"
+                break
+            # the history mirrors the cache exactly: only tokens that were run are in it
+            self._history.append(tok)
+            pos += 1
+        t2 = time.perf_counter()
+        out.stats = Stats(
+            prompt_tokens=len(todo),
+            prompt_ms=prompt_ms,
+            tokens_generated=len(out.tokens),
+            decode_ms=(t2 - t1) * 1e3 - (ttft - prompt_ms),
+            ttft_ms=ttft,
+            cached_tokens=common,
+            stop_reason=reason,
+        )
+        return out
