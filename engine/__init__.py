@@ -1,4 +1,25 @@
-"""trit.engine: ternary inference engine."""
-from .errors import ContextFullError, EngineError, ModelFormatError, OutOfMemoryError, UnsupportedCPUError
+"""trit.engine: ternary (BitNet b1.58) inference on the CPU.
 
-__all__ = ["EngineError", "ModelFormatError", "UnsupportedCPUError", "OutOfMemoryError", "ContextFullError"]
+    from trit.engine import load_model
+    model = load_model("model.gguf")
+    gen = model.generate([1, 2, 3], max_tokens=16, temperature=0)
+"""
+
+from .errors import ContextFullError, EngineError, ModelFormatError, OutOfMemoryError, UnsupportedCPUError
+from .model import Generation, Model, ModelInfo, Session, Stats, load_model
+from .sampler import SamplingParams
+
+__all__ = [
+    "ContextFullError",
+    "EngineError",
+    "Generation",
+    "Model",
+    "ModelFormatError",
+    "ModelInfo",
+    "OutOfMemoryError",
+    "SamplingParams",
+    "Session",
+    "Stats",
+    "UnsupportedCPUError",
+    "load_model",
+]
