@@ -1,3 +1,219 @@
-# cython: language_level=3
-def available_isas():
-    return []
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Test / debug access to every kernel table of engine/kernels (tq.h), one ISA at a time.
+
+Not used by the forward pass. Shapes, dtypes and contiguity are checked and outputs allocated
+while holding the GIL; only the C call runs under ``with nogil``. An ISA the CPU or the build
+lacks raises UnsupportedCPUError.
+"""
+
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+
+import numpy as np
+
+from .errors import UnsupportedCPUError
+
+
+# extern functions are noexcept in Cython 3; the pointer typedefs say so explicitly.
+cdef extern from "tq.h" nogil:
+    int TQ_QK
+    int TQ_QK_BYTES
+    ctypedef void (*tq_gemv_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                int32_t *out) noexcept
+    ctypedef void (*tq_gemm_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                                const int32_t *asum, int ntok, int32_t *out, size_t out_stride) noexcept
+    ctypedef float (*tq_quant_fn)(const float *x, int n, int npad, int8_t *q, int32_t *sum) noexcept
+    ctypedef void (*tq_f16_gemv_fn)(const uint16_t *w, int rows, int cols, const float *x, float *out) noexcept
+    ctypedef float (*tq_f32_dot_fn)(const float *a, const float *b, int n) noexcept
+    ctypedef void (*tq_f32_axpy_fn)(float a, const float *x, float *y, int n) noexcept
+    ctypedef struct tq_kernels:
+        const char *isa
+        tq_gemv_fn gemv
+        tq_gemm_fn gemm
+        tq_quant_fn quant_act
+        tq_f16_gemv_fn f16_gemv
+        tq_f32_dot_fn f32_dot
+        tq_f32_axpy_fn f32_axpy
+    enum:
+        TQ_CPU_AVX2
+        TQ_CPU_AVX512
+        TQ_CPU_AVX512VNNI
+        TQ_CPU_NEON
+        TQ_CPU_NEON_DOTPROD
+    unsigned tq_cpu_features()
+    const tq_kernels *tq_select()
+    const tq_kernels *tq_select_isa(const char *name)
+    float tq_f16_to_f32(uint16_t h)
+    uint16_t tq_f32_to_f16(float f)
+
+
+ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
+
+
+cdef const tq_kernels *_table(str isa) except NULL:
+    cdef bytes name = isa.encode("ascii")
+    cdef const tq_kernels *k = tq_select_isa(name)
+    if k == NULL:
+        raise UnsupportedCPUError(
+            f"instruction set {isa!r} is not available on this CPU or in this build "
+            f"(available: {', '.join(available_isas())}). Pick another with TRIT_ISA."
+        )
+    return k
+
+
+def cpu_features() -> dict:
+    """CPU features as probed by cpu.c (including OS support for the register state)."""
+    cdef unsigned f = tq_cpu_features()
+    return {
+        "avx2": bool(f & TQ_CPU_AVX2),
+        "avx512": bool(f & TQ_CPU_AVX512),
+        "avx512vnni": bool(f & TQ_CPU_AVX512VNNI),
+        "neon": bool(f & TQ_CPU_NEON),
+        "neon_dotprod": bool(f & TQ_CPU_NEON_DOTPROD),
+    }
+
+
+def available_isas() -> list:
+    """ISA names accepted by tq_select_isa() that this CPU and build can run."""
+    return [n for n in ISA_NAMES if tq_select_isa(n.encode("ascii")) != NULL]
+
+
+def selected_isa() -> str:
+    """Name of the table tq_select() picked (honours TRIT_ISA)."""
+    return tq_select().isa.decode("ascii")
+
+
+def table_name(str isa) -> str:
+    """The table behind an ISA name, e.g. "avx512" -> "avx512vnni" on a CPU with VNNI."""
+    return _table(isa).isa.decode("ascii")
+
+
+def _nb_of(Py_ssize_t row_bytes) -> int:
+    if row_bytes % TQ_QK_BYTES != 0 or row_bytes == 0:
+        raise ValueError(f"packed rows must be a positive multiple of {TQ_QK_BYTES} bytes, got {row_bytes}")
+    return row_bytes // TQ_QK_BYTES
+
+
+def gemv(str isa, const uint8_t[:, ::1] w, const int8_t[::1] a, int asum):
+    """int32 [rows]: out[r] = sum_i w[r][i] * a[i] for packed ternary w [rows, nb * 32]."""
+    cdef const tq_kernels *k = _table(isa)
+    cdef int rows = <int>w.shape[0]
+    cdef int nb = _nb_of(w.shape[1])
+    if a.shape[0] < <Py_ssize_t>nb * TQ_QK:
+        raise ValueError(f"activations hold {a.shape[0]} values, the rows need {nb * TQ_QK}")
+    out = np.empty(rows, dtype=np.int32)
+    cdef int32_t[::1] o = out
+    if rows > 0:
+        with nogil:
+            k.gemv(&w[0, 0], rows, nb, &a[0], asum, &o[0])
+    return out
+
+
+def gemm(str isa, const uint8_t[:, ::1] w, const int8_t[:, :] a, const int32_t[::1] asum, int out_pad=0):
+    """int32 [ntok, rows]. ``a`` is [ntok, >= nb * 128] with unit column stride and any row stride
+    (a view into a wider array tests arbitrary a_stride and unaligned rows); the output rows are
+    written with a stride of rows + out_pad."""
+    cdef const tq_kernels *k = _table(isa)
+    cdef int rows = <int>w.shape[0]
+    cdef int nb = _nb_of(w.shape[1])
+    cdef int ntok = <int>a.shape[0]
+    if ntok < 1:
+        raise ValueError("gemm needs at least one token")
+    if a.shape[1] < <Py_ssize_t>nb * TQ_QK or a.strides[1] != 1:
+        raise ValueError(f"activations must be [ntok, >= {nb * TQ_QK}] with unit column stride")
+    if ntok > 1 and a.strides[0] < <Py_ssize_t>nb * TQ_QK:
+        raise ValueError("activation rows overlap (row stride below nb * 128)")
+    if asum.shape[0] != ntok:
+        raise ValueError(f"asum has {asum.shape[0]} entries for {ntok} tokens")
+    if out_pad < 0:
+        raise ValueError("out_pad must be >= 0")
+    cdef size_t a_stride = <size_t>a.strides[0] if ntok > 1 else <size_t>nb * TQ_QK
+    cdef size_t out_stride = <size_t>(rows + out_pad)
+    full = np.full((ntok, rows + out_pad), -7, dtype=np.int32)
+    cdef int32_t[:, ::1] o = full
+    if rows > 0:
+        with nogil:
+            k.gemm(&w[0, 0], rows, nb, &a[0, 0], a_stride, &asum[0], ntok, &o[0, 0], out_stride)
+    if out_pad and not (full[:, rows:] == -7).all():
+        raise AssertionError("gemm wrote past the rows of an output row")
+    return full[:, :rows]
+
+
+def quant_act(str isa, const float[::1] x, int npad):
+    """(q int8 [max(n, npad)], sum, scale). q starts filled with 0x55 so that a missing zero pad
+    shows up."""
+    cdef const tq_kernels *k = _table(isa)
+    cdef int n = <int>x.shape[0]
+    cdef int total = n if n > npad else npad
+    q = np.full(max(total, 1), 0x55, dtype=np.int8)
+    cdef int8_t[::1] qv = q
+    cdef int32_t s = 0
+    cdef float scale
+    cdef const float *xp = &x[0] if n > 0 else NULL
+    with nogil:
+        scale = k.quant_act(xp, n, npad, &qv[0], &s)
+    return q[:total], int(s), float(scale)
+
+
+def f16_gemv(str isa, const uint16_t[:, ::1] w, const float[::1] x):
+    """float32 [rows]: out[r] = sum_i half(w[r][i]) * x[i]."""
+    cdef const tq_kernels *k = _table(isa)
+    cdef int rows = <int>w.shape[0]
+    cdef int cols = <int>w.shape[1]
+    if x.shape[0] != cols:
+        raise ValueError(f"x has {x.shape[0]} values for {cols} columns")
+    out = np.empty(rows, dtype=np.float32)
+    cdef float[::1] o = out
+    if rows > 0 and cols > 0:
+        with nogil:
+            k.f16_gemv(&w[0, 0], rows, cols, &x[0], &o[0])
+    elif rows > 0:
+        out[:] = 0
+    return out
+
+
+def f32_dot(str isa, const float[::1] a, const float[::1] b) -> float:
+    cdef const tq_kernels *k = _table(isa)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError("f32_dot needs equal lengths")
+    cdef int n = <int>a.shape[0]
+    cdef float r = 0
+    if n > 0:
+        with nogil:
+            r = k.f32_dot(&a[0], &b[0], n)
+    return float(r)
+
+
+def f32_axpy(str isa, float alpha, const float[::1] x, y):
+    """Returns a copy of y with alpha * x added (y itself is left alone)."""
+    cdef const tq_kernels *k = _table(isa)
+    res = np.array(y, dtype=np.float32, copy=True)
+    cdef float[::1] yv = res
+    if x.shape[0] != yv.shape[0]:
+        raise ValueError("f32_axpy needs equal lengths")
+    cdef int n = <int>x.shape[0]
+    if n > 0:
+        with nogil:
+            k.f32_axpy(alpha, &x[0], &yv[0], n)
+    return res
+
+
+def f16_to_f32(const uint16_t[::1] h):
+    """float32 array from f16 bit patterns, through tq_f16_to_f32."""
+    out = np.empty(h.shape[0], dtype=np.float32)
+    cdef float[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(h.shape[0]):
+            o[i] = tq_f16_to_f32(h[i])
+    return out
+
+
+def f32_to_f16(const float[::1] f):
+    """uint16 f16 bit patterns from float32 values, through tq_f32_to_f16."""
+    out = np.empty(f.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(f.shape[0]):
+            o[i] = tq_f32_to_f16(f[i])
+    return out

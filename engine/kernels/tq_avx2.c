@@ -1,3 +1,317 @@
-/* avx2 kernels: not yet written; this table reports the path as absent. */
+/* AVX2 + FMA + F16C kernels. Built with -mavx2 -mfma -mf16c only (setup.py); the dispatch calls
+ * tq_kernels_avx2() only after cpu.c saw AVX2, FMA, F16C and OS support for the YMM state.
+ *
+ * Ternary dot products use the packed layout of tq.h as is: one 32-byte load of a block, shifts by
+ * 6/4/2/0 and & 3 give four vectors of codes (0..2) that line up with a[0..31], a[32..63],
+ * a[64..95], a[96..127]. _mm256_maddubs_epi16(codes u8, a s8) sums two code * a products into an
+ * int16 lane; with codes <= 2 and |a| <= 128 a pair is within [-512, 508], so the instruction
+ * never saturates and the int32 result is bit-identical to tq_gemv_scalar:
+ *   sum(w * a) = sum(code * a) - sum(a).
+ * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_INLINE static __forceinline
+#else
+#define TQ_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* Blocks accumulated in int16 before widening: per block a 16-bit lane gains four maddubs pair
+ * sums, each in [-512, 508], i.e. [-2048, 2032]; 16 blocks stay within [-32768, 32512]. */
+#define TQ_AVX2_I16_BLOCKS 16
+
+/* Rows per GEMV pass: four rows share the four activation registers of a block. */
+#define TQ_AVX2_GEMV_ROWS 4
+
+/* GEMM tile: 2 weight rows x 4 tokens = 8 int32 accumulators + 4 code registers + constants fill
+ * the 16 YMM registers; a row's codes are decoded once per block and reused for 4 tokens. */
+#define TQ_AVX2_GEMM_ROWS 2
+#define TQ_AVX2_GEMM_TOKS 4
+
+/* Activation bytes of one GEMM token chunk kept hot in L2 while every row tile re-reads them, so
+ * the weights stream from memory once per chunk instead of once per token tile. */
+#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+
+/* 4 int32 vectors -> their 4 horizontal sums, in order. */
+TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i s01 = _mm256_hadd_epi32(v0, v1); /* per lane: v0 v0 v1 v1 */
+    const __m256i s23 = _mm256_hadd_epi32(v2, v3);
+    const __m256i s = _mm256_hadd_epi32(s01, s23); /* per lane: v0 v1 v2 v3 */
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+TQ_INLINE float tq_hsum_ps_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* sum(code * a) over one 128-value block, as 16 int16 lanes (each within [-2048, 2032]). */
+TQ_INLINE __m256i tq_block_i16_avx2(__m256i q, __m256i m3, __m256i a0, __m256i a1, __m256i a2,
+                                     __m256i a3) {
+    const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3); /* values j      */
+    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3); /* values j + 32 */
+    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3); /* values j + 64 */
+    const __m256i c3 = _mm256_and_si256(q, m3);                       /* values j + 96 */
+    return _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(c0, a0), _mm256_maddubs_epi16(c1, a1)),
+                            _mm256_add_epi16(_mm256_maddubs_epi16(c2, a2), _mm256_maddubs_epi16(c3, a3)));
+}
+
+/* R (1..4, a constant after inlining) rows of the GEMV. w: R rows of `stride` bytes. */
+TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                 int32_t *out, const int R) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[TQ_AVX2_GEMV_ROWS]; /* int32 x 8 per row */
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    for (int b0 = 0; b0 < nb; b0 += TQ_AVX2_I16_BLOCKS) {
+        const int b1 = nb - b0 > TQ_AVX2_I16_BLOCKS ? b0 + TQ_AVX2_I16_BLOCKS : nb;
+        __m256i s16[TQ_AVX2_GEMV_ROWS]; /* int16 x 16 per row, see TQ_AVX2_I16_BLOCKS */
+        for (int r = 0; r < R; r++) s16[r] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            const int8_t *ab = a + (size_t)b * TQ_QK;
+            const __m256i a0 = _mm256_loadu_si256((const __m256i *)ab);
+            const __m256i a1 = _mm256_loadu_si256((const __m256i *)(ab + 32));
+            const __m256i a2 = _mm256_loadu_si256((const __m256i *)(ab + 64));
+            const __m256i a3 = _mm256_loadu_si256((const __m256i *)(ab + 96));
+            for (int r = 0; r < R; r++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
+                s16[r] = _mm256_add_epi16(s16[r], tq_block_i16_avx2(q, m3, a0, a1, a2, a3));
+            }
+        }
+        for (int r = 0; r < R; r++) acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s16[r], ones));
+    }
+    if (R == 4) {
+        const __m128i s = tq_hsum4_epi32_avx2(acc[0], acc[1], acc[2], acc[3]);
+        _mm_storeu_si128((__m128i *)out, _mm_sub_epi32(s, _mm_set1_epi32(asum)));
+    } else {
+        for (int r = 0; r < R; r++) {
+            const __m128i s = tq_hsum4_epi32_avx2(acc[r], acc[r], acc[r], acc[r]);
+            out[r] = _mm_cvtsi128_si32(s) - asum;
+        }
+    }
+}
+
+void tq_gemv_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_AVX2_GEMV_ROWS <= rows; r += TQ_AVX2_GEMV_ROWS)
+        tq_gemv_rows_avx2(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_AVX2_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_avx2(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+/* R rows x T tokens (constants after inlining) of the GEMM: out[t * out_stride + r]. */
+TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                 const int32_t *asum, int32_t *out, size_t out_stride, const int R,
+                                 const int T) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[TQ_AVX2_GEMM_ROWS][TQ_AVX2_GEMM_TOKS]; /* int32 x 8 per (row, token) */
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_si256();
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
+            const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+            const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+            const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+            const __m256i c3 = _mm256_and_si256(q, m3);
+            for (int t = 0; t < T; t++) {
+                const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
+                const __m256i p = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)ab)),
+                                     _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(ab + 32)))),
+                    _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(ab + 64))),
+                                     _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(ab + 96)))));
+                acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(p, ones));
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        if (R == 2) {
+            const __m128i s = tq_hsum4_epi32_avx2(acc[0][t], acc[1][t], acc[0][t], acc[1][t]);
+            const __m128i d = _mm_sub_epi32(s, _mm_set1_epi32(asum[t]));
+            _mm_storel_epi64((__m128i *)(out + t * out_stride), d);
+        } else {
+            for (int r = 0; r < R; r++) {
+                const __m128i s = tq_hsum4_epi32_avx2(acc[r][t], acc[r][t], acc[r][t], acc[r][t]);
+                out[t * out_stride + r] = _mm_cvtsi128_si32(s) - asum[t];
+            }
+        }
+    }
+}
+
+static void tq_gemm_tile_any_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                  const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
+    if (R == 2) {
+        switch (T) {
+        case 4: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 4); break;
+        case 3: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 3); break;
+        case 2: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 2); break;
+        default: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 1); break;
+        }
+    } else {
+        switch (T) {
+        case 4: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 4); break;
+        case 3: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 3); break;
+        case 2: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 2); break;
+        default: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 1); break;
+        }
+    }
+}
+
+void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride, const int32_t *asum,
+                  int ntok, int32_t *out, size_t out_stride) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    if (ntok == 1) { /* decode-shaped call: the GEMV's 4-row pass is the better tile */
+        tq_gemv_avx2(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
+    chunk = chunk < TQ_AVX2_GEMM_TOKS ? TQ_AVX2_GEMM_TOKS : chunk - chunk % TQ_AVX2_GEMM_TOKS;
+    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
+        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
+        for (int r = 0; r < rows; r += TQ_AVX2_GEMM_ROWS) {
+            const int R = rows - r >= TQ_AVX2_GEMM_ROWS ? TQ_AVX2_GEMM_ROWS : rows - r;
+            for (int t = t0; t < t1; t += TQ_AVX2_GEMM_TOKS) {
+                const int T = t1 - t >= TQ_AVX2_GEMM_TOKS ? TQ_AVX2_GEMM_TOKS : t1 - t;
+                tq_gemm_tile_any_avx2(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride,
+                                      asum + t, out + (size_t)t * out_stride + r, out_stride, R, T);
+            }
+        }
+    }
+}
+
+/* Same result as tq_quant_act_scalar bit for bit: max|x| is exact in any order (NaN-free input),
+ * s is computed by the same scalar expression, x * s is one IEEE multiply either way, and
+ * _MM_FROUND_TO_NEAREST_INT rounds half to even like nearbyintf in the default mode. |x * s| is at
+ * most 127 (+1 ulp), so the clamp never bites; it is kept for symmetry with the spec. */
+TQ_INLINE __m256i tq_quant8_avx2(const float *x, __m256 s, __m256 lo, __m256 hi) {
+    const __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+}
+
+float tq_quant_act_avx2(const float *x, int n, int npad, int8_t *q, int32_t *sum) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < n; i++) {
+        const float v = fabsf(x[i]);
+        if (v > amax) amax = v;
+    }
+    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const __m256 sv = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    /* packs_epi32 / packs_epi16 interleave the 128-bit lanes; this restores element order. */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i acc = _mm256_setzero_si256(); /* int32 x 8 */
+    i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i r0 = tq_quant8_avx2(x + i, sv, lo, hi), r1 = tq_quant8_avx2(x + i + 8, sv, lo, hi);
+        const __m256i r2 = tq_quant8_avx2(x + i + 16, sv, lo, hi), r3 = tq_quant8_avx2(x + i + 24, sv, lo, hi);
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(r0, r1), _mm256_add_epi32(r2, r3)));
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(p, order));
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256i r = tq_quant8_avx2(x + i, sv, lo, hi);
+        acc = _mm256_add_epi32(acc, r);
+        const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(p16, p16));
+    }
+    int32_t total = _mm_cvtsi128_si32(tq_hsum4_epi32_avx2(acc, acc, acc, acc));
+    for (; i < n; i++) { /* the spec's own code for the tail */
+        float v = nearbyintf(x[i] * s);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        q[i] = (int8_t)v;
+        total += q[i];
+    }
+    if (npad > n) memset(q + n, 0, (size_t)(npad - n));
+    *sum = total;
+    return s;
+}
+
+/* R rows (constant after inlining) of the f16 GEMV; the four rows share the x loads. The column
+ * tail goes through zero-padded copies so that the vector loop needs no masked loads. */
+TQ_INLINE void tq_f16_rows_avx2(const uint16_t *w, int cols, const float *x, float *out, const int R) {
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= cols; i += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + i);
+        for (int r = 0; r < R; r++) {
+            const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (size_t)r * cols + i)));
+            acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    if (i < cols) {
+        uint16_t wt[8] = {0};
+        float xt[8] = {0};
+        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(float));
+        const __m256 xv = _mm256_loadu_ps(xt);
+        for (int r = 0; r < R; r++) {
+            memcpy(wt, w + (size_t)r * cols + i, (size_t)(cols - i) * sizeof(uint16_t));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wt)), xv, acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = tq_hsum_ps_avx2(acc[r]);
+}
+
+void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) tq_f16_rows_avx2(w + (size_t)r * cols, cols, x, out + r, 4);
+    for (; r < rows; r++) tq_f16_rows_avx2(w + (size_t)r * cols, cols, x, out + r, 1);
+}
+
+float tq_f32_dot_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) { /* four independent FMA chains hide the FMA latency */
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float acc = tq_hsum_ps_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+void tq_f32_axpy_avx2(float a, const float *x, float *y, int n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static const tq_kernels tq_avx2_table = {
+    "avx2",
+    tq_gemv_avx2,
+    tq_gemm_avx2,
+    tq_quant_act_avx2,
+    tq_f16_gemv_avx2,
+    tq_f32_dot_avx2,
+    tq_f32_axpy_avx2,
+};
+
+const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }
+
+#else /* not x86-64 */
+
 const tq_kernels *tq_kernels_avx2(void) { return 0; }
+
+#endif

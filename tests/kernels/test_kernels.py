@@ -1,0 +1,417 @@
+"""Every kernel of every ISA table against the scalar spec and a numpy reference.
+
+Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) must be bit-identical to
+the scalar path and to numpy. Float kernels (f16_gemv, f32_dot, f32_axpy) are compared with a
+float64 numpy reference within the named tolerances below.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trit.engine import _kernels as K
+from trit.engine.errors import UnsupportedCPUError
+
+QK = 128
+SEED = 20261125
+EPS32 = float(np.finfo(np.float32).eps)
+
+# Float sums: the SIMD paths add in a different order (and with FMA) than the scalar loop. For the
+# random data below the rounding error of a length-n sum behaves like a random walk, so
+# |err| <= FSUM_K * sqrt(n) * eps32 * sum|terms| holds with a wide margin (deterministic seed), while a
+# single wrong or missing term (~ sum|terms| / n) is still far above it for the sizes tested.
+FSUM_K = 8.0
+# axpy: one multiply-add per element, with or without FMA: at most 2 roundings.
+AXPY_TOL_ULPS = 2.0
+
+# (test id, ISA name for tq_select_isa, env overrides). "avx512-novnni" runs the AVX-512BW table
+# on a VNNI CPU through the TRIT_NO_VNNI debug switch read by tq_kernels_avx512().
+VARIANTS = [
+    ("scalar", "scalar", {}),
+    ("avx2", "avx2", {}),
+    ("avx512", "avx512", {}),
+    ("avx512-novnni", "avx512", {"TRIT_NO_VNNI": "1"}),
+    ("neon", "neon", {}),
+    ("neon-nodotprod", "neon", {"TRIT_NO_DOTPROD": "1"}),
+]
+
+
+@pytest.fixture(params=VARIANTS, ids=[v[0] for v in VARIANTS])
+def isa(request, monkeypatch):
+    vid, name, env = request.param
+    for key, val in env.items():
+        monkeypatch.setenv(key, val)
+    if name not in K.available_isas():
+        pytest.skip(f"{vid}: this CPU/build lacks {name} (features: {K.cpu_features()})")
+    table = K.table_name(name)
+    if vid == "avx512" and not K.cpu_features()["avx512vnni"]:
+        assert table == "avx512"
+    if vid == "avx512-novnni":
+        assert table == "avx512"
+        if not K.cpu_features()["avx512vnni"]:
+            pytest.skip("avx512-novnni: same table as avx512 on this CPU")
+    if vid == "neon-nodotprod":
+        assert table == "neon"
+        if not K.cpu_features()["neon_dotprod"]:
+            pytest.skip("neon-nodotprod: same table as neon on this CPU")
+    return name
+
+
+def pack_ternary(w: np.ndarray) -> np.ndarray:
+    """int8 ternary [rows, cols] -> packed uint8 [rows, nb * 32] (tq.h layout). Columns are padded to
+    a multiple of 128 with w = 0 (code 1); byte j of a block holds values j, j+32, j+64, j+96 in
+    bits 7-6, 5-4, 3-2, 1-0 as code = w + 1."""
+    rows, cols = w.shape
+    nb = max(1, -(-cols // QK))
+    codes = np.ones((rows, nb * QK), dtype=np.uint8)
+    codes[:, :cols] = (w + 1).astype(np.uint8)
+    c = codes.reshape(rows, nb, 4, 32)
+    packed = (c[:, :, 0] << 6) | (c[:, :, 1] << 4) | (c[:, :, 2] << 2) | c[:, :, 3]
+    return np.ascontiguousarray(packed.reshape(rows, nb * 32))
+
+
+def pad_act(a: np.ndarray, nb: int) -> np.ndarray:
+    out = np.zeros(a.shape[:-1] + (nb * QK,), dtype=np.int8)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def unaligned(arr: np.ndarray, offset: int = 1) -> np.ndarray:
+    """A C-contiguous copy of arr whose data pointer is `offset` bytes past a 64-byte boundary."""
+    raw = np.zeros(arr.nbytes + 64 + offset, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    view = raw[start : start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    view[...] = arr
+    assert view.ctypes.data % 64 == offset
+    return view
+
+
+def ref_dot(w: np.ndarray, a: np.ndarray) -> np.ndarray:
+    return (w.astype(np.int64) @ a.astype(np.int64).T).astype(np.int32)
+
+
+def rand_ternary(rng, rows, cols):
+    return rng.integers(-1, 2, size=(rows, cols), dtype=np.int8)
+
+
+def rand_act(rng, *shape):
+    return rng.integers(-128, 128, size=shape, dtype=np.int8)
+
+
+# --------------------------------------------------------------------------------------------------
+# availability / dispatch
+
+
+def test_available_isas_and_dispatch():
+    isas = K.available_isas()
+    assert isas[0] == "scalar"
+    feats = K.cpu_features()
+    assert ("avx2" in isas) == feats["avx2"]
+    assert ("avx512" in isas) == feats["avx512"]
+    assert ("neon" in isas) == feats["neon"]
+    assert K.selected_isa() in {K.table_name(i) for i in isas}
+    if feats["avx512"]:
+        assert K.table_name("avx512") == ("avx512vnni" if feats["avx512vnni"] else "avx512")
+    if feats["neon"]:
+        assert K.table_name("neon") == ("neon-dotprod" if feats["neon_dotprod"] else "neon")
+
+
+def test_unavailable_isa_raises():
+    missing = [i for i in ("avx2", "avx512", "neon") if i not in K.available_isas()]
+    if not missing:
+        pytest.skip("every ISA is available: nothing to refuse")
+    with pytest.raises(UnsupportedCPUError):
+        K.gemv(missing[0], np.zeros((1, 32), np.uint8), np.zeros(128, np.int8), 0)
+    with pytest.raises(UnsupportedCPUError):
+        K.table_name("no-such-isa")
+
+
+# --------------------------------------------------------------------------------------------------
+# ternary GEMV / GEMM
+
+GEMV_ROWS = [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 65]
+GEMV_COLS = [1, 100, 127, 128, 129, 256, 300, 384, 640, 2047, 2048, 2560, 4096 + 128, 4224, 6912 - 64]
+
+
+def test_gemv_shapes(isa):
+    rng = np.random.default_rng(SEED)
+    for rows in GEMV_ROWS:
+        for cols in GEMV_COLS:
+            w = rand_ternary(rng, rows, cols)
+            a = rand_act(rng, cols)
+            wp = pack_ternary(w)
+            nb = wp.shape[1] // 32
+            ap = pad_act(a, nb)
+            asum = int(ap.astype(np.int64).sum())
+            got = K.gemv(isa, wp, ap, asum)
+            np.testing.assert_array_equal(got, ref_dot(w, a), err_msg=f"{isa} rows={rows} cols={cols}")
+            np.testing.assert_array_equal(got, K.gemv("scalar", wp, ap, asum))
+
+
+def test_gemv_unaligned(isa):
+    rng = np.random.default_rng(SEED + 1)
+    for rows, nb in [(5, 1), (9, 3), (17, 20)]:
+        w = rand_ternary(rng, rows, nb * QK)
+        a = rand_act(rng, nb * QK)
+        wp = unaligned(pack_ternary(w), 1)
+        ap = unaligned(a, 3)
+        got = K.gemv(isa, wp, ap, int(a.astype(np.int64).sum()))
+        np.testing.assert_array_equal(got, ref_dot(w, a))
+
+
+@pytest.mark.parametrize("nb", [1, 2, 15, 16, 17, 31, 32, 33, 54])
+def test_gemv_extremes(isa, nb):
+    """All-zero / all +1 / all -1 weights against -128 / 127 activations: the int16 partial sums of
+    the maddubs paths reach exactly -32768 at 16 (AVX2) and 32 (AVX-512BW) blocks."""
+    cols = nb * QK
+    for wval in (0, 1, -1):
+        w = np.full((9, cols), wval, dtype=np.int8)
+        wp = pack_ternary(w)
+        for aval in (-128, 127):
+            a = np.full(cols, aval, dtype=np.int8)
+            got = K.gemv(isa, wp, a, int(a.astype(np.int64).sum()))
+            np.testing.assert_array_equal(got, np.full(9, wval * aval * cols, np.int32))
+        a = np.where(np.arange(cols) % 2 == 0, -128, 127).astype(np.int8)
+        got = K.gemv(isa, wp, a, int(a.astype(np.int64).sum()))
+        np.testing.assert_array_equal(got, ref_dot(w, a))
+
+
+def test_gemv_long_rows(isa):
+    """Rows longer than the VNNI path's 16384-block chunk (its scaled int32 lanes are flushed per
+    chunk); all +1 against -128 is the largest magnitude a lane can reach."""
+    nb = 16384 + 3
+    w = np.ones((2, nb * QK), dtype=np.int8)
+    w[1, ::3] = -1
+    wp = pack_ternary(w)
+    a = np.full(nb * QK, -128, dtype=np.int8)
+    got = K.gemv(isa, wp, a, int(a.astype(np.int64).sum()))
+    np.testing.assert_array_equal(got, ref_dot(w, a))
+
+
+@pytest.mark.parametrize("rows,cols", [(6912, 2560), (2560, 6912)])
+def test_gemv_model_shapes(isa, rows, cols):
+    rng = np.random.default_rng(SEED + rows)
+    w = rand_ternary(rng, rows, cols)
+    a = rand_act(rng, cols)
+    wp = pack_ternary(w)
+    got = K.gemv(isa, wp, a, int(a.astype(np.int64).sum()))
+    np.testing.assert_array_equal(got, ref_dot(w, a))
+
+
+GEMM_NTOK = [1, 2, 3, 4, 5, 6, 7, 8, 9, 33]
+
+
+def test_gemm_shapes(isa):
+    rng = np.random.default_rng(SEED + 2)
+    for rows in [1, 2, 3, 4, 5, 7, 8, 9, 17, 65]:
+        for nb in [1, 2, 3, 5, 20]:
+            cols = nb * QK - (rows % 3) * 5  # padded layouts too
+            w = rand_ternary(rng, rows, cols)
+            wp = pack_ternary(w)
+            for ntok in GEMM_NTOK:
+                a = rand_act(rng, ntok, cols)
+                ap = pad_act(a, nb)
+                asum = ap.astype(np.int64).sum(axis=1).astype(np.int32)
+                got = K.gemm(isa, wp, ap, asum)
+                np.testing.assert_array_equal(
+                    got, ref_dot(w, a).T, err_msg=f"{isa} rows={rows} nb={nb} ntok={ntok}"
+                )
+                if isa != "scalar":
+                    np.testing.assert_array_equal(got, K.gemm("scalar", wp, ap, asum))
+
+
+def test_gemm_strided_unaligned(isa):
+    """a_stride > nb * 128, activation rows starting at odd addresses, padded output rows."""
+    rng = np.random.default_rng(SEED + 3)
+    for rows, nb, ntok, extra, pad in [(7, 3, 9, 1, 3), (9, 5, 33, 77, 1), (4, 1, 5, 31, 0), (65, 2, 6, 128, 5)]:
+        w = rand_ternary(rng, rows, nb * QK)
+        big = rand_act(rng, ntok, nb * QK + extra + 1)
+        a = big[:, 1 : 1 + nb * QK]  # row stride nb*128+extra+1, pointer off by one byte
+        asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
+        wp = unaligned(pack_ternary(w), 1)
+        got = K.gemm(isa, wp, a, asum, out_pad=pad)
+        np.testing.assert_array_equal(got, ref_dot(w, a).T)
+
+
+def test_gemm_extremes(isa):
+    nb = 33
+    cols = nb * QK
+    for wval in (0, 1, -1):
+        w = np.full((6, cols), wval, dtype=np.int8)
+        wp = pack_ternary(w)
+        a = np.empty((5, cols), dtype=np.int8)
+        a[0::2] = -128
+        a[1::2] = 127
+        asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
+        np.testing.assert_array_equal(K.gemm(isa, wp, a, asum), ref_dot(w, a).T)
+
+
+def test_gemm_large(isa):
+    rng = np.random.default_rng(SEED + 4)
+    w = rand_ternary(rng, 260, 2560)
+    a = rand_act(rng, 37, 2560)
+    asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
+    np.testing.assert_array_equal(K.gemm(isa, pack_ternary(w), a, asum), ref_dot(w, a).T)
+
+
+# --------------------------------------------------------------------------------------------------
+# activation quantization
+
+
+def ref_quant(x: np.ndarray, npad: int):
+    x = x.astype(np.float32)
+    amax = np.float32(np.max(np.abs(x))) if x.size else np.float32(0)
+    s = np.float32(127) / max(amax, np.float32(1e-5))
+    q = np.clip(np.rint(x * s), -128, 127).astype(np.int8)
+    out = np.zeros(max(x.size, npad), dtype=np.int8)
+    out[: x.size] = q
+    return out, int(q.astype(np.int64).sum()), s
+
+
+def check_quant(isa, x, npad):
+    q, s_, scale = K.quant_act(isa, x, npad)
+    rq, rs, rscale = ref_quant(x, npad)
+    n = x.size
+    assert np.float32(scale).view(np.uint32) == np.float32(rscale).view(np.uint32), f"{isa} n={n}"
+    np.testing.assert_array_equal(q, rq, err_msg=f"{isa} n={n} npad={npad}")
+    assert s_ == rs
+    if isa != "scalar":
+        sq, ss, sscale = K.quant_act("scalar", x, npad)
+        np.testing.assert_array_equal(q, sq)
+        assert (s_, np.float32(scale)) == (ss, np.float32(sscale))
+
+
+QUANT_N = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 2560, 6912]
+
+
+def test_quant_act_lengths(isa):
+    rng = np.random.default_rng(SEED + 5)
+    for n in QUANT_N:
+        x = (rng.standard_normal(n) * rng.uniform(0.01, 100)).astype(np.float32)
+        check_quant(isa, x, n)
+        check_quant(isa, x, -(-n // QK) * QK)  # zero padding up to a block
+        check_quant(isa, unaligned(x, 4), n + 5)  # one float past a 64-byte boundary
+
+
+def test_quant_act_ties(isa):
+    """amax = 127 makes s exactly 1, so x = k + 0.5 lands exactly on a tie: half to even."""
+    half = np.arange(-127, 127, dtype=np.float32) + np.float32(0.5)
+    for n in (1, 7, 9, 33, 300):
+        x = np.concatenate([[np.float32(127)], np.resize(half, n - 1)]).astype(np.float32)
+        check_quant(isa, x, n)
+    q, _, scale = K.quant_act(isa, np.array([127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -126.5], np.float32), 8)
+    assert scale == 1.0
+    np.testing.assert_array_equal(q, [127, 0, 2, 2, 0, -2, -2, -126])
+
+
+def test_quant_act_extremes(isa):
+    rng = np.random.default_rng(SEED + 6)
+    fmax = np.finfo(np.float32).max
+    tiny = np.finfo(np.float32).smallest_subnormal
+    cases = [
+        np.zeros(17, np.float32),
+        np.full(33, -0.0, np.float32),
+        (rng.standard_normal(40) * 1e-7).astype(np.float32),  # amax below 1e-5: s = 127 / 1e-5
+        np.full(9, 1e-30, np.float32),
+        np.array([tiny, -tiny, 3 * tiny] * 11, np.float32),
+        np.array([fmax, -fmax, fmax / 3, 1.0, -1e30] * 7, np.float32),
+        (rng.standard_normal(129) * 1e30).astype(np.float32),
+        np.array([-5.0] + [5.0] * 16, np.float32),
+        np.array([9.999999e-6, -9.999999e-6, 1e-5, 1.0000001e-5] * 5, np.float32),
+    ]
+    for x in cases:
+        for npad in (x.size, x.size + 1, 256):
+            check_quant(isa, x, npad)
+
+
+# --------------------------------------------------------------------------------------------------
+# float kernels
+
+
+def fsum_tol(terms: np.ndarray) -> float:
+    n = max(terms.shape[-1], 1)
+    return FSUM_K * np.sqrt(n) * EPS32 * float(np.abs(terms).sum()) + 1e-38
+
+
+def test_f16_gemv(isa):
+    rng = np.random.default_rng(SEED + 7)
+    for rows in [1, 2, 3, 4, 5, 7, 9, 17, 33]:
+        for cols in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 2560]:
+            w16 = (rng.standard_normal((rows, cols)) * 0.5).astype(np.float16)
+            x = rng.standard_normal(cols).astype(np.float32)
+            got = K.f16_gemv(isa, w16.view(np.uint16), x)
+            terms = w16.astype(np.float64) * x.astype(np.float64)
+            ref = terms.sum(axis=1)
+            for r in range(rows):
+                assert abs(got[r] - ref[r]) <= fsum_tol(terms[r]), f"{isa} rows={rows} cols={cols} r={r}"
+    # subnormal / large halves go through the hardware converters exactly
+    w16 = np.array([[6e-8, -6e-8, 65504, -65504, 1e-5, 0.0, -0.0, 1.0, 3.0]] * 5, np.float16)
+    x = unaligned(np.linspace(-2, 2, 9).astype(np.float32), 4)
+    got = K.f16_gemv(isa, unaligned(w16.view(np.uint16), 2), x)
+    terms = w16.astype(np.float64) * x.astype(np.float64)
+    np.testing.assert_allclose(got, terms.sum(axis=1), rtol=0, atol=fsum_tol(terms[0]))
+
+
+def test_f32_dot(isa):
+    rng = np.random.default_rng(SEED + 8)
+    for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4096]:
+        a = rng.standard_normal(n).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        terms = a.astype(np.float64) * b.astype(np.float64)
+        assert abs(K.f32_dot(isa, a, b) - terms.sum()) <= fsum_tol(terms), f"{isa} n={n}"
+        au, bu = unaligned(a, 4), unaligned(b, 8)
+        assert abs(K.f32_dot(isa, au, bu) - terms.sum()) <= fsum_tol(terms)
+
+
+def test_f32_axpy(isa):
+    rng = np.random.default_rng(SEED + 9)
+    for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 1000]:
+        x = rng.standard_normal(n).astype(np.float32)
+        y = rng.standard_normal(n).astype(np.float32)
+        alpha = np.float32(rng.standard_normal())
+        got = K.f32_axpy(isa, float(alpha), unaligned(x, 4), y)
+        ref = y.astype(np.float64) + np.float64(alpha) * x.astype(np.float64)
+        tol = AXPY_TOL_ULPS * EPS32 * (np.abs(y) + np.abs(alpha * x)).astype(np.float64) + 1e-38
+        assert (np.abs(got - ref) <= tol).all(), f"{isa} n={n}"
+
+
+# --------------------------------------------------------------------------------------------------
+# half conversions (portable helpers shared by every path)
+
+
+def test_f16_to_f32_exhaustive():
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    got = K.f16_to_f32(h)
+    ref = h.view(np.float16).astype(np.float32)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+
+
+def test_f32_to_f16():
+    rng = np.random.default_rng(SEED + 10)
+    fi16 = np.finfo(np.float16)
+    edges = np.array(
+        [0.0, -0.0, 1.0, -1.0, 65504, 65519.996, 65520, -65520, 1e6, np.inf, -np.inf, np.nan,
+         float(fi16.smallest_subnormal), float(fi16.smallest_subnormal) / 2,
+         float(fi16.smallest_subnormal) * 0.5000001, float(fi16.smallest_subnormal) * 1.5,
+         float(fi16.smallest_normal), float(fi16.smallest_normal) * (1 - 2**-11), 2.0**-25, 2.0**-26,
+         1 + 2.0**-11, 1 + 3 * 2.0**-11, 1e-45, 3.4e38],
+        dtype=np.float32,
+    )
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    finite = halves[np.isfinite(halves)]
+    mids = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)  # exact ties
+    rand = np.concatenate([
+        rng.standard_normal(20000).astype(np.float32) * np.float32(1000),
+        (rng.standard_normal(20000) * 1e-5).astype(np.float32),
+        rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+    ])
+    vals = np.concatenate([edges, finite, mids, np.nextafter(mids, np.float32(np.inf)), rand])
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = vals.astype(np.float16)
+    got = K.f32_to_f16(vals)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(got.view(np.float16)), nan)
+    np.testing.assert_array_equal(got[~nan], ref[~nan].view(np.uint16))
