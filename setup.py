@@ -7,6 +7,7 @@ engine/kernels/*.c into objects itself and links them into the extension (as cyt
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import sys
@@ -71,8 +72,11 @@ class BuildExt(build_ext):
 
 
 def extensions() -> list[Extension]:
+    # depends: relink when a kernel file changes (distutils otherwise only looks at the .pyx)
+    kernel_files = sorted(glob.glob(os.path.join(KDIR, "*.[ch]")))
     common = dict(
         include_dirs=[KDIR, np.get_include()],
+        depends=kernel_files,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     exts = [

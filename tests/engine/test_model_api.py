@@ -1,0 +1,169 @@
+"""The engine's Python API on random in-memory models: determinism across thread counts and ISAs,
+KV-cache reuse, cancellation, stop ids, context limits, typed errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from tiny import random_weights
+
+from trit.engine import ContextFullError, Model, UnsupportedCPUError
+from trit.engine._kernels import available_isas
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return random_weights(1)[0]
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    return Model(weights, threads=2)
+
+
+def test_info(model):
+    info = model.info
+    assert info.arch == "bitnet-b1.58"
+    assert info.n_layers == 2 and info.vocab == 300 and info.threads == 2
+    assert info.isa in ("scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod")
+    assert info.weight_bytes > 0
+
+
+def test_greedy_same_across_threads_and_isas(weights):
+    prompt = [5, 17, 42, 99, 3]
+    runs = {}
+    for isa in available_isas():
+        for threads in (1, 2, 3):
+            m = Model(weights, threads=threads, isa=isa)
+            g = m.generate(prompt, max_tokens=12, temperature=0, stop_ids=[])
+            runs[(isa, threads)] = g.tokens
+            lg = m.logits(prompt)
+            ref = Model(weights, threads=1, isa="scalar").logits(prompt)
+            # float reductions differ in order between paths; integer products do not
+            np.testing.assert_allclose(lg, ref, rtol=0, atol=1e-3 * float(np.ptp(ref)))
+    first = next(iter(runs.values()))
+    assert len(first) == 12
+    assert all(t == first for t in runs.values()), runs
+
+
+def test_logits_fresh_context_each_call(model):
+    a = model.logits([1, 2, 3])
+    model.logits([7, 8, 9, 10])
+    b = model.logits([1, 2, 3])
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 300) and a.dtype == np.float32
+
+
+def test_session_reuses_cache_and_matches_fresh_run(model):
+    prompt = [4, 8, 15, 16, 23, 42]
+    s = model.session()
+    g1 = s.generate(prompt, max_tokens=5, temperature=0, stop_ids=[])
+    assert g1.stats.cached_tokens == 0 and g1.stats.prompt_tokens == len(prompt)
+    follow = prompt + g1.tokens + [7, 7]
+    g2 = s.generate(follow, max_tokens=6, temperature=0, stop_ids=[])
+    # everything but the last reply token (not run yet) and the new message came from the cache
+    assert g2.stats.cached_tokens == len(prompt) + len(g1.tokens) - 1
+    assert g2.stats.prompt_tokens == 3
+    fresh = model.generate(follow, max_tokens=6, temperature=0, stop_ids=[])
+    assert fresh.tokens == g2.tokens
+    # an edited history re-runs from the first differing token
+    edited = prompt[:3] + [1, 1]
+    g3 = s.generate(edited, max_tokens=3, temperature=0, stop_ids=[])
+    assert g3.stats.cached_tokens == 3
+    assert g3.tokens == model.generate(edited, max_tokens=3, temperature=0, stop_ids=[]).tokens
+
+
+def test_on_token_streams_and_can_stop(model):
+    seen: list[int] = []
+
+    def cb(tok: int):
+        seen.append(tok)
+        return len(seen) < 4
+
+    g = model.generate([1, 2], max_tokens=50, temperature=0, stop_ids=[], on_token=cb)
+    assert seen == g.tokens and len(seen) == 4
+    assert g.stats.stop_reason == "cancelled"
+
+
+def test_stop_ids_end_reply(model):
+    full = model.generate([3, 1, 4], max_tokens=8, temperature=0, stop_ids=[]).tokens
+    stop = full[3]
+    g = model.generate([3, 1, 4], max_tokens=8, temperature=0, stop_ids=[stop])
+    assert g.tokens == full[: full.index(stop)]
+    assert g.stats.stop_reason == "stop"
+
+
+def test_cancel_from_another_thread_within_a_token():
+    w = random_weights(2, dim=512, hidden=1536, n_layers=4, context=4096)[0]
+    m = Model(w, threads=1)
+    s = m.session()
+    stamps: list[float] = []
+
+    def cb(tok: int) -> None:
+        stamps.append(time.perf_counter())
+
+    t = threading.Thread(
+        target=lambda: s.generate([1, 2, 3], max_tokens=3000, temperature=0, stop_ids=[], on_token=cb)
+    )
+    t.start()
+    while len(stamps) < 5:
+        time.sleep(0.001)
+    per_token = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    t_cancel = time.perf_counter()
+    s.cancel()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    # at most the token being computed when cancel() arrived is still delivered
+    assert sum(1 for x in stamps if x > t_cancel) <= 1
+    assert len(stamps) < 3000
+    assert per_token > 0
+
+
+def test_cancel_during_long_prompt():
+    w = random_weights(3, dim=512, hidden=1536, n_layers=4, context=4096)[0]
+    s = Model(w, threads=1).session()
+    timer = threading.Timer(0.05, s.cancel)
+    timer.start()
+    g = s.generate(list(np.arange(4000) % 300), max_tokens=4, temperature=0)
+    timer.join()
+    assert g.stats.stop_reason == "cancelled" and g.tokens == []
+    # the session is usable afterwards and the cancelled prompt left nothing in the history
+    assert s.tokens == []
+    assert len(s.generate([1, 2], max_tokens=2, temperature=0, stop_ids=[]).tokens) == 2
+
+
+def test_context_limits(weights):
+    m = Model(weights, threads=1, context=16)
+    with pytest.raises(ContextFullError):
+        m.generate(list(range(16)), max_tokens=1)
+    g = m.generate(list(range(10)), max_tokens=50, temperature=0, stop_ids=[])
+    assert g.stats.stop_reason == "context" and len(g.tokens) == 7
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError):
+        model.generate([], max_tokens=1)
+    with pytest.raises(ValueError):
+        model.generate([300], max_tokens=1)
+    with pytest.raises(ValueError):
+        model.generate([1], max_tokens=1, temperature=-1)
+    with pytest.raises(UnsupportedCPUError):
+        Model(model.weights, isa="sparc")
+
+
+def test_seeded_sampling_is_reproducible(model):
+    a = model.generate([1, 2, 3], max_tokens=10, temperature=1.0, seed=7, stop_ids=[]).tokens
+    b = model.generate([1, 2, 3], max_tokens=10, temperature=1.0, seed=7, stop_ids=[]).tokens
+    c = model.generate([1, 2, 3], max_tokens=10, temperature=1.0, seed=8, stop_ids=[]).tokens
+    assert a == b and a != c
+
+
+def test_stats(model):
+    g = model.generate(list(range(20)), max_tokens=10, temperature=0, stop_ids=[])
+    st = g.stats
+    assert st.prompt_tokens == 20 and st.tokens_generated == 10
+    assert 0 < st.prompt_ms <= st.ttft_ms
+    assert st.decode_ms > 0 and st.decode_tps > 0 and st.prompt_tps > 0

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trit.engine.sampler import Sampler, SamplingParams
+
+
+def test_greedy_is_argmax():
+    x = np.array([0.1, 3.0, 2.9, -1.0], np.float32)
+    assert Sampler(SamplingParams(temperature=0, repeat_penalty=1.0)).sample(x) == 1
+
+
+def test_repeat_penalty_divides_positive_multiplies_negative():
+    s = Sampler(SamplingParams(temperature=0, repeat_penalty=2.0))
+    out = s.penalize(np.array([4.0, -1.0, 3.0], np.float32), [0, 1])
+    np.testing.assert_array_equal(out, [2.0, -2.0, 3.0])
+    assert s.sample(np.array([4.0, -1.0, 3.0], np.float32), [0]) == 2
+
+
+def test_top_k_one_is_greedy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(np.float32)
+    s = Sampler(SamplingParams(temperature=5.0, top_k=1, repeat_penalty=1.0, seed=1))
+    assert all(s.sample(x) == int(np.argmax(x)) for _ in range(50))
+
+
+def test_distribution_follows_softmax():
+    x = np.log(np.array([0.5, 0.3, 0.2], np.float64)).astype(np.float32)
+    s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=3))
+    counts = np.bincount([s.sample(x) for _ in range(20000)], minlength=3) / 20000
+    np.testing.assert_allclose(counts, [0.5, 0.3, 0.2], atol=0.02)
+
+
+def test_top_p_and_min_p_cut_the_tail():
+    x = np.log(np.array([0.6, 0.3, 0.06, 0.04], np.float64)).astype(np.float32)
+    s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=0.85, min_p=0.0, repeat_penalty=1.0, seed=0))
+    assert {s.sample(x) for _ in range(3000)} == {0, 1}
+    s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.2, repeat_penalty=1.0, seed=0))
+    assert {s.sample(x) for _ in range(3000)} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "kw", [{"temperature": -0.1}, {"top_k": -1}, {"top_p": 0.0}, {"min_p": 1.0}, {"repeat_penalty": 0.0}]
+)
+def test_bad_params(kw):
+    with pytest.raises(ValueError):
+        SamplingParams(**kw)
