@@ -57,27 +57,56 @@ class TernaryTensor:
 
 
 @dataclass
+class QuantTensor:
+    """A matrix [rows, cols] in a llama.cpp type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    Q4_K, Q5_K, Q6_K), rows as stored in the file (usually a view into the mmap).
+
+    data: uint8 [rows, row_bytes], C-contiguous.   bias: float32 [rows] or None."""
+
+    data: np.ndarray
+    rows: int
+    cols: int
+    ggml_type: int
+    type_name: str
+    bias: np.ndarray | None = None
+
+    @property
+    def source_type(self) -> str:
+        return self.type_name
+
+    def __post_init__(self) -> None:
+        assert self.data.dtype == np.uint8 and self.data.flags.c_contiguous and self.data.shape[0] == self.rows
+        assert self.bias is None or (self.bias.dtype == np.float32 and self.bias.shape == (self.rows,))
+
+
+Linear = TernaryTensor | QuantTensor
+
+
+@dataclass
 class LayerWeights:
     attn_norm: np.ndarray  # float32 [dim]
-    q: TernaryTensor  # [n_heads * head_dim, dim]
-    k: TernaryTensor  # [n_kv_heads * head_dim, dim]
-    v: TernaryTensor  # [n_kv_heads * head_dim, dim]
-    attn_sub_norm: np.ndarray  # float32 [n_heads * head_dim]
-    o: TernaryTensor  # [dim, n_heads * head_dim]
+    q: Linear  # [n_heads * head_dim, dim]
+    k: Linear  # [n_kv_heads * head_dim, dim]
+    v: Linear  # [n_kv_heads * head_dim, dim]
+    attn_sub_norm: np.ndarray | None  # float32 [n_heads * head_dim]; None for llama
+    o: Linear  # [dim, n_heads * head_dim]
     ffn_norm: np.ndarray  # float32 [dim]
-    gate: TernaryTensor  # [hidden, dim]
-    up: TernaryTensor  # [hidden, dim]
-    ffn_sub_norm: np.ndarray  # float32 [hidden]
-    down: TernaryTensor  # [dim, hidden]
+    gate: Linear  # [hidden, dim]
+    up: Linear  # [hidden, dim]
+    ffn_sub_norm: np.ndarray | None  # float32 [hidden]; None for llama
+    down: Linear  # [dim, hidden]
 
 
 @dataclass
 class ModelWeights:
     config: ModelConfig
-    embed: np.ndarray  # float16 [vocab, dim] (token embedding; also the head when tied)
+    embed: np.ndarray | QuantTensor  # float16 [vocab, dim], or a llama.cpp type (also the tied head)
     layers: list[LayerWeights]
     out_norm: np.ndarray  # float32 [dim]
-    head: np.ndarray | None = None  # float16 [vocab, dim] when not tied
+    head: np.ndarray | QuantTensor | None = None  # [vocab, dim] when not tied
     source: str = ""  # path it was loaded from
     file_type: str = ""  # e.g. "GGUF I2_S", "HF packed (autobitlinear)"
     keepalive: list[object] = field(default_factory=list)  # mmaps etc. backing the views
+    tokenizer: object | None = None  # trit.engine.tokenizer.Tokenizer when the source has one
+    chat_template: str | None = None  # the template embedded in the source, if any
+    family: str = ""  # model family for built-in chat templates: bitnet, llama3, smollm, falcon3
