@@ -1,0 +1,202 @@
+"""Load a BitNet b1.58 GGUF (bitnet.cpp's `bitnet-b1.58` / `bitnet-25` files, or ours) into
+ModelWeights.
+
+I2_S matrices are used in place (views into the mmap, checked for code 3 and all-zero tensors);
+TQ1_0 / TQ2_0 are repacked into the TQ layout in memory. The token embedding is an F16 view (other
+llama.cpp types come as QuantTensor rows); norms are float32. Every expected tensor must exist with
+the expected shape. bitnet.cpp runs NeoX ("rotate_half") RoPE on unpermuted q/k rows, so BitNet files
+get rope_neox=True (docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFormatError
+from .gguf import GGUFFile, GGUFValueType, TensorInfo
+from .ternary import ternary_tensor_from_gguf
+from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
+
+BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25")
+TERNARY_TYPES = ("I2_S", "TQ1_0", "TQ2_0")
+# Embedding / head types the kernels read as QuantTensor rows (engine/kernels/qk.h).
+QUANT_TYPES = ("F32", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+MAX_HPARAM = 1 << 24  # no sane dimension or count is larger
+
+
+def _int_key(f: GGUFFile, key: str, default: int | None = None, *, lo: int = 1) -> int:
+    if key not in f.metadata:
+        if default is not None:
+            return default
+        raise ModelFormatError(f.path, f"metadata key {key} is missing")
+    v: Any = f.metadata[key]
+    if isinstance(v, np.ndarray) and v.ndim == 1 and v.size and np.issubdtype(v.dtype, np.integer):
+        # llama.cpp allows per-layer arrays for some counts; one value for every layer is all we run
+        if not np.all(v == v[0]):
+            raise ModelFormatError(f.path, f"metadata key {key} varies per layer ({v.tolist()[:8]}...)")
+        v = int(v[0])
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, expected an integer")
+    if not lo <= v <= MAX_HPARAM:
+        raise ModelFormatError(f.path, f"metadata key {key} is {v}, out of range")
+    return v
+
+
+def _float_key(f: GGUFFile, key: str, default: float) -> float:
+    v = f.metadata.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, expected a positive number")
+    if f.metadata_types.get(key) == GGUFValueType.FLOAT32:
+        # the shortest decimal that rounds to this float32 (1e-05, not 9.999999747378752e-06): the
+        # value the converter started from, and the same float32 the kernels use
+        return float(str(np.float32(v)))
+    return float(v)
+
+
+def _optional_id(f: GGUFFile, key: str, vocab: int) -> int | None:
+    v = f.metadata.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
+        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, not a token id below {vocab}")
+    return v
+
+
+def read_config(f: GGUFFile) -> ModelConfig:
+    arch = f.metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFormatError(f.path, "metadata key general.architecture is missing")
+    if arch not in BITNET_ARCHS:
+        raise ModelFormatError(
+            f.path,
+            f"architecture {arch!r} is not supported by the BitNet GGUF loader "
+            f"(expected one of {', '.join(BITNET_ARCHS)})",
+        )
+    p = arch
+    dim = _int_key(f, f"{p}.embedding_length")
+    hidden = _int_key(f, f"{p}.feed_forward_length")
+    n_layers = _int_key(f, f"{p}.block_count")
+    n_heads = _int_key(f, f"{p}.attention.head_count")
+    n_kv = _int_key(f, f"{p}.attention.head_count_kv", n_heads)
+    if n_heads % n_kv:
+        raise ModelFormatError(f.path, f"{n_heads} query heads cannot share {n_kv} KV heads evenly")
+    if f"{p}.attention.key_length" in f.metadata:
+        head_dim = _int_key(f, f"{p}.attention.key_length")
+    else:
+        if dim % n_heads:
+            raise ModelFormatError(f.path, f"embedding length {dim} is not a multiple of {n_heads} heads")
+        head_dim = dim // n_heads
+    if head_dim % 2:
+        raise ModelFormatError(f.path, f"head size {head_dim} is odd; RoPE needs pairs")
+    embd = f.tensors.get("token_embd.weight")
+    vocab_default = embd.shape[1] if embd is not None and len(embd.shape) == 2 else None
+    tokens = f.metadata.get("tokenizer.ggml.tokens")
+    if vocab_default is None and isinstance(tokens, list):
+        vocab_default = len(tokens)
+    vocab = _int_key(f, f"{p}.vocab_size", vocab_default)
+    context = _int_key(f, f"{p}.context_length", 4096)
+    rope_theta = _float_key(f, f"{p}.rope.freq_base", 10000.0)
+    eps = _float_key(f, f"{p}.attention.layer_norm_rms_epsilon", 1e-5)
+    bos = _optional_id(f, "tokenizer.ggml.bos_token_id", vocab)
+    eos: list[int] = []
+    for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+        t = _optional_id(f, key, vocab)
+        if t is not None and t not in eos:
+            eos.append(t)
+    return ModelConfig(
+        arch="bitnet-b1.58", dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
+        head_dim=head_dim, vocab=vocab, context=context, rope_theta=rope_theta, norm_eps=eps,
+        rope_neox=True, act="relu2", tied="output.weight" not in f.tensors, bos_id=bos, eos_ids=tuple(eos),
+    )
+
+
+def _expect(f: GGUFFile, name: str, shape: tuple[int, ...]) -> TensorInfo:
+    """The tensor's info, with shape checked (ggml order: ne0 = row length)."""
+    info = f.tensors.get(name)
+    if info is None:
+        raise ModelFormatError(f.path, f"tensor {name} is missing (expected shape {list(shape)})")
+    if info.shape != shape:
+        raise ModelFormatError(
+            f.path, f"tensor {name} has shape {list(info.shape)}, expected {list(shape)} (ggml order ne0, ne1)"
+        )
+    return info
+
+
+def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
+    info = _expect(f, name, (n,))
+    if info.type_name == "F32":
+        a = f.tensor_array(name)
+        return a if a.flags.aligned else a.copy()
+    if info.type_name == "F16":
+        return f.tensor_array(name).astype(np.float32)
+    if info.type_name == "BF16":
+        return (f.tensor_array(name).astype(np.uint32) << 16).view(np.float32)
+    raise ModelFormatError(f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16")
+
+
+def _linear(f: GGUFFile, name: str, rows: int, cols: int) -> TernaryTensor:
+    info = _expect(f, name, (cols, rows))
+    if info.type_name not in TERNARY_TYPES:
+        raise ModelFormatError(
+            f.path,
+            f"tensor {name} has type {info.type_name}; BitNet weights must be ternary "
+            f"({', '.join(TERNARY_TYPES)})",
+        )
+    return ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+
+
+def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | QuantTensor:
+    info = _expect(f, name, (dim, vocab))
+    if info.type_name == "F16":
+        a = f.tensor_array(name)  # float16 [vocab, dim]
+        return a if a.flags.aligned else a.copy()
+    if info.type_name in QUANT_TYPES:
+        data = f.tensor_data(name).reshape(vocab, info.nbytes // vocab)
+        return QuantTensor(data, vocab, dim, info.type_id, info.type_name)
+    raise ModelFormatError(
+        f.path, f"tensor {name} has type {info.type_name}, which this version cannot use for embeddings"
+    )
+
+
+def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
+    """ModelWeights viewing the file; the GGUFFile stays open in weights.keepalive."""
+    f = GGUFFile(path)
+    try:
+        cfg = read_config(f)
+        qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        embed = _embedding(f, "token_embd.weight", cfg.vocab, cfg.dim)
+        head = None if cfg.tied else _embedding(f, "output.weight", cfg.vocab, cfg.dim)
+        layers: list[LayerWeights] = []
+        for i in range(cfg.n_layers):
+            b = f"blk.{i}."
+            layers.append(LayerWeights(
+                attn_norm=_norm(f, b + "attn_norm.weight", cfg.dim),
+                q=_linear(f, b + "attn_q.weight", qdim, cfg.dim),
+                k=_linear(f, b + "attn_k.weight", kvdim, cfg.dim),
+                v=_linear(f, b + "attn_v.weight", kvdim, cfg.dim),
+                attn_sub_norm=_norm(f, b + "attn_sub_norm.weight", qdim),
+                o=_linear(f, b + "attn_output.weight", cfg.dim, qdim),
+                ffn_norm=_norm(f, b + "ffn_norm.weight", cfg.dim),
+                gate=_linear(f, b + "ffn_gate.weight", cfg.hidden, cfg.dim),
+                up=_linear(f, b + "ffn_up.weight", cfg.hidden, cfg.dim),
+                ffn_sub_norm=_norm(f, b + "ffn_sub_norm.weight", cfg.hidden),
+                down=_linear(f, b + "ffn_down.weight", cfg.dim, cfg.hidden),
+            ))
+        out_norm = _norm(f, "output_norm.weight", cfg.dim)
+        kinds = Counter(t.source_type for lw in layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down))
+        template = f.metadata.get("tokenizer.chat_template")
+        return ModelWeights(
+            config=cfg, embed=embed, layers=layers, out_norm=out_norm, head=head, source=f.path,
+            file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()), keepalive=[f],
+            chat_template=template if isinstance(template, str) else None, family="bitnet",
+        )
+    except BaseException:
+        f.close()
+        raise
+
+
+__all__ = ["load_gguf_weights", "read_config"]

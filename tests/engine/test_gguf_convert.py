@@ -1,0 +1,255 @@
+"""engine/convert.py -> engine/gguf_loader.py round trips on tiny random BitNet models, the
+bitnet.cpp metadata conventions (checked with the gguf package), and loader errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import pytest
+
+from trit.engine.convert import write_bitnet_gguf
+from trit.engine.errors import ModelFormatError
+from trit.engine.gguf import GGUFFile
+from trit.engine.gguf_loader import load_gguf_weights
+from trit.engine.gguf_writer import GGUFWriter
+from trit.engine.ternary import unpack_tq
+from trit.engine.weights import ModelWeights
+
+from tiny import random_weights  # tests/engine/tiny.py (rootdir-relative import, as the other tests do)
+
+pytestmark = pytest.mark.timeout(120)
+
+LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
+
+
+def tiny(seed: int = 0) -> tuple[ModelWeights, dict[str, Any]]:
+    return random_weights(seed, dim=256, hidden=512, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64,
+                          vocab=300, context=128, eos_ids=(7, 9))
+
+
+def check_same(loaded: ModelWeights, plain: dict[str, Any], f16_scales: bool) -> None:
+    cfg = plain["config"]
+    assert loaded.config == cfg
+    np.testing.assert_array_equal(loaded.embed, plain["embed"])
+    np.testing.assert_array_equal(loaded.out_norm, plain["out_norm"])
+    for lw, pl in zip(loaded.layers, plain["layers"]):
+        for n in NORMS:
+            got = getattr(lw, n)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, pl[n])
+        for n in LINEARS:
+            t = getattr(lw, n)
+            w, s = pl[n]
+            assert (t.rows, t.cols) == w.shape
+            np.testing.assert_array_equal(unpack_tq(t.packed, t.cols), w)
+            expect = np.float32(np.float16(s)) if f16_scales else np.float32(s)
+            np.testing.assert_array_equal(t.scale, np.full(t.rows, expect, np.float32))
+
+
+@pytest.mark.parametrize("ternary_type", ["I2_S", "TQ2_0", "TQ1_0"])
+def test_round_trip_from_plain_arrays(tmp_path: Path, ternary_type: str) -> None:
+    _, plain = tiny(1)
+    p = tmp_path / f"tiny-{ternary_type}.gguf"
+    write_bitnet_gguf(plain, p, ternary_type=ternary_type)
+    w = load_gguf_weights(p)
+    check_same(w, plain, f16_scales=ternary_type != "I2_S")
+    assert w.file_type == f"GGUF {ternary_type}" and w.family == "bitnet" and w.source == str(p)
+    q = w.layers[0].q
+    assert q.source_type == ternary_type
+    # I2_S is used in place (read-only view of the map); TQ types are repacked in memory
+    assert q.packed.flags.writeable == (ternary_type != "I2_S")
+    assert isinstance(w.keepalive[0], GGUFFile)
+
+
+def test_round_trip_from_model_weights(tmp_path: Path) -> None:
+    weights, plain = tiny(2)
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    write_bitnet_gguf(weights, a)
+    write_bitnet_gguf(plain, b)
+    assert a.read_bytes() == b.read_bytes()
+    check_same(load_gguf_weights(a), plain, f16_scales=False)
+    c = tmp_path / "c.gguf"
+    write_bitnet_gguf(weights, c, ternary_type="TQ2_0")
+    check_same(load_gguf_weights(c), plain, f16_scales=True)
+
+
+def test_loaded_model_computes_the_same_logits(tmp_path: Path) -> None:
+    from trit.engine.model import Model, load_model
+
+    weights, plain = tiny(3)
+    p = tmp_path / "m.gguf"
+    write_bitnet_gguf(plain, p)
+    ids = [1, 5, 42, 7, 299]
+    ref = Model(weights, threads=1).logits(ids)
+    got = load_model(p, threads=1).logits(ids)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_metadata_follows_bitnet_cpp(tmp_path: Path) -> None:
+    _, plain = tiny(4)
+    p = tmp_path / "m.gguf"
+    write_bitnet_gguf(plain, p, ternary_type="TQ2_0", extra_metadata={"tokenizer.chat_template": "{{x}}"})
+    r = gguf.GGUFReader(p)  # the gguf package cannot read I2_S, but TQ2_0 is fine
+    V = gguf.GGUFValueType
+    expect = {
+        "general.architecture": (V.STRING, "bitnet-b1.58"),
+        "general.file_type": (V.UINT32, 37),
+        "bitnet-b1.58.block_count": (V.UINT32, 2),
+        "bitnet-b1.58.embedding_length": (V.UINT32, 256),
+        "bitnet-b1.58.feed_forward_length": (V.UINT32, 512),
+        "bitnet-b1.58.attention.head_count": (V.UINT32, 4),
+        "bitnet-b1.58.attention.head_count_kv": (V.UINT32, 2),
+        "bitnet-b1.58.context_length": (V.UINT32, 128),
+        "bitnet-b1.58.vocab_size": (V.UINT32, 300),
+        "bitnet-b1.58.rope.freq_base": (V.FLOAT32, 500000.0),
+        "bitnet-b1.58.attention.layer_norm_rms_epsilon": (V.FLOAT32, np.float32(1e-5)),
+        "tokenizer.ggml.eos_token_id": (V.UINT32, 7),
+    }
+    for key, (vt, val) in expect.items():
+        field = r.fields[key]
+        assert field.types == [vt], key
+        assert field.contents() == val, key
+    t = {x.name: x for x in r.tensors}
+    assert t["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.F16
+    assert list(t["token_embd.weight"].shape) == [256, 300]
+    assert t["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    assert list(t["blk.1.ffn_down.weight"].shape) == [512, 256]  # ne0 = in, ne1 = out
+    assert t["blk.1.ffn_down.weight"].tensor_type == gguf.GGMLQuantizationType.TQ2_0
+    assert "output.weight" not in t
+    names = set(t)
+    for i in range(2):
+        for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_sub_norm", "ffn_norm",
+                  "ffn_gate", "ffn_up", "ffn_down", "ffn_sub_norm"):
+            assert f"blk.{i}.{n}.weight" in names
+    # the gguf package's dequantizer agrees with what we load
+    deq = gguf.quants.dequantize(np.asarray(t["blk.0.ffn_up.weight"].data), gguf.GGMLQuantizationType.TQ2_0)
+    w, s = plain["layers"][0]["up"]
+    np.testing.assert_array_equal(deq, w.astype(np.float32) * np.float32(np.float16(s)))
+    assert load_gguf_weights(p).chat_template == "{{x}}"
+
+
+def _rewrite(src: Path, dst: Path, *, drop: str = "", retype: dict[str, Any] | None = None,
+             reshape: dict[str, tuple[int, ...]] | None = None, meta: dict[str, Any] | None = None) -> None:
+    """Copy a GGUF with changes (dropping / reshaping a tensor, changing metadata)."""
+    retype, reshape, meta = retype or {}, reshape or {}, meta or {}
+    with GGUFFile(src) as f:
+        w = GGUFWriter(dst)
+        for k, v in f.metadata.items():
+            if k in meta:
+                if meta[k] is not None:
+                    w.add_metadata(k, meta[k])
+                continue
+            w.add_metadata(k, v, f.metadata_types[k], f.array_item_types.get(k))
+        for k, v in meta.items():
+            if k not in f.metadata and v is not None:
+                w.add_metadata(k, v)
+        for name, info in f.tensors.items():
+            if name == drop:
+                continue
+            if name in retype:
+                w.add_tensor(name, retype[name])
+                continue
+            w.add_raw_tensor(name, reshape.get(name, info.shape), info.type_id, f.tensor_data(name).tobytes())
+        w.write()
+
+
+@pytest.fixture
+def tiny_file(tmp_path: Path) -> Path:
+    _, plain = tiny(5)
+    p = tmp_path / "ok.gguf"
+    write_bitnet_gguf(plain, p)
+    return p
+
+
+def test_missing_tensor(tiny_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    _rewrite(tiny_file, bad, drop="blk.1.ffn_sub_norm.weight")
+    with pytest.raises(ModelFormatError, match=r"tensor blk.1.ffn_sub_norm.weight is missing \(expected shape \[512\]\)") as e:
+        load_gguf_weights(bad)
+    assert e.value.path == str(bad)
+
+
+def test_shape_mismatch(tiny_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    _rewrite(tiny_file, bad, reshape={"blk.0.attn_v.weight": (512, 64)})  # same byte count as [256, 128]
+    with pytest.raises(ModelFormatError, match=r"blk.0.attn_v.weight has shape \[512, 64\], expected \[256, 128\]"):
+        load_gguf_weights(bad)
+
+
+def test_non_ternary_linear_rejected(tiny_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    _rewrite(tiny_file, bad, retype={"blk.0.attn_q.weight": np.zeros((256, 256), np.float32)})
+    with pytest.raises(ModelFormatError, match="blk.0.attn_q.weight has type F32; BitNet weights must be ternary"):
+        load_gguf_weights(bad)
+
+
+def test_all_zero_tensor_rejected(tmp_path: Path) -> None:
+    _, plain = tiny(6)
+    w, s = plain["layers"][1]["gate"]
+    plain["layers"][1]["gate"] = (np.zeros_like(w), s)
+    p = tmp_path / "zero.gguf"
+    write_bitnet_gguf(plain, p)
+    with pytest.raises(ModelFormatError, match="tensor blk.1.ffn_gate.weight is all zero"):
+        load_gguf_weights(p)
+
+
+def test_architecture_and_metadata_errors(tiny_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    _rewrite(tiny_file, bad, meta={"general.architecture": "llama"})
+    with pytest.raises(ModelFormatError, match="architecture 'llama' is not supported"):
+        load_gguf_weights(bad)
+    _rewrite(tiny_file, bad, meta={"bitnet-b1.58.embedding_length": None})
+    with pytest.raises(ModelFormatError, match="metadata key bitnet-b1.58.embedding_length is missing"):
+        load_gguf_weights(bad)
+    _rewrite(tiny_file, bad, meta={"bitnet-b1.58.block_count": "two"})
+    with pytest.raises(ModelFormatError, match="block_count is 'two'"):
+        load_gguf_weights(bad)
+    _rewrite(tiny_file, bad, meta={"bitnet-b1.58.block_count": 3})
+    with pytest.raises(ModelFormatError, match="tensor blk.2.attn_norm.weight is missing"):
+        load_gguf_weights(bad)
+    _rewrite(tiny_file, bad, meta={"tokenizer.ggml.eos_token_id": 10**6})
+    with pytest.raises(ModelFormatError, match="not a token id"):
+        load_gguf_weights(bad)
+
+
+def test_bitnet_25_files_load(tiny_file: Path, tmp_path: Path) -> None:
+    """bitnet.cpp's older converter writes arch "bitnet-25" with the same layout and key suffixes."""
+    b25 = tmp_path / "b25.gguf"
+    with GGUFFile(tiny_file) as f:
+        w = GGUFWriter(b25)
+        for k, v in f.metadata.items():
+            key = k.replace("bitnet-b1.58.", "bitnet-25.")
+            value = "bitnet-25" if k == "general.architecture" else v
+            w.add_metadata(key, value, f.metadata_types[k], f.array_item_types.get(k))
+        for name, info in f.tensors.items():
+            w.add_raw_tensor(name, info.shape, info.type_id, f.tensor_data(name).tobytes())
+        w.write()
+    a, b = load_gguf_weights(tiny_file), load_gguf_weights(b25)
+    assert a.config == b.config and b.config.arch == "bitnet-b1.58" and b.config.rope_neox
+    np.testing.assert_array_equal(a.layers[1].down.packed, b.layers[1].down.packed)
+
+
+def test_untied_head(tmp_path: Path) -> None:
+    _, plain = tiny(7)
+    plain["head"] = (np.random.default_rng(0).standard_normal((300, 256))).astype(np.float16)
+    p = tmp_path / "untied.gguf"
+    write_bitnet_gguf(plain, p)
+    w = load_gguf_weights(p)
+    assert not w.config.tied
+    assert isinstance(w.head, np.ndarray)
+    np.testing.assert_array_equal(w.head, plain["head"])
+
+
+def test_converter_refuses_what_it_cannot_store(tmp_path: Path) -> None:
+    _, plain = tiny(8)
+    w, _ = plain["layers"][0]["q"]
+    plain["layers"][0]["q"] = (w, np.linspace(1, 2, w.shape[0]).astype(np.float32))
+    with pytest.raises(ValueError, match="one scale per tensor"):
+        write_bitnet_gguf(plain, tmp_path / "x.gguf")
+    write_bitnet_gguf(plain, tmp_path / "x.gguf", ternary_type="TQ2_0")  # per-row scales fit TQ2_0
+    got = load_gguf_weights(tmp_path / "x.gguf").layers[0].q.scale
+    np.testing.assert_array_equal(got, np.linspace(1, 2, w.shape[0]).astype(np.float16).astype(np.float32))
