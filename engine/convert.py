@@ -27,10 +27,21 @@ BITNET_ARCH = "bitnet-b1.58"
 # llama_ftype values (llama.h; bitnet.cpp adds 40 for I2_S).
 FILE_TYPES = {"I2_S": 40, "TQ1_0": 36, "TQ2_0": 37}
 # Our LayerWeights field -> GGUF tensor name suffix (blk.N.<suffix>.weight).
-LINEAR_NAMES = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
-                "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
-NORM_NAMES = {"attn_norm": "attn_norm", "attn_sub_norm": "attn_sub_norm",
-              "ffn_norm": "ffn_norm", "ffn_sub_norm": "ffn_sub_norm"}
+LINEAR_NAMES = {
+    "q": "attn_q",
+    "k": "attn_k",
+    "v": "attn_v",
+    "o": "attn_output",
+    "gate": "ffn_gate",
+    "up": "ffn_up",
+    "down": "ffn_down",
+}
+NORM_NAMES = {
+    "attn_norm": "attn_norm",
+    "attn_sub_norm": "attn_sub_norm",
+    "ffn_norm": "ffn_norm",
+    "ffn_sub_norm": "ffn_sub_norm",
+}
 
 Matrix = tuple[np.ndarray, Any]  # (int8 [out, in] in {-1, 0, 1}, scale: float or float32 [out])
 
@@ -62,7 +73,9 @@ def _metadata(cfg: ModelConfig, arch: str, ternary_type: str) -> list[tuple[str,
     return md
 
 
-def _ternary_producer(m: TernaryTensor | Matrix, ternary_type: str, name: str) -> tuple[int, int, Callable[[], np.ndarray]]:
+def _ternary_producer(
+    m: TernaryTensor | Matrix, ternary_type: str, name: str
+) -> tuple[int, int, Callable[[], np.ndarray]]:
     """(rows, cols, producer of the encoded bytes) for one BitLinear matrix."""
     if isinstance(m, TernaryTensor):
         rows, cols = m.rows, m.cols
@@ -129,7 +142,7 @@ def write_bitnet_gguf(
     if len(layers) != cfg.n_layers:
         raise ValueError(f"config says {cfg.n_layers} layers, got {len(layers)}")
     if not isinstance(embed, np.ndarray):
-        raise ValueError("the token embedding must be a float array")
+        raise TypeError("the token embedding must be a float array")
 
     w = GGUFWriter(out_path)
     for key, value, vtype in _metadata(cfg, arch, ternary_type):
@@ -140,7 +153,7 @@ def write_bitnet_gguf(
     w.add_tensor("token_embd.weight", np.asarray(embed, dtype=np.float16))
     gt = GGML_TYPES[GGML_TYPE_IDS[ternary_type]]
     for i, layer in enumerate(layers):
-        for field, suffix in NORM_NAMES.items():
+        for field in NORM_NAMES:
             if layer.get(field) is None:
                 raise ValueError(f"layer {i}: {field} is missing (a BitNet block has both sub-norms)")
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.asarray(layer["attn_norm"], dtype=np.float32))
@@ -154,18 +167,20 @@ def write_bitnet_gguf(
     w.add_tensor("output_norm.weight", np.asarray(out_norm, dtype=np.float32))
     if head is not None:
         if not isinstance(head, np.ndarray):
-            raise ValueError("the output head must be a float array")
+            raise TypeError("the output head must be a float array")
         w.add_tensor("output.weight", np.asarray(head, dtype=np.float16))
     w.write()
 
 
 def _add_linear(w: GGUFWriter, ternary_type: str, name: str, m: Any) -> None:
     if not isinstance(m, (TernaryTensor, tuple)):
-        raise ValueError(f"{name}: expected a TernaryTensor or (int8 matrix, scale), got {type(m).__name__}")
+        raise TypeError(f"{name}: expected a TernaryTensor or (int8 matrix, scale), got {type(m).__name__}")
     rows, cols, produce = _ternary_producer(m, ternary_type, name)
     gt = GGML_TYPES[GGML_TYPE_IDS[ternary_type]]
     if cols % gt.block_size:
-        raise ValueError(f"{name}: {ternary_type} needs rows of a multiple of {gt.block_size} values, got {cols}")
+        raise ValueError(
+            f"{name}: {ternary_type} needs rows of a multiple of {gt.block_size} values, got {cols}"
+        )
     w.add_raw_tensor(name, (cols, rows), gt.id, produce, nbytes=gt.nbytes(rows * cols))
 
 

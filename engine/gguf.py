@@ -16,6 +16,7 @@ views into the map.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
@@ -23,11 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ModelFormatError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)
@@ -68,8 +72,21 @@ SCALAR_DTYPES: dict[GGUFValueType, np.dtype[Any]] = {
     GGUFValueType.FLOAT64: np.dtype("<f8"),
 }
 _SCALAR_STRUCTS: dict[GGUFValueType, struct.Struct] = {
-    t: struct.Struct("<" + {"u1": "B", "i1": "b", "u2": "H", "i2": "h", "u4": "I", "i4": "i", "f4": "f",
-                            "u8": "Q", "i8": "q", "f8": "d"}[dt.str[1:]])
+    t: struct.Struct(
+        "<"
+        + {
+            "u1": "B",
+            "i1": "b",
+            "u2": "H",
+            "i2": "h",
+            "u4": "I",
+            "i4": "i",
+            "f4": "f",
+            "u8": "Q",
+            "i8": "q",
+            "f8": "d",
+        }[dt.str[1:]]
+    )
     for t, dt in SCALAR_DTYPES.items()
 }
 # Smallest encoding of one array item, used to bound counts before parsing them.
@@ -199,7 +216,7 @@ def _big(n: int) -> str:
 class _Cursor:
     """Bounds-checked sequential reader over the map."""
 
-    __slots__ = ("buf", "pos", "size", "path")
+    __slots__ = ("buf", "path", "pos", "size")
 
     def __init__(self, buf: mmap.mmap, size: int, path: str) -> None:
         self.buf = buf
@@ -303,7 +320,9 @@ class GGUFFile:
             if swapped in GGUF_VERSIONS:
                 raise c.fail("big-endian GGUF files are not supported")
             if version == 1:
-                raise c.fail("GGUF version 1 is too old (versions 2 and 3 are supported); re-convert the model")
+                raise c.fail(
+                    "GGUF version 1 is too old (versions 2 and 3 are supported); re-convert the model"
+                )
             raise c.fail(f"unsupported GGUF version {version} (versions 2 and 3 are supported)")
         self.version = version
         n_tensors = c.u64("the tensor count")
@@ -312,9 +331,13 @@ class GGUFFile:
         # Smallest possible entries: a tensor info is 8 (name length) + 4 (n_dims) + 8 (one dim)
         # + 4 (type) + 8 (offset) bytes; a key-value pair 8 (key length) + 4 (type) + 1 (value).
         if n_tensors * 32 > remaining:
-            raise c.fail(f"header says {_big(n_tensors)} tensors but the file has only {self.file_size} bytes")
+            raise c.fail(
+                f"header says {_big(n_tensors)} tensors but the file has only {self.file_size} bytes"
+            )
         if n_kv * 13 > remaining:
-            raise c.fail(f"header says {_big(n_kv)} metadata entries but the file has only {self.file_size} bytes")
+            raise c.fail(
+                f"header says {_big(n_kv)} metadata entries but the file has only {self.file_size} bytes"
+            )
         if n_tensors * 32 + n_kv * 13 > remaining:
             raise c.fail(
                 f"header says {n_tensors} tensors and {n_kv} metadata entries but the file has only "
@@ -338,11 +361,17 @@ class GGUFFile:
         if "general.alignment" in self.metadata:
             a = self.metadata["general.alignment"]
             if self.metadata_types["general.alignment"] not in (
-                GGUFValueType.UINT8, GGUFValueType.UINT16, GGUFValueType.UINT32, GGUFValueType.UINT64,
-                GGUFValueType.INT32, GGUFValueType.INT64,
+                GGUFValueType.UINT8,
+                GGUFValueType.UINT16,
+                GGUFValueType.UINT32,
+                GGUFValueType.UINT64,
+                GGUFValueType.INT32,
+                GGUFValueType.INT64,
             ):
-                raise c.fail(f"general.alignment has type {self.metadata_types['general.alignment'].name}, "
-                             "expected an unsigned integer")
+                raise c.fail(
+                    f"general.alignment has type {self.metadata_types['general.alignment'].name}, "
+                    "expected an unsigned integer"
+                )
             if not (1 <= a <= 1 << 30) or a & (a - 1):
                 raise c.fail(f"general.alignment is {a}, which is not a power of two")
             self.alignment = int(a)
@@ -406,7 +435,7 @@ class GGUFFile:
             self.tensors[name] = TensorInfo(name, shape, gt.id, gt.name, self.data_offset + rel, nbytes)
 
         spans = sorted(self.tensors.values(), key=lambda t: t.offset)
-        for a, b in zip(spans, spans[1:]):
+        for a, b in itertools.pairwise(spans):
             if a.offset + a.nbytes > b.offset:
                 raise c.fail(
                     f"tensors {a.name!r} (bytes {a.offset}..{a.offset + a.nbytes}) and {b.name!r} "
@@ -529,7 +558,7 @@ class GGUFFile:
     def closed(self) -> bool:
         return self._mm is None
 
-    def __enter__(self) -> GGUFFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -108,9 +108,22 @@ def read_config(f: GGUFFile) -> ModelConfig:
         if t is not None and t not in eos:
             eos.append(t)
     return ModelConfig(
-        arch="bitnet-b1.58", dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
-        head_dim=head_dim, vocab=vocab, context=context, rope_theta=rope_theta, norm_eps=eps,
-        rope_neox=True, act="relu2", tied="output.weight" not in f.tensors, bos_id=bos, eos_ids=tuple(eos),
+        arch="bitnet-b1.58",
+        dim=dim,
+        hidden=hidden,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        vocab=vocab,
+        context=context,
+        rope_theta=rope_theta,
+        norm_eps=eps,
+        rope_neox=True,
+        act="relu2",
+        tied="output.weight" not in f.tensors,
+        bos_id=bos,
+        eos_ids=tuple(eos),
     )
 
 
@@ -121,7 +134,8 @@ def _expect(f: GGUFFile, name: str, shape: tuple[int, ...]) -> TensorInfo:
         raise ModelFormatError(f.path, f"tensor {name} is missing (expected shape {list(shape)})")
     if info.shape != shape:
         raise ModelFormatError(
-            f.path, f"tensor {name} has shape {list(info.shape)}, expected {list(shape)} (ggml order ne0, ne1)"
+            f.path,
+            f"tensor {name} has shape {list(info.shape)}, expected {list(shape)} (ggml order ne0, ne1)",
         )
     return info
 
@@ -135,7 +149,9 @@ def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
         return f.tensor_array(name).astype(np.float32)
     if info.type_name == "BF16":
         return (f.tensor_array(name).astype(np.uint32) << 16).view(np.float32)
-    raise ModelFormatError(f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16")
+    raise ModelFormatError(
+        f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"
+    )
 
 
 def _linear(f: GGUFFile, name: str, rows: int, cols: int) -> TernaryTensor:
@@ -173,26 +189,37 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
         layers: list[LayerWeights] = []
         for i in range(cfg.n_layers):
             b = f"blk.{i}."
-            layers.append(LayerWeights(
-                attn_norm=_norm(f, b + "attn_norm.weight", cfg.dim),
-                q=_linear(f, b + "attn_q.weight", qdim, cfg.dim),
-                k=_linear(f, b + "attn_k.weight", kvdim, cfg.dim),
-                v=_linear(f, b + "attn_v.weight", kvdim, cfg.dim),
-                attn_sub_norm=_norm(f, b + "attn_sub_norm.weight", qdim),
-                o=_linear(f, b + "attn_output.weight", cfg.dim, qdim),
-                ffn_norm=_norm(f, b + "ffn_norm.weight", cfg.dim),
-                gate=_linear(f, b + "ffn_gate.weight", cfg.hidden, cfg.dim),
-                up=_linear(f, b + "ffn_up.weight", cfg.hidden, cfg.dim),
-                ffn_sub_norm=_norm(f, b + "ffn_sub_norm.weight", cfg.hidden),
-                down=_linear(f, b + "ffn_down.weight", cfg.dim, cfg.hidden),
-            ))
+            layers.append(
+                LayerWeights(
+                    attn_norm=_norm(f, b + "attn_norm.weight", cfg.dim),
+                    q=_linear(f, b + "attn_q.weight", qdim, cfg.dim),
+                    k=_linear(f, b + "attn_k.weight", kvdim, cfg.dim),
+                    v=_linear(f, b + "attn_v.weight", kvdim, cfg.dim),
+                    attn_sub_norm=_norm(f, b + "attn_sub_norm.weight", qdim),
+                    o=_linear(f, b + "attn_output.weight", cfg.dim, qdim),
+                    ffn_norm=_norm(f, b + "ffn_norm.weight", cfg.dim),
+                    gate=_linear(f, b + "ffn_gate.weight", cfg.hidden, cfg.dim),
+                    up=_linear(f, b + "ffn_up.weight", cfg.hidden, cfg.dim),
+                    ffn_sub_norm=_norm(f, b + "ffn_sub_norm.weight", cfg.hidden),
+                    down=_linear(f, b + "ffn_down.weight", cfg.dim, cfg.hidden),
+                )
+            )
         out_norm = _norm(f, "output_norm.weight", cfg.dim)
-        kinds = Counter(t.source_type for lw in layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down))
+        kinds = Counter(
+            t.source_type for lw in layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)
+        )
         template = f.metadata.get("tokenizer.chat_template")
         return ModelWeights(
-            config=cfg, embed=embed, layers=layers, out_norm=out_norm, head=head, source=f.path,
-            file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()), keepalive=[f],
-            chat_template=template if isinstance(template, str) else None, family="bitnet",
+            config=cfg,
+            embed=embed,
+            layers=layers,
+            out_norm=out_norm,
+            head=head,
+            source=f.path,
+            file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()),
+            keepalive=[f],
+            chat_template=template if isinstance(template, str) else None,
+            family="bitnet",
         )
     except BaseException:
         f.close()

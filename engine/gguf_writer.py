@@ -26,13 +26,27 @@ import numpy as np
 from .gguf import DEFAULT_ALIGNMENT, GGML_TYPE_IDS, GGML_TYPES, SCALAR_DTYPES, GGUFValueType
 from .ternary import i2s_bytes, tq1_0_bytes, tq2_0_bytes
 
-_DTYPE_TYPES: dict[str, str] = {"float32": "F32", "float16": "F16", "float64": "F64", "int8": "I8",
-                                "int16": "I16", "int32": "I32", "int64": "I64"}
+_DTYPE_TYPES: dict[str, str] = {
+    "float32": "F32",
+    "float16": "F16",
+    "float64": "F64",
+    "int8": "I8",
+    "int16": "I16",
+    "int32": "I32",
+    "int64": "I64",
+}
 _NP_VALUE_TYPES: dict[str, GGUFValueType] = {
-    "uint8": GGUFValueType.UINT8, "int8": GGUFValueType.INT8, "uint16": GGUFValueType.UINT16,
-    "int16": GGUFValueType.INT16, "uint32": GGUFValueType.UINT32, "int32": GGUFValueType.INT32,
-    "float32": GGUFValueType.FLOAT32, "bool": GGUFValueType.BOOL, "uint64": GGUFValueType.UINT64,
-    "int64": GGUFValueType.INT64, "float64": GGUFValueType.FLOAT64,
+    "uint8": GGUFValueType.UINT8,
+    "int8": GGUFValueType.INT8,
+    "uint16": GGUFValueType.UINT16,
+    "int16": GGUFValueType.INT16,
+    "uint32": GGUFValueType.UINT32,
+    "int32": GGUFValueType.INT32,
+    "float32": GGUFValueType.FLOAT32,
+    "bool": GGUFValueType.BOOL,
+    "uint64": GGUFValueType.UINT64,
+    "int64": GGUFValueType.INT64,
+    "float64": GGUFValueType.FLOAT64,
 }
 
 
@@ -112,7 +126,9 @@ def _encode_value(value: Any, vtype: GGUFValueType, item_type: GGUFValueType | N
 class GGUFWriter:
     """Collects metadata and tensors, then write() streams the file out."""
 
-    def __init__(self, path: str | os.PathLike[str], alignment: int = DEFAULT_ALIGNMENT, version: int = 3) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], alignment: int = DEFAULT_ALIGNMENT, version: int = 3
+    ) -> None:
         if alignment < 1 or alignment & (alignment - 1):
             raise ValueError(f"alignment must be a power of two, got {alignment}")
         self.path = str(path)
@@ -162,7 +178,9 @@ class GGUFWriter:
     def add_bool(self, key: str, value: bool) -> None:
         self.add_metadata(key, value, GGUFValueType.BOOL)
 
-    def add_array(self, key: str, values: Sequence[Any] | np.ndarray, item_type: GGUFValueType | None = None) -> None:
+    def add_array(
+        self, key: str, values: Sequence[Any] | np.ndarray, item_type: GGUFValueType | None = None
+    ) -> None:
         self.add_metadata(key, values, GGUFValueType.ARRAY, item_type)
 
     # -- tensors ---------------------------------------------------------------------------------
@@ -180,11 +198,20 @@ class GGUFWriter:
                 arr = _f32_to_bf16_bits(arr)
             arr = arr.astype("<u2", copy=False)
         elif type_name in ("F32", "F16", "F64", "I8", "I16", "I32", "I64"):
-            dt = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4",
-                  "I64": "<i8"}[type_name]
+            dt = {
+                "F32": "<f4",
+                "F16": "<f2",
+                "F64": "<f8",
+                "I8": "<i1",
+                "I16": "<i2",
+                "I32": "<i4",
+                "I64": "<i8",
+            }[type_name]
             arr = arr.astype(dt, copy=False)
         else:
-            raise ValueError(f"add_tensor writes plain types only; use add_ternary or add_raw_tensor for {type_name}")
+            raise ValueError(
+                f"add_tensor writes plain types only; use add_ternary or add_raw_tensor for {type_name}"
+            )
         arr = np.ascontiguousarray(arr)
         shape = tuple(int(d) for d in reversed(arr.shape)) or (1,)
         self._add(name, shape, GGML_TYPE_IDS[type_name], arr.nbytes, arr)
@@ -218,12 +245,13 @@ class GGUFWriter:
         gt = GGML_TYPES[GGML_TYPE_IDS[type_name]]
         if cols % gt.block_size:
             raise ValueError(f"{type_name} rows must be a multiple of {gt.block_size} long, got {cols}")
+        sc: Any = scale
         if type_name == "I2_S":
             s = np.asarray(scale, dtype=np.float32).reshape(-1)
             if s.size != 1 and not np.all(s == s[0]):
                 raise ValueError("I2_S has one scale per tensor")
-            scale = float(s[0])
-        self._add(name, (cols, rows), gt.id, gt.nbytes(rows * cols), lambda: enc(get(), scale))
+            sc = float(s[0])
+        self._add(name, (cols, rows), gt.id, gt.nbytes(rows * cols), lambda: enc(get(), sc))
 
     def add_raw_tensor(
         self, name: str, shape: Sequence[int], type_id: int, data: Any, nbytes: int | None = None

@@ -10,6 +10,7 @@ read-only mmap.
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
@@ -17,11 +18,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ModelFormatError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation refuses larger headers too
 MAX_DIM = 1 << 40
@@ -158,7 +162,7 @@ class SafetensorsFile:
                 )
             self.tensors[name] = STensorInfo(name, dtype, tuple(shape), data_start + begin, nbytes)
         spans = sorted((t for t in self.tensors.values() if t.nbytes), key=lambda t: t.offset)
-        for a, b in zip(spans, spans[1:]):
+        for a, b in itertools.pairwise(spans):
             if a.offset + a.nbytes > b.offset:
                 raise self._fail(f"tensors {a.name!r} and {b.name!r} overlap")
 
@@ -193,7 +197,7 @@ class SafetensorsFile:
             except BufferError:
                 pass  # views are alive; the map goes when the last one does
 
-    def __enter__(self) -> SafetensorsFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -248,7 +252,7 @@ class Checkpoint:
         for f in self.files.values():
             f.close()
 
-    def __enter__(self) -> Checkpoint:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -283,15 +287,25 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     shards: dict[str, SafetensorsFile] = {}
     try:
         for name, shard in wm.items():
-            if not isinstance(shard, str) or not shard or "/" in shard or "\\" in shard or shard in (".", ".."):
-                raise ModelFormatError(index, f"tensor {name!r} maps to an invalid shard name {str(shard)[:100]!r}")
+            if (
+                not isinstance(shard, str)
+                or not shard
+                or "/" in shard
+                or "\\" in shard
+                or shard in (".", "..")
+            ):
+                raise ModelFormatError(
+                    index, f"tensor {name!r} maps to an invalid shard name {str(shard)[:100]!r}"
+                )
             if shard not in shards:
                 sp = p / shard
                 if not sp.is_file():
                     raise ModelFormatError(sp, f"shard {shard} listed in {INDEX_NAME} is missing")
                 shards[shard] = SafetensorsFile(sp)
             if name not in shards[shard].tensors:
-                raise ModelFormatError(p / shard, f"tensor {name!r} listed in {INDEX_NAME} is not in this shard")
+                raise ModelFormatError(
+                    p / shard, f"tensor {name!r} listed in {INDEX_NAME} is not in this shard"
+                )
     except BaseException:
         for f in shards.values():
             f.close()

@@ -206,9 +206,13 @@ def _row_scales(d16: np.ndarray, nonzero: np.ndarray, name: str, path: str, kind
     return np.where(any_nz, ref, np.float32(0)).astype(np.float32)
 
 
-def _blocks(raw: np.ndarray, rows: int, cols: int, block_bytes: int, name: str, path: str, kind: str) -> np.ndarray:
+def _blocks(
+    raw: np.ndarray, rows: int, cols: int, block_bytes: int, name: str, path: str, kind: str
+) -> np.ndarray:
     if cols % QK_K:
-        raise ModelFormatError(path, f"{kind} tensor {name} has rows of {cols} values, not a multiple of {QK_K}")
+        raise ModelFormatError(
+            path, f"{kind} tensor {name} has rows of {cols} values, not a multiple of {QK_K}"
+        )
     nblk = cols // QK_K
     raw = raw.reshape(-1)
     if raw.dtype != np.uint8 or raw.size != rows * nblk * block_bytes:

@@ -12,7 +12,6 @@ import pytest
 from gguf import quants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from trit.engine.errors import ModelFormatError
 from trit.engine.gguf import GGML_TYPES, GGUFFile, GGUFValueType
 from trit.engine.gguf_writer import GGUFWriter
@@ -35,8 +34,11 @@ def kv(key: str | bytes, vtype: int, payload: bytes) -> bytes:
 
 def tinfo(name: str, shape: list[int], type_id: int, offset: int, n_dims: int | None = None) -> bytes:
     nd = len(shape) if n_dims is None else n_dims
-    return gstr(name) + struct.pack("<I", nd) + struct.pack(f"<{len(shape)}Q", *shape) + struct.pack(
-        "<IQ", type_id, offset
+    return (
+        gstr(name)
+        + struct.pack("<I", nd)
+        + struct.pack(f"<{len(shape)}Q", *shape)
+        + struct.pack("<IQ", type_id, offset)
     )
 
 
@@ -51,8 +53,9 @@ def build(
     alignment: int = 32,
     magic: bytes = b"GGUF",
 ) -> bytes:
-    head = magic + struct.pack("<IQQ", version, len(infos) if n_tensors is None else n_tensors,
-                               len(kvs) if n_kv is None else n_kv)
+    head = magic + struct.pack(
+        "<IQQ", version, len(infos) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     head += b"".join(kvs) + b"".join(infos)
     head += b"\0" * (-len(head) % alignment)
     return head + data
@@ -110,9 +113,31 @@ def test_type_table_matches_gguf_package() -> None:
         q = gguf.GGMLQuantizationType[t.name]
         assert q.value == t.id
         assert gguf.GGML_QUANT_SIZES[q] == (t.block_size, t.type_size), t.name
-    required = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q8_1": 9,
-                "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "Q8_K": 15, "I8": 24, "I16": 25,
-                "I32": 26, "I64": 27, "F64": 28, "BF16": 30, "TQ1_0": 34, "TQ2_0": 35, "I2_S": 36}
+    required = {
+        "F32": 0,
+        "F16": 1,
+        "Q4_0": 2,
+        "Q4_1": 3,
+        "Q5_0": 6,
+        "Q5_1": 7,
+        "Q8_0": 8,
+        "Q8_1": 9,
+        "Q2_K": 10,
+        "Q3_K": 11,
+        "Q4_K": 12,
+        "Q5_K": 13,
+        "Q6_K": 14,
+        "Q8_K": 15,
+        "I8": 24,
+        "I16": 25,
+        "I32": 26,
+        "I64": 27,
+        "F64": 28,
+        "BF16": 30,
+        "TQ1_0": 34,
+        "TQ2_0": 35,
+        "I2_S": 36,
+    }
     for name, tid in required.items():
         assert GGML_TYPES[tid].name == name
 
@@ -183,7 +208,13 @@ def test_writer_reader_round_trip(tmp_path: Path, version: int, alignment: int) 
         m = f.metadata
         assert f.version == version and f.alignment == alignment
         assert (m["u8"], m["i8"], m["u16"], m["i16"], m["u32"], m["i32"]) == (
-            200, -100, 65000, -30000, 4_000_000_000, -2_000_000_000)
+            200,
+            -100,
+            65000,
+            -30000,
+            4_000_000_000,
+            -2_000_000_000,
+        )
         assert m["f32"] == float(np.float32(1e-5)) and m["bool"] is True and m["str"] == "héllo ✓"
         assert m["u64"] == 2**63 + 5 and m["i64"] == -(2**62) and m["f64"] == 0.1
         assert m["tokens"][:2] == ["tok0", "tok1"] and m["tokens"][-3:] == ["", "Ġ", "é"]
@@ -326,7 +357,11 @@ def test_bad_versions(tmp_path: Path, version: int, frag: str) -> None:
 def test_absurd_counts(tmp_path: Path) -> None:
     expect_error(tmp_path, build([], [], b"", n_tensors=10**12), "10^12 tensors")
     expect_error(tmp_path, build([], [], b"", n_kv=2**64 - 1), "metadata entries")
-    expect_error(tmp_path, build([kv("a", U8, b"\1")], [], gstr("ab") + b"\0\0", n_kv=2, alignment=1), "truncated while reading the type of metadata key #1")
+    expect_error(
+        tmp_path,
+        build([kv("a", U8, b"\1")], [], gstr("ab") + b"\0\0", n_kv=2, alignment=1),
+        "truncated while reading the type of metadata key #1",
+    )
 
 
 def test_absurd_string_lengths(tmp_path: Path) -> None:
@@ -349,8 +384,12 @@ def test_bad_metadata_values(tmp_path: Path) -> None:
     expect_error(tmp_path, build([kv("u", U8, b"\0"), kv("u", U8, b"\0")], [], b""), "twice")
     nested = struct.pack("<IQ", ARR, 1) * 12 + struct.pack("<IQ", U8, 0)
     expect_error(tmp_path, build([kv("deep", ARR, nested)], [], b""), "nests")
-    expect_error(tmp_path, build([kv("general.alignment", U32, struct.pack("<I", 24))], [], b""), "power of two")
-    expect_error(tmp_path, build([kv("general.alignment", U32, struct.pack("<I", 0))], [], b""), "power of two")
+    expect_error(
+        tmp_path, build([kv("general.alignment", U32, struct.pack("<I", 24))], [], b""), "power of two"
+    )
+    expect_error(
+        tmp_path, build([kv("general.alignment", U32, struct.pack("<I", 0))], [], b""), "power of two"
+    )
     expect_error(tmp_path, build([kv("general.alignment", STR, gstr("32"))], [], b""), "general.alignment")
 
 
@@ -391,8 +430,14 @@ def test_tensor_data_bounds(tmp_path: Path) -> None:
 
 def test_unknown_type_id(tmp_path: Path) -> None:
     infos = [tinfo("blk.3.ffn_down.weight", [256, 4], 41, 0)]
-    e = expect_error(tmp_path, build([], infos, b"\0" * 4096), "blk.3.ffn_down.weight has type 41",
-                     "cannot read", "I2_S (36)", "TQ2_0 (35)")
+    e = expect_error(
+        tmp_path,
+        build([], infos, b"\0" * 4096),
+        "blk.3.ffn_down.weight has type 41",
+        "cannot read",
+        "I2_S (36)",
+        "TQ2_0 (35)",
+    )
     assert e.problem.startswith("tensor blk.3.ffn_down.weight")
 
 

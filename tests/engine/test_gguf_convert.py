@@ -9,7 +9,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-
+from tiny import random_weights  # tests/engine/tiny.py (rootdir-relative import, as the other tests do)
 from trit.engine.convert import write_bitnet_gguf
 from trit.engine.errors import ModelFormatError
 from trit.engine.gguf import GGUFFile
@@ -18,8 +18,6 @@ from trit.engine.gguf_writer import GGUFWriter
 from trit.engine.ternary import unpack_tq
 from trit.engine.weights import ModelWeights
 
-from tiny import random_weights  # tests/engine/tiny.py (rootdir-relative import, as the other tests do)
-
 pytestmark = pytest.mark.timeout(120)
 
 LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -27,8 +25,18 @@ NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
 
 
 def tiny(seed: int = 0) -> tuple[ModelWeights, dict[str, Any]]:
-    return random_weights(seed, dim=256, hidden=512, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64,
-                          vocab=300, context=128, eos_ids=(7, 9))
+    return random_weights(
+        seed,
+        dim=256,
+        hidden=512,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=64,
+        vocab=300,
+        context=128,
+        eos_ids=(7, 9),
+    )
 
 
 def check_same(loaded: ModelWeights, plain: dict[str, Any], f16_scales: bool) -> None:
@@ -122,8 +130,19 @@ def test_metadata_follows_bitnet_cpp(tmp_path: Path) -> None:
     assert "output.weight" not in t
     names = set(t)
     for i in range(2):
-        for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_sub_norm", "ffn_norm",
-                  "ffn_gate", "ffn_up", "ffn_down", "ffn_sub_norm"):
+        for n in (
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "attn_sub_norm",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+            "ffn_sub_norm",
+        ):
             assert f"blk.{i}.{n}.weight" in names
     # the gguf package's dequantizer agrees with what we load
     deq = gguf.quants.dequantize(np.asarray(t["blk.0.ffn_up.weight"].data), gguf.GGMLQuantizationType.TQ2_0)
@@ -132,8 +151,15 @@ def test_metadata_follows_bitnet_cpp(tmp_path: Path) -> None:
     assert load_gguf_weights(p).chat_template == "{{x}}"
 
 
-def _rewrite(src: Path, dst: Path, *, drop: str = "", retype: dict[str, Any] | None = None,
-             reshape: dict[str, tuple[int, ...]] | None = None, meta: dict[str, Any] | None = None) -> None:
+def _rewrite(
+    src: Path,
+    dst: Path,
+    *,
+    drop: str = "",
+    retype: dict[str, Any] | None = None,
+    reshape: dict[str, tuple[int, ...]] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> None:
     """Copy a GGUF with changes (dropping / reshaping a tensor, changing metadata)."""
     retype, reshape, meta = retype or {}, reshape or {}, meta or {}
     with GGUFFile(src) as f:
@@ -168,7 +194,9 @@ def tiny_file(tmp_path: Path) -> Path:
 def test_missing_tensor(tiny_file: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     _rewrite(tiny_file, bad, drop="blk.1.ffn_sub_norm.weight")
-    with pytest.raises(ModelFormatError, match=r"tensor blk.1.ffn_sub_norm.weight is missing \(expected shape \[512\]\)") as e:
+    with pytest.raises(
+        ModelFormatError, match=r"tensor blk.1.ffn_sub_norm.weight is missing \(expected shape \[512\]\)"
+    ) as e:
         load_gguf_weights(bad)
     assert e.value.path == str(bad)
 
@@ -176,14 +204,18 @@ def test_missing_tensor(tiny_file: Path, tmp_path: Path) -> None:
 def test_shape_mismatch(tiny_file: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     _rewrite(tiny_file, bad, reshape={"blk.0.attn_v.weight": (512, 64)})  # same byte count as [256, 128]
-    with pytest.raises(ModelFormatError, match=r"blk.0.attn_v.weight has shape \[512, 64\], expected \[256, 128\]"):
+    with pytest.raises(
+        ModelFormatError, match=r"blk.0.attn_v.weight has shape \[512, 64\], expected \[256, 128\]"
+    ):
         load_gguf_weights(bad)
 
 
 def test_non_ternary_linear_rejected(tiny_file: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     _rewrite(tiny_file, bad, retype={"blk.0.attn_q.weight": np.zeros((256, 256), np.float32)})
-    with pytest.raises(ModelFormatError, match="blk.0.attn_q.weight has type F32; BitNet weights must be ternary"):
+    with pytest.raises(
+        ModelFormatError, match="blk.0.attn_q.weight has type F32; BitNet weights must be ternary"
+    ):
         load_gguf_weights(bad)
 
 

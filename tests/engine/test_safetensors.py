@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from trit.engine.errors import ModelFormatError
 from trit.engine.safetensors import SafetensorsFile, open_checkpoint
 
@@ -31,7 +30,11 @@ def entry(dtype: str, shape: list[int], begin: int, end: int) -> dict[str, Any]:
 def small_valid() -> bytes:
     a = np.arange(6, dtype="<f4").tobytes()
     b = np.arange(4, dtype="<u2").tobytes()  # BF16 bits
-    header = {"__metadata__": {"format": "pt"}, "a": entry("F32", [2, 3], 0, 24), "b": entry("BF16", [4], 24, 32)}
+    header = {
+        "__metadata__": {"format": "pt"},
+        "a": entry("F32", [2, 3], 0, 24),
+        "b": entry("BF16", [4], 24, 32),
+    }
     return st_bytes(header, a + b)
 
 
@@ -107,9 +110,15 @@ def test_hostile_headers(tmp_path: Path) -> None:
     expect_error(tmp_path, st_bytes(b"\xff\xfe{}", d), "not valid JSON")
     expect_error(tmp_path, st_bytes(b"[" * 100000 + b"]" * 100000, b""), "not valid JSON")
     expect_error(tmp_path, st_bytes(b"[1, 2]", d), "expected an object")
-    expect_error(tmp_path, st_bytes(b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
-                                     b' "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', d),
-                 "duplicate")
+    expect_error(
+        tmp_path,
+        st_bytes(
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
+            b' "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}',
+            d,
+        ),
+        "duplicate",
+    )
     expect_error(tmp_path, st_bytes({"a": 5}, d), "'a'")
     expect_error(tmp_path, st_bytes({"a": entry("Q4", [1], 0, 1)}, d), "dtype 'Q4'", "cannot read")
     expect_error(tmp_path, st_bytes({"a": entry("F32", [2.5], 0, 4)}, d), "shape")
@@ -121,14 +130,17 @@ def test_hostile_headers(tmp_path: Path) -> None:
     expect_error(tmp_path, st_bytes({"a": entry("F32", [3], 0, 8)}, d), "needs 12 bytes")
     expect_error(tmp_path, st_bytes({"a": entry("F32", [32], 0, 128)}, d), "runs past the end")
     expect_error(tmp_path, st_bytes({"a": entry("F32", [2], 2**64, 2**64 + 8)}, d), "runs past the end")
-    expect_error(tmp_path, st_bytes({"a": entry("F32", [4], 0, 16), "b": entry("F32", [4], 8, 24)}, d),
-                 "overlap")
+    expect_error(
+        tmp_path, st_bytes({"a": entry("F32", [4], 0, 16), "b": entry("F32", [4], 8, 24)}, d), "overlap"
+    )
     expect_error(tmp_path, st_bytes({"__metadata__": {"k": 1}}, d), "__metadata__")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    edits=st.lists(st.tuples(st.integers(0, len(small_valid()) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+    edits=st.lists(
+        st.tuples(st.integers(0, len(small_valid()) - 1), st.integers(0, 255)), min_size=1, max_size=6
+    ),
     cut=st.integers(0, len(small_valid())),
 )
 def test_fuzz_mutations(tmp_path: Path, edits: list[tuple[int, int]], cut: int) -> None:
@@ -168,8 +180,11 @@ def test_single_file_checkpoint(tmp_path: Path) -> None:
 def test_sharded_checkpoint(tmp_path: Path) -> None:
     _shard(tmp_path, "model-00001-of-00002.safetensors", {"a": np.arange(3), "b": np.ones(2)})
     _shard(tmp_path, "model-00002-of-00002.safetensors", {"c": np.full((2, 2), 7.0)})
-    wm = {"a": "model-00001-of-00002.safetensors", "b": "model-00001-of-00002.safetensors",
-          "c": "model-00002-of-00002.safetensors"}
+    wm = {
+        "a": "model-00001-of-00002.safetensors",
+        "b": "model-00001-of-00002.safetensors",
+        "c": "model-00002-of-00002.safetensors",
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
     with open_checkpoint(tmp_path) as ck:
         assert set(ck.tensors) == {"a", "b", "c"}

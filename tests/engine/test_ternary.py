@@ -13,7 +13,6 @@ from gguf import quants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from trit.engine.errors import ModelFormatError
 from trit.engine.ternary import (
     i2s_bytes,
@@ -147,13 +146,18 @@ def test_i2s_rejects_bad_shapes_and_scales() -> None:
     scale=st.floats(0.0009765625, 10.0, width=32),
     zero_block=st.booleans(),
 )
-def test_tq_encoders_match_gguf_quantize(rows: int, nblk: int, seed: int, scale: float, zero_block: bool) -> None:
+def test_tq_encoders_match_gguf_quantize(
+    rows: int, nblk: int, seed: int, scale: float, zero_block: bool
+) -> None:
     w = rand_ternary(rows, nblk * 256, seed)
     if zero_block:
         w[0, :256] = 0  # an all-zero block: llama.cpp writes d = 0 there
         w[-1, -1] = 1  # but never an all-zero tensor
     x = w.astype(np.float32) * np.float32(scale)
-    for enc, qt, dec in ((tq2_0_bytes, Q.TQ2_0, tq2_0_to_ternary_tensor), (tq1_0_bytes, Q.TQ1_0, tq1_0_to_ternary_tensor)):
+    for enc, qt, dec in (
+        (tq2_0_bytes, Q.TQ2_0, tq2_0_to_ternary_tensor),
+        (tq1_0_bytes, Q.TQ1_0, tq1_0_to_ternary_tensor),
+    ):
         ours = enc(w, scale)
         theirs = quants.quantize(x, qt).reshape(-1)
         np.testing.assert_array_equal(ours, theirs)
@@ -209,7 +213,10 @@ def test_per_row_scales_are_kept() -> None:
 def test_zero_block_with_any_scale_is_accepted() -> None:
     w = rand_ternary(2, 512, 6)
     w[1, 256:] = 0
-    for enc, dec, d_at in ((tq2_0_bytes, tq2_0_to_ternary_tensor, (64, 66)), (tq1_0_bytes, tq1_0_to_ternary_tensor, (52, 54))):
+    for enc, dec, d_at in (
+        (tq2_0_bytes, tq2_0_to_ternary_tensor, (64, 66)),
+        (tq1_0_bytes, tq1_0_to_ternary_tensor, (52, 54)),
+    ):
         raw = enc(w, 1.0)
         bpb = d_at[1]
         raw.reshape(2, 2, bpb)[1, 1, d_at[0] : d_at[1]] = np.array([np.float16(7.0)]).view(np.uint8)
@@ -223,7 +230,9 @@ def test_varying_block_scales_are_rejected(kind: str) -> None:
     x = w.astype(np.float32)
     x[1, 256:] *= 3.0  # row 1: two blocks with different d
     raw = quants.quantize(x, Q[kind]).reshape(-1)
-    with pytest.raises(ModelFormatError, match=f"{kind} tensor blk.1.ffn_gate.weight has varying block scales"):
+    with pytest.raises(
+        ModelFormatError, match=f"{kind} tensor blk.1.ffn_gate.weight has varying block scales"
+    ):
         ternary_tensor_from_gguf(raw, kind, 2, 512, "blk.1.ffn_gate.weight", "m.gguf")
 
 
