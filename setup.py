@@ -20,7 +20,7 @@ from setuptools.command.build_ext import build_ext
 KDIR = os.path.join("engine", "kernels")
 
 # Baseline files: no ISA flags, so the module imports on any CPU of the architecture.
-BASE_SOURCES = ["tq_scalar.c", "cpu.c", "dispatch.c", "threadpool.c", "forward.c"]
+BASE_SOURCES = ["tq_scalar.c", "cpu.c", "dispatch.c", "threadpool.c", "forward.c", "qk_scalar.c"]
 
 
 def _machine() -> str:
@@ -38,14 +38,22 @@ def isa_sources(compiler_type: str) -> list[tuple[str, list[str]]]:
     msvc = compiler_type == "msvc"
     if _machine() == "x86":
         if msvc:
-            return [("tq_avx2.c", ["/arch:AVX2"]), ("tq_avx512.c", ["/arch:AVX512"]), ("tq_neon.c", [])]
+            return [
+                ("tq_avx2.c", ["/arch:AVX2"]),
+                ("tq_avx512.c", ["/arch:AVX512"]),
+                ("tq_neon.c", []),
+                ("qk_avx2.c", ["/arch:AVX2"]),
+                ("qk_neon.c", []),
+            ]
         return [
             ("tq_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
             ("tq_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]),
             ("tq_neon.c", []),
+            ("qk_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
+            ("qk_neon.c", []),
         ]
     # AArch64: NEON is baseline; the dotprod functions carry their own target attribute.
-    return [("tq_avx2.c", []), ("tq_avx512.c", []), ("tq_neon.c", [])]
+    return [("tq_avx2.c", []), ("tq_avx512.c", []), ("tq_neon.c", []), ("qk_avx2.c", []), ("qk_neon.c", [])]
 
 
 class BuildExt(build_ext):
@@ -82,6 +90,7 @@ def extensions() -> list[Extension]:
     exts = [
         Extension("trit.engine._core", [os.path.join("engine", "_core.pyx")], **common),
         Extension("trit.engine._kernels", [os.path.join("engine", "_kernels.pyx")], **common),
+        Extension("trit.engine._qk", [os.path.join("engine", "_qk.pyx")], **common),
     ]
     return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)
 

@@ -33,8 +33,51 @@ enum {
     TQ_GGML_NTYPES = 40,
 };
 
-/* activation formats */
-enum { TQ_ACTF_F32 = 0, TQ_ACTF_Q8_0 = 1, TQ_ACTF_Q8_K = 2, TQ_ACTF_COUNT = 3 };
+/* activation formats. TQ_ACTF_Q8_1 (added; earlier values unchanged) is Q8_0 plus the exact
+ * integer sum of each block, for the types with a per-block minimum (Q4_1, Q5_1). */
+enum { TQ_ACTF_F32 = 0, TQ_ACTF_Q8_0 = 1, TQ_ACTF_Q8_K = 2, TQ_ACTF_Q8_1 = 3, TQ_ACTF_COUNT = 4 };
+
+/* Block layouts (ggml-common.h). f16 fields are IEEE half bit patterns (tq_f16_to_f32). Blocks
+ * are read in place from the mmap: block pointers must be 2-byte aligned (GGUF aligns tensor
+ * data to 32 and every block size below is even); Q8_K blocks are our own buffers (4-aligned).
+ * Within the 32-value types, byte j of qs holds value j in its low nibble and value j + 16 in its
+ * high nibble; Q5 types add bit 4 of value i as bit i of qh (little-endian uint32). */
+#define TQ_QK32 32
+#define TQ_QKK 256
+typedef struct { uint16_t d; uint8_t qs[16]; } tq_block_q4_0;              /* x = d * (q - 8) */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } tq_block_q4_1;           /* x = d * q + m */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } tq_block_q5_0; /* d * (q - 16) */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } tq_block_q5_1; /* d * q + m */
+typedef struct { uint16_t d; int8_t qs[32]; } tq_block_q8_0;               /* x = d * q */
+/* Activation of the minimum types: s = sum(qs) exactly (llama.cpp's q8_1 keeps f16(d * sum)
+ * instead; the exact integer makes every ISA agree and costs nothing). |s| <= 32 * 127. */
+typedef struct { uint16_t d; int16_t s; int8_t qs[32]; } tq_block_q8_1;
+/* K-quants, super-blocks of 256. Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scale sc and min m
+ * packed in scales[12] (j < 4: sc = s[j] & 63, m = s[j+4] & 63; j >= 4: sc = (s[j+4] & 15) |
+ * (s[j-4] >> 6) << 4, m = (s[j+4] >> 4) | (s[j] >> 6) << 4); x = d * sc * q - dmin * m.
+ * Sub-block j reads the nibbles (j odd: high) of qs[32 * (j / 2) ..][0..32); Q5_K's bit 4 of
+ * value l of sub-block j is bit j of qh[l]. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } tq_block_q4_k;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } tq_block_q5_k;
+/* Q6_K: x = d * sc[i / 16] * (q - 32), q 6-bit. For half h (values 128h..128h+127) and
+ * l in 0..31: value 128h + 32k + l has low 4 bits from ql[64h + l + 32 (k & 1)] (k >= 2: high
+ * nibble) and high 2 bits (qh[32h + l] >> 2k) & 3. */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } tq_block_q6_k;
+/* Q8_K activation: d f32, bsums[k] = sum(qs[16k .. 16k+16)). */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } tq_block_q8_k;
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(tq_block_q4_0) == 18, "q4_0");
+_Static_assert(sizeof(tq_block_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(tq_block_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(tq_block_q5_1) == 24, "q5_1");
+_Static_assert(sizeof(tq_block_q8_0) == 34, "q8_0");
+_Static_assert(sizeof(tq_block_q8_1) == 36, "q8_1");
+_Static_assert(sizeof(tq_block_q4_k) == 144, "q4_K");
+_Static_assert(sizeof(tq_block_q5_k) == 176, "q5_K");
+_Static_assert(sizeof(tq_block_q6_k) == 210, "q6_K");
+_Static_assert(sizeof(tq_block_q8_k) == 292, "q8_K");
+#endif
 
 typedef struct {
     int type;        /* ggml type id */
@@ -53,7 +96,33 @@ typedef struct {
  * best x86 ops available); NULL if the type is not supported. The scalar ops are the reference. */
 const tq_qk_ops *tq_qk_get(const char *isa, int type);
 
-/* Bytes of an activation of n values in format act (n a multiple of 32, or 256 for Q8_K). */
+/* Per-ISA lookups (qk_scalar.c, qk_avx2.c, qk_neon.c): NULL when the type is unsupported or the
+ * file was built for another architecture. They do not check the CPU: tq_qk_get() does. */
+const tq_qk_ops *tq_qk_ops_scalar(int type);
+const tq_qk_ops *tq_qk_ops_avx2(int type);
+const tq_qk_ops *tq_qk_ops_neon(int type);
+
+/* Scalar reference kernels: the spec the SIMD paths are tested against. Per block the integer
+ * dot is exact (int32); the block scale product, then the float sum over blocks in order. */
+#define TQ_QK_SCALAR_DECL(t)                                                                   \
+    void tq_qk_gemv_##t##_scalar(const void *w, size_t row_bytes, int rows, int n,             \
+                                 const void *act, float *out);                                 \
+    void tq_qk_dequant_##t##_scalar(const void *row, float *out, int n);
+TQ_QK_SCALAR_DECL(f32)
+TQ_QK_SCALAR_DECL(f16)
+TQ_QK_SCALAR_DECL(bf16)
+TQ_QK_SCALAR_DECL(q8_0)
+TQ_QK_SCALAR_DECL(q4_0)
+TQ_QK_SCALAR_DECL(q4_1)
+TQ_QK_SCALAR_DECL(q5_0)
+TQ_QK_SCALAR_DECL(q5_1)
+TQ_QK_SCALAR_DECL(q4_k)
+TQ_QK_SCALAR_DECL(q5_k)
+TQ_QK_SCALAR_DECL(q6_k)
+#undef TQ_QK_SCALAR_DECL
+
+/* Bytes of an activation of n values in format act (n a multiple of 32, or 256 for Q8_K; 0 for an
+ * unknown format). */
 size_t tq_qk_act_bytes(int act, int n);
 /* Quantizes f32 x[n] into format act (llama.cpp's quantize_row_q8_0 / q8_K semantics);
  * TQ_ACTF_F32 copies. Same result on every ISA (round-to-nearest as llama.cpp's reference). */

@@ -1,0 +1,498 @@
+/* Scalar reference kernels for the llama.cpp weight types (qk.h): the spec every SIMD path is
+ * tested against. Built with baseline flags only.
+ *
+ * gemv semantics (every ISA): per block an exact int32 dot of the integer codes with the int8
+ * activation, then one float term per block (scale products as written below), summed in float.
+ * SIMD paths may add the block terms in another order and with FMA: they agree with this file
+ * within that float rounding, never in the integer parts.
+ *
+ * Dequantization matches gguf.quants (and ggml's dequantize_row_*) bit for bit: the scale
+ * products are formed first (d * sc), then times q, then the minimum is added / subtracted, each
+ * as its own rounded f32 operation (separate statements, so no compiler contracts them into FMA).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "qk.h"
+#include "tq.h"
+
+static inline float tq_h(uint16_t h) { return tq_f16_to_f32(h); }
+
+static inline uint32_t tq_ld32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline const uint8_t *tq_row(const void *w, size_t row_bytes, int r) {
+    return (const uint8_t *)w + (size_t)r * row_bytes;
+}
+
+/* ---------------------------------------------------------------- activation quantization */
+
+size_t tq_qk_act_bytes(int act, int n) {
+    switch (act) {
+    case TQ_ACTF_F32: return (size_t)n * sizeof(float);
+    case TQ_ACTF_Q8_0: return (size_t)(n / TQ_QK32) * sizeof(tq_block_q8_0);
+    case TQ_ACTF_Q8_1: return (size_t)(n / TQ_QK32) * sizeof(tq_block_q8_1);
+    case TQ_ACTF_Q8_K: return (size_t)(n / TQ_QKK) * sizeof(tq_block_q8_k);
+    default: return 0;
+    }
+}
+
+/* llama.cpp quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d) (half away from zero);
+ * the f32 d quantizes, f16(d) is stored and used by the dot. Returns sum(q). */
+static int32_t tq_q8_32(const float *x, uint16_t *dh, int8_t *qs) {
+    float amax = 0.0f;
+    for (int j = 0; j < TQ_QK32; j++) {
+        const float v = fabsf(x[j]);
+        if (v > amax) amax = v;
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < TQ_QK32; j++) {
+        qs[j] = (int8_t)roundf(x[j] * id);
+        sum += qs[j];
+    }
+    *dh = tq_f32_to_f16(d);
+    return sum;
+}
+
+/* llama.cpp quantize_row_q8_K_ref: scale from the signed value of largest magnitude (first one
+ * wins), iscale = -127 / max, q = min(127, nearest_int(iscale * x)) with round half to even (its
+ * nearest_int), d = 1 / iscale. */
+static void tq_q8_k(const float *x, tq_block_q8_k *y) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < TQ_QKK; j++) {
+        const float v = fabsf(x[j]);
+        if (v > amax) {
+            amax = v;
+            max = x[j];
+        }
+    }
+    if (amax == 0.0f) {
+        memset(y, 0, sizeof(*y));
+        return;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < TQ_QKK; j++) {
+        long v = lrintf(iscale * x[j]); /* default rounding mode: half to even */
+        y->qs[j] = (int8_t)(v < 127 ? v : 127);
+    }
+    for (int k = 0; k < TQ_QKK / 16; k++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += y->qs[16 * k + j];
+        y->bsums[k] = (int16_t)s;
+    }
+    y->d = 1.0f / iscale;
+}
+
+void tq_qk_quant_act(int act, const float *x, void *out, int n) {
+    switch (act) {
+    case TQ_ACTF_F32: memcpy(out, x, (size_t)n * sizeof(float)); break;
+    case TQ_ACTF_Q8_0: {
+        tq_block_q8_0 *y = (tq_block_q8_0 *)out;
+        for (int b = 0; b < n / TQ_QK32; b++) tq_q8_32(x + b * TQ_QK32, &y[b].d, y[b].qs);
+        break;
+    }
+    case TQ_ACTF_Q8_1: {
+        tq_block_q8_1 *y = (tq_block_q8_1 *)out;
+        for (int b = 0; b < n / TQ_QK32; b++) y[b].s = (int16_t)tq_q8_32(x + b * TQ_QK32, &y[b].d, y[b].qs);
+        break;
+    }
+    case TQ_ACTF_Q8_K: {
+        tq_block_q8_k *y = (tq_block_q8_k *)out;
+        for (int b = 0; b < n / TQ_QKK; b++) tq_q8_k(x + b * TQ_QKK, &y[b]);
+        break;
+    }
+    default: break;
+    }
+}
+
+/* ---------------------------------------------------------------- float types */
+
+void tq_qk_dequant_f32_scalar(const void *row, float *out, int n) {
+    memcpy(out, row, (size_t)n * sizeof(float));
+}
+
+void tq_qk_dequant_f16_scalar(const void *row, float *out, int n) {
+    const uint16_t *h = (const uint16_t *)row;
+    for (int i = 0; i < n; i++) out[i] = tq_h(h[i]);
+}
+
+void tq_qk_dequant_bf16_scalar(const void *row, float *out, int n) {
+    const uint16_t *h = (const uint16_t *)row;
+    for (int i = 0; i < n; i++) out[i] = tq_bf16_to_f32(h[i]);
+}
+
+void tq_qk_gemv_f32_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                           float *out) {
+    const float *x = (const float *)act;
+    for (int r = 0; r < rows; r++) {
+        const float *wr = (const float *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += wr[i] * x[i];
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_f16_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                           float *out) {
+    const float *x = (const float *)act;
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *wr = (const uint16_t *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += tq_h(wr[i]) * x[i];
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_bf16_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const float *x = (const float *)act;
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *wr = (const uint16_t *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += tq_bf16_to_f32(wr[i]) * x[i];
+        out[r] = acc;
+    }
+}
+
+/* ---------------------------------------------------------------- 32-value block types */
+
+/* The 32 integer codes of a block, value order (bias not yet removed). */
+static inline void tq_nib32(const uint8_t *qs, int q[32]) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = qs[j] & 15;
+        q[j + 16] = qs[j] >> 4;
+    }
+}
+
+static inline void tq_nib32_h(const uint8_t *qs, const uint8_t *qh, int q[32]) {
+    const uint32_t h = tq_ld32(qh);
+    tq_nib32(qs, q);
+    for (int j = 0; j < 32; j++) q[j] |= (int)((h >> j) & 1) << 4;
+}
+
+static inline int32_t tq_dot32(const int q[32], int bias, const int8_t *a) {
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) s += (q[j] - bias) * a[j];
+    return s;
+}
+
+void tq_qk_dequant_q8_0_scalar(const void *row, float *out, int n) {
+    const tq_block_q8_0 *b = (const tq_block_q8_0 *)row;
+    for (int i = 0; i < n / TQ_QK32; i++) {
+        const float d = tq_h(b[i].d);
+        for (int j = 0; j < 32; j++) out[32 * i + j] = (float)b[i].qs[j] * d;
+    }
+}
+
+void tq_qk_dequant_q4_0_scalar(const void *row, float *out, int n) {
+    const tq_block_q4_0 *b = (const tq_block_q4_0 *)row;
+    int q[32];
+    for (int i = 0; i < n / TQ_QK32; i++) {
+        const float d = tq_h(b[i].d);
+        tq_nib32(b[i].qs, q);
+        for (int j = 0; j < 32; j++) out[32 * i + j] = d * (float)(q[j] - 8);
+    }
+}
+
+void tq_qk_dequant_q4_1_scalar(const void *row, float *out, int n) {
+    const tq_block_q4_1 *b = (const tq_block_q4_1 *)row;
+    int q[32];
+    for (int i = 0; i < n / TQ_QK32; i++) {
+        const float d = tq_h(b[i].d), m = tq_h(b[i].m);
+        tq_nib32(b[i].qs, q);
+        for (int j = 0; j < 32; j++) {
+            const float v = d * (float)q[j]; /* exact: 11 x 4 significant bits */
+            out[32 * i + j] = v + m;
+        }
+    }
+}
+
+void tq_qk_dequant_q5_0_scalar(const void *row, float *out, int n) {
+    const tq_block_q5_0 *b = (const tq_block_q5_0 *)row;
+    int q[32];
+    for (int i = 0; i < n / TQ_QK32; i++) {
+        const float d = tq_h(b[i].d);
+        tq_nib32_h(b[i].qs, b[i].qh, q);
+        for (int j = 0; j < 32; j++) out[32 * i + j] = d * (float)(q[j] - 16);
+    }
+}
+
+void tq_qk_dequant_q5_1_scalar(const void *row, float *out, int n) {
+    const tq_block_q5_1 *b = (const tq_block_q5_1 *)row;
+    int q[32];
+    for (int i = 0; i < n / TQ_QK32; i++) {
+        const float d = tq_h(b[i].d), m = tq_h(b[i].m);
+        tq_nib32_h(b[i].qs, b[i].qh, q);
+        for (int j = 0; j < 32; j++) {
+            const float v = d * (float)q[j];
+            out[32 * i + j] = v + m;
+        }
+    }
+}
+
+void tq_qk_gemv_q8_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q8_0 *b = (const tq_block_q8_0 *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QK32; i++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += b[i].qs[j] * a[i].qs[j];
+            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
+        }
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_q4_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
+    int q[32];
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q4_0 *b = (const tq_block_q4_0 *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QK32; i++) {
+            tq_nib32(b[i].qs, q);
+            const int32_t s = tq_dot32(q, 8, a[i].qs);
+            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
+        }
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_q5_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
+    int q[32];
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q5_0 *b = (const tq_block_q5_0 *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QK32; i++) {
+            tq_nib32_h(b[i].qs, b[i].qh, q);
+            const int32_t s = tq_dot32(q, 16, a[i].qs);
+            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
+        }
+        out[r] = acc;
+    }
+}
+
+/* Minimum types: sum(x_w * x_a) = dw * da * sum(q * qa) + m * da * sum(qa) per block. */
+void tq_qk_gemv_q4_1_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_1 *a = (const tq_block_q8_1 *)act;
+    int q[32];
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q4_1 *b = (const tq_block_q4_1 *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QK32; i++) {
+            tq_nib32(b[i].qs, q);
+            const int32_t s = tq_dot32(q, 0, a[i].qs);
+            const float da = tq_h(a[i].d);
+            acc += (tq_h(b[i].d) * da) * (float)s + (tq_h(b[i].m) * da) * (float)a[i].s;
+        }
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_q5_1_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_1 *a = (const tq_block_q8_1 *)act;
+    int q[32];
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q5_1 *b = (const tq_block_q5_1 *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QK32; i++) {
+            tq_nib32_h(b[i].qs, b[i].qh, q);
+            const int32_t s = tq_dot32(q, 0, a[i].qs);
+            const float da = tq_h(a[i].d);
+            acc += (tq_h(b[i].d) * da) * (float)s + (tq_h(b[i].m) * da) * (float)a[i].s;
+        }
+        out[r] = acc;
+    }
+}
+
+/* ---------------------------------------------------------------- K-quants */
+
+static inline void tq_scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* code l (0..31) of sub-block j of a Q4_K / Q5_K block */
+static inline int tq_q4k_code(const uint8_t *qs, int j, int l) {
+    return (qs[32 * (j >> 1) + l] >> (4 * (j & 1))) & 15;
+}
+
+static inline int tq_q6k_code(const tq_block_q6_k *b, int i) {
+    const int h = i >> 7, k = (i >> 5) & 3, l = i & 31;
+    const int lo = (b->ql[64 * h + l + 32 * (k & 1)] >> (4 * (k >> 1))) & 15;
+    const int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+void tq_qk_dequant_q4_k_scalar(const void *row, float *out, int n) {
+    const tq_block_q4_k *b = (const tq_block_q4_k *)row;
+    for (int i = 0; i < n / TQ_QKK; i++) {
+        const float d = tq_h(b[i].d), dmin = tq_h(b[i].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            tq_scale_min_k4(j, b[i].scales, &sc, &m);
+            const float dl = d * (float)sc, ml = dmin * (float)m;
+            for (int l = 0; l < 32; l++) {
+                const float v = dl * (float)tq_q4k_code(b[i].qs, j, l);
+                out[256 * i + 32 * j + l] = v - ml;
+            }
+        }
+    }
+}
+
+void tq_qk_dequant_q5_k_scalar(const void *row, float *out, int n) {
+    const tq_block_q5_k *b = (const tq_block_q5_k *)row;
+    for (int i = 0; i < n / TQ_QKK; i++) {
+        const float d = tq_h(b[i].d), dmin = tq_h(b[i].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            tq_scale_min_k4(j, b[i].scales, &sc, &m);
+            const float dl = d * (float)sc, ml = dmin * (float)m;
+            for (int l = 0; l < 32; l++) {
+                const int q = tq_q4k_code(b[i].qs, j, l) | ((b[i].qh[l] >> j) & 1) << 4;
+                const float v = dl * (float)q;
+                out[256 * i + 32 * j + l] = v - ml;
+            }
+        }
+    }
+}
+
+void tq_qk_dequant_q6_k_scalar(const void *row, float *out, int n) {
+    const tq_block_q6_k *b = (const tq_block_q6_k *)row;
+    for (int i = 0; i < n / TQ_QKK; i++) {
+        const float d = tq_h(b[i].d);
+        for (int v = 0; v < 256; v++) {
+            const float dl = d * (float)b[i].scales[v >> 4];
+            out[256 * i + v] = dl * (float)tq_q6k_code(&b[i], v);
+        }
+    }
+}
+
+/* Q4_K / Q5_K block term: d_a * d * sum_j sc_j * dot_j  -  d_a * dmin * sum_j m_j * asum_j. */
+void tq_qk_gemv_q4_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_k *a = (const tq_block_q8_k *)act;
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q4_k *b = (const tq_block_q4_k *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QKK; i++) {
+            int32_t sumi = 0, mins = 0;
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                tq_scale_min_k4(j, b[i].scales, &sc, &m);
+                int32_t s = 0;
+                for (int l = 0; l < 32; l++) s += tq_q4k_code(b[i].qs, j, l) * a[i].qs[32 * j + l];
+                sumi += sc * s;
+                mins += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+            }
+            acc += (a[i].d * tq_h(b[i].d)) * (float)sumi - (a[i].d * tq_h(b[i].dmin)) * (float)mins;
+        }
+        out[r] = acc;
+    }
+}
+
+void tq_qk_gemv_q5_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_k *a = (const tq_block_q8_k *)act;
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q5_k *b = (const tq_block_q5_k *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QKK; i++) {
+            int32_t sumi = 0, mins = 0;
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                tq_scale_min_k4(j, b[i].scales, &sc, &m);
+                int32_t s = 0;
+                for (int l = 0; l < 32; l++) {
+                    const int q = tq_q4k_code(b[i].qs, j, l) | ((b[i].qh[l] >> j) & 1) << 4;
+                    s += q * a[i].qs[32 * j + l];
+                }
+                sumi += sc * s;
+                mins += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+            }
+            acc += (a[i].d * tq_h(b[i].d)) * (float)sumi - (a[i].d * tq_h(b[i].dmin)) * (float)mins;
+        }
+        out[r] = acc;
+    }
+}
+
+/* Q6_K block term: d_a * d * sum_g sc_g * sum_{16 values of g} (q - 32) * qa. */
+void tq_qk_gemv_q6_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    const tq_block_q8_k *a = (const tq_block_q8_k *)act;
+    for (int r = 0; r < rows; r++) {
+        const tq_block_q6_k *b = (const tq_block_q6_k *)tq_row(w, row_bytes, r);
+        float acc = 0.0f;
+        for (int i = 0; i < n / TQ_QKK; i++) {
+            int32_t sumi = 0;
+            for (int g = 0; g < 16; g++) {
+                int32_t s = 0;
+                for (int l = 0; l < 16; l++) s += tq_q6k_code(&b[i], 16 * g + l) * a[i].qs[16 * g + l];
+                sumi += b[i].scales[g] * s;
+            }
+            acc += (a[i].d * tq_h(b[i].d)) * (float)sumi;
+        }
+        out[r] = acc;
+    }
+}
+
+/* ---------------------------------------------------------------- tables and dispatch */
+
+#define TQ_QK_OPS(T, name, block, bytes, act, fn) \
+    {T, name, block, bytes, act, tq_qk_gemv_##fn##_scalar, tq_qk_dequant_##fn##_scalar}
+
+static const tq_qk_ops tq_qk_scalar_ops[] = {
+    TQ_QK_OPS(TQ_GGML_F32, "F32", 1, 4, TQ_ACTF_F32, f32),
+    TQ_QK_OPS(TQ_GGML_F16, "F16", 1, 2, TQ_ACTF_F32, f16),
+    TQ_QK_OPS(TQ_GGML_BF16, "BF16", 1, 2, TQ_ACTF_F32, bf16),
+    TQ_QK_OPS(TQ_GGML_Q8_0, "Q8_0", 32, 34, TQ_ACTF_Q8_0, q8_0),
+    TQ_QK_OPS(TQ_GGML_Q4_0, "Q4_0", 32, 18, TQ_ACTF_Q8_0, q4_0),
+    TQ_QK_OPS(TQ_GGML_Q4_1, "Q4_1", 32, 20, TQ_ACTF_Q8_1, q4_1),
+    TQ_QK_OPS(TQ_GGML_Q5_0, "Q5_0", 32, 22, TQ_ACTF_Q8_0, q5_0),
+    TQ_QK_OPS(TQ_GGML_Q5_1, "Q5_1", 32, 24, TQ_ACTF_Q8_1, q5_1),
+    TQ_QK_OPS(TQ_GGML_Q4_K, "Q4_K", 256, 144, TQ_ACTF_Q8_K, q4_k),
+    TQ_QK_OPS(TQ_GGML_Q5_K, "Q5_K", 256, 176, TQ_ACTF_Q8_K, q5_k),
+    TQ_QK_OPS(TQ_GGML_Q6_K, "Q6_K", 256, 210, TQ_ACTF_Q8_K, q6_k),
+};
+
+const tq_qk_ops *tq_qk_ops_scalar(int type) {
+    for (size_t i = 0; i < sizeof(tq_qk_scalar_ops) / sizeof(tq_qk_scalar_ops[0]); i++)
+        if (tq_qk_scalar_ops[i].type == type) return &tq_qk_scalar_ops[i];
+    return NULL;
+}
+
+/* isa: a tq_kernels name. x86 names use the best x86 ops this CPU and build have (only AVX2 ones
+ * exist for now: AVX-512 was not faster for these memory-bound loops); a type an ISA file lacks
+ * falls back to the scalar ops. NULL for an unknown name or an ISA the CPU lacks. */
+const tq_qk_ops *tq_qk_get(const char *isa, int type) {
+    const tq_qk_ops *ref = tq_qk_ops_scalar(type);
+    if (!ref || !isa) return ref;
+    const unsigned f = tq_cpu_features();
+    const tq_qk_ops *ops = NULL;
+    if (!strcmp(isa, "scalar")) return ref;
+    if (!strcmp(isa, "avx2") || !strcmp(isa, "avx512") || !strcmp(isa, "avx512vnni")) {
+        if (!(f & TQ_CPU_AVX2)) return NULL;
+        ops = tq_qk_ops_avx2(type);
+    } else if (!strcmp(isa, "neon") || !strcmp(isa, "neon-dotprod")) {
+        if (!(f & TQ_CPU_NEON)) return NULL;
+        ops = tq_qk_ops_neon(type);
+    } else {
+        return NULL;
+    }
+    return ops ? ops : ref;
+}
