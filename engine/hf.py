@@ -219,9 +219,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
     lc = qc.get("linear_class", "bitlinear")  # BitNetQuantConfig's defaults
     mode = qc.get("quantization_mode", "offline")
     if lc not in ("bitlinear", "autobitlinear"):
-        raise c.fail(
-            f"quantization_config.linear_class is {lc!r}, expected 'bitlinear' or 'autobitlinear'"
-        )
+        raise c.fail(f"quantization_config.linear_class is {lc!r}, expected 'bitlinear' or 'autobitlinear'")
     if mode not in ("offline", "online"):
         raise c.fail(f"quantization_config.quantization_mode is {mode!r}, expected 'offline' or 'online'")
     if lc == "bitlinear" and mode == "online":
@@ -424,22 +422,19 @@ def _projection(r: _Reader, q: QuantSpec, prefix: str, rows: int, cols: int) -> 
                 raise r.shape_error(wname, tuple(info.shape), (rows, cols))
             f = to_f32(r.ckpt.tensor(wname), info.dtype)
             if not np.isin(f, (-1.0, 0.0, 1.0)).all():
-                raise r.fail(
-                    wname, "holds float weights that are not ternary, but the config says 'offline'"
-                )
+                raise r.fail(wname, "holds float weights that are not ternary, but the config says 'offline'")
             t = f.astype(np.int8)
         else:
             raise r.fail(wname, f"has dtype {info.dtype}; a packed BitNet weight must be U8")
         ws = _scale_value(r, sname)
         # BitLinear divides by weight_scale; kernels multiply: fl(1/ws) is within 1 ulp.
-        scale = np.float32(1) / np.float32(ws) if q.linear_class == "bitlinear" else np.float32(ws)
+        with np.errstate(over="ignore"):  # an overflowing reciprocal is refused just below
+            scale = np.float32(1) / np.float32(ws) if q.linear_class == "bitlinear" else np.float32(ws)
         if not math.isfinite(float(scale)):
             raise r.fail(sname, f"is {ws}, whose reciprocal overflows float32")
         kind = "HF-packed" if q.linear_class == "autobitlinear" else "HF-bitlinear"
     if not t.any():
-        raise r.fail(
-            wname, "is all zero (every weight is 0); the file is damaged. Download the model again."
-        )
+        raise r.fail(wname, "is all zero (every weight is 0); the file is damaged. Download the model again.")
     return TernaryTensor(
         packed=pack_tq(t),
         rows=rows,
@@ -455,7 +450,7 @@ _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 def load_hf_weights(path: str | Path) -> ModelWeights:
     """Load a Hugging Face BitNet checkpoint folder (config.json + model.safetensors or an index
     with shards). Raises ModelFormatError naming the offending file."""
-    from .safetensors import open_checkpoint  # noqa: PLC0415 (keeps import cycles impossible)
+    from .safetensors import open_checkpoint
 
     root = Path(path)
     if root.is_file():
@@ -488,8 +483,22 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
                 a = r.float_array(p + hf + ".weight", (norm_dims[field],))
                 _finite(r, p + hf + ".weight", a)
                 norms[field] = a
-            projs = {f: _projection(r, q, p + hf, *shapes[f]) for f, hf in PROJ.items()}
-            layers.append(LayerWeights(**norms, **projs))
+            pj = {f: _projection(r, q, p + hf, *shapes[f]) for f, hf in PROJ.items()}
+            layers.append(
+                LayerWeights(
+                    attn_norm=norms["attn_norm"],
+                    q=pj["q"],
+                    k=pj["k"],
+                    v=pj["v"],
+                    attn_sub_norm=norms["attn_sub_norm"],
+                    o=pj["o"],
+                    ffn_norm=norms["ffn_norm"],
+                    gate=pj["gate"],
+                    up=pj["up"],
+                    ffn_sub_norm=norms["ffn_sub_norm"],
+                    down=pj["down"],
+                )
+            )
         out_norm = r.float_array("model.norm.weight", (d,))
         _finite(r, "model.norm.weight", out_norm)
     finally:

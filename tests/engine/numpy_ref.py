@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from trit.engine.ternary import unpack_tq
 from trit.engine.weights import ModelWeights, TernaryTensor
 
