@@ -47,7 +47,9 @@ def isa_sources(compiler_type: str) -> list[tuple[str, list[str]]]:
             ]
         return [
             ("tq_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
-            ("tq_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]),
+            # No -mavx512vnni: the VNNI functions carry their own target attribute and are only
+            # picked at run time, so a CPU with AVX-512 but no VNNI never runs a VNNI instruction.
+            ("tq_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]),
             ("tq_neon.c", []),
             ("qk_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
             ("qk_neon.c", []),
@@ -102,8 +104,12 @@ setup(
         "trit.app": "app",
         "trit.app.core": "app/core",
         "trit.app.qt": "app/qt",
+        # resources/ (default_model.json, chat templates) ships inside the package as trit/resources;
+        # code looks there, then in _MEIPASS (PyInstaller), then in the source tree.
+        "trit.resources": "resources",
     },
-    packages=["trit", "trit.engine", "trit.app", "trit.app.core", "trit.app.qt"],
+    packages=["trit", "trit.engine", "trit.app", "trit.app.core", "trit.app.qt", "trit.resources"],
+    package_data={"trit.resources": ["*.json", "templates/*.jinja"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExt},
 )
