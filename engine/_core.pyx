@@ -10,6 +10,7 @@ from libc.stdlib cimport calloc, free
 
 import numpy as np
 
+from .weights import QuantTensor, TernaryTensor
 from .errors import ContextFullError, EngineError, OutOfMemoryError, UnsupportedCPUError
 
 
@@ -24,29 +25,46 @@ cdef extern from "tq.h" nogil:
         TQ_EINVAL
 
 
+cdef extern from "qk.h" nogil:
+    ctypedef struct tq_qk_ops:
+        int type
+        const char *name
+        int block
+        int block_bytes
+        int act
+    const tq_qk_ops *tq_qk_get(const char *isa, int type)
+    enum:
+        TQ_GGML_F16
+
+
 cdef extern from "forward.h" nogil:
     enum:
         TQ_ACT_RELU2
         TQ_ACT_SILU
         TQ_ECANCELLED
         TQ_ERANGE
-    ctypedef struct tq_tern:
+    int TQ_LIN_TERNARY
+    ctypedef struct tq_lin:
+        int type
         const uint8_t *w
+        size_t row_bytes
         const float *scale
+        const float *bias
         int rows, cols, nb
+        const tq_qk_ops *ops
     ctypedef struct tq_layer:
         const float *attn_norm
         const float *attn_sub_norm
         const float *ffn_norm
         const float *ffn_sub_norm
-        tq_tern q, k, v, o, gate, up, down
+        tq_lin q, k, v, o, gate, up, down
     ctypedef struct tq_model:
         int dim, hidden, n_layers, n_heads, n_kv_heads, head_dim, vocab, context
         float rope_theta, norm_eps
         int rope_neox
         int act
-        const uint16_t *embed
-        const uint16_t *head
+        tq_lin embed
+        tq_lin head
         const float *out_norm
         const tq_layer *layers
     ctypedef struct tq_state:
@@ -75,14 +93,37 @@ cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:
     return <uintptr_t>arr.ctypes.data
 
 
-cdef void _set_tern(tq_tern *t, object tt, int rows, int cols, str what) except *:
+cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_kernels *k) except *:
+    """Fills t from a TernaryTensor, a QuantTensor or a float16 [rows, cols] array."""
+    if isinstance(tt, np.ndarray):
+        if tt.dtype != np.float16:
+            raise ValueError(f"{what}: expected float16 [{rows}, {cols}], got {tt.dtype}")
+        tt = QuantTensor(tt.view(np.uint8).reshape(tt.shape[0], -1), tt.shape[0], tt.shape[1], TQ_GGML_F16, "F16")
     if tt.rows != rows or tt.cols != cols:
         raise ValueError(f"{what}: shape [{tt.rows}, {tt.cols}], expected [{rows}, {cols}]")
     t.rows = rows
     t.cols = cols
-    t.nb = (cols + 127) // 128
-    t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
-    t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
+    t.bias = NULL
+    t.scale = NULL
+    t.ops = NULL
+    if isinstance(tt, TernaryTensor):
+        t.type = TQ_LIN_TERNARY
+        t.nb = (cols + 127) // 128
+        t.row_bytes = t.nb * 32
+        t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
+        t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
+        return
+    t.type = tt.ggml_type
+    t.ops = tq_qk_get(k.isa, tt.ggml_type)
+    if t.ops == NULL:
+        raise ValueError(f"{what}: weight type {tt.type_name} has no kernels in this build")
+    if cols % t.ops.block:
+        raise ValueError(f"{what}: {cols} columns is not a multiple of the {tt.type_name} block ({t.ops.block})")
+    t.nb = cols // t.ops.block
+    t.row_bytes = t.nb * t.ops.block_bytes
+    t.w = <const uint8_t *>_addr(tt.data, np.uint8, (rows, t.row_bytes), what)
+    if tt.bias is not None:
+        t.bias = <const float *>_addr(tt.bias, np.float32, (rows,), what + " bias")
 
 
 def kernel_isa(isa=None):
@@ -136,9 +177,9 @@ cdef class CoreModel:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
         if len(weights.layers) != cfg.n_layers:
             raise ValueError("layer count does not match the config")
-        m.embed = <const uint16_t *>_addr(weights.embed.view(np.uint16), np.uint16, (cfg.vocab, cfg.dim), "embed")
+        _set_lin(&m.embed, weights.embed, cfg.vocab, cfg.dim, "token embedding", self.kern)
         head = weights.embed if weights.head is None else weights.head
-        m.head = <const uint16_t *>_addr(head.view(np.uint16), np.uint16, (cfg.vocab, cfg.dim), "head")
+        _set_lin(&m.head, head, cfg.vocab, cfg.dim, "output head", self.kern)
         m.out_norm = <const float *>_addr(weights.out_norm, np.float32, (cfg.dim,), "output_norm")
         qdim = cfg.n_heads * cfg.head_dim
         kvdim = cfg.n_kv_heads * cfg.head_dim
@@ -155,13 +196,13 @@ cdef class CoreModel:
                 lw.attn_sub_norm, np.float32, (qdim,), p + " attn_sub_norm")
             L.ffn_sub_norm = NULL if lw.ffn_sub_norm is None else <const float *>_addr(
                 lw.ffn_sub_norm, np.float32, (cfg.hidden,), p + " ffn_sub_norm")
-            _set_tern(&L.q, lw.q, qdim, cfg.dim, p + " q")
-            _set_tern(&L.k, lw.k, kvdim, cfg.dim, p + " k")
-            _set_tern(&L.v, lw.v, kvdim, cfg.dim, p + " v")
-            _set_tern(&L.o, lw.o, cfg.dim, qdim, p + " o")
-            _set_tern(&L.gate, lw.gate, cfg.hidden, cfg.dim, p + " gate")
-            _set_tern(&L.up, lw.up, cfg.hidden, cfg.dim, p + " up")
-            _set_tern(&L.down, lw.down, cfg.dim, cfg.hidden, p + " down")
+            _set_lin(&L.q, lw.q, qdim, cfg.dim, p + " q", self.kern)
+            _set_lin(&L.k, lw.k, kvdim, cfg.dim, p + " k", self.kern)
+            _set_lin(&L.v, lw.v, kvdim, cfg.dim, p + " v", self.kern)
+            _set_lin(&L.o, lw.o, cfg.dim, qdim, p + " o", self.kern)
+            _set_lin(&L.gate, lw.gate, cfg.hidden, cfg.dim, p + " gate", self.kern)
+            _set_lin(&L.up, lw.up, cfg.hidden, cfg.dim, p + " up", self.kern)
+            _set_lin(&L.down, lw.down, cfg.dim, cfg.hidden, p + " down", self.kern)
         m.layers = self.layers
 
     def __dealloc__(self):

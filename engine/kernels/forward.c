@@ -29,6 +29,9 @@ struct tq_state {
     int8_t *qa;     /* max_batch x apad: int8 activations, zero padded to whole blocks */
     int32_t *qsum;  /* max_batch */
     float *qscale;  /* max_batch */
+    uint8_t *qka[TQ_ACTF_COUNT]; /* max_batch x qka_stride[f]: activations in llama.cpp formats */
+    size_t qka_stride[TQ_ACTF_COUNT];
+    float *hx;      /* dim: the normed state the head reads */
     int32_t *tmp;   /* nth x max_batch x TQ_ROWS_PER_CHUNK: per-thread integer products */
     float *att;     /* nth x n_ctx: per-thread attention scores */
     float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32) */
@@ -64,6 +67,8 @@ void tq_state_free(tq_state *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
                     s->tmp, s->att, s->rcos, s->rsin};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
+    for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
+    tq_free_aligned(s->hx);
     /* the KV cache is calloc'ed: untouched pages cost no memory until the context fills */
     free(s->kc);
     free(s->vc);
@@ -97,6 +102,14 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->qsum = tq_alloc(B * sizeof(int32_t));
     s->qscale = tq_alloc(B * sizeof(float));
     s->tmp = tq_alloc((size_t)s->nth * B * TQ_ROWS_PER_CHUNK * sizeof(int32_t));
+    s->hx = tq_alloc((size_t)m->dim * sizeof(float));
+    if (!s->hx) goto fail;
+    /* Q8_K wants whole 256-blocks: size every format for the widest input rounded up to 256 */
+    for (int f = 1; f < TQ_ACTF_COUNT; f++) {
+        s->qka_stride[f] = tq_round_up(tq_qk_act_bytes(f, (int)tq_round_up((size_t)amax, 256)), 64);
+        s->qka[f] = tq_alloc(B * s->qka_stride[f]);
+        if (!s->qka[f]) goto fail;
+    }
     s->att = tq_alloc((size_t)s->nth * n_ctx * sizeof(float));
     const size_t half = (size_t)m->head_dim / 2;
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
@@ -165,21 +178,53 @@ static void tq_rope(const tq_state *s, float *v, int nheads, int pos) {
     }
 }
 
-/* ---- ternary matmul on the pool ----------------------------------------------------------- */
+/* ---- matmul on the pool ------------------------------------------------------------------ */
 
 typedef struct {
-    const tq_tern *t;
+    const tq_lin *t;
     float *out;     /* out[tok * ld + row] */
     size_t ld;
 } tq_mm_item;
 
 typedef struct {
     tq_state *s;
+    const float *x; /* f32 input rows (for F32-activation types) */
+    size_t ldx;
     int ntok, nitems;
     tq_mm_item items[3];
     long first[4];  /* chunk index where each item starts; first[nitems] = total */
     tq_counter ctr;
 } tq_mm_task;
+
+static void tq_mm_chunk_ternary(tq_mm_task *task, const tq_mm_item *it, int r0, int nr, int32_t *tmp) {
+    tq_state *s = task->s;
+    const tq_lin *t = it->t;
+    const uint8_t *w = t->w + (size_t)r0 * t->row_bytes;
+    if (task->ntok == 1)
+        s->k->gemv(w, nr, t->nb, s->qa, s->qsum[0], tmp);
+    else
+        s->k->gemm(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp, (size_t)nr);
+    /* y = (sum q*w) / s_act * w_scale: the activation scale divides, as the reference's
+     * dequantized activations (q / s) do */
+    for (int tok = 0; tok < task->ntok; tok++) {
+        float *out = it->out + (size_t)tok * it->ld + r0;
+        const int32_t *acc = tmp + (size_t)tok * nr;
+        const float sa = s->qscale[tok];
+        for (int r = 0; r < nr; r++) out[r] = ((float)acc[r] / sa) * t->scale[r0 + r];
+    }
+}
+
+static void tq_mm_chunk_quant(tq_mm_task *task, const tq_mm_item *it, int r0, int nr) {
+    tq_state *s = task->s;
+    const tq_lin *t = it->t;
+    const int f = t->ops->act;
+    for (int tok = 0; tok < task->ntok; tok++) {
+        const void *act = f == TQ_ACTF_F32 ? (const void *)(task->x + (size_t)tok * task->ldx)
+                                           : (const void *)(s->qka[f] + (size_t)tok * s->qka_stride[f]);
+        t->ops->gemv(t->w + (size_t)r0 * t->row_bytes, t->row_bytes, nr, t->cols, act,
+                     it->out + (size_t)tok * it->ld + r0);
+    }
+}
 
 static void tq_mm_worker(void *arg, int ith, int nth) {
     (void)nth;
@@ -192,36 +237,46 @@ static void tq_mm_worker(void *arg, int ith, int nth) {
         int i = 0;
         while (c >= task->first[i + 1]) i++;
         const tq_mm_item *it = &task->items[i];
-        const tq_tern *t = it->t;
+        const tq_lin *t = it->t;
         const int r0 = (int)(c - task->first[i]) * TQ_ROWS_PER_CHUNK;
         const int nr = t->rows - r0 < TQ_ROWS_PER_CHUNK ? t->rows - r0 : TQ_ROWS_PER_CHUNK;
-        const uint8_t *w = t->w + (size_t)r0 * t->nb * TQ_QK_BYTES;
-        if (task->ntok == 1)
-            s->k->gemv(w, nr, t->nb, s->qa, s->qsum[0], tmp);
+        if (t->type == TQ_LIN_TERNARY)
+            tq_mm_chunk_ternary(task, it, r0, nr, tmp);
         else
-            s->k->gemm(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp, (size_t)nr);
-        /* y = (sum q*w) / s_act * w_scale: the activation scale divides, as the reference's
-         * dequantized activations (q / s) do */
-        for (int tok = 0; tok < task->ntok; tok++) {
-            float *out = it->out + (size_t)tok * it->ld + r0;
-            const int32_t *acc = tmp + (size_t)tok * nr;
-            const float sa = s->qscale[tok];
-            for (int r = 0; r < nr; r++) out[r] = ((float)acc[r] / sa) * t->scale[r0 + r];
-        }
+            tq_mm_chunk_quant(task, it, r0, nr);
+        if (t->bias)
+            for (int tok = 0; tok < task->ntok; tok++) {
+                float *out = it->out + (size_t)tok * it->ld + r0;
+                for (int r = 0; r < nr; r++) out[r] += t->bias[r0 + r];
+            }
     }
 }
 
-/* Runs up to three matrices that share the quantized input in s->qa in one pool job. */
-static void tq_matmul(tq_state *s, int ntok, int nitems, const tq_mm_item *items) {
+/* Quantizes x (ntok rows of `cols` values, row stride ldx) once into every format the items
+ * need, then runs up to three matrices that share that input in one pool job. */
+static void tq_matmul(tq_state *s, const float *x, size_t ldx, int cols, int ntok, int nitems,
+                      const tq_mm_item *items) {
     tq_mm_task task;
+    int need_tern = 0, need[TQ_ACTF_COUNT] = {0};
     task.s = s;
+    task.x = x;
+    task.ldx = ldx;
     task.ntok = ntok;
     task.nitems = nitems;
     task.first[0] = 0;
     for (int i = 0; i < nitems; i++) {
         task.items[i] = items[i];
         task.first[i + 1] = task.first[i] + (items[i].t->rows + TQ_ROWS_PER_CHUNK - 1) / TQ_ROWS_PER_CHUNK;
+        if (items[i].t->type == TQ_LIN_TERNARY)
+            need_tern = 1;
+        else
+            need[items[i].t->ops->act] = 1;
     }
+    if (need_tern) tq_quantize(s, x, ldx, cols, ntok);
+    for (int f = 1; f < TQ_ACTF_COUNT; f++)
+        if (need[f])
+            for (int t = 0; t < ntok; t++)
+                tq_qk_quant_act(f, x + (size_t)t * ldx, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
     tq_counter_reset(&task.ctr);
     tq_pool_run(s->pool, tq_mm_worker, &task);
 }
@@ -275,7 +330,8 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
 
 typedef struct {
     tq_state *s;
-    const float *x;
+    const float *x;   /* dim, normed */
+    const void *act;  /* x in the head's activation format (llama.cpp types) */
     float *logits;
     tq_counter ctr;
 } tq_head_task;
@@ -285,18 +341,30 @@ static void tq_head_worker(void *arg, int ith, int nth) {
     (void)nth;
     tq_head_task *task = (tq_head_task *)arg;
     const tq_model *m = task->s->m;
+    const tq_lin *h = &m->head;
     const long chunks = (m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS;
     for (;;) {
         const long c = tq_counter_take(&task->ctr);
         if (c >= chunks) break;
         const int r0 = (int)c * TQ_HEAD_ROWS;
         const int nr = m->vocab - r0 < TQ_HEAD_ROWS ? m->vocab - r0 : TQ_HEAD_ROWS;
-        task->s->k->f16_gemv(m->head + (size_t)r0 * m->dim, nr, m->dim, task->x, task->logits + r0);
+        const uint8_t *w = h->w + (size_t)r0 * h->row_bytes;
+        if (h->type == TQ_GGML_F16) /* f16 x f32, no activation rounding (BitNet's tied head) */
+            task->s->k->f16_gemv((const uint16_t *)w, nr, m->dim, task->x, task->logits + r0);
+        else
+            h->ops->gemv(w, h->row_bytes, nr, m->dim, task->act, task->logits + r0);
+        if (h->bias)
+            for (int r = 0; r < nr; r++) task->logits[r0 + r] += h->bias[r0 + r];
     }
 }
 
 static void tq_head(tq_state *s, const float *x, float *logits) {
-    tq_head_task task = {s, x, logits, {0}};
+    const tq_lin *h = &s->m->head;
+    tq_head_task task = {s, x, x, logits, {0}};
+    if (h->type != TQ_GGML_F16 && h->ops->act != TQ_ACTF_F32) {
+        tq_qk_quant_act(h->ops->act, x, s->qka[h->ops->act], s->m->dim);
+        task.act = s->qka[h->ops->act];
+    }
     tq_pool_run(s->pool, tq_head_worker, &task);
 }
 
@@ -312,9 +380,8 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
 
     /* attention block */
     for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->attn_norm, dim, eps);
-    tq_quantize(s, s->xb, s->xdim, dim, n);
     tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
-    tq_matmul(s, n, 3, qkv);
+    tq_matmul(s, s->xb, s->xdim, dim, n, 3, qkv);
     for (int t = 0; t < n; t++) {
         tq_rope(s, s->q + (size_t)t * qdim, m->n_heads, pos + t);
         tq_rope(s, kc + (size_t)t * kvdim, m->n_kv_heads, pos + t);
@@ -325,16 +392,14 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
         float *o = s->xb + (size_t)t * s->xdim;
         if (L->attn_sub_norm) tq_rmsnorm(o, o, L->attn_sub_norm, qdim, eps);
     }
-    tq_quantize(s, s->xb, s->xdim, qdim, n);
     tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
-    tq_matmul(s, n, 1, &o);
+    tq_matmul(s, s->xb, s->xdim, qdim, n, 1, &o);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
 
     /* feed-forward block; the intermediate stays f32 (ReLU^2 overflows f16) */
     for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->ffn_norm, dim, eps);
-    tq_quantize(s, s->xb, s->xdim, dim, n);
     tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
-    tq_matmul(s, n, 2, gu);
+    tq_matmul(s, s->xb, s->xdim, dim, n, 2, gu);
     for (int t = 0; t < n; t++) {
         float *g = s->hb + (size_t)t * hid;
         const float *u = s->hb2 + (size_t)t * hid;
@@ -348,9 +413,8 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
         }
         if (L->ffn_sub_norm) tq_rmsnorm(g, g, L->ffn_sub_norm, hid, eps);
     }
-    tq_quantize(s, s->hb, (size_t)hid, hid, n);
     tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
-    tq_matmul(s, n, 1, &d);
+    tq_matmul(s, s->hb, (size_t)hid, hid, n, 1, &d);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
 }
 
@@ -369,9 +433,14 @@ int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits
     for (int c0 = 0; c0 < n; c0 += s->max_batch) {
         const int nb = n - c0 < s->max_batch ? n - c0 : s->max_batch;
         for (int t = 0; t < nb; t++) {
-            const uint16_t *e = m->embed + (size_t)tokens[c0 + t] * m->dim;
+            const uint8_t *row = m->embed.w + (size_t)tokens[c0 + t] * m->embed.row_bytes;
             float *x = s->x + (size_t)t * m->dim;
-            for (int i = 0; i < m->dim; i++) x[i] = tq_f16_to_f32(e[i]);
+            if (m->embed.type == TQ_GGML_F16) {
+                const uint16_t *e = (const uint16_t *)row;
+                for (int i = 0; i < m->dim; i++) x[i] = tq_f16_to_f32(e[i]);
+            } else {
+                m->embed.ops->dequant(row, x, m->dim);
+            }
         }
         for (int l = 0; l < m->n_layers; l++) {
             if (s->cancel) return TQ_ECANCELLED;
@@ -381,10 +450,9 @@ int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits
         const int last_chunk = c0 + nb >= n;
         for (int t = 0; t < nb; t++) {
             if (!all_logits && !(last_chunk && t == nb - 1)) continue;
-            float *xn = s->xb; /* reuse: row 0 of xb holds the normed state */
-            tq_rmsnorm(xn, s->x + (size_t)t * m->dim, m->out_norm, m->dim, m->norm_eps);
+            tq_rmsnorm(s->hx, s->x + (size_t)t * m->dim, m->out_norm, m->dim, m->norm_eps);
             float *out = all_logits ? logits + (size_t)(c0 + t) * m->vocab : logits;
-            tq_head(s, xn, out);
+            tq_head(s, s->hx, out);
         }
     }
     return TQ_OK;

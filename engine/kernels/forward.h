@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "qk.h"
 #include "threadpool.h"
 #include "tq.h"
 
@@ -18,18 +19,25 @@ extern "C" {
 enum { TQ_ACT_RELU2 = 0, TQ_ACT_SILU = 1 };
 enum { TQ_ECANCELLED = 3, TQ_ERANGE = 4 };
 
+#define TQ_LIN_TERNARY (-1)
+
+/* A weight matrix [rows, cols]: packed ternary (tq.h) or a llama.cpp type (qk.h). */
 typedef struct {
-    const uint8_t *w;    /* rows x nb*32 packed ternary (tq.h layout) */
-    const float *scale;  /* rows: multiplies the integer dot product */
-    int rows, cols, nb;  /* nb = ceil(cols / 128) */
-} tq_tern;
+    int type;              /* TQ_LIN_TERNARY or a ggml type id */
+    const uint8_t *w;      /* rows x row_bytes */
+    size_t row_bytes;      /* ternary: nb * 32 */
+    const float *scale;    /* ternary: rows, multiplies the integer dot product; else NULL */
+    const float *bias;     /* rows or NULL */
+    int rows, cols, nb;    /* nb = ceil(cols / 128) for ternary */
+    const tq_qk_ops *ops;  /* llama.cpp types: the kernels for the model's ISA */
+} tq_lin;
 
 typedef struct {
     const float *attn_norm;     /* dim */
     const float *attn_sub_norm; /* n_heads * head_dim */
     const float *ffn_norm;      /* dim */
     const float *ffn_sub_norm;  /* hidden */
-    tq_tern q, k, v, o, gate, up, down;
+    tq_lin q, k, v, o, gate, up, down;
 } tq_layer;
 
 typedef struct {
@@ -37,8 +45,8 @@ typedef struct {
     float rope_theta, norm_eps;
     int rope_neox;              /* 1: pairs (i, i + hd/2) (rotate_half); 0: pairs (2i, 2i+1) */
     int act;                    /* TQ_ACT_* */
-    const uint16_t *embed;      /* vocab x dim, f16 */
-    const uint16_t *head;       /* vocab x dim, f16 (== embed when tied) */
+    tq_lin embed;               /* vocab x dim: F16 or a llama.cpp type (row lookups) */
+    tq_lin head;                /* vocab x dim (the embedding when tied); F16 uses f16_gemv */
     const float *out_norm;      /* dim */
     const tq_layer *layers;     /* n_layers */
 } tq_model;
