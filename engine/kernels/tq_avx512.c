@@ -1,3 +1,405 @@
-/* avx512 kernels: not yet written; this table reports the path as absent. */
+/* AVX-512 kernels: two tables, "avx512vnni" and "avx512" (F/BW/VL without VNNI).
+ *
+ * The file is built with -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c but NOT -mavx512vnni:
+ * a CPU with AVX-512 F/BW/VL and no VNNI (Skylake-X) must never execute a VNNI instruction, so only
+ * the functions marked TQ_VNNI may use it, and tq_kernels_avx512() hands out the VNNI table only
+ * when cpu.c saw TQ_CPU_AVX512VNNI. (MSVC needs no per-function target: its intrinsics are always
+ * available, and the run-time pick is the same.)
+ *
+ * Ternary blocks: one 32-byte block (tq.h) is broadcast into both halves of a ZMM register. Byte j
+ * holds values j, j+32, j+64, j+96 in bits 7-6, 5-4, 3-2, 1-0, so with the low half giving field
+ * 7-6 and the high half field 5-4, the codes line up with the contiguous activations a[0..63]; the
+ * 3-2 / 1-0 fields line up with a[64..127]. No activation shuffles are needed.
+ * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_INLINE static __forceinline
+#define TQ_VNNI
+#else
+#define TQ_INLINE static inline __attribute__((always_inline))
+#define TQ_VNNI __attribute__((target("avx512vnni")))
+#endif
+
+#define TQ_512_GEMV_ROWS 4
+/* GEMM tile: 4 rows x 4 tokens = 16 int32 accumulators + 8 code registers of the 32 ZMM. */
+#define TQ_512_GEMM_ROWS 4
+#define TQ_512_GEMM_TOKS 4
+/* Activation bytes of one GEMM token chunk kept in L2 while all row tiles re-read them. */
+#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+
+/* VNNI GEMV: the fields are masked in place, not shifted: field 7-6 is code << 6 (0, 64, 128) and
+ * so on, still a valid unsigned byte for vpdpbusd, whose int32 lanes cannot saturate. Each lane
+ * then holds 64x, 16x, 4x or 1x its true sum, an exact multiple, undone by an arithmetic shift per
+ * half (6 / 4 and 2 / 0). A lane gains at most 4 * 128 * 128 = 65536 in magnitude per block, so
+ * the scaled lanes are shifted down and flushed every 16384 blocks (2^30 < 2^31).
+ * Per row and block this is 2 AND + 2 vpdpbusd, against 2 shifts + 2 AND + 2 vpdpbusd. */
+#define TQ_VNNI_FLUSH_BLOCKS 16384
+
+/* AVX-512BW GEMV: int16 accumulation across blocks. Per block a 16-bit lane gains two maddubs
+ * pair sums, each within [-512, 508] (codes <= 2, |a| <= 128): [-1024, 1016]; 32 blocks stay
+ * within [-32768, 32512]. */
+#define TQ_512_I16_BLOCKS 32
+
+/* low half: value from the low 256 bits, high half: from the high 256 bits */
+TQ_INLINE __m512i tq_halves_epi8(char lo, char hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi8(lo), _mm256_set1_epi8(hi), 1);
+}
+TQ_INLINE __m512i tq_halves_epi32(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi32(lo), _mm256_set1_epi32(hi), 1);
+}
+
+TQ_INLINE __m512i tq_bcast_block(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/* Linear prefetch of the next row group (see tq_avx2.c: interleaved row streams defeat the
+ * hardware prefetchers). Per block the group consumes R * 32 bytes. */
+TQ_INLINE void tq_prefetch_next_group(const uint8_t *w, size_t stride, int b, const int R) {
+    const char *pf = (const char *)w + R * stride + (size_t)b * R * TQ_QK_BYTES;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* VNNI */
+
+TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                         int32_t *out, const int R) {
+    const __m512i m01 = tq_halves_epi8((char)0xc0, 0x30), m23 = tq_halves_epi8(0x0c, 0x03);
+    const __m512i sh01 = tq_halves_epi32(6, 4), sh23 = tq_halves_epi32(2, 0);
+    __m512i tot[TQ_512_GEMV_ROWS]; /* int32 x 16 per row, unscaled */
+    for (int r = 0; r < R; r++) tot[r] = _mm512_setzero_si512();
+    for (int b0 = 0; b0 < nb; b0 += TQ_VNNI_FLUSH_BLOCKS) {
+        const int b1 = nb - b0 > TQ_VNNI_FLUSH_BLOCKS ? b0 + TQ_VNNI_FLUSH_BLOCKS : nb;
+        __m512i s01[TQ_512_GEMV_ROWS], s23[TQ_512_GEMV_ROWS]; /* int32 x 16, scaled 64|16 and 4|1 */
+        for (int r = 0; r < R; r++) s01[r] = s23[r] = _mm512_setzero_si512();
+        for (int b = b0; b < b1; b++) {
+            const int8_t *ab = a + (size_t)b * TQ_QK;
+            const __m512i x01 = _mm512_loadu_si512((const void *)ab);        /* a[0..63]   */
+            const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64)); /* a[64..127] */
+            tq_prefetch_next_group(w, stride, b, R);
+            for (int r = 0; r < R; r++) {
+                const __m512i q = tq_bcast_block(w + r * stride + (size_t)b * TQ_QK_BYTES);
+                s01[r] = _mm512_dpbusd_epi32(s01[r], _mm512_and_si512(q, m01), x01);
+                s23[r] = _mm512_dpbusd_epi32(s23[r], _mm512_and_si512(q, m23), x23);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            tot[r] = _mm512_add_epi32(tot[r], _mm512_add_epi32(_mm512_srav_epi32(s01[r], sh01),
+                                                               _mm512_srav_epi32(s23[r], sh23)));
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(tot[r]) - asum;
+}
+
+static TQ_VNNI void tq_gemv_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                       int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_512_GEMV_ROWS <= rows; r += TQ_512_GEMV_ROWS)
+        tq_gemv_rows_vnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_512_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_vnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+/* GEMM tiles decode with shifts (codes 0..2, one accumulator per row and token): the decode is
+ * shared by T tokens, so the cheaper-to-decode masked form would not pay for its second
+ * accumulator. */
+TQ_INLINE void tq_decode_block_512(const uint8_t *p, __m512i m3, __m512i sh01, __m512i sh23, __m512i *c01,
+                                   __m512i *c23) {
+    const __m512i q = tq_bcast_block(p);
+    *c01 = _mm512_and_si512(_mm512_srlv_epi64(q, sh01), m3); /* values j | j + 32  */
+    *c23 = _mm512_and_si512(_mm512_srlv_epi64(q, sh23), m3); /* values j + 64 | j + 96 */
+}
+
+TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                         size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
+                                         const int R, const int T) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
+    __m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS]; /* int32 x 16 per (row, token) */
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        __m512i c01[TQ_512_GEMM_ROWS], c23[TQ_512_GEMM_ROWS];
+        for (int r = 0; r < R; r++)
+            tq_decode_block_512(w + r * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01[r], &c23[r]);
+        for (int t = 0; t < T; t++) {
+            const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
+            const __m512i x01 = _mm512_loadu_si512((const void *)ab);
+            const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64));
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[r][t], c01[r], x01), c23[r], x23);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* AVX-512BW without VNNI */
+
+TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                               int32_t *out, const int R) {
+    const __m512i m3 = _mm512_set1_epi8(3), ones = _mm512_set1_epi16(1);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
+    __m512i acc[TQ_512_GEMV_ROWS]; /* int32 x 16 per row */
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_si512();
+    for (int b0 = 0; b0 < nb; b0 += TQ_512_I16_BLOCKS) {
+        const int b1 = nb - b0 > TQ_512_I16_BLOCKS ? b0 + TQ_512_I16_BLOCKS : nb;
+        __m512i s16[TQ_512_GEMV_ROWS]; /* int16 x 32 per row, see TQ_512_I16_BLOCKS */
+        for (int r = 0; r < R; r++) s16[r] = _mm512_setzero_si512();
+        for (int b = b0; b < b1; b++) {
+            const int8_t *ab = a + (size_t)b * TQ_QK;
+            const __m512i x01 = _mm512_loadu_si512((const void *)ab);
+            const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64));
+            tq_prefetch_next_group(w, stride, b, R);
+            for (int r = 0; r < R; r++) {
+                __m512i c01, c23;
+                tq_decode_block_512(w + r * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01, &c23);
+                s16[r] = _mm512_add_epi16(s16[r], _mm512_add_epi16(_mm512_maddubs_epi16(c01, x01),
+                                                                   _mm512_maddubs_epi16(c23, x23)));
+            }
+        }
+        for (int r = 0; r < R; r++) acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(s16[r], ones));
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(acc[r]) - asum;
+}
+
+static void tq_gemv_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_512_GEMV_ROWS <= rows; r += TQ_512_GEMV_ROWS)
+        tq_gemv_rows_bw(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_512_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_bw(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                               const int32_t *asum, int32_t *out, size_t out_stride, const int R, const int T) {
+    const __m512i m3 = _mm512_set1_epi8(3), ones = _mm512_set1_epi16(1);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
+    __m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS]; /* int32 x 16 per (row, token) */
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        __m512i c01[TQ_512_GEMM_ROWS], c23[TQ_512_GEMM_ROWS];
+        for (int r = 0; r < R; r++)
+            tq_decode_block_512(w + r * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01[r], &c23[r]);
+        for (int t = 0; t < T; t++) {
+            const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
+            const __m512i x01 = _mm512_loadu_si512((const void *)ab);
+            const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64));
+            for (int r = 0; r < R; r++) {
+                /* one block: two pair sums per int16 lane, within [-1024, 1016] */
+                const __m512i p = _mm512_add_epi16(_mm512_maddubs_epi16(c01[r], x01), _mm512_maddubs_epi16(c23[r], x23));
+                acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_madd_epi16(p, ones));
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* GEMM drivers: token chunks (activations hot in L2), row tiles, token tiles. The tiles take R and
+ * T as constants so that the accumulator arrays live in registers. */
+
+#define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
+    switch (T) {                                                                                       \
+    case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
+    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
+    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
+    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
+    }
+
+static TQ_VNNI void tq_gemm_tile_any_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                          size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
+                                          int R, int T) {
+    if (R == 4) {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, 4)
+    } else {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, 1)
+    }
+}
+
+static void tq_gemm_tile_any_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
+    if (R == 4) {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_bw, 4)
+    } else {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_bw, 1)
+    }
+}
+
+typedef void (*tq_gemm_tile_fn)(const uint8_t *, size_t, int, const int8_t *, size_t, const int32_t *, int32_t *,
+                                size_t, int, int);
+
+static void tq_gemm_drive_512(tq_gemm_tile_fn tile, const uint8_t *w, int rows, int nb, const int8_t *a,
+                              size_t a_stride, const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
+    chunk = chunk < TQ_512_GEMM_TOKS ? TQ_512_GEMM_TOKS : chunk - chunk % TQ_512_GEMM_TOKS;
+    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
+        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
+        for (int r = 0; r < rows;) {
+            const int R = rows - r >= TQ_512_GEMM_ROWS ? TQ_512_GEMM_ROWS : 1;
+            for (int t = t0; t < t1; t += TQ_512_GEMM_TOKS) {
+                const int T = t1 - t >= TQ_512_GEMM_TOKS ? TQ_512_GEMM_TOKS : t1 - t;
+                tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
+                     out + (size_t)t * out_stride + r, out_stride, R, T);
+            }
+            r += R;
+        }
+    }
+}
+
+static void tq_gemm_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                               const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) { /* decode-shaped call: the GEMV's masked 4-row pass is the better tile */
+        tq_gemv_avx512vnni(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    tq_gemm_drive_512(tq_gemm_tile_any_vnni, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+}
+
+static void tq_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                           const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) {
+        tq_gemv_avx512(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    tq_gemm_drive_512(tq_gemm_tile_any_bw, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Float kernels (shared by both tables). Tails use masked loads / stores: masked-off lanes read
+ * as zero and never fault. */
+
+TQ_INLINE __mmask16 tq_tail_mask(int left) { return (__mmask16)((1u << left) - 1u); }
+
+/* Bit-identical to tq_quant_act_scalar: max|x| is exact in any order (NaN-free input), s is the
+ * same scalar expression, x * s is one IEEE multiply, and roundscale with _MM_FROUND_TO_NEAREST_INT
+ * rounds half to even like nearbyintf in the default mode. |x * s| <= 127 (+1 ulp), so neither the
+ * clamp nor vpmovsdb's saturation ever bites. Masked-off tail lanes are 0 and add 0 to the sum. */
+static float tq_quant_act_avx512(const float *x, int n, int npad, int8_t *q, int32_t *sum) {
+    __m512 m = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    if (i < n) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(tq_tail_mask(n - i), x + i)));
+    const float amax = _mm512_reduce_max_ps(m);
+    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const __m512 sv = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+    __m512i acc = _mm512_setzero_si512(); /* int32 x 16 */
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : tq_tail_mask(n - i);
+        const __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), sv),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m512i r = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+        acc = _mm512_add_epi32(acc, r);
+        _mm512_mask_cvtsepi32_storeu_epi8(q + i, k, r);
+    }
+    if (npad > n) memset(q + n, 0, (size_t)(npad - n));
+    *sum = _mm512_reduce_add_epi32(acc);
+    return s;
+}
+
+/* R rows (constant after inlining) of the f16 GEMV, sharing the x loads. */
+TQ_INLINE void tq_f16_rows_avx512(const uint16_t *w, int cols, const float *x, float *out, const int R) {
+    __m512 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= cols; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * cols + i)));
+            acc[r] = _mm512_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    if (i < cols) {
+        const __mmask16 k = tq_tail_mask(cols - i);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + (size_t)r * cols + i));
+            acc[r] = _mm512_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) tq_f16_rows_avx512(w + (size_t)r * cols, cols, x, out + r, 4);
+    for (; r < rows; r++) tq_f16_rows_avx512(w + (size_t)r * cols, cols, x, out + r, 1);
+}
+
+static float tq_f32_dot_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= n; i += 64) { /* four independent FMA chains hide the FMA latency */
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        const __mmask16 k = tq_tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+static void tq_f32_axpy_avx512(float a, const float *x, float *y, int n) {
+    const __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 k = tq_tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
+static const tq_kernels tq_avx512vnni_table = {
+    "avx512vnni",
+    tq_gemv_avx512vnni,
+    tq_gemm_avx512vnni,
+    tq_quant_act_avx512,
+    tq_f16_gemv_avx512,
+    tq_f32_dot_avx512,
+    tq_f32_axpy_avx512,
+};
+
+static const tq_kernels tq_avx512_table = {
+    "avx512",
+    tq_gemv_avx512,
+    tq_gemm_avx512,
+    tq_quant_act_avx512,
+    tq_f16_gemv_avx512,
+    tq_f32_dot_avx512,
+    tq_f32_axpy_avx512,
+};
+
+/* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
+ * the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
+const tq_kernels *tq_kernels_avx512(void) {
+    const char *no_vnni = getenv("TRIT_NO_VNNI");
+    if ((tq_cpu_features() & TQ_CPU_AVX512VNNI) && !(no_vnni && *no_vnni && strcmp(no_vnni, "0") != 0))
+        return &tq_avx512vnni_table;
+    return &tq_avx512_table;
+}
+
+#else /* not x86-64 */
+
 const tq_kernels *tq_kernels_avx512(void) { return 0; }
+
+#endif
