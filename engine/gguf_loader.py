@@ -22,6 +22,8 @@ from .ternary import ternary_tensor_from_gguf
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
 BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25")
+# llama.cpp's llama graph: Llama 2/3, SmolLM2, Falcon3 (and its 1.58-bit TQ1_0/TQ2_0 conversions)
+LLAMA_ARCHS = ("llama",)
 TERNARY_TYPES = ("I2_S", "TQ1_0", "TQ2_0")
 # Embedding / head types the kernels read as QuantTensor rows (engine/kernels/qk.h).
 QUANT_TYPES = ("F32", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
@@ -70,12 +72,13 @@ def read_config(f: GGUFFile) -> ModelConfig:
     arch = f.metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise ModelFormatError(f.path, "metadata key general.architecture is missing")
-    if arch not in BITNET_ARCHS:
+    if arch not in BITNET_ARCHS + LLAMA_ARCHS:
         raise ModelFormatError(
             f.path,
-            f"architecture {arch!r} is not supported by the BitNet GGUF loader "
-            f"(expected one of {', '.join(BITNET_ARCHS)})",
+            f"architecture {arch!r} is not supported; this version runs "
+            f"{', '.join(BITNET_ARCHS + LLAMA_ARCHS)} models",
         )
+    llama = arch in LLAMA_ARCHS
     p = arch
     dim = _int_key(f, f"{p}.embedding_length")
     hidden = _int_key(f, f"{p}.feed_forward_length")
@@ -92,6 +95,11 @@ def read_config(f: GGUFFile) -> ModelConfig:
         head_dim = dim // n_heads
     if head_dim % 2:
         raise ModelFormatError(f.path, f"head size {head_dim} is odd; RoPE needs pairs")
+    rope_dims = _int_key(f, f"{p}.rope.dimension_count", head_dim)
+    if rope_dims != head_dim:
+        raise ModelFormatError(
+            f.path, f"RoPE over {rope_dims} of {head_dim} head dimensions (partial RoPE) is not supported"
+        )
     embd = f.tensors.get("token_embd.weight")
     vocab_default = embd.shape[1] if embd is not None and len(embd.shape) == 2 else None
     tokens = f.metadata.get("tokenizer.ggml.tokens")
@@ -108,7 +116,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
         if t is not None and t not in eos:
             eos.append(t)
     return ModelConfig(
-        arch="bitnet-b1.58",
+        arch="llama" if llama else "bitnet-b1.58",
         dim=dim,
         hidden=hidden,
         n_layers=n_layers,
@@ -119,8 +127,9 @@ def read_config(f: GGUFFile) -> ModelConfig:
         context=context,
         rope_theta=rope_theta,
         norm_eps=eps,
-        rope_neox=True,
-        act="relu2",
+        # llama.cpp's converter permutes q/k rows for the interleaved RoPE form; bitnet.cpp's does not
+        rope_neox=not llama,
+        act="silu" if llama else "relu2",
         tied="output.weight" not in f.tensors,
         bos_id=bos,
         eos_ids=tuple(eos),
@@ -154,15 +163,26 @@ def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
     )
 
 
-def _linear(f: GGUFFile, name: str, rows: int, cols: int) -> TernaryTensor:
+def _linear(f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool) -> TernaryTensor | QuantTensor:
     info = _expect(f, name, (cols, rows))
-    if info.type_name not in TERNARY_TYPES:
+    if info.type_name in TERNARY_TYPES:
+        return ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+    if ternary_only:
         raise ModelFormatError(
             f.path,
             f"tensor {name} has type {info.type_name}; BitNet weights must be ternary "
             f"({', '.join(TERNARY_TYPES)})",
         )
-    return ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+    if info.type_name not in QUANT_TYPES + ("F16",):
+        raise ModelFormatError(
+            f.path,
+            f"tensor {name} has type {info.type_name}, which this version cannot compute; supported: "
+            f"{', '.join(TERNARY_TYPES + QUANT_TYPES + ('F16',))}",
+        )
+    data = f.tensor_data(name).reshape(rows, info.nbytes // rows)
+    bias_name = name.removesuffix(".weight") + ".bias"
+    bias = _norm(f, bias_name, rows) if bias_name in f.tensors else None
+    return QuantTensor(data, rows, cols, info.type_id, info.type_name, bias)
 
 
 def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | QuantTensor:
@@ -187,21 +207,26 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
         embed = _embedding(f, "token_embd.weight", cfg.vocab, cfg.dim)
         head = None if cfg.tied else _embedding(f, "output.weight", cfg.vocab, cfg.dim)
         layers: list[LayerWeights] = []
+        bitnet = cfg.arch == "bitnet-b1.58"
+
+        def lin(name: str, rows: int, cols: int) -> TernaryTensor | QuantTensor:
+            return _linear(f, name, rows, cols, ternary_only=bitnet)
+
         for i in range(cfg.n_layers):
             b = f"blk.{i}."
             layers.append(
                 LayerWeights(
                     attn_norm=_norm(f, b + "attn_norm.weight", cfg.dim),
-                    q=_linear(f, b + "attn_q.weight", qdim, cfg.dim),
-                    k=_linear(f, b + "attn_k.weight", kvdim, cfg.dim),
-                    v=_linear(f, b + "attn_v.weight", kvdim, cfg.dim),
-                    attn_sub_norm=_norm(f, b + "attn_sub_norm.weight", qdim),
-                    o=_linear(f, b + "attn_output.weight", cfg.dim, qdim),
+                    q=lin(b + "attn_q.weight", qdim, cfg.dim),
+                    k=lin(b + "attn_k.weight", kvdim, cfg.dim),
+                    v=lin(b + "attn_v.weight", kvdim, cfg.dim),
+                    attn_sub_norm=_norm(f, b + "attn_sub_norm.weight", qdim) if bitnet else None,
+                    o=lin(b + "attn_output.weight", cfg.dim, qdim),
                     ffn_norm=_norm(f, b + "ffn_norm.weight", cfg.dim),
-                    gate=_linear(f, b + "ffn_gate.weight", cfg.hidden, cfg.dim),
-                    up=_linear(f, b + "ffn_up.weight", cfg.hidden, cfg.dim),
-                    ffn_sub_norm=_norm(f, b + "ffn_sub_norm.weight", cfg.hidden),
-                    down=_linear(f, b + "ffn_down.weight", cfg.dim, cfg.hidden),
+                    gate=lin(b + "ffn_gate.weight", cfg.hidden, cfg.dim),
+                    up=lin(b + "ffn_up.weight", cfg.hidden, cfg.dim),
+                    ffn_sub_norm=_norm(f, b + "ffn_sub_norm.weight", cfg.hidden) if bitnet else None,
+                    down=lin(b + "ffn_down.weight", cfg.dim, cfg.hidden),
                 )
             )
         out_norm = _norm(f, "output_norm.weight", cfg.dim)
@@ -219,7 +244,7 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
             file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()),
             keepalive=[f],
             chat_template=template if isinstance(template, str) else None,
-            family="bitnet",
+            family="bitnet" if bitnet else "",
         )
     except BaseException:
         f.close()

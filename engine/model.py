@@ -19,7 +19,7 @@ import numpy as np
 from . import _core
 from .errors import ContextFullError, EngineError, ModelFormatError
 from .sampler import Sampler, SamplingParams
-from .weights import ModelWeights
+from .weights import ModelWeights, QuantTensor, TernaryTensor
 
 DEFAULT_CONTEXT = 4096
 PROMPT_BATCH = 64  # prompt tokens per GEMM pass; bounds the activation buffers
@@ -142,9 +142,9 @@ class Model:
             raise ValueError("context must be >= 1")
         self._default: Session | None = None
         cfg = self.config
-        tern = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
+        mats = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
         head = weights.embed if weights.head is None else weights.head
-        wbytes = sum(t.packed.nbytes for t in tern) + head.nbytes
+        wbytes = sum(_nbytes(t) for t in mats) + _nbytes(head)
         self.info = ModelInfo(
             path=weights.source,
             arch=cfg.arch,
@@ -157,7 +157,7 @@ class Model:
             head_dim=cfg.head_dim,
             vocab=cfg.vocab,
             context=self.context,
-            quant_types=tuple(sorted({t.source_type for t in tern})),
+            quant_types=tuple(sorted({t.source_type for t in mats})),
             isa=self.core.isa,
             threads=self.threads,
             weight_bytes=int(wbytes),
@@ -192,6 +192,16 @@ class Model:
         """Stops the generation running on the default session (from any thread)."""
         if self._default is not None:
             self._default.cancel()
+
+
+def _nbytes(t: object) -> int:
+    """Bytes the forward pass reads for one matrix."""
+    if isinstance(t, np.ndarray):
+        return int(t.nbytes)
+    if isinstance(t, TernaryTensor):
+        return int(t.packed.nbytes)
+    assert isinstance(t, QuantTensor)
+    return int(t.data.nbytes)
 
 
 def _as_ids(ids: Iterable[int], vocab: int) -> np.ndarray:
