@@ -397,25 +397,58 @@ class Tokenizer:
     def is_special(self, token_id: int) -> bool:
         return token_id in self.special_ids
 
-    def encode(self, text: str, *, add_bos: bool | None = None, special: bool = False) -> list[int]:
+    def encode(
+        self,
+        text: str,
+        *,
+        add_bos: bool | None = None,
+        special: bool = False,
+        plain_spans: Sequence[tuple[int, int]] = (),
+    ) -> list[int]:
         """Token ids of `text`.
 
         add_bos: prepend BOS (None: the model's default). No second BOS is added when the text
             itself already starts with it (a chat template that writes <|begin_of_text|>).
         special: recognise control-token text ("<|im_end|>") as those tokens. Leave it False for
             anything a user typed; set it for rendered chat templates.
+        plain_spans: with special=True, character spans (start, end) of `text` where control-token
+            text must stay plain text: the message contents inside a rendered template. The text is
+            encoded in one piece unless such a span really holds control-token text; only then is
+            it cut there.
         """
-        with self._lock:
-            self._hf.encode_special_tokens = not special
-            try:
-                ids: list[int] = self._hf.encode(text, add_special_tokens=False).ids
-            finally:
-                self._hf.encode_special_tokens = False
+        if special and plain_spans:
+            enc = self._encode_raw(text, True)
+            bad = sorted(
+                (s, e)
+                for s, e in plain_spans
+                if any(i in self.special_ids and o[0] < e and o[1] > s for i, o in zip(enc.ids, enc.offsets))
+            )
+            if not bad:
+                ids: list[int] = list(enc.ids)
+            else:
+                ids, pos = [], 0
+                for s, e in bad:
+                    if s < pos:
+                        continue
+                    ids += self._encode_raw(text[pos:s], True).ids
+                    ids += self._encode_raw(text[s:e], False).ids
+                    pos = e
+                ids += self._encode_raw(text[pos:], True).ids
+        else:
+            ids = list(self._encode_raw(text, special).ids)
         if add_bos is None:
             add_bos = self.add_bos
         if add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids.insert(0, self.bos_id)
         return ids
+
+    def _encode_raw(self, text: str, special: bool) -> Any:
+        with self._lock:
+            self._hf.encode_special_tokens = not special
+            try:
+                return self._hf.encode(text, add_special_tokens=False)
+            finally:
+                self._hf.encode_special_tokens = False
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
         """Text of a whole sequence. Bytes that do not form valid UTF-8 become U+FFFD. A
