@@ -1,3 +1,416 @@
-/* neon kernels: not yet written; this table reports the path as absent. */
+/* AArch64 NEON kernels: two tables, "neon-dotprod" (SDOT, ARMv8.2 FEAT_DotProd) and "neon".
+ *
+ * NEON is baseline on AArch64, so the file needs no flags; only the dotprod functions carry a
+ * target attribute (TQ_DOTPROD), and tq_kernels_neon() hands out their table only when cpu.c saw
+ * TQ_CPU_NEON_DOTPROD, so a Cortex-A53/A72 never executes SDOT.
+ *
+ * Ternary blocks (tq.h): byte j of a 32-byte block holds values j, j+32, j+64, j+96 in bits 7-6,
+ * 5-4, 3-2, 1-0 as code = w + 1. NEON has byte shifts, so the 16-byte half holding bytes j0..j0+15
+ * gives codes (q >> 6), (q >> 4) & 3, (q >> 2) & 3, q & 3 that line up with a[j0..], a[32 + j0..],
+ * a[64 + j0..], a[96 + j0..]. Codes are 0..2, valid as signed bytes for SDOT / SMULL, so the int32
+ * result is bit-identical to the scalar spec: sum(w * a) = sum(code * a) - sum(a).
+ * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+
+#if defined(__aarch64__) || defined(_M_ARM64)
+
+#include <arm_neon.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_INLINE static __forceinline
+#define TQ_DOTPROD
+#elif defined(__clang__)
+#define TQ_INLINE static inline __attribute__((always_inline))
+#define TQ_DOTPROD __attribute__((target("dotprod")))
+#else
+/* GCC's arm_neon.h declares SDOT under "arch=armv8.2-a+dotprod"; a plain "+dotprod" caller is not
+ * a superset of that and the intrinsic would not inline. */
+#define TQ_INLINE static inline __attribute__((always_inline))
+#define TQ_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD) && __clang_major__ < 16
+/* clang < 16 declares vdotq_s32 only when the whole file is built with dotprod; the builtin behind
+ * it (34 = int32x4 type code) honours the function's target attribute. */
+#define tq_vdotq_s32(acc, a, b) ((int32x4_t)__builtin_neon_vdotq_v((int8x16_t)(acc), (a), (b), 34))
+#else
+#define tq_vdotq_s32 vdotq_s32
+#endif
+
+#define TQ_NEON_GEMV_ROWS 4
+#define TQ_NEON_GEMM_ROWS 4
+#define TQ_NEON_GEMM_TOKS 4
+/* Activation bytes of one GEMM token chunk kept in L2 while all row tiles re-read them. */
+#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+
+/* The 8 code vectors of one block, in activation order: c[k] pairs with a[16 k .. 16 k + 15]. */
+TQ_INLINE void tq_decode_block_neon(const uint8_t *p, int8x16_t c[8]) {
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    const uint8x16_t lo = vld1q_u8(p), hi = vld1q_u8(p + 16);
+    c[0] = vreinterpretq_s8_u8(vshrq_n_u8(lo, 6));
+    c[1] = vreinterpretq_s8_u8(vshrq_n_u8(hi, 6));
+    c[2] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(lo, 4), m3));
+    c[3] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(hi, 4), m3));
+    c[4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(lo, 2), m3));
+    c[5] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(hi, 2), m3));
+    c[6] = vreinterpretq_s8_u8(vandq_u8(lo, m3));
+    c[7] = vreinterpretq_s8_u8(vandq_u8(hi, m3));
+}
+
+TQ_INLINE void tq_load_act_neon(const int8_t *ab, int8x16_t x[8]) {
+    for (int k = 0; k < 8; k++) x[k] = vld1q_s8(ab + 16 * k);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dotprod */
+
+/* sum(code * a) over one block into two int32x4 accumulators (two chains hide SDOT latency). */
+TQ_INLINE TQ_DOTPROD void tq_block_sdot(const int8x16_t c[8], const int8x16_t x[8], int32x4_t *s0, int32x4_t *s1) {
+    int32x4_t u = *s0, v = *s1;
+    u = tq_vdotq_s32(u, c[0], x[0]);
+    v = tq_vdotq_s32(v, c[1], x[1]);
+    u = tq_vdotq_s32(u, c[2], x[2]);
+    v = tq_vdotq_s32(v, c[3], x[3]);
+    u = tq_vdotq_s32(u, c[4], x[4]);
+    v = tq_vdotq_s32(v, c[5], x[5]);
+    u = tq_vdotq_s32(u, c[6], x[6]);
+    v = tq_vdotq_s32(v, c[7], x[7]);
+    *s0 = u;
+    *s1 = v;
+}
+
+TQ_INLINE TQ_DOTPROD void tq_gemv_rows_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                           int32_t *out, const int R) {
+    int32x4_t s0[TQ_NEON_GEMV_ROWS], s1[TQ_NEON_GEMV_ROWS];
+    for (int r = 0; r < R; r++) s0[r] = s1[r] = vdupq_n_s32(0);
+    for (int b = 0; b < nb; b++) {
+        int8x16_t x[8];
+        tq_load_act_neon(a + (size_t)b * TQ_QK, x);
+        for (int r = 0; r < R; r++) {
+            int8x16_t c[8];
+            tq_decode_block_neon(w + r * stride + (size_t)b * TQ_QK_BYTES, c);
+            tq_block_sdot(c, x, &s0[r], &s1[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = vaddvq_s32(vaddq_s32(s0[r], s1[r])) - asum;
+}
+
+static TQ_DOTPROD void tq_gemv_neon_dotprod(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                            int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_NEON_GEMV_ROWS <= rows; r += TQ_NEON_GEMV_ROWS)
+        tq_gemv_rows_dot(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_NEON_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_dot(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+/* R rows x T tokens; a row's codes are decoded once per block and used for all T tokens. */
+TQ_INLINE TQ_DOTPROD void tq_gemm_tile_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                           size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
+                                           const int R, const int T) {
+    int32x4_t acc[TQ_NEON_GEMM_ROWS][TQ_NEON_GEMM_TOKS];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_s32(0);
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            int8x16_t c[8];
+            tq_decode_block_neon(w + r * stride + (size_t)b * TQ_QK_BYTES, c);
+            for (int t = 0; t < T; t++) {
+                const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
+                int32x4_t u = acc[r][t];
+                for (int k = 0; k < 8; k++) u = tq_vdotq_s32(u, c[k], vld1q_s8(ab + 16 * k));
+                acc[r][t] = u;
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * out_stride + r] = vaddvq_s32(acc[r][t]) - asum[t];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* plain NEON: SMULL / SMLAL into int16, then SADALP into int32. A product is within [-256, 254];
+ * one int16 lane takes 8 of them per block (two lanes of the 16-byte pair), well inside int16. */
+
+TQ_INLINE int16x8_t tq_block_i16_half(const int8x16_t c[8], const int8x16_t x[8], int k0) {
+    int16x8_t p = vmull_s8(vget_low_s8(c[k0]), vget_low_s8(x[k0]));
+    p = vmlal_high_s8(p, c[k0], x[k0]);
+    p = vmlal_s8(p, vget_low_s8(c[k0 + 2]), vget_low_s8(x[k0 + 2]));
+    p = vmlal_high_s8(p, c[k0 + 2], x[k0 + 2]);
+    p = vmlal_s8(p, vget_low_s8(c[k0 + 4]), vget_low_s8(x[k0 + 4]));
+    p = vmlal_high_s8(p, c[k0 + 4], x[k0 + 4]);
+    p = vmlal_s8(p, vget_low_s8(c[k0 + 6]), vget_low_s8(x[k0 + 6]));
+    return vmlal_high_s8(p, c[k0 + 6], x[k0 + 6]);
+}
+
+TQ_INLINE void tq_block_mull(const int8x16_t c[8], const int8x16_t x[8], int32x4_t *s0, int32x4_t *s1) {
+    *s0 = vpadalq_s16(*s0, tq_block_i16_half(c, x, 0));
+    *s1 = vpadalq_s16(*s1, tq_block_i16_half(c, x, 1));
+}
+
+TQ_INLINE void tq_gemv_rows_mull(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                 int32_t *out, const int R) {
+    int32x4_t s0[TQ_NEON_GEMV_ROWS], s1[TQ_NEON_GEMV_ROWS];
+    for (int r = 0; r < R; r++) s0[r] = s1[r] = vdupq_n_s32(0);
+    for (int b = 0; b < nb; b++) {
+        int8x16_t x[8];
+        tq_load_act_neon(a + (size_t)b * TQ_QK, x);
+        for (int r = 0; r < R; r++) {
+            int8x16_t c[8];
+            tq_decode_block_neon(w + r * stride + (size_t)b * TQ_QK_BYTES, c);
+            tq_block_mull(c, x, &s0[r], &s1[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = vaddvq_s32(vaddq_s32(s0[r], s1[r])) - asum;
+}
+
+static void tq_gemv_neon(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_NEON_GEMV_ROWS <= rows; r += TQ_NEON_GEMV_ROWS)
+        tq_gemv_rows_mull(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_NEON_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_mull(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+TQ_INLINE void tq_gemm_tile_mull(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                 const int32_t *asum, int32_t *out, size_t out_stride, const int R, const int T) {
+    int32x4_t acc[TQ_NEON_GEMM_ROWS][TQ_NEON_GEMM_TOKS];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_s32(0);
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            int8x16_t c[8];
+            tq_decode_block_neon(w + r * stride + (size_t)b * TQ_QK_BYTES, c);
+            for (int t = 0; t < T; t++) {
+                int8x16_t x[8];
+                tq_load_act_neon(a + t * a_stride + (size_t)b * TQ_QK, x);
+                /* 16 products per int16 lane per block: within [-4096, 4064] */
+                int16x8_t p = vmull_s8(vget_low_s8(c[0]), vget_low_s8(x[0]));
+                p = vmlal_high_s8(p, c[0], x[0]);
+                for (int k = 1; k < 8; k++) {
+                    p = vmlal_s8(p, vget_low_s8(c[k]), vget_low_s8(x[k]));
+                    p = vmlal_high_s8(p, c[k], x[k]);
+                }
+                acc[r][t] = vpadalq_s16(acc[r][t], p);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) out[t * out_stride + r] = vaddvq_s32(acc[r][t]) - asum[t];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* GEMM drivers: token chunks (activations hot in L2), row tiles, token tiles; R and T are
+ * constants inside the tiles so that the accumulators stay in registers. */
+
+#define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
+    switch (T) {                                                                                       \
+    case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
+    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
+    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
+    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
+    }
+
+static TQ_DOTPROD void tq_gemm_tile_any_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                            size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
+                                            int R, int T) {
+    if (R == 4) {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, 4)
+    } else {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, 1)
+    }
+}
+
+static void tq_gemm_tile_any_mull(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                  const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
+    if (R == 4) {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_mull, 4)
+    } else {
+        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_mull, 1)
+    }
+}
+
+typedef void (*tq_gemm_tile_fn)(const uint8_t *, size_t, int, const int8_t *, size_t, const int32_t *, int32_t *,
+                                size_t, int, int);
+
+static void tq_gemm_drive_neon(tq_gemm_tile_fn tile, const uint8_t *w, int rows, int nb, const int8_t *a,
+                               size_t a_stride, const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
+    chunk = chunk < TQ_NEON_GEMM_TOKS ? TQ_NEON_GEMM_TOKS : chunk - chunk % TQ_NEON_GEMM_TOKS;
+    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
+        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
+        for (int r = 0; r < rows;) {
+            const int R = rows - r >= TQ_NEON_GEMM_ROWS ? TQ_NEON_GEMM_ROWS : 1;
+            for (int t = t0; t < t1; t += TQ_NEON_GEMM_TOKS) {
+                const int T = t1 - t >= TQ_NEON_GEMM_TOKS ? TQ_NEON_GEMM_TOKS : t1 - t;
+                tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
+                     out + (size_t)t * out_stride + r, out_stride, R, T);
+            }
+            r += R;
+        }
+    }
+}
+
+static void tq_gemm_neon_dotprod(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                                 const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) {
+        tq_gemv_neon_dotprod(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    tq_gemm_drive_neon(tq_gemm_tile_any_dot, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+}
+
+static void tq_gemm_neon(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                         const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) {
+        tq_gemv_neon(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    tq_gemm_drive_neon(tq_gemm_tile_any_mull, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Float kernels (shared by both tables) */
+
+/* Bit-identical to tq_quant_act_scalar: exact max|x| (NaN-free), the same scalar s, one IEEE
+ * multiply, and FCVTNS rounds half to even whatever FPCR says, as nearbyintf does in the default
+ * mode. Clamping before rounding equals clamping after, the bounds being integers. */
+TQ_INLINE int32x4_t tq_quant4_neon(const float *x, float32x4_t s, float32x4_t lo, float32x4_t hi) {
+    return vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vmulq_f32(vld1q_f32(x), s), lo), hi));
+}
+
+static float tq_quant_act_neon(const float *x, int n, int npad, int8_t *q, int32_t *sum) {
+    float32x4_t m = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+    float amax = vmaxvq_f32(m);
+    for (; i < n; i++) {
+        const float v = fabsf(x[i]);
+        if (v > amax) amax = v;
+    }
+    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const float32x4_t sv = vdupq_n_f32(s), lo = vdupq_n_f32(-128.0f), hi = vdupq_n_f32(127.0f);
+    int32x4_t acc = vdupq_n_s32(0);
+    i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const int32x4_t r0 = tq_quant4_neon(x + i, sv, lo, hi), r1 = tq_quant4_neon(x + i + 4, sv, lo, hi);
+        const int32x4_t r2 = tq_quant4_neon(x + i + 8, sv, lo, hi), r3 = tq_quant4_neon(x + i + 12, sv, lo, hi);
+        acc = vaddq_s32(acc, vaddq_s32(vaddq_s32(r0, r1), vaddq_s32(r2, r3)));
+        const int16x8_t p01 = vcombine_s16(vqmovn_s32(r0), vqmovn_s32(r1));
+        const int16x8_t p23 = vcombine_s16(vqmovn_s32(r2), vqmovn_s32(r3));
+        vst1q_s8(q + i, vcombine_s8(vqmovn_s16(p01), vqmovn_s16(p23)));
+    }
+    for (; i + 4 <= n; i += 4) {
+        const int32x4_t r = tq_quant4_neon(x + i, sv, lo, hi);
+        acc = vaddq_s32(acc, r);
+        const int16x4_t p = vqmovn_s32(r);
+        int8_t t[8];
+        vst1_s8(t, vqmovn_s16(vcombine_s16(p, p)));
+        memcpy(q + i, t, 4);
+    }
+    int32_t total = vaddvq_s32(acc);
+    for (; i < n; i++) { /* the spec's own code for the tail */
+        float v = nearbyintf(x[i] * s);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        q[i] = (int8_t)v;
+        total += q[i];
+    }
+    if (npad > n) memset(q + n, 0, (size_t)(npad - n));
+    *sum = total;
+    return s;
+}
+
+/* R rows (constant after inlining) of the f16 GEMV, sharing the x loads; FCVTL converts f16
+ * exactly (subnormals included). The column tail goes through zero-padded copies. */
+TQ_INLINE void tq_f16_rows_neon(const uint16_t *w, int cols, const float *x, float *out, const int R) {
+    float32x4_t acc0[4], acc1[4];
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= cols; i += 8) {
+        const float32x4_t x0 = vld1q_f32(x + i), x1 = vld1q_f32(x + i + 4);
+        for (int r = 0; r < R; r++) {
+            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(w + (size_t)r * cols + i));
+            acc0[r] = vfmaq_f32(acc0[r], vcvt_f32_f16(vget_low_f16(h)), x0);
+            acc1[r] = vfmaq_f32(acc1[r], vcvt_high_f32_f16(h), x1);
+        }
+    }
+    if (i < cols) {
+        uint16_t wt[8] = {0};
+        float xt[8] = {0};
+        memcpy(xt, x + i, (size_t)(cols - i) * sizeof(float));
+        const float32x4_t x0 = vld1q_f32(xt), x1 = vld1q_f32(xt + 4);
+        for (int r = 0; r < R; r++) {
+            memcpy(wt, w + (size_t)r * cols + i, (size_t)(cols - i) * sizeof(uint16_t));
+            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(wt));
+            acc0[r] = vfmaq_f32(acc0[r], vcvt_f32_f16(vget_low_f16(h)), x0);
+            acc1[r] = vfmaq_f32(acc1[r], vcvt_high_f32_f16(h), x1);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
+}
+
+static void tq_f16_gemv_neon(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) tq_f16_rows_neon(w + (size_t)r * cols, cols, x, out + r, 4);
+    for (; r < rows; r++) tq_f16_rows_neon(w + (size_t)r * cols, cols, x, out + r, 1);
+}
+
+static float tq_f32_dot_neon(const float *a, const float *b, int n) {
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) { /* four independent FMA chains hide the FMA latency */
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    float acc = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static void tq_f32_axpy_neon(float a, const float *x, float *y, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static const tq_kernels tq_neon_dotprod_table = {
+    "neon-dotprod",
+    tq_gemv_neon_dotprod,
+    tq_gemm_neon_dotprod,
+    tq_quant_act_neon,
+    tq_f16_gemv_neon,
+    tq_f32_dot_neon,
+    tq_f32_axpy_neon,
+};
+
+static const tq_kernels tq_neon_table = {
+    "neon",
+    tq_gemv_neon,
+    tq_gemm_neon,
+    tq_quant_act_neon,
+    tq_f16_gemv_neon,
+    tq_f32_dot_neon,
+    tq_f32_axpy_neon,
+};
+
+/* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested
+ * on the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
+const tq_kernels *tq_kernels_neon(void) {
+    const char *no_dot = getenv("TRIT_NO_DOTPROD");
+    if ((tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !(no_dot && *no_dot && strcmp(no_dot, "0") != 0))
+        return &tq_neon_dotprod_table;
+    return &tq_neon_table;
+}
+
+#else /* not AArch64 */
+
 const tq_kernels *tq_kernels_neon(void) { return 0; }
+
+#endif

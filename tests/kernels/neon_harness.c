@@ -1,0 +1,145 @@
+/* Runs the kernels of one ISA table on test vectors from a file and writes the outputs; used by
+ * test_neon_qemu.py to test the AArch64 paths under qemu-aarch64 (cross-built with -static).
+ *
+ *   neon_harness <isa> <in> <out>      isa: a name for tq_select_isa ("scalar", "neon", ...)
+ *
+ * All numbers little-endian. Input: records, each an int32 kind followed by its fields; kind 0 ends.
+ *   1 gemv      rows nb asum off | w u8[rows*nb*32] | a i8[nb*128]
+ *   2 gemm      rows nb ntok a_stride out_stride off | w u8[rows*nb*32] | a i8[ntok*a_stride] | asum i32[ntok]
+ *   3 quant     n npad | x f32[n]
+ *   4 f16_gemv  rows cols | w u16[rows*cols] | x f32[cols]
+ *   5 f32_dot   n | a f32[n] | b f32[n]
+ *   6 f32_axpy  n alpha(f32 bits) | x f32[n] | y f32[n]
+ * Output: the table name in 16 bytes (NUL padded), then per record
+ *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
+ *   f16_gemv f32[rows] | f32_dot f32 | f32_axpy f32[n]
+ * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
+ * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq.h"
+
+static FILE *fin, *fout;
+
+static void die(const char *what) {
+    fprintf(stderr, "neon_harness: %s\n", what);
+    exit(2);
+}
+
+static int32_t rd_i32(void) {
+    int32_t v;
+    if (fread(&v, 4, 1, fin) != 1) die("truncated input");
+    return v;
+}
+
+/* A buffer whose returned pointer sits `off` bytes past a 64-byte boundary. */
+typedef struct {
+    void *raw;
+    uint8_t *p;
+} tq_buf;
+
+static tq_buf buf_new(size_t n, size_t off) {
+    tq_buf b;
+    b.raw = malloc(n + 64 + off + 1);
+    if (!b.raw) die("out of memory");
+    uintptr_t u = (uintptr_t)b.raw;
+    b.p = (uint8_t *)(((u + 63) & ~(uintptr_t)63) + off);
+    return b;
+}
+
+static tq_buf buf_read(size_t n, size_t off) {
+    tq_buf b = buf_new(n, off);
+    if (n && fread(b.p, 1, n, fin) != n) die("truncated input");
+    return b;
+}
+
+static void wr(const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, fout) != n) die("write failed");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: neon_harness <isa> <in> <out>\n");
+        return 2;
+    }
+    const tq_kernels *k = tq_select_isa(argv[1]);
+    if (!k) {
+        fprintf(stderr, "neon_harness: ISA %s not available (features 0x%x)\n", argv[1], tq_cpu_features());
+        return 3;
+    }
+    fin = fopen(argv[2], "rb");
+    fout = fopen(argv[3], "wb");
+    if (!fin || !fout) die("cannot open files");
+    char name[16] = {0};
+    strncpy(name, k->isa, sizeof(name) - 1);
+    wr(name, sizeof(name));
+    for (;;) {
+        const int32_t kind = rd_i32();
+        if (kind == 0) break;
+        if (kind == 1) {
+            const int rows = rd_i32(), nb = rd_i32(), asum = rd_i32(), off = rd_i32();
+            tq_buf w = buf_read((size_t)rows * nb * TQ_QK_BYTES, (size_t)off);
+            tq_buf a = buf_read((size_t)nb * TQ_QK, (size_t)off + 2);
+            int32_t *out = malloc(sizeof(int32_t) * (size_t)(rows > 0 ? rows : 1));
+            k->gemv(w.p, rows, nb, (const int8_t *)a.p, asum, out);
+            wr(out, sizeof(int32_t) * (size_t)rows);
+            free(out), free(w.raw), free(a.raw);
+        } else if (kind == 2) {
+            const int rows = rd_i32(), nb = rd_i32(), ntok = rd_i32();
+            const int a_stride = rd_i32(), out_stride = rd_i32(), off = rd_i32();
+            tq_buf w = buf_read((size_t)rows * nb * TQ_QK_BYTES, (size_t)off);
+            tq_buf a = buf_read((size_t)ntok * a_stride, (size_t)off + 1);
+            tq_buf s = buf_read(sizeof(int32_t) * (size_t)ntok, 0);
+            int32_t *out = malloc(sizeof(int32_t) * (size_t)ntok * out_stride);
+            k->gemm(w.p, rows, nb, (const int8_t *)a.p, (size_t)a_stride, (const int32_t *)s.p, ntok, out,
+                    (size_t)out_stride);
+            for (int t = 0; t < ntok; t++) wr(out + (size_t)t * out_stride, sizeof(int32_t) * (size_t)rows);
+            free(out), free(w.raw), free(a.raw), free(s.raw);
+        } else if (kind == 3) {
+            const int n = rd_i32(), npad = rd_i32();
+            const int total = n > npad ? n : npad;
+            tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
+            int8_t *q = malloc((size_t)total + 1);
+            memset(q, 0x55, (size_t)total + 1); /* a missing zero pad shows up */
+            int32_t sum = 0;
+            const float scale = k->quant_act((const float *)x.p, n, npad, q, &sum);
+            wr(q, (size_t)total);
+            wr(&sum, 4);
+            wr(&scale, 4);
+            free(q), free(x.raw);
+        } else if (kind == 4) {
+            const int rows = rd_i32(), cols = rd_i32();
+            tq_buf w = buf_read(sizeof(uint16_t) * (size_t)rows * cols, 2);
+            tq_buf x = buf_read(sizeof(float) * (size_t)cols, 4);
+            float *out = malloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1));
+            k->f16_gemv((const uint16_t *)w.p, rows, cols, (const float *)x.p, out);
+            wr(out, sizeof(float) * (size_t)rows);
+            free(out), free(w.raw), free(x.raw);
+        } else if (kind == 5) {
+            const int n = rd_i32();
+            tq_buf a = buf_read(sizeof(float) * (size_t)n, 4);
+            tq_buf b = buf_read(sizeof(float) * (size_t)n, 4);
+            const float r = k->f32_dot((const float *)a.p, (const float *)b.p, n);
+            wr(&r, 4);
+            free(a.raw), free(b.raw);
+        } else if (kind == 6) {
+            const int n = rd_i32();
+            const int32_t bits = rd_i32();
+            float alpha;
+            memcpy(&alpha, &bits, 4);
+            tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
+            tq_buf y = buf_read(sizeof(float) * (size_t)n, 4);
+            k->f32_axpy(alpha, (const float *)x.p, (float *)y.p, n);
+            wr(y.p, sizeof(float) * (size_t)n);
+            free(x.raw), free(y.raw);
+        } else {
+            die("unknown record kind");
+        }
+    }
+    fclose(fin);
+    if (fclose(fout) != 0) die("write failed");
+    return 0;
+}
