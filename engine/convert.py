@@ -21,7 +21,7 @@ import numpy as np
 from .gguf import GGML_TYPE_IDS, GGML_TYPES, GGUFValueType
 from .gguf_writer import GGUFWriter
 from .ternary import I2S_TAIL, i2s_bytes, tq1_0_bytes, tq2_0_bytes, unpack_tq
-from .weights import ModelConfig, ModelWeights, TernaryTensor
+from .weights import ModelConfig, ModelWeights, TernaryTensor, dense_float
 
 BITNET_ARCH = "bitnet-b1.58"
 # llama_ftype values (llama.h; bitnet.cpp adds 40 for I2_S).
@@ -141,8 +141,7 @@ def write_bitnet_gguf(
         layers = list(source["layers"])
     if len(layers) != cfg.n_layers:
         raise ValueError(f"config says {cfg.n_layers} layers, got {len(layers)}")
-    if not isinstance(embed, np.ndarray):
-        raise TypeError("the token embedding must be a float array")
+    embed = dense_float(embed)  # bitnet.cpp files hold an F16 embedding (bf16 converts exactly)
 
     w = GGUFWriter(out_path)
     for key, value, vtype in _metadata(cfg, arch, ternary_type):
@@ -166,9 +165,7 @@ def write_bitnet_gguf(
         w.add_tensor(f"blk.{i}.ffn_sub_norm.weight", np.asarray(layer["ffn_sub_norm"], dtype=np.float32))
     w.add_tensor("output_norm.weight", np.asarray(out_norm, dtype=np.float32))
     if head is not None:
-        if not isinstance(head, np.ndarray):
-            raise TypeError("the output head must be a float array")
-        w.add_tensor("output.weight", np.asarray(head, dtype=np.float16))
+        w.add_tensor("output.weight", dense_float(head).astype(np.float16))
     w.write()
 
 

@@ -17,8 +17,10 @@ fixtures in tests/fixtures/data check against transformers itself:
   T / ws and T * fl(1/ws) are the same float32 numbers. mean|W| is computed correctly rounded
   (float64 sum); torch's float32 cascade sum can differ by 1 ulp, which moves the scale by 1 ulp.
 
-Embeddings (and an untied lm_head) become float16, the form the forward pass takes; bf16 values in
-the f16 normal range convert exactly. Norms become float32. Nothing here depends on torch.
+Embeddings (and an untied lm_head) keep their precision: f16 stays a float16 array, bf16 and f32
+become QuantTensor rows of that type (copied into aligned memory), so no value is rounded on the
+way in (an f32 embedding rounded to f16 moves tiny models' logits past the test criteria).
+Norms become float32. Nothing here depends on torch.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 
 from .errors import ModelFormatError
 from .ternary import check_tq_codes, pack_tq
-from .weights import LayerWeights, ModelConfig, ModelWeights, TernaryTensor
+from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
 CONFIG_NAME = "config.json"
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -313,25 +315,26 @@ def _finite(r: _Reader, name: str, a: np.ndarray) -> None:
         raise r.fail(name, "contains NaN or infinite values; the file is damaged")
 
 
-def _to_f16(r: _Reader, name: str, shape: tuple[int, int]) -> np.ndarray:
-    """Embedding / LM head -> float16 [vocab, dim]. Values beyond the f16 range are refused."""
+_EMBED_TYPES = {"F32": (0, np.float32), "BF16": (30, np.uint16)}  # ggml type id, storage dtype
+
+
+def _embedding(r: _Reader, name: str, shape: tuple[int, int]) -> np.ndarray | QuantTensor:
+    """Embedding / LM head [vocab, dim] without loss: float16 array for F16, else a QuantTensor of
+    the stored type. NaN / infinite values are refused."""
     info = r.require(name)
     if info.dtype not in FLOAT_DTYPES:
         raise r.fail(name, f"has dtype {info.dtype}, expected one of {', '.join(FLOAT_DTYPES)}")
     if tuple(info.shape) != shape:
         raise r.shape_error(name, tuple(info.shape), shape)
     src = r.ckpt.tensor(name)
+    step = max(1, ROWS_PER_SLICE_VALUES // max(shape[1], 1))
+    for i in range(0, shape[0], step):
+        _finite(r, name, to_f32(src[i : i + step], info.dtype))
     if info.dtype == "F16":
-        out = np.array(src, dtype=np.float16)
-    else:
-        out = np.empty(shape, dtype=np.float16)
-        step = max(1, ROWS_PER_SLICE_VALUES // max(shape[1], 1))
-        with np.errstate(over="ignore"):  # overflow -> inf, refused just below
-            for i in range(0, shape[0], step):
-                out[i : i + step] = to_f32(src[i : i + step], info.dtype)  # round to nearest even
-    if not np.isfinite(out).all():
-        raise r.fail(name, "has values that are NaN, infinite or beyond the float16 range (65504)")
-    return out
+        return np.array(src, dtype=np.float16)
+    type_id, dtype = _EMBED_TYPES[info.dtype]
+    data = np.array(src, dtype=dtype)  # aligned copy: safetensors offsets need not be aligned
+    return QuantTensor(data.view(np.uint8).reshape(shape[0], -1), shape[0], shape[1], type_id, info.dtype)
 
 
 def _scale_value(r: _Reader, name: str) -> float:
@@ -473,8 +476,8 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         shapes = {"q": (qd, d), "k": (kvd, d), "v": (kvd, d), "o": (d, qd)}
         shapes.update({"gate": (h, d), "up": (h, d), "down": (d, h)})
         norm_dims = {"attn_norm": d, "attn_sub_norm": qd, "ffn_norm": d, "ffn_sub_norm": h}
-        embed = _to_f16(r, "model.embed_tokens.weight", (cfg.vocab, d))
-        head = None if cfg.tied else _to_f16(r, "lm_head.weight", (cfg.vocab, d))
+        embed = _embedding(r, "model.embed_tokens.weight", (cfg.vocab, d))
+        head = None if cfg.tied else _embedding(r, "lm_head.weight", (cfg.vocab, d))
         layers = []
         for i in range(cfg.n_layers):
             p = f"model.layers.{i}."

@@ -110,3 +110,17 @@ class ModelWeights:
     tokenizer: object | None = None  # trit.engine.tokenizer.Tokenizer when the source has one
     chat_template: str | None = None  # the template embedded in the source, if any
     family: str = ""  # model family for built-in chat templates: bitnet, llama3, smollm, falcon3
+
+
+def dense_float(t: np.ndarray | QuantTensor) -> np.ndarray:
+    """float32 [rows, cols] of a float matrix held as a numpy array or an F32/F16/BF16 QuantTensor
+    (embeddings and heads; quantized llama.cpp types need the kernels' dequantizer instead)."""
+    if isinstance(t, np.ndarray):
+        return t.astype(np.float32)
+    if t.type_name == "F32":
+        return t.data.view(np.float32).reshape(t.rows, t.cols)
+    if t.type_name == "F16":
+        return t.data.view(np.float16).reshape(t.rows, t.cols).astype(np.float32)
+    if t.type_name == "BF16":
+        return (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.rows, t.cols)
+    raise TypeError(f"a {t.type_name} matrix is not a float matrix")

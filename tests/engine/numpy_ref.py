@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from trit.engine.ternary import unpack_tq
-from trit.engine.weights import ModelWeights, TernaryTensor
+from trit.engine.weights import ModelWeights, TernaryTensor, dense_float
 
 F32 = np.float32
 
@@ -84,6 +84,11 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> n
     return out
 
 
+def dense_embedding(e: object) -> np.ndarray:
+    """float32 [vocab, dim] of an embedding held as a float array or a F32/BF16 QuantTensor."""
+    return dense_float(e)  # type: ignore[arg-type]
+
+
 class NumpyRef:
     """Unpacks a ModelWeights once; ``forward(ids)`` gives float32 logits for every position."""
 
@@ -91,12 +96,9 @@ class NumpyRef:
         """``embed`` overrides weights.embed (e.g. the checkpoint's exact f32/bf16 values) to measure
         what the f16 embedding costs."""
         self.cfg = weights.config
-        e = weights.embed if embed is None else embed
-        if not isinstance(e, np.ndarray):
-            raise NotImplementedError("numpy_ref needs a float embedding matrix")
-        self.embed = e.astype(F32)  # [vocab, dim]
+        self.embed = dense_embedding(weights.embed if embed is None else embed)  # [vocab, dim]
         head = weights.head if weights.head is not None and not self.cfg.tied else None
-        self.head = self.embed if head is None else np.asarray(head).astype(F32)
+        self.head = self.embed if head is None else dense_embedding(head)
         self.out_norm = weights.out_norm
         self.layers = []
         for lw in weights.layers:
