@@ -1,3 +1,176 @@
-/* neon kernels for the llama.cpp types: not yet written; the lookup reports them as absent. */
+/* AArch64 NEON gemv for the llama.cpp weight types (qk.h), in two variants: SDOT (FEAT_DotProd,
+ * functions carrying a target attribute; handed out only when cpu.c saw TQ_CPU_NEON_DOTPROD) and
+ * plain NEON (SMULL + SADALP). The integer bodies are written once in qk_neon_body.h and included
+ * for each variant. Dequantization uses the scalar functions.
+ *
+ * NEON multiplies signed by signed bytes, so the code offsets (Q4_0: 8, Q5_0: 16, Q6_K: 32) are
+ * removed from the codes before the dot (no activation-sum correction as in qk_avx2.c). Products
+ * stay within int16 for SMULL (|w| <= 128 for Q8_0 weights, |a| <= 127), and the int32 block sums
+ * are exact, equal to qk_scalar.c's; the float part is one FMA per block into 4 lanes.
+ * On any other architecture this file compiles to an empty lookup. */
 #include "qk.h"
-const tq_qk_ops *tq_qk_ops_neon(int type) { (void)type; return 0; }
+
+#if defined(__aarch64__) || defined(_M_ARM64)
+
+#include <arm_neon.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_INLINE static __forceinline
+#define TQ_QK_DOTPROD
+#elif defined(__clang__)
+#define TQ_INLINE static inline __attribute__((always_inline))
+#define TQ_QK_DOTPROD __attribute__((target("dotprod")))
+#else
+/* GCC declares SDOT under "arch=armv8.2-a+dotprod"; a "+dotprod" caller would not inline it. */
+#define TQ_INLINE static inline __attribute__((always_inline))
+#define TQ_QK_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD) && __clang_major__ < 16
+/* clang < 16 declares vdotq_s32 only for whole-file dotprod builds; its builtin (type code 34 =
+ * int32x4) honours the function's target attribute. */
+#define tq_qk_vdot(acc, a, b) ((int32x4_t)__builtin_neon_vdotq_v((int8x16_t)(acc), (a), (b), 34))
+#else
+#define tq_qk_vdot vdotq_s32
+#endif
+
+/* Rows per pass: they share the activation loads and per-block constants. */
+#define TQ_QK_NEON_ROWS 4
+
+TQ_INLINE float tq_h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+TQ_INLINE uint32_t tq_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Q4_K / Q5_K 6-bit scales and minima, four per uint32 (qk.h for the packing). */
+TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
+    const uint32_t s0 = tq_ld32(s), s1 = tq_ld32(s + 4), s2 = tq_ld32(s + 8);
+    const uint32_t v[4] = {
+        s0 & 0x3f3f3f3fu,
+        (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u),
+        s1 & 0x3f3f3f3fu,
+        ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u),
+    };
+    memcpy(sc, v, 8);
+    memcpy(m, v + 2, 8);
+}
+
+/* bit i of the little-endian uint32 at qh -> 0x10 in byte i: h0 = values 0..15, h1 = 16..31 */
+TQ_INLINE void tq_hbits(const uint8_t *qh, uint8x16_t *h0, uint8x16_t *h1) {
+    static const uint8_t idx0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t idx1[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(tq_ld32(qh)));
+    const uint8x16_t b = vld1q_u8(bit), b4 = vdupq_n_u8(0x10);
+    *h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx0)), b), b4);
+    *h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx1)), b), b4);
+}
+
+/* ---------------------------------------------------------------- float types */
+
+enum { TQ_F_F32, TQ_F_F16, TQ_F_BF16 };
+
+TQ_INLINE float32x4_t tq_load4(int T, const uint8_t *row, int i) {
+    if (T == TQ_F_F32) return vld1q_f32((const float *)row + i);
+    const uint16x4_t h = vld1_u16((const uint16_t *)row + i);
+    if (T == TQ_F_F16) return vcvt_f32_f16(vreinterpret_f16_u16(h));
+    return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+}
+
+TQ_INLINE float tq_load1(int T, const uint8_t *row, int i) {
+    if (T == TQ_F_F32) return ((const float *)row)[i];
+    uint16_t h;
+    memcpy(&h, row + 2 * (size_t)i, 2);
+    return T == TQ_F_F16 ? tq_h2f(&h) : tq_bf16_to_f32(h);
+}
+
+TQ_INLINE void tq_float_rows(int T, int R, const uint8_t *w, size_t rb, int n, const float *x, float *out) {
+    float32x4_t acc[TQ_QK_NEON_ROWS][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float32x4_t x0 = vld1q_f32(x + i), x1 = vld1q_f32(x + i + 4);
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = vfmaq_f32(acc[r][0], tq_load4(T, w + r * rb, i), x0);
+            acc[r][1] = vfmaq_f32(acc[r][1], tq_load4(T, w + r * rb, i + 4), x1);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float s = vaddvq_f32(vaddq_f32(acc[r][0], acc[r][1]));
+        for (int j = i; j < n; j++) s += tq_load1(T, w + r * rb, j) * x[j];
+        out[r] = s;
+    }
+}
+
+#define TQ_FLOAT_GEMV(name, T)                                                                      \
+    static void tq_qk_gemv_##name##_neon(const void *w, size_t rb, int rows, int n, const void *act, \
+                                         float *out) {                                              \
+        const uint8_t *wb = (const uint8_t *)w;                                                     \
+        int r = 0;                                                                                  \
+        for (; r + TQ_QK_NEON_ROWS <= rows; r += TQ_QK_NEON_ROWS)                                   \
+            tq_float_rows(T, TQ_QK_NEON_ROWS, wb + r * rb, rb, n, (const float *)act, out + r);    \
+        for (; r < rows; r++) tq_float_rows(T, 1, wb + r * rb, rb, n, (const float *)act, out + r); \
+    }
+TQ_FLOAT_GEMV(f32, TQ_F_F32)
+TQ_FLOAT_GEMV(f16, TQ_F_F16)
+TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
+#undef TQ_FLOAT_GEMV
+
+/* ---------------------------------------------------------------- integer types, two variants */
+
+enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
+enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
+
+/* plain NEON: s8 x s8 -> int16 (|product| <= 128 * 127) -> pairwise into int32 */
+TQ_INLINE int32x4_t tq_mdot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_high_s8(a, b));
+}
+
+#define TQ_ATTR TQ_QK_DOTPROD
+#define TQ_FN(name) name##_dot
+#define TQ_DOT16(acc, a, b) tq_qk_vdot((acc), (a), (b))
+#include "qk_neon_body.h"
+#undef TQ_ATTR
+#undef TQ_FN
+#undef TQ_DOT16
+
+#define TQ_ATTR
+#define TQ_FN(name) name##_nodot
+#define TQ_DOT16(acc, a, b) tq_mdot16((acc), (a), (b))
+#include "qk_neon_body.h"
+#undef TQ_ATTR
+#undef TQ_FN
+#undef TQ_DOT16
+
+/* TRIT_NO_DOTPROD=1 hands out the plain NEON ops on a dotprod CPU (as tq_kernels_neon() does), so
+ * that the fallback is tested on such machines too. */
+const tq_qk_ops *tq_qk_ops_neon(int type) {
+    const char *no_dot = getenv("TRIT_NO_DOTPROD");
+    const int dot = (tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !(no_dot && *no_dot && strcmp(no_dot, "0") != 0);
+    const tq_qk_ops *ops = dot ? tq_qk_neon_ops_dot : tq_qk_neon_ops_nodot;
+    const size_t count = sizeof(tq_qk_neon_ops_dot) / sizeof(tq_qk_neon_ops_dot[0]);
+    for (size_t i = 0; i < count; i++)
+        if (ops[i].type == type) return &ops[i];
+    return NULL;
+}
+
+#else
+
+const tq_qk_ops *tq_qk_ops_neon(int type) {
+    (void)type;
+    return 0;
+}
+
+#endif

@@ -17,17 +17,21 @@
 from __future__ import annotations
 
 import math
+import shutil
+import struct
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from gguf import quants as GQ  # noqa: E402
+from gguf import GGMLQuantizationType as QT
+from gguf import quants as GQ
+from trit.engine import _qk as Q
+from trit.engine.errors import UnsupportedCPUError
 
-from trit.engine import _qk as Q  # noqa: E402
-from trit.engine.errors import UnsupportedCPUError  # noqa: E402
-
+KDIR = Path(__file__).resolve().parents[2] / "engine" / "kernels"
 SEED = 20261126
 EPS32 = float(np.finfo(np.float32).eps)
 FSUM_K = 8.0
@@ -76,7 +80,7 @@ def random_blocks(rng, name: str, rows: int, n: int) -> np.ndarray:
     t = TYPES[name]
     nb = n // t["block"]
     blk = rng.integers(0, 256, size=(rows, nb, t["block_bytes"]), dtype=np.uint8)
-    d = (rng.uniform(0.5, 2.0, size=(rows, nb)) * 2.0 ** rng.integers(-12, -4, size=(rows, nb)))
+    d = rng.uniform(0.5, 2.0, size=(rows, nb)) * 2.0 ** rng.integers(-12, -4, size=(rows, nb))
     sign = np.where(rng.random((rows, nb)) < 0.2, -1.0, 1.0)
     if name in ("Q4_0", "Q5_0", "Q8_0"):
         blk[..., 0:2] = f16_bytes(d * sign)
@@ -174,7 +178,9 @@ def ref_q8_k(x: np.ndarray) -> np.ndarray:
         q = np.minimum(np.rint(iscale * blk), 127).astype(np.int8)
         bsums = q.astype(np.int16).reshape(16, 16).sum(axis=1).astype(np.int16)
         d = np.float32(1.0) / iscale
-        out.append(np.concatenate([np.array([d], np.float32).view(np.uint8), q.view(np.uint8), bsums.view(np.uint8)]))
+        out.append(
+            np.concatenate([np.array([d], np.float32).view(np.uint8), q.view(np.uint8), bsums.view(np.uint8)])
+        )
     return np.concatenate(out)
 
 
@@ -252,28 +258,40 @@ def test_dequant_matches_gguf(isa, name):
             for r in range(3):
                 got = Q.dequant(isa, t["type"], unaligned_rows(w[r : r + 1])[0], n)
                 # bit for bit: signed zeros included
-                np.testing.assert_array_equal(got.view(np.uint32), ref[r].view(np.uint32), err_msg=f"{name} n={n}")
+                np.testing.assert_array_equal(
+                    got.view(np.uint32), ref[r].view(np.uint32), err_msg=f"{name} n={n}"
+                )
 
 
 # --------------------------------------------------------------------------------------------------
 # gemv
 
 
-def check_gemv(isa: str, name: str, w: np.ndarray, n: int, x: np.ndarray, what: str) -> None:
+def gemv_reference(name: str, w: np.ndarray, n: int, act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 dequant(W) @ dequant(act), tolerance) per row; see the module docstring."""
     t = TYPES[name]
-    act = Q.quant_act(t["act"], x)
     xa = act_dequant(t["act"], act, n)
     ref = gguf_dequant(name, w).astype(np.float64) @ xa
     mag = magnitude_parts(name, w, n) @ np.abs(xa)
     if t["block"] == 1:
-        tol = FSUM_K * math.sqrt(n) * EPS32 * mag
-    else:
-        tol = (n // t["block"] + 6) * EPS32 * mag
-    got = Q.gemv_act(isa, t["type"], w, n, act)
-    scalar = Q.gemv_act("scalar", t["type"], w, n, act)
+        return ref, FSUM_K * math.sqrt(n) * EPS32 * mag
+    return ref, (n // t["block"] + 6) * EPS32 * mag
+
+
+def assert_gemv_close(
+    got: np.ndarray, scalar: np.ndarray, ref: np.ndarray, tol: np.ndarray, what: str
+) -> None:
     err = np.abs(got.astype(np.float64) - ref)
-    assert (err <= tol).all(), f"{isa} {name} {what}: max err/tol {np.max(err / np.maximum(tol, 1e-300))}"
-    assert (np.abs(got.astype(np.float64) - scalar) <= 2 * tol).all(), f"{isa} {name} {what} vs scalar"
+    assert (err <= tol).all(), f"{what}: max err/tol {np.max(err / np.maximum(tol, 1e-300))}"
+    assert (np.abs(got.astype(np.float64) - scalar) <= 2 * tol).all(), f"{what}: vs scalar"
+
+
+def check_gemv(isa: str, name: str, w: np.ndarray, n: int, x: np.ndarray, what: str) -> None:
+    t = TYPES[name]
+    act = Q.quant_act(t["act"], x)
+    ref, tol = gemv_reference(name, w, n, act)
+    got = Q.gemv_act(isa, t["type"], w, n, act)
+    assert_gemv_close(got, Q.gemv_act("scalar", t["type"], w, n, act), ref, tol, f"{isa} {name} {what}")
     np.testing.assert_array_equal(Q.gemv(isa, t["type"], w, n, x), got)
 
 
@@ -345,7 +363,9 @@ def test_gemv_exact_integers(isa, name):
             ref = gguf_dequant(name, w).astype(np.float64) @ xa
             assert np.all(np.abs(ref) < 2**24) and np.all(ref == np.round(ref))
             got = Q.gemv_act(isa, t["type"], w, n, act)
-            np.testing.assert_array_equal(got, ref.astype(np.float32), err_msg=f"{isa} {name} n={n} rows={rows}")
+            np.testing.assert_array_equal(
+                got, ref.astype(np.float32), err_msg=f"{isa} {name} n={n} rows={rows}"
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -358,7 +378,9 @@ def test_gemv_extremes(isa, name):
     for fill in (0x00, 0xFF, 0x80, 0x7F):
         if t["block"] == 1:
             continue
-        w = np.full((5, n // t["block"] * t["block_bytes"]), fill, dtype=np.uint8).reshape(5, -1, t["block_bytes"])
+        w = np.full((5, n // t["block"] * t["block_bytes"]), fill, dtype=np.uint8).reshape(
+            5, -1, t["block_bytes"]
+        )
         if name in ("Q4_0", "Q5_0", "Q8_0", "Q4_1", "Q5_1", "Q4_K", "Q5_K"):
             w[..., 0:2] = f16_bytes(np.full(w.shape[:2], 2.0**-6))
         if name in ("Q4_1", "Q5_1", "Q4_K", "Q5_K"):
@@ -366,13 +388,18 @@ def test_gemv_extremes(isa, name):
         if name == "Q6_K":
             w[..., 208:210] = f16_bytes(np.full(w.shape[:2], 2.0**-10))
         w = w.reshape(5, -1)
-        for x in (np.full(n, 127.0, np.float32), np.full(n, -127.0, np.float32),
-                  np.where(np.arange(n) % 2 == 0, -127.0, 127.0).astype(np.float32),
-                  rng.standard_normal(n).astype(np.float32)):
+        for x in (
+            np.full(n, 127.0, np.float32),
+            np.full(n, -127.0, np.float32),
+            np.where(np.arange(n) % 2 == 0, -127.0, 127.0).astype(np.float32),
+            rng.standard_normal(n).astype(np.float32),
+        ):
             check_gemv(isa, name, w, n, x, f"fill={fill:#x} x0={x[0]}")
     rows = 7
     w = weights(rng, name, rows, n)
-    np.testing.assert_array_equal(Q.gemv(isa, t["type"], w, n, np.zeros(n, np.float32)), np.zeros(rows, np.float32))
+    np.testing.assert_array_equal(
+        Q.gemv(isa, t["type"], w, n, np.zeros(n, np.float32)), np.zeros(rows, np.float32)
+    )
     wz = np.zeros_like(w)
     np.testing.assert_array_equal(
         Q.gemv(isa, t["type"], wz, n, rng.standard_normal(n).astype(np.float32)), np.zeros(rows, np.float32)
@@ -397,3 +424,163 @@ def test_gemv_rejects_bad_shapes():
         Q.gemv("scalar", t["type"], np.zeros((2, 17), np.uint8), 32, np.zeros(32, np.float32))
     with pytest.raises(ValueError):
         Q.gemv("scalar", t["type"], np.zeros((2, 18), np.uint8), 32, np.zeros(64, np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# AArch64 NEON under qemu-aarch64: tests/kernels/qk_harness.c cross-built with the kernel sources
+# (static), fed vectors written here; its outputs (activation bytes, gemv, dequant) are checked with
+# the same references as above. `-cpu max` has FEAT_DotProd (SDOT variant), `-cpu cortex-a53` not
+# (SMULL variant). Needs aarch64-linux-gnu-gcc and qemu-aarch64, as test_neon_qemu.py.
+
+QEMU_CPUS = {"max": "neon-dotprod", "cortex-a53": "neon"}
+HARNESS_SOURCES = [
+    "qk_scalar.c",
+    "qk_neon.c",
+    "qk_avx2.c",
+    "tq_scalar.c",
+    "tq_neon.c",
+    "tq_avx2.c",
+    "tq_avx512.c",
+    "cpu.c",
+    "dispatch.c",
+]
+
+
+class QkVectors:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.checks: list[tuple] = []
+
+    def _ints(self, *vals: int) -> None:
+        self.chunks.append(struct.pack(f"<{len(vals)}i", *vals))
+
+    def gemv(self, name: str, w: np.ndarray, n: int, x: np.ndarray, off: int) -> None:
+        t = TYPES[name]
+        self._ints(1, t["type"], w.shape[0], n, off)
+        self.chunks += [np.ascontiguousarray(w).tobytes(), x.astype("<f4").tobytes()]
+        self.checks.append(("gemv", name, w, n, x))
+
+    def dequant(self, name: str, row: np.ndarray, n: int, off: int) -> None:
+        self._ints(2, TYPES[name]["type"], n, off)
+        self.chunks.append(row.tobytes())
+        self.checks.append(("dequant", name, row, n, None))
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks) + struct.pack("<i", 0)
+
+
+def build_qk_vectors() -> QkVectors:
+    rng = np.random.default_rng(SEED + 600)
+    v = QkVectors()
+    for name in NAMES:
+        for n in n_values(name):
+            x = (rng.standard_normal(n) * rng.uniform(0.1, 3)).astype(np.float32)
+            for rows in (1, 3, 4, 5, 9) if n <= 1536 else (1, 5):
+                v.gemv(name, weights(rng, name, rows, n), n, x, 2 * (rows % 3))
+            if name[0] == "Q":
+                v.gemv(name, random_blocks(rng, name, 4, n), n, x, 0)
+            w, xe = exact_case(rng, name, 5, n)
+            v.gemv(name, w, n, xe, 2)
+            v.dequant(name, weights(rng, name, 1, n, "blocks" if name[0] == "Q" else "quantize")[0], n, 2)
+        n = n_values(name)[-1]
+        v.gemv(name, weights(rng, name, 17, n), n, np.zeros(n, np.float32), 0)
+    return v
+
+
+def check_qk_outputs(raw: bytes, v: QkVectors, label: str, isa: str) -> str:
+    name = raw[:16].rstrip(b"\0").decode()
+    pos = 16
+
+    def take(dtype: str, count: int) -> np.ndarray:
+        nonlocal pos
+        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=pos)
+        pos += arr.nbytes
+        return arr
+
+    for i, (kind, tname, w, n, x) in enumerate(v.checks):
+        t = TYPES[tname]
+        where = f"{label} [{name}] record {i} {kind} {tname} n={n}"
+        if kind == "dequant":
+            ref = gguf_dequant(tname, w.reshape(1, -1))[0]
+            np.testing.assert_array_equal(take("<u4", n), ref.view(np.uint32), err_msg=where)
+            continue
+        simd = bool(take("u1", 1)[0])
+        assert simd == (isa != "scalar"), f"{where}: simd gemv {simd}"
+        act = Q.quant_act(t["act"], x)
+        np.testing.assert_array_equal(take("u1", act.size), act, err_msg=f"{where}: activation bytes")
+        got = take("<f4", w.shape[0])
+        ref, tol = gemv_reference(tname, w, n, act)
+        assert_gemv_close(got, Q.gemv_act("scalar", t["type"], w, n, act), ref, tol, where)
+        if not np.any(x):
+            np.testing.assert_array_equal(got, np.zeros_like(got), err_msg=where)
+    assert pos == len(raw), f"{label}: {len(raw) - pos} unread output bytes"
+    return name
+
+
+@pytest.fixture(scope="module")
+def qk_harness(tmp_path_factory) -> Path:
+    missing = [t for t in ("aarch64-linux-gnu-gcc", "qemu-aarch64") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not found: apt-get install gcc-aarch64-linux-gnu qemu-user")
+    out = tmp_path_factory.mktemp("qk_neon") / "qk_harness"
+    cmd = [
+        "aarch64-linux-gnu-gcc",
+        "-O2",
+        "-std=c11",
+        "-Wall",
+        "-Werror",
+        "-static",
+        f"-I{KDIR}",
+        "-o",
+        str(out),
+        str(Path(__file__).with_name("qk_harness.c")),
+    ]
+    res = subprocess.run(
+        cmd + [str(KDIR / s) for s in HARNESS_SOURCES] + ["-lm"], check=False, capture_output=True, text=True
+    )
+    assert res.returncode == 0, f"cross build failed:\n{res.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def qk_vectors(tmp_path_factory) -> tuple[QkVectors, Path]:
+    v = build_qk_vectors()
+    path = tmp_path_factory.mktemp("qk_neon_in") / "vectors.bin"
+    path.write_bytes(v.data())
+    return v, path
+
+
+@pytest.mark.parametrize("cpu", list(QEMU_CPUS))
+@pytest.mark.parametrize("hisa", ["scalar", "neon"])
+def test_qk_neon_under_qemu(qk_harness, qk_vectors, tmp_path, cpu, hisa):
+    v, inp = qk_vectors
+    out = tmp_path / "out.bin"
+    cmd = ["qemu-aarch64", "-cpu", cpu, str(qk_harness), hisa, str(inp), str(out)]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"qemu -cpu {cpu} {hisa}: exit {res.returncode}\n{res.stderr}"
+    name = check_qk_outputs(out.read_bytes(), v, f"qemu -cpu {cpu}", hisa)
+    assert name == ("scalar" if hisa == "scalar" else QEMU_CPUS[cpu])
+
+
+@pytest.mark.parametrize(
+    "target,src,flags",
+    [
+        ("x86_64-linux-gnu", "qk_scalar.c", []),
+        ("x86_64-linux-gnu", "qk_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
+        ("x86_64-linux-gnu", "qk_avx2.c", []),  # no flags: must compile to the empty lookup
+        ("x86_64-linux-gnu", "qk_neon.c", []),
+        ("aarch64-linux-gnu", "qk_neon.c", []),
+        ("aarch64-linux-gnu", "qk_avx2.c", []),
+        ("aarch64-linux-gnu", "qk_scalar.c", []),
+    ],
+)
+def test_clang_compiles_qk(target, src, flags, tmp_path):
+    if shutil.which("clang") is None:
+        pytest.skip("clang not found: apt-get install clang")
+    cmd = ["clang", f"--target={target}", "-O2", "-std=c11", "-Wall", "-Werror", "-c", f"-I{KDIR}", *flags]
+    res = subprocess.run(
+        cmd + [str(KDIR / src), "-o", str(tmp_path / "k.o")], check=False, capture_output=True, text=True
+    )
+    if res.returncode != 0 and "stdint.h" in res.stderr:
+        pytest.skip(f"clang has no {target} C headers here")
+    assert res.returncode == 0, f"clang {target} {src}:\n{res.stderr}"

@@ -1,0 +1,201 @@
+/* Integer gemv bodies of qk_neon.c, included twice by it: once with SDOT (TQ_SFX dot, every
+ * function carrying the dotprod target attribute) and once with SMULL/SADALP (TQ_SFX nodot, plain
+ * NEON). Not a public header. Expects, from the includer:
+ *   TQ_ATTR          function attribute (dotprod target or nothing)
+ *   TQ_FN(name)      name with the variant suffix
+ *   TQ_DOT16(acc, a, b)  int32x4 acc plus the products of two int8x16 (lanes may hold any split of
+ *                    the sum: only whole-vector totals are used) */
+
+/* 32 codes x 32 activations -> int32x4 whose lane sum is the block dot */
+static inline TQ_ATTR int32x4_t TQ_FN(tq_dot32)(int8x16_t c0, int8x16_t c1, const int8_t *a) {
+    int32x4_t s = vdupq_n_s32(0);
+    s = TQ_DOT16(s, c0, vld1q_s8(a));
+    return TQ_DOT16(s, c1, vld1q_s8(a + 16));
+}
+
+/* 32-value block types against Q8_0 / Q8_1 activations (see qk_avx2.c for the float part) */
+static inline TQ_ATTR void TQ_FN(tq_q32_rows)(const int T, const int R, const uint8_t *w, size_t rb,
+                                               int nb, const uint8_t *act, float *out) {
+    const int bb = T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
+    const int has_min = T == TQ_B_Q4_1 || T == TQ_B_Q5_1;
+    const int ab = has_min ? (int)sizeof(tq_block_q8_1) : (int)sizeof(tq_block_q8_0);
+    float32x4_t acc[TQ_QK_NEON_ROWS];
+    float accm[TQ_QK_NEON_ROWS];
+    for (int r = 0; r < R; r++) {
+        acc[r] = vdupq_n_f32(0.0f);
+        accm[r] = 0.0f;
+    }
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *ablk = act + (size_t)b * ab;
+        const int8_t *a = (const int8_t *)(ablk + ab - 32);
+        const float da = tq_h2f(ablk);
+        float das = 0.0f;
+        if (has_min) {
+            int16_t s;
+            memcpy(&s, ablk + 2, 2);
+            das = da * (float)s;
+        }
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + r * rb + (size_t)b * bb;
+            int8x16_t c0, c1;
+            if (T == TQ_B_Q8_0) {
+                c0 = vld1q_s8((const int8_t *)blk + 2);
+                c1 = vld1q_s8((const int8_t *)blk + 18);
+            } else {
+                const int qo = T == TQ_B_Q4_0 ? 2 : T == TQ_B_Q4_1 ? 4 : T == TQ_B_Q5_0 ? 6 : 8;
+                const uint8x16_t q = vld1q_u8(blk + qo);
+                uint8x16_t u0 = vandq_u8(q, m4), u1 = vshrq_n_u8(q, 4);
+                if (T == TQ_B_Q5_0 || T == TQ_B_Q5_1) {
+                    uint8x16_t h0, h1;
+                    tq_hbits(blk + qo - 4, &h0, &h1);
+                    u0 = vorrq_u8(u0, h0);
+                    u1 = vorrq_u8(u1, h1);
+                }
+                c0 = vreinterpretq_s8_u8(u0);
+                c1 = vreinterpretq_s8_u8(u1);
+                if (T == TQ_B_Q4_0 || T == TQ_B_Q5_0) { /* signed codes: SDOT / SMULL are s8 x s8 */
+                    const int8x16_t o = vdupq_n_s8(T == TQ_B_Q4_0 ? 8 : 16);
+                    c0 = vsubq_s8(c0, o);
+                    c1 = vsubq_s8(c1, o);
+                }
+            }
+            const int32x4_t p = TQ_FN(tq_dot32)(c0, c1, a);
+            acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(p), tq_h2f(blk) * da);
+            if (has_min) accm[r] += tq_h2f(blk + 2) * das;
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = vaddvq_f32(acc[r]) + accm[r];
+}
+
+static inline TQ_ATTR float32x4_t TQ_FN(tq_q4k_block)(const int five, const uint8_t *x,
+                                                       const tq_block_q8_k *y, float32x4_t acc) {
+    uint8_t sc[8], m[8];
+    tq_k4_scales(x + 4, sc, m);
+    /* sum_j m_j * (bsums[2j] + bsums[2j+1]) */
+    const int16x8_t bs = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
+    const int16x8_t m16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
+    const int32x4_t mins = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(m16)), bs, m16);
+    const uint8_t *qs = x + (five ? 48 : 16);
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+    if (five) {
+        h0 = vld1q_u8(x + 16);
+        h1 = vld1q_u8(x + 32);
+    }
+    const uint8x16_t b4 = vdupq_n_u8(0x10);
+    int32x4_t sumi = vdupq_n_s32(0);
+    for (int p = 0; p < 4; p++) {
+        const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
+        uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
+        uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
+        if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
+            l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+            l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+            u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+            u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+        }
+        const int8_t *a = y->qs + 64 * p;
+        const int32x4_t slo = TQ_FN(tq_dot32)(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), a);
+        const int32x4_t shi = TQ_FN(tq_dot32)(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), a + 32);
+        sumi = vmlaq_n_s32(sumi, slo, sc[2 * p]);
+        sumi = vmlaq_n_s32(sumi, shi, sc[2 * p + 1]);
+    }
+    acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(x));
+    return vfmsq_n_f32(acc, vcvtq_f32_s32(mins), y->d * tq_h2f(x + 2));
+}
+
+static inline TQ_ATTR float32x4_t TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, const tq_block_q8_k *y,
+                                                       float32x4_t acc) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
+    const int8x16_t o32 = vdupq_n_s8(32);
+    int32x4_t sumi = vdupq_n_s32(0);
+    for (int h = 0; h < 2; h++) {
+        for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
+            const int o = 16 * half;
+            const uint8x16_t qh = vld1q_u8(x->qh + 32 * h + o);
+            const uint8x16_t l0 = vld1q_u8(x->ql + 64 * h + o), l1 = vld1q_u8(x->ql + 64 * h + 32 + o);
+            const uint8x16_t c[4] = {
+                vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
+                vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
+                vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
+                vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
+            };
+            for (int k = 0; k < 4; k++) {
+                const int g = 8 * h + 2 * k + half; /* scale of values 128h + 32k + o .. +15 */
+                const int8x16_t cs = vsubq_s8(vreinterpretq_s8_u8(c[k]), o32);
+                const int32x4_t s = TQ_DOT16(vdupq_n_s32(0), cs, vld1q_s8(y->qs + 128 * h + 32 * k + o));
+                sumi = vmlaq_n_s32(sumi, s, x->scales[g]);
+            }
+        }
+    }
+    return vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(&x->d));
+}
+
+static inline TQ_ATTR void TQ_FN(tq_k_rows)(const int T, const int R, const uint8_t *w, size_t rb, int nb,
+                                             const tq_block_q8_k *a, float *out) {
+    const int bb = T == TQ_K_Q4 ? 144 : T == TQ_K_Q5 ? 176 : 210;
+    float32x4_t acc[TQ_QK_NEON_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *x = w + r * rb + (size_t)b * bb;
+            if (T == TQ_K_Q6)
+                acc[r] = TQ_FN(tq_q6k_block)((const tq_block_q6_k *)x, a + b, acc[r]);
+            else
+                acc[r] = TQ_FN(tq_q4k_block)(T == TQ_K_Q5, x, a + b, acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = vaddvq_f32(acc[r]);
+}
+
+#define TQ_Q32_GEMV(name, T)                                                                        \
+    static TQ_ATTR void TQ_FN(tq_qk_gemv_##name)(const void *w, size_t rb, int rows, int n, const void *act, \
+                                                  float *out) {                                     \
+        const uint8_t *wb = (const uint8_t *)w;                                                     \
+        const int nb = n / TQ_QK32;                                                                 \
+        int r = 0;                                                                                  \
+        for (; r + TQ_QK_NEON_ROWS <= rows; r += TQ_QK_NEON_ROWS)                                   \
+            TQ_FN(tq_q32_rows)(T, TQ_QK_NEON_ROWS, wb + r * rb, rb, nb, (const uint8_t *)act, out + r); \
+        for (; r < rows; r++) TQ_FN(tq_q32_rows)(T, 1, wb + r * rb, rb, nb, (const uint8_t *)act, out + r); \
+    }
+TQ_Q32_GEMV(q8_0, TQ_B_Q8_0)
+TQ_Q32_GEMV(q4_0, TQ_B_Q4_0)
+TQ_Q32_GEMV(q4_1, TQ_B_Q4_1)
+TQ_Q32_GEMV(q5_0, TQ_B_Q5_0)
+TQ_Q32_GEMV(q5_1, TQ_B_Q5_1)
+#undef TQ_Q32_GEMV
+
+#define TQ_K_GEMV(name, T)                                                                          \
+    static TQ_ATTR void TQ_FN(tq_qk_gemv_##name)(const void *w, size_t rb, int rows, int n, const void *act, \
+                                                  float *out) {                                     \
+        const uint8_t *wb = (const uint8_t *)w;                                                     \
+        const tq_block_q8_k *a = (const tq_block_q8_k *)act;                                        \
+        const int nb = n / TQ_QKK;                                                                  \
+        int r = 0;                                                                                  \
+        for (; r + TQ_QK_NEON_ROWS <= rows; r += TQ_QK_NEON_ROWS)                                   \
+            TQ_FN(tq_k_rows)(T, TQ_QK_NEON_ROWS, wb + r * rb, rb, nb, a, out + r);                  \
+        for (; r < rows; r++) TQ_FN(tq_k_rows)(T, 1, wb + r * rb, rb, nb, a, out + r);              \
+    }
+TQ_K_GEMV(q4_k, TQ_K_Q4)
+TQ_K_GEMV(q5_k, TQ_K_Q5)
+TQ_K_GEMV(q6_k, TQ_K_Q6)
+#undef TQ_K_GEMV
+
+#define TQ_OPS(T, name, block, bytes, act, fn) \
+    {T, name, block, bytes, act, TQ_FN(tq_qk_gemv_##fn), tq_qk_dequant_##fn##_scalar}
+
+static const tq_qk_ops TQ_FN(tq_qk_neon_ops)[] = {
+    {TQ_GGML_F32, "F32", 1, 4, TQ_ACTF_F32, tq_qk_gemv_f32_neon, tq_qk_dequant_f32_scalar},
+    {TQ_GGML_F16, "F16", 1, 2, TQ_ACTF_F32, tq_qk_gemv_f16_neon, tq_qk_dequant_f16_scalar},
+    {TQ_GGML_BF16, "BF16", 1, 2, TQ_ACTF_F32, tq_qk_gemv_bf16_neon, tq_qk_dequant_bf16_scalar},
+    TQ_OPS(TQ_GGML_Q8_0, "Q8_0", 32, 34, TQ_ACTF_Q8_0, q8_0),
+    TQ_OPS(TQ_GGML_Q4_0, "Q4_0", 32, 18, TQ_ACTF_Q8_0, q4_0),
+    TQ_OPS(TQ_GGML_Q4_1, "Q4_1", 32, 20, TQ_ACTF_Q8_1, q4_1),
+    TQ_OPS(TQ_GGML_Q5_0, "Q5_0", 32, 22, TQ_ACTF_Q8_0, q5_0),
+    TQ_OPS(TQ_GGML_Q5_1, "Q5_1", 32, 24, TQ_ACTF_Q8_1, q5_1),
+    TQ_OPS(TQ_GGML_Q4_K, "Q4_K", 256, 144, TQ_ACTF_Q8_K, q4_k),
+    TQ_OPS(TQ_GGML_Q5_K, "Q5_K", 256, 176, TQ_ACTF_Q8_K, q5_k),
+    TQ_OPS(TQ_GGML_Q6_K, "Q6_K", 256, 210, TQ_ACTF_Q8_K, q6_k),
+};
+#undef TQ_OPS

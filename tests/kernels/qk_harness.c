@@ -1,0 +1,107 @@
+/* Runs the qk.h kernels of one ISA on test vectors from a file and writes the outputs; used by
+ * test_qk.py to test the AArch64 NEON paths under qemu-aarch64 (cross-built with -static).
+ *
+ *   qk_harness <isa> <in> <out>      isa: a name for tq_qk_get ("scalar", "neon", ...)
+ *
+ * All numbers little-endian. Input: records, each an int32 kind and its fields; kind 0 ends.
+ *   1 gemv     type rows n off | w u8[rows * row_bytes] | x f32[n]
+ *   2 dequant  type n off | row u8[row_bytes]
+ * Output: the tq_kernels table name for isa in 16 bytes (NUL padded: tells "neon" from
+ * "neon-dotprod"), then per record
+ *   gemv     u8 simd (1: the ISA has its own gemv) | act u8[tq_qk_act_bytes] | f32[rows]
+ *   dequant  f32[n]
+ * Weight bytes are placed `off` bytes past a 64-byte boundary (off even: blocks are 2-aligned).
+ * Exit status 0 on success, 2 on bad input, 3 if the ISA or a type is absent. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qk.h"
+#include "tq.h"
+
+static FILE *fin, *fout;
+
+static void die(const char *what, int code) {
+    fprintf(stderr, "qk_harness: %s\n", what);
+    exit(code);
+}
+
+static int32_t rd_i32(void) {
+    int32_t v;
+    if (fread(&v, 4, 1, fin) != 1) die("truncated input", 2);
+    return v;
+}
+
+/* n bytes from the input at a pointer `off` bytes past a 64-byte boundary; *raw gets the block */
+static uint8_t *rd_buf(size_t n, size_t off, void **raw) {
+    *raw = malloc(n + 64 + off + 1);
+    if (!*raw) die("out of memory", 2);
+    uint8_t *p = (uint8_t *)((((uintptr_t)*raw + 63) & ~(uintptr_t)63) + off);
+    if (n && fread(p, 1, n, fin) != n) die("truncated input", 2);
+    return p;
+}
+
+static void wr(const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, fout) != n) die("write failed", 2);
+}
+
+static const tq_qk_ops *ops_of(const char *isa, int type) {
+    const tq_qk_ops *ops = tq_qk_get(isa, type);
+    if (!ops) die("ISA or type not available", 3);
+    return ops;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: qk_harness <isa> <in> <out>\n");
+        return 2;
+    }
+    const char *isa = argv[1];
+    const tq_kernels *k = tq_select_isa(isa);
+    if (!k) die("ISA not available", 3);
+    fin = fopen(argv[2], "rb");
+    fout = fopen(argv[3], "wb");
+    if (!fin || !fout) die("cannot open files", 2);
+    char name[16] = {0};
+    strncpy(name, k->isa, sizeof(name) - 1);
+    wr(name, sizeof(name));
+    for (;;) {
+        const int32_t kind = rd_i32();
+        if (kind == 0) break;
+        if (kind == 1) {
+            const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), off = rd_i32();
+            const tq_qk_ops *ops = ops_of(isa, type);
+            const size_t rb = (size_t)(n / ops->block) * ops->block_bytes;
+            void *wraw, *xraw;
+            const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
+            const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n, 0, &xraw);
+            const size_t ab = tq_qk_act_bytes(ops->act, n);
+            void *act = malloc(ab + 1);
+            float *out = malloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1));
+            if (!act || !out) die("out of memory", 2);
+            tq_qk_quant_act(ops->act, x, act, n);
+            ops->gemv(w, rb, rows, n, act, out);
+            const uint8_t simd = ops->gemv != ops_of("scalar", type)->gemv;
+            wr(&simd, 1);
+            wr(act, ab);
+            wr(out, sizeof(float) * (size_t)rows);
+            free(act), free(out), free(wraw), free(xraw);
+        } else if (kind == 2) {
+            const int type = rd_i32(), n = rd_i32(), off = rd_i32();
+            const tq_qk_ops *ops = ops_of(isa, type);
+            void *raw;
+            const uint8_t *row = rd_buf((size_t)(n / ops->block) * ops->block_bytes, (size_t)off, &raw);
+            float *out = malloc(sizeof(float) * (size_t)n);
+            if (!out) die("out of memory", 2);
+            ops->dequant(row, out, n);
+            wr(out, sizeof(float) * (size_t)n);
+            free(out), free(raw);
+        } else {
+            die("unknown record kind", 2);
+        }
+    }
+    fclose(fin);
+    if (fclose(fout) != 0) die("write failed", 2);
+    return 0;
+}
