@@ -476,9 +476,11 @@ const tq_qk_ops *tq_qk_ops_scalar(int type) {
     return NULL;
 }
 
-/* isa: a tq_kernels name. x86 names use the best x86 ops this CPU and build have (only AVX2 ones
- * exist for now: AVX-512 was not faster for these memory-bound loops); a type an ISA file lacks
- * falls back to the scalar ops. NULL for an unknown name or an ISA the CPU lacks. */
+/* isa: a tq_kernels name. x86 names use the best x86 ops this CPU and build have (AVX2 ones only
+ * for now: no AVX-512 variant was written, the AVX2 loops are near memory speed for model-sized
+ * matrices); a type an ISA file lacks falls back to the scalar ops. "neon" and "neon-dotprod"
+ * both get qk_neon.c's lookup, which picks SDOT by the CPU (and TRIT_NO_DOTPROD). NULL for an
+ * unknown name or an ISA the CPU lacks; a NULL isa means scalar. */
 const tq_qk_ops *tq_qk_get(const char *isa, int type) {
     const tq_qk_ops *ref = tq_qk_ops_scalar(type);
     if (!ref || !isa) return ref;
