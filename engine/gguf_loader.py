@@ -234,6 +234,13 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
             t.source_type for lw in layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)
         )
         template = f.metadata.get("tokenizer.chat_template")
+        tokenizer = None
+        if "tokenizer.ggml.model" in f.metadata:
+            from .tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_gguf(f)
+        from .chat import guess_family
+
         return ModelWeights(
             config=cfg,
             embed=embed,
@@ -244,7 +251,8 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
             file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()),
             keepalive=[f],
             chat_template=template if isinstance(template, str) else None,
-            family="bitnet" if bitnet else "",
+            tokenizer=tokenizer,
+            family="bitnet" if bitnet else guess_family(f.metadata),
         )
     except BaseException:
         f.close()

@@ -511,6 +511,11 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         ("autobitlinear", "online"): "HF master weights (autobitlinear online, ternarized at load)",
         ("bitlinear", "offline"): "HF packed (bitlinear, dividing scale)",
     }[(q.linear_class, q.mode)]
+    tokenizer = None
+    if (root / "tokenizer.json").is_file():
+        from .tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.from_hf_dir(root)
     return ModelWeights(
         config=cfg,
         embed=embed,
@@ -519,6 +524,8 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         head=head,
         source=str(root),
         file_type=label,
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template if tokenizer is not None else None,
         family="bitnet",
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Stats:
 class Generation:
     tokens: list[int] = field(default_factory=list)
     stats: Stats | None = None
+    text: str = ""  # the decoded reply (chat calls)
 
 
 def _load_weights(path: Path) -> ModelWeights:
@@ -141,6 +142,16 @@ class Model:
         if self.context < 1:
             raise ValueError("context must be >= 1")
         self._default: Session | None = None
+        self._chat: Session | None = None
+        self.tokenizer = weights.tokenizer
+        self.chat_format = None
+        stops = set(weights.config.eos_ids)
+        if self.tokenizer is not None:
+            from .chat import ChatFormat
+
+            self.chat_format = ChatFormat.for_tokenizer(self.tokenizer, weights.family)  # type: ignore[arg-type]
+            stops |= set(self.tokenizer.eos_ids)  # type: ignore[attr-defined]
+        self.stop_ids: tuple[int, ...] = tuple(sorted(stops))
         cfg = self.config
         mats = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
         head = weights.embed if weights.head is None else weights.head
@@ -188,10 +199,19 @@ class Model:
         s.reset()
         return s.generate(prompt_ids, **kwargs)  # type: ignore[arg-type]
 
+    def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: object) -> Generation:
+        """Replies to a conversation (dicts with "role" and "content") in the model's chat format,
+        streaming text to on_text(str). Keeps one KV cache across calls, so the next turn of the
+        same conversation only runs its new tokens. See Session.chat."""
+        if self._chat is None:
+            self._chat = self.session()
+        return self._chat.chat(messages, **kwargs)  # type: ignore[arg-type]
+
     def cancel(self) -> None:
-        """Stops the generation running on the default session (from any thread)."""
-        if self._default is not None:
-            self._default.cancel()
+        """Stops the generation running on the default or chat session (from any thread)."""
+        for s in (self._default, self._chat):
+            if s is not None:
+                s.cancel()
 
 
 def _nbytes(t: object) -> int:
@@ -266,7 +286,7 @@ class Session:
             raise ValueError("max_tokens must be >= 0")
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         sampler = Sampler(params)
-        stops = set(self.model.config.eos_ids if stop_ids is None else stop_ids)
+        stops = set(self.model.stop_ids if stop_ids is None else stop_ids)
         ids = _as_ids(prompt_ids, self.model.config.vocab)
         if not self._lock.acquire(blocking=False):
             raise EngineError("this session is already generating")
@@ -274,6 +294,48 @@ class Session:
             return self._generate(ids, max_tokens, sampler, stops, on_token)
         finally:
             self._lock.release()
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        on_text: Callable[[str], object] | None = None,
+        raw: bool = False,
+        **kwargs: object,
+    ) -> Generation:
+        """Renders messages with the model's chat template (raw=True: the single message's content
+        is the prompt as is), generates, and streams the decoded reply to on_text. Text is never
+        cut inside a UTF-8 character. Sampling arguments as for generate()."""
+        tok = self.model.tokenizer
+        fmt = self.model.chat_format
+        if tok is None or fmt is None:
+            raise EngineError(
+                f"{self.model.info.path}: this model has no tokenizer; pass token ids to generate()"
+            )
+        if raw:
+            ids = tok.encode("".join(m["content"] for m in messages))  # type: ignore[attr-defined]
+        else:
+            ids = fmt.encode(tok, messages)  # type: ignore[attr-defined]
+        stream = tok.stream(skip_special=True)  # type: ignore[attr-defined]
+        parts: list[str] = []
+        user_cb = kwargs.pop("on_token", None)
+
+        def on_token(t: int) -> object:
+            piece = stream.feed(t)
+            if piece:
+                parts.append(piece)
+                if on_text is not None:
+                    on_text(piece)
+            return user_cb(t) if callable(user_cb) else None
+
+        gen = self.generate(ids, on_token=on_token, **kwargs)  # type: ignore[arg-type]
+        rest = stream.flush()
+        if rest:
+            parts.append(rest)
+            if on_text is not None:
+                on_text(rest)
+        gen.text = "".join(parts)
+        return gen
 
     def _generate(
         self,

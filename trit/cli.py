@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from trit.engine.errors import EngineError
 
 
 def _ids(text: str) -> list[int]:
@@ -19,29 +23,66 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", required=True, help="GGUF file or Hugging Face model directory")
+def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> None:
+    p.add_argument(
+        "-m",
+        "--model",
+        required=not default_ok,
+        help="GGUF file or Hugging Face model directory"
+        + (" (default: the bundled SmolLM2-135M-Instruct)" if default_ok else ""),
+    )
     p.add_argument("-t", "--threads", type=int, default=None, help="worker threads (default: physical cores)")
     p.add_argument("--isa", default=None, help="force a kernel path: scalar, avx2, avx512, neon")
     p.add_argument("-c", "--context", type=int, default=None, help="context size (KV cache positions)")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    p.add_argument("--temp", type=float, default=0.7, help="temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temp,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": args.seed,
+    }
+
+
+def _stats_line(st, model) -> str:
+    return (
+        f"prompt: {st.prompt_tokens} tokens ({st.cached_tokens} cached) in {st.prompt_ms:.0f} ms "
+        f"({st.prompt_tps:.1f} tok/s) | reply: {st.tokens_generated} tokens, {st.decode_tps:.1f} tok/s | "
+        f"first token: {st.ttft_ms:.0f} ms | {model.info.isa}, {model.threads} threads"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="trit", description="Offline inference for 1.58-bit language models.")
     sub = ap.add_subparsers(dest="cmd")
 
-    run = sub.add_parser("run", help="generate text (streams to stdout, stats to stderr)")
-    _add_model_args(run)
+    run = sub.add_parser("run", help="one reply: streams it to stdout, stats to stderr")
+    _add_model_args(run, default_ok=True)
     src = run.add_mutually_exclusive_group(required=True)
-    src.add_argument("-p", "--prompt", help="prompt text (needs a model with a tokenizer)")
+    src.add_argument("-p", "--prompt", help="user message, sent in the model's chat template")
     src.add_argument("--ids", type=_ids, help="prompt token ids, comma separated (any model)")
-    run.add_argument("-n", "--max-tokens", type=int, default=128)
-    run.add_argument("--temp", type=float, default=0.7, help="temperature; 0 = greedy")
-    run.add_argument("--top-k", type=int, default=40)
-    run.add_argument("--top-p", type=float, default=0.95)
-    run.add_argument("--min-p", type=float, default=0.05)
-    run.add_argument("--repeat-penalty", type=float, default=1.1)
-    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--raw", action="store_true", help="send the prompt text as is, without the template")
+    run.add_argument("--system", default=None, help="system prompt")
+    _add_sampling_args(run)
+
+    chat = sub.add_parser("chat", help="interactive multi-turn chat in the terminal")
+    _add_model_args(chat, default_ok=True)
+    chat.add_argument("--system", default=None, help="system prompt")
+    _add_sampling_args(chat)
 
     info = sub.add_parser("info", help="print what a model file holds")
     _add_model_args(info)
@@ -53,51 +94,139 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _model_path(args: argparse.Namespace) -> str:
+    if args.model:
+        return str(args.model)
+    from trit.default_model import default_model_path
+
+    p = default_model_path()
+    if p is None:
+        from trit.engine.errors import EngineError
+
+        raise EngineError(
+            "no model given and the default model is not installed; fetch it with "
+            "`python packaging/fetch_default_model.py` or pass -m MODEL"
+        )
+    return str(p)
+
+
+def _load(args: argparse.Namespace):
     from trit.engine import load_model
 
-    return load_model(args.model, threads=args.threads, isa=args.isa, context=args.context)
+    return load_model(_model_path(args), threads=args.threads, isa=args.isa, context=args.context)
+
+
+def _run_interruptible(model, fn):
+    """Runs fn() in a worker thread so Ctrl-C cancels the generation (the engine stops within one
+    token) instead of killing the process; returns (result, interrupted)."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    interrupted = False
+    while t.is_alive():
+        try:
+            t.join(0.1)
+        except KeyboardInterrupt:
+            interrupted = True
+            model.cancel()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("result"), interrupted
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     model = _load(args)
-    if args.prompt is not None:
-        print(
-            f"trit: {args.model}: this build cannot tokenize text for this model yet; pass --ids",
-            file=sys.stderr,
-        )
-        return 2
     out = sys.stdout
+    if args.ids is not None:
 
-    def emit(tok: int) -> None:
-        out.write(f"{tok} ")
-        out.flush()
+        def emit(tok: int) -> None:
+            out.write(f"{tok} ")
+            out.flush()
 
-    try:
-        gen = model.generate(
-            args.ids,
-            max_tokens=args.max_tokens,
-            temperature=args.temp,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            min_p=args.min_p,
-            repeat_penalty=args.repeat_penalty,
-            seed=args.seed,
-            on_token=emit,
+        gen, stopped = _run_interruptible(
+            model, lambda: model.generate(args.ids, on_token=emit, **_sampling(args))
         )
-    except KeyboardInterrupt:
-        model.cancel()
-        print("\ntrit: stopped", file=sys.stderr)
-        return 130
+    else:
+        messages = []
+        if args.system:
+            messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "user", "content": args.prompt})
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        gen, stopped = _run_interruptible(
+            model, lambda: model.chat(messages, on_text=write, raw=args.raw, **_sampling(args))
+        )
     out.write("\n")
-    st = gen.stats
+    out.flush()
+    if model.chat_format is not None and model.chat_format.warning:
+        print(f"trit: warning: {model.chat_format.warning}", file=sys.stderr)
+    print(_stats_line(gen.stats, model), file=sys.stderr)
+    return 130 if stopped else 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if model.tokenizer is None:
+        print(f"trit: {model.info.path}: this model has no tokenizer, so it cannot chat", file=sys.stderr)
+        return 2
+    system = args.system
+    history: list[dict[str, str]] = []
     print(
-        f"prompt: {st.prompt_tokens} tokens in {st.prompt_ms:.1f} ms ({st.prompt_tps:.1f} tok/s) | "
-        f"generated: {st.tokens_generated} tokens, {st.decode_tps:.1f} tok/s | "
-        f"first token: {st.ttft_ms:.1f} ms | {model.info.isa}, {model.threads} threads",
+        f"Chatting with {Path(model.info.path).name} ({model.info.isa}, {model.threads} threads). "
+        "/reset clears the chat, /system TEXT sets the system prompt, /quit leaves; "
+        "Ctrl-C stops a reply.",
         file=sys.stderr,
     )
-    return 0
+    session = model.session()
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return 0
+        if text == "/reset":
+            history.clear()
+            print("(chat cleared)", file=sys.stderr)
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system") :].strip() or None
+            history.clear()
+            print(f"(system prompt {'set' if system else 'cleared'}; chat cleared)", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+
+        def write(piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        try:
+            gen, stopped = _run_interruptible(
+                session, lambda msgs=messages: session.chat(msgs, on_text=write, **_sampling(args))
+            )
+        except EngineError as e:  # e.g. the context is full: keep the REPL alive
+            print(f"\ntrit: {e}", file=sys.stderr)
+            history.pop()
+            continue
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": gen.text})
+        note = " (stopped)" if stopped else ""
+        print(_stats_line(gen.stats, model) + note, file=sys.stderr)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -114,15 +243,13 @@ def _cmd_logits(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from trit.engine.errors import EngineError
-
     ap = _parser()
     args = ap.parse_args(argv)
     if args.cmd is None:
         ap.print_help()
         return 0
     try:
-        return {"run": _cmd_run, "info": _cmd_info, "logits": _cmd_logits}[args.cmd](args)
+        return {"run": _cmd_run, "chat": _cmd_chat, "info": _cmd_info, "logits": _cmd_logits}[args.cmd](args)
     except EngineError as e:
         print(f"trit: {e}", file=sys.stderr)
         return 1
