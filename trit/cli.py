@@ -1,4 +1,4 @@
-"""The `trit` command line: run, info, logits (and bench, chat as they land)."""
+"""The `trit` command line: run, chat, info, logits, bench."""
 
 from __future__ import annotations
 
@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(lg)
     lg.add_argument("--ids", type=_ids, required=True)
     lg.add_argument("-o", "--output", required=True)
+
+    from trit import bench
+
+    bn = sub.add_parser("bench", help="measure prompt and decode speed, TTFT, RSS and bandwidth use")
+    bench.add_cli_args(bn)
     return ap
 
 
@@ -242,6 +247,12 @@ def _cmd_logits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from trit import bench
+
+    return bench.run_cli(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -249,7 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help()
         return 0
     try:
-        return {"run": _cmd_run, "chat": _cmd_chat, "info": _cmd_info, "logits": _cmd_logits}[args.cmd](args)
+        cmds = {
+            "run": _cmd_run,
+            "chat": _cmd_chat,
+            "info": _cmd_info,
+            "logits": _cmd_logits,
+            "bench": _cmd_bench,
+        }
+        return cmds[args.cmd](args)
     except EngineError as e:
         print(f"trit: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,61 @@
+"""benchmarks/bench_decode.py --quick and `trit bench`: the pipeline runs end to end and every number
+in the table is a sane positive value. No speed thresholds: CI machines are noisy."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
+TINY = ["-p", "8", "-n", "4", "--ttft-prompt", "8", "--reps", "1", "-t", "1", "--bw-mib", "64"]
+
+
+def _check_rows(data: dict, engines: set[str]) -> None:
+    assert {r["engine"] for r in data["rows"]} == engines
+    bw = data["bandwidth"]
+    assert bw and all(g > 0 for g in bw["gbps"].values()), bw
+    for r in data["rows"]:
+        assert r["threads"] == 1 and r["format"] == "I2_S" and r["weight_bytes"] > 0
+        for key in ("pp_tps_median", "tg_tps_median", "ttft_ms_median", "gbps", "pct_ceiling", "rss_mb"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert len(r["samples"]["tg_tps"]) == 1
+        assert r["rss_mb"] * 2**20 > r["weight_bytes"] / 2  # the mapped weights were touched
+
+
+def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    keep = tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-peer", *TINY, "--json", str(out), "--keep", str(keep)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "% of ceiling" in proc.stdout and "trit" in proc.stdout, proc.stdout
+    data = json.loads(out.read_text())
+    _check_rows(data, {"trit"})
+    assert data["p"] == 8 and data["n"] == 4 and data["machine"]["shape"] == "quick"
+    # bytes per token = packed matrices (2 bits per weight) + the f16 head (Model.info.weight_bytes)
+    layer = 1024 * 1024 * 2 + 256 * 1024 * 2 + 2816 * 1024 * 3
+    assert data["rows"][0]["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 * 2
+
+    model = keep / "random-quick-I2_S.gguf"
+    out2 = tmp_path / "cli.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trit", "bench", "-m", str(model), *TINY, "--json", str(out2)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tg4 tok/s" in proc.stdout, proc.stdout
+    _check_rows(json.loads(out2.read_text()), {"trit"})

@@ -1,0 +1,835 @@
+"""Decode benchmark: our engine (and, from benchmarks/bench_decode.py, llama.cpp) side by side.
+
+Shared by `trit bench -m MODEL` and benchmarks/bench_decode.py; nothing here is imported by the
+engine. What is measured, the way llama-bench does it:
+
+- pp{P}: a P-token prompt evaluated from an empty KV cache in one call (our engine runs it in
+  PROMPT_BATCH-token GEMM chunks; llama.cpp gets n_batch = n_ubatch >= P); the head runs for the
+  last token only. tok/s = P / time.
+- tg{N}: one token at position 0 (not timed), then N single-token decode steps (positions 1..N),
+  tok/s = N / time. Ours is Model.generate(max_tokens=N+1, greedy, stop_ids=[]), so our time
+  includes the Python loop and the argmax sampler; llama.cpp's is N llama_decode() calls through
+  ctypes (llama-bench does not sample either).
+- TTFT: a T-token prompt (default 100) from an empty cache until the first token id is known
+  (ours: Stats.ttft_ms; llama.cpp: decode + logits + numpy argmax).
+- RSS: peak resident set (getrusage ru_maxrss) of the worker process that ran one engine at one
+  thread count: the Python interpreter and numpy (about 30-40 MB) plus the engine, its mapped
+  weights (file pages count once touched) and its KV cache.
+- GB/s: tg tok/s x bytes the weights read per token (packed ternary matrices + the f16 head;
+  Model.info.weight_bytes, or the same sum over the peer's GGUF). The ceiling is the measured
+  read bandwidth at that thread count / bytes per token; "% ceil" is tg / ceiling.
+
+Each (engine, threads) runs in its own worker process (`python -m trit.bench worker ...`) that
+loads the model once and answers measurement requests over a pipe, so RSS is per engine and the
+parent can alternate the engines rep by rep (warm-up first, then --reps rounds) on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+TTFT_PROMPT = 100
+
+
+# -- model shapes and random weights -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    name: str
+    n_layers: int
+    dim: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab: int
+    context: int = 4096
+
+
+SHAPE_2B4T = BenchShape(
+    "2B4T", n_layers=30, dim=2560, hidden=6912, n_heads=20, n_kv_heads=5, head_dim=128, vocab=128256
+)
+# CI shape: every dimension a multiple of 256 (TQ1_0 / TQ2_0 blocks), GQA 4:1 like 2B4T.
+SHAPE_QUICK = BenchShape(
+    "quick", n_layers=4, dim=1024, hidden=2816, n_heads=8, n_kv_heads=2, head_dim=128, vocab=32000
+)
+
+# byte -> ternary value. 256 % 3 == 1, so -1 is 86/256 likely and 0, +1 85/256: close enough to
+# uniform for a timing model, and an order of magnitude faster than rng.integers on int8.
+_BYTE_TO_TRIT = (np.arange(256) % 3 - 1).astype(np.int8)
+_LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+class _RandomTernary:
+    """A lazy int8 [rows, cols] matrix in {-1, 0, 1}: the bytes come from its own seeded generator
+    each time it is converted with np.asarray, so every file gets the same weights and no more than
+    one matrix is in memory while a file is written (write_bitnet_gguf encodes matrices lazily)."""
+
+    def __init__(self, seed: Sequence[int], rows: int, cols: int) -> None:
+        self.seed = list(seed)
+        self.shape = (rows, cols)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        rows, cols = self.shape
+        raw = np.random.default_rng(self.seed).bytes(rows * cols)
+        w = _BYTE_TO_TRIT[np.frombuffer(raw, dtype=np.uint8)].reshape(rows, cols)
+        return w if dtype is None else w.astype(dtype)
+
+
+def random_bitnet_source(shape: BenchShape, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """(ModelConfig, plain-array source for engine.convert.write_bitnet_gguf) with random ternary
+    matrices (lazy), one f16 scale per tensor (~1/sqrt(cols), exact in both f32 and f16 so I2_S and
+    TQ files hold the same value), unit norms and an N(0, 0.05) f16 tied embedding."""
+    from trit.engine.weights import ModelConfig
+
+    cfg = ModelConfig(
+        arch="bitnet-b1.58",
+        dim=shape.dim,
+        hidden=shape.hidden,
+        n_layers=shape.n_layers,
+        n_heads=shape.n_heads,
+        n_kv_heads=shape.n_kv_heads,
+        head_dim=shape.head_dim,
+        vocab=shape.vocab,
+        context=shape.context,
+        rope_theta=500000.0,
+        norm_eps=1e-5,
+    )
+    qdim, kvdim = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    dims = {
+        "q": (qdim, shape.dim),
+        "k": (kvdim, shape.dim),
+        "v": (kvdim, shape.dim),
+        "o": (shape.dim, qdim),
+        "gate": (shape.hidden, shape.dim),
+        "up": (shape.hidden, shape.dim),
+        "down": (shape.dim, shape.hidden),
+    }
+    layers = []
+    for i in range(shape.n_layers):
+        layer: dict[str, Any] = {}
+        for j, f in enumerate(_LINEARS):
+            rows, cols = dims[f]
+            layer[f] = (_RandomTernary((seed, i, j), rows, cols), float(np.float16(cols**-0.5)))
+        layer["attn_norm"] = np.ones(shape.dim, np.float32)
+        layer["attn_sub_norm"] = np.ones(qdim, np.float32)
+        layer["ffn_norm"] = np.ones(shape.dim, np.float32)
+        layer["ffn_sub_norm"] = np.ones(shape.hidden, np.float32)
+        layers.append(layer)
+    embed = np.empty((shape.vocab, shape.dim), np.float16)
+    rng = np.random.default_rng((seed, 1 << 20))
+    step = max(1, (1 << 24) // shape.dim)  # ~64 MB of float32 temporaries per slice
+    for r in range(0, shape.vocab, step):
+        n = min(step, shape.vocab - r)
+        embed[r : r + n] = rng.standard_normal((n, shape.dim), dtype=np.float32) * np.float32(0.05)
+    return cfg, {"layers": layers, "embed": embed, "out_norm": np.ones(shape.dim, np.float32)}
+
+
+# file format -> (GGUF architecture, extra metadata). I2_S is ours (bitnet.cpp's arch name); the TQ
+# files are for upstream llama.cpp, whose `bitnet` architecture takes the same tensor names and
+# arch-prefixed keys, treats the per-tensor `*.scale` tensors as optional (TQ blocks carry their
+# scale), and needs a tokenizer model: "none" + `bitnet.vocab_size` gives it a vocabulary of
+# placeholder tokens (llama-vocab.cpp). Its graph uses SiLU instead of ReLU^2: same shapes, same
+# bytes per token, different text.
+PEER_FORMATS = ("TQ2_0", "TQ1_0")
+_FORMAT_ARCH = {
+    "I2_S": ("bitnet-b1.58", {}),
+    "TQ2_0": ("bitnet", {"tokenizer.ggml.model": "none"}),
+    "TQ1_0": ("bitnet", {"tokenizer.ggml.model": "none"}),
+}
+
+
+def write_random_models(
+    shape: BenchShape,
+    out_dir: str | os.PathLike[str],
+    formats: Iterable[str] = ("I2_S", *PEER_FORMATS),
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Write the same random weights as one GGUF per format into out_dir: {format: path}."""
+    from trit.engine.convert import write_bitnet_gguf
+
+    cfg, source = random_bitnet_source(shape, seed)
+    out: dict[str, Path] = {}
+    for fmt in formats:
+        arch, extra = _FORMAT_ARCH[fmt]
+        path = Path(out_dir) / f"random-{shape.name}-{fmt}.gguf"
+        t0 = time.perf_counter()
+        write_bitnet_gguf(source, path, config=cfg, ternary_type=fmt, arch=arch, extra_metadata=extra)
+        if log:
+            log(f"wrote {path.name}: {path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s")
+        out[fmt] = path
+    return out
+
+
+def gguf_bytes_per_token(path: str | os.PathLike[str]) -> int:
+    """Bytes of weights one decoded token reads from a GGUF: every matrix of the blocks, plus the
+    head (output.weight, or the tied token_embd); the embedding lookup itself reads one row."""
+    from trit.engine.gguf import GGUFFile
+
+    with GGUFFile(path) as f:
+        infos = f.tensors
+        total = sum(t.nbytes for n, t in infos.items() if n.startswith("blk.") and len(t.shape) >= 2)
+        head = infos.get("output.weight") or infos.get("token_embd.weight")
+        return total + (head.nbytes if head is not None else 0)
+
+
+# -- memory bandwidth ----------------------------------------------------------------------------
+
+_BW_SOURCE = r"""
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+typedef struct { const uint64_t *p; size_t n; uint64_t sum; } job;
+static void *sum_words(void *a) {
+    job *j = (job *)a;
+    const uint64_t *p = j->p;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    size_t i = 0;
+    for (; i + 8 <= j->n; i += 8) {
+        s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3];
+        s4 += p[i + 4]; s5 += p[i + 5]; s6 += p[i + 6]; s7 += p[i + 7];
+    }
+    for (; i < j->n; i++) s0 += p[i];
+    j->sum = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+    return 0;
+}
+/* One pass over buf (n 64-bit words) split across nth threads; returns seconds. */
+double trit_bw_pass(const uint64_t *buf, size_t n, int nth, uint64_t *sum) {
+    pthread_t t[64];
+    job jobs[64];
+    if (nth < 1) nth = 1;
+    if (nth > 64) nth = 64;
+    size_t per = n / nth;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < nth; i++) {
+        jobs[i].p = buf + per * i;
+        jobs[i].n = i == nth - 1 ? n - per * i : per;
+        if (i) pthread_create(&t[i], 0, sum_words, &jobs[i]);
+    }
+    sum_words(&jobs[0]);
+    for (int i = 1; i < nth; i++) pthread_join(t[i], 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    uint64_t s = 0;
+    for (int i = 0; i < nth; i++) s += jobs[i].sum;
+    *sum = s; /* the sum is returned so the loads cannot be optimized away */
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
+}
+"""
+
+
+def _bw_helper(workdir: str) -> Any:
+    """The read-bandwidth helper compiled for this CPU (gcc/cc -O3 -march=native), or None."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None or sys.platform == "win32":
+        return None
+    src, lib = os.path.join(workdir, "bw.c"), os.path.join(workdir, "bw.so")
+    with open(src, "w") as f:
+        f.write(_BW_SOURCE)
+    r = subprocess.run(
+        [cc, "-O3", "-march=native", "-shared", "-fPIC", "-pthread", src, "-o", lib],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        return None
+    dll = ctypes.CDLL(lib)
+    dll.trit_bw_pass.restype = ctypes.c_double
+    dll.trit_bw_pass.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_uint64),
+    ]
+    return dll
+
+
+@dataclass
+class Bandwidth:
+    gbps: dict[int, float]  # threads -> best read GB/s (1e9 bytes/s)
+    method: str
+    buffer_mib: int
+
+
+def measure_bandwidth(threads: Iterable[int], mib: int = 1024, passes: int = 8) -> Bandwidth:
+    """Best-of-`passes` read bandwidth of a `mib` MiB buffer (far beyond any L3), per thread count.
+
+    A C loop compiled at run time with -O3 -march=native sums the buffer as 64-bit words (8
+    accumulators, auto-vectorized to full-width loads), the buffer split evenly over pthreads; the
+    best pass counts, as the ceiling is what the machine can do when nobody else is busy. Without a
+    C compiler, numpy sums uint64 halves from Python threads (ufunc reductions release the GIL),
+    which may be compute-bound and so understates the ceiling: the method is reported."""
+    threads = sorted(set(threads))
+    buf = np.ones(mib << 17, dtype=np.uint64)  # touched: every page is resident before timing
+    with tempfile.TemporaryDirectory(prefix="trit-bw-") as d:
+        dll = _bw_helper(d)
+        out: dict[int, float] = {}
+        for t in threads:
+            best = float("inf")
+            for _ in range(passes):
+                if dll is not None:
+                    s = ctypes.c_uint64()
+                    dt = dll.trit_bw_pass(buf.ctypes.data, buf.size, t, ctypes.byref(s))
+                else:
+                    dt = _numpy_pass(buf, t)
+                best = min(best, dt)
+            out[t] = buf.nbytes / best / 1e9
+    method = (
+        "C sum of uint64 words, -O3 -march=native, pthreads" if dll else "numpy uint64 sum, Python threads"
+    )
+    return Bandwidth(out, method, mib)
+
+
+def _numpy_pass(buf: np.ndarray, nth: int) -> float:
+    parts = np.array_split(buf, nth)
+    t0 = time.perf_counter()
+    th = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts[1:]]
+    for x in th:
+        x.start()
+    np.add.reduce(parts[0])
+    for x in th:
+        x.join()
+    return time.perf_counter() - t0
+
+
+# -- workers: one engine, one thread count, one process --------------------------------------------
+
+
+def _rss_peak_mb() -> float:
+    """Peak resident set of this process in MiB."""
+    try:
+        import resource
+    except ImportError:  # Windows: psutil's peak working set
+        import psutil
+
+        mi = psutil.Process().memory_info()
+        return float(getattr(mi, "peak_wset", mi.rss)) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+class _Ours:
+    engine = "trit"
+
+    def __init__(self, path: str, threads: int, context: int) -> None:
+        from trit.engine import load_model
+
+        self.model = load_model(path, threads=threads, context=context)
+        self.vocab = self.model.config.vocab
+        info = self.model.info
+        self.meta = {
+            "format": "/".join(info.quant_types),
+            "isa": info.isa,
+            "threads": self.model.threads,
+            "weight_bytes": info.weight_bytes,
+        }
+
+    def _gen(self, ids: Sequence[int], max_tokens: int) -> Any:
+        g = self.model.generate(ids, max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.0, stop_ids=[])
+        assert g.stats is not None and g.stats.tokens_generated == max_tokens, g.stats
+        return g.stats
+
+    def pp(self, ids: Sequence[int]) -> float:
+        return self._gen(ids, 1).prompt_ms / 1e3
+
+    def tg(self, first: int, n: int) -> float:
+        st = self._gen([first], n + 1)  # decode_ms covers the n forward passes after the first token
+        return st.decode_ms / 1e3
+
+    def ttft(self, ids: Sequence[int]) -> float:
+        return self._gen(ids, 1).ttft_ms / 1e3
+
+
+class _LlamaCpp:
+    engine = "llama.cpp"
+
+    def __init__(self, path: str, threads: int, context: int, batch: int) -> None:
+        import llama_cpp as L
+
+        self.L = L
+        L.llama_backend_init()
+        self._log = L.llama_log_callback(lambda level, text, data: None)  # keep a reference
+        L.llama_log_set(self._log, ctypes.c_void_p(0))
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        self.model = L.llama_model_load_from_file(path.encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        cp = L.llama_context_default_params()
+        cp.n_ctx = context
+        cp.n_batch = cp.n_ubatch = batch  # the whole prompt in one ubatch, as llama-bench's pp
+        cp.n_threads = cp.n_threads_batch = threads
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
+        self.meta = {
+            "format": _file_type_name(path),
+            "isa": "ggml-cpu",
+            "threads": threads,
+            "weight_bytes": gguf_bytes_per_token(path),
+            "flash_attn_type": int(cp.flash_attn_type),
+            "n_ubatch": batch,
+        }
+
+    def _clear(self) -> None:
+        L = self.L
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+
+    def _decode(self, ids: Sequence[int]) -> None:
+        L = self.L
+        arr = (L.llama_token * len(ids))(*ids)
+        rc = L.llama_decode(self.ctx, L.llama_batch_get_one(arr, len(ids)))
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        L.llama_synchronize(self.ctx)
+
+    def pp(self, ids: Sequence[int]) -> float:
+        self._clear()
+        t0 = time.perf_counter()
+        self._decode(ids)
+        return time.perf_counter() - t0
+
+    def tg(self, first: int, n: int) -> float:
+        self._clear()
+        self._decode([first])
+        one = [first]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self._decode(one)
+        return time.perf_counter() - t0
+
+    def ttft(self, ids: Sequence[int]) -> float:
+        L = self.L
+        self._clear()
+        t0 = time.perf_counter()
+        self._decode(ids)
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.vocab,))
+        int(np.argmax(logits))
+        return time.perf_counter() - t0
+
+
+def _file_type_name(path: str) -> str:
+    from trit.engine.gguf import GGUFFile
+
+    with GGUFFile(path) as f:
+        names = {t.type_name for n, t in f.tensors.items() if n.startswith("blk.") and len(t.shape) >= 2}
+    return "/".join(sorted(names))
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trit.bench worker")
+    ap.add_argument("--engine", choices=("trit", "llama.cpp"), required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--context", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=512)
+    args = ap.parse_args(argv)
+    # replies go to a private copy of stdout; anything the engines print lands on stderr
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    t0 = time.perf_counter()
+    eng: _Ours | _LlamaCpp
+    if args.engine == "trit":
+        eng = _Ours(args.model, args.threads, args.context)
+    else:
+        eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
+    reply.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, **eng.meta}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req.get("op") == "quit":
+            break
+        rng = np.random.default_rng(req.get("seed", 0))
+        p, n, tt = req["p"], req["n"], req["ttft"]
+        res: dict[str, float] = {}
+        if p:
+            res["pp_tps"] = p / eng.pp(rng.integers(0, eng.vocab, p).tolist())
+        if n:
+            res["tg_tps"] = n / eng.tg(int(rng.integers(0, eng.vocab)), n)
+        if tt:
+            res["ttft_ms"] = eng.ttft(rng.integers(0, eng.vocab, tt).tolist()) * 1e3
+        res["rss_mb"] = _rss_peak_mb()
+        reply.write(json.dumps(res) + "\n")
+    reply.write(json.dumps({"rss_mb": _rss_peak_mb()}) + "\n")
+    return 0
+
+
+class Worker:
+    """The parent's handle on a worker process."""
+
+    def __init__(
+        self, engine: str, model: str | os.PathLike[str], threads: int, context: int, batch: int = 512
+    ) -> None:
+        self.engine, self.threads = engine, threads
+        self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # closed in close()
+        cmd = [
+            sys.executable,
+            "-m",
+            "trit.bench",
+            "worker",
+            "--engine",
+            engine,
+            "--model",
+            str(model),
+            "--threads",
+            str(threads),
+            "--context",
+            str(context),
+            "--batch",
+            str(batch),
+        ]
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # an idle llama.cpp must not spin on our cores
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        self.meta = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self._err.seek(0)
+            tail = self._err.read()[-2000:]
+            raise RuntimeError(f"{self.engine} worker (threads={self.threads}) failed:\n{tail}")
+        return json.loads(line)
+
+    def request(self, **req: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> float:
+        """Ends the worker; returns its peak RSS in MB."""
+        try:
+            rss = self.request(op="quit").get("rss_mb", float("nan"))
+        except (RuntimeError, BrokenPipeError, OSError):
+            rss = float("nan")
+        self.proc.wait(timeout=60)
+        self._err.close()
+        return rss
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RowSpec:
+    engine: str  # "trit" or "llama.cpp"
+    model: str
+    label: str = ""  # format shown in the table; the worker's own name when empty
+
+
+@dataclass
+class Row:
+    engine: str
+    format: str
+    threads: int
+    weight_bytes: int
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    rss_mb: float = float("nan")
+    ceiling_tps: float = float("nan")
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, key: str) -> float:
+        v = self.samples.get(key) or []
+        return statistics.median(v) if v else float("nan")
+
+    def min(self, key: str) -> float:
+        v = self.samples.get(key) or []
+        return min(v) if v else float("nan")
+
+    @property
+    def gbps(self) -> float:
+        return self.median("tg_tps") * self.weight_bytes / 1e9
+
+    @property
+    def pct_ceiling(self) -> float:
+        return 100.0 * self.median("tg_tps") / self.ceiling_tps
+
+
+@dataclass
+class BenchResult:
+    p: int
+    n: int
+    ttft_prompt: int
+    reps: int
+    rows: list[Row]
+    bandwidth: Bandwidth | None
+    machine: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d.update(
+                {
+                    "pp_tps_median": r.median("pp_tps"),
+                    "pp_tps_min": r.min("pp_tps"),
+                    "tg_tps_median": r.median("tg_tps"),
+                    "tg_tps_min": r.min("tg_tps"),
+                    "ttft_ms_median": r.median("ttft_ms"),
+                    "ttft_ms_min": r.min("ttft_ms"),
+                    "gbps": r.gbps,
+                    "pct_ceiling": r.pct_ceiling,
+                }
+            )
+            rows.append(d)
+        return {
+            "p": self.p,
+            "n": self.n,
+            "ttft_prompt": self.ttft_prompt,
+            "reps": self.reps,
+            "bandwidth": asdict(self.bandwidth) if self.bandwidth else None,
+            "machine": self.machine,
+            "rows": rows,
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run_bench(
+    specs: Sequence[RowSpec],
+    threads: Sequence[int],
+    *,
+    p: int = 128,
+    n: int = 64,
+    ttft_prompt: int = TTFT_PROMPT,
+    reps: int = 3,
+    bandwidth: Bandwidth | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """For each thread count: start one worker per spec, warm each up with a full measurement, then
+    `reps` rounds in which every worker measures once (the order rotates from round to round)."""
+    context = max(p, n + 1, ttft_prompt) + 16
+    batch = max(512, p, ttft_prompt)
+    rows: list[Row] = []
+    for t in threads:
+        workers: list[Worker] = []
+        try:
+            trows: list[Row] = []
+            for spec in specs:
+                w = Worker(spec.engine, spec.model, t, context, batch)
+                workers.append(w)
+                m = w.meta
+                trows.append(
+                    Row(
+                        spec.engine,
+                        spec.label or m["format"],
+                        int(m["threads"]),
+                        int(m["weight_bytes"]),
+                        meta=m,
+                    )
+                )
+                if log:
+                    log(f"loaded {spec.engine} {trows[-1].format} t={t} in {m['load_s']:.1f} s")
+            for rep in range(-1, reps):  # -1: warm-up, discarded
+                order = list(range(len(workers)))
+                k = rep % len(order) if rep >= 0 else 0
+                order = order[k:] + order[:k]
+                for i in order:
+                    res = workers[i].request(op="measure", p=p, n=n, ttft=ttft_prompt, seed=[seed, rep + 1])
+                    if rep >= 0:
+                        for key in ("pp_tps", "tg_tps", "ttft_ms"):
+                            if key in res:
+                                trows[i].samples.setdefault(key, []).append(res[key])
+                    if log:
+                        log(
+                            f"  {'warm-up' if rep < 0 else f'rep {rep + 1}'} {trows[i].engine} "
+                            f"{trows[i].format} t={t}: " + ", ".join(f"{k} {v:.1f}" for k, v in res.items())
+                        )
+            for w, r in zip(workers, trows):
+                r.rss_mb = w.close()
+                if bandwidth and t in bandwidth.gbps:
+                    r.ceiling_tps = bandwidth.gbps[t] * 1e9 / r.weight_bytes
+            rows += trows
+        finally:
+            for w in workers:
+                w.kill()
+    return BenchResult(p, n, ttft_prompt, reps, rows, bandwidth, machine_info())
+
+
+def _fmt(med: float, lo: float, digits: int = 1) -> str:
+    if math.isnan(med):
+        return "-"
+    return f"{med:.{digits}f} ({lo:.{digits}f})"
+
+
+def format_table(res: BenchResult) -> str:
+    head = [
+        "engine",
+        "format",
+        "threads",
+        f"pp{res.p} tok/s",
+        f"tg{res.n} tok/s",
+        f"TTFT{res.ttft_prompt} ms",
+        "RSS MB",
+        "GB/s",
+        "% of ceiling",
+    ]
+    lines = [head]
+    for r in res.rows:
+        lines.append(
+            [
+                r.engine,
+                r.format,
+                str(r.threads),
+                _fmt(r.median("pp_tps"), r.min("pp_tps")),
+                _fmt(r.median("tg_tps"), r.min("tg_tps"), 2),
+                _fmt(r.median("ttft_ms"), r.min("ttft_ms")),
+                f"{r.rss_mb:.0f}",
+                "-" if math.isnan(r.gbps) else f"{r.gbps:.1f}",
+                "-" if math.isnan(r.pct_ceiling) else f"{r.pct_ceiling:.0f}%",
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    out = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in lines
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    notes = [
+        f"median (min) of {res.reps} rep(s) after a warm-up; tg = decode tok/s, GB/s = tg x weight bytes/token"
+    ]
+    if res.bandwidth:
+        bw = ", ".join(
+            f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in sorted(res.bandwidth.gbps.items())
+        )
+        notes.append(f"read bandwidth ({res.bandwidth.method}, {res.bandwidth.buffer_mib} MiB): {bw}")
+    seen = set()
+    for r in res.rows:
+        key = (r.format, r.weight_bytes)
+        if key in seen:
+            continue
+        seen.add(key)
+        ceil = ", ".join(
+            f"t={x.threads}: {x.ceiling_tps:.1f} tok/s"
+            for x in res.rows
+            if (x.format, x.weight_bytes) == key and not math.isnan(x.ceiling_tps)
+        )
+        notes.append(
+            f"{r.format}: {r.weight_bytes / 1e6:.1f} MB read per token"
+            + (f"; ceiling {ceil}" if ceil else "")
+        )
+    return "\n".join(out + [""] + notes)
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        t = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads must be comma-separated integers, got {text!r}") from None
+    if not t or min(t) < 1:
+        raise argparse.ArgumentTypeError(f"threads must be >= 1, got {text!r}")
+    return t
+
+
+def write_json(res: BenchResult, path: str | os.PathLike[str]) -> None:
+    with open(path, "w") as f:
+        json.dump(res.to_json(), f, indent=2, default=float)
+
+
+# -- `trit bench` ------------------------------------------------------------------------------------
+
+
+def add_cli_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("-m", "--model", required=True, help="GGUF file or Hugging Face model directory")
+    ap.add_argument("-p", "--prompt-tokens", type=int, default=128, help="prompt length for pp (tokens)")
+    ap.add_argument("-n", "--gen-tokens", type=int, default=64, help="decode steps for tg")
+    ap.add_argument("-t", "--threads", type=parse_threads, default=[1, 2], help="thread counts, e.g. 1,2")
+    ap.add_argument("--ttft-prompt", type=int, default=TTFT_PROMPT, help="prompt length for TTFT")
+    ap.add_argument("--reps", type=int, default=3, help="measured repetitions after one warm-up")
+    ap.add_argument("--bw-mib", type=int, default=1024, help="bandwidth test buffer (MiB); 0 skips it")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+
+def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """`trit bench`: our engine only, on a given model file."""
+    if not os.path.exists(args.model):
+        print(f"trit: {args.model}: no such file or directory", file=err)
+        return 2
+    if args.reps < 1:
+        print("trit: --reps must be >= 1", file=err)
+        return 2
+
+    def log(msg: str) -> None:
+        print(msg, file=err, flush=True)
+
+    bw = measure_bandwidth(args.threads, args.bw_mib) if args.bw_mib > 0 else None
+    res = run_bench(
+        [RowSpec("trit", args.model)],
+        args.threads,
+        p=args.prompt_tokens,
+        n=args.gen_tokens,
+        ttft_prompt=args.ttft_prompt,
+        reps=args.reps,
+        bandwidth=bw,
+        log=log,
+    )
+    print(format_table(res), file=out)
+    if args.json:
+        write_json(res, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        sys.exit(_worker_main(sys.argv[2:]))
+    print(
+        "usage: python -m trit.bench worker ... (started by trit bench / benchmarks/bench_decode.py)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
