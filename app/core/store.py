@@ -11,8 +11,12 @@ message still marked 'streaming' into 'stopped'.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +85,76 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("Trit", appauthor=False)) / DB_NAME
 
 
+# -- schema ----------------------------------------------------------------------------------------
+# PRAGMA user_version holds the schema version. MIGRATIONS[i] takes a database from version i to
+# i + 1; each runs in its own transaction, so a failed upgrade leaves the previous version intact.
+# Never edit a released migration: append a new one.
+
+
+def _migrate_0_to_1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            model_id TEXT NOT NULL DEFAULT '',
+            sampling TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            created REAL NOT NULL,
+            stats TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    # v2: soft delete (undo), reply status (streaming replies survive a crash as 'stopped'), and
+    # the indexes the sidebar and message list query by.
+    db.execute("ALTER TABLE conversations ADD COLUMN deleted REAL")
+    db.execute("ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'complete'")
+    db.execute("CREATE INDEX messages_by_conversation ON messages(conversation_id, id)")
+    db.execute("CREATE INDEX conversations_by_update ON conversations(deleted, updated)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_CONV_COLS = "id, title, created, updated, system_prompt, model_id, sampling, deleted"
+_MSG_COLS = "id, conversation_id, role, content, created, status, stats"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _snippet(text: str, needle: str, width: int = 40) -> str:
+    i = text.lower().find(needle.lower())
+    if i < 0:
+        return text[: 2 * width].replace("\n", " ")
+    a, b = max(0, i - width), min(len(text), i + len(needle) + width)
+    return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")
+
+
+def _loads(doc: str, what: str) -> dict[str, Any]:
+    try:
+        v = json.loads(doc or "{}")
+    except ValueError:
+        return {}  # one damaged stats cell must not make the conversation unreadable
+    return v if isinstance(v, dict) else {}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
 class ConversationStore:
     """Conversations and messages. `path=None` uses default_db_path(); ":memory:" works for tests.
 
@@ -88,16 +162,97 @@ class ConversationStore:
     'stopped' when the store was opened)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        raise NotImplementedError
+        self.path: str = str(default_db_path() if path is None else path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            # autocommit (isolation_level=None): we open transactions ourselves, and every single
+            # statement outside one is committed at once (that is what makes a flush durable).
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open the conversation database: {e}") from e
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode: a killed process loses nothing committed; only a power cut
+                # may lose the last transactions (never corrupts). FULL would fsync every flush.
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self.schema_version = self._migrate()
+            self.recovered = self._recover_streaming()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(
+                f"{self.path}: the conversation database is damaged or not a database ({e}). "
+                "Move it away to start with an empty history."
+            ) from e
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: the conversations were saved by a newer Trit (schema {version}, this "
+                f"version reads up to {SCHEMA_VERSION}). Update Trit to open them."
+            )
+        if 0 < version < SCHEMA_VERSION and self.path != ":memory:":
+            # keep the old file until the user has run the new version once
+            backup = sqlite3.connect(f"{self.path}.v{version}.bak")
+            try:
+                self._db.backup(backup)
+            finally:
+                backup.close()
+        while version < SCHEMA_VERSION:
+            with self._transaction():
+                MIGRATIONS[version](self._db)
+                version += 1
+                self._db.execute(f"PRAGMA user_version = {version}")
+        return version
+
+    def _recover_streaming(self) -> list[int]:
+        with self._transaction():
+            ids = [r[0] for r in self._db.execute("SELECT id FROM messages WHERE status = ?", (STREAMING,))]
+            self._db.execute("UPDATE messages SET status = ? WHERE status = ?", (STOPPED, STREAMING))
+        return ids
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
-        raise NotImplementedError
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> ConversationStore:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- rows --------------------------------------------------------------------------------------
+    def _conv(self, row: tuple[Any, ...]) -> Conversation:
+        try:
+            sampling = Sampling.from_dict(json.loads(row[6] or "{}"))
+        except ValueError:
+            sampling = Sampling()  # a damaged cell falls back to defaults rather than hiding the chat
+        return Conversation(row[0], row[1], row[2], row[3], row[4], row[5], sampling, row[7])
+
+    def _msg(self, row: tuple[Any, ...]) -> Message:
+        return Message(row[0], row[1], row[2], row[3], row[4], row[5], _loads(row[6], "stats"))
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
 
     # -- conversations -----------------------------------------------------------------------------
     def create_conversation(
@@ -108,18 +263,45 @@ class ConversationStore:
         model_id: str = "",
         sampling: Sampling | None = None,
     ) -> Conversation:
-        raise NotImplementedError
+        s = (sampling or Sampling()).validated()
+        now = time.time()
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO conversations (title, created, updated, system_prompt, model_id, sampling)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (title, now, now, system_prompt, model_id, json.dumps(s.to_dict())),
+            )
+            cid = int(cur.lastrowid or 0)
+        return self.get_conversation(cid)
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         """Raises NotFoundError (also for a purged one; a soft-deleted one is returned)."""
-        raise NotImplementedError
+        row = self._one(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,))
+        if row is None:
+            raise NotFoundError("conversation", conversation_id)
+        return self._conv(row)
 
     def list_conversations(self, *, deleted: bool = False) -> list[Conversation]:
         """Live conversations, most recently updated first (deleted=True: the soft-deleted ones)."""
-        raise NotImplementedError
+        where = "deleted IS NOT NULL" if deleted else "deleted IS NULL"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_CONV_COLS} FROM conversations WHERE {where} ORDER BY updated DESC, id DESC"
+            ).fetchall()
+        return [self._conv(r) for r in rows]
+
+    def _set(self, conversation_id: int, **cols: Any) -> Conversation:
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self._transaction() as db:
+            cur = db.execute(
+                f"UPDATE conversations SET {sets} WHERE id = ?", (*cols.values(), conversation_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError("conversation", conversation_id)
+        return self.get_conversation(conversation_id)
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
-        raise NotImplementedError
+        return self._set(conversation_id, title=title)
 
     def update_conversation(
         self,
@@ -130,33 +312,76 @@ class ConversationStore:
         sampling: Sampling | None = None,
     ) -> Conversation:
         """Changes the given fields only."""
-        raise NotImplementedError
+        cols: dict[str, Any] = {}
+        if system_prompt is not None:
+            cols["system_prompt"] = system_prompt
+        if model_id is not None:
+            cols["model_id"] = model_id
+        if sampling is not None:
+            cols["sampling"] = json.dumps(sampling.validated().to_dict())
+        if not cols:
+            return self.get_conversation(conversation_id)
+        return self._set(conversation_id, **cols)
 
     def delete_conversation(self, conversation_id: int) -> None:
         """Soft delete: hidden from list/search until restore_conversation() or purge_deleted()."""
-        raise NotImplementedError
+        self._set(conversation_id, deleted=time.time())
 
     def restore_conversation(self, conversation_id: int) -> Conversation:
         """Undo of delete_conversation()."""
-        raise NotImplementedError
+        return self._set(conversation_id, deleted=None)
 
     def purge_deleted(self, older_than_s: float = 0.0) -> int:
         """Removes soft-deleted conversations (and their messages) deleted at least older_than_s
         seconds ago; returns how many were removed."""
-        raise NotImplementedError
+        cutoff = time.time() - older_than_s
+        with self._transaction() as db:
+            cur = db.execute(
+                "DELETE FROM conversations WHERE deleted IS NOT NULL AND deleted <= ?", (cutoff,)
+            )
+            return int(cur.rowcount)
 
     def search(self, text: str, *, limit: int = 100) -> list[SearchHit]:
         """Live conversations whose title or any message contains text (case-insensitive for
         ASCII), most recently updated first; one hit per conversation."""
-        raise NotImplementedError
+        if not text:
+            return []
+        pat = f"%{_escape_like(text)}%"
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT {", ".join("c." + c.strip() for c in _CONV_COLS.split(","))},
+                       (SELECT m.id FROM messages m WHERE m.conversation_id = c.id
+                            AND m.content LIKE ?1 ESCAPE '\\' ORDER BY m.id LIMIT 1) AS mid
+                    FROM conversations c
+                    WHERE c.deleted IS NULL AND (c.title LIKE ?1 ESCAPE '\\' OR mid IS NOT NULL)
+                    ORDER BY c.updated DESC, c.id DESC LIMIT ?2""",
+                (pat, limit),
+            ).fetchall()
+            hits = []
+            for r in rows:
+                conv = self._conv(r[:8])
+                mid = r[8]
+                if text.lower() in conv.title.lower() or mid is None:
+                    hits.append(SearchHit(conv, None, _snippet(conv.title, text)))
+                else:
+                    content = self._db.execute("SELECT content FROM messages WHERE id = ?", (mid,)).fetchone()
+                    hits.append(SearchHit(conv, int(mid), _snippet(content[0], text)))
+        return hits
 
     # -- messages ----------------------------------------------------------------------------------
     def messages(self, conversation_id: int) -> list[Message]:
         """The conversation's messages in order."""
-        raise NotImplementedError
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+        return [self._msg(r) for r in rows]
 
     def get_message(self, message_id: int) -> Message:
-        raise NotImplementedError
+        row = self._one(f"SELECT {_MSG_COLS} FROM messages WHERE id = ?", (message_id,))
+        if row is None:
+            raise NotFoundError("message", message_id)
+        return self._msg(row)
 
     def add_message(
         self,
@@ -167,22 +392,60 @@ class ConversationStore:
         status: str = COMPLETE,
         stats: dict[str, Any] | None = None,
     ) -> Message:
-        raise NotImplementedError
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                raise NotFoundError("conversation", conversation_id)
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created, status, stats)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, now, status, json.dumps(stats or {})),
+            )
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+            mid = int(cur.lastrowid or 0)
+        return self.get_message(mid)
+
+    def _update_message(self, message_id: int, **cols: Any) -> Message:
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self._transaction() as db:
+            cur = db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*cols.values(), message_id))
+            if cur.rowcount == 0:
+                raise NotFoundError("message", message_id)
+            db.execute(
+                "UPDATE conversations SET updated = ? WHERE id = "
+                "(SELECT conversation_id FROM messages WHERE id = ?)",
+                (time.time(), message_id),
+            )
+        return self.get_message(message_id)
 
     def edit_message(self, message_id: int, content: str) -> Message:
         """Replaces a message's text (stats and status unchanged). For edit-and-resend, call
         truncate_after(message_id) too, then generate a new reply."""
-        raise NotImplementedError
+        return self._update_message(message_id, content=content)
 
     def set_stats(self, message_id: int, stats: dict[str, Any]) -> Message:
-        raise NotImplementedError
+        return self._update_message(message_id, stats=json.dumps(stats))
 
     def delete_message(self, message_id: int) -> None:
-        raise NotImplementedError
+        with self._transaction() as db:
+            if db.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount == 0:
+                raise NotFoundError("message", message_id)
 
     def truncate_after(self, message_id: int) -> int:
         """Deletes every message after message_id in its conversation; returns how many."""
-        raise NotImplementedError
+        with self._transaction() as db:
+            row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("message", message_id)
+            cur = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id > ?", (row[0], message_id)
+            )
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), row[0]))
+            return int(cur.rowcount)
 
     def begin_reply(
         self,
@@ -193,23 +456,79 @@ class ConversationStore:
         flush_chars: int = 2000,
     ) -> ReplyWriter:
         """Adds an empty 'streaming' message and returns the writer that fills it."""
-        raise NotImplementedError
+        msg = self.add_message(conversation_id, role, "", status=STREAMING)
+        return ReplyWriter(self, msg.id, flush_interval=flush_interval, flush_chars=flush_chars)
+
+    def _write_reply(self, message_id: int, content: str) -> None:
+        # one statement on one row, committed at once (autocommit): no rewrite of the conversation
+        with self._lock:
+            self._db.execute(
+                "UPDATE messages SET content = ? WHERE id = ? AND status = ?",
+                (content, message_id, STREAMING),
+            )
 
     # -- export ------------------------------------------------------------------------------------
-    def export_markdown(self, conversation_id: int) -> str:
-        raise NotImplementedError
+    def export_dict(self, conversation_id: int) -> dict[str, Any]:
+        c = self.get_conversation(conversation_id)
+        return {
+            "format": "trit-conversation",
+            "version": 1,
+            "conversation": {
+                "id": c.id,
+                "title": c.title,
+                "created": c.created,
+                "updated": c.updated,
+                "system_prompt": c.system_prompt,
+                "model_id": c.model_id,
+                "sampling": c.sampling.to_dict(),
+            },
+            "messages": [
+                {
+                    "id": m.id,
+                    "role": m.role,
+                    "content": m.content,
+                    "created": m.created,
+                    "status": m.status,
+                    "stats": m.stats,
+                }
+                for m in self.messages(conversation_id)
+            ],
+        }
 
     def export_json(self, conversation_id: int) -> str:
         """{"format": "trit-conversation", "version": 1, "conversation": {...}, "messages": [...]}"""
-        raise NotImplementedError
+        return json.dumps(self.export_dict(conversation_id), ensure_ascii=False, indent=2) + "\n"
+
+    def export_markdown(self, conversation_id: int) -> str:
+        c = self.get_conversation(conversation_id)
+        out = [f"# {c.title}", ""]
+        meta = [f"- Created: {_iso(c.created)}"]
+        if c.model_id:
+            meta.append(f"- Model: {c.model_id}")
+        s = c.sampling
+        meta.append(
+            f"- Sampling: temperature {s.temperature:g}, top_p {s.top_p:g}, max_tokens {s.max_tokens}"
+        )
+        out += [*meta, ""]
+        if c.system_prompt:
+            out += ["## System", "", c.system_prompt, ""]
+        for m in self.messages(conversation_id):
+            out += [f"## {m.role.capitalize()}", "", m.content, ""]
+            if m.status != COMPLETE:
+                out += [f"*({m.status})*", ""]
+            summary = m.stats.get("summary") if m.stats else None
+            if isinstance(summary, str) and summary:
+                out += [f"<sub>{summary}</sub>", ""]
+        return "\n".join(out).rstrip("\n") + "\n"
 
 
 class ReplyWriter:
     """Streams one reply into the store. append() may be called from the engine worker thread for
     every piece of text; it only touches SQLite when flush_interval seconds have passed since the
     last flush or flush_chars characters are pending. finish()/stop() write the final text once.
+    Appends after finish()/stop() are ignored (a token may race with the user's Stop).
 
-    Attributes: message_id, text (everything appended so far), closed."""
+    Attributes: message_id, text (everything appended so far), closed, flushes (count)."""
 
     def __init__(
         self,
@@ -220,27 +539,74 @@ class ReplyWriter:
         flush_chars: int = 2000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        raise NotImplementedError
+        self.store = store
+        self.message_id = message_id
+        self.flush_interval = flush_interval
+        self.flush_chars = flush_chars
+        self._clock = clock
+        self._parts: list[str] = []
+        self._pending = 0
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.closed = False
+        self.flushes = 0
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._parts)
 
     def append(self, piece: str) -> None:
-        raise NotImplementedError
+        if not piece:
+            return
+        with self._lock:
+            if self.closed:
+                return
+            self._parts.append(piece)
+            self._pending += len(piece)
+            due = self._pending >= self.flush_chars or self._clock() - self._last >= self.flush_interval
+            if due:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]  # keeps the join O(total) over the reply
+        self.store._write_reply(self.message_id, self._parts[0] if self._parts else "")
+        self._pending = 0
+        self._last = self._clock()
+        self.flushes += 1
 
     def flush(self) -> None:
         """Writes the text appended so far (one UPDATE of this message's row)."""
-        raise NotImplementedError
+        with self._lock:
+            if not self.closed:
+                self._flush_locked()
+
+    def _close(self, status: str, stats: dict[str, Any] | None) -> Message:
+        with self._lock:
+            if self.closed:
+                return self.store.get_message(self.message_id)
+            self.closed = True
+            text = "".join(self._parts)
+        cols: dict[str, Any] = {"content": text, "status": status}
+        if stats is not None:
+            cols["stats"] = json.dumps(stats)
+        return self.store._update_message(self.message_id, **cols)
 
     def finish(self, stats: dict[str, Any] | None = None) -> Message:
         """Marks the reply complete with its stats."""
-        raise NotImplementedError
+        return self._close(COMPLETE, stats)
 
     def stop(self, stats: dict[str, Any] | None = None) -> Message:
         """Marks the reply stopped (the user pressed Stop, or generation failed)."""
-        raise NotImplementedError
+        return self._close(STOPPED, stats)
 
 
 __all__ = [
     "COMPLETE",
+    "MIGRATIONS",
     "ROLES",
+    "SCHEMA_VERSION",
     "STATUSES",
     "STOPPED",
     "STREAMING",

@@ -1,0 +1,338 @@
+"""Conversation store: CRUD, undo, search, edit-and-resend, streaming writes, crash recovery,
+schema migration, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from trit.app.core.sampling import Sampling
+from trit.app.core.store import (
+    COMPLETE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STOPPED,
+    STREAMING,
+    ConversationStore,
+    NotFoundError,
+    ReplyWriter,
+    StoreError,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ConversationStore:
+    s = ConversationStore(tmp_path / "c.sqlite3")
+    yield s
+    s.close()
+
+
+def test_wal_and_version(store: ConversationStore) -> None:
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_conversation_crud(store: ConversationStore) -> None:
+    c = store.create_conversation(
+        "Hello", system_prompt="Be brief.", model_id="smollm2", sampling=Sampling(0.2, 0.9, 64)
+    )
+    assert c.title == "Hello" and c.system_prompt == "Be brief." and c.model_id == "smollm2"
+    assert c.sampling == Sampling(0.2, 0.9, 64) and c.deleted is None
+    assert store.rename_conversation(c.id, "Renamed").title == "Renamed"
+    c2 = store.update_conversation(c.id, sampling=Sampling(temperature=0.0))
+    assert c2.sampling.temperature == 0.0 and c2.system_prompt == "Be brief."
+    with pytest.raises(ValueError, match="top_p"):
+        store.update_conversation(c.id, sampling=Sampling(top_p=0.0))
+    with pytest.raises(NotFoundError):
+        store.get_conversation(999)
+    with pytest.raises(NotFoundError):
+        store.rename_conversation(999, "x")
+
+
+def test_list_order_and_soft_delete_undo_purge(store: ConversationStore) -> None:
+    a = store.create_conversation("a")
+    b = store.create_conversation("b")
+    store.add_message(a.id, "user", "bump a")  # a is now the most recently updated
+    assert [c.title for c in store.list_conversations()] == ["a", "b"]
+    store.add_message(b.id, "user", "in b")
+    store.delete_conversation(b.id)
+    assert [c.title for c in store.list_conversations()] == ["a"]
+    assert [c.title for c in store.list_conversations(deleted=True)] == ["b"]
+    assert store.search("in b") == []
+    store.restore_conversation(b.id)  # undo
+    assert {c.title for c in store.list_conversations()} == {"a", "b"}
+    assert [m.content for m in store.messages(b.id)] == ["in b"]
+    store.delete_conversation(b.id)
+    assert store.purge_deleted(older_than_s=3600) == 0  # too recent
+    assert store.purge_deleted() == 1
+    with pytest.raises(NotFoundError):
+        store.get_conversation(b.id)
+    assert (
+        store._db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (b.id,)).fetchone()[0]
+        == 0
+    )
+
+
+def test_search(store: ConversationStore) -> None:
+    a = store.create_conversation("Recipes")
+    b = store.create_conversation("Physics")
+    store.add_message(b.id, "user", "What is the speed of light?")
+    store.add_message(b.id, "assistant", "About 300,000 km/s. 100% sure_ish.")
+    hits = store.search("SPEED")
+    assert [(h.conversation.id, h.message_id is not None) for h in hits] == [(b.id, True)]
+    assert "speed of light" in hits[0].snippet
+    assert [h.conversation.id for h in store.search("recip")] == [a.id]
+    assert store.search("recip")[0].message_id is None
+    # LIKE wildcards in the query are literal
+    assert [h.conversation.id for h in store.search("100%")] == [b.id]
+    assert store.search("%") == [] or all("%" in h.snippet for h in store.search("%"))
+    assert store.search("_ish") and store.search("x_sh") == []
+    assert store.search("") == []
+
+
+def test_messages_edit_and_truncate(store: ConversationStore) -> None:
+    c = store.create_conversation()
+    m1 = store.add_message(c.id, "user", "one")
+    m2 = store.add_message(c.id, "assistant", "reply one", stats={"tokens": 3})
+    m3 = store.add_message(c.id, "user", "two")
+    store.add_message(c.id, "assistant", "reply two")
+    assert store.get_message(m2.id).stats == {"tokens": 3}
+    # edit-and-resend of message 1: edit it, drop everything after it
+    assert store.edit_message(m1.id, "one, edited").content == "one, edited"
+    assert store.truncate_after(m1.id) == 3
+    assert [m.content for m in store.messages(c.id)] == ["one, edited"]
+    with pytest.raises(NotFoundError):
+        store.get_message(m3.id)
+    m5 = store.add_message(c.id, "assistant", "new reply")
+    assert m5.id > m1.id and [m.id for m in store.messages(c.id)] == [m1.id, m5.id]
+    with pytest.raises(ValueError, match="role"):
+        store.add_message(c.id, "robot", "x")
+    with pytest.raises(NotFoundError):
+        store.add_message(12345, "user", "x")
+    store.delete_message(m5.id)
+    assert [m.id for m in store.messages(c.id)] == [m1.id]
+
+
+def test_reply_writer_batches(store: ConversationStore) -> None:
+    c = store.create_conversation()
+    now = [0.0]
+    msg = store.add_message(c.id, "assistant", "", status=STREAMING)
+    w = ReplyWriter(store, msg.id, flush_interval=0.5, flush_chars=100, clock=lambda: now[0])
+    for i in range(40):  # 40 tokens in 0.4 s: no flush yet
+        w.append("ab")
+        now[0] += 0.01
+    assert w.flushes == 0 and store.get_message(msg.id).content == ""
+    now[0] = 0.6
+    w.append("cd")  # interval passed
+    assert w.flushes == 1 and store.get_message(msg.id).content == "ab" * 40 + "cd"
+    w.append("x" * 100)  # char budget
+    assert w.flushes == 2
+    assert store.get_message(msg.id).status == STREAMING
+    m = w.finish({"tokens": 42})
+    assert m.status == COMPLETE and m.content == "ab" * 40 + "cd" + "x" * 100 and m.stats == {"tokens": 42}
+    w.append("late")  # ignored after finish
+    assert store.get_message(msg.id).content == m.content
+
+
+def test_reply_writer_stop_and_recovery(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with ConversationStore(path) as s:
+        c = s.create_conversation()
+        w = s.begin_reply(c.id)
+        w.append("partial")
+        w.flush()
+        stopped = s.begin_reply(c.id)
+        stopped.append("cut")
+        assert stopped.stop().status == STOPPED
+    with ConversationStore(path) as s:
+        assert s.recovered == [w.message_id]
+        assert s.get_message(w.message_id).status == STOPPED
+        assert s.get_message(w.message_id).content == "partial"
+        assert s.get_message(stopped.message_id).content == "cut"
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    ConversationStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer Trit"):
+        ConversationStore(path)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="damaged"):
+        ConversationStore(path)
+
+
+def test_migrate_v1_to_current(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](db)  # a database written by schema 1
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO conversations (id, title, created, updated, sampling) VALUES (7, 'old', 1, 2, ?)",
+        (json.dumps({"temperature": 0.3}),),
+    )
+    db.execute(
+        "INSERT INTO messages (conversation_id, role, content, created, stats) VALUES (7, 'user', 'hi', 1, '{}')"
+    )
+    db.execute(
+        "INSERT INTO messages (conversation_id, role, content, created, stats) "
+        "VALUES (7, 'assistant', 'hello', 2, '{\"tokens\": 1}')"
+    )
+    db.close()
+    with ConversationStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        c = s.get_conversation(7)
+        assert c.title == "old" and c.deleted is None and c.sampling == Sampling(temperature=0.3)
+        ms = s.messages(7)
+        assert [(m.role, m.content, m.status, m.stats) for m in ms] == [
+            ("user", "hi", COMPLETE, {}),
+            ("assistant", "hello", COMPLETE, {"tokens": 1}),
+        ]
+        s.delete_conversation(7)  # the v2 column works
+        s.restore_conversation(7)
+    assert (tmp_path / "c.sqlite3.v1.bak").is_file()  # the pre-upgrade copy
+
+
+def test_failed_migration_keeps_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE conversations ADD COLUMN deleted REAL")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("trit.app.core.store.MIGRATIONS", [MIGRATIONS[0], broken])
+    with pytest.raises(RuntimeError):
+        ConversationStore(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    cols = [r[1] for r in db.execute("PRAGMA table_info(conversations)")]
+    assert "deleted" not in cols  # rolled back
+    db.close()
+
+
+def test_export(store: ConversationStore) -> None:
+    c = store.create_conversation("Chat about π", system_prompt="Be terse.", model_id="bitnet-2b")
+    store.add_message(c.id, "user", "What is π?")
+    store.add_message(c.id, "assistant", "About 3.14159.", stats={"summary": "12 tok/s"})
+    w = store.begin_reply(c.id)
+    w.append("half")
+    w.stop()
+    md = store.export_markdown(c.id)
+    assert md.startswith("# Chat about π\n")
+    assert "## System\n\nBe terse." in md and "## User\n\nWhat is π?" in md
+    assert "## Assistant\n\nAbout 3.14159." in md and "12 tok/s" in md and "*(stopped)*" in md
+    doc = json.loads(store.export_json(c.id))
+    assert doc["format"] == "trit-conversation" and doc["conversation"]["title"] == "Chat about π"
+    assert [m["content"] for m in doc["messages"]] == ["What is π?", "About 3.14159.", "half"]
+    assert doc["messages"][2]["status"] == STOPPED
+
+
+def test_shared_between_threads(store: ConversationStore) -> None:
+    import threading
+
+    c = store.create_conversation()
+    w = store.begin_reply(c.id, flush_interval=0.0)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for i in range(200):
+                w.append(f"{i},")
+        except BaseException as e:  # noqa: BLE001  # reported by the assert below
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for _ in range(50):
+        store.list_conversations()
+        store.messages(c.id)
+    t.join()
+    assert not errors
+    assert w.finish().content == "".join(f"{i}," for i in range(200))
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from trit.app.core.store import ConversationStore
+    db, log = sys.argv[1], sys.argv[2]
+    s = ConversationStore(db)
+    c = s.create_conversation("kill test")
+    ids = [s.add_message(c.id, "user" if i % 2 == 0 else "assistant", f"earlier {i}").id for i in range(6)]
+    w = s.begin_reply(c.id)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, (" ".join(map(str, [c.id, w.message_id, *ids])) + "\\n").encode())
+    i = 0
+    while True:  # bounded by the parent's SIGKILL (and a 60 s safety limit)
+        w.append(f"<{i}>")
+        os.write(fd, f"{i} {time.time()}\\n".encode())  # survives SIGKILL: the page cache keeps it
+        i += 1
+        time.sleep(0.005)
+        if i > 12000:
+            break
+    """
+)
+
+
+def test_kill_mid_reply_loses_at_most_a_second(tmp_path: Path) -> None:
+    db, log = tmp_path / "c.sqlite3", tmp_path / "child.log"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(log)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.exists() and len(log.read_text().splitlines()) > 150:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the child never started streaming")
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        t_kill = time.time()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    lines = log.read_text().splitlines()
+    conv_id, reply_id, *earlier = map(int, lines[0].split())
+    appended = [ln.split() for ln in lines[1:] if len(ln.split()) == 2]
+    last_i = int(appended[-1][0])
+    with ConversationStore(db) as s:
+        assert s.recovered == [reply_id]
+        msgs = s.messages(conv_id)
+        assert [m.id for m in msgs] == [*earlier, reply_id]
+        assert [m.content for m in msgs[:-1]] == [f"earlier {i}" for i in range(6)]
+        assert all(m.status == COMPLETE for m in msgs[:-1])
+        reply = msgs[-1]
+        assert reply.status == STOPPED
+    kept = reply.content.count("<")
+    print(f"kept {kept} of {last_i + 1} pieces")
+    assert reply.content == "".join(f"<{i}>" for i in range(kept)), "the stored text is a clean prefix"
+    assert kept > 0
+    # everything appended up to 1 s before the last append is stored
+    t_last = float(appended[-1][1])
+    lost = [float(t) for i, t in appended if int(i) >= kept]
+    assert not lost or t_last - min(lost) <= 1.0, (
+        f"lost {len(lost)} pieces spanning {t_last - min(lost):.2f} s"
+    )
+    assert t_kill - t_last < 5 and last_i + 1 >= kept
