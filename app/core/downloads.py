@@ -14,9 +14,19 @@ that are called on those threads (the Qt layer re-emits them as signals).
 
 from __future__ import annotations
 
+import collections
 import enum
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +69,12 @@ class ChecksumError(DownloadError):
         )
 
 
-class SizeMismatchError(DownloadError):
-    """The server's size differs from the catalog's (a different file): nothing was downloaded."""
+class RemoteMismatchError(DownloadError):
+    """The server offers a different file than the catalog pins (size or sha256 differ): nothing
+    was downloaded. The catalog entry or the revision is out of date."""
+
+
+SizeMismatchError = RemoteMismatchError  # the skeleton's name
 
 
 class DiskSpaceError(DownloadError):
@@ -144,6 +158,18 @@ def sidecar_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part.json")
 
 
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_REDIRECTS = 5
+
+
+def _is_sha256(s: str | None) -> bool:
+    return bool(s) and _SHA_RE.match(s or "") is not None
+
+
+def _network_error(e: BaseException, what: str) -> NetworkError:
+    return NetworkError(f"{what}: {e or type(e).__name__}. Check the connection and try again.")
+
+
 def resolve(
     repo: str,
     file: str,
@@ -153,16 +179,94 @@ def resolve(
     token: str | None = None,
 ) -> Resolved:
     """Asks the hub (HEAD) where the file is and what it is; maps hub errors to ours."""
-    raise NotImplementedError
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = huggingface_hub.hf_hub_url(repo, file, revision=revision, endpoint=endpoint)
+    try:
+        # token=False: never fall back to a token saved on this machine; the app passes its own
+        meta = huggingface_hub.get_hf_file_metadata(url, token=token or False, endpoint=endpoint, timeout=30)
+    except HfHubHTTPError as e:
+        code = e.response.status_code if e.response is not None else 0
+        raise _http_error(code, f"{repo}/{file}@{revision}", token) from e
+    except Exception as e:
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
+            raise _network_error(e, f"cannot reach {endpoint}") from e
+        raise
+    etag = meta.etag.lower() if meta.etag else None
+    return Resolved(url=meta.location or url, commit=meta.commit_hash, etag=etag, size=meta.size)
+
+
+def _http_error(code: int, what: str, token: str | None) -> DownloadError:
+    if code in (401, 403):
+        if token:
+            return AuthRequiredError(
+                f"{what}: the server refused the Hugging Face token (HTTP {code}). Check that the token is "
+                "valid and that you accepted the model's license on its Hugging Face page."
+            )
+        return AuthRequiredError(
+            f"{what}: this model is gated or private (HTTP {code}). Accept its license on Hugging Face "
+            "and enter an access token in Settings."
+        )
+    if code == 404:
+        return NotFoundError(f"{what}: not found on the server (HTTP 404). The catalog may be out of date.")
+    if code == 429 or code >= 500:
+        return NetworkError(f"{what}: the server is busy or failing (HTTP {code}). Try again later.")
+    return DownloadError(f"{what}: the server answered HTTP {code}.")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    raise NotImplementedError
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _unlink(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class _Speed:
+    """Bytes/s over a sliding window of a few seconds."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self.samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, t: float, n: int) -> float:
+        self.samples.append((t, n))
+        while len(self.samples) > 2 and t - self.samples[0][0] > self.window:
+            self.samples.popleft()
+        t0, n0 = self.samples[0]
+        return (n - n0) / (t - t0) if t > t0 else 0.0
 
 
 class Download:
     """One file. run() resolves, checks disk space, transfers (resuming a part file), verifies
-    and renames; it returns the final path or raises a DownloadError."""
+    and renames; it returns the final path or raises a DownloadError.
+
+    Dropped connections are retried `retries` times (resuming with Range), waiting `backoff`,
+    2*backoff, ... seconds; after that the NetworkError is raised and the part file stays, so a
+    later run() — in this process or after a restart — continues where it stopped."""
 
     def __init__(
         self,
@@ -171,35 +275,297 @@ class Download:
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 0.2,
         timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 1.0,
     ) -> None:
-        raise NotImplementedError
+        self.request = request
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._pause = threading.Event()
+        self._cancel = threading.Event()
+        self._running = threading.Lock()
+        self._lock = threading.Lock()
+        self._progress = Progress(self.key, State.QUEUED, self._part_size(), request.size, 0.0, None)
+        self._last_emit = 0.0
+        self._speed = _Speed()
 
     @property
     def key(self) -> str:
-        raise NotImplementedError
+        return self.request.key or f"{self.request.repo}/{self.request.file}"
 
     @property
     def progress(self) -> Progress:
-        raise NotImplementedError
+        with self._lock:
+            return self._progress
 
-    def run(self) -> Path:
-        raise NotImplementedError
+    @property
+    def part(self) -> Path:
+        return part_path(self.request.dest)
+
+    @property
+    def sidecar(self) -> Path:
+        return sidecar_path(self.request.dest)
+
+    def _part_size(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except OSError:
+            return 0
+
+    def _emit(self, force: bool = False, **changes: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            p = replace(self._progress, **changes)
+            if "downloaded" in changes:
+                speed = self._speed.add(now, p.downloaded)
+                left = (p.total - p.downloaded) if p.total is not None else None
+                p = replace(p, speed=speed, eta=left / speed if left is not None and speed > 0 else None)
+            self._progress = p
+            due = force or now - self._last_emit >= self.progress_interval
+            if due:
+                self._last_emit = now
+        if due and self.on_progress is not None:
+            self.on_progress(p)
 
     def pause(self) -> None:
         """The running transfer stops within one chunk and raises PausedError; the part file
         stays for a later run()."""
-        raise NotImplementedError
+        self._pause.set()
 
     def cancel(self) -> None:
-        """Stops and deletes the part file (CancelledError)."""
-        raise NotImplementedError
+        """Stops and deletes the part file (CancelledError). Also works when not running."""
+        self._cancel.set()
+        if self._running.acquire(blocking=False):
+            try:
+                _unlink(self.part, self.sidecar)
+                self._emit(True, state=State.CANCELLED, downloaded=0)
+            finally:
+                self._running.release()
+
+    def _check_stop(self) -> None:
+        if self._cancel.is_set():
+            raise CancelledError(f"{self.key}: download cancelled")
+        if self._pause.is_set():
+            raise PausedError(f"{self.key}: download paused")
+
+    def run(self) -> Path:
+        if not self._running.acquire(blocking=False):
+            raise DownloadError(f"{self.key}: this download is already running")
+        try:
+            self._pause.clear()
+            if self._cancel.is_set():
+                raise CancelledError(f"{self.key}: download cancelled")
+            path = self._run()
+            self._emit(True, state=State.DONE, error="")
+            return path
+        except CancelledError as e:
+            _unlink(self.part, self.sidecar)
+            self._emit(True, state=State.CANCELLED, downloaded=0, error=str(e))
+            raise
+        except PausedError:
+            self._emit(True, state=State.PAUSED, downloaded=self._part_size())
+            raise
+        except DownloadError as e:
+            self._emit(True, state=State.FAILED, error=str(e))
+            raise
+        finally:
+            self._running.release()
+
+    def _run(self) -> Path:
+        rq = self.request
+        dest = rq.dest
+        expected = rq.sha256.lower() if rq.sha256 else None
+        if expected is not None and not _is_sha256(expected):
+            raise DownloadError(f"{self.key}: the pinned sha256 {rq.sha256!r} is not 64 hex digits")
+        if expected is None and not rq.allow_unverified:
+            raise UnverifiedDownloadError(
+                f"{self.key}: no checksum is pinned for {rq.file}, so the download cannot be verified. "
+                "Confirm to download it anyway."
+            )
+        self._emit(True, state=State.RESOLVING)
+        res = self._with_retries(
+            lambda: resolve(rq.repo, rq.file, rq.revision, endpoint=rq.endpoint, token=rq.token)
+        )
+        self._check_stop()
+        if rq.size is not None and res.size is not None and rq.size != res.size:
+            raise RemoteMismatchError(
+                f"{self.key}: the server's {rq.file} has {res.size} bytes, the catalog pins {rq.size}; "
+                "nothing was downloaded. Update Trit's catalog or pick another model."
+            )
+        if expected is not None and _is_sha256(res.etag) and res.etag != expected:
+            raise RemoteMismatchError(
+                f"{self.key}: the server's {rq.file} has sha256 {res.etag}, the catalog pins {expected}; "
+                "nothing was downloaded. Update Trit's catalog or pick another model."
+            )
+        if expected is None and _is_sha256(res.etag):
+            expected = res.etag  # not pinned, but still catches a corrupted transfer
+        total = rq.size if rq.size is not None else res.size
+        if dest.exists():
+            if expected is not None and dest.is_file() and sha256_file(dest) == expected:
+                return dest
+            raise DownloadError(f"{dest}: a different file with this name is already in the models folder")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+        # resume only a part file whose sidecar describes this very file
+        side = {
+            "url": res.url,
+            "repo": rq.repo,
+            "file": rq.file,
+            "revision": rq.revision,
+            "commit": res.commit,
+            "etag": res.etag,
+            "size": total,
+            "sha256": expected,
+        }
+        old = _read_sidecar(self.sidecar)
+        if old is None or any(old.get(k) != side[k] for k in ("etag", "size", "sha256")):
+            _unlink(self.part)
+        have = self._part_size()
+        if total is not None and have > total:
+            _unlink(self.part)
+            have = 0
+        _write_json_atomic(self.sidecar, side)
+
+        if total is not None:
+            free = shutil.disk_usage(dest.parent).free
+            need = total - have + DISK_MARGIN
+            if free < need:
+                raise DiskSpaceError(dest.parent, total - have, free)
+
+        self._emit(True, state=State.DOWNLOADING, downloaded=have, total=total)
+        self._with_retries(lambda: self._transfer(res.url, total))
+        self._check_stop()
+
+        self._emit(True, state=State.VERIFYING)
+        size = self._part_size()
+        if total is not None and size != total:
+            _unlink(self.part, self.sidecar)
+            raise DownloadError(
+                f"{self.key}: the download has {size} bytes, expected {total}; deleted it. Try again."
+            )
+        if expected is not None:
+            actual = sha256_file(self.part)
+            if actual != expected:
+                _unlink(self.part, self.sidecar)
+                raise ChecksumError(self.part, expected, actual)
+        os.replace(self.part, dest)
+        _unlink(self.sidecar)
+        return dest
+
+    def _with_retries(self, fn: Callable[[], Any]) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except NetworkError:
+                if attempt == self.retries:
+                    raise
+            # wait, but wake up at once for pause/cancel
+            deadline = time.monotonic() + self.backoff * (2**attempt)
+            while time.monotonic() < deadline:
+                self._check_stop()
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        raise AssertionError("unreachable")
+
+    def _open(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        token_host = urllib.parse.urlsplit(self.request.endpoint).netloc
+        for _ in range(MAX_REDIRECTS + 1):
+            u = urllib.parse.urlsplit(url)
+            if u.scheme not in ("http", "https"):
+                raise DownloadError(f"{self.key}: refusing to download from {url!r}")
+            h = dict(headers)
+            # the token goes to the hub only, never to a CDN it redirects to
+            if self.request.token and u.netloc == token_host:
+                h["Authorization"] = f"Bearer {self.request.token}"
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            conn = cls(u.netloc, timeout=self.timeout)
+            path = u.path + (f"?{u.query}" if u.query else "")
+            try:
+                conn.request("GET", path or "/", headers=h)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                raise _network_error(e, f"{self.key}: connection to {u.netloc} failed") from e
+            if resp.status in (301, 302, 303, 307, 308):
+                loc = resp.getheader("Location")
+                conn.close()
+                if not loc:
+                    raise DownloadError(f"{self.key}: HTTP {resp.status} without a Location")
+                url = urllib.parse.urljoin(url, loc)
+                continue
+            return conn, resp
+        raise DownloadError(f"{self.key}: more than {MAX_REDIRECTS} redirects")
+
+    def _transfer(self, url: str, total: int | None) -> None:
+        have = self._part_size()
+        if total is not None and have == total:
+            return
+        headers = {"Accept-Encoding": "identity", "User-Agent": "trit"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        conn, resp = self._open(url, headers)
+        try:
+            if resp.status == 206:
+                m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.getheader("Content-Range") or "")
+                if not m or int(m.group(1)) != have:
+                    # not the range we asked for: start over rather than splice wrong bytes
+                    _unlink(self.part)
+                    raise NetworkError(f"{self.key}: the server sent an unexpected range; restarting")
+                mode = "ab"
+            elif resp.status == 200:
+                have, mode = 0, "wb"  # the server ignored Range: start over
+            elif resp.status == 416 and total is None:
+                return  # we already have everything the server has
+            elif resp.status == 416:
+                _unlink(self.part)
+                raise NetworkError(f"{self.key}: the server rejected the resume range; restarting")
+            else:
+                raise _http_error(resp.status, self.key, self.request.token)
+            self._emit(True, downloaded=have)
+            with open(self.part, mode) as f:
+                while True:
+                    self._check_stop()
+                    try:
+                        chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                    except (OSError, http.client.HTTPException) as e:
+                        raise _network_error(e, f"{self.key}: the connection dropped") from e
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    have += len(chunk)
+                    if total is not None and have > total:
+                        f.close()
+                        _unlink(self.part)
+                        raise DownloadError(
+                            f"{self.key}: the server sent more than {total} bytes; deleted them"
+                        )
+                    self._emit(downloaded=have)
+                f.flush()
+                os.fsync(f.fileno())
+            self._emit(True, downloaded=have)
+            if resp.length:  # http.client counts down Content-Length: bytes promised but not sent
+                raise NetworkError(f"{self.key}: the connection ended {resp.length} bytes early")
+            if total is not None and have < total:
+                raise NetworkError(f"{self.key}: the connection ended after {have} of {total} bytes")
+        finally:
+            conn.close()
+
+
+@dataclass
+class _Job:
+    download: Download
+    state: State = State.QUEUED
 
 
 class DownloadQueue:
     """Runs queued downloads on background threads, at most max_parallel at a time.
 
     Callbacks run on the queue's threads: on_progress(Progress), on_done(key, Path),
-    on_failed(key, DownloadError)."""
+    on_failed(key, DownloadError). A paused job stays in jobs() until resumed or cancelled."""
 
     def __init__(
         self,
@@ -208,38 +574,160 @@ class DownloadQueue:
         on_progress: Callable[[Progress], None] | None = None,
         on_done: Callable[[str, Path], None] | None = None,
         on_failed: Callable[[str, DownloadError], None] | None = None,
+        download_options: dict[str, Any] | None = None,
     ) -> None:
-        raise NotImplementedError
+        if not 1 <= max_parallel <= 4:
+            raise ValueError("max_parallel must be 1 to 4")
+        self.on_progress = on_progress
+        self.on_done = on_done
+        self.on_failed = on_failed
+        self._options = dict(download_options or {})
+        self._cond = threading.Condition()
+        self._jobs: dict[str, _Job] = {}  # insertion order = queue order
+        self._pending: collections.deque[str] = collections.deque()
+        self._active = 0
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"trit-download-{i}", daemon=True)
+            for i in range(max_parallel)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _progress(self, p: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
 
     def add(self, request: DownloadRequest) -> str:
         """Queues a download; returns its key. Adding a key that is queued or running is a no-op."""
-        raise NotImplementedError
+        d = Download(request, on_progress=self._progress, **self._options)
+        with self._cond:
+            if self._closing:
+                raise DownloadError("the download queue is closed")
+            job = self._jobs.get(d.key)
+            if job is not None and job.state in (State.QUEUED, State.DOWNLOADING):
+                return d.key
+            self._jobs[d.key] = _Job(d)
+            self._pending.append(d.key)
+            self._cond.notify()
+        self._progress(d.progress)
+        return d.key
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                key = self._pending.popleft()
+                job = self._jobs[key]
+                job.state = State.DOWNLOADING
+                self._active += 1
+            result: Path | None = None
+            error: DownloadError | None = None
+            try:
+                result = job.download.run()
+            except DownloadError as e:
+                error = e
+            except Exception as e:  # noqa: BLE001  # a bug must not kill the worker thread
+                error = DownloadError(f"{key}: unexpected error: {e!r}")
+            with self._cond:
+                self._active -= 1
+                if result is not None:
+                    job.state = State.DONE
+                elif isinstance(error, PausedError):
+                    job.state = State.PAUSED
+                elif isinstance(error, CancelledError):
+                    job.state = State.CANCELLED
+                else:
+                    job.state = State.FAILED
+                self._cond.notify_all()
+            if result is not None:
+                if self.on_done is not None:
+                    self.on_done(key, result)
+            elif (
+                error is not None and not isinstance(error, (PausedError, CancelledError)) and self.on_failed
+            ):
+                self.on_failed(key, error)
 
     def pause(self, key: str) -> None:
-        raise NotImplementedError
+        with self._cond:
+            job = self._jobs[key]
+            if job.state == State.QUEUED:
+                self._pending.remove(key)
+                job.state = State.PAUSED
+                self._cond.notify_all()
+                queued = True
+            else:
+                queued = False
+        if queued:
+            job.download._emit(True, state=State.PAUSED)
+        else:
+            job.download.pause()
 
     def resume(self, key: str) -> None:
         """Re-queues a paused or failed download (it resumes from its part file)."""
-        raise NotImplementedError
+        with self._cond:
+            job = self._jobs[key]
+            if job.state not in (State.PAUSED, State.FAILED):
+                return
+            # a fresh Download: the old one may still be unwinding its pause on a worker thread
+            job.download = Download(job.download.request, on_progress=self._progress, **self._options)
+            job.state = State.QUEUED
+            self._pending.append(key)
+            self._cond.notify()
+        job.download._emit(True, state=State.QUEUED)
 
     def cancel(self, key: str) -> None:
-        raise NotImplementedError
+        """Stops the download and deletes its part file; the job leaves jobs()."""
+        with self._cond:
+            job = self._jobs.pop(key, None)
+            if job is None:
+                return
+            if key in self._pending:
+                self._pending.remove(key)
+            self._cond.notify_all()
+        job.download.cancel()
 
     def jobs(self) -> list[Progress]:
-        raise NotImplementedError
+        with self._cond:
+            jobs = list(self._jobs.values())
+        return [j.download.progress for j in jobs]
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until nothing is queued or running; False on timeout."""
-        raise NotImplementedError
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and self._active == 0, timeout)
 
-    def close(self, *, wait: bool = True) -> None:
+    def close(self, *, wait: bool = True, timeout: float = 30.0) -> None:
         """Pauses running downloads (their part files stay) and stops the threads."""
-        raise NotImplementedError
+        with self._cond:
+            self._closing = True
+            running = [j.download for j in self._jobs.values() if j.state == State.DOWNLOADING]
+            self._cond.notify_all()
+        for d in running:
+            d.pause()
+        if wait:
+            for t in self._threads:
+                t.join(timeout)
 
 
 def pending_downloads(folder: Path) -> list[dict[str, Any]]:
-    """Sidecars of interrupted downloads in folder (to offer resuming after a restart)."""
-    raise NotImplementedError
+    """Sidecars of interrupted downloads in folder (to offer resuming after a restart); each dict
+    also has "dest" (the final path) and "downloaded" (bytes in the part file)."""
+    out = []
+    for side in sorted(Path(folder).glob("*.part.json")):
+        doc = _read_sidecar(side)
+        if doc is None:
+            continue
+        dest = side.with_name(side.name[: -len(".part.json")])
+        try:
+            have = part_path(dest).stat().st_size
+        except OSError:
+            have = 0
+        out.append({**doc, "dest": str(dest), "downloaded": have})
+    return out
 
 
 __all__ = [
@@ -256,6 +744,7 @@ __all__ = [
     "NotFoundError",
     "PausedError",
     "Progress",
+    "RemoteMismatchError",
     "Resolved",
     "SizeMismatchError",
     "State",

@@ -1,0 +1,390 @@
+"""Resumable verified downloads against a real local HTTP server speaking the hub protocol, with
+faults: dropped connections, wrong bytes, 404, 401 (gated), slow link with pause/resume, server
+restart between attempts, a server that ignores Range. Only 127.0.0.1 is contacted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from trit.app.core import downloads as dl
+from trit.app.core.downloads import (
+    AuthRequiredError,
+    CancelledError,
+    ChecksumError,
+    DiskSpaceError,
+    Download,
+    DownloadQueue,
+    DownloadRequest,
+    NetworkError,
+    NotFoundError,
+    PausedError,
+    Progress,
+    RemoteMismatchError,
+    State,
+    UnverifiedDownloadError,
+    part_path,
+    pending_downloads,
+    resolve,
+    sidecar_path,
+)
+
+from .hubserver import COMMIT, HubServer, HubState
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = "org/model-gguf"
+FILE = "model-i2_s.gguf"
+DATA = random.Random(1).randbytes(600_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    state = HubState(
+        files={(REPO, FILE): DATA, ("gated/model", FILE): DATA[:1000]}, gated={"gated/model": "hf_good"}
+    )
+    with HubServer(state) as s:
+        yield s
+
+
+def request(hub: HubServer, tmp_path: Path, **kw: object) -> DownloadRequest:
+    args: dict[str, object] = {
+        "repo": REPO,
+        "file": FILE,
+        "dest": tmp_path / FILE,
+        "sha256": SHA,
+        "size": len(DATA),
+    }
+    args["endpoint"] = hub.endpoint
+    args.update(kw)
+    return DownloadRequest(**args)  # type: ignore[arg-type]
+
+
+def fast(req: DownloadRequest, **kw: object) -> Download:
+    opts: dict[str, object] = {"retries": 0, "backoff": 0.01, "timeout": 10}
+    opts.update(kw)
+    return Download(req, **opts)  # type: ignore[arg-type]
+
+
+def assert_clean_success(tmp_path: Path) -> None:
+    dest = tmp_path / FILE
+    assert dest.read_bytes() == DATA
+    assert not part_path(dest).exists() and not sidecar_path(dest).exists()
+
+
+def gets(hub: HubServer) -> list[str | None]:
+    return [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"]
+
+
+def test_resolve(hub: HubServer) -> None:
+    r = resolve(REPO, FILE, "main", endpoint=hub.endpoint)
+    assert r.commit == COMMIT and r.etag == SHA and r.size == len(DATA)
+    assert r.url == f"http://127.0.0.1:{hub.cdn.server_address[1]}/cdn/{SHA}"
+
+
+def test_download_verifies_and_reports_progress(hub: HubServer, tmp_path: Path) -> None:
+    seen: list[Progress] = []
+    d = fast(request(hub, tmp_path), progress_interval=0.0)
+    d.on_progress = seen.append
+    assert d.run() == tmp_path / FILE
+    assert_clean_success(tmp_path)
+    states = [p.state for p in seen]
+    assert states[0] == State.RESOLVING and states[-1] == State.DONE and State.VERIFYING in states
+    sizes = [p.downloaded for p in seen if p.state == State.DOWNLOADING]
+    assert sizes == sorted(sizes) and sizes[-1] == len(DATA)
+    assert all(p.total == len(DATA) for p in seen if p.state == State.DOWNLOADING)
+    assert d.progress.fraction == 1.0
+    assert gets(hub) == [None]
+    # running it again finds the verified file and transfers nothing
+    assert fast(request(hub, tmp_path)).run() == tmp_path / FILE
+    assert gets(hub) == [None]
+
+
+def test_drop_then_resume_in_a_later_run(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.drop_after = 200_000
+    req = request(hub, tmp_path)
+    with pytest.raises(NetworkError):
+        fast(req).run()
+    part = part_path(req.dest)
+    assert part.stat().st_size == 200_000 and part.read_bytes() == DATA[:200_000]
+    side = json.loads(sidecar_path(req.dest).read_text())
+    assert side["etag"] == SHA and side["size"] == len(DATA) and side["sha256"] == SHA
+    assert pending_downloads(tmp_path)[0]["downloaded"] == 200_000
+    assert not req.dest.exists()
+    fast(req).run()  # a new Download object, as after an app restart
+    assert gets(hub) == [None, "bytes=200000-"]
+    assert_clean_success(tmp_path)
+    assert pending_downloads(tmp_path) == []
+
+
+def test_drop_is_retried_within_one_run(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.drop_after = 100_000
+    hub.state.drops = 2
+    fast(request(hub, tmp_path), retries=3).run()
+    assert gets(hub) == [None, "bytes=100000-", "bytes=200000-"]
+    assert_clean_success(tmp_path)
+
+
+def test_wrong_bytes_delete_the_part_file(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.corrupt = True
+    req = request(hub, tmp_path)
+    with pytest.raises(ChecksumError, match="partial file was deleted") as ei:
+        fast(req).run()
+    assert ei.value.expected == SHA and ei.value.actual != SHA
+    assert not req.dest.exists() and not part_path(req.dest).exists() and not sidecar_path(req.dest).exists()
+    hub.state.corrupt = False
+    fast(req).run()
+    assert_clean_success(tmp_path)
+
+
+def test_404(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="404"):
+        fast(request(hub, tmp_path, file="nope.gguf", dest=tmp_path / "nope.gguf")).run()
+    with pytest.raises(NotFoundError):
+        fast(request(hub, tmp_path, repo="no/such-repo")).run()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gated_needs_token_and_token_stays_on_the_hub(hub: HubServer, tmp_path: Path) -> None:
+    small = DATA[:1000]
+    kw = {"repo": "gated/model", "sha256": hashlib.sha256(small).hexdigest(), "size": 1000}
+    with pytest.raises(AuthRequiredError, match="access token"):
+        fast(request(hub, tmp_path, **kw)).run()
+    with pytest.raises(AuthRequiredError, match="refused the Hugging Face token"):
+        fast(request(hub, tmp_path, token="hf_bad", **kw)).run()
+    assert list(tmp_path.iterdir()) == []
+    fast(request(hub, tmp_path, token="hf_good", **kw)).run()
+    assert (tmp_path / FILE).read_bytes() == small
+    assert any(e.auth == "Bearer hf_good" for e in hub.state.log if e.server == "hub")
+    assert all(e.auth is None for e in hub.state.log if e.server == "cdn")
+
+
+def test_slow_link_pause_and_resume(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.chunk_delay = 0.01  # ~1.6 MB/s
+    hub.state.chunk = 1 << 14
+    req = request(hub, tmp_path)
+    d = fast(req, progress_interval=0.0)
+    paused = threading.Event()
+    errors: list[BaseException] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.state == State.DOWNLOADING and p.downloaded > 150_000:
+            d.pause()
+
+    d.on_progress = on_progress
+
+    def run() -> None:
+        try:
+            d.run()
+        except BaseException as e:  # noqa: BLE001  # checked below
+            errors.append(e)
+        paused.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert paused.wait(30)
+    t.join()
+    assert len(errors) == 1 and isinstance(errors[0], PausedError)
+    assert d.progress.state == State.PAUSED
+    have = part_path(req.dest).stat().st_size
+    assert 150_000 < have < len(DATA)
+    assert part_path(req.dest).read_bytes() == DATA[:have]
+    d.on_progress = None
+    hub.state.chunk_delay = 0.0
+    d.run()  # resume with the same object
+    assert gets(hub)[-1] == f"bytes={have}-"
+    assert_clean_success(tmp_path)
+    assert d.progress.speed > 0
+
+
+def test_server_restart_between_attempts(tmp_path: Path) -> None:
+    state = HubState(files={(REPO, FILE): DATA}, drop_after=300_000)
+    s = HubServer(state)
+    port = s.port
+    req = DownloadRequest(REPO, FILE, tmp_path / FILE, sha256=SHA, size=len(DATA), endpoint=s.endpoint)
+    try:
+        with pytest.raises(NetworkError):
+            fast(req).run()
+    finally:
+        s.stop()
+    with pytest.raises(NetworkError, match="cannot reach"):
+        fast(req).run()  # server down: nothing is lost
+    assert part_path(req.dest).stat().st_size == 300_000
+    with HubServer(HubState(files={(REPO, FILE): DATA}), port=port) as s2:
+        fast(req).run()
+        assert gets(s2) == ["bytes=300000-"]
+    assert_clean_success(tmp_path)
+
+
+def test_server_ignoring_range_restarts_cleanly(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.drop_after = 100_000
+    req = request(hub, tmp_path)
+    with pytest.raises(NetworkError):
+        fast(req).run()
+    hub.state.ignore_range = True
+    fast(req).run()
+    assert gets(hub) == [None, "bytes=100000-"]
+    assert_clean_success(tmp_path)
+
+
+def test_stale_part_of_another_file_is_discarded(hub: HubServer, tmp_path: Path) -> None:
+    req = request(hub, tmp_path)
+    part_path(req.dest).write_bytes(b"x" * 5000)
+    sidecar_path(req.dest).write_text(json.dumps({"etag": "0" * 64, "size": len(DATA), "sha256": SHA}))
+    fast(req).run()
+    assert gets(hub) == [None]
+    assert_clean_success(tmp_path)
+    part_path(req.dest).write_bytes(b"y" * 10)  # a part file without its sidecar is not trusted either
+    req.dest.unlink()
+    fast(req).run()
+    assert gets(hub) == [None, None]
+    assert_clean_success(tmp_path)
+
+
+def test_unverified_needs_confirmation(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(UnverifiedDownloadError, match="Confirm"):
+        fast(request(hub, tmp_path, sha256=None, size=None)).run()
+    assert hub.state.log == []  # refused before contacting the server
+    # confirmed: the server's LFS sha256 still catches corruption
+    hub.state.corrupt = True
+    with pytest.raises(ChecksumError):
+        fast(request(hub, tmp_path, sha256=None, size=None, allow_unverified=True)).run()
+    hub.state.corrupt = False
+    fast(request(hub, tmp_path, sha256=None, size=None, allow_unverified=True)).run()
+    assert_clean_success(tmp_path)
+
+
+def test_catalog_mismatch_downloads_nothing(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(RemoteMismatchError, match="catalog pins"):
+        fast(request(hub, tmp_path, size=len(DATA) + 1)).run()
+    with pytest.raises(RemoteMismatchError, match="sha256"):
+        fast(request(hub, tmp_path, sha256="ab" * 32)).run()
+    assert gets(hub) == [] and list(tmp_path.iterdir()) == []
+
+
+def test_disk_space_is_checked_first(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.disk_usage
+
+    def tiny(path: object) -> object:
+        u = real(path)  # type: ignore[arg-type]
+        return type(u)(u.total, u.total - 1000, 1000)
+
+    monkeypatch.setattr(dl.shutil, "disk_usage", tiny)
+    with pytest.raises(DiskSpaceError, match="not enough disk space") as ei:
+        fast(request(hub, tmp_path)).run()
+    assert ei.value.free == 1000 and ei.value.needed == len(DATA)
+    assert gets(hub) == []
+
+
+def test_cancel_deletes_the_part(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.chunk_delay = 0.01
+    req = request(hub, tmp_path)
+    d = fast(req, progress_interval=0.0)
+    d.on_progress = lambda p: d.cancel() if p.downloaded > 50_000 else None
+    with pytest.raises(CancelledError):
+        d.run()
+    assert list(tmp_path.iterdir()) == []
+    assert d.progress.state == State.CANCELLED
+
+
+def test_server_error_is_retryable(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.fail_status = 503
+    with pytest.raises(NetworkError) as ei:
+        fast(request(hub, tmp_path), retries=1).run()
+    assert ei.value.retryable
+    assert len([e for e in hub.state.log if e.method == "HEAD"]) == 2  # bounded retries
+
+
+def test_queue_runs_in_background_with_pause_resume_cancel(hub: HubServer, tmp_path: Path) -> None:
+    files = {f"m{i}.gguf": random.Random(i).randbytes(200_000) for i in range(4)}
+    for name, data in files.items():
+        hub.state.files[(REPO, name)] = data
+    hub.state.chunk_delay = 0.005
+    done: dict[str, Path] = {}
+    failed: dict[str, Exception] = {}
+    seen_states: list[tuple[str, State]] = []
+    lock = threading.Lock()
+
+    def on_progress(p: Progress) -> None:
+        with lock:
+            seen_states.append((p.key, p.state))
+
+    q = DownloadQueue(
+        max_parallel=2,
+        on_progress=on_progress,
+        on_done=lambda k, p: done.__setitem__(k, p),
+        on_failed=lambda k, e: failed.__setitem__(k, e),
+        download_options={"retries": 0, "progress_interval": 0.0},
+    )
+    try:
+        t0 = time.monotonic()
+        keys = [
+            q.add(
+                DownloadRequest(
+                    REPO,
+                    n,
+                    tmp_path / n,
+                    sha256=hashlib.sha256(d).hexdigest(),
+                    size=len(d),
+                    endpoint=hub.endpoint,
+                    key=n,
+                )
+            )
+            for n, d in files.items()
+        ]
+        assert time.monotonic() - t0 < 1.0  # add() does not block the caller
+        assert (
+            q.add(
+                DownloadRequest(REPO, "m0.gguf", tmp_path / "m0.gguf", endpoint=hub.endpoint, key="m0.gguf")
+            )
+            == "m0.gguf"
+        )
+        q.cancel("m3.gguf")  # still queued (two run at a time)
+        q.pause("m2.gguf")
+        assert q.wait(60)
+        assert set(done) == {"m0.gguf", "m1.gguf"} and failed == {}
+        states = {p.key: p.state for p in q.jobs()}
+        assert states == {"m0.gguf": State.DONE, "m1.gguf": State.DONE, "m2.gguf": State.PAUSED}
+        q.resume("m2.gguf")
+        assert q.wait(60)
+        assert set(done) == {"m0.gguf", "m1.gguf", "m2.gguf"}
+        for n in keys[:3]:
+            assert (tmp_path / n).read_bytes() == files[n]
+        assert not (tmp_path / "m3.gguf").exists() and not part_path(tmp_path / "m3.gguf").exists()
+        # never more than two transfers at once
+        active: set[str] = set()
+        peak = 0
+        for key, st in seen_states:
+            if st == State.DOWNLOADING:
+                active.add(key)
+            elif st in (State.DONE, State.FAILED, State.PAUSED, State.CANCELLED, State.VERIFYING):
+                active.discard(key)
+            peak = max(peak, len(active))
+        assert peak <= 2
+    finally:
+        q.close()
+
+
+def test_queue_reports_failures_and_close_pauses(hub: HubServer, tmp_path: Path) -> None:
+    failed: dict[str, Exception] = {}
+    hub.state.chunk_delay = 0.02
+    q = DownloadQueue(on_failed=lambda k, e: failed.__setitem__(k, e), download_options={"retries": 0})
+    q.add(request(hub, tmp_path, file="missing.gguf", dest=tmp_path / "missing.gguf", key="missing"))
+    assert q.wait(30)
+    assert isinstance(failed["missing"], NotFoundError)
+    key = q.add(request(hub, tmp_path))
+    deadline = time.monotonic() + 30
+    while not part_path(tmp_path / FILE).exists() or part_path(tmp_path / FILE).stat().st_size == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    q.close()  # the running download is paused, its part file kept
+    assert part_path(tmp_path / FILE).exists() and sidecar_path(tmp_path / FILE).exists()
+    assert {p.key: p.state for p in q.jobs()}[key] == State.PAUSED
