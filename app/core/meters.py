@@ -10,12 +10,18 @@ estimate only this process.
 
 from __future__ import annotations
 
+import itertools
+import re
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from .units import format_bytes
 
 DEFAULT_WATTS_PER_CORE = 5.0  # a busy modern laptop/desktop core under SIMD load, roughly 3-8 W
 
@@ -48,94 +54,265 @@ class EnergySource(Protocol):
         ...
 
 
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except PermissionError as e:
+        raise SourceUnavailable(f"{path}: permission denied (RAPL counters are often root-only)") from e
+    except (OSError, ValueError) as e:
+        raise SourceUnavailable(f"{path}: {e}") from e
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 class RaplSource:
     """Sum of the package domains /sys/class/powercap/intel-rapl:N/energy_uj (not the
-    sub-domains intel-rapl:N:M, which the package already includes), with max_energy_range_uj
-    wraparound. Usually root-only: unreadable counters make it unavailable."""
+    sub-domains intel-rapl:N:M, which the package already includes, nor a "psys" domain, which
+    covers the whole platform and would count the package twice), with max_energy_range_uj
+    wraparound. Usually root-only: unreadable counters make it unavailable. It measures the whole
+    CPU package, not only Trit. A reply spanning more than one counter wrap (hours at normal
+    power) would be under-counted."""
 
     label = "measured: RAPL package"
     measured = True
 
     def __init__(self, sysfs_root: str | Path = "/sys") -> None:
-        raise NotImplementedError
+        self.root = Path(sysfs_root) / "class" / "powercap"
+        self._start: list[int] = []
+
+    def domains(self) -> list[Path]:
+        out = []
+        for d in sorted(self.root.glob("intel-rapl:*")):
+            if re.fullmatch(r"intel-rapl:\d+", d.name) and _read_text(d / "name").startswith("package"):
+                out.append(d)
+        return out
+
+    def _read(self) -> list[int]:
+        doms = self.domains()
+        if not doms:
+            raise SourceUnavailable(f"{self.root}: no RAPL package domain")
+        return [_read_int(d / "energy_uj") for d in doms]
 
     def available(self) -> bool:
-        raise NotImplementedError
+        try:
+            self._read()
+        except SourceUnavailable:
+            return False
+        return True
 
     def start(self) -> None:
-        raise NotImplementedError
+        self._start = self._read()
 
     def stop(self) -> float:
-        raise NotImplementedError
+        doms = self.domains()
+        end = self._read()
+        if len(end) != len(self._start):
+            raise SourceUnavailable("the RAPL domains changed during the measurement")
+        total = 0
+        for d, a, b in zip(doms, self._start, end, strict=True):
+            if b >= a:
+                total += b - a
+            else:  # the counter wrapped at max_energy_range_uj
+                total += _read_int(d / "max_energy_range_uj") - a + b
+        return total / 1e6
 
 
 class SampledPowerSource:
     """Integrates a watts reading sampled every `interval` seconds on a background thread
     (trapezoids; the first and last samples are taken in start() and stop()). Any failed sample
-    invalidates the measurement."""
+    (e.g. the charger was plugged in) invalidates the measurement."""
 
-    label = "measured: battery"
     measured = True
 
     def __init__(
-        self, read_watts: Callable[[], float], *, interval: float = 0.5, label: str | None = None
+        self,
+        read_watts: Callable[[], float],
+        *,
+        interval: float = 0.5,
+        label: str = "measured: battery",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        raise NotImplementedError
+        self.read_watts = read_watts
+        self.interval = interval
+        self.label = label
+        self._clock = clock
+        self._samples: list[tuple[float, float]] = []
+        self._failed: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _sample(self) -> None:
+        try:
+            w = float(self.read_watts())
+        except SourceUnavailable as e:
+            with self._lock:
+                self._failed = str(e)
+            return
+        with self._lock:
+            self._samples.append((self._clock(), w))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
 
     def start(self) -> None:
-        raise NotImplementedError
+        self._samples, self._failed = [], None
+        self._sample()
+        if self._failed is not None:
+            raise SourceUnavailable(self._failed)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="trit-power-sampler", daemon=True)
+        self._thread.start()
 
     def stop(self) -> float:
-        raise NotImplementedError
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._sample()
+        with self._lock:
+            if self._failed is not None:
+                raise SourceUnavailable(self._failed)
+            s = list(self._samples)
+        return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(s))
 
 
 def linux_battery_watts(sysfs_root: str | Path = "/sys") -> float:
     """Discharge power of the Linux batteries (/sys/class/power_supply/*/ with type Battery):
     power_now (uW), or current_now (uA) x voltage_now (uV). Raises SourceUnavailable unless a
     battery is Discharging."""
-    raise NotImplementedError
+    root = Path(sysfs_root) / "class" / "power_supply"
+    total, found = 0.0, False
+    for d in sorted(root.glob("*")):
+        if _read_text(d / "type") != "Battery" or _read_text(d / "status") != "Discharging":
+            continue
+        if (d / "power_now").exists():
+            w = abs(_read_int(d / "power_now")) / 1e6
+        elif (d / "current_now").exists() and (d / "voltage_now").exists():
+            w = abs(_read_int(d / "current_now")) * _read_int(d / "voltage_now") / 1e12
+        else:
+            continue
+        total += w
+        found = True
+    if not found:
+        raise SourceUnavailable("no battery is discharging (on mains power, or no battery)")
+    return total
 
 
 def parse_ioreg(output: str) -> float:
     """Watts from `ioreg -rn AppleSmartBattery` output: |InstantAmperage| (mA, may be printed as
     an unsigned 64-bit number) x Voltage (mV). Raises SourceUnavailable when not discharging
     (ExternalConnected = Yes or amperage >= 0) or the keys are missing."""
-    raise NotImplementedError
+    kv = dict(re.findall(r'"(\w+)"\s*=\s*([^\s,}]+)', output))
+    if kv.get("ExternalConnected") == "Yes":
+        raise SourceUnavailable("on mains power")
+    raw = kv.get("InstantAmperage", kv.get("Amperage"))
+    volt = kv.get("Voltage", kv.get("AppleRawBatteryVoltage"))
+    if raw is None or volt is None:
+        raise SourceUnavailable("ioreg printed no battery amperage/voltage")
+    try:
+        amp, mv = int(raw), int(volt)
+    except ValueError as e:
+        raise SourceUnavailable(f"unexpected ioreg values {raw!r} / {volt!r}") from e
+    if amp >= 1 << 63:  # ioreg prints the signed value as unsigned 64-bit
+        amp -= 1 << 64
+    if amp >= 0:
+        raise SourceUnavailable("the battery is not discharging")
+    return -amp * mv / 1e6
 
 
 def parse_wmi_battery(output: str) -> float:
     """Watts from `powershell Get-CimInstance -Namespace root/wmi BatteryStatus` output
     (DischargeRate in mW, Discharging : True). Raises SourceUnavailable otherwise."""
-    raise NotImplementedError
+    total, found = 0.0, False
+    for block in re.split(r"\n\s*\n", output.replace("\r\n", "\n")):
+        kv = {}
+        for line in block.splitlines():
+            k, sep, v = line.partition(":")
+            if sep:
+                kv[k.strip()] = v.strip()
+        if kv.get("Discharging") != "True" or kv.get("PowerOnline") == "True":
+            continue
+        try:
+            rate = int(kv.get("DischargeRate", ""))
+        except ValueError:
+            continue
+        if rate > 0:
+            total += rate / 1e3
+            found = True
+    if not found:
+        raise SourceUnavailable("no battery is discharging (on mains power, or no battery)")
+    return total
+
+
+IOREG_CMD = ("ioreg", "-rn", "AppleSmartBattery")
+WMI_CMD = (
+    "powershell",
+    "-NoProfile",
+    "-NonInteractive",
+    "-Command",
+    (
+        "Get-CimInstance -Namespace root/wmi -ClassName BatteryStatus | "
+        "Format-List Discharging,DischargeRate,PowerOnline"
+    ),
+)
+
+
+def _run(cmd: Sequence[str]) -> str:
+    try:
+        p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SourceUnavailable(f"{cmd[0]}: {e}") from e
+    if p.returncode != 0:
+        raise SourceUnavailable(f"{cmd[0]} exited with {p.returncode}: {p.stderr.strip()[:200]}")
+    return p.stdout
 
 
 def macos_battery_watts(run: Callable[[Sequence[str]], str] | None = None) -> float:
-    raise NotImplementedError
+    return parse_ioreg((run or _run)(IOREG_CMD))
 
 
 def windows_battery_watts(run: Callable[[Sequence[str]], str] | None = None) -> float:
-    raise NotImplementedError
+    return parse_wmi_battery((run or _run)(WMI_CMD))
+
+
+def _process_cpu_seconds() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
 
 
 class CpuTimeEstimate:
-    """Joules = this process's CPU seconds (user + system, all threads) x watts_per_core."""
+    """Joules = this process's CPU seconds (user + system, all threads) x watts_per_core. Only
+    Trit's own work, and only as good as the per-core figure: say "estimated"."""
 
     measured = False
 
     def __init__(
         self, watts_per_core: float = DEFAULT_WATTS_PER_CORE, cpu_seconds: Callable[[], float] | None = None
     ) -> None:
-        raise NotImplementedError
+        if not watts_per_core > 0:
+            raise ValueError("watts_per_core must be positive")
+        self.watts_per_core = float(watts_per_core)
+        self._cpu = cpu_seconds or _process_cpu_seconds
+        self._start = 0.0
 
     @property
     def label(self) -> str:
-        raise NotImplementedError
+        return f"estimated: CPU time x {self.watts_per_core:g} W/core"
 
     def start(self) -> None:
-        raise NotImplementedError
+        self._start = self._cpu()
 
     def stop(self) -> float:
-        raise NotImplementedError
+        return max(0.0, self._cpu() - self._start) * self.watts_per_core
 
 
 def detect_sources(
@@ -145,13 +322,27 @@ def detect_sources(
     run: Callable[[Sequence[str]], str] | None = None,
     interval: float = 0.5,
 ) -> list[EnergySource]:
-    """Measured sources that could work on this machine, best first (not yet started)."""
-    raise NotImplementedError
+    """Measured sources that could work on this machine, best first (not yet started). Battery
+    sources are listed even when on mains power: start() decides per reply."""
+    out: list[EnergySource] = []
+    if platform.startswith("linux"):
+        rapl = RaplSource(sysfs_root)
+        if rapl.available():
+            out.append(rapl)
+        out.append(SampledPowerSource(lambda: linux_battery_watts(sysfs_root), interval=interval))
+    elif platform == "darwin":
+        out.append(SampledPowerSource(lambda: macos_battery_watts(run), interval=max(interval, 1.0)))
+    elif platform == "win32":
+        # each sample starts PowerShell (~0.5 s of CPU): sample rarely so the meter does not
+        # become a noticeable part of what it measures
+        out.append(SampledPowerSource(lambda: windows_battery_watts(run), interval=max(interval, 5.0)))
+    return out
 
 
 class EnergyMeter:
     """start() ... stop() -> EnergyReading around one reply. Runs the CPU-time estimate beside the
-    measured sources and reports the first measured source that stayed valid, else the estimate."""
+    first measured source that starts, and reports that source if it stayed valid, else the
+    estimate — one or the other, never a mix."""
 
     def __init__(
         self,
@@ -162,13 +353,37 @@ class EnergyMeter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """sources=None: detect_sources() for this machine; [] = estimate only."""
-        raise NotImplementedError
+        self.sources = list(detect_sources() if sources is None else sources)
+        self.estimate = estimate or CpuTimeEstimate(watts_per_core)
+        self._clock = clock
+        self._active: EnergySource | None = None
+        self._t0 = 0.0
+        self.last_problem = ""  # why the last reading fell back to the estimate
 
     def start(self) -> None:
-        raise NotImplementedError
+        self._active = None
+        self.last_problem = ""
+        for s in self.sources:
+            try:
+                s.start()
+            except SourceUnavailable as e:
+                self.last_problem = f"{s.label}: {e}"
+                continue
+            self._active = s
+            break
+        self.estimate.start()
+        self._t0 = self._clock()
 
     def stop(self) -> EnergyReading:
-        raise NotImplementedError
+        seconds = self._clock() - self._t0
+        est = self.estimate.stop()
+        src, self._active = self._active, None
+        if src is not None:
+            try:
+                return EnergyReading(src.stop(), seconds, src.label, True)
+            except SourceUnavailable as e:
+                self.last_problem = f"{src.label}: {e}"
+        return EnergyReading(est, seconds, self.estimate.label, False)
 
 
 @dataclass(frozen=True)
@@ -179,26 +394,43 @@ class MemoryReading:
 
     def text(self) -> str:
         """ "RAM 412 MB · model 1.2 GB · KV cache 150 MB" """
-        raise NotImplementedError
+        parts = [f"RAM {format_bytes(self.rss_bytes)}"]
+        if self.model_file_bytes:
+            parts.append(f"model {format_bytes(self.model_file_bytes)}")
+        if self.kv_bytes:
+            parts.append(f"KV cache {format_bytes(self.kv_bytes)}")
+        return " · ".join(parts)
 
 
 def process_rss() -> int:
-    raise NotImplementedError
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def path_bytes(path: str | Path | None) -> int:
     """Size of a file, or of every file in a folder; 0 when missing."""
-    raise NotImplementedError
+    if path is None:
+        return 0
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def memory_reading(model_path: str | Path | None = None, session: Any = None) -> MemoryReading:
     """session: an engine Session (its kv_bytes is read) or None."""
-    raise NotImplementedError
+    kv = int(getattr(session, "kv_bytes", 0) or 0) if session is not None else 0
+    return MemoryReading(process_rss(), path_bytes(model_path), kv)
 
 
 @dataclass(frozen=True)
 class ReplyRecord:
-    """Per-reply numbers, stored as the message's stats JSON (to_dict / from_dict)."""
+    """Per-reply numbers, stored as the message's stats JSON (to_dict / from_dict). Energy covers
+    the whole reply (prompt + decode); joules_per_token divides it by the generated tokens."""
 
     ttft_ms: float
     prompt_tokens: int
@@ -211,40 +443,76 @@ class ReplyRecord:
     energy_measured: bool
     stop_reason: str = ""
     cached_tokens: int = 0
+    seconds: float = 0.0  # wall time the energy reading covers
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields plus "summary" (the text the chat shows under a reply)."""
+        return {**asdict(self), "summary": self.summary()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReplyRecord:
-        raise NotImplementedError
+        """Unknown keys are ignored; raises ValueError when a required field is missing."""
+        names = [f for f in cls.__dataclass_fields__]
+        try:
+            return cls(**{k: d[k] for k in names if k in d})
+        except TypeError as e:
+            raise ValueError(f"not a reply record: {e}") from e
 
     def summary(self) -> str:
         """ "TTFT 0.41 s · 23.5 tok/s · 128 tokens · 0.36 J/token (estimated: CPU time x 5 W/core)" """
-        raise NotImplementedError
+        parts = [f"TTFT {self.ttft_ms / 1e3:.2f} s", f"{self.decode_tps:.1f} tok/s", f"{self.tokens} tokens"]
+        if self.joules is not None:
+            if self.joules_per_token is not None:
+                parts.append(f"{self.joules_per_token:.2g} J/token ({self.energy_label})")
+            else:
+                parts.append(f"{self.joules:.2g} J ({self.energy_label})")
+        return " · ".join(parts)
 
 
 def reply_record(stats: Any, energy: EnergyReading | None) -> ReplyRecord:
     """Combines engine Stats (duck-typed: prompt_tokens, tokens_generated, ttft_ms, prompt_tps,
     decode_tps, stop_reason, cached_tokens) with one energy reading."""
-    raise NotImplementedError
+    n = int(stats.tokens_generated)
+    joules = energy.joules if energy is not None else None
+    return ReplyRecord(
+        ttft_ms=float(stats.ttft_ms),
+        prompt_tokens=int(stats.prompt_tokens),
+        prompt_tps=float(stats.prompt_tps),
+        tokens=n,
+        decode_tps=float(stats.decode_tps),
+        joules=joules,
+        joules_per_token=joules / n if joules is not None and n > 0 else None,
+        energy_label=energy.source_label if energy is not None else "",
+        energy_measured=energy.measured if energy is not None else False,
+        stop_reason=str(getattr(stats, "stop_reason", "")),
+        cached_tokens=int(getattr(stats, "cached_tokens", 0)),
+        seconds=energy.seconds if energy is not None else 0.0,
+    )
 
 
 class ReplyMeter:
-    """Wraps one reply: start() before Session.chat, finish(gen.stats) after it."""
+    """Wraps one reply: start() before Session.chat, finish(gen.stats) after it (on the same
+    thread as the generation: the estimate reads this process's CPU time)."""
 
     def __init__(self, energy: EnergyMeter | None = None) -> None:
-        raise NotImplementedError
+        self.energy = energy
+        self._running = False
 
     def start(self) -> None:
-        raise NotImplementedError
+        if self.energy is not None:
+            self.energy.start()
+        self._running = True
 
     def finish(self, stats: Any) -> ReplyRecord:
-        raise NotImplementedError
+        reading = self.energy.stop() if self.energy is not None and self._running else None
+        self._running = False
+        return reply_record(stats, reading)
 
 
 __all__ = [
     "DEFAULT_WATTS_PER_CORE",
+    "IOREG_CMD",
+    "WMI_CMD",
     "CpuTimeEstimate",
     "EnergyMeter",
     "EnergyReading",

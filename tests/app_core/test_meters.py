@@ -1,0 +1,362 @@
+"""Energy sources on fake sysfs trees and captured command output, the CPU-time estimate, the
+meter's never-mix rule, memory readouts and per-reply records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from trit.app.core.meters import (
+    CpuTimeEstimate,
+    EnergyMeter,
+    EnergyReading,
+    MemoryReading,
+    RaplSource,
+    ReplyMeter,
+    ReplyRecord,
+    SampledPowerSource,
+    SourceUnavailable,
+    detect_sources,
+    linux_battery_watts,
+    macos_battery_watts,
+    memory_reading,
+    parse_ioreg,
+    parse_wmi_battery,
+    path_bytes,
+    process_rss,
+    reply_record,
+    windows_battery_watts,
+)
+
+
+def write(root: Path, rel: str, value: object) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(f"{value}\n")
+    return p
+
+
+def rapl_tree(root: Path, energy: dict[str, int], max_range: int = 262143328850) -> None:
+    names = {
+        "intel-rapl:0": "package-0",
+        "intel-rapl:1": "package-1",
+        "intel-rapl:0:0": "core",
+        "intel-rapl:2": "psys",
+    }
+    for dom, uj in energy.items():
+        write(root, f"class/powercap/{dom}/name", names[dom])
+        write(root, f"class/powercap/{dom}/energy_uj", uj)
+        write(root, f"class/powercap/{dom}/max_energy_range_uj", max_range)
+
+
+# -- RAPL --------------------------------------------------------------------------------------------
+def test_rapl_sums_packages_only(tmp_path: Path) -> None:
+    rapl_tree(
+        tmp_path,
+        {"intel-rapl:0": 1_000_000, "intel-rapl:1": 5_000_000, "intel-rapl:0:0": 7, "intel-rapl:2": 9},
+    )
+    src = RaplSource(tmp_path)
+    assert src.available() and [d.name for d in src.domains()] == ["intel-rapl:0", "intel-rapl:1"]
+    src.start()
+    rapl_tree(
+        tmp_path,
+        {"intel-rapl:0": 3_500_000, "intel-rapl:1": 6_000_000, "intel-rapl:0:0": 99, "intel-rapl:2": 10**9},
+    )
+    assert src.stop() == pytest.approx(3.5)  # 2.5 J + 1.0 J; core sub-domain and psys ignored
+    assert src.label == "measured: RAPL package" and src.measured
+
+
+def test_rapl_wraparound(tmp_path: Path) -> None:
+    rapl_tree(tmp_path, {"intel-rapl:0": 999_000_000}, max_range=1_000_000_000)
+    src = RaplSource(tmp_path)
+    src.start()
+    rapl_tree(tmp_path, {"intel-rapl:0": 4_000_000}, max_range=1_000_000_000)
+    assert src.stop() == pytest.approx(5.0)  # 1 J to the wrap + 4 J after it
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_rapl_root_only_is_unavailable(tmp_path: Path) -> None:
+    rapl_tree(tmp_path, {"intel-rapl:0": 1})
+    (tmp_path / "class/powercap/intel-rapl:0/energy_uj").chmod(0)
+    assert not RaplSource(tmp_path).available()
+
+
+def test_rapl_permission_error_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rapl_tree(tmp_path, {"intel-rapl:0": 1})
+    real = Path.read_text
+
+    def deny(self: Path, *a: object, **k: object) -> str:
+        if self.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", deny)
+    src = RaplSource(tmp_path)
+    assert not src.available()
+    with pytest.raises(SourceUnavailable, match="root-only"):
+        src.start()
+
+
+def test_no_rapl(tmp_path: Path) -> None:
+    assert not RaplSource(tmp_path).available()
+    with pytest.raises(SourceUnavailable):
+        RaplSource(tmp_path).start()
+
+
+# -- Linux battery -------------------------------------------------------------------------------------
+def battery(root: Path, name: str, status: str, **values: int) -> None:
+    write(root, f"class/power_supply/{name}/type", "Battery")
+    write(root, f"class/power_supply/{name}/status", status)
+    for k, v in values.items():
+        write(root, f"class/power_supply/{name}/{k}", v)
+
+
+def test_linux_battery_power_now(tmp_path: Path) -> None:
+    battery(tmp_path, "BAT0", "Discharging", power_now=12_500_000)
+    write(tmp_path, "class/power_supply/AC/type", "Mains")
+    write(tmp_path, "class/power_supply/AC/online", 0)
+    assert linux_battery_watts(tmp_path) == pytest.approx(12.5)
+
+
+def test_linux_battery_current_times_voltage(tmp_path: Path) -> None:
+    battery(tmp_path, "BAT1", "Discharging", current_now=1_000_000, voltage_now=11_400_000)
+    assert linux_battery_watts(tmp_path) == pytest.approx(11.4)
+
+
+def test_linux_battery_not_discharging(tmp_path: Path) -> None:
+    battery(tmp_path, "BAT0", "Charging", power_now=20_000_000)
+    with pytest.raises(SourceUnavailable, match="discharging"):
+        linux_battery_watts(tmp_path)
+    with pytest.raises(SourceUnavailable):
+        linux_battery_watts(tmp_path / "nothing")
+
+
+def test_sampled_source_integrates_and_invalidates() -> None:
+    t = [0.0]
+    watts = [10.0]
+    src = SampledPowerSource(lambda: watts[0], interval=3600, clock=lambda: t[0])
+    src.start()
+    t[0] = 2.0
+    watts[0] = 20.0
+    assert src.stop() == pytest.approx(30.0)  # trapezoid: (10 + 20) / 2 * 2 s
+
+    def flaky() -> float:
+        if t[0] > 2:
+            raise SourceUnavailable("charger plugged in")
+        return 10.0
+
+    src = SampledPowerSource(flaky, interval=3600, clock=lambda: t[0])
+    t[0] = 0.0
+    src.start()
+    t[0] = 5.0
+    with pytest.raises(SourceUnavailable, match="charger"):
+        src.stop()
+
+
+def test_sampled_source_samples_in_background() -> None:
+    calls = []
+
+    def read() -> float:
+        calls.append(1)
+        return 5.0
+
+    src = SampledPowerSource(read, interval=0.01)
+    src.start()
+    import time
+
+    time.sleep(0.2)
+    j = src.stop()
+    assert len(calls) > 3 and j == pytest.approx(5.0 * 0.2, rel=0.5)
+
+
+# -- macOS / Windows parsers -----------------------------------------------------------------------------
+IOREG_DISCHARGING = """
++-o AppleSmartBattery  <class AppleSmartBattery, id 0x100000285, registered, matched, active, busy 0 (0 ms), retain 8>
+    {
+      "ExternalConnected" = No
+      "IsCharging" = No
+      "Voltage" = 12453
+      "Amperage" = 18446744073709550297
+      "InstantAmperage" = 18446744073709550116
+      "CurrentCapacity" = 4102
+      "BatteryData" = {"Voltage"=12450,"StateOfCharge"=72}
+    }
+"""
+
+IOREG_CHARGING = IOREG_DISCHARGING.replace('"ExternalConnected" = No', '"ExternalConnected" = Yes')
+
+
+def test_parse_ioreg() -> None:
+    # InstantAmperage 18446744073709550116 = -1500 mA as unsigned 64-bit; 1.5 A x 12.453 V
+    assert parse_ioreg(IOREG_DISCHARGING) == pytest.approx(1.5 * 12.453)
+    with pytest.raises(SourceUnavailable, match="mains"):
+        parse_ioreg(IOREG_CHARGING)
+    with pytest.raises(SourceUnavailable):
+        parse_ioreg("")
+    positive = IOREG_DISCHARGING.replace("18446744073709550116", "800")
+    with pytest.raises(SourceUnavailable, match="not discharging"):
+        parse_ioreg(positive)
+    assert macos_battery_watts(run=lambda cmd: IOREG_DISCHARGING) == pytest.approx(18.6795)
+
+
+WMI_DISCHARGING = (
+    "\r\n\r\nDischarging   : True\r\nDischargeRate : 9876\r\nPowerOnline   : False\r\n\r\n"
+    "Discharging   : True\r\nDischargeRate : 1000\r\nPowerOnline   : False\r\n\r\n\r\n"
+)
+WMI_AC = "\r\nDischarging   : False\r\nDischargeRate : 0\r\nPowerOnline   : True\r\n\r\n"
+
+
+def test_parse_wmi() -> None:
+    assert parse_wmi_battery(WMI_DISCHARGING) == pytest.approx(10.876)  # two batteries, mW
+    with pytest.raises(SourceUnavailable):
+        parse_wmi_battery(WMI_AC)
+    with pytest.raises(SourceUnavailable):
+        parse_wmi_battery("Get-CimInstance : Not supported\r\n")
+    seen: list[list[str]] = []
+    assert windows_battery_watts(run=lambda cmd: seen.append(list(cmd)) or WMI_DISCHARGING) > 10
+    assert seen[0][0] == "powershell" and "BatteryStatus" in seen[0][-1]
+
+
+def test_detect_sources(tmp_path: Path) -> None:
+    rapl_tree(tmp_path, {"intel-rapl:0": 1})
+    labels = [s.label for s in detect_sources(sysfs_root=tmp_path, platform="linux")]
+    assert labels == ["measured: RAPL package", "measured: battery"]
+    assert [s.label for s in detect_sources(sysfs_root=tmp_path / "x", platform="linux")] == [
+        "measured: battery"
+    ]
+    assert len(detect_sources(platform="darwin", run=lambda c: IOREG_DISCHARGING)) == 1
+    assert len(detect_sources(platform="win32", run=lambda c: WMI_DISCHARGING)) == 1
+    assert detect_sources(platform="sunos5") == []
+
+
+# -- estimate and the meter ------------------------------------------------------------------------------
+def test_cpu_time_estimate() -> None:
+    cpu = [10.0]
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
+    est.start()
+    cpu[0] = 12.5  # 2.5 busy core-seconds
+    assert est.stop() == pytest.approx(12.5)
+    assert est.label == "estimated: CPU time x 5 W/core" and not est.measured
+    assert CpuTimeEstimate(7.5).label == "estimated: CPU time x 7.5 W/core"
+    with pytest.raises(ValueError):
+        CpuTimeEstimate(0)
+
+
+def test_cpu_time_estimate_real_process() -> None:
+    est = CpuTimeEstimate()
+    est.start()
+    x = 0
+    for i in range(2_000_000):
+        x += i * i
+    assert est.stop() > 0
+
+
+def test_meter_prefers_measured_never_mixes(tmp_path: Path) -> None:
+    rapl_tree(tmp_path, {"intel-rapl:0": 0})
+    cpu = [0.0]
+    t = [0.0]
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
+    m = EnergyMeter([RaplSource(tmp_path)], estimate=est, clock=lambda: t[0])
+    m.start()
+    rapl_tree(tmp_path, {"intel-rapl:0": 7_000_000})
+    cpu[0], t[0] = 1.0, 2.0
+    r = m.stop()
+    assert r == EnergyReading(7.0, 2.0, "measured: RAPL package", True)
+    assert r.watts == pytest.approx(3.5)
+
+
+def test_meter_falls_back_to_the_estimate_whole(tmp_path: Path) -> None:
+    cpu = [0.0]
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
+    state = {"ok": True}
+
+    def read() -> float:
+        if not state["ok"]:
+            raise SourceUnavailable("charger plugged in")
+        return 30.0
+
+    bat = SampledPowerSource(read, interval=3600)
+    m = EnergyMeter([RaplSource(tmp_path), bat], estimate=est)  # no RAPL here
+    m.start()
+    cpu[0] = 2.0
+    state["ok"] = False  # the battery reading became invalid mid-reply
+    r = m.stop()
+    assert r.joules == pytest.approx(10.0) and not r.measured
+    assert r.source_label == "estimated: CPU time x 5 W/core"
+    assert "charger" in m.last_problem
+    m2 = EnergyMeter([], estimate=est)
+    m2.start()
+    assert not m2.stop().measured
+
+
+# -- memory and reply records -----------------------------------------------------------------------------
+def test_memory(tmp_path: Path) -> None:
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"x" * 1234)
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "a").write_bytes(b"x" * 10)
+    (d / "b").write_bytes(b"x" * 20)
+    assert (
+        path_bytes(f) == 1234
+        and path_bytes(d) == 30
+        and path_bytes(tmp_path / "no") == 0
+        and path_bytes(None) == 0
+    )
+    assert process_rss() > 10_000_000
+
+    class FakeSession:
+        kv_bytes = 150_000_000
+
+    r = memory_reading(f, FakeSession())
+    assert r.model_file_bytes == 1234 and r.kv_bytes == 150_000_000 and r.rss_bytes > 0
+    assert (
+        MemoryReading(412_000_000, 1_200_000_000, 150_000_000).text()
+        == "RAM 412 MB · model 1.2 GB · KV cache 150 MB"
+    )
+    assert memory_reading().text().startswith("RAM ")
+
+
+class FakeStats:
+    prompt_tokens = 40
+    prompt_ms = 400.0
+    tokens_generated = 101
+    decode_ms = 4000.0
+    ttft_ms = 410.0
+    cached_tokens = 12
+    stop_reason = "stop"
+    prompt_tps = 100.0
+    decode_tps = 25.0
+
+
+def test_reply_record_and_meter() -> None:
+    rec = reply_record(FakeStats(), EnergyReading(50.5, 4.4, "estimated: CPU time x 5 W/core", False))
+    assert rec.joules_per_token == pytest.approx(0.5) and rec.tokens == 101 and rec.decode_tps == 25.0
+    assert (
+        rec.summary()
+        == "TTFT 0.41 s · 25.0 tok/s · 101 tokens · 0.5 J/token (estimated: CPU time x 5 W/core)"
+    )
+    d = rec.to_dict()
+    assert d["summary"] == rec.summary() and d["energy_measured"] is False
+    assert ReplyRecord.from_dict(d) == rec
+    with pytest.raises(ValueError):
+        ReplyRecord.from_dict({"ttft_ms": 1})
+    none = reply_record(FakeStats(), None)
+    assert none.joules is None and none.joules_per_token is None and "J" not in none.summary()
+
+    cpu = [0.0]
+    meter = ReplyMeter(EnergyMeter([], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])))
+    meter.start()
+    cpu[0] = 1.0
+    r = meter.finish(FakeStats())
+    assert r.joules == pytest.approx(5.0) and r.energy_label.startswith("estimated")
+
+
+def test_reply_record_from_engine_stats() -> None:
+    from trit.engine.model import Stats
+
+    s = Stats(prompt_tokens=10, prompt_ms=100.0, tokens_generated=11, decode_ms=500.0, ttft_ms=120.0)
+    rec = reply_record(s, EnergyReading(2.2, 0.6, "measured: RAPL package", True))
+    assert rec.prompt_tps == pytest.approx(100.0) and rec.decode_tps == pytest.approx(20.0)
+    assert rec.joules_per_token == pytest.approx(0.2) and rec.energy_measured
