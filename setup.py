@@ -20,7 +20,8 @@ from setuptools.command.build_ext import build_ext
 KDIR = os.path.join("engine", "kernels")
 
 # Baseline files: no ISA flags, so the module imports on any CPU of the architecture.
-BASE_SOURCES = ["tq_scalar.c", "cpu.c", "dispatch.c", "threadpool.c", "forward.c", "qk_scalar.c"]
+BASE_SOURCES = ["tq_scalar.c", "cpu.c", "dispatch.c", "threadpool.c", "forward.c", "qk_scalar.c",
+                "qk_f32act_scalar.c"]
 
 
 def _machine() -> str:
@@ -44,6 +45,8 @@ def isa_sources(compiler_type: str) -> list[tuple[str, list[str]]]:
                 ("tq_neon.c", []),
                 ("qk_avx2.c", ["/arch:AVX2"]),
                 ("qk_neon.c", []),
+                ("qk_f32act_avx2.c", ["/arch:AVX2"]),
+                ("qk_f32act_neon.c", []),
             ]
         return [
             ("tq_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
@@ -53,9 +56,12 @@ def isa_sources(compiler_type: str) -> list[tuple[str, list[str]]]:
             ("tq_neon.c", []),
             ("qk_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
             ("qk_neon.c", []),
+            ("qk_f32act_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
+            ("qk_f32act_neon.c", []),
         ]
     # AArch64: NEON is baseline; the dotprod functions carry their own target attribute.
-    return [("tq_avx2.c", []), ("tq_avx512.c", []), ("tq_neon.c", []), ("qk_avx2.c", []), ("qk_neon.c", [])]
+    return [("tq_avx2.c", []), ("tq_avx512.c", []), ("tq_neon.c", []), ("qk_avx2.c", []), ("qk_neon.c", []),
+            ("qk_f32act_avx2.c", []), ("qk_f32act_neon.c", [])]
 
 
 class BuildExt(build_ext):

@@ -33,6 +33,7 @@ cdef extern from "qk.h" nogil:
         tq_qk_gemv_fn gemv
         tq_qk_dequant_fn dequant
     const tq_qk_ops *tq_qk_get(const char *isa, int type)
+    const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type)
     size_t tq_qk_act_bytes(int act, int n)
     void tq_qk_quant_act(int act, const float *x, void *out, int n)
 
@@ -140,3 +141,45 @@ def paired_act(int qtype) -> int:
 def simd_gemv(str isa, int qtype) -> bool:
     """True when the ISA has its own gemv for qtype (False: it falls back to the scalar one)."""
     return _ops(isa, qtype).gemv != tq_qk_get(b"scalar", qtype).gemv
+
+
+cdef const tq_qk_ops *_ops_f32act(str isa, int qtype) except NULL:
+    _ops(isa, qtype)  # same errors as the usual ops: unknown type, ISA not available
+    cdef bytes name = isa.encode("ascii")
+    cdef const tq_qk_ops *ops = tq_qk_get_f32act(name, qtype)
+    if ops == NULL:
+        raise ValueError(f"ggml type {qtype} has no f32-activation kernels")
+    return ops
+
+
+def gemv_f32(str isa, int qtype, const uint8_t[:, :] w, int n, const float[::1] x):
+    """float32 [rows]: w (rows x row_bytes, any row stride >= the row size, unit column stride)
+    times the f32 activation x itself, each weight block dequantized inside the dot product
+    (tq_qk_get_f32act: no Q8 rounding of x)."""
+    cdef const tq_qk_ops *ops = _ops_f32act(isa, qtype)
+    cdef int rows = <int>w.shape[0]
+    if n <= 0 or n % ops.block:
+        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
+    if x.shape[0] != n:
+        raise ValueError(f"x has {x.shape[0]} values, the rows hold {n}")
+    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
+    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
+        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
+    if rows > 1 and w.strides[0] < need:
+        raise ValueError("weight rows overlap")
+    cdef size_t row_bytes = <size_t>w.strides[0] if rows > 1 else <size_t>need
+    out = np.empty(rows, dtype=np.float32)
+    cdef float[::1] o = out
+    if rows > 0:
+        with nogil:
+            ops.gemv(&w[0, 0], row_bytes, rows, n, &x[0], &o[0])
+    return out
+
+
+def f32act_info(str isa, int qtype) -> dict:
+    """The f32-activation ops of qtype on isa: name, block, block_bytes, act, and simd (True when
+    the ISA has its own gemv, False when it falls back to the scalar one)."""
+    cdef const tq_qk_ops *ops = _ops_f32act(isa, qtype)
+    cdef const tq_qk_ops *ref = tq_qk_get_f32act(b"scalar", qtype)
+    return dict(type=ops.type, name=ops.name.decode("ascii"), block=ops.block,
+                block_bytes=ops.block_bytes, act=ops.act, simd=ops.gemv != ref.gemv)

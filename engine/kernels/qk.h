@@ -121,6 +121,37 @@ TQ_QK_SCALAR_DECL(q5_k)
 TQ_QK_SCALAR_DECL(q6_k)
 #undef TQ_QK_SCALAR_DECL
 
+/* Exact-activation variant: the f32 activation is used as is (act = TQ_ACTF_F32), and each weight
+ * block is dequantized inside the dot product: out[r] = sum_i dequant(w_r)[i] * x[i] in f32. This
+ * removes the Q8 rounding of the activations described at the top of this file (on SmolLM2-135M
+ * Q4_1 it alone costs 1.4% perplexity) at the price of float work per weight instead of byte work.
+ * Same types, block layouts, dequant functions and ISA names as tq_qk_get(); the float types
+ * (F32, F16, BF16) return their usual ops, which already take f32 activations. NULL when
+ * tq_qk_get() would return NULL. The scalar ops (qk_f32act_scalar.c) are the reference. */
+const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type);
+
+/* Per-ISA lookups of the f32-activation ops of the quantized types (qk_f32act_*.c); like
+ * tq_qk_ops_avx2() etc. they do not check the CPU and are NULL on another architecture. */
+const tq_qk_ops *tq_qk_ops_f32act_scalar(int type);
+const tq_qk_ops *tq_qk_ops_f32act_avx2(int type);
+const tq_qk_ops *tq_qk_ops_f32act_neon(int type);
+
+/* Scalar reference of the f32-activation gemv (act: const float[n]): each block is dequantized
+ * with the type's scalar dequant function (bit-identical to gguf / ggml), every 32 values are
+ * dotted with x in order into one float, and those chunk sums are added to the row sum in order. */
+#define TQ_QK_F32ACT_DECL(t)                                                                   \
+    void tq_qk_gemv_f32act_##t##_scalar(const void *w, size_t row_bytes, int rows, int n,      \
+                                        const void *act, float *out);
+TQ_QK_F32ACT_DECL(q8_0)
+TQ_QK_F32ACT_DECL(q4_0)
+TQ_QK_F32ACT_DECL(q4_1)
+TQ_QK_F32ACT_DECL(q5_0)
+TQ_QK_F32ACT_DECL(q5_1)
+TQ_QK_F32ACT_DECL(q4_k)
+TQ_QK_F32ACT_DECL(q5_k)
+TQ_QK_F32ACT_DECL(q6_k)
+#undef TQ_QK_F32ACT_DECL
+
 /* Bytes of an activation of n values in format act (n a multiple of 32, or 256 for Q8_K; 0 for an
  * unknown format). */
 size_t tq_qk_act_bytes(int act, int n);

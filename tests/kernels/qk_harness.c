@@ -6,10 +6,12 @@
  * All numbers little-endian. Input: records, each an int32 kind and its fields; kind 0 ends.
  *   1 gemv     type rows n off | w u8[rows * row_bytes] | x f32[n]
  *   2 dequant  type n off | row u8[row_bytes]
+ *   3 gemv_f32 type rows n off | w u8[rows * row_bytes] | x f32[n]   (tq_qk_get_f32act ops)
  * Output: the tq_kernels table name for isa in 16 bytes (NUL padded: tells "neon" from
  * "neon-dotprod"), then per record
  *   gemv     u8 simd (1: the ISA has its own gemv) | act u8[tq_qk_act_bytes] | f32[rows]
  *   dequant  f32[n]
+ *   gemv_f32 u8 simd (1: the ISA has its own f32-activation gemv) | f32[rows]
  * Weight bytes are placed `off` bytes past a 64-byte boundary (off even: blocks are 2-aligned).
  * Exit status 0 on success, 2 on bad input, 3 if the ISA or a type is absent. */
 #include <stdint.h>
@@ -97,6 +99,21 @@ int main(int argc, char **argv) {
             ops->dequant(row, out, n);
             wr(out, sizeof(float) * (size_t)n);
             free(out), free(raw);
+        } else if (kind == 3) {
+            const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), off = rd_i32();
+            const tq_qk_ops *ops = tq_qk_get_f32act(isa, type), *ref = tq_qk_get_f32act("scalar", type);
+            if (!ops || !ref) die("ISA or type not available", 3);
+            const size_t rb = (size_t)(n / ops->block) * ops->block_bytes;
+            void *wraw, *xraw;
+            const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
+            const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n, 0, &xraw);
+            float *out = malloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1));
+            if (!out) die("out of memory", 2);
+            ops->gemv(w, rb, rows, n, x, out);
+            const uint8_t simd = ops->gemv != ref->gemv;
+            wr(&simd, 1);
+            wr(out, sizeof(float) * (size_t)rows);
+            free(out), free(wraw), free(xraw);
         } else {
             die("unknown record kind", 2);
         }
