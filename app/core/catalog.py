@@ -8,16 +8,26 @@ explicit confirmation (require_verified(confirmed=True)).
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .units import format_bytes
+
+if TYPE_CHECKING:
+    from .downloads import DownloadRequest
 
 CATALOG_FORMAT = 1
 
 
 class CatalogError(Exception):
-    """catalog.json is malformed (``path``, ``problem``)."""
+    """catalog.json is unreadable or malformed; the message names the file, entry and field."""
 
 
 class UnverifiedEntryError(Exception):
@@ -66,30 +76,123 @@ class CatalogEntry:
         return self.sha256 is not None and self.size is not None
 
     def require_verified(self, *, confirmed: bool = False) -> None:
-        """Raises UnverifiedEntryError unless the entry is verified or the user confirmed."""
-        raise NotImplementedError
+        """Raises UnverifiedEntryError unless the entry has a pinned sha256 or the user confirmed."""
+        if self.sha256 is None and not confirmed:
+            raise UnverifiedEntryError(self)
 
     def compatible(self, app_version: str) -> bool:
         """app_version >= min_app_version (dotted numbers)."""
-        raise NotImplementedError
+        return _version(app_version) >= _version(self.min_app_version)
 
     def download_url(self, endpoint: str = "https://huggingface.co") -> str:
-        raise NotImplementedError
+        return f"{endpoint.rstrip('/')}/{self.repo}/resolve/{self.revision}/{self.file}"
+
+
+def _version(v: str) -> tuple[int, ...]:
+    nums = []
+    for part in str(v).split("."):
+        m = re.match(r"\d+", part)
+        nums.append(int(m.group()) if m else 0)
+    return tuple(nums)
 
 
 def catalog_path() -> Path:
     """resources/catalog.json (see trit.default_model.resources_dir)."""
-    raise NotImplementedError
+    from trit.default_model import resources_dir
+
+    return resources_dir() / "catalog.json"
 
 
-def load_catalog(path: str | Path | None = None, *, include_bundled: bool = True) -> list[CatalogEntry]:
-    """Entries of catalog.json, plus the bundled default model from default_model.json.
-    Raises CatalogError naming the entry and field for a malformed file."""
-    raise NotImplementedError
+_REQUIRED_STR = ("id", "name", "file", "license", "family")
+_FIELDS = set(CatalogEntry.__dataclass_fields__)
+
+
+def _entry(d: Any, where: str) -> CatalogEntry:
+    if not isinstance(d, dict):
+        raise CatalogError(f"{where}: each model must be a JSON object")
+    label = f"{where}: model {d.get('id', '?')!r}"
+    for k in _REQUIRED_STR:
+        if not isinstance(d.get(k), str) or not d[k]:
+            raise CatalogError(f"{label}: {k} must be a non-empty string")
+    for k in ("repo", "revision", "license_url", "min_app_version", "description", "source", "comment"):
+        if k in d and not isinstance(d[k], str):
+            raise CatalogError(f"{label}: {k} must be a string")
+    size, sha, ram = d.get("size"), d.get("sha256"), d.get("ram_mb", 0)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise CatalogError(f"{label}: size must be a positive number of bytes or null")
+    if sha is not None and (not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
+        raise CatalogError(f"{label}: sha256 must be 64 hex digits or null")
+    if isinstance(ram, bool) or not isinstance(ram, int) or ram < 0:
+        raise CatalogError(f"{label}: ram_mb must be a whole number of megabytes")
+    unverified = d.get("unverified", [])
+    if not isinstance(unverified, list) or not all(isinstance(u, str) for u in unverified):
+        raise CatalogError(f"{label}: unverified must be a list of field names")
+    if "/" in d["file"] or "\\" in d["file"] or d["file"].startswith("."):
+        raise CatalogError(f"{label}: file must be a plain file name")  # it becomes a path in the library
+    if d.get("source", "hub") == "hub" and (not d.get("repo") or not d.get("revision")):
+        raise CatalogError(f"{label}: a hub model needs repo and revision")
+    known = {k: v for k, v in d.items() if k in _FIELDS}
+    known.update(sha256=sha.lower() if sha else None, unverified=tuple(unverified))
+    known.setdefault("repo", "")
+    known.setdefault("revision", "")
+    known.setdefault("license_url", "")
+    known.setdefault("ram_mb", 0)
+    known.setdefault("size", None)
+    return CatalogEntry(**known)
 
 
 def parse_catalog(doc: Any, where: str = "catalog.json") -> list[CatalogEntry]:
-    raise NotImplementedError
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+        raise CatalogError(f"{where}: expected an object with a 'models' list")
+    if doc.get("format", CATALOG_FORMAT) > CATALOG_FORMAT:
+        raise CatalogError(f"{where}: catalog format {doc['format']} is newer than this Trit reads")
+    entries = [_entry(m, where) for m in doc["models"]]
+    ids = [e.id for e in entries]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise CatalogError(f"{where}: duplicate model id {min(dup)!r}")
+    return entries
+
+
+def bundled_entry(spec: dict[str, Any] | None = None) -> CatalogEntry:
+    """The default model (resources/default_model.json) as a catalog entry."""
+    if spec is None:
+        from trit.default_model import default_model_spec
+
+        spec = default_model_spec()
+    upstream = str(spec.get("upstream", ""))
+    return CatalogEntry(
+        id=Path(str(spec["file"])).stem.lower().replace(".", "-"),
+        name=str(spec.get("name", spec["file"])),
+        repo="",
+        revision="",
+        file=str(spec["file"]),
+        size=int(spec["size"]) if spec.get("size") else None,
+        sha256=str(spec["sha256"]).lower() if spec.get("sha256") else None,
+        license=str(spec.get("license", "")),
+        license_url=f"https://huggingface.co/{upstream}" if upstream else "",
+        ram_mb=int(spec.get("min_ram_mb", 0)),
+        family=str(spec.get("family", "")),
+        description=f"Bundled with Trit ({upstream})" if upstream else "Bundled with Trit",
+        source="bundled",
+    )
+
+
+def load_catalog(path: str | Path | None = None, *, include_bundled: bool = True) -> list[CatalogEntry]:
+    """Entries of catalog.json, plus the bundled default model from default_model.json (first).
+    Raises CatalogError naming the entry and field for a malformed file."""
+    p = Path(path) if path is not None else catalog_path()
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CatalogError(f"{p}: cannot read the model catalog: {e.strerror or e}") from e
+    except ValueError as e:
+        raise CatalogError(f"{p}: the model catalog is not valid JSON: {e}") from e
+    entries = parse_catalog(doc, str(p))
+    if include_bundled:
+        b = bundled_entry()
+        entries = [b, *(e for e in entries if e.id != b.id)]
+    return entries
 
 
 @dataclass(frozen=True)
@@ -109,70 +212,249 @@ class RamFit:
     text: str  # "needs 1.4 GB, you have 6.2 GB free"
 
 
-def format_bytes(n: float) -> str:
-    """1.4 GB, 350 MB, 12 KB, 5 bytes (decimal units, as file managers show)."""
-    raise NotImplementedError
-
-
 def ram_fit(needed_bytes: int, available_bytes: int | None = None) -> RamFit:
     """available_bytes defaults to psutil.virtual_memory().available."""
-    raise NotImplementedError
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = int(psutil.virtual_memory().available)
+    fits = needed_bytes <= available_bytes
+    text = f"needs {format_bytes(needed_bytes)}, you have {format_bytes(available_bytes)} free"
+    if not fits:
+        text += ": close other apps or pick a smaller model"
+    return RamFit(needed_bytes, available_bytes, fits, text)
+
+
+def _dir_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _is_hf_dir(p: Path) -> bool:
+    return p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
 
 
 class ModelLibrary:
     """The folder of models the user has. Installed = .gguf files and HF folders (config.json +
     *.safetensors) directly in the folder; an entry counts as installed when its file is there
-    (with the pinned size, when it is known). Partial downloads (*.part) are not models."""
+    (with the pinned size, when it is known). Partial downloads (*.part) are not models. The
+    bundled default model also counts as installed where trit.default_model finds it."""
 
     def __init__(self, folder: str | Path, catalog: Sequence[CatalogEntry] = ()) -> None:
-        raise NotImplementedError
+        self._folder = Path(folder).expanduser()
+        self._catalog = list(catalog)
 
     @property
     def folder(self) -> Path:
-        raise NotImplementedError
+        return self._folder
 
     @property
     def catalog(self) -> list[CatalogEntry]:
-        raise NotImplementedError
+        return list(self._catalog)
 
     def set_folder(self, folder: str | Path) -> None:
         """Uses another folder (created if needed; must be writable). Existing models stay where
         they are: the caller may offer to move them."""
-        raise NotImplementedError
+        p = Path(folder).expanduser()
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".trit-write-test-", dir=p)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise LibraryError(p, f"cannot use this folder for models: {e.strerror or e}") from e
+        self._folder = p
 
     def entry(self, entry_id: str) -> CatalogEntry:
-        raise NotImplementedError
+        for e in self._catalog:
+            if e.id == entry_id:
+                return e
+        raise KeyError(entry_id)
 
     def path_for(self, entry: CatalogEntry) -> Path:
         """Where the entry's file lives (or will, once downloaded)."""
-        raise NotImplementedError
+        if entry.source == "bundled":
+            from trit.default_model import default_model_path
+
+            found = default_model_path()
+            if found is not None and found.name == entry.file:
+                return found
+        return self._folder / entry.file
+
+    def _matches(self, entry: CatalogEntry, path: Path) -> bool:
+        try:
+            return path.is_file() and (entry.size is None or path.stat().st_size == entry.size)
+        except OSError:
+            return False
 
     def is_installed(self, entry: CatalogEntry) -> bool:
-        raise NotImplementedError
+        return self._matches(entry, self.path_for(entry))
 
     def installed(self) -> list[InstalledModel]:
-        raise NotImplementedError
+        out: list[InstalledModel] = []
+        seen: set[Path] = set()
+        by_file = {e.file: e for e in self._catalog}
+        if self._folder.is_dir():
+            for p in sorted(self._folder.iterdir()):
+                if p.name.startswith("."):
+                    continue
+                if p.is_file() and p.suffix.lower() == ".gguf":
+                    e = by_file.get(p.name)
+                    entry = e if e is not None and self._matches(e, p) else None
+                    out.append(
+                        InstalledModel(p, entry.name if entry else p.stem, p.stat().st_size, "gguf", entry)
+                    )
+                    seen.add(p.resolve())
+                elif _is_hf_dir(p):
+                    out.append(InstalledModel(p, p.name, _dir_size(p), "hf", None))
+                    seen.add(p.resolve())
+        for e in self._catalog:  # the bundled model outside the folder
+            if e.source == "bundled":
+                p = self.path_for(e)
+                if p.resolve() not in seen and self._matches(e, p):
+                    out.insert(0, InstalledModel(p, e.name, p.stat().st_size, "gguf", e))
+        return out
 
     def available(self) -> list[CatalogEntry]:
         """Catalog entries not installed yet (bundled entries excluded)."""
-        raise NotImplementedError
+        return [e for e in self._catalog if e.source != "bundled" and not self.is_installed(e)]
 
     def validate(self, path: str | Path) -> str:
         """Checks a GGUF file or HF folder with the engine's parser without loading weights;
         returns "gguf" or "hf"; raises LibraryError with the parser's message."""
-        raise NotImplementedError
+        from trit.engine.errors import ModelFormatError
+
+        p = Path(path)
+        try:
+            if p.is_file():
+                from trit.engine.gguf import GGUFFile
+                from trit.engine.gguf_loader import BITNET_ARCHS, LLAMA_ARCHS
+
+                with GGUFFile(p) as g:
+                    arch = g.get("general.architecture")
+                    if arch not in BITNET_ARCHS + LLAMA_ARCHS:
+                        raise LibraryError(
+                            p,
+                            f"architecture {arch!r} is not supported; this version runs "
+                            f"{', '.join(BITNET_ARCHS + LLAMA_ARCHS)} models",
+                        )
+                return "gguf"
+            if p.is_dir():
+                from trit.engine.hf import parse_config
+                from trit.engine.safetensors import open_checkpoint
+
+                cfg_path = p / "config.json"
+                try:
+                    doc = json.loads(cfg_path.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as e:
+                    raise LibraryError(p, f"not a Hugging Face model folder (config.json: {e})") from e
+                if not isinstance(doc, dict):
+                    raise LibraryError(cfg_path, "config.json must be a JSON object")
+                parse_config(doc, cfg_path)
+                open_checkpoint(p).close()  # headers, shapes and offsets checked; no weights read
+                return "hf"
+        except ModelFormatError as e:
+            raise LibraryError(e.path, e.problem) from e
+        raise LibraryError(p, "no such file or folder")
 
     def import_model(self, source: str | Path, *, move: bool = False) -> InstalledModel:
-        """Validates source, then copies (or moves) it into the folder. Refuses to overwrite."""
-        raise NotImplementedError
+        """Validates source, then copies (or moves) it into the folder under a temporary name and
+        renames it, so a half-copied model never shows up. Refuses to overwrite."""
+        src = Path(source).expanduser()
+        kind = self.validate(src)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        dest = self._folder / src.name
+        if dest.exists():
+            raise LibraryError(dest, "a model with this name is already in the models folder")
+        if src.resolve().parent == self._folder.resolve():
+            raise LibraryError(src, "this model is already in the models folder")
+        tmp = self._folder / f".importing-{src.name}"
+        try:
+            if move:
+                shutil.move(str(src), str(tmp))
+            elif kind == "hf":
+                shutil.copytree(src, tmp)
+            else:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
+            raise LibraryError(
+                dest, f"cannot copy the model into the models folder: {e.strerror or e}"
+            ) from e
+        size = _dir_size(dest) if kind == "hf" else dest.stat().st_size
+        entry = next((e for e in self._catalog if e.file == dest.name and self._matches(e, dest)), None)
+        return InstalledModel(dest, entry.name if entry else dest.stem, size, kind, entry)
 
     def delete(self, model: InstalledModel | Path, *, confirmed: bool) -> None:
         """Deletes a model in the folder. The caller asks the user first and passes confirmed=True;
         without it this raises LibraryError. Refuses paths outside the folder."""
-        raise NotImplementedError
+        p = Path(model.path if isinstance(model, InstalledModel) else model)
+        if not confirmed:
+            raise LibraryError(p, "deleting a model needs the user's confirmation")
+        try:
+            inside = p.resolve().parent == self._folder.resolve()
+        except OSError:
+            inside = False
+        if not inside:
+            raise LibraryError(
+                p, f"only models directly in the models folder ({self._folder}) can be deleted here"
+            )
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError as e:
+            raise LibraryError(p, f"cannot delete the model: {e.strerror or e}") from e
+        for extra in (p.with_name(p.name + ".part"), p.with_name(p.name + ".part.json")):
+            if extra.exists():
+                extra.unlink()
 
-    def ram_fit(self, entry_or_model: CatalogEntry | InstalledModel) -> RamFit:
-        raise NotImplementedError
+    def download_request(
+        self,
+        entry: CatalogEntry,
+        *,
+        endpoint: str = "https://huggingface.co",
+        token: str | None = None,
+        confirmed: bool = False,
+    ) -> DownloadRequest:
+        """The downloads.DownloadRequest that puts entry into this folder. Raises
+        UnverifiedEntryError for an entry without sha256 unless the user confirmed."""
+        from .downloads import DownloadRequest
+
+        if entry.source != "hub":
+            raise LibraryError(entry.file, f"{entry.name} is bundled with Trit, not downloaded")
+        entry.require_verified(confirmed=confirmed)
+        return DownloadRequest(
+            repo=entry.repo,
+            file=entry.file,
+            dest=self._folder / entry.file,
+            revision=entry.revision,
+            sha256=entry.sha256,
+            size=entry.size,
+            endpoint=endpoint,
+            token=token,
+            allow_unverified=confirmed,
+            key=entry.id,
+        )
+
+    def ram_fit(
+        self, entry_or_model: CatalogEntry | InstalledModel, available_bytes: int | None = None
+    ) -> RamFit:
+        """From the catalog's ram_mb, or for a model without an entry: its size + 25% + 300 MB
+        (KV cache, activations, runtime)."""
+        x = entry_or_model
+        if isinstance(x, InstalledModel) and x.entry is not None:
+            x = x.entry
+        if isinstance(x, CatalogEntry) and x.ram_mb:
+            need = x.ram_mb * 1_000_000
+        else:
+            size = x.size if isinstance(x, InstalledModel) else (x.size or 0)
+            need = int(size * 1.25) + 300_000_000
+        return ram_fit(need, available_bytes)
 
 
 __all__ = [
@@ -184,6 +466,7 @@ __all__ = [
     "ModelLibrary",
     "RamFit",
     "UnverifiedEntryError",
+    "bundled_entry",
     "catalog_path",
     "format_bytes",
     "load_catalog",

@@ -1,0 +1,274 @@
+"""Catalog parsing, the shipped catalog.json, and the model library (installed/available, import
+validated by the engine's parsers, delete with confirmation, folder choice, RAM fit text)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trit.app.core.catalog import (
+    CatalogEntry,
+    CatalogError,
+    InstalledModel,
+    LibraryError,
+    ModelLibrary,
+    UnverifiedEntryError,
+    bundled_entry,
+    catalog_path,
+    format_bytes,
+    load_catalog,
+    parse_catalog,
+    ram_fit,
+)
+from trit.engine.gguf_writer import GGUFWriter
+
+from trit.default_model import default_model_spec
+
+ENTRY = {
+    "id": "m1",
+    "name": "Model One",
+    "repo": "org/m1",
+    "revision": "abc",
+    "file": "m1.gguf",
+    "size": 1234,
+    "sha256": "AB" * 32,
+    "license": "MIT",
+    "license_url": "https://example.invalid/license",
+    "ram_mb": 1400,
+    "family": "bitnet",
+    "min_app_version": "0.2.0",
+}
+
+
+def entry(**kw: object) -> CatalogEntry:
+    d = copy.deepcopy(ENTRY)
+    d.update(kw)
+    return parse_catalog({"models": [d]})[0]
+
+
+def write_gguf(path: Path, arch: str = "llama") -> Path:
+    w = GGUFWriter(path)
+    w.add_string("general.architecture", arch)
+    w.add_uint32(f"{arch}.block_count", 1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write()
+    return path
+
+
+def test_shipped_catalog() -> None:
+    entries = load_catalog()
+    ids = [e.id for e in entries]
+    assert len(ids) == len(set(ids))
+    assert "bitnet-b1.58-2b4t-i2s" in ids and any(i.startswith("falcon3-") for i in ids)
+    bitnet = next(e for e in entries if e.id == "bitnet-b1.58-2b4t-i2s")
+    assert bitnet.repo == "microsoft/bitnet-b1.58-2B-4T-gguf" and bitnet.file == "ggml-model-i2_s.gguf"
+    assert bitnet.license == "MIT" and bitnet.family == "bitnet" and bitnet.ram_mb > 1000
+    raw = json.loads(catalog_path().read_text())
+    for m in raw["models"]:
+        # whatever could not be checked is null or listed, and says so in the comment
+        if m["sha256"] is None:
+            assert "sha256" in m["unverified"] and "unverified" in m["comment"]
+    for e in entries:
+        if e.sha256 is None:
+            assert not e.verified
+            with pytest.raises(UnverifiedEntryError, match="Confirm"):
+                e.require_verified()
+            e.require_verified(confirmed=True)
+
+
+def test_bundled_entry_matches_default_model_json() -> None:
+    spec = default_model_spec()
+    b = load_catalog()[0]
+    assert b == bundled_entry(spec) and b.source == "bundled"
+    assert b.file == spec["file"] and b.sha256 == spec["sha256"] and b.size == spec["size"]
+    assert b.license == spec["license"] and b.family == spec["family"] and b.ram_mb == spec["min_ram_mb"]
+    assert b.id == "smollm2-135m-instruct-q4_1" and b.verified
+
+
+def test_entry_fields() -> None:
+    e = entry()
+    assert e.sha256 == "ab" * 32 and e.verified and e.unverified == ()
+    assert e.compatible("0.2.0") and e.compatible("0.10") and not e.compatible("0.1.9")
+    assert e.download_url("http://127.0.0.1:1/") == "http://127.0.0.1:1/org/m1/resolve/abc/m1.gguf"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sha256": "xyz"}, "sha256"),
+        ({"size": -1}, "size"),
+        ({"size": True}, "size"),
+        ({"ram_mb": "lots"}, "ram_mb"),
+        ({"name": ""}, "name"),
+        ({"file": "../evil.gguf"}, "plain file name"),
+        ({"repo": ""}, "repo"),
+        ({"unverified": "sha256"}, "unverified"),
+    ],
+)
+def test_bad_entries(change: dict[str, object], message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        entry(**change)
+
+
+def test_bad_catalogs(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="duplicate"):
+        parse_catalog({"models": [ENTRY, ENTRY]})
+    with pytest.raises(CatalogError, match="newer"):
+        parse_catalog({"format": 99, "models": []})
+    with pytest.raises(CatalogError, match="models"):
+        parse_catalog([])
+    p = tmp_path / "c.json"
+    p.write_text("{nope")
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        load_catalog(p)
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "missing.json")
+    p.write_text(json.dumps({"models": [ENTRY]}))
+    assert [e.id for e in load_catalog(p, include_bundled=False)] == ["m1"]
+
+
+def test_ram_fit() -> None:
+    f = ram_fit(1_400_000_000, 6_200_000_000)
+    assert f.fits and f.text == "needs 1.4 GB, you have 6.2 GB free"
+    f = ram_fit(8_000_000_000, 6_200_000_000)
+    assert not f.fits and f.text.startswith("needs 8.0 GB, you have 6.2 GB free: ")
+    assert ram_fit(1).available_bytes > 0  # psutil
+    assert (
+        format_bytes(350_000_000) == "350 MB"
+        and format_bytes(999) == "999 bytes"
+        and format_bytes(12_345) == "12 KB"
+    )
+
+
+def test_library_installed_and_available(tmp_path: Path) -> None:
+    e = entry(size=None, sha256=None)
+    e2 = entry(id="m2", file="m2.gguf", size=10)
+    lib = ModelLibrary(tmp_path / "models", [e, e2])
+    assert lib.installed() == [] and lib.available() == [e, e2]
+    lib.folder.mkdir()
+    write_gguf(lib.folder / "m1.gguf")
+    (lib.folder / "m2.gguf").write_bytes(b"x" * 5)  # wrong size: not the catalog's file
+    (lib.folder / "m3.gguf.part").write_bytes(b"x")
+    (lib.folder / "notes.txt").write_text("hi")
+    hf = lib.folder / "hf-model"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"x" * 8)
+    inst = {m.path.name: m for m in lib.installed()}
+    assert set(inst) == {"m1.gguf", "m2.gguf", "hf-model"}
+    assert (
+        inst["m1.gguf"].entry == e and inst["m1.gguf"].name == "Model One" and inst["m1.gguf"].kind == "gguf"
+    )
+    assert inst["m2.gguf"].entry is None and inst["hf-model"].kind == "hf" and inst["hf-model"].size == 10
+    assert lib.is_installed(e) and not lib.is_installed(e2)
+    assert lib.available() == [e2]
+    assert lib.ram_fit(e, 6_200_000_000).text == "needs 1.4 GB, you have 6.2 GB free"
+    assert lib.ram_fit(inst["m2.gguf"], 10**10).needed_bytes == 300_000_006
+
+
+def test_import_validates_with_the_engine(tmp_path: Path) -> None:
+    lib = ModelLibrary(tmp_path / "models")
+    src = write_gguf(tmp_path / "mine.gguf")
+    m = lib.import_model(src)
+    assert m.path == lib.folder / "mine.gguf" and m.kind == "gguf" and src.exists()
+    assert m.path.read_bytes() == src.read_bytes()
+    with pytest.raises(LibraryError, match="already in the models folder"):
+        lib.import_model(src)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 40)
+    with pytest.raises(LibraryError, match=r"bad\.gguf"):
+        lib.import_model(bad)
+    gpt2 = write_gguf(tmp_path / "gpt2.gguf", arch="gpt2")
+    with pytest.raises(LibraryError, match="not supported"):
+        lib.import_model(gpt2)
+    with pytest.raises(LibraryError, match="no such file"):
+        lib.import_model(tmp_path / "missing.gguf")
+    hf = tmp_path / "hfdir"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    with pytest.raises(LibraryError):
+        lib.import_model(hf)
+    assert sorted(p.name for p in lib.folder.iterdir()) == ["mine.gguf"]  # no half copies
+    moved = lib.import_model(write_gguf(tmp_path / "moved.gguf"), move=True)
+    assert moved.path.exists() and not (tmp_path / "moved.gguf").exists()
+
+
+def test_import_hf_folder(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"
+    lib = ModelLibrary(tmp_path / "models")
+    m = lib.import_model(src)
+    assert m.kind == "hf" and m.path == lib.folder / src.name and (m.path / "config.json").is_file()
+    assert [x.kind for x in lib.installed()] == ["hf"]
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    doc = json.loads((broken / "config.json").read_text())
+    doc["hidden_size"] = "wide"
+    (broken / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(LibraryError, match="config.json"):
+        lib.import_model(broken)
+
+
+def test_delete_needs_confirmation_and_stays_in_the_folder(tmp_path: Path) -> None:
+    lib = ModelLibrary(tmp_path / "models")
+    m = lib.import_model(write_gguf(tmp_path / "a.gguf"))
+    (lib.folder / "a.gguf.part").write_bytes(b"x")
+    with pytest.raises(LibraryError, match="confirmation"):
+        lib.delete(m, confirmed=False)
+    assert m.path.exists()
+    outside = write_gguf(tmp_path / "outside.gguf")
+    with pytest.raises(LibraryError, match="only models directly in the models folder"):
+        lib.delete(outside, confirmed=True)
+    with pytest.raises(LibraryError):
+        lib.delete(lib.folder / ".." / "outside.gguf", confirmed=True)
+    assert outside.exists()
+    lib.delete(m, confirmed=True)
+    assert list(lib.folder.iterdir()) == []
+    d = lib.folder / "hf"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    lib.delete(InstalledModel(d, "hf", 2, "hf"), confirmed=True)
+    assert not d.exists()
+
+
+def test_choose_folder(tmp_path: Path) -> None:
+    lib = ModelLibrary(tmp_path / "a")
+    lib.set_folder(tmp_path / "b" / "c")
+    assert lib.folder == tmp_path / "b" / "c" and lib.folder.is_dir()
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(LibraryError, match="cannot use this folder"):
+        lib.set_folder(f / "sub")
+    assert lib.folder == tmp_path / "b" / "c"
+
+
+def test_download_request(tmp_path: Path) -> None:
+    lib = ModelLibrary(tmp_path)
+    verified = entry()
+    rq = lib.download_request(verified, endpoint="http://127.0.0.1:9", token="t")
+    assert rq.dest == tmp_path / "m1.gguf" and rq.sha256 == "ab" * 32 and rq.size == 1234
+    assert rq.revision == "abc" and rq.key == "m1" and rq.token == "t" and not rq.allow_unverified
+    unverified = entry(sha256=None)
+    with pytest.raises(UnverifiedEntryError):
+        lib.download_request(unverified)
+    assert lib.download_request(unverified, confirmed=True).allow_unverified
+    with pytest.raises(LibraryError, match="bundled"):
+        lib.download_request(bundled_entry())
+
+
+def test_catalog_entry_downloads_from_local_hub(tmp_path: Path) -> None:
+    from trit.app.core.downloads import Download
+
+    from .hubserver import HubServer, HubState
+
+    data = write_gguf(tmp_path / "src.gguf").read_bytes()
+    e = entry(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    with HubServer(HubState(files={("org/m1", "m1.gguf"): data})) as hub:
+        lib = ModelLibrary(tmp_path / "models", [e])
+        Download(lib.download_request(e, endpoint=hub.endpoint), retries=0).run()
+    assert lib.is_installed(e) and lib.validate(lib.path_for(e)) == "gguf"
+    assert [m.entry for m in lib.installed()] == [e]
