@@ -7,7 +7,12 @@ save() writes atomically (temp file + os.replace).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,29 @@ DEFAULT_SAMPLING = Sampling()
 
 
 def physical_cores() -> int:
-    raise NotImplementedError
+    """Physical cores (hyper-threads share the units the decode loop is bound by)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return int(n)
+    except ImportError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def default_config_path() -> Path:
     """<user config dir>/Trit/settings.json (platformdirs)."""
-    raise NotImplementedError
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("Trit", appauthor=False)) / SETTINGS_NAME
+
+
+def _default_models_dir() -> str:
+    from trit.default_model import user_models_dir
+
+    return str(user_models_dir())
 
 
 @dataclass(frozen=True)
@@ -48,40 +70,160 @@ class Settings:
 
     def sampling_for(self, family: str) -> Sampling:
         """The family's default sampling, or the general default for an unknown family."""
-        raise NotImplementedError
+        return self.sampling.get(family) or FAMILY_SAMPLING.get(family) or DEFAULT_SAMPLING
 
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        d: dict[str, Any] = {"version": SETTINGS_VERSION}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = {k: s.to_dict() for k, s in v.items()} if f.name == "sampling" else v
+        return d
 
 
 def default_settings() -> Settings:
-    raise NotImplementedError
+    return Settings(threads=physical_cores(), models_dir=_default_models_dir())
+
+
+def _check_int(v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"must be a whole number from {lo} to {hi}")
+    return v
+
+
+def _check_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a string")  # noqa: TRY004  # reported as a message, never raised out
+    return v
+
+
+def _check_models_dir(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("must be a folder path")
+    return v
+
+
+def _check_watts(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 100:
+        raise ValueError("must be a number of watts above 0 and at most 100")
+    return float(v)
+
+
+def _check_endpoint(v: Any) -> str:
+    if not isinstance(v, str) or not v.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return v.rstrip("/")
+
+
+_CHECKS: dict[str, Any] = {
+    "threads": lambda v: _check_int(v, 1, 512),
+    "models_dir": _check_models_dir,
+    "default_model": _check_str,
+    "watts_per_core": _check_watts,
+    "hf_endpoint": _check_endpoint,
+    "max_parallel_downloads": lambda v: _check_int(v, 1, 4),
+    "context": lambda v: _check_int(v, 128, 1 << 20),
+}
 
 
 def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     """Validated settings from a JSON document: each bad or missing field falls back to base
-    (default_settings()), and each bad field adds a message to the returned list."""
-    raise NotImplementedError
+    (default_settings()), and each bad field adds a message to the returned list. Unknown keys
+    (from a newer Trit) are ignored."""
+    base = base or default_settings()
+    if not isinstance(doc, dict):
+        return base, [f"the settings file holds {type(doc).__name__}, not an object; using defaults"]
+    problems: list[str] = []
+    changes: dict[str, Any] = {}
+    for name, check in _CHECKS.items():
+        if name not in doc:
+            continue
+        try:
+            changes[name] = check(doc[name])
+        except ValueError as e:
+            problems.append(f"{name} {e} (was {doc[name]!r}); using {getattr(base, name)!r}")
+    if "sampling" in doc:
+        raw = doc["sampling"]
+        sampling = dict(base.sampling)
+        if not isinstance(raw, dict):
+            problems.append("sampling must be an object of model families; using the defaults")
+        else:
+            for family, sd in raw.items():
+                try:
+                    sampling[str(family)] = Sampling.from_dict(
+                        sd, sampling.get(str(family), DEFAULT_SAMPLING)
+                    )
+                except ValueError as e:
+                    problems.append(f"sampling for {family}: {e}; using the default")
+        changes["sampling"] = sampling
+    return replace(base, **changes), problems
 
 
 class SettingsStore:
     """Loads and saves Settings at path (default_config_path() when None).
-    Attributes after load(): problems (list of messages), backup (Path of the kept bad file)."""
+    Attributes after load(): problems (list of messages), backup (Path of the kept bad file, or
+    None)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        raise NotImplementedError
+        self.path = Path(path) if path is not None else default_config_path()
+        self.problems: list[str] = []
+        self.backup: Path | None = None
 
     def load(self) -> Settings:
-        raise NotImplementedError
+        self.problems, self.backup = [], None
+        base = default_settings()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return base
+        except OSError as e:
+            self.problems.append(f"{self.path}: cannot read the settings ({e.strerror or e}); using defaults")
+            return base
+        try:
+            doc = json.loads(text)
+        except ValueError as e:
+            doc = None
+            self.problems.append(f"{self.path}: the settings file is damaged ({e}); using defaults")
+        if doc is not None:
+            settings, problems = settings_from_dict(doc, base)
+            self.problems += [f"{self.path}: {p}" for p in problems]
+        else:
+            settings = base
+        if self.problems:
+            self._keep_backup()
+        return settings
+
+    def _keep_backup(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = self.path.with_name(f"{self.path.name}.bad-{stamp}")
+        n = 1
+        while backup.exists():
+            n += 1
+            backup = self.path.with_name(f"{self.path.name}.bad-{stamp}-{n}")
+        try:
+            shutil.copyfile(self.path, backup)
+        except OSError as e:
+            self.problems.append(f"could not keep a copy of the bad settings file: {e.strerror or e}")
+            return
+        self.backup = backup
+        self.problems.append(f"the old file was kept as {backup.name}")
 
     def save(self, settings: Settings) -> None:
-        raise NotImplementedError
+        """Atomic: a crash leaves either the old or the new file, never half of one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(settings.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 __all__ = [
     "DEFAULT_SAMPLING",
     "FAMILY_SAMPLING",
     "SETTINGS_NAME",
+    "SETTINGS_VERSION",
     "Settings",
     "SettingsStore",
     "default_config_path",

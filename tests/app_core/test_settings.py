@@ -1,0 +1,146 @@
+"""Settings: defaults, round trip, validation with per-field fallback, damaged file kept as a
+backup; plus the Qt-free rule for the whole of app/core."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trit.app.core.sampling import Sampling
+from trit.app.core.settings import (
+    DEFAULT_SAMPLING,
+    FAMILY_SAMPLING,
+    Settings,
+    SettingsStore,
+    default_config_path,
+    default_settings,
+    physical_cores,
+    settings_from_dict,
+)
+
+from trit.default_model import user_models_dir
+
+
+def test_defaults() -> None:
+    s = default_settings()
+    assert s.threads == physical_cores() >= 1
+    assert Path(s.models_dir) == user_models_dir()
+    assert s.sampling_for("smollm") == Sampling(0.2, 0.9, 512)
+    assert s.sampling_for("bitnet") == FAMILY_SAMPLING["bitnet"]
+    assert s.sampling_for("unknown-family") == DEFAULT_SAMPLING
+    assert default_config_path().name == "settings.json" and "Trit" in default_config_path().parts
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    st = SettingsStore(tmp_path / "settings.json")
+    assert st.load() == default_settings() and st.problems == [] and st.backup is None
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    st = SettingsStore(tmp_path / "sub" / "settings.json")
+    s = Settings(
+        threads=3,
+        models_dir=str(tmp_path / "models"),
+        default_model="bitnet-b1.58-2b4t-i2s",
+        sampling={**FAMILY_SAMPLING, "bitnet": Sampling(0.1, 0.5, 99)},
+        watts_per_core=7.5,
+        hf_endpoint="http://127.0.0.1:9",
+        max_parallel_downloads=2,
+        context=2048,
+    )
+    st.save(s)
+    assert st.load() == s and st.problems == []
+    doc = json.loads(st.path.read_text())
+    assert doc["version"] == 1 and doc["sampling"]["bitnet"] == {
+        "temperature": 0.1,
+        "top_p": 0.5,
+        "max_tokens": 99,
+    }
+    assert [p.name for p in st.path.parent.iterdir()] == ["settings.json"]  # no temp file left
+
+
+def test_bad_fields_fall_back_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(
+        json.dumps(
+            {
+                "threads": 0,
+                "models_dir": str(tmp_path),
+                "watts_per_core": "hot",
+                "hf_endpoint": "ftp://x",
+                "context": 1024,
+                "sampling": {"bitnet": {"temperature": -1}, "smollm": {"max_tokens": 64}},
+                "from_the_future": True,
+            }
+        )
+    )
+    st = SettingsStore(path)
+    s = st.load()
+    d = default_settings()
+    assert s.threads == d.threads and s.watts_per_core == d.watts_per_core and s.hf_endpoint == d.hf_endpoint
+    assert s.models_dir == str(tmp_path) and s.context == 1024  # the good fields are kept
+    assert s.sampling["bitnet"] == FAMILY_SAMPLING["bitnet"]
+    assert s.sampling["smollm"] == Sampling(0.2, 0.9, 64)
+    text = "\n".join(st.problems)
+    assert "threads" in text and "watts_per_core" in text and "hf_endpoint" in text and "temperature" in text
+    assert st.backup is not None and st.backup.read_text() == path.read_text()
+
+
+def test_corrupt_file_keeps_backup(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text('{"threads": 4,')
+    st = SettingsStore(path)
+    assert st.load() == default_settings()
+    assert "damaged" in st.problems[0]
+    assert st.backup is not None and st.backup.read_text() == '{"threads": 4,'
+    st.load()  # a second load keeps a second copy rather than overwriting the first
+    assert len(list(tmp_path.glob("settings.json.bad-*"))) == 2
+    st.save(default_settings())
+    assert SettingsStore(path).load() == default_settings()
+
+
+@pytest.mark.parametrize("doc", [[], "x", 3, None])
+def test_non_object(doc: object) -> None:
+    s, problems = settings_from_dict(doc)
+    assert s == default_settings() and problems
+
+
+def test_sampling_validation() -> None:
+    assert Sampling(1, 1, 1).validated() == Sampling(1.0, 1.0, 1)
+    for bad in (
+        Sampling(temperature=float("nan")),
+        Sampling(top_p=1.5),
+        Sampling(max_tokens=0),
+        Sampling(max_tokens=True),
+    ):
+        with pytest.raises(ValueError):
+            bad.validated()
+    with pytest.raises(ValueError):
+        Sampling.from_dict([1, 2])
+    assert Sampling.from_dict({"temperature": 0.5, "junk": 1}) == Sampling(temperature=0.5)
+    assert Sampling(0.3, 0.8, 10).engine_kwargs() == {"temperature": 0.3, "top_p": 0.8, "max_tokens": 10}
+
+
+def test_app_core_never_imports_qt() -> None:
+    core = Path(__file__).resolve().parents[2] / "app" / "core"
+    mods = sorted(p.stem for p in core.glob("*.py") if p.stem != "__init__")
+    assert {"store", "catalog", "downloads", "meters", "settings"} <= set(mods)
+    code = (
+        "import sys, importlib\n"
+        f"for m in {mods!r}:\n"
+        "    importlib.import_module('trit.app.core.' + m)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    for p in core.glob("*.py"):
+        # also catches an import inside a function, which the subprocess check cannot see
+        assert not re.search(
+            r"^\s*(from|import)\s+(PySide6|PyQt[56]|shiboken6)", p.read_text(encoding="utf-8"), re.MULTILINE
+        ), p
