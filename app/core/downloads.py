@@ -359,7 +359,8 @@ class Download:
             if self._cancel.is_set():
                 raise CancelledError(f"{self.key}: download cancelled")
             path = self._run()
-            self._emit(True, state=State.DONE, error="")
+            size = path.stat().st_size
+            self._emit(True, state=State.DONE, error="", downloaded=size, total=size)
             return path
         except CancelledError as e:
             _unlink(self.part, self.sidecar)
@@ -411,6 +412,7 @@ class Download:
 
         # resume only a part file whose sidecar describes this very file
         side = {
+            "key": self.key,
             "url": res.url,
             "repo": rq.repo,
             "file": rq.file,
@@ -730,6 +732,33 @@ def pending_downloads(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def pending_requests(
+    folder: Path, *, endpoint: str = DEFAULT_ENDPOINT, token: str | None = None
+) -> list[DownloadRequest]:
+    """DownloadRequests that continue the interrupted downloads in folder (after an app restart).
+    The sha256 recorded in the sidecar (pinned, or the server's LFS hash) is checked again."""
+    out = []
+    for doc in pending_downloads(folder):
+        try:
+            out.append(
+                DownloadRequest(
+                    repo=str(doc["repo"]),
+                    file=str(doc["file"]),
+                    dest=Path(doc["dest"]),
+                    revision=str(doc.get("revision") or "main"),
+                    sha256=doc.get("sha256") or None,
+                    size=int(doc["size"]) if doc.get("size") is not None else None,
+                    endpoint=endpoint,
+                    token=token,
+                    allow_unverified=not doc.get("sha256"),
+                    key=str(doc.get("key") or ""),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # a sidecar from something else: leave it alone
+    return out
+
+
 __all__ = [
     "DEFAULT_ENDPOINT",
     "AuthRequiredError",
@@ -751,6 +780,7 @@ __all__ = [
     "UnverifiedDownloadError",
     "part_path",
     "pending_downloads",
+    "pending_requests",
     "resolve",
     "sha256_file",
     "sidecar_path",

@@ -32,6 +32,7 @@ from trit.app.core.downloads import (
     UnverifiedDownloadError,
     part_path,
     pending_downloads,
+    pending_requests,
     resolve,
     sidecar_path,
 )
@@ -119,7 +120,16 @@ def test_drop_then_resume_in_a_later_run(hub: HubServer, tmp_path: Path) -> None
     assert side["etag"] == SHA and side["size"] == len(DATA) and side["sha256"] == SHA
     assert pending_downloads(tmp_path)[0]["downloaded"] == 200_000
     assert not req.dest.exists()
-    fast(req).run()  # a new Download object, as after an app restart
+    (again,) = pending_requests(tmp_path, endpoint=hub.endpoint)  # as after an app restart
+    assert (again.repo, again.file, again.dest, again.sha256, again.size) == (
+        REPO,
+        FILE,
+        req.dest,
+        SHA,
+        len(DATA),
+    )
+    assert again.key == f"{REPO}/{FILE}" and not again.allow_unverified
+    fast(again).run()
     assert gets(hub) == [None, "bytes=200000-"]
     assert_clean_success(tmp_path)
     assert pending_downloads(tmp_path) == []
