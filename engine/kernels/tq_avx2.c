@@ -218,7 +218,7 @@ float tq_quant_act_avx2(const float *x, int n, int npad, int8_t *q, int32_t *sum
         const float v = fabsf(x[i]);
         if (v > amax) amax = v;
     }
-    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const float s = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f)); /* torch: 127 / t is t.reciprocal() * 127 */
     const __m256 sv = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
     /* packs_epi32 / packs_epi16 interleave the 128-bit lanes; this restores element order. */
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);

@@ -296,7 +296,7 @@ static float tq_quant_act_avx512(const float *x, int n, int npad, int8_t *q, int
     for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
     if (i < n) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(tq_tail_mask(n - i), x + i)));
     const float amax = _mm512_reduce_max_ps(m);
-    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const float s = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f)); /* torch: 127 / t is t.reciprocal() * 127 */
     const __m512 sv = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
     __m512i acc = _mm512_setzero_si512(); /* int32 x 16 */
     for (i = 0; i < n; i += 16) {

@@ -291,7 +291,7 @@ static float tq_quant_act_neon(const float *x, int n, int npad, int8_t *q, int32
         const float v = fabsf(x[i]);
         if (v > amax) amax = v;
     }
-    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const float s = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f)); /* torch: 127 / t is t.reciprocal() * 127 */
     const float32x4_t sv = vdupq_n_f32(s), lo = vdupq_n_f32(-128.0f), hi = vdupq_n_f32(127.0f);
     int32x4_t acc = vdupq_n_s32(0);
     i = 0;

@@ -40,7 +40,7 @@ float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *s
         float v = fabsf(x[i]);
         if (v > amax) amax = v;
     }
-    const float s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const float s = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f)); /* torch: 127 / t is t.reciprocal() * 127 */
     int32_t acc = 0;
     for (int i = 0; i < n; i++) {
         /* nearbyintf rounds half to even in the default rounding mode, as torch.round does */

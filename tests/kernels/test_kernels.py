@@ -262,7 +262,7 @@ def test_gemm_large(isa):
 def ref_quant(x: np.ndarray, npad: int):
     x = x.astype(np.float32)
     amax = np.float32(np.max(np.abs(x))) if x.size else np.float32(0)
-    s = np.float32(127) / max(amax, np.float32(1e-5))
+    s = np.float32(127) * (np.float32(1) / max(amax, np.float32(1e-5)))  # as torch evaluates 127 / t
     q = np.clip(np.rint(x * s), -128, 127).astype(np.int8)
     out = np.zeros(max(x.size, npad), dtype=np.int8)
     out[: x.size] = q
