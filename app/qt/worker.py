@@ -1,0 +1,305 @@
+"""EngineWorker: the one QObject, on the one QThread, that owns the engine.
+
+Only this object calls into trit.engine (load_model, Session.chat); the window talks to it through
+requests (load/generate/unload, delivered as queued signals so they run on the worker thread) and
+hears back through signals that carry plain data (str, dict). stop() is the exception: it runs on
+the caller's thread and only sets a threading.Event and calls Session.cancel(), both thread-safe,
+because the worker thread is busy inside the generation it is meant to stop.
+
+A reply is written into the ConversationStore here (ReplyWriter), not by the window: if the user
+switches to another conversation mid-reply, the text still lands in the conversation it belongs
+to, and a crash mid-reply leaves a 'stopped' message with the text of the last flush.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from trit.app.core.meters import EnergyMeter, ReplyMeter, memory_reading
+from trit.app.core.sampling import Sampling
+from trit.app.core.store import ConversationStore
+
+PROGRESS_INTERVAL = 0.1  # s between progress signals (the live chart's resolution)
+
+
+def _load_fix(e: BaseException) -> str:
+    """What the user can do about a failed load (engine messages already say it when they can)."""
+    from trit.engine.errors import ModelFormatError, OutOfMemoryError, UnsupportedCPUError
+
+    if isinstance(e, OutOfMemoryError):
+        return "Close other apps or pick a smaller model in Models."
+    if isinstance(e, UnsupportedCPUError):
+        return "This CPU cannot run this build of Trit; see the README for supported CPUs."
+    if isinstance(e, ModelFormatError):
+        return "Pick another model file in Models, or download one from the catalog."
+    if isinstance(e, FileNotFoundError):
+        return "The file was moved or deleted; pick the model again in Models."
+    return "Pick another model in Models."
+
+
+def _live_watts(source: Any, last: list[float]) -> float | None:
+    """Power right now from a measured energy source, for the live chart (None when the reply is
+    only estimated). `last` keeps (time, joules) between calls for the counter-based RAPL source."""
+    if source is None or not getattr(source, "measured", False):
+        return None
+    samples = getattr(source, "_samples", None)  # SampledPowerSource: its latest reading
+    if samples:
+        return float(samples[-1][1])
+    read = getattr(source, "_read", None)  # RaplSource: difference of the package counters
+    if read is None:
+        return None
+    try:
+        now, uj = time.monotonic(), float(sum(read()))
+    except Exception:  # noqa: BLE001  # the chart just omits power
+        return None
+    watts = None
+    if last and now > last[0] and uj >= last[1]:
+        watts = (uj - last[1]) / 1e6 / (now - last[0])
+    last[:] = [now, uj]
+    return watts
+
+
+class EngineWorker(QObject):
+    """Requests (call from the GUI thread): load(path, threads), generate(request), stop(),
+    unload(), shutdown(). A generate request is a dict: {"conversation_id": int, "messages":
+    [{"role", "content"}, ...], "sampling": Sampling.to_dict()}.
+
+    Signals:
+      loaded(dict)            model info: path, name, arch, isa, threads, file_bytes, kv_bytes, ...
+      load_failed(str, str)   message, fix
+      started(dict)           conversation_id, message_id of the reply being written
+      token(str)              a piece of the reply text
+      progress(dict)          tokens, seconds, tps (recent), watts (None unless measured)
+      finished(dict)          conversation_id, message_id, status, record (ReplyRecord dict), memory
+      failed(str, str)        message, fix (generation failed; the partial reply is kept 'stopped')
+      unloaded()
+      busy_changed(bool)
+    """
+
+    loaded = Signal(dict)
+    load_failed = Signal(str, str)
+    started = Signal(dict)
+    token = Signal(str)
+    progress = Signal(dict)
+    finished = Signal(dict)
+    failed = Signal(str, str)
+    unloaded = Signal()
+    busy_changed = Signal(bool)
+
+    # requests, emitted on the caller's thread and delivered (queued) on the worker thread
+    _load_request = Signal(str, int, int)
+    _generate_request = Signal(dict)
+    _unload_request = Signal()
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        *,
+        energy: EnergyMeter | None = None,
+        context: int | None = None,
+    ) -> None:
+        super().__init__()  # no parent: it is moved to its own thread
+        self._store = store
+        self._energy = energy
+        self._context = context
+        self._model: Any = None  # trit.engine Model, only touched on the worker thread
+        self._session: Any = None
+        self._path = ""
+        self._stop = threading.Event()
+        self._busy = False
+        self._lock = threading.Lock()  # guards _session for stop() from another thread
+        self._thread = QThread()
+        self._thread.setObjectName("trit-engine")
+        self.moveToThread(self._thread)
+        self._load_request.connect(self._do_load)
+        self._generate_request.connect(self._do_generate)
+        self._unload_request.connect(self._do_unload)
+        self._thread.start()
+
+    # -- requests (any thread) -----------------------------------------------------------------
+    def load(self, path: str | Path, threads: int | None = None) -> None:
+        self._load_request.emit(str(path), int(threads or 0), int(self._context or 0))
+
+    def generate(self, request: dict[str, Any]) -> None:
+        # cleared here, not on the worker thread: a Stop pressed before the request starts counts
+        self._stop.clear()
+        self._generate_request.emit(dict(request))
+
+    def stop(self) -> None:
+        """Stops the running (or queued) generation within one token; safe from any thread."""
+        self._stop.set()
+        with self._lock:
+            session = self._session
+        if session is not None:
+            session.cancel()
+
+    def unload(self) -> None:
+        self.stop()
+        self._unload_request.emit()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """stop, quit, wait: the generation ends within one token, then the thread's loop."""
+        self.stop()
+        if not self._thread.isRunning():
+            return True
+        self._unload_request.emit()  # frees the model on its own thread before the loop ends
+        self._thread.quit()
+        return bool(self._thread.wait(timeout_ms))
+
+    @property
+    def thread_running(self) -> bool:
+        return bool(self._thread.isRunning())
+
+    @property
+    def model_path(self) -> str:
+        return self._path
+
+    # -- worker thread ---------------------------------------------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.busy_changed.emit(busy)
+
+    @Slot(str, int, int)
+    def _do_load(self, path: str, threads: int, context: int) -> None:
+        from trit.engine import load_model
+
+        self._set_busy(True)
+        try:
+            self._drop_model()
+            try:
+                model = load_model(path, threads=threads or None, context=context or None)
+            except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
+                msg = str(e) or type(e).__name__
+                self.load_failed.emit(f"Cannot open {Path(path).name}: {msg}", _load_fix(e))
+                return
+            if model.tokenizer is None:
+                self.load_failed.emit(
+                    f"{Path(path).name} has no tokenizer, so it cannot chat.",
+                    "Pick a model that includes its tokenizer (GGUF files from the catalog do) in Models.",
+                )
+                return
+            session = model.session()
+            with self._lock:
+                self._model, self._session, self._path = model, session, path
+            info = dataclasses.asdict(model.info)
+            mem = memory_reading(path, session)
+            info.update(
+                name=Path(path).name,
+                file_bytes=mem.model_file_bytes,
+                kv_bytes=mem.kv_bytes,
+                rss_bytes=mem.rss_bytes,
+                chat_warning=getattr(model.chat_format, "warning", "") or "",
+            )
+            self.loaded.emit(info)
+        finally:
+            self._set_busy(False)
+
+    def _drop_model(self) -> None:
+        with self._lock:
+            self._model = self._session = None
+            self._path = ""
+
+    @Slot()
+    def _do_unload(self) -> None:
+        had = self._model is not None
+        self._drop_model()
+        if had:
+            self.unloaded.emit()
+
+    @Slot(dict)
+    def _do_generate(self, request: dict[str, Any]) -> None:
+        conv_id = int(request["conversation_id"])
+        if self._session is None:
+            self.failed.emit("No model is loaded.", "Open Models and pick a model, then send again.")
+            return
+        sampling = Sampling.from_dict(request.get("sampling") or {})
+        self._set_busy(True)
+        writer = None
+        try:
+            writer = self._store.begin_reply(conv_id)
+            self.started.emit({"conversation_id": conv_id, "message_id": writer.message_id})
+            meter = ReplyMeter(self._energy)
+            meter.start()
+            t0 = time.monotonic()
+            state = {"n": 0, "last_t": t0, "last_n": 0}
+            power_state: list[float] = []
+
+            def on_text(piece: str) -> None:
+                writer.append(piece)
+                self.token.emit(piece)
+
+            def on_token(_tok: int) -> bool:
+                state["n"] += 1
+                now = time.monotonic()
+                if now - state["last_t"] >= PROGRESS_INTERVAL:
+                    tps = (state["n"] - state["last_n"]) / (now - state["last_t"])
+                    source = getattr(self._energy, "_active", None)
+                    self.progress.emit(
+                        {
+                            "tokens": state["n"],
+                            "seconds": now - t0,
+                            "tps": tps,
+                            "watts": _live_watts(source, power_state),
+                        }
+                    )
+                    state["last_t"], state["last_n"] = now, state["n"]
+                return not self._stop.is_set()  # False ends the reply as "cancelled"
+
+            messages = list(request.get("messages") or [])
+            if self._stop.is_set():  # stopped before it started
+                gen_stats = None
+            else:
+                gen = self._session.chat(
+                    messages, on_text=on_text, on_token=on_token, **sampling.engine_kwargs()
+                )
+                gen_stats = gen.stats
+            if gen_stats is None:
+                from trit.engine.model import Stats
+
+                gen_stats = Stats(0, 0.0, 0, 0.0, 0.0, 0, "cancelled")
+            rec = meter.finish(gen_stats)
+            stopped = gen_stats.stop_reason == "cancelled"
+            msg = writer.stop(rec.to_dict()) if stopped else writer.finish(rec.to_dict())
+            mem = memory_reading(self._path, self._session)
+            self.finished.emit(
+                {
+                    "conversation_id": conv_id,
+                    "message_id": msg.id,
+                    "status": msg.status,
+                    "text": msg.content,
+                    "record": rec.to_dict(),
+                    "memory": dataclasses.asdict(mem),
+                }
+            )
+        except Exception as e:  # noqa: BLE001  # the window shows it; the partial reply is kept
+            if writer is not None:
+                writer.stop()
+            from trit.engine.errors import ContextFullError
+
+            fix = (
+                "Start a new conversation, or delete earlier messages."
+                if isinstance(e, ContextFullError)
+                else "Try again; if it keeps failing, pick another model in Models."
+            )
+            self.failed.emit(str(e) or type(e).__name__, fix)
+            self.finished.emit(
+                {
+                    "conversation_id": conv_id,
+                    "message_id": writer.message_id if writer is not None else None,
+                    "status": "failed",
+                    "text": writer.text if writer is not None else "",
+                    "record": {},
+                    "memory": {},
+                }
+            )
+        finally:
+            self._set_busy(False)
+
+
+__all__ = ["EngineWorker"]
