@@ -33,6 +33,7 @@ cdef extern from "qk.h" nogil:
         int block_bytes
         int act
     const tq_qk_ops *tq_qk_get(const char *isa, int type)
+    const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type)
     enum:
         TQ_GGML_F16
 
@@ -93,7 +94,8 @@ cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:
     return <uintptr_t>arr.ctypes.data
 
 
-cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_kernels *k) except *:
+cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_kernels *k,
+                   bint f32_act) except *:
     """Fills t from a TernaryTensor, a QuantTensor or a float16 [rows, cols] array."""
     if isinstance(tt, np.ndarray):
         if tt.dtype != np.float16:
@@ -114,7 +116,9 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
         t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
         return
     t.type = tt.ggml_type
-    t.ops = tq_qk_get(k.isa, tt.ggml_type)
+    # f32_act: llama.cpp types dequantize each block against the f32 activation instead of
+    # rounding the activation to 8 bits (exact to the dequantized weights, a bit slower)
+    t.ops = tq_qk_get_f32act(k.isa, tt.ggml_type) if f32_act else tq_qk_get(k.isa, tt.ggml_type)
     if t.ops == NULL:
         raise ValueError(f"{what}: weight type {tt.type_name} has no kernels in this build")
     if cols % t.ops.block:
@@ -153,15 +157,17 @@ cdef class CoreModel:
     cdef tq_layer *layers
     cdef const tq_kernels *kern
     cdef readonly object weights
+    cdef readonly bint f32_act
 
     def __cinit__(self):
         self.layers = NULL
 
-    def __init__(self, weights, isa=None):
+    def __init__(self, weights, isa=None, f32_act=False):
         cfg = weights.config
         cdef tq_model *m = &self.m
         self.kern = _kernels(isa)
         self.weights = weights
+        self.f32_act = bool(f32_act)
         m.dim, m.hidden, m.n_layers = cfg.dim, cfg.hidden, cfg.n_layers
         m.n_heads, m.n_kv_heads, m.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         m.vocab, m.context = cfg.vocab, cfg.context
@@ -177,9 +183,9 @@ cdef class CoreModel:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
         if len(weights.layers) != cfg.n_layers:
             raise ValueError("layer count does not match the config")
-        _set_lin(&m.embed, weights.embed, cfg.vocab, cfg.dim, "token embedding", self.kern)
+        _set_lin(&m.embed, weights.embed, cfg.vocab, cfg.dim, "token embedding", self.kern, self.f32_act)
         head = weights.embed if weights.head is None else weights.head
-        _set_lin(&m.head, head, cfg.vocab, cfg.dim, "output head", self.kern)
+        _set_lin(&m.head, head, cfg.vocab, cfg.dim, "output head", self.kern, self.f32_act)
         m.out_norm = <const float *>_addr(weights.out_norm, np.float32, (cfg.dim,), "output_norm")
         qdim = cfg.n_heads * cfg.head_dim
         kvdim = cfg.n_kv_heads * cfg.head_dim
@@ -196,13 +202,13 @@ cdef class CoreModel:
                 lw.attn_sub_norm, np.float32, (qdim,), p + " attn_sub_norm")
             L.ffn_sub_norm = NULL if lw.ffn_sub_norm is None else <const float *>_addr(
                 lw.ffn_sub_norm, np.float32, (cfg.hidden,), p + " ffn_sub_norm")
-            _set_lin(&L.q, lw.q, qdim, cfg.dim, p + " q", self.kern)
-            _set_lin(&L.k, lw.k, kvdim, cfg.dim, p + " k", self.kern)
-            _set_lin(&L.v, lw.v, kvdim, cfg.dim, p + " v", self.kern)
-            _set_lin(&L.o, lw.o, cfg.dim, qdim, p + " o", self.kern)
-            _set_lin(&L.gate, lw.gate, cfg.hidden, cfg.dim, p + " gate", self.kern)
-            _set_lin(&L.up, lw.up, cfg.hidden, cfg.dim, p + " up", self.kern)
-            _set_lin(&L.down, lw.down, cfg.dim, cfg.hidden, p + " down", self.kern)
+            _set_lin(&L.q, lw.q, qdim, cfg.dim, p + " q", self.kern, self.f32_act)
+            _set_lin(&L.k, lw.k, kvdim, cfg.dim, p + " k", self.kern, self.f32_act)
+            _set_lin(&L.v, lw.v, kvdim, cfg.dim, p + " v", self.kern, self.f32_act)
+            _set_lin(&L.o, lw.o, cfg.dim, qdim, p + " o", self.kern, self.f32_act)
+            _set_lin(&L.gate, lw.gate, cfg.hidden, cfg.dim, p + " gate", self.kern, self.f32_act)
+            _set_lin(&L.up, lw.up, cfg.hidden, cfg.dim, p + " up", self.kern, self.f32_act)
+            _set_lin(&L.down, lw.down, cfg.dim, cfg.hidden, p + " down", self.kern, self.f32_act)
         m.layers = self.layers
 
     def __dealloc__(self):

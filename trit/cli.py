@@ -34,6 +34,12 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
     p.add_argument("-t", "--threads", type=int, default=None, help="worker threads (default: physical cores)")
     p.add_argument("--isa", default=None, help="force a kernel path: scalar, avx2, avx512, neon")
     p.add_argument("-c", "--context", type=int, default=None, help="context size (KV cache positions)")
+    p.add_argument(
+        "--activations",
+        choices=("f32", "q8"),
+        default="f32",
+        help="llama.cpp weight types: f32 = exact activations (default), q8 = 8-bit like llama.cpp (faster)",
+    )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print what a model file holds")
     _add_model_args(info)
 
+    ppl = sub.add_parser("perplexity", help="perplexity of a text file under the model")
+    _add_model_args(ppl, default_ok=True)
+    ppl.add_argument("-f", "--file", required=True, help="UTF-8 text file")
+    ppl.add_argument("--window", type=int, default=512, help="tokens per window (each starts fresh)")
+
     lg = sub.add_parser("logits", help="write the logits of a token sequence to a .npy file")
     _add_model_args(lg)
     lg.add_argument("--ids", type=_ids, required=True)
@@ -118,7 +129,9 @@ def _model_path(args: argparse.Namespace) -> str:
 def _load(args: argparse.Namespace):
     from trit.engine import load_model
 
-    return load_model(_model_path(args), threads=args.threads, isa=args.isa, context=args.context)
+    return load_model(
+        _model_path(args), threads=args.threads, isa=args.isa, context=args.context, activations=args.activations
+    )
 
 
 def _run_interruptible(model, fn):
@@ -240,6 +253,32 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_perplexity(args: argparse.Namespace) -> int:
+    from trit.engine.perplexity import perplexity
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"trit: {args.file}: {e}", file=sys.stderr)
+        return 2
+    model = _load(args)
+    if model.tokenizer is None:
+        print(f"trit: {model.info.path}: this model has no tokenizer", file=sys.stderr)
+        return 2
+    ids = model.tokenizer.encode(text)
+    if args.window > model.context:
+        print(f"trit: --window {args.window} exceeds the context ({model.context})", file=sys.stderr)
+        return 2
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} tokens", end="", file=sys.stderr, flush=True)
+
+    r = perplexity(model, ids, context=args.window, on_progress=progress)
+    print(file=sys.stderr)
+    print(f"perplexity {r.perplexity:.4f} over {r.tokens_scored} tokens ({r.windows} windows of <= {args.window})")
+    return 0
+
+
 def _cmd_logits(args: argparse.Namespace) -> int:
     model = _load(args)
     np.save(args.output, model.logits(args.ids))
@@ -266,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "info": _cmd_info,
             "logits": _cmd_logits,
             "bench": _cmd_bench,
+            "perplexity": _cmd_perplexity,
         }
         return cmds[args.cmd](args)
     except EngineError as e:

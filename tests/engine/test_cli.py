@@ -99,3 +99,12 @@ def test_chat_repl_multi_turn(default_model_gguf):
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("reply:") == 2
     assert "(system prompt set; chat cleared)" in r.stderr and "(chat cleared)" in r.stderr
+
+
+def test_perplexity_command(default_model_gguf):
+    text = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "declaration.txt"
+    r = trit("perplexity", "-m", str(default_model_gguf), "-f", str(text))
+    assert r.returncode == 0, r.stderr
+    value = float(r.stdout.split()[1])
+    ref = float(np.load(Path(__file__).resolve().parents[1] / "fixtures" / "data" / "smollm2_ref.npz")["ppl_ref"])
+    assert abs(value / ref - 1) <= 0.01

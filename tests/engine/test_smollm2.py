@@ -2,6 +2,11 @@
 transformers loading the same GGUF (dequantized to float32); references written by
 tests/fixtures/make_smollm2_fixtures.py.
 
+Default precision ("f32": each weight block is dequantized against the float activation): our
+logits equal the reference's up to float32 rounding (mean |d| <= 1e-3, max |d| <= 2e-2 on logits
+of std ~8), greedy continuations are identical wherever the reference margin is >= 0.05, and the
+perplexity is within 0.1% (the issue asks 1%).
+
 Bound for our logits, stated: with the llama.cpp-style precision ("q8") every matmul input is
 rounded to 8 bits per block of 32 (Q8_0/Q8_1), which moves this model's logits by ~0.2-0.3 on
 average by itself (an independent numpy emulation of that rounding on the dequantized weights is
@@ -34,7 +39,36 @@ def ref():
 
 @pytest.fixture(scope="module")
 def model(default_model_gguf):
-    return load_model(default_model_gguf, threads=2)
+    return load_model(default_model_gguf, threads=2, activations="q8")
+
+
+@pytest.fixture(scope="module")
+def exact(default_model_gguf):
+    return load_model(default_model_gguf, threads=2)  # default: f32 activations
+
+
+@pytest.mark.parametrize("i", range(N_PROMPTS))
+def test_f32_logits_match_reference(exact, ref, i):
+    logits = exact.logits(ref[f"p{i}_ids"].tolist())
+    got = np.take_along_axis(logits, ref[f"p{i}_top_ids"], -1)
+    d = np.abs(got - ref[f"p{i}_top_ref"])
+    assert d.mean() <= 1e-3 and d.max() <= 2e-2, (d.mean(), d.max())
+
+
+@pytest.mark.parametrize("i", range(N_PROMPTS))
+def test_f32_greedy_matches_reference(exact, ref, i):
+    ids = ref[f"p{i}_ids"].tolist()
+    got = exact.generate(ids, max_tokens=16, temperature=0, repeat_penalty=1.0, stop_ids=[]).tokens
+    want, margin = ref[f"p{i}_greedy"].tolist(), ref[f"p{i}_margin"]
+    for step, (g, w) in enumerate(zip(got, want)):
+        if margin[step] < 0.05:
+            break
+        assert g == w, (step, got, want)
+
+
+def test_perplexity_f32_within_1_percent_of_transformers(exact, ref):
+    r = perplexity(exact, ref["ppl_ids"].tolist())
+    assert abs(r.perplexity / float(ref["ppl_ref"]) - 1) <= 0.001, (r.perplexity, float(ref["ppl_ref"]))
 
 
 @pytest.mark.parametrize("i", range(N_PROMPTS))
@@ -61,7 +95,9 @@ def test_greedy_matches_reference(model, ref, i):
         assert g == w, (step, got, want)
 
 
-def test_capital_of_france(model):
+@pytest.mark.parametrize("precision", ["exact", "model"])
+def test_capital_of_france(precision, request):
+    model = request.getfixturevalue(precision)
     msgs = [
         {"role": "system", "content": "Answer in one short sentence."},
         {"role": "user", "content": "What is the capital of France?"},
