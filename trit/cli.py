@@ -1,4 +1,5 @@
-"""The `trit` command line: run, chat, info, logits, bench."""
+"""The `trit` command line: run, chat, info, logits, bench; with no subcommand it opens the
+desktop app (`trit --self-test` checks the app end to end and exits)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,18 @@ def _stats_line(st, model) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="trit", description="Offline inference for 1.58-bit language models.")
+    ap = argparse.ArgumentParser(
+        prog="trit",
+        description="Offline inference for 1.58-bit language models. Without a command, opens the desktop app.",
+    )
+    ap.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the app window, load the model, send one prompt, print the reply's stats and exit "
+        "(0 = everything works)",
+    )
+    ap.add_argument("--model", dest="gui_model", default=None, help="model the desktop app opens")
+    ap.add_argument("--data-dir", default=None, help="desktop app: keep conversations and settings here")
     sub = ap.add_subparsers(dest="cmd")
 
     run = sub.add_parser("run", help="one reply: streams it to stdout, stats to stderr")
@@ -292,12 +304,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench.run_cli(args)
 
 
+def _gui(args: argparse.Namespace) -> int:
+    try:
+        from trit.app.qt import app
+    except ImportError as e:
+        print(
+            f"trit: the desktop app cannot start ({e}). Install its toolkit with "
+            "`pip install PySide6-Essentials`, or use `trit chat` in the terminal.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.self_test:
+        return app.self_test(model=args.gui_model, data_dir=args.data_dir)
+    return app.run_gui(data_dir=args.data_dir, model=args.gui_model, argv=[sys.argv[0]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
     if args.cmd is None:
-        ap.print_help()
-        return 0
+        return _gui(args)
     try:
         cmds = {
             "run": _cmd_run,

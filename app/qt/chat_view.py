@@ -1,0 +1,325 @@
+"""The conversation as a document (QTextBrowser), the prompt box, and reply readouts.
+
+Messages render as Markdown (QTextCursor.insertMarkdown); fenced code blocks are cut out first and
+drawn as monospace frames with a "Copy" link above them, so copying gives exactly the code. The
+streamed reply is the last thing in the document: each update removes it from its start position
+and inserts it again, throttled to STREAM_FPS, so the cost per update is the reply, not the
+conversation, and the GUI thread stays free while the model writes.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import (
+    QFont,
+    QFontDatabase,
+    QKeyEvent,
+    QPalette,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+    QTextFrameFormat,
+)
+from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
+
+from trit.app.core.store import COMPLETE, STOPPED, STREAMING
+
+STREAM_FPS = 20  # redraws of the streamed reply per second
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.S | re.M)
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # "text" | "code"
+    text: str
+    lang: str = ""
+
+
+def split_markdown(text: str) -> list[Segment]:
+    """Prose and fenced code blocks, in order. An unclosed fence (a reply still streaming) runs to
+    the end of the text."""
+    out: list[Segment] = []
+    pos = 0
+    for m in _FENCE.finditer(text):
+        if m.start() > pos:
+            out.append(Segment("text", text[pos : m.start()]))
+        out.append(Segment("code", m.group(2).rstrip("\n"), m.group(1).strip()))
+        pos = m.end()
+    if pos < len(text):
+        out.append(Segment("text", text[pos:]))
+    return [s for s in out if s.kind == "code" or s.text.strip()]
+
+
+def format_readout(stats: dict[str, Any]) -> str:
+    """The line under a reply: TTFT, prompt and decode speed, tokens, energy with its source."""
+    if not stats:
+        return ""
+    parts = []
+    if "ttft_ms" in stats:
+        parts.append(f"TTFT {float(stats['ttft_ms']) / 1e3:.2f} s")
+    if stats.get("prompt_tokens"):
+        parts.append(f"prompt {float(stats.get('prompt_tps', 0)):.0f} tok/s")
+    if "decode_tps" in stats:
+        parts.append(f"decode {float(stats['decode_tps']):.1f} tok/s")
+    if "tokens" in stats:
+        parts.append(f"{int(stats['tokens'])} tokens")
+    j = stats.get("joules")
+    if j is not None:
+        parts.append(f"{float(j):.3g} J")
+        jpt = stats.get("joules_per_token")
+        if jpt is not None:
+            parts.append(f"{float(jpt):.3g} J/token")
+        if stats.get("energy_label"):
+            parts.append(str(stats["energy_label"]))
+    return " · ".join(parts)
+
+
+@dataclass
+class ShownMessage:
+    """What the view needs of a message (a store.Message or the reply being streamed)."""
+
+    id: int
+    role: str
+    content: str
+    status: str = COMPLETE
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+class ChatView(QTextBrowser):
+    """Signals carry message ids; the window acts on the store."""
+
+    copy_message = Signal(int)
+    edit_message = Signal(int)
+    regenerate_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.setOpenExternalLinks(False)
+        self.anchorClicked.connect(self._on_anchor)
+        self.setAccessibleName("Conversation")
+        self.setAccessibleDescription("The messages of the selected conversation")
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.document().setDocumentMargin(12)
+        self._code_blocks: list[str] = []
+        self._stream: ShownMessage | None = None
+        self._stream_pos = 0  # document position where the streamed reply starts
+        self._stream_code_base = 0
+        self._stream_dirty = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000 // STREAM_FPS)
+        self._timer.timeout.connect(self._flush_stream)
+        self.placeholder = ""
+        self.renders = 0  # full renders, for tests
+
+    # -- content ---------------------------------------------------------------------------------
+    def code_blocks(self) -> list[str]:
+        return list(self._code_blocks)
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
+
+    def show_messages(
+        self, messages: Sequence[ShownMessage], *, stream: ShownMessage | None = None, placeholder: str = ""
+    ) -> None:
+        """Renders the conversation; `stream` (if given) is the reply still being written, drawn
+        last and updated by append_stream()."""
+        self.renders += 1
+        self._timer.stop()
+        at_bottom = self._at_bottom()
+        self.clear()
+        self._code_blocks = []
+        self._stream = None
+        doc_cursor = QTextCursor(self.document())
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        last = len(messages) - 1
+        if not messages and stream is None and placeholder:
+            doc_cursor.insertHtml(f'<p style="color:{self._muted()}">{html.escape(placeholder)}</p>')
+        for i, m in enumerate(messages):
+            if m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None):
+                continue
+            self._insert_message(doc_cursor, m, is_last_user=i == last_user, is_last=i == last)
+        if stream is not None:
+            self._begin_stream(doc_cursor, stream)
+        if at_bottom or stream is not None:
+            self.scroll_to_bottom()
+
+    def begin_stream(self, message_id: int) -> None:
+        """Appends an empty reply that append_stream() fills."""
+        cur = QTextCursor(self.document())
+        cur.movePosition(QTextCursor.MoveOperation.End)
+        self._begin_stream(cur, ShownMessage(message_id, "assistant", "", STREAMING))
+        self.scroll_to_bottom()
+
+    def _begin_stream(self, cur: QTextCursor, msg: ShownMessage) -> None:
+        self._stream = msg
+        self._insert_header(cur, msg, is_last_user=False, is_last=False)
+        self._stream_pos = cur.position()
+        self._stream_code_base = len(self._code_blocks)
+        self._stream_dirty = True
+        self._flush_stream()
+        self._timer.start()
+
+    def append_stream(self, piece: str) -> None:
+        if self._stream is None:
+            return
+        self._stream.content += piece
+        self._stream_dirty = True  # drawn by the timer, at most STREAM_FPS times a second
+
+    def stream_text(self) -> str:
+        return self._stream.content if self._stream is not None else ""
+
+    def end_stream(self) -> None:
+        self._flush_stream()
+        self._timer.stop()
+        self._stream = None
+
+    def _flush_stream(self) -> None:
+        if self._stream is None or not self._stream_dirty:
+            return
+        self._stream_dirty = False
+        at_bottom = self._at_bottom()
+        cur = QTextCursor(self.document())
+        cur.setPosition(self._stream_pos)
+        cur.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cur.removeSelectedText()
+        del self._code_blocks[self._stream_code_base :]
+        text = self._stream.content or "…"
+        self._insert_body(cur, text)
+        if at_bottom:
+            self.scroll_to_bottom()
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def _muted(self) -> str:
+        return self.palette().color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText).name()
+
+    def _new_block(self, cur: QTextCursor, top: float = 0.0) -> None:
+        fmt = QTextBlockFormat()
+        fmt.setTopMargin(top)
+        if cur.position() == 0 and self.document().characterCount() <= 1:
+            cur.setBlockFormat(fmt)
+            cur.setCharFormat(QTextCharFormat())
+        else:
+            cur.insertBlock(fmt, QTextCharFormat())
+
+    def _insert_header(self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool) -> None:
+        self._new_block(cur, top=14)
+        links = [f'<a href="copy-msg:{m.id}">Copy</a>']
+        if m.role == "user" and is_last_user:
+            links.append(f'<a href="edit:{m.id}">Edit</a>')
+        if m.role == "assistant" and is_last:
+            links.append('<a href="regenerate:">Regenerate</a>')
+        label = ROLE_LABELS.get(m.role, m.role)
+        cur.insertHtml(
+            f"<b>{html.escape(label)}</b>&nbsp;&nbsp;&nbsp;<small>{'&nbsp;&nbsp;'.join(links)}</small>"
+        )
+
+    def _insert_body(self, cur: QTextCursor, text: str) -> None:
+        for seg in split_markdown(text):
+            if seg.kind == "code":
+                self._insert_code(cur, seg)
+            else:
+                self._new_block(cur)
+                cur.insertMarkdown(seg.text.strip("\n"))
+
+    def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
+        idx = len(self._code_blocks)
+        self._code_blocks.append(seg.text)
+        self._new_block(cur, top=4)
+        label = html.escape(seg.lang) + " · " if seg.lang else ""
+        cur.insertHtml(f'<small style="color:{self._muted()}">{label}<a href="copy-code:{idx}">Copy</a></small>')
+        ff = QTextFrameFormat()
+        pal = self.palette()
+        ff.setBackground(pal.color(QPalette.ColorRole.AlternateBase))
+        ff.setBorder(1)
+        ff.setBorderBrush(pal.color(QPalette.ColorRole.Mid))
+        ff.setPadding(6)
+        ff.setMargin(2)
+        cur.insertFrame(ff)
+        mono = QTextCharFormat()
+        mono.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        for j, line in enumerate(seg.text.split("\n")):
+            if j:
+                cur.insertBlock(QTextBlockFormat(), mono)
+            cur.insertText(line, mono)
+        cur.movePosition(QTextCursor.MoveOperation.End)  # out of the frame
+
+    def _insert_message(self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool) -> None:
+        self._insert_header(cur, m, is_last_user=is_last_user, is_last=is_last)
+        self._insert_body(cur, m.content)
+        notes = []
+        if m.status == STOPPED:
+            notes.append("stopped")
+        elif m.status == STREAMING:
+            notes.append("interrupted")
+        readout = format_readout(m.stats) if m.role == "assistant" else ""
+        if notes or readout:
+            self._new_block(cur, top=2)
+            text = " · ".join([f"({n})" for n in notes] + ([readout] if readout else []))
+            cur.insertHtml(f'<small style="color:{self._muted()}">{html.escape(text)}</small>')
+
+    # -- scrolling, links ------------------------------------------------------------------------
+    def _at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 4
+
+    def scroll_to_bottom(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _on_anchor(self, url: QUrl) -> None:
+        s = url.toString()
+        kind, _, arg = s.partition(":")
+        if kind == "copy-code":
+            i = int(arg)
+            if 0 <= i < len(self._code_blocks):
+                QApplication.clipboard().setText(self._code_blocks[i])
+        elif kind == "copy-msg":
+            self.copy_message.emit(int(arg))
+        elif kind == "edit":
+            self.edit_message.emit(int(arg))
+        elif kind == "regenerate":
+            self.regenerate_requested.emit()
+        elif kind in ("http", "https"):
+            from PySide6.QtGui import QDesktopServices
+
+            QDesktopServices.openUrl(url)  # links in replies open outside; nothing loads in here
+
+
+class PromptEdit(QPlainTextEdit):
+    """Enter sends, Shift+Enter inserts a newline."""
+
+    submitted = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Message")
+        self.setAccessibleDescription("Type a message; Enter sends, Shift+Enter starts a new line")
+        self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line)")
+        self.setTabChangesFocus(True)
+        f = self.font()
+        self.setMinimumHeight(int(QFont(f).pointSizeF() * 5) if f.pointSizeF() > 0 else 60)
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:
+        if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+            e.modifiers() & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier)
+        ):
+            self.submitted.emit()
+            return
+        if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and e.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.insertPlainText("\n")
+            return
+        super().keyPressEvent(e)
+
+
+__all__ = ["ChatView", "PromptEdit", "Segment", "ShownMessage", "format_readout", "split_markdown"]

@@ -1,0 +1,87 @@
+"""The app's core objects, built once and passed in (no singletons): store, settings, model
+library, download queue, energy meter. `data_dir` keeps all of them in one folder (tests, the
+self-test); without it they live in the per-user data and config dirs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from trit.app.core.catalog import CatalogEntry, CatalogError, ModelLibrary, load_catalog
+from trit.app.core.downloads import DownloadQueue
+from trit.app.core.meters import EnergyMeter
+from trit.app.core.settings import Settings, SettingsStore
+from trit.app.core.store import ConversationStore
+
+
+@dataclass
+class AppContext:
+    store: ConversationStore
+    settings_store: SettingsStore
+    settings: Settings
+    library: ModelLibrary
+    energy: EnergyMeter | None = None
+    problems: list[str] = field(default_factory=list)  # shown once in the window
+    download_options: dict[str, Any] = field(default_factory=dict)  # downloads.Download keywords
+    _downloads: DownloadQueue | None = None
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: str | Path | None = None,
+        *,
+        catalog: list[CatalogEntry] | None = None,
+        models_dir: str | Path | None = None,
+    ) -> AppContext:
+        problems: list[str] = []
+        if data_dir is not None:
+            d = Path(data_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            store = ConversationStore(d / "conversations.sqlite3")
+            settings_store = SettingsStore(d / "settings.json")
+        else:
+            store = ConversationStore()
+            settings_store = SettingsStore()
+        settings = settings_store.load()
+        problems += settings_store.problems
+        if models_dir is not None:
+            settings = replace(settings, models_dir=str(models_dir))
+        if catalog is None:
+            try:
+                catalog = load_catalog()
+            except CatalogError as e:
+                problems.append(str(e))
+                catalog = []
+        library = ModelLibrary(settings.models_dir, catalog)
+        energy = EnergyMeter(watts_per_core=settings.watts_per_core)
+        return cls(store, settings_store, settings, library, energy, problems)
+
+    @property
+    def downloads(self) -> DownloadQueue:
+        """Created on first use; it outlives the models dialog so downloads go on when it closes."""
+        if self._downloads is None:
+            self._downloads = DownloadQueue(
+                max_parallel=self.settings.max_parallel_downloads, download_options=self.download_options
+            )
+        return self._downloads
+
+    @property
+    def has_downloads(self) -> bool:
+        return self._downloads is not None
+
+    def save_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        try:
+            self.settings_store.save(settings)
+        except OSError as e:
+            self.problems.append(f"cannot save the settings: {e.strerror or e}")
+
+    def close(self) -> None:
+        if self._downloads is not None:
+            self._downloads.close(wait=True, timeout=5)  # part files stay for resuming next time
+            self._downloads = None
+        self.store.close()
+
+
+__all__ = ["AppContext"]

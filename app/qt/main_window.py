@@ -1,0 +1,797 @@
+"""The main window: conversation list, chat view, prompt, per-conversation settings, readouts.
+
+State lives in the core objects (ConversationStore, Settings, ModelLibrary); the window shows it
+and turns user actions into store calls and EngineWorker requests. The only state kept here is
+what the screen needs between signals: which conversation is shown, which one is receiving a
+reply (and that reply's text so far, so switching back to it mid-reply shows it whole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from trit.app.core.meters import MemoryReading, process_rss
+from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
+from trit.app.core.store import Message, NotFoundError
+from trit.app.core.units import format_bytes
+
+from .chart import ThroughputChart
+from .chat_view import ChatView, PromptEdit, ShownMessage
+from .context import AppContext
+from .worker import EngineWorker
+
+UNDO_SECONDS = 10
+TITLE_CHARS = 48
+CONV_ID = Qt.ItemDataRole.UserRole
+
+
+def _shown(m: Message) -> ShownMessage:
+    return ShownMessage(m.id, m.role, m.content, m.status, dict(m.stats))
+
+
+def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:
+    """An explicit path, else the settings' default model (catalog id or path), else the bundled
+    default (trit.default_model.default_model_path); None when none of them is on disk."""
+    choice = model or ctx.settings.default_model
+    if choice:
+        try:
+            entry = ctx.library.entry(choice)
+        except KeyError:
+            p = Path(choice).expanduser()
+            if p.exists():
+                return str(p)
+        else:
+            if ctx.library.is_installed(entry):
+                return str(ctx.library.path_for(entry))
+        if model:
+            return str(model)  # explicit: let the load fail with the engine's message
+    from trit.default_model import default_model_path
+
+    p = default_model_path()
+    return str(p) if p is not None else None
+
+
+class Banner(QLabel):
+    """A message with its fix above the chat (model missing, load failed, generation failed)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setAccessibleName("Problem")
+        self.setStyleSheet(
+            "QLabel { border: 1px solid palette(mid); border-left: 4px solid #c0392b;"
+            " padding: 6px; background: palette(alternate-base); }"
+        )
+        self.hide()
+
+    def show_problem(self, message: str, fix: str = "") -> None:
+        import html
+
+        body = f"<b>{html.escape(message)}</b>"
+        if fix:
+            body += f"<br>{html.escape(fix)}"
+        self.setText(body)
+        self.show()
+
+
+class SettingsPanel(QGroupBox):
+    """System prompt and sampling of the shown conversation; Apply writes them to the store."""
+
+    applied = Signal(str, object)  # system prompt, Sampling
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Conversation settings", parent)
+        self.system = QPlainTextEdit()
+        self.system.setAccessibleName("System prompt")
+        self.system.setPlaceholderText("Optional instructions for the model")
+        self.system.setTabChangesFocus(True)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 5.0)
+        self.temperature.setSingleStep(0.05)
+        self.temperature.setDecimals(2)
+        self.temperature.setAccessibleName("Temperature")
+        self.temperature.setToolTip("0 = always the most likely token; higher = more varied")
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setDecimals(2)
+        self.top_p.setAccessibleName("Top-p")
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, MAX_TOKENS_LIMIT)
+        self.max_tokens.setAccessibleName("Maximum reply tokens")
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setAccessibleName("Apply conversation settings")
+        self.apply_button.clicked.connect(self._apply)
+        form = QFormLayout(self)
+        form.addRow("System prompt", self.system)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow(self.apply_button)
+
+    def show_values(self, system_prompt: str, sampling: Sampling) -> None:
+        self.system.setPlainText(system_prompt)
+        self.temperature.setValue(sampling.temperature)
+        self.top_p.setValue(sampling.top_p)
+        self.max_tokens.setValue(sampling.max_tokens)
+
+    def values(self) -> tuple[str, Sampling]:
+        s = Sampling(
+            temperature=round(self.temperature.value(), 2),
+            top_p=round(self.top_p.value(), 2),
+            max_tokens=int(self.max_tokens.value()),
+        ).validated()
+        return self.system.toPlainText(), s
+
+    def _apply(self) -> None:
+        system, s = self.values()
+        self.applied.emit(system, s)
+
+
+class MainWindow(QMainWindow):
+    model_loaded = Signal(dict)  # re-emitted worker signals, for the self-test and tests
+    reply_finished = Signal(dict)
+
+    def __init__(self, ctx: AppContext, *, model: str | None = None, autoload: bool = True) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.store = ctx.store
+        self.setWindowTitle("Trit")
+        self.setAccessibleName("Trit")
+        self.resize(1180, 760)
+        self.current_id: int | None = None
+        self.reply: dict[str, Any] | None = None  # conversation_id, message_id, text
+        self.model_info: dict[str, Any] | None = None
+        self.model_loading = False
+        self.editing_id: int | None = None
+        self.last_memory: MemoryReading | None = None
+        self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
+        self._models_dialog: Any = None
+        self._download_signals: Any = None
+
+        self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
+        self.worker.loaded.connect(self._on_loaded)
+        self.worker.load_failed.connect(self._on_load_failed)
+        self.worker.started.connect(self._on_started)
+        self.worker.token.connect(self._on_token)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.failed.connect(self._on_failed)
+
+        self._build()
+        self._build_actions()
+        self.store.purge_deleted(older_than_s=UNDO_SECONDS * 6)  # undo is offered for 10 s only
+        self.refresh_list()
+        convs = self.store.list_conversations()
+        if convs:
+            self.select_conversation(convs[0].id)
+        else:
+            self._render()
+        self._update_controls()
+        self._rss_timer = QTimer(self)
+        self._rss_timer.setInterval(2000)
+        self._rss_timer.timeout.connect(self._update_memory_label)
+        self._rss_timer.start()
+        if ctx.problems:
+            self.statusBar().showMessage("; ".join(ctx.problems), 15000)
+        if autoload:
+            self.load_model(model)
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        # sidebar
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search conversations")
+        self.search.setAccessibleName("Search conversations")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self.refresh_list)
+        self.conv_list = QListWidget()
+        self.conv_list.setAccessibleName("Conversations")
+        self.conv_list.currentItemChanged.connect(self._on_current_item)
+        self.conv_list.itemChanged.connect(self._on_item_renamed)
+        self.new_button = QPushButton("New chat")
+        self.new_button.setAccessibleName("New chat")
+        self.new_button.setToolTip("New chat (Ctrl+N)")
+        self.new_button.clicked.connect(lambda: self.new_conversation())
+        self.rename_button = QPushButton("Rename")
+        self.rename_button.setAccessibleName("Rename conversation")
+        self.rename_button.setToolTip("Rename (F2)")
+        self.rename_button.clicked.connect(self.rename_current)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setAccessibleName("Delete conversation")
+        self.delete_button.setToolTip("Delete (Del); undo from the status bar")
+        self.delete_button.clicked.connect(lambda: self.delete_current())
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(6, 6, 0, 6)
+        sl.addWidget(self.search)
+        sl.addWidget(self.conv_list, 1)
+        row = QHBoxLayout()
+        for b in (self.new_button, self.rename_button, self.delete_button):
+            row.addWidget(b)
+        sl.addLayout(row)
+
+        # chat column
+        self.banner = Banner()
+        self.chat = ChatView()
+        self.chat.copy_message.connect(self.copy_message)
+        self.chat.edit_message.connect(self.edit_message)
+        self.chat.regenerate_requested.connect(self.regenerate)
+        self.chart = ThroughputChart()
+        self.live_label = QLabel("")
+        self.live_label.setAccessibleName("Reply progress")
+        self.prompt = PromptEdit()
+        self.prompt.submitted.connect(self.send)
+        self.prompt.setMaximumHeight(140)
+        self.edit_label = QLabel("Editing your last message: Enter resends it, Esc cancels.")
+        self.edit_label.hide()
+        self.send_button = QPushButton("Send")
+        self.send_button.setAccessibleName("Send")
+        self.send_button.setToolTip("Send (Enter)")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setAccessibleName("Stop reply")
+        self.stop_button.setToolTip("Stop the reply (Esc)")
+        self.stop_button.clicked.connect(self.stop)
+        self.regen_button = QPushButton("Regenerate")
+        self.regen_button.setAccessibleName("Regenerate reply")
+        self.regen_button.setToolTip("Write the last reply again (Ctrl+R)")
+        self.regen_button.clicked.connect(self.regenerate)
+        center = QWidget()
+        cl = QVBoxLayout(center)
+        cl.setContentsMargins(6, 6, 6, 6)
+        cl.addWidget(self.banner)
+        cl.addWidget(self.chat, 1)
+        live = QHBoxLayout()
+        live.addWidget(self.chart, 1)
+        live.addWidget(self.live_label)
+        cl.addLayout(live)
+        cl.addWidget(self.edit_label)
+        cl.addWidget(self.prompt)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.regen_button, self.stop_button, self.send_button):
+            buttons.addWidget(b)
+        cl.addLayout(buttons)
+
+        # settings panel
+        self.settings_panel = SettingsPanel()
+        self.settings_panel.applied.connect(self._apply_conversation_settings)
+        self.settings_panel.setMinimumWidth(220)
+
+        self.splitter = QSplitter()
+        self.splitter.addWidget(side)
+        self.splitter.addWidget(center)
+        self.splitter.addWidget(self.settings_panel)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([250, 690, 240])
+        self.setCentralWidget(self.splitter)
+
+        # status bar: undo, model, memory
+        sb = self.statusBar()
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setAccessibleName("Undo delete")
+        self.undo_button.clicked.connect(self.undo_delete)
+        self.undo_button.hide()
+        self._undo_timer = QTimer(self)
+        self._undo_timer.setSingleShot(True)
+        self._undo_timer.timeout.connect(self._end_undo)
+        sb.addWidget(self.undo_button)
+        self.model_label = QLabel("No model")
+        self.model_label.setAccessibleName("Model")
+        self.memory_label = QLabel("")
+        self.memory_label.setAccessibleName("Memory use")
+        sb.addPermanentWidget(self.model_label)
+        sb.addPermanentWidget(self.memory_label)
+
+        # keyboard order: sidebar top to bottom, then the chat, the prompt, its buttons, the panel
+        order = [
+            self.search,
+            self.conv_list,
+            self.new_button,
+            self.rename_button,
+            self.delete_button,
+            self.chat,
+            self.prompt,
+            self.regen_button,
+            self.stop_button,
+            self.send_button,
+            self.settings_panel.system,
+            self.settings_panel.temperature,
+            self.settings_panel.top_p,
+            self.settings_panel.max_tokens,
+            self.settings_panel.apply_button,
+        ]
+        for a, b in zip(order, order[1:]):
+            QWidget.setTabOrder(a, b)
+        self.tab_order = order
+
+    def _build_actions(self) -> None:
+        def act(text: str, keys: Any, slot: Any, menu: Any, name: str | None = None) -> QAction:
+            a = QAction(text, self)
+            if keys:
+                a.setShortcuts(keys if isinstance(keys, list) else [QKeySequence(keys)])
+            a.triggered.connect(slot)
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            if name:
+                a.setObjectName(name)
+            menu.addAction(a)
+            self.addAction(a)
+            return a
+
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        act("&New chat", QKeySequence.StandardKey.New, lambda: self.new_conversation(), f)
+        act("&Export conversation…", "Ctrl+E", lambda: self.export_conversation(), f)
+        act("&Models…", "Ctrl+M", self.open_models, f)
+        f.addSeparator()
+        act("&Quit", QKeySequence.StandardKey.Quit, self.close, f)
+        e = mb.addMenu("&Edit")
+        act("&Copy last reply", "Ctrl+Shift+C", self.copy_last_reply, e)
+        act("&Edit last message", "Ctrl+Shift+E", lambda: self.edit_message(None), e)
+        act("&Regenerate", "Ctrl+R", self.regenerate, e)
+        self.stop_action = act("&Stop reply / cancel edit", "Esc", self.escape, e, "stop")
+        act("&Find conversation", QKeySequence.StandardKey.Find, self._focus_search, e)
+        act("Re&name conversation", "F2", self.rename_current, e)
+        v = mb.addMenu("&View")
+        self.panel_action = QAction("Conversation &settings", self, checkable=True, checked=True)
+        self.panel_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.panel_action.toggled.connect(self.settings_panel.setVisible)
+        v.addAction(self.panel_action)
+        # Delete only from the list (in the prompt it deletes text)
+        self.delete_action = QAction("Delete conversation", self.conv_list)
+        self.delete_action.setShortcut(QKeySequence.StandardKey.Delete)
+        self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.delete_action.triggered.connect(lambda: self.delete_current())
+        self.conv_list.addAction(self.delete_action)
+
+    # -- conversations ---------------------------------------------------------------------------
+    def refresh_list(self) -> None:
+        text = self.search.text().strip()
+        self.conv_list.blockSignals(True)
+        self.conv_list.clear()
+        if text:
+            rows = [(h.conversation, h.snippet) for h in self.store.search(text)]
+        else:
+            rows = [(c, "") for c in self.store.list_conversations()]
+        for conv, snippet in rows:
+            title = conv.title
+            if self.reply is not None and self.reply["conversation_id"] == conv.id:
+                title = "● " + title
+            it = QListWidgetItem(conv.title)
+            it.setData(CONV_ID, conv.id)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsEditable)
+            it.setToolTip(snippet or conv.title)
+            it.setText(title)
+            self.conv_list.addItem(it)
+            if conv.id == self.current_id:
+                self.conv_list.setCurrentItem(it)
+        self.conv_list.blockSignals(False)
+
+    def _item_for(self, conv_id: int) -> QListWidgetItem | None:
+        for i in range(self.conv_list.count()):
+            it = self.conv_list.item(i)
+            if it.data(CONV_ID) == conv_id:
+                return it
+        return None
+
+    def _on_current_item(self, item: QListWidgetItem | None, _prev: QListWidgetItem | None = None) -> None:
+        if item is not None:
+            self.select_conversation(int(item.data(CONV_ID)))
+
+    def select_conversation(self, conv_id: int | None) -> None:
+        if conv_id != self.current_id:
+            self._cancel_edit()
+        self.current_id = conv_id
+        if conv_id is not None:
+            it = self._item_for(conv_id)
+            if it is not None and self.conv_list.currentItem() is not it:
+                self.conv_list.blockSignals(True)
+                self.conv_list.setCurrentItem(it)
+                self.conv_list.blockSignals(False)
+            conv = self.store.get_conversation(conv_id)
+            self.settings_panel.show_values(conv.system_prompt, conv.sampling)
+            self.setWindowTitle(f"{conv.title} — Trit")
+        else:
+            self.setWindowTitle("Trit")
+        self._render()
+        self._update_controls()
+
+    def _default_sampling(self) -> Sampling:
+        family = ""
+        if self.model_info is not None:
+            name = str(self.model_info.get("name", "")).lower()
+            family = next((f for f in self.ctx.settings.sampling if f in name), "")
+        return self.ctx.settings.sampling_for(family)
+
+    def new_conversation(self, title: str = "New chat") -> int:
+        conv = self.store.create_conversation(title, sampling=self._default_sampling())
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.current_id = conv.id
+        self.refresh_list()
+        self.select_conversation(conv.id)
+        self.prompt.setFocus()
+        return conv.id
+
+    def rename_current(self) -> None:
+        it = self.conv_list.currentItem()
+        if it is not None:
+            it.setText(self.store.get_conversation(int(it.data(CONV_ID))).title)  # without the ● mark
+            self.conv_list.editItem(it)
+
+    def rename(self, conv_id: int, title: str) -> None:
+        title = title.strip()
+        if title:
+            self.store.rename_conversation(conv_id, title)
+        self.refresh_list()
+        if conv_id == self.current_id:
+            self.setWindowTitle(f"{self.store.get_conversation(conv_id).title} — Trit")
+
+    def _on_item_renamed(self, item: QListWidgetItem) -> None:
+        conv_id = int(item.data(CONV_ID))
+        text = item.text().removeprefix("● ")
+        if text != self.store.get_conversation(conv_id).title:
+            QTimer.singleShot(0, lambda: self.rename(conv_id, text))
+
+    def delete_current(self, conv_id: int | None = None) -> None:
+        cid = conv_id if conv_id is not None else self.current_id
+        if cid is None:
+            return
+        if self.reply is not None and self.reply["conversation_id"] == cid:
+            self.worker.stop()
+        title = self.store.get_conversation(cid).title
+        self.store.delete_conversation(cid)
+        self._deleted.append(cid)
+        row = self.conv_list.currentRow()
+        self.current_id = None
+        self.refresh_list()
+        if self.conv_list.count():
+            it = self.conv_list.item(min(max(row, 0), self.conv_list.count() - 1))
+            self.select_conversation(int(it.data(CONV_ID)))
+        else:
+            self.select_conversation(None)
+        self.statusBar().showMessage(f"Deleted “{title}”", UNDO_SECONDS * 1000)
+        self.undo_button.show()
+        self._undo_timer.start(UNDO_SECONDS * 1000)
+
+    def undo_delete(self) -> None:
+        if not self._deleted:
+            return
+        cid = self._deleted.pop()
+        self.store.restore_conversation(cid)
+        self.refresh_list()
+        self.select_conversation(cid)
+        self.statusBar().showMessage(f"Restored “{self.store.get_conversation(cid).title}”", 3000)
+        if not self._deleted:
+            self._end_undo()
+
+    def _end_undo(self) -> None:
+        self._undo_timer.stop()
+        self.undo_button.hide()
+        self._deleted.clear()
+
+    def _focus_search(self) -> None:
+        self.search.setFocus()
+        self.search.selectAll()
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _render(self) -> None:
+        if self.current_id is None:
+            self.chat.show_messages([], placeholder="Start a new chat with Ctrl+N, or just type below.")
+            return
+        msgs = [_shown(m) for m in self.store.messages(self.current_id)]
+        stream = None
+        if self.reply is not None and self.reply["conversation_id"] == self.current_id:
+            mid = self.reply.get("message_id")
+            msgs = [m for m in msgs if m.id != mid]
+            if mid is not None:
+                stream = ShownMessage(int(mid), "assistant", self.reply["text"], "streaming")
+        self.chat.show_messages(msgs, stream=stream, placeholder="Type a message below to start.")
+
+    def _update_controls(self) -> None:
+        busy = self.reply is not None
+        ready = self.model_info is not None and not self.model_loading
+        self.send_button.setEnabled(ready and not busy)
+        self.stop_button.setEnabled(busy)
+        msgs = self.store.messages(self.current_id) if self.current_id is not None else []
+        self.regen_button.setEnabled(ready and not busy and any(m.role == "user" for m in msgs))
+        self.rename_button.setEnabled(self.current_id is not None)
+        self.delete_button.setEnabled(self.current_id is not None)
+
+    def _update_memory_label(self) -> None:
+        if self.model_info is None:
+            self.memory_label.setText(f"RAM {format_bytes(process_rss())}")
+            return
+        m = self.last_memory or MemoryReading(0, int(self.model_info.get("file_bytes", 0)), 0)
+        self.memory_label.setText(MemoryReading(process_rss(), m.model_file_bytes, m.kv_bytes).text())
+
+    # -- model -----------------------------------------------------------------------------------
+    def load_model(self, model: str | None = None) -> None:
+        path = resolve_model_path(self.ctx, model)
+        if path is None:
+            from trit.default_model import default_model_spec
+
+            try:
+                name = str(default_model_spec().get("name", "the default model"))
+            except (OSError, ValueError):
+                name = "the default model"
+            self._on_load_failed(
+                f"No model to open: {name}, which comes with Trit, is not installed.",
+                "Fix: run `python packaging/fetch_default_model.py` (or reinstall Trit), "
+                "or open File › Models… (Ctrl+M) to download or import a model.",
+            )
+            return
+        self.banner.hide()
+        self.model_loading = True
+        self.model_label.setText(f"Loading {Path(path).name}…")
+        self._update_controls()
+        self.worker.load(path, self.ctx.settings.threads)
+
+    def _on_loaded(self, info: dict[str, Any]) -> None:
+        self.model_info = info
+        self.model_loading = False
+        self.last_memory = MemoryReading(
+            int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
+        )
+        self.model_label.setText(f"{info['name']} · {info['isa']} · {info['threads']} threads")
+        self.model_label.setToolTip(str(info.get("path", "")))
+        self._update_memory_label()
+        if info.get("chat_warning"):
+            self.statusBar().showMessage(str(info["chat_warning"]), 10000)
+        self._update_controls()
+        self.model_loaded.emit(info)
+
+    def _on_load_failed(self, message: str, fix: str) -> None:
+        self.model_loading = False
+        self.model_info = None
+        self.model_label.setText("No model")
+        self.banner.show_problem(message, fix)
+        self._update_controls()
+        self.model_loaded.emit({"error": message, "fix": fix})
+
+    def open_models(self) -> None:
+        from .models_dialog import ModelsDialog
+
+        if self._models_dialog is None:
+            self._models_dialog = ModelsDialog(self.ctx, self, current_path=self.worker.model_path)
+            self._models_dialog.model_chosen.connect(self.use_model)
+        self._models_dialog.refresh()
+        self._models_dialog.show()
+        self._models_dialog.raise_()
+
+    def use_model(self, path: str) -> None:
+        self.ctx.save_settings(dataclasses.replace(self.ctx.settings, default_model=path))
+        if self.reply is not None:
+            self.worker.stop()
+        self.load_model(path)
+
+    # -- replies ---------------------------------------------------------------------------------
+    @property
+    def generating(self) -> bool:
+        return self.reply is not None
+
+    def send(self, text: str | None = None) -> bool:
+        """Sends the prompt box's text (or `text`); False when nothing was sent."""
+        body = (text if text is not None else self.prompt.toPlainText()).strip()
+        if not body or self.reply is not None:
+            return False
+        if self.model_info is None:
+            self.statusBar().showMessage("No model is loaded yet.", 4000)
+            return False
+        if self.current_id is None:
+            self.new_conversation()
+        cid = self.current_id
+        assert cid is not None
+        if self.editing_id is not None:
+            self.store.edit_message(self.editing_id, body)
+            self.store.truncate_after(self.editing_id)
+            self._cancel_edit()
+        else:
+            self.store.add_message(cid, "user", body)
+        conv = self.store.get_conversation(cid)
+        if conv.title == "New chat":
+            line = body.splitlines()[0]
+            self.store.rename_conversation(
+                cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else "")
+            )
+            self.setWindowTitle(f"{self.store.get_conversation(cid).title} — Trit")
+        self.prompt.clear()
+        self._start_reply(cid)
+        return True
+
+    def _start_reply(self, conv_id: int) -> None:
+        conv = self.store.get_conversation(conv_id)
+        messages = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt.strip() else []
+        for m in self.store.messages(conv_id):
+            if m.role == "system" or (m.role == "assistant" and not m.content):
+                continue
+            messages.append({"role": m.role, "content": m.content})
+        self.reply = {"conversation_id": conv_id, "message_id": None, "text": ""}
+        self.chart.clear()
+        self.live_label.setText("Reading the prompt…")
+        self.worker.generate(
+            {"conversation_id": conv_id, "messages": messages, "sampling": conv.sampling.to_dict()}
+        )
+        self.refresh_list()
+        self._render()
+        self._update_controls()
+
+    def _on_started(self, d: dict[str, Any]) -> None:
+        if self.reply is None or self.reply["conversation_id"] != d["conversation_id"]:
+            return
+        self.reply["message_id"] = d["message_id"]
+        if self.current_id == d["conversation_id"]:
+            self.chat.begin_stream(int(d["message_id"]))
+
+    def _on_token(self, piece: str) -> None:
+        if self.reply is None:
+            return
+        self.reply["text"] += piece
+        if self.current_id == self.reply["conversation_id"]:
+            self.chat.append_stream(piece)
+
+    def _on_progress(self, p: dict[str, Any]) -> None:
+        self.chart.add(p)
+        text = f"{p['tokens']} tokens · {p['tps']:.1f} tok/s"
+        if p.get("watts") is not None:
+            text += f" · {p['watts']:.1f} W"
+        self.live_label.setText(text)
+
+    def _on_finished(self, d: dict[str, Any]) -> None:
+        self.chat.end_stream()
+        self.reply = None
+        mem = d.get("memory") or {}
+        if mem:
+            self.last_memory = MemoryReading(
+                int(mem["rss_bytes"]), int(mem["model_file_bytes"]), int(mem["kv_bytes"])
+            )
+            self._update_memory_label()
+        rec = d.get("record") or {}
+        if rec:
+            self.live_label.setText(f"{rec.get('tokens', 0)} tokens · {rec.get('decode_tps', 0):.1f} tok/s")
+        else:
+            self.live_label.setText("")
+        self.refresh_list()
+        if self.current_id == d["conversation_id"]:
+            self._render()
+        self._update_controls()
+        self.reply_finished.emit(d)
+
+    def _on_failed(self, message: str, fix: str) -> None:
+        self.banner.show_problem(message, fix)
+
+    def stop(self) -> None:
+        if self.reply is not None:
+            self.worker.stop()
+            self.live_label.setText("Stopping…")
+
+    def escape(self) -> None:
+        if self.reply is not None:
+            self.stop()
+        elif self.editing_id is not None:
+            self._cancel_edit()
+            self.prompt.clear()
+
+    def regenerate(self) -> None:
+        if self.reply is not None or self.current_id is None or self.model_info is None:
+            return
+        msgs = self.store.messages(self.current_id)
+        if msgs and msgs[-1].role == "assistant":
+            self.store.delete_message(msgs[-1].id)
+            msgs = msgs[:-1]
+        if not msgs or msgs[-1].role != "user":
+            return
+        self._start_reply(self.current_id)
+
+    def edit_message(self, message_id: int | None = None) -> None:
+        """Puts the last user message into the prompt box; sending replaces it and everything
+        after it (store.truncate_after) and asks for a new reply."""
+        if self.current_id is None or self.reply is not None:
+            return
+        users = [m for m in self.store.messages(self.current_id) if m.role == "user"]
+        if not users or (message_id is not None and users[-1].id != message_id):
+            return
+        self.editing_id = users[-1].id
+        self.prompt.setPlainText(users[-1].content)
+        self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
+        self.edit_label.show()
+        self.prompt.setFocus()
+
+    def _cancel_edit(self) -> None:
+        self.editing_id = None
+        self.edit_label.hide()
+
+    def copy_message(self, message_id: int) -> None:
+        try:
+            QApplication.clipboard().setText(self.store.get_message(message_id).content)
+        except NotFoundError:
+            return
+        self.statusBar().showMessage("Copied", 2000)
+
+    def copy_last_reply(self) -> None:
+        if self.current_id is None:
+            return
+        replies = [m for m in self.store.messages(self.current_id) if m.role == "assistant"]
+        if replies:
+            self.copy_message(replies[-1].id)
+
+    def _apply_conversation_settings(self, system: str, sampling: Sampling) -> None:
+        if self.current_id is None:
+            self.new_conversation()
+        assert self.current_id is not None
+        self.store.update_conversation(self.current_id, system_prompt=system, sampling=sampling)
+        self.statusBar().showMessage("Conversation settings saved (used from the next reply)", 3000)
+
+    def export_conversation(self, path: str | None = None) -> str | None:
+        """Markdown (.md) or JSON (.json) by the file's extension; asks for a file when path is None."""
+        if self.current_id is None:
+            return None
+        if path is None:
+            conv = self.store.get_conversation(self.current_id)
+            safe = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in conv.title).strip() or "chat"
+            path, chosen = QFileDialog.getSaveFileName(
+                self,
+                "Export conversation",
+                str(Path.home() / f"{safe}.md"),
+                "Markdown (*.md);;JSON (*.json)",
+            )
+            if not path:
+                return None
+            if not Path(path).suffix:
+                path += ".json" if "json" in chosen.lower() else ".md"
+        as_json = Path(path).suffix.lower() == ".json"
+        text = self.store.export_json(self.current_id) if as_json else self.store.export_markdown(self.current_id)
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as e:
+            self.banner.show_problem(f"Cannot export to {path}: {e.strerror or e}", "Choose another folder.")
+            return None
+        self.statusBar().showMessage(f"Exported to {path}", 4000)
+        return path
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def closeEvent(self, e: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(e)
+
+    def shutdown(self) -> None:
+        """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads."""
+        self._rss_timer.stop()
+        self.worker.shutdown()
+        if self._models_dialog is not None:
+            self._models_dialog.close()
+        if self.ctx.has_downloads:
+            self.ctx.downloads.close(wait=True, timeout=5)
+            self.ctx._downloads = None
+
+
+__all__ = ["MainWindow", "resolve_model_path"]
