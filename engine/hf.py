@@ -1,6 +1,17 @@
-"""Hugging Face BitNet b1.58 checkpoints (config.json + safetensors) -> ModelWeights.
+"""Hugging Face ternary checkpoints (config.json + safetensors) -> ModelWeights.
 
-Three storage forms, with the semantics of transformers 5.x (integrations/bitnet.py), which the
+Two families: BitNet b1.58 (model_type "bitnet": ReLU² FFN, attn/ffn sub-norms, tied head by
+default) and ternary llama-family models (model_type "llama" with a ``quantization_config`` whose
+quant_method is "bitnet": HF1BitLLM/Llama3-8B-1.58-*, tiiuae/Falcon3-*-1.58bit). For the latter,
+transformers builds a plain LlamaForCausalLM (SiLU gate, no sub-norms, rotate_half RoPE on the HF
+row order, head untied unless tie_word_embeddings) and its BitNet quantizer swaps every nn.Linear
+for the configured BitLinear class except the modules_to_not_convert; when that list is absent
+(null), transformers skips the output embedding (lm_head) and tied weights
+(quantizers/base.py get_keys_to_not_convert), so lm_head stays a float matrix. Those checkpoints
+ship config ``{"quant_method": "bitnet", "modules_to_not_convert": null}``: transformers' default
+linear_class "bitlinear", packed uint8 weights and a bf16 weight_scale that divides the output.
+
+Three storage forms for either family, with the semantics of transformers 5.x (integrations/bitnet.py), which the
 fixtures in tests/fixtures/data check against transformers itself:
 
 * packed, ``linear_class: autobitlinear``, ``quantization_mode: offline`` (microsoft/bitnet-b1.58-2B-4T
@@ -41,10 +52,31 @@ from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, Terna
 CONFIG_NAME = "config.json"
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
-# transformers' BitNetConfig defaults for the optional fields (configuration_bitnet.py).
-DEFAULT_MAX_POSITIONS = 2048
-DEFAULT_ROPE_THETA = 500000.0
-DEFAULT_EPS = 1e-5
+
+@dataclass(frozen=True)
+class _Family:
+    """transformers' config defaults for the optional fields (configuration_bitnet.py,
+    configuration_llama.py) and what the block looks like."""
+
+    arch: str  # ModelConfig.arch
+    max_positions: int
+    rope_theta: float
+    eps: float
+    act: str  # default hidden_act
+    acts: tuple[str, ...]  # hidden_act values we run
+    tied: bool  # default tie_word_embeddings
+    sub_norms: bool  # attn_sub_norm / ffn_sub_norm in every block
+    label: str  # "BitNet b1.58" / "ternary llama"
+
+
+FAMILIES = {
+    "bitnet": _Family("bitnet-b1.58", 2048, 500000.0, 1e-5, "relu2", ("relu2", "silu"), False, True, "BitNet"),
+    "llama": _Family("llama", 2048, 10000.0, 1e-6, "silu", ("silu",), False, False, "ternary llama"),
+}
+# kept for callers of the BitNet defaults
+DEFAULT_MAX_POSITIONS = FAMILIES["bitnet"].max_positions
+DEFAULT_ROPE_THETA = FAMILIES["bitnet"].rope_theta
+DEFAULT_EPS = FAMILIES["bitnet"].eps
 
 PROJ = {  # our LayerWeights field -> HF module path inside model.layers.N
     "q": "self_attn.q_proj",
@@ -69,6 +101,7 @@ ROWS_PER_SLICE_VALUES = 1 << 24  # values handled per slice when ternarizing mas
 class QuantSpec:
     linear_class: str  # "autobitlinear" or "bitlinear"
     mode: str  # "offline" or "online"
+    family: str = "bitnet"  # config.json model_type: "bitnet" or "llama"
 
 
 # -- config.json -----------------------------------------------------------------------------------
@@ -133,7 +166,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _rope_theta(c: _Cfg) -> float:
+def _rope_theta(c: _Cfg, default: float) -> float:
     """transformers 5.x writes rope_parameters {rope_type, rope_theta}; older configs (2B4T) have a
     top-level rope_theta and rope_scaling null. Only the default RoPE is supported."""
     rp = c.doc.get("rope_parameters")
@@ -142,12 +175,12 @@ def _rope_theta(c: _Cfg) -> float:
         if not isinstance(rp, dict):
             raise c.fail(f"field 'rope_parameters' is {rp!r}, expected an object")
         rtype = rp.get("rope_type", rp.get("type", "default"))
-        theta = rp.get("rope_theta", c.doc.get("rope_theta", DEFAULT_ROPE_THETA))
+        theta = rp.get("rope_theta", c.doc.get("rope_theta", default))
     else:
         if scaling is not None and not isinstance(scaling, dict):
             raise c.fail(f"field 'rope_scaling' is {scaling!r}, expected an object or null")
         rtype = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-        theta = c.doc.get("rope_theta", DEFAULT_ROPE_THETA)
+        theta = c.doc.get("rope_theta", default)
     if rtype != "default":
         raise ModelFormatError(
             c.path, f"RoPE type {rtype!r} is not supported (only the default RoPE). Pick another model."
@@ -157,16 +190,35 @@ def _rope_theta(c: _Cfg) -> float:
     return float(theta)
 
 
+def _converts(module: str, patterns: list[str]) -> bool:
+    """transformers' should_convert_module (quantizers/quantizers_utils.py): a module is skipped
+    when a pattern matches its full name from the start (at a module boundary, also as a regex)
+    or as a suffix."""
+    boundary = r"(?:(?<=\.)|(?=\.|$))"
+    for key in patterns:
+        try:
+            if re.match(rf"(?:{key}){boundary}", module):
+                return False
+        except re.error:
+            pass
+        if module.endswith(key):
+            return False
+    return True
+
+
 def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpec]:
-    """Validate a BitNet config.json and return our ModelConfig plus the quantization form."""
+    """Validate a BitNet (or ternary llama) config.json; return our ModelConfig plus the
+    quantization form."""
     c = _Cfg(doc, path)
     mtype = doc.get("model_type")
-    if mtype != "bitnet":
+    if mtype not in FAMILIES:
         raise ModelFormatError(
             path,
             f"model_type is {mtype!r}; Trit reads Hugging Face BitNet b1.58 checkpoints "
-            "(model_type 'bitnet'). Pick a BitNet model or a GGUF file.",
+            "(model_type 'bitnet') and ternary llama checkpoints (model_type 'llama' with a bitnet "
+            "quantization_config). Pick a BitNet model or a GGUF file.",
         )
+    fam = FAMILIES[mtype]
     dim = c.pos_int("hidden_size")
     hidden = c.pos_int("intermediate_size")
     n_layers = c.pos_int("num_hidden_layers")
@@ -181,27 +233,30 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
         head_dim = dim // n_heads
     if n_heads % n_kv:
         raise c.fail(f"num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}")
-    if n_heads * head_dim != dim:
+    if fam.sub_norms and n_heads * head_dim != dim:
         # transformers sizes attn_sub_norm by hidden_size and applies it to the concatenated heads.
         raise c.fail(f"num_attention_heads {n_heads} x head_dim {head_dim} != hidden_size {dim}")
     if head_dim % 2:
         raise c.fail(f"head_dim {head_dim} is odd; RoPE needs an even head size")
-    context = c.pos_int("max_position_embeddings", DEFAULT_MAX_POSITIONS)
-    eps = c.number("rms_norm_eps", DEFAULT_EPS, 0.0, 1.0)
-    theta = _rope_theta(c)
-    act = doc.get("hidden_act", "relu2")
-    if act not in ("relu2", "silu"):
+    context = c.pos_int("max_position_embeddings", fam.max_positions)
+    eps = c.number("rms_norm_eps", fam.eps, 0.0, 1.0)
+    theta = _rope_theta(c, fam.rope_theta)
+    act = doc.get("hidden_act", fam.act)
+    if act not in fam.acts:
         raise ModelFormatError(
-            path, f"hidden_act {act!r} is not supported (relu2 or silu). Pick another model."
+            path,
+            f"hidden_act {act!r} is not supported for model_type {mtype!r} ({' or '.join(fam.acts)}). "
+            "Pick another model.",
         )
-    tied = doc.get("tie_word_embeddings", False)  # BitNetConfig's default
+    tied = doc.get("tie_word_embeddings", fam.tied)
     if not isinstance(tied, bool):
         raise c.fail(f"field 'tie_word_embeddings' is {tied!r}, expected true or false")
-    bias = doc.get("attention_bias", False)
-    if bias is not False:
-        raise ModelFormatError(
-            path, f"attention_bias is {bias!r}; biased BitNet projections are not supported"
-        )
+    for key in ("attention_bias", "mlp_bias"):
+        bias = doc.get(key, False)
+        if bias is not False:
+            raise ModelFormatError(
+                path, f"{key} is {bias!r}; biased {fam.label} projections are not supported"
+            )
     bos = c.token_ids("bos_token_id", vocab)
     eos = c.token_ids("eos_token_id", vocab)
 
@@ -210,7 +265,8 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
         raise ModelFormatError(
             path,
             "config.json has no quantization_config, so this is not a ternary BitNet b1.58 "
-            "checkpoint (transformers would run it as a full-precision model). Pick a BitNet model.",
+            "checkpoint (transformers would run it as a full-precision model). Pick a BitNet model"
+            + (" or a GGUF file of this llama model." if mtype == "llama" else "."),
         )
     if not isinstance(qc, dict):
         raise c.fail(f"quantization_config is {qc!r}, expected an object")
@@ -231,16 +287,24 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
             path,
             "quantization_config.use_rms_norm (an extra RMSNorm inside every BitLinear) is not supported",
         )
-    skip = qc.get("modules_to_not_convert") or []
-    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+    skip = qc.get("modules_to_not_convert")
+    if skip is not None and (not isinstance(skip, list) or not all(isinstance(s, str) for s in skip)):
         raise c.fail(f"quantization_config.modules_to_not_convert is {skip!r}, expected a list of names")
-    for s in skip:
+    for s in skip or []:
         if any(p.split(".")[-1] in s for p in PROJ.values()) or re.search(r"layers|self_attn|mlp", s):
             raise ModelFormatError(
                 path, f"modules_to_not_convert lists {s!r}: full-precision projections are not supported"
             )
+    if skip is not None and _converts("lm_head", skip):
+        # An explicit list replaces transformers' default skips (lm_head, tied weights): the head
+        # itself becomes a BitLinear, which no published checkpoint does.
+        raise ModelFormatError(
+            path,
+            f"quantization_config.modules_to_not_convert is {skip!r}, so transformers would make "
+            "lm_head a ternary BitLinear too; a ternary LM head is not supported",
+        )
     cfg = ModelConfig(
-        arch="bitnet-b1.58",
+        arch=fam.arch,
         dim=dim,
         hidden=hidden,
         n_layers=n_layers,
@@ -251,13 +315,13 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
         context=context,
         rope_theta=theta,
         norm_eps=eps,
-        rope_neox=True,  # transformers' rotate_half on the HF row order
+        rope_neox=True,  # transformers' rotate_half on the HF row order (BitNet and llama alike)
         act=act,
         tied=tied,
         bos_id=bos[0] if bos else None,
         eos_ids=eos,
     )
-    return cfg, QuantSpec(lc, mode)
+    return cfg, QuantSpec(lc, mode, mtype)
 
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -451,7 +515,7 @@ _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 
 
 def load_hf_weights(path: str | Path) -> ModelWeights:
-    """Load a Hugging Face BitNet checkpoint folder (config.json + model.safetensors or an index
+    """Load a Hugging Face BitNet (or ternary llama) checkpoint folder (config.json + model.safetensors or an index
     with shards). Raises ModelFormatError naming the offending file."""
     from .safetensors import open_checkpoint
 
@@ -472,6 +536,17 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
                 f"num_hidden_layers is {cfg.n_layers}, but the checkpoint has layer {extra[0]} "
                 f"(tensor {name}); the config does not match the weights",
             )
+        sub_norms = FAMILIES[q.family].sub_norms
+        if not sub_norms:
+            # A BitNet checkpoint relabelled 'llama' would silently lose its sub-norms.
+            stray = next((n for n in ckpt.where if n.endswith(("attn_sub_norm.weight", "ffn_sub_norm.weight"))), None)
+            if stray is not None:
+                raise ModelFormatError(
+                    cfg_path,
+                    f"model_type is {q.family!r}, but the checkpoint has BitNet sub-norm tensor {stray}; "
+                    "a llama block has no sub-norms. The config does not match the weights (model_type "
+                    "'bitnet'?)",
+                )
         d, h, qd, kvd = cfg.dim, cfg.hidden, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         shapes = {"q": (qd, d), "k": (kvd, d), "v": (kvd, d), "o": (d, qd)}
         shapes.update({"gate": (h, d), "up": (h, d), "down": (d, h)})
@@ -481,8 +556,10 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         layers = []
         for i in range(cfg.n_layers):
             p = f"model.layers.{i}."
-            norms = {}
+            norms: dict[str, np.ndarray | None] = {"attn_sub_norm": None, "ffn_sub_norm": None}
             for field, hf in NORMS.items():
+                if field.endswith("sub_norm") and not sub_norms:
+                    continue
                 a = r.float_array(p + hf + ".weight", (norm_dims[field],))
                 _finite(r, p + hf + ".weight", a)
                 norms[field] = a
@@ -511,6 +588,8 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         ("autobitlinear", "online"): "HF master weights (autobitlinear online, ternarized at load)",
         ("bitlinear", "offline"): "HF packed (bitlinear, dividing scale)",
     }[(q.linear_class, q.mode)]
+    if q.family == "llama":
+        label = "llama " + label
     tokenizer = None
     if (root / "tokenizer.json").is_file():
         from .tokenizer import Tokenizer
@@ -526,8 +605,22 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         file_type=label,
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template if tokenizer is not None else None,
-        family="bitnet",
+        family="bitnet" if q.family == "bitnet" else _llama_family(root),
     )
+
+
+def _llama_family(root: Path) -> str:
+    """Chat family of a ternary llama checkpoint: "falcon3" when its config or tokenizer names
+    Falcon3 (tiiuae/Falcon3-*-1.58bit), else "" (the embedded chat template, if any, is used)."""
+    text = ""
+    for name in ("config.json", "tokenizer_config.json"):
+        f = root / name
+        try:
+            if f.is_file() and f.stat().st_size <= MAX_CONFIG_BYTES:
+                text += f.read_text(encoding="utf-8", errors="replace")[:4096].lower()
+        except OSError:
+            pass
+    return "falcon3" if "falcon3" in text.replace("-", "") else ""
 
 
 __all__ = ["QuantSpec", "hf_unpack", "load_hf_weights", "parse_config", "ternarize_master"]

@@ -297,7 +297,15 @@ def test_config_claims_fewer_layers(model_dir):
         ({"bos_token_id": -1}, "bos_token_id"),
         ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
         ({"attention_bias": True}, "attention_bias"),
-        ({"model_type": "llama"}, "model_type is 'llama'"),
+        ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
+        # a BitNet config relabelled llama: llama blocks are SiLU without sub-norms
+        ({"model_type": "llama"}, "hidden_act 'relu2' is not supported for model_type 'llama'"),
+        ({"model_type": "llama", "hidden_act": "silu"}, "model_type is 'llama', but the checkpoint has BitNet sub-norm"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        (
+            {"quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": []}},
+            "lm_head a ternary BitLinear",
+        ),
         ({"quantization_config": ...}, "no quantization_config"),
         ({"quantization_config": {"quant_method": "gptq"}}, "'gptq'"),
         ({"quantization_config": {"quant_method": "bitnet", "linear_class": "x"}}, "linear_class is 'x'"),
