@@ -1,0 +1,506 @@
+"""The model manager: installed models and catalog entries, downloads with progress, import,
+reveal, delete, models folder. A view over ModelLibrary and DownloadQueue (app/core): the queue
+lives in the AppContext, so downloads go on when the dialog is closed, and its callbacks (called
+on the queue's threads) reach the dialog as Qt signals through DownloadSignals."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from trit.app.core.catalog import CatalogEntry, InstalledModel, LibraryError, UnverifiedEntryError
+from trit.app.core.downloads import (
+    DownloadQueue,
+    DownloadRequest,
+    Progress,
+    State,
+    pending_requests,
+)
+from trit.app.core.units import format_bytes, format_duration
+
+from .context import AppContext
+
+ROW = Qt.ItemDataRole.UserRole  # ("installed", path) | ("entry", catalog id)
+
+
+class DownloadSignals(QObject):
+    """DownloadQueue callbacks re-emitted as signals (queued into the GUI thread)."""
+
+    progress = Signal(object)  # downloads.Progress (a frozen dataclass of plain values)
+    done = Signal(str, str)  # key, final path
+    failed = Signal(str, str)  # key, message
+
+    def attach(self, queue: DownloadQueue) -> None:
+        queue.on_progress = self.progress.emit
+        queue.on_done = lambda key, path: self.done.emit(key, str(path))
+        queue.on_failed = lambda key, err: self.failed.emit(key, str(err))
+
+
+def progress_text(p: Progress) -> str:
+    """ "12 MB of 98 MB · 4.1 MB/s · 20 s left" """
+    have = format_bytes(p.downloaded)
+    text = f"{have} of {format_bytes(p.total)}" if p.total else have
+    if p.state == State.DOWNLOADING and p.speed > 0:
+        text += f" · {format_bytes(p.speed)}/s"
+        if p.eta is not None:
+            text += f" · {format_duration(p.eta)} left"
+    return text
+
+
+STATE_LABELS = {
+    State.QUEUED: "Queued",
+    State.RESOLVING: "Connecting",
+    State.DOWNLOADING: "Downloading",
+    State.PAUSED: "Paused",
+    State.VERIFYING: "Verifying",
+    State.DONE: "Downloaded",
+    State.FAILED: "Failed",
+    State.CANCELLED: "Cancelled",
+}
+
+
+class ModelsDialog(QDialog):
+    model_chosen = Signal(str)  # path of the model to open
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None, *, current_path: str = "") -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.library = ctx.library
+        self.current_path = current_path
+        self.setWindowTitle("Models")
+        self.setAccessibleName("Models")
+        self.resize(900, 520)
+        self.progress: dict[str, Progress] = {}  # latest per download key
+        self.errors: dict[str, str] = {}
+        self.resumable: dict[str, DownloadRequest] = {}  # part files from an earlier run, by key
+        self.signals = DownloadSignals(self)
+        self.signals.attach(ctx.downloads)
+        self.signals.progress.connect(self._on_progress)
+        self.signals.done.connect(self._on_done)
+        self.signals.failed.connect(self._on_failed)
+        for p in ctx.downloads.jobs():
+            self.progress[p.key] = p
+        self._build()
+        self._find_resumable()
+        self.refresh()
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.folder_label = QLabel()
+        self.folder_label.setAccessibleName("Models folder")
+        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.folder_button = QPushButton("Choose folder…")
+        self.folder_button.setAccessibleName("Choose models folder")
+        self.folder_button.clicked.connect(lambda: self.choose_folder())
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Folder:"))
+        top.addWidget(self.folder_label, 1)
+        top.addWidget(self.folder_button)
+
+        self.tree = QTreeWidget()
+        self.tree.setAccessibleName("Models")
+        self.tree.setHeaderLabels(["Model", "Status", "Size", "Memory", "License"])
+        self.tree.setRootIsDecorated(True)
+        self.tree.setAlternatingRowColors(True)
+        hdr = self.tree.header()
+        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for i in range(1, 5):
+            hdr.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.currentItemChanged.connect(lambda *_: self._update_details())
+        self.tree.itemDoubleClicked.connect(lambda *_: self.use_selected())
+
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setOpenExternalLinks(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.details.setAccessibleName("Model details")
+        self.details.setMinimumHeight(self.fontMetrics().height() * 3)
+        self.bar = QProgressBar()
+        self.bar.setAccessibleName("Download progress")
+        self.bar.setTextVisible(True)
+        self.bar.hide()
+        self.bar_label = QLabel()
+        self.bar_label.setAccessibleName("Download speed and time left")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setAccessibleName("Models status")
+
+        def button(text: str, name: str, slot: Any) -> QPushButton:
+            b = QPushButton(text)
+            b.setAccessibleName(name)
+            b.clicked.connect(lambda: slot())
+            return b
+
+        self.download_button = button("Download", "Download model", self.download_selected)
+        self.pause_button = button("Pause", "Pause download", self.pause_selected)
+        self.resume_button = button("Resume", "Resume download", self.resume_selected)
+        self.cancel_button = button("Cancel download", "Cancel download", self.cancel_selected)
+        self.use_button = button("Use this model", "Use this model", self.use_selected)
+        self.import_file_button = button("Import GGUF…", "Import a GGUF file", self.import_model)
+        self.import_dir_button = button(
+            "Import folder…", "Import a Hugging Face model folder", lambda: self.import_model(folder=True)
+        )
+        self.reveal_button = button("Show in folder", "Show in file manager", self.reveal_selected)
+        self.delete_button = button("Delete…", "Delete model", self.delete_selected)
+        self.close_button = button("Close", "Close models", self.close)
+
+        row1 = QHBoxLayout()
+        for b in (self.use_button, self.download_button, self.pause_button, self.resume_button, self.cancel_button):
+            row1.addWidget(b)
+        row1.addStretch(1)
+        row2 = QHBoxLayout()
+        for b in (self.import_file_button, self.import_dir_button, self.reveal_button, self.delete_button):
+            row2.addWidget(b)
+        row2.addStretch(1)
+        row2.addWidget(self.close_button)
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.bar, 1)
+        bar_row.addWidget(self.bar_label)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.tree, 1)
+        lay.addWidget(self.details)
+        lay.addLayout(bar_row)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.status)
+
+    # -- content ---------------------------------------------------------------------------------
+    def _find_resumable(self) -> None:
+        """Part files left by an earlier run: offered as paused downloads."""
+        queued = {p.key for p in self.ctx.downloads.jobs()}
+        for req in pending_requests(self.library.folder, endpoint=self.ctx.settings.hf_endpoint):
+            key = req.key or f"{req.repo}/{req.file}"
+            if key not in queued:
+                self.resumable[key] = req
+
+    def _entry_progress(self, entry: CatalogEntry) -> Progress | None:
+        return self.progress.get(entry.id)
+
+    def refresh(self) -> None:
+        sel = self.selected()
+        self.folder_label.setText(str(self.library.folder))
+        self.tree.clear()
+        installed_root = QTreeWidgetItem(self.tree, ["Installed"])
+        available_root = QTreeWidgetItem(self.tree, ["Available to download"])
+        for root in (installed_root, available_root):
+            root.setFlags(root.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+            f = root.font(0)
+            f.setBold(True)
+            root.setFont(0, f)
+        for m in self.library.installed():
+            fit = self.library.ram_fit(m)
+            status = "In use" if self.current_path and Path(self.current_path) == m.path else "Installed"
+            it = QTreeWidgetItem(
+                installed_root,
+                [m.name, status, format_bytes(m.size), "fits" if fit.fits else "too big", m.entry.license if m.entry else ""],
+            )
+            it.setData(0, ROW, ("installed", str(m.path)))
+            it.setToolTip(0, str(m.path))
+            it.setToolTip(3, fit.text)
+        for e in self.library.available():
+            fit = self.library.ram_fit(e)
+            it = QTreeWidgetItem(
+                available_root,
+                [
+                    e.name,
+                    self._status_text(e),
+                    format_bytes(e.size) if e.size else "size unknown",
+                    "fits" if fit.fits else "too big",
+                    e.license,
+                ],
+            )
+            it.setData(0, ROW, ("entry", e.id))
+            it.setToolTip(3, fit.text)
+        self.tree.expandAll()
+        if sel is not None:
+            self.select(sel)
+        self._update_details()
+
+    def _status_text(self, e: CatalogEntry) -> str:
+        p = self.progress.get(e.id)
+        if e.id in self.errors and (p is None or p.state == State.FAILED):
+            return "Failed"
+        if p is None:
+            if e.id in self.resumable:
+                return "Paused (can resume)"
+            return "Available" if e.verified else "Available (unverified)"
+        label = STATE_LABELS.get(p.state, str(p.state))
+        if p.fraction is not None and p.state in (State.DOWNLOADING, State.PAUSED, State.QUEUED):
+            label += f" {p.fraction * 100:.0f}%"
+        return label
+
+    def _items(self) -> list[QTreeWidgetItem]:
+        out = []
+        for i in range(self.tree.topLevelItemCount()):
+            root = self.tree.topLevelItem(i)
+            out += [root.child(j) for j in range(root.childCount())]
+        return out
+
+    def selected(self) -> tuple[str, str] | None:
+        it = self.tree.currentItem()
+        d = it.data(0, ROW) if it is not None else None
+        return tuple(d) if d else None  # type: ignore[return-value]
+
+    def select(self, row: tuple[str, str]) -> bool:
+        for it in self._items():
+            if tuple(it.data(0, ROW) or ()) == tuple(row):
+                self.tree.setCurrentItem(it)
+                return True
+        return False
+
+    def _selected_entry(self) -> CatalogEntry | None:
+        s = self.selected()
+        if s is None or s[0] != "entry":
+            return None
+        try:
+            return self.library.entry(s[1])
+        except KeyError:
+            return None
+
+    def _selected_installed(self) -> InstalledModel | None:
+        s = self.selected()
+        if s is None or s[0] != "installed":
+            return None
+        return next((m for m in self.library.installed() if str(m.path) == s[1]), None)
+
+    def _update_details(self) -> None:
+        e, m = self._selected_entry(), self._selected_installed()
+        p = self.progress.get(e.id) if e is not None else None
+        state = p.state if p is not None else None
+        active = state in (State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING)
+        can_resume = e is not None and (
+            state in (State.PAUSED, State.FAILED) or (p is None and e.id in self.resumable)
+        )
+        self.download_button.setEnabled(e is not None and p is None and e.id not in self.resumable)
+        self.pause_button.setEnabled(active and state != State.VERIFYING)
+        self.resume_button.setEnabled(can_resume)
+        self.cancel_button.setEnabled(e is not None and (p is not None or e.id in self.resumable))
+        self.use_button.setEnabled(m is not None)
+        self.reveal_button.setEnabled(m is not None or e is not None)
+        deletable = m is not None and m.path.parent.resolve() == self.library.folder.resolve()
+        self.delete_button.setEnabled(deletable)
+        if e is not None:
+            fit = self.library.ram_fit(e)
+            lines = [f"<b>{html.escape(e.name)}</b>"]
+            if e.description:
+                lines.append(html.escape(e.description))
+            lic = html.escape(e.license)
+            if e.license_url:
+                lic = f'<a href="{html.escape(e.license_url)}">{lic}</a>'
+            lines.append(f"License: {lic} · Memory: {html.escape(fit.text)}")
+            if not e.verified:
+                lines.append("<i>No pinned checksum: Trit cannot check this download is intact.</i>")
+            if e.id in self.errors:
+                lines.append(f"<span style='color:#c0392b'>{html.escape(self.errors[e.id])}</span>")
+            self.details.setText("<br>".join(lines))
+        elif m is not None:
+            fit = self.library.ram_fit(m)
+            lic = ""
+            if m.entry is not None:
+                lic = html.escape(m.entry.license)
+                if m.entry.license_url:
+                    lic = f' · License: <a href="{html.escape(m.entry.license_url)}">{lic}</a>'
+                else:
+                    lic = f" · License: {lic}"
+            self.details.setText(
+                f"<b>{html.escape(m.name)}</b><br>{html.escape(str(m.path))}<br>"
+                f"{format_bytes(m.size)} · Memory: {html.escape(fit.text)}{lic}"
+            )
+        else:
+            self.details.setText("Select a model to see its details.")
+        self._update_bar(p)
+
+    def _update_bar(self, p: Progress | None) -> None:
+        if p is None or p.state in (State.DONE, State.CANCELLED):
+            self.bar.hide()
+            self.bar_label.setText("")
+            return
+        self.bar.show()
+        if p.total:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(1000 * p.downloaded / p.total))
+            self.bar.setFormat(f"{STATE_LABELS.get(p.state, '')} {100 * p.downloaded / p.total:.0f}%")
+        else:
+            self.bar.setRange(0, 0)
+        self.bar_label.setText(progress_text(p))
+
+    # -- downloads -------------------------------------------------------------------------------
+    def _confirm(self, title: str, text: str) -> bool:
+        """Asks the user (tests replace this)."""
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def download(self, entry: CatalogEntry) -> str | None:
+        try:
+            req = self.library.download_request(entry, endpoint=self.ctx.settings.hf_endpoint)
+        except UnverifiedEntryError as e:
+            if not self._confirm("Download without a checksum?", str(e)):
+                return None
+            req = self.library.download_request(entry, endpoint=self.ctx.settings.hf_endpoint, confirmed=True)
+        except LibraryError as e:
+            self.status.setText(str(e))
+            return None
+        self.errors.pop(entry.id, None)
+        key = self.ctx.downloads.add(req)
+        self.status.setText(f"Downloading {entry.name}…")
+        self.refresh()
+        return key
+
+    def download_selected(self) -> None:
+        e = self._selected_entry()
+        if e is not None:
+            self.download(e)
+
+    def pause_selected(self) -> None:
+        e = self._selected_entry()
+        if e is not None and e.id in self.progress:
+            self.ctx.downloads.pause(e.id)
+
+    def resume_selected(self) -> None:
+        e = self._selected_entry()
+        if e is None:
+            return
+        self.errors.pop(e.id, None)
+        if e.id in self.progress:
+            self.ctx.downloads.resume(e.id)
+        elif e.id in self.resumable:
+            req = self.resumable.pop(e.id)
+            self.ctx.downloads.add(dataclasses.replace(req, endpoint=self.ctx.settings.hf_endpoint))
+        self.refresh()
+
+    def cancel_selected(self) -> None:
+        e = self._selected_entry()
+        if e is None:
+            return
+        if e.id in self.progress:
+            self.ctx.downloads.cancel(e.id)
+            self.progress.pop(e.id, None)
+        elif e.id in self.resumable:
+            req = self.resumable.pop(e.id)
+            for extra in (req.dest.with_name(req.dest.name + ".part"), req.dest.with_name(req.dest.name + ".part.json")):
+                extra.unlink(missing_ok=True)
+        self.errors.pop(e.id, None)
+        self.status.setText(f"Cancelled the download of {e.name}.")
+        self.refresh()
+
+    def _on_progress(self, p: Progress) -> None:
+        if p.state == State.CANCELLED:
+            self.progress.pop(p.key, None)
+        else:
+            self.progress[p.key] = p
+        for it in self._items():
+            if tuple(it.data(0, ROW) or ()) == ("entry", p.key):
+                try:
+                    it.setText(1, self._status_text(self.library.entry(p.key)))
+                except KeyError:
+                    pass
+        e = self._selected_entry()
+        if e is not None and e.id == p.key:
+            self._update_details()
+
+    def _on_done(self, key: str, path: str) -> None:
+        self.progress.pop(key, None)
+        self.errors.pop(key, None)
+        self.status.setText(f"Downloaded {Path(path).name}; it is ready to use.")
+        self.refresh()
+        self.select(("installed", path))
+
+    def _on_failed(self, key: str, message: str) -> None:
+        self.errors[key] = message
+        self.status.setText(f"{message} Select it and press Resume to continue from where it stopped.")
+        self.refresh()
+
+    # -- library ---------------------------------------------------------------------------------
+    def use_selected(self) -> None:
+        m = self._selected_installed()
+        if m is None:
+            return
+        self.current_path = str(m.path)
+        self.model_chosen.emit(str(m.path))
+        self.status.setText(f"Opening {m.name}…")
+        self.refresh()
+
+    def import_model(self, path: str | None = None, *, folder: bool = False) -> InstalledModel | None:
+        if path is None:
+            if folder:
+                path = QFileDialog.getExistingDirectory(self, "Import a Hugging Face model folder")
+            else:
+                path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")
+            if not path:
+                return None
+        try:
+            m = self.library.import_model(path)
+        except LibraryError as e:
+            self.status.setText(f"Cannot import: {e}")
+            return None
+        self.status.setText(f"Imported {m.name}.")
+        self.refresh()
+        self.select(("installed", str(m.path)))
+        return m
+
+    def reveal_selected(self) -> None:
+        m = self._selected_installed()
+        target = m.path if m is not None else self.library.folder
+        folder = target if target.is_dir() else target.parent
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def delete_selected(self) -> None:
+        m = self._selected_installed()
+        if m is None:
+            return
+        if self.current_path and Path(self.current_path) == m.path:
+            self.status.setText(f"{m.name} is in use; open another model first.")
+            return
+        if not self._confirm("Delete model?", f"Delete {m.name} ({format_bytes(m.size)}) from {m.path.parent}?"):
+            return
+        try:
+            self.library.delete(m, confirmed=True)
+        except LibraryError as e:
+            self.status.setText(str(e))
+            return
+        self.status.setText(f"Deleted {m.name}.")
+        self.refresh()
+
+    def choose_folder(self, folder: str | None = None) -> None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Models folder", str(self.library.folder))
+            if not folder:
+                return
+        try:
+            self.library.set_folder(folder)
+        except LibraryError as e:
+            self.status.setText(str(e))
+            return
+        self.ctx.save_settings(dataclasses.replace(self.ctx.settings, models_dir=str(self.library.folder)))
+        self.resumable.clear()
+        self._find_resumable()
+        self.status.setText(f"Models folder: {self.library.folder}")
+        self.refresh()
+
+    def download_error(self, key: str) -> str:
+        return self.errors.get(key, "")
+
+
+__all__ = ["DownloadSignals", "ModelsDialog", "progress_text"]
+

@@ -1,0 +1,69 @@
+"""Fixtures for the desktop app tests: offscreen Qt, a temporary data dir per test (store,
+settings, models folder), the default model (SmolLM2) found the way a first run finds it, and a
+window whose worker has loaded it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from trit.app.core.meters import EnergyMeter  # noqa: E402
+from trit.app.qt.context import AppContext  # noqa: E402
+from trit.app.qt.main_window import MainWindow  # noqa: E402
+
+LOAD_TIMEOUT_MS = 60_000
+REPLY_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_ctx(tmp_path: Path, data_dir: Path) -> Iterator[Any]:
+    made: list[AppContext] = []
+
+    def make(**kw: Any) -> AppContext:
+        kw.setdefault("models_dir", tmp_path / "models")
+        kw.setdefault("catalog", [])
+        ctx = AppContext.create(data_dir, **kw)
+        ctx.energy = EnergyMeter()  # this machine's sources: RAPL if readable, else the estimate
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def default_model_env(default_model_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """default_model_path() finds SmolLM2 the way an installed app finds its bundled copy."""
+    monkeypatch.setenv("TRIT_DEFAULT_MODEL", str(default_model_gguf))
+    return default_model_gguf
+
+
+def open_window(qtbot: Any, ctx: AppContext, **kw: Any) -> MainWindow:
+    win = MainWindow(ctx, **kw)
+    qtbot.addWidget(win, before_close_func=lambda w: w.shutdown())
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+@pytest.fixture
+def window(qtbot: Any, make_ctx: Any, default_model_env: Path) -> MainWindow:
+    """The real window with SmolLM2 loaded through the worker (autoload, as on a first run)."""
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.load_model()
+    assert "error" not in blocker.args[0], blocker.args[0]
+    return win
+
