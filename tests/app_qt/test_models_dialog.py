@@ -1,0 +1,220 @@
+"""The model manager against the local hub server (tests/app_core/hubserver.py): download with
+progress, a dropped connection then Resume (Range request), pause/resume on a slow link, cancel,
+resume after an app restart, import of a real GGUF, delete with confirmation, models folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_core.hubserver import HubServer, HubState
+from trit.app.core.catalog import CatalogEntry
+from trit.app.core.downloads import State
+from trit.app.qt.context import AppContext
+from trit.app.qt.models_dialog import ModelsDialog, progress_text
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = "org/tiny-gguf"
+FILE = "tiny-model.gguf"
+DATA = random.Random(7).randbytes(3_000_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+ENTRY = CatalogEntry(
+    id="tiny-model",
+    name="Tiny test model",
+    repo=REPO,
+    revision="main",
+    file=FILE,
+    size=len(DATA),
+    sha256=SHA,
+    license="MIT",
+    license_url="https://example.invalid/LICENSE",
+    ram_mb=50,
+    family="bitnet",
+    description="Served by the local test hub.",
+)
+UNVERIFIED = dataclasses.replace(ENTRY, id="loose", name="Unpinned model", file="loose.gguf", sha256=None, size=None)
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    with HubServer(HubState(files={(REPO, FILE): DATA, (REPO, "loose.gguf"): DATA[:1000]})) as s:
+        yield s
+
+
+@pytest.fixture
+def ctx_for(make_ctx: Any, hub: HubServer) -> Any:
+    def make() -> AppContext:
+        ctx = make_ctx(catalog=[ENTRY, UNVERIFIED])
+        ctx.settings = dataclasses.replace(ctx.settings, hf_endpoint=hub.endpoint)
+        ctx.download_options = {"retries": 0, "backoff": 0.01, "progress_interval": 0.02}
+        return ctx
+
+    return make
+
+
+def dialog(qtbot: Any, ctx: AppContext) -> ModelsDialog:
+    dlg = ModelsDialog(ctx)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    return dlg
+
+
+def row_status(dlg: ModelsDialog, row: tuple[str, str]) -> str:
+    for it in dlg._items():
+        if tuple(it.data(0, 256) or ()) == row:
+            return it.text(1)
+    return ""
+
+
+def test_lists_catalog_with_size_memory_and_license(qtbot: Any, ctx_for: Any) -> None:
+    dlg = dialog(qtbot, ctx_for())
+    assert dlg.select(("entry", "tiny-model"))
+    assert row_status(dlg, ("entry", "tiny-model")) == "Available"
+    assert row_status(dlg, ("entry", "loose")) == "Available (unverified)"
+    it = dlg.tree.currentItem()
+    assert it.text(2) == "3.0 MB" and it.text(3) == "fits" and it.text(4) == "MIT"
+    details = dlg.details.text()
+    assert "needs 50 MB" in details and 'href="https://example.invalid/LICENSE"' in details
+    assert dlg.download_button.isEnabled() and not dlg.pause_button.isEnabled()
+
+
+def test_download_fault_then_resume_then_use(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.drop_after = 1_000_000  # the connection drops after 1 MB
+    hub.state.chunk_delay = 0.002
+    seen: list[Any] = []
+    dlg.signals.progress.connect(seen.append)
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000) as failed:
+        dlg.download_button.click()
+    assert failed.args[0] == "tiny-model"
+    assert row_status(dlg, ("entry", "tiny-model")) == "Failed"
+    assert "Resume" in dlg.status.text() and dlg.resume_button.isEnabled()
+    part = ctx.library.folder / (FILE + ".part")
+    assert part.stat().st_size == 1_000_000
+    assert any(p.state == State.DOWNLOADING and 0 < p.downloaded < len(DATA) for p in seen)
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000) as done:
+        dlg.resume_button.click()
+    assert Path(done.args[1]) == ctx.library.folder / FILE
+    assert (ctx.library.folder / FILE).read_bytes() == DATA and not part.exists()
+    ranges = [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"]
+    assert ranges == [None, "bytes=1000000-"]
+    # now installed: selected, usable, deletable
+    assert dlg.selected() == ("installed", str(ctx.library.folder / FILE))
+    chosen: list[str] = []
+    dlg.model_chosen.connect(chosen.append)
+    dlg.use_button.click()
+    assert chosen == [str(ctx.library.folder / FILE)]
+
+
+def test_pause_resume_and_progress_text(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.chunk_delay = 0.01  # ~1.6 MB/s
+    dlg.select(("entry", "tiny-model"))
+    dlg.download_button.click()
+    qtbot.waitUntil(lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 100_000, timeout=20_000)
+    qtbot.waitUntil(lambda: "/s" in dlg.bar_label.text(), timeout=10_000)
+    assert dlg.bar.isVisible() and "of 3.0 MB" in dlg.bar_label.text() and "left" in dlg.bar_label.text()
+    assert dlg.pause_button.isEnabled()
+    dlg.pause_button.click()
+    qtbot.waitUntil(lambda: dlg.progress["tiny-model"].state == State.PAUSED, timeout=10_000)
+    assert row_status(dlg, ("entry", "tiny-model")).startswith("Paused")
+    assert dlg.resume_button.isEnabled() and not dlg.pause_button.isEnabled()
+    hub.state.chunk_delay = 0.0
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        dlg.resume_button.click()
+    assert (ctx.library.folder / FILE).read_bytes() == DATA
+
+
+def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.chunk_delay = 0.01
+    dlg.select(("entry", "tiny-model"))
+    dlg.download_button.click()
+    qtbot.waitUntil(lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 50_000, timeout=20_000)
+    dlg.cancel_button.click()
+    qtbot.waitUntil(lambda: not (ctx.library.folder / (FILE + ".part")).exists(), timeout=10_000)
+    assert row_status(dlg, ("entry", "tiny-model")) == "Available" and dlg.download_button.isEnabled()
+
+
+def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.drop_after = 700_000
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    dlg.close()
+    ctx.close()  # the app quits with a part file on disk
+
+    ctx2 = ctx_for()
+    dlg2 = dialog(qtbot, ctx2)
+    assert row_status(dlg2, ("entry", "tiny-model")) == "Paused (can resume)"
+    dlg2.select(("entry", "tiny-model"))
+    assert dlg2.resume_button.isEnabled() and not dlg2.download_button.isEnabled()
+    with qtbot.waitSignal(dlg2.signals.done, timeout=30_000):
+        dlg2.resume_button.click()
+    assert (ctx2.library.folder / FILE).read_bytes() == DATA
+    assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
+
+
+def test_unverified_entry_needs_confirmation(qtbot: Any, ctx_for: Any) -> None:
+    dlg = dialog(qtbot, ctx_for())
+    asked: list[str] = []
+    dlg._confirm = lambda title, text: asked.append(text) or False  # type: ignore[method-assign]
+    dlg.select(("entry", "loose"))
+    dlg.download_button.click()
+    assert asked and "checksum" in asked[0] and "loose" not in dlg.progress
+    dlg._confirm = lambda title, text: True  # type: ignore[method-assign]
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        dlg.download_button.click()
+
+
+def test_import_delete_and_folder(qtbot: Any, ctx_for: Any, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from tiny import random_weights  # tests/engine/tiny.py
+    from trit.engine.convert import write_bitnet_gguf
+
+    src = tmp_path / "outside" / "my-tiny.gguf"
+    src.parent.mkdir()
+    weights, _ = random_weights(3)
+    write_bitnet_gguf(weights, src)
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    m = dlg.import_model(str(src))
+    assert m is not None and m.path == ctx.library.folder / "my-tiny.gguf" and src.exists()
+    assert dlg.selected() == ("installed", str(m.path)) and "Imported" in dlg.status.text()
+    assert dlg.delete_button.isEnabled() and dlg.reveal_button.isEnabled()
+    bad = tmp_path / "outside" / "not-a-model.gguf"
+    bad.write_bytes(b"nope" * 100)
+    assert dlg.import_model(str(bad)) is None and "Cannot import" in dlg.status.text()
+    # delete asks first; "no" keeps the file
+    dlg._confirm = lambda title, text: False  # type: ignore[method-assign]
+    dlg.delete_selected()
+    assert m.path.exists()
+    dlg._confirm = lambda title, text: True  # type: ignore[method-assign]
+    dlg.delete_selected()
+    assert not m.path.exists() and "Deleted" in dlg.status.text()
+    new_folder = tmp_path / "elsewhere"
+    dlg.choose_folder(str(new_folder))
+    assert ctx.library.folder == new_folder and ctx.settings.models_dir == str(new_folder)
+    assert new_folder.is_dir() and str(new_folder) in dlg.folder_label.text()
+    assert ctx.settings_store.load().models_dir == str(new_folder)  # saved
+
+
+def test_progress_text() -> None:
+    from trit.app.core.downloads import Progress
+
+    p = Progress("k", State.DOWNLOADING, 12_000_000, 98_000_000, 4_100_000.0, 21.0)
+    assert progress_text(p) == "12 MB of 98 MB · 4.1 MB/s · 21 s left"
+    assert progress_text(dataclasses.replace(p, state=State.PAUSED)) == "12 MB of 98 MB"

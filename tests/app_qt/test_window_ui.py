@@ -1,0 +1,236 @@
+"""Window behaviour that needs no model: conversation list (search, rename, delete + Undo),
+keyboard (Enter / Shift+Enter / Esc, tab order), accessible names, Markdown and code blocks,
+clear messages when the model is missing or unreadable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QWidget
+from trit.app.qt import main_window as mw
+from trit.app.qt.chat_view import ChatView, ShownMessage, format_readout, split_markdown
+from trit.app.qt.main_window import MainWindow
+
+from .conftest import LOAD_TIMEOUT_MS, open_window
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def win(qtbot: Any, make_ctx: Any) -> MainWindow:
+    return open_window(qtbot, make_ctx(), autoload=False)
+
+
+def titles(win: MainWindow) -> list[str]:
+    return [win.conv_list.item(i).text() for i in range(win.conv_list.count())]
+
+
+def test_search_filters_by_title_and_message_text(win: MainWindow) -> None:
+    s = win.store
+    a = s.create_conversation("Cooking")
+    s.add_message(a.id, "user", "how long do I boil an egg")
+    b = s.create_conversation("Travel")
+    s.add_message(b.id, "user", "trains from Lisbon to Porto")
+    s.add_message(a.id, "assistant", "About nine minutes.")
+    win.refresh_list()
+    assert sorted(titles(win)) == ["Cooking", "Travel"]
+    win.search.setText("porto")
+    assert titles(win) == ["Travel"]
+    assert "Porto" in win.conv_list.item(0).toolTip()
+    win.search.setText("nine minutes")
+    assert titles(win) == ["Cooking"]
+    win.search.setText("cook")
+    assert titles(win) == ["Cooking"]
+    win.search.setText("nothing like this")
+    assert titles(win) == []
+    win.search.clear()
+    assert len(titles(win)) == 2
+
+
+def test_delete_with_undo_and_rename(qtbot: Any, win: MainWindow) -> None:
+    a = win.new_conversation("First")
+    b = win.new_conversation("Second")
+    assert win.current_id == b
+    win.delete_current()
+    assert titles(win) == ["First"] and win.current_id == a
+    assert win.undo_button.isVisible() and "Deleted" in win.statusBar().currentMessage()
+    win.undo_button.click()
+    assert sorted(titles(win)) == ["First", "Second"] and win.current_id == b
+    assert not win.undo_button.isVisible()
+    # the Delete key in the list deletes; the Undo offer ends after its time
+    win.conv_list.setFocus()
+    qtbot.keyClick(win.conv_list, Qt.Key.Key_Delete)
+    assert "Second" not in titles(win)
+    win._undo_timer.setInterval(10)
+    win._undo_timer.start()
+    qtbot.waitUntil(lambda: not win.undo_button.isVisible(), timeout=2000)
+    assert [c.title for c in win.store.list_conversations(deleted=True)] == ["Second"]
+    # rename in place (F2 edits the item; committing the edit renames in the store)
+    win.select_conversation(a)
+    item = win.conv_list.currentItem()
+    item.setText("Renamed")
+    qtbot.waitUntil(lambda: win.store.get_conversation(a).title == "Renamed", timeout=2000)
+    assert titles(win) == ["Renamed"] and win.windowTitle().startswith("Renamed")
+
+
+def test_enter_sends_shift_enter_makes_a_newline(qtbot: Any, win: MainWindow) -> None:
+    sent: list[str] = []
+    win.prompt.submitted.connect(lambda: sent.append(win.prompt.toPlainText()))
+    win.prompt.setFocus()
+    qtbot.keyClicks(win.prompt, "line one")
+    qtbot.keyClick(win.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(win.prompt, "line two")
+    assert sent == [] and win.prompt.toPlainText() == "line one\nline two"
+    qtbot.keyClick(win.prompt, Qt.Key.Key_Return)
+    assert sent == ["line one\nline two"]
+    # no model loaded: nothing is sent, the text stays, the status bar says why
+    assert win.prompt.toPlainText() == "line one\nline two"
+    assert "No model" in win.statusBar().currentMessage()
+
+
+def _focus_target(w: QWidget | None, order: list[QWidget]) -> QWidget | None:
+    while w is not None and w not in order:
+        w = w.parentWidget()  # a spin box's line edit stands for the spin box
+    return w
+
+
+def test_tab_order_follows_the_layout(qtbot: Any, win: MainWindow) -> None:
+    win.new_conversation("One")
+    win.activateWindow()
+    order = win.tab_order
+    reachable = [w for w in order if w.isEnabled() and w.isVisible()]
+    win.search.setFocus()
+    qtbot.waitUntil(lambda: win.search.hasFocus(), timeout=2000)
+    seen: list[QWidget] = [win.search]
+    for _ in range(80):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        w = _focus_target(QApplication.focusWidget(), order)
+        if w is not None and w is not seen[-1]:
+            seen.append(w)
+        if w is reachable[-1]:
+            break
+    assert seen == reachable
+
+
+def test_controls_have_accessible_names(win: MainWindow) -> None:
+    for w in win.tab_order + [win.undo_button, win.model_label, win.memory_label, win.chart, win.banner]:
+        assert w.accessibleName(), w
+    buttons = win.findChildren(QAbstractButton)
+    spins = win.findChildren(QAbstractSpinBox)
+    unnamed = [b for b in buttons + spins if not b.accessibleName() and b.isVisibleTo(win) and b.text()]
+    assert unnamed == []
+
+
+def test_models_dialog_controls_have_accessible_names(qtbot: Any, win: MainWindow) -> None:
+    win.open_models()
+    dlg = win._models_dialog
+    qtbot.addWidget(dlg)
+    for b in dlg.findChildren(QAbstractButton):
+        if b.text():
+            assert b.accessibleName(), b.text()
+    assert dlg.tree.accessibleName() and dlg.bar.accessibleName()
+    dlg.close()
+
+
+def test_markdown_and_copyable_code_blocks(qtbot: Any) -> None:
+    view = ChatView()
+    qtbot.addWidget(view)
+    reply = "Here is **bold** text.\n\n```python\nprint('hi')\nx = 1\n```\n\nAnd a list:\n\n- one\n- two\n"
+    view.show_messages(
+        [
+            ShownMessage(1, "user", "show me code"),
+            ShownMessage(2, "assistant", reply, stats={"ttft_ms": 410, "tokens": 9, "decode_tps": 40.0}),
+        ]
+    )
+    text = view.toPlainText()
+    assert "**" not in text and "bold" in text and "print('hi')\nx = 1" in text and "```" not in text
+    assert view.code_blocks() == ["print('hi')\nx = 1"]
+    assert "TTFT 0.41 s" in text and "decode 40.0 tok/s" in text and "Regenerate" in text
+    view.anchorClicked.emit(QUrl("copy-code:0"))
+    assert QApplication.clipboard().text() == "print('hi')\nx = 1"
+    copied: list[int] = []
+    view.copy_message.connect(copied.append)
+    view.anchorClicked.emit(QUrl("copy-msg:2"))
+    assert copied == [2]
+
+
+def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.show_messages([ShownMessage(1, "user", "hi")])
+    renders = view.renders
+    view.begin_stream(2)
+    for piece in ["Sure", ", here:", "\n\n```sh\nls", " -l\n"]:
+        view.append_stream(piece)
+    qtbot.waitUntil(lambda: "ls -l" in view.toPlainText(), timeout=2000)
+    assert view.code_blocks() == ["ls -l"]  # an unclosed fence renders as code while it streams
+    view.append_stream("```\nDone.")
+    view.end_stream()
+    assert view.renders == renders and view.toPlainText().rstrip().endswith("Done.")
+    assert "hi" in view.toPlainText()
+
+
+def test_split_markdown_and_readout() -> None:
+    segs = split_markdown("a\n```js\nx()\n```\nb")
+    assert [(s.kind, s.text, s.lang) for s in segs] == [("text", "a\n", ""), ("code", "x()", "js"), ("text", "\nb", "")]
+    assert [s.kind for s in split_markdown("```\nopen")] == ["code"]
+    line = format_readout(
+        {
+            "ttft_ms": 500,
+            "prompt_tokens": 20,
+            "prompt_tps": 80,
+            "tokens": 10,
+            "decode_tps": 30,
+            "joules": 3.0,
+            "joules_per_token": 0.3,
+            "energy_label": "measured: RAPL package",
+        }
+    )
+    assert line == "TTFT 0.50 s · prompt 80 tok/s · decode 30.0 tok/s · 10 tokens · 3 J · 0.3 J/token · measured: RAPL package"
+
+
+def test_missing_default_model_says_how_to_fix_it(qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trit.default_model
+
+    monkeypatch.setattr(trit.default_model, "default_model_path", lambda: None)
+    win = open_window(qtbot, make_ctx(), autoload=True)
+    assert win.banner.isVisible()
+    text = win.banner.text()
+    assert "not installed" in text and "fetch_default_model.py" in text and "Models" in text
+    assert not win.send_button.isEnabled() and win.model_label.text() == "No model"
+
+
+def test_unreadable_model_shows_the_engine_message(qtbot: Any, make_ctx: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.load_model(str(bad))
+    assert "error" in blocker.args[0]
+    assert win.banner.isVisible() and "broken.gguf" in win.banner.text() and "Models" in win.banner.text()
+    assert not win.send_button.isEnabled()
+
+
+def test_worker_thread_ends_on_close(qtbot: Any, make_ctx: Any) -> None:
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    assert win.worker.thread_running
+    win.close()
+    assert not win.worker.thread_running
+
+
+def test_resolve_model_path_prefers_explicit_then_settings(make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import trit.default_model
+
+    monkeypatch.setattr(trit.default_model, "default_model_path", lambda: tmp_path / "bundled.gguf")
+    ctx = make_ctx()
+    assert mw.resolve_model_path(ctx) == str(tmp_path / "bundled.gguf")
+    chosen = tmp_path / "chosen.gguf"
+    chosen.write_bytes(b"x")
+    ctx.settings = dataclasses.replace(ctx.settings, default_model=str(chosen))
+    assert mw.resolve_model_path(ctx) == str(chosen)
+    assert mw.resolve_model_path(ctx, "/explicit.gguf") == "/explicit.gguf"
