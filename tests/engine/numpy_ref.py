@@ -123,7 +123,8 @@ class NumpyRef:
             r = np.maximum(g, F32(0))
             return (r * r).astype(F32)
         if self.cfg.act == "silu":
-            return (g / (F32(1) + np.exp(-g))).astype(F32)
+            with np.errstate(over="ignore"):  # exp(-g) = inf for g < -88 gives the right limit, -0
+                return (g / (F32(1) + np.exp(-g))).astype(F32)
         raise NotImplementedError(self.cfg.act)
 
     def forward_layer(self, i: int, x: np.ndarray, pos0: int = 0) -> np.ndarray:

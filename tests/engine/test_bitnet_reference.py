@@ -100,6 +100,11 @@ def near_ties(nr: NumpyRef, layer: int, x: np.ndarray, monkeypatch) -> np.ndarra
 def test_layers_teacher_forced(name, isa, monkeypatch):
     ref = np.load(DATA / name / "ref.npz")
     model = load_model(DATA / name, isa=isa, threads=1)
+    check_layers_teacher_forced(model, ref, monkeypatch)
+
+
+def check_layers_teacher_forced(model, ref, monkeypatch) -> None:
+    """Each decoder layer fed the reference's input reproduces its output (criteria above)."""
     nr = NumpyRef(model.weights)
     hidden = ref["hidden"]
     state = model.session().state
