@@ -194,7 +194,9 @@ def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | Qua
         data = f.tensor_data(name).reshape(vocab, info.nbytes // vocab)
         return QuantTensor(data, vocab, dim, info.type_id, info.type_name)
     raise ModelFormatError(
-        f.path, f"tensor {name} has type {info.type_name}, which this version cannot use for embeddings"
+        f.path,
+        f"tensor {name} has type {info.type_name}, which this version cannot use for embeddings; "
+        f"supported: {', '.join(('F16',) + QUANT_TYPES)}",
     )
 
 

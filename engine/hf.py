@@ -70,7 +70,9 @@ class _Family:
 
 
 FAMILIES = {
-    "bitnet": _Family("bitnet-b1.58", 2048, 500000.0, 1e-5, "relu2", ("relu2", "silu"), False, True, "BitNet"),
+    "bitnet": _Family(
+        "bitnet-b1.58", 2048, 500000.0, 1e-5, "relu2", ("relu2", "silu"), False, True, "BitNet"
+    ),
     "llama": _Family("llama", 2048, 10000.0, 1e-6, "silu", ("silu",), False, False, "ternary llama"),
 }
 # kept for callers of the BitNet defaults
@@ -539,7 +541,9 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         sub_norms = FAMILIES[q.family].sub_norms
         if not sub_norms:
             # A BitNet checkpoint relabelled 'llama' would silently lose its sub-norms.
-            stray = next((n for n in ckpt.where if n.endswith(("attn_sub_norm.weight", "ffn_sub_norm.weight"))), None)
+            stray = next(
+                (n for n in ckpt.where if n.endswith(("attn_sub_norm.weight", "ffn_sub_norm.weight"))), None
+            )
             if stray is not None:
                 raise ModelFormatError(
                     cfg_path,
@@ -556,7 +560,7 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         layers = []
         for i in range(cfg.n_layers):
             p = f"model.layers.{i}."
-            norms: dict[str, np.ndarray | None] = {"attn_sub_norm": None, "ffn_sub_norm": None}
+            norms: dict[str, np.ndarray] = {}  # llama blocks have no sub-norms: those stay absent
             for field, hf in NORMS.items():
                 if field.endswith("sub_norm") and not sub_norms:
                     continue
@@ -570,12 +574,12 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
                     q=pj["q"],
                     k=pj["k"],
                     v=pj["v"],
-                    attn_sub_norm=norms["attn_sub_norm"],
+                    attn_sub_norm=norms.get("attn_sub_norm"),
                     o=pj["o"],
                     ffn_norm=norms["ffn_norm"],
                     gate=pj["gate"],
                     up=pj["up"],
-                    ffn_sub_norm=norms["ffn_sub_norm"],
+                    ffn_sub_norm=norms.get("ffn_sub_norm"),
                     down=pj["down"],
                 )
             )

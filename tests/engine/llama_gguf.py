@@ -17,19 +17,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from trit.engine.gguf import GGML_TYPE_IDS, GGML_TYPES, GGUFValueType
 from trit.engine.gguf_writer import GGUFWriter
 from trit.engine.weights import ModelConfig
 
 # llama_ftype (llama.h) for general.file_type, by the type of most linears
 FILE_TYPES = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-    "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "BF16": 32, "TQ1_0": 36, "TQ2_0": 37,
+    "F32": 0,
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 7,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q4_K": 15,
+    "Q5_K": 17,
+    "Q6_K": 18,
+    "BF16": 32,
+    "TQ1_0": 36,
+    "TQ2_0": 37,
 }
 LINEAR_NAMES = {
-    "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
-    "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down",
+    "q": "attn_q",
+    "k": "attn_k",
+    "v": "attn_v",
+    "o": "attn_output",
+    "gate": "ffn_gate",
+    "up": "ffn_up",
+    "down": "ffn_down",
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from llama_gguf import permute_qk, write_llama_gguf
 from test_bitnet_reference import check_layers_teacher_forced, run_reference_checks
-
 from trit.engine import load_model
 from trit.engine._kernels import available_isas
 from trit.engine.hf import load_hf_weights
@@ -52,7 +51,9 @@ def test_hf_config_semantics(name):
     assert c.tied == name.endswith("-tied") and (w.head is None) == c.tied
     for lw in w.layers:
         assert lw.attn_sub_norm is None and lw.ffn_sub_norm is None
-        assert all(isinstance(getattr(lw, f), TernaryTensor) for f in ("q", "k", "v", "o", "gate", "up", "down"))
+        assert all(
+            isinstance(getattr(lw, f), TernaryTensor) for f in ("q", "k", "v", "o", "gate", "up", "down")
+        )
     if name.endswith("-untied"):
         # HF1BitLLM's form: bf16 embedding and head kept exact, BitLinear's dividing power-of-two scales
         assert isinstance(w.embed, QuantTensor) and w.embed.type_name == "BF16"
@@ -131,7 +132,12 @@ def test_gguf_config(name, ttype, gguf_files):
     c = model.config
     assert (c.arch, c.act, c.rope_neox, c.tied) == ("llama", "silu", False, hf.tied)
     assert (c.dim, c.hidden, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) == (
-        hf.dim, hf.hidden, hf.n_layers, hf.n_heads, hf.n_kv_heads, hf.head_dim,
+        hf.dim,
+        hf.hidden,
+        hf.n_layers,
+        hf.n_heads,
+        hf.n_kv_heads,
+        hf.head_dim,
     )
     assert (c.rope_theta, c.norm_eps, c.vocab) == (hf.rope_theta, hf.norm_eps, hf.vocab)
     assert model.info.quant_types == (ttype,)
