@@ -39,6 +39,10 @@ def test_fixtures_present_and_small():
         d = DATA / name
         assert (d / "config.json").is_file() and (d / "ref.npz").is_file(), name
         total += sum(p.stat().st_size for p in d.iterdir())
+        ref = np.load(d / "ref.npz")
+        # the greedy criterion compares tokens up to the first reference margin < 1.0
+        steps = [int(np.argmax(np.append(ref[f"margin_{k}"], 0.0) < 1.0)) for k in ("1", "33")]
+        assert max(steps) >= 5 and min(steps) >= 3, (name, steps)
     assert total < 2_000_000, total
 
 
