@@ -14,15 +14,18 @@ same model, not an approximation of it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from llama_gguf import permute_qk, write_llama_gguf
 from test_bitnet_reference import check_layers_teacher_forced, run_reference_checks
+from test_hf_loader import edit_config, edit_tensors, raises
 from trit.engine import load_model
 from trit.engine._kernels import available_isas
-from trit.engine.hf import load_hf_weights
+from trit.engine.errors import ModelFormatError
+from trit.engine.hf import load_hf_weights, parse_config
 from trit.engine.ternary import tq1_0_bytes, tq2_0_bytes, unpack_tq
 from trit.engine.weights import QuantTensor, TernaryTensor
 
@@ -175,3 +178,63 @@ def test_unpermuted_gguf_is_wrong(tmp_path):
     assert np.abs(got - want).mean() > 0.1 * want.std()
     # position 0 has no rotation: the permutation cannot matter there
     assert np.abs(got[0] - want[0]).max() <= 1e-3 * np.ptp(want[0])
+
+
+# -- config.json / checkpoint validation for the llama family ---------------------------------------
+
+
+@pytest.fixture
+def llama_dir(tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(DATA / "llama-ternary-untied", d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({"quantization_config": ...}, "GGUF file of this llama model"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported for model_type 'llama' (silu)"),
+        ({"hidden_act": "relu2"}, "hidden_act 'relu2'"),
+        ({"attention_bias": True}, "biased ternary llama projections"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        (
+            {"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}},
+            "RoPE type 'llama3'",
+        ),
+        ({"quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["q_proj"]}}, "q_proj"),
+        ({"quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["x"]}}, "lm_head"),
+    ],
+)
+def test_llama_bad_config(llama_dir, changes, needle):
+    edit_config(llama_dir, **changes)
+    raises(llama_dir, needle, file="config.json")
+
+
+def test_llama_defaults_and_wider_heads(llama_dir):
+    """LlamaConfig's defaults apply (rope_theta 10000, eps 1e-6, tie false, silu), and llama allows
+    n_heads x head_dim != hidden_size (Falcon3 / Llama 3.2 style), which BitNet's sub-norm forbids."""
+    edit_config(llama_dir, rope_parameters=..., rms_norm_eps=..., tie_word_embeddings=..., hidden_act=...)
+    c = load_hf_weights(llama_dir).config
+    assert (c.rope_theta, c.norm_eps, c.tied, c.act) == (10000.0, 1e-6, False, "silu")
+    doc = json.loads((llama_dir / "config.json").read_text())
+    cfg, _ = parse_config({**doc, "head_dim": 128}, llama_dir / "config.json")
+    assert (cfg.n_heads, cfg.head_dim, cfg.dim) == (4, 128, 256)
+    with pytest.raises(ModelFormatError, match="head_dim 128 != hidden_size 256"):
+        parse_config({**doc, "model_type": "bitnet", "head_dim": 128}, llama_dir / "config.json")
+
+
+def test_llama_untied_head_missing(llama_dir):
+    edit_tensors(llama_dir, lambda t: t.pop("lm_head.weight"))
+    raises(llama_dir, "tensor lm_head.weight is missing")
+
+
+def test_llama_ternary_head_refused(llama_dir):
+    def pack_head(t):
+        _, shape, raw = t["lm_head.weight"]
+        t["lm_head.weight"] = ("U8", (shape[0] // 4, shape[1]), bytes(len(raw) // 8))
+
+    edit_tensors(llama_dir, pack_head)
+    raises(llama_dir, "lm_head.weight", "U8", file="model.safetensors")
