@@ -17,7 +17,6 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
-    QFont,
     QFontDatabase,
     QKeyEvent,
     QPalette,
@@ -264,7 +263,7 @@ class ChatView(QTextBrowser):
             notes.append("interrupted")
         readout = format_readout(m.stats) if m.role == "assistant" else ""
         if notes or readout:
-            self._new_block(cur, top=2)
+            self._new_block(cur, top=5)
             text = " · ".join([f"({n})" for n in notes] + ([readout] if readout else []))
             cur.insertHtml(f'<small style="color:{self._muted()}">{html.escape(text)}</small>')
 
@@ -307,8 +306,6 @@ class PromptEdit(QPlainTextEdit):
         self.setAccessibleDescription("Type a message; Enter sends, Shift+Enter starts a new line")
         self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line)")
         self.setTabChangesFocus(True)
-        f = self.font()
-        self.setMinimumHeight(int(QFont(f).pointSizeF() * 5) if f.pointSizeF() > 0 else 60)
 
     def keyPressEvent(self, e: QKeyEvent) -> None:
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (

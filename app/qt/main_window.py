@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
-from trit.app.core.store import Message, NotFoundError
+from trit.app.core.store import STREAMING, Message, NotFoundError
 from trit.app.core.units import format_bytes
 
 from .chart import ThroughputChart
@@ -127,7 +127,14 @@ class SettingsPanel(QGroupBox):
         self.apply_button = QPushButton("Apply")
         self.apply_button.setAccessibleName("Apply conversation settings")
         self.apply_button.clicked.connect(self._apply)
-        form = QFormLayout(self)
+        line = self.system.fontMetrics().lineSpacing()
+        self.system.setMinimumHeight(line * 3 + 12)
+        self.system.setMaximumHeight(line * 10 + 12)
+        outer = QVBoxLayout(self)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        outer.addLayout(form)
+        outer.addStretch(1)
         form.addRow("System prompt", self.system)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-p", self.top_p)
@@ -212,6 +219,9 @@ class MainWindow(QMainWindow):
         self.search.textChanged.connect(self.refresh_list)
         self.conv_list = QListWidget()
         self.conv_list.setAccessibleName("Conversations")
+        self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)  # full title in the tooltip
+        self.conv_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.conv_list.setSpacing(1)
         self.conv_list.currentItemChanged.connect(self._on_current_item)
         self.conv_list.itemChanged.connect(self._on_item_renamed)
         self.new_button = QPushButton("New chat")
@@ -247,7 +257,9 @@ class MainWindow(QMainWindow):
         self.live_label.setAccessibleName("Reply progress")
         self.prompt = PromptEdit()
         self.prompt.submitted.connect(self.send)
-        self.prompt.setMaximumHeight(140)
+        line = self.prompt.fontMetrics().lineSpacing()
+        self.prompt.setMinimumHeight(line * 3 + 12)
+        self.prompt.setMaximumHeight(line * 6 + 12)
         self.edit_label = QLabel("Editing your last message: Enter resends it, Esc cancels.")
         self.edit_label.hide()
         self.send_button = QPushButton("Send")
@@ -512,7 +524,9 @@ class MainWindow(QMainWindow):
         stream = None
         if self.reply is not None and self.reply["conversation_id"] == self.current_id:
             mid = self.reply.get("message_id")
-            msgs = [m for m in msgs if m.id != mid]
+            # the worker may have added the reply's row before `started` reached us: the live
+            # reply is drawn from the streamed text, never from its (lagging) row
+            msgs = [m for m in msgs if m.id != mid and m.status != STREAMING]
             if mid is not None:
                 stream = ShownMessage(int(mid), "assistant", self.reply["text"], "streaming")
         self.chat.show_messages(msgs, stream=stream, placeholder="Type a message below to start.")

@@ -84,6 +84,7 @@ def test_first_run_opens_the_default_model_and_streams_a_reply(
     assert "RAM" in mem and "model 98 MB" in mem and "KV cache" in mem
     assert win.chart.tps or d["record"]["tokens"] < 5  # the live chart got points
     assert win.prompt.toPlainText() == ""
+    assert win.chat.toPlainText().count("Assistant") == 1  # the live reply was not drawn twice
 
 
 def test_esc_stops_mid_reply_and_the_partial_reply_is_kept(qtbot: Any, window: MainWindow) -> None:

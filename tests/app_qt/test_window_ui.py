@@ -234,3 +234,24 @@ def test_resolve_model_path_prefers_explicit_then_settings(make_ctx: Any, tmp_pa
     ctx.settings = dataclasses.replace(ctx.settings, default_model=str(chosen))
     assert mw.resolve_model_path(ctx) == str(chosen)
     assert mw.resolve_model_path(ctx, "/explicit.gguf") == "/explicit.gguf"
+
+
+def test_signal_emit_keeps_refcounts() -> None:
+    """PySide6 6.12.0's Signal.emit() returns True without a reference of its own, so every emit
+    drops one reference to True and a long chat ends in "Fatal Python error: bool_dealloc"
+    (pyproject excludes that version). The worker emits a signal per token: guard against it."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    class Emitter(QObject):
+        number = Signal(int)
+        flag = Signal(bool)
+
+    e = Emitter()
+    before = sys.getrefcount(True), sys.getrefcount(False)
+    for _ in range(1000):
+        e.number.emit(1)
+        e.flag.emit(False)
+    after = sys.getrefcount(True), sys.getrefcount(False)
+    assert after[0] >= before[0] - 2 and after[1] >= before[1] - 2, (before, after)
