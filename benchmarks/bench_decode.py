@@ -78,23 +78,30 @@ def main(argv: list[str] | None = None) -> int:
         log(f"writing {shape.name} random weights (seed {a.seed}) to {workdir}")
         paths = bench.write_random_models(shape, workdir, ["I2_S", *peer_formats], seed=a.seed, log=log)
         mib = a.bw_mib if a.bw_mib is not None else (256 if a.quick else 1024)
-        bw = None
-        if mib > 0:
-            bw = bench.measure_bandwidth(a.threads, mib)
-            log("read bandwidth: " + ", ".join(f"t={t} {g:.1f} GB/s" for t, g in sorted(bw.gbps.items())))
-        specs = [bench.RowSpec("trit", str(paths["I2_S"]))]
-        specs += [bench.RowSpec("llama.cpp", str(paths[f]), f) for f in peer_formats]
-        res = bench.run_bench(
-            specs,
-            a.threads,
-            p=a.prompt_tokens,
-            n=a.gen_tokens,
-            ttft_prompt=a.ttft_prompt,
-            reps=a.reps,
-            bandwidth=bw,
-            seed=a.seed,
-            log=log,
-        )
+        probe = bench.BandwidthProbe(mib) if mib > 0 else None
+        try:
+            if probe is not None:
+                probe.probe(a.threads)
+                log(
+                    "read bandwidth: "
+                    + ", ".join(f"t={t} {g[-1]:.1f} GB/s" for t, g in probe.samples.items())
+                )
+            specs = [bench.RowSpec("trit", str(paths["I2_S"]))]
+            specs += [bench.RowSpec("llama.cpp", str(paths[f]), f) for f in peer_formats]
+            res = bench.run_bench(
+                specs,
+                a.threads,
+                p=a.prompt_tokens,
+                n=a.gen_tokens,
+                ttft_prompt=a.ttft_prompt,
+                reps=a.reps,
+                probe=probe,
+                seed=a.seed,
+                log=log,
+            )
+        finally:
+            if probe is not None:
+                probe.close()
     finally:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)

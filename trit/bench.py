@@ -12,7 +12,7 @@ engine. What is measured, the way llama-bench does it:
   ctypes (llama-bench does not sample either).
 - TTFT: a T-token prompt (default 100) from an empty cache until the first token id is known
   (ours: Stats.ttft_ms; llama.cpp: decode + logits + numpy argmax).
-- RSS: peak resident set (getrusage ru_maxrss) of the worker process that ran one engine at one
+- RSS: peak resident set (VmHWM) of the worker process that ran one engine at one
   thread count: the Python interpreter and numpy (about 30-40 MB) plus the engine, its mapped
   weights (file pages count once touched) and its KV cache.
 - GB/s: tg tok/s x bytes the weights read per token (packed ternary matrices + the f16 head;
@@ -41,9 +41,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 TTFT_PROMPT = 100
 
@@ -267,38 +270,67 @@ def _bw_helper(workdir: str) -> Any:
 
 @dataclass
 class Bandwidth:
-    gbps: dict[int, float]  # threads -> best read GB/s (1e9 bytes/s)
+    gbps: dict[int, float]  # threads -> best read GB/s (1e9 bytes/s) over every probe of the run
     method: str
     buffer_mib: int
+    samples: dict[int, list[float]] = field(default_factory=dict)  # threads -> GB/s of each probe
 
 
-def measure_bandwidth(threads: Iterable[int], mib: int = 1024, passes: int = 8) -> Bandwidth:
-    """Best-of-`passes` read bandwidth of a `mib` MiB buffer (far beyond any L3), per thread count.
+class BandwidthProbe:
+    """Read bandwidth of a `mib` MiB buffer (far beyond any L3), per thread count.
 
     A C loop compiled at run time with -O3 -march=native sums the buffer as 64-bit words (8
-    accumulators, auto-vectorized to full-width loads), the buffer split evenly over pthreads; the
-    best pass counts, as the ceiling is what the machine can do when nobody else is busy. Without a
-    C compiler, numpy sums uint64 halves from Python threads (ufunc reductions release the GIL),
-    which may be compute-bound and so understates the ceiling: the method is reported."""
-    threads = sorted(set(threads))
-    buf = np.ones(mib << 17, dtype=np.uint64)  # touched: every page is resident before timing
-    with tempfile.TemporaryDirectory(prefix="trit-bw-") as d:
-        dll = _bw_helper(d)
-        out: dict[int, float] = {}
-        for t in threads:
+    accumulators, auto-vectorized to full-width loads), the buffer split evenly over pthreads. Each
+    probe() keeps the best of `passes` passes, and the result keeps the best probe: the ceiling is
+    what the machine can do when nobody else is busy, and on a shared machine that moment has to be
+    caught, so run_bench probes again before every round. Without a C compiler, numpy sums uint64
+    slices from Python threads (ufunc reductions release the GIL); the method is reported."""
+
+    def __init__(self, mib: int = 1024, passes: int = 6) -> None:
+        self.mib, self.passes = mib, passes
+        self._dir = tempfile.TemporaryDirectory(prefix="trit-bw-")
+        self._dll = _bw_helper(self._dir.name)
+        self._buf = np.ones(mib << 17, dtype=np.uint64)  # touched: every page is resident
+        self.samples: dict[int, list[float]] = {}
+
+    def probe(self, threads: Iterable[int]) -> None:
+        buf = self._buf
+        for t in sorted(set(threads)):
             best = float("inf")
-            for _ in range(passes):
-                if dll is not None:
+            for _ in range(self.passes):
+                if self._dll is not None:
                     s = ctypes.c_uint64()
-                    dt = dll.trit_bw_pass(buf.ctypes.data, buf.size, t, ctypes.byref(s))
+                    dt = self._dll.trit_bw_pass(buf.ctypes.data, buf.size, t, ctypes.byref(s))
                 else:
                     dt = _numpy_pass(buf, t)
                 best = min(best, dt)
-            out[t] = buf.nbytes / best / 1e9
-    method = (
-        "C sum of uint64 words, -O3 -march=native, pthreads" if dll else "numpy uint64 sum, Python threads"
-    )
-    return Bandwidth(out, method, mib)
+            self.samples.setdefault(t, []).append(buf.nbytes / best / 1e9)
+
+    def result(self) -> Bandwidth:
+        method = (
+            "C sum of uint64 words, -O3 -march=native, pthreads"
+            if self._dll is not None
+            else "numpy uint64 sum, Python threads"
+        )
+        return Bandwidth({t: max(v) for t, v in self.samples.items()}, method, self.mib, dict(self.samples))
+
+    def close(self) -> None:
+        self._buf = np.empty(0, dtype=np.uint64)
+        self._dll = None
+        self._dir.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def measure_bandwidth(threads: Iterable[int], mib: int = 1024, passes: int = 8) -> Bandwidth:
+    """One BandwidthProbe.probe() per thread count."""
+    with BandwidthProbe(mib, passes) as bp:
+        bp.probe(threads)
+        return bp.result()
 
 
 def _numpy_pass(buf: np.ndarray, nth: int) -> float:
@@ -317,7 +349,18 @@ def _numpy_pass(buf: np.ndarray, nth: int) -> float:
 
 
 def _rss_peak_mb() -> float:
-    """Peak resident set of this process in MiB."""
+    """Peak resident set of this process in MiB.
+
+    Linux: VmHWM, the high-water mark of this process's own address space. Not ru_maxrss, which
+    survives fork + exec and so starts at the parent's RSS (the benchmark parent holds the
+    embedding and the bandwidth buffer)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows: psutil's peak working set
@@ -499,8 +542,7 @@ class Worker:
             "--batch",
             str(batch),
         ]
-        env = dict(os.environ)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # an idle llama.cpp must not spin on our cores
+        # every engine runs with its defaults (llama.cpp's OpenMP threads spin briefly, then sleep)
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -508,7 +550,6 @@ class Worker:
             stderr=self._err,
             text=True,
             bufsize=1,
-            env=env,
         )
         self.meta = self._read()
 
@@ -648,12 +689,13 @@ def run_bench(
     n: int = 64,
     ttft_prompt: int = TTFT_PROMPT,
     reps: int = 3,
-    bandwidth: Bandwidth | None = None,
+    probe: BandwidthProbe | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """For each thread count: start one worker per spec, warm each up with a full measurement, then
-    `reps` rounds in which every worker measures once (the order rotates from round to round)."""
+    `reps` rounds in which every worker measures once (the order rotates from round to round). The
+    bandwidth probe, if any, runs before every round (workers idle) and keeps its best reading."""
     context = max(p, n + 1, ttft_prompt) + 16
     batch = max(512, p, ttft_prompt)
     rows: list[Row] = []
@@ -677,6 +719,8 @@ def run_bench(
                 if log:
                     log(f"loaded {spec.engine} {trows[-1].format} t={t} in {m['load_s']:.1f} s")
             for rep in range(-1, reps):  # -1: warm-up, discarded
+                if probe is not None:
+                    probe.probe([t])
                 order = list(range(len(workers)))
                 k = rep % len(order) if rep >= 0 else 0
                 order = order[k:] + order[:k]
@@ -693,12 +737,15 @@ def run_bench(
                         )
             for w, r in zip(workers, trows):
                 r.rss_mb = w.close()
-                if bandwidth and t in bandwidth.gbps:
-                    r.ceiling_tps = bandwidth.gbps[t] * 1e9 / r.weight_bytes
             rows += trows
         finally:
             for w in workers:
                 w.kill()
+    bandwidth = probe.result() if probe is not None else None
+    if bandwidth is not None:
+        for r in rows:
+            if r.threads in bandwidth.gbps:
+                r.ceiling_tps = bandwidth.gbps[r.threads] * 1e9 / r.weight_bytes
     return BenchResult(p, n, ttft_prompt, reps, rows, bandwidth, machine_info())
 
 
@@ -746,7 +793,8 @@ def format_table(res: BenchResult) -> str:
     ]
     if res.bandwidth:
         bw = ", ".join(
-            f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s" for t, g in sorted(res.bandwidth.gbps.items())
+            f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s (median {statistics.median(res.bandwidth.samples[t]):.1f})"
+            for t, g in sorted(res.bandwidth.gbps.items())
         )
         notes.append(f"read bandwidth ({res.bandwidth.method}, {res.bandwidth.buffer_mib} MiB): {bw}")
     seen = set()
@@ -808,17 +856,21 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     def log(msg: str) -> None:
         print(msg, file=err, flush=True)
 
-    bw = measure_bandwidth(args.threads, args.bw_mib) if args.bw_mib > 0 else None
-    res = run_bench(
-        [RowSpec("trit", args.model)],
-        args.threads,
-        p=args.prompt_tokens,
-        n=args.gen_tokens,
-        ttft_prompt=args.ttft_prompt,
-        reps=args.reps,
-        bandwidth=bw,
-        log=log,
-    )
+    probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None
+    try:
+        res = run_bench(
+            [RowSpec("trit", args.model)],
+            args.threads,
+            p=args.prompt_tokens,
+            n=args.gen_tokens,
+            ttft_prompt=args.ttft_prompt,
+            reps=args.reps,
+            probe=probe,
+            log=log,
+        )
+    finally:
+        if probe is not None:
+            probe.close()
     print(format_table(res), file=out)
     if args.json:
         write_json(res, args.json)
