@@ -54,7 +54,11 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
 
 
 def self_test(
-    *, model: str | None = None, data_dir: str | None = None, prompt: str = SELF_TEST_PROMPT, timeout_s: float = 180
+    *,
+    model: str | None = None,
+    data_dir: str | None = None,
+    prompt: str = SELF_TEST_PROMPT,
+    timeout_s: float = 180,
 ) -> int:
     """Opens the real window, loads the model through the worker, sends one prompt, waits for the
     streamed reply, prints the stats; 0 on success, otherwise non-zero with the reason on stderr.
@@ -62,7 +66,6 @@ def self_test(
     if _no_display():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from PySide6.QtCore import QTimer
-
     from trit.app.core.sampling import Sampling
 
     from .chat_view import format_readout
@@ -87,7 +90,8 @@ def self_test(
             done(2, f"{info['error']} {info.get('fix', '')}".strip())
             return
         print(
-            f"model: {info['name']} ({info['arch']}, {info['isa']}, {info['threads']} threads)", file=sys.stderr
+            f"model: {info['name']} ({info['arch']}, {info['isa']}, {info['threads']} threads)",
+            file=sys.stderr,
         )
         cid = win.new_conversation("Self-test")
         ctx.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=48))
@@ -131,9 +135,13 @@ def self_test(
 def main(argv: Sequence[str] | None = None) -> int:
     """The trit-chat GUI script."""
     ap = argparse.ArgumentParser(prog="trit-chat", description="Trit: offline chat with 1.58-bit models")
-    ap.add_argument("-m", "--model", default=None, help="model to open (default: the last used, or the bundled one)")
+    ap.add_argument(
+        "-m", "--model", default=None, help="model to open (default: the last used, or the bundled one)"
+    )
     ap.add_argument("--data-dir", default=None, help="keep conversations and settings in this folder")
-    ap.add_argument("--self-test", action="store_true", help="open the window, send one prompt, print stats, exit")
+    ap.add_argument(
+        "--self-test", action="store_true", help="open the window, send one prompt, print stats, exit"
+    )
     args, qt_args = ap.parse_known_args(argv)
     if args.self_test:
         return self_test(model=args.model, data_dir=args.data_dir)

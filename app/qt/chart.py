@@ -48,7 +48,9 @@ class ThroughputChart(QWidget):
         top = max(v for _, v in pts) * 1.15 or 1.0
         poly = QPolygonF(
             [
-                QPointF(area.left() + (t - t0) / (t1 - t0) * area.width(), area.bottom() - v / top * area.height())
+                QPointF(
+                    area.left() + (t - t0) / (t1 - t0) * area.width(), area.bottom() - v / top * area.height()
+                )
                 for t, v in pts
             ]
         )

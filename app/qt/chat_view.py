@@ -26,11 +26,10 @@ from PySide6.QtGui import (
     QTextFrameFormat,
 )
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
-
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
-_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.S | re.M)
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,9 @@ class ChatView(QTextBrowser):
         self._code_blocks.append(seg.text)
         self._new_block(cur, top=4)
         label = html.escape(seg.lang) + " · " if seg.lang else ""
-        cur.insertHtml(f'<small style="color:{self._muted()}">{label}<a href="copy-code:{idx}">Copy</a></small>')
+        cur.insertHtml(
+            f'<small style="color:{self._muted()}">{label}<a href="copy-code:{idx}">Copy</a></small>'
+        )
         ff = QTextFrameFormat()
         pal = self.palette()
         ff.setBackground(pal.color(QPalette.ColorRole.AlternateBase))
@@ -253,7 +254,9 @@ class ChatView(QTextBrowser):
             cur.insertText(line, mono)
         cur.movePosition(QTextCursor.MoveOperation.End)  # out of the frame
 
-    def _insert_message(self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool) -> None:
+    def _insert_message(
+        self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool
+    ) -> None:
         self._insert_header(cur, m, is_last_user=is_last_user, is_last=is_last)
         self._insert_body(cur, m.content)
         notes = []
@@ -313,7 +316,10 @@ class PromptEdit(QPlainTextEdit):
         ):
             self.submitted.emit()
             return
-        if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and e.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+        if (
+            e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+            and e.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        ):
             self.insertPlainText("\n")
             return
         super().keyPressEvent(e)

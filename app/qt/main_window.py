@@ -9,6 +9,7 @@ reply (and that reply's text so far, so switching back to it mid-reply shows it 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.store import STREAMING, Message, NotFoundError
@@ -341,7 +341,7 @@ class MainWindow(QMainWindow):
             self.settings_panel.max_tokens,
             self.settings_panel.apply_button,
         ]
-        for a, b in zip(order, order[1:]):
+        for a, b in itertools.pairwise(order):
             QWidget.setTabOrder(a, b)
         self.tab_order = order
 
@@ -634,9 +634,7 @@ class MainWindow(QMainWindow):
         conv = self.store.get_conversation(cid)
         if conv.title == "New chat":
             line = body.splitlines()[0]
-            self.store.rename_conversation(
-                cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else "")
-            )
+            self.store.rename_conversation(cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else ""))
             self.setWindowTitle(f"{self.store.get_conversation(cid).title} — Trit")
         self.prompt.clear()
         self._start_reply(cid)
@@ -783,7 +781,11 @@ class MainWindow(QMainWindow):
             if not Path(path).suffix:
                 path += ".json" if "json" in chosen.lower() else ".md"
         as_json = Path(path).suffix.lower() == ".json"
-        text = self.store.export_json(self.current_id) if as_json else self.store.export_markdown(self.current_id)
+        text = (
+            self.store.export_json(self.current_id)
+            if as_json
+            else self.store.export_markdown(self.current_id)
+        )
         try:
             Path(path).write_text(text, encoding="utf-8")
         except OSError as e:

@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
 from trit.app.core.catalog import CatalogEntry, InstalledModel, LibraryError, UnverifiedEntryError
 from trit.app.core.downloads import (
     DownloadQueue,
@@ -164,7 +163,13 @@ class ModelsDialog(QDialog):
         self.close_button = button("Close", "Close models", self.close)
 
         row1 = QHBoxLayout()
-        for b in (self.use_button, self.download_button, self.pause_button, self.resume_button, self.cancel_button):
+        for b in (
+            self.use_button,
+            self.download_button,
+            self.pause_button,
+            self.resume_button,
+            self.cancel_button,
+        ):
             row1.addWidget(b)
         row1.addStretch(1)
         row2 = QHBoxLayout()
@@ -213,7 +218,13 @@ class ModelsDialog(QDialog):
             status = "In use" if self.current_path and Path(self.current_path) == m.path else "Installed"
             it = QTreeWidgetItem(
                 installed_root,
-                [m.name, status, format_bytes(m.size), "fits" if fit.fits else "too big", m.entry.license if m.entry else ""],
+                [
+                    m.name,
+                    status,
+                    format_bytes(m.size),
+                    "fits" if fit.fits else "too big",
+                    m.entry.license if m.entry else "",
+                ],
             )
             it.setData(0, ROW, ("installed", str(m.path)))
             it.setToolTip(0, str(m.path))
@@ -398,7 +409,10 @@ class ModelsDialog(QDialog):
             self.progress.pop(e.id, None)
         elif e.id in self.resumable:
             req = self.resumable.pop(e.id)
-            for extra in (req.dest.with_name(req.dest.name + ".part"), req.dest.with_name(req.dest.name + ".part.json")):
+            for extra in (
+                req.dest.with_name(req.dest.name + ".part"),
+                req.dest.with_name(req.dest.name + ".part.json"),
+            ):
                 extra.unlink(missing_ok=True)
         self.errors.pop(e.id, None)
         self.status.setText(f"Cancelled the download of {e.name}.")
@@ -472,7 +486,9 @@ class ModelsDialog(QDialog):
         if self.current_path and Path(self.current_path) == m.path:
             self.status.setText(f"{m.name} is in use; open another model first.")
             return
-        if not self._confirm("Delete model?", f"Delete {m.name} ({format_bytes(m.size)}) from {m.path.parent}?"):
+        if not self._confirm(
+            "Delete model?", f"Delete {m.name} ({format_bytes(m.size)}) from {m.path.parent}?"
+        ):
             return
         try:
             self.library.delete(m, confirmed=True)
@@ -503,4 +519,3 @@ class ModelsDialog(QDialog):
 
 
 __all__ = ["DownloadSignals", "ModelsDialog", "progress_text"]
-

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
-
 from trit.app.core.meters import EnergyMeter, ReplyMeter, memory_reading
 from trit.app.core.sampling import Sampling
 from trit.app.core.store import ConversationStore

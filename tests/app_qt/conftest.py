@@ -8,14 +8,15 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import pytest  # noqa: E402
-from trit.app.core.meters import EnergyMeter  # noqa: E402
-from trit.app.qt.context import AppContext  # noqa: E402
-from trit.app.qt.main_window import MainWindow  # noqa: E402
+import pytest
+from trit.app.core.catalog import bundled_entry
+from trit.app.core.meters import EnergyMeter
+from trit.app.qt.context import AppContext
+from trit.app.qt.main_window import MainWindow
 
 LOAD_TIMEOUT_MS = 60_000
 REPLY_TIMEOUT_MS = 120_000
@@ -32,7 +33,7 @@ def make_ctx(tmp_path: Path, data_dir: Path) -> Iterator[Any]:
 
     def make(**kw: Any) -> AppContext:
         kw.setdefault("models_dir", tmp_path / "models")
-        kw.setdefault("catalog", [])
+        kw.setdefault("catalog", [bundled_entry()])  # as shipped, minus the hub entries
         ctx = AppContext.create(data_dir, **kw)
         ctx.energy = EnergyMeter()  # this machine's sources: RAPL if readable, else the estimate
         made.append(ctx)
@@ -60,10 +61,10 @@ def open_window(qtbot: Any, ctx: AppContext, **kw: Any) -> MainWindow:
 
 @pytest.fixture
 def window(qtbot: Any, make_ctx: Any, default_model_env: Path) -> MainWindow:
-    """The real window with SmolLM2 loaded through the worker (autoload, as on a first run)."""
+    """The real window with SmolLM2 loaded through the worker (load_model() with no argument: the
+    path a first run takes)."""
     win = open_window(qtbot, make_ctx(), autoload=False)
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         win.load_model()
     assert "error" not in blocker.args[0], blocker.args[0]
     return win
-

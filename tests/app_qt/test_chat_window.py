@@ -178,7 +178,10 @@ def test_switching_conversation_mid_reply_keeps_the_reply_in_its_own(qtbot: Any,
     assert [m.role for m in win.store.messages(b)] == ["user"]
     assert win.current_id == b and "lighthouse" not in win.chat.toPlainText()
     win.select_conversation(a)
-    assert ma[-1].content[:40] in win.chat.toPlainText().replace("\n", " ") or ma[-1].content[:20] in win.chat.toPlainText()
+    assert (
+        ma[-1].content[:40] in win.chat.toPlainText().replace("\n", " ")
+        or ma[-1].content[:20] in win.chat.toPlainText()
+    )
 
 
 def test_restart_on_the_same_store_finds_everything(
@@ -192,15 +195,19 @@ def test_restart_on_the_same_store_finds_everything(
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "What is the capital of France?"))
     other = win.new_conversation("Second chat")
     win.store.add_message(other, "user", "draft")
-    before = {c.id: (c.title, [(m.role, m.content, m.status, m.stats) for m in win.store.messages(c.id)])
-              for c in win.store.list_conversations()}
+    before = {
+        c.id: (c.title, [(m.role, m.content, m.status, m.stats) for m in win.store.messages(c.id)])
+        for c in win.store.list_conversations()
+    }
     win.close()
     win.ctx.close()
 
     ctx2 = make_ctx()
     win2 = open_window(qtbot, ctx2, autoload=False)
-    after = {c.id: (c.title, [(m.role, m.content, m.status, m.stats) for m in ctx2.store.messages(c.id)])
-             for c in ctx2.store.list_conversations()}
+    after = {
+        c.id: (c.title, [(m.role, m.content, m.status, m.stats) for m in ctx2.store.messages(c.id)])
+        for c in ctx2.store.list_conversations()
+    }
     assert after == before
     assert win2.conv_list.count() == 2
     titles = [win2.conv_list.item(i).text() for i in range(2)]
@@ -266,3 +273,20 @@ def test_event_loop_stays_responsive_while_generating(qtbot: Any, window: MainWi
     assert generating and len(gaps) > 100
     gaps.sort()
     assert gaps[-1] < 50, f"longest frame {gaps[-1]:.1f} ms; p99 {gaps[int(len(gaps) * 0.99)]:.1f} ms"
+
+
+def test_choosing_a_model_in_the_manager_loads_it_and_remembers_it(
+    qtbot: Any, window: MainWindow, default_model_env: Path
+) -> None:
+    win = window
+    win.open_models()
+    dlg = win._models_dialog
+    assert dlg.isVisible()
+    assert dlg.select(("installed", str(default_model_env)))  # the bundled model is listed as installed
+    assert dlg.use_button.isEnabled()
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.use_button.click()
+    assert blocker.args[0]["path"] == str(default_model_env)
+    assert win.ctx.settings.default_model == str(default_model_env)
+    assert win.ctx.settings_store.load().default_model == str(default_model_env)
+    dlg.close()

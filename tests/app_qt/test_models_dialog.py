@@ -39,7 +39,9 @@ ENTRY = CatalogEntry(
     family="bitnet",
     description="Served by the local test hub.",
 )
-UNVERIFIED = dataclasses.replace(ENTRY, id="loose", name="Unpinned model", file="loose.gguf", sha256=None, size=None)
+UNVERIFIED = dataclasses.replace(
+    ENTRY, id="loose", name="Unpinned model", file="loose.gguf", sha256=None, size=None
+)
 
 
 @pytest.fixture
@@ -121,7 +123,9 @@ def test_pause_resume_and_progress_text(qtbot: Any, ctx_for: Any, hub: HubServer
     hub.state.chunk_delay = 0.01  # ~1.6 MB/s
     dlg.select(("entry", "tiny-model"))
     dlg.download_button.click()
-    qtbot.waitUntil(lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 100_000, timeout=20_000)
+    qtbot.waitUntil(
+        lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 100_000, timeout=20_000
+    )
     qtbot.waitUntil(lambda: "/s" in dlg.bar_label.text(), timeout=10_000)
     assert dlg.bar.isVisible() and "of 3.0 MB" in dlg.bar_label.text() and "left" in dlg.bar_label.text()
     assert dlg.pause_button.isEnabled()
@@ -141,7 +145,9 @@ def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) 
     hub.state.chunk_delay = 0.01
     dlg.select(("entry", "tiny-model"))
     dlg.download_button.click()
-    qtbot.waitUntil(lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 50_000, timeout=20_000)
+    qtbot.waitUntil(
+        lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 50_000, timeout=20_000
+    )
     dlg.cancel_button.click()
     qtbot.waitUntil(lambda: not (ctx.library.folder / (FILE + ".part")).exists(), timeout=10_000)
     assert row_status(dlg, ("entry", "tiny-model")) == "Available" and dlg.download_button.isEnabled()

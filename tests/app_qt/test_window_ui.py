@@ -175,7 +175,11 @@ def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
 
 def test_split_markdown_and_readout() -> None:
     segs = split_markdown("a\n```js\nx()\n```\nb")
-    assert [(s.kind, s.text, s.lang) for s in segs] == [("text", "a\n", ""), ("code", "x()", "js"), ("text", "\nb", "")]
+    assert [(s.kind, s.text, s.lang) for s in segs] == [
+        ("text", "a\n", ""),
+        ("code", "x()", "js"),
+        ("text", "\nb", ""),
+    ]
     assert [s.kind for s in split_markdown("```\nopen")] == ["code"]
     line = format_readout(
         {
@@ -189,10 +193,15 @@ def test_split_markdown_and_readout() -> None:
             "energy_label": "measured: RAPL package",
         }
     )
-    assert line == "TTFT 0.50 s · prompt 80 tok/s · decode 30.0 tok/s · 10 tokens · 3 J · 0.3 J/token · measured: RAPL package"
+    assert (
+        line
+        == "TTFT 0.50 s · prompt 80 tok/s · decode 30.0 tok/s · 10 tokens · 3 J · 0.3 J/token · measured: RAPL package"
+    )
 
 
-def test_missing_default_model_says_how_to_fix_it(qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_default_model_says_how_to_fix_it(
+    qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import trit.default_model
 
     monkeypatch.setattr(trit.default_model, "default_model_path", lambda: None)
@@ -221,7 +230,9 @@ def test_worker_thread_ends_on_close(qtbot: Any, make_ctx: Any) -> None:
     assert not win.worker.thread_running
 
 
-def test_resolve_model_path_prefers_explicit_then_settings(make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_model_path_prefers_explicit_then_settings(
+    make_ctx: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dataclasses
 
     import trit.default_model

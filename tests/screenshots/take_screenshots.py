@@ -153,7 +153,9 @@ def shoot(out: Path, suffix: str, *, dark: bool) -> int:
     )
     state = HubState(files={(hub_entry.repo, hub_entry.file): data}, chunk_delay=0.02)
     with tempfile.TemporaryDirectory(prefix="trit-shots-") as tmp, HubServer(state) as hub:
-        ctx = AppContext.create(Path(tmp) / "data", catalog=[*load_catalog(), hub_entry], models_dir=Path(tmp) / "models")
+        ctx = AppContext.create(
+            Path(tmp) / "data", catalog=[*load_catalog(), hub_entry], models_dir=Path(tmp) / "models"
+        )
         import dataclasses
 
         ctx.settings = dataclasses.replace(ctx.settings, hf_endpoint=hub.endpoint)
@@ -161,7 +163,10 @@ def shoot(out: Path, suffix: str, *, dark: bool) -> int:
         win.resize(1280, 800)
         win.show()
         for title, msgs in (
-            ("Trip to Lisbon: three-day plan", ["Plan three days in Lisbon.", "Day 1: Alfama and the castle…"]),
+            (
+                "Trip to Lisbon: three-day plan",
+                ["Plan three days in Lisbon.", "Day 1: Alfama and the castle…"],
+            ),
             ("Explain ternary weights", ["What is a 1.58-bit model?", "Each weight is -1, 0 or +1…"]),
         ):
             cid = ctx.store.create_conversation(title)
@@ -207,10 +212,12 @@ def shoot(out: Path, suffix: str, *, dark: bool) -> int:
         dlg.download(hub_entry)
         dlg.select(("entry", hub_entry.id))
         wait_for(
-            lambda: (p := dlg.progress.get(hub_entry.id)) is not None
-            and p.state == State.DOWNLOADING
-            and p.downloaded > len(data) * 0.3
-            and p.speed > 0,
+            lambda: (
+                (p := dlg.progress.get(hub_entry.id)) is not None
+                and p.state == State.DOWNLOADING
+                and p.downloaded > len(data) * 0.3
+                and p.speed > 0
+            ),
             60,
         )
         pump(0.3)
