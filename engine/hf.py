@@ -7,9 +7,10 @@ transformers builds a plain LlamaForCausalLM (SiLU gate, no sub-norms, rotate_ha
 row order, head untied unless tie_word_embeddings) and its BitNet quantizer swaps every nn.Linear
 for the configured BitLinear class except the modules_to_not_convert; when that list is absent
 (null), transformers skips the output embedding (lm_head) and tied weights
-(quantizers/base.py get_keys_to_not_convert), so lm_head stays a float matrix. Those checkpoints
-ship config ``{"quant_method": "bitnet", "modules_to_not_convert": null}``: transformers' default
-linear_class "bitlinear", packed uint8 weights and a bf16 weight_scale that divides the output.
+(quantizers/base.py get_keys_to_not_convert), so lm_head stays a float matrix. Falcon3-1.58bit's
+config holds ``{"modules_to_not_convert": ["lm_head"], "quant_method": "bitnet"}``: transformers'
+default linear_class "bitlinear", packed uint8 weights and a weight_scale that divides the output.
+An explicit list without lm_head would make the head ternary too: refused.
 
 Three storage forms for either family, with the semantics of transformers 5.x (integrations/bitnet.py), which the
 fixtures in tests/fixtures/data check against transformers itself:

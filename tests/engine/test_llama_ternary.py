@@ -238,3 +238,47 @@ def test_llama_ternary_head_refused(llama_dir):
 
     edit_tensors(llama_dir, pack_head)
     raises(llama_dir, "lm_head.weight", "U8", file="model.safetensors")
+
+
+def test_falcon3_1_58bit_config():
+    """tiiuae/Falcon3-1B-Instruct-1.58bit's config.json (published values): legacy top-level
+    rope_theta with rope_scaling null, head_dim 256, an extra is_bitnet_config key, lm_head kept."""
+    doc = {
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "eos_token_id": 11,
+        "head_dim": 256,
+        "hidden_act": "silu",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "is_bitnet_config": True,
+        "max_position_embeddings": 8192,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": 8,
+        "num_hidden_layers": 18,
+        "num_key_value_heads": 4,
+        "pretraining_tp": 1,
+        "quantization_config": {"modules_to_not_convert": ["lm_head"], "quant_method": "bitnet"},
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000042,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "vocab_size": 131072,
+    }
+    cfg, q = parse_config(doc, Path("config.json"))
+    assert (q.linear_class, q.mode, q.family) == ("bitlinear", "offline", "llama")
+    assert (cfg.arch, cfg.act, cfg.rope_neox, cfg.tied) == ("llama", "silu", True, False)
+    assert (cfg.dim, cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim) == (2048, 8192, 8, 4, 256)
+    assert (cfg.rope_theta, cfg.norm_eps, cfg.eos_ids, cfg.bos_id) == (1000042.0, 1e-6, (11,), None)
+    # transformers' default skips (lm_head) apply when the list is null
+    doc["quantization_config"] = {"quant_method": "bitnet", "modules_to_not_convert": None}
+    assert parse_config(doc, Path("config.json"))[0] == cfg
+
+
+def test_chat_family(llama_dir):
+    assert load_hf_weights(llama_dir).family == ""
+    edit_config(llama_dir, _name_or_path="/home/ec2-user/checkpoints/falcon3-1b-1bit/hf-1bit")
+    assert load_hf_weights(llama_dir).family == "falcon3"
