@@ -9,7 +9,8 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang gcc-mingw-w64-x86-64 >/dev/null
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang gcc-mingw-w64-x86-64 \
+        libegl1 libgl1 libfontconfig1 libglib2.0-0 libxkbcommon0 libdbus-1-3 >/dev/null
 fi
 
 PY=${PYTHON:-python3}
