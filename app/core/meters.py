@@ -53,6 +53,9 @@ class EnergySource(Protocol):
         """Joules since start(); raises SourceUnavailable when the measurement became invalid."""
         ...
 
+    # Optional: `current_watts() -> float | None`, the power right now between start() and stop()
+    # (EnergyMeter.current_watts() uses it when a source has it, for the live chart).
+
 
 def _read_int(path: Path) -> int:
     try:
@@ -81,9 +84,13 @@ class RaplSource:
     label = "measured: RAPL package"
     measured = True
 
-    def __init__(self, sysfs_root: str | Path = "/sys") -> None:
+    def __init__(
+        self, sysfs_root: str | Path = "/sys", *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.root = Path(sysfs_root) / "class" / "powercap"
+        self._clock = clock
         self._start: list[int] = []
+        self._last: tuple[float, list[int]] | None = None  # (time, counters) of the last power reading
 
     def domains(self) -> list[Path]:
         out = []
@@ -107,19 +114,41 @@ class RaplSource:
 
     def start(self) -> None:
         self._start = self._read()
+        self._last = (self._clock(), list(self._start))
+
+    def _joules_between(self, doms: list[Path], a: list[int], b: list[int]) -> float:
+        if len(a) != len(b):
+            raise SourceUnavailable("the RAPL domains changed during the measurement")
+        total = 0
+        for d, x, y in zip(doms, a, b, strict=True):
+            if y >= x:
+                total += y - x
+            else:  # the counter wrapped at max_energy_range_uj
+                total += _read_int(d / "max_energy_range_uj") - x + y
+        return total / 1e6
 
     def stop(self) -> float:
         doms = self.domains()
         end = self._read()
-        if len(end) != len(self._start):
-            raise SourceUnavailable("the RAPL domains changed during the measurement")
-        total = 0
-        for d, a, b in zip(doms, self._start, end, strict=True):
-            if b >= a:
-                total += b - a
-            else:  # the counter wrapped at max_energy_range_uj
-                total += _read_int(d / "max_energy_range_uj") - a + b
-        return total / 1e6
+        self._last = None
+        return self._joules_between(doms, self._start, end)
+
+    def current_watts(self) -> float | None:
+        """Package power since the previous call (the first call: since start()); None before
+        start(), when no time has passed, or when the counters cannot be read now."""
+        if self._last is None:
+            return None
+        try:
+            doms = self.domains()
+            now, counters = self._clock(), self._read()
+            t0, before = self._last
+            if now <= t0:
+                return None
+            watts = self._joules_between(doms, before, counters) / (now - t0)
+        except SourceUnavailable:
+            return None
+        self._last = (now, counters)
+        return watts
 
 
 class SampledPowerSource:
@@ -181,6 +210,14 @@ class SampledPowerSource:
                 raise SourceUnavailable(self._failed)
             s = list(self._samples)
         return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(s))
+
+    def current_watts(self) -> float | None:
+        """The latest sample (taken at most `interval` seconds ago); None before start() or after
+        a failed sample (the measurement is no longer valid)."""
+        with self._lock:
+            if self._failed is not None or not self._samples:
+                return None
+            return self._samples[-1][1]
 
 
 def linux_battery_watts(sysfs_root: str | Path = "/sys") -> float:
@@ -373,6 +410,23 @@ class EnergyMeter:
             break
         self.estimate.start()
         self._t0 = self._clock()
+
+    def current_watts(self) -> float | None:
+        """Power right now from the measured source running between start() and stop(), for a
+        live chart; None when nothing measured is running (the CPU-time estimate is only summed
+        per reply, never shown as live power) or the source cannot say now. Call it from the
+        thread that called start()."""
+        src = self._active
+        if src is None or not src.measured:
+            return None
+        read = getattr(src, "current_watts", None)
+        if read is None:
+            return None
+        try:
+            w = read()
+        except SourceUnavailable:
+            return None
+        return float(w) if w is not None else None
 
     def stop(self) -> EnergyReading:
         seconds = self._clock() - self._t0

@@ -42,28 +42,6 @@ def _load_fix(e: BaseException) -> str:
     return "Pick another model in Models."
 
 
-def _live_watts(source: Any, last: list[float]) -> float | None:
-    """Power right now from a measured energy source, for the live chart (None when the reply is
-    only estimated). `last` keeps (time, joules) between calls for the counter-based RAPL source."""
-    if source is None or not getattr(source, "measured", False):
-        return None
-    samples = getattr(source, "_samples", None)  # SampledPowerSource: its latest reading
-    if samples:
-        return float(samples[-1][1])
-    read = getattr(source, "_read", None)  # RaplSource: difference of the package counters
-    if read is None:
-        return None
-    try:
-        now, uj = time.monotonic(), float(sum(read()))
-    except Exception:  # noqa: BLE001  # the chart just omits power
-        return None
-    watts = None
-    if last and now > last[0] and uj >= last[1]:
-        watts = (uj - last[1]) / 1e6 / (now - last[0])
-    last[:] = [now, uj]
-    return watts
-
-
 class EngineWorker(QObject):
     """Requests (call from the GUI thread): load(path, threads), generate(request), stop(),
     unload(), shutdown(). A generate request is a dict: {"conversation_id": int, "messages":
@@ -227,7 +205,6 @@ class EngineWorker(QObject):
             meter.start()
             t0 = time.monotonic()
             state = {"n": 0, "last_t": t0, "last_n": 0}
-            power_state: list[float] = []
 
             def on_text(piece: str) -> None:
                 writer.append(piece)
@@ -238,13 +215,12 @@ class EngineWorker(QObject):
                 now = time.monotonic()
                 if now - state["last_t"] >= PROGRESS_INTERVAL:
                     tps = (state["n"] - state["last_n"]) / (now - state["last_t"])
-                    source = getattr(self._energy, "_active", None)
                     self.progress.emit(
                         {
                             "tokens": state["n"],
                             "seconds": now - t0,
                             "tps": tps,
-                            "watts": _live_watts(source, power_state),
+                            "watts": self._energy.current_watts() if self._energy is not None else None,
                         }
                     )
                     state["last_t"], state["last_n"] = now, state["n"]

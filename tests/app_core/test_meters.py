@@ -290,6 +290,84 @@ def test_meter_falls_back_to_the_estimate_whole(tmp_path: Path) -> None:
     assert not m2.stop().measured
 
 
+def test_current_watts_from_rapl_counters(tmp_path: Path) -> None:
+    """Live power for the chart: the package counters' difference over the time since the last
+    reading (the first: since start()), wraparound included; None outside start()..stop()."""
+    rapl_tree(tmp_path, {"intel-rapl:0": 0, "intel-rapl:1": 0}, max_range=1_000_000_000)
+    t = [10.0]
+    cpu = [0.0]
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
+    m = EnergyMeter([RaplSource(tmp_path, clock=lambda: t[0])], estimate=est, clock=lambda: t[0])
+    assert m.current_watts() is None  # not started
+    m.start()
+    assert m.current_watts() is None  # no time has passed
+    rapl_tree(tmp_path, {"intel-rapl:0": 6_000_000, "intel-rapl:1": 2_000_000}, max_range=1_000_000_000)
+    t[0] = 12.0
+    assert m.current_watts() == pytest.approx(4.0)  # 8 J over 2 s, both packages
+    rapl_tree(tmp_path, {"intel-rapl:0": 999_000_000, "intel-rapl:1": 2_000_000}, max_range=1_000_000_000)
+    t[0] = 13.0
+    assert m.current_watts() == pytest.approx(993.0)  # since the previous reading only
+    rapl_tree(tmp_path, {"intel-rapl:0": 1_000_000, "intel-rapl:1": 2_500_000}, max_range=1_000_000_000)
+    t[0] = 14.0
+    assert m.current_watts() == pytest.approx(2.5)  # 1 J to the wrap + 1 J after it + 0.5 J
+    # the counters became unreadable mid-reply: no live figure, no exception
+    (tmp_path / "class/powercap/intel-rapl:1/energy_uj").unlink()
+    t[0] = 15.0
+    assert m.current_watts() is None
+    rapl_tree(tmp_path, {"intel-rapl:0": 2_000_000, "intel-rapl:1": 2_500_000}, max_range=1_000_000_000)
+    r = m.stop()
+    # the reply's total still comes from start() and stop() only (4.5 J: it sees no wrap between
+    # them, as documented); live readings do not move its baseline
+    assert r.measured and r.joules == pytest.approx(4.5)
+    assert m.current_watts() is None  # stopped
+
+
+def test_current_watts_from_the_latest_battery_sample() -> None:
+    t = [0.0]
+    watts = [12.0]
+
+    def read() -> float:
+        if watts[0] < 0:
+            raise SourceUnavailable("charger plugged in")
+        return watts[0]
+
+    bat = SampledPowerSource(read, interval=3600, clock=lambda: t[0])
+    m = EnergyMeter([bat], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0))
+    m.start()
+    assert m.current_watts() == pytest.approx(12.0)  # the sample start() took
+    watts[0], t[0] = 18.0, 1.0
+    bat._sample()  # what the background thread does every `interval` seconds
+    assert m.current_watts() == pytest.approx(18.0)
+    watts[0] = -1.0
+    bat._sample()  # a failed sample invalidates the measurement: no live figure from it
+    assert m.current_watts() is None
+    assert not m.stop().measured
+
+
+def test_current_watts_is_none_when_only_estimated(tmp_path: Path) -> None:
+    cpu = [0.0]
+    m = EnergyMeter([RaplSource(tmp_path)], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0]))
+    m.start()  # no RAPL here: the reply is estimated
+    cpu[0] = 3.0
+    assert m.current_watts() is None  # an estimate is never shown as live power
+    assert not m.stop().measured
+
+    class OldSource:  # a source without current_watts (the method is optional)
+        label = "measured: other"
+        measured = True
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> float:
+            return 1.0
+
+    m2 = EnergyMeter([OldSource()], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0))
+    m2.start()
+    assert m2.current_watts() is None
+    assert m2.stop().measured
+
+
 # -- memory and reply records -----------------------------------------------------------------------------
 def test_memory(tmp_path: Path) -> None:
     f = tmp_path / "m.gguf"

@@ -290,3 +290,42 @@ def test_choosing_a_model_in_the_manager_loads_it_and_remembers_it(
     assert win.ctx.settings.default_model == str(default_model_env)
     assert win.ctx.settings_store.load().default_model == str(default_model_env)
     dlg.close()
+
+
+def test_live_chart_shows_measured_power_from_the_meter(
+    qtbot: Any, make_ctx: Any, default_model_env: Path
+) -> None:
+    """The worker reads EnergyMeter.current_watts() for the chart: a measured source's live power
+    reaches the chart and the progress label; the reply's record says it was measured."""
+    from trit.app.core.meters import CpuTimeEstimate, EnergyMeter
+
+    class Meter:  # a measured source with a live reading, like the battery sampler
+        label = "measured: test meter"
+        measured = True
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> float:
+            return 2.0
+
+        def current_watts(self) -> float:
+            return 7.5
+
+    ctx = make_ctx()
+    ctx.energy = EnergyMeter([Meter()], estimate=CpuTimeEstimate(5.0))
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.load_model()
+    cid = long_conversation(win)
+    points: list[dict[str, Any]] = []
+    win.worker.progress.connect(points.append)
+    type_and_enter(qtbot, win, LONG_PROMPT)
+    qtbot.waitUntil(lambda: len(points) >= 2, timeout=60_000)
+    qtbot.waitUntil(lambda: "7.5 W" in win.live_label.text(), timeout=5_000)
+    with qtbot.waitSignal(win.reply_finished, timeout=10_000) as blocker:
+        win.stop()
+    assert all(p["watts"] == 7.5 for p in points)
+    assert win.chart.watts and win.chart.watts[-1][1] == 7.5
+    assert blocker.args[0]["record"]["energy_label"] == "measured: test meter"
+    assert win.store.messages(cid)[-1].stats["energy_measured"] is True
