@@ -35,7 +35,7 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=ROOT,
+        cwd=tmp_path,  # not the checkout: its trit/ folder would shadow the installed package
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "% of ceiling" in proc.stdout and "trit" in proc.stdout, proc.stdout
@@ -54,7 +54,7 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=ROOT,
+        cwd=tmp_path,  # not the checkout: its trit/ folder would shadow the installed package
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tg4 tok/s" in proc.stdout, proc.stdout
