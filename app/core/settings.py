@@ -2,7 +2,8 @@
 
 load() never fails on a bad file: it keeps a copy (settings.json.bad-<time>), uses the defaults
 for what it could not read, and says what was wrong in `problems`, for the UI to show once.
-save() writes atomically (temp file + os.replace).
+save() writes atomically (temp file + os.replace). The file may hold a Hugging Face access token,
+so it (and any kept copy) is readable by its owner only (0600).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .sampling import Sampling
 
 SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
+FILE_MODE = 0o600  # owner read/write: the file may hold an access token
+ACTIVATIONS = ("f32", "q8")  # trit.engine.load_model(activations=...)
+MAX_TOKEN_CHARS = 400
 
 # Per chat family; the model cards' recommendations where they give one (SmolLM2: 0.2 / 0.9).
 FAMILY_SAMPLING: dict[str, Sampling] = {
@@ -66,7 +70,10 @@ class Settings:
     watts_per_core: float = 5.0  # for the CPU-time energy estimate
     hf_endpoint: str = "https://huggingface.co"
     max_parallel_downloads: int = 1
-    context: int = 4096
+    context: int = 4096  # tokens; the engine caps it at the model's own context
+    # how llama.cpp weight types (Q4_1 ...) meet the activations: "f32" exact, "q8" llama.cpp-style
+    activations: str = "f32"
+    hf_token: str = field(default="", repr=False)  # Hugging Face access token for gated repos
 
     def sampling_for(self, family: str) -> Sampling:
         """The family's default sampling, or the general default for an unknown family."""
@@ -109,9 +116,37 @@ def _check_watts(v: Any) -> float:
 
 
 def _check_endpoint(v: Any) -> str:
-    if not isinstance(v, str) or not v.startswith(("https://", "http://")):
-        raise ValueError("must be an http(s) URL")
+    import urllib.parse
+
+    if not isinstance(v, str):
+        raise ValueError("must be an http(s) URL")  # noqa: TRY004  # reported as a message
+    v = v.strip()
+    try:
+        u = urllib.parse.urlsplit(v)
+        u.port  # noqa: B018  # raises ValueError for a bad port
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname or any(c.isspace() for c in v):
+        raise ValueError("must be an http(s) URL, like https://huggingface.co")
     return v.rstrip("/")
+
+
+def _check_activations(v: Any) -> str:
+    if v not in ACTIVATIONS:
+        raise ValueError(f"must be one of {', '.join(ACTIVATIONS)}")
+    return str(v)
+
+
+def _check_token(v: Any) -> str:
+    # it goes into an HTTP header: one word of printable ASCII
+    if not isinstance(v, str):
+        raise ValueError("must be a string")  # noqa: TRY004  # reported as a message
+    v = v.strip()
+    if len(v) > MAX_TOKEN_CHARS or not all("!" <= c <= "~" for c in v):
+        raise ValueError(
+            "must be one word of letters, digits and punctuation (Hugging Face tokens start with hf_)"
+        )
+    return v
 
 
 _CHECKS: dict[str, Any] = {
@@ -122,7 +157,17 @@ _CHECKS: dict[str, Any] = {
     "hf_endpoint": _check_endpoint,
     "max_parallel_downloads": lambda v: _check_int(v, 1, 4),
     "context": lambda v: _check_int(v, 128, 1 << 20),
+    "activations": _check_activations,
+    "hf_token": _check_token,
 }
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """The value as Settings keeps it, or ValueError saying what it must be ("must be a whole
+    number from 1 to 512"); the same rules load() applies to the file."""
+    if name not in _CHECKS:
+        raise KeyError(name)
+    return _CHECKS[name](value)
 
 
 def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
@@ -140,7 +185,10 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
         try:
             changes[name] = check(doc[name])
         except ValueError as e:
-            problems.append(f"{name} {e} (was {doc[name]!r}); using {getattr(base, name)!r}")
+            if name == "hf_token":  # never echo a secret into a message
+                problems.append(f"{name} {e}; it was ignored")
+            else:
+                problems.append(f"{name} {e} (was {doc[name]!r}); using {getattr(base, name)!r}")
     if "sampling" in doc:
         raw = doc["sampling"]
         sampling = dict(base.sampling)
@@ -156,6 +204,16 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
                     problems.append(f"sampling for {family}: {e}; using the default")
         changes["sampling"] = sampling
     return replace(base, **changes), problems
+
+
+def _owner_only(path: Path) -> None:
+    """chmod 0600 where the OS has Unix modes (Windows ignores all but the read-only bit; the
+    per-user config dir is private there)."""
+    if os.name == "posix":
+        try:
+            os.chmod(path, FILE_MODE)
+        except OSError:
+            pass  # best effort: the file is still written
 
 
 class SettingsStore:
@@ -190,6 +248,8 @@ class SettingsStore:
             settings = base
         if self.problems:
             self._keep_backup()
+        if settings.hf_token:
+            _owner_only(self.path)  # a file written by hand or an older Trit may be readable by all
         return settings
 
     def _keep_backup(self) -> None:
@@ -201,6 +261,7 @@ class SettingsStore:
             backup = self.path.with_name(f"{self.path.name}.bad-{stamp}-{n}")
         try:
             shutil.copyfile(self.path, backup)
+            _owner_only(backup)
         except OSError as e:
             self.problems.append(f"could not keep a copy of the bad settings file: {e.strerror or e}")
             return
@@ -211,7 +272,10 @@ class SettingsStore:
         """Atomic: a crash leaves either the old or the new file, never half of one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        # created 0600 (a leftover temp file keeps its mode: set it again before writing)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        _owner_only(tmp)
+        with open(fd, "w", encoding="utf-8") as f:
             json.dump(settings.to_dict(), f, indent=2, sort_keys=True)
             f.write("\n")
             f.flush()
@@ -220,12 +284,14 @@ class SettingsStore:
 
 
 __all__ = [
+    "ACTIVATIONS",
     "DEFAULT_SAMPLING",
     "FAMILY_SAMPLING",
     "SETTINGS_NAME",
     "SETTINGS_VERSION",
     "Settings",
     "SettingsStore",
+    "check_setting",
     "default_config_path",
     "default_settings",
     "physical_cores",

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -34,8 +35,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from trit.app.core.catalog import LibraryError
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
+from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError
 from trit.app.core.units import format_bytes
 
@@ -179,6 +182,8 @@ class MainWindow(QMainWindow):
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
         self._models_dialog: Any = None
+        self._settings_dialog: Any = None
+        self.loading_path: str | None = None  # the model being loaded, until loaded/load_failed
         self._download_signals: Any = None
 
         self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
@@ -363,6 +368,8 @@ class MainWindow(QMainWindow):
         act("&New chat", QKeySequence.StandardKey.New, lambda: self.new_conversation(), f)
         act("&Export conversation…", "Ctrl+E", lambda: self.export_conversation(), f)
         act("&Models…", "Ctrl+M", self.open_models, f)
+        self.settings_action = act("&Settings…", "Ctrl+,", self.open_settings, f, "settings")
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         f.addSeparator()
         act("&Quit", QKeySequence.StandardKey.Quit, self.close, f)
         e = mb.addMenu("&Edit")
@@ -374,7 +381,7 @@ class MainWindow(QMainWindow):
         act("Re&name conversation", "F2", self.rename_current, e)
         v = mb.addMenu("&View")
         self.panel_action = QAction("Conversation &settings", self, checkable=True, checked=True)
-        self.panel_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.panel_action.setShortcut(QKeySequence("Ctrl+Alt+S"))  # Ctrl+, is File › Settings…
         self.panel_action.toggled.connect(self.settings_panel.setVisible)
         v.addAction(self.panel_action)
         # Delete only from the list (in the prompt it deletes text)
@@ -566,13 +573,16 @@ class MainWindow(QMainWindow):
             return
         self.banner.hide()
         self.model_loading = True
+        self.loading_path = path
         self.model_label.setText(f"Loading {Path(path).name}…")
         self._update_controls()
-        self.worker.load(path, self.ctx.settings.threads)
+        s = self.ctx.settings
+        self.worker.load(path, s.threads, s.context, s.activations)
 
     def _on_loaded(self, info: dict[str, Any]) -> None:
         self.model_info = info
         self.model_loading = False
+        self.loading_path = None
         self.last_memory = MemoryReading(
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
@@ -586,6 +596,7 @@ class MainWindow(QMainWindow):
 
     def _on_load_failed(self, message: str, fix: str) -> None:
         self.model_loading = False
+        self.loading_path = None
         self.model_info = None
         self.model_label.setText("No model")
         self.banner.show_problem(message, fix)
@@ -601,6 +612,68 @@ class MainWindow(QMainWindow):
         self._models_dialog.refresh()
         self._models_dialog.show()
         self._models_dialog.raise_()
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        if self._settings_dialog is None:
+            self._settings_dialog = SettingsDialog(self.ctx.settings, self.apply_settings, self)
+        else:
+            self._settings_dialog.settings = self.ctx.settings
+            self._settings_dialog.show_values(self.ctx.settings)
+            self._settings_dialog.show_problems({})
+        self._settings_dialog.show()
+        self._settings_dialog.raise_()
+        self._settings_dialog.activateWindow()
+
+    def _confirm(self, title: str, text: str) -> bool:
+        """Asks the user (tests replace this)."""
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def apply_settings(self, new: Settings) -> dict[str, str] | None:
+        """Saves validated settings and puts them to use: the models folder, the energy estimate,
+        and a reload of the model when threads, context or precision changed (asking first when a
+        reply is being written, since the reload stops it). Returns {field: problem} ({} when
+        applied), or None when the user chose not to stop the reply."""
+        old = self.ctx.settings
+        engine_changed = (new.threads, new.context, new.activations) != (
+            old.threads,
+            old.context,
+            old.activations,
+        )
+        reload_path = self.loading_path or (str(self.model_info["path"]) if self.model_info else None)
+        if (
+            engine_changed
+            and reload_path
+            and self.reply is not None
+            and not self._confirm(
+                "Stop the reply?",
+                "Threads, context size and precision take effect when the model is loaded again. "
+                "Stop the reply that is being written and reload the model now?",
+            )
+        ):
+            return None
+        if Path(new.models_dir).expanduser() != self.ctx.library.folder:
+            try:
+                self.ctx.library.set_folder(new.models_dir)
+            except LibraryError as e:
+                return {"models_dir": f"{e}. Choose a folder you can write to."}
+            new = dataclasses.replace(new, models_dir=str(self.ctx.library.folder))
+        self.ctx.save_settings(new)
+        if self.ctx.energy is not None:
+            self.ctx.energy.estimate.watts_per_core = new.watts_per_core
+        if self._models_dialog is not None:
+            self._models_dialog.folder_changed()
+        if engine_changed and reload_path:
+            if self.reply is not None:
+                self.worker.stop()
+            self.load_model(reload_path)
+        self.statusBar().showMessage(
+            "Settings saved; reloading the model" if engine_changed and reload_path else "Settings saved",
+            4000,
+        )
+        return {}
 
     def use_model(self, path: str) -> None:
         self.ctx.save_settings(dataclasses.replace(self.ctx.settings, default_model=path))

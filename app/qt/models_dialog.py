@@ -194,10 +194,16 @@ class ModelsDialog(QDialog):
     def _find_resumable(self) -> None:
         """Part files left by an earlier run: offered as paused downloads."""
         queued = {p.key for p in self.ctx.downloads.jobs()}
-        for req in pending_requests(self.library.folder, endpoint=self.ctx.settings.hf_endpoint):
+        for req in pending_requests(
+            self.library.folder, endpoint=self.ctx.settings.hf_endpoint, token=self._token()
+        ):
             key = req.key or f"{req.repo}/{req.file}"
             if key not in queued:
                 self.resumable[key] = req
+
+    def _token(self) -> str | None:
+        """The access token from Settings, for gated repos (None: send none)."""
+        return self.ctx.settings.hf_token or None
 
     def _entry_progress(self, entry: CatalogEntry) -> Progress | None:
         return self.progress.get(entry.id)
@@ -363,12 +369,13 @@ class ModelsDialog(QDialog):
         return answer == QMessageBox.StandardButton.Yes
 
     def download(self, entry: CatalogEntry) -> str | None:
+        where = {"endpoint": self.ctx.settings.hf_endpoint, "token": self._token()}
         try:
-            req = self.library.download_request(entry, endpoint=self.ctx.settings.hf_endpoint)
+            req = self.library.download_request(entry, **where)
         except UnverifiedEntryError as e:
             if not self._confirm("Download without a checksum?", str(e)):
                 return None
-            req = self.library.download_request(entry, endpoint=self.ctx.settings.hf_endpoint, confirmed=True)
+            req = self.library.download_request(entry, **where, confirmed=True)
         except LibraryError as e:
             self.status.setText(str(e))
             return None
@@ -397,7 +404,9 @@ class ModelsDialog(QDialog):
             self.ctx.downloads.resume(e.id)
         elif e.id in self.resumable:
             req = self.resumable.pop(e.id)
-            self.ctx.downloads.add(dataclasses.replace(req, endpoint=self.ctx.settings.hf_endpoint))
+            self.ctx.downloads.add(
+                dataclasses.replace(req, endpoint=self.ctx.settings.hf_endpoint, token=self._token())
+            )
         self.refresh()
 
     def cancel_selected(self) -> None:
@@ -509,6 +518,10 @@ class ModelsDialog(QDialog):
             self.status.setText(str(e))
             return
         self.ctx.save_settings(dataclasses.replace(self.ctx.settings, models_dir=str(self.library.folder)))
+        self.folder_changed()
+
+    def folder_changed(self) -> None:
+        """The library's folder changed (here or in Settings): list what is in the new one."""
         self.resumable.clear()
         self._find_resumable()
         self.status.setText(f"Models folder: {self.library.folder}")

@@ -43,7 +43,8 @@ def _load_fix(e: BaseException) -> str:
 
 
 class EngineWorker(QObject):
-    """Requests (call from the GUI thread): load(path, threads), generate(request), stop(),
+    """Requests (call from the GUI thread): load(path, threads, context, activations),
+    generate(request), stop(),
     unload(), shutdown(). A generate request is a dict: {"conversation_id": int, "messages":
     [{"role", "content"}, ...], "sampling": Sampling.to_dict()}.
 
@@ -70,7 +71,7 @@ class EngineWorker(QObject):
     busy_changed = Signal(bool)
 
     # requests, emitted on the caller's thread and delivered (queued) on the worker thread
-    _load_request = Signal(str, int, int)
+    _load_request = Signal(str, int, int, str)
     _generate_request = Signal(dict)
     _unload_request = Signal()
 
@@ -100,8 +101,17 @@ class EngineWorker(QObject):
         self._thread.start()
 
     # -- requests (any thread) -----------------------------------------------------------------
-    def load(self, path: str | Path, threads: int | None = None) -> None:
-        self._load_request.emit(str(path), int(threads or 0), int(self._context or 0))
+    def load(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        context: int | None = None,
+        activations: str = "f32",
+    ) -> None:
+        """Loads path in place of the current model (after any queued request). context: None
+        = the one given to the constructor; activations: load_model(activations=...)."""
+        ctx = context if context is not None else self._context
+        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations)
 
     def generate(self, request: dict[str, Any]) -> None:
         # cleared here, not on the worker thread: a Stop pressed before the request starts counts
@@ -142,15 +152,17 @@ class EngineWorker(QObject):
         self._busy = busy
         self.busy_changed.emit(busy)
 
-    @Slot(str, int, int)
-    def _do_load(self, path: str, threads: int, context: int) -> None:
+    @Slot(str, int, int, str)
+    def _do_load(self, path: str, threads: int, context: int, activations: str) -> None:
         from trit.engine import load_model
 
         self._set_busy(True)
         try:
             self._drop_model()
             try:
-                model = load_model(path, threads=threads or None, context=context or None)
+                model = load_model(
+                    path, threads=threads or None, context=context or None, activations=activations or "f32"
+                )
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
                 msg = str(e) or type(e).__name__
                 self.load_failed.emit(f"Cannot open {Path(path).name}: {msg}", _load_fix(e))
@@ -172,6 +184,7 @@ class EngineWorker(QObject):
                 kv_bytes=mem.kv_bytes,
                 rss_bytes=mem.rss_bytes,
                 chat_warning=getattr(model.chat_format, "warning", "") or "",
+                activations=getattr(model, "activations", activations),
             )
             self.loaded.emit(info)
         finally:

@@ -3,6 +3,7 @@ backup; plus the Qt-free rule for the whole of app/core."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 from trit.app.core.sampling import Sampling
 from trit.app.core.settings import (
+    ACTIVATIONS,
     DEFAULT_SAMPLING,
     FAMILY_SAMPLING,
     Settings,
     SettingsStore,
+    check_setting,
     default_config_path,
     default_settings,
     physical_cores,
@@ -51,6 +54,8 @@ def test_round_trip(tmp_path: Path) -> None:
         hf_endpoint="http://127.0.0.1:9",
         max_parallel_downloads=2,
         context=2048,
+        activations="q8",
+        hf_token="hf_abcDEF123",
     )
     st.save(s)
     assert st.load() == s and st.problems == []
@@ -123,6 +128,60 @@ def test_sampling_validation() -> None:
         Sampling.from_dict([1, 2])
     assert Sampling.from_dict({"temperature": 0.5, "junk": 1}) == Sampling(temperature=0.5)
     assert Sampling(0.3, 0.8, 10).engine_kwargs() == {"temperature": 0.3, "top_p": 0.8, "max_tokens": 10}
+
+
+def mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="Unix file modes")
+
+
+@posix_only
+def test_the_file_is_owner_only_because_it_may_hold_a_token(tmp_path: Path) -> None:
+    st = SettingsStore(tmp_path / "settings.json")
+    token = "hf_secretSECRET42"
+    s = dataclasses.replace(default_settings(), hf_token=token)
+    st.save(s)
+    assert mode(st.path) == 0o600 and json.loads(st.path.read_text())["hf_token"] == token
+    assert token not in repr(s)  # never in a log line or a traceback's locals
+    # a leftover temp file from a crash, readable by all, does not pass its mode on
+    tmp = st.path.with_name(".settings.json.tmp")
+    tmp.write_text("{}")
+    tmp.chmod(0o644)
+    st.save(s)
+    assert mode(st.path) == 0o600
+    # a file made readable by all (by hand, a copy, an older Trit) is tightened when read
+    st.path.chmod(0o644)
+    assert st.load().hf_token == token and mode(st.path) == 0o600
+    # the copy kept of a damaged file holding a token is owner-only too; the token is not echoed
+    st.path.write_text(json.dumps({"hf_token": "hf_has a space", "threads": 0}))
+    st.path.chmod(0o644)
+    loaded = st.load()
+    assert loaded.hf_token == "" and st.backup is not None and mode(st.backup) == 0o600
+    assert "hf_has" not in "\n".join(st.problems) and "hf_token" in "\n".join(st.problems)
+
+
+def test_activations_token_and_endpoint_validation() -> None:
+    assert ACTIVATIONS == ("f32", "q8") and default_settings().activations == "f32"
+    assert default_settings().hf_token == ""
+    s, problems = settings_from_dict({"activations": "q4", "hf_token": 5})
+    assert s.activations == "f32" and s.hf_token == "" and len(problems) == 2
+    assert check_setting("activations", "q8") == "q8"
+    assert check_setting("hf_token", "  hf_x1\n") == "hf_x1"  # pasted with a line break
+    assert check_setting("hf_token", "") == ""
+    for bad in ("hf_a b", "hf_\u00e9", "hf_\tx", "x" * 401):
+        with pytest.raises(ValueError, match="one word"):
+            check_setting("hf_token", bad)
+    assert check_setting("hf_endpoint", " https://hub.example.org/ ") == "https://hub.example.org"
+    assert check_setting("hf_endpoint", "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    for bad in ("huggingface.co", "https://", "ftp://x", "https://a b", "http://h:99999"):
+        with pytest.raises(ValueError, match="http"):
+            check_setting("hf_endpoint", bad)
+    with pytest.raises(ValueError, match="from 1 to 512"):
+        check_setting("threads", 0)
+    with pytest.raises(KeyError):
+        check_setting("no_such_setting", 1)
 
 
 def test_app_core_never_imports_qt() -> None:

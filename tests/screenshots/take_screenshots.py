@@ -7,7 +7,7 @@ window with the default model (SmolLM2, $TRIT_DEFAULT_MODEL or the usual places)
 and captures the window mid-reply, the finished reply's readouts, and the model manager
 mid-download from the local test hub (tests/app_core/hubserver.py). Conversations go to a
 temporary folder. Files: main_window{suffix}.png, readouts{suffix}.png, models_download{suffix}.png,
-where suffix is "", "_dark", "_scale2" ...
+settings{suffix}.png (File › Settings… with a rejected endpoint), where suffix is "", "_dark", "_scale2" ...
 """
 
 from __future__ import annotations
@@ -223,6 +223,16 @@ def shoot(out: Path, suffix: str, *, dark: bool) -> int:
         pump(0.3)
         save(dlg, "models_download")
         ctx.downloads.cancel(hub_entry.id)
+        dlg.close()
+
+        ctx.save_settings(dataclasses.replace(ctx.settings, hf_token="hf_exampleTokenNotReal"))
+        win.open_settings()
+        sdlg = win._settings_dialog
+        sdlg.endpoint.setText("huggingface.co")  # one bad field, to show how problems read
+        sdlg.ok_button.click()
+        pump(0.3)
+        save(sdlg, "settings")
+        sdlg.reject()
         win.close()
         ctx.close()
     return 0

@@ -1,0 +1,304 @@
+"""File › Settings…: engine (threads, context, activation precision), models folder, Hugging Face
+endpoint and access token, the energy estimate's watts per core.
+
+The dialog only edits a copy of the Settings: OK checks every field (settings.check_setting, the
+rules the settings file is read with) and hands the result to `apply`, the window's
+MainWindow.apply_settings, which saves it and reloads the model when threads, context or
+precision changed. Problems are shown in the dialog, next to nothing else, and focus goes to the
+first bad field; the dialog stays open until the settings are applied or cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from trit.app.core.settings import Settings, check_setting, default_settings, physical_cores
+
+# (value, label) of the activation precision choices, in the order shown
+PRECISIONS = (
+    ("f32", "Exact (f32)"),
+    ("q8", "Fast, llama.cpp-style (q8)"),
+)
+FIELD_LABELS = {
+    "threads": "Threads",
+    "context": "Context size",
+    "activations": "Activation precision",
+    "models_dir": "Models folder",
+    "hf_endpoint": "Hugging Face endpoint",
+    "hf_token": "Access token",
+    "watts_per_core": "Watts per core",
+}
+
+# apply(settings) -> {field: problem} (empty: applied) or None (the user backed out of a question)
+ApplyFn = Callable[[Settings], "dict[str, str] | None"]
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, apply: ApplyFn, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self._apply = apply
+        self.setWindowTitle("Settings")
+        self.setAccessibleName("Settings")
+        self._build()
+        # wide enough for a typical models folder path and a token without scrolling
+        self.setMinimumWidth(self.fontMetrics().averageCharWidth() * 96)
+        self.show_values(settings)
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        def hint(text: str) -> QLabel:
+            h = QLabel(text)
+            h.setWordWrap(True)
+            h.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+            return h
+
+        # engine
+        self.threads = QSpinBox()
+        self.threads.setRange(1, 512)
+        self.threads.setAccessibleName("Threads")
+        cores = physical_cores()
+        self.threads.setToolTip(f"Engine threads. Default: {cores}, the physical cores of this computer.")
+        self.context = QSpinBox()
+        self.context.setRange(128, 1 << 20)
+        self.context.setSingleStep(512)
+        self.context.setSuffix(" tokens")
+        self.context.setAccessibleName("Context size")
+        self.context.setToolTip(
+            "How many tokens of the conversation the model sees. More needs more memory "
+            "(KV cache); it is capped at the model's own limit."
+        )
+        self.precision = QComboBox()
+        for value, label in PRECISIONS:
+            self.precision.addItem(label, value)
+        self.precision.setAccessibleName("Activation precision")
+        self.precision.setToolTip(
+            "For llama.cpp weight types (Q4_0, Q8_0, K-quants …). Exact matches the original model; "
+            "Fast rounds activations to 8 bits as llama.cpp does. Ternary models always use 8-bit "
+            "activations, which they were trained with."
+        )
+        engine = QGroupBox("Engine (changes reload the model)")
+        ef = QFormLayout(engine)
+        ef.addRow(self._label("&Threads", self.threads), self.threads)
+        ef.addRow("", hint(f"Default: {cores} (physical cores)."))
+        ef.addRow(self._label("&Context size", self.context), self.context)
+        ef.addRow(self._label("Activation &precision", self.precision), self.precision)
+        ef.addRow("", hint("For llama.cpp weight types only; ternary models are unaffected."))
+
+        # models and downloads
+        self.models_dir = QLineEdit()
+        self.models_dir.setAccessibleName("Models folder")
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setAccessibleName("Choose models folder")
+        self.browse_button.clicked.connect(lambda: self.browse())
+        folder_row = QHBoxLayout()
+        folder_row.setContentsMargins(0, 0, 0, 0)
+        folder_row.addWidget(self.models_dir, 1)
+        folder_row.addWidget(self.browse_button)
+        self.endpoint = QLineEdit()
+        self.endpoint.setAccessibleName("Hugging Face endpoint")
+        self.endpoint.setPlaceholderText("https://huggingface.co")
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setAccessibleName("Hugging Face access token")
+        self.token.setPlaceholderText("hf_… (only for gated models)")
+        self.token.setToolTip(
+            "Create a read token at huggingface.co/settings/tokens. It is kept in the settings file, "
+            "readable only by you, and sent only to the endpoint above."
+        )
+        self.show_token = QPushButton("Show")
+        self.show_token.setCheckable(True)
+        self.show_token.setAccessibleName("Show access token")
+        self.show_token.toggled.connect(self._toggle_token)
+        token_row = QHBoxLayout()
+        token_row.setContentsMargins(0, 0, 0, 0)
+        token_row.addWidget(self.token, 1)
+        token_row.addWidget(self.show_token)
+        models = QGroupBox("Models and downloads")
+        mf = QFormLayout(models)
+        mf.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        mf.addRow(self._label("Models &folder", self.models_dir), folder_row)
+        mf.addRow(self._label("Hugging Face &endpoint", self.endpoint), self.endpoint)
+        mf.addRow(self._label("&Access token", self.token), token_row)
+
+        # energy
+        self.watts = QDoubleSpinBox()
+        self.watts.setRange(0.1, 100.0)
+        self.watts.setDecimals(1)
+        self.watts.setSingleStep(0.5)
+        self.watts.setSuffix(" W")
+        self.watts.setAccessibleName("Watts per core")
+        self.watts.setToolTip(
+            "Used when no power meter can be read: energy = this process's CPU time × this figure."
+        )
+        energy = QGroupBox("Energy estimate")
+        nf = QFormLayout(energy)
+        nf.addRow(self._label("&Watts per core", self.watts), self.watts)
+        nf.addRow("", hint("Used when no power meter can be read; a busy core draws about 3–8 W."))
+
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setAccessibleName("Settings problems")
+        self.problems.setTextFormat(Qt.TextFormat.PlainText)
+        self.problems.setStyleSheet("QLabel { color: #c0392b; }")
+        self.problems.hide()
+
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.RestoreDefaults
+        )
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setAccessibleName("Save settings")
+        self.cancel_button = self.buttons.button(QDialogButtonBox.StandardButton.Cancel)
+        self.cancel_button.setAccessibleName("Cancel settings")
+        self.defaults_button = self.buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults)
+        self.defaults_button.setAccessibleName("Restore default settings")
+        self.defaults_button.setToolTip("Engine, endpoint and energy defaults; keeps the folder and token")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.defaults_button.clicked.connect(self.restore_defaults)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(engine)
+        lay.addWidget(models)
+        lay.addWidget(energy)
+        lay.addWidget(self.problems)
+        lay.addStretch(1)
+        lay.addWidget(self.buttons)
+
+        self.fields: dict[str, QWidget] = {
+            "threads": self.threads,
+            "context": self.context,
+            "activations": self.precision,
+            "models_dir": self.models_dir,
+            "hf_endpoint": self.endpoint,
+            "hf_token": self.token,
+            "watts_per_core": self.watts,
+        }
+        self.tab_order: list[QWidget] = [
+            self.threads,
+            self.context,
+            self.precision,
+            self.models_dir,
+            self.browse_button,
+            self.endpoint,
+            self.token,
+            self.show_token,
+            self.watts,
+            self.defaults_button,
+            self.ok_button,
+            self.cancel_button,
+        ]
+        for a, b in zip(self.tab_order, self.tab_order[1:], strict=False):
+            QWidget.setTabOrder(a, b)
+        self.ok_button.setDefault(True)
+
+    def _label(self, text: str, buddy: QWidget) -> QLabel:
+        label = QLabel(text)
+        label.setBuddy(buddy)  # Alt+<underlined letter> moves to the field
+        return label
+
+    def _toggle_token(self, shown: bool) -> None:
+        self.token.setEchoMode(QLineEdit.EchoMode.Normal if shown else QLineEdit.EchoMode.Password)
+        self.show_token.setText("Hide" if shown else "Show")
+        self.show_token.setAccessibleName("Hide access token" if shown else "Show access token")
+
+    # -- values ----------------------------------------------------------------------------------
+    def show_values(self, s: Settings) -> None:
+        self.threads.setValue(s.threads)
+        self.context.setValue(s.context)
+        i = self.precision.findData(s.activations)
+        self.precision.setCurrentIndex(max(i, 0))
+        self.models_dir.setText(s.models_dir)
+        self.endpoint.setText(s.hf_endpoint)
+        self.token.setText(s.hf_token)
+        self.watts.setValue(s.watts_per_core)
+
+    def restore_defaults(self) -> None:
+        d = default_settings()
+        self.show_values(
+            dataclasses.replace(d, models_dir=self.models_dir.text(), hf_token=self.token.text())
+        )
+
+    def raw_values(self) -> dict[str, Any]:
+        return {
+            "threads": int(self.threads.value()),
+            "context": int(self.context.value()),
+            "activations": self.precision.currentData(),
+            "models_dir": self.models_dir.text().strip(),
+            "hf_endpoint": self.endpoint.text().strip(),
+            "hf_token": self.token.text(),
+            "watts_per_core": round(float(self.watts.value()), 1),
+        }
+
+    def values(self) -> tuple[Settings, dict[str, str]]:
+        """The edited settings and {field: problem} for the fields that fail their checks (those
+        keep their old value in the returned Settings)."""
+        changes: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for name, value in self.raw_values().items():
+            try:
+                changes[name] = check_setting(name, value)
+            except ValueError as e:
+                problems[name] = str(e)
+        return dataclasses.replace(self.settings, **changes), problems
+
+    def show_problems(self, problems: dict[str, str]) -> None:
+        """One line per bad field ("Models folder: cannot use this folder …"); focus to the first."""
+        if not problems:
+            self.problems.hide()
+            return
+        lines = [f"{FIELD_LABELS.get(k, k)}: {v}" for k, v in problems.items()]
+        self.problems.setText("\n".join(lines))
+        self.problems.show()
+        first = next((self.fields[k] for k in self.fields if k in problems), None)
+        if first is not None:
+            first.setFocus()
+            if isinstance(first, QLineEdit):
+                first.selectAll()
+
+    def browse(self, folder: str | None = None) -> None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Models folder", self.models_dir.text())
+            if not folder:
+                return
+        self.models_dir.setText(folder)
+
+    def accept(self) -> None:
+        new, problems = self.values()
+        if problems:
+            self.show_problems(problems)
+            return
+        result = self._apply(new)
+        if result is None:  # the user said no to a question (e.g. stopping the reply)
+            return
+        if result:
+            self.show_problems(result)
+            return
+        self.settings = new
+        self.show_problems({})
+        super().accept()
+
+
+__all__ = ["PRECISIONS", "SettingsDialog"]

@@ -1,0 +1,243 @@
+"""File › Settings… on the real window: opened with Ctrl+,, values shown (token masked), checks
+with messages and focus on the bad field, saved 0600, energy figure applied at once, and threads /
+context / precision reloading SmolLM2 through the worker, asking first when a reply is running."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QComboBox, QLineEdit, QWidget
+from trit.app.core.sampling import Sampling
+from trit.app.core.settings import default_settings, physical_cores
+from trit.app.core.store import STOPPED
+from trit.app.qt.main_window import MainWindow
+from trit.app.qt.settings_dialog import SettingsDialog
+
+from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def win(qtbot: Any, make_ctx: Any) -> MainWindow:
+    return open_window(qtbot, make_ctx(), autoload=False)
+
+
+def open_dialog(qtbot: Any, win: MainWindow) -> SettingsDialog:
+    win.activateWindow()
+    win.prompt.setFocus()
+    qtbot.waitUntil(lambda: win.prompt.hasFocus(), timeout=2000)
+    qtbot.keyClick(win.prompt, Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)
+    dlg = win._settings_dialog
+    assert isinstance(dlg, SettingsDialog)
+    qtbot.waitUntil(lambda: dlg.isVisible() and QApplication.activeWindow() is dlg, timeout=2000)
+    return dlg
+
+
+def test_ctrl_comma_opens_settings_with_the_current_values(qtbot: Any, win: MainWindow) -> None:
+    assert win.settings_action.shortcut() == QKeySequence("Ctrl+,")
+    assert win.panel_action.shortcut() != QKeySequence("Ctrl+,")  # the panel toggle moved off it
+    win.ctx.save_settings(dataclasses.replace(win.ctx.settings, hf_token="hf_secret123", context=2048))
+    dlg = open_dialog(qtbot, win)
+    assert dlg.threads.value() == physical_cores() == default_settings().threads
+    assert dlg.context.value() == 2048
+    assert dlg.precision.currentData() == "f32" and dlg.precision.currentText() == "Exact (f32)"
+    assert [dlg.precision.itemText(i) for i in range(dlg.precision.count())] == [
+        "Exact (f32)",
+        "Fast, llama.cpp-style (q8)",
+    ]
+    assert dlg.models_dir.text() == str(win.ctx.library.folder)
+    assert dlg.endpoint.text() == "https://huggingface.co"
+    assert dlg.watts.value() == 5.0
+    # the token is masked until Show is pressed
+    assert dlg.token.text() == "hf_secret123"
+    assert dlg.token.echoMode() == QLineEdit.EchoMode.Password
+    assert "hf_secret123" not in dlg.token.displayText()
+    dlg.show_token.click()
+    assert (
+        dlg.token.displayText() == "hf_secret123" and dlg.show_token.accessibleName() == "Hide access token"
+    )
+    dlg.show_token.click()
+    assert dlg.token.echoMode() == QLineEdit.EchoMode.Password
+    # Esc closes without saving
+    dlg.threads.setValue(1)
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    assert not dlg.isVisible() and win.ctx.settings.threads == physical_cores()
+    # opened again, it shows the saved values, not the abandoned edit
+    dlg = open_dialog(qtbot, win)
+    assert dlg.threads.value() == physical_cores()
+
+
+def test_bad_values_are_named_and_focused_and_nothing_is_saved(
+    qtbot: Any, win: MainWindow, tmp_path: Path
+) -> None:
+    before = win.ctx.settings
+    dlg = open_dialog(qtbot, win)
+    dlg.endpoint.setText("huggingface.co")
+    dlg.token.setText("hf_two words")
+    dlg.ok_button.click()
+    assert dlg.isVisible() and dlg.problems.isVisible()
+    text = dlg.problems.text()
+    assert "Hugging Face endpoint: must be an http(s) URL" in text
+    assert "Access token: must be one word" in text and "hf_" in text
+    assert "two words" not in text  # the token itself is never echoed
+    assert dlg.endpoint.hasFocus()  # the first bad field, in the dialog's order
+    assert win.ctx.settings == before and not win.ctx.settings_store.path.exists()
+
+    dlg.endpoint.setText("https://hub.example.org/")
+    dlg.token.setText("hf_ok")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    dlg.models_dir.setText(str(blocker / "models"))  # cannot be created under a file
+    dlg.ok_button.click()
+    assert dlg.isVisible()
+    assert (
+        dlg.problems.text().startswith("Models folder:") and "cannot use this folder" in dlg.problems.text()
+    )
+    assert "Choose a folder you can write to" in dlg.problems.text() and dlg.models_dir.hasFocus()
+    assert win.ctx.settings == before
+
+    dlg.models_dir.setText("")
+    dlg.ok_button.click()
+    assert "Models folder: must be a folder path" in dlg.problems.text()
+
+
+def test_saved_owner_only_and_applied_without_a_reload(qtbot: Any, win: MainWindow, tmp_path: Path) -> None:
+    dlg = open_dialog(qtbot, win)
+    loads: list[Any] = []
+    win.worker.loaded.connect(loads.append)
+    new_folder = tmp_path / "my models"
+    dlg.models_dir.setText(str(new_folder))
+    dlg.endpoint.setText("http://127.0.0.1:8080/")
+    dlg.token.setText("hf_gatedAccess9")
+    dlg.watts.setValue(7.5)
+    dlg.ok_button.click()
+    assert not dlg.isVisible()
+    s = win.ctx.settings
+    assert s.hf_endpoint == "http://127.0.0.1:8080" and s.hf_token == "hf_gatedAccess9"
+    assert s.models_dir == str(new_folder) and win.ctx.library.folder == new_folder and new_folder.is_dir()
+    assert win.ctx.energy is not None and win.ctx.energy.estimate.watts_per_core == 7.5
+    assert win.ctx.energy.estimate.label == "estimated: CPU time x 7.5 W/core"
+    path = win.ctx.settings_store.path
+    assert win.ctx.settings_store.load() == s
+    assert json.loads(path.read_text())["hf_token"] == "hf_gatedAccess9"
+    if sys.platform != "win32":
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert "Settings saved" in win.statusBar().currentMessage()
+    qtbot.wait(50)
+    assert loads == []  # no engine setting changed, and no model was loaded anyway
+    # the model manager uses the new folder, endpoint and token
+    win.open_models()
+    mdlg = win._models_dialog
+    qtbot.addWidget(mdlg)
+    assert mdlg.folder_label.text() == str(new_folder) and mdlg._token() == "hf_gatedAccess9"
+    mdlg.close()
+
+
+def test_restore_defaults_keeps_folder_and_token(qtbot: Any, win: MainWindow) -> None:
+    win.ctx.save_settings(
+        dataclasses.replace(win.ctx.settings, threads=1, context=1024, activations="q8", hf_token="hf_keep")
+    )
+    dlg = open_dialog(qtbot, win)
+    folder = dlg.models_dir.text()
+    dlg.watts.setValue(9.0)
+    dlg.defaults_button.click()
+    d = default_settings()
+    assert (dlg.threads.value(), dlg.context.value(), dlg.precision.currentData()) == (
+        d.threads,
+        d.context,
+        d.activations,
+    )
+    assert dlg.watts.value() == d.watts_per_core and dlg.endpoint.text() == d.hf_endpoint
+    assert dlg.models_dir.text() == folder and dlg.token.text() == "hf_keep"
+
+
+def test_keyboard_order_and_accessible_names(qtbot: Any, win: MainWindow) -> None:
+    dlg = open_dialog(qtbot, win)
+    order = dlg.tab_order
+    for w in order + [dlg.problems]:
+        assert w.accessibleName(), w
+    for w in (
+        dlg.findChildren(QAbstractButton) + dlg.findChildren(QAbstractSpinBox) + dlg.findChildren(QComboBox)
+    ):
+        assert w.accessibleName(), w
+    dlg.threads.setFocus()
+    qtbot.waitUntil(dlg.threads.hasFocus, timeout=2000)
+    seen: list[QWidget] = [dlg.threads]
+    for _ in range(40):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        w = QApplication.focusWidget()
+        while w is not None and w not in order:
+            w = w.parentWidget()  # a spin box's line edit stands for the spin box
+        if w is not None and w is not seen[-1]:
+            seen.append(w)
+        if w is order[-1]:
+            break
+    assert seen == order
+    # labels are buddies: Alt+T goes to Threads from anywhere in the dialog
+    dlg.watts.setFocus()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_T, Qt.KeyboardModifier.AltModifier)
+    assert dlg.threads.hasFocus() or dlg.threads.lineEdit().hasFocus()
+
+
+def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    assert window.model_info is not None and window.model_info["activations"] == "f32"
+    dlg = open_dialog(qtbot, win)
+    dlg.threads.setValue(1)
+    dlg.context.setValue(512)
+    dlg.precision.setCurrentIndex(dlg.precision.findData("q8"))
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.ok_button.click()
+        assert win.model_label.text().startswith("Loading ") and not win.send_button.isEnabled()
+    info = blocker.args[0]
+    assert info["threads"] == 1 and info["context"] == 512 and info["activations"] == "q8"
+    assert "1 threads" in win.model_label.text() and win.send_button.isEnabled()
+    s = win.ctx.settings_store.load()
+    assert (s.threads, s.context, s.activations) == (1, 512, "q8")
+    # and it chats with them
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=12))
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
+        win.send("What is the capital of France?")
+    assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
+
+
+def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.8, top_p=0.95, max_tokens=400))
+    win.send("Write a long story about a lighthouse keeper and a storm.")
+    qtbot.waitUntil(lambda: win.reply is not None and len(win.reply["text"].split()) >= 5, timeout=60_000)
+    asked: list[str] = []
+    win._confirm = lambda title, text: asked.append(text) or False  # type: ignore[method-assign]
+    dlg = open_dialog(qtbot, win)
+    dlg.threads.setValue(1)
+    dlg.ok_button.click()
+    assert asked and "Stop the reply" in asked[0]
+    assert dlg.isVisible() and win.reply is not None  # "no": nothing applied, the reply goes on
+    assert win.ctx.settings.threads == physical_cores()
+    # a change that needs no reload does not ask
+    dlg.threads.setValue(physical_cores())
+    dlg.watts.setValue(6.0)
+    dlg.ok_button.click()
+    assert len(asked) == 1 and not dlg.isVisible() and win.reply is not None
+    # "yes": the reply stops (kept as stopped) and the model comes back with the new threads
+    win._confirm = lambda title, text: True  # type: ignore[method-assign]
+    dlg = open_dialog(qtbot, win)
+    dlg.threads.setValue(1)
+    with (
+        qtbot.waitSignal(win.reply_finished, timeout=10_000) as finished,
+        qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as loaded,
+    ):
+        dlg.ok_button.click()
+    assert finished.args[0]["status"] == STOPPED and loaded.args[0]["threads"] == 1
+    assert win.store.messages(cid)[-1].status == STOPPED
+    assert win.send_button.isEnabled()
