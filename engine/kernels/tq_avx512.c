@@ -317,8 +317,14 @@ TQ_INLINE void tq_f16_rows_avx512(const uint16_t *w, int cols, const float *x, f
     __m512 acc[4];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     int i = 0;
-    for (; i + 16 <= cols; i += 16) {
+    /* The next R rows are one contiguous range (R * cols * 2 bytes): walk it linearly, R * 32
+     * bytes per step, as the ternary GEMV does; the R interleaved row streams alone are followed
+     * badly by the hardware prefetchers. Prefetches past the matrix end never fault. */
+    const char *pf = (const char *)(w + (size_t)R * cols);
+    for (; i + 16 <= cols; i += 16, pf += R * 32) {
         const __m512 xv = _mm512_loadu_ps(x + i);
+        _mm_prefetch(pf, _MM_HINT_T0);
+        if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
         for (int r = 0; r < R; r++) {
             const __m512 wv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * cols + i)));
             acc[r] = _mm512_fmadd_ps(wv, xv, acc[r]);
@@ -335,9 +341,10 @@ TQ_INLINE void tq_f16_rows_avx512(const uint16_t *w, int cols, const float *x, f
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+/* Two rows per pass: measured on the 128256 x 2560 head, 2 rows read ~21-25 GB/s, 4 rows 14-17. */
 static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const float *x, float *out) {
     int r = 0;
-    for (; r + 4 <= rows; r += 4) tq_f16_rows_avx512(w + (size_t)r * cols, cols, x, out + r, 4);
+    for (; r + 2 <= rows; r += 2) tq_f16_rows_avx512(w + (size_t)r * cols, cols, x, out + r, 2);
     for (; r < rows; r++) tq_f16_rows_avx512(w + (size_t)r * cols, cols, x, out + r, 1);
 }
 
