@@ -58,7 +58,7 @@ class Sampler:
             return int(np.argmax(x))
         # candidate set: top-k first (argpartition keeps this O(vocab), not a full sort)
         k = x.shape[0] if p.top_k <= 0 else min(p.top_k, x.shape[0])
-        idx = np.argpartition(-x, k - 1)[:k] if k < x.shape[0] else np.arange(x.shape[0])
+        idx = _top_k(x, k)
         idx = idx[np.argsort(-x[idx], kind="stable")]
         z = x[idx].astype(np.float64) / p.temperature
         probs = np.exp(z - z[0])
@@ -71,3 +71,19 @@ class Sampler:
             keep = min(keep, max(1, int(np.count_nonzero(probs >= p.min_p * probs[0]))))
         probs = probs[:keep] / probs[:keep].sum()
         return int(idx[int(self.rng.choice(keep, p=probs))])
+
+
+def _top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values (any order). A full argpartition of a 128k vocabulary costs
+    ~1.3 ms, over 2% of a token; so first the k-th largest value of every 16th logit gives a
+    threshold t (at least k logits are >= t, hence all of the top k are), and only the few logits
+    >= t are partitioned."""
+    n = x.shape[0]
+    if k >= n:
+        return np.arange(n)
+    if n > 4096 and k < n // 64:
+        sub = x[::16]
+        t = np.partition(sub, len(sub) - k)[len(sub) - k]
+        cand = np.flatnonzero(x >= t)
+        return cand[np.argpartition(-x[cand], k - 1)[:k]]
+    return np.argpartition(-x, k - 1)[:k]

@@ -46,3 +46,16 @@ def test_top_p_and_min_p_cut_the_tail():
 def test_bad_params(kw):
     with pytest.raises(ValueError):
         SamplingParams(**kw)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 100])
+def test_top_k_fast_path_is_exact(k):
+    from trit.engine.sampler import _top_k
+
+    rng = np.random.default_rng(k)
+    for x in (rng.standard_normal(128256).astype(np.float32),
+              np.sort(rng.standard_normal(50000)).astype(np.float32),  # the top k all at one end
+              np.repeat(rng.standard_normal(1000), 64).astype(np.float32)):  # heavy ties
+        got = np.sort(x[_top_k(x, k)])
+        want = np.sort(x)[-k:]
+        np.testing.assert_array_equal(got, want)
