@@ -3,7 +3,13 @@
 State lives in the core objects (ConversationStore, Settings, ModelLibrary); the window shows it
 and turns user actions into store calls and EngineWorker requests. The only state kept here is
 what the screen needs between signals: which conversation is shown, which one is receiving a
-reply (and that reply's text so far, so switching back to it mid-reply shows it whole).
+reply (and that reply's text so far, so switching back to it mid-reply shows it whole), and which
+model is loaded or loading.
+
+Each conversation names its model (Conversation.model_id: a catalog id or a path; "" = the app's
+default). Once the window manages models (autoload, or the first load_model() call), showing a
+conversation whose model is not the loaded one loads it through the worker; Send waits for it. A
+running reply is never cut short by that: the switch happens when the reply ends.
 """
 
 from __future__ import annotations
@@ -56,6 +62,34 @@ def _shown(m: Message) -> ShownMessage:
     return ShownMessage(m.id, m.role, m.content, m.status, dict(m.stats))
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """The model a conversation asks for: model_id as stored, the path to load (None when it is
+    not on this computer) and a name to show."""
+
+    model_id: str
+    path: str | None
+    name: str
+    bundled: bool = False  # the model that comes with Trit (missing: say how to fetch it)
+
+
+def model_choice(ctx: AppContext, model_id: str) -> ModelChoice:
+    """Where a conversation's model_id is on disk: a catalog id (installed in the library) or a
+    path; "" = the default chain of resolve_model_path()."""
+    if not model_id:
+        path = resolve_model_path(ctx)
+        return ModelChoice("", path, Path(path).name if path else "the default model", bundled=path is None)
+    try:
+        entry = ctx.library.entry(model_id)
+    except KeyError:
+        p = Path(model_id).expanduser()
+        return ModelChoice(model_id, str(p) if p.exists() else None, p.name or model_id)
+    bundled = entry.source == "bundled"
+    if ctx.library.is_installed(entry):
+        return ModelChoice(model_id, str(ctx.library.path_for(entry)), entry.name, bundled)
+    return ModelChoice(model_id, None, entry.name, bundled)
+
+
 def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:
     """An explicit path, else the settings' default model (catalog id or path), else the bundled
     default (trit.default_model.default_model_path); None when none of them is on disk."""
@@ -92,9 +126,12 @@ class Banner(QLabel):
         )
         self.hide()
 
-    def show_problem(self, message: str, fix: str = "") -> None:
+    kind = ""  # what the shown problem is about: "model" (hidden once a model is ready) or ""
+
+    def show_problem(self, message: str, fix: str = "", *, kind: str = "") -> None:
         import html
 
+        self.kind = kind
         body = f"<b>{html.escape(message)}</b>"
         if fix:
             body += f"<br>{html.escape(fix)}"
@@ -168,6 +205,9 @@ class MainWindow(QMainWindow):
     reply_finished = Signal(dict)
 
     def __init__(self, ctx: AppContext, *, model: str | None = None, autoload: bool = True) -> None:
+        """model: a path or catalog id to use for new conversations (and those without a model)
+        in this run, instead of the settings' default; the window then starts on no conversation,
+        with that model. autoload=False: nothing is loaded until load_model() is called."""
         super().__init__()
         self.ctx = ctx
         self.store = ctx.store
@@ -183,7 +223,12 @@ class MainWindow(QMainWindow):
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
         self._models_dialog: Any = None
         self._settings_dialog: Any = None
-        self.loading_path: str | None = None  # the model being loaded, until loaded/load_failed
+        self.loading_path: str | None = None  # the latest model asked for, until it is loaded
+        self.loaded_path: str | None = None  # the model the worker holds now
+        self._pending_loads = 0  # load requests the worker has not answered yet
+        self._cli_model = model or ""
+        self.manage_models = False  # load each shown conversation's model (set by the first load)
+        self.model_problem: ModelChoice | None = None  # the shown conversation's model is missing
         self._download_signals: Any = None
 
         self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
@@ -200,7 +245,7 @@ class MainWindow(QMainWindow):
         self.store.purge_deleted(older_than_s=UNDO_SECONDS * 6)  # undo is offered for 10 s only
         self.refresh_list()
         convs = self.store.list_conversations()
-        if convs:
+        if convs and not model:  # with an explicit model: start on a new chat with it
             self.select_conversation(convs[0].id)
         else:
             self._render()
@@ -212,7 +257,8 @@ class MainWindow(QMainWindow):
         if ctx.problems:
             self.statusBar().showMessage("; ".join(ctx.problems), 15000)
         if autoload:
-            self.load_model(model)
+            self.manage_models = True
+            self._sync_model()
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -441,17 +487,38 @@ class MainWindow(QMainWindow):
         else:
             self.setWindowTitle("Trit")
         self._render()
+        self._sync_model()
         self._update_controls()
 
-    def _default_sampling(self) -> Sampling:
-        family = ""
-        if self.model_info is not None:
-            name = str(self.model_info.get("name", "")).lower()
-            family = next((f for f in self.ctx.settings.sampling if f in name), "")
+    def _default_sampling(self, choice: ModelChoice) -> Sampling:
+        name = f"{choice.name} {Path(choice.path).name if choice.path else ''}".lower()
+        family = next((f for f in self.ctx.settings.sampling if f in name), "")
         return self.ctx.settings.sampling_for(family)
 
+    def default_model_id(self) -> str:
+        """The model new conversations get: the -m model of this run, else the settings' default,
+        else the bundled model's catalog id (stored as an id, not "", so that a later change of
+        the default does not change what an existing conversation uses)."""
+        if self._cli_model or self.ctx.settings.default_model:
+            return self._cli_model or self.ctx.settings.default_model
+        bundled = [e for e in self.ctx.library.catalog if e.source == "bundled"]
+        return bundled[0].id if bundled else ""
+
+    def conversation_model(self, conv_id: int | None) -> ModelChoice:
+        """The model conv_id uses (the default one for None or a conversation without one)."""
+        model_id = ""
+        if conv_id is not None:
+            try:
+                model_id = self.store.get_conversation(conv_id).model_id
+            except NotFoundError:
+                model_id = ""
+        return model_choice(self.ctx, model_id or self.default_model_id())
+
     def new_conversation(self, title: str = "New chat") -> int:
-        conv = self.store.create_conversation(title, sampling=self._default_sampling())
+        model_id = self.default_model_id()
+        conv = self.store.create_conversation(
+            title, model_id=model_id, sampling=self._default_sampling(model_choice(self.ctx, model_id))
+        )
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
@@ -538,9 +605,18 @@ class MainWindow(QMainWindow):
                 stream = ShownMessage(int(mid), "assistant", self.reply["text"], "streaming")
         self.chat.show_messages(msgs, stream=stream, placeholder="Type a message below to start.")
 
+    @property
+    def model_ready(self) -> bool:
+        """A model is loaded, nothing else is loading, and it is the shown conversation's."""
+        if self.model_info is None or self.model_loading or self.model_problem is not None:
+            return False
+        if not self.manage_models or self.reply is not None:
+            return True
+        return self.loaded_path == self.conversation_model(self.current_id).path
+
     def _update_controls(self) -> None:
         busy = self.reply is not None
-        ready = self.model_info is not None and not self.model_loading
+        ready = self.model_ready
         self.send_button.setEnabled(ready and not busy)
         self.stop_button.setEnabled(busy)
         msgs = self.store.messages(self.current_id) if self.current_id is not None else []
@@ -559,30 +635,83 @@ class MainWindow(QMainWindow):
     def load_model(self, model: str | None = None) -> None:
         path = resolve_model_path(self.ctx, model)
         if path is None:
-            from trit.default_model import default_model_spec
-
-            try:
-                name = str(default_model_spec().get("name", "the default model"))
-            except (OSError, ValueError):
-                name = "the default model"
-            self._on_load_failed(
-                f"No model to open: {name}, which comes with Trit, is not installed.",
-                "Fix: run `python packaging/fetch_default_model.py` (or reinstall Trit), "
-                "or open File › Models… (Ctrl+M) to download or import a model.",
-            )
+            self._pending_loads += 1  # answered at once by _on_load_failed
+            self._on_load_failed(*self._no_default_model())
             return
+        self.manage_models = True
         self.banner.hide()
         self.model_loading = True
         self.loading_path = path
+        self._pending_loads += 1
         self.model_label.setText(f"Loading {Path(path).name}…")
+        self.model_label.setToolTip(path)
+        self.statusBar().showMessage(f"Loading {Path(path).name}…", 3000)
         self._update_controls()
         s = self.ctx.settings
         self.worker.load(path, s.threads, s.context, s.activations)
 
+    def _no_default_model(self) -> tuple[str, str]:
+        from trit.default_model import default_model_spec
+
+        try:
+            name = str(default_model_spec().get("name", "the default model"))
+        except (OSError, ValueError):
+            name = "the default model"
+        return (
+            f"No model to open: {name}, which comes with Trit, is not installed.",
+            (
+                "Fix: run `python packaging/fetch_default_model.py` (or reinstall Trit), "
+                "or open File › Models… (Ctrl+M) to download or import a model."
+            ),
+        )
+
+    def _sync_model(self) -> None:
+        """Loads the shown conversation's model if another one is loaded (or none), or shows why
+        it cannot. Waits while a reply is written: the reply's conversation keeps its model, and
+        _on_finished calls this again."""
+        if not self.manage_models:
+            return
+        choice = self.conversation_model(self.current_id)
+        if choice.path is None:
+            self.model_problem = choice
+            if choice.bundled:
+                message, fix = self._no_default_model()
+            else:
+                message = f"{choice.name}, the model this conversation uses, is not on this computer."
+                fix = "Choose another model or download it in Models… (Ctrl+M)."
+            self.banner.show_problem(message, fix, kind="model")
+            self._update_controls()
+            return
+        if self.model_problem is not None:
+            self.model_problem = None
+            if self.banner.kind == "model":
+                self.banner.hide()
+        if self.reply is not None:
+            if choice.path not in (self.loaded_path, self.loading_path):
+                self.statusBar().showMessage(f"{choice.name} will load when the current reply ends", 5000)
+            return
+        want = self.loading_path if self.model_loading else self.loaded_path
+        if choice.path != want:
+            self.load_model(choice.path)
+        elif self.banner.kind == "model" and self.model_info is not None:
+            self.banner.hide()  # another conversation's load failure is not this one's
+        self._update_controls()
+
     def _on_loaded(self, info: dict[str, Any]) -> None:
         self.model_info = info
-        self.model_loading = False
-        self.loading_path = None
+        self.loaded_path = str(info.get("path", ""))
+        self._pending_loads = max(0, self._pending_loads - 1)
+        self.model_loading = self._pending_loads > 0  # a newer request is still queued
+        if not self.model_loading:
+            self.loading_path = None
+        if self.banner.kind == "model" and self.model_problem is None:
+            self.banner.hide()
+        if self._models_dialog is not None:
+            self._models_dialog.current_path = self.loaded_path
+            self._models_dialog.refresh()
+        if self.model_loading:
+            self.model_loaded.emit(info)
+            return
         self.last_memory = MemoryReading(
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
@@ -595,11 +724,14 @@ class MainWindow(QMainWindow):
         self.model_loaded.emit(info)
 
     def _on_load_failed(self, message: str, fix: str) -> None:
-        self.model_loading = False
-        self.loading_path = None
-        self.model_info = None
-        self.model_label.setText("No model")
-        self.banner.show_problem(message, fix)
+        self._pending_loads = max(0, self._pending_loads - 1)
+        self.model_loading = self._pending_loads > 0
+        if not self.model_loading:
+            self.loading_path = None
+            self.model_label.setText("No model")
+        self.model_info = None  # the worker dropped the old model before trying
+        self.loaded_path = None
+        self.banner.show_problem(message, fix, kind="model")
         self._update_controls()
         self.model_loaded.emit({"error": message, "fix": fix})
 
@@ -642,7 +774,7 @@ class MainWindow(QMainWindow):
             old.context,
             old.activations,
         )
-        reload_path = self.loading_path or (str(self.model_info["path"]) if self.model_info else None)
+        reload_path = self.loading_path or self.loaded_path
         if (
             engine_changed
             and reload_path
@@ -676,10 +808,19 @@ class MainWindow(QMainWindow):
         return {}
 
     def use_model(self, path: str) -> None:
+        """The model manager's "Use this model": the shown conversation uses it from now on, and
+        so do new conversations (it becomes the settings' default). A reply being written in the
+        shown conversation is stopped; one in another conversation ends first."""
         self.ctx.save_settings(dataclasses.replace(self.ctx.settings, default_model=path))
-        if self.reply is not None:
+        self._cli_model = ""  # the user's choice replaces the -m model of this run
+        if self.current_id is not None:
+            self.store.update_conversation(self.current_id, model_id=path)
+        if self.reply is not None and self.reply["conversation_id"] == self.current_id:
             self.worker.stop()
-        self.load_model(path)
+        self.manage_models = True
+        self._sync_model()
+        if self.loaded_path == path and not self.model_loading:
+            self.statusBar().showMessage(f"{Path(path).name} is already loaded", 4000)
 
     # -- replies ---------------------------------------------------------------------------------
     @property
@@ -691,8 +832,14 @@ class MainWindow(QMainWindow):
         body = (text if text is not None else self.prompt.toPlainText()).strip()
         if not body or self.reply is not None:
             return False
-        if self.model_info is None:
-            self.statusBar().showMessage("No model is loaded yet.", 4000)
+        if not self.model_ready:
+            if self.model_problem is not None:
+                why = f"{self.model_problem.name} is not on this computer; choose a model in Models…"
+            elif self.model_loading and self.loading_path:
+                why = f"Loading {Path(self.loading_path).name}… send again when it is ready."
+            else:
+                why = "No model is loaded yet."
+            self.statusBar().showMessage(why, 4000)
             return False
         if self.current_id is None:
             self.new_conversation()
@@ -768,6 +915,7 @@ class MainWindow(QMainWindow):
         self.refresh_list()
         if self.current_id == d["conversation_id"]:
             self._render()
+        self._sync_model()  # the shown conversation may use another model than the reply did
         self._update_controls()
         self.reply_finished.emit(d)
 
@@ -787,7 +935,7 @@ class MainWindow(QMainWindow):
             self.prompt.clear()
 
     def regenerate(self) -> None:
-        if self.reply is not None or self.current_id is None or self.model_info is None:
+        if self.reply is not None or self.current_id is None or not self.model_ready:
             return
         msgs = self.store.messages(self.current_id)
         if msgs and msgs[-1].role == "assistant":
@@ -883,4 +1031,4 @@ class MainWindow(QMainWindow):
             self.ctx._downloads = None
 
 
-__all__ = ["MainWindow", "resolve_model_path"]
+__all__ = ["MainWindow", "ModelChoice", "model_choice", "resolve_model_path"]
