@@ -842,10 +842,15 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--reps", type=int, default=3, help="measured repetitions after one warm-up")
     ap.add_argument("--bw-mib", type=int, default=1024, help="bandwidth test buffer (MiB); 0 skips it")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument(
+        "--peer",
+        action="store_true",
+        help="also run llama.cpp (llama-cpp-python, a benchmark extra) on the same file, alternating with ours",
+    )
 
 
 def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """`trit bench`: our engine only, on a given model file."""
+    """`trit bench`: our engine on a given model file (with --peer, llama.cpp on the same file)."""
     if not os.path.exists(args.model):
         print(f"trit: {args.model}: no such file or directory", file=err)
         return 2
@@ -856,10 +861,18 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     def log(msg: str) -> None:
         print(msg, file=err, flush=True)
 
+    specs = [RowSpec("trit", args.model)]
+    if getattr(args, "peer", False):
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            print("trit: --peer needs llama-cpp-python (pip install llama-cpp-python)", file=err)
+            return 2
+        specs.append(RowSpec("llama.cpp", args.model))
     probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None
     try:
         res = run_bench(
-            [RowSpec("trit", args.model)],
+            specs,
             args.threads,
             p=args.prompt_tokens,
             n=args.gen_tokens,
