@@ -61,7 +61,8 @@ typedef struct {
 struct tq_pool {
     int nth;
     volatile long gen;     /* job generation, bumped by each tq_pool_run */
-    volatile long pending; /* workers that have not finished the current job */
+    volatile long closed;  /* generation of the last job whose work is all handed out */
+    volatile long active;  /* workers inside the current job's function */
     volatile long stop;
     long sleepers;         /* workers blocked on job_cv, guarded by mu */
     long waiting;          /* caller blocked on done_cv, guarded by mu */
@@ -101,8 +102,8 @@ static void tq_wait(tq_pool *pool, volatile long *p, long old, int mode, tq_cond
     tq_mutex_unlock(&pool->mu);
 }
 
-static void tq_worker_finish(tq_pool *pool) {
-    if (tq_atomic_add(&pool->pending, -1) == 1) {
+static void tq_worker_leave(tq_pool *pool) {
+    if (tq_atomic_add(&pool->active, -1) == 1) {
         tq_mutex_lock(&pool->mu);
         if (pool->waiting) tq_cond_broadcast(&pool->done_cv);
         tq_mutex_unlock(&pool->mu);
@@ -121,9 +122,18 @@ static void *tq_worker_main(void *p)
     for (;;) {
         tq_wait(pool, &pool->gen, seen, 0, &pool->job_cv, &pool->sleepers);
         if (tq_atomic_load(&pool->stop)) break;
-        seen = tq_atomic_load(&pool->gen);
-        pool->fn(pool->arg, w->ith, pool->nth);
-        tq_worker_finish(pool);
+        const long g = tq_atomic_load(&pool->gen);
+        seen = g;
+        /* Enter the job only while it is still open. Jobs hand out their work in chunks from a
+         * shared counter, so a worker that wakes late (its core taken by another process) simply
+         * finds nothing left, and the caller never waits for a worker that has not entered:
+         * under contention a job costs the work, not a scheduler time slice per worker. The
+         * enter/close handshake is seq_cst on both sides (Dekker): either the worker sees the job
+         * closed and backs out, or the caller sees it active and waits for it to leave. */
+        tq_atomic_add(&pool->active, 1);
+        if (tq_atomic_load(&pool->closed) != g && tq_atomic_load(&pool->gen) == g)
+            pool->fn(pool->arg, w->ith, pool->nth);
+        tq_worker_leave(pool);
     }
     return 0;
 }
@@ -170,13 +180,13 @@ void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg) {
     }
     pool->fn = fn;
     pool->arg = arg;
-    pool->pending = pool->nth - 1;
-    tq_atomic_add(&pool->gen, 1); /* publishes fn/arg/pending (seq_cst) */
+    const long g = tq_atomic_add(&pool->gen, 1) + 1; /* publishes fn/arg (seq_cst) */
     tq_mutex_lock(&pool->mu);
     if (pool->sleepers) tq_cond_broadcast(&pool->job_cv);
     tq_mutex_unlock(&pool->mu);
-    fn(arg, 0, pool->nth);
-    tq_wait(pool, &pool->pending, 0, 1, &pool->done_cv, &pool->waiting);
+    fn(arg, 0, pool->nth); /* returns when every chunk has been handed out */
+    tq_atomic_add(&pool->closed, g - tq_atomic_load(&pool->closed)); /* closed = g */
+    tq_wait(pool, &pool->active, 0, 1, &pool->done_cv, &pool->waiting); /* chunks in flight */
 }
 
 void tq_pool_free(tq_pool *pool) {

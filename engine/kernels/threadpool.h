@@ -1,11 +1,13 @@
 /* A small portable thread pool (pthreads / Win32) with no OpenMP runtime to ship.
  *
- * tq_pool_run(pool, fn, arg) runs fn(arg, ith, nth) on every thread, the caller being thread 0,
- * and returns when all have finished. Workers spin briefly on the job counter and then sleep on a
- * condition variable, so a core taken by another process does not make the barrier burn the core
- * that is left (busy-waiting barriers collapse under contention). Tasks split their work in small
- * chunks handed out by an atomic counter (tq_pool_chunk), so a slow or descheduled thread simply
- * takes fewer chunks. */
+ * tq_pool_run(pool, fn, arg) runs fn(arg, ith, nth) on the caller (ith 0) and on every worker
+ * that wakes up while the job is open, and returns when the caller's fn has returned and no worker
+ * is inside fn any more. So fn MUST split its work dynamically: chunks handed out by an atomic
+ * counter (tq_counter), each thread taking chunks until none are left; it may not assume that all
+ * nth threads run it (ith only selects per-thread scratch memory). In exchange a worker whose core
+ * is taken by another process costs nothing: the others take its chunks, and nobody waits for it
+ * to wake up. Workers spin briefly on the job counter and then sleep on a condition variable, so
+ * an idle pool does not burn a core either (busy-waiting barriers collapse under contention). */
 #ifndef TQ_THREADPOOL_H
 #define TQ_THREADPOOL_H
 

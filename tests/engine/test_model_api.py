@@ -167,3 +167,22 @@ def test_stats(model):
     assert st.prompt_tokens == 20 and st.tokens_generated == 10
     assert 0 < st.prompt_ms <= st.ttft_ms
     assert st.decode_ms > 0 and st.decode_tps > 0 and st.prompt_tps > 0
+
+
+def test_threads_outnumbering_cores_under_contention(weights):
+    """More threads than cores, with another process spinning on a core: workers that wake late
+    must neither change a result (every row is computed whole by one thread) nor hang a job."""
+    import subprocess
+    import sys
+
+    want = Model(weights, threads=1).generate([9, 8, 7], max_tokens=24, temperature=0, stop_ids=[]).tokens
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"])
+    try:
+        for threads in (2, 4, 8):
+            m = Model(weights, threads=threads)
+            for _ in range(3):
+                got = m.generate([9, 8, 7], max_tokens=24, temperature=0, stop_ids=[]).tokens
+                assert got == want, threads
+    finally:
+        busy.kill()
+        busy.wait()
