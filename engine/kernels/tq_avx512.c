@@ -118,6 +118,32 @@ TQ_INLINE void tq_decode_block_512(const uint8_t *p, __m512i m3, __m512i sh01, _
     *c23 = _mm512_and_si512(_mm512_srlv_epi64(q, sh23), m3); /* values j + 64 | j + 96 */
 }
 
+/* Sums of four vectors' lanes, one int32 per 128-bit lane position: [a b c d] -> per 128-bit lane
+ * partial sums of a, b, c, d in positions 0..3 of that lane. */
+TQ_INLINE __m512i tq_hsum4_lanes(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/* Reduce a 4 x 4 tile of accumulators together (a transpose-and-add tree instead of 16 separate
+ * horizontal sums): lane 4 t + r of the result is the sum of acc[r][t]. */
+TQ_INLINE void tq_store_4x4(__m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS], const int32_t *asum, int32_t *out,
+                            size_t out_stride) {
+    __m512i w[4];
+    for (int t = 0; t < 4; t++) w[t] = tq_hsum4_lanes(acc[0][t], acc[1][t], acc[2][t], acc[3][t]);
+    const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i32x4(w[0], w[1], 0x88), _mm512_shuffle_i32x4(w[0], w[1], 0xdd));
+    const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i32x4(w[2], w[3], 0x88), _mm512_shuffle_i32x4(w[2], w[3], 0xdd));
+    const __m512i tot = _mm512_add_epi32(_mm512_shuffle_i32x4(s01, s23, 0x88), _mm512_shuffle_i32x4(s01, s23, 0xdd));
+    const __m512i as = _mm512_permutexvar_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                                _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)asum)));
+    const __m512i res = _mm512_sub_epi32(tot, as);
+    _mm_storeu_si128((__m128i *)(out), _mm512_castsi512_si128(res));
+    _mm_storeu_si128((__m128i *)(out + out_stride), _mm512_extracti32x4_epi32(res, 1));
+    _mm_storeu_si128((__m128i *)(out + 2 * out_stride), _mm512_extracti32x4_epi32(res, 2));
+    _mm_storeu_si128((__m128i *)(out + 3 * out_stride), _mm512_extracti32x4_epi32(res, 3));
+}
+
 TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
                                          size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
                                          const int R, const int T) {
@@ -138,6 +164,10 @@ TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb
             for (int r = 0; r < R; r++)
                 acc[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[r][t], c01[r], x01), c23[r], x23);
         }
+    }
+    if (R == 4 && T == 4) {
+        tq_store_4x4(acc, asum, out, out_stride);
+        return;
     }
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];
@@ -204,6 +234,10 @@ TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const in
                 acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_madd_epi16(p, ones));
             }
         }
+    }
+    if (R == 4 && T == 4) {
+        tq_store_4x4(acc, asum, out, out_stride);
+        return;
     }
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];
