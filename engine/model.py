@@ -22,7 +22,7 @@ from .sampler import Sampler, SamplingParams
 from .weights import ModelWeights, QuantTensor, TernaryTensor
 
 DEFAULT_CONTEXT = 4096
-PROMPT_BATCH = 64  # prompt tokens per GEMM pass; bounds the activation buffers
+PROMPT_BATCH = 128  # prompt tokens per GEMM pass; bounds the activation buffers
 
 
 def physical_cores() -> int:
