@@ -267,10 +267,11 @@ def test_event_loop_stays_responsive_while_generating(qtbot: Any, window: MainWi
     t0 = time.monotonic()
     qtbot.waitUntil(lambda: time.monotonic() - t0 > 4 or win.reply is None, timeout=20_000)
     timer.stop()
-    generating = win.reply is not None
     win.stop()
     qtbot.waitUntil(lambda: win.reply is None, timeout=10_000)
-    assert generating and len(gaps) > 100
+    # every gap was measured while the reply was being written (from its 3rd token until it ended
+    # or 4 s passed); the model may end its reply early, so ask for >= 0.2 s of frames, not 4 s
+    assert len(gaps) > 40, f"only {len(gaps)} frames measured during the reply"
     gaps.sort()
     assert gaps[-1] < 50, f"longest frame {gaps[-1]:.1f} ms; p99 {gaps[int(len(gaps) * 0.99)]:.1f} ms"
 
