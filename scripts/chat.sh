@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q .
 "$PY" packaging/fetch_default_model.py >/dev/null
-exec "$PY" -m trit chat "$@"
+# the installed `trit` entry point, not `python -m trit`: from this checkout's root the source
+# folder trit/ (which has no compiled engine) would shadow the installed package
+BIN=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+exec "$BIN/trit" chat "$@"
