@@ -41,6 +41,12 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         default="f32",
         help="llama.cpp weight types: f32 = exact activations (default), q8 = 8-bit like llama.cpp (faster)",
     )
+    p.add_argument(
+        "--head",
+        choices=("f16", "q8_0"),
+        default="f16",
+        help="LM head: f16 as stored (default) or a Q8_0 copy built at load (fewer bytes per token)",
+    )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -142,7 +148,12 @@ def _load(args: argparse.Namespace):
     from trit.engine import load_model
 
     return load_model(
-        _model_path(args), threads=args.threads, isa=args.isa, context=args.context, activations=args.activations
+        _model_path(args),
+        threads=args.threads,
+        isa=args.isa,
+        context=args.context,
+        activations=args.activations,
+        head=args.head,
     )
 
 

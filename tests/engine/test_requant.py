@@ -1,0 +1,46 @@
+"""The optional Q8_0 LM head built at load (trit.engine.requant)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, quants
+from tiny import random_weights
+
+from trit.engine import Model
+from trit.engine.requant import quantize_q8_0
+
+
+@pytest.mark.parametrize("shape", [(300, 256), (5, 32), (7, 96)])
+def test_quantizer_is_byte_identical_to_ggml(shape):
+    rng = np.random.default_rng(shape[0])
+    m = (rng.standard_normal(shape) * 0.05).astype(np.float16)
+    m[0, :4] = [0.5, -0.5, 0, 127]  # ties and an outlier
+    m[-1] = 0  # all-zero blocks: d = 0
+    want = quants.quantize(m.astype(np.float32), GGMLQuantizationType.Q8_0).reshape(shape[0], -1)
+    np.testing.assert_array_equal(quantize_q8_0(m, rows_per_step=3), want)
+
+
+def test_bad_row_length():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_q8_0(np.zeros((2, 40), np.float16))
+
+
+@pytest.mark.parametrize("activations", ["f32", "q8"])
+def test_model_with_q8_0_head(activations):
+    w = random_weights(5)[0]
+    exact = Model(w, threads=2)
+    fast = Model(w, threads=2, head="q8_0", activations=activations)
+    assert exact.info.head_type == "F16" and fast.info.head_type.startswith("Q8_0")
+    head_f16 = w.embed.nbytes
+    assert exact.info.weight_bytes - fast.info.weight_bytes == head_f16 - head_f16 // 64 * 34
+    ids = [3, 14, 15, 92, 65, 35, 89, 79]
+    a, b = exact.logits(ids), fast.logits(ids)
+    # the only change is the head's Q8_0 rounding (|error| <= half a step of amax/127 per weight)
+    assert np.abs(a - b).mean() <= 0.01 * a.std()
+    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.875  # measured: 1.0, mean |d| 0.4-0.7% of std
+
+
+def test_head_option_is_checked():
+    with pytest.raises(ValueError, match="head must be"):
+        Model(random_weights(5)[0], head="q4")
