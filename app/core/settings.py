@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from trit.engine.model import physical_cores  # the engine default, re-exported for the UI
+
 from .sampling import Sampling
 
 SETTINGS_NAME = "settings.json"
@@ -33,19 +35,6 @@ FAMILY_SAMPLING: dict[str, Sampling] = {
     "llama3": Sampling(temperature=0.6, top_p=0.9, max_tokens=512),
 }
 DEFAULT_SAMPLING = Sampling()
-
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share the units the decode loop is bound by)."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-        if n:
-            return int(n)
-    except ImportError:
-        pass
-    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def default_config_path() -> Path:
