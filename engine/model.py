@@ -387,7 +387,7 @@ class Session:
         while common < limit and hist[common] == ids[common]:
             common += 1
         todo = ids[common:]
-        if len(ids) + max(max_tokens, 0) > self.context and len(ids) >= self.context:
+        if len(ids) > self.context or (len(ids) == self.context and max_tokens > 0):
             raise ContextFullError(
                 f"the prompt has {len(ids)} tokens but the context holds {self.context}; "
                 "start a new conversation or raise the context size"

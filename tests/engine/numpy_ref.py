@@ -84,11 +84,6 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> n
     return out
 
 
-def dense_embedding(e: object) -> np.ndarray:
-    """float32 [vocab, dim] of an embedding held as a float array or a F32/BF16 QuantTensor."""
-    return dense_float(e)  # type: ignore[arg-type]
-
-
 class NumpyRef:
     """Unpacks a ModelWeights once; ``forward(ids)`` gives float32 logits for every position."""
 
@@ -96,9 +91,9 @@ class NumpyRef:
         """``embed`` overrides weights.embed (e.g. the checkpoint's exact f32/bf16 values) to measure
         what the f16 embedding costs."""
         self.cfg = weights.config
-        self.embed = dense_embedding(weights.embed if embed is None else embed)  # [vocab, dim]
+        self.embed = dense_float(weights.embed if embed is None else embed)  # [vocab, dim]
         head = weights.head if weights.head is not None and not self.cfg.tied else None
-        self.head = self.embed if head is None else dense_embedding(head)
+        self.head = self.embed if head is None else dense_float(head)
         self.out_norm = weights.out_norm
         self.layers = []
         for lw in weights.layers:

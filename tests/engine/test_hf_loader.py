@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy_ref import NumpyRef, dense_embedding
+from numpy_ref import NumpyRef
 from trit.engine.errors import ModelFormatError
 from trit.engine.hf import hf_unpack, load_hf_weights, ternarize_master, to_f32
 from trit.engine.safetensors import SafetensorsFile, open_checkpoint
 from trit.engine.ternary import unpack_tq
+from trit.engine.weights import dense_float
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 FIXTURES = sorted(p.name for p in DATA.glob("bitnet-*") if (p / "ref.npz").exists())
@@ -148,7 +149,7 @@ def test_numpy_forward_matches_transformers(case, numpy_refs):
 
 def test_embedding_is_lossless(case):
     d, w, _ = case
-    np.testing.assert_array_equal(dense_embedding(w.embed), exact_embed(d))
+    np.testing.assert_array_equal(dense_float(w.embed), exact_embed(d))
 
 
 def test_numpy_greedy_matches_transformers(case, numpy_refs):
@@ -466,7 +467,7 @@ def test_untied_head(model_dir):
     edit_tensors(model_dir, add_head)
     w = load_hf_weights(model_dir)
     assert not w.config.tied and w.head is not None
-    assert np.array_equal(dense_embedding(w.head), dense_embedding(w.embed))
+    assert np.array_equal(dense_float(w.head), dense_float(w.embed))
 
 
 def _shard(d: Path, n_first: int) -> dict[str, str]:
@@ -490,7 +491,7 @@ def test_sharded_checkpoint(model_dir):
     _shard(model_dir, 20)
     w = load_hf_weights(model_dir)
     assert w.config == ref.config
-    assert np.array_equal(dense_embedding(w.embed), dense_embedding(ref.embed))
+    assert np.array_equal(dense_float(w.embed), dense_float(ref.embed))
     for a, b in zip(w.layers, ref.layers):
         assert np.array_equal(a.down.packed, b.down.packed) and np.array_equal(a.ffn_sub_norm, b.ffn_sub_norm)
 
