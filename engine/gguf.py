@@ -277,9 +277,15 @@ class GGUFFile:
 
     Views keep the map alive: close() releases it only when no view is left; otherwise the map is
     freed when the last view goes away.
+
+    in_memory=True: after the header is parsed, the tensor data section is read into anonymous
+    memory (2 MiB-aligned; on Linux numpy advises transparent huge pages for it) and the map is
+    closed, so tensor views point into that copy. Streaming weights through 2 MiB pages reads
+    ~20% faster on x86 than through the page cache's 4 KiB pages (fewer TLB misses; the hardware
+    prefetchers stop at every 4 KiB boundary): benchmarks/RESULTS.md has the measurement.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, in_memory: bool = False) -> None:
         self.path = str(path)
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, GGUFValueType] = {}
@@ -289,6 +295,9 @@ class GGUFFile:
         self.alignment = DEFAULT_ALIGNMENT
         self.data_offset = 0
         self._mm: mmap.mmap | None = None
+        self._buf: Any = None  # what tensor views are made from: the map, or the in-memory copy
+        self._buf_start = 0  # file offset of _buf[0]
+        self.in_memory = False
         try:
             with open(self.path, "rb") as f:
                 self.file_size = os.fstat(f.fileno()).st_size
@@ -299,11 +308,48 @@ class GGUFFile:
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
             raise ModelFormatError(self.path, f"cannot open the file: {e.strerror or e}") from e
+        self._buf = self._mm
         try:
             self._parse()
+            if in_memory:
+                self._read_data_section()
         except BaseException:
             self.close()
             raise
+
+    def _read_data_section(self) -> None:
+        """Copies the tensor data section into 2 MiB-aligned anonymous memory and drops the map."""
+        start = min((t.offset for t in self.tensors.values()), default=self.file_size)
+        start -= start % self.alignment
+        n = self.file_size - start
+        huge = 2 << 20
+        raw = np.empty(n + huge, dtype=np.uint8)  # numpy advises huge pages for big allocations
+        skip = (-raw.ctypes.data) % huge
+        data = raw[skip : skip + n]
+        view = memoryview(data)  # type: ignore[arg-type]
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                f.seek(start)
+                pos = 0
+                while pos < n:
+                    k = f.readinto(view[pos : pos + (64 << 20)])
+                    if not k:
+                        raise ModelFormatError(
+                            self.path, f"the file shrank while it was read (ended at byte {start + pos})"
+                        )
+                    pos += k
+        except OSError as e:
+            raise ModelFormatError(self.path, f"cannot read the file: {e.strerror or e}") from e
+        finally:
+            view.release()
+        data.flags.writeable = False
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()  # only the header was read from it
+            except BufferError:  # a view still exists: the map goes when it does
+                pass
+        self._buf, self._buf_start, self.in_memory = data, start, True
 
     # -- parsing ---------------------------------------------------------------------------------
 
@@ -521,14 +567,14 @@ class GGUFFile:
         info = self.tensors.get(name)
         if info is None:
             raise ModelFormatError(self.path, f"tensor {name!r} is missing")
-        if self._mm is None:
+        if self._buf is None:
             raise ValueError(f"{self.path}: the file is closed")
         return info
 
     def tensor_data(self, name: str) -> np.ndarray:
         """uint8 [nbytes] view of the tensor's bytes in the map (read-only, zero-copy)."""
         info = self._info(name)
-        return np.frombuffer(self._mm, dtype=np.uint8, count=info.nbytes, offset=info.offset)  # type: ignore[arg-type]
+        return np.frombuffer(self._buf, dtype=np.uint8, count=info.nbytes, offset=info.offset - self._buf_start)
 
     def tensor_array(self, name: str) -> np.ndarray:
         """Typed zero-copy view with the numpy shape (..., ne1, ne0). BF16 comes as uint16 bits."""
@@ -539,13 +585,14 @@ class GGUFFile:
                 self.path,
                 f"tensor {name} has type {info.type_name}; expected one of {', '.join(_ARRAY_DTYPES)}",
             )
-        arr = np.frombuffer(self._mm, dtype=dt, count=info.n_elements, offset=info.offset)  # type: ignore[arg-type]
+        arr = np.frombuffer(self._buf, dtype=dt, count=info.n_elements, offset=info.offset - self._buf_start)
         return arr.reshape(info.np_shape)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
 
     def close(self) -> None:
+        self._buf = None
         mm, self._mm = self._mm, None
         if mm is not None:
             try:
@@ -556,7 +603,7 @@ class GGUFFile:
 
     @property
     def closed(self) -> bool:
-        return self._mm is None
+        return self._buf is None
 
     def __enter__(self) -> Self:
         return self

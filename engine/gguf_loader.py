@@ -200,9 +200,10 @@ def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | Qua
     )
 
 
-def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
-    """ModelWeights viewing the file; the GGUFFile stays open in weights.keepalive."""
-    f = GGUFFile(path)
+def load_gguf_weights(path: str | os.PathLike[str], *, in_memory: bool = False) -> ModelWeights:
+    """ModelWeights viewing the file (or, in_memory, a huge-page copy of its tensor data; see
+    GGUFFile); the GGUFFile stays open in weights.keepalive."""
+    f = GGUFFile(path, in_memory=in_memory)
     try:
         cfg = read_config(f)
         qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -255,6 +256,7 @@ def load_gguf_weights(path: str | os.PathLike[str]) -> ModelWeights:
             chat_template=template if isinstance(template, str) else None,
             tokenizer=tokenizer,
             family="bitnet" if bitnet else guess_family(f.metadata),
+            memory="RAM copy" if f.in_memory else "file map",
         )
     except BaseException:
         f.close()

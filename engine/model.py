@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +57,7 @@ class ModelInfo:
     isa: str
     threads: int
     weight_bytes: int  # bytes of weights the forward pass reads (packed ternary + f16 embedding)
+    memory: str = "file map"  # "file map" (tensors used in place) or "RAM copy" (huge pages)
     head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load)" when asked for)
 
     def describe(self) -> str:
@@ -90,7 +92,21 @@ class Generation:
     text: str = ""  # the decoded reply (chat calls)
 
 
-def _load_weights(path: Path) -> ModelWeights:
+WEIGHT_MEMORY = ("auto", "ram", "map")
+
+
+def huge_pages_available() -> bool:
+    """True where anonymous memory can get transparent huge pages (Linux with THP not 'never')."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
     if not path.exists():
         raise ModelFormatError(path, "no such file or directory")
     if path.is_dir():
@@ -102,7 +118,11 @@ def _load_weights(path: Path) -> ModelWeights:
     if magic == b"GGUF":
         from .gguf_loader import load_gguf_weights
 
-        return load_gguf_weights(path)
+        if memory == "auto":
+            memory = os.environ.get("TRIT_WEIGHTS", "ram" if huge_pages_available() else "map")
+            if memory not in ("ram", "map"):
+                raise ValueError(f"TRIT_WEIGHTS must be 'ram' or 'map', not {memory!r}")
+        return load_gguf_weights(path, in_memory=memory == "ram")
     raise ModelFormatError(
         path, f"not a model file (magic {magic!r}): expected a GGUF file or a Hugging Face directory"
     )
@@ -116,6 +136,7 @@ def load_model(
     context: int | None = None,
     activations: str = "f32",
     head: str = "f16",
+    weights: str = "auto",
 ) -> Model:
     """Loads a GGUF file or a Hugging Face directory (config.json + safetensors).
 
@@ -127,10 +148,16 @@ def load_model(
     llama.cpp does (faster, ~1-2% higher perplexity on small models). Ternary BitNet layers always
     use their own per-token int8 activations, which the model was trained with. head: "f16" (as
     stored) or "q8_0": a Q8_0 copy of a float16 LM head built at load (BitNet 2B4T: 656 -> 349 MB
-    read per token; logits move by the head's Q8_0 rounding, so it is off by default)."""
+    read per token; logits move by the head's Q8_0 rounding, so it is off by default). weights
+    (GGUF): "map" uses the tensors in place from the file's mmap; "ram" reads them into
+    anonymous memory with transparent huge pages (~0.3 s per GB from the page cache; decode
+    streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
+    Linux offers huge pages, else "map", and TRIT_WEIGHTS=ram|map overrides it."""
+    if weights not in WEIGHT_MEMORY:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     p = Path(path)
-    weights = _load_weights(p)
-    return Model(weights, threads=threads, isa=isa, context=context, activations=activations, head=head)
+    w = _load_weights(p, weights)
+    return Model(w, threads=threads, isa=isa, context=context, activations=activations, head=head)
 
 
 class Model:
@@ -197,6 +224,7 @@ class Model:
             isa=self.core.isa,
             threads=self.threads,
             weight_bytes=int(wbytes),
+            memory=weights.memory,
             head_type=head_type or _type_name(head),
         )
 

@@ -47,6 +47,13 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         default="f16",
         help="LM head: f16 as stored (default) or a Q8_0 copy built at load (fewer bytes per token)",
     )
+    p.add_argument(
+        "--weights",
+        choices=("auto", "ram", "map"),
+        default="auto",
+        help="GGUF tensors: ram = huge-page copy (faster decode), map = in place from the file; "
+        "auto (default) = ram where Linux offers huge pages",
+    )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -154,6 +161,7 @@ def _load(args: argparse.Namespace):
         context=args.context,
         activations=args.activations,
         head=args.head,
+        weights=args.weights,
     )
 
 

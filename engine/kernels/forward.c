@@ -370,6 +370,21 @@ static void tq_head(tq_state *s, const float *x, float *logits) {
 
 /* ---- one decoder layer ------------------------------------------------------------------ */
 
+/* g = relu(g)^2 * u, relu as a bit mask (v > 0 keeps v, anything else, NaN included, gives +0:
+ * the same as `v > 0 ? v : 0`) so that gcc vectorizes it without fast-math; the branchy scalar
+ * loop was 2% of a 2B4T token. */
+static void tq_relu2_mul(float *restrict g, const float *restrict u, int n) {
+    for (int i = 0; i < n; i++) {
+        const float v = g[i];
+        uint32_t b;
+        memcpy(&b, &v, sizeof b);
+        b &= 0u - (uint32_t)(v > 0.0f);
+        float r;
+        memcpy(&r, &b, sizeof r);
+        g[i] = (r * r) * u[i];
+    }
+}
+
 static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     const tq_model *m = s->m;
     const tq_layer *L = &m->layers[l];
@@ -404,10 +419,7 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
         float *g = s->hb + (size_t)t * hid;
         const float *u = s->hb2 + (size_t)t * hid;
         if (m->act == TQ_ACT_RELU2) {
-            for (int i = 0; i < hid; i++) {
-                const float r = g[i] > 0.0f ? g[i] : 0.0f;
-                g[i] = (r * r) * u[i];
-            }
+            tq_relu2_mul(g, u, hid);
         } else {
             for (int i = 0; i < hid; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
         }

@@ -289,3 +289,37 @@ def test_converter_refuses_what_it_cannot_store(tmp_path: Path) -> None:
     write_bitnet_gguf(plain, tmp_path / "x.gguf", ternary_type="TQ2_0")  # per-row scales fit TQ2_0
     got = load_gguf_weights(tmp_path / "x.gguf").layers[0].q.scale
     np.testing.assert_array_equal(got, np.linspace(1, 2, w.shape[0]).astype(np.float16).astype(np.float32))
+
+
+def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
+    """weights="ram" copies the tensor data into huge-page-advised memory: same bytes, same logits
+    bit for bit, aligned views, the label in Model.info; TRIT_WEIGHTS picks the default."""
+    from trit.engine.model import load_model
+
+    weights, _ = random_weights(3)
+    p = tmp_path / "m.gguf"
+    write_bitnet_gguf(weights, p)
+    with GGUFFile(p) as mapped, GGUFFile(p, in_memory=True) as copied:
+        assert copied.in_memory and not mapped.in_memory
+        for name in mapped.tensors:
+            a, b = mapped.tensor_data(name), copied.tensor_data(name)
+            np.testing.assert_array_equal(a, b)
+            assert not b.flags.writeable and b.ctypes.data % 32 == 0
+        view = copied.tensor_data("blk.0.attn_q.weight")
+    assert copied.closed and view.sum() >= 0  # a view outlives close(), as with the map
+    ids = [1, 5, 9, 2, 7]
+    runs = {}
+    for mem in ("map", "ram"):
+        m = load_model(p, threads=2, weights=mem)
+        assert m.info.memory == {"map": "file map", "ram": "RAM copy"}[mem]
+        runs[mem] = m.logits(ids)
+    np.testing.assert_array_equal(runs["map"], runs["ram"])
+    monkeypatch.setenv("TRIT_WEIGHTS", "map")
+    assert load_model(p, threads=1).info.memory == "file map"
+    monkeypatch.setenv("TRIT_WEIGHTS", "ram")
+    assert load_model(p, threads=1).info.memory == "RAM copy"
+    monkeypatch.setenv("TRIT_WEIGHTS", "disk")
+    with pytest.raises(ValueError, match="TRIT_WEIGHTS"):
+        load_model(p, threads=1)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        load_model(p, weights="swap")
