@@ -12,6 +12,9 @@
 2. The machine's read bandwidth is measured per thread count (trit.bench.measure_bandwidth).
 3. Each engine x thread count runs in its own worker process; after a warm-up the engines alternate
    for --reps rounds (trit/bench.py explains every number).
+4. Then --reps more decode rounds per engine while another process spins on one core (a busy
+   loop that ends by itself; --no-contention skips them): "% of quiet" shows whether the thread
+   pool holds up when a core is taken.
 
 The peer is llama.cpp through llama-cpp-python, a benchmark extra that is never a Trit dependency:
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python
@@ -47,6 +50,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--bw-mib", type=int, default=None, help="bandwidth buffer (default 1024, quick 256; 0 skips)"
     )
     ap.add_argument("--keep", metavar="DIR", help="write the model files to DIR and keep them")
+    ap.add_argument(
+        "--no-contention",
+        action="store_true",
+        help="skip the rounds that measure decode while another process spins on one core",
+    )
     a = ap.parse_args(argv)
     if a.reps < 1 or a.prompt_tokens < 1 or a.gen_tokens < 1 or a.ttft_prompt < 1:
         ap.error("--reps, -p, -n and --ttft-prompt must be >= 1")
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 reps=a.reps,
                 probe=probe,
                 seed=a.seed,
+                contention=not a.no_contention,
                 log=log,
             )
         finally:

@@ -7,7 +7,12 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
+
+from trit.bench import BusyLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
@@ -41,6 +46,10 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert "% of ceiling" in proc.stdout and "trit" in proc.stdout, proc.stdout
     data = json.loads(out.read_text())
     _check_rows(data, {"trit"})
+    # the contention round ran (default on): decode measured while a busy loop held a core
+    assert "tg4 busy core" in proc.stdout and "% of quiet" in proc.stdout, proc.stdout
+    busy = data["rows"][0]["samples"]["tg_busy_tps"]
+    assert len(busy) == 1 and busy[0] > 0 and data["rows"][0]["tg_busy_tps_median"] == busy[0]
     assert data["p"] == 8 and data["n"] == 4 and data["machine"]["shape"] == "quick"
     # bytes per token = packed matrices (2 bits per weight) + the f16 head (Model.info.weight_bytes)
     layer = 1024 * 1024 * 2 + 256 * 1024 * 2 + 2816 * 1024 * 3
@@ -57,5 +66,18 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
         cwd=tmp_path,  # not the checkout: its trit/ folder would shadow the installed package
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tg4 tok/s" in proc.stdout, proc.stdout
+    assert "tg4 tok/s" in proc.stdout and "busy core" not in proc.stdout, proc.stdout
     _check_rows(json.loads(out2.read_text()), {"trit"})
+
+
+def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:
+    with BusyLoop(limit_s=1.0) as b:
+        assert b.proc is not None and b.proc.poll() is None
+        cpu0 = psutil.Process(b.proc.pid).cpu_times()
+        time.sleep(0.3)
+        cpu1 = psutil.Process(b.proc.pid).cpu_times()
+        assert (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system) > 0.1  # it really spins
+        assert b.proc.wait(timeout=30) == 0  # and stops on its own
+    with BusyLoop(limit_s=60) as b:
+        pass
+    assert b.proc is not None and b.proc.returncode is not None  # killed when the block ends

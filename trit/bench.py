@@ -587,6 +587,30 @@ class Worker:
 
 # -- the benchmark ---------------------------------------------------------------------------------
 
+BUSY_LIMIT_S = 600.0  # a busy loop never outlives this, even if the benchmark dies
+
+
+class BusyLoop:
+    """Another program taking one core: a process spinning in a loop that ends by itself after
+    `limit_s` seconds (and is killed as soon as the `with` block ends). The contention rounds of
+    run_bench measure decode while it runs."""
+
+    _CODE = "import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
+
+    def __init__(self, limit_s: float = BUSY_LIMIT_S) -> None:
+        self.limit_s = limit_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.proc = subprocess.Popen([sys.executable, "-c", self._CODE.format(limit=self.limit_s)])
+        time.sleep(0.2)  # let it reach the loop (interpreter start-up is not a busy core)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 @dataclass
 class RowSpec:
@@ -643,6 +667,7 @@ class BenchResult:
                     "pp_tps_min": r.min("pp_tps"),
                     "tg_tps_median": r.median("tg_tps"),
                     "tg_tps_min": r.min("tg_tps"),
+                    "tg_busy_tps_median": r.median("tg_busy_tps"),
                     "ttft_ms_median": r.median("ttft_ms"),
                     "ttft_ms_min": r.min("ttft_ms"),
                     "gbps": r.gbps,
@@ -691,11 +716,14 @@ def run_bench(
     reps: int = 3,
     probe: BandwidthProbe | None = None,
     seed: int = 0,
+    contention: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """For each thread count: start one worker per spec, warm each up with a full measurement, then
     `reps` rounds in which every worker measures once (the order rotates from round to round). The
-    bandwidth probe, if any, runs before every round (workers idle) and keeps its best reading."""
+    bandwidth probe, if any, runs before every round (workers idle) and keeps its best reading.
+    contention: afterwards `reps` more rounds of decode only (tg_busy_tps) while a BusyLoop takes
+    one core, to see whether a thread pool collapses when a core is taken."""
     context = max(p, n + 1, ttft_prompt) + 16
     batch = max(512, p, ttft_prompt)
     rows: list[Row] = []
@@ -735,6 +763,14 @@ def run_bench(
                             f"  {'warm-up' if rep < 0 else f'rep {rep + 1}'} {trows[i].engine} "
                             f"{trows[i].format} t={t}: " + ", ".join(f"{k} {v:.1f}" for k, v in res.items())
                         )
+            for rep in range(reps if contention else 0):
+                with BusyLoop():
+                    for i in range(len(workers)):
+                        res = workers[i].request(op="measure", p=0, n=n, ttft=0, seed=[seed, 100 + rep])
+                        trows[i].samples.setdefault("tg_busy_tps", []).append(res["tg_tps"])
+                        if log:
+                            log(f"  busy core, rep {rep + 1} {trows[i].engine} {trows[i].format} t={t}: "
+                                f"tg_tps {res['tg_tps']:.1f}")
             for w, r in zip(workers, trows):
                 r.rss_mb = w.close()
             rows += trows
@@ -767,6 +803,9 @@ def format_table(res: BenchResult) -> str:
         "GB/s",
         "% of ceiling",
     ]
+    busy = any("tg_busy_tps" in r.samples for r in res.rows)
+    if busy:
+        head += [f"tg{res.n} busy core", "% of quiet"]
     lines = [head]
     for r in res.rows:
         lines.append(
@@ -782,6 +821,12 @@ def format_table(res: BenchResult) -> str:
                 "-" if math.isnan(r.pct_ceiling) else f"{r.pct_ceiling:.0f}%",
             ]
         )
+        if busy:
+            q, b = r.median("tg_tps"), r.median("tg_busy_tps")
+            lines[-1] += [
+                _fmt(b, r.min("tg_busy_tps"), 2),
+                "-" if math.isnan(b) or not q else f"{100 * b / q:.0f}%",
+            ]
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = [
         "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
@@ -791,6 +836,8 @@ def format_table(res: BenchResult) -> str:
     notes = [
         f"median (min) of {res.reps} rep(s) after a warm-up; tg = decode tok/s, GB/s = tg x weight bytes/token"
     ]
+    if busy:
+        notes.append("busy core: decode while another process spins on one core (BusyLoop)")
     if res.bandwidth:
         bw = ", ".join(
             f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s (median {statistics.median(res.bandwidth.samples[t]):.1f})"
@@ -847,6 +894,11 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run llama.cpp (llama-cpp-python, a benchmark extra) on the same file, alternating with ours",
     )
+    ap.add_argument(
+        "--contention",
+        action="store_true",
+        help="also measure decode while another process spins on one core (a bounded busy loop)",
+    )
 
 
 def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
@@ -879,6 +931,7 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
             ttft_prompt=args.ttft_prompt,
             reps=args.reps,
             probe=probe,
+            contention=getattr(args, "contention", False),
             log=log,
         )
     finally:
