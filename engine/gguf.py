@@ -312,13 +312,16 @@ class GGUFFile:
         try:
             self._parse()
             if in_memory:
-                self._read_data_section()
+                self.read_into_memory()
         except BaseException:
             self.close()
             raise
 
-    def _read_data_section(self) -> None:
-        """Copies the tensor data section into 2 MiB-aligned anonymous memory and drops the map."""
+    def read_into_memory(self) -> None:
+        """Copies the tensor data section into 2 MiB-aligned anonymous memory and drops the map.
+        Call before taking any tensor view (views taken earlier keep pointing into the map)."""
+        if self.in_memory or self._mm is None:
+            return
         start = min((t.offset for t in self.tensors.values()), default=self.file_size)
         start -= start % self.alignment
         n = self.file_size - start

@@ -200,11 +200,22 @@ def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | Qua
     )
 
 
-def load_gguf_weights(path: str | os.PathLike[str], *, in_memory: bool = False) -> ModelWeights:
-    """ModelWeights viewing the file (or, in_memory, a huge-page copy of its tensor data; see
-    GGUFFile); the GGUFFile stays open in weights.keepalive."""
-    f = GGUFFile(path, in_memory=in_memory)
+REPACKED_TYPES = ("TQ1_0", "TQ2_0")  # ternary types converted to our layout at load, not used in place
+
+
+def load_gguf_weights(path: str | os.PathLike[str], *, memory: str = "map") -> ModelWeights:
+    """ModelWeights viewing the file; the GGUFFile stays open in weights.keepalive.
+
+    memory: "map" uses the tensors in place from the file's mmap; "ram" first copies the tensor
+    data into huge-page memory (GGUFFile.read_into_memory); "auto" does that unless the file's
+    matrices are TQ1_0/TQ2_0, which are repacked at load anyway (a copy would only hold their
+    unused original bytes)."""
+    f = GGUFFile(path)
     try:
+        if memory == "auto":
+            memory = "map" if any(t.type_name in REPACKED_TYPES for t in f.tensors.values()) else "ram"
+        if memory == "ram":
+            f.read_into_memory()
         cfg = read_config(f)
         qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         embed = _embedding(f, "token_embd.weight", cfg.vocab, cfg.dim)

@@ -119,10 +119,10 @@ def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
         from .gguf_loader import load_gguf_weights
 
         if memory == "auto":
-            memory = os.environ.get("TRIT_WEIGHTS", "ram" if huge_pages_available() else "map")
-            if memory not in ("ram", "map"):
-                raise ValueError(f"TRIT_WEIGHTS must be 'ram' or 'map', not {memory!r}")
-        return load_gguf_weights(path, in_memory=memory == "ram")
+            memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
+            if memory not in WEIGHT_MEMORY:
+                raise ValueError(f"TRIT_WEIGHTS must be one of {', '.join(WEIGHT_MEMORY)}, not {memory!r}")
+        return load_gguf_weights(path, memory=memory)
     raise ModelFormatError(
         path, f"not a model file (magic {magic!r}): expected a GGUF file or a Hugging Face directory"
     )
@@ -152,7 +152,8 @@ def load_model(
     (GGUF): "map" uses the tensors in place from the file's mmap; "ram" reads them into
     anonymous memory with transparent huge pages (~0.3 s per GB from the page cache; decode
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
-    Linux offers huge pages, else "map", and TRIT_WEIGHTS=ram|map overrides it."""
+    Linux offers huge pages, except for TQ1_0/TQ2_0 files (repacked at load anyway), else "map";
+    TRIT_WEIGHTS=auto|ram|map overrides it."""
     if weights not in WEIGHT_MEMORY:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     p = Path(path)

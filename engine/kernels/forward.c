@@ -193,7 +193,7 @@ typedef struct {
     int ntok, nitems;
     tq_mm_item items[3];
     long first[4];  /* chunk index where each item starts; first[nitems] = total */
-    tq_counter ctr;
+    tq_split split;
 } tq_mm_task;
 
 static void tq_mm_chunk_ternary(tq_mm_task *task, const tq_mm_item *it, int r0, int nr, int32_t *tmp) {
@@ -232,8 +232,8 @@ static void tq_mm_worker(void *arg, int ith, int nth) {
     tq_state *s = task->s;
     int32_t *tmp = s->tmp + (size_t)ith * s->max_batch * TQ_ROWS_PER_CHUNK;
     for (;;) {
-        const long c = tq_counter_take(&task->ctr);
-        if (c >= task->first[task->nitems]) break;
+        const long c = tq_split_take(&task->split, ith);
+        if (c < 0) break;
         int i = 0;
         while (c >= task->first[i + 1]) i++;
         const tq_mm_item *it = &task->items[i];
@@ -277,7 +277,7 @@ static void tq_matmul(tq_state *s, const float *x, size_t ldx, int cols, int nto
         if (need[f])
             for (int t = 0; t < ntok; t++)
                 tq_qk_quant_act(f, x + (size_t)t * ldx, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
-    tq_counter_reset(&task.ctr);
+    tq_split_reset(&task.split, task.first[nitems], s->nth);
     tq_pool_run(s->pool, tq_mm_worker, &task);
 }
 
@@ -333,19 +333,17 @@ typedef struct {
     const float *x;   /* dim, normed */
     const void *act;  /* x in the head's activation format (llama.cpp types) */
     float *logits;
-    tq_counter ctr;
+    tq_split split;
 } tq_head_task;
 
 static void tq_head_worker(void *arg, int ith, int nth) {
-    (void)ith;
     (void)nth;
     tq_head_task *task = (tq_head_task *)arg;
     const tq_model *m = task->s->m;
     const tq_lin *h = &m->head;
-    const long chunks = (m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS;
     for (;;) {
-        const long c = tq_counter_take(&task->ctr);
-        if (c >= chunks) break;
+        const long c = tq_split_take(&task->split, ith);
+        if (c < 0) break;
         const int r0 = (int)c * TQ_HEAD_ROWS;
         const int nr = m->vocab - r0 < TQ_HEAD_ROWS ? m->vocab - r0 : TQ_HEAD_ROWS;
         const uint8_t *w = h->w + (size_t)r0 * h->row_bytes;
@@ -360,7 +358,12 @@ static void tq_head_worker(void *arg, int ith, int nth) {
 
 static void tq_head(tq_state *s, const float *x, float *logits) {
     const tq_lin *h = &s->m->head;
-    tq_head_task task = {s, x, x, logits, {0}};
+    tq_head_task task;
+    task.s = s;
+    task.x = x;
+    task.act = x;
+    task.logits = logits;
+    tq_split_reset(&task.split, (s->m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS, s->nth);
     if (h->type != TQ_GGML_F16 && h->ops->act != TQ_ACTF_F32) {
         tq_qk_quant_act(h->ops->act, x, s->qka[h->ops->act], s->m->dim);
         task.act = s->qka[h->ops->act];

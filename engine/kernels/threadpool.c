@@ -76,6 +76,27 @@ struct tq_pool {
 
 long tq_counter_take(tq_counter *c) { return tq_atomic_add(&c->next, 1); }
 
+void tq_split_reset(tq_split *s, long total, int nparts) {
+    if (nparts > TQ_SPLIT_MAX) nparts = TQ_SPLIT_MAX;
+    if (nparts > total) nparts = total > 0 ? (int)total : 1;
+    if (nparts < 1) nparts = 1;
+    s->n = nparts;
+    for (int p = 0; p < nparts; p++) {
+        s->part[p].r.next = total * p / nparts;
+        s->part[p].r.end = total * (p + 1) / nparts;
+    }
+}
+
+long tq_split_take(tq_split *s, int ith) {
+    for (int k = 0; k < s->n; k++) {
+        tq_split_part *p = &s->part[(ith + k) % s->n];
+        if (tq_atomic_load(&p->r.next) >= p->r.end) continue;
+        const long c = tq_atomic_add(&p->r.next, 1);
+        if (c < p->r.end) return c;
+    }
+    return -1;
+}
+
 int tq_pool_threads(const tq_pool *pool) { return pool->nth; }
 
 /* Wait until *p != old (mode 0) or *p == 0 (mode 1): spin, yield, then sleep on cv. */

@@ -30,6 +30,26 @@ typedef struct {
 static inline void tq_counter_reset(tq_counter *c) { c->next = 0; }
 long tq_counter_take(tq_counter *c); /* atomically returns the old value and adds 1 */
 
+/* Chunks 0..total-1 split into one contiguous range per thread, each with its own counter (on its
+ * own cache line). Thread ith takes from range ith first, front to back, then from the others'
+ * ranges, so on a quiet machine every thread streams one contiguous part of a matrix (the
+ * hardware prefetchers see one long stream per core, not every nth chunk), while a thread whose
+ * core is taken still loses its chunks to the others. */
+#define TQ_SPLIT_MAX 64
+typedef union {
+    struct {
+        volatile long next;
+        long end;
+    } r;
+    char pad[64];
+} tq_split_part;
+typedef struct {
+    int n;
+    tq_split_part part[TQ_SPLIT_MAX];
+} tq_split;
+void tq_split_reset(tq_split *s, long total, int nparts);
+long tq_split_take(tq_split *s, int ith); /* a chunk index, or -1 when none is left */
+
 #ifdef __cplusplus
 }
 #endif

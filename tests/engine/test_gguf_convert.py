@@ -294,7 +294,7 @@ def test_converter_refuses_what_it_cannot_store(tmp_path: Path) -> None:
 def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
     """weights="ram" copies the tensor data into huge-page-advised memory: same bytes, same logits
     bit for bit, aligned views, the label in Model.info; TRIT_WEIGHTS picks the default."""
-    from trit.engine.model import load_model
+    from trit.engine.model import huge_pages_available, load_model
 
     weights, _ = random_weights(3)
     p = tmp_path / "m.gguf"
@@ -314,6 +314,15 @@ def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
         assert m.info.memory == {"map": "file map", "ram": "RAM copy"}[mem]
         runs[mem] = m.logits(ids)
     np.testing.assert_array_equal(runs["map"], runs["ram"])
+    auto = load_model(p, threads=1).info.memory
+    assert auto == ("RAM copy" if huge_pages_available() else "file map")
+    # TQ2_0 matrices are repacked at load: auto keeps the map (a copy would hold unused bytes)
+    tq = tmp_path / "tq.gguf"
+    write_bitnet_gguf(weights, tq, ternary_type="TQ2_0")
+    assert load_model(tq, threads=1).info.memory == "file map"
+    forced = load_model(tq, threads=1, weights="ram")
+    assert forced.info.memory == "RAM copy"
+    np.testing.assert_array_equal(forced.logits(ids), load_model(tq, threads=1, weights="map").logits(ids))
     monkeypatch.setenv("TRIT_WEIGHTS", "map")
     assert load_model(p, threads=1).info.memory == "file map"
     monkeypatch.setenv("TRIT_WEIGHTS", "ram")
