@@ -21,6 +21,7 @@ import mmap
 import os
 import struct
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
@@ -330,17 +331,38 @@ class GGUFFile:
         skip = (-raw.ctypes.data) % huge
         data = raw[skip : skip + n]
         view = memoryview(data)  # type: ignore[arg-type]
+        span = 64 << 20
         try:
             with open(self.path, "rb", buffering=0) as f:
-                f.seek(start)
-                pos = 0
-                while pos < n:
-                    k = f.readinto(view[pos : pos + (64 << 20)])
-                    if not k:
-                        raise ModelFormatError(
-                            self.path, f"the file shrank while it was read (ended at byte {start + pos})"
-                        )
-                    pos += k
+                fd = f.fileno()
+
+                def read_span(pos: int) -> None:
+                    # the kernel copies from the page cache and faults in (zeroes) the huge pages:
+                    # several threads do that in parallel (each read releases the GIL)
+                    end = min(pos + span, n)
+                    while pos < end:
+                        k = os.preadv(fd, [view[pos:end]], start + pos)
+                        if not k:
+                            raise ModelFormatError(
+                                self.path, f"the file shrank while it was read (ended at byte {start + pos})"
+                            )
+                        pos += k
+
+                if hasattr(os, "preadv"):
+                    workers = max(1, min(4, os.cpu_count() or 1))
+                    with ThreadPoolExecutor(workers) as ex:
+                        for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
+                            fut.result()
+                else:  # Windows: one sequential reader
+                    f.seek(start)
+                    pos = 0
+                    while pos < n:
+                        k = f.readinto(view[pos : pos + span])
+                        if not k:
+                            raise ModelFormatError(
+                                self.path, f"the file shrank while it was read (ended at byte {start + pos})"
+                            )
+                        pos += k
         except OSError as e:
             raise ModelFormatError(self.path, f"cannot read the file: {e.strerror or e}") from e
         finally:
