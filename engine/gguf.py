@@ -279,14 +279,14 @@ class GGUFFile:
     Views keep the map alive: close() releases it only when no view is left; otherwise the map is
     freed when the last view goes away.
 
-    in_memory=True: after the header is parsed, the tensor data section is read into anonymous
-    memory (2 MiB-aligned; on Linux numpy advises transparent huge pages for it) and the map is
-    closed, so tensor views point into that copy. Streaming weights through 2 MiB pages reads
+    read_into_memory(): the tensor data section is read into anonymous memory (2 MiB-aligned; on
+    Linux numpy advises transparent huge pages for it) and the map is closed, so tensor views
+    taken afterwards point into that copy. Streaming weights through 2 MiB pages reads
     ~20% faster on x86 than through the page cache's 4 KiB pages (fewer TLB misses; the hardware
     prefetchers stop at every 4 KiB boundary): benchmarks/RESULTS.md has the measurement.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, in_memory: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, GGUFValueType] = {}
@@ -312,8 +312,6 @@ class GGUFFile:
         self._buf = self._mm
         try:
             self._parse()
-            if in_memory:
-                self.read_into_memory()
         except BaseException:
             self.close()
             raise
@@ -332,37 +330,31 @@ class GGUFFile:
         data = raw[skip : skip + n]
         view = memoryview(data)  # type: ignore[arg-type]
         span = 64 << 20
+        parallel = hasattr(os, "preadv")  # Windows has no positioned read: one sequential reader
         try:
             with open(self.path, "rb", buffering=0) as f:
-                fd = f.fileno()
 
                 def read_span(pos: int) -> None:
                     # the kernel copies from the page cache and faults in (zeroes) the huge pages:
                     # several threads do that in parallel (each read releases the GIL)
                     end = min(pos + span, n)
+                    if not parallel:
+                        f.seek(start + pos)
                     while pos < end:
-                        k = os.preadv(fd, [view[pos:end]], start + pos)
+                        if parallel:
+                            k = os.preadv(f.fileno(), [view[pos:end]], start + pos)
+                        else:
+                            k = f.readinto(view[pos:end])
                         if not k:
                             raise ModelFormatError(
                                 self.path, f"the file shrank while it was read (ended at byte {start + pos})"
                             )
                         pos += k
 
-                if hasattr(os, "preadv"):
-                    workers = max(1, min(4, os.cpu_count() or 1))
-                    with ThreadPoolExecutor(workers) as ex:
-                        for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
-                            fut.result()
-                else:  # Windows: one sequential reader
-                    f.seek(start)
-                    pos = 0
-                    while pos < n:
-                        k = f.readinto(view[pos : pos + span])
-                        if not k:
-                            raise ModelFormatError(
-                                self.path, f"the file shrank while it was read (ended at byte {start + pos})"
-                            )
-                        pos += k
+                workers = max(1, min(4, os.cpu_count() or 1)) if parallel else 1
+                with ThreadPoolExecutor(workers) as ex:
+                    for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
+                        fut.result()
         except OSError as e:
             raise ModelFormatError(self.path, f"cannot read the file: {e.strerror or e}") from e
         finally:
@@ -599,7 +591,9 @@ class GGUFFile:
     def tensor_data(self, name: str) -> np.ndarray:
         """uint8 [nbytes] view of the tensor's bytes in the map (read-only, zero-copy)."""
         info = self._info(name)
-        return np.frombuffer(self._buf, dtype=np.uint8, count=info.nbytes, offset=info.offset - self._buf_start)
+        return np.frombuffer(
+            self._buf, dtype=np.uint8, count=info.nbytes, offset=info.offset - self._buf_start
+        )
 
     def tensor_array(self, name: str) -> np.ndarray:
         """Typed zero-copy view with the numpy shape (..., ne1, ne0). BF16 comes as uint16 bits."""

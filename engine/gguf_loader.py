@@ -11,6 +11,7 @@ get rope_neox=True (docs/formats.md).
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -201,15 +202,31 @@ def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | Qua
 
 
 REPACKED_TYPES = ("TQ1_0", "TQ2_0")  # ternary types converted to our layout at load, not used in place
+WEIGHT_MEMORY = ("auto", "ram", "map")
+
+
+def huge_pages_available() -> bool:
+    """True where anonymous memory can get transparent huge pages (Linux with THP not 'never')."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
 
 
 def load_gguf_weights(path: str | os.PathLike[str], *, memory: str = "map") -> ModelWeights:
     """ModelWeights viewing the file; the GGUFFile stays open in weights.keepalive.
 
     memory: "map" uses the tensors in place from the file's mmap; "ram" first copies the tensor
-    data into huge-page memory (GGUFFile.read_into_memory); "auto" does that unless the file's
-    matrices are TQ1_0/TQ2_0, which are repacked at load anyway (a copy would only hold their
-    unused original bytes)."""
+    data into huge-page memory (GGUFFile.read_into_memory); "auto" is TRIT_WEIGHTS if set, else
+    "ram" where Linux offers huge pages, except for files whose matrices are TQ1_0/TQ2_0 (repacked
+    at load anyway: a copy would only hold their unused original bytes), else "map"."""
+    if memory == "auto":
+        memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
+        if memory not in WEIGHT_MEMORY:
+            raise ValueError(f"TRIT_WEIGHTS must be one of {', '.join(WEIGHT_MEMORY)}, not {memory!r}")
     f = GGUFFile(path)
     try:
         if memory == "auto":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -92,20 +91,6 @@ class Generation:
     text: str = ""  # the decoded reply (chat calls)
 
 
-WEIGHT_MEMORY = ("auto", "ram", "map")
-
-
-def huge_pages_available() -> bool:
-    """True where anonymous memory can get transparent huge pages (Linux with THP not 'never')."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
-
-
 def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
     if not path.exists():
         raise ModelFormatError(path, "no such file or directory")
@@ -118,10 +103,6 @@ def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
     if magic == b"GGUF":
         from .gguf_loader import load_gguf_weights
 
-        if memory == "auto":
-            memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
-            if memory not in WEIGHT_MEMORY:
-                raise ValueError(f"TRIT_WEIGHTS must be one of {', '.join(WEIGHT_MEMORY)}, not {memory!r}")
         return load_gguf_weights(path, memory=memory)
     raise ModelFormatError(
         path, f"not a model file (magic {magic!r}): expected a GGUF file or a Hugging Face directory"
@@ -154,6 +135,8 @@ def load_model(
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
     Linux offers huge pages, except for TQ1_0/TQ2_0 files (repacked at load anyway), else "map";
     TRIT_WEIGHTS=auto|ram|map overrides it."""
+    from .gguf_loader import WEIGHT_MEMORY
+
     if weights not in WEIGHT_MEMORY:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     p = Path(path)

@@ -769,8 +769,10 @@ def run_bench(
                         res = workers[i].request(op="measure", p=0, n=n, ttft=0, seed=[seed, 100 + rep])
                         trows[i].samples.setdefault("tg_busy_tps", []).append(res["tg_tps"])
                         if log:
-                            log(f"  busy core, rep {rep + 1} {trows[i].engine} {trows[i].format} t={t}: "
-                                f"tg_tps {res['tg_tps']:.1f}")
+                            log(
+                                f"  busy core, rep {rep + 1} {trows[i].engine} {trows[i].format} t={t}: "
+                                f"tg_tps {res['tg_tps']:.1f}"
+                            )
             for w, r in zip(workers, trows):
                 r.rss_mb = w.close()
             rows += trows

@@ -294,12 +294,14 @@ def test_converter_refuses_what_it_cannot_store(tmp_path: Path) -> None:
 def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
     """weights="ram" copies the tensor data into huge-page-advised memory: same bytes, same logits
     bit for bit, aligned views, the label in Model.info; TRIT_WEIGHTS picks the default."""
-    from trit.engine.model import huge_pages_available, load_model
+    from trit.engine.gguf_loader import huge_pages_available
+    from trit.engine.model import load_model
 
     weights, _ = random_weights(3)
     p = tmp_path / "m.gguf"
     write_bitnet_gguf(weights, p)
-    with GGUFFile(p) as mapped, GGUFFile(p, in_memory=True) as copied:
+    with GGUFFile(p) as mapped, GGUFFile(p) as copied:
+        copied.read_into_memory()
         assert copied.in_memory and not mapped.in_memory
         for name in mapped.tensors:
             a, b = mapped.tensor_data(name), copied.tensor_data(name)
