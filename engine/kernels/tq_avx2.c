@@ -9,6 +9,7 @@
  *   sum(w * a) = sum(code * a) - sum(a).
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_gemm.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -32,11 +33,7 @@
 /* GEMM tile: 2 weight rows x 4 tokens = 8 int32 accumulators + 4 code registers + constants fill
  * the 16 YMM registers; a row's codes are decoded once per block and reused for 4 tokens. */
 #define TQ_AVX2_GEMM_ROWS 2
-#define TQ_AVX2_GEMM_TOKS 4
-
-/* Activation bytes of one GEMM token chunk kept hot in L2 while every row tile re-reads them, so
- * the weights stream from memory once per chunk instead of once per token tile. */
-#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+#define TQ_AVX2_GEMM_TOKS TQ_GEMM_TOKS
 
 /* 4 int32 vectors -> their 4 horizontal sums, in order. */
 TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
@@ -155,45 +152,12 @@ TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const 
     }
 }
 
-static void tq_gemm_tile_any_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
-                                  const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
-    if (R == 2) {
-        switch (T) {
-        case 4: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 4); break;
-        case 3: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 3); break;
-        case 2: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 2); break;
-        default: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 2, 1); break;
-        }
-    } else {
-        switch (T) {
-        case 4: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 4); break;
-        case 3: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 3); break;
-        case 2: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 2); break;
-        default: tq_gemm_tile_avx2(w, stride, nb, a, a_stride, asum, out, out_stride, 1, 1); break;
-        }
-    }
-}
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_avx2, , tq_gemm_tile_avx2, TQ_AVX2_GEMM_ROWS)
 
 void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride, const int32_t *asum,
                   int ntok, int32_t *out, size_t out_stride) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    if (ntok == 1) { /* decode-shaped call: the GEMV's 4-row pass is the better tile */
-        tq_gemv_avx2(w, rows, nb, a, asum[0], out);
-        return;
-    }
-    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
-    chunk = chunk < TQ_AVX2_GEMM_TOKS ? TQ_AVX2_GEMM_TOKS : chunk - chunk % TQ_AVX2_GEMM_TOKS;
-    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
-        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
-        for (int r = 0; r < rows; r += TQ_AVX2_GEMM_ROWS) {
-            const int R = rows - r >= TQ_AVX2_GEMM_ROWS ? TQ_AVX2_GEMM_ROWS : rows - r;
-            for (int t = t0; t < t1; t += TQ_AVX2_GEMM_TOKS) {
-                const int T = t1 - t >= TQ_AVX2_GEMM_TOKS ? TQ_AVX2_GEMM_TOKS : t1 - t;
-                tq_gemm_tile_any_avx2(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride,
-                                      asum + t, out + (size_t)t * out_stride + r, out_stride, R, T);
-            }
-        }
-    }
+    tq_gemm_drive(tq_gemv_avx2, tq_gemm_tile_any_avx2, TQ_AVX2_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok,
+                  out, out_stride);
 }
 
 /* Same result as tq_quant_act_scalar bit for bit: max|x| is exact in any order (NaN-free input),

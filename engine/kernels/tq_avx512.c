@@ -12,6 +12,7 @@
  * 3-2 / 1-0 fields line up with a[64..127]. No activation shuffles are needed.
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_gemm.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -31,9 +32,7 @@
 #define TQ_512_GEMV_ROWS 4
 /* GEMM tile: 4 rows x 4 tokens = 16 int32 accumulators + 8 code registers of the 32 ZMM. */
 #define TQ_512_GEMM_ROWS 4
-#define TQ_512_GEMM_TOKS 4
-/* Activation bytes of one GEMM token chunk kept in L2 while all row tiles re-read them. */
-#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+#define TQ_512_GEMM_TOKS TQ_GEMM_TOKS
 
 /* VNNI GEMV: the fields are masked in place, not shifted: field 7-6 is code << 6 (0, 64, 128) and
  * so on, still a valid unsigned byte for vpdpbusd, whose int32 lanes cannot saturate. Each lane
@@ -244,74 +243,21 @@ TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const in
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* GEMM drivers: token chunks (activations hot in L2), row tiles, token tiles. The tiles take R and
- * T as constants so that the accumulator arrays live in registers. */
+/* GEMM entry points: tq_gemm.h's loops around this file's tiles. */
 
-#define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
-    switch (T) {                                                                                       \
-    case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
-    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
-    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
-    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
-    }
-
-static TQ_VNNI void tq_gemm_tile_any_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
-                                          size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
-                                          int R, int T) {
-    if (R == 4) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, 4)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, 1)
-    }
-}
-
-static void tq_gemm_tile_any_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
-                                const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
-    if (R == 4) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_bw, 4)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_bw, 1)
-    }
-}
-
-typedef void (*tq_gemm_tile_fn)(const uint8_t *, size_t, int, const int8_t *, size_t, const int32_t *, int32_t *,
-                                size_t, int, int);
-
-static void tq_gemm_drive_512(tq_gemm_tile_fn tile, const uint8_t *w, int rows, int nb, const int8_t *a,
-                              size_t a_stride, const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
-    chunk = chunk < TQ_512_GEMM_TOKS ? TQ_512_GEMM_TOKS : chunk - chunk % TQ_512_GEMM_TOKS;
-    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
-        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
-        for (int r = 0; r < rows;) {
-            const int R = rows - r >= TQ_512_GEMM_ROWS ? TQ_512_GEMM_ROWS : 1;
-            for (int t = t0; t < t1; t += TQ_512_GEMM_TOKS) {
-                const int T = t1 - t >= TQ_512_GEMM_TOKS ? TQ_512_GEMM_TOKS : t1 - t;
-                tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
-                     out + (size_t)t * out_stride + r, out_stride, R, T);
-            }
-            r += R;
-        }
-    }
-}
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_vnni, TQ_VNNI, tq_gemm_tile_vnni, TQ_512_GEMM_ROWS)
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_bw, , tq_gemm_tile_bw, TQ_512_GEMM_ROWS)
 
 static void tq_gemm_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                                const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    if (ntok == 1) { /* decode-shaped call: the GEMV's masked 4-row pass is the better tile */
-        tq_gemv_avx512vnni(w, rows, nb, a, asum[0], out);
-        return;
-    }
-    tq_gemm_drive_512(tq_gemm_tile_any_vnni, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+    tq_gemm_drive(tq_gemv_avx512vnni, tq_gemm_tile_any_vnni, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum,
+                  ntok, out, out_stride);
 }
 
 static void tq_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                            const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    if (ntok == 1) {
-        tq_gemv_avx512(w, rows, nb, a, asum[0], out);
-        return;
-    }
-    tq_gemm_drive_512(tq_gemm_tile_any_bw, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+    tq_gemm_drive(tq_gemv_avx512, tq_gemm_tile_any_bw, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok,
+                  out, out_stride);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

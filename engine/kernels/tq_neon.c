@@ -11,6 +11,7 @@
  * result is bit-identical to the scalar spec: sum(w * a) = sum(code * a) - sum(a).
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_gemm.h"
 
 #if defined(__aarch64__) || defined(_M_ARM64)
 
@@ -42,9 +43,7 @@
 
 #define TQ_NEON_GEMV_ROWS 4
 #define TQ_NEON_GEMM_ROWS 4
-#define TQ_NEON_GEMM_TOKS 4
-/* Activation bytes of one GEMM token chunk kept in L2 while all row tiles re-read them. */
-#define TQ_GEMM_CHUNK_BYTES (256 * 1024)
+#define TQ_NEON_GEMM_TOKS TQ_GEMM_TOKS
 
 /* The 8 code vectors of one block, in activation order: c[k] pairs with a[16 k .. 16 k + 15]. */
 TQ_INLINE void tq_decode_block_neon(const uint8_t *p, int8x16_t c[8]) {
@@ -202,74 +201,21 @@ TQ_INLINE void tq_gemm_tile_mull(const uint8_t *w, size_t stride, int nb, const 
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* GEMM drivers: token chunks (activations hot in L2), row tiles, token tiles; R and T are
- * constants inside the tiles so that the accumulators stay in registers. */
+/* GEMM entry points: tq_gemm.h's loops around this file's tiles. */
 
-#define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
-    switch (T) {                                                                                       \
-    case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
-    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
-    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
-    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
-    }
-
-static TQ_DOTPROD void tq_gemm_tile_any_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a,
-                                            size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
-                                            int R, int T) {
-    if (R == 4) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, 4)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, 1)
-    }
-}
-
-static void tq_gemm_tile_any_mull(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
-                                  const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
-    if (R == 4) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_mull, 4)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_mull, 1)
-    }
-}
-
-typedef void (*tq_gemm_tile_fn)(const uint8_t *, size_t, int, const int8_t *, size_t, const int32_t *, int32_t *,
-                                size_t, int, int);
-
-static void tq_gemm_drive_neon(tq_gemm_tile_fn tile, const uint8_t *w, int rows, int nb, const int8_t *a,
-                               size_t a_stride, const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
-    chunk = chunk < TQ_NEON_GEMM_TOKS ? TQ_NEON_GEMM_TOKS : chunk - chunk % TQ_NEON_GEMM_TOKS;
-    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
-        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
-        for (int r = 0; r < rows;) {
-            const int R = rows - r >= TQ_NEON_GEMM_ROWS ? TQ_NEON_GEMM_ROWS : 1;
-            for (int t = t0; t < t1; t += TQ_NEON_GEMM_TOKS) {
-                const int T = t1 - t >= TQ_NEON_GEMM_TOKS ? TQ_NEON_GEMM_TOKS : t1 - t;
-                tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
-                     out + (size_t)t * out_stride + r, out_stride, R, T);
-            }
-            r += R;
-        }
-    }
-}
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_dot, TQ_DOTPROD, tq_gemm_tile_dot, TQ_NEON_GEMM_ROWS)
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_mull, , tq_gemm_tile_mull, TQ_NEON_GEMM_ROWS)
 
 static void tq_gemm_neon_dotprod(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                                  const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    if (ntok == 1) {
-        tq_gemv_neon_dotprod(w, rows, nb, a, asum[0], out);
-        return;
-    }
-    tq_gemm_drive_neon(tq_gemm_tile_any_dot, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+    tq_gemm_drive(tq_gemv_neon_dotprod, tq_gemm_tile_any_dot, TQ_NEON_GEMM_ROWS, w, rows, nb, a, a_stride,
+                  asum, ntok, out, out_stride);
 }
 
 static void tq_gemm_neon(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                          const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    if (ntok == 1) {
-        tq_gemv_neon(w, rows, nb, a, asum[0], out);
-        return;
-    }
-    tq_gemm_drive_neon(tq_gemm_tile_any_mull, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+    tq_gemm_drive(tq_gemv_neon, tq_gemm_tile_any_mull, TQ_NEON_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok,
+                  out, out_stride);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

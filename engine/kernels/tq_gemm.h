@@ -1,0 +1,67 @@
+/* The ternary GEMM's loop structure, shared by every SIMD file (tq_avx2.c, tq_avx512.c,
+ * tq_neon.c); only the tile differs between them. Included into each of those files, so it holds
+ * no ISA instruction itself and is compiled with each file's flags.
+ *
+ * Order of work: token chunks (the activations of one chunk stay hot in L2 while every row tile
+ * re-reads them, so the weights stream from memory once per chunk instead of once per token tile),
+ * then row tiles, then token tiles. A tile takes R weight rows (TILE_ROWS, or 1 for the last
+ * rows) and T tokens (1..4) as compile-time constants after TQ_GEMM_TILE_ANY's switch, so that
+ * its accumulators live in registers. */
+#ifndef TQ_GEMM_H
+#define TQ_GEMM_H
+
+#include "tq.h"
+
+#define TQ_GEMM_TOKS 4                       /* tokens per tile, every ISA */
+#define TQ_GEMM_CHUNK_BYTES (256 * 1024)     /* activation bytes of one token chunk */
+
+typedef void (*tq_gemm_tile_fn)(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                const int32_t *asum, int32_t *out, size_t out_stride, int R, int T);
+
+#define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
+    switch (T) {                                                                                       \
+    case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
+    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
+    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
+    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
+    }
+
+/* Defines `static ATTR void NAME(...)`, a tq_gemm_tile_fn that calls TILE with R = ROWS or 1 and
+ * T = 1..4 as constants. ATTR: a target attribute (e.g. VNNI) or nothing. */
+#define TQ_GEMM_TILE_ANY(NAME, ATTR, TILE, ROWS)                                                         \
+    static ATTR void NAME(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,   \
+                          const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {        \
+        if (R == (ROWS)) {                                                                             \
+            TQ_GEMM_TILE_SWITCH(TILE, ROWS)                                                            \
+        } else {                                                                                       \
+            TQ_GEMM_TILE_SWITCH(TILE, 1)                                                               \
+        }                                                                                              \
+    }
+
+/* A tq_gemm_fn body: one token goes to the ISA's GEMV (its multi-row decode pass is the better
+ * tile for a single token), more go through `tile` in tiles of tile_rows x TQ_GEMM_TOKS. */
+static inline void tq_gemm_drive(tq_gemv_fn gemv, tq_gemm_tile_fn tile, int tile_rows, const uint8_t *w,
+                                 int rows, int nb, const int8_t *a, size_t a_stride, const int32_t *asum,
+                                 int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) {
+        gemv(w, rows, nb, a, asum[0], out);
+        return;
+    }
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
+    chunk = chunk < TQ_GEMM_TOKS ? TQ_GEMM_TOKS : chunk - chunk % TQ_GEMM_TOKS;
+    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
+        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
+        for (int r = 0; r < rows;) {
+            const int R = rows - r >= tile_rows ? tile_rows : 1;
+            for (int t = t0; t < t1; t += TQ_GEMM_TOKS) {
+                const int T = t1 - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : t1 - t;
+                tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
+                     out + (size_t)t * out_stride + r, out_stride, R, T);
+            }
+            r += R;
+        }
+    }
+}
+
+#endif
