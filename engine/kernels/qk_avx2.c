@@ -20,66 +20,18 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "qk_simd.h"
 #include "tq.h"
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TQ_INLINE static __forceinline
-#else
-#define TQ_INLINE static inline __attribute__((always_inline))
-#endif
 
 /* Rows per pass: they share the activation block loads and its per-block constants. */
 #define TQ_QK_AVX2_ROWS 4
-
-TQ_INLINE float tq_h2f(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-}
-
-TQ_INLINE uint16_t tq_ld16(const void *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-
-TQ_INLINE uint32_t tq_ld32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-TQ_INLINE float tq_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* The R rows of the next pass are one contiguous range: walk it linearly, as far as this pass
- * has walked its own rows, so it is in cache when that pass starts (R interleaved row streams
- * are followed badly by the hardware prefetchers; see tq_avx2.c). Past the end never faults. */
-TQ_INLINE void tq_prefetch_next(const uint8_t *w, size_t rb, int R, size_t done, size_t span) {
-    const char *pf = (const char *)w + (size_t)R * rb + done * (size_t)R;
-    for (size_t o = 0; o < span; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-    _mm_prefetch(pf + span - 1, _MM_HINT_T0);
-}
 
 /* 16 bytes of nibbles -> 32 codes in value order (low nibbles = values 0..15, high = 16..31) */
 TQ_INLINE __m256i tq_nib32(const uint8_t *qs) {
     const __m128i x = _mm_loadu_si128((const __m128i *)qs);
     const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
     return _mm256_and_si256(v, _mm256_set1_epi8(15));
-}
-
-/* bit i of the little-endian uint32 at qh -> 0x10 in byte i (bit 4 of the Q5 codes) */
-TQ_INLINE __m256i tq_hbit32(const uint8_t *qh) {
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                           0x0101010101010101LL, 0x0000000000000000LL);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)tq_ld32(qh)), shuf);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
 /* u8 codes x s8 activations -> 8 int32 lanes (each the sum of 4 adjacent products) */
@@ -210,19 +162,6 @@ TQ_Q32_GEMV(q5_0, TQ_B_Q5_0)
 TQ_Q32_GEMV(q5_1, TQ_B_Q5_1)
 
 /* ---------------------------------------------------------------- K-quants */
-
-/* Q4_K / Q5_K 6-bit scales and minima, four per uint32 (qk.h for the packing). */
-TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
-    const uint32_t s0 = tq_ld32(s), s1 = tq_ld32(s + 4), s2 = tq_ld32(s + 8);
-    const uint32_t v[4] = {
-        s0 & 0x3f3f3f3fu,                                   /* sc 0..3 */
-        (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u),     /* sc 4..7: high bits from s[0..3] */
-        s1 & 0x3f3f3f3fu,                                   /* m 0..3 */
-        ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u), /* m 4..7: high bits from s[4..7] */
-    };
-    memcpy(sc, v, 8);
-    memcpy(m, v + 2, 8);
-}
 
 /* sum_j m_j * (bsums[2j] + bsums[2j+1]) as 8 int32 lanes (lane j) */
 TQ_INLINE __m256i tq_k4_mins(const uint8_t m[8], const int16_t *bsums) {

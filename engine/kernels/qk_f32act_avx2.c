@@ -23,37 +23,14 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "qk_simd.h"
 #include "tq.h"
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TQ_INLINE static __forceinline
-#else
-#define TQ_INLINE static inline __attribute__((always_inline))
-#endif
 
 /* Rows per pass, then passes of 4 and of 1 for the rest. 8 measured faster than 4 (Q4_1 1536x576
  * single thread on Zen 4: 10.1 vs 9.2 GB/s; Q4_K 9.1 vs 8.1) although the accumulators then spill:
  * more independent FMA chains per shared x load. */
 #define TQ_F32ACT_ROWS 8
-
-TQ_INLINE float tq_h2f(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-}
-
-TQ_INLINE uint32_t tq_ld32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-TQ_INLINE float tq_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* 8 bytes at p, zero- / sign-extended to 8 int32 lanes */
 TQ_INLINE __m256i tq_u8x8(const uint8_t *p) {
@@ -61,23 +38,6 @@ TQ_INLINE __m256i tq_u8x8(const uint8_t *p) {
 }
 TQ_INLINE __m256i tq_s8x8(const void *p) {
     return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
-}
-
-/* See qk_avx2.c: the R rows of the next pass are one contiguous range; walk it linearly. */
-TQ_INLINE void tq_prefetch_next(const uint8_t *w, size_t rb, int R, size_t done, size_t span) {
-    const char *pf = (const char *)w + (size_t)R * rb + done * (size_t)R;
-    for (size_t o = 0; o < span; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-    _mm_prefetch(pf + span - 1, _MM_HINT_T0);
-}
-
-/* bit i of the little-endian uint32 at qh -> 0x10 in byte i (bit 4 of the Q5 codes) */
-TQ_INLINE __m256i tq_hbit32(const uint8_t *qh) {
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                           0x0101010101010101LL, 0x0000000000000000LL);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)tq_ld32(qh)), shuf);
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
 /* ---------------------------------------------------------------- 32-value block types */
@@ -164,19 +124,6 @@ TQ_Q32_GEMV(q5_1, TQ_B_Q5_1)
 #undef TQ_Q32_GEMV
 
 /* ---------------------------------------------------------------- K-quants */
-
-/* Q4_K / Q5_K 6-bit scales and minima, four per uint32 (qk.h for the packing). */
-TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
-    const uint32_t s0 = tq_ld32(s), s1 = tq_ld32(s + 4), s2 = tq_ld32(s + 8);
-    const uint32_t v[4] = {
-        s0 & 0x3f3f3f3fu,                                      /* sc 0..3 */
-        (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u),        /* sc 4..7: high bits from s[0..3] */
-        s1 & 0x3f3f3f3fu,                                      /* m 0..3 */
-        ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u), /* m 4..7: high bits from s[4..7] */
-    };
-    memcpy(sc, v, 8);
-    memcpy(m, v + 2, 8);
-}
 
 /* Lane j: sum of x over sub-block j (values 32j .. 32j+31) of a super-block. */
 TQ_INLINE __m256 tq_subblock_sums(const float *x) {

@@ -38,44 +38,10 @@
 #define tq_qk_vdot vdotq_s32
 #endif
 
+#include "qk_simd.h"
+
 /* Rows per pass: they share the activation loads and per-block constants. */
 #define TQ_QK_NEON_ROWS 4
-
-TQ_INLINE float tq_h2f(const void *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
-}
-
-TQ_INLINE uint32_t tq_ld32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* Q4_K / Q5_K 6-bit scales and minima, four per uint32 (qk.h for the packing). */
-TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
-    const uint32_t s0 = tq_ld32(s), s1 = tq_ld32(s + 4), s2 = tq_ld32(s + 8);
-    const uint32_t v[4] = {
-        s0 & 0x3f3f3f3fu,
-        (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u),
-        s1 & 0x3f3f3f3fu,
-        ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u),
-    };
-    memcpy(sc, v, 8);
-    memcpy(m, v + 2, 8);
-}
-
-/* bit i of the little-endian uint32 at qh -> 0x10 in byte i: h0 = values 0..15, h1 = 16..31 */
-TQ_INLINE void tq_hbits(const uint8_t *qh, uint8x16_t *h0, uint8x16_t *h1) {
-    static const uint8_t idx0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-    static const uint8_t idx1[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
-    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(tq_ld32(qh)));
-    const uint8x16_t b = vld1q_u8(bit), b4 = vdupq_n_u8(0x10);
-    *h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx0)), b), b4);
-    *h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx1)), b), b4);
-}
 
 /* ---------------------------------------------------------------- float types */
 

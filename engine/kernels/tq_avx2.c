@@ -17,11 +17,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TQ_INLINE static __forceinline
-#else
-#define TQ_INLINE static inline __attribute__((always_inline))
-#endif
+#include "qk_simd.h" /* TQ_INLINE, tq_hsum */
 
 /* Blocks accumulated in int16 before widening: per block a 16-bit lane gains four maddubs pair
  * sums, each in [-512, 508], i.e. [-2048, 2032]; 16 blocks stay within [-32768, 32512]. */
@@ -41,13 +37,6 @@ TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256
     const __m256i s23 = _mm256_hadd_epi32(v2, v3);
     const __m256i s = _mm256_hadd_epi32(s01, s23); /* per lane: v0 v1 v2 v3 */
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-}
-
-TQ_INLINE float tq_hsum_ps_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* sum(code * a) over one 128-value block, as 16 int16 lanes (each within [-2048, 2032]). */
@@ -237,7 +226,7 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
             memcpy(xt, x + i, (size_t)n * sizeof(float));
             a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wt)), _mm256_loadu_ps(xt), a0);
         }
-        out[r] = tq_hsum_ps_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        out[r] = tq_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     }
 }
 
@@ -251,7 +240,7 @@ float tq_f32_dot_avx2(const float *a, const float *b, int n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float acc = tq_hsum_ps_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    float acc = tq_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) acc += a[i] * b[i];
     return acc;
 }

@@ -1,0 +1,100 @@
+/* Helpers shared by the SIMD files (qk_avx2.c, qk_f32act_avx2.c, qk_neon.c, qk_f32act_neon.c,
+ * and tq_avx2.c for tq_hsum): unaligned little-endian loads, the K-quant scale unpacking, and
+ * per ISA the f16 scalar conversion, horizontal sum, Q5 high-bit expansion and the linear
+ * prefetch of the next rows. Not a public header: include it after the ISA's intrinsics header,
+ * inside the file's ISA guard. */
+#ifndef TQ_QK_SIMD_H
+#define TQ_QK_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifndef TQ_INLINE
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_INLINE static __forceinline
+#else
+#define TQ_INLINE static inline __attribute__((always_inline))
+#endif
+#endif
+
+TQ_INLINE uint16_t tq_ld16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+TQ_INLINE uint32_t tq_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Q4_K / Q5_K 6-bit scales and minima, four per uint32 (qk.h for the packing). */
+TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
+    const uint32_t s0 = tq_ld32(s), s1 = tq_ld32(s + 4), s2 = tq_ld32(s + 8);
+    const uint32_t v[4] = {
+        s0 & 0x3f3f3f3fu,                                   /* sc 0..3 */
+        (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u),     /* sc 4..7: high bits from s[0..3] */
+        s1 & 0x3f3f3f3fu,                                   /* m 0..3 */
+        ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u), /* m 4..7: high bits from s[4..7] */
+    };
+    memcpy(sc, v, 8);
+    memcpy(m, v + 2, 8);
+}
+
+#if defined(__AVX2__)
+
+TQ_INLINE float tq_h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+TQ_INLINE float tq_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The R rows of the next pass are one contiguous range: walk it linearly, as far as this pass
+ * has walked its own rows, so it is in cache when that pass starts (R interleaved row streams
+ * are followed badly by the hardware prefetchers; see tq_avx2.c). Past the end never faults. */
+TQ_INLINE void tq_prefetch_next(const uint8_t *w, size_t rb, int R, size_t done, size_t span) {
+    const char *pf = (const char *)w + (size_t)R * rb + done * (size_t)R;
+    for (size_t o = 0; o < span; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+    _mm_prefetch(pf + span - 1, _MM_HINT_T0);
+}
+
+/* bit i of the little-endian uint32 at qh -> 0x10 in byte i (bit 4 of the Q5 codes) */
+TQ_INLINE __m256i tq_hbit32(const uint8_t *qh) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                           0x0101010101010101LL, 0x0000000000000000LL);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)tq_ld32(qh)), shuf);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+#elif defined(__aarch64__) || defined(_M_ARM64)
+
+TQ_INLINE float tq_h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+/* bit i of the little-endian uint32 at qh -> 0x10 in byte i: h0 = values 0..15, h1 = 16..31 */
+TQ_INLINE void tq_hbits(const uint8_t *qh, uint8x16_t *h0, uint8x16_t *h1) {
+    static const uint8_t idx0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t idx1[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(tq_ld32(qh)));
+    const uint8x16_t b = vld1q_u8(bit), b4 = vdupq_n_u8(0x10);
+    *h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx0)), b), b4);
+    *h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx1)), b), b4);
+}
+
+#endif
+
+#endif
