@@ -92,6 +92,26 @@ typedef struct {
     void (*dequant)(const void *row, float *out, int n);
 } tq_qk_ops;
 
+/* The supported types, listed once: X(ggml id, name, values per block, bytes per block,
+ * activation format of the integer dot product, kernel name suffix). Every ops table and the
+ * reference kernels' declarations below are expanded from these two lists. */
+#define TQ_QK_FLOAT_TYPES(X)                                                                   \
+    X(TQ_GGML_F32, "F32", 1, 4, TQ_ACTF_F32, f32)                                              \
+    X(TQ_GGML_F16, "F16", 1, 2, TQ_ACTF_F32, f16)                                              \
+    X(TQ_GGML_BF16, "BF16", 1, 2, TQ_ACTF_F32, bf16)
+#define TQ_QK_QUANT_TYPES(X)                                                                   \
+    X(TQ_GGML_Q8_0, "Q8_0", 32, 34, TQ_ACTF_Q8_0, q8_0)                                        \
+    X(TQ_GGML_Q4_0, "Q4_0", 32, 18, TQ_ACTF_Q8_0, q4_0)                                        \
+    X(TQ_GGML_Q4_1, "Q4_1", 32, 20, TQ_ACTF_Q8_1, q4_1)                                        \
+    X(TQ_GGML_Q5_0, "Q5_0", 32, 22, TQ_ACTF_Q8_0, q5_0)                                        \
+    X(TQ_GGML_Q5_1, "Q5_1", 32, 24, TQ_ACTF_Q8_1, q5_1)                                        \
+    X(TQ_GGML_Q4_K, "Q4_K", 256, 144, TQ_ACTF_Q8_K, q4_k)                                      \
+    X(TQ_GGML_Q5_K, "Q5_K", 256, 176, TQ_ACTF_Q8_K, q5_k)                                      \
+    X(TQ_GGML_Q6_K, "Q6_K", 256, 210, TQ_ACTF_Q8_K, q6_k)
+
+/* The entry of `type` in an ops table of n entries, or NULL (qk_scalar.c). */
+const tq_qk_ops *tq_qk_find(const tq_qk_ops *ops, size_t n, int type);
+
 /* Ops of a type for the ISA named by a tq_kernels table (tq.h `isa`, e.g. "avx512vnni" uses the
  * best x86 ops available); NULL if the type is not supported. The scalar ops are the reference. */
 const tq_qk_ops *tq_qk_get(const char *isa, int type);
@@ -104,21 +124,12 @@ const tq_qk_ops *tq_qk_ops_neon(int type);
 
 /* Scalar reference kernels: the spec the SIMD paths are tested against. Per block the integer
  * dot is exact (int32); the block scale product, then the float sum over blocks in order. */
-#define TQ_QK_SCALAR_DECL(t)                                                                   \
+#define TQ_QK_SCALAR_DECL(id, name, block, bytes, act, t)                                      \
     void tq_qk_gemv_##t##_scalar(const void *w, size_t row_bytes, int rows, int n,             \
                                  const void *act, float *out);                                 \
     void tq_qk_dequant_##t##_scalar(const void *row, float *out, int n);
-TQ_QK_SCALAR_DECL(f32)
-TQ_QK_SCALAR_DECL(f16)
-TQ_QK_SCALAR_DECL(bf16)
-TQ_QK_SCALAR_DECL(q8_0)
-TQ_QK_SCALAR_DECL(q4_0)
-TQ_QK_SCALAR_DECL(q4_1)
-TQ_QK_SCALAR_DECL(q5_0)
-TQ_QK_SCALAR_DECL(q5_1)
-TQ_QK_SCALAR_DECL(q4_k)
-TQ_QK_SCALAR_DECL(q5_k)
-TQ_QK_SCALAR_DECL(q6_k)
+TQ_QK_FLOAT_TYPES(TQ_QK_SCALAR_DECL)
+TQ_QK_QUANT_TYPES(TQ_QK_SCALAR_DECL)
 #undef TQ_QK_SCALAR_DECL
 
 /* Exact-activation variant: the f32 activation is used as is (act = TQ_ACTF_F32), and each weight
@@ -139,17 +150,10 @@ const tq_qk_ops *tq_qk_ops_f32act_neon(int type);
 /* Scalar reference of the f32-activation gemv (act: const float[n]): each block is dequantized
  * with the type's scalar dequant function (bit-identical to gguf / ggml), every 32 values are
  * dotted with x in order into one float, and those chunk sums are added to the row sum in order. */
-#define TQ_QK_F32ACT_DECL(t)                                                                   \
+#define TQ_QK_F32ACT_DECL(id, name, block, bytes, act, t)                                      \
     void tq_qk_gemv_f32act_##t##_scalar(const void *w, size_t row_bytes, int rows, int n,      \
                                         const void *act, float *out);
-TQ_QK_F32ACT_DECL(q8_0)
-TQ_QK_F32ACT_DECL(q4_0)
-TQ_QK_F32ACT_DECL(q4_1)
-TQ_QK_F32ACT_DECL(q5_0)
-TQ_QK_F32ACT_DECL(q5_1)
-TQ_QK_F32ACT_DECL(q4_k)
-TQ_QK_F32ACT_DECL(q5_k)
-TQ_QK_F32ACT_DECL(q6_k)
+TQ_QK_QUANT_TYPES(TQ_QK_F32ACT_DECL)
 #undef TQ_QK_F32ACT_DECL
 
 /* Bytes of an activation of n values in format act (n a multiple of 32, or 256 for Q8_K; 0 for an

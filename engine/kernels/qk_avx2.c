@@ -285,26 +285,15 @@ TQ_K_GEMV(q5_k, TQ_K_Q5)
 TQ_K_GEMV(q6_k, TQ_K_Q6)
 
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
-    {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar}
+    {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar},
 
 static const tq_qk_ops tq_qk_avx2_ops[] = {
-    TQ_QK_OPS(TQ_GGML_F32, "F32", 1, 4, TQ_ACTF_F32, f32),
-    TQ_QK_OPS(TQ_GGML_F16, "F16", 1, 2, TQ_ACTF_F32, f16),
-    TQ_QK_OPS(TQ_GGML_BF16, "BF16", 1, 2, TQ_ACTF_F32, bf16),
-    TQ_QK_OPS(TQ_GGML_Q8_0, "Q8_0", 32, 34, TQ_ACTF_Q8_0, q8_0),
-    TQ_QK_OPS(TQ_GGML_Q4_0, "Q4_0", 32, 18, TQ_ACTF_Q8_0, q4_0),
-    TQ_QK_OPS(TQ_GGML_Q4_1, "Q4_1", 32, 20, TQ_ACTF_Q8_1, q4_1),
-    TQ_QK_OPS(TQ_GGML_Q5_0, "Q5_0", 32, 22, TQ_ACTF_Q8_0, q5_0),
-    TQ_QK_OPS(TQ_GGML_Q5_1, "Q5_1", 32, 24, TQ_ACTF_Q8_1, q5_1),
-    TQ_QK_OPS(TQ_GGML_Q4_K, "Q4_K", 256, 144, TQ_ACTF_Q8_K, q4_k),
-    TQ_QK_OPS(TQ_GGML_Q5_K, "Q5_K", 256, 176, TQ_ACTF_Q8_K, q5_k),
-    TQ_QK_OPS(TQ_GGML_Q6_K, "Q6_K", 256, 210, TQ_ACTF_Q8_K, q6_k),
+    TQ_QK_FLOAT_TYPES(TQ_QK_OPS)
+    TQ_QK_QUANT_TYPES(TQ_QK_OPS)
 };
 
 const tq_qk_ops *tq_qk_ops_avx2(int type) {
-    for (size_t i = 0; i < sizeof(tq_qk_avx2_ops) / sizeof(tq_qk_avx2_ops[0]); i++)
-        if (tq_qk_avx2_ops[i].type == type) return &tq_qk_avx2_ops[i];
-    return NULL;
+    return tq_qk_find(tq_qk_avx2_ops, sizeof(tq_qk_avx2_ops) / sizeof(tq_qk_avx2_ops[0]), type);
 }
 
 #else

@@ -203,25 +203,16 @@ TQ_K_GEMV(q5_k, TQ_K_Q5)
 TQ_K_GEMV(q6_k, TQ_K_Q6)
 #undef TQ_K_GEMV
 
-#define TQ_QK_OPS(T, name, block, bytes, fn) \
-    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_neon, tq_qk_dequant_##fn##_scalar}
+#define TQ_QK_OPS(T, name, block, bytes, act, fn) \
+    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_neon, tq_qk_dequant_##fn##_scalar},
 
 static const tq_qk_ops tq_qk_f32act_neon_ops[] = {
-    TQ_QK_OPS(TQ_GGML_Q8_0, "Q8_0", 32, 34, q8_0),
-    TQ_QK_OPS(TQ_GGML_Q4_0, "Q4_0", 32, 18, q4_0),
-    TQ_QK_OPS(TQ_GGML_Q4_1, "Q4_1", 32, 20, q4_1),
-    TQ_QK_OPS(TQ_GGML_Q5_0, "Q5_0", 32, 22, q5_0),
-    TQ_QK_OPS(TQ_GGML_Q5_1, "Q5_1", 32, 24, q5_1),
-    TQ_QK_OPS(TQ_GGML_Q4_K, "Q4_K", 256, 144, q4_k),
-    TQ_QK_OPS(TQ_GGML_Q5_K, "Q5_K", 256, 176, q5_k),
-    TQ_QK_OPS(TQ_GGML_Q6_K, "Q6_K", 256, 210, q6_k),
+    TQ_QK_QUANT_TYPES(TQ_QK_OPS)
 };
 #undef TQ_QK_OPS
 
 const tq_qk_ops *tq_qk_ops_f32act_neon(int type) {
-    for (size_t i = 0; i < sizeof(tq_qk_f32act_neon_ops) / sizeof(tq_qk_f32act_neon_ops[0]); i++)
-        if (tq_qk_f32act_neon_ops[i].type == type) return &tq_qk_f32act_neon_ops[i];
-    return NULL;
+    return tq_qk_find(tq_qk_f32act_neon_ops, sizeof(tq_qk_f32act_neon_ops) / sizeof(tq_qk_f32act_neon_ops[0]), type);
 }
 
 #else

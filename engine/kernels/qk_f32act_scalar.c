@@ -39,35 +39,21 @@ static float tq_f32act_row(tq_qk_dequant_fn dq, int block, int bb, const uint8_t
             out[r] = tq_f32act_row(tq_qk_dequant_##t##_scalar, block, bb,                          \
                                    (const uint8_t *)w + (size_t)r * row_bytes, n, (const float *)act); \
     }
-TQ_F32ACT_GEMV(q8_0, 32, 34)
-TQ_F32ACT_GEMV(q4_0, 32, 18)
-TQ_F32ACT_GEMV(q4_1, 32, 20)
-TQ_F32ACT_GEMV(q5_0, 32, 22)
-TQ_F32ACT_GEMV(q5_1, 32, 24)
-TQ_F32ACT_GEMV(q4_k, 256, 144)
-TQ_F32ACT_GEMV(q5_k, 256, 176)
-TQ_F32ACT_GEMV(q6_k, 256, 210)
+#define TQ_F32ACT_GEMV_OF(T, name, block, bytes, act, t) TQ_F32ACT_GEMV(t, block, bytes)
+TQ_QK_QUANT_TYPES(TQ_F32ACT_GEMV_OF)
+#undef TQ_F32ACT_GEMV_OF
 #undef TQ_F32ACT_GEMV
 
-#define TQ_QK_OPS(T, name, block, bytes, fn) \
-    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_scalar, tq_qk_dequant_##fn##_scalar}
+#define TQ_QK_OPS(T, name, block, bytes, act, fn) \
+    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_scalar, tq_qk_dequant_##fn##_scalar},
 
 static const tq_qk_ops tq_qk_f32act_scalar_ops[] = {
-    TQ_QK_OPS(TQ_GGML_Q8_0, "Q8_0", 32, 34, q8_0),
-    TQ_QK_OPS(TQ_GGML_Q4_0, "Q4_0", 32, 18, q4_0),
-    TQ_QK_OPS(TQ_GGML_Q4_1, "Q4_1", 32, 20, q4_1),
-    TQ_QK_OPS(TQ_GGML_Q5_0, "Q5_0", 32, 22, q5_0),
-    TQ_QK_OPS(TQ_GGML_Q5_1, "Q5_1", 32, 24, q5_1),
-    TQ_QK_OPS(TQ_GGML_Q4_K, "Q4_K", 256, 144, q4_k),
-    TQ_QK_OPS(TQ_GGML_Q5_K, "Q5_K", 256, 176, q5_k),
-    TQ_QK_OPS(TQ_GGML_Q6_K, "Q6_K", 256, 210, q6_k),
+    TQ_QK_QUANT_TYPES(TQ_QK_OPS)
 };
 #undef TQ_QK_OPS
 
 const tq_qk_ops *tq_qk_ops_f32act_scalar(int type) {
-    for (size_t i = 0; i < sizeof(tq_qk_f32act_scalar_ops) / sizeof(tq_qk_f32act_scalar_ops[0]); i++)
-        if (tq_qk_f32act_scalar_ops[i].type == type) return &tq_qk_f32act_scalar_ops[i];
-    return NULL;
+    return tq_qk_find(tq_qk_f32act_scalar_ops, sizeof(tq_qk_f32act_scalar_ops) / sizeof(tq_qk_f32act_scalar_ops[0]), type);
 }
 
 /* Same ISA names and CPU checks as tq_qk_get(), which answers first: NULL there (unknown name,

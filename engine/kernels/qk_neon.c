@@ -125,11 +125,8 @@ TQ_INLINE int32x4_t tq_mdot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 const tq_qk_ops *tq_qk_ops_neon(int type) {
     const char *no_dot = getenv("TRIT_NO_DOTPROD");
     const int dot = (tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !(no_dot && *no_dot && strcmp(no_dot, "0") != 0);
-    const tq_qk_ops *ops = dot ? tq_qk_neon_ops_dot : tq_qk_neon_ops_nodot;
     const size_t count = sizeof(tq_qk_neon_ops_dot) / sizeof(tq_qk_neon_ops_dot[0]);
-    for (size_t i = 0; i < count; i++)
-        if (ops[i].type == type) return &ops[i];
-    return NULL;
+    return tq_qk_find(dot ? tq_qk_neon_ops_dot : tq_qk_neon_ops_nodot, count, type);
 }
 
 #else
