@@ -179,141 +179,104 @@ static inline int32_t tq_dot32(const int q[32], int bias, const int8_t *a) {
     return s;
 }
 
-void tq_qk_dequant_q8_0_scalar(const void *row, float *out, int n) {
-    const tq_block_q8_0 *b = (const tq_block_q8_0 *)row;
-    for (int i = 0; i < n / TQ_QK32; i++) {
-        const float d = tq_h(b[i].d);
-        for (int j = 0; j < 32; j++) out[32 * i + j] = (float)b[i].qs[j] * d;
+/* Block i of a 32-value type: its codes in value order with the offset not yet removed (the
+ * offset is returned: Q4_0 8, Q5_0 16, else 0), the scale d and, for Q4_1 / Q5_1, the minimum m. */
+static int tq_q32_unpack(int type, const void *row, int i, int q[32], float *d, float *m) {
+    switch (type) {
+    case TQ_GGML_Q8_0: {
+        const tq_block_q8_0 *b = (const tq_block_q8_0 *)row + i;
+        for (int j = 0; j < 32; j++) q[j] = b->qs[j];
+        *d = tq_h(b->d);
+        return 0;
+    }
+    case TQ_GGML_Q4_0: {
+        const tq_block_q4_0 *b = (const tq_block_q4_0 *)row + i;
+        tq_nib32(b->qs, q);
+        *d = tq_h(b->d);
+        return 8;
+    }
+    case TQ_GGML_Q4_1: {
+        const tq_block_q4_1 *b = (const tq_block_q4_1 *)row + i;
+        tq_nib32(b->qs, q);
+        *d = tq_h(b->d);
+        *m = tq_h(b->m);
+        return 0;
+    }
+    case TQ_GGML_Q5_0: {
+        const tq_block_q5_0 *b = (const tq_block_q5_0 *)row + i;
+        tq_nib32_h(b->qs, b->qh, q);
+        *d = tq_h(b->d);
+        return 16;
+    }
+    default: { /* TQ_GGML_Q5_1 */
+        const tq_block_q5_1 *b = (const tq_block_q5_1 *)row + i;
+        tq_nib32_h(b->qs, b->qh, q);
+        *d = tq_h(b->d);
+        *m = tq_h(b->m);
+        return 0;
+    }
     }
 }
 
-void tq_qk_dequant_q4_0_scalar(const void *row, float *out, int n) {
-    const tq_block_q4_0 *b = (const tq_block_q4_0 *)row;
-    int q[32];
-    for (int i = 0; i < n / TQ_QK32; i++) {
-        const float d = tq_h(b[i].d);
-        tq_nib32(b[i].qs, q);
-        for (int j = 0; j < 32; j++) out[32 * i + j] = d * (float)(q[j] - 8);
-    }
-}
+static int tq_q32_has_min(int type) { return type == TQ_GGML_Q4_1 || type == TQ_GGML_Q5_1; }
 
-void tq_qk_dequant_q4_1_scalar(const void *row, float *out, int n) {
-    const tq_block_q4_1 *b = (const tq_block_q4_1 *)row;
+/* x = d * (q - offset), or d * q + m for the minimum types */
+static void tq_q32_dequant(int type, const void *row, float *out, int n) {
+    const int has_min = tq_q32_has_min(type);
     int q[32];
+    float d, m = 0.0f;
     for (int i = 0; i < n / TQ_QK32; i++) {
-        const float d = tq_h(b[i].d), m = tq_h(b[i].m);
-        tq_nib32(b[i].qs, q);
+        const int off = tq_q32_unpack(type, row, i, q, &d, &m);
         for (int j = 0; j < 32; j++) {
-            const float v = d * (float)q[j]; /* exact: 11 x 4 significant bits */
-            out[32 * i + j] = v + m;
+            if (has_min) {
+                const float v = d * (float)q[j]; /* exact: 11 x 5 significant bits */
+                out[32 * i + j] = v + m;
+            } else {
+                out[32 * i + j] = d * (float)(q[j] - off);
+            }
         }
     }
 }
 
-void tq_qk_dequant_q5_0_scalar(const void *row, float *out, int n) {
-    const tq_block_q5_0 *b = (const tq_block_q5_0 *)row;
+/* Against Q8_0 activations: dw * da * sum((q - offset) * qa) per block. Minimum types, against
+ * Q8_1: sum(x_w * x_a) = dw * da * sum(q * qa) + m * da * sum(qa) per block. */
+static void tq_q32_gemv(int type, const void *w, size_t row_bytes, int rows, int n, const void *act,
+                        float *out) {
+    const int has_min = tq_q32_has_min(type);
     int q[32];
-    for (int i = 0; i < n / TQ_QK32; i++) {
-        const float d = tq_h(b[i].d);
-        tq_nib32_h(b[i].qs, b[i].qh, q);
-        for (int j = 0; j < 32; j++) out[32 * i + j] = d * (float)(q[j] - 16);
-    }
-}
-
-void tq_qk_dequant_q5_1_scalar(const void *row, float *out, int n) {
-    const tq_block_q5_1 *b = (const tq_block_q5_1 *)row;
-    int q[32];
-    for (int i = 0; i < n / TQ_QK32; i++) {
-        const float d = tq_h(b[i].d), m = tq_h(b[i].m);
-        tq_nib32_h(b[i].qs, b[i].qh, q);
-        for (int j = 0; j < 32; j++) {
-            const float v = d * (float)q[j];
-            out[32 * i + j] = v + m;
-        }
-    }
-}
-
-void tq_qk_gemv_q8_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
-    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
+    float d, m = 0.0f;
     for (int r = 0; r < rows; r++) {
-        const tq_block_q8_0 *b = (const tq_block_q8_0 *)tq_row(w, row_bytes, r);
+        const uint8_t *row = tq_row(w, row_bytes, r);
         float acc = 0.0f;
         for (int i = 0; i < n / TQ_QK32; i++) {
-            int32_t s = 0;
-            for (int j = 0; j < 32; j++) s += b[i].qs[j] * a[i].qs[j];
-            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
+            const int off = tq_q32_unpack(type, row, i, q, &d, &m);
+            if (has_min) {
+                const tq_block_q8_1 *a = (const tq_block_q8_1 *)act + i;
+                const int32_t s = tq_dot32(q, 0, a->qs);
+                const float da = tq_h(a->d);
+                acc += (d * da) * (float)s + (m * da) * (float)a->s;
+            } else {
+                const tq_block_q8_0 *a = (const tq_block_q8_0 *)act + i;
+                const int32_t s = tq_dot32(q, off, a->qs);
+                acc += (d * tq_h(a->d)) * (float)s;
+            }
         }
         out[r] = acc;
     }
 }
 
-void tq_qk_gemv_q4_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
-    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
-    int q[32];
-    for (int r = 0; r < rows; r++) {
-        const tq_block_q4_0 *b = (const tq_block_q4_0 *)tq_row(w, row_bytes, r);
-        float acc = 0.0f;
-        for (int i = 0; i < n / TQ_QK32; i++) {
-            tq_nib32(b[i].qs, q);
-            const int32_t s = tq_dot32(q, 8, a[i].qs);
-            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
-        }
-        out[r] = acc;
+#define TQ_Q32_SCALAR(t, T)                                                                        \
+    void tq_qk_dequant_##t##_scalar(const void *row, float *out, int n) { tq_q32_dequant(T, row, out, n); } \
+    void tq_qk_gemv_##t##_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,   \
+                                 float *out) {                                                     \
+        tq_q32_gemv(T, w, row_bytes, rows, n, act, out);                                           \
     }
-}
-
-void tq_qk_gemv_q5_0_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
-    const tq_block_q8_0 *a = (const tq_block_q8_0 *)act;
-    int q[32];
-    for (int r = 0; r < rows; r++) {
-        const tq_block_q5_0 *b = (const tq_block_q5_0 *)tq_row(w, row_bytes, r);
-        float acc = 0.0f;
-        for (int i = 0; i < n / TQ_QK32; i++) {
-            tq_nib32_h(b[i].qs, b[i].qh, q);
-            const int32_t s = tq_dot32(q, 16, a[i].qs);
-            acc += (tq_h(b[i].d) * tq_h(a[i].d)) * (float)s;
-        }
-        out[r] = acc;
-    }
-}
-
-/* Minimum types: sum(x_w * x_a) = dw * da * sum(q * qa) + m * da * sum(qa) per block. */
-void tq_qk_gemv_q4_1_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
-    const tq_block_q8_1 *a = (const tq_block_q8_1 *)act;
-    int q[32];
-    for (int r = 0; r < rows; r++) {
-        const tq_block_q4_1 *b = (const tq_block_q4_1 *)tq_row(w, row_bytes, r);
-        float acc = 0.0f;
-        for (int i = 0; i < n / TQ_QK32; i++) {
-            tq_nib32(b[i].qs, q);
-            const int32_t s = tq_dot32(q, 0, a[i].qs);
-            const float da = tq_h(a[i].d);
-            acc += (tq_h(b[i].d) * da) * (float)s + (tq_h(b[i].m) * da) * (float)a[i].s;
-        }
-        out[r] = acc;
-    }
-}
-
-void tq_qk_gemv_q5_1_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
-    const tq_block_q8_1 *a = (const tq_block_q8_1 *)act;
-    int q[32];
-    for (int r = 0; r < rows; r++) {
-        const tq_block_q5_1 *b = (const tq_block_q5_1 *)tq_row(w, row_bytes, r);
-        float acc = 0.0f;
-        for (int i = 0; i < n / TQ_QK32; i++) {
-            tq_nib32_h(b[i].qs, b[i].qh, q);
-            const int32_t s = tq_dot32(q, 0, a[i].qs);
-            const float da = tq_h(a[i].d);
-            acc += (tq_h(b[i].d) * da) * (float)s + (tq_h(b[i].m) * da) * (float)a[i].s;
-        }
-        out[r] = acc;
-    }
-}
+TQ_Q32_SCALAR(q8_0, TQ_GGML_Q8_0)
+TQ_Q32_SCALAR(q4_0, TQ_GGML_Q4_0)
+TQ_Q32_SCALAR(q4_1, TQ_GGML_Q4_1)
+TQ_Q32_SCALAR(q5_0, TQ_GGML_Q5_0)
+TQ_Q32_SCALAR(q5_1, TQ_GGML_Q5_1)
+#undef TQ_Q32_SCALAR
 
 /* ---------------------------------------------------------------- K-quants */
 
