@@ -302,38 +302,47 @@ static inline int tq_q6k_code(const tq_block_q6_k *b, int i) {
     return (lo | hi << 4) - 32;
 }
 
-void tq_qk_dequant_q4_k_scalar(const void *row, float *out, int n) {
-    const tq_block_q4_k *b = (const tq_block_q4_k *)row;
+/* Q4_K and Q5_K share the header (d, dmin, 12 scale bytes); Q5_K adds bit 4 of each code in qh. */
+typedef struct {
+    float d, dmin;
+    const uint8_t *scales, *qs, *qh; /* qh: NULL for Q4_K */
+} tq_k4_view;
+
+static tq_k4_view tq_k4_block(int five, const void *row, int i) {
+    tq_k4_view v;
+    if (five) {
+        const tq_block_q5_k *b = (const tq_block_q5_k *)row + i;
+        v.d = tq_h(b->d), v.dmin = tq_h(b->dmin), v.scales = b->scales, v.qs = b->qs, v.qh = b->qh;
+    } else {
+        const tq_block_q4_k *b = (const tq_block_q4_k *)row + i;
+        v.d = tq_h(b->d), v.dmin = tq_h(b->dmin), v.scales = b->scales, v.qs = b->qs, v.qh = NULL;
+    }
+    return v;
+}
+
+/* code l (0..31) of sub-block j */
+static inline int tq_k4_code(const tq_k4_view *v, int j, int l) {
+    const int q = tq_q4k_code(v->qs, j, l);
+    return v->qh ? q | ((v->qh[l] >> j) & 1) << 4 : q;
+}
+
+static void tq_k4_dequant(int five, const void *row, float *out, int n) {
     for (int i = 0; i < n / TQ_QKK; i++) {
-        const float d = tq_h(b[i].d), dmin = tq_h(b[i].dmin);
+        const tq_k4_view b = tq_k4_block(five, row, i);
         for (int j = 0; j < 8; j++) {
             int sc, m;
-            tq_scale_min_k4(j, b[i].scales, &sc, &m);
-            const float dl = d * (float)sc, ml = dmin * (float)m;
+            tq_scale_min_k4(j, b.scales, &sc, &m);
+            const float dl = b.d * (float)sc, ml = b.dmin * (float)m;
             for (int l = 0; l < 32; l++) {
-                const float v = dl * (float)tq_q4k_code(b[i].qs, j, l);
+                const float v = dl * (float)tq_k4_code(&b, j, l);
                 out[256 * i + 32 * j + l] = v - ml;
             }
         }
     }
 }
 
-void tq_qk_dequant_q5_k_scalar(const void *row, float *out, int n) {
-    const tq_block_q5_k *b = (const tq_block_q5_k *)row;
-    for (int i = 0; i < n / TQ_QKK; i++) {
-        const float d = tq_h(b[i].d), dmin = tq_h(b[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            int sc, m;
-            tq_scale_min_k4(j, b[i].scales, &sc, &m);
-            const float dl = d * (float)sc, ml = dmin * (float)m;
-            for (int l = 0; l < 32; l++) {
-                const int q = tq_q4k_code(b[i].qs, j, l) | ((b[i].qh[l] >> j) & 1) << 4;
-                const float v = dl * (float)q;
-                out[256 * i + 32 * j + l] = v - ml;
-            }
-        }
-    }
-}
+void tq_qk_dequant_q4_k_scalar(const void *row, float *out, int n) { tq_k4_dequant(0, row, out, n); }
+void tq_qk_dequant_q5_k_scalar(const void *row, float *out, int n) { tq_k4_dequant(1, row, out, n); }
 
 void tq_qk_dequant_q6_k_scalar(const void *row, float *out, int n) {
     const tq_block_q6_k *b = (const tq_block_q6_k *)row;
@@ -347,51 +356,37 @@ void tq_qk_dequant_q6_k_scalar(const void *row, float *out, int n) {
 }
 
 /* Q4_K / Q5_K block term: d_a * d * sum_j sc_j * dot_j  -  d_a * dmin * sum_j m_j * asum_j. */
-void tq_qk_gemv_q4_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
-                            float *out) {
+static void tq_k4_gemv(int five, const void *w, size_t row_bytes, int rows, int n, const void *act,
+                       float *out) {
     const tq_block_q8_k *a = (const tq_block_q8_k *)act;
     for (int r = 0; r < rows; r++) {
-        const tq_block_q4_k *b = (const tq_block_q4_k *)tq_row(w, row_bytes, r);
+        const uint8_t *row = tq_row(w, row_bytes, r);
         float acc = 0.0f;
         for (int i = 0; i < n / TQ_QKK; i++) {
+            const tq_k4_view b = tq_k4_block(five, row, i);
             int32_t sumi = 0, mins = 0;
             for (int j = 0; j < 8; j++) {
                 int sc, m;
-                tq_scale_min_k4(j, b[i].scales, &sc, &m);
+                tq_scale_min_k4(j, b.scales, &sc, &m);
                 int32_t s = 0;
-                for (int l = 0; l < 32; l++) s += tq_q4k_code(b[i].qs, j, l) * a[i].qs[32 * j + l];
+                for (int l = 0; l < 32; l++) s += tq_k4_code(&b, j, l) * a[i].qs[32 * j + l];
                 sumi += sc * s;
                 mins += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
             }
-            acc += (a[i].d * tq_h(b[i].d)) * (float)sumi - (a[i].d * tq_h(b[i].dmin)) * (float)mins;
+            acc += (a[i].d * b.d) * (float)sumi - (a[i].d * b.dmin) * (float)mins;
         }
         out[r] = acc;
     }
 }
 
+void tq_qk_gemv_q4_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                            float *out) {
+    tq_k4_gemv(0, w, row_bytes, rows, n, act, out);
+}
+
 void tq_qk_gemv_q5_k_scalar(const void *w, size_t row_bytes, int rows, int n, const void *act,
                             float *out) {
-    const tq_block_q8_k *a = (const tq_block_q8_k *)act;
-    for (int r = 0; r < rows; r++) {
-        const tq_block_q5_k *b = (const tq_block_q5_k *)tq_row(w, row_bytes, r);
-        float acc = 0.0f;
-        for (int i = 0; i < n / TQ_QKK; i++) {
-            int32_t sumi = 0, mins = 0;
-            for (int j = 0; j < 8; j++) {
-                int sc, m;
-                tq_scale_min_k4(j, b[i].scales, &sc, &m);
-                int32_t s = 0;
-                for (int l = 0; l < 32; l++) {
-                    const int q = tq_q4k_code(b[i].qs, j, l) | ((b[i].qh[l] >> j) & 1) << 4;
-                    s += q * a[i].qs[32 * j + l];
-                }
-                sumi += sc * s;
-                mins += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
-            }
-            acc += (a[i].d * tq_h(b[i].d)) * (float)sumi - (a[i].d * tq_h(b[i].dmin)) * (float)mins;
-        }
-        out[r] = acc;
-    }
+    tq_k4_gemv(1, w, row_bytes, rows, n, act, out);
 }
 
 /* Q6_K block term: d_a * d * sum_g sc_g * sum_{16 values of g} (q - 32) * qa. */
