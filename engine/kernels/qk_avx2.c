@@ -23,7 +23,6 @@
 #include "qk_simd.h"
 #include "tq.h"
 
-
 /* Rows per pass: they share the activation block loads and its per-block constants. */
 #define TQ_QK_AVX2_ROWS 4
 
@@ -90,12 +89,10 @@ TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
 
 /* ---------------------------------------------------------------- 32-value block types */
 
-enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
-
 TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const uint8_t *act,
                            float *out) {
-    const int bb = T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
-    const int has_min = T == TQ_B_Q4_1 || T == TQ_B_Q5_1;
+    const int bb = tq_q32_block_bytes(T);
+    const int has_min = tq_q32_has_min(T);
     const int ab = has_min ? (int)sizeof(tq_block_q8_1) : (int)sizeof(tq_block_q8_0);
     const int offset = T == TQ_B_Q4_0 ? 8 : T == TQ_B_Q5_0 ? 16 : 0;
     __m256 acc[TQ_QK_AVX2_ROWS];
@@ -248,8 +245,6 @@ TQ_INLINE __m256 tq_q6k_block(const tq_block_q6_k *x, const tq_block_q8_k *y, __
     sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
     return _mm256_fmadd_ps(_mm256_set1_ps(y->d * tq_h2f(&x->d)), _mm256_cvtepi32_ps(sumi), acc);
 }
-
-enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
 
 TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const tq_block_q8_k *a,
                          float *out) {

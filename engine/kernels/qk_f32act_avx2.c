@@ -26,7 +26,6 @@
 #include "qk_simd.h"
 #include "tq.h"
 
-
 /* Rows per pass, then passes of 4 and of 1 for the rest. 8 measured faster than 4 (Q4_1 1536x576
  * single thread on Zen 4: 10.1 vs 9.2 GB/s; Q4_K 9.1 vs 8.1) although the accumulators then spill:
  * more independent FMA chains per shared x load. */
@@ -41,8 +40,6 @@ TQ_INLINE __m256i tq_s8x8(const void *p) {
 }
 
 /* ---------------------------------------------------------------- 32-value block types */
-
-enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
 
 /* The 32 codes of a block (offset removed) as floats: c[k] = values 8k .. 8k+7. */
 TQ_INLINE void tq_codes32(int T, const uint8_t *blk, __m256 c[4]) {
@@ -74,8 +71,8 @@ TQ_INLINE void tq_codes32(int T, const uint8_t *blk, __m256 c[4]) {
 
 TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const float *x,
                            float *out) {
-    const int bb = T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
-    const int has_min = T == TQ_B_Q4_1 || T == TQ_B_Q5_1;
+    const int bb = tq_q32_block_bytes(T);
+    const int has_min = tq_q32_has_min(T);
     __m256 acc[TQ_F32ACT_ROWS], accm[TQ_F32ACT_ROWS]; /* scale terms, minimum terms */
     for (int r = 0; r < R; r++) acc[r] = accm[r] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -205,8 +202,6 @@ TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const float *x, __m256 *ac
         }
     }
 }
-
-enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
 
 TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const float *x, float *out) {
     const int bb = T == TQ_K_Q4 ? 144 : T == TQ_K_Q5 ? 176 : 210;

@@ -19,7 +19,6 @@
 #include "qk_simd.h"
 #include "tq.h"
 
-
 /* Rows per pass: they share the x loads and the x block sums. */
 #define TQ_F32ACT_ROWS 4
 
@@ -41,42 +40,19 @@ TQ_INLINE float32x4_t tq_xsum32(const float *x) {
 
 /* ---------------------------------------------------------------- 32-value block types */
 
-enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
-
 TQ_INLINE void tq_q32_rows(const int T, const int R, const uint8_t *w, size_t rb, int nb, const float *x,
                            float *out) {
-    const int bb = T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
-    const int has_min = T == TQ_B_Q4_1 || T == TQ_B_Q5_1;
+    const int bb = tq_q32_block_bytes(T);
+    const int has_min = tq_q32_has_min(T);
     float32x4_t acc[TQ_F32ACT_ROWS], accm[TQ_F32ACT_ROWS]; /* scale terms, minimum terms */
     for (int r = 0; r < R; r++) acc[r] = accm[r] = vdupq_n_f32(0.0f);
-    const uint8x16_t m4 = vdupq_n_u8(15);
     for (int b = 0; b < nb; b++) {
         const float *xb = x + (size_t)32 * b;
         const float32x4_t xs = has_min ? tq_xsum32(xb) : vdupq_n_f32(0.0f);
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * rb + (size_t)b * bb;
             int8x16_t c0, c1; /* values 0..15, 16..31, offset removed */
-            if (T == TQ_B_Q8_0) {
-                c0 = vld1q_s8((const int8_t *)blk + 2);
-                c1 = vld1q_s8((const int8_t *)blk + 18);
-            } else {
-                const int qo = T == TQ_B_Q4_0 ? 2 : T == TQ_B_Q4_1 ? 4 : T == TQ_B_Q5_0 ? 6 : 8;
-                const uint8x16_t q = vld1q_u8(blk + qo);
-                uint8x16_t u0 = vandq_u8(q, m4), u1 = vshrq_n_u8(q, 4);
-                if (T == TQ_B_Q5_0 || T == TQ_B_Q5_1) {
-                    uint8x16_t h0, h1;
-                    tq_hbits(blk + qo - 4, &h0, &h1);
-                    u0 = vorrq_u8(u0, h0);
-                    u1 = vorrq_u8(u1, h1);
-                }
-                c0 = vreinterpretq_s8_u8(u0);
-                c1 = vreinterpretq_s8_u8(u1);
-                if (T == TQ_B_Q4_0 || T == TQ_B_Q5_0) {
-                    const int8x16_t o = vdupq_n_s8(T == TQ_B_Q4_0 ? 8 : 16);
-                    c0 = vsubq_s8(c0, o);
-                    c1 = vsubq_s8(c1, o);
-                }
-            }
+            tq_q32_codes(T, blk, &c0, &c1);
             const float32x4_t t = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), c0, xb), c1, xb + 16);
             acc[r] = vfmaq_n_f32(acc[r], t, tq_h2f(blk));
             if (has_min) accm[r] = vfmaq_n_f32(accm[r], xs, tq_h2f(blk + 2));
@@ -163,8 +139,6 @@ TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const float *x, float32x4_
         }
     }
 }
-
-enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
 
 TQ_INLINE void tq_k_rows(const int T, const int R, const uint8_t *w, size_t rb, int nb, const float *x,
                          float *out) {

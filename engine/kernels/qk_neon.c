@@ -95,9 +95,6 @@ TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
 
 /* ---------------------------------------------------------------- integer types, two variants */
 
-enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
-enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
-
 /* plain NEON: s8 x s8 -> int16 (|product| <= 128 * 127) -> pairwise into int32 */
 TQ_INLINE int32x4_t tq_mdot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));

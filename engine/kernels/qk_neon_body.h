@@ -16,8 +16,8 @@ static inline TQ_ATTR int32x4_t TQ_FN(tq_dot32)(int8x16_t c0, int8x16_t c1, cons
 /* 32-value block types against Q8_0 / Q8_1 activations (see qk_avx2.c for the float part) */
 static inline TQ_ATTR void TQ_FN(tq_q32_rows)(const int T, const int R, const uint8_t *w, size_t rb,
                                                int nb, const uint8_t *act, float *out) {
-    const int bb = T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
-    const int has_min = T == TQ_B_Q4_1 || T == TQ_B_Q5_1;
+    const int bb = tq_q32_block_bytes(T);
+    const int has_min = tq_q32_has_min(T);
     const int ab = has_min ? (int)sizeof(tq_block_q8_1) : (int)sizeof(tq_block_q8_0);
     float32x4_t acc[TQ_QK_NEON_ROWS];
     float accm[TQ_QK_NEON_ROWS];
@@ -25,7 +25,6 @@ static inline TQ_ATTR void TQ_FN(tq_q32_rows)(const int T, const int R, const ui
         acc[r] = vdupq_n_f32(0.0f);
         accm[r] = 0.0f;
     }
-    const uint8x16_t m4 = vdupq_n_u8(15);
     for (int b = 0; b < nb; b++) {
         const uint8_t *ablk = act + (size_t)b * ab;
         const int8_t *a = (const int8_t *)(ablk + ab - 32);
@@ -39,27 +38,7 @@ static inline TQ_ATTR void TQ_FN(tq_q32_rows)(const int T, const int R, const ui
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * rb + (size_t)b * bb;
             int8x16_t c0, c1;
-            if (T == TQ_B_Q8_0) {
-                c0 = vld1q_s8((const int8_t *)blk + 2);
-                c1 = vld1q_s8((const int8_t *)blk + 18);
-            } else {
-                const int qo = T == TQ_B_Q4_0 ? 2 : T == TQ_B_Q4_1 ? 4 : T == TQ_B_Q5_0 ? 6 : 8;
-                const uint8x16_t q = vld1q_u8(blk + qo);
-                uint8x16_t u0 = vandq_u8(q, m4), u1 = vshrq_n_u8(q, 4);
-                if (T == TQ_B_Q5_0 || T == TQ_B_Q5_1) {
-                    uint8x16_t h0, h1;
-                    tq_hbits(blk + qo - 4, &h0, &h1);
-                    u0 = vorrq_u8(u0, h0);
-                    u1 = vorrq_u8(u1, h1);
-                }
-                c0 = vreinterpretq_s8_u8(u0);
-                c1 = vreinterpretq_s8_u8(u1);
-                if (T == TQ_B_Q4_0 || T == TQ_B_Q5_0) { /* signed codes: SDOT / SMULL are s8 x s8 */
-                    const int8x16_t o = vdupq_n_s8(T == TQ_B_Q4_0 ? 8 : 16);
-                    c0 = vsubq_s8(c0, o);
-                    c1 = vsubq_s8(c1, o);
-                }
-            }
+            tq_q32_codes(T, blk, &c0, &c1);
             const int32x4_t p = TQ_FN(tq_dot32)(c0, c1, a);
             acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(p), tq_h2f(blk) * da);
             if (has_min) accm[r] += tq_h2f(blk + 2) * das;

@@ -42,6 +42,16 @@ TQ_INLINE void tq_k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
     memcpy(m, v + 2, 8);
 }
 
+/* The 32-value block types and the K-quants, as the SIMD row functions name them (their T is a
+ * compile-time constant after inlining, so every test on it folds away). */
+enum { TQ_B_Q8_0, TQ_B_Q4_0, TQ_B_Q4_1, TQ_B_Q5_0, TQ_B_Q5_1 };
+enum { TQ_K_Q4, TQ_K_Q5, TQ_K_Q6 };
+
+TQ_INLINE int tq_q32_block_bytes(int T) {
+    return T == TQ_B_Q8_0 ? 34 : T == TQ_B_Q4_0 ? 18 : T == TQ_B_Q4_1 ? 20 : T == TQ_B_Q5_0 ? 22 : 24;
+}
+TQ_INLINE int tq_q32_has_min(int T) { return T == TQ_B_Q4_1 || T == TQ_B_Q5_1; }
+
 #if defined(__AVX2__)
 
 TQ_INLINE float tq_h2f(const void *p) {
@@ -93,6 +103,33 @@ TQ_INLINE void tq_hbits(const uint8_t *qh, uint8x16_t *h0, uint8x16_t *h1) {
     const uint8x16_t b = vld1q_u8(bit), b4 = vdupq_n_u8(0x10);
     *h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx0)), b), b4);
     *h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx1)), b), b4);
+}
+
+/* Codes of a 32-value block as signed bytes with the offset removed: c0 = values 0..15, c1 =
+ * 16..31 (SDOT / SMULL and the float widening all take s8). */
+TQ_INLINE void tq_q32_codes(const int T, const uint8_t *blk, int8x16_t *c0, int8x16_t *c1) {
+    if (T == TQ_B_Q8_0) {
+        *c0 = vld1q_s8((const int8_t *)blk + 2);
+        *c1 = vld1q_s8((const int8_t *)blk + 18);
+        return;
+    }
+    const int qo = T == TQ_B_Q4_0 ? 2 : T == TQ_B_Q4_1 ? 4 : T == TQ_B_Q5_0 ? 6 : 8;
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    const uint8x16_t q = vld1q_u8(blk + qo);
+    uint8x16_t u0 = vandq_u8(q, m4), u1 = vshrq_n_u8(q, 4);
+    if (T == TQ_B_Q5_0 || T == TQ_B_Q5_1) {
+        uint8x16_t h0, h1;
+        tq_hbits(blk + qo - 4, &h0, &h1);
+        u0 = vorrq_u8(u0, h0);
+        u1 = vorrq_u8(u1, h1);
+    }
+    *c0 = vreinterpretq_s8_u8(u0);
+    *c1 = vreinterpretq_s8_u8(u1);
+    if (T == TQ_B_Q4_0 || T == TQ_B_Q5_0) {
+        const int8x16_t o = vdupq_n_s8(T == TQ_B_Q4_0 ? 8 : 16);
+        *c0 = vsubq_s8(*c0, o);
+        *c1 = vsubq_s8(*c1, o);
+    }
 }
 
 #endif
