@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from trit.engine.convert import LINEAR_NAMES  # our field -> GGUF tensor name, as the BitNet writer uses
 from trit.engine.gguf import GGML_TYPE_IDS, GGML_TYPES, GGUFValueType
 from trit.engine.gguf_writer import GGUFWriter
 from trit.engine.weights import ModelConfig
@@ -36,15 +37,6 @@ FILE_TYPES = {
     "BF16": 32,
     "TQ1_0": 36,
     "TQ2_0": 37,
-}
-LINEAR_NAMES = {
-    "q": "attn_q",
-    "k": "attn_k",
-    "v": "attn_v",
-    "o": "attn_output",
-    "gate": "ffn_gate",
-    "up": "ffn_up",
-    "down": "ffn_down",
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
