@@ -151,12 +151,6 @@ static void tq_rmsnorm(float *out, const float *x, const float *w, int n, float 
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-static void tq_quantize(tq_state *s, const float *x, size_t ldx, int n, int ntok) {
-    for (int t = 0; t < ntok; t++)
-        s->qscale[t] = s->k->quant_act(x + (size_t)t * ldx, n, s->apad, s->qa + (size_t)t * s->apad,
-                                       &s->qsum[t]);
-}
-
 static void tq_rope(const tq_state *s, float *v, int nheads, int pos) {
     const int hd = s->m->head_dim, half = hd / 2;
     const float *c = s->rcos + (size_t)pos * half, *sn = s->rsin + (size_t)pos * half;
@@ -252,12 +246,26 @@ static void tq_mm_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* Quantizes x (ntok rows of `cols` values, row stride ldx) once into every format the items
- * need, then runs up to three matrices that share that input in one pool job. */
-static void tq_matmul(tq_state *s, const float *x, size_t ldx, int cols, int ntok, int nitems,
-                      const tq_mm_item *items) {
+/* The activation formats a set of matrices reads: bit 0 ternary int8, bit f llama.cpp format f. */
+static unsigned tq_items_need(int nitems, const tq_mm_item *items) {
+    unsigned need = 0;
+    for (int i = 0; i < nitems; i++)
+        need |= items[i].t->type == TQ_LIN_TERNARY ? 1u : 1u << items[i].t->ops->act;
+    return need;
+}
+
+/* Token t's row x (cols values) into every activation format in `need` (tq_items_need). */
+static void tq_quantize_tok(tq_state *s, const float *x, int cols, int t, unsigned need) {
+    if (need & 1u)
+        s->qscale[t] = s->k->quant_act(x, cols, s->apad, s->qa + (size_t)t * s->apad, &s->qsum[t]);
+    for (int f = 1; f < TQ_ACTF_COUNT; f++)
+        if (need & (1u << f)) tq_qk_quant_act(f, x, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
+}
+
+/* Runs up to three matrices that share one input in one pool job. x (ntok rows, row stride ldx)
+ * must already be quantized into every format tq_items_need(items) names (tq_quantize_tok). */
+static void tq_matmul(tq_state *s, const float *x, size_t ldx, int ntok, int nitems, const tq_mm_item *items) {
     tq_mm_task task;
-    int need_tern = 0, need[TQ_ACTF_COUNT] = {0};
     task.s = s;
     task.x = x;
     task.ldx = ldx;
@@ -267,18 +275,56 @@ static void tq_matmul(tq_state *s, const float *x, size_t ldx, int cols, int nto
     for (int i = 0; i < nitems; i++) {
         task.items[i] = items[i];
         task.first[i + 1] = task.first[i] + (items[i].t->rows + TQ_ROWS_PER_CHUNK - 1) / TQ_ROWS_PER_CHUNK;
-        if (items[i].t->type == TQ_LIN_TERNARY)
-            need_tern = 1;
-        else
-            need[items[i].t->ops->act] = 1;
     }
-    if (need_tern) tq_quantize(s, x, ldx, cols, ntok);
-    for (int f = 1; f < TQ_ACTF_COUNT; f++)
-        if (need[f])
-            for (int t = 0; t < ntok; t++)
-                tq_qk_quant_act(f, x + (size_t)t * ldx, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
     tq_split_reset(&task.split, task.first[nitems], s->nth);
     tq_pool_run(s->pool, tq_mm_worker, &task);
+}
+
+/* ---- per-token glue ------------------------------------------------------------------------ */
+
+/* The short per-token steps between the matrices (norms, activation quantization, RoPE, the
+ * residual adds). A prompt chunk runs them on the pool, one token per work item: serial, they were
+ * ~4% of a one-thread prompt and kept the second thread waiting. One decode token runs them inline
+ * (a pool job would cost more than the work). Every step reads and writes token t's rows only, so
+ * the result does not depend on which thread ran it. */
+#define TQ_PAR_TOKENS 4
+
+typedef struct {
+    const tq_layer *L;
+    float *x;            /* n x dim residual stream */
+    float *kc;           /* this layer's K cache at the chunk's first position */
+    int pos;
+    unsigned need_qkv, need_o, need_gu, need_down;
+} tq_tok_ctx;
+
+typedef void (*tq_tok_fn)(tq_state *s, const tq_tok_ctx *c, int t);
+
+typedef struct {
+    tq_state *s;
+    const tq_tok_ctx *c;
+    tq_tok_fn fn;
+    int n;
+    tq_counter ctr;
+} tq_tok_task;
+
+static void tq_tok_worker(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    tq_tok_task *task = (tq_tok_task *)arg;
+    for (;;) {
+        const long t = tq_counter_take(&task->ctr);
+        if (t >= task->n) break;
+        task->fn(task->s, task->c, (int)t);
+    }
+}
+
+static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn) {
+    if (n < TQ_PAR_TOKENS || s->nth == 1) {
+        for (int t = 0; t < n; t++) fn(s, c, t);
+        return;
+    }
+    tq_tok_task task = {s, c, fn, n, {0}};
+    tq_pool_run(s->pool, tq_tok_worker, &task);
 }
 
 /* ---- attention ---------------------------------------------------------------------------- */
@@ -388,49 +434,84 @@ static void tq_relu2_mul(float *restrict g, const float *restrict u, int n) {
     }
 }
 
+/* attention input: x_t normed into xb_t, quantized for q/k/v */
+static void tq_tok_attn_in(tq_state *s, const tq_tok_ctx *c, int t) {
+    const int dim = s->m->dim;
+    float *xb = s->xb + (size_t)t * s->xdim;
+    tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->attn_norm, dim, s->m->norm_eps);
+    tq_quantize_tok(s, xb, dim, t, c->need_qkv);
+}
+
+static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
+    tq_rope(s, s->q + (size_t)t * s->qdim, s->m->n_heads, c->pos + t);
+    tq_rope(s, c->kc + (size_t)t * s->kvdim, s->m->n_kv_heads, c->pos + t);
+}
+
+/* attention output (xb_t): sub-norm, quantized for o */
+static void tq_tok_attn_out(tq_state *s, const tq_tok_ctx *c, int t) {
+    float *o = s->xb + (size_t)t * s->xdim;
+    if (c->L->attn_sub_norm) tq_rmsnorm(o, o, c->L->attn_sub_norm, s->qdim, s->m->norm_eps);
+    tq_quantize_tok(s, o, s->qdim, t, c->need_o);
+}
+
+static void tq_residual(tq_state *s, const tq_tok_ctx *c, int t) {
+    const int dim = s->m->dim;
+    float *x = c->x + (size_t)t * dim;
+    const float *d = s->xb2 + (size_t)t * dim;
+    for (int i = 0; i < dim; i++) x[i] += d[i];
+}
+
+/* x_t += o output; feed-forward input: normed into xb_t, quantized for gate/up */
+static void tq_tok_ffn_in(tq_state *s, const tq_tok_ctx *c, int t) {
+    const int dim = s->m->dim;
+    tq_residual(s, c, t);
+    float *xb = s->xb + (size_t)t * s->xdim;
+    tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->ffn_norm, dim, s->m->norm_eps);
+    tq_quantize_tok(s, xb, dim, t, c->need_gu);
+}
+
+/* gated activation into hb_t (f32: ReLU^2 overflows f16), sub-norm, quantized for down */
+static void tq_tok_ffn_mid(tq_state *s, const tq_tok_ctx *c, int t) {
+    const int hid = s->m->hidden;
+    float *g = s->hb + (size_t)t * hid;
+    const float *u = s->hb2 + (size_t)t * hid;
+    if (s->m->act == TQ_ACT_RELU2) {
+        tq_relu2_mul(g, u, hid);
+    } else {
+        for (int i = 0; i < hid; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+    }
+    if (c->L->ffn_sub_norm) tq_rmsnorm(g, g, c->L->ffn_sub_norm, hid, s->m->norm_eps);
+    tq_quantize_tok(s, g, hid, t, c->need_down);
+}
+
 static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     const tq_model *m = s->m;
     const tq_layer *L = &m->layers[l];
     const int dim = m->dim, qdim = s->qdim, kvdim = s->kvdim, hid = m->hidden;
-    const float eps = m->norm_eps;
     float *kc = s->kc + ((size_t)l * s->n_ctx + pos) * kvdim;
     float *vc = s->vc + ((size_t)l * s->n_ctx + pos) * kvdim;
+    const tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
+    const tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
+    const tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
+    const tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
+    const tq_tok_ctx c = {L, x, kc, pos, tq_items_need(3, qkv), tq_items_need(1, &o), tq_items_need(2, gu),
+                          tq_items_need(1, &d)};
 
     /* attention block */
-    for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->attn_norm, dim, eps);
-    tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
-    tq_matmul(s, s->xb, s->xdim, dim, n, 3, qkv);
-    for (int t = 0; t < n; t++) {
-        tq_rope(s, s->q + (size_t)t * qdim, m->n_heads, pos + t);
-        tq_rope(s, kc + (size_t)t * kvdim, m->n_kv_heads, pos + t);
-    }
+    tq_for_tokens(s, &c, n, tq_tok_attn_in);
+    tq_matmul(s, s->xb, s->xdim, n, 3, qkv);
+    tq_for_tokens(s, &c, n, tq_tok_rope);
     tq_attn_task at = {s, l, n, pos, {0}};
     tq_pool_run(s->pool, tq_attn_worker, &at);
-    for (int t = 0; t < n; t++) {
-        float *o = s->xb + (size_t)t * s->xdim;
-        if (L->attn_sub_norm) tq_rmsnorm(o, o, L->attn_sub_norm, qdim, eps);
-    }
-    tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
-    tq_matmul(s, s->xb, s->xdim, qdim, n, 1, &o);
-    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
+    tq_for_tokens(s, &c, n, tq_tok_attn_out);
+    tq_matmul(s, s->xb, s->xdim, n, 1, &o);
 
-    /* feed-forward block; the intermediate stays f32 (ReLU^2 overflows f16) */
-    for (int t = 0; t < n; t++) tq_rmsnorm(s->xb + (size_t)t * s->xdim, x + (size_t)t * dim, L->ffn_norm, dim, eps);
-    tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
-    tq_matmul(s, s->xb, s->xdim, dim, n, 2, gu);
-    for (int t = 0; t < n; t++) {
-        float *g = s->hb + (size_t)t * hid;
-        const float *u = s->hb2 + (size_t)t * hid;
-        if (m->act == TQ_ACT_RELU2) {
-            tq_relu2_mul(g, u, hid);
-        } else {
-            for (int i = 0; i < hid; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
-        }
-        if (L->ffn_sub_norm) tq_rmsnorm(g, g, L->ffn_sub_norm, hid, eps);
-    }
-    tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
-    tq_matmul(s, s->hb, (size_t)hid, hid, n, 1, &d);
-    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->xb2[i];
+    /* feed-forward block */
+    tq_for_tokens(s, &c, n, tq_tok_ffn_in);
+    tq_matmul(s, s->xb, s->xdim, n, 2, gu);
+    tq_for_tokens(s, &c, n, tq_tok_ffn_mid);
+    tq_matmul(s, s->hb, (size_t)hid, n, 1, &d);
+    tq_for_tokens(s, &c, n, tq_residual);
 }
 
 int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos) {
