@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from trit.bench import BusyLoop
+from trit.bench import BusyLoop, Row
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
@@ -28,6 +28,11 @@ def _check_rows(data: dict, engines: set[str]) -> None:
         for key in ("pp_tps_median", "tg_tps_median", "ttft_ms_median", "gbps", "pct_ceiling", "rss_mb"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert len(r["samples"]["tg_tps"]) == 1
+        # the decode sample is judged against the bandwidth probed around it, not the run's best
+        (tg,), (bw_around,) = r["samples"]["tg_tps"], r["samples"]["tg_bw_gbps"]
+        assert 0 < bw_around <= max(bw["gbps"].values())
+        assert math.isclose(r["pct_ceiling"], 100 * tg * r["weight_bytes"] / (bw_around * 1e9))
+        assert math.isfinite(r["pct_best_ceiling"]) and r["pct_best_ceiling"] <= r["pct_ceiling"] * (1 + 1e-9)
         assert r["rss_mb"] * 2**20 > r["weight_bytes"] / 2  # the mapped weights were touched
 
 
@@ -81,3 +86,13 @@ def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:
     with BusyLoop(limit_s=60) as b:
         pass
     assert b.proc is not None and b.proc.returncode is not None  # killed when the block ends
+
+
+def test_pct_ceiling_pairs_each_sample_with_its_own_bandwidth() -> None:
+    # two decode samples taken while the machine read 30 and 60 GB/s: each is judged against its own
+    # bandwidth, and the median of the two ratios is reported; "% of best" uses the run's best probe
+    r = Row("trit", "I2_S", 2, weight_bytes=10**9, samples={"tg_tps": [27.0, 48.0], "tg_bw_gbps": [30.0, 60.0]})
+    r.ceiling_tps = 60.0
+    assert math.isclose(r.pct_ceiling, (90.0 + 80.0) / 2)
+    assert math.isclose(r.pct_best, 100 * 37.5 / 60)
+    assert math.isnan(Row("trit", "I2_S", 1, 10**9, samples={"tg_tps": [1.0]}).pct_ceiling)  # no probe
