@@ -23,16 +23,18 @@ cdef extern from "tq.h" nogil:
                                 const int32_t *asum, int ntok, int32_t *out, size_t out_stride) noexcept
     ctypedef float (*tq_quant_fn)(const float *x, int n, int npad, int8_t *q, int32_t *sum) noexcept
     ctypedef void (*tq_f16_gemv_fn)(const uint16_t *w, int rows, int cols, const float *x, float *out) noexcept
-    ctypedef float (*tq_f32_dot_fn)(const float *a, const float *b, int n) noexcept
-    ctypedef void (*tq_f32_axpy_fn)(float a, const float *x, float *y, int n) noexcept
+    ctypedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const float *x, int n,
+                                    float *out) noexcept
+    ctypedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n,
+                                    float *out) noexcept
     ctypedef struct tq_kernels:
         const char *isa
         tq_gemv_fn gemv
         tq_gemm_fn gemm
         tq_quant_fn quant_act
         tq_f16_gemv_fn f16_gemv
-        tq_f32_dot_fn f32_dot
-        tq_f32_axpy_fn f32_axpy
+        tq_f32_dots_fn f32_dots
+        tq_f32_wsum_fn f32_wsum
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -171,30 +173,34 @@ def f16_gemv(str isa, const uint16_t[:, ::1] w, const float[::1] x):
     return out
 
 
-def f32_dot(str isa, const float[::1] a, const float[::1] b) -> float:
+def f32_dots(str isa, const float[:, ::1] rows, const float[::1] x):
+    """out[j] = dot(rows[j, :n], x) with n = len(x) <= rows.shape[1] (the row stride)."""
     cdef const tq_kernels *k = _table(isa)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError("f32_dot needs equal lengths")
-    cdef int n = <int>a.shape[0]
-    cdef float r = 0
-    if n > 0:
+    if x.shape[0] > rows.shape[1]:
+        raise ValueError("f32_dots: x is longer than a row")
+    cdef int n = <int>x.shape[0], length = <int>rows.shape[0]
+    cdef size_t stride = <size_t>rows.shape[1]
+    out = np.zeros(length, dtype=np.float32)
+    cdef float[::1] o = out
+    if length > 0 and n > 0:
         with nogil:
-            r = k.f32_dot(&a[0], &b[0], n)
-    return float(r)
+            k.f32_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
+    return out
 
 
-def f32_axpy(str isa, float alpha, const float[::1] x, y):
-    """Returns a copy of y with alpha * x added (y itself is left alone)."""
+def f32_wsum(str isa, const float[:, ::1] rows, const float[::1] w, int n):
+    """out[i] = sum_j w[j] * rows[j, i] for i < n <= rows.shape[1] (the row stride)."""
     cdef const tq_kernels *k = _table(isa)
-    res = np.array(y, dtype=np.float32, copy=True)
-    cdef float[::1] yv = res
-    if x.shape[0] != yv.shape[0]:
-        raise ValueError("f32_axpy needs equal lengths")
-    cdef int n = <int>x.shape[0]
+    if w.shape[0] != rows.shape[0] or n < 0 or n > rows.shape[1]:
+        raise ValueError("f32_wsum: need len(w) == rows.shape[0] and 0 <= n <= rows.shape[1]")
+    cdef int length = <int>w.shape[0]
+    cdef size_t stride = <size_t>rows.shape[1]
+    out = np.full(n, np.nan, dtype=np.float32)  # every element must be written
+    cdef float[::1] o = out
     if n > 0:
         with nogil:
-            k.f32_axpy(alpha, &x[0], &yv[0], n)
-    return res
+            k.f32_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, &w[0] if length > 0 else NULL, n, &o[0])
+    return out
 
 
 def f16_to_f32(const uint16_t[::1] h):

@@ -360,11 +360,11 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
         const int kvh = h / group; /* GQA: query head h reads KV head h / group */
         const int len = task->pos + t + 1;
         const float *qh = s->q + (size_t)t * s->qdim + (size_t)h * hd;
+        s->k->f32_dots(kc + (size_t)kvh * hd, (size_t)s->kvdim, len, qh, hd, att);
         float mx = -INFINITY;
         for (int j = 0; j < len; j++) {
-            const float sc = s->k->f32_dot(qh, kc + (size_t)j * s->kvdim + (size_t)kvh * hd, hd) * scale;
-            att[j] = sc;
-            if (sc > mx) mx = sc;
+            att[j] *= scale;
+            if (att[j] > mx) mx = att[j];
         }
         float sum = 0.0f;
         for (int j = 0; j < len; j++) {
@@ -372,10 +372,9 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
             sum += att[j];
         }
         const float inv = 1.0f / sum;
-        float *out = s->xb + (size_t)t * s->xdim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j < len; j++)
-            s->k->f32_axpy(att[j] * inv, vc + (size_t)j * s->kvdim + (size_t)kvh * hd, out, hd);
+        for (int j = 0; j < len; j++) att[j] *= inv;
+        s->k->f32_wsum(vc + (size_t)kvh * hd, (size_t)s->kvdim, len, att, hd,
+                       s->xb + (size_t)t * s->xdim + (size_t)h * hd);
     }
 }
 

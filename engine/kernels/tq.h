@@ -56,11 +56,13 @@ typedef float (*tq_quant_fn)(const float *x, int n, int npad, int8_t *q, int32_t
 /* f16 matrix x f32 vector (tied LM head, f16 embeddings): out[r] = sum_i half(w[r][i]) * x[i]. */
 typedef void (*tq_f16_gemv_fn)(const uint16_t *w, int rows, int cols, const float *x, float *out);
 
-/* f32 dot product (attention scores, f32 weights). */
-typedef float (*tq_f32_dot_fn)(const float *a, const float *b, int n);
+/* Attention scores: out[j] = dot(rows + j * stride, x) over n floats, for j < len (the keys of
+ * one head, stride = the KV cache's row length). One call per head instead of one per key. */
+typedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const float *x, int n, float *out);
 
-/* y[i] += a * x[i] (attention value accumulation). */
-typedef void (*tq_f32_axpy_fn)(float a, const float *x, float *y, int n);
+/* Attention output: out[i] = sum_j w[j] * rows[j * stride + i] for i < n, j < len (out is
+ * overwritten; len 0 gives zeros). */
+typedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 
 typedef struct {
     const char *isa;           /* "scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod" */
@@ -68,8 +70,8 @@ typedef struct {
     tq_gemm_fn gemm;
     tq_quant_fn quant_act;
     tq_f16_gemv_fn f16_gemv;
-    tq_f32_dot_fn f32_dot;
-    tq_f32_axpy_fn f32_axpy;
+    tq_f32_dots_fn f32_dots;
+    tq_f32_wsum_fn f32_wsum;
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
@@ -78,8 +80,8 @@ void tq_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t 
                     const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
 float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *sum);
 void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
-float tq_f32_dot_scalar(const float *a, const float *b, int n);
-void tq_f32_axpy_scalar(float a, const float *x, float *y, int n);
+void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out);
+void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 
 /* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
 const tq_kernels *tq_kernels_scalar(void);

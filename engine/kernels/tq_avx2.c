@@ -230,27 +230,77 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
     }
 }
 
-float tq_f32_dot_avx2(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= n; i += 32) { /* four independent FMA chains hide the FMA latency */
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+/* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
+ * multiple of 8 in scalar. */
+static void tq_f32_dots_avx2(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    const int body = n & ~7;
+    int j = 0;
+    for (; j + 4 <= len; j += 4) {
+        const float *r = rows + (size_t)j * stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < body; i += 8) {
+            const __m256 xv = _mm256_loadu_ps(x + i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + stride + i), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 2 * stride + i), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 3 * stride + i), xv, a3);
+        }
+        float s0 = tq_hsum(a0), s1 = tq_hsum(a1), s2 = tq_hsum(a2), s3 = tq_hsum(a3);
+        for (int i = body; i < n; i++) {
+            s0 += r[i] * x[i];
+            s1 += r[stride + i] * x[i];
+            s2 += r[2 * stride + i] * x[i];
+            s3 += r[3 * stride + i] * x[i];
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float acc = tq_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) acc += a[i] * b[i];
-    return acc;
+    for (; j < len; j++) {
+        const float *r = rows + (size_t)j * stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int i = 0;
+        for (; i + 16 <= body; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        }
+        if (i < body) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
+        float s0 = tq_hsum(_mm256_add_ps(a0, a1));
+        for (i = body; i < n; i++) s0 += r[i] * x[i];
+        out[j] = s0;
+    }
 }
 
-void tq_f32_axpy_avx2(float a, const float *x, float *y, int n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+/* 32 output columns at a time in four registers (four FMA chains), then 8 at a time, then scalar. */
+static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    int c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < len; j++) {
+            const float *r = rows + (size_t)j * stride + c;
+            const __m256 wj = _mm256_set1_ps(w[j]);
+            a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r), a0);
+            a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 8), a1);
+            a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 16), a2);
+            a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
+    }
+    for (; c + 8 <= n; c += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int j = 0; j < len; j++)
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows + (size_t)j * stride + c), a0);
+        _mm256_storeu_ps(out + c, a0);
+    }
+    for (; c < n; c++) {
+        float a = 0.0f;
+        for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
+        out[c] = a;
+    }
 }
 
 static const tq_kernels tq_avx2_table = {
@@ -259,8 +309,8 @@ static const tq_kernels tq_avx2_table = {
     tq_gemm_avx2,
     tq_quant_act_avx2,
     tq_f16_gemv_avx2,
-    tq_f32_dot_avx2,
-    tq_f32_axpy_avx2,
+    tq_f32_dots_avx2,
+    tq_f32_wsum_avx2,
 };
 
 const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }

@@ -312,31 +312,65 @@ static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const floa
     }
 }
 
-static float tq_f32_dot_avx512(const float *a, const float *b, int n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 64 <= n; i += 64) { /* four independent FMA chains hide the FMA latency */
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+/* Four keys at a time: one FMA chain per key, so four chains hide the FMA latency, and the query
+ * is loaded once for the four. */
+static void tq_f32_dots_avx512(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    const int body = n & ~15;
+    const __mmask16 k = tq_tail_mask(n - body);
+    int j = 0;
+    for (; j + 4 <= len; j += 4) {
+        const float *r = rows + (size_t)j * stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < body; i += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + i);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + stride + i), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 2 * stride + i), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 3 * stride + i), xv, a3);
+        }
+        if (body < n) {
+            const __m512 xv = _mm512_maskz_loadu_ps(k, x + body);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + body), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + stride + body), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + 2 * stride + body), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + 3 * stride + body), xv, a3);
+        }
+        out[j] = _mm512_reduce_add_ps(a0);
+        out[j + 1] = _mm512_reduce_add_ps(a1);
+        out[j + 2] = _mm512_reduce_add_ps(a2);
+        out[j + 3] = _mm512_reduce_add_ps(a3);
     }
-    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < n) {
-        const __mmask16 k = tq_tail_mask(n - i);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s1);
+    for (; j < len; j++) {
+        const float *r = rows + (size_t)j * stride;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int i = 0; i < body; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(x + i), a0);
+        if (body < n) a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + body), _mm512_maskz_loadu_ps(k, x + body), a0);
+        out[j] = _mm512_reduce_add_ps(a0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-static void tq_f32_axpy_avx512(float a, const float *x, float *y, int n) {
-    const __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        const __mmask16 k = tq_tail_mask(n - i);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+/* 64 output columns at a time in four registers (four independent FMA chains), every key's row
+ * read once per column group; partial groups through masks. */
+static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    for (int c = 0; c < n; c += 64) {
+        __mmask16 k[4];
+        for (int b = 0; b < 4; b++) {
+            const int left = n - c - 16 * b;
+            k[b] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tq_tail_mask(left) : (__mmask16)0;
+        }
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < len; j++) {
+            const float *r = rows + (size_t)j * stride + c;
+            const __m512 wj = _mm512_set1_ps(w[j]);
+            a0 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[0], r), a0);
+            a1 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[1], r + 16), a1);
+            a2 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[2], r + 32), a2);
+            a3 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[3], r + 48), a3);
+        }
+        _mm512_mask_storeu_ps(out + c, k[0], a0);
+        _mm512_mask_storeu_ps(out + c + 16, k[1], a1);
+        _mm512_mask_storeu_ps(out + c + 32, k[2], a2);
+        _mm512_mask_storeu_ps(out + c + 48, k[3], a3);
     }
 }
 
@@ -346,8 +380,8 @@ static const tq_kernels tq_avx512vnni_table = {
     tq_gemm_avx512vnni,
     tq_quant_act_avx512,
     tq_f16_gemv_avx512,
-    tq_f32_dot_avx512,
-    tq_f32_axpy_avx512,
+    tq_f32_dots_avx512,
+    tq_f32_wsum_avx512,
 };
 
 static const tq_kernels tq_avx512_table = {
@@ -356,8 +390,8 @@ static const tq_kernels tq_avx512_table = {
     tq_gemm_avx512,
     tq_quant_act_avx512,
     tq_f16_gemv_avx512,
-    tq_f32_dot_avx512,
-    tq_f32_axpy_avx512,
+    tq_f32_dots_avx512,
+    tq_f32_wsum_avx512,
 };
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on

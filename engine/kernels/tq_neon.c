@@ -305,25 +305,75 @@ static void tq_f16_gemv_neon(const uint16_t *w, int rows, int cols, const float 
     for (; r < rows; r++) tq_f16_rows_neon(w + (size_t)r * cols, cols, x, out + r, 1);
 }
 
-static float tq_f32_dot_neon(const float *a, const float *b, int n) {
-    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16) { /* four independent FMA chains hide the FMA latency */
-        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
-        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+/* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
+ * multiple of 4 in scalar. */
+static void tq_f32_dots_neon(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    const int body = n & ~3;
+    int j = 0;
+    for (; j + 4 <= len; j += 4) {
+        const float *r = rows + (size_t)j * stride;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < body; i += 4) {
+            const float32x4_t xv = vld1q_f32(x + i);
+            a0 = vfmaq_f32(a0, vld1q_f32(r + i), xv);
+            a1 = vfmaq_f32(a1, vld1q_f32(r + stride + i), xv);
+            a2 = vfmaq_f32(a2, vld1q_f32(r + 2 * stride + i), xv);
+            a3 = vfmaq_f32(a3, vld1q_f32(r + 3 * stride + i), xv);
+        }
+        float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
+        for (int i = body; i < n; i++) {
+            s0 += r[i] * x[i];
+            s1 += r[stride + i] * x[i];
+            s2 += r[2 * stride + i] * x[i];
+            s3 += r[3 * stride + i] * x[i];
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
     }
-    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    float acc = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-    for (; i < n; i++) acc += a[i] * b[i];
-    return acc;
+    for (; j < len; j++) {
+        const float *r = rows + (size_t)j * stride;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+        int i = 0;
+        for (; i + 8 <= body; i += 8) {
+            a0 = vfmaq_f32(a0, vld1q_f32(r + i), vld1q_f32(x + i));
+            a1 = vfmaq_f32(a1, vld1q_f32(r + i + 4), vld1q_f32(x + i + 4));
+        }
+        if (i < body) a0 = vfmaq_f32(a0, vld1q_f32(r + i), vld1q_f32(x + i));
+        float s0 = vaddvq_f32(vaddq_f32(a0, a1));
+        for (i = body; i < n; i++) s0 += r[i] * x[i];
+        out[j] = s0;
+    }
 }
 
-static void tq_f32_axpy_neon(float a, const float *x, float *y, int n) {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++) y[i] += a * x[i];
+/* 16 output columns at a time in four registers (four FMA chains), then 4 at a time, then scalar. */
+static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    int c = 0;
+    for (; c + 16 <= n; c += 16) {
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < len; j++) {
+            const float *r = rows + (size_t)j * stride + c;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(r), w[j]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(r + 4), w[j]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(r + 8), w[j]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(r + 12), w[j]);
+        }
+        vst1q_f32(out + c, a0);
+        vst1q_f32(out + c + 4, a1);
+        vst1q_f32(out + c + 8, a2);
+        vst1q_f32(out + c + 12, a3);
+    }
+    for (; c + 4 <= n; c += 4) {
+        float32x4_t a0 = vdupq_n_f32(0.0f);
+        for (int j = 0; j < len; j++) a0 = vfmaq_n_f32(a0, vld1q_f32(rows + (size_t)j * stride + c), w[j]);
+        vst1q_f32(out + c, a0);
+    }
+    for (; c < n; c++) {
+        float a = 0.0f;
+        for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
+        out[c] = a;
+    }
 }
 
 static const tq_kernels tq_neon_dotprod_table = {
@@ -332,8 +382,8 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_gemm_neon_dotprod,
     tq_quant_act_neon,
     tq_f16_gemv_neon,
-    tq_f32_dot_neon,
-    tq_f32_axpy_neon,
+    tq_f32_dots_neon,
+    tq_f32_wsum_neon,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -342,8 +392,8 @@ static const tq_kernels tq_neon_table = {
     tq_gemm_neon,
     tq_quant_act_neon,
     tq_f16_gemv_neon,
-    tq_f32_dot_neon,
-    tq_f32_axpy_neon,
+    tq_f32_dots_neon,
+    tq_f32_wsum_neon,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

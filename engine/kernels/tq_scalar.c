@@ -127,14 +127,21 @@ void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, f
     }
 }
 
-float tq_f32_dot_scalar(const float *a, const float *b, int n) {
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++) acc += a[i] * b[i];
-    return acc;
+void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    for (int j = 0; j < len; j++) {
+        const float *r = rows + (size_t)j * stride;
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += r[i] * x[i];
+        out[j] = acc;
+    }
 }
 
-void tq_f32_axpy_scalar(float a, const float *x, float *y, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    for (int i = 0; i < n; i++) out[i] = 0.0f;
+    for (int j = 0; j < len; j++) {
+        const float *r = rows + (size_t)j * stride;
+        for (int i = 0; i < n; i++) out[i] += w[j] * r[i];
+    }
 }
 
 static const tq_kernels tq_scalar_table = {
@@ -143,8 +150,8 @@ static const tq_kernels tq_scalar_table = {
     tq_gemm_scalar,
     tq_quant_act_scalar,
     tq_f16_gemv_scalar,
-    tq_f32_dot_scalar,
-    tq_f32_axpy_scalar,
+    tq_f32_dots_scalar,
+    tq_f32_wsum_scalar,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

@@ -8,11 +8,11 @@
  *   2 gemm      rows nb ntok a_stride out_stride off | w u8[rows*nb*32] | a i8[ntok*a_stride] | asum i32[ntok]
  *   3 quant     n npad | x f32[n]
  *   4 f16_gemv  rows cols | w u16[rows*cols] | x f32[cols]
- *   5 f32_dot   n | a f32[n] | b f32[n]
- *   6 f32_axpy  n alpha(f32 bits) | x f32[n] | y f32[n]
+ *   5 f32_dots  len n stride | rows f32[len*stride] | x f32[n]
+ *   6 f32_wsum  len n stride | rows f32[len*stride] | w f32[len]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
- *   f16_gemv f32[rows] | f32_dot f32 | f32_axpy f32[n]
+ *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n]
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -118,23 +118,18 @@ int main(int argc, char **argv) {
             k->f16_gemv((const uint16_t *)w.p, rows, cols, (const float *)x.p, out);
             wr(out, sizeof(float) * (size_t)rows);
             free(out), free(w.raw), free(x.raw);
-        } else if (kind == 5) {
-            const int n = rd_i32();
-            tq_buf a = buf_read(sizeof(float) * (size_t)n, 4);
-            tq_buf b = buf_read(sizeof(float) * (size_t)n, 4);
-            const float r = k->f32_dot((const float *)a.p, (const float *)b.p, n);
-            wr(&r, 4);
-            free(a.raw), free(b.raw);
-        } else if (kind == 6) {
-            const int n = rd_i32();
-            const int32_t bits = rd_i32();
-            float alpha;
-            memcpy(&alpha, &bits, 4);
-            tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
-            tq_buf y = buf_read(sizeof(float) * (size_t)n, 4);
-            k->f32_axpy(alpha, (const float *)x.p, (float *)y.p, n);
-            wr(y.p, sizeof(float) * (size_t)n);
-            free(x.raw), free(y.raw);
+        } else if (kind == 5 || kind == 6) {
+            const int len = rd_i32(), n = rd_i32(), stride = rd_i32();
+            tq_buf rows = buf_read(sizeof(float) * (size_t)len * stride, 4);
+            tq_buf v = buf_read(sizeof(float) * (size_t)(kind == 5 ? n : len), 4);
+            const int nout = kind == 5 ? len : n;
+            float *out = malloc(sizeof(float) * (size_t)(nout > 0 ? nout : 1));
+            if (kind == 5)
+                k->f32_dots((const float *)rows.p, (size_t)stride, len, (const float *)v.p, n, out);
+            else
+                k->f32_wsum((const float *)rows.p, (size_t)stride, len, (const float *)v.p, n, out);
+            wr(out, sizeof(float) * (size_t)nout);
+            free(out), free(rows.raw), free(v.raw);
         } else {
             die("unknown record kind");
         }

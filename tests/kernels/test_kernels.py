@@ -1,7 +1,7 @@
 """Every kernel of every ISA table against the scalar spec and a numpy reference.
 
 Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) must be bit-identical to
-the scalar path and to numpy. Float kernels (f16_gemv, f32_dot, f32_axpy) are compared with a
+the scalar path and to numpy. Float kernels (f16_gemv, f32_dots, f32_wsum) are compared with a
 float64 numpy reference within the named tolerances below.
 """
 
@@ -22,8 +22,6 @@ EPS32 = float(np.finfo(np.float32).eps)
 # |err| <= FSUM_K * sqrt(n) * eps32 * sum|terms| holds with a wide margin (deterministic seed), while a
 # single wrong or missing term (~ sum|terms| / n) is still far above it for the sizes tested.
 FSUM_K = 8.0
-# axpy: one multiply-add per element, with or without FMA: at most 2 roundings.
-AXPY_TOL_ULPS = 2.0
 
 # (test id, ISA name for tq_select_isa, env overrides). "avx512-novnni" runs the AVX-512BW table
 # on a VNNI CPU through the TRIT_NO_VNNI debug switch read by tq_kernels_avx512().
@@ -353,27 +351,36 @@ def test_f16_gemv(isa):
     np.testing.assert_allclose(got, terms.sum(axis=1), rtol=0, atol=fsum_tol(terms[0]))
 
 
-def test_f32_dot(isa):
+# (keys, head size, row stride - head size): the attention shapes (head 64 / 128 inside a KV row of
+# several heads) and every remainder of the 4-key and 16 / 8 / 4-column blocks
+ATTN_SHAPES = [(1, 1, 0), (2, 3, 1), (3, 7, 0), (4, 8, 5), (5, 9, 0), (6, 15, 1), (7, 16, 0), (8, 17, 3),
+               (9, 31, 0), (1, 32, 0), (11, 33, 2), (13, 63, 1), (4, 64, 576), (17, 65, 0), (33, 128, 512),
+               (100, 128, 0), (3, 129, 7), (2, 1000, 24), (1, 4096, 0)]
+
+
+def test_f32_dots(isa):
     rng = np.random.default_rng(SEED + 8)
-    for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4096]:
-        a = rng.standard_normal(n).astype(np.float32)
-        b = rng.standard_normal(n).astype(np.float32)
-        terms = a.astype(np.float64) * b.astype(np.float64)
-        assert abs(K.f32_dot(isa, a, b) - terms.sum()) <= fsum_tol(terms), f"{isa} n={n}"
-        au, bu = unaligned(a, 4), unaligned(b, 8)
-        assert abs(K.f32_dot(isa, au, bu) - terms.sum()) <= fsum_tol(terms)
-
-
-def test_f32_axpy(isa):
-    rng = np.random.default_rng(SEED + 9)
-    for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 1000]:
+    for length, n, extra in ATTN_SHAPES:
+        rows = rng.standard_normal((length, n + extra)).astype(np.float32)
         x = rng.standard_normal(n).astype(np.float32)
-        y = rng.standard_normal(n).astype(np.float32)
-        alpha = np.float32(rng.standard_normal())
-        got = K.f32_axpy(isa, float(alpha), unaligned(x, 4), y)
-        ref = y.astype(np.float64) + np.float64(alpha) * x.astype(np.float64)
-        tol = AXPY_TOL_ULPS * EPS32 * (np.abs(y) + np.abs(alpha * x)).astype(np.float64) + 1e-38
-        assert (np.abs(got - ref) <= tol).all(), f"{isa} n={n}"
+        terms = rows[:, :n].astype(np.float64) * x.astype(np.float64)
+        for got in (K.f32_dots(isa, rows, x), K.f32_dots(isa, unaligned(rows, 4), unaligned(x, 8))):
+            for j in range(length):
+                assert abs(got[j] - terms[j].sum()) <= fsum_tol(terms[j]), f"{isa} {length}x{n} key {j}"
+
+
+def test_f32_wsum(isa):
+    rng = np.random.default_rng(SEED + 9)
+    for length, n, extra in ATTN_SHAPES:
+        rows = rng.standard_normal((length, n + extra)).astype(np.float32)
+        w = rng.random(length).astype(np.float32)  # softmax weights: positive
+        terms = (w.astype(np.float64)[:, None] * rows[:, :n].astype(np.float64)).T  # [n, length]
+        for got in (K.f32_wsum(isa, rows, w, n), K.f32_wsum(isa, unaligned(rows, 4), unaligned(w, 8), n)):
+            assert got.shape == (n,)
+            for i in range(n):
+                assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {length}x{n} column {i}"
+    # no keys: zeros, every column written
+    np.testing.assert_array_equal(K.f32_wsum(isa, np.zeros((0, 20), np.float32), np.zeros(0, np.float32), 20), 0)
 
 
 # --------------------------------------------------------------------------------------------------
