@@ -27,6 +27,7 @@ cdef extern from "tq.h" nogil:
                                     float *out) noexcept
     ctypedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n,
                                     float *out) noexcept
+    ctypedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out) noexcept
     ctypedef struct tq_kernels:
         const char *isa
         tq_gemv_fn gemv
@@ -35,6 +36,7 @@ cdef extern from "tq.h" nogil:
         tq_f16_gemv_fn f16_gemv
         tq_f32_dots_fn f32_dots
         tq_f32_wsum_fn f32_wsum
+        tq_scale_out_fn scale_out
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -200,6 +202,20 @@ def f32_wsum(str isa, const float[:, ::1] rows, const float[::1] w, int n):
     if n > 0:
         with nogil:
             k.f32_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, &w[0] if length > 0 else NULL, n, &o[0])
+    return out
+
+
+def scale_out(str isa, const int32_t[::1] acc, float sa, const float[::1] scale):
+    """float32 ((float)acc[r] / sa) * scale[r], through the ISA's scale_out."""
+    cdef const tq_kernels *k = _table(isa)
+    if acc.shape[0] != scale.shape[0]:
+        raise ValueError("scale_out needs equal lengths")
+    cdef int n = <int>acc.shape[0]
+    out = np.full(n, np.nan, dtype=np.float32)
+    cdef float[::1] o = out
+    if n > 0:
+        with nogil:
+            k.scale_out(&acc[0], n, sa, &scale[0], &o[0])
     return out
 
 

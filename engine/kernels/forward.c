@@ -205,14 +205,8 @@ static void tq_mm_chunk_ternary(tq_mm_task *task, const tq_mm_item *it, int r0, 
         s->k->gemv(w, nr, t->nb, s->qa, s->qsum[0], tmp);
     else
         s->k->gemm(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp, (size_t)nr);
-    /* y = (sum q*w) / s_act * w_scale: the activation scale divides, as the reference's
-     * dequantized activations (q / s) do */
-    for (int tok = 0; tok < task->ntok; tok++) {
-        float *out = it->out + (size_t)tok * it->ld + r0;
-        const int32_t *acc = tmp + (size_t)tok * nr;
-        const float sa = s->qscale[tok];
-        for (int r = 0; r < nr; r++) out[r] = ((float)acc[r] / sa) * t->scale[r0 + r];
-    }
+    for (int tok = 0; tok < task->ntok; tok++)
+        s->k->scale_out(tmp + (size_t)tok * nr, nr, s->qscale[tok], t->scale + r0, it->out + (size_t)tok * it->ld + r0);
 }
 
 static void tq_mm_chunk_quant(tq_mm_task *task, const tq_mm_item *it, int r0, int nr) {

@@ -64,6 +64,11 @@ typedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const 
  * overwritten; len 0 gives zeros). */
 typedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 
+/* Ternary outputs back to floats: out[r] = ((float)acc[r] / sa) * scale[r] for r < n (the
+ * activation scale divides, as the reference's dequantized activations q / s do). Correctly
+ * rounded division and product: every path is bit-identical to the scalar loop. */
+typedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out);
+
 typedef struct {
     const char *isa;           /* "scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod" */
     tq_gemv_fn gemv;
@@ -72,6 +77,7 @@ typedef struct {
     tq_f16_gemv_fn f16_gemv;
     tq_f32_dots_fn f32_dots;
     tq_f32_wsum_fn f32_wsum;
+    tq_scale_out_fn scale_out;
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
@@ -82,6 +88,7 @@ float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *s
 void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
 void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out);
 void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out);
+void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out);
 
 /* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
 const tq_kernels *tq_kernels_scalar(void);

@@ -303,6 +303,16 @@ static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const fl
     }
 }
 
+static void tq_scale_out_avx2(const int32_t *acc, int n, float sa, const float *scale, float *out) {
+    const __m256 s = _mm256_set1_ps(sa);
+    int r = 0;
+    for (; r + 8 <= n; r += 8) {
+        const __m256 a = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + r)));
+        _mm256_storeu_ps(out + r, _mm256_mul_ps(_mm256_div_ps(a, s), _mm256_loadu_ps(scale + r)));
+    }
+    for (; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
+}
+
 static const tq_kernels tq_avx2_table = {
     "avx2",
     tq_gemv_avx2,
@@ -311,6 +321,7 @@ static const tq_kernels tq_avx2_table = {
     tq_f16_gemv_avx2,
     tq_f32_dots_avx2,
     tq_f32_wsum_avx2,
+    tq_scale_out_avx2,
 };
 
 const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }

@@ -374,6 +374,20 @@ static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const 
     }
 }
 
+static void tq_scale_out_avx512(const int32_t *acc, int n, float sa, const float *scale, float *out) {
+    const __m512 s = _mm512_set1_ps(sa);
+    int r = 0;
+    for (; r + 16 <= n; r += 16) {
+        const __m512 a = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(acc + r)));
+        _mm512_storeu_ps(out + r, _mm512_mul_ps(_mm512_div_ps(a, s), _mm512_loadu_ps(scale + r)));
+    }
+    if (r < n) {
+        const __mmask16 k = tq_tail_mask(n - r);
+        const __m512 a = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, acc + r));
+        _mm512_mask_storeu_ps(out + r, k, _mm512_mul_ps(_mm512_div_ps(a, s), _mm512_maskz_loadu_ps(k, scale + r)));
+    }
+}
+
 static const tq_kernels tq_avx512vnni_table = {
     "avx512vnni",
     tq_gemv_avx512vnni,
@@ -382,6 +396,7 @@ static const tq_kernels tq_avx512vnni_table = {
     tq_f16_gemv_avx512,
     tq_f32_dots_avx512,
     tq_f32_wsum_avx512,
+    tq_scale_out_avx512,
 };
 
 static const tq_kernels tq_avx512_table = {
@@ -392,6 +407,7 @@ static const tq_kernels tq_avx512_table = {
     tq_f16_gemv_avx512,
     tq_f32_dots_avx512,
     tq_f32_wsum_avx512,
+    tq_scale_out_avx512,
 };
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on

@@ -376,6 +376,14 @@ static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const fl
     }
 }
 
+static void tq_scale_out_neon(const int32_t *acc, int n, float sa, const float *scale, float *out) {
+    const float32x4_t s = vdupq_n_f32(sa);
+    int r = 0;
+    for (; r + 4 <= n; r += 4)
+        vst1q_f32(out + r, vmulq_f32(vdivq_f32(vcvtq_f32_s32(vld1q_s32(acc + r)), s), vld1q_f32(scale + r)));
+    for (; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
+}
+
 static const tq_kernels tq_neon_dotprod_table = {
     "neon-dotprod",
     tq_gemv_neon_dotprod,
@@ -384,6 +392,7 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_f16_gemv_neon,
     tq_f32_dots_neon,
     tq_f32_wsum_neon,
+    tq_scale_out_neon,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -394,6 +403,7 @@ static const tq_kernels tq_neon_table = {
     tq_f16_gemv_neon,
     tq_f32_dots_neon,
     tq_f32_wsum_neon,
+    tq_scale_out_neon,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

@@ -144,6 +144,10 @@ void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *
     }
 }
 
+void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out) {
+    for (int r = 0; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
+}
+
 static const tq_kernels tq_scalar_table = {
     "scalar",
     tq_gemv_scalar,
@@ -152,6 +156,7 @@ static const tq_kernels tq_scalar_table = {
     tq_f16_gemv_scalar,
     tq_f32_dots_scalar,
     tq_f32_wsum_scalar,
+    tq_scale_out_scalar,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

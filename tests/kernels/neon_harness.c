@@ -10,9 +10,10 @@
  *   4 f16_gemv  rows cols | w u16[rows*cols] | x f32[cols]
  *   5 f32_dots  len n stride | rows f32[len*stride] | x f32[n]
  *   6 f32_wsum  len n stride | rows f32[len*stride] | w f32[len]
+ *   7 scale_out n sa(f32 bits) | acc i32[n] | scale f32[n]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
- *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n]
+ *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n] | scale_out f32[n]
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -130,6 +131,17 @@ int main(int argc, char **argv) {
                 k->f32_wsum((const float *)rows.p, (size_t)stride, len, (const float *)v.p, n, out);
             wr(out, sizeof(float) * (size_t)nout);
             free(out), free(rows.raw), free(v.raw);
+        } else if (kind == 7) {
+            const int n = rd_i32();
+            const int32_t bits = rd_i32();
+            float sa;
+            memcpy(&sa, &bits, 4);
+            tq_buf acc = buf_read(sizeof(int32_t) * (size_t)n, 4);
+            tq_buf scale = buf_read(sizeof(float) * (size_t)n, 4);
+            float *out = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+            k->scale_out((const int32_t *)acc.p, n, sa, (const float *)scale.p, out);
+            wr(out, sizeof(float) * (size_t)n);
+            free(out), free(acc.raw), free(scale.raw);
         } else {
             die("unknown record kind");
         }

@@ -1,7 +1,7 @@
 """Every kernel of every ISA table against the scalar spec and a numpy reference.
 
-Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) must be bit-identical to
-the scalar path and to numpy. Float kernels (f16_gemv, f32_dots, f32_wsum) are compared with a
+Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) and scale_out must be
+bit-identical to the scalar path and to numpy. Float kernels (f16_gemv, f32_dots, f32_wsum) are compared with a
 float64 numpy reference within the named tolerances below.
 """
 
@@ -381,6 +381,19 @@ def test_f32_wsum(isa):
                 assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {length}x{n} column {i}"
     # no keys: zeros, every column written
     np.testing.assert_array_equal(K.f32_wsum(isa, np.zeros((0, 20), np.float32), np.zeros(0, np.float32), 20), 0)
+
+
+def test_scale_out_bit_exact(isa):
+    # the ternary dot products back to floats: bit-identical to numpy's float32 (acc / sa) * scale
+    rng = np.random.default_rng(SEED + 10)
+    for n in [1, 3, 4, 7, 8, 15, 16, 17, 31, 64, 65, 2560, 6913]:
+        acc = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)
+        acc[: min(n, 3)] = [0, (1 << 24) + 1, -(1 << 24) - 3][: min(n, 3)]  # exact and rounded int -> float
+        scale = (rng.random(n) + 0.01).astype(np.float32)
+        sa = np.float32(rng.random() * 200 + 0.5)
+        ref = (acc.astype(np.float32) / sa) * scale
+        for got in (K.scale_out(isa, acc, float(sa), scale), K.scale_out(isa, unaligned(acc, 4), float(sa), unaligned(scale, 8))):
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"{isa} n={n}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -114,6 +114,11 @@ class Vectors:
         self.chunks += [rows.astype("<f4").tobytes(), w.astype("<f4").tobytes()]
         self.checks.append(("wsum", n, (w.astype(np.float64)[:, None] * rows[:, :n].astype(np.float64)).T))
 
+    def scale_out(self, acc: np.ndarray, sa: np.float32, scale: np.ndarray) -> None:
+        self._ints(7, acc.size, int(np.float32(sa).view(np.int32)))
+        self.chunks += [acc.astype("<i4").tobytes(), scale.astype("<f4").tobytes()]
+        self.checks.append(("scale_out", acc.size, (acc.astype(np.float32) / np.float32(sa)) * scale))
+
     def data(self) -> bytes:
         return b"".join(self.chunks) + struct.pack("<i", 0)
 
@@ -160,6 +165,10 @@ def build_vectors() -> Vectors:
         v.dots(rows, rng.standard_normal(n).astype(np.float32))
         v.wsum(rows, rng.standard_normal(length).astype(np.float32), n)
     v.wsum(np.zeros((0, 8), np.float32), np.zeros(0, np.float32), 8)  # no keys: zeros
+    for n in (1, 3, 4, 5, 17, 2560):
+        acc = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)
+        acc[0] = (1 << 24) + 1  # rounded int -> float
+        v.scale_out(acc, np.float32(rng.random() * 100 + 0.5), (rng.random(n) + 0.01).astype(np.float32))
     return v
 
 
@@ -189,6 +198,8 @@ def check_outputs(raw: bytes, v: Vectors, label: str) -> str:
             got = take("<f4", shape[0])
             for r in range(shape[0]):
                 assert abs(got[r] - ref[r].sum()) <= fsum_tol(ref[r]), f"{where} row {r}"
+        elif kind == "scale_out":
+            np.testing.assert_array_equal(take("<f4", shape).view(np.uint32), ref.view(np.uint32), err_msg=where)
         elif kind in ("dots", "wsum"):  # one row of float64 terms per output
             got = take("<f4", shape)
             for j in range(shape):
