@@ -15,6 +15,9 @@
 4. Then --reps more decode rounds per engine while another process spins on one core (a busy
    loop that ends by itself; --no-contention skips them): "% of quiet" shows whether the thread
    pool holds up when a core is taken.
+5. One more row runs our engine with the optional Q8_0 copy of the LM head (load_model(head="q8_0"),
+   `trit --head q8_0`; off by default because the logits move by its rounding): fewer bytes per
+   token, a lower ceiling to compare against (--no-q8-head skips it).
 
 The peer is llama.cpp through llama-cpp-python, a benchmark extra that is never a Trit dependency:
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python
@@ -50,6 +53,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--bw-mib", type=int, default=None, help="bandwidth buffer (default 1024, quick 256; 0 skips)"
     )
     ap.add_argument("--keep", metavar="DIR", help="write the model files to DIR and keep them")
+    ap.add_argument(
+        "--no-q8-head",
+        action="store_true",
+        help="skip the row of our engine with the optional Q8_0 LM head (load_model(head='q8_0'), off by default in the app)",
+    )
     ap.add_argument(
         "--no-contention",
         action="store_true",
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"t={t} {g[-1]:.1f} GB/s" for t, g in probe.samples.items())
                 )
             specs = [bench.RowSpec("trit", str(paths["I2_S"]))]
+            if not a.no_q8_head:
+                specs.append(bench.RowSpec("trit", str(paths["I2_S"]), head="q8_0"))
             specs += [bench.RowSpec("llama.cpp", str(paths[f]), f) for f in peer_formats]
             res = bench.run_bench(
                 specs,

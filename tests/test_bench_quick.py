@@ -24,7 +24,7 @@ def _check_rows(data: dict, engines: set[str]) -> None:
     bw = data["bandwidth"]
     assert bw and all(g > 0 for g in bw["gbps"].values()), bw
     for r in data["rows"]:
-        assert r["threads"] == 1 and r["format"] == "I2_S" and r["weight_bytes"] > 0
+        assert r["threads"] == 1 and r["format"] in ("I2_S", "I2_S+Q8_0 head") and r["weight_bytes"] > 0
         for key in ("pp_tps_median", "tg_tps_median", "ttft_ms_median", "gbps", "pct_ceiling", "rss_mb"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert len(r["samples"]["tg_tps"]) == 1
@@ -58,12 +58,17 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert data["p"] == 8 and data["n"] == 4 and data["machine"]["shape"] == "quick"
     # bytes per token = packed matrices (2 bits per weight) + the f16 head (Model.info.weight_bytes)
     layer = 1024 * 1024 * 2 + 256 * 1024 * 2 + 2816 * 1024 * 3
-    assert data["rows"][0]["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 * 2
+    f16_row, q8_row = data["rows"]
+    assert f16_row["format"] == "I2_S" and f16_row["meta"]["head"] == "F16"
+    assert f16_row["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 * 2
+    # the row with the optional Q8_0 head (34 bytes per 32 values) reads fewer bytes per token
+    assert q8_row["format"] == "I2_S+Q8_0 head" and q8_row["meta"]["head"].startswith("Q8_0")
+    assert q8_row["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 // 32 * 34
 
     model = keep / "random-quick-I2_S.gguf"
     out2 = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "trit", "bench", "-m", str(model), *TINY, "--json", str(out2)],
+        [sys.executable, "-m", "trit", "bench", "-m", str(model), *TINY, "--head", "q8_0", "--json", str(out2)],
         check=False,
         capture_output=True,
         text=True,
@@ -72,7 +77,10 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tg4 tok/s" in proc.stdout and "busy core" not in proc.stdout, proc.stdout
-    _check_rows(json.loads(out2.read_text()), {"trit"})
+    cli = json.loads(out2.read_text())
+    _check_rows(cli, {"trit"})
+    assert [r["format"] for r in cli["rows"]] == ["I2_S+Q8_0 head"]  # --head q8_0 reached the worker
+    assert cli["rows"][0]["weight_bytes"] == q8_row["weight_bytes"]
 
 
 def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:

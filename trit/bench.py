@@ -385,10 +385,10 @@ def _rss_peak_mb() -> float:
 class _Ours:
     engine = "trit"
 
-    def __init__(self, path: str, threads: int, context: int) -> None:
+    def __init__(self, path: str, threads: int, context: int, head: str = "f16") -> None:
         from trit.engine import load_model
 
-        self.model = load_model(path, threads=threads, context=context)
+        self.model = load_model(path, threads=threads, context=context, head=head)
         self.vocab = self.model.config.vocab
         info = self.model.info
         self.meta = {
@@ -396,6 +396,7 @@ class _Ours:
             "isa": info.isa,
             "threads": self.model.threads,
             "weight_bytes": info.weight_bytes,
+            "head": info.head_type,
         }
 
     def _gen(self, ids: Sequence[int], max_tokens: int) -> Any:
@@ -498,6 +499,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--context", type=int, required=True)
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--head", choices=("f16", "q8_0"), default="f16", help="our engine's LM head (load_model head=)")
     args = ap.parse_args(argv)
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -505,7 +507,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     eng: _Ours | _LlamaCpp
     if args.engine == "trit":
-        eng = _Ours(args.model, args.threads, args.context)
+        eng = _Ours(args.model, args.threads, args.context, args.head)
     else:
         eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
     reply.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, **eng.meta}) + "\n")
@@ -532,7 +534,13 @@ class Worker:
     """The parent's handle on a worker process."""
 
     def __init__(
-        self, engine: str, model: str | os.PathLike[str], threads: int, context: int, batch: int = 512
+        self,
+        engine: str,
+        model: str | os.PathLike[str],
+        threads: int,
+        context: int,
+        batch: int = 512,
+        head: str = "f16",
     ) -> None:
         self.engine, self.threads = engine, threads
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # closed in close()
@@ -552,6 +560,8 @@ class Worker:
             "--batch",
             str(batch),
         ]
+        if head != "f16":
+            cmd += ["--head", head]
         # every engine runs with its defaults (llama.cpp's OpenMP threads spin briefly, then sleep)
         self.proc = subprocess.Popen(
             cmd,
@@ -626,7 +636,8 @@ class BusyLoop:
 class RowSpec:
     engine: str  # "trit" or "llama.cpp"
     model: str
-    label: str = ""  # format shown in the table; the worker's own name when empty
+    label: str = ""  # format shown in the table; the worker's own name (+ the head when not f16) when empty
+    head: str = "f16"  # our engine only: "q8_0" builds a Q8_0 copy of the f16 LM head at load
 
 
 @dataclass
@@ -754,13 +765,13 @@ def run_bench(
         try:
             trows: list[Row] = []
             for spec in specs:
-                w = Worker(spec.engine, spec.model, t, context, batch)
+                w = Worker(spec.engine, spec.model, t, context, batch, spec.head)
                 workers.append(w)
                 m = w.meta
                 trows.append(
                     Row(
                         spec.engine,
-                        spec.label or m["format"],
+                        spec.label or m["format"] + ("" if spec.head == "f16" else f"+{spec.head.upper()} head"),
                         int(m["threads"]),
                         int(m["weight_bytes"]),
                         meta=m,
@@ -921,6 +932,12 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ttft-prompt", type=int, default=TTFT_PROMPT, help="prompt length for TTFT")
     ap.add_argument("--reps", type=int, default=3, help="measured repetitions after one warm-up")
     ap.add_argument("--bw-mib", type=int, default=1024, help="bandwidth test buffer (MiB); 0 skips it")
+    ap.add_argument(
+        "--head",
+        choices=("f16", "q8_0"),
+        default="f16",
+        help="our engine's LM head: q8_0 builds a Q8_0 copy of an f16 head at load (fewer bytes per token)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument(
         "--peer",
@@ -946,7 +963,8 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     def log(msg: str) -> None:
         print(msg, file=err, flush=True)
 
-    specs = [RowSpec("trit", args.model)]
+    head = getattr(args, "head", "f16")
+    specs = [RowSpec("trit", args.model, head=head)]
     if getattr(args, "peer", False):
         import importlib.util
 
