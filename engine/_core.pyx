@@ -162,7 +162,9 @@ cdef class CoreModel:
     def __cinit__(self):
         self.layers = NULL
 
-    def __init__(self, weights, isa=None, f32_act=False):
+    def __init__(self, weights, isa=None, f32_act=False, head_f32_act=None):
+        """f32_act: llama.cpp weight types meet the f32 activation (else Q8-rounded activations);
+        head_f32_act: the same for the LM head alone (default: f32_act)."""
         cfg = weights.config
         cdef tq_model *m = &self.m
         self.kern = _kernels(isa)
@@ -185,7 +187,8 @@ cdef class CoreModel:
             raise ValueError("layer count does not match the config")
         _set_lin(&m.embed, weights.embed, cfg.vocab, cfg.dim, "token embedding", self.kern, self.f32_act)
         head = weights.embed if weights.head is None else weights.head
-        _set_lin(&m.head, head, cfg.vocab, cfg.dim, "output head", self.kern, self.f32_act)
+        _set_lin(&m.head, head, cfg.vocab, cfg.dim, "output head", self.kern,
+                 self.f32_act if head_f32_act is None else bool(head_f32_act))
         m.out_norm = <const float *>_addr(weights.out_norm, np.float32, (cfg.dim,), "output_norm")
         qdim = cfg.n_heads * cfg.head_dim
         kvdim = cfg.n_kv_heads * cfg.head_dim

@@ -41,6 +41,18 @@ def test_model_with_q8_0_head(activations):
     assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.875  # measured: 1.0, mean |d| 0.4-0.7% of std
 
 
+def test_q8_0_head_meets_q8_activations_whatever_the_model_setting():
+    # the built head is a speed option: its activations are rounded to Q8_0 blocks (int8 dot
+    # products) even when llama.cpp-type layers meet f32 activations; the other matrices here are
+    # ternary, so both settings give the same logits bit for bit
+    w = random_weights(5)[0]
+    ids = [3, 14, 15, 92]
+    a = Model(w, threads=1, head="q8_0", activations="f32").logits(ids)
+    b = Model(w, threads=1, head="q8_0", activations="q8").logits(ids)
+    np.testing.assert_array_equal(a, b)
+    assert "Q8_0 activations" in Model(w, threads=1, head="q8_0").info.head_type
+
+
 def test_head_option_is_checked():
     with pytest.raises(ValueError, match="head must be"):
         Model(random_weights(5)[0], head="q4")
