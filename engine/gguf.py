@@ -298,6 +298,7 @@ class GGUFFile:
         self._mm: mmap.mmap | None = None
         self._buf: Any = None  # what tensor views are made from: the map, or the in-memory copy
         self._buf_start = 0  # file offset of _buf[0]
+        self._mapped: frozenset[str] = frozenset()  # tensors left in the map by read_into_memory
         self.in_memory = False
         try:
             with open(self.path, "rb") as f:
@@ -316,14 +317,30 @@ class GGUFFile:
             self.close()
             raise
 
-    def read_into_memory(self) -> None:
+    def read_into_memory(self, exclude: Iterable[str] = ()) -> None:
         """Copies the tensor data section into 2 MiB-aligned anonymous memory and drops the map.
-        Call before taking any tensor view (views taken earlier keep pointing into the map)."""
+        Call before taking any tensor view (views taken earlier keep pointing into the map).
+
+        exclude: tensors that may stay in the map (e.g. an embedding that is only looked up row by
+        row: its pages are read on demand and count in the resident set only once touched). The
+        copy covers the byte range from the first to the last other tensor, so an excluded tensor
+        at either end of the data section stays mapped (the map is then kept open); one between
+        other tensors is copied with them."""
         if self.in_memory or self._mm is None:
             return
-        start = min((t.offset for t in self.tensors.values()), default=self.file_size)
+        skip = set(exclude)
+        copied = [t for name, t in self.tensors.items() if name not in skip]
+        if not copied:
+            return
+        start = min(t.offset for t in copied)
         start -= start % self.alignment
-        n = self.file_size - start
+        end = max(t.offset + t.nbytes for t in copied)
+        mapped = frozenset(
+            name for name in skip if name in self.tensors and not start <= self.tensors[name].offset < end
+        )
+        if not mapped:
+            end = self.file_size
+        n = end - start
         huge = 2 << 20
         raw = np.empty(n + huge, dtype=np.uint8)  # numpy advises huge pages for big allocations
         skip = (-raw.ctypes.data) % huge
@@ -360,13 +377,44 @@ class GGUFFile:
         finally:
             view.release()
         data.flags.writeable = False
-        mm, self._mm = self._mm, None
-        if mm is not None:
-            try:
-                mm.close()  # only the header was read from it
-            except BufferError:  # a view still exists: the map goes when it does
-                pass
-        self._buf, self._buf_start, self.in_memory = data, start, True
+        if not mapped:
+            mm, self._mm = self._mm, None
+            if mm is not None:
+                try:
+                    mm.close()  # only the header was read from it
+                except BufferError:  # a view still exists: the map goes when it does
+                    pass
+        self._buf, self._buf_start, self._mapped, self.in_memory = data, start, mapped, True
+
+    def drop_pages(self, name: str, start: int, end: int) -> None:
+        """Lets the OS drop the resident pages of bytes [start, end) of a tensor that lives in the
+        file map (they stay in the page cache; reading them again faults them back in), so that a
+        pass over a mapped tensor does not leave it in this process's resident set. A no-op for
+        tensors in the in-memory copy and where mmap has no madvise (Windows)."""
+        info = self._info(name)
+        if self._buf is not self._mm and name not in self._mapped:
+            return
+        if self._mm is None or not hasattr(self._mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        a = info.offset + max(0, start)
+        b = info.offset + min(info.nbytes, end)
+        a = (a + page - 1) // page * page  # whole pages inside the range only
+        b = b // page * page
+        if b > a:
+            self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+
+    @property
+    def mapped_tensors(self) -> frozenset[str]:
+        """Tensors read_into_memory(exclude=...) left in the file map."""
+        return self._mapped
+
+    def _source(self, name: str) -> tuple[Any, int]:
+        """The buffer a tensor's view is made from and that buffer's file offset."""
+        if name in self._mapped:
+            assert self._mm is not None
+            return self._mm, 0
+        return self._buf, self._buf_start
 
     # -- parsing ---------------------------------------------------------------------------------
 
@@ -591,9 +639,8 @@ class GGUFFile:
     def tensor_data(self, name: str) -> np.ndarray:
         """uint8 [nbytes] view of the tensor's bytes in the map (read-only, zero-copy)."""
         info = self._info(name)
-        return np.frombuffer(
-            self._buf, dtype=np.uint8, count=info.nbytes, offset=info.offset - self._buf_start
-        )
+        buf, base = self._source(name)
+        return np.frombuffer(buf, dtype=np.uint8, count=info.nbytes, offset=info.offset - base)
 
     def tensor_array(self, name: str) -> np.ndarray:
         """Typed zero-copy view with the numpy shape (..., ne1, ne0). BF16 comes as uint16 bits."""
@@ -604,7 +651,8 @@ class GGUFFile:
                 self.path,
                 f"tensor {name} has type {info.type_name}; expected one of {', '.join(_ARRAY_DTYPES)}",
             )
-        arr = np.frombuffer(self._buf, dtype=dt, count=info.n_elements, offset=info.offset - self._buf_start)
+        buf, base = self._source(name)
+        arr = np.frombuffer(buf, dtype=dt, count=info.n_elements, offset=info.offset - base)
         return arr.reshape(info.np_shape)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -216,13 +216,19 @@ def huge_pages_available() -> bool:
         return False
 
 
-def load_gguf_weights(path: str | os.PathLike[str], *, memory: str = "map") -> ModelWeights:
+def load_gguf_weights(
+    path: str | os.PathLike[str], *, memory: str = "map", embedding_lookup_only: bool = False
+) -> ModelWeights:
     """ModelWeights viewing the file; the GGUFFile stays open in weights.keepalive.
 
     memory: "map" uses the tensors in place from the file's mmap; "ram" first copies the tensor
     data into huge-page memory (GGUFFile.read_into_memory); "auto" is TRIT_WEIGHTS if set, else
     "ram" where Linux offers huge pages, except for files whose matrices are TQ1_0/TQ2_0 (repacked
-    at load anyway: a copy would only hold their unused original bytes), else "map"."""
+    at load anyway: a copy would only hold their unused original bytes), else "map".
+    With "ram", a token embedding that is only looked up (the model has its own output head, or
+    embedding_lookup_only: the caller builds its own head from it) stays in the file map where the
+    file allows (GGUFFile.read_into_memory exclude=): one row is read per token, so only the rows
+    used become resident, instead of the whole vocab x dim matrix."""
     if memory == "auto":
         memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
         if memory not in WEIGHT_MEMORY:
@@ -231,9 +237,9 @@ def load_gguf_weights(path: str | os.PathLike[str], *, memory: str = "map") -> M
     try:
         if memory == "auto":
             memory = "map" if any(t.type_name in REPACKED_TYPES for t in f.tensors.values()) else "ram"
-        if memory == "ram":
-            f.read_into_memory()
         cfg = read_config(f)
+        if memory == "ram":
+            f.read_into_memory(exclude=("token_embd.weight",) if embedding_lookup_only or not cfg.tied else ())
         qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         embed = _embedding(f, "token_embd.weight", cfg.vocab, cfg.dim)
         head = None if cfg.tied else _embedding(f, "output.weight", cfg.vocab, cfg.dim)
@@ -284,7 +290,7 @@ def load_gguf_weights(path: str | os.PathLike[str], *, memory: str = "map") -> M
             chat_template=template if isinstance(template, str) else None,
             tokenizer=tokenizer,
             family="bitnet" if bitnet else guess_family(f.metadata),
-            memory="RAM copy" if f.in_memory else "file map",
+            memory=("RAM copy" + (" (embedding mapped)" if f.mapped_tensors else "")) if f.in_memory else "file map",
         )
     except BaseException:
         f.close()

@@ -91,7 +91,7 @@ class Generation:
     text: str = ""  # the decoded reply (chat calls)
 
 
-def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
+def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool = False) -> ModelWeights:
     if not path.exists():
         raise ModelFormatError(path, "no such file or directory")
     if path.is_dir():
@@ -103,7 +103,7 @@ def _load_weights(path: Path, memory: str = "map") -> ModelWeights:
     if magic == b"GGUF":
         from .gguf_loader import load_gguf_weights
 
-        return load_gguf_weights(path, memory=memory)
+        return load_gguf_weights(path, memory=memory, embedding_lookup_only=embedding_lookup_only)
     raise ModelFormatError(
         path, f"not a model file (magic {magic!r}): expected a GGUF file or a Hugging Face directory"
     )
@@ -141,8 +141,23 @@ def load_model(
     if weights not in WEIGHT_MEMORY:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     p = Path(path)
-    w = _load_weights(p, weights)
+    # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
+    w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
     return Model(w, threads=threads, isa=isa, context=context, activations=activations, head=head)
+
+
+def _page_dropper(weights: ModelWeights) -> Callable[[int, int], None] | None:
+    """For a tied embedding that lives in a GGUF file map: a callback that drops the resident
+    pages of embedding rows [r0, r1) once they have been read (building the Q8_0 head reads the
+    whole matrix; without this it would all stay resident although only looked-up rows are used)."""
+    from .gguf import GGUFFile
+
+    f = next((k for k in weights.keepalive if isinstance(k, GGUFFile)), None)
+    name = "token_embd.weight"
+    if f is None or weights.head is not None or name not in f.tensors:
+        return None
+    row = f.tensors[name].nbytes // max(1, weights.config.vocab)
+    return lambda r0, r1: f.drop_pages(name, r0 * row, r1 * row)
 
 
 class Model:
@@ -168,7 +183,7 @@ class Model:
             if isinstance(stored, np.ndarray) and stored.dtype == np.float16:
                 from .requant import q8_0_head
 
-                weights = dataclasses.replace(weights, head=q8_0_head(stored))
+                weights = dataclasses.replace(weights, head=q8_0_head(stored, _page_dropper(weights)))
                 head_type = "Q8_0 (built at load from F16, Q8_0 activations)"
         self.weights = weights
         self.config = weights.config

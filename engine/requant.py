@@ -7,6 +7,8 @@ The tied f16 head of BitNet 2B4T is 656 MB, 56% of the bytes every decoded token
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .weights import QuantTensor
@@ -16,10 +18,13 @@ Q8_0_BYTES = 34  # f16 scale + 32 int8
 GGML_Q8_0 = 8
 
 
-def quantize_q8_0(m: np.ndarray, rows_per_step: int = 2048) -> np.ndarray:
+def quantize_q8_0(
+    m: np.ndarray, rows_per_step: int = 512, done: Callable[[int, int], None] | None = None
+) -> np.ndarray:
     """float [rows, cols] (cols % 32 == 0) -> uint8 [rows, cols / 32 * 34] in llama.cpp's Q8_0
     layout, byte-identical to ggml's reference quantizer (d = amax / 127 as f16, q = x / d rounded
-    half away from zero). Works in row slices so a 2B4T head never needs a float32 copy."""
+    half away from zero). Works in row slices so a 2B4T head never needs a float32 copy; done(r0,
+    r1) is called after each slice (the loader drops a mapped source's pages there)."""
     rows, cols = m.shape
     if cols % Q8_0_BLOCK:
         raise ValueError(f"Q8_0 needs rows of a multiple of {Q8_0_BLOCK} values, got {cols}")
@@ -34,10 +39,12 @@ def quantize_q8_0(m: np.ndarray, rows_per_step: int = 2048) -> np.ndarray:
         q = np.sign(x) * np.floor(np.abs(x) + np.float32(0.5))  # ggml's roundf: half away from zero
         view[r0 : r0 + rows_per_step, :, :2] = d.astype(np.float16).view(np.uint8)
         view[r0 : r0 + rows_per_step, :, 2:] = q.astype(np.int8).view(np.uint8)
+        if done is not None:
+            done(r0, min(rows, r0 + rows_per_step))
     return out
 
 
-def q8_0_head(head: np.ndarray) -> QuantTensor:
-    """A float16 [vocab, dim] head as a Q8_0 QuantTensor."""
+def q8_0_head(head: np.ndarray, done: Callable[[int, int], None] | None = None) -> QuantTensor:
+    """A float16 [vocab, dim] head as a Q8_0 QuantTensor (done: see quantize_q8_0)."""
     rows, cols = head.shape
-    return QuantTensor(quantize_q8_0(head), rows, cols, GGML_Q8_0, "Q8_0")
+    return QuantTensor(quantize_q8_0(head, done=done), rows, cols, GGML_Q8_0, "Q8_0")

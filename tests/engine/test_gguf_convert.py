@@ -334,3 +334,43 @@ def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
         load_model(p, threads=1)
     with pytest.raises(ValueError, match="weights must be one of"):
         load_model(p, weights="swap")
+
+
+def test_lookup_only_embedding_stays_in_the_file_map(tmp_path):
+    """With weights="ram", an embedding that is only looked up row by row (an untied model, or a
+    Q8_0 head built from it) stays in the file map: the copy starts after it, the values and the
+    logits are the same as from the map, and drop_pages() leaves the data readable."""
+    import dataclasses
+
+    from trit.engine.model import load_model
+
+    weights, _ = random_weights(3)
+    p = tmp_path / "tied.gguf"
+    write_bitnet_gguf(weights, p)
+    with GGUFFile(p) as ref, GGUFFile(p) as f:
+        f.read_into_memory(exclude=["token_embd.weight"])
+        assert f.in_memory and f.mapped_tensors == {"token_embd.weight"}
+        for name in ref.tensors:
+            np.testing.assert_array_equal(f.tensor_data(name), ref.tensor_data(name))
+        emb = f.tensor_array("token_embd.weight")
+        before = emb.copy()
+        f.drop_pages("token_embd.weight", 0, f.tensors["token_embd.weight"].nbytes)
+        np.testing.assert_array_equal(emb, before)  # dropped pages fault back in from the file
+    with GGUFFile(p) as f:  # a tensor between others is copied with them: nothing stays mapped
+        f.read_into_memory(exclude=["blk.0.attn_q.weight"])
+        assert f.in_memory and not f.mapped_tensors
+
+    ids = [1, 5, 9, 2, 7]
+    # tied model: the f16 embedding is the head, so it is copied, unless a Q8_0 head replaces it
+    assert load_model(p, threads=1, weights="ram").info.memory == "RAM copy"
+    q8 = load_model(p, threads=1, weights="ram", head="q8_0")
+    assert q8.info.memory == "RAM copy (embedding mapped)"
+    np.testing.assert_array_equal(q8.logits(ids), load_model(p, threads=1, weights="map", head="q8_0").logits(ids))
+    # untied model (its own output.weight at the end of the file): the embedding stays mapped
+    rng = np.random.default_rng(5)
+    head = (rng.standard_normal(weights.embed.shape) * 0.02).astype(np.float16)
+    u = tmp_path / "untied.gguf"
+    write_bitnet_gguf(dataclasses.replace(weights, head=head), u)
+    ram = load_model(u, threads=1, weights="ram")
+    assert ram.info.memory == "RAM copy (embedding mapped)"
+    np.testing.assert_array_equal(ram.logits(ids), load_model(u, threads=1, weights="map").logits(ids))

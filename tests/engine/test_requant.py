@@ -21,6 +21,14 @@ def test_quantizer_is_byte_identical_to_ggml(shape):
     np.testing.assert_array_equal(quantize_q8_0(m, rows_per_step=3), want)
 
 
+def test_quantizer_reports_each_slice_it_has_read():
+    # the loader drops a mapped embedding's pages slice by slice through this callback
+    m = np.ones((10, 64), np.float16)
+    seen: list[tuple[int, int]] = []
+    quantize_q8_0(m, rows_per_step=4, done=lambda a, b: seen.append((a, b)))
+    assert seen == [(0, 4), (4, 8), (8, 10)]
+
+
 def test_bad_row_length():
     with pytest.raises(ValueError, match="multiple of 32"):
         quantize_q8_0(np.zeros((2, 40), np.float16))
