@@ -25,6 +25,7 @@ SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
 FILE_MODE = 0o600  # owner read/write: the file may hold an access token
 ACTIVATIONS = ("f32", "q8")  # trit.engine.load_model(activations=...)
+LM_HEADS = ("f16", "q8_0")  # trit.engine.load_model(head=...)
 MAX_TOKEN_CHARS = 400
 
 # Per chat family; the model cards' recommendations where they give one (SmolLM2: 0.2 / 0.9).
@@ -62,6 +63,9 @@ class Settings:
     context: int = 4096  # tokens; the engine caps it at the model's own context
     # how llama.cpp weight types (Q4_1 ...) meet the activations: "f32" exact, "q8" llama.cpp-style
     activations: str = "f32"
+    # the output head of models that store it as f16 (BitNet): "f16" exact, "q8_0" a Q8_0 copy built
+    # at load (~40% faster decode on BitNet 2B4T, logits move by its rounding)
+    lm_head: str = "f16"
     hf_token: str = field(default="", repr=False)  # Hugging Face access token for gated repos
 
     def sampling_for(self, family: str) -> Sampling:
@@ -126,6 +130,12 @@ def _check_activations(v: Any) -> str:
     return str(v)
 
 
+def _check_lm_head(v: Any) -> str:
+    if v not in LM_HEADS:
+        raise ValueError(f"must be one of {', '.join(LM_HEADS)}")
+    return str(v)
+
+
 def _check_token(v: Any) -> str:
     # it goes into an HTTP header: one word of printable ASCII
     if not isinstance(v, str):
@@ -147,6 +157,7 @@ _CHECKS: dict[str, Any] = {
     "max_parallel_downloads": lambda v: _check_int(v, 1, 4),
     "context": lambda v: _check_int(v, 128, 1 << 20),
     "activations": _check_activations,
+    "lm_head": _check_lm_head,
     "hf_token": _check_token,
 }
 

@@ -648,7 +648,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loading {Path(path).name}…", 3000)
         self._update_controls()
         s = self.ctx.settings
-        self.worker.load(path, s.threads, s.context, s.activations)
+        self.worker.load(path, s.threads, s.context, s.activations, s.lm_head)
 
     def _no_default_model(self) -> tuple[str, str]:
         from trit.default_model import default_model_spec
@@ -715,8 +715,14 @@ class MainWindow(QMainWindow):
         self.last_memory = MemoryReading(
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
-        self.model_label.setText(f"{info['name']} · {info['isa']} · {info['threads']} threads")
-        self.model_label.setToolTip(str(info.get("path", "")))
+        approx = str(info.get("head_type", "")).startswith("Q8_0 (built at load")
+        self.model_label.setText(
+            f"{info['name']} · {info['isa']} · {info['threads']} threads" + (" · fast head (approx.)" if approx else "")
+        )
+        tip = str(info.get("path", ""))
+        if approx:
+            tip += "\nOutput head: an 8-bit copy built at load (Settings > Output head): faster, approximate."
+        self.model_label.setToolTip(tip)
         self._update_memory_label()
         if info.get("chat_warning"):
             self.statusBar().showMessage(str(info["chat_warning"]), 10000)
@@ -769,10 +775,11 @@ class MainWindow(QMainWindow):
         reply is being written, since the reload stops it). Returns {field: problem} ({} when
         applied), or None when the user chose not to stop the reply."""
         old = self.ctx.settings
-        engine_changed = (new.threads, new.context, new.activations) != (
+        engine_changed = (new.threads, new.context, new.activations, new.lm_head) != (
             old.threads,
             old.context,
             old.activations,
+            old.lm_head,
         )
         reload_path = self.loading_path or self.loaded_path
         if (
@@ -781,7 +788,7 @@ class MainWindow(QMainWindow):
             and self.reply is not None
             and not self._confirm(
                 "Stop the reply?",
-                "Threads, context size and precision take effect when the model is loaded again. "
+                "Threads, context size, precision and the output head take effect when the model is loaded again. "
                 "Stop the reply that is being written and reload the model now?",
             )
         ):

@@ -39,10 +39,16 @@ PRECISIONS = (
     ("f32", "Exact (f32)"),
     ("q8", "Fast, llama.cpp-style (q8)"),
 )
+# (value, label) of the output head choices
+LM_HEADS = (
+    ("f16", "Exact (f16, as stored)"),
+    ("q8_0", "Fast, approximate (Q8_0 built at load)"),
+)
 FIELD_LABELS = {
     "threads": "Threads",
     "context": "Context size",
     "activations": "Activation precision",
+    "lm_head": "Output head",
     "models_dir": "Models folder",
     "hf_endpoint": "Hugging Face endpoint",
     "hf_token": "Access token",
@@ -97,6 +103,16 @@ class SettingsDialog(QDialog):
             "Fast rounds activations to 8 bits as llama.cpp does. Ternary models always use 8-bit "
             "activations, which they were trained with."
         )
+        self.lm_head = QComboBox()
+        for value, label in LM_HEADS:
+            self.lm_head.addItem(label, value)
+        self.lm_head.setAccessibleName("Output head")
+        self.lm_head.setToolTip(
+            "The output head of models that store it in 16-bit floats (BitNet b1.58 2B4T: more than "
+            "half of the bytes read per word). Fast reads an 8-bit copy made when the model loads: "
+            "about 40% faster replies on BitNet 2B4T and less memory, with probabilities that differ "
+            "slightly from the exact model."
+        )
         engine = QGroupBox("Engine (changes reload the model)")
         ef = QFormLayout(engine)
         ef.addRow(self._label("&Threads", self.threads), self.threads)
@@ -104,6 +120,8 @@ class SettingsDialog(QDialog):
         ef.addRow(self._label("&Context size", self.context), self.context)
         ef.addRow(self._label("Activation &precision", self.precision), self.precision)
         ef.addRow("", hint("For llama.cpp weight types only; ternary models are unaffected."))
+        ef.addRow(self._label("Output &head", self.lm_head), self.lm_head)
+        ef.addRow("", hint("For models that store it in 16 bits (BitNet). Fast is approximate."))
 
         # models and downloads
         self.models_dir = QLineEdit()
@@ -191,6 +209,7 @@ class SettingsDialog(QDialog):
             "threads": self.threads,
             "context": self.context,
             "activations": self.precision,
+            "lm_head": self.lm_head,
             "models_dir": self.models_dir,
             "hf_endpoint": self.endpoint,
             "hf_token": self.token,
@@ -200,6 +219,7 @@ class SettingsDialog(QDialog):
             self.threads,
             self.context,
             self.precision,
+            self.lm_head,
             self.models_dir,
             self.browse_button,
             self.endpoint,
@@ -230,6 +250,7 @@ class SettingsDialog(QDialog):
         self.context.setValue(s.context)
         i = self.precision.findData(s.activations)
         self.precision.setCurrentIndex(max(i, 0))
+        self.lm_head.setCurrentIndex(max(self.lm_head.findData(s.lm_head), 0))
         self.models_dir.setText(s.models_dir)
         self.endpoint.setText(s.hf_endpoint)
         self.token.setText(s.hf_token)
@@ -246,6 +267,7 @@ class SettingsDialog(QDialog):
             "threads": int(self.threads.value()),
             "context": int(self.context.value()),
             "activations": self.precision.currentData(),
+            "lm_head": self.lm_head.currentData(),
             "models_dir": self.models_dir.text().strip(),
             "hf_endpoint": self.endpoint.text().strip(),
             "hf_token": self.token.text(),

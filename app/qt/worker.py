@@ -43,7 +43,7 @@ def _load_fix(e: BaseException) -> str:
 
 
 class EngineWorker(QObject):
-    """Requests (call from the GUI thread): load(path, threads, context, activations),
+    """Requests (call from the GUI thread): load(path, threads, context, activations, head),
     generate(request), stop(),
     unload(), shutdown(). A generate request is a dict: {"conversation_id": int, "messages":
     [{"role", "content"}, ...], "sampling": Sampling.to_dict()}.
@@ -71,7 +71,7 @@ class EngineWorker(QObject):
     busy_changed = Signal(bool)
 
     # requests, emitted on the caller's thread and delivered (queued) on the worker thread
-    _load_request = Signal(str, int, int, str)
+    _load_request = Signal(str, int, int, str, str)
     _generate_request = Signal(dict)
     _unload_request = Signal()
 
@@ -107,11 +107,13 @@ class EngineWorker(QObject):
         threads: int | None = None,
         context: int | None = None,
         activations: str = "f32",
+        head: str = "f16",
     ) -> None:
         """Loads path in place of the current model (after any queued request). context: None
-        = the one given to the constructor; activations: load_model(activations=...)."""
+        = the one given to the constructor; activations / head: load_model(activations=...,
+        head=...)."""
         ctx = context if context is not None else self._context
-        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations)
+        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations, head)
 
     def generate(self, request: dict[str, Any]) -> None:
         # cleared here, not on the worker thread: a Stop pressed before the request starts counts
@@ -152,8 +154,8 @@ class EngineWorker(QObject):
         self._busy = busy
         self.busy_changed.emit(busy)
 
-    @Slot(str, int, int, str)
-    def _do_load(self, path: str, threads: int, context: int, activations: str) -> None:
+    @Slot(str, int, int, str, str)
+    def _do_load(self, path: str, threads: int, context: int, activations: str, head: str) -> None:
         from trit.engine import load_model
 
         self._set_busy(True)
@@ -161,7 +163,11 @@ class EngineWorker(QObject):
             self._drop_model()
             try:
                 model = load_model(
-                    path, threads=threads or None, context=context or None, activations=activations or "f32"
+                    path,
+                    threads=threads or None,
+                    context=context or None,
+                    activations=activations or "f32",
+                    head=head or "f16",
                 )
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
                 msg = str(e) or type(e).__name__

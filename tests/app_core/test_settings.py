@@ -16,6 +16,7 @@ from trit.app.core.settings import (
     ACTIVATIONS,
     DEFAULT_SAMPLING,
     FAMILY_SAMPLING,
+    LM_HEADS,
     Settings,
     SettingsStore,
     check_setting,
@@ -55,6 +56,7 @@ def test_round_trip(tmp_path: Path) -> None:
         max_parallel_downloads=2,
         context=2048,
         activations="q8",
+        lm_head="q8_0",
         hf_token="hf_abcDEF123",
     )
     st.save(s)
@@ -168,6 +170,10 @@ def test_activations_token_and_endpoint_validation() -> None:
     s, problems = settings_from_dict({"activations": "q4", "hf_token": 5})
     assert s.activations == "f32" and s.hf_token == "" and len(problems) == 2
     assert check_setting("activations", "q8") == "q8"
+    assert LM_HEADS == ("f16", "q8_0") and default_settings().lm_head == "f16"
+    assert check_setting("lm_head", "q8_0") == "q8_0"
+    s, problems = settings_from_dict({"lm_head": "q4"})
+    assert s.lm_head == "f16" and len(problems) == 1 and "lm_head" in problems[0]
     assert check_setting("hf_token", "  hf_x1\n") == "hf_x1"  # pasted with a line break
     assert check_setting("hf_token", "") == ""
     for bad in ("hf_a b", "hf_\u00e9", "hf_\tx", "x" * 401):

@@ -143,17 +143,20 @@ def test_saved_owner_only_and_applied_without_a_reload(qtbot: Any, win: MainWind
 
 def test_restore_defaults_keeps_folder_and_token(qtbot: Any, win: MainWindow) -> None:
     win.ctx.save_settings(
-        dataclasses.replace(win.ctx.settings, threads=1, context=1024, activations="q8", hf_token="hf_keep")
+        dataclasses.replace(
+            win.ctx.settings, threads=1, context=1024, activations="q8", lm_head="q8_0", hf_token="hf_keep"
+        )
     )
     dlg = open_dialog(qtbot, win)
     folder = dlg.models_dir.text()
     dlg.watts.setValue(9.0)
     dlg.defaults_button.click()
     d = default_settings()
-    assert (dlg.threads.value(), dlg.context.value(), dlg.precision.currentData()) == (
+    assert (dlg.threads.value(), dlg.context.value(), dlg.precision.currentData(), dlg.lm_head.currentData()) == (
         d.threads,
         d.context,
         d.activations,
+        d.lm_head,
     )
     assert dlg.watts.value() == d.watts_per_core and dlg.endpoint.text() == d.hf_endpoint
     assert dlg.models_dir.text() == folder and dlg.token.text() == "hf_keep"
@@ -194,6 +197,7 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     dlg.threads.setValue(1)
     dlg.context.setValue(512)
     dlg.precision.setCurrentIndex(dlg.precision.findData("q8"))
+    dlg.lm_head.setCurrentIndex(dlg.lm_head.findData("q8_0"))
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         dlg.ok_button.click()
         assert win.model_label.text().startswith("Loading ") and not win.send_button.isEnabled()
@@ -201,7 +205,9 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     assert info["threads"] == 1 and info["context"] == 512 and info["activations"] == "q8"
     assert "1 threads" in win.model_label.text() and win.send_button.isEnabled()
     s = win.ctx.settings_store.load()
-    assert (s.threads, s.context, s.activations) == (1, 512, "q8")
+    assert (s.threads, s.context, s.activations, s.lm_head) == (1, 512, "q8", "q8_0")
+    # SmolLM2 stores its head as Q8_0 already: nothing is built, so the label does not say "approx."
+    assert info["head_type"] == "Q8_0" and "approx" not in win.model_label.text()
     # and it chats with them
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=12))
