@@ -34,6 +34,7 @@ def _check_rows(data: dict, engines: set[str]) -> None:
         assert math.isclose(r["pct_ceiling"], 100 * tg * r["weight_bytes"] / (bw_around * 1e9))
         assert math.isfinite(r["pct_best_ceiling"]) and r["pct_best_ceiling"] <= r["pct_ceiling"] * (1 + 1e-9)
         assert r["rss_mb"] * 2**20 > r["weight_bytes"] / 2  # the mapped weights were touched
+        assert 0 < r["meta"]["load_s"] < 60
 
 
 def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:

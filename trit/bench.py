@@ -12,6 +12,8 @@ engine. What is measured, the way llama-bench does it:
   ctypes (llama-bench does not sample either).
 - TTFT: a T-token prompt (default 100) from an empty cache until the first token id is known
   (ours: Stats.ttft_ms; llama.cpp: decode + logits + numpy argmax).
+- load s: the worker's model load, from the call to the engine's loader until it returns (ours:
+  load_model with the weights copied into huge pages, the files warm in the page cache).
 - RSS: peak resident set (VmHWM) of the worker process that ran one engine at one
   thread count: the Python interpreter and numpy (about 30-40 MB) plus the engine, its mapped
   weights (file pages count once touched) and its KV cache.
@@ -504,6 +506,8 @@ def _worker_main(argv: Sequence[str]) -> int:
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    if args.engine == "trit":
+        import trit.engine  # noqa: F401  # imported before the clock starts: load_s is the load alone
     t0 = time.perf_counter()
     eng: _Ours | _LlamaCpp
     if args.engine == "trit":
@@ -837,6 +841,7 @@ def format_table(res: BenchResult) -> str:
         f"pp{res.p} tok/s",
         f"tg{res.n} tok/s",
         f"TTFT{res.ttft_prompt} ms",
+        "load s",
         "RSS MB",
         "GB/s",
         "% of ceiling",
@@ -855,6 +860,7 @@ def format_table(res: BenchResult) -> str:
                 _fmt(r.median("pp_tps"), r.min("pp_tps")),
                 _fmt(r.median("tg_tps"), r.min("tg_tps"), 2),
                 _fmt(r.median("ttft_ms"), r.min("ttft_ms")),
+                f"{r.meta['load_s']:.1f}" if "load_s" in r.meta else "-",
                 f"{r.rss_mb:.0f}",
                 "-" if math.isnan(r.gbps) else f"{r.gbps:.1f}",
                 "-" if math.isnan(r.pct_ceiling) else f"{r.pct_ceiling:.0f}%",
