@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Decode efficiency against the read bandwidth of the same moment, on a machine whose bandwidth
+changes while you measure (shared VMs).
+
+    python benchmarks/bw_states.py MODEL.gguf [--seconds 60] [-t 2] [-n 16]
+
+Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512 MiB buffer, the
+benchmark's C loop), decode -n tokens with our engine at -t threads, probe again. Each line is one
+sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
+share of the higher probe. At the end the samples are grouped by the bandwidth state they ran in
+(both probes within 15% of each other), with the median share per state.
+
+This project's 2-vCPU CI VM has two such states at 2 threads, ~31-35 GB/s and ~55-62 GB/s, each
+lasting seconds to minutes (one thread: ~28-32 GB/s in both): benchmarks/RESULTS.md has what each
+gives. Random 2B4T-shaped weights: `python benchmarks/bench_decode.py --keep DIR` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+
+from trit.bench import BandwidthProbe
+from trit.engine import load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-n", "--gen-tokens", type=int, default=16)
+    a = ap.parse_args(argv)
+    m = load_model(a.model, threads=a.threads, context=a.gen_tokens + 8)
+    m.generate([1, 2, 3], max_tokens=4, temperature=0)  # warm-up
+    gb = m.info.weight_bytes / 1e9
+    probe = BandwidthProbe(512, 1)
+    dll, buf = probe._dll, probe._buf
+    if dll is None:
+        print("bw_states: needs a C compiler for the bandwidth loop", file=sys.stderr)
+        return 2
+
+    def bw() -> float:
+        s = ctypes.c_uint64()
+        return buf.nbytes / dll.trit_bw_pass(buf.ctypes.data, buf.size, a.threads, ctypes.byref(s)) / 1e9
+
+    samples: list[tuple[float, float, float]] = []
+    end = time.monotonic() + a.seconds
+    print("probe before / after GB/s, decode tok/s, GB/s read, % of the higher probe")
+    while time.monotonic() < end:
+        before = bw()
+        tps = m.generate([1, 2, 3], max_tokens=a.gen_tokens + 1, temperature=0, stop_ids=[]).stats.decode_tps
+        after = bw()
+        share = 100 * tps * gb / max(before, after)
+        samples.append((before, after, share))
+        print(f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True)
+    probe.close()
+    steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= 0.15 * max(b, c)]
+    if steady:
+        lo, hi = min(g for g, _ in steady), max(g for g, _ in steady)
+        cut = (lo + hi) / 2 if hi > 1.4 * lo else 0.0  # two states only when they are far apart
+        groups = [("low", [x for x in steady if x[0] < cut]), ("high", [x for x in steady if x[0] >= cut])]
+        if not cut:
+            groups = [("one", steady)]
+        for name, group in groups:
+            if group:
+                print(
+                    f"{name} state: {len(group)} samples, bandwidth median {statistics.median(g for g, _ in group):.1f} GB/s, "
+                    f"decode at {statistics.median(s for _, s in group):.0f}% of it (median)"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
