@@ -44,6 +44,16 @@ LM_HEADS = (
     ("f16", "Exact (f16, as stored)"),
     ("q8_0", "Fast, approximate (Q8_0 built at load)"),
 )
+def _choices(items: tuple[tuple[str, str], ...], name: str, tip: str) -> QComboBox:
+    """A combo box of (value, label) items with its accessible name and tooltip."""
+    box = QComboBox()
+    for value, label in items:
+        box.addItem(label, value)
+    box.setAccessibleName(name)
+    box.setToolTip(tip)
+    return box
+
+
 FIELD_LABELS = {
     "threads": "Threads",
     "context": "Context size",
@@ -94,24 +104,20 @@ class SettingsDialog(QDialog):
             "How many tokens of the conversation the model sees. More needs more memory "
             "(KV cache); it is capped at the model's own limit."
         )
-        self.precision = QComboBox()
-        for value, label in PRECISIONS:
-            self.precision.addItem(label, value)
-        self.precision.setAccessibleName("Activation precision")
-        self.precision.setToolTip(
+        self.precision = _choices(
+            PRECISIONS,
+            "Activation precision",
             "For llama.cpp weight types (Q4_0, Q8_0, K-quants …). Exact matches the original model; "
             "Fast rounds activations to 8 bits as llama.cpp does. Ternary models always use 8-bit "
-            "activations, which they were trained with."
+            "activations, which they were trained with.",
         )
-        self.lm_head = QComboBox()
-        for value, label in LM_HEADS:
-            self.lm_head.addItem(label, value)
-        self.lm_head.setAccessibleName("Output head")
-        self.lm_head.setToolTip(
+        self.lm_head = _choices(
+            LM_HEADS,
+            "Output head",
             "The output head of models that store it in 16-bit floats (BitNet b1.58 2B4T: more than "
             "half of the bytes read per word). Fast reads an 8-bit copy made when the model loads: "
             "about 40% faster replies on BitNet 2B4T and less memory, with probabilities that differ "
-            "slightly from the exact model."
+            "slightly from the exact model.",
         )
         engine = QGroupBox("Engine (changes reload the model)")
         ef = QFormLayout(engine)

@@ -9,6 +9,7 @@
  *   sum(w * a) = sum(code * a) - sum(a).
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_attn.h"
 #include "tq_gemm.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -245,17 +246,8 @@ static void tq_f32_dots_avx2(const float *rows, size_t stride, int len, const fl
             a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 2 * stride + i), xv, a2);
             a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 3 * stride + i), xv, a3);
         }
-        float s0 = tq_hsum(a0), s1 = tq_hsum(a1), s2 = tq_hsum(a2), s3 = tq_hsum(a3);
-        for (int i = body; i < n; i++) {
-            s0 += r[i] * x[i];
-            s1 += r[stride + i] * x[i];
-            s2 += r[2 * stride + i] * x[i];
-            s3 += r[3 * stride + i] * x[i];
-        }
-        out[j] = s0;
-        out[j + 1] = s1;
-        out[j + 2] = s2;
-        out[j + 3] = s3;
+        float s[4] = {tq_hsum(a0), tq_hsum(a1), tq_hsum(a2), tq_hsum(a3)};
+        tq_dots4_finish(r, stride, x, body, n, s, out + j);
     }
     for (; j < len; j++) {
         const float *r = rows + (size_t)j * stride;
@@ -296,11 +288,7 @@ static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const fl
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows + (size_t)j * stride + c), a0);
         _mm256_storeu_ps(out + c, a0);
     }
-    for (; c < n; c++) {
-        float a = 0.0f;
-        for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
-        out[c] = a;
-    }
+    tq_wsum_columns(rows, stride, len, w, c, n, out);
 }
 
 static void tq_scale_out_avx2(const int32_t *acc, int n, float sa, const float *scale, float *out) {

@@ -11,6 +11,7 @@
  * result is bit-identical to the scalar spec: sum(w * a) = sum(code * a) - sum(a).
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_attn.h"
 #include "tq_gemm.h"
 
 #if defined(__aarch64__) || defined(_M_ARM64)
@@ -320,17 +321,8 @@ static void tq_f32_dots_neon(const float *rows, size_t stride, int len, const fl
             a2 = vfmaq_f32(a2, vld1q_f32(r + 2 * stride + i), xv);
             a3 = vfmaq_f32(a3, vld1q_f32(r + 3 * stride + i), xv);
         }
-        float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
-        for (int i = body; i < n; i++) {
-            s0 += r[i] * x[i];
-            s1 += r[stride + i] * x[i];
-            s2 += r[2 * stride + i] * x[i];
-            s3 += r[3 * stride + i] * x[i];
-        }
-        out[j] = s0;
-        out[j + 1] = s1;
-        out[j + 2] = s2;
-        out[j + 3] = s3;
+        float s[4] = {vaddvq_f32(a0), vaddvq_f32(a1), vaddvq_f32(a2), vaddvq_f32(a3)};
+        tq_dots4_finish(r, stride, x, body, n, s, out + j);
     }
     for (; j < len; j++) {
         const float *r = rows + (size_t)j * stride;
@@ -369,11 +361,7 @@ static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const fl
         for (int j = 0; j < len; j++) a0 = vfmaq_n_f32(a0, vld1q_f32(rows + (size_t)j * stride + c), w[j]);
         vst1q_f32(out + c, a0);
     }
-    for (; c < n; c++) {
-        float a = 0.0f;
-        for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
-        out[c] = a;
-    }
+    tq_wsum_columns(rows, stride, len, w, c, n, out);
 }
 
 static void tq_scale_out_neon(const int32_t *acc, int n, float sa, const float *scale, float *out) {
