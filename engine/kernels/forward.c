@@ -33,7 +33,8 @@ struct tq_state {
     size_t qka_stride[TQ_ACTF_COUNT];
     float *hx;      /* dim: the normed state the head reads */
     int32_t *tmp;   /* nth x max_batch x TQ_ROWS_PER_CHUNK: per-thread integer products */
-    float *att;     /* nth x n_ctx: per-thread attention scores */
+    float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
+    float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
     float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32) */
     float *rcos, *rsin; /* n_ctx x head_dim/2: RoPE tables */
 };
@@ -65,7 +66,7 @@ void tq_state_free(tq_state *s) {
     if (!s) return;
     if (s->pool) tq_pool_free(s->pool);
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
-                    s->tmp, s->att, s->rcos, s->rsin};
+                    s->tmp, s->att, s->attv, s->rcos, s->rsin};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
     for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
     tq_free_aligned(s->hx);
@@ -110,7 +111,8 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
         s->qka[f] = tq_alloc(B * s->qka_stride[f]);
         if (!s->qka[f]) goto fail;
     }
-    s->att = tq_alloc((size_t)s->nth * n_ctx * sizeof(float));
+    s->att = tq_alloc((size_t)s->nth * (m->n_heads / m->n_kv_heads) * n_ctx * sizeof(float));
+    s->attv = tq_alloc((size_t)s->nth * m->head_dim * sizeof(float));
     const size_t half = (size_t)m->head_dim / 2;
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
@@ -118,7 +120,7 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->kc = (float *)calloc(kv, sizeof(float));
     s->vc = (float *)calloc(kv, sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
-        !s->qscale || !s->tmp || !s->att || !s->rcos || !s->rsin || !s->kc || !s->vc)
+        !s->qscale || !s->tmp || !s->att || !s->attv || !s->rcos || !s->rsin || !s->kc || !s->vc)
         goto fail;
     /* RoPE angles exactly as transformers computes them in float32:
      * inv_freq = 1 / theta^(2i/hd), angle = float(pos) * inv_freq, then cos/sin. */
@@ -330,9 +332,17 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
 
 /* ---- attention ---------------------------------------------------------------------------- */
 
+/* One work item is one token and `gq` query heads that share a KV head (GQA): their scores and
+ * value sums go through the keys in blocks of TQ_ATTN_KEYS, every head of the item over one block
+ * before the next, so each block of the K and V cache is read from memory once for the gq heads
+ * and from L1 for the others (one head per item read the whole cache `group` times: at 2000
+ * positions that was more bytes per token than the weights). gq is the KV group when that still
+ * gives every thread two items, else a divisor of it. */
+#define TQ_ATTN_KEYS 32
+
 typedef struct {
     tq_state *s;
-    int layer, ntok, pos;
+    int layer, ntok, pos, gq;
     tq_counter ctr;
 } tq_attn_task;
 
@@ -341,35 +351,65 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
     tq_attn_task *task = (tq_attn_task *)arg;
     tq_state *s = task->s;
     const tq_model *m = s->m;
-    const int hd = m->head_dim, group = m->n_heads / m->n_kv_heads;
+    const int hd = m->head_dim, group = m->n_heads / m->n_kv_heads, gq = task->gq;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->att + (size_t)ith * s->n_ctx;
+    float *att = s->att + (size_t)ith * group * s->n_ctx; /* gq x n_ctx */
+    float *part = s->attv + (size_t)ith * hd;
     const float *kc = s->kc + (size_t)task->layer * s->n_ctx * s->kvdim;
     const float *vc = s->vc + (size_t)task->layer * s->n_ctx * s->kvdim;
-    const long total = (long)task->ntok * m->n_heads;
+    const int per_tok = m->n_heads / gq;
+    const long total = (long)task->ntok * per_tok;
     for (;;) {
         const long item = tq_counter_take(&task->ctr);
         if (item >= total) break;
-        const int t = (int)(item / m->n_heads), h = (int)(item % m->n_heads);
-        const int kvh = h / group; /* GQA: query head h reads KV head h / group */
+        const int t = (int)(item / per_tok), h0 = (int)(item % per_tok) * gq;
+        const int kvh = h0 / group; /* GQA: query head h reads KV head h / group */
         const int len = task->pos + t + 1;
-        const float *qh = s->q + (size_t)t * s->qdim + (size_t)h * hd;
-        s->k->f32_dots(kc + (size_t)kvh * hd, (size_t)s->kvdim, len, qh, hd, att);
-        float mx = -INFINITY;
-        for (int j = 0; j < len; j++) {
-            att[j] *= scale;
-            if (att[j] > mx) mx = att[j];
+        const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
+        for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
+            const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+            for (int g = 0; g < gq; g++)
+                s->k->f32_dots(kh + (size_t)j0 * s->kvdim, (size_t)s->kvdim, nk,
+                               s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd, hd, att + (size_t)g * s->n_ctx + j0);
         }
-        float sum = 0.0f;
-        for (int j = 0; j < len; j++) {
-            att[j] = expf(att[j] - mx);
-            sum += att[j];
+        for (int g = 0; g < gq; g++) {
+            float *a = att + (size_t)g * s->n_ctx;
+            float mx = -INFINITY;
+            for (int j = 0; j < len; j++) {
+                a[j] *= scale;
+                if (a[j] > mx) mx = a[j];
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < len; j++) {
+                a[j] = expf(a[j] - mx);
+                sum += a[j];
+            }
+            const float inv = 1.0f / sum;
+            for (int j = 0; j < len; j++) a[j] *= inv;
         }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < len; j++) att[j] *= inv;
-        s->k->f32_wsum(vc + (size_t)kvh * hd, (size_t)s->kvdim, len, att, hd,
-                       s->xb + (size_t)t * s->xdim + (size_t)h * hd);
+        for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
+            const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+            for (int g = 0; g < gq; g++) {
+                float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
+                float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
+                s->k->f32_wsum(vh + (size_t)j0 * s->kvdim, (size_t)s->kvdim, nk, att + (size_t)g * s->n_ctx + j0, hd, dst);
+                if (j0)
+                    for (int i = 0; i < hd; i++) out[i] += part[i];
+            }
+        }
     }
+}
+
+/* Heads per attention work item: the whole KV group when every thread still gets two items. */
+static int tq_attn_heads_per_item(const tq_state *s, int ntok) {
+    const int group = s->m->n_heads / s->m->n_kv_heads;
+    int gq = group;
+    while (gq > 1 && (long)ntok * (s->m->n_heads / gq) < 2L * s->nth) {
+        int d = gq - 1;
+        while (group % d) d--;
+        gq = d;
+    }
+    return gq;
 }
 
 /* ---- the head ----------------------------------------------------------------------------- */
@@ -501,7 +541,7 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     tq_for_tokens(s, &c, n, tq_tok_attn_in);
     tq_matmul(s, s->xb, s->xdim, n, 3, qkv);
     tq_for_tokens(s, &c, n, tq_tok_rope);
-    tq_attn_task at = {s, l, n, pos, {0}};
+    tq_attn_task at = {s, l, n, pos, tq_attn_heads_per_item(s, n), {0}};
     tq_pool_run(s->pool, tq_attn_worker, &at);
     tq_for_tokens(s, &c, n, tq_tok_attn_out);
     tq_matmul(s, s->xb, s->xdim, n, 1, &o);
