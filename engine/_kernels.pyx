@@ -28,6 +28,7 @@ cdef extern from "tq.h" nogil:
     ctypedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n,
                                     float *out) noexcept
     ctypedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out) noexcept
+    ctypedef void (*tq_softmax_fn)(float *x, int n, float scale) noexcept
     ctypedef struct tq_kernels:
         const char *isa
         tq_gemv_fn gemv
@@ -37,6 +38,7 @@ cdef extern from "tq.h" nogil:
         tq_f32_dots_fn f32_dots
         tq_f32_wsum_fn f32_wsum
         tq_scale_out_fn scale_out
+        tq_softmax_fn softmax
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -216,6 +218,18 @@ def scale_out(str isa, const int32_t[::1] acc, float sa, const float[::1] scale)
     if n > 0:
         with nogil:
             k.scale_out(&acc[0], n, sa, &scale[0], &o[0])
+    return out
+
+
+def softmax(str isa, const float[::1] x, float scale):
+    """float32 softmax(x * scale) through the ISA's softmax (x itself is left alone)."""
+    cdef const tq_kernels *k = _table(isa)
+    if x.shape[0] < 1:
+        raise ValueError("softmax needs at least one value")
+    out = np.array(x, dtype=np.float32, copy=True)
+    cdef float[::1] o = out
+    with nogil:
+        k.softmax(&o[0], <int>o.shape[0], scale)
     return out
 
 

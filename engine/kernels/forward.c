@@ -372,21 +372,7 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
                 s->k->f32_dots(kh + (size_t)j0 * s->kvdim, (size_t)s->kvdim, nk,
                                s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd, hd, att + (size_t)g * s->n_ctx + j0);
         }
-        for (int g = 0; g < gq; g++) {
-            float *a = att + (size_t)g * s->n_ctx;
-            float mx = -INFINITY;
-            for (int j = 0; j < len; j++) {
-                a[j] *= scale;
-                if (a[j] > mx) mx = a[j];
-            }
-            float sum = 0.0f;
-            for (int j = 0; j < len; j++) {
-                a[j] = expf(a[j] - mx);
-                sum += a[j];
-            }
-            const float inv = 1.0f / sum;
-            for (int j = 0; j < len; j++) a[j] *= inv;
-        }
+        for (int g = 0; g < gq; g++) s->k->softmax(att + (size_t)g * s->n_ctx, len, scale);
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
             const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
             for (int g = 0; g < gq; g++) {

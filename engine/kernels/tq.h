@@ -64,6 +64,11 @@ typedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const 
  * overwritten; len 0 gives zeros). */
 typedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 
+/* Attention weights in place: x[j] = exp(x[j] * scale - max) / sum over j < n (n >= 1), where max
+ * is the largest x[j] * scale. SIMD paths use a polynomial exp (within 2 ulp of expf on [-87, 0];
+ * below that the weights are < 1e-38 of the largest and flush towards 0); scalar uses expf. */
+typedef void (*tq_softmax_fn)(float *x, int n, float scale);
+
 /* Ternary outputs back to floats: out[r] = ((float)acc[r] / sa) * scale[r] for r < n (the
  * activation scale divides, as the reference's dequantized activations q / s do). Correctly
  * rounded division and product: every path is bit-identical to the scalar loop. */
@@ -78,6 +83,7 @@ typedef struct {
     tq_f32_dots_fn f32_dots;
     tq_f32_wsum_fn f32_wsum;
     tq_scale_out_fn scale_out;
+    tq_softmax_fn softmax;
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
@@ -89,6 +95,7 @@ void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, f
 void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out);
 void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out);
+void tq_softmax_scalar(float *x, int n, float scale);
 
 /* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
 const tq_kernels *tq_kernels_scalar(void);

@@ -4,7 +4,22 @@
 #ifndef TQ_ATTN_H
 #define TQ_ATTN_H
 
+#include <math.h>
 #include <stddef.h>
+
+/* exp(x) for the softmax's x <= 0 (after the max is subtracted): x = n ln2 + r with n = round(x
+ * log2 e), ln2 in two parts (Cody-Waite), exp(r) by Cephes' expf polynomial, times 2^n. Inputs are
+ * clamped at TQ_EXP_LO, where exp is ~1e-38 and 2^n still a normal float. */
+#define TQ_EXP_LO (-87.33654f)
+#define TQ_LOG2E 1.44269504088896341f
+#define TQ_LN2_HI 0.693359375f
+#define TQ_LN2_LO (-2.12194440e-4f)
+#define TQ_EXP_P0 1.9875691500e-4f
+#define TQ_EXP_P1 1.3981999507e-3f
+#define TQ_EXP_P2 8.3334519073e-3f
+#define TQ_EXP_P3 4.1665795894e-2f
+#define TQ_EXP_P4 1.6666665459e-1f
+#define TQ_EXP_P5 5.0000001201e-1f
 
 /* Four keys' partial sums s[0..3] (rows r, r + stride, ...) completed over columns body..n-1 and
  * stored to out[0..3]. */
@@ -23,6 +38,23 @@ static inline void tq_wsum_columns(const float *rows, size_t stride, int len, co
         for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
         out[c] = a;
     }
+}
+
+/* The scalar ends of the SIMD softmax loops: x[j] *= scale over [j0, n) with the running max, then
+ * expf and the sum, then the normalization, matching tq_softmax_scalar element by element. */
+static inline float tq_softmax_scale_max(float *x, int j0, int n, float scale, float mx) {
+    for (int j = j0; j < n; j++) {
+        x[j] *= scale;
+        if (x[j] > mx) mx = x[j];
+    }
+    return mx;
+}
+static inline float tq_softmax_exp_sum(float *x, int j0, int n, float mx, float sum) {
+    for (int j = j0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        sum += x[j];
+    }
+    return sum;
 }
 
 #endif

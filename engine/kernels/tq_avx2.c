@@ -301,6 +301,49 @@ static void tq_scale_out_avx2(const int32_t *acc, int n, float sa, const float *
     for (; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
 }
 
+TQ_INLINE __m256 tq_exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(TQ_EXP_LO));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(TQ_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(TQ_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(TQ_LN2_LO), r);
+    __m256 y = _mm256_set1_ps(TQ_EXP_P0);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(TQ_EXP_P1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(TQ_EXP_P2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(TQ_EXP_P3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(TQ_EXP_P4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(TQ_EXP_P5));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n from the exponent bits: n is in [-126, 0] for x in [TQ_EXP_LO, 0] */
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static void tq_softmax_avx2(float *x, int n, float scale) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    const int body = n & ~7;
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < body; j += 8) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), sc);
+        _mm256_storeu_ps(x + j, v);
+        m = _mm256_max_ps(m, v);
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    const float mx = tq_softmax_scale_max(x, body, n, scale, _mm_cvtss_f32(h));
+    const __m256 mv = _mm256_set1_ps(mx);
+    __m256 s = _mm256_setzero_ps();
+    for (int j = 0; j < body; j += 8) {
+        const __m256 e = tq_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+        _mm256_storeu_ps(x + j, e);
+        s = _mm256_add_ps(s, e);
+    }
+    const float inv = 1.0f / tq_softmax_exp_sum(x, body, n, mx, tq_hsum(s));
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (int j = 0; j < body; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), iv));
+    for (int j = body; j < n; j++) x[j] *= inv;
+}
+
 static const tq_kernels tq_avx2_table = {
     "avx2",
     tq_gemv_avx2,
@@ -310,6 +353,7 @@ static const tq_kernels tq_avx2_table = {
     tq_f32_dots_avx2,
     tq_f32_wsum_avx2,
     tq_scale_out_avx2,
+    tq_softmax_avx2,
 };
 
 const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }

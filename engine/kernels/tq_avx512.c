@@ -12,6 +12,7 @@
  * 3-2 / 1-0 fields line up with a[64..127]. No activation shuffles are needed.
  * On any other architecture this file compiles to a table that reports the path as absent. */
 #include "tq.h"
+#include "tq_attn.h"
 #include "tq_gemm.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -388,6 +389,54 @@ static void tq_scale_out_avx512(const int32_t *acc, int n, float sa, const float
     }
 }
 
+TQ_INLINE __m512 tq_exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(TQ_EXP_LO));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(TQ_LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(TQ_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(TQ_LN2_LO), r);
+    __m512 y = _mm512_set1_ps(TQ_EXP_P0);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(TQ_EXP_P1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(TQ_EXP_P2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(TQ_EXP_P3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(TQ_EXP_P4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(TQ_EXP_P5));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+static void tq_softmax_avx512(float *x, int n, float scale) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    const int body = n & ~15;
+    const __mmask16 k = tq_tail_mask(n - body);
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < body; j += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), sc);
+        _mm512_storeu_ps(x + j, v);
+        m = _mm512_max_ps(m, v);
+    }
+    if (body < n) {
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), sc);
+        _mm512_mask_storeu_ps(x + body, k, v);
+        m = _mm512_mask_max_ps(m, k, m, v);
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    __m512 s = _mm512_setzero_ps();
+    for (int j = 0; j < body; j += 16) {
+        const __m512 e = tq_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mx));
+        _mm512_storeu_ps(x + j, e);
+        s = _mm512_add_ps(s, e);
+    }
+    if (body < n) {
+        const __m512 e = tq_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + body), mx));
+        _mm512_mask_storeu_ps(x + body, k, e);
+        s = _mm512_mask_add_ps(s, k, s, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+    for (int j = 0; j < body; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), inv));
+    if (body < n) _mm512_mask_storeu_ps(x + body, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), inv));
+}
+
 static const tq_kernels tq_avx512vnni_table = {
     "avx512vnni",
     tq_gemv_avx512vnni,
@@ -397,6 +446,7 @@ static const tq_kernels tq_avx512vnni_table = {
     tq_f32_dots_avx512,
     tq_f32_wsum_avx512,
     tq_scale_out_avx512,
+    tq_softmax_avx512,
 };
 
 static const tq_kernels tq_avx512_table = {
@@ -408,6 +458,7 @@ static const tq_kernels tq_avx512_table = {
     tq_f32_dots_avx512,
     tq_f32_wsum_avx512,
     tq_scale_out_avx512,
+    tq_softmax_avx512,
 };
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on

@@ -372,6 +372,44 @@ static void tq_scale_out_neon(const int32_t *acc, int n, float sa, const float *
     for (; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
 }
 
+static inline float32x4_t tq_exp_neon(float32x4_t x) {
+    x = vmaxq_f32(x, vdupq_n_f32(TQ_EXP_LO));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, TQ_LOG2E));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(TQ_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(TQ_LN2_LO));
+    float32x4_t y = vdupq_n_f32(TQ_EXP_P0);
+    y = vfmaq_f32(vdupq_n_f32(TQ_EXP_P1), y, r);
+    y = vfmaq_f32(vdupq_n_f32(TQ_EXP_P2), y, r);
+    y = vfmaq_f32(vdupq_n_f32(TQ_EXP_P3), y, r);
+    y = vfmaq_f32(vdupq_n_f32(TQ_EXP_P4), y, r);
+    y = vfmaq_f32(vdupq_n_f32(TQ_EXP_P5), y, r);
+    y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), y, vmulq_f32(r, r));
+    /* 2^n from the exponent bits: n is in [-126, 0] for x in [TQ_EXP_LO, 0] */
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(y, vreinterpretq_f32_s32(e));
+}
+
+static void tq_softmax_neon(float *x, int n, float scale) {
+    const int body = n & ~3;
+    float32x4_t m = vdupq_n_f32(-INFINITY);
+    for (int j = 0; j < body; j += 4) {
+        const float32x4_t v = vmulq_n_f32(vld1q_f32(x + j), scale);
+        vst1q_f32(x + j, v);
+        m = vmaxq_f32(m, v);
+    }
+    const float mx = tq_softmax_scale_max(x, body, n, scale, vmaxvq_f32(m));
+    const float32x4_t mv = vdupq_n_f32(mx);
+    float32x4_t s = vdupq_n_f32(0.0f);
+    for (int j = 0; j < body; j += 4) {
+        const float32x4_t e = tq_exp_neon(vsubq_f32(vld1q_f32(x + j), mv));
+        vst1q_f32(x + j, e);
+        s = vaddq_f32(s, e);
+    }
+    const float inv = 1.0f / tq_softmax_exp_sum(x, body, n, mx, vaddvq_f32(s));
+    for (int j = 0; j < body; j += 4) vst1q_f32(x + j, vmulq_n_f32(vld1q_f32(x + j), inv));
+    for (int j = body; j < n; j++) x[j] *= inv;
+}
+
 static const tq_kernels tq_neon_dotprod_table = {
     "neon-dotprod",
     tq_gemv_neon_dotprod,
@@ -381,6 +419,7 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_f32_dots_neon,
     tq_f32_wsum_neon,
     tq_scale_out_neon,
+    tq_softmax_neon,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -392,6 +431,7 @@ static const tq_kernels tq_neon_table = {
     tq_f32_dots_neon,
     tq_f32_wsum_neon,
     tq_scale_out_neon,
+    tq_softmax_neon,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

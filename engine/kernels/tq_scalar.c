@@ -148,6 +148,21 @@ void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale
     for (int r = 0; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
 }
 
+void tq_softmax_scalar(float *x, int n, float scale) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        x[j] *= scale;
+        if (x[j] > mx) mx = x[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        sum += x[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) x[j] *= inv;
+}
+
 static const tq_kernels tq_scalar_table = {
     "scalar",
     tq_gemv_scalar,
@@ -157,6 +172,7 @@ static const tq_kernels tq_scalar_table = {
     tq_f32_dots_scalar,
     tq_f32_wsum_scalar,
     tq_scale_out_scalar,
+    tq_softmax_scalar,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

@@ -11,9 +11,10 @@
  *   5 f32_dots  len n stride | rows f32[len*stride] | x f32[n]
  *   6 f32_wsum  len n stride | rows f32[len*stride] | w f32[len]
  *   7 scale_out n sa(f32 bits) | acc i32[n] | scale f32[n]
+ *   8 softmax   n scale(f32 bits) | x f32[n]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
- *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n] | scale_out f32[n]
+ *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n] | scale_out f32[n] | softmax f32[n]
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -142,6 +143,15 @@ int main(int argc, char **argv) {
             k->scale_out((const int32_t *)acc.p, n, sa, (const float *)scale.p, out);
             wr(out, sizeof(float) * (size_t)n);
             free(out), free(acc.raw), free(scale.raw);
+        } else if (kind == 8) {
+            const int n = rd_i32();
+            const int32_t bits = rd_i32();
+            float scale;
+            memcpy(&scale, &bits, 4);
+            tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
+            if (n > 0) k->softmax((float *)x.p, n, scale);
+            wr(x.p, sizeof(float) * (size_t)n);
+            free(x.raw);
         } else {
             die("unknown record kind");
         }

@@ -396,6 +396,30 @@ def test_scale_out_bit_exact(isa):
             np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"{isa} n={n}")
 
 
+def _softmax_ref(x: np.ndarray, scale: float) -> np.ndarray:
+    v = x.astype(np.float64) * np.float32(scale)
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+def test_softmax(isa):
+    # attention weights: within a few ulp of float64 (the SIMD exp is a polynomial, scalar uses
+    # expf); scalar is the reference loop itself
+    rng = np.random.default_rng(SEED + 11)
+    for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2000]:
+        for spread in (1.0, 30.0):  # ordinary scores, and ones whose weights underflow
+            x = (rng.standard_normal(n) * spread).astype(np.float32)
+            got = K.softmax(isa, unaligned(x, 4), 0.088)
+            ref = _softmax_ref(x, 0.088)
+            assert got.dtype == np.float32 and np.isfinite(got).all()
+            np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-37, err_msg=f"{isa} n={n} spread={spread}")
+            assert abs(float(got.astype(np.float64).sum()) - 1.0) < 1e-5
+    # equal scores: exact uniform weights; one dominant score: weight 1 and exact zeros beyond range
+    np.testing.assert_array_equal(K.softmax(isa, np.full(19, 3.0, np.float32), 1.0), np.float32(1 / 19))
+    got = K.softmax(isa, np.array([0, 0, 1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], np.float32), 1.0)
+    assert got[2] == 1.0 and (np.delete(got, 2) < 1e-37).all()
+
+
 # --------------------------------------------------------------------------------------------------
 # half conversions (portable helpers shared by every path)
 

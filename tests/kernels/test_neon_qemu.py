@@ -119,6 +119,13 @@ class Vectors:
         self.chunks += [acc.astype("<i4").tobytes(), scale.astype("<f4").tobytes()]
         self.checks.append(("scale_out", acc.size, (acc.astype(np.float32) / np.float32(sa)) * scale))
 
+    def softmax(self, x: np.ndarray, scale: float) -> None:
+        self._ints(8, x.size, int(np.float32(scale).view(np.int32)))
+        self.chunks.append(x.astype("<f4").tobytes())
+        v = x.astype(np.float64) * np.float32(scale)
+        e = np.exp(v - v.max())
+        self.checks.append(("softmax", x.size, e / e.sum()))
+
     def data(self) -> bytes:
         return b"".join(self.chunks) + struct.pack("<i", 0)
 
@@ -169,6 +176,9 @@ def build_vectors() -> Vectors:
         acc = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)
         acc[0] = (1 << 24) + 1  # rounded int -> float
         v.scale_out(acc, np.float32(rng.random() * 100 + 0.5), (rng.random(n) + 0.01).astype(np.float32))
+    for n in (1, 3, 4, 5, 17, 2000):
+        for spread in (1.0, 30.0):
+            v.softmax((rng.standard_normal(n) * spread).astype(np.float32), 0.088)
     return v
 
 
@@ -198,6 +208,8 @@ def check_outputs(raw: bytes, v: Vectors, label: str) -> str:
             got = take("<f4", shape[0])
             for r in range(shape[0]):
                 assert abs(got[r] - ref[r].sum()) <= fsum_tol(ref[r]), f"{where} row {r}"
+        elif kind == "softmax":
+            np.testing.assert_allclose(take("<f4", shape), ref, rtol=2e-6, atol=1e-37, err_msg=where)
         elif kind == "scale_out":
             np.testing.assert_array_equal(take("<f4", shape).view(np.uint32), ref.view(np.uint32), err_msg=where)
         elif kind in ("dots", "wsum"):  # one row of float64 terms per output
