@@ -7,7 +7,9 @@ The tied f16 head of BitNet 2B4T is 656 MB, 56% of the bytes every decoded token
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -24,14 +26,16 @@ def quantize_q8_0(
     """float [rows, cols] (cols % 32 == 0) -> uint8 [rows, cols / 32 * 34] in llama.cpp's Q8_0
     layout, byte-identical to ggml's reference quantizer (d = amax / 127 as f16, q = x / d rounded
     half away from zero). Works in row slices so a 2B4T head never needs a float32 copy; done(r0,
-    r1) is called after each slice (the loader drops a mapped source's pages there)."""
+    r1) is called after each slice (the loader drops a mapped source's pages there), from the
+    thread that quantized it: slices run on up to four threads."""
     rows, cols = m.shape
     if cols % Q8_0_BLOCK:
         raise ValueError(f"Q8_0 needs rows of a multiple of {Q8_0_BLOCK} values, got {cols}")
     nb = cols // Q8_0_BLOCK
     out = np.empty((rows, nb * Q8_0_BYTES), dtype=np.uint8)
     view = out.reshape(rows, nb, Q8_0_BYTES)
-    for r0 in range(0, rows, rows_per_step):
+
+    def run(r0: int) -> None:
         b = np.asarray(m[r0 : r0 + rows_per_step], dtype=np.float32).reshape(-1, nb, Q8_0_BLOCK)
         d = np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)
         inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
@@ -41,6 +45,17 @@ def quantize_q8_0(
         view[r0 : r0 + rows_per_step, :, 2:] = q.astype(np.int8).view(np.uint8)
         if done is not None:
             done(r0, min(rows, r0 + rows_per_step))
+
+    # numpy releases the GIL on these array operations: slices run on several threads
+    starts = range(0, rows, rows_per_step)
+    workers = max(1, min(4, os.cpu_count() or 1, len(starts)))
+    if workers == 1:
+        for r0 in starts:
+            run(r0)
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            for f in [ex.submit(run, r0) for r0 in starts]:
+                f.result()
     return out
 
 

@@ -26,7 +26,7 @@ def test_quantizer_reports_each_slice_it_has_read():
     m = np.ones((10, 64), np.float16)
     seen: list[tuple[int, int]] = []
     quantize_q8_0(m, rows_per_step=4, done=lambda a, b: seen.append((a, b)))
-    assert seen == [(0, 4), (4, 8), (8, 10)]
+    assert sorted(seen) == [(0, 4), (4, 8), (8, 10)]  # slices may finish out of order (threads)
 
 
 def test_bad_row_length():
