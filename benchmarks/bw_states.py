@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True)
     probe.close()
     steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= 0.15 * max(b, c)]
-    if steady:
+    if not steady:
+        print("no sample had both probes within 15% of each other: run longer for a per-state summary")
+    else:
         lo, hi = min(g for g, _ in steady), max(g for g, _ in steady)
         cut = (lo + hi) / 2 if hi > 1.4 * lo else 0.0  # two states only when they are far apart
         groups = [("low", [x for x in steady if x[0] < cut]), ("high", [x for x in steady if x[0] >= cut])]

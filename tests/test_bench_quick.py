@@ -83,6 +83,19 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert [r["format"] for r in cli["rows"]] == ["I2_S+Q8_0 head"]  # --head q8_0 reached the worker
     assert cli["rows"][0]["weight_bytes"] == q8_row["weight_bytes"]
 
+    # benchmarks/bw_states.py: decode samples paired with the bandwidth around them, grouped by state
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bw_states.py"), str(model), "--seconds", "1", "-n", "2", "-t", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = [line for line in proc.stdout.splitlines() if " tok/s " in line and line.rstrip().endswith("%")]
+    assert samples, proc.stdout  # at least one sample (the state summary needs two steady probes)
+
 
 def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:
     with BusyLoop(limit_s=1.0) as b:
