@@ -1,6 +1,7 @@
-/* The plain-C ends of the attention kernels (f32_dots / f32_wsum) that the SIMD files share: the
- * columns past the last full vector. Included by tq_avx2.c and tq_neon.c (AVX-512 masks its tails
- * instead). */
+/* What the attention kernels of every path share: the polynomial exp constants of the SIMD
+ * softmax, and the plain-C pieces: the column tails of f32_dots / f32_wsum past the last full
+ * vector (AVX2 and NEON; AVX-512 masks its tails instead) and the softmax's scalar loops, which
+ * are the whole scalar softmax and the tails of the SIMD ones. */
 #ifndef TQ_ATTN_H
 #define TQ_ATTN_H
 
@@ -40,8 +41,8 @@ static inline void tq_wsum_columns(const float *rows, size_t stride, int len, co
     }
 }
 
-/* The scalar ends of the SIMD softmax loops: x[j] *= scale over [j0, n) with the running max, then
- * expf and the sum, then the normalization, matching tq_softmax_scalar element by element. */
+/* The softmax's three loops over [j0, n): x[j] *= scale with the running max, then expf and the
+ * sum, then the normalization. */
 static inline float tq_softmax_scale_max(float *x, int j0, int n, float scale, float mx) {
     for (int j = j0; j < n; j++) {
         x[j] *= scale;
@@ -55,6 +56,9 @@ static inline float tq_softmax_exp_sum(float *x, int j0, int n, float mx, float 
         sum += x[j];
     }
     return sum;
+}
+static inline void tq_softmax_normalize(float *x, int j0, int n, float inv) {
+    for (int j = j0; j < n; j++) x[j] *= inv;
 }
 
 #endif

@@ -341,7 +341,7 @@ static void tq_softmax_avx2(float *x, int n, float scale) {
     const float inv = 1.0f / tq_softmax_exp_sum(x, body, n, mx, tq_hsum(s));
     const __m256 iv = _mm256_set1_ps(inv);
     for (int j = 0; j < body; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), iv));
-    for (int j = body; j < n; j++) x[j] *= inv;
+    tq_softmax_normalize(x, body, n, inv);
 }
 
 static const tq_kernels tq_avx2_table = {

@@ -407,7 +407,7 @@ static void tq_softmax_neon(float *x, int n, float scale) {
     }
     const float inv = 1.0f / tq_softmax_exp_sum(x, body, n, mx, vaddvq_f32(s));
     for (int j = 0; j < body; j += 4) vst1q_f32(x + j, vmulq_n_f32(vld1q_f32(x + j), inv));
-    for (int j = body; j < n; j++) x[j] *= inv;
+    tq_softmax_normalize(x, body, n, inv);
 }
 
 static const tq_kernels tq_neon_dotprod_table = {

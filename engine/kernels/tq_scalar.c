@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tq.h"
+#include "tq_attn.h"
 
 /* code of value i (0..127) inside a 32-byte block: byte i % 32, shift 6 - 2 * (i / 32) */
 static inline int tq_code(const uint8_t *block, int i) {
@@ -149,18 +150,8 @@ void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale
 }
 
 void tq_softmax_scalar(float *x, int n, float scale) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        x[j] *= scale;
-        if (x[j] > mx) mx = x[j];
-    }
-    float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
-        x[j] = expf(x[j] - mx);
-        sum += x[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < n; j++) x[j] *= inv;
+    const float mx = tq_softmax_scale_max(x, 0, n, scale, -INFINITY);
+    tq_softmax_normalize(x, 0, n, 1.0f / tq_softmax_exp_sum(x, 0, n, mx, 0.0f));
 }
 
 static const tq_kernels tq_scalar_table = {
