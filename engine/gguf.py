@@ -328,15 +328,15 @@ class GGUFFile:
         other tensors is copied with them."""
         if self.in_memory or self._mm is None:
             return
-        skip = set(exclude)
-        copied = [t for name, t in self.tensors.items() if name not in skip]
+        excluded = set(exclude)
+        copied = [t for name, t in self.tensors.items() if name not in excluded]
         if not copied:
             return
         start = min(t.offset for t in copied)
         start -= start % self.alignment
         end = max(t.offset + t.nbytes for t in copied)
         mapped = frozenset(
-            name for name in skip if name in self.tensors and not start <= self.tensors[name].offset < end
+            name for name in excluded if name in self.tensors and not start <= self.tensors[name].offset < end
         )
         if not mapped:
             end = self.file_size
@@ -354,14 +354,14 @@ class GGUFFile:
                 def read_span(pos: int) -> None:
                     # the kernel copies from the page cache and faults in (zeroes) the huge pages:
                     # several threads do that in parallel (each read releases the GIL)
-                    end = min(pos + span, n)
+                    stop = min(pos + span, n)
                     if not parallel:
                         f.seek(start + pos)
-                    while pos < end:
+                    while pos < stop:
                         if parallel:
-                            k = os.preadv(f.fileno(), [view[pos:end]], start + pos)
+                            k = os.preadv(f.fileno(), [view[pos:stop]], start + pos)
                         else:
-                            k = f.readinto(view[pos:end])
+                            k = f.readinto(view[pos:stop])
                         if not k:
                             raise ModelFormatError(
                                 self.path, f"the file shrank while it was read (ended at byte {start + pos})"
@@ -392,9 +392,8 @@ class GGUFFile:
         pass over a mapped tensor does not leave it in this process's resident set. A no-op for
         tensors in the in-memory copy and where mmap has no madvise (Windows)."""
         info = self._info(name)
-        if self._buf is not self._mm and name not in self._mapped:
-            return
-        if self._mm is None or not hasattr(self._mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        buf, _ = self._source(name)
+        if buf is not self._mm or not hasattr(buf, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE
         a = info.offset + max(0, start)
@@ -402,7 +401,7 @@ class GGUFFile:
         a = (a + page - 1) // page * page  # whole pages inside the range only
         b = b // page * page
         if b > a:
-            self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            buf.madvise(mmap.MADV_DONTNEED, a, b - a)
 
     @property
     def mapped_tensors(self) -> frozenset[str]:

@@ -48,14 +48,8 @@ def quantize_q8_0(
 
     # numpy releases the GIL on these array operations: slices run on several threads
     starts = range(0, rows, rows_per_step)
-    workers = max(1, min(4, os.cpu_count() or 1, len(starts)))
-    if workers == 1:
-        for r0 in starts:
-            run(r0)
-    else:
-        with ThreadPoolExecutor(workers) as ex:
-            for f in [ex.submit(run, r0) for r0 in starts]:
-                f.result()
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(starts)))) as ex:
+        list(ex.map(run, starts))  # re-raises a slice's error here
     return out
 
 
