@@ -39,6 +39,8 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+LM_HEADS = ("f16", "q8_0")  # load_model(head=...): as stored, or a Q8_0 copy built at load
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: str
@@ -57,7 +59,7 @@ class ModelInfo:
     threads: int
     weight_bytes: int  # bytes of weights the forward pass reads (packed ternary + f16 embedding)
     memory: str = "file map"  # "file map" (tensors used in place) or "RAM copy" (huge pages)
-    head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load)" when asked for)
+    head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load ...)" when asked for)
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -175,7 +177,7 @@ class Model:
             raise ValueError("threads must be >= 1")
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
-        if head not in ("f16", "q8_0"):
+        if head not in LM_HEADS:
             raise ValueError(f"head must be 'f16' or 'q8_0', not {head!r}")
         head_type = None
         if head == "q8_0":

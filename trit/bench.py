@@ -501,7 +501,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--context", type=int, required=True)
     ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--head", choices=("f16", "q8_0"), default="f16", help="our engine's LM head (load_model head=)")
+    ap.add_argument("--head", default="f16", help="our engine's LM head (load_model(head=...) checks it)")
     args = ap.parse_args(argv)
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -931,6 +931,8 @@ def write_json(res: BenchResult, path: str | os.PathLike[str]) -> None:
 
 
 def add_cli_args(ap: argparse.ArgumentParser) -> None:
+    from trit.engine.model import LM_HEADS  # `trit bench` runs in a process that has the engine anyway
+
     ap.add_argument("-m", "--model", required=True, help="GGUF file or Hugging Face model directory")
     ap.add_argument("-p", "--prompt-tokens", type=int, default=128, help="prompt length for pp (tokens)")
     ap.add_argument("-n", "--gen-tokens", type=int, default=64, help="decode steps for tg")
@@ -940,7 +942,7 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bw-mib", type=int, default=1024, help="bandwidth test buffer (MiB); 0 skips it")
     ap.add_argument(
         "--head",
-        choices=("f16", "q8_0"),
+        choices=LM_HEADS,
         default="f16",
         help="our engine's LM head: q8_0 builds a Q8_0 copy of an f16 head at load (fewer bytes per token)",
     )

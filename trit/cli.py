@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from trit.engine.errors import EngineError
+from trit.engine.gguf_loader import WEIGHT_MEMORY
+from trit.engine.model import LM_HEADS
 
 
 def _ids(text: str) -> list[int]:
@@ -43,13 +45,13 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
     )
     p.add_argument(
         "--head",
-        choices=("f16", "q8_0"),
+        choices=LM_HEADS,
         default="f16",
         help="LM head: f16 as stored (default) or a Q8_0 copy built at load (fewer bytes per token)",
     )
     p.add_argument(
         "--weights",
-        choices=("auto", "ram", "map"),
+        choices=WEIGHT_MEMORY,
         default="auto",
         help="GGUF tensors: ram = huge-page copy (faster decode), map = in place from the file; "
         "auto (default) = ram where Linux offers huge pages",

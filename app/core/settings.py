@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from trit.engine.model import physical_cores  # the engine default, re-exported for the UI
+from trit.engine.model import LM_HEADS, physical_cores  # the engine's, re-exported for the UI
 
 from .sampling import Sampling
 
@@ -25,7 +25,6 @@ SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
 FILE_MODE = 0o600  # owner read/write: the file may hold an access token
 ACTIVATIONS = ("f32", "q8")  # trit.engine.load_model(activations=...)
-LM_HEADS = ("f16", "q8_0")  # trit.engine.load_model(head=...)
 MAX_TOKEN_CHARS = 400
 
 # Per chat family; the model cards' recommendations where they give one (SmolLM2: 0.2 / 0.9).
