@@ -4,8 +4,8 @@ changes while you measure (shared VMs).
 
     python benchmarks/bw_states.py MODEL.gguf [--seconds 60] [-t 2] [-n 16]
 
-Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512 MiB buffer, the
-benchmark's C loop), decode -n tokens with our engine at -t threads, probe again. Each line is one
+Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512 MiB buffer,
+trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
 sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
 share of the higher probe. At the end the samples are grouped by the bandwidth state they ran in
 (both probes within 15% of each other), with the median share per state.
@@ -18,13 +18,13 @@ gives. Random 2B4T-shaped weights: `python benchmarks/bench_decode.py --keep DIR
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
 
-from trit.bench import BandwidthProbe
 from trit.engine import load_model
+
+from trit.bench import BandwidthProbe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     m = load_model(a.model, threads=a.threads, context=a.gen_tokens + 8)
     m.generate([1, 2, 3], max_tokens=4, temperature=0)  # warm-up
     gb = m.info.weight_bytes / 1e9
-    probe = BandwidthProbe(512, 1)
-    dll, buf = probe._dll, probe._buf
-    if dll is None:
-        print("bw_states: needs a C compiler for the bandwidth loop", file=sys.stderr)
-        return 2
+    probe = BandwidthProbe(512, passes=1)  # one pass per reading: the moment, not the best of several
 
     def bw() -> float:
-        s = ctypes.c_uint64()
-        return buf.nbytes / dll.trit_bw_pass(buf.ctypes.data, buf.size, a.threads, ctypes.byref(s)) / 1e9
+        return probe.probe([a.threads])[a.threads]
 
     samples: list[tuple[float, float, float]] = []
     end = time.monotonic() + a.seconds
@@ -56,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         after = bw()
         share = 100 * tps * gb / max(before, after)
         samples.append((before, after, share))
-        print(f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True)
+        print(
+            f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True
+        )
     probe.close()
     steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= 0.15 * max(b, c)]
     if not steady:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from trit.engine import _kernels as K
 
 from trit.bench import BandwidthProbe
-from trit.engine import _kernels as K
 
 
 def _split(fn: Callable[[slice], object], rows: int, nth: int) -> float:
