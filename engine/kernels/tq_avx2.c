@@ -70,9 +70,10 @@ TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const 
             const __m256i a3 = _mm256_loadu_si256((const __m256i *)(ab + 96));
             /* The R rows are R interleaved streams, which the hardware prefetchers follow badly
              * (measured: 7 GB/s from DRAM without this, 20+ with it). The next R rows are one
-             * contiguous range: walk it linearly, R * 32 bytes per block, so that it is in cache
-             * by the time the next pass starts. Prefetches past the matrix end never fault. */
-            const char *pf = (const char *)w + R * stride + (size_t)b * R * TQ_QK_BYTES;
+             * contiguous range: walk it linearly, R * 32 bytes per block, TQ_GEMV_PREFETCH_LEAD
+             * bytes ahead of it, so that it is in cache by the time the next pass starts.
+             * Prefetches past the matrix end never fault. */
+            const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
             _mm_prefetch(pf, _MM_HINT_T0);
             if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
             for (int r = 0; r < R; r++) {

@@ -60,10 +60,10 @@ TQ_INLINE __m512i tq_bcast_block(const uint8_t *p) {
     return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
 }
 
-/* Linear prefetch of the next row group (see tq_avx2.c: interleaved row streams defeat the
- * hardware prefetchers). Per block the group consumes R * 32 bytes. */
+/* Linear prefetch ahead of the next row group (TQ_GEMV_PREFETCH_LEAD in tq_gemm.h). Per block the
+ * group consumes R * 32 bytes. */
 TQ_INLINE void tq_prefetch_next_group(const uint8_t *w, size_t stride, int b, const int R) {
-    const char *pf = (const char *)w + R * stride + (size_t)b * R * TQ_QK_BYTES;
+    const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
     _mm_prefetch(pf, _MM_HINT_T0);
     if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
 }
