@@ -1,5 +1,6 @@
-/* posix_memalign */
+/* posix_memalign; mmap's MAP_ANONYMOUS and madvise's MADV_HUGEPAGE (glibc: _DEFAULT_SOURCE) */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 /* BitNet b1.58 forward pass (see ../shared/docs/formats.md for the math), batched over a chunk of
  * prompt tokens so every ternary matrix is read once per chunk (GEMM), or once per token (GEMV).
  * Every heavy loop runs on the thread pool with dynamic chunking; everything else is short and
@@ -7,8 +8,12 @@
 #include "forward.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define TQ_ROWS_PER_CHUNK 64   /* rows of a ternary matrix per work item */
 #define TQ_HEAD_ROWS 512       /* rows of the f16 head per work item */
@@ -35,7 +40,9 @@ struct tq_state {
     int32_t *tmp;   /* nth x max_batch x TQ_ROWS_PER_CHUNK: per-thread integer products */
     float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
-    float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32) */
+    float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32), in kv_map[0] / kv_map[1] */
+    void *kv_map[2];
+    size_t kv_map_len;
     float *rcos, *rsin; /* n_ctx x head_dim/2: RoPE tables */
 };
 
@@ -54,6 +61,45 @@ static void *tq_alloc(size_t n) {
     return p;
 }
 
+/* The KV cache: zeroed memory that costs nothing until a position is written. On Linux an anonymous
+ * mapping, 2 MiB aligned, with transparent huge pages asked for: attention walks every layer's
+ * cache at every token, and through 4 KiB pages each of those reads paid a TLB miss per page
+ * (the weights streamed in between evict the page tables from the caches). Measured (2B4T, one
+ * thread, 1000 positions in the cache, alternating runs): decode 15.9 -> 17.7 and 16.0 -> 16.5
+ * tok/s. Memory then becomes resident in 2 MiB steps per layer instead of 4 KiB ones. Elsewhere
+ * calloc. *map and *len are what tq_kv_free needs. */
+static float *tq_kv_alloc(size_t bytes, void **map, size_t *len) {
+#if defined(__linux__)
+    const size_t huge = (size_t)2 << 20;
+    *len = bytes + huge;
+    void *p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        *map = NULL;
+        return NULL;
+    }
+    *map = p;
+    const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1);
+#if defined(MADV_HUGEPAGE)
+    (void)madvise((void *)a, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return (float *)a;
+#else
+    *len = 0;
+    *map = calloc(bytes ? bytes : 1, 1);
+    return (float *)*map;
+#endif
+}
+
+static void tq_kv_free(void *map, size_t len) {
+    if (!map) return;
+#if defined(__linux__)
+    munmap(map, len);
+#else
+    (void)len;
+    free(map);
+#endif
+}
+
 static void tq_free_aligned(void *p) {
 #if defined(_WIN32)
     _aligned_free(p);
@@ -70,9 +116,8 @@ void tq_state_free(tq_state *s) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
     for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
     tq_free_aligned(s->hx);
-    /* the KV cache is calloc'ed: untouched pages cost no memory until the context fills */
-    free(s->kc);
-    free(s->vc);
+    tq_kv_free(s->kv_map[0], s->kv_map_len);
+    tq_kv_free(s->kv_map[1], s->kv_map_len);
     free(s);
 }
 
@@ -117,8 +162,8 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
     const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
-    s->kc = (float *)calloc(kv, sizeof(float));
-    s->vc = (float *)calloc(kv, sizeof(float));
+    s->kc = tq_kv_alloc(kv * sizeof(float), &s->kv_map[0], &s->kv_map_len);
+    s->vc = tq_kv_alloc(kv * sizeof(float), &s->kv_map[1], &s->kv_map_len);
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
         !s->qscale || !s->tmp || !s->att || !s->attv || !s->rcos || !s->rsin || !s->kc || !s->vc)
         goto fail;
