@@ -8,7 +8,7 @@ Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512
 trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
 sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
 share of the higher probe. At the end the samples are grouped by the bandwidth state they ran in
-(both probes within 15% of each other), with the median share per state.
+(both probes within trit.bench.STEADY_PROBES, 15%, of each other), with the median share per state.
 
 This project's 2-vCPU CI VM has two such states at 2 threads, ~31-35 GB/s and ~55-62 GB/s, each
 lasting seconds to minutes (one thread: ~28-32 GB/s in both): benchmarks/RESULTS.md has what each
@@ -24,7 +24,7 @@ import time
 
 from trit.engine import load_model
 
-from trit.bench import BandwidthProbe
+from trit.bench import STEADY_PROBES, BandwidthProbe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True
         )
     probe.close()
-    steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= 0.15 * max(b, c)]
+    steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= STEADY_PROBES * max(b, c)]
     if not steady:
-        print("no sample had both probes within 15% of each other: run longer for a per-state summary")
+        print(
+            f"no sample had both probes within {100 * STEADY_PROBES:.0f}% of each other: run longer for a"
+            " per-state summary"
+        )
     else:
         lo, hi = min(g for g, _ in steady), max(g for g, _ in steady)
         cut = (lo + hi) / 2 if hi > 1.4 * lo else 0.0  # two states only when they are far apart

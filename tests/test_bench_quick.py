@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from trit.bench import BusyLoop, Row
+from trit.bench import Bandwidth, BenchResult, BusyLoop, Row, format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
@@ -118,3 +118,27 @@ def test_pct_ceiling_pairs_each_sample_with_its_own_bandwidth() -> None:
     assert math.isclose(r.pct_ceiling, (90.0 + 80.0) / 2)
     assert math.isclose(r.pct_best, 100 * 37.5 / 60)
     assert math.isnan(Row("trit", "I2_S", 1, 10**9, samples={"tg_tps": [1.0]}).pct_ceiling)  # no probe
+
+
+def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() -> None:
+    # the third sample's probes read 35 before and 60 after it: the machine switched state while it
+    # ran, so its ratio against 60 says nothing; the steady samples decide
+    samples = {
+        "tg_tps": [27.0, 48.0, 27.0],
+        "tg_bw_before": [30.0, 58.0, 35.0],
+        "tg_bw_after": [29.0, 60.0, 60.0],
+        "tg_bw_gbps": [30.0, 60.0, 60.0],
+    }
+    r = Row("trit", "I2_S", 2, weight_bytes=10**9, samples=samples)
+    assert r.steady_samples == 2
+    assert math.isclose(r.pct_ceiling, (90.0 + 80.0) / 2)
+    # when no sample is steady, all of them count (the old rule)
+    flip = {k: v[2:] for k, v in samples.items()}
+    r = Row("trit", "I2_S", 2, weight_bytes=10**9, samples=flip)
+    assert r.steady_samples == 0 and math.isclose(r.pct_ceiling, 45.0)
+    # the table's notes name the rows that lost samples
+    row = Row("trit", "I2_S", 2, 10**9, samples=samples)
+    row.ceiling_tps = 60.0
+    bw = Bandwidth({2: 60.0}, "test", 64, {2: [60.0]})
+    res = BenchResult(p=8, n=8, ttft_prompt=8, reps=3, rows=[row], bandwidth=bw, machine={})
+    assert "samples with agreeing probes, where not all: trit I2_S t=2 2/3" in format_table(res)

@@ -24,8 +24,9 @@ engine. What is measured, the way llama-bench does it:
   higher of the two: a shared machine's bandwidth changes from one second to the next (this
   project's 2-core VM switches between ~35 and ~62 GB/s at 2 threads and stays in either for
   seconds), so a decode run is judged against what the machine could read while it ran; the
-  column is the median of the per-sample ratios. "% of best" holds the median tg against the best
-  probe of the whole run.
+  column is the median of the per-sample ratios, over the samples whose two probes agree
+  (STEADY_PROBES) when there are any: a sample whose probes disagree ran through a switch, at a
+  bandwidth nobody measured. "% of best" holds the median tg against the best probe of the run.
 
 Each (engine, threads) runs in its own worker process (`python -m trit.bench worker ...`) that
 loads the model once and answers measurement requests over a pipe, so RSS is per engine and the
@@ -57,6 +58,11 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 TTFT_PROMPT = 100
+# A tg sample whose probes right before and right after it differ by more than this share of the
+# higher one ran through a change of the machine's bandwidth state (seconds-long switches between
+# ~35 and ~60 GB/s at 2 threads here): which bandwidth it had is unknown, so "% of ceiling" leaves it
+# out when steady samples exist (benchmarks/bw_states.py groups its samples by the same rule).
+STEADY_PROBES = 0.15
 
 
 # -- model shapes and random weights -----------------------------------------------------------------
@@ -667,13 +673,28 @@ class Row:
     def gbps(self) -> float:
         return self.median("tg_tps") * self.weight_bytes / 1e9
 
+    def _steady(self) -> list[bool]:
+        """Per tg sample: its two probes agree (STEADY_PROBES), or they were not both recorded."""
+        a, b = self.samples.get("tg_bw_before") or [], self.samples.get("tg_bw_after") or []
+        n = len(self.samples.get("tg_tps") or [])
+        if len(a) != n or len(b) != n:
+            return [True] * n
+        return [abs(x - y) <= STEADY_PROBES * max(x, y) for x, y in zip(a, b)]
+
+    @property
+    def steady_samples(self) -> int:
+        return sum(self._steady())
+
     @property
     def pct_ceiling(self) -> float:
-        """Median over the tg samples of tg / (bandwidth probed around that sample / bytes)."""
+        """Median over the tg samples of tg / (bandwidth probed around that sample / bytes), over the
+        samples whose two probes agree when there are any (see STEADY_PROBES), else over all."""
         tg, bw = self.samples.get("tg_tps") or [], self.samples.get("tg_bw_gbps") or []
         if not bw or len(bw) != len(tg):
             return float("nan")
-        return statistics.median(100.0 * x * self.weight_bytes / (g * 1e9) for x, g in zip(tg, bw))
+        pct = [100.0 * x * self.weight_bytes / (g * 1e9) for x, g in zip(tg, bw)]
+        steady = [v for v, ok in zip(pct, self._steady()) if ok]
+        return statistics.median(steady or pct)
 
     @property
     def pct_best(self) -> float:
@@ -793,9 +814,10 @@ def run_bench(
                     before = probe.probe([t])[t] if probe is not None else float("nan")
                     res.update(workers[i].request(op="measure", p=0, n=n, ttft=0, seed=sd))
                     if probe is not None:
-                        res["tg_bw_gbps"] = max(before, probe.probe([t])[t])
+                        res["tg_bw_before"], res["tg_bw_after"] = before, probe.probe([t])[t]
+                        res["tg_bw_gbps"] = max(res["tg_bw_before"], res["tg_bw_after"])
                     if rep >= 0:
-                        for key in ("pp_tps", "tg_tps", "ttft_ms", "tg_bw_gbps"):
+                        for key in ("pp_tps", "tg_tps", "ttft_ms", "tg_bw_gbps", "tg_bw_before", "tg_bw_after"):
                             if key in res:
                                 trows[i].samples.setdefault(key, []).append(res[key])
                     if log:
@@ -892,8 +914,17 @@ def format_table(res: BenchResult) -> str:
         notes.append(f"read bandwidth ({res.bandwidth.method}, {res.bandwidth.buffer_mib} MiB): best {bw}")
         notes.append(
             "% of ceiling: each tg sample against the bandwidth probed right before and after it (the"
-            " higher), median over samples; % of best: median tg against the best probe of the run"
+            " higher), median over the samples whose two probes agree within"
+            f" {100 * STEADY_PROBES:.0f}% (all samples when none do); % of best: median tg against the"
+            " best probe of the run"
         )
+        unsteady = [
+            f"{r.engine} {r.format} t={r.threads} {r.steady_samples}/{len(r.samples.get('tg_tps') or [])}"
+            for r in res.rows
+            if r.steady_samples < len(r.samples.get("tg_tps") or [])
+        ]
+        if unsteady:
+            notes.append("samples with agreeing probes, where not all: " + ", ".join(unsteady))
     seen = set()
     for r in res.rows:
         key = (r.format, r.weight_bytes)
