@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import platform
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from trit.bench import Bandwidth, BenchResult, BusyLoop, Row, format_table
 
@@ -142,3 +145,26 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
     bw = Bandwidth({2: 60.0}, "test", 64, {2: [60.0]})
     res = BenchResult(p=8, n=8, ttft_prompt=8, reps=3, rows=[row], bandwidth=bw, machine={})
     assert "samples with agreeing probes, where not all: trit I2_S t=2 2/3" in format_table(res)
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")),
+    reason="the C microbenchmarks are x86-64 Linux programs built with gcc",
+)
+@pytest.mark.parametrize("name", ["gemv_lead", "head_forms"])
+def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
+    # benchmarks/micro/*.c are run by hand (RESULTS.md quotes them); this keeps them building
+    # against the current kernels with the command their own header gives
+    root = Path(__file__).resolve().parents[1]
+    src = root / "benchmarks" / "micro" / f"{name}.c"
+    flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl"]
+    extra: list[str] = []
+    if name == "gemv_lead":
+        kern = root / "engine" / "kernels"
+        flags += ["-DTQ_GEMV_PREFETCH_LEAD=4096", f"-I{kern}"]
+        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "cpu.c")] + ["-lm"]
+    r = subprocess.run(["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if name == "gemv_lead":  # without arguments it says how to call it instead of running
+        run = subprocess.run([str(tmp_path / name)], capture_output=True, text=True)
+        assert run.returncode == 2 and "usage" in run.stderr

@@ -1,0 +1,73 @@
+/* The ternary GEMV of the engine (engine/kernels) alone from DRAM, against a plain read loop, for
+ * one prefetch lead (TQ_GEMV_PREFETCH_LEAD, set with -D). One thread, 2 MiB pages, 512 MiB of
+ * packed weights, means of 6 passes. Build and run from the repository root, e.g.:
+ *
+ *   for L in 0 4096; do gcc -O3 -DTQ_GEMV_PREFETCH_LEAD=$L -Iengine/kernels -mavx2 -mfma -mf16c \
+ *       -mavx512f -mavx512bw -mavx512vl benchmarks/micro/gemv_lead.c engine/kernels/tq_avx2.c \
+ *       engine/kernels/tq_avx512.c engine/kernels/cpu.c -o /tmp/gemv_lead_$L -lm; done
+ *   /tmp/gemv_lead_0 2560 avx512; /tmp/gemv_lead_4096 2560 avx512    # columns, avx512 | avx2
+ *
+ * It also prints the same kernel over 128 KiB of rows repeated (held in L2): the speed of its
+ * arithmetic, the rate memory would have to beat for the kernel to be compute-bound. Linux only
+ * (madvise). */
+#define _DEFAULT_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "tq.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += p[i + k];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s COLUMNS avx512|avx2\n", argv[0]);
+        return 2;
+    }
+    const tq_kernels *k = strcmp(argv[2], "avx2") == 0 ? tq_kernels_avx2() : tq_kernels_avx512();
+    const int cols = atoi(argv[1]), nb = cols / TQ_QK;
+    if (!k || nb < 1) {
+        fprintf(stderr, "kernels not available here, or COLUMNS < %d\n", TQ_QK);
+        return 2;
+    }
+    const size_t bytes = (size_t)512 << 20;
+    uint8_t *w = aligned_alloc((size_t)2 << 20, bytes);
+    int8_t *a = aligned_alloc(64, (size_t)nb * TQ_QK);
+    const int rows = (int)(bytes / ((size_t)nb * TQ_QK_BYTES)) - 64;
+    int32_t *out = aligned_alloc(64, (size_t)rows * 4 + 64);
+    if (!w || !a || !out) return 1;
+    madvise(w, bytes, MADV_HUGEPAGE);
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)((i * 2654435761u >> 13) & 0xAA); /* codes 0 and 2 */
+    for (int i = 0; i < nb * TQ_QK; i++) a[i] = (int8_t)(i * 7);
+    volatile uint64_t sink = 0;
+    double g = 0, p = 0, c = 0;
+    const int crows = (int)(((size_t)128 << 10) / ((size_t)nb * TQ_QK_BYTES)), creps = (int)(bytes >> 17);
+    for (int rep = 0; rep < 6; rep++) {
+        double t = now();
+        sink += sum_words((const uint64_t *)w, bytes / 8);
+        p += bytes / (now() - t) / 1e9;
+        t = now();
+        k->gemv(w, rows, nb, a, 0, out);
+        g += (double)rows * nb * TQ_QK_BYTES / (now() - t) / 1e9;
+        t = now();
+        for (int r = 0; r < creps; r++) k->gemv(w, crows, nb, a, 0, out);
+        c += (double)creps * crows * nb * TQ_QK_BYTES / (now() - t) / 1e9;
+    }
+    printf("%s, %d columns, lead %d: read loop %.1f GB/s, gemv %.1f GB/s from DRAM, %.1f GB/s in L2\n", k->isa, cols,
+           TQ_GEMV_PREFETCH_LEAD, p / 6, g / 6, c / 6);
+    return (int)(sink & 1);
+}

@@ -1,0 +1,95 @@
+/* Forms of the f16 head GEMV (128256 x 2560, the 2B4T tied head) from DRAM, one thread, 2 MiB pages,
+ * against a plain read loop over the same bytes; means of 4 passes. The engine's form is the first:
+ * one FMA chain per row, no software prefetch (tq_f16_gemv_avx512). Build and run:
+ *
+ *   gcc -O3 -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c benchmarks/micro/head_forms.c \
+ *       -o /tmp/head_forms && /tmp/head_forms
+ *
+ * x86-64 with AVX-512 and Linux (madvise) only. */
+#define _DEFAULT_SOURCE
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define ROWS 128256
+#define COLS 2560
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += p[i + k];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+/* chains: 1 or 2 FMA chains per row; lead: prefetch distance in bytes (0: none); hint 0-3: T0, T1,
+ * T2, NTA. Constant arguments after inlining. */
+static inline __attribute__((always_inline)) void gemv(const uint16_t *w, const float *x, float *out,
+                                                       const int chains, const size_t lead, const int hint) {
+    for (int r = 0; r < ROWS; r++, w += COLS) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int i = 0; i < COLS; i += 32) {
+            if (lead) {
+                const char *p = (const char *)(w + i) + lead;
+                if (hint == 1) _mm_prefetch(p, _MM_HINT_T1);
+                else if (hint == 2) _mm_prefetch(p, _MM_HINT_T2);
+                else if (hint == 3) _mm_prefetch(p, _MM_HINT_NTA);
+                else _mm_prefetch(p, _MM_HINT_T0);
+            }
+            const __m512 lo = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i)));
+            const __m512 hi = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16)));
+            a0 = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + i), a0);
+            if (chains == 2) a1 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + i + 16), a1);
+            else a0 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + i + 16), a0);
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+}
+
+int main(void) {
+    const size_t n = (size_t)ROWS * COLS;
+    uint16_t *w = aligned_alloc((size_t)2 << 20, n * 2);
+    float *x = aligned_alloc(64, COLS * 4), *out = aligned_alloc(64, ROWS * 4);
+    if (!w || !x || !out) return 1;
+    madvise(w, n * 2, MADV_HUGEPAGE);
+    for (size_t i = 0; i < n; i++) w[i] = (uint16_t)(0x3c00 ^ (i & 0x3ff));
+    for (int i = 0; i < COLS; i++) x[i] = i * 0.001f;
+    static const char *name[] = {"one chain (engine)", "two chains", "one chain, T0 prefetch 2 KiB",
+                                 "one chain, T1 prefetch 8 KiB", "one chain, T2 prefetch 8 KiB",
+                                 "one chain, NTA prefetch 2 KiB", "two chains, T1 prefetch 4 KiB",
+                                 "two chains, NTA prefetch 4 KiB", "one chain, T1 prefetch 16 KiB"};
+    enum { FORMS = 9, PASSES = 4 };
+    double gbs[FORMS] = {0}, probe = 0;
+    volatile uint64_t sink = 0;
+    for (int rep = 0; rep < PASSES; rep++) {
+        double t = now();
+        sink += sum_words((const uint64_t *)w, n / 4);
+        probe += n * 2 / (now() - t) / 1e9;
+        for (int v = 0; v < FORMS; v++) {
+            t = now();
+            switch (v) {
+            case 0: gemv(w, x, out, 1, 0, 0); break;
+            case 1: gemv(w, x, out, 2, 0, 0); break;
+            case 2: gemv(w, x, out, 1, 2048, 0); break;
+            case 3: gemv(w, x, out, 1, 8192, 1); break;
+            case 4: gemv(w, x, out, 1, 8192, 2); break;
+            case 5: gemv(w, x, out, 1, 2048, 3); break;
+            case 6: gemv(w, x, out, 2, 4096, 1); break;
+            case 7: gemv(w, x, out, 2, 4096, 3); break;
+            default: gemv(w, x, out, 1, 16384, 1); break;
+            }
+            gbs[v] += n * 2 / (now() - t) / 1e9;
+        }
+    }
+    printf("read loop: %.1f GB/s\n", probe / PASSES);
+    for (int v = 0; v < FORMS; v++) printf("%-32s %5.1f GB/s (%3.0f%%)\n", name[v], gbs[v] / PASSES, 100 * gbs[v] / probe);
+    return (int)(sink & 1);
+}
