@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ModelFormatError
+from .weights import load_workers
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -368,7 +369,7 @@ class GGUFFile:
                             )
                         pos += k
 
-                workers = max(1, min(4, os.cpu_count() or 1)) if parallel else 1
+                workers = load_workers() if parallel else 1
                 with ThreadPoolExecutor(workers) as ex:
                     for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
                         fut.result()

@@ -60,6 +60,7 @@ class ModelInfo:
     weight_bytes: int  # bytes of weights the forward pass reads (packed ternary + f16 embedding)
     memory: str = "file map"  # "file map" (tensors used in place) or "RAM copy" (huge pages)
     head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load ...)" when asked for)
+    head_approx: bool = False  # the head is a lower-precision copy built at load: logits are approximate
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -231,6 +232,7 @@ class Model:
             weight_bytes=int(wbytes),
             memory=weights.memory,
             head_type=head_type or _type_name(head),
+            head_approx=head_type is not None,
         )
 
     # -- sessions ------------------------------------------------------------------------------

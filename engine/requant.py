@@ -7,13 +7,12 @@ The tied f16 head of BitNet 2B4T is 656 MB, 56% of the bytes every decoded token
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .weights import QuantTensor
+from .weights import QuantTensor, load_workers
 
 Q8_0_BLOCK = 32
 Q8_0_BYTES = 34  # f16 scale + 32 int8
@@ -48,7 +47,7 @@ def quantize_q8_0(
 
     # numpy releases the GIL on these array operations: slices run on several threads
     starts = range(0, rows, rows_per_step)
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(starts)))) as ex:
+    with ThreadPoolExecutor(load_workers(len(starts))) as ex:
         list(ex.map(run, starts))  # re-raises a slice's error here
     return out
 

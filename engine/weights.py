@@ -4,6 +4,7 @@ so every array here must stay alive as long as the model (views into an mmap are
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,3 +126,10 @@ def dense_float(t: np.ndarray | QuantTensor) -> np.ndarray:
     if t.type_name == "BF16":
         return (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.rows, t.cols)
     raise TypeError(f"a {t.type_name} matrix is not a float matrix")
+
+
+def load_workers(tasks: int | None = None) -> int:
+    """Threads for the loaders' parallel copies and conversions (GGUFFile.read_into_memory, the Q8_0
+    head): up to 4, no more than this machine's CPUs, nor than `tasks` when given. Their work
+    releases the GIL (file reads, numpy array operations); past 4 threads memory is the limit."""
+    return max(1, min(4, os.cpu_count() or 1, tasks if tasks is not None else 4))

@@ -715,7 +715,7 @@ class MainWindow(QMainWindow):
         self.last_memory = MemoryReading(
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
-        approx = str(info.get("head_type", "")).startswith("Q8_0 (built at load")
+        approx = bool(info.get("head_approx", False))
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads" + (" · fast head (approx.)" if approx else "")
         )

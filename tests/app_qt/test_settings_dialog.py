@@ -207,7 +207,7 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     s = win.ctx.settings_store.load()
     assert (s.threads, s.context, s.activations, s.lm_head) == (1, 512, "q8", "q8_0")
     # SmolLM2 stores its head as Q8_0 already: nothing is built, so the label does not say "approx."
-    assert info["head_type"] == "Q8_0" and "approx" not in win.model_label.text()
+    assert info["head_type"] == "Q8_0" and not info["head_approx"] and "approx" not in win.model_label.text()
     # and it chats with them
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=12))

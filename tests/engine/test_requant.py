@@ -40,6 +40,7 @@ def test_model_with_q8_0_head(activations):
     exact = Model(w, threads=2)
     fast = Model(w, threads=2, head="q8_0", activations=activations)
     assert exact.info.head_type == "F16" and fast.info.head_type.startswith("Q8_0")
+    assert fast.info.head_approx and not exact.info.head_approx
     head_f16 = w.embed.nbytes
     assert exact.info.weight_bytes - fast.info.weight_bytes == head_f16 - head_f16 // 64 * 34
     ids = [3, 14, 15, 92, 65, 35, 89, 79]
