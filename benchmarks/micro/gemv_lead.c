@@ -18,20 +18,9 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "micro.h"
+
 #include "tq.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static uint64_t sum_words(const uint64_t *p, size_t n) {
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) s[k] += p[i + k];
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
 
 int main(int argc, char **argv) {
     if (argc < 3) {
@@ -57,15 +46,15 @@ int main(int argc, char **argv) {
     double g = 0, p = 0, c = 0;
     const int crows = (int)(((size_t)128 << 10) / ((size_t)nb * TQ_QK_BYTES)), creps = (int)(bytes >> 17);
     for (int rep = 0; rep < 6; rep++) {
-        double t = now();
-        sink += sum_words((const uint64_t *)w, bytes / 8);
-        p += bytes / (now() - t) / 1e9;
-        t = now();
+        double t = micro_now();
+        sink += micro_sum_words((const uint64_t *)w, bytes / 8);
+        p += bytes / (micro_now() - t) / 1e9;
+        t = micro_now();
         k->gemv(w, rows, nb, a, 0, out);
-        g += (double)rows * nb * TQ_QK_BYTES / (now() - t) / 1e9;
-        t = now();
+        g += (double)rows * nb * TQ_QK_BYTES / (micro_now() - t) / 1e9;
+        t = micro_now();
         for (int r = 0; r < creps; r++) k->gemv(w, crows, nb, a, 0, out);
-        c += (double)creps * crows * nb * TQ_QK_BYTES / (now() - t) / 1e9;
+        c += (double)creps * crows * nb * TQ_QK_BYTES / (micro_now() - t) / 1e9;
     }
     printf("%s, %d columns, lead %d: read loop %.1f GB/s, gemv %.1f GB/s from DRAM, %.1f GB/s in L2\n", k->isa, cols,
            TQ_GEMV_PREFETCH_LEAD, p / 6, g / 6, c / 6);

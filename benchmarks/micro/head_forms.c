@@ -14,21 +14,10 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "micro.h"
+
 #define ROWS 128256
 #define COLS 2560
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static uint64_t sum_words(const uint64_t *p, size_t n) {
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) s[k] += p[i + k];
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
 
 /* chains: 1 or 2 FMA chains per row; lead: prefetch distance in bytes (0: none); hint 0-3: T0, T1,
  * T2, NTA. Constant arguments after inlining. */
@@ -70,11 +59,11 @@ int main(void) {
     double gbs[FORMS] = {0}, probe = 0;
     volatile uint64_t sink = 0;
     for (int rep = 0; rep < PASSES; rep++) {
-        double t = now();
-        sink += sum_words((const uint64_t *)w, n / 4);
-        probe += n * 2 / (now() - t) / 1e9;
+        double t = micro_now();
+        sink += micro_sum_words((const uint64_t *)w, n / 4);
+        probe += n * 2 / (micro_now() - t) / 1e9;
         for (int v = 0; v < FORMS; v++) {
-            t = now();
+            t = micro_now();
             switch (v) {
             case 0: gemv(w, x, out, 1, 0, 0); break;
             case 1: gemv(w, x, out, 2, 0, 0); break;
@@ -86,7 +75,7 @@ int main(void) {
             case 7: gemv(w, x, out, 2, 4096, 3); break;
             default: gemv(w, x, out, 1, 16384, 1); break;
             }
-            gbs[v] += n * 2 / (now() - t) / 1e9;
+            gbs[v] += n * 2 / (micro_now() - t) / 1e9;
         }
     }
     printf("read loop: %.1f GB/s\n", probe / PASSES);
