@@ -179,7 +179,7 @@ class Model:
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
         if head not in LM_HEADS:
-            raise ValueError(f"head must be 'f16' or 'q8_0', not {head!r}")
+            raise ValueError(f"head must be one of {', '.join(LM_HEADS)}, not {head!r}")
         head_type = None
         if head == "q8_0":
             stored = weights.embed if weights.head is None else weights.head

@@ -32,18 +32,18 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from trit.app.core.settings import Settings, check_setting, default_settings, physical_cores
+from trit.app.core.settings import LM_HEADS, Settings, check_setting, default_settings, physical_cores
 
 # (value, label) of the activation precision choices, in the order shown
 PRECISIONS = (
     ("f32", "Exact (f32)"),
     ("q8", "Fast, llama.cpp-style (q8)"),
 )
-# (value, label) of the output head choices
-LM_HEADS = (
-    ("f16", "Exact (f16, as stored)"),
-    ("q8_0", "Fast, approximate (Q8_0 built at load)"),
-)
+# (value, label) of the output head choices: every head the engine offers (LM_HEADS), labelled
+_HEAD_LABELS = {"f16": "Exact (f16, as stored)", "q8_0": "Fast, approximate (Q8_0 built at load)"}
+HEAD_CHOICES = tuple((value, _HEAD_LABELS[value]) for value in LM_HEADS)
+
+
 def _choices(items: tuple[tuple[str, str], ...], name: str, tip: str) -> QComboBox:
     """A combo box of (value, label) items with its accessible name and tooltip."""
     box = QComboBox()
@@ -112,7 +112,7 @@ class SettingsDialog(QDialog):
             "activations, which they were trained with.",
         )
         self.lm_head = _choices(
-            LM_HEADS,
+            HEAD_CHOICES,
             "Output head",
             "The output head of models that store it in 16-bit floats (BitNet b1.58 2B4T: more than "
             "half of the bytes read per word). Fast reads an 8-bit copy made when the model loads: "
