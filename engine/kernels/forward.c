@@ -16,6 +16,11 @@
 #endif
 
 #define TQ_ROWS_PER_CHUNK 64   /* rows of a ternary matrix per work item */
+/* A decode token's matrix job: each thread takes this many chunks of its own range at once and runs
+ * them as one GEMV call (TQ_ROWS_PER_CHUNK stays the unit that is stolen near the end). Two
+ * threads, alternating runs, median % of the paired bandwidth probe: 78.3/79.1 -> 80.7 with the
+ * machine's memory in its fast state, 93.3 -> 93.9 in its slow one. */
+#define TQ_DECODE_TAKE 4
 #define TQ_HEAD_ROWS 512       /* rows of the f16 head per work item */
 
 struct tq_state {
@@ -37,7 +42,7 @@ struct tq_state {
     uint8_t *qka[TQ_ACTF_COUNT]; /* max_batch x qka_stride[f]: activations in llama.cpp formats */
     size_t qka_stride[TQ_ACTF_COUNT];
     float *hx;      /* dim: the normed state the head reads */
-    int32_t *tmp;   /* nth x max_batch x TQ_ROWS_PER_CHUNK: per-thread integer products */
+    int32_t *tmp;   /* nth x tq_tmp_rows(): per-thread integer products */
     float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
     float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32), in kv_map[0] / kv_map[1] */
@@ -121,6 +126,12 @@ void tq_state_free(tq_state *s) {
     free(s);
 }
 
+/* Integer products one thread holds: a chunk for every token of a batch, or a decode token's
+ * TQ_DECODE_TAKE chunks. */
+static size_t tq_tmp_rows(const tq_state *s) {
+    return (size_t)(s->max_batch > TQ_DECODE_TAKE ? s->max_batch : TQ_DECODE_TAKE) * TQ_ROWS_PER_CHUNK;
+}
+
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads) {
     if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
     tq_state *s = (tq_state *)calloc(1, sizeof(tq_state));
@@ -147,7 +158,7 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->qa = tq_alloc(B * s->apad);
     s->qsum = tq_alloc(B * sizeof(int32_t));
     s->qscale = tq_alloc(B * sizeof(float));
-    s->tmp = tq_alloc((size_t)s->nth * B * TQ_ROWS_PER_CHUNK * sizeof(int32_t));
+    s->tmp = tq_alloc((size_t)s->nth * tq_tmp_rows(s) * sizeof(int32_t));
     s->hx = tq_alloc((size_t)m->dim * sizeof(float));
     if (!s->hx) goto fail;
     /* Q8_K wants whole 256-blocks: size every format for the widest input rounded up to 256 */
@@ -272,25 +283,30 @@ static void tq_mm_worker(void *arg, int ith, int nth) {
     (void)nth;
     tq_mm_task *task = (tq_mm_task *)arg;
     tq_state *s = task->s;
-    int32_t *tmp = s->tmp + (size_t)ith * s->max_batch * TQ_ROWS_PER_CHUNK;
+    int32_t *tmp = s->tmp + (size_t)ith * tq_tmp_rows(s);
+    const long most = task->ntok == 1 ? TQ_DECODE_TAKE : 1;
     for (;;) {
-        const long c = tq_split_take(&task->split, ith);
-        if (c < 0) break;
-        int i = 0;
-        while (c >= task->first[i + 1]) i++;
-        const tq_mm_item *it = &task->items[i];
-        const tq_lin *t = it->t;
-        const int r0 = (int)(c - task->first[i]) * TQ_ROWS_PER_CHUNK;
-        const int nr = t->rows - r0 < TQ_ROWS_PER_CHUNK ? t->rows - r0 : TQ_ROWS_PER_CHUNK;
-        if (t->type == TQ_LIN_TERNARY)
-            tq_mm_chunk_ternary(task, it, r0, nr, tmp);
-        else
-            tq_mm_chunk_quant(task, it, r0, nr);
-        if (t->bias)
-            for (int tok = 0; tok < task->ntok; tok++) {
-                float *out = it->out + (size_t)tok * it->ld + r0;
-                for (int r = 0; r < nr; r++) out[r] += t->bias[r0 + r];
-            }
+        long cnt;
+        const long c0 = tq_split_take_run(&task->split, ith, most, &cnt);
+        if (c0 < 0) break;
+        for (long c = c0, k; c < c0 + cnt; c += k) { /* consecutive chunks of one matrix: one call */
+            int i = 0;
+            while (c >= task->first[i + 1]) i++;
+            k = (c0 + cnt < task->first[i + 1] ? c0 + cnt : task->first[i + 1]) - c;
+            const tq_mm_item *it = &task->items[i];
+            const tq_lin *t = it->t;
+            const int r0 = (int)(c - task->first[i]) * TQ_ROWS_PER_CHUNK;
+            const int nr = t->rows - r0 < k * TQ_ROWS_PER_CHUNK ? t->rows - r0 : (int)k * TQ_ROWS_PER_CHUNK;
+            if (t->type == TQ_LIN_TERNARY)
+                tq_mm_chunk_ternary(task, it, r0, nr, tmp);
+            else
+                tq_mm_chunk_quant(task, it, r0, nr);
+            if (t->bias)
+                for (int tok = 0; tok < task->ntok; tok++) {
+                    float *out = it->out + (size_t)tok * it->ld + r0;
+                    for (int r = 0; r < nr; r++) out[r] += t->bias[r0 + r];
+                }
+        }
     }
 }
 

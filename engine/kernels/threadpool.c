@@ -97,6 +97,19 @@ long tq_split_take(tq_split *s, int ith) {
     return -1;
 }
 
+long tq_split_take_run(tq_split *s, int ith, long most, long *count) {
+    tq_split_part *own = &s->part[ith % s->n];
+    if (most > 1 && own->r.end - tq_atomic_load(&own->r.next) > 2 * most) {
+        const long c = tq_atomic_add(&own->r.next, most);
+        if (c < own->r.end) {
+            *count = own->r.end - c < most ? own->r.end - c : most;
+            return c;
+        }
+    }
+    *count = 1;
+    return tq_split_take(s, ith);
+}
+
 int tq_pool_threads(const tq_pool *pool) { return pool->nth; }
 
 /* Wait until *p != old (mode 0) or *p == 0 (mode 1): spin, yield, then sleep on cv. */

@@ -49,6 +49,11 @@ typedef struct {
 } tq_split;
 void tq_split_reset(tq_split *s, long total, int nparts);
 long tq_split_take(tq_split *s, int ith); /* a chunk index, or -1 when none is left */
+/* Like tq_split_take, but up to `most` consecutive chunks of thread ith's own range at once while
+ * more than 2 * most are left there (the caller streams them as one piece); near the end of its
+ * range, and when taking from the others, one at a time. Returns the first index and sets *count,
+ * or returns -1. */
+long tq_split_take_run(tq_split *s, int ith, long most, long *count);
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,25 @@ def test_greedy_same_across_threads_and_isas(weights):
     assert all(t == first for t in runs.values()), runs
 
 
+def test_decode_identical_across_threads_with_long_matrices():
+    """A decode token's matrix jobs hand each thread several chunks at once (runs that may cross
+    from one matrix into the next, as gate -> up) and one chunk at a time near the end; the rows
+    each thread computes change with the thread count, the logits may not. max_batch=1 holds
+    fewer chunk rows per thread than one such run."""
+    from trit.engine import _core
+
+    w = random_weights(3, dim=256, hidden=2048, vocab=300)[0]
+    ids = [5, 17, 42, 99, 3, 250]
+    for isa in available_isas():
+        m = Model(w, threads=1, isa=isa)
+        runs = []
+        for threads in (1, 2, 3):
+            st = _core.CoreState(m.core, 16, 1, threads)
+            runs.append(np.stack([st.forward([t], pos) for pos, t in enumerate(ids)]))
+        for got in runs[1:]:
+            np.testing.assert_array_equal(got, runs[0], err_msg=isa)
+
+
 def test_logits_fresh_context_each_call(model):
     a = model.logits([1, 2, 3])
     model.logits([7, 8, 9, 10])
