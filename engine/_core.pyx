@@ -70,7 +70,8 @@ cdef extern from "forward.h" nogil:
         const tq_layer *layers
     ctypedef struct tq_state:
         pass
-    tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads)
+    tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
+                           int kv_half)
     void tq_state_free(tq_state *s)
     void tq_state_cancel(tq_state *s, int flag)
     int tq_state_threads(const tq_state *s)
@@ -228,18 +229,23 @@ cdef class CoreState:
     cdef readonly CoreModel model
     cdef readonly int n_ctx
     cdef readonly int max_batch
+    cdef readonly str kv
 
     def __cinit__(self):
         self.s = NULL
 
-    def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1):
+    def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1, str kv="f32"):
         if n_ctx < 1 or max_batch < 1 or nthreads < 1:
             raise ValueError("n_ctx, max_batch and nthreads must be >= 1")
+        if kv not in ("f32", "f16"):
+            raise ValueError(f"kv must be 'f32' or 'f16', got {kv!r}")
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max_batch
+        self.kv = kv
+        cdef int half = kv == "f16"
         with nogil:
-            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads)
+            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads, half)
         if self.s == NULL:
             raise OutOfMemoryError(
                 f"could not allocate the session state (KV cache for {n_ctx} positions); "

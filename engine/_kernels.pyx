@@ -27,6 +27,10 @@ cdef extern from "tq.h" nogil:
                                     float *out) noexcept
     ctypedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n,
                                     float *out) noexcept
+    ctypedef void (*tq_f16_dots_fn)(const uint16_t *rows, size_t stride, int len, const float *x, int n,
+                                    float *out) noexcept
+    ctypedef void (*tq_f16_wsum_fn)(const uint16_t *rows, size_t stride, int len, const float *w, int n,
+                                    float *out) noexcept
     ctypedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out) noexcept
     ctypedef void (*tq_softmax_fn)(float *x, int n, float scale) noexcept
     ctypedef struct tq_kernels:
@@ -39,6 +43,8 @@ cdef extern from "tq.h" nogil:
         tq_f32_wsum_fn f32_wsum
         tq_scale_out_fn scale_out
         tq_softmax_fn softmax
+        tq_f16_dots_fn f16_dots
+        tq_f16_wsum_fn f16_wsum
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -177,33 +183,47 @@ def f16_gemv(str isa, const uint16_t[:, ::1] w, const float[::1] x):
     return out
 
 
-def f32_dots(str isa, const float[:, ::1] rows, const float[::1] x):
-    """out[j] = dot(rows[j, :n], x) with n = len(x) <= rows.shape[1] (the row stride)."""
+ctypedef fused kv_t:
+    float
+    uint16_t
+
+
+def kv_dots(str isa, const kv_t[:, ::1] rows, const float[::1] x):
+    """out[j] = dot(rows[j, :n], x) with n = len(x) <= rows.shape[1] (the row stride): f32_dots for
+    float32 rows, f16_dots for uint16 rows (the bits of float16, e.g. ``a.view(np.uint16)``)."""
     cdef const tq_kernels *k = _table(isa)
     if x.shape[0] > rows.shape[1]:
-        raise ValueError("f32_dots: x is longer than a row")
+        raise ValueError("kv_dots: x is longer than a row")
     cdef int n = <int>x.shape[0], length = <int>rows.shape[0]
     cdef size_t stride = <size_t>rows.shape[1]
     out = np.zeros(length, dtype=np.float32)
     cdef float[::1] o = out
     if length > 0 and n > 0:
         with nogil:
-            k.f32_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
+            if kv_t is float:
+                k.f32_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
+            else:
+                k.f16_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
     return out
 
 
-def f32_wsum(str isa, const float[:, ::1] rows, const float[::1] w, int n):
-    """out[i] = sum_j w[j] * rows[j, i] for i < n <= rows.shape[1] (the row stride)."""
+def kv_wsum(str isa, const kv_t[:, ::1] rows, const float[::1] w, int n):
+    """out[i] = sum_j w[j] * rows[j, i] for i < n <= rows.shape[1] (the row stride): f32_wsum for
+    float32 rows, f16_wsum for uint16 rows (float16 bits)."""
     cdef const tq_kernels *k = _table(isa)
     if w.shape[0] != rows.shape[0] or n < 0 or n > rows.shape[1]:
-        raise ValueError("f32_wsum: need len(w) == rows.shape[0] and 0 <= n <= rows.shape[1]")
+        raise ValueError("kv_wsum: need len(w) == rows.shape[0] and 0 <= n <= rows.shape[1]")
     cdef int length = <int>w.shape[0]
     cdef size_t stride = <size_t>rows.shape[1]
     out = np.full(n, np.nan, dtype=np.float32)  # every element must be written
     cdef float[::1] o = out
+    cdef const float *wp = &w[0] if length > 0 else NULL
     if n > 0:
         with nogil:
-            k.f32_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, &w[0] if length > 0 else NULL, n, &o[0])
+            if kv_t is float:
+                k.f32_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, wp, n, &o[0])
+            else:
+                k.f16_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, wp, n, &o[0])
     return out
 
 

@@ -162,7 +162,7 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     if name == "gemv_lead":
         kern = root / "engine" / "kernels"
         flags += ["-DTQ_GEMV_PREFETCH_LEAD=4096", f"-I{kern}"]
-        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "cpu.c")] + ["-lm"]
+        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm"]
     r = subprocess.run(
         ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], check=False, capture_output=True, text=True
     )

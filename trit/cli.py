@@ -13,7 +13,7 @@ import numpy as np
 
 from trit.engine.errors import EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
-from trit.engine.model import LM_HEADS
+from trit.engine.model import KV_TYPES, LM_HEADS
 
 
 def _ids(text: str) -> list[int]:
@@ -48,6 +48,13 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         choices=LM_HEADS,
         default="f16",
         help="LM head: f16 as stored (default) or a Q8_0 copy built at load (fewer bytes per token)",
+    )
+    p.add_argument(
+        "--kv",
+        choices=KV_TYPES,
+        default="f32",
+        help="KV cache: f32 (default, exact) or f16 (half the memory and of the bytes attention reads per "
+        "token; K and V rounded to f16)",
     )
     p.add_argument(
         "--weights",
@@ -164,6 +171,7 @@ def _load(args: argparse.Namespace):
         activations=args.activations,
         head=args.head,
         weights=args.weights,
+        kv=args.kv,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from trit.engine.model import LM_HEADS, physical_cores  # the engine's, re-exported for the UI
+from trit.engine.model import KV_TYPES, LM_HEADS, physical_cores  # the engine's, re-exported for the UI
 
 from .sampling import Sampling
 
@@ -65,6 +65,8 @@ class Settings:
     # the output head of models that store it as f16 (BitNet): "f16" exact, "q8_0" a Q8_0 copy built
     # at load (~40% faster decode on BitNet 2B4T, logits move by its rounding)
     lm_head: str = "f16"
+    # the KV cache: "f32" exact, "f16" half the memory (long chats: attention reads half the bytes)
+    kv_cache: str = "f32"
     hf_token: str = field(default="", repr=False)  # Hugging Face access token for gated repos
 
     def sampling_for(self, family: str) -> Sampling:
@@ -135,6 +137,12 @@ def _check_lm_head(v: Any) -> str:
     return str(v)
 
 
+def _check_kv_cache(v: Any) -> str:
+    if v not in KV_TYPES:
+        raise ValueError(f"must be one of {', '.join(KV_TYPES)}")
+    return str(v)
+
+
 def _check_token(v: Any) -> str:
     # it goes into an HTTP header: one word of printable ASCII
     if not isinstance(v, str):
@@ -157,6 +165,7 @@ _CHECKS: dict[str, Any] = {
     "context": lambda v: _check_int(v, 128, 1 << 20),
     "activations": _check_activations,
     "lm_head": _check_lm_head,
+    "kv_cache": _check_kv_cache,
     "hf_token": _check_token,
 }
 

@@ -648,7 +648,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loading {Path(path).name}…", 3000)
         self._update_controls()
         s = self.ctx.settings
-        self.worker.load(path, s.threads, s.context, s.activations, s.lm_head)
+        self.worker.load(path, s.threads, s.context, s.activations, s.lm_head, s.kv_cache)
 
     def _no_default_model(self) -> tuple[str, str]:
         from trit.default_model import default_model_spec
@@ -775,11 +775,12 @@ class MainWindow(QMainWindow):
         reply is being written, since the reload stops it). Returns {field: problem} ({} when
         applied), or None when the user chose not to stop the reply."""
         old = self.ctx.settings
-        engine_changed = (new.threads, new.context, new.activations, new.lm_head) != (
+        engine_changed = (new.threads, new.context, new.activations, new.lm_head, new.kv_cache) != (
             old.threads,
             old.context,
             old.activations,
             old.lm_head,
+            old.kv_cache,
         )
         reload_path = self.loading_path or self.loaded_path
         if (

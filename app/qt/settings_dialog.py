@@ -32,7 +32,14 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from trit.app.core.settings import LM_HEADS, Settings, check_setting, default_settings, physical_cores
+from trit.app.core.settings import (
+    KV_TYPES,
+    LM_HEADS,
+    Settings,
+    check_setting,
+    default_settings,
+    physical_cores,
+)
 
 # (value, label) of the activation precision choices, in the order shown
 PRECISIONS = (
@@ -42,6 +49,9 @@ PRECISIONS = (
 # (value, label) of the output head choices: every head the engine offers (LM_HEADS), labelled
 _HEAD_LABELS = {"f16": "Exact (f16, as stored)", "q8_0": "Fast, approximate (Q8_0 built at load)"}
 HEAD_CHOICES = tuple((value, _HEAD_LABELS[value]) for value in LM_HEADS)
+# (value, label) of the KV cache choices: every type the engine offers (KV_TYPES), labelled
+_KV_LABELS = {"f32": "Exact (f32)", "f16": "Compact, approximate (f16)"}
+KV_CHOICES = tuple((value, _KV_LABELS[value]) for value in KV_TYPES)
 
 
 def _choices(items: tuple[tuple[str, str], ...], name: str, tip: str) -> QComboBox:
@@ -59,6 +69,7 @@ FIELD_LABELS = {
     "context": "Context size",
     "activations": "Activation precision",
     "lm_head": "Output head",
+    "kv_cache": "Conversation memory",
     "models_dir": "Models folder",
     "hf_endpoint": "Hugging Face endpoint",
     "hf_token": "Access token",
@@ -119,6 +130,13 @@ class SettingsDialog(QDialog):
             "about 40% faster replies on BitNet 2B4T and less memory, with probabilities that differ "
             "slightly from the exact model.",
         )
+        self.kv_cache = _choices(
+            KV_CHOICES,
+            "Conversation memory",
+            "How the model keeps the conversation so far (its KV cache). Compact stores it in 16-bit "
+            "floats: half the memory, and faster replies late in long chats; the model's "
+            "probabilities differ slightly from the exact ones.",
+        )
         engine = QGroupBox("Engine (changes reload the model)")
         ef = QFormLayout(engine)
         ef.addRow(self._label("&Threads", self.threads), self.threads)
@@ -128,6 +146,8 @@ class SettingsDialog(QDialog):
         ef.addRow("", hint("For llama.cpp weight types only; ternary models are unaffected."))
         ef.addRow(self._label("Output &head", self.lm_head), self.lm_head)
         ef.addRow("", hint("For models that store it in 16 bits (BitNet). Fast is approximate."))
+        ef.addRow(self._label("Conversation &memory", self.kv_cache), self.kv_cache)
+        ef.addRow("", hint("Compact halves the memory a long chat takes; it is approximate."))
 
         # models and downloads
         self.models_dir = QLineEdit()
@@ -216,6 +236,7 @@ class SettingsDialog(QDialog):
             "context": self.context,
             "activations": self.precision,
             "lm_head": self.lm_head,
+            "kv_cache": self.kv_cache,
             "models_dir": self.models_dir,
             "hf_endpoint": self.endpoint,
             "hf_token": self.token,
@@ -226,6 +247,7 @@ class SettingsDialog(QDialog):
             self.context,
             self.precision,
             self.lm_head,
+            self.kv_cache,
             self.models_dir,
             self.browse_button,
             self.endpoint,
@@ -257,6 +279,7 @@ class SettingsDialog(QDialog):
         i = self.precision.findData(s.activations)
         self.precision.setCurrentIndex(max(i, 0))
         self.lm_head.setCurrentIndex(max(self.lm_head.findData(s.lm_head), 0))
+        self.kv_cache.setCurrentIndex(max(self.kv_cache.findData(s.kv_cache), 0))
         self.models_dir.setText(s.models_dir)
         self.endpoint.setText(s.hf_endpoint)
         self.token.setText(s.hf_token)
@@ -274,6 +297,7 @@ class SettingsDialog(QDialog):
             "context": int(self.context.value()),
             "activations": self.precision.currentData(),
             "lm_head": self.lm_head.currentData(),
+            "kv_cache": self.kv_cache.currentData(),
             "models_dir": self.models_dir.text().strip(),
             "hf_endpoint": self.endpoint.text().strip(),
             "hf_token": self.token.text(),

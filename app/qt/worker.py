@@ -71,7 +71,7 @@ class EngineWorker(QObject):
     busy_changed = Signal(bool)
 
     # requests, emitted on the caller's thread and delivered (queued) on the worker thread
-    _load_request = Signal(str, int, int, str, str)
+    _load_request = Signal(str, int, int, str, str, str)
     _generate_request = Signal(dict)
     _unload_request = Signal()
 
@@ -108,12 +108,13 @@ class EngineWorker(QObject):
         context: int | None = None,
         activations: str = "f32",
         head: str = "f16",
+        kv: str = "f32",
     ) -> None:
         """Loads path in place of the current model (after any queued request). context: None
-        = the one given to the constructor; activations / head: load_model(activations=...,
-        head=...)."""
+        = the one given to the constructor; activations / head / kv: load_model(activations=...,
+        head=..., kv=...)."""
         ctx = context if context is not None else self._context
-        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations, head)
+        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations, head, kv)
 
     def generate(self, request: dict[str, Any]) -> None:
         # cleared here, not on the worker thread: a Stop pressed before the request starts counts
@@ -154,8 +155,8 @@ class EngineWorker(QObject):
         self._busy = busy
         self.busy_changed.emit(busy)
 
-    @Slot(str, int, int, str, str)
-    def _do_load(self, path: str, threads: int, context: int, activations: str, head: str) -> None:
+    @Slot(str, int, int, str, str, str)
+    def _do_load(self, path: str, threads: int, context: int, activations: str, head: str, kv: str) -> None:
         from trit.engine import load_model
 
         self._set_busy(True)
@@ -168,6 +169,7 @@ class EngineWorker(QObject):
                     context=context or None,
                     activations=activations or "f32",
                     head=head or "f16",
+                    kv=kv or "f32",
                 )
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
                 msg = str(e) or type(e).__name__

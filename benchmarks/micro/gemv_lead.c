@@ -4,7 +4,7 @@
  *
  *   for L in 0 4096; do gcc -O3 -DTQ_GEMV_PREFETCH_LEAD=$L -Iengine/kernels -mavx2 -mfma -mf16c \
  *       -mavx512f -mavx512bw -mavx512vl benchmarks/micro/gemv_lead.c engine/kernels/tq_avx2.c \
- *       engine/kernels/tq_avx512.c engine/kernels/cpu.c -o /tmp/gemv_lead_$L -lm; done
+ *       engine/kernels/tq_avx512.c engine/kernels/tq_scalar.c engine/kernels/cpu.c -o /tmp/gemv_lead_$L -lm; done
  *   /tmp/gemv_lead_0 2560 avx512; /tmp/gemv_lead_4096 2560 avx512    # columns, avx512 | avx2
  *
  * It also prints the same kernel over 128 KiB of rows repeated (held in L2): the speed of its

@@ -45,7 +45,9 @@ struct tq_state {
     int32_t *tmp;   /* nth x tq_tmp_rows(): per-thread integer products */
     float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
-    float *kc, *vc; /* n_layers x n_ctx x kvdim: KV cache (f32), in kv_map[0] / kv_map[1] */
+    void *kc, *vc;  /* n_layers x n_ctx x kvdim: KV cache (f32, or f16 when kv_half), in kv_map[0] / [1] */
+    int kv_half;
+    float *kst, *vst; /* max_batch x kvdim: a chunk's new K and V in f32 before they go into an f16 cache */
     void *kv_map[2];
     size_t kv_map_len;
     float *rcos, *rsin; /* n_ctx x head_dim/2: RoPE tables */
@@ -117,7 +119,7 @@ void tq_state_free(tq_state *s) {
     if (!s) return;
     if (s->pool) tq_pool_free(s->pool);
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
-                    s->tmp, s->att, s->attv, s->rcos, s->rsin};
+                    s->tmp, s->att, s->attv, s->rcos, s->rsin, s->kst, s->vst};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
     for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
     tq_free_aligned(s->hx);
@@ -132,7 +134,8 @@ static size_t tq_tmp_rows(const tq_state *s) {
     return (size_t)(s->max_batch > TQ_DECODE_TAKE ? s->max_batch : TQ_DECODE_TAKE) * TQ_ROWS_PER_CHUNK;
 }
 
-tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads) {
+tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
+                       int kv_half) {
     if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
     tq_state *s = (tq_state *)calloc(1, sizeof(tq_state));
     if (!s) return NULL;
@@ -173,10 +176,17 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
     const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
-    s->kc = tq_kv_alloc(kv * sizeof(float), &s->kv_map[0], &s->kv_map_len);
-    s->vc = tq_kv_alloc(kv * sizeof(float), &s->kv_map[1], &s->kv_map_len);
+    s->kv_half = kv_half != 0;
+    const size_t esz = s->kv_half ? sizeof(uint16_t) : sizeof(float);
+    s->kc = tq_kv_alloc(kv * esz, &s->kv_map[0], &s->kv_map_len);
+    s->vc = tq_kv_alloc(kv * esz, &s->kv_map[1], &s->kv_map_len);
+    if (s->kv_half) {
+        s->kst = tq_alloc(B * s->kvdim * sizeof(float));
+        s->vst = tq_alloc(B * s->kvdim * sizeof(float));
+    }
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
-        !s->qscale || !s->tmp || !s->att || !s->attv || !s->rcos || !s->rsin || !s->kc || !s->vc)
+        !s->qscale || !s->tmp || !s->att || !s->attv || !s->rcos || !s->rsin || !s->kc || !s->vc ||
+        (s->kv_half && (!s->kst || !s->vst)))
         goto fail;
     /* RoPE angles exactly as transformers computes them in float32:
      * inv_freq = 1 / theta^(2i/hd), angle = float(pos) * inv_freq, then cos/sin. */
@@ -197,10 +207,19 @@ fail:
 void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
 int tq_state_threads(const tq_state *s) { return s->nth; }
 long long tq_state_kv_bytes(const tq_state *s) {
-    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)sizeof(float);
+    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)(s->kv_half ? sizeof(uint16_t) : sizeof(float));
 }
 
 /* ---- small serial pieces ---------------------------------------------------------------- */
+
+/* n floats into an f16 cache row, rounded to nearest even; beyond the f16 range they saturate at
+ * +-65504 rather than become infinities (which would turn the softmax into NaNs). */
+static void tq_to_f16(uint16_t *out, const float *x, int n) {
+    for (int i = 0; i < n; i++) {
+        const float v = x[i] > 65504.0f ? 65504.0f : x[i] < -65504.0f ? -65504.0f : x[i];
+        out[i] = tq_f32_to_f16(v);
+    }
+}
 
 /* The sum of squares in double (6912 squares keep full f32 precision) over eight independent
  * partial sums: one chain of dependent double adds cost ~4 cycles per element, and the six norms of
@@ -356,7 +375,9 @@ static void tq_matmul(tq_state *s, const float *x, size_t ldx, int ntok, int nit
 typedef struct {
     const tq_layer *L;
     float *x;            /* n x dim residual stream */
-    float *kc;           /* this layer's K cache at the chunk's first position */
+    float *kc;           /* the chunk's new K rows (f32): in the cache, or kst for an f16 cache */
+    float *vc;           /* the chunk's new V rows (f32), likewise */
+    uint16_t *kh, *vh;   /* an f16 cache at the chunk's first position (NULL for f32) */
     int pos;
     unsigned need_qkv, need_o, need_gu, need_down;
 } tq_tok_ctx;
@@ -393,6 +414,23 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
 
 /* ---- attention ---------------------------------------------------------------------------- */
 
+/* Scores of nk keys of one KV head (key 0 at cache element e) against query x; the value sum with
+ * weights w into out. The cache holds f32 or f16 (kv_half); head_dim values per key. */
+static void tq_kv_dots(const tq_state *s, size_t e, int nk, const float *x, float *out) {
+    const int hd = s->m->head_dim;
+    if (s->kv_half)
+        s->k->f16_dots((const uint16_t *)s->kc + e, (size_t)s->kvdim, nk, x, hd, out);
+    else
+        s->k->f32_dots((const float *)s->kc + e, (size_t)s->kvdim, nk, x, hd, out);
+}
+static void tq_kv_wsum(const tq_state *s, size_t e, int nk, const float *w, float *out) {
+    const int hd = s->m->head_dim;
+    if (s->kv_half)
+        s->k->f16_wsum((const uint16_t *)s->vc + e, (size_t)s->kvdim, nk, w, hd, out);
+    else
+        s->k->f32_wsum((const float *)s->vc + e, (size_t)s->kvdim, nk, w, hd, out);
+}
+
 /* One work item is one token and `gq` query heads that share a KV head (GQA): their scores and
  * value sums go through the keys in blocks of TQ_ATTN_KEYS, every head of the item over one block
  * before the next, so each block of the K and V cache is read from memory once for the gq heads
@@ -416,8 +454,7 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * group * s->n_ctx; /* gq x n_ctx */
     float *part = s->attv + (size_t)ith * hd;
-    const float *kc = s->kc + (size_t)task->layer * s->n_ctx * s->kvdim;
-    const float *vc = s->vc + (size_t)task->layer * s->n_ctx * s->kvdim;
+    const size_t lay = (size_t)task->layer * s->n_ctx * s->kvdim; /* the layer's first cache element */
     const int per_tok = m->n_heads / gq;
     const long total = (long)task->ntok * per_tok;
     for (;;) {
@@ -426,12 +463,12 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
         const int t = (int)(item / per_tok), h0 = (int)(item % per_tok) * gq;
         const int kvh = h0 / group; /* GQA: query head h reads KV head h / group */
         const int len = task->pos + t + 1;
-        const float *kh = kc + (size_t)kvh * hd, *vh = vc + (size_t)kvh * hd;
+        const size_t kv0 = lay + (size_t)kvh * hd; /* element of key 0 of this KV head */
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
             const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
             for (int g = 0; g < gq; g++)
-                s->k->f32_dots(kh + (size_t)j0 * s->kvdim, (size_t)s->kvdim, nk,
-                               s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd, hd, att + (size_t)g * s->n_ctx + j0);
+                tq_kv_dots(s, kv0 + (size_t)j0 * s->kvdim, nk, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
+                           att + (size_t)g * s->n_ctx + j0);
         }
         for (int g = 0; g < gq; g++) s->k->softmax(att + (size_t)g * s->n_ctx, len, scale);
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
@@ -439,7 +476,7 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
             for (int g = 0; g < gq; g++) {
                 float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
                 float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
-                s->k->f32_wsum(vh + (size_t)j0 * s->kvdim, (size_t)s->kvdim, nk, att + (size_t)g * s->n_ctx + j0, hd, dst);
+                tq_kv_wsum(s, kv0 + (size_t)j0 * s->kvdim, nk, att + (size_t)g * s->n_ctx + j0, dst);
                 if (j0)
                     for (int i = 0; i < hd; i++) out[i] += part[i];
             }
@@ -532,6 +569,11 @@ static void tq_tok_attn_in(tq_state *s, const tq_tok_ctx *c, int t) {
 static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_rope(s, s->q + (size_t)t * s->qdim, s->m->n_heads, c->pos + t);
     tq_rope(s, c->kc + (size_t)t * s->kvdim, s->m->n_kv_heads, c->pos + t);
+    if (c->kh) { /* the finished K and V rows into the f16 cache */
+        const size_t o = (size_t)t * s->kvdim;
+        tq_to_f16(c->kh + o, c->kc + o, s->kvdim);
+        tq_to_f16(c->vh + o, c->vc + o, s->kvdim);
+    }
 }
 
 /* attention output (xb_t): sub-norm, quantized for o */
@@ -575,13 +617,15 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     const tq_model *m = s->m;
     const tq_layer *L = &m->layers[l];
     const int dim = m->dim, qdim = s->qdim, kvdim = s->kvdim, hid = m->hidden;
-    float *kc = s->kc + ((size_t)l * s->n_ctx + pos) * kvdim;
-    float *vc = s->vc + ((size_t)l * s->n_ctx + pos) * kvdim;
+    const size_t e0 = ((size_t)l * s->n_ctx + pos) * kvdim; /* this chunk's first cache element */
+    float *kc = s->kv_half ? s->kst : (float *)s->kc + e0;
+    float *vc = s->kv_half ? s->vst : (float *)s->vc + e0;
+    uint16_t *kh = s->kv_half ? (uint16_t *)s->kc + e0 : NULL, *vh = s->kv_half ? (uint16_t *)s->vc + e0 : NULL;
     const tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
     const tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
     const tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
     const tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
-    const tq_tok_ctx c = {L, x, kc, pos, tq_items_need(3, qkv), tq_items_need(1, &o), tq_items_need(2, gu),
+    const tq_tok_ctx c = {L, x, kc, vc, kh, vh, pos, tq_items_need(3, qkv), tq_items_need(1, &o), tq_items_need(2, gu),
                           tq_items_need(1, &d)};
 
     /* attention block */

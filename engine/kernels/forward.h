@@ -53,8 +53,11 @@ typedef struct {
 
 typedef struct tq_state tq_state;
 
-/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1. NULL on OOM. */
-tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads);
+/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1; kv_half: the KV cache
+ * in f16 (half the bytes; K and V rounded to nearest even, saturating at +-65504) instead of f32.
+ * NULL on OOM. */
+tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
+                       int kv_half);
 void tq_state_free(tq_state *s);
 /* Set from another thread to stop a forward between two layers (tq_forward then returns
  * TQ_ECANCELLED and the KV entries of that call are not valid). */

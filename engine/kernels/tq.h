@@ -64,6 +64,11 @@ typedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const 
  * overwritten; len 0 gives zeros). */
 typedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const float *w, int n, float *out);
 
+/* The same two over an f16 KV cache (rows of halves, stride in halves): every half is widened to
+ * float exactly, then the sums run as in the f32 kernels of the same path. */
+typedef void (*tq_f16_dots_fn)(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out);
+typedef void (*tq_f16_wsum_fn)(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out);
+
 /* Attention weights in place: x[j] = exp(x[j] * scale - max) / sum over j < n (n >= 1), where max
  * is the largest x[j] * scale. SIMD paths use a polynomial exp (within 2 ulp of expf on [-87, 0];
  * below that the weights are < 1e-38 of the largest and flush towards 0); scalar uses expf. */
@@ -84,6 +89,8 @@ typedef struct {
     tq_f32_wsum_fn f32_wsum;
     tq_scale_out_fn scale_out;
     tq_softmax_fn softmax;
+    tq_f16_dots_fn f16_dots;
+    tq_f16_wsum_fn f16_wsum;
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
@@ -94,6 +101,8 @@ float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *s
 void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
 void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out);
 void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out);
+void tq_f16_dots_scalar(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out);
+void tq_f16_wsum_scalar(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out);
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out);
 void tq_softmax_scalar(float *x, int n, float scale);
 

@@ -1,5 +1,5 @@
 /* What the attention kernels of every path share: the polynomial exp constants of the SIMD
- * softmax, and the plain-C pieces: the column tails of f32_dots / f32_wsum past the last full
+ * softmax, and the plain-C pieces: the column tails of f32/f16_dots and _wsum past the last full
  * vector (AVX2 and NEON; AVX-512 masks its tails instead) and the softmax's scalar loops, which
  * are the whole scalar softmax and the tails of the SIMD ones. */
 #ifndef TQ_ATTN_H
@@ -7,6 +7,15 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "tq.h"
+
+/* Element idx of a KV row block: f32 (h = 0) or f16 (h = 1, widened exactly). h is a constant
+ * at every call, so each kernel compiles to two plain loops. */
+static inline float tq_kv_elem(const void *rows, size_t idx, int h) {
+    return h ? tq_f16_to_f32(((const uint16_t *)rows)[idx]) : ((const float *)rows)[idx];
+}
 
 /* exp(x) for the softmax's x <= 0 (after the max is subtracted): x = n ln2 + r with n = round(x
  * log2 e), ln2 in two parts (Cody-Waite), exp(r) by Cephes' expf polynomial, times 2^n. Inputs are
@@ -22,21 +31,21 @@
 #define TQ_EXP_P4 1.6666665459e-1f
 #define TQ_EXP_P5 5.0000001201e-1f
 
-/* Four keys' partial sums s[0..3] (rows r, r + stride, ...) completed over columns body..n-1 and
- * stored to out[0..3]. */
-static inline void tq_dots4_finish(const float *r, size_t stride, const float *x, int body, int n, float s[4],
-                                   float *out) {
+/* Four keys' partial sums s[0..3] (the rows starting at element r0, r0 + stride, ...) completed
+ * over columns body..n-1 and stored to out[0..3]. */
+static inline void tq_dots4_finish(const void *rows, size_t r0, size_t stride, const float *x, int body, int n,
+                                   float s[4], float *out, int h) {
     for (int i = body; i < n; i++)
-        for (int k = 0; k < 4; k++) s[k] += r[(size_t)k * stride + i] * x[i];
+        for (int k = 0; k < 4; k++) s[k] += tq_kv_elem(rows, r0 + (size_t)k * stride + i, h) * x[i];
     for (int k = 0; k < 4; k++) out[k] = s[k];
 }
 
 /* out[c] = sum_j w[j] * rows[j * stride + c] for columns c0..n-1, one column at a time. */
-static inline void tq_wsum_columns(const float *rows, size_t stride, int len, const float *w, int c0, int n,
-                                   float *out) {
+static inline void tq_wsum_columns(const void *rows, size_t stride, int len, const float *w, int c0, int n,
+                                   float *out, int h) {
     for (int c = c0; c < n; c++) {
         float a = 0.0f;
-        for (int j = 0; j < len; j++) a += w[j] * rows[(size_t)j * stride + c];
+        for (int j = 0; j < len; j++) a += w[j] * tq_kv_elem(rows, (size_t)j * stride + c, h);
         out[c] = a;
     }
 }

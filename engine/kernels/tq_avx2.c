@@ -232,51 +232,59 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
     }
 }
 
+/* Eight KV elements from element idx: f32 (h = 0) or f16 widened by F16C (h = 1). */
+TQ_INLINE __m256 tq_kv8(const void *rows, size_t idx, const int h) {
+    return h ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)rows + idx)))
+             : _mm256_loadu_ps((const float *)rows + idx);
+}
+
 /* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
- * multiple of 8 in scalar. */
-static void tq_f32_dots_avx2(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+ * multiple of 8 in scalar. h: f32 or f16 rows (tq_kv8). */
+TQ_INLINE void tq_dots_avx2(const void *rows, size_t stride, int len, const float *x, int n, float *out,
+                            const int h) {
     const int body = n & ~7;
     int j = 0;
     for (; j + 4 <= len; j += 4) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int i = 0; i < body; i += 8) {
             const __m256 xv = _mm256_loadu_ps(x + i);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), xv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + stride + i), xv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 2 * stride + i), xv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 3 * stride + i), xv, a3);
+            a0 = _mm256_fmadd_ps(tq_kv8(rows, r + i, h), xv, a0);
+            a1 = _mm256_fmadd_ps(tq_kv8(rows, r + stride + i, h), xv, a1);
+            a2 = _mm256_fmadd_ps(tq_kv8(rows, r + 2 * stride + i, h), xv, a2);
+            a3 = _mm256_fmadd_ps(tq_kv8(rows, r + 3 * stride + i, h), xv, a3);
         }
         float s[4] = {tq_hsum(a0), tq_hsum(a1), tq_hsum(a2), tq_hsum(a3)};
-        tq_dots4_finish(r, stride, x, body, n, s, out + j);
+        tq_dots4_finish(rows, r, stride, x, body, n, s, out + j, h);
     }
     for (; j < len; j++) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         int i = 0;
         for (; i + 16 <= body; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+            a0 = _mm256_fmadd_ps(tq_kv8(rows, r + i, h), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(tq_kv8(rows, r + i + 8, h), _mm256_loadu_ps(x + i + 8), a1);
         }
-        if (i < body) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
+        if (i < body) a0 = _mm256_fmadd_ps(tq_kv8(rows, r + i, h), _mm256_loadu_ps(x + i), a0);
         float s0 = tq_hsum(_mm256_add_ps(a0, a1));
-        for (i = body; i < n; i++) s0 += r[i] * x[i];
+        for (i = body; i < n; i++) s0 += tq_kv_elem(rows, r + i, h) * x[i];
         out[j] = s0;
     }
 }
 
 /* 32 output columns at a time in four registers (four FMA chains), then 8 at a time, then scalar. */
-static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+TQ_INLINE void tq_wsum_avx2(const void *rows, size_t stride, int len, const float *w, int n, float *out,
+                            const int h) {
     int c = 0;
     for (; c + 32 <= n; c += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int j = 0; j < len; j++) {
-            const float *r = rows + (size_t)j * stride + c;
+            const size_t r = (size_t)j * stride + c;
             const __m256 wj = _mm256_set1_ps(w[j]);
-            a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r), a0);
-            a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 8), a1);
-            a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 16), a2);
-            a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 24), a3);
+            a0 = _mm256_fmadd_ps(wj, tq_kv8(rows, r, h), a0);
+            a1 = _mm256_fmadd_ps(wj, tq_kv8(rows, r + 8, h), a1);
+            a2 = _mm256_fmadd_ps(wj, tq_kv8(rows, r + 16, h), a2);
+            a3 = _mm256_fmadd_ps(wj, tq_kv8(rows, r + 24, h), a3);
         }
         _mm256_storeu_ps(out + c, a0);
         _mm256_storeu_ps(out + c + 8, a1);
@@ -286,10 +294,23 @@ static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const fl
     for (; c + 8 <= n; c += 8) {
         __m256 a0 = _mm256_setzero_ps();
         for (int j = 0; j < len; j++)
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows + (size_t)j * stride + c), a0);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), tq_kv8(rows, (size_t)j * stride + c, h), a0);
         _mm256_storeu_ps(out + c, a0);
     }
-    tq_wsum_columns(rows, stride, len, w, c, n, out);
+    tq_wsum_columns(rows, stride, len, w, c, n, out, h);
+}
+
+static void tq_f32_dots_avx2(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_avx2(rows, stride, len, x, n, out, 0);
+}
+static void tq_f32_wsum_avx2(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_avx2(rows, stride, len, w, n, out, 0);
+}
+static void tq_f16_dots_avx2(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_avx2(rows, stride, len, x, n, out, 1);
+}
+static void tq_f16_wsum_avx2(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_avx2(rows, stride, len, w, n, out, 1);
 }
 
 static void tq_scale_out_avx2(const int32_t *acc, int n, float sa, const float *scale, float *out) {
@@ -355,6 +376,8 @@ static const tq_kernels tq_avx2_table = {
     tq_f32_wsum_avx2,
     tq_scale_out_avx2,
     tq_softmax_avx2,
+    tq_f16_dots_avx2,
+    tq_f16_wsum_avx2,
 };
 
 const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }

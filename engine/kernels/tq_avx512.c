@@ -313,28 +313,36 @@ static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const floa
     }
 }
 
+/* Sixteen KV elements from element idx (masked: lanes outside k read nothing and are 0): f32
+ * (h = 0) or f16 widened (h = 1). */
+TQ_INLINE __m512 tq_kv16(__mmask16 k, const void *rows, size_t idx, const int h) {
+    return h ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)rows + idx))
+             : _mm512_maskz_loadu_ps(k, (const float *)rows + idx);
+}
+
 /* Four keys at a time: one FMA chain per key, so four chains hide the FMA latency, and the query
- * is loaded once for the four. */
-static void tq_f32_dots_avx512(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+ * is loaded once for the four. h: f32 or f16 rows (tq_kv16). */
+TQ_INLINE void tq_dots_avx512(const void *rows, size_t stride, int len, const float *x, int n, float *out,
+                              const int h) {
     const int body = n & ~15;
-    const __mmask16 k = tq_tail_mask(n - body);
+    const __mmask16 k = tq_tail_mask(n - body), all = 0xffff;
     int j = 0;
     for (; j + 4 <= len; j += 4) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int i = 0; i < body; i += 16) {
             const __m512 xv = _mm512_loadu_ps(x + i);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + stride + i), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 2 * stride + i), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 3 * stride + i), xv, a3);
+            a0 = _mm512_fmadd_ps(tq_kv16(all, rows, r + i, h), xv, a0);
+            a1 = _mm512_fmadd_ps(tq_kv16(all, rows, r + stride + i, h), xv, a1);
+            a2 = _mm512_fmadd_ps(tq_kv16(all, rows, r + 2 * stride + i, h), xv, a2);
+            a3 = _mm512_fmadd_ps(tq_kv16(all, rows, r + 3 * stride + i, h), xv, a3);
         }
         if (body < n) {
             const __m512 xv = _mm512_maskz_loadu_ps(k, x + body);
-            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + body), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + stride + body), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + 2 * stride + body), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + 3 * stride + body), xv, a3);
+            a0 = _mm512_fmadd_ps(tq_kv16(k, rows, r + body, h), xv, a0);
+            a1 = _mm512_fmadd_ps(tq_kv16(k, rows, r + stride + body, h), xv, a1);
+            a2 = _mm512_fmadd_ps(tq_kv16(k, rows, r + 2 * stride + body, h), xv, a2);
+            a3 = _mm512_fmadd_ps(tq_kv16(k, rows, r + 3 * stride + body, h), xv, a3);
         }
         out[j] = _mm512_reduce_add_ps(a0);
         out[j + 1] = _mm512_reduce_add_ps(a1);
@@ -342,17 +350,18 @@ static void tq_f32_dots_avx512(const float *rows, size_t stride, int len, const 
         out[j + 3] = _mm512_reduce_add_ps(a3);
     }
     for (; j < len; j++) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         __m512 a0 = _mm512_setzero_ps();
-        for (int i = 0; i < body; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(x + i), a0);
-        if (body < n) a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, r + body), _mm512_maskz_loadu_ps(k, x + body), a0);
+        for (int i = 0; i < body; i += 16) a0 = _mm512_fmadd_ps(tq_kv16(all, rows, r + i, h), _mm512_loadu_ps(x + i), a0);
+        if (body < n) a0 = _mm512_fmadd_ps(tq_kv16(k, rows, r + body, h), _mm512_maskz_loadu_ps(k, x + body), a0);
         out[j] = _mm512_reduce_add_ps(a0);
     }
 }
 
 /* 64 output columns at a time in four registers (four independent FMA chains), every key's row
  * read once per column group; partial groups through masks. */
-static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+TQ_INLINE void tq_wsum_avx512(const void *rows, size_t stride, int len, const float *w, int n, float *out,
+                              const int h) {
     for (int c = 0; c < n; c += 64) {
         __mmask16 k[4];
         for (int b = 0; b < 4; b++) {
@@ -361,18 +370,31 @@ static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const 
         }
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int j = 0; j < len; j++) {
-            const float *r = rows + (size_t)j * stride + c;
+            const size_t r = (size_t)j * stride + c;
             const __m512 wj = _mm512_set1_ps(w[j]);
-            a0 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[0], r), a0);
-            a1 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[1], r + 16), a1);
-            a2 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[2], r + 32), a2);
-            a3 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(k[3], r + 48), a3);
+            a0 = _mm512_fmadd_ps(wj, tq_kv16(k[0], rows, r, h), a0);
+            a1 = _mm512_fmadd_ps(wj, tq_kv16(k[1], rows, r + 16, h), a1);
+            a2 = _mm512_fmadd_ps(wj, tq_kv16(k[2], rows, r + 32, h), a2);
+            a3 = _mm512_fmadd_ps(wj, tq_kv16(k[3], rows, r + 48, h), a3);
         }
         _mm512_mask_storeu_ps(out + c, k[0], a0);
         _mm512_mask_storeu_ps(out + c + 16, k[1], a1);
         _mm512_mask_storeu_ps(out + c + 32, k[2], a2);
         _mm512_mask_storeu_ps(out + c + 48, k[3], a3);
     }
+}
+
+static void tq_f32_dots_avx512(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_avx512(rows, stride, len, x, n, out, 0);
+}
+static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_avx512(rows, stride, len, w, n, out, 0);
+}
+static void tq_f16_dots_avx512(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_avx512(rows, stride, len, x, n, out, 1);
+}
+static void tq_f16_wsum_avx512(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_avx512(rows, stride, len, w, n, out, 1);
 }
 
 static void tq_scale_out_avx512(const int32_t *acc, int n, float sa, const float *scale, float *out) {
@@ -447,6 +469,8 @@ static const tq_kernels tq_avx512vnni_table = {
     tq_f32_wsum_avx512,
     tq_scale_out_avx512,
     tq_softmax_avx512,
+    tq_f16_dots_avx512,
+    tq_f16_wsum_avx512,
 };
 
 static const tq_kernels tq_avx512_table = {
@@ -459,6 +483,8 @@ static const tq_kernels tq_avx512_table = {
     tq_f32_wsum_avx512,
     tq_scale_out_avx512,
     tq_softmax_avx512,
+    tq_f16_dots_avx512,
+    tq_f16_wsum_avx512,
 };
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on

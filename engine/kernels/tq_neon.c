@@ -306,50 +306,59 @@ static void tq_f16_gemv_neon(const uint16_t *w, int rows, int cols, const float 
     for (; r < rows; r++) tq_f16_rows_neon(w + (size_t)r * cols, cols, x, out + r, 1);
 }
 
+/* Four KV elements from element idx: f32 (h = 0) or f16 widened (h = 1; the halves are loaded as
+ * integers and reinterpreted, so no fp16 arithmetic extension is needed). */
+TQ_INLINE float32x4_t tq_kv4(const void *rows, size_t idx, const int h) {
+    return h ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)rows + idx)))
+             : vld1q_f32((const float *)rows + idx);
+}
+
 /* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
- * multiple of 4 in scalar. */
-static void tq_f32_dots_neon(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+ * multiple of 4 in scalar. h: f32 or f16 rows (tq_kv4). */
+TQ_INLINE void tq_dots_neon(const void *rows, size_t stride, int len, const float *x, int n, float *out,
+                            const int h) {
     const int body = n & ~3;
     int j = 0;
     for (; j + 4 <= len; j += 4) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
         for (int i = 0; i < body; i += 4) {
             const float32x4_t xv = vld1q_f32(x + i);
-            a0 = vfmaq_f32(a0, vld1q_f32(r + i), xv);
-            a1 = vfmaq_f32(a1, vld1q_f32(r + stride + i), xv);
-            a2 = vfmaq_f32(a2, vld1q_f32(r + 2 * stride + i), xv);
-            a3 = vfmaq_f32(a3, vld1q_f32(r + 3 * stride + i), xv);
+            a0 = vfmaq_f32(a0, tq_kv4(rows, r + i, h), xv);
+            a1 = vfmaq_f32(a1, tq_kv4(rows, r + stride + i, h), xv);
+            a2 = vfmaq_f32(a2, tq_kv4(rows, r + 2 * stride + i, h), xv);
+            a3 = vfmaq_f32(a3, tq_kv4(rows, r + 3 * stride + i, h), xv);
         }
         float s[4] = {vaddvq_f32(a0), vaddvq_f32(a1), vaddvq_f32(a2), vaddvq_f32(a3)};
-        tq_dots4_finish(r, stride, x, body, n, s, out + j);
+        tq_dots4_finish(rows, r, stride, x, body, n, s, out + j, h);
     }
     for (; j < len; j++) {
-        const float *r = rows + (size_t)j * stride;
+        const size_t r = (size_t)j * stride;
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
         int i = 0;
         for (; i + 8 <= body; i += 8) {
-            a0 = vfmaq_f32(a0, vld1q_f32(r + i), vld1q_f32(x + i));
-            a1 = vfmaq_f32(a1, vld1q_f32(r + i + 4), vld1q_f32(x + i + 4));
+            a0 = vfmaq_f32(a0, tq_kv4(rows, r + i, h), vld1q_f32(x + i));
+            a1 = vfmaq_f32(a1, tq_kv4(rows, r + i + 4, h), vld1q_f32(x + i + 4));
         }
-        if (i < body) a0 = vfmaq_f32(a0, vld1q_f32(r + i), vld1q_f32(x + i));
+        if (i < body) a0 = vfmaq_f32(a0, tq_kv4(rows, r + i, h), vld1q_f32(x + i));
         float s0 = vaddvq_f32(vaddq_f32(a0, a1));
-        for (i = body; i < n; i++) s0 += r[i] * x[i];
+        for (i = body; i < n; i++) s0 += tq_kv_elem(rows, r + i, h) * x[i];
         out[j] = s0;
     }
 }
 
 /* 16 output columns at a time in four registers (four FMA chains), then 4 at a time, then scalar. */
-static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+TQ_INLINE void tq_wsum_neon(const void *rows, size_t stride, int len, const float *w, int n, float *out,
+                            const int h) {
     int c = 0;
     for (; c + 16 <= n; c += 16) {
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
         for (int j = 0; j < len; j++) {
-            const float *r = rows + (size_t)j * stride + c;
-            a0 = vfmaq_n_f32(a0, vld1q_f32(r), w[j]);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(r + 4), w[j]);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(r + 8), w[j]);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(r + 12), w[j]);
+            const size_t r = (size_t)j * stride + c;
+            a0 = vfmaq_n_f32(a0, tq_kv4(rows, r, h), w[j]);
+            a1 = vfmaq_n_f32(a1, tq_kv4(rows, r + 4, h), w[j]);
+            a2 = vfmaq_n_f32(a2, tq_kv4(rows, r + 8, h), w[j]);
+            a3 = vfmaq_n_f32(a3, tq_kv4(rows, r + 12, h), w[j]);
         }
         vst1q_f32(out + c, a0);
         vst1q_f32(out + c + 4, a1);
@@ -358,10 +367,23 @@ static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const fl
     }
     for (; c + 4 <= n; c += 4) {
         float32x4_t a0 = vdupq_n_f32(0.0f);
-        for (int j = 0; j < len; j++) a0 = vfmaq_n_f32(a0, vld1q_f32(rows + (size_t)j * stride + c), w[j]);
+        for (int j = 0; j < len; j++) a0 = vfmaq_n_f32(a0, tq_kv4(rows, (size_t)j * stride + c, h), w[j]);
         vst1q_f32(out + c, a0);
     }
-    tq_wsum_columns(rows, stride, len, w, c, n, out);
+    tq_wsum_columns(rows, stride, len, w, c, n, out, h);
+}
+
+static void tq_f32_dots_neon(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_neon(rows, stride, len, x, n, out, 0);
+}
+static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_neon(rows, stride, len, w, n, out, 0);
+}
+static void tq_f16_dots_neon(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_neon(rows, stride, len, x, n, out, 1);
+}
+static void tq_f16_wsum_neon(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_neon(rows, stride, len, w, n, out, 1);
 }
 
 static void tq_scale_out_neon(const int32_t *acc, int n, float sa, const float *scale, float *out) {
@@ -420,6 +442,8 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_f32_wsum_neon,
     tq_scale_out_neon,
     tq_softmax_neon,
+    tq_f16_dots_neon,
+    tq_f16_wsum_neon,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -432,6 +456,8 @@ static const tq_kernels tq_neon_table = {
     tq_f32_wsum_neon,
     tq_scale_out_neon,
     tq_softmax_neon,
+    tq_f16_dots_neon,
+    tq_f16_wsum_neon,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

@@ -128,21 +128,34 @@ void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, f
     }
 }
 
-void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+/* h: 0 for f32 rows, 1 for f16 (tq_kv_elem) */
+static inline void tq_dots_scalar(const void *rows, size_t stride, int len, const float *x, int n, float *out,
+                                  const int h) {
     for (int j = 0; j < len; j++) {
-        const float *r = rows + (size_t)j * stride;
         float acc = 0.0f;
-        for (int i = 0; i < n; i++) acc += r[i] * x[i];
+        for (int i = 0; i < n; i++) acc += tq_kv_elem(rows, (size_t)j * stride + i, h) * x[i];
         out[j] = acc;
     }
 }
 
-void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+static inline void tq_wsum_scalar(const void *rows, size_t stride, int len, const float *w, int n, float *out,
+                                  const int h) {
     for (int i = 0; i < n; i++) out[i] = 0.0f;
-    for (int j = 0; j < len; j++) {
-        const float *r = rows + (size_t)j * stride;
-        for (int i = 0; i < n; i++) out[i] += w[j] * r[i];
-    }
+    for (int j = 0; j < len; j++)
+        for (int i = 0; i < n; i++) out[i] += w[j] * tq_kv_elem(rows, (size_t)j * stride + i, h);
+}
+
+void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_scalar(rows, stride, len, x, n, out, 0);
+}
+void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_scalar(rows, stride, len, w, n, out, 0);
+}
+void tq_f16_dots_scalar(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
+    tq_dots_scalar(rows, stride, len, x, n, out, 1);
+}
+void tq_f16_wsum_scalar(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
+    tq_wsum_scalar(rows, stride, len, w, n, out, 1);
 }
 
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out) {
@@ -164,6 +177,8 @@ static const tq_kernels tq_scalar_table = {
     tq_f32_wsum_scalar,
     tq_scale_out_scalar,
     tq_softmax_scalar,
+    tq_f16_dots_scalar,
+    tq_f16_wsum_scalar,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

@@ -16,6 +16,7 @@ from trit.app.core.settings import (
     ACTIVATIONS,
     DEFAULT_SAMPLING,
     FAMILY_SAMPLING,
+    KV_TYPES,
     LM_HEADS,
     Settings,
     SettingsStore,
@@ -57,6 +58,7 @@ def test_round_trip(tmp_path: Path) -> None:
         context=2048,
         activations="q8",
         lm_head="q8_0",
+        kv_cache="f16",
         hf_token="hf_abcDEF123",
     )
     st.save(s)
@@ -174,6 +176,10 @@ def test_activations_token_and_endpoint_validation() -> None:
     assert check_setting("lm_head", "q8_0") == "q8_0"
     s, problems = settings_from_dict({"lm_head": "q4"})
     assert s.lm_head == "f16" and len(problems) == 1 and "lm_head" in problems[0]
+    assert KV_TYPES == ("f32", "f16") and default_settings().kv_cache == "f32"
+    assert check_setting("kv_cache", "f16") == "f16"
+    s, problems = settings_from_dict({"kv_cache": "q8"})
+    assert s.kv_cache == "f32" and len(problems) == 1 and "kv_cache" in problems[0]
     assert check_setting("hf_token", "  hf_x1\n") == "hf_x1"  # pasted with a line break
     assert check_setting("hf_token", "") == ""
     for bad in ("hf_a b", "hf_\u00e9", "hf_\tx", "x" * 401):

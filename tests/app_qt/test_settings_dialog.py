@@ -198,14 +198,16 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     dlg.context.setValue(512)
     dlg.precision.setCurrentIndex(dlg.precision.findData("q8"))
     dlg.lm_head.setCurrentIndex(dlg.lm_head.findData("q8_0"))
+    dlg.kv_cache.setCurrentIndex(dlg.kv_cache.findData("f16"))
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         dlg.ok_button.click()
         assert win.model_label.text().startswith("Loading ") and not win.send_button.isEnabled()
     info = blocker.args[0]
     assert info["threads"] == 1 and info["context"] == 512 and info["activations"] == "q8"
+    assert info["kv"] == "f16"
     assert "1 threads" in win.model_label.text() and win.send_button.isEnabled()
     s = win.ctx.settings_store.load()
-    assert (s.threads, s.context, s.activations, s.lm_head) == (1, 512, "q8", "q8_0")
+    assert (s.threads, s.context, s.activations, s.lm_head, s.kv_cache) == (1, 512, "q8", "q8_0", "f16")
     # SmolLM2 stores its head as Q8_0 already: nothing is built, so the label does not say "approx."
     assert info["head_type"] == "Q8_0" and not info["head_approx"] and "approx" not in win.model_label.text()
     # and it chats with them

@@ -87,10 +87,12 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> n
 class NumpyRef:
     """Unpacks a ModelWeights once; ``forward(ids)`` gives float32 logits for every position."""
 
-    def __init__(self, weights: ModelWeights, embed: np.ndarray | None = None) -> None:
+    def __init__(self, weights: ModelWeights, embed: np.ndarray | None = None, kv: str = "f32") -> None:
         """``embed`` overrides weights.embed (e.g. the checkpoint's exact f32/bf16 values) to measure
-        what the f16 embedding costs."""
+        what the f16 embedding costs. kv="f16": K (after RoPE) and V rounded to float16 (saturating
+        at +-65504) before attention reads them, as the engine's f16 KV cache stores them."""
         self.cfg = weights.config
+        self.kv = kv
         self.embed = dense_float(weights.embed if embed is None else embed)  # [vocab, dim]
         head = weights.head if weights.head is not None and not self.cfg.tied else None
         self.head = self.embed if head is None else dense_float(head)
@@ -135,6 +137,8 @@ class NumpyRef:
         q = apply_rope(L["q"](h).reshape(n, c.n_heads, c.head_dim), cos, sin, c.rope_neox)
         k = apply_rope(L["k"](h).reshape(n, c.n_kv_heads, c.head_dim), cos, sin, c.rope_neox)
         v = L["v"](h).reshape(n, c.n_kv_heads, c.head_dim)
+        if self.kv == "f16":
+            k, v = (np.clip(t, -65504, 65504).astype(np.float16).astype(F32) for t in (k, v))
         att = np.empty((n, c.n_heads, c.head_dim), dtype=F32)
         for hh in range(c.n_heads):
             kv = hh // group  # GQA: query head hh reads KV head hh // (H / KV)

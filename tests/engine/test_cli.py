@@ -60,6 +60,9 @@ def test_logits(tiny_gguf, tmp_path):
     r = trit("logits", "-m", str(tiny_gguf), "--ids", "4,5,6", "-o", str(out))
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(out), load_model(tiny_gguf, threads=1).logits([4, 5, 6]))
+    r = trit("logits", "-m", str(tiny_gguf), "--ids", "4,5,6", "--kv", "f16", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(out), load_model(tiny_gguf, threads=1, kv="f16").logits([4, 5, 6]))
 
 
 def test_bad_file_is_a_clear_error(tmp_path):

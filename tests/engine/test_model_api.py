@@ -60,12 +60,21 @@ def test_decode_identical_across_threads_with_long_matrices():
     ids = [5, 17, 42, 99, 3, 250]
     for isa in available_isas():
         m = Model(w, threads=1, isa=isa)
-        runs = []
-        for threads in (1, 2, 3):
-            st = _core.CoreState(m.core, 16, 1, threads)
-            runs.append(np.stack([st.forward([t], pos) for pos, t in enumerate(ids)]))
-        for got in runs[1:]:
-            np.testing.assert_array_equal(got, runs[0], err_msg=isa)
+        for kv in ("f32", "f16"):
+            runs = []
+            for threads in (1, 2, 3):
+                st = _core.CoreState(m.core, 16, 1, threads, kv)
+                runs.append(np.stack([st.forward([t], pos) for pos, t in enumerate(ids)]))
+            for got in runs[1:]:
+                np.testing.assert_array_equal(got, runs[0], err_msg=f"{isa} kv={kv}")
+
+
+def test_f16_kv_cache_halves_the_cache(weights):
+    exact, half = Model(weights, threads=2), Model(weights, threads=2, kv="f16")
+    assert (exact.info.kv, half.info.kv) == ("f32", "f16")
+    assert half.session(context=100).kv_bytes * 2 == exact.session(context=100).kv_bytes
+    with pytest.raises(ValueError, match="kv must be one of f32, f16"):
+        Model(weights, kv="q8")
 
 
 def test_logits_fresh_context_each_call(model):

@@ -12,9 +12,11 @@
  *   6 f32_wsum  len n stride | rows f32[len*stride] | w f32[len]
  *   7 scale_out n sa(f32 bits) | acc i32[n] | scale f32[n]
  *   8 softmax   n scale(f32 bits) | x f32[n]
+ *   9 f16_dots  len n stride | rows u16[len*stride] | x f32[n]
+ *  10 f16_wsum  len n stride | rows u16[len*stride] | w f32[len]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
- *   f16_gemv f32[rows] | f32_dots f32[len] | f32_wsum f32[n] | scale_out f32[n] | softmax f32[n]
+ *   f16_gemv f32[rows] | f32/f16_dots f32[len] | f32/f16_wsum f32[n] | scale_out f32[n] | softmax f32[n]
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -120,16 +122,23 @@ int main(int argc, char **argv) {
             k->f16_gemv((const uint16_t *)w.p, rows, cols, (const float *)x.p, out);
             wr(out, sizeof(float) * (size_t)rows);
             free(out), free(w.raw), free(x.raw);
-        } else if (kind == 5 || kind == 6) {
+        } else if (kind == 5 || kind == 6 || kind == 9 || kind == 10) {
             const int len = rd_i32(), n = rd_i32(), stride = rd_i32();
-            tq_buf rows = buf_read(sizeof(float) * (size_t)len * stride, 4);
-            tq_buf v = buf_read(sizeof(float) * (size_t)(kind == 5 ? n : len), 4);
-            const int nout = kind == 5 ? len : n;
+            const int half = kind >= 9, dots = kind == 5 || kind == 9;
+            const size_t esz = half ? sizeof(uint16_t) : sizeof(float);
+            tq_buf rows = buf_read(esz * (size_t)len * stride, esz);
+            tq_buf v = buf_read(sizeof(float) * (size_t)(dots ? n : len), 4);
+            const int nout = dots ? len : n;
             float *out = malloc(sizeof(float) * (size_t)(nout > 0 ? nout : 1));
-            if (kind == 5)
-                k->f32_dots((const float *)rows.p, (size_t)stride, len, (const float *)v.p, n, out);
+            const float *vp = (const float *)v.p;
+            if (half && dots)
+                k->f16_dots((const uint16_t *)rows.p, (size_t)stride, len, vp, n, out);
+            else if (half)
+                k->f16_wsum((const uint16_t *)rows.p, (size_t)stride, len, vp, n, out);
+            else if (dots)
+                k->f32_dots((const float *)rows.p, (size_t)stride, len, vp, n, out);
             else
-                k->f32_wsum((const float *)rows.p, (size_t)stride, len, (const float *)v.p, n, out);
+                k->f32_wsum((const float *)rows.p, (size_t)stride, len, vp, n, out);
             wr(out, sizeof(float) * (size_t)nout);
             free(out), free(rows.raw), free(v.raw);
         } else if (kind == 7) {

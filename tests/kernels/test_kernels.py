@@ -1,8 +1,8 @@
 """Every kernel of every ISA table against the scalar spec and a numpy reference.
 
 Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) and scale_out must be
-bit-identical to the scalar path and to numpy. Float kernels (f16_gemv, f32_dots, f32_wsum) are compared with a
-float64 numpy reference within the named tolerances below.
+bit-identical to the scalar path and to numpy. Float kernels (f16_gemv, kv_dots, kv_wsum over f32 and
+f16 rows) are compared with a float64 numpy reference within the named tolerances below.
 """
 
 from __future__ import annotations
@@ -358,29 +358,43 @@ ATTN_SHAPES = [(1, 1, 0), (2, 3, 1), (3, 7, 0), (4, 8, 5), (5, 9, 0), (6, 15, 1)
                (100, 128, 0), (3, 129, 7), (2, 1000, 24), (1, 4096, 0)]
 
 
-def test_f32_dots(isa):
+def kv_rows(rng: np.random.Generator, shape: tuple[int, int], kv: str) -> tuple[np.ndarray, np.ndarray]:
+    """Random KV rows in the kernel's input form (float32, or float16 bits as uint16) and as the
+    float64 values they hold."""
+    rows = rng.standard_normal(shape).astype(np.float16 if kv == "f16" else np.float32)
+    return (rows.view(np.uint16) if kv == "f16" else rows), rows.astype(np.float64)
+
+
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_kv_dots(isa, kv):
     rng = np.random.default_rng(SEED + 8)
     for length, n, extra in ATTN_SHAPES:
-        rows = rng.standard_normal((length, n + extra)).astype(np.float32)
+        rows, exact = kv_rows(rng, (length, n + extra), kv)
         x = rng.standard_normal(n).astype(np.float32)
-        terms = rows[:, :n].astype(np.float64) * x.astype(np.float64)
-        for got in (K.f32_dots(isa, rows, x), K.f32_dots(isa, unaligned(rows, 4), unaligned(x, 8))):
+        terms = exact[:, :n] * x.astype(np.float64)
+        for got in (K.kv_dots(isa, rows, x), K.kv_dots(isa, unaligned(rows, 4), unaligned(x, 8))):
             for j in range(length):
-                assert abs(got[j] - terms[j].sum()) <= fsum_tol(terms[j]), f"{isa} {length}x{n} key {j}"
+                assert abs(got[j] - terms[j].sum()) <= fsum_tol(terms[j]), f"{isa} {kv} {length}x{n} key {j}"
+        if kv == "f16":  # the halves widened exactly, then the f32 kernel's own sums, bit for bit
+            np.testing.assert_array_equal(K.kv_dots(isa, rows, x), K.kv_dots(isa, exact.astype(np.float32), x))
 
 
-def test_f32_wsum(isa):
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_kv_wsum(isa, kv):
     rng = np.random.default_rng(SEED + 9)
     for length, n, extra in ATTN_SHAPES:
-        rows = rng.standard_normal((length, n + extra)).astype(np.float32)
+        rows, exact = kv_rows(rng, (length, n + extra), kv)
         w = rng.random(length).astype(np.float32)  # softmax weights: positive
-        terms = (w.astype(np.float64)[:, None] * rows[:, :n].astype(np.float64)).T  # [n, length]
-        for got in (K.f32_wsum(isa, rows, w, n), K.f32_wsum(isa, unaligned(rows, 4), unaligned(w, 8), n)):
+        terms = (w.astype(np.float64)[:, None] * exact[:, :n]).T  # [n, length]
+        for got in (K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, unaligned(rows, 4), unaligned(w, 8), n)):
             assert got.shape == (n,)
             for i in range(n):
-                assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {length}x{n} column {i}"
+                assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {kv} {length}x{n} column {i}"
+        if kv == "f16":
+            np.testing.assert_array_equal(K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, exact.astype(np.float32), w, n))
     # no keys: zeros, every column written
-    np.testing.assert_array_equal(K.f32_wsum(isa, np.zeros((0, 20), np.float32), np.zeros(0, np.float32), 20), 0)
+    empty = np.zeros((0, 20), np.float32 if kv == "f32" else np.uint16)
+    np.testing.assert_array_equal(K.kv_wsum(isa, empty, np.zeros(0, np.float32), 20), 0)
 
 
 def test_scale_out_bit_exact(isa):
