@@ -79,20 +79,32 @@ def main(argv: list[str] | None = None) -> int:
                     pp, tg = zip(*res[kv])
                     esz = 2 if kv == "f16" else 4
                     kv_mb = 2 * cfg.n_layers * n * kvdim * esz / 1e6
-                    rows.append((t, n, kv, statistics.median(pp), min(pp), statistics.median(tg), min(tg), kv_mb))
-                    print(f"t={t} N={n} kv={kv}: prompt {statistics.median(pp):.1f}, decode "
-                          f"{statistics.median(tg):.2f} tok/s", file=sys.stderr, flush=True)
+                    rows.append(
+                        (t, n, kv, statistics.median(pp), min(pp), statistics.median(tg), min(tg), kv_mb)
+                    )
+                    print(
+                        f"t={t} N={n} kv={kv}: prompt {statistics.median(pp):.1f}, decode "
+                        f"{statistics.median(tg):.2f} tok/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             del models
     finally:
         if tmp is not None:
             tmp.cleanup()
-    print(f"\n{path if a.model else 'random ' + (bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T).name + ' I2_S'}, "
-          f"{a.gen_tokens} decoded tokens after N prompt tokens; median (min) of {a.reps}")
-    print(f"{'threads':>7}  {'N':>5}  {'kv':>4}  {'prompt tok/s':>14}  {'decode tok/s':>14}  {'KV MB read/token':>16}  {'decode vs f32':>13}")
+    print(
+        f"\n{path if a.model else 'random ' + (bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T).name + ' I2_S'}, "
+        f"{a.gen_tokens} decoded tokens after N prompt tokens; median (min) of {a.reps}"
+    )
+    print(
+        f"{'threads':>7}  {'N':>5}  {'kv':>4}  {'prompt tok/s':>14}  {'decode tok/s':>14}  {'KV MB read/token':>16}  {'decode vs f32':>13}"
+    )
     base = {(t, n): tg for t, n, kv, _, _, tg, _, _ in rows if kv == "f32"}
     for t, n, kv, pp, ppmin, tg, tgmin, mb in rows:
-        print(f"{t:>7}  {n:>5}  {kv:>4}  {pp:>7.1f} ({ppmin:>5.1f})  {tg:>7.2f} ({tgmin:>5.2f})  {mb:>16.0f}  "
-              f"{tg / base[(t, n)]:>12.2f}x")
+        print(
+            f"{t:>7}  {n:>5}  {kv:>4}  {pp:>7.1f} ({ppmin:>5.1f})  {tg:>7.2f} ({tgmin:>5.2f})  {mb:>16.1f}  "
+            f"{tg / base[(t, n)]:>12.2f}x"
+        )
     return 0
 
 
