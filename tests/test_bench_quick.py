@@ -22,6 +22,13 @@ SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
 TINY = ["-p", "8", "-n", "4", "--ttft-prompt", "8", "--reps", "1", "-t", "1", "--bw-mib", "64"]
 
 
+def _run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """benchmarks/<name> with args, from cwd (not the checkout: its trit/ folder would shadow the
+    installed package)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / name), *args]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
 def _check_rows(data: dict, engines: set[str]) -> None:
     assert {r["engine"] for r in data["rows"]} == engines
     bw = data["bandwidth"]
@@ -87,28 +94,14 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert cli["rows"][0]["weight_bytes"] == q8_row["weight_bytes"]
 
     # benchmarks/bw_states.py: decode samples paired with the bandwidth around them, grouped by state
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bw_states.py"), str(model), "--seconds", "1", "-n", "2", "-t", "1"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    proc = _run_script("bw_states.py", str(model), "--seconds", "1", "-n", "2", "-t", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = [line for line in proc.stdout.splitlines() if " tok/s " in line and line.rstrip().endswith("%")]
     assert samples, proc.stdout  # at least one sample (the state summary needs two steady probes)
 
     # benchmarks/bench_context.py: the f32 and f16 KV caches side by side at a given context length
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_context.py"), "-m", str(model), "--positions", "40",
-         "-n", "3", "--reps", "1", "-t", "1"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    args = ("-m", str(model), "--positions", "40", "-n", "3", "--reps", "1", "-t", "1")
+    proc = _run_script("bench_context.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("1 ")]
     assert [r[2] for r in rows] == ["f32", "f16"], proc.stdout

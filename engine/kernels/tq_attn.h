@@ -50,6 +50,25 @@ static inline void tq_wsum_columns(const void *rows, size_t stride, int len, con
     }
 }
 
+/* A path's four attention kernels (tq_kernels' f32_dots, f32_wsum, f16_dots, f16_wsum) from its two
+ * generic bodies tq_dots_<isa> and tq_wsum_<isa>, whose last argument is the element type (0 f32,
+ * 1 f16) as a compile-time constant. */
+#define TQ_KV_KERNELS(isa)                                                                                 \
+    static void tq_f32_dots_##isa(const float *rows, size_t stride, int len, const float *x, int n, float *out) { \
+        tq_dots_##isa(rows, stride, len, x, n, out, 0);                                                    \
+    }                                                                                                      \
+    static void tq_f32_wsum_##isa(const float *rows, size_t stride, int len, const float *w, int n, float *out) { \
+        tq_wsum_##isa(rows, stride, len, w, n, out, 0);                                                    \
+    }                                                                                                      \
+    static void tq_f16_dots_##isa(const uint16_t *rows, size_t stride, int len, const float *x, int n,     \
+                                  float *out) {                                                            \
+        tq_dots_##isa(rows, stride, len, x, n, out, 1);                                                    \
+    }                                                                                                      \
+    static void tq_f16_wsum_##isa(const uint16_t *rows, size_t stride, int len, const float *w, int n,     \
+                                  float *out) {                                                            \
+        tq_wsum_##isa(rows, stride, len, w, n, out, 1);                                                    \
+    }
+
 /* The softmax's three loops over [j0, n): x[j] *= scale with the running max, then expf and the
  * sum, then the normalization. */
 static inline float tq_softmax_scale_max(float *x, int j0, int n, float scale, float mx) {

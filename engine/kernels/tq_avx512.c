@@ -384,18 +384,7 @@ TQ_INLINE void tq_wsum_avx512(const void *rows, size_t stride, int len, const fl
     }
 }
 
-static void tq_f32_dots_avx512(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_avx512(rows, stride, len, x, n, out, 0);
-}
-static void tq_f32_wsum_avx512(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_avx512(rows, stride, len, w, n, out, 0);
-}
-static void tq_f16_dots_avx512(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_avx512(rows, stride, len, x, n, out, 1);
-}
-static void tq_f16_wsum_avx512(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_avx512(rows, stride, len, w, n, out, 1);
-}
+TQ_KV_KERNELS(avx512)
 
 static void tq_scale_out_avx512(const int32_t *acc, int n, float sa, const float *scale, float *out) {
     const __m512 s = _mm512_set1_ps(sa);

@@ -373,18 +373,7 @@ TQ_INLINE void tq_wsum_neon(const void *rows, size_t stride, int len, const floa
     tq_wsum_columns(rows, stride, len, w, c, n, out, h);
 }
 
-static void tq_f32_dots_neon(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_neon(rows, stride, len, x, n, out, 0);
-}
-static void tq_f32_wsum_neon(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_neon(rows, stride, len, w, n, out, 0);
-}
-static void tq_f16_dots_neon(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_neon(rows, stride, len, x, n, out, 1);
-}
-static void tq_f16_wsum_neon(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_neon(rows, stride, len, w, n, out, 1);
-}
+TQ_KV_KERNELS(neon)
 
 static void tq_scale_out_neon(const int32_t *acc, int n, float sa, const float *scale, float *out) {
     const float32x4_t s = vdupq_n_f32(sa);
