@@ -125,22 +125,15 @@ def _check_endpoint(v: Any) -> str:
     return v.rstrip("/")
 
 
-def _check_activations(v: Any) -> str:
-    if v not in ACTIVATIONS:
-        raise ValueError(f"must be one of {', '.join(ACTIVATIONS)}")
-    return str(v)
+def _check_one_of(choices: tuple[str, ...]) -> Any:
+    """A check that accepts exactly the values in choices."""
 
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(v)
 
-def _check_lm_head(v: Any) -> str:
-    if v not in LM_HEADS:
-        raise ValueError(f"must be one of {', '.join(LM_HEADS)}")
-    return str(v)
-
-
-def _check_kv_cache(v: Any) -> str:
-    if v not in KV_TYPES:
-        raise ValueError(f"must be one of {', '.join(KV_TYPES)}")
-    return str(v)
+    return check
 
 
 def _check_token(v: Any) -> str:
@@ -163,9 +156,9 @@ _CHECKS: dict[str, Any] = {
     "hf_endpoint": _check_endpoint,
     "max_parallel_downloads": lambda v: _check_int(v, 1, 4),
     "context": lambda v: _check_int(v, 128, 1 << 20),
-    "activations": _check_activations,
-    "lm_head": _check_lm_head,
-    "kv_cache": _check_kv_cache,
+    "activations": _check_one_of(ACTIVATIONS),
+    "lm_head": _check_one_of(LM_HEADS),
+    "kv_cache": _check_one_of(KV_TYPES),
     "hf_token": _check_token,
 }
 

@@ -75,7 +75,7 @@ static void *tq_alloc(size_t n) {
  * thread, 1000 positions in the cache, alternating runs): decode 15.9 -> 17.7 and 16.0 -> 16.5
  * tok/s. Memory then becomes resident in 2 MiB steps per layer instead of 4 KiB ones. Elsewhere
  * calloc. *map and *len are what tq_kv_free needs. */
-static float *tq_kv_alloc(size_t bytes, void **map, size_t *len) {
+static void *tq_kv_alloc(size_t bytes, void **map, size_t *len) {
 #if defined(__linux__)
     const size_t huge = (size_t)2 << 20;
     *len = bytes + huge;
@@ -89,11 +89,11 @@ static float *tq_kv_alloc(size_t bytes, void **map, size_t *len) {
 #if defined(MADV_HUGEPAGE)
     (void)madvise((void *)a, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
 #endif
-    return (float *)a;
+    return (void *)a;
 #else
     *len = 0;
     *map = calloc(bytes ? bytes : 1, 1);
-    return (float *)*map;
+    return *map;
 #endif
 }
 
@@ -133,6 +133,9 @@ void tq_state_free(tq_state *s) {
 static size_t tq_tmp_rows(const tq_state *s) {
     return (size_t)(s->max_batch > TQ_DECODE_TAKE ? s->max_batch : TQ_DECODE_TAKE) * TQ_ROWS_PER_CHUNK;
 }
+
+/* Bytes of one KV cache element. */
+static size_t tq_kv_esz(const tq_state *s) { return s->kv_half ? sizeof(uint16_t) : sizeof(float); }
 
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
                        int kv_half) {
@@ -177,9 +180,8 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
     const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
     s->kv_half = kv_half != 0;
-    const size_t esz = s->kv_half ? sizeof(uint16_t) : sizeof(float);
-    s->kc = tq_kv_alloc(kv * esz, &s->kv_map[0], &s->kv_map_len);
-    s->vc = tq_kv_alloc(kv * esz, &s->kv_map[1], &s->kv_map_len);
+    s->kc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[0], &s->kv_map_len);
+    s->vc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[1], &s->kv_map_len);
     if (s->kv_half) {
         s->kst = tq_alloc(B * s->kvdim * sizeof(float));
         s->vst = tq_alloc(B * s->kvdim * sizeof(float));
@@ -207,7 +209,7 @@ fail:
 void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
 int tq_state_threads(const tq_state *s) { return s->nth; }
 long long tq_state_kv_bytes(const tq_state *s) {
-    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)(s->kv_half ? sizeof(uint16_t) : sizeof(float));
+    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)tq_kv_esz(s);
 }
 
 /* ---- small serial pieces ---------------------------------------------------------------- */

@@ -99,12 +99,9 @@ void tq_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t 
                     const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
 float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *sum);
 void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
-void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out);
-void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out);
-void tq_f16_dots_scalar(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out);
-void tq_f16_wsum_scalar(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out);
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out);
 void tq_softmax_scalar(float *x, int n, float scale);
+/* (the attention kernels f32/f16_dots and _wsum: through tq_kernels_scalar(), see TQ_KV_KERNELS) */
 
 /* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
 const tq_kernels *tq_kernels_scalar(void);

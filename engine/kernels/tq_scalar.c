@@ -145,18 +145,7 @@ static inline void tq_wsum_scalar(const void *rows, size_t stride, int len, cons
         for (int i = 0; i < n; i++) out[i] += w[j] * tq_kv_elem(rows, (size_t)j * stride + i, h);
 }
 
-void tq_f32_dots_scalar(const float *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_scalar(rows, stride, len, x, n, out, 0);
-}
-void tq_f32_wsum_scalar(const float *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_scalar(rows, stride, len, w, n, out, 0);
-}
-void tq_f16_dots_scalar(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out) {
-    tq_dots_scalar(rows, stride, len, x, n, out, 1);
-}
-void tq_f16_wsum_scalar(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out) {
-    tq_wsum_scalar(rows, stride, len, w, n, out, 1);
-}
+TQ_KV_KERNELS(scalar)
 
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out) {
     for (int r = 0; r < n; r++) out[r] = ((float)acc[r] / sa) * scale[r];
