@@ -45,9 +45,10 @@ struct tq_state {
     int32_t *tmp;   /* nth x tq_tmp_rows(): per-thread integer products */
     float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
-    void *kc, *vc;  /* n_layers x n_ctx x kvdim: KV cache (f32, or f16 when kv_half), in kv_map[0] / [1] */
+    void *kc, *vc;  /* n_layers x n_kv_heads x n_ctx x head_dim (tq_kv_at): KV cache (f32, or f16 when
+                     * kv_half), in kv_map[0] / [1] */
     int kv_half;
-    float *kst, *vst; /* max_batch x kvdim: a chunk's new K and V in f32 before they go into an f16 cache */
+    float *kst, *vst; /* max_batch x kvdim: a chunk's new K and V rows (f32) before they go into the cache */
     void *kv_map[2];
     size_t kv_map_len;
     float *rcos, *rsin; /* n_ctx x head_dim/2: RoPE tables */
@@ -137,6 +138,16 @@ static size_t tq_tmp_rows(const tq_state *s) {
 /* Bytes of one KV cache element. */
 static size_t tq_kv_esz(const tq_state *s) { return s->kv_half ? sizeof(uint16_t) : sizeof(float); }
 
+/* The KV cache is head-major: each KV head of a layer keeps its n_ctx keys (values) of head_dim
+ * elements contiguous, so attention walks one linear stream per head. With the position-major
+ * layout (a position's heads side by side) each head's walk read 512 of every 2560 bytes; the key
+ * walk of a 2B4T token at 2000 positions ran at 7.4-8.0 GB/s from memory, head-major 10.7-13.9
+ * (benchmarks/micro/kv_walk.c, which also shows what is left: 23 GB/s when a key's row is loaded
+ * once for all four heads of its group). Element of (layer, KV head, position). */
+static size_t tq_kv_at(const tq_state *s, int layer, int kvh, int pos) {
+    return (((size_t)layer * s->m->n_kv_heads + kvh) * s->n_ctx + pos) * s->m->head_dim;
+}
+
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
                        int kv_half) {
     if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
@@ -182,13 +193,11 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->kv_half = kv_half != 0;
     s->kc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[0], &s->kv_map_len);
     s->vc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[1], &s->kv_map_len);
-    if (s->kv_half) {
-        s->kst = tq_alloc(B * s->kvdim * sizeof(float));
-        s->vst = tq_alloc(B * s->kvdim * sizeof(float));
-    }
+    s->kst = tq_alloc(B * s->kvdim * sizeof(float));
+    s->vst = tq_alloc(B * s->kvdim * sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
         !s->qscale || !s->tmp || !s->att || !s->attv || !s->rcos || !s->rsin || !s->kc || !s->vc ||
-        (s->kv_half && (!s->kst || !s->vst)))
+        !s->kst || !s->vst)
         goto fail;
     /* RoPE angles exactly as transformers computes them in float32:
      * inv_freq = 1 / theta^(2i/hd), angle = float(pos) * inv_freq, then cos/sin. */
@@ -377,10 +386,7 @@ static void tq_matmul(tq_state *s, const float *x, size_t ldx, int ntok, int nit
 typedef struct {
     const tq_layer *L;
     float *x;            /* n x dim residual stream */
-    float *kc;           /* the chunk's new K rows (f32): in the cache, or kst for an f16 cache */
-    float *vc;           /* the chunk's new V rows (f32), likewise */
-    uint16_t *kh, *vh;   /* an f16 cache at the chunk's first position (NULL for f32) */
-    int pos;
+    int layer, pos;
     unsigned need_qkv, need_o, need_gu, need_down;
 } tq_tok_ctx;
 
@@ -421,16 +427,16 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
 static void tq_kv_dots(const tq_state *s, size_t e, int nk, const float *x, float *out) {
     const int hd = s->m->head_dim;
     if (s->kv_half)
-        s->k->f16_dots((const uint16_t *)s->kc + e, (size_t)s->kvdim, nk, x, hd, out);
+        s->k->f16_dots((const uint16_t *)s->kc + e, (size_t)hd, nk, x, hd, out);
     else
-        s->k->f32_dots((const float *)s->kc + e, (size_t)s->kvdim, nk, x, hd, out);
+        s->k->f32_dots((const float *)s->kc + e, (size_t)hd, nk, x, hd, out);
 }
 static void tq_kv_wsum(const tq_state *s, size_t e, int nk, const float *w, float *out) {
     const int hd = s->m->head_dim;
     if (s->kv_half)
-        s->k->f16_wsum((const uint16_t *)s->vc + e, (size_t)s->kvdim, nk, w, hd, out);
+        s->k->f16_wsum((const uint16_t *)s->vc + e, (size_t)hd, nk, w, hd, out);
     else
-        s->k->f32_wsum((const float *)s->vc + e, (size_t)s->kvdim, nk, w, hd, out);
+        s->k->f32_wsum((const float *)s->vc + e, (size_t)hd, nk, w, hd, out);
 }
 
 /* One work item is one token and `gq` query heads that share a KV head (GQA): their scores and
@@ -456,7 +462,6 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * group * s->n_ctx; /* gq x n_ctx */
     float *part = s->attv + (size_t)ith * hd;
-    const size_t lay = (size_t)task->layer * s->n_ctx * s->kvdim; /* the layer's first cache element */
     const int per_tok = m->n_heads / gq;
     const long total = (long)task->ntok * per_tok;
     for (;;) {
@@ -465,11 +470,11 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
         const int t = (int)(item / per_tok), h0 = (int)(item % per_tok) * gq;
         const int kvh = h0 / group; /* GQA: query head h reads KV head h / group */
         const int len = task->pos + t + 1;
-        const size_t kv0 = lay + (size_t)kvh * hd; /* element of key 0 of this KV head */
+        const size_t kv0 = tq_kv_at(s, task->layer, kvh, 0); /* key 0 of this KV head */
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
             const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
             for (int g = 0; g < gq; g++)
-                tq_kv_dots(s, kv0 + (size_t)j0 * s->kvdim, nk, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
+                tq_kv_dots(s, kv0 + (size_t)j0 * hd, nk, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
                            att + (size_t)g * s->n_ctx + j0);
         }
         for (int g = 0; g < gq; g++) s->k->softmax(att + (size_t)g * s->n_ctx, len, scale);
@@ -478,7 +483,7 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
             for (int g = 0; g < gq; g++) {
                 float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
                 float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
-                tq_kv_wsum(s, kv0 + (size_t)j0 * s->kvdim, nk, att + (size_t)g * s->n_ctx + j0, dst);
+                tq_kv_wsum(s, kv0 + (size_t)j0 * hd, nk, att + (size_t)g * s->n_ctx + j0, dst);
                 if (j0)
                     for (int i = 0; i < hd; i++) out[i] += part[i];
             }
@@ -568,13 +573,22 @@ static void tq_tok_attn_in(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_quantize_tok(s, xb, dim, t, c->need_qkv);
 }
 
+/* RoPE on q_t and k_t, then k_t and v_t (staged in kst / vst) into the cache, one head at a time */
 static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
+    const int hd = s->m->head_dim;
+    float *k = s->kst + (size_t)t * s->kvdim;
+    const float *v = s->vst + (size_t)t * s->kvdim;
     tq_rope(s, s->q + (size_t)t * s->qdim, s->m->n_heads, c->pos + t);
-    tq_rope(s, c->kc + (size_t)t * s->kvdim, s->m->n_kv_heads, c->pos + t);
-    if (c->kh) { /* the finished K and V rows into the f16 cache */
-        const size_t o = (size_t)t * s->kvdim;
-        tq_to_f16(c->kh + o, c->kc + o, s->kvdim);
-        tq_to_f16(c->vh + o, c->vc + o, s->kvdim);
+    tq_rope(s, k, s->m->n_kv_heads, c->pos + t);
+    for (int h = 0; h < s->m->n_kv_heads; h++) {
+        const size_t e = tq_kv_at(s, c->layer, h, c->pos + t), o = (size_t)h * hd;
+        if (s->kv_half) {
+            tq_to_f16((uint16_t *)s->kc + e, k + o, hd);
+            tq_to_f16((uint16_t *)s->vc + e, v + o, hd);
+        } else {
+            memcpy((float *)s->kc + e, k + o, (size_t)hd * sizeof(float));
+            memcpy((float *)s->vc + e, v + o, (size_t)hd * sizeof(float));
+        }
     }
 }
 
@@ -619,15 +633,11 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     const tq_model *m = s->m;
     const tq_layer *L = &m->layers[l];
     const int dim = m->dim, qdim = s->qdim, kvdim = s->kvdim, hid = m->hidden;
-    const size_t e0 = ((size_t)l * s->n_ctx + pos) * kvdim; /* this chunk's first cache element */
-    float *kc = s->kv_half ? s->kst : (float *)s->kc + e0;
-    float *vc = s->kv_half ? s->vst : (float *)s->vc + e0;
-    uint16_t *kh = s->kv_half ? (uint16_t *)s->kc + e0 : NULL, *vh = s->kv_half ? (uint16_t *)s->vc + e0 : NULL;
-    const tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, kc, (size_t)kvdim}, {&L->v, vc, (size_t)kvdim}};
+    const tq_mm_item qkv[3] = {{&L->q, s->q, (size_t)qdim}, {&L->k, s->kst, (size_t)kvdim}, {&L->v, s->vst, (size_t)kvdim}};
     const tq_mm_item o = {&L->o, s->xb2, (size_t)dim};
     const tq_mm_item gu[2] = {{&L->gate, s->hb, (size_t)hid}, {&L->up, s->hb2, (size_t)hid}};
     const tq_mm_item d = {&L->down, s->xb2, (size_t)dim};
-    const tq_tok_ctx c = {L, x, kc, vc, kh, vh, pos, tq_items_need(3, qkv), tq_items_need(1, &o), tq_items_need(2, gu),
+    const tq_tok_ctx c = {L, x, l, pos, tq_items_need(3, qkv), tq_items_need(1, &o), tq_items_need(2, gu),
                           tq_items_need(1, &d)};
 
     /* attention block */

@@ -245,16 +245,15 @@ TQ_INLINE void tq_dots_avx2(const void *rows, size_t stride, int len, const floa
     const int body = n & ~7;
     int j = 0;
     for (; j + 4 <= len; j += 4) {
+        /* one key's row after another (memory order in the head-major cache; see tq_avx512.c),
+         * each its own FMA chain, which the out-of-order core overlaps */
         const size_t r = (size_t)j * stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < body; i += 8) {
-            const __m256 xv = _mm256_loadu_ps(x + i);
-            a0 = _mm256_fmadd_ps(tq_kv8(rows, r + i, h), xv, a0);
-            a1 = _mm256_fmadd_ps(tq_kv8(rows, r + stride + i, h), xv, a1);
-            a2 = _mm256_fmadd_ps(tq_kv8(rows, r + 2 * stride + i, h), xv, a2);
-            a3 = _mm256_fmadd_ps(tq_kv8(rows, r + 3 * stride + i, h), xv, a3);
+        float s[4];
+        for (int q = 0; q < 4; q++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int i = 0; i < body; i += 8) a = _mm256_fmadd_ps(tq_kv8(rows, r + q * stride + i, h), _mm256_loadu_ps(x + i), a);
+            s[q] = tq_hsum(a);
         }
-        float s[4] = {tq_hsum(a0), tq_hsum(a1), tq_hsum(a2), tq_hsum(a3)};
         tq_dots4_finish(rows, r, stride, x, body, n, s, out + j, h);
     }
     for (; j < len; j++) {

@@ -320,36 +320,16 @@ TQ_INLINE __m512 tq_kv16(__mmask16 k, const void *rows, size_t idx, const int h)
              : _mm512_maskz_loadu_ps(k, (const float *)rows + idx);
 }
 
-/* Four keys at a time: one FMA chain per key, so four chains hide the FMA latency, and the query
- * is loaded once for the four. h: f32 or f16 rows (tq_kv16). */
+/* One key after another, each one FMA chain: the keys' rows are read in memory order (the
+ * head-major cache keeps a head's keys contiguous), and the out-of-order core overlaps the chains of
+ * consecutive keys. Reading four keys' rows interleaved, as this kernel did, streamed a head's keys
+ * from memory slower (benchmarks/micro/kv_walk.c: 8.1-8.8 vs 10.7-13.9 GB/s). h: f32 or f16 rows
+ * (tq_kv16). */
 TQ_INLINE void tq_dots_avx512(const void *rows, size_t stride, int len, const float *x, int n, float *out,
                               const int h) {
     const int body = n & ~15;
     const __mmask16 k = tq_tail_mask(n - body), all = 0xffff;
-    int j = 0;
-    for (; j + 4 <= len; j += 4) {
-        const size_t r = (size_t)j * stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < body; i += 16) {
-            const __m512 xv = _mm512_loadu_ps(x + i);
-            a0 = _mm512_fmadd_ps(tq_kv16(all, rows, r + i, h), xv, a0);
-            a1 = _mm512_fmadd_ps(tq_kv16(all, rows, r + stride + i, h), xv, a1);
-            a2 = _mm512_fmadd_ps(tq_kv16(all, rows, r + 2 * stride + i, h), xv, a2);
-            a3 = _mm512_fmadd_ps(tq_kv16(all, rows, r + 3 * stride + i, h), xv, a3);
-        }
-        if (body < n) {
-            const __m512 xv = _mm512_maskz_loadu_ps(k, x + body);
-            a0 = _mm512_fmadd_ps(tq_kv16(k, rows, r + body, h), xv, a0);
-            a1 = _mm512_fmadd_ps(tq_kv16(k, rows, r + stride + body, h), xv, a1);
-            a2 = _mm512_fmadd_ps(tq_kv16(k, rows, r + 2 * stride + body, h), xv, a2);
-            a3 = _mm512_fmadd_ps(tq_kv16(k, rows, r + 3 * stride + body, h), xv, a3);
-        }
-        out[j] = _mm512_reduce_add_ps(a0);
-        out[j + 1] = _mm512_reduce_add_ps(a1);
-        out[j + 2] = _mm512_reduce_add_ps(a2);
-        out[j + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; j < len; j++) {
+    for (int j = 0; j < len; j++) {
         const size_t r = (size_t)j * stride;
         __m512 a0 = _mm512_setzero_ps();
         for (int i = 0; i < body; i += 16) a0 = _mm512_fmadd_ps(tq_kv16(all, rows, r + i, h), _mm512_loadu_ps(x + i), a0);
@@ -358,30 +338,32 @@ TQ_INLINE void tq_dots_avx512(const void *rows, size_t stride, int len, const fl
     }
 }
 
-/* 64 output columns at a time in four registers (four independent FMA chains), every key's row
- * read once per column group; partial groups through masks. */
+/* R x 16 output columns of the value sum from column c, one FMA chain per register, every key's
+ * row read once (masked past n). */
+TQ_INLINE void tq_wsum_cols_avx512(const void *rows, size_t stride, int len, const float *w, int n, float *out,
+                                   int c, const int h, const int R) {
+    __mmask16 k[8];
+    __m512 a[8];
+    for (int b = 0; b < R; b++) {
+        const int left = n - c - 16 * b;
+        k[b] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tq_tail_mask(left) : (__mmask16)0;
+        a[b] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < len; j++) {
+        const size_t r = (size_t)j * stride + c;
+        const __m512 wj = _mm512_set1_ps(w[j]);
+        for (int b = 0; b < R; b++) a[b] = _mm512_fmadd_ps(wj, tq_kv16(k[b], rows, r + 16 * b, h), a[b]);
+    }
+    for (int b = 0; b < R; b++) _mm512_mask_storeu_ps(out + c + 16 * b, k[b], a[b]);
+}
+
+/* Up to 128 columns per pass (eight registers), so that a 128-wide head's value rows are read in
+ * memory order in one pass over the keys; narrower rests 64 at a time. */
 TQ_INLINE void tq_wsum_avx512(const void *rows, size_t stride, int len, const float *w, int n, float *out,
                               const int h) {
-    for (int c = 0; c < n; c += 64) {
-        __mmask16 k[4];
-        for (int b = 0; b < 4; b++) {
-            const int left = n - c - 16 * b;
-            k[b] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tq_tail_mask(left) : (__mmask16)0;
-        }
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int j = 0; j < len; j++) {
-            const size_t r = (size_t)j * stride + c;
-            const __m512 wj = _mm512_set1_ps(w[j]);
-            a0 = _mm512_fmadd_ps(wj, tq_kv16(k[0], rows, r, h), a0);
-            a1 = _mm512_fmadd_ps(wj, tq_kv16(k[1], rows, r + 16, h), a1);
-            a2 = _mm512_fmadd_ps(wj, tq_kv16(k[2], rows, r + 32, h), a2);
-            a3 = _mm512_fmadd_ps(wj, tq_kv16(k[3], rows, r + 48, h), a3);
-        }
-        _mm512_mask_storeu_ps(out + c, k[0], a0);
-        _mm512_mask_storeu_ps(out + c + 16, k[1], a1);
-        _mm512_mask_storeu_ps(out + c + 32, k[2], a2);
-        _mm512_mask_storeu_ps(out + c + 48, k[3], a3);
-    }
+    int c = 0;
+    for (; n - c > 64; c += 128) tq_wsum_cols_avx512(rows, stride, len, w, n, out, c, h, 8);
+    for (; c < n; c += 64) tq_wsum_cols_avx512(rows, stride, len, w, n, out, c, h, 4);
 }
 
 TQ_KV_KERNELS(avx512)
