@@ -6,7 +6,8 @@
  *   head-major      each KV head's keys contiguous (the engine's layout now); the engine's kernel,
  *                   which reads one key's row after another
  *   head-major ilv4 the same layout with the previous kernel's order: four keys' rows interleaved
- *   head-major grp4 not in the engine yet: the four query heads of a KV head in one pass, so each key
+ *   head-major grp4 tried in the engine and dropped (+2-3% of a long-context token, -3% of a long
+ *                   prompt: benchmarks/RESULTS.md): the four query heads of a KV head in one pass, so each key
  *                   row is loaded once for the four (sixteen FMA chains: four keys x four heads),
  *                   keys one after another, the sixteen sums reduced together (bit-identical to
  *                   _mm512_reduce_add_ps of each; checked below)

@@ -142,8 +142,8 @@ static size_t tq_kv_esz(const tq_state *s) { return s->kv_half ? sizeof(uint16_t
  * elements contiguous, so attention walks one linear stream per head. With the position-major
  * layout (a position's heads side by side) each head's walk read 512 of every 2560 bytes; the key
  * walk of a 2B4T token at 2000 positions ran at 7.4-8.0 GB/s from memory, head-major 10.7-13.9
- * (benchmarks/micro/kv_walk.c, which also shows what is left: 23 GB/s when a key's row is loaded
- * once for all four heads of its group). Element of (layer, KV head, position). */
+ * (benchmarks/micro/kv_walk.c; its grouped form, 23 GB/s alone, bought only ~2-3% of a long-context
+ * token in the engine: benchmarks/RESULTS.md). Element of (layer, KV head, position). */
 static size_t tq_kv_at(const tq_state *s, int layer, int kvh, int pos) {
     return (((size_t)layer * s->m->n_kv_heads + kvh) * s->n_ctx + pos) * s->m->head_dim;
 }
