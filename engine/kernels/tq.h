@@ -57,7 +57,8 @@ typedef float (*tq_quant_fn)(const float *x, int n, int npad, int8_t *q, int32_t
 typedef void (*tq_f16_gemv_fn)(const uint16_t *w, int rows, int cols, const float *x, float *out);
 
 /* Attention scores: out[j] = dot(rows + j * stride, x) over n floats, for j < len (the keys of
- * one head, stride = the KV cache's row length). One call per head instead of one per key. */
+ * one head; stride = elements from one key to the next, head_dim in the head-major cache). One call
+ * per head instead of one per key. */
 typedef void (*tq_f32_dots_fn)(const float *rows, size_t stride, int len, const float *x, int n, float *out);
 
 /* Attention output: out[i] = sum_j w[j] * rows[j * stride + i] for i < n, j < len (out is

@@ -238,15 +238,16 @@ TQ_INLINE __m256 tq_kv8(const void *rows, size_t idx, const int h) {
              : _mm256_loadu_ps((const float *)rows + idx);
 }
 
-/* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
- * multiple of 8 in scalar. h: f32 or f16 rows (tq_kv8). */
+/* Four keys at a time, each one FMA chain over its row, the rows read one after another; then single
+ * keys (two chains each); columns past the last multiple of 8 in scalar. h: f32 or f16 rows
+ * (tq_kv8). */
 TQ_INLINE void tq_dots_avx2(const void *rows, size_t stride, int len, const float *x, int n, float *out,
                             const int h) {
     const int body = n & ~7;
     int j = 0;
     for (; j + 4 <= len; j += 4) {
-        /* one key's row after another (memory order in the head-major cache; see tq_avx512.c),
-         * each its own FMA chain, which the out-of-order core overlaps */
+        /* memory order in the head-major cache (see tq_avx512.c); the out-of-order core overlaps the
+         * four chains */
         const size_t r = (size_t)j * stride;
         float s[4];
         for (int q = 0; q < 4; q++) {
