@@ -91,6 +91,8 @@ class ModelsDialog(QDialog):
         self.progress: dict[str, Progress] = {}  # latest per download key
         self.errors: dict[str, str] = {}
         self.resumable: dict[str, DownloadRequest] = {}  # part files from an earlier run, by key
+        # keys the user cancelled: progress the worker sent before it saw the cancel is stale
+        self.cancelled: set[str] = set()
         self.signals = DownloadSignals(self)
         self.signals.attach(ctx.downloads)
         self.signals.progress.connect(self._on_progress)
@@ -380,6 +382,7 @@ class ModelsDialog(QDialog):
             self.status.setText(str(e))
             return None
         self.errors.pop(entry.id, None)
+        self.cancelled.discard(entry.id)
         key = self.ctx.downloads.add(req)
         self.status.setText(f"Downloading {entry.name}…")
         self.refresh()
@@ -404,6 +407,7 @@ class ModelsDialog(QDialog):
             self.ctx.downloads.resume(e.id)
         elif e.id in self.resumable:
             req = self.resumable.pop(e.id)
+            self.cancelled.discard(e.id)
             self.ctx.downloads.add(
                 dataclasses.replace(req, endpoint=self.ctx.settings.hf_endpoint, token=self._token())
             )
@@ -414,6 +418,7 @@ class ModelsDialog(QDialog):
         if e is None:
             return
         if e.id in self.progress:
+            self.cancelled.add(e.id)
             self.ctx.downloads.cancel(e.id)
             self.progress.pop(e.id, None)
         elif e.id in self.resumable:
@@ -430,6 +435,9 @@ class ModelsDialog(QDialog):
     def _on_progress(self, p: Progress) -> None:
         if p.state == State.CANCELLED:
             self.progress.pop(p.key, None)
+            self.cancelled.discard(p.key)
+        elif p.key in self.cancelled:
+            return  # sent before the worker saw the cancel; the row already says Available
         else:
             self.progress[p.key] = p
         for it in self._items():

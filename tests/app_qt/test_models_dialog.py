@@ -148,9 +148,18 @@ def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) 
     qtbot.waitUntil(
         lambda: (p := dlg.progress.get("tiny-model")) is not None and p.downloaded > 50_000, timeout=20_000
     )
+    stale = dlg.progress["tiny-model"]
     dlg.cancel_button.click()
+    assert row_status(dlg, ("entry", "tiny-model")) == "Available"
+    # progress the worker queued before it saw the cancel must not bring the row back
+    dlg.signals.progress.emit(stale)
+    assert row_status(dlg, ("entry", "tiny-model")) == "Available"
     qtbot.waitUntil(lambda: not (ctx.library.folder / (FILE + ".part")).exists(), timeout=10_000)
     assert row_status(dlg, ("entry", "tiny-model")) == "Available" and dlg.download_button.isEnabled()
+    # a new download of the same model shows its progress again
+    dlg.download_button.click()
+    qtbot.waitUntil(lambda: row_status(dlg, ("entry", "tiny-model")).startswith("Downloading"), timeout=10_000)
+    dlg.cancel_button.click()
 
 
 def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
