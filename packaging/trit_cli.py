@@ -1,0 +1,8 @@
+"""Entry point of the bundled `trit` executable: the command line (no subcommand opens the app)."""
+
+import sys
+
+from trit.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
