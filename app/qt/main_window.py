@@ -248,6 +248,7 @@ class MainWindow(QMainWindow):
         if convs and not model:  # with an explicit model: start on a new chat with it
             self.select_conversation(convs[0].id)
         else:
+            self._show_new_chat_settings()
             self._render()
         self._update_controls()
         self._rss_timer = QTimer(self)
@@ -485,10 +486,16 @@ class MainWindow(QMainWindow):
             self.settings_panel.show_values(conv.system_prompt, conv.sampling)
             self.setWindowTitle(f"{conv.title} — Trit")
         else:
+            self._show_new_chat_settings()
             self.setWindowTitle("Trit")
         self._render()
         self._sync_model()
         self._update_controls()
+
+    def _show_new_chat_settings(self) -> None:
+        """With no conversation shown, the panel shows what the next new chat gets (Apply or the
+        first message creates it), not the spin boxes' minimums."""
+        self.settings_panel.show_values("", self._default_sampling(self.conversation_model(None)))
 
     def _default_sampling(self, choice: ModelChoice) -> Sampling:
         name = f"{choice.name} {Path(choice.path).name if choice.path else ''}".lower()

@@ -266,3 +266,26 @@ def test_signal_emit_keeps_refcounts() -> None:
         e.flag.emit(False)
     after = sys.getrefcount(True), sys.getrefcount(False)
     assert after[0] >= before[0] - 2 and after[1] >= before[1] - 2, (before, after)
+
+
+def test_settings_panel_shows_what_a_new_chat_gets(win: MainWindow) -> None:
+    # no conversation yet: the panel shows the new chat's defaults, not the spin boxes' minimums
+    expected = win._default_sampling(win.conversation_model(None))
+    p = win.settings_panel
+
+    def shown() -> tuple[str, float, float, int]:
+        return p.system.toPlainText(), p.temperature.value(), p.top_p.value(), p.max_tokens.value()
+
+    want = ("", expected.temperature, expected.top_p, expected.max_tokens)
+    assert win.current_id is None and shown() == want and expected.max_tokens > 1
+    # a conversation with its own settings, then deleted: back to the defaults
+    cid = win.new_conversation("Own settings")
+    win.store.update_conversation(cid, system_prompt="Be brief.", sampling=mw.Sampling(0.3, 0.5, 7))
+    win.select_conversation(cid)
+    assert shown() == ("Be brief.", 0.3, 0.5, 7)
+    win.select_conversation(None)
+    assert shown() == want
+    # Apply without a conversation creates one with what the panel shows
+    p.apply_button.click()
+    conv = win.store.get_conversation(win.current_id)
+    assert (conv.system_prompt, conv.sampling) == ("", expected)
