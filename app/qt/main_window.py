@@ -738,6 +738,10 @@ class MainWindow(QMainWindow):
         self._update_memory_label()
         if info.get("chat_warning"):
             self.statusBar().showMessage(str(info["chat_warning"]), 10000)
+        else:  # replaces "Loading …"
+            self.statusBar().showMessage(
+                f"Loaded {info['name']} in {float(info.get('load_s', 0)):.1f} s", 4000
+            )
         self._update_controls()
         self.model_loaded.emit(info)
 

@@ -162,6 +162,7 @@ class EngineWorker(QObject):
         self._set_busy(True)
         try:
             self._drop_model()
+            t0 = time.perf_counter()
             try:
                 model = load_model(
                     path,
@@ -193,6 +194,7 @@ class EngineWorker(QObject):
                 rss_bytes=mem.rss_bytes,
                 chat_warning=getattr(model.chat_format, "warning", "") or "",
                 activations=getattr(model, "activations", activations),
+                load_s=time.perf_counter() - t0,
             )
             self.loaded.emit(info)
         finally:

@@ -57,6 +57,9 @@ def test_first_run_opens_the_default_model_and_streams_a_reply(
         pass
     assert loaded.args[0]["name"] == default_model_env.name
     assert win.send_button.isEnabled() and not win.banner.isVisible()
+    # the status bar's "Loading …" gives way to the load time at once
+    assert win.statusBar().currentMessage().startswith(f"Loaded {default_model_env.name} in ")
+    assert 0 < loaded.args[0]["load_s"] < 60
 
     pieces: list[str] = []
     shown_while_streaming: list[str] = []
