@@ -22,7 +22,10 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QApplication,
+    QDialog,
+    QDialogButtonBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -38,6 +41,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -418,7 +423,7 @@ class MainWindow(QMainWindow):
         self.settings_action = act("&Settings…", "Ctrl+,", self.open_settings, f, "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         f.addSeparator()
-        act("&Quit", QKeySequence.StandardKey.Quit, self.close, f)
+        act("&Quit", "Ctrl+Q", self.close, f)  # StandardKey.Quit is empty on some platforms
         e = mb.addMenu("&Edit")
         act("&Copy last reply", "Ctrl+Shift+C", self.copy_last_reply, e)
         act("&Edit last message", "Ctrl+Shift+E", lambda: self.edit_message(None), e)
@@ -431,12 +436,89 @@ class MainWindow(QMainWindow):
         self.panel_action.setShortcut(QKeySequence("Ctrl+Alt+S"))  # Ctrl+, is File › Settings…
         self.panel_action.toggled.connect(self.settings_panel.setVisible)
         v.addAction(self.panel_action)
+        h = mb.addMenu("&Help")
+        act("&Keyboard shortcuts", "Ctrl+/", self.show_shortcuts, h, "shortcuts")
+        act("&About Trit", None, self.show_about, h, "about").setMenuRole(QAction.MenuRole.AboutRole)
         # Delete only from the list (in the prompt it deletes text)
         self.delete_action = QAction("Delete conversation", self.conv_list)
         self.delete_action.setShortcut(QKeySequence.StandardKey.Delete)
         self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
         self.delete_action.triggered.connect(lambda: self.delete_current())
         self.conv_list.addAction(self.delete_action)
+
+    # -- help ------------------------------------------------------------------------------------
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(what, keys) for every menu action that has a shortcut, read from the menus themselves
+        (so the list cannot drift from them), plus the keys that live in one widget."""
+        rows: list[tuple[str, str]] = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            for a in menu.actions() if menu is not None else []:
+                keys = ", ".join(
+                    k.toString(QKeySequence.SequenceFormat.NativeText)
+                    for k in a.shortcuts()
+                    if not k.isEmpty()
+                )
+                if keys:
+                    rows.append((a.text().replace("&", "").rstrip("…"), keys))
+        rows += [
+            ("Send the message", "Enter"),
+            ("New line in the message", "Shift+Enter"),
+            (
+                "Delete the selected conversation (in the list)",
+                self.delete_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText),
+            ),
+        ]
+        return rows
+
+    def show_shortcuts(self) -> QDialog:
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Keyboard shortcuts")
+        dlg.setAccessibleName("Keyboard shortcuts")
+        table = QTableWidget(0, 2, dlg)
+        table.setHorizontalHeaderLabels(["Action", "Keys"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for what, keys in self.shortcut_rows():
+            r = table.rowCount()
+            table.insertRow(r)
+            table.setItem(r, 0, QTableWidgetItem(what))
+            table.setItem(r, 1, QTableWidgetItem(keys))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dlg)
+        buttons.rejected.connect(dlg.reject)
+        layout = QVBoxLayout(dlg)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        dlg.resize(520, 480)
+        dlg.show()
+        return dlg
+
+    def about_text(self) -> str:
+        """Version, the engine's kernel path, where the user's data lives, and the licenses."""
+        from trit.engine._kernels import selected_isa
+
+        from trit import __version__
+
+        info = self.model_info or {}
+        model = (
+            f"{info['name']} ({info.get('isa', '')}, {info.get('threads', '')} threads)" if info else "none"
+        )
+        return (
+            f"<h3>Trit {__version__}</h3>"
+            "<p>Offline chat with 1.58-bit (ternary) language models on your CPU. Nothing you type "
+            "leaves this computer.</p>"
+            f"<p>Engine kernels: {selected_isa()}<br>Model: {model}<br>"
+            f"Conversations: {self.store.path}<br>Settings: {self.ctx.settings_store.path}<br>"
+            f"Models folder: {self.ctx.library.folder}</p>"
+            "<p>Trit is MIT-licensed. It uses Qt for Python (LGPLv3), NumPy, tokenizers, Jinja2, "
+            "platformdirs, psutil and huggingface_hub. Each model has its own license, shown in "
+            "File › Models.</p>"
+        )
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About Trit", self.about_text())
 
     # -- conversations ---------------------------------------------------------------------------
     def refresh_list(self) -> None:

@@ -289,3 +289,32 @@ def test_settings_panel_shows_what_a_new_chat_gets(win: MainWindow) -> None:
     p.apply_button.click()
     conv = win.store.get_conversation(win.current_id)
     assert (conv.system_prompt, conv.sampling) == ("", expected)
+
+
+def test_help_menu_lists_every_shortcut_and_says_where_data_lives(qtbot: Any, win: MainWindow) -> None:
+    from PySide6.QtGui import QAction, QKeySequence
+    from PySide6.QtWidgets import QDialog, QTableWidget
+
+    from trit import __version__
+
+    menus = [a.text().replace("&", "") for a in win.menuBar().actions()]
+    assert menus == ["File", "Edit", "View", "Help"]
+    rows = dict(win.shortcut_rows())
+    # every menu action with a shortcut is listed, with its keys
+    for a in win.findChildren(QAction):
+        keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts() if not k.isEmpty()]
+        if keys and a is not win.delete_action:
+            assert rows[a.text().replace("&", "").rstrip("…")] == ", ".join(keys)
+    assert rows["Quit"] == "Ctrl+Q"
+    assert rows["New chat"] == QKeySequence(QKeySequence.StandardKey.New).toString(
+        QKeySequence.SequenceFormat.NativeText
+    )
+    assert rows["Send the message"] == "Enter" and rows["Keyboard shortcuts"] == "Ctrl+/"
+    shortcuts = win.findChild(QAction, "shortcuts")
+    shortcuts.trigger()
+    dlg = next(d for d in win.findChildren(QDialog) if d.windowTitle() == "Keyboard shortcuts")
+    assert dlg.isVisible() and dlg.findChild(QTableWidget).rowCount() == len(win.shortcut_rows())
+    dlg.close()
+    text = win.about_text()
+    assert f"Trit {__version__}" in text and str(win.store.path) in text
+    assert str(win.ctx.library.folder) in text and "MIT" in text
