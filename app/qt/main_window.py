@@ -485,13 +485,17 @@ class MainWindow(QMainWindow):
             table.setItem(r, 0, QTableWidgetItem(what))
             table.setItem(r, 1, QTableWidgetItem(keys))
         table.resizeColumnsToContents()
+        table.resizeRowsToContents()
         table.horizontalHeader().setStretchLastSection(True)
+        table.setAlternatingRowColors(True)
+        table.setShowGrid(False)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dlg)
         buttons.rejected.connect(dlg.reject)
         layout = QVBoxLayout(dlg)
         layout.addWidget(table)
         layout.addWidget(buttons)
-        dlg.resize(520, 480)
+        rows_h = sum(table.rowHeight(r) for r in range(table.rowCount()))
+        dlg.resize(560, min(rows_h + table.horizontalHeader().height() + 90, 720))
         dlg.show()
         return dlg
 
