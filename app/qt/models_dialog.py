@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import shutil
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QUrl, Signal
+from PySide6.QtCore import QFile, QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QDialog,
@@ -161,7 +162,10 @@ class ModelsDialog(QDialog):
             "Import folder…", "Import a Hugging Face model folder", lambda: self.import_model(folder=True)
         )
         self.reveal_button = button("Show in folder", "Show in file manager", self.reveal_selected)
-        self.delete_button = button("Delete…", "Delete model", self.delete_selected)
+        self.delete_button = button("Delete", "Delete model (to the trash)", self.delete_selected)
+        self.undo_button = button("Undo delete", "Undo delete", self.undo_delete)
+        self.undo_button.hide()
+        self.trashed: tuple[Path, Path] | None = None  # (where the model was, where the trash has it)
         self.close_button = button("Close", "Close models", self.close)
 
         row1 = QHBoxLayout()
@@ -175,7 +179,13 @@ class ModelsDialog(QDialog):
             row1.addWidget(b)
         row1.addStretch(1)
         row2 = QHBoxLayout()
-        for b in (self.import_file_button, self.import_dir_button, self.reveal_button, self.delete_button):
+        for b in (
+            self.import_file_button,
+            self.import_dir_button,
+            self.reveal_button,
+            self.delete_button,
+            self.undo_button,
+        ):
             row2.addWidget(b)
         row2.addStretch(1)
         row2.addWidget(self.close_button)
@@ -503,8 +513,21 @@ class ModelsDialog(QDialog):
         if self.current_path and Path(self.current_path) == m.path:
             self.status.setText(f"{m.name} is in use; open another model first.")
             return
+        if m.path.parent.resolve() != self.library.folder.resolve():
+            self.status.setText(f"{m.name} is not in the models folder; Trit deletes only models there.")
+            return
+        # to the system's trash first, so that Undo (or the trash itself) can bring it back
+        f = QFile(str(m.path))
+        if f.moveToTrash():  # fileName() is then the path inside the trash
+            self.trashed = (m.path, Path(f.fileName()))
+            self.undo_button.show()
+            self.status.setText(f"Moved {m.name} ({format_bytes(m.size)}) to the trash.")
+            self.refresh()
+            return
         if not self._confirm(
-            "Delete model?", f"Delete {m.name} ({format_bytes(m.size)}) from {m.path.parent}?"
+            "Delete model permanently?",
+            f"{m.name} cannot be moved to the trash here. Delete it ({format_bytes(m.size)}) from "
+            f"{m.path.parent} for good?",
         ):
             return
         try:
@@ -514,6 +537,29 @@ class ModelsDialog(QDialog):
             return
         self.status.setText(f"Deleted {m.name}.")
         self.refresh()
+
+    def undo_delete(self) -> None:
+        """Moves the model last sent to the trash back to where it was."""
+        if self.trashed is None:
+            return
+        original, in_trash = self.trashed
+        if original.exists():
+            self.status.setText(f"Cannot restore {original.name}: a file of that name is back in the folder.")
+            return
+        try:
+            shutil.move(str(in_trash), str(original))
+        except OSError as e:
+            self.status.setText(f"Cannot restore {original.name} from the trash: {e.strerror or e}")
+            return
+        # the freedesktop trash keeps a .trashinfo beside files/; without its file it is stale
+        info = in_trash.parent.parent / "info" / (in_trash.name + ".trashinfo")
+        if in_trash.parent.name == "files" and info.is_file():
+            info.unlink(missing_ok=True)
+        self.trashed = None
+        self.undo_button.hide()
+        self.status.setText(f"Restored {original.name}.")
+        self.refresh()
+        self.select(("installed", str(original)))
 
     def choose_folder(self, folder: str | None = None) -> None:
         if folder is None:

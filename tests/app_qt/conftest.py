@@ -22,6 +22,16 @@ LOAD_TIMEOUT_MS = 60_000
 REPLY_TIMEOUT_MS = 120_000
 
 
+@pytest.fixture(autouse=True)
+def own_xdg_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test XDG data folder: the system trash (model deletes) and the per-user models folder
+    live there, never in the real home."""
+    d = tmp_path / "xdg-data"
+    d.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(d))
+    return d
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

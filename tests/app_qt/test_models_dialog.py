@@ -1,6 +1,7 @@
 """The model manager against the local hub server (tests/app_core/hubserver.py): download with
 progress, a dropped connection then Resume (Range request), pause/resume on a slow link, cancel,
-resume after an app restart, import of a real GGUF, delete with confirmation, models folder."""
+resume after an app restart, import of a real GGUF, delete to the trash with Undo (and with
+confirmation where there is no trash), models folder."""
 
 from __future__ import annotations
 
@@ -158,7 +159,9 @@ def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) 
     assert row_status(dlg, ("entry", "tiny-model")) == "Available" and dlg.download_button.isEnabled()
     # a new download of the same model shows its progress again
     dlg.download_button.click()
-    qtbot.waitUntil(lambda: row_status(dlg, ("entry", "tiny-model")).startswith("Downloading"), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: row_status(dlg, ("entry", "tiny-model")).startswith("Downloading"), timeout=10_000
+    )
     dlg.cancel_button.click()
 
 
@@ -195,7 +198,9 @@ def test_unverified_entry_needs_confirmation(qtbot: Any, ctx_for: Any) -> None:
         dlg.download_button.click()
 
 
-def test_import_delete_and_folder(qtbot: Any, ctx_for: Any, tmp_path: Path) -> None:
+def test_import_delete_and_folder(
+    qtbot: Any, ctx_for: Any, tmp_path: Path, own_xdg_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
     from tiny import random_weights  # tests/engine/tiny.py
     from trit.engine.convert import write_bitnet_gguf
@@ -213,7 +218,19 @@ def test_import_delete_and_folder(qtbot: Any, ctx_for: Any, tmp_path: Path) -> N
     bad = tmp_path / "outside" / "not-a-model.gguf"
     bad.write_bytes(b"nope" * 100)
     assert dlg.import_model(str(bad)) is None and "Cannot import" in dlg.status.text()
-    # delete asks first; "no" keeps the file
+    # Delete moves it to the system trash, Undo brings it back
+    size = m.path.stat().st_size
+    dlg.delete_selected()
+    trashed = own_xdg_data / "Trash" / "files" / m.path.name
+    info = own_xdg_data / "Trash" / "info" / (m.path.name + ".trashinfo")
+    assert not m.path.exists() and trashed.stat().st_size == size and info.is_file()
+    assert "to the trash" in dlg.status.text() and dlg.undo_button.isVisible()
+    assert all(str(x.path) != str(m.path) for x in ctx.library.installed())
+    dlg.undo_button.click()
+    assert m.path.stat().st_size == size and not trashed.exists() and not info.exists()
+    assert dlg.selected() == ("installed", str(m.path)) and not dlg.undo_button.isVisible()
+    # where there is no trash it asks before deleting for good; "no" keeps the file
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "no-trash-here"))
     dlg._confirm = lambda title, text: False  # type: ignore[method-assign]
     dlg.delete_selected()
     assert m.path.exists()
