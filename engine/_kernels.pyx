@@ -31,6 +31,10 @@ cdef extern from "tq.h" nogil:
                                     float *out) noexcept
     ctypedef void (*tq_f16_wsum_fn)(const uint16_t *rows, size_t stride, int len, const float *w, int n,
                                     float *out) noexcept
+    ctypedef void (*tq_q8_dots_fn)(const int8_t *rows, size_t stride, int len, const float *x, int n,
+                                   float *out) noexcept
+    ctypedef void (*tq_q8_wsum_fn)(const int8_t *rows, size_t stride, int len, const float *w, int n,
+                                   float *out) noexcept
     ctypedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out) noexcept
     ctypedef void (*tq_softmax_fn)(float *x, int n, float scale) noexcept
     ctypedef struct tq_kernels:
@@ -45,6 +49,8 @@ cdef extern from "tq.h" nogil:
         tq_softmax_fn softmax
         tq_f16_dots_fn f16_dots
         tq_f16_wsum_fn f16_wsum
+        tq_q8_dots_fn q8_dots
+        tq_q8_wsum_fn q8_wsum
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -186,11 +192,13 @@ def f16_gemv(str isa, const uint16_t[:, ::1] w, const float[::1] x):
 ctypedef fused kv_t:
     float
     uint16_t
+    int8_t
 
 
 def kv_dots(str isa, const kv_t[:, ::1] rows, const float[::1] x):
     """out[j] = dot(rows[j, :n], x) with n = len(x) <= rows.shape[1] (the row stride): f32_dots for
-    float32 rows, f16_dots for uint16 rows (the bits of float16, e.g. ``a.view(np.uint16)``)."""
+    float32 rows, f16_dots for uint16 rows (the bits of float16, e.g. ``a.view(np.uint16)``),
+    q8_dots for int8 rows (codes; the row scales are the caller's)."""
     cdef const tq_kernels *k = _table(isa)
     if x.shape[0] > rows.shape[1]:
         raise ValueError("kv_dots: x is longer than a row")
@@ -202,14 +210,16 @@ def kv_dots(str isa, const kv_t[:, ::1] rows, const float[::1] x):
         with nogil:
             if kv_t is float:
                 k.f32_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
-            else:
+            elif kv_t is uint16_t:
                 k.f16_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
+            else:
+                k.q8_dots(&rows[0, 0], stride, length, &x[0], n, &o[0])
     return out
 
 
 def kv_wsum(str isa, const kv_t[:, ::1] rows, const float[::1] w, int n):
     """out[i] = sum_j w[j] * rows[j, i] for i < n <= rows.shape[1] (the row stride): f32_wsum for
-    float32 rows, f16_wsum for uint16 rows (float16 bits)."""
+    float32 rows, f16_wsum for uint16 rows (float16 bits), q8_wsum for int8 rows (codes)."""
     cdef const tq_kernels *k = _table(isa)
     if w.shape[0] != rows.shape[0] or n < 0 or n > rows.shape[1]:
         raise ValueError("kv_wsum: need len(w) == rows.shape[0] and 0 <= n <= rows.shape[1]")
@@ -222,8 +232,10 @@ def kv_wsum(str isa, const kv_t[:, ::1] rows, const float[::1] w, int n):
         with nogil:
             if kv_t is float:
                 k.f32_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, wp, n, &o[0])
-            else:
+            elif kv_t is uint16_t:
                 k.f16_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, wp, n, &o[0])
+            else:
+                k.q8_wsum(&rows[0, 0] if length > 0 else NULL, stride, length, wp, n, &o[0])
     return out
 
 

@@ -69,6 +69,11 @@ typedef void (*tq_f32_wsum_fn)(const float *rows, size_t stride, int len, const 
  * float exactly, then the sums run as in the f32 kernels of the same path. */
 typedef void (*tq_f16_dots_fn)(const uint16_t *rows, size_t stride, int len, const float *x, int n, float *out);
 typedef void (*tq_f16_wsum_fn)(const uint16_t *rows, size_t stride, int len, const float *w, int n, float *out);
+/* And over an 8-bit cache (rows of int8 codes; each row's scale is applied by the caller: the dots
+ * times the key's scale, the weights times the value's scale before the sum). Every code widens to
+ * float exactly, so these are the f32 kernels' sums over the codes. */
+typedef void (*tq_q8_dots_fn)(const int8_t *rows, size_t stride, int len, const float *x, int n, float *out);
+typedef void (*tq_q8_wsum_fn)(const int8_t *rows, size_t stride, int len, const float *w, int n, float *out);
 
 /* Attention weights in place: x[j] = exp(x[j] * scale - max) / sum over j < n (n >= 1), where max
  * is the largest x[j] * scale. SIMD paths use a polynomial exp (within 2 ulp of expf on [-87, 0];
@@ -92,6 +97,8 @@ typedef struct {
     tq_softmax_fn softmax;
     tq_f16_dots_fn f16_dots;
     tq_f16_wsum_fn f16_wsum;
+    tq_q8_dots_fn q8_dots;
+    tq_q8_wsum_fn q8_wsum;
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */

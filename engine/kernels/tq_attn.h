@@ -11,10 +11,12 @@
 
 #include "tq.h"
 
-/* Element idx of a KV row block: f32 (h = 0) or f16 (h = 1, widened exactly). h is a constant
- * at every call, so each kernel compiles to two plain loops. */
+/* Element idx of a KV row block: f32 (h = 0), f16 (h = 1, widened exactly) or an int8 code (h = 2,
+ * exact as a float). h is a constant at every call, so each kernel compiles to plain loops. */
 static inline float tq_kv_elem(const void *rows, size_t idx, int h) {
-    return h ? tq_f16_to_f32(((const uint16_t *)rows)[idx]) : ((const float *)rows)[idx];
+    return h == 2 ? (float)((const int8_t *)rows)[idx]
+           : h    ? tq_f16_to_f32(((const uint16_t *)rows)[idx])
+                  : ((const float *)rows)[idx];
 }
 
 /* exp(x) for the softmax's x <= 0 (after the max is subtracted): x = n ln2 + r with n = round(x
@@ -50,9 +52,9 @@ static inline void tq_wsum_columns(const void *rows, size_t stride, int len, con
     }
 }
 
-/* A path's four attention kernels (tq_kernels' f32_dots, f32_wsum, f16_dots, f16_wsum) from its two
+/* A path's six attention kernels (tq_kernels' f32_, f16_ and q8_dots and _wsum) from its two
  * generic bodies tq_dots_<isa> and tq_wsum_<isa>, whose last argument is the element type (0 f32,
- * 1 f16) as a compile-time constant. */
+ * 1 f16, 2 int8) as a compile-time constant. */
 #define TQ_KV_KERNELS(isa)                                                                                 \
     static void tq_f32_dots_##isa(const float *rows, size_t stride, int len, const float *x, int n, float *out) { \
         tq_dots_##isa(rows, stride, len, x, n, out, 0);                                                    \
@@ -67,6 +69,14 @@ static inline void tq_wsum_columns(const void *rows, size_t stride, int len, con
     static void tq_f16_wsum_##isa(const uint16_t *rows, size_t stride, int len, const float *w, int n,     \
                                   float *out) {                                                            \
         tq_wsum_##isa(rows, stride, len, w, n, out, 1);                                                    \
+    }                                                                                                      \
+    static void tq_q8_dots_##isa(const int8_t *rows, size_t stride, int len, const float *x, int n,        \
+                                 float *out) {                                                             \
+        tq_dots_##isa(rows, stride, len, x, n, out, 2);                                                    \
+    }                                                                                                      \
+    static void tq_q8_wsum_##isa(const int8_t *rows, size_t stride, int len, const float *w, int n,        \
+                                 float *out) {                                                             \
+        tq_wsum_##isa(rows, stride, len, w, n, out, 2);                                                    \
     }
 
 /* The softmax's three loops over [j0, n): x[j] *= scale with the running max, then expf and the

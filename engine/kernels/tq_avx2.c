@@ -234,6 +234,8 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
 
 /* Eight KV elements from element idx: f32 (h = 0) or f16 widened by F16C (h = 1). */
 TQ_INLINE __m256 tq_kv8(const void *rows, size_t idx, const int h) {
+    if (h == 2) /* eight int8 codes, widened */
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)rows + idx))));
     return h ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)rows + idx)))
              : _mm256_loadu_ps((const float *)rows + idx);
 }
@@ -378,6 +380,8 @@ static const tq_kernels tq_avx2_table = {
     tq_softmax_avx2,
     tq_f16_dots_avx2,
     tq_f16_wsum_avx2,
+    tq_q8_dots_avx2,
+    tq_q8_wsum_avx2,
 };
 
 const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }

@@ -314,8 +314,9 @@ static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const floa
 }
 
 /* Sixteen KV elements from element idx (masked: lanes outside k read nothing and are 0): f32
- * (h = 0) or f16 widened (h = 1). */
+ * (h = 0), f16 widened (h = 1) or int8 codes widened (h = 2). */
 TQ_INLINE __m512 tq_kv16(__mmask16 k, const void *rows, size_t idx, const int h) {
+    if (h == 2) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, (const int8_t *)rows + idx)));
     return h ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)rows + idx))
              : _mm512_maskz_loadu_ps(k, (const float *)rows + idx);
 }
@@ -442,6 +443,8 @@ static const tq_kernels tq_avx512vnni_table = {
     tq_softmax_avx512,
     tq_f16_dots_avx512,
     tq_f16_wsum_avx512,
+    tq_q8_dots_avx512,
+    tq_q8_wsum_avx512,
 };
 
 static const tq_kernels tq_avx512_table = {
@@ -456,6 +459,8 @@ static const tq_kernels tq_avx512_table = {
     tq_softmax_avx512,
     tq_f16_dots_avx512,
     tq_f16_wsum_avx512,
+    tq_q8_dots_avx512,
+    tq_q8_wsum_avx512,
 };
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on

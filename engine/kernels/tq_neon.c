@@ -309,6 +309,12 @@ static void tq_f16_gemv_neon(const uint16_t *w, int rows, int cols, const float 
 /* Four KV elements from element idx: f32 (h = 0) or f16 widened (h = 1; the halves are loaded as
  * integers and reinterpreted, so no fp16 arithmetic extension is needed). */
 TQ_INLINE float32x4_t tq_kv4(const void *rows, size_t idx, const int h) {
+    if (h == 2) { /* four int8 codes, widened (a 32-bit load: rows may be unaligned) */
+        int32_t v;
+        memcpy(&v, (const int8_t *)rows + idx, sizeof v);
+        const int16x8_t w = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(v)));
+        return vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+    }
     return h ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)rows + idx)))
              : vld1q_f32((const float *)rows + idx);
 }
@@ -433,6 +439,8 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_softmax_neon,
     tq_f16_dots_neon,
     tq_f16_wsum_neon,
+    tq_q8_dots_neon,
+    tq_q8_wsum_neon,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -447,6 +455,8 @@ static const tq_kernels tq_neon_table = {
     tq_softmax_neon,
     tq_f16_dots_neon,
     tq_f16_wsum_neon,
+    tq_q8_dots_neon,
+    tq_q8_wsum_neon,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

@@ -168,6 +168,8 @@ static const tq_kernels tq_scalar_table = {
     tq_softmax_scalar,
     tq_f16_dots_scalar,
     tq_f16_wsum_scalar,
+    tq_q8_dots_scalar,
+    tq_q8_wsum_scalar,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

@@ -14,9 +14,11 @@
  *   8 softmax   n scale(f32 bits) | x f32[n]
  *   9 f16_dots  len n stride | rows u16[len*stride] | x f32[n]
  *  10 f16_wsum  len n stride | rows u16[len*stride] | w f32[len]
+ *  11 q8_dots   len n stride | rows i8[len*stride] | x f32[n]
+ *  12 q8_wsum   len n stride | rows i8[len*stride] | w f32[len]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
- *   f16_gemv f32[rows] | f32/f16_dots f32[len] | f32/f16_wsum f32[n] | scale_out f32[n] | softmax f32[n]
+ *   f16_gemv f32[rows] | f32/f16/q8_dots f32[len] | f32/f16/q8_wsum f32[n] | scale_out f32[n] | softmax f32[n]
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -122,16 +124,20 @@ int main(int argc, char **argv) {
             k->f16_gemv((const uint16_t *)w.p, rows, cols, (const float *)x.p, out);
             wr(out, sizeof(float) * (size_t)rows);
             free(out), free(w.raw), free(x.raw);
-        } else if (kind == 5 || kind == 6 || kind == 9 || kind == 10) {
+        } else if (kind == 5 || kind == 6 || (kind >= 9 && kind <= 12)) {
             const int len = rd_i32(), n = rd_i32(), stride = rd_i32();
-            const int half = kind >= 9, dots = kind == 5 || kind == 9;
-            const size_t esz = half ? sizeof(uint16_t) : sizeof(float);
-            tq_buf rows = buf_read(esz * (size_t)len * stride, esz);
+            const int half = kind == 9 || kind == 10, q8 = kind >= 11, dots = kind == 5 || kind == 9 || kind == 11;
+            const size_t esz = q8 ? 1 : half ? sizeof(uint16_t) : sizeof(float);
+            tq_buf rows = buf_read(esz * (size_t)len * stride, q8 ? 3 : esz); /* codes: an odd address */
             tq_buf v = buf_read(sizeof(float) * (size_t)(dots ? n : len), 4);
             const int nout = dots ? len : n;
             float *out = malloc(sizeof(float) * (size_t)(nout > 0 ? nout : 1));
             const float *vp = (const float *)v.p;
-            if (half && dots)
+            if (q8 && dots)
+                k->q8_dots((const int8_t *)rows.p, (size_t)stride, len, vp, n, out);
+            else if (q8)
+                k->q8_wsum((const int8_t *)rows.p, (size_t)stride, len, vp, n, out);
+            else if (half && dots)
                 k->f16_dots((const uint16_t *)rows.p, (size_t)stride, len, vp, n, out);
             else if (half)
                 k->f16_wsum((const uint16_t *)rows.p, (size_t)stride, len, vp, n, out);

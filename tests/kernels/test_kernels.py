@@ -1,8 +1,8 @@
 """Every kernel of every ISA table against the scalar spec and a numpy reference.
 
 Integer results (gemv / gemm int32, quant_act int8 values, sums and scale) and scale_out must be
-bit-identical to the scalar path and to numpy. Float kernels (f16_gemv, kv_dots, kv_wsum over f32 and
-f16 rows) are compared with a float64 numpy reference within the named tolerances below.
+bit-identical to the scalar path and to numpy. Float kernels (f16_gemv, kv_dots, kv_wsum over f32,
+f16 and int8 rows) are compared with a float64 numpy reference within the named tolerances below.
 """
 
 from __future__ import annotations
@@ -359,13 +359,18 @@ ATTN_SHAPES = [(1, 1, 0), (2, 3, 1), (3, 7, 0), (4, 8, 5), (5, 9, 0), (6, 15, 1)
 
 
 def kv_rows(rng: np.random.Generator, shape: tuple[int, int], kv: str) -> tuple[np.ndarray, np.ndarray]:
-    """Random KV rows in the kernel's input form (float32, or float16 bits as uint16) and as the
-    float64 values they hold."""
+    """Random KV rows in the kernel's input form (float32, float16 bits as uint16, or int8 codes with
+    the extremes -128 and 127 included) and as the float64 values they hold."""
+    if kv == "q8":
+        codes = rng.integers(-128, 128, shape, dtype=np.int8)
+        codes.flat[:: 7] = -128
+        codes.flat[3 :: 11] = 127
+        return codes, codes.astype(np.float64)
     rows = rng.standard_normal(shape).astype(np.float16 if kv == "f16" else np.float32)
     return (rows.view(np.uint16) if kv == "f16" else rows), rows.astype(np.float64)
 
 
-@pytest.mark.parametrize("kv", ["f32", "f16"])
+@pytest.mark.parametrize("kv", ["f32", "f16", "q8"])
 def test_kv_dots(isa, kv):
     rng = np.random.default_rng(SEED + 8)
     for length, n, extra in ATTN_SHAPES:
@@ -375,11 +380,11 @@ def test_kv_dots(isa, kv):
         for got in (K.kv_dots(isa, rows, x), K.kv_dots(isa, unaligned(rows, 4), unaligned(x, 8))):
             for j in range(length):
                 assert abs(got[j] - terms[j].sum()) <= fsum_tol(terms[j]), f"{isa} {kv} {length}x{n} key {j}"
-        if kv == "f16":  # the halves widened exactly, then the f32 kernel's own sums, bit for bit
+        if kv != "f32":  # halves or codes widened exactly, then the f32 kernel's own sums, bit for bit
             np.testing.assert_array_equal(K.kv_dots(isa, rows, x), K.kv_dots(isa, exact.astype(np.float32), x))
 
 
-@pytest.mark.parametrize("kv", ["f32", "f16"])
+@pytest.mark.parametrize("kv", ["f32", "f16", "q8"])
 def test_kv_wsum(isa, kv):
     rng = np.random.default_rng(SEED + 9)
     for length, n, extra in ATTN_SHAPES:
@@ -390,10 +395,10 @@ def test_kv_wsum(isa, kv):
             assert got.shape == (n,)
             for i in range(n):
                 assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {kv} {length}x{n} column {i}"
-        if kv == "f16":
+        if kv != "f32":
             np.testing.assert_array_equal(K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, exact.astype(np.float32), w, n))
     # no keys: zeros, every column written
-    empty = np.zeros((0, 20), np.float32 if kv == "f32" else np.uint16)
+    empty = np.zeros((0, 20), {"f32": np.float32, "f16": np.uint16, "q8": np.int8}[kv])
     np.testing.assert_array_equal(K.kv_wsum(isa, empty, np.zeros(0, np.float32), 20), 0)
 
 

@@ -105,20 +105,23 @@ class Vectors:
         self.checks.append(("f16_gemv", w16.shape, terms))
 
     @staticmethod
-    def _kv(rows: np.ndarray) -> tuple[bool, bytes]:
-        """f16 rows (an f16 KV cache: kinds 9 / 10) or f32 (kinds 5 / 6), and their bytes."""
+    def _kv(rows: np.ndarray) -> tuple[int, bytes]:
+        """The dots kind (wsum is one more) and the bytes of f32 rows (5 / 6), f16 rows (an f16 KV
+        cache: 9 / 10) or int8 codes (an 8-bit cache: 11 / 12)."""
+        if rows.dtype == np.int8:
+            return 11, rows.tobytes()
         half = rows.dtype == np.float16
-        return half, rows.astype("<f2" if half else "<f4").tobytes()
+        return (9 if half else 5), rows.astype("<f2" if half else "<f4").tobytes()
 
     def dots(self, rows: np.ndarray, x: np.ndarray) -> None:
-        half, data = self._kv(rows)
-        self._ints(9 if half else 5, rows.shape[0], x.size, rows.shape[1])
+        kind, data = self._kv(rows)
+        self._ints(kind, rows.shape[0], x.size, rows.shape[1])
         self.chunks += [data, x.astype("<f4").tobytes()]
         self.checks.append(("dots", rows.shape[0], rows[:, : x.size].astype(np.float64) * x.astype(np.float64)))
 
     def wsum(self, rows: np.ndarray, w: np.ndarray, n: int) -> None:
-        half, data = self._kv(rows)
-        self._ints(10 if half else 6, rows.shape[0], n, rows.shape[1])
+        kind, data = self._kv(rows)
+        self._ints(kind + 1, rows.shape[0], n, rows.shape[1])
         self.chunks += [data, w.astype("<f4").tobytes()]
         self.checks.append(("wsum", n, (w.astype(np.float64)[:, None] * rows[:, :n].astype(np.float64)).T))
 
@@ -176,11 +179,14 @@ def build_vectors() -> Vectors:
         for cols in (1, 7, 8, 9, 17, 100, 2560):
             v.f16_gemv((rng.standard_normal((rows, cols)) * 0.5).astype(np.float16), rng.standard_normal(cols).astype(np.float32))
     for length, n, extra in ((1, 1, 0), (3, 4, 1), (4, 5, 3), (5, 15, 0), (7, 16, 4), (9, 17, 2), (1, 33, 0), (33, 128, 512), (2, 1000, 0)):
-        for dtype in (np.float32, np.float16):  # f32 and f16 KV caches
-            rows = rng.standard_normal((length, n + extra)).astype(dtype)
+        for dtype in (np.float32, np.float16, np.int8):  # f32, f16 and 8-bit KV caches
+            if dtype == np.int8:
+                rows = rng.integers(-128, 128, (length, n + extra), dtype=np.int8)
+            else:
+                rows = rng.standard_normal((length, n + extra)).astype(dtype)
             v.dots(rows, rng.standard_normal(n).astype(np.float32))
             v.wsum(rows, rng.standard_normal(length).astype(np.float32), n)
-    for dtype in (np.float32, np.float16):
+    for dtype in (np.float32, np.float16, np.int8):
         v.wsum(np.zeros((0, 8), dtype), np.zeros(0, np.float32), 8)  # no keys: zeros
     for n in (1, 3, 4, 5, 17, 2560):
         acc = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)
