@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Long contexts: decode and prompt speed with the KV cache in f32 (exact) and f16 (kv="f16").
+"""Long contexts: decode and prompt speed with the KV cache in f32 (exact), f16 and 8-bit (kv="q8").
 
     python benchmarks/bench_context.py [-m MODEL.gguf] [--quick] [-t 1,2] [--positions 500,1000,2000]
                                        [-n 32] [--reps 3]
@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         res[kv].append(_measure(models[kv], ids, a.gen_tokens))
                 for kv in KV_TYPES:
                     pp, tg = zip(*res[kv])
-                    esz = 2 if kv == "f16" else 4
-                    kv_mb = 2 * cfg.n_layers * n * kvdim * esz / 1e6
+                    esz = {"f16": 2, "q8": 1}.get(kv, 4)
+                    scales = 2 * cfg.n_layers * n * cfg.n_kv_heads * 4 if kv == "q8" else 0  # one f32 per row
+                    kv_mb = (2 * cfg.n_layers * n * kvdim * esz + scales) / 1e6
                     rows.append(
                         (t, n, kv, statistics.median(pp), min(pp), statistics.median(tg), min(tg), kv_mb)
                     )

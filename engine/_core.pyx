@@ -71,7 +71,7 @@ cdef extern from "forward.h" nogil:
     ctypedef struct tq_state:
         pass
     tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                           int kv_half)
+                           int kv_type)
     void tq_state_free(tq_state *s)
     void tq_state_cancel(tq_state *s, int flag)
     int tq_state_threads(const tq_state *s)
@@ -237,15 +237,16 @@ cdef class CoreState:
     def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1, str kv="f32"):
         if n_ctx < 1 or max_batch < 1 or nthreads < 1:
             raise ValueError("n_ctx, max_batch and nthreads must be >= 1")
-        if kv not in ("f32", "f16"):
-            raise ValueError(f"kv must be 'f32' or 'f16', got {kv!r}")
+        kv_types = {"f32": 0, "f16": 1, "q8": 2}  # TQ_KV_F32 / F16 / Q8 in forward.h
+        if kv not in kv_types:
+            raise ValueError(f"kv must be one of {', '.join(kv_types)}, got {kv!r}")
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max_batch
         self.kv = kv
-        cdef int half = kv == "f16"
+        cdef int kv_type = kv_types[kv]
         with nogil:
-            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads, half)
+            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads, kv_type)
         if self.s == NULL:
             raise OutOfMemoryError(
                 f"could not allocate the session state (KV cache for {n_ctx} positions); "

@@ -40,7 +40,7 @@ def physical_cores() -> int:
 
 
 LM_HEADS = ("f16", "q8_0")  # load_model(head=...): as stored, or a Q8_0 copy built at load
-KV_TYPES = ("f32", "f16")  # load_model(kv=...): the KV cache's element type
+KV_TYPES = ("f32", "f16", "q8")  # load_model(kv=...): the KV cache's element type
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -62,7 +62,8 @@ class ModelInfo:
     memory: str = "file map"  # "file map" (tensors used in place) or "RAM copy" (huge pages)
     head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load ...)" when asked for)
     head_approx: bool = False  # the head is a lower-precision copy built at load: logits are approximate
-    kv: str = "f32"  # the KV cache's element type: "f32" (exact) or "f16" (half the bytes, rounded)
+    kv: str = "f32"  # the KV cache's element type: "f32" (exact), "f16" (half the bytes, rounded) or
+    # "q8" (a quarter of the bytes: int8 codes with one scale per head row)
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -138,7 +139,9 @@ def load_model(
     activations (BitNet 2B4T: 656 -> 349 MB read per token, 1-thread decode +40%; logits move by
     the head's Q8_0 rounding, so it is off by default). kv: the KV cache in "f32" (default, exact)
     or "f16": half its bytes (at 2000 positions the f32 cache of 2B4T is 307 MB read per token,
-    a quarter of the weights), K and V rounded to f16 as they are stored. weights
+    a quarter of the weights), K and V rounded to f16 as they are stored; or "q8": a quarter of
+    its bytes plus one float per head row, each row of K and V stored as int8 codes scaled by its
+    max |x| / 127. weights
     (GGUF): "map" uses the tensors in place from the file's mmap; "ram" reads them into
     anonymous memory with transparent huge pages (~0.3 s per GB from the page cache; decode
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where

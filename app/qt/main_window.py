@@ -809,17 +809,18 @@ class MainWindow(QMainWindow):
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
         approx = bool(info.get("head_approx", False))
-        compact = info.get("kv") == "f16"
+        compact = {"f16": "16-bit", "q8": "8-bit"}.get(str(info.get("kv")), "")
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads"
             + (" · fast head (approx.)" if approx else "")
-            + (" · 16-bit memory" if compact else "")
+            + (f" · {compact} memory" if compact else "")
         )
         tip = str(info.get("path", ""))
         if approx:
             tip += "\nOutput head: an 8-bit copy built at load (Settings > Output head): faster, approximate."
         if compact:
-            tip += "\nConversation memory: 16-bit (Settings > Conversation memory): half the memory, approximate."
+            share = "half" if compact == "16-bit" else "a quarter of"
+            tip += f"\nConversation memory: {compact} (Settings > Conversation memory): {share} the memory, approximate."
         self.model_label.setToolTip(tip)
         self._update_memory_label()
         if info.get("chat_warning"):

@@ -45,9 +45,11 @@ struct tq_state {
     int32_t *tmp;   /* nth x tq_tmp_rows(): per-thread integer products */
     float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
-    void *kc, *vc;  /* n_layers x n_kv_heads x n_ctx x head_dim (tq_kv_at): KV cache (f32, or f16 when
-                     * kv_half), in kv_map[0] / [1] */
-    int kv_half;
+    void *kc, *vc;  /* n_layers x n_kv_heads x n_ctx x head_dim (tq_kv_at): KV cache of kv_type elements
+                     * (f32, f16 or int8 codes), in kv_map[0] / [1] */
+    float *ksc, *vsc; /* n_layers x n_kv_heads x n_ctx (tq_kv_at / head_dim): row scales of a TQ_KV_Q8
+                       * cache, else NULL */
+    int kv_type;
     float *kst, *vst; /* max_batch x kvdim: a chunk's new K and V rows (f32) before they go into the cache */
     void *kv_map[2];
     size_t kv_map_len;
@@ -120,7 +122,7 @@ void tq_state_free(tq_state *s) {
     if (!s) return;
     if (s->pool) tq_pool_free(s->pool);
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
-                    s->tmp, s->att, s->attv, s->rcos, s->rsin, s->kst, s->vst};
+                    s->tmp, s->att, s->attv, s->rcos, s->rsin, s->kst, s->vst, s->ksc, s->vsc};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
     for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
     tq_free_aligned(s->hx);
@@ -136,7 +138,9 @@ static size_t tq_tmp_rows(const tq_state *s) {
 }
 
 /* Bytes of one KV cache element. */
-static size_t tq_kv_esz(const tq_state *s) { return s->kv_half ? sizeof(uint16_t) : sizeof(float); }
+static size_t tq_kv_esz(const tq_state *s) {
+    return s->kv_type == TQ_KV_Q8 ? 1 : s->kv_type == TQ_KV_F16 ? sizeof(uint16_t) : sizeof(float);
+}
 
 /* The KV cache is head-major: each KV head of a layer keeps its n_ctx keys (values) of head_dim
  * elements contiguous, so attention walks one linear stream per head. With the position-major
@@ -149,8 +153,9 @@ static size_t tq_kv_at(const tq_state *s, int layer, int kvh, int pos) {
 }
 
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                       int kv_half) {
+                       int kv_type) {
     if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
+    if (kv_type != TQ_KV_F32 && kv_type != TQ_KV_F16 && kv_type != TQ_KV_Q8) return NULL;
     tq_state *s = (tq_state *)calloc(1, sizeof(tq_state));
     if (!s) return NULL;
     s->m = m;
@@ -190,9 +195,14 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
     const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
-    s->kv_half = kv_half != 0;
+    s->kv_type = kv_type;
     s->kc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[0], &s->kv_map_len);
     s->vc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[1], &s->kv_map_len);
+    if (kv_type == TQ_KV_Q8) {
+        s->ksc = tq_alloc(kv / m->head_dim * sizeof(float));
+        s->vsc = tq_alloc(kv / m->head_dim * sizeof(float));
+        if (!s->ksc || !s->vsc) goto fail;
+    }
     s->kst = tq_alloc(B * s->kvdim * sizeof(float));
     s->vst = tq_alloc(B * s->kvdim * sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->hb || !s->hb2 || !s->qa || !s->qsum ||
@@ -218,7 +228,8 @@ fail:
 void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
 int tq_state_threads(const tq_state *s) { return s->nth; }
 long long tq_state_kv_bytes(const tq_state *s) {
-    return 2LL * s->m->n_layers * s->n_ctx * s->kvdim * (long long)tq_kv_esz(s);
+    const long long rows = 2LL * s->m->n_layers * s->n_ctx * s->m->n_kv_heads; /* K and V */
+    return rows * s->m->head_dim * (long long)tq_kv_esz(s) + (s->kv_type == TQ_KV_Q8 ? rows * 4 : 0);
 }
 
 /* ---- small serial pieces ---------------------------------------------------------------- */
@@ -230,6 +241,28 @@ static void tq_to_f16(uint16_t *out, const float *x, int n) {
         const float v = x[i] > 65504.0f ? 65504.0f : x[i] < -65504.0f ? -65504.0f : x[i];
         out[i] = tq_f32_to_f16(v);
     }
+}
+
+/* n floats into an 8-bit cache row: codes round(x * 127 / max|x|) (to nearest even, within
+ * [-127, 127]) and *scale = max|x| / 127, so the row reads back as code * scale. An all-zero row (or
+ * one without a finite maximum) gets scale 0 and codes 0. */
+static void tq_to_q8(int8_t *out, float *scale, const float *x, int n) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float a = fabsf(x[i]);
+        if (a > amax) amax = a; /* NaN compares false */
+    }
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        memset(out, 0, (size_t)n);
+        *scale = 0.0f;
+        return;
+    }
+    const float inv = 127.0f / amax;
+    for (int i = 0; i < n; i++) {
+        const float q = rintf(x[i] * inv);
+        out[i] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q == q ? (int)q : 0);
+    }
+    *scale = amax / 127.0f;
 }
 
 /* The sum of squares in double (6912 squares keep full f32 precision) over eight independent
@@ -423,20 +456,32 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
 /* ---- attention ---------------------------------------------------------------------------- */
 
 /* Scores of nk keys of one KV head (key 0 at cache element e) against query x; the value sum with
- * weights w into out. The cache holds f32 or f16 (kv_half); head_dim values per key. */
+ * weights w into out. The cache holds kv_type elements, head_dim per key. An 8-bit cache applies
+ * the row scales outside the kernels: each key's score times its scale, and each weight times its
+ * value's scale before the sum (in place: every block of weights is summed once). */
 static void tq_kv_dots(const tq_state *s, size_t e, int nk, const float *x, float *out) {
     const int hd = s->m->head_dim;
-    if (s->kv_half)
+    if (s->kv_type == TQ_KV_Q8) {
+        s->k->q8_dots((const int8_t *)s->kc + e, (size_t)hd, nk, x, hd, out);
+        const float *sc = s->ksc + e / (size_t)hd;
+        for (int j = 0; j < nk; j++) out[j] *= sc[j];
+    } else if (s->kv_type == TQ_KV_F16) {
         s->k->f16_dots((const uint16_t *)s->kc + e, (size_t)hd, nk, x, hd, out);
-    else
+    } else {
         s->k->f32_dots((const float *)s->kc + e, (size_t)hd, nk, x, hd, out);
+    }
 }
-static void tq_kv_wsum(const tq_state *s, size_t e, int nk, const float *w, float *out) {
+static void tq_kv_wsum(const tq_state *s, size_t e, int nk, float *w, float *out) {
     const int hd = s->m->head_dim;
-    if (s->kv_half)
+    if (s->kv_type == TQ_KV_Q8) {
+        const float *sc = s->vsc + e / (size_t)hd;
+        for (int j = 0; j < nk; j++) w[j] *= sc[j];
+        s->k->q8_wsum((const int8_t *)s->vc + e, (size_t)hd, nk, w, hd, out);
+    } else if (s->kv_type == TQ_KV_F16) {
         s->k->f16_wsum((const uint16_t *)s->vc + e, (size_t)hd, nk, w, hd, out);
-    else
+    } else {
         s->k->f32_wsum((const float *)s->vc + e, (size_t)hd, nk, w, hd, out);
+    }
 }
 
 /* One work item is one token and `gq` query heads that share a KV head (GQA): their scores and
@@ -582,7 +627,10 @@ static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_rope(s, k, s->m->n_kv_heads, c->pos + t);
     for (int h = 0; h < s->m->n_kv_heads; h++) {
         const size_t e = tq_kv_at(s, c->layer, h, c->pos + t), o = (size_t)h * hd;
-        if (s->kv_half) {
+        if (s->kv_type == TQ_KV_Q8) {
+            tq_to_q8((int8_t *)s->kc + e, s->ksc + e / (size_t)hd, k + o, hd);
+            tq_to_q8((int8_t *)s->vc + e, s->vsc + e / (size_t)hd, v + o, hd);
+        } else if (s->kv_type == TQ_KV_F16) {
             tq_to_f16((uint16_t *)s->kc + e, k + o, hd);
             tq_to_f16((uint16_t *)s->vc + e, v + o, hd);
         } else {

@@ -53,11 +53,17 @@ typedef struct {
 
 typedef struct tq_state tq_state;
 
-/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1; kv_half: the KV cache
- * in f16 (half the bytes; K and V rounded to nearest even, saturating at +-65504) instead of f32.
- * NULL on OOM. */
+/* The KV cache's element type:
+ *   TQ_KV_F32  exact
+ *   TQ_KV_F16  half the bytes; K and V rounded to nearest even, saturating at +-65504
+ *   TQ_KV_Q8   a quarter of the bytes (plus one float per row): each head's row of K or V as int8
+ *              codes round(x * 127 / max|x|) with the scale max|x| / 127 */
+enum { TQ_KV_F32 = 0, TQ_KV_F16 = 1, TQ_KV_Q8 = 2 };
+
+/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1; kv_type: TQ_KV_*.
+ * NULL on OOM or a bad argument. */
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                       int kv_half);
+                       int kv_type);
 void tq_state_free(tq_state *s);
 /* Set from another thread to stop a forward between two layers (tq_forward then returns
  * TQ_ECANCELLED and the KV entries of that call are not valid). */

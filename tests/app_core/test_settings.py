@@ -176,9 +176,9 @@ def test_activations_token_and_endpoint_validation() -> None:
     assert check_setting("lm_head", "q8_0") == "q8_0"
     s, problems = settings_from_dict({"lm_head": "q4"})
     assert s.lm_head == "f16" and len(problems) == 1 and "lm_head" in problems[0]
-    assert KV_TYPES == ("f32", "f16") and default_settings().kv_cache == "f32"
-    assert check_setting("kv_cache", "f16") == "f16"
-    s, problems = settings_from_dict({"kv_cache": "q8"})
+    assert KV_TYPES == ("f32", "f16", "q8") and default_settings().kv_cache == "f32"
+    assert check_setting("kv_cache", "f16") == "f16" and check_setting("kv_cache", "q8") == "q8"
+    s, problems = settings_from_dict({"kv_cache": "q4"})
     assert s.kv_cache == "f32" and len(problems) == 1 and "kv_cache" in problems[0]
     assert check_setting("hf_token", "  hf_x1\n") == "hf_x1"  # pasted with a line break
     assert check_setting("hf_token", "") == ""

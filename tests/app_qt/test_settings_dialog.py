@@ -217,6 +217,19 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
         win.send("What is the capital of France?")
     assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
+    # the 8-bit conversation memory: a quarter of the exact cache's bytes, and it still chats
+    f16_kv = info["kv_bytes"]
+    dlg = open_dialog(qtbot, win)
+    dlg.kv_cache.setCurrentIndex(dlg.kv_cache.findData("q8"))
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.ok_button.click()
+    info = blocker.args[0]
+    assert info["kv"] == "q8" and "8-bit memory" in win.model_label.text()
+    assert "a quarter of the memory" in win.model_label.toolTip()
+    assert f16_kv / 2 < info["kv_bytes"] < f16_kv * 0.6  # codes plus one float scale per row
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
+        win.send("What is the capital of France?")
+    assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
 
 
 def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> None:

@@ -84,13 +84,24 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> n
     return out
 
 
+def q8_rows(t: np.ndarray) -> np.ndarray:
+    """What an 8-bit KV cache holds for float32 rows t [..., head_dim], read back as floats: codes
+    rint(x * (127 / max|x|)) within [-127, 127] times the row's scale max|x| / 127, in float32 like
+    the engine (an all-zero row stays zero)."""
+    amax = np.abs(t).max(axis=-1, keepdims=True).astype(F32)
+    safe = np.where(amax > 0, amax, F32(1))
+    codes = np.clip(np.rint(t * (F32(127) / safe)), -127, 127).astype(F32)
+    return np.where(amax > 0, codes * (safe / F32(127)), F32(0)).astype(F32)
+
+
 class NumpyRef:
     """Unpacks a ModelWeights once; ``forward(ids)`` gives float32 logits for every position."""
 
     def __init__(self, weights: ModelWeights, embed: np.ndarray | None = None, kv: str = "f32") -> None:
         """``embed`` overrides weights.embed (e.g. the checkpoint's exact f32/bf16 values) to measure
         what the f16 embedding costs. kv="f16": K (after RoPE) and V rounded to float16 (saturating
-        at +-65504) before attention reads them, as the engine's f16 KV cache stores them."""
+        at +-65504) before attention reads them, as the engine's f16 KV cache stores them; kv="q8":
+        rounded to int8 codes per head row as the engine's 8-bit cache stores them (q8_rows)."""
         self.cfg = weights.config
         self.kv = kv
         self.embed = dense_float(weights.embed if embed is None else embed)  # [vocab, dim]
@@ -139,6 +150,8 @@ class NumpyRef:
         v = L["v"](h).reshape(n, c.n_kv_heads, c.head_dim)
         if self.kv == "f16":
             k, v = (np.clip(t, -65504, 65504).astype(np.float16).astype(F32) for t in (k, v))
+        elif self.kv == "q8":
+            k, v = q8_rows(k), q8_rows(v)
         att = np.empty((n, c.n_heads, c.head_dim), dtype=F32)
         for hh in range(c.n_heads):
             kv = hh // group  # GQA: query head hh reads KV head hh // (H / KV)

@@ -95,6 +95,33 @@ def test_f16_kv_cache_matches_reference_with_f16_kv(name, isa):
     check_greedy(gen.tokens, np.array(want), np.array(margin))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", FIXTURES)
+def test_q8_kv_cache_matches_reference_with_q8_kv(name, isa):
+    """kv="q8" stores each head's row of K and V as int8 codes with one scale: approximate by design,
+    like f16 (here the rounding moves logits by 2-5% of their spread against the exact cache). The
+    engine must land on that rounding (numpy_ref with q8_rows), not merely near the exact logits: on
+    most fixtures it agrees to ~1e-7 of the spread; where float noise tips a code across a .5 tie
+    the difference is a step of 1/127 of a row's max, so the bound is half the rounding's own
+    effect. Plus the argmax and greedy criteria of the exact engine."""
+    ref = np.load(DATA / name / "ref.npz")
+    model = load_model(DATA / name, isa=isa, threads=2, kv="q8")
+    assert model.info.kv == "q8"
+    nr, exact = NumpyRef(model.weights, kv="q8"), NumpyRef(model.weights)
+    for key in ("1", "33"):
+        prompt = ref[f"prompt_{key}"].tolist()
+        got, want = model.logits(prompt), nr.forward(prompt)
+        rounding = np.abs(want - exact.forward(prompt)).mean()
+        assert rounding > 0.01 * want.std()  # the reference really rounds
+        assert np.abs(got - want).mean() <= 0.5 * rounding, (np.abs(got - want).mean(), rounding)
+        if len(prompt) > 1:
+            check_logits(got, want)
+    prompt = ref["prompt_33"].tolist()[:9]
+    want, margin = nr.greedy(prompt, 12)
+    gen = model.generate(prompt, max_tokens=12, temperature=0, repeat_penalty=1.0, stop_ids=[])
+    check_greedy(gen.tokens, np.array(want), np.array(margin))
+
+
 TIE = 3e-5  # distance of x * s from a .5 rounding boundary that float32 noise can cross
 
 
@@ -151,7 +178,9 @@ GGUF_FIXTURES = [n for n in FIXTURES if n.startswith("bitnet-s256-")]
 # weights' mean|W| and bitlinear's 1/scale are f32 values whose f16 rounding (~5e-4 relative) is
 # a real loss of the format, which moves single-token logits by ~7e-3 of the range. So TQ files
 # are compared for the packed form, I2_S (f32 scale) for all three.
-GGUF_CASES = [(n, t) for n in GGUF_FIXTURES for t in ("I2_S", "TQ1_0", "TQ2_0") if t == "I2_S" or n.endswith("-packed")]
+GGUF_CASES = [
+    (n, t) for n in GGUF_FIXTURES for t in ("I2_S", "TQ1_0", "TQ2_0") if t == "I2_S" or n.endswith("-packed")
+]
 
 
 @pytest.fixture(scope="module")

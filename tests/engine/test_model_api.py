@@ -60,7 +60,7 @@ def test_decode_identical_across_threads_with_long_matrices():
     ids = [5, 17, 42, 99, 3, 250]
     for isa in available_isas():
         m = Model(w, threads=1, isa=isa)
-        for kv in ("f32", "f16"):
+        for kv in ("f32", "f16", "q8"):
             runs = []
             for threads in (1, 2, 3):
                 st = _core.CoreState(m.core, 16, 1, threads, kv)
@@ -69,12 +69,16 @@ def test_decode_identical_across_threads_with_long_matrices():
                 np.testing.assert_array_equal(got, runs[0], err_msg=f"{isa} kv={kv}")
 
 
-def test_f16_kv_cache_halves_the_cache(weights):
-    exact, half = Model(weights, threads=2), Model(weights, threads=2, kv="f16")
-    assert (exact.info.kv, half.info.kv) == ("f32", "f16")
-    assert half.session(context=100).kv_bytes * 2 == exact.session(context=100).kv_bytes
-    with pytest.raises(ValueError, match="kv must be one of f32, f16"):
-        Model(weights, kv="q8")
+def test_compact_kv_caches_shrink_the_cache(weights):
+    exact, half, q8 = (Model(weights, threads=2, kv=kv) for kv in ("f32", "f16", "q8"))
+    assert (exact.info.kv, half.info.kv, q8.info.kv) == ("f32", "f16", "q8")
+    full = exact.session(context=100).kv_bytes
+    assert half.session(context=100).kv_bytes * 2 == full
+    c = weights.config
+    rows = 2 * c.n_layers * 100 * c.n_kv_heads  # K and V rows: one float scale each
+    assert q8.session(context=100).kv_bytes == full // 4 + rows * 4
+    with pytest.raises(ValueError, match="kv must be one of f32, f16, q8"):
+        Model(weights, kv="q4")
 
 
 def test_logits_fresh_context_each_call(model):
@@ -204,7 +208,9 @@ def test_threads_outnumbering_cores_under_contention(weights):
     import sys
 
     want = Model(weights, threads=1).generate([9, 8, 7], max_tokens=24, temperature=0, stop_ids=[]).tokens
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"])
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"]
+    )
     try:
         for threads in (2, 4, 8):
             m = Model(weights, threads=threads)
