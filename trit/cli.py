@@ -53,8 +53,8 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         "--kv",
         choices=KV_TYPES,
         default="f32",
-        help="KV cache: f32 (default, exact) or f16 (half the memory and of the bytes attention reads per "
-        "token; K and V rounded to f16)",
+        help="KV cache: f32 (default, exact), f16 (half the memory and of the bytes attention reads per "
+        "token; K and V rounded to f16) or q8 (a quarter: each head row as int8 codes with one scale)",
     )
     p.add_argument(
         "--weights",
