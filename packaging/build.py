@@ -185,7 +185,7 @@ def pyinstaller(dist: Path, work: Path, model: Path | None) -> Path:
         cwd=work.parent, env=env,
     )  # fmt: skip
     bundle = dist / "trit"
-    exe = bundle / ("trit.exe" if sys.platform == "win32" else "trit")
+    exe = bundle / {"win32": "trit-cli.exe", "darwin": "trit-cli"}.get(sys.platform, "trit")  # see trit.spec
     if not exe.is_file():
         raise BuildError(f"PyInstaller finished but {exe} is missing")
     proc = subprocess.run([str(exe), "--version"], check=False, capture_output=True, text=True, timeout=120)
