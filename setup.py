@@ -90,11 +90,11 @@ class BuildExt(build_ext):
 def extensions() -> list[Extension]:
     # depends: relink when a kernel file changes (distutils otherwise only looks at the .pyx)
     kernel_files = sorted(glob.glob(os.path.join(KDIR, "*.[ch]")))
-    common = dict(
-        include_dirs=[KDIR, np.get_include()],
-        depends=kernel_files,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    common = {
+        "include_dirs": [KDIR, np.get_include()],
+        "depends": kernel_files,
+        "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    }
     exts = [
         Extension("trit.engine._core", [os.path.join("engine", "_core.pyx")], **common),
         Extension("trit.engine._kernels", [os.path.join("engine", "_kernels.pyx")], **common),

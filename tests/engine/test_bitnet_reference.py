@@ -22,11 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import numpy_ref
+import pytest
 from numpy_ref import NumpyRef
-
 from trit.engine import load_model
 from trit.engine._kernels import available_isas
 

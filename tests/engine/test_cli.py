@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny import random_weights
-
 from trit.engine import load_model
 from trit.engine.convert import write_bitnet_gguf
 

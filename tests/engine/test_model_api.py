@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 from tiny import random_weights
-
 from trit.engine import ContextFullError, Model, UnsupportedCPUError
 from trit.engine._kernels import available_isas
 

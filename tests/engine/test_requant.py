@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, quants
 from tiny import random_weights
-
 from trit.engine import Model
 from trit.engine.requant import quantize_q8_0
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from trit.engine import load_model
 from trit.engine.perplexity import perplexity
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from trit.engine.ternary import pack_tq
 from trit.engine.weights import LayerWeights, ModelConfig, ModelWeights, TernaryTensor
 

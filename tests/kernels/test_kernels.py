@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from trit.engine import _kernels as K
 from trit.engine.errors import UnsupportedCPUError
 

@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
-import test_qk as T  # noqa: E402  (shared data generators and the harness source list)
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from trit.engine import _qk as Q  # noqa: E402
-from trit.engine.errors import UnsupportedCPUError  # noqa: E402
+import test_qk as T
+from gguf import GGMLQuantizationType as QT
+from trit.engine import _qk as Q
+from trit.engine.errors import UnsupportedCPUError
 
 EPS32 = T.EPS32
 SEED = 20270311
