@@ -33,7 +33,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 # what the bundled Qt needs from a Debian/Ubuntu system (the xcb platform plugin and OpenGL)
 DEB_DEPENDS = (
     "libc6, libgl1, libegl1, libfontconfig1, libfreetype6, libglib2.0-0 | libglib2.0-0t64, libdbus-1-3, "
@@ -243,10 +242,11 @@ def linux_deb(bundle: Path, out: Path, staging: Path, compression: str = "xz") -
     apps.mkdir(parents=True)
     shutil.copy(HERE / "linux" / "trit.desktop", apps / "trit.desktop")
     icons = ROOT / "resources" / "icons"
-    for n in ICON_SIZES:
+    for png in sorted(icons.glob("trit-*.png")):  # the sizes make_icons.py rendered
+        n = png.stem.removeprefix("trit-")
         d = root / "usr" / "share" / "icons" / "hicolor" / f"{n}x{n}" / "apps"
         d.mkdir(parents=True)
-        shutil.copy(icons / f"trit-{n}.png", d / "trit.png")
+        shutil.copy(png, d / "trit.png")
     d = root / "usr" / "share" / "icons" / "hicolor" / "scalable" / "apps"
     d.mkdir(parents=True)
     shutil.copy(icons / "trit.svg", d / "trit.svg")

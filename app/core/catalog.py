@@ -247,6 +247,14 @@ class ModelLibrary:
     def folder(self) -> Path:
         return self._folder
 
+    def holds(self, path: Path | str) -> bool:
+        """True when path is directly in the models folder (symlinks resolved): the only models
+        Trit deletes, and the ones an import refuses as already there."""
+        try:
+            return Path(path).resolve().parent == self._folder.resolve()
+        except OSError:
+            return False
+
     @property
     def catalog(self) -> list[CatalogEntry]:
         return list(self._catalog)
@@ -365,7 +373,7 @@ class ModelLibrary:
         dest = self._folder / src.name
         if dest.exists():
             raise LibraryError(dest, "a model with this name is already in the models folder")
-        if src.resolve().parent == self._folder.resolve():
+        if self.holds(src):
             raise LibraryError(src, "this model is already in the models folder")
         tmp = self._folder / f".importing-{src.name}"
         try:
@@ -394,11 +402,7 @@ class ModelLibrary:
         p = Path(model.path if isinstance(model, InstalledModel) else model)
         if not confirmed:
             raise LibraryError(p, "deleting a model needs the user's confirmation")
-        try:
-            inside = p.resolve().parent == self._folder.resolve()
-        except OSError:
-            inside = False
-        if not inside:
+        if not self.holds(p):
             raise LibraryError(
                 p, f"only models directly in the models folder ({self._folder}) can be deleted here"
             )

@@ -450,24 +450,22 @@ class MainWindow(QMainWindow):
     def shortcut_rows(self) -> list[tuple[str, str]]:
         """(what, keys) for every menu action that has a shortcut, read from the menus themselves
         (so the list cannot drift from them), plus the keys that live in one widget."""
+
+        def keys(a: QAction) -> str:
+            return ", ".join(
+                k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts() if not k.isEmpty()
+            )
+
         rows: list[tuple[str, str]] = []
         for menu_action in self.menuBar().actions():
             menu = menu_action.menu()
             for a in menu.actions() if menu is not None else []:
-                keys = ", ".join(
-                    k.toString(QKeySequence.SequenceFormat.NativeText)
-                    for k in a.shortcuts()
-                    if not k.isEmpty()
-                )
-                if keys:
-                    rows.append((a.text().replace("&", "").rstrip("…"), keys))
+                if keys(a):
+                    rows.append((a.text().replace("&", "").rstrip("…"), keys(a)))
         rows += [
             ("Send the message", "Enter"),
             ("New line in the message", "Shift+Enter"),
-            (
-                "Delete the selected conversation (in the list)",
-                self.delete_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText),
-            ),
+            ("Delete the selected conversation (in the list)", keys(self.delete_action)),
         ]
         return rows
 
@@ -809,18 +807,21 @@ class MainWindow(QMainWindow):
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
         approx = bool(info.get("head_approx", False))
-        compact = {"f16": "16-bit", "q8": "8-bit"}.get(str(info.get("kv")), "")
+        # a compact KV cache: (label, share of the exact cache's memory)
+        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of")}.get(str(info.get("kv")))
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads"
             + (" · fast head (approx.)" if approx else "")
-            + (f" · {compact} memory" if compact else "")
+            + (f" · {compact[0]} memory" if compact else "")
         )
         tip = str(info.get("path", ""))
         if approx:
             tip += "\nOutput head: an 8-bit copy built at load (Settings > Output head): faster, approximate."
         if compact:
-            share = "half" if compact == "16-bit" else "a quarter of"
-            tip += f"\nConversation memory: {compact} (Settings > Conversation memory): {share} the memory, approximate."
+            tip += (
+                f"\nConversation memory: {compact[0]} (Settings > Conversation memory): {compact[1]} the "
+                "memory, approximate."
+            )
         self.model_label.setToolTip(tip)
         self._update_memory_label()
         if info.get("chat_warning"):

@@ -327,7 +327,7 @@ class ModelsDialog(QDialog):
         self.cancel_button.setEnabled(e is not None and (p is not None or e.id in self.resumable))
         self.use_button.setEnabled(m is not None)
         self.reveal_button.setEnabled(m is not None or e is not None)
-        deletable = m is not None and m.path.parent.resolve() == self.library.folder.resolve()
+        deletable = m is not None and self.library.holds(m.path)
         self.delete_button.setEnabled(deletable)
         if e is not None:
             fit = self.library.ram_fit(e)
@@ -513,7 +513,7 @@ class ModelsDialog(QDialog):
         if self.current_path and Path(self.current_path) == m.path:
             self.status.setText(f"{m.name} is in use; open another model first.")
             return
-        if m.path.parent.resolve() != self.library.folder.resolve():
+        if not self.library.holds(m.path):
             self.status.setText(f"{m.name} is not in the models folder; Trit deletes only models there.")
             return
         # to the system's trash first, so that Undo (or the trash itself) can bring it back

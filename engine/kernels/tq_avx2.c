@@ -232,7 +232,8 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
     }
 }
 
-/* Eight KV elements from element idx: f32 (h = 0) or f16 widened by F16C (h = 1). */
+/* Eight KV elements from element idx: f32 (h = 0), f16 widened by F16C (h = 1) or int8 codes
+ * widened (h = 2). */
 TQ_INLINE __m256 tq_kv8(const void *rows, size_t idx, const int h) {
     if (h == 2) /* eight int8 codes, widened */
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)rows + idx))));
@@ -241,7 +242,7 @@ TQ_INLINE __m256 tq_kv8(const void *rows, size_t idx, const int h) {
 }
 
 /* Four keys at a time, each one FMA chain over its row, the rows read one after another; then single
- * keys (two chains each); columns past the last multiple of 8 in scalar. h: f32 or f16 rows
+ * keys (two chains each); columns past the last multiple of 8 in scalar. h: f32, f16 or int8 rows
  * (tq_kv8). */
 TQ_INLINE void tq_dots_avx2(const void *rows, size_t stride, int len, const float *x, int n, float *out,
                             const int h) {

@@ -324,7 +324,7 @@ TQ_INLINE __m512 tq_kv16(__mmask16 k, const void *rows, size_t idx, const int h)
 /* One key after another, each one FMA chain: the keys' rows are read in memory order (the
  * head-major cache keeps a head's keys contiguous), and the out-of-order core overlaps the chains of
  * consecutive keys. Reading four keys' rows interleaved, as this kernel did, streamed a head's keys
- * from memory slower (benchmarks/micro/kv_walk.c: 8.1-8.8 vs 10.7-13.9 GB/s). h: f32 or f16 rows
+ * from memory slower (benchmarks/micro/kv_walk.c: 8.1-8.8 vs 10.7-13.9 GB/s). h: f32, f16 or int8 rows
  * (tq_kv16). */
 TQ_INLINE void tq_dots_avx512(const void *rows, size_t stride, int len, const float *x, int n, float *out,
                               const int h) {

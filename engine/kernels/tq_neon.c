@@ -306,8 +306,9 @@ static void tq_f16_gemv_neon(const uint16_t *w, int rows, int cols, const float 
     for (; r < rows; r++) tq_f16_rows_neon(w + (size_t)r * cols, cols, x, out + r, 1);
 }
 
-/* Four KV elements from element idx: f32 (h = 0) or f16 widened (h = 1; the halves are loaded as
- * integers and reinterpreted, so no fp16 arithmetic extension is needed). */
+/* Four KV elements from element idx: f32 (h = 0), f16 widened (h = 1; the halves are loaded as
+ * integers and reinterpreted, so no fp16 arithmetic extension is needed) or int8 codes widened
+ * (h = 2). */
 TQ_INLINE float32x4_t tq_kv4(const void *rows, size_t idx, const int h) {
     if (h == 2) { /* four int8 codes, widened (a 32-bit load: rows may be unaligned) */
         int32_t v;
@@ -320,7 +321,7 @@ TQ_INLINE float32x4_t tq_kv4(const void *rows, size_t idx, const int h) {
 }
 
 /* Four keys at a time (four FMA chains, the query loaded once for the four); columns past the last
- * multiple of 4 in scalar. h: f32 or f16 rows (tq_kv4). */
+ * multiple of 4 in scalar. h: f32, f16 or int8 rows (tq_kv4). */
 TQ_INLINE void tq_dots_neon(const void *rows, size_t stride, int len, const float *x, int n, float *out,
                             const int h) {
     const int body = n & ~3;
