@@ -54,30 +54,20 @@ static inline void tq_wsum_columns(const void *rows, size_t stride, int len, con
 
 /* A path's six attention kernels (tq_kernels' f32_, f16_ and q8_dots and _wsum) from its two
  * generic bodies tq_dots_<isa> and tq_wsum_<isa>, whose last argument is the element type (0 f32,
- * 1 f16, 2 int8) as a compile-time constant. */
-#define TQ_KV_KERNELS(isa)                                                                                 \
-    static void tq_f32_dots_##isa(const float *rows, size_t stride, int len, const float *x, int n, float *out) { \
-        tq_dots_##isa(rows, stride, len, x, n, out, 0);                                                    \
+ * 1 f16, 2 int8) as a compile-time constant: one TQ_KV_PAIR per element type. */
+#define TQ_KV_PAIR(isa, tag, T, h)                                                                         \
+    static void tq_##tag##_dots_##isa(const T *rows, size_t stride, int len, const float *x, int n,        \
+                                      float *out) {                                                        \
+        tq_dots_##isa(rows, stride, len, x, n, out, h);                                                    \
     }                                                                                                      \
-    static void tq_f32_wsum_##isa(const float *rows, size_t stride, int len, const float *w, int n, float *out) { \
-        tq_wsum_##isa(rows, stride, len, w, n, out, 0);                                                    \
-    }                                                                                                      \
-    static void tq_f16_dots_##isa(const uint16_t *rows, size_t stride, int len, const float *x, int n,     \
-                                  float *out) {                                                            \
-        tq_dots_##isa(rows, stride, len, x, n, out, 1);                                                    \
-    }                                                                                                      \
-    static void tq_f16_wsum_##isa(const uint16_t *rows, size_t stride, int len, const float *w, int n,     \
-                                  float *out) {                                                            \
-        tq_wsum_##isa(rows, stride, len, w, n, out, 1);                                                    \
-    }                                                                                                      \
-    static void tq_q8_dots_##isa(const int8_t *rows, size_t stride, int len, const float *x, int n,        \
-                                 float *out) {                                                             \
-        tq_dots_##isa(rows, stride, len, x, n, out, 2);                                                    \
-    }                                                                                                      \
-    static void tq_q8_wsum_##isa(const int8_t *rows, size_t stride, int len, const float *w, int n,        \
-                                 float *out) {                                                             \
-        tq_wsum_##isa(rows, stride, len, w, n, out, 2);                                                    \
+    static void tq_##tag##_wsum_##isa(const T *rows, size_t stride, int len, const float *w, int n,        \
+                                      float *out) {                                                        \
+        tq_wsum_##isa(rows, stride, len, w, n, out, h);                                                    \
     }
+#define TQ_KV_KERNELS(isa)                                                                                 \
+    TQ_KV_PAIR(isa, f32, float, 0)                                                                         \
+    TQ_KV_PAIR(isa, f16, uint16_t, 1)                                                                      \
+    TQ_KV_PAIR(isa, q8, int8_t, 2)
 
 /* The softmax's three loops over [j0, n): x[j] *= scale with the running max, then expf and the
  * sum, then the normalization. */
