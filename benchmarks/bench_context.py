@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Long contexts: decode and prompt speed with the KV cache in f32 (exact), f16 and 8-bit (kv="q8").
+"""Long contexts: decode and prompt speed with the KV cache in f32 (exact), f16, 8-bit (kv="q8") and
+3-bit (kv="q3").
 
     python benchmarks/bench_context.py [-m MODEL.gguf] [--quick] [-t 1,2] [--positions 500,1000,2000]
                                        [-n 32] [--reps 3]
@@ -8,8 +9,8 @@ For every thread count, one model per KV type is loaded in this process; at ever
 N, a session is filled with N random token ids (the prompt pass: "prompt tok/s" is N over its
 time) and then decodes -n tokens greedily ("decode tok/s", the cache growing from N). The KV types
 alternate within each repetition, so both see the same machine state; the table gives the median
-(min) of --reps. "KV MB read" is what attention reads per decode token at N: 2 x layers x N x
-kv_dim x element size. Without -m, the 2B4T-shaped random I2_S file (or --quick's shape) is written
+(min) of --reps. "KV MB read" is what attention reads per decode token at N (the cache of N
+positions, scales included: trit.engine.model.kv_cache_bytes). Without -m, the 2B4T-shaped random I2_S file (or --quick's shape) is written
 to a temp dir first, as benchmarks/bench_decode.py does (its --keep DIR keeps one to pass as -m).
 """
 
@@ -22,7 +23,7 @@ import tempfile
 
 import numpy as np
 from trit.engine import load_model
-from trit.engine.model import KV_TYPES
+from trit.engine.model import KV_TYPES, kv_cache_bytes
 
 from trit import bench
 
@@ -66,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         for t in a.threads:
             models = {kv: load_model(path, threads=t, context=longest, kv=kv) for kv in KV_TYPES}
             cfg = models["f32"].config
-            kvdim = cfg.n_kv_heads * cfg.head_dim
             for n in a.positions:
                 ids = rng.integers(1, cfg.vocab, n).tolist()
                 for m in models.values():  # warm-up: page in the weights, grow the cache once
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                         res[kv].append(_measure(models[kv], ids, a.gen_tokens))
                 for kv in KV_TYPES:
                     pp, tg = zip(*res[kv])
-                    esz = {"f16": 2, "q8": 1}.get(kv, 4)
-                    scales = 2 * cfg.n_layers * n * cfg.n_kv_heads * 4 if kv == "q8" else 0  # one f32 per row
-                    kv_mb = (2 * cfg.n_layers * n * kvdim * esz + scales) / 1e6
+                    kv_mb = kv_cache_bytes(cfg, kv, n) / 1e6
                     rows.append(
                         (t, n, kv, statistics.median(pp), min(pp), statistics.median(tg), min(tg), kv_mb)
                     )

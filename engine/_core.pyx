@@ -71,7 +71,7 @@ cdef extern from "forward.h" nogil:
     ctypedef struct tq_state:
         pass
     tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                           int kv_type)
+                           int kv_type, int acts)
     void tq_state_free(tq_state *s)
     void tq_state_cancel(tq_state *s, int flag)
     int tq_state_threads(const tq_state *s)
@@ -230,23 +230,30 @@ cdef class CoreState:
     cdef readonly int n_ctx
     cdef readonly int max_batch
     cdef readonly str kv
+    cdef readonly bint a48
 
     def __cinit__(self):
         self.s = NULL
 
-    def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1, str kv="f32"):
+    def __init__(self, CoreModel model, int n_ctx, int max_batch=64, int nthreads=1, str kv="f32",
+                 bint a48=False):
+        """kv: the KV cache's element type; a48: BitNet a4.8 activations (TQ_ACTS_A48 in forward.h)."""
         if n_ctx < 1 or max_batch < 1 or nthreads < 1:
             raise ValueError("n_ctx, max_batch and nthreads must be >= 1")
-        kv_types = {"f32": 0, "f16": 1, "q8": 2}  # TQ_KV_F32 / F16 / Q8 in forward.h
+        kv_types = {"f32": 0, "f16": 1, "q8": 2, "q3": 3}  # TQ_KV_F32 / F16 / Q8 / Q3 in forward.h
         if kv not in kv_types:
             raise ValueError(f"kv must be one of {', '.join(kv_types)}, got {kv!r}")
+        if kv == "q3" and model.m.head_dim % 32:
+            raise ValueError(f"the 3-bit KV cache needs a head size divisible by 32, not {model.m.head_dim}")
         self.model = model
         self.n_ctx = n_ctx
         self.max_batch = max_batch
         self.kv = kv
+        self.a48 = a48
         cdef int kv_type = kv_types[kv]
+        cdef int acts = 1 if a48 else 0
         with nogil:
-            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads, kv_type)
+            self.s = tq_state_new(&model.m, model.kern, n_ctx, max_batch, nthreads, kv_type, acts)
         if self.s == NULL:
             raise OutOfMemoryError(
                 f"could not allocate the session state (KV cache for {n_ctx} positions); "

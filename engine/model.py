@@ -20,7 +20,7 @@ import numpy as np
 from . import _core
 from .errors import ContextFullError, EngineError, ModelFormatError
 from .sampler import Sampler, SamplingParams
-from .weights import ModelWeights, QuantTensor, TernaryTensor
+from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
 DEFAULT_CONTEXT = 4096
 PROMPT_BATCH = 128  # prompt tokens per GEMM pass; bounds the activation buffers
@@ -40,7 +40,20 @@ def physical_cores() -> int:
 
 
 LM_HEADS = ("f16", "q8_0")  # load_model(head=...): as stored, or a Q8_0 copy built at load
-KV_TYPES = ("f32", "f16", "q8")  # load_model(kv=...): the KV cache's element type
+KV_TYPES = ("f32", "f16", "q8", "q3")  # load_model(kv=...): the KV cache's element type
+
+
+def kv_cache_bytes(config: ModelConfig, kv: str, positions: int) -> int:
+    """Bytes of a KV cache of type kv (KV_TYPES) holding `positions` positions: what attention reads
+    per token at that length (forward.c's tq_state_kv_bytes, which Session.kv_bytes reports)."""
+    rows = 2 * config.n_layers * positions * config.n_kv_heads  # K and V, one row per KV head
+    elems = rows * config.head_dim
+    if kv == "q3":  # 3 bits per element and a float scale per 32
+        return elems * 3 // 8 + elems // 32 * 4
+    if kv == "q8":  # a byte per element and a float scale per row
+        return elems + rows * 4
+    return elems * {"f32": 4, "f16": 2}[kv]
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -62,8 +75,10 @@ class ModelInfo:
     memory: str = "file map"  # "file map" (tensors used in place) or "RAM copy" (huge pages)
     head_type: str = "F16"  # the LM head's type as computed ("Q8_0 (built at load ...)" when asked for)
     head_approx: bool = False  # the head is a lower-precision copy built at load: logits are approximate
-    kv: str = "f32"  # the KV cache's element type: "f32" (exact), "f16" (half the bytes, rounded) or
-    # "q8" (a quarter of the bytes: int8 codes with one scale per head row)
+    kv: str = "f32"  # the KV cache's element type: "f32" (exact), "f16" (half the bytes, rounded),
+    # "q8" (a quarter of the bytes: int8 codes with one scale per head row) or "q3" (3-bit codes, one
+    # scale per 32)
+    a48: bool = False  # BitNet a4.8 activations (4-bit inputs of q/k/v and gate/up, TopK on o's input)
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -125,6 +140,7 @@ def load_model(
     head: str = "f16",
     weights: str = "auto",
     kv: str = "f32",
+    a48: bool = False,
 ) -> Model:
     """Loads a GGUF file or a Hugging Face directory (config.json + safetensors).
 
@@ -141,7 +157,12 @@ def load_model(
     or "f16": half its bytes (at 2000 positions the f32 cache of 2B4T is 307 MB read per token,
     a quarter of the weights), K and V rounded to f16 as they are stored; or "q8": a quarter of
     its bytes plus one float per head row, each row of K and V stored as int8 codes scaled by its
-    max |x| / 127. weights
+    max |x| / 127; or "q3" (BitNet a4.8's 3-bit KV): 3 bits per element plus one float per 32,
+    codes in [-3, 3] scaled by the block's max |x| / 3 (needs head_dim % 32 == 0). a48: BitNet a4.8's activations
+    (arXiv 2411.04965): the inputs of q/k/v and gate/up rounded to 4-bit integers per token
+    (absmean scale sqrt(7) / mean|x|), the input of o keeps only its largest half of magnitudes
+    (TopK) before the int8 rounding. For models trained that way; on others it is an approximation
+    whose cost benchmarks/a48_quality.py measures. weights
     (GGUF): "map" uses the tensors in place from the file's mmap; "ram" reads them into
     anonymous memory with transparent huge pages (~0.3 s per GB from the page cache; decode
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
@@ -154,7 +175,9 @@ def load_model(
     p = Path(path)
     # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
     w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
-    return Model(w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv)
+    return Model(
+        w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv, a48=a48
+    )
 
 
 def _page_dropper(weights: ModelWeights) -> Callable[[int, int], None] | None:
@@ -182,6 +205,7 @@ class Model:
         activations: str = "f32",
         head: str = "f16",
         kv: str = "f32",
+        a48: bool = False,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError("threads must be >= 1")
@@ -191,7 +215,12 @@ class Model:
             raise ValueError(f"head must be one of {', '.join(LM_HEADS)}, not {head!r}")
         if kv not in KV_TYPES:
             raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
+        if kv == "q3" and weights.config.head_dim % 32:
+            raise ValueError(
+                f"the 3-bit KV cache needs a head size divisible by 32; this model's is {weights.config.head_dim}"
+            )
         self.kv = kv
+        self.a48 = bool(a48)
         head_type = None
         if head == "q8_0":
             stored = weights.embed if weights.head is None else weights.head
@@ -246,6 +275,7 @@ class Model:
             head_type=head_type or _type_name(head),
             head_approx=head_type is not None,
             kv=kv,
+            a48=self.a48,
         )
 
     # -- sessions ------------------------------------------------------------------------------
@@ -322,7 +352,7 @@ class Session:
     def __init__(self, model: Model, context: int) -> None:
         self.model = model
         self.context = context
-        self.state = _core.CoreState(model.core, context, PROMPT_BATCH, model.threads, model.kv)
+        self.state = _core.CoreState(model.core, context, PROMPT_BATCH, model.threads, model.kv, model.a48)
         self._history: list[int] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()

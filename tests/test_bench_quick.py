@@ -99,15 +99,15 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     samples = [line for line in proc.stdout.splitlines() if " tok/s " in line and line.rstrip().endswith("%")]
     assert samples, proc.stdout  # at least one sample (the state summary needs two steady probes)
 
-    # benchmarks/bench_context.py: the f32, f16 and 8-bit KV caches side by side at a given context length
+    # benchmarks/bench_context.py: the f32, f16, 8-bit and 3-bit KV caches side by side at a given context length
     args = ("-m", str(model), "--positions", "40", "-n", "3", "--reps", "1", "-t", "1")
     proc = _run_script("bench_context.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("1 ")]
-    assert [r[2] for r in rows] == ["f32", "f16", "q8"], proc.stdout
-    # KV MB read per token at 40 positions: 2 x 4 layers x 40 x 256 x 4 (f32), 2 (f16) or 1 byte
-    # (q8, plus a 4-byte scale per head row: 0.08 + <0.01 MB)
-    want = [round(2 * 4 * 40 * 256 * e / 1e6, 1) for e in (4, 2, 1)]
+    assert [r[2] for r in rows] == ["f32", "f16", "q8", "q3"], proc.stdout
+    # KV MB read per token at 40 positions: 2 x 4 layers x 40 x 256 x 4 (f32), 2 (f16), 1 byte (q8,
+    # plus a 4-byte scale per head row: 0.08 + <0.01 MB) or 3/8 byte (q3, plus 4 bytes per 32)
+    want = [round(2 * 4 * 40 * 256 * e / 1e6, 1) for e in (4, 2, 1, 3 / 8 + 4 / 32)]
     assert [float(r[7]) for r in rows] == want, proc.stdout
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows), proc.stdout
 

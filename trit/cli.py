@@ -54,7 +54,14 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         choices=KV_TYPES,
         default="f32",
         help="KV cache: f32 (default, exact), f16 (half the memory and of the bytes attention reads per "
-        "token; K and V rounded to f16) or q8 (a quarter: each head row as int8 codes with one scale)",
+        "token; K and V rounded to f16), q8 (a quarter: each head row as int8 codes with one scale) or "
+        "q3 (BitNet a4.8's 3-bit cache, one scale per 32; for models trained with it: costly on others)",
+    )
+    p.add_argument(
+        "--a48",
+        action="store_true",
+        help="BitNet a4.8 activations: 4-bit inputs of q/k/v and gate/up, TopK (half) on o's input. For "
+        "models trained that way; others lose most of their quality (benchmarks/a48_quality.py)",
     )
     p.add_argument(
         "--weights",
@@ -175,6 +182,7 @@ def _load(args: argparse.Namespace):
         head=args.head,
         weights=args.weights,
         kv=args.kv,
+        a48=args.a48,
     )
 
 

@@ -25,6 +25,7 @@ SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
 FILE_MODE = 0o600  # owner read/write: the file may hold an access token
 ACTIVATIONS = ("f32", "q8")  # trit.engine.load_model(activations=...)
+BITNET_MODES = ("b1.58", "a4.8")  # trit.engine.load_model(a48=False / True)
 MAX_TOKEN_CHARS = 400
 
 # Per chat family; the model cards' recommendations where they give one (SmolLM2: 0.2 / 0.9).
@@ -65,9 +66,22 @@ class Settings:
     # the output head of models that store it as f16 (BitNet): "f16" exact, "q8_0" a Q8_0 copy built
     # at load (~40% faster decode on BitNet 2B4T, logits move by its rounding)
     lm_head: str = "f16"
-    # the KV cache: "f32" exact, "f16" half the memory (long chats: attention reads half the bytes)
+    # the KV cache: "f32" exact, "f16" half the memory (long chats: attention reads half the bytes),
+    # "q8" a quarter, "q3" BitNet a4.8's 3-bit cache (for models trained with it)
     kv_cache: str = "f32"
+    # "a4.8": BitNet a4.8's 4-bit activations (for models trained with them; others lose most of
+    # their quality), "b1.58": the activations as BitNet b1.58 (and every other model) computes them
+    bitnet_mode: str = "b1.58"
     hf_token: str = field(default="", repr=False)  # Hugging Face access token for gated repos
+
+    def engine_options(self) -> dict[str, Any]:
+        """The load_model() keyword arguments these settings ask for (besides threads and context)."""
+        return {
+            "activations": self.activations,
+            "head": self.lm_head,
+            "kv": self.kv_cache,
+            "a48": self.bitnet_mode == "a4.8",
+        }
 
     def sampling_for(self, family: str) -> Sampling:
         """The family's default sampling, or the general default for an unknown family."""
@@ -159,6 +173,7 @@ _CHECKS: dict[str, Any] = {
     "activations": _check_one_of(ACTIVATIONS),
     "lm_head": _check_one_of(LM_HEADS),
     "kv_cache": _check_one_of(KV_TYPES),
+    "bitnet_mode": _check_one_of(BITNET_MODES),
     "hf_token": _check_token,
 }
 

@@ -739,7 +739,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loading {Path(path).name}…", 3000)
         self._update_controls()
         s = self.ctx.settings
-        self.worker.load(path, s.threads, s.context, s.activations, s.lm_head, s.kv_cache)
+        self.worker.load(path, s.threads, s.context, **s.engine_options())
 
     def _no_default_model(self) -> tuple[str, str]:
         from trit.default_model import default_model_spec
@@ -808,11 +808,15 @@ class MainWindow(QMainWindow):
         )
         approx = bool(info.get("head_approx", False))
         # a compact KV cache: (label, share of the exact cache's memory)
-        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of")}.get(str(info.get("kv")))
+        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of"), "q3": ("3-bit", "a tenth of")}.get(
+            str(info.get("kv"))
+        )
+        a48 = bool(info.get("a48", False))
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads"
             + (" · fast head (approx.)" if approx else "")
             + (f" · {compact[0]} memory" if compact else "")
+            + (" · a4.8 (experimental)" if a48 else "")
         )
         tip = str(info.get("path", ""))
         if approx:
@@ -821,6 +825,11 @@ class MainWindow(QMainWindow):
             tip += (
                 f"\nConversation memory: {compact[0]} (Settings > Conversation memory): {compact[1]} the "
                 "memory, approximate."
+            )
+        if a48:
+            tip += (
+                "\nBitNet a4.8 mode (Settings > BitNet mode): 4-bit activations, for models trained with "
+                "them; others lose most of their quality."
             )
         self.model_label.setToolTip(tip)
         self._update_memory_label()
@@ -879,12 +888,10 @@ class MainWindow(QMainWindow):
         reply is being written, since the reload stops it). Returns {field: problem} ({} when
         applied), or None when the user chose not to stop the reply."""
         old = self.ctx.settings
-        engine_changed = (new.threads, new.context, new.activations, new.lm_head, new.kv_cache) != (
+        engine_changed = (new.threads, new.context, new.engine_options()) != (
             old.threads,
             old.context,
-            old.activations,
-            old.lm_head,
-            old.kv_cache,
+            old.engine_options(),
         )
         reload_path = self.loading_path or self.loaded_path
         if (

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from trit.app.core.settings import (
+    BITNET_MODES,
     KV_TYPES,
     LM_HEADS,
     Settings,
@@ -54,8 +55,11 @@ _KV_LABELS = {
     "f32": "Exact (f32)",
     "f16": "Compact, approximate (f16)",
     "q8": "Smallest, approximate (8-bit)",
+    "q3": "Tiniest, 3-bit (BitNet a4.8, experimental)",
 }
 KV_CHOICES = tuple((value, _KV_LABELS[value]) for value in KV_TYPES)
+_BITNET_LABELS = {"b1.58": "Exact (b1.58 activations)", "a4.8": "BitNet a4.8: 4-bit activations (experimental)"}
+BITNET_CHOICES = tuple((value, _BITNET_LABELS[value]) for value in BITNET_MODES)
 
 
 def _choices(items: tuple[tuple[str, str], ...], name: str, tip: str) -> QComboBox:
@@ -74,6 +78,7 @@ FIELD_LABELS = {
     "activations": "Activation precision",
     "lm_head": "Output head",
     "kv_cache": "Conversation memory",
+    "bitnet_mode": "BitNet mode",
     "models_dir": "Models folder",
     "hf_endpoint": "Hugging Face endpoint",
     "hf_token": "Access token",
@@ -141,7 +146,18 @@ class SettingsDialog(QDialog):
             "floats: half the memory (about 300 MB less for a 4096-token chat with BitNet 2B4T). "
             "Smallest stores 8-bit numbers: a quarter of the memory (about 470 MB less), and long "
             "chats reply faster; the model's probabilities differ a little more. Both differ "
-            "slightly from the exact model.",
+            "slightly from the exact model. Tiniest is BitNet a4.8's 3-bit cache (about a tenth of the "
+            "memory), for models trained to use it: on others it costs a lot of quality (SmolLM2's "
+            "perplexity goes from 8.8 to 92).",
+        )
+        self.bitnet_mode = _choices(
+            BITNET_CHOICES,
+            "BitNet mode",
+            "BitNet a4.8 computes with 4-bit activations (the inputs of the attention and feed-forward "
+            "layers) and keeps only the larger half of the attention output's values. It is meant for "
+            "models trained that way; no such model is public yet. Other models lose most of their "
+            "quality: SmolLM2's perplexity goes from 8.8 to about 31,000. It does not make replies "
+            "faster on this kind of processor.",
         )
         engine = QGroupBox("Engine (changes reload the model)")
         ef = QFormLayout(engine)
@@ -154,6 +170,8 @@ class SettingsDialog(QDialog):
         ef.addRow("", hint("For models that store it in 16 bits (BitNet). Fast is approximate."))
         ef.addRow(self._label("Conversation &memory", self.kv_cache), self.kv_cache)
         ef.addRow("", hint("Compact: half the memory for long chats, Smallest: a quarter; approximate."))
+        ef.addRow(self._label("&BitNet mode", self.bitnet_mode), self.bitnet_mode)
+        ef.addRow("", hint("a4.8 is for models trained with it; other models lose most of their quality."))
 
         # models and downloads
         self.models_dir = QLineEdit()
@@ -243,6 +261,7 @@ class SettingsDialog(QDialog):
             "activations": self.precision,
             "lm_head": self.lm_head,
             "kv_cache": self.kv_cache,
+            "bitnet_mode": self.bitnet_mode,
             "models_dir": self.models_dir,
             "hf_endpoint": self.endpoint,
             "hf_token": self.token,
@@ -254,6 +273,7 @@ class SettingsDialog(QDialog):
             self.precision,
             self.lm_head,
             self.kv_cache,
+            self.bitnet_mode,
             self.models_dir,
             self.browse_button,
             self.endpoint,
@@ -286,6 +306,7 @@ class SettingsDialog(QDialog):
         self.precision.setCurrentIndex(max(i, 0))
         self.lm_head.setCurrentIndex(max(self.lm_head.findData(s.lm_head), 0))
         self.kv_cache.setCurrentIndex(max(self.kv_cache.findData(s.kv_cache), 0))
+        self.bitnet_mode.setCurrentIndex(max(self.bitnet_mode.findData(s.bitnet_mode), 0))
         self.models_dir.setText(s.models_dir)
         self.endpoint.setText(s.hf_endpoint)
         self.token.setText(s.hf_token)
@@ -304,6 +325,7 @@ class SettingsDialog(QDialog):
             "activations": self.precision.currentData(),
             "lm_head": self.lm_head.currentData(),
             "kv_cache": self.kv_cache.currentData(),
+            "bitnet_mode": self.bitnet_mode.currentData(),
             "models_dir": self.models_dir.text().strip(),
             "hf_endpoint": self.endpoint.text().strip(),
             "hf_token": self.token.text(),

@@ -71,7 +71,7 @@ class EngineWorker(QObject):
     busy_changed = Signal(bool)
 
     # requests, emitted on the caller's thread and delivered (queued) on the worker thread
-    _load_request = Signal(str, int, int, str, str, str)
+    _load_request = Signal(str, int, int, dict)
     _generate_request = Signal(dict)
     _unload_request = Signal()
 
@@ -106,15 +106,13 @@ class EngineWorker(QObject):
         path: str | Path,
         threads: int | None = None,
         context: int | None = None,
-        activations: str = "f32",
-        head: str = "f16",
-        kv: str = "f32",
+        **options: Any,
     ) -> None:
         """Loads path in place of the current model (after any queued request). context: None
-        = the one given to the constructor; activations / head / kv: load_model(activations=...,
-        head=..., kv=...)."""
+        = the one given to the constructor; options: load_model's other keyword arguments
+        (activations, head, kv, a48: Settings.engine_options())."""
         ctx = context if context is not None else self._context
-        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), activations, head, kv)
+        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), dict(options))
 
     def generate(self, request: dict[str, Any]) -> None:
         # cleared here, not on the worker thread: a Stop pressed before the request starts counts
@@ -155,8 +153,8 @@ class EngineWorker(QObject):
         self._busy = busy
         self.busy_changed.emit(busy)
 
-    @Slot(str, int, int, str, str, str)
-    def _do_load(self, path: str, threads: int, context: int, activations: str, head: str, kv: str) -> None:
+    @Slot(str, int, int, dict)
+    def _do_load(self, path: str, threads: int, context: int, options: dict) -> None:
         from trit.engine import load_model
 
         self._set_busy(True)
@@ -168,9 +166,7 @@ class EngineWorker(QObject):
                     path,
                     threads=threads or None,
                     context=context or None,
-                    activations=activations or "f32",
-                    head=head or "f16",
-                    kv=kv or "f32",
+                    **options,
                 )
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
                 msg = str(e) or type(e).__name__
@@ -193,7 +189,7 @@ class EngineWorker(QObject):
                 kv_bytes=mem.kv_bytes,
                 rss_bytes=mem.rss_bytes,
                 chat_warning=getattr(model.chat_format, "warning", "") or "",
-                activations=getattr(model, "activations", activations),
+                activations=model.activations,
                 load_s=time.perf_counter() - t0,
             )
             self.loaded.emit(info)

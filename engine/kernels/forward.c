@@ -22,6 +22,8 @@
  * machine's memory in its fast state, 93.3 -> 93.9 in its slow one. */
 #define TQ_DECODE_TAKE 4
 #define TQ_HEAD_ROWS 512       /* rows of the f16 head per work item */
+#define TQ_ATTN_KEYS 32        /* keys per attention block (tq_attn_worker) */
+#define TQ_Q3_BLOCK 32         /* elements per scale in a TQ_KV_Q3 row */
 
 struct tq_state {
     const tq_model *m;
@@ -47,9 +49,13 @@ struct tq_state {
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
     void *kc, *vc;  /* n_layers x n_kv_heads x n_ctx x head_dim (tq_kv_at): KV cache of kv_type elements
                      * (f32, f16 or int8 codes), in kv_map[0] / [1] */
-    float *ksc, *vsc; /* n_layers x n_kv_heads x n_ctx (tq_kv_at / head_dim): row scales of a TQ_KV_Q8
-                       * cache, else NULL */
+    float *ksc, *vsc; /* n_layers x n_kv_heads x n_ctx x kv_nsc (tq_kv_at / (head_dim / kv_nsc)): the
+                       * scales of a TQ_KV_Q8 or TQ_KV_Q3 cache, else NULL */
     int kv_type;
+    int kv_nsc;     /* scales per row of head_dim: 1 (TQ_KV_Q8), head_dim / TQ_Q3_BLOCK (TQ_KV_Q3) */
+    int8_t *kvq;    /* nth x TQ_ATTN_KEYS x head_dim: a block of a TQ_KV_Q3 cache unpacked to int8 codes */
+    int acts;       /* TQ_ACTS_* */
+    uint32_t *sel;  /* max_batch x qdim: TopK's working copy of o's input (TQ_ACTS_A48) */
     float *kst, *vst; /* max_batch x kvdim: a chunk's new K and V rows (f32) before they go into the cache */
     void *kv_map[2];
     size_t kv_map_len;
@@ -122,7 +128,7 @@ void tq_state_free(tq_state *s) {
     if (!s) return;
     if (s->pool) tq_pool_free(s->pool);
     void *bufs[] = {s->x, s->xb, s->xb2, s->q, s->hb, s->hb2, s->qa, s->qsum, s->qscale,
-                    s->tmp, s->att, s->attv, s->rcos, s->rsin, s->kst, s->vst, s->ksc, s->vsc};
+                    s->tmp, s->att, s->attv, s->rcos, s->rsin, s->kst, s->vst, s->ksc, s->vsc, s->kvq, s->sel};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) tq_free_aligned(bufs[i]);
     for (int f = 0; f < TQ_ACTF_COUNT; f++) tq_free_aligned(s->qka[f]);
     tq_free_aligned(s->hx);
@@ -137,10 +143,18 @@ static size_t tq_tmp_rows(const tq_state *s) {
     return (size_t)(s->max_batch > TQ_DECODE_TAKE ? s->max_batch : TQ_DECODE_TAKE) * TQ_ROWS_PER_CHUNK;
 }
 
-/* Bytes of one KV cache element. */
-static size_t tq_kv_esz(const tq_state *s) {
-    return s->kv_type == TQ_KV_Q8 ? 1 : s->kv_type == TQ_KV_F16 ? sizeof(uint16_t) : sizeof(float);
+/* Bytes of n KV cache elements (n a multiple of head_dim; a TQ_KV_Q3 row is head_dim * 3 / 8 bytes). */
+static size_t tq_kv_size(const tq_state *s, size_t n) {
+    switch (s->kv_type) {
+    case TQ_KV_Q3: return n / 8 * 3;
+    case TQ_KV_Q8: return n;
+    case TQ_KV_F16: return n * sizeof(uint16_t);
+    default: return n * sizeof(float);
+    }
 }
+
+/* The quantized caches keep one float scale per row of head_dim elements. */
+static int tq_kv_scaled(int kv_type) { return kv_type == TQ_KV_Q8 || kv_type == TQ_KV_Q3; }
 
 /* The KV cache is head-major: each KV head of a layer keeps its n_ctx keys (values) of head_dim
  * elements contiguous, so attention walks one linear stream per head. With the position-major
@@ -153,9 +167,11 @@ static size_t tq_kv_at(const tq_state *s, int layer, int kvh, int pos) {
 }
 
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                       int kv_type) {
+                       int kv_type, int acts) {
     if (n_ctx < 1 || max_batch < 1 || nthreads < 1 || m->head_dim % 2) return NULL;
-    if (kv_type != TQ_KV_F32 && kv_type != TQ_KV_F16 && kv_type != TQ_KV_Q8) return NULL;
+    if (kv_type < TQ_KV_F32 || kv_type > TQ_KV_Q3 || (kv_type == TQ_KV_Q3 && m->head_dim % TQ_Q3_BLOCK))
+        return NULL;
+    if (acts != TQ_ACTS_EXACT && acts != TQ_ACTS_A48) return NULL;
     tq_state *s = (tq_state *)calloc(1, sizeof(tq_state));
     if (!s) return NULL;
     s->m = m;
@@ -196,12 +212,22 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->rsin = tq_alloc((size_t)n_ctx * half * sizeof(float));
     const size_t kv = (size_t)m->n_layers * n_ctx * s->kvdim;
     s->kv_type = kv_type;
-    s->kc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[0], &s->kv_map_len);
-    s->vc = tq_kv_alloc(kv * tq_kv_esz(s), &s->kv_map[1], &s->kv_map_len);
-    if (kv_type == TQ_KV_Q8) {
-        s->ksc = tq_alloc(kv / m->head_dim * sizeof(float));
-        s->vsc = tq_alloc(kv / m->head_dim * sizeof(float));
+    s->kc = tq_kv_alloc(tq_kv_size(s, kv), &s->kv_map[0], &s->kv_map_len);
+    s->vc = tq_kv_alloc(tq_kv_size(s, kv), &s->kv_map[1], &s->kv_map_len);
+    s->kv_nsc = kv_type == TQ_KV_Q3 ? m->head_dim / TQ_Q3_BLOCK : 1;
+    if (tq_kv_scaled(kv_type)) {
+        s->ksc = tq_alloc(kv / m->head_dim * s->kv_nsc * sizeof(float));
+        s->vsc = tq_alloc(kv / m->head_dim * s->kv_nsc * sizeof(float));
         if (!s->ksc || !s->vsc) goto fail;
+    }
+    if (kv_type == TQ_KV_Q3) {
+        s->kvq = tq_alloc((size_t)s->nth * TQ_ATTN_KEYS * m->head_dim);
+        if (!s->kvq) goto fail;
+    }
+    s->acts = acts;
+    if (acts == TQ_ACTS_A48) {
+        s->sel = tq_alloc(B * s->qdim * sizeof(uint32_t));
+        if (!s->sel) goto fail;
     }
     s->kst = tq_alloc(B * s->kvdim * sizeof(float));
     s->vst = tq_alloc(B * s->kvdim * sizeof(float));
@@ -229,7 +255,8 @@ void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
 int tq_state_threads(const tq_state *s) { return s->nth; }
 long long tq_state_kv_bytes(const tq_state *s) {
     const long long rows = 2LL * s->m->n_layers * s->n_ctx * s->m->n_kv_heads; /* K and V */
-    return rows * s->m->head_dim * (long long)tq_kv_esz(s) + (s->kv_type == TQ_KV_Q8 ? rows * 4 : 0);
+    return (long long)tq_kv_size(s, (size_t)rows * s->m->head_dim) +
+           (tq_kv_scaled(s->kv_type) ? rows * s->kv_nsc * 4 : 0);
 }
 
 /* ---- small serial pieces ---------------------------------------------------------------- */
@@ -263,6 +290,53 @@ static void tq_to_q8(int8_t *out, float *scale, const float *x, int n) {
         out[i] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q == q ? (int)q : 0);
     }
     *scale = amax / 127.0f;
+}
+
+/* n floats (n % TQ_Q3_BLOCK == 0) into a 3-bit cache row: in each block b of TQ_Q3_BLOCK elements,
+ * codes c = round(x * 3 / max|x|) in [-3, 3] (to nearest even, as tq_to_q8) and scale[b] =
+ * max|x| / 3 (0 for an all-zero block or one without a finite maximum: codes 0). With one scale
+ * per 64-wide row SmolLM2's perplexity went from 8.84 to 175, with one per 32 to 92 (7 levels are
+ * too coarse for a model not trained with them; benchmarks/a48_quality.py). The codes are stored as u = c + 3 in two planes so that a row unpacks with fixed
+ * shifts: n / 4 bytes of low bit pairs (byte j: elements j + k * n / 4 at bits 2k..2k+1, k < 4),
+ * then n / 8 bytes of high bits (byte j: element j + k * n / 8 at bit k). */
+static void tq_to_q3(uint8_t *out, float *scale, const float *x, int n) {
+    if (n < TQ_Q3_BLOCK) return; /* (head_dim % TQ_Q3_BLOCK == 0 is checked at tq_state_new) */
+    const int n4 = n / 4, n8 = n / 8;
+    memset(out, 0, (size_t)(n4 + n8));
+    for (int b = 0; b < n / TQ_Q3_BLOCK; b++) {
+        const float *xb = x + b * TQ_Q3_BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < TQ_Q3_BLOCK; i++) {
+            const float a = fabsf(xb[i]);
+            if (a > amax) amax = a; /* NaN compares false */
+        }
+        const int finite = amax > 0.0f && isfinite(amax);
+        const float inv = finite ? 3.0f / amax : 0.0f;
+        for (int i = b * TQ_Q3_BLOCK; i < (b + 1) * TQ_Q3_BLOCK; i++) {
+            const float q = rintf(x[i] * inv);
+            const int u = (q > 3.0f ? 3 : q < -3.0f ? -3 : q == q ? (int)q : 0) + 3;
+            out[i % n4] |= (uint8_t)((u & 3) << (2 * (i / n4)));
+            out[n4 + i % n8] |= (uint8_t)((u >> 2) << (i / n8));
+        }
+        scale[b] = finite ? amax / 3.0f : 0.0f;
+    }
+}
+
+/* nrows 3-bit rows of n elements (tq_to_q3's layout, one after the other) into int8 codes in
+ * [-3, 3], n per row. */
+static void tq_q3_unpack(const uint8_t *rows, int nrows, int n, int8_t *out) {
+    const int n4 = n / 4, n8 = n / 8;
+    for (int r = 0; r < nrows; r++, rows += n4 + n8, out += n) {
+        const uint8_t *hi = rows + n4;
+        /* element i = k * n8 + j: low bits in byte i % n4 = (k & 1) * n8 + j at shift 2 * (k / 2),
+         * high bit in byte j at shift k (a contiguous inner loop with fixed shifts: vectorizes) */
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *lo = rows + (k & 1) * n8;
+            int8_t *o = out + k * n8;
+            const int ls = 2 * (k >> 1);
+            for (int j = 0; j < n8; j++) o[j] = (int8_t)((((lo[j] >> ls) & 3) | (((hi[j] >> k) & 1) << 2)) - 3);
+        }
+    }
 }
 
 /* The sum of squares in double (6912 squares keep full f32 precision) over eight independent
@@ -389,6 +463,79 @@ static void tq_quantize_tok(tq_state *s, const float *x, int cols, int t, unsign
         if (need & (1u << f)) tq_qk_quant_act(f, x, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
 }
 
+/* BitNet a4.8's 4-bit activations (TQ_ACTS_A48) of token t's row x (cols values), in place:
+ * s = sqrt(7) / max(mean|x|, 1e-5) (the mean summed in double), codes q = clamp(round(x * s), -8, 7)
+ * (to nearest even) go to the ternary int8 buffer with scale s, and x becomes the values q / s that
+ * every other format in `need` is then quantized from (f32-activation types read x itself). */
+#define TQ_SQRT7 2.6457513110645906f
+static void tq_quantize_tok_a4(tq_state *s, float *x, int cols, int t, unsigned need) {
+    double p[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= cols; i += 4)
+        for (int j = 0; j < 4; j++) p[j] += fabs((double)x[i + j]);
+    for (; i < cols; i++) p[0] += fabs((double)x[i]);
+    const float beta = (float)(((p[0] + p[1]) + (p[2] + p[3])) / cols);
+    const float sc = TQ_SQRT7 / (beta > 1e-5f ? beta : 1e-5f);
+    int8_t *q = s->qa + (size_t)t * s->apad;
+    int32_t sum = 0;
+    for (i = 0; i < cols; i++) {
+        const float r = rintf(x[i] * sc);
+        const int c = r > 7.0f ? 7 : r < -8.0f ? -8 : r == r ? (int)r : 0;
+        q[i] = (int8_t)c;
+        sum += c;
+        x[i] = (float)c / sc;
+    }
+    memset(q + cols, 0, (size_t)(s->apad - cols));
+    s->qsum[t] = sum;
+    s->qscale[t] = sc;
+    for (int f = 1; f < TQ_ACTF_COUNT; f++)
+        if (need & (1u << f)) tq_qk_quant_act(f, x, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
+}
+
+/* The k-th smallest (0-based) of a[0..n), reordering a (Hoare's selection, median-of-three pivot). */
+static uint32_t tq_select_u32(uint32_t *a, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const uint32_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+        const uint32_t piv = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < piv) i++;
+            while (a[j] > piv) j--;
+            if (i <= j) {
+                const uint32_t tmp = a[i];
+                a[i++] = a[j];
+                a[j--] = tmp;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k];
+    }
+    return a[k];
+}
+
+/* a4.8's TopK on x (n values, in place): the ceil(n * TQ_A48_KEEP) largest magnitudes stay (all
+ * that tie with the smallest of them too), the rest become 0. Magnitudes compare as the bit
+ * patterns of |x|, which order non-negative floats (a NaN counts as largest); sel: n scratch. */
+static void tq_topk(float *x, int n, uint32_t *sel) {
+    const int keep = (int)ceil(n * TQ_A48_KEEP);
+    if (keep >= n) return;
+    for (int i = 0; i < n; i++) {
+        memcpy(&sel[i], &x[i], sizeof(uint32_t));
+        sel[i] &= 0x7fffffffu;
+    }
+    const uint32_t thr = tq_select_u32(sel, n, n - keep);
+    for (int i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        if ((b & 0x7fffffffu) < thr) x[i] = 0.0f;
+    }
+}
+
 /* Runs up to three matrices that share one input in one pool job. x (ntok rows, row stride ldx)
  * must already be quantized into every format tq_items_need(items) names (tq_quantize_tok). */
 static void tq_matmul(tq_state *s, const float *x, size_t ldx, int ntok, int nitems, const tq_mm_item *items) {
@@ -455,28 +602,48 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
 
 /* ---- attention ---------------------------------------------------------------------------- */
 
-/* Scores of nk keys of one KV head (key 0 at cache element e) against query x; the value sum with
- * weights w into out. The cache holds kv_type elements, head_dim per key. An 8-bit cache applies
- * the row scales outside the kernels: each key's score times its scale, and each weight times its
- * value's scale before the sum (in place: every block of weights is summed once). */
-static void tq_kv_dots(const tq_state *s, size_t e, int nk, const float *x, float *out) {
+/* For a TQ_KV_Q3 cache: the nk rows from element e of cache c unpacked into scr as int8 codes (one
+ * unpack per block of keys serves every query head of the group); NULL for the other types. */
+static const int8_t *tq_kv_codes(const tq_state *s, const void *c, size_t e, int nk, int8_t *scr) {
+    if (s->kv_type != TQ_KV_Q3) return NULL;
+    tq_q3_unpack((const uint8_t *)c + tq_kv_size(s, e), nk, s->m->head_dim, scr);
+    return scr;
+}
+
+/* Scores of nk <= TQ_ATTN_KEYS keys of one KV head (key 0 at cache element e) against query x; the
+ * value sum with weights w into out. The cache holds kv_type elements, head_dim per key; codes: the
+ * block as int8 codes when tq_kv_codes unpacked it. The quantized caches apply their scales
+ * outside the kernels, kv_nsc per row, each for a slice of head_dim / kv_nsc elements: the score
+ * sums each slice's dot product times its key's scale, and the value sum of each slice takes the
+ * weights times its values' scales. */
+static void tq_kv_dots(const tq_state *s, size_t e, int nk, const int8_t *codes, const float *x, float *out) {
     const int hd = s->m->head_dim;
-    if (s->kv_type == TQ_KV_Q8) {
-        s->k->q8_dots((const int8_t *)s->kc + e, (size_t)hd, nk, x, hd, out);
-        const float *sc = s->ksc + e / (size_t)hd;
-        for (int j = 0; j < nk; j++) out[j] *= sc[j];
+    if (tq_kv_scaled(s->kv_type)) {
+        const int nsc = s->kv_nsc, bw = hd / nsc;
+        const int8_t *rows = codes ? codes : (const int8_t *)s->kc + e;
+        const float *sc = s->ksc + e / (size_t)bw;
+        float part[TQ_ATTN_KEYS];
+        for (int b = 0; b < nsc; b++) {
+            s->k->q8_dots(rows + b * bw, (size_t)hd, nk, x + b * bw, bw, part);
+            for (int j = 0; j < nk; j++) out[j] = (b ? out[j] : 0.0f) + part[j] * sc[(size_t)j * nsc + b];
+        }
     } else if (s->kv_type == TQ_KV_F16) {
         s->k->f16_dots((const uint16_t *)s->kc + e, (size_t)hd, nk, x, hd, out);
     } else {
         s->k->f32_dots((const float *)s->kc + e, (size_t)hd, nk, x, hd, out);
     }
 }
-static void tq_kv_wsum(const tq_state *s, size_t e, int nk, float *w, float *out) {
+static void tq_kv_wsum(const tq_state *s, size_t e, int nk, const int8_t *codes, const float *w, float *out) {
     const int hd = s->m->head_dim;
-    if (s->kv_type == TQ_KV_Q8) {
-        const float *sc = s->vsc + e / (size_t)hd;
-        for (int j = 0; j < nk; j++) w[j] *= sc[j];
-        s->k->q8_wsum((const int8_t *)s->vc + e, (size_t)hd, nk, w, hd, out);
+    if (tq_kv_scaled(s->kv_type)) {
+        const int nsc = s->kv_nsc, bw = hd / nsc;
+        const int8_t *rows = codes ? codes : (const int8_t *)s->vc + e;
+        const float *sc = s->vsc + e / (size_t)bw;
+        float wb[TQ_ATTN_KEYS];
+        for (int b = 0; b < nsc; b++) {
+            for (int j = 0; j < nk; j++) wb[j] = w[j] * sc[(size_t)j * nsc + b];
+            s->k->q8_wsum(rows + b * bw, (size_t)hd, nk, wb, bw, out + b * bw);
+        }
     } else if (s->kv_type == TQ_KV_F16) {
         s->k->f16_wsum((const uint16_t *)s->vc + e, (size_t)hd, nk, w, hd, out);
     } else {
@@ -490,8 +657,6 @@ static void tq_kv_wsum(const tq_state *s, size_t e, int nk, float *w, float *out
  * and from L1 for the others (one head per item read the whole cache `group` times: at 2000
  * positions that was more bytes per token than the weights). gq is the KV group when that still
  * gives every thread two items, else a divisor of it. */
-#define TQ_ATTN_KEYS 32
-
 typedef struct {
     tq_state *s;
     int layer, ntok, pos, gq;
@@ -507,6 +672,7 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * group * s->n_ctx; /* gq x n_ctx */
     float *part = s->attv + (size_t)ith * hd;
+    int8_t *scr = s->kvq ? s->kvq + (size_t)ith * TQ_ATTN_KEYS * hd : NULL;
     const int per_tok = m->n_heads / gq;
     const long total = (long)task->ntok * per_tok;
     for (;;) {
@@ -518,17 +684,21 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
         const size_t kv0 = tq_kv_at(s, task->layer, kvh, 0); /* key 0 of this KV head */
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
             const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+            const size_t e = kv0 + (size_t)j0 * hd;
+            const int8_t *codes = tq_kv_codes(s, s->kc, e, nk, scr);
             for (int g = 0; g < gq; g++)
-                tq_kv_dots(s, kv0 + (size_t)j0 * hd, nk, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
+                tq_kv_dots(s, e, nk, codes, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
                            att + (size_t)g * s->n_ctx + j0);
         }
         for (int g = 0; g < gq; g++) s->k->softmax(att + (size_t)g * s->n_ctx, len, scale);
         for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
             const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+            const size_t e = kv0 + (size_t)j0 * hd;
+            const int8_t *codes = tq_kv_codes(s, s->vc, e, nk, scr);
             for (int g = 0; g < gq; g++) {
                 float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
                 float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
-                tq_kv_wsum(s, kv0 + (size_t)j0 * hd, nk, att + (size_t)g * s->n_ctx + j0, dst);
+                tq_kv_wsum(s, e, nk, codes, att + (size_t)g * s->n_ctx + j0, dst);
                 if (j0)
                     for (int i = 0; i < hd; i++) out[i] += part[i];
             }
@@ -615,7 +785,10 @@ static void tq_tok_attn_in(tq_state *s, const tq_tok_ctx *c, int t) {
     const int dim = s->m->dim;
     float *xb = s->xb + (size_t)t * s->xdim;
     tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->attn_norm, dim, s->m->norm_eps);
-    tq_quantize_tok(s, xb, dim, t, c->need_qkv);
+    if (s->acts == TQ_ACTS_A48)
+        tq_quantize_tok_a4(s, xb, dim, t, c->need_qkv);
+    else
+        tq_quantize_tok(s, xb, dim, t, c->need_qkv);
 }
 
 /* RoPE on q_t and k_t, then k_t and v_t (staged in kst / vst) into the cache, one head at a time */
@@ -627,7 +800,11 @@ static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_rope(s, k, s->m->n_kv_heads, c->pos + t);
     for (int h = 0; h < s->m->n_kv_heads; h++) {
         const size_t e = tq_kv_at(s, c->layer, h, c->pos + t), o = (size_t)h * hd;
-        if (s->kv_type == TQ_KV_Q8) {
+        if (s->kv_type == TQ_KV_Q3) {
+            const size_t si = e / TQ_Q3_BLOCK; /* the row's first scale */
+            tq_to_q3((uint8_t *)s->kc + tq_kv_size(s, e), s->ksc + si, k + o, hd);
+            tq_to_q3((uint8_t *)s->vc + tq_kv_size(s, e), s->vsc + si, v + o, hd);
+        } else if (s->kv_type == TQ_KV_Q8) {
             tq_to_q8((int8_t *)s->kc + e, s->ksc + e / (size_t)hd, k + o, hd);
             tq_to_q8((int8_t *)s->vc + e, s->vsc + e / (size_t)hd, v + o, hd);
         } else if (s->kv_type == TQ_KV_F16) {
@@ -640,10 +817,11 @@ static void tq_tok_rope(tq_state *s, const tq_tok_ctx *c, int t) {
     }
 }
 
-/* attention output (xb_t): sub-norm, quantized for o */
+/* attention output (xb_t): sub-norm, a4.8's TopK, quantized for o */
 static void tq_tok_attn_out(tq_state *s, const tq_tok_ctx *c, int t) {
     float *o = s->xb + (size_t)t * s->xdim;
     if (c->L->attn_sub_norm) tq_rmsnorm(o, o, c->L->attn_sub_norm, s->qdim, s->m->norm_eps);
+    if (s->acts == TQ_ACTS_A48) tq_topk(o, s->qdim, s->sel + (size_t)t * s->qdim);
     tq_quantize_tok(s, o, s->qdim, t, c->need_o);
 }
 
@@ -660,7 +838,10 @@ static void tq_tok_ffn_in(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_residual(s, c, t);
     float *xb = s->xb + (size_t)t * s->xdim;
     tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->ffn_norm, dim, s->m->norm_eps);
-    tq_quantize_tok(s, xb, dim, t, c->need_gu);
+    if (s->acts == TQ_ACTS_A48)
+        tq_quantize_tok_a4(s, xb, dim, t, c->need_gu);
+    else
+        tq_quantize_tok(s, xb, dim, t, c->need_gu);
 }
 
 /* gated activation into hb_t (f32: ReLU^2 overflows f16), sub-norm, quantized for down */

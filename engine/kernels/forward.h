@@ -57,13 +57,27 @@ typedef struct tq_state tq_state;
  *   TQ_KV_F32  exact
  *   TQ_KV_F16  half the bytes; K and V rounded to nearest even, saturating at +-65504
  *   TQ_KV_Q8   a quarter of the bytes (plus one float per row): each head's row of K or V as int8
- *              codes round(x * 127 / max|x|) with the scale max|x| / 127 */
-enum { TQ_KV_F32 = 0, TQ_KV_F16 = 1, TQ_KV_Q8 = 2 };
+ *              codes round(x * 127 / max|x|) with the scale max|x| / 127
+ *   TQ_KV_Q3   3 bits per element plus one float per 32 (BitNet a4.8's 3-bit KV): codes
+ *              round(x * 3 / max|x|) in [-3, 3] with the scale max|x| / 3 of each block of 32
+ *              elements of a head's row (head_dim % 32 == 0) */
+enum { TQ_KV_F32 = 0, TQ_KV_F16 = 1, TQ_KV_Q8 = 2, TQ_KV_Q3 = 3 };
 
-/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1; kv_type: TQ_KV_*.
- * NULL on OOM or a bad argument. */
+/* Activations of the matrices:
+ *   TQ_ACTS_EXACT  as the model was trained (BitNet b1.58: per-token int8 absmax everywhere)
+ *   TQ_ACTS_A48    BitNet a4.8 (arXiv 2411.04965): the inputs of q/k/v and gate/up as 4-bit
+ *                  integers, q = clamp(round(x * s), -8, 7) with s = sqrt(7) / max(mean|x|, 1e-5)
+ *                  per token; the input of o keeps its TQ_A48_KEEP largest magnitudes (TopK, the rest
+ *                  set to 0) before its int8 rounding; down's input (sparse by ReLU^2) stays int8.
+ *                  Ternary matrices get the 4-bit codes themselves; other weight types get the
+ *                  values they stand for (q / s) in their own activation format. */
+enum { TQ_ACTS_EXACT = 0, TQ_ACTS_A48 = 1 };
+#define TQ_A48_KEEP 0.5 /* fraction of o's inputs TopK keeps (ceil(n * keep) of n) */
+
+/* n_ctx: KV cache positions; max_batch: tokens per prompt chunk; nthreads >= 1; kv_type: TQ_KV_*;
+ * acts: TQ_ACTS_*. NULL on OOM or a bad argument. */
 tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int max_batch, int nthreads,
-                       int kv_type);
+                       int kv_type, int acts);
 void tq_state_free(tq_state *s);
 /* Set from another thread to stop a forward between two layers (tq_forward then returns
  * TQ_ECANCELLED and the KV entries of that call are not valid). */

@@ -14,6 +14,7 @@ import pytest
 from trit.app.core.sampling import Sampling
 from trit.app.core.settings import (
     ACTIVATIONS,
+    BITNET_MODES,
     DEFAULT_SAMPLING,
     FAMILY_SAMPLING,
     KV_TYPES,
@@ -176,10 +177,16 @@ def test_activations_token_and_endpoint_validation() -> None:
     assert check_setting("lm_head", "q8_0") == "q8_0"
     s, problems = settings_from_dict({"lm_head": "q4"})
     assert s.lm_head == "f16" and len(problems) == 1 and "lm_head" in problems[0]
-    assert KV_TYPES == ("f32", "f16", "q8") and default_settings().kv_cache == "f32"
-    assert check_setting("kv_cache", "f16") == "f16" and check_setting("kv_cache", "q8") == "q8"
+    assert KV_TYPES == ("f32", "f16", "q8", "q3") and default_settings().kv_cache == "f32"
+    assert check_setting("kv_cache", "f16") == "f16" and check_setting("kv_cache", "q3") == "q3"
     s, problems = settings_from_dict({"kv_cache": "q4"})
     assert s.kv_cache == "f32" and len(problems) == 1 and "kv_cache" in problems[0]
+    assert BITNET_MODES == ("b1.58", "a4.8") and default_settings().bitnet_mode == "b1.58"
+    s, problems = settings_from_dict({"bitnet_mode": "a4.8"})
+    assert s.bitnet_mode == "a4.8" and not problems
+    assert s.engine_options() == {"activations": "f32", "head": "f16", "kv": "f32", "a48": True}
+    s, problems = settings_from_dict({"bitnet_mode": "a8"})
+    assert s.bitnet_mode == "b1.58" and len(problems) == 1 and "bitnet_mode" in problems[0]
     assert check_setting("hf_token", "  hf_x1\n") == "hf_x1"  # pasted with a line break
     assert check_setting("hf_token", "") == ""
     for bad in ("hf_a b", "hf_\u00e9", "hf_\tx", "x" * 401):

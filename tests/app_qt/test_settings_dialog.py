@@ -230,6 +230,27 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
         win.send("What is the capital of France?")
     assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
+    # BitNet a4.8 with its 3-bit memory: labelled experimental; SmolLM2 was not trained for it, so
+    # the reply is only required to arrive, not to be right
+    q8_kv = info["kv_bytes"]
+    dlg = open_dialog(qtbot, win)
+    dlg.kv_cache.setCurrentIndex(dlg.kv_cache.findData("q3"))
+    dlg.bitnet_mode.setCurrentIndex(dlg.bitnet_mode.findData("a4.8"))
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.ok_button.click()
+    info = blocker.args[0]
+    assert info["kv"] == "q3" and info["a48"] and "3-bit memory" in win.model_label.text()
+    assert "a4.8 (experimental)" in win.model_label.text() and "lose most" in win.model_label.toolTip()
+    assert q8_kv * 0.4 < info["kv_bytes"] < q8_kv * 0.5  # 3 of 8 bits, a float per 32 elements
+    assert win.ctx.settings_store.load().engine_options()["a48"]
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
+        win.send("What is the capital of France?")
+    assert done.args[0]["status"] == "complete" and done.args[0]["text"]
+    dlg = open_dialog(qtbot, win)
+    dlg.bitnet_mode.setCurrentIndex(dlg.bitnet_mode.findData("b1.58"))
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.ok_button.click()
+    assert not blocker.args[0]["a48"] and "a4.8" not in win.model_label.text()
 
 
 def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> None:

@@ -14,6 +14,11 @@ Op order follows transformers' BitNet code in float32 (models/bitnet/modeling_bi
 * Attention: softmax(q k^T / sqrt(hd) + causal mask) v, query head h reads KV head h // (H / KV);
   attn_sub_norm on the concatenated heads, then o_proj. FFN: down(ffn_sub_norm(act(gate) * up)),
   act = relu(x)^2 (BitNet) or silu.
+
+BitNet a4.8 (``NumpyRef(a48=True)``, the engine's TQ_ACTS_A48; arXiv 2411.04965): the inputs of q/k/v
+and gate/up are rounded to 4 bits per token (quant_act4), the input of o keeps its largest half of
+magnitudes (topk) before the usual int8 rounding, down's input is as in b1.58. ``kv="q3"``: the
+3-bit KV cache (q3_rows).
 """
 
 from __future__ import annotations
@@ -44,6 +49,28 @@ def quant_act(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, s
 
 
+SQRT7 = F32(2.6457513110645906)
+
+
+def quant_act4(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a4.8's per-token 4-bit quantization: beta = mean|x| (summed in float64, then float32);
+    s = sqrt(7) / max(beta, 1e-5); q = clamp(round_half_even(x * s), -8, 7). -> (q, s) as quant_act."""
+    beta = (np.abs(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(F32)
+    s = SQRT7 / np.maximum(beta, F32(1e-5))
+    q = np.clip(np.rint(x * s), -8, 7).astype(F32)
+    return q, s
+
+
+def topk(x: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """a4.8's TopK per token: the ceil(n * keep) largest |x| stay (ties with the smallest of them
+    too), the rest become 0."""
+    n = x.shape[-1]
+    k = int(np.ceil(n * keep))
+    mag = np.abs(x)
+    thr = np.partition(mag, n - k, axis=-1)[..., n - k : n - k + 1]
+    return np.where(mag >= thr, x, F32(0)).astype(F32)
+
+
 @dataclass
 class DenseTernary:
     t: np.ndarray  # float32 [rows, cols] with values in {-1, 0, 1}
@@ -55,8 +82,8 @@ class DenseTernary:
             raise NotImplementedError(f"numpy_ref handles ternary weights only, got {type(tt).__name__}")
         return cls(unpack_tq(tt.packed, tt.cols).astype(F32), tt.scale.astype(F32))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        q, s = quant_act(x)
+    def __call__(self, x: np.ndarray, four_bit: bool = False) -> np.ndarray:
+        q, s = quant_act4(x) if four_bit else quant_act(x)
         acc = q @ self.t.T  # exact integers in float32
         return (acc / s * self.scale).astype(F32)
 
@@ -94,16 +121,31 @@ def q8_rows(t: np.ndarray) -> np.ndarray:
     return np.where(amax > 0, codes * (safe / F32(127)), F32(0)).astype(F32)
 
 
+def q3_rows(t: np.ndarray) -> np.ndarray:
+    """What a 3-bit KV cache holds for float32 rows t [..., head_dim], read back as floats: in each
+    block of 32 elements, codes rint(x * (3 / max|x|)) within [-3, 3] times the block's scale
+    max|x| / 3 (float32, an all-zero block stays zero)."""
+    b = t.reshape(*t.shape[:-1], t.shape[-1] // 32, 32)
+    amax = np.abs(b).max(axis=-1, keepdims=True).astype(F32)
+    safe = np.where(amax > 0, amax, F32(1))
+    codes = np.clip(np.rint(b * (F32(3) / safe)), -3, 3).astype(F32)
+    return np.where(amax > 0, codes * (safe / F32(3)), F32(0)).astype(F32).reshape(t.shape)
+
+
 class NumpyRef:
     """Unpacks a ModelWeights once; ``forward(ids)`` gives float32 logits for every position."""
 
-    def __init__(self, weights: ModelWeights, embed: np.ndarray | None = None, kv: str = "f32") -> None:
+    def __init__(
+        self, weights: ModelWeights, embed: np.ndarray | None = None, kv: str = "f32", a48: bool = False
+    ) -> None:
         """``embed`` overrides weights.embed (e.g. the checkpoint's exact f32/bf16 values) to measure
         what the f16 embedding costs. kv="f16": K (after RoPE) and V rounded to float16 (saturating
         at +-65504) before attention reads them, as the engine's f16 KV cache stores them; kv="q8":
-        rounded to int8 codes per head row as the engine's 8-bit cache stores them (q8_rows)."""
+        rounded to int8 codes per head row as the engine's 8-bit cache stores them (q8_rows); kv="q3":
+        to 3-bit codes (q3_rows). a48: BitNet a4.8 activations (see the module docstring)."""
         self.cfg = weights.config
         self.kv = kv
+        self.a48 = a48
         self.embed = dense_float(weights.embed if embed is None else embed)  # [vocab, dim]
         head = weights.head if weights.head is not None and not self.cfg.tied else None
         self.head = self.embed if head is None else dense_float(head)
@@ -144,14 +186,17 @@ class NumpyRef:
         cos, sin = cos[pos0:], sin[pos0:]
         group = c.n_heads // c.n_kv_heads
         causal = np.triu(np.full((n, n), -np.inf, dtype=F32), k=1)  # [T, T]
+        a4 = self.a48
         h = rms_norm(x, L["attn_norm"], c.norm_eps)
-        q = apply_rope(L["q"](h).reshape(n, c.n_heads, c.head_dim), cos, sin, c.rope_neox)
-        k = apply_rope(L["k"](h).reshape(n, c.n_kv_heads, c.head_dim), cos, sin, c.rope_neox)
-        v = L["v"](h).reshape(n, c.n_kv_heads, c.head_dim)
+        q = apply_rope(L["q"](h, a4).reshape(n, c.n_heads, c.head_dim), cos, sin, c.rope_neox)
+        k = apply_rope(L["k"](h, a4).reshape(n, c.n_kv_heads, c.head_dim), cos, sin, c.rope_neox)
+        v = L["v"](h, a4).reshape(n, c.n_kv_heads, c.head_dim)
         if self.kv == "f16":
             k, v = (np.clip(t, -65504, 65504).astype(np.float16).astype(F32) for t in (k, v))
         elif self.kv == "q8":
             k, v = q8_rows(k), q8_rows(v)
+        elif self.kv == "q3":
+            k, v = q3_rows(k), q3_rows(v)
         att = np.empty((n, c.n_heads, c.head_dim), dtype=F32)
         for hh in range(c.n_heads):
             kv = hh // group  # GQA: query head hh reads KV head hh // (H / KV)
@@ -161,9 +206,11 @@ class NumpyRef:
             p /= p.sum(axis=-1, keepdims=True)
             att[:, hh] = p @ v[:, kv]
         a = rms_norm(att.reshape(n, c.n_heads * c.head_dim), L["attn_sub_norm"], c.norm_eps)
+        if a4:
+            a = topk(a)
         x = (x + L["o"](a)).astype(F32)
         m = rms_norm(x, L["ffn_norm"], c.norm_eps)
-        f = (self._act(L["gate"](m)) * L["up"](m)).astype(F32)  # f32: ReLU^2 overflows f16
+        f = (self._act(L["gate"](m, a4)) * L["up"](m, a4)).astype(F32)  # f32: ReLU^2 overflows f16
         f = rms_norm(f, L["ffn_sub_norm"], c.norm_eps)
         return (x + L["down"](f)).astype(F32)
 

@@ -11,6 +11,7 @@ import pytest
 from tiny import random_weights
 from trit.engine import ContextFullError, Model, UnsupportedCPUError
 from trit.engine._kernels import available_isas
+from trit.engine.model import kv_cache_bytes
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +60,37 @@ def test_decode_identical_across_threads_with_long_matrices():
     ids = [5, 17, 42, 99, 3, 250]
     for isa in available_isas():
         m = Model(w, threads=1, isa=isa)
-        for kv in ("f32", "f16", "q8"):
+        for kv, a48 in (("f32", False), ("f16", False), ("q8", False), ("q3", False), ("f32", True)):
             runs = []
             for threads in (1, 2, 3):
-                st = _core.CoreState(m.core, 16, 1, threads, kv)
+                st = _core.CoreState(m.core, 16, 1, threads, kv, a48)
                 runs.append(np.stack([st.forward([t], pos) for pos, t in enumerate(ids)]))
             for got in runs[1:]:
-                np.testing.assert_array_equal(got, runs[0], err_msg=f"{isa} kv={kv}")
+                np.testing.assert_array_equal(got, runs[0], err_msg=f"{isa} kv={kv} a48={a48}")
 
 
 def test_compact_kv_caches_shrink_the_cache(weights):
-    exact, half, q8 = (Model(weights, threads=2, kv=kv) for kv in ("f32", "f16", "q8"))
-    assert (exact.info.kv, half.info.kv, q8.info.kv) == ("f32", "f16", "q8")
+    exact, half, q8, q3 = (Model(weights, threads=2, kv=kv) for kv in ("f32", "f16", "q8", "q3"))
+    assert (exact.info.kv, half.info.kv, q8.info.kv, q3.info.kv) == ("f32", "f16", "q8", "q3")
     full = exact.session(context=100).kv_bytes
     assert half.session(context=100).kv_bytes * 2 == full
     c = weights.config
     rows = 2 * c.n_layers * 100 * c.n_kv_heads  # K and V rows: one float scale each
     assert q8.session(context=100).kv_bytes == full // 4 + rows * 4
-    with pytest.raises(ValueError, match="kv must be one of f32, f16, q8"):
+    # 3 of every 32 bits, and a float scale per 32 elements (head_dim 64: two per row)
+    assert q3.session(context=100).kv_bytes == full * 3 // 32 + rows * 2 * 4
+    for m in (exact, half, q8, q3):
+        assert kv_cache_bytes(c, m.kv, 100) == m.session(context=100).kv_bytes
+    with pytest.raises(ValueError, match="kv must be one of f32, f16, q8, q3"):
         Model(weights, kv="q4")
+
+
+def test_three_bit_kv_needs_a_head_size_divisible_by_32():
+    w = random_weights(1, n_heads=4, n_kv_heads=2, head_dim=48)[0]
+    assert w.config.head_dim % 32
+    with pytest.raises(ValueError, match="3-bit KV cache needs a head size divisible by 32"):
+        Model(w, kv="q3")
+    Model(w, kv="q8").logits([1, 2, 3])  # the other caches take any even head size
 
 
 def test_logits_fresh_context_each_call(model):
