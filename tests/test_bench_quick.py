@@ -111,6 +111,29 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert [float(r[7]) for r in rows] == want, proc.stdout
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows), proc.stdout
 
+    # benchmarks/bench_a48.py: a4.8 activations against the exact path, alternating
+    args = ("-m", str(model), "-p", "8", "-n", "3", "--reps", "1", "-t", "1")
+    proc = _run_script("bench_a48.py", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("1 ")]
+    assert [r[1] for r in rows] == ["b1.58", "a4.8"], proc.stdout
+    assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows), proc.stdout
+
+
+def test_a48_quality_script(tmp_path: Path, default_model_gguf: Path) -> None:
+    """benchmarks/a48_quality.py on a short text: a row per mode, the exact one agreeing with itself."""
+    text = tmp_path / "t.txt"
+    text.write_text("We hold these truths to be self-evident, that all men are created equal. " * 3)
+    args = ("-m", str(default_model_gguf), "--text", str(text), "-t", "2")
+    proc = _run_script("a48_quality.py", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    modes = ["exact (f32 KV)", "8-bit KV", "3-bit KV", "a4.8 activations", "a4.8 activations + 3-bit KV"]
+    assert [r[0] for r in rows] == modes, proc.stdout
+    assert rows[0][1:3] == ["0.0000", "100.0%"], proc.stdout
+    assert all(float(r[3]) > 1 for r in rows), proc.stdout
+
 
 def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:
     with BusyLoop(limit_s=1.0) as b:
