@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -103,10 +103,13 @@ class SettingsDialog(QDialog):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
+        self._hints: list[QLabel] = []
+
         def hint(text: str) -> QLabel:
             h = QLabel(text)
             h.setWordWrap(True)
             h.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+            self._hints.append(h)
             return h
 
         # engine
@@ -169,7 +172,7 @@ class SettingsDialog(QDialog):
         ef.addRow(self._label("Output &head", self.lm_head), self.lm_head)
         ef.addRow("", hint("For models that store it in 16 bits (BitNet). Fast is approximate."))
         ef.addRow(self._label("Conversation &memory", self.kv_cache), self.kv_cache)
-        ef.addRow("", hint("Compact: half the memory for long chats, Smallest: a quarter; approximate."))
+        ef.addRow("", hint("Compact: half the memory for long chats, Smallest: a quarter (approximate); Tiniest: for a4.8 models."))
         ef.addRow(self._label("&BitNet mode", self.bitnet_mode), self.bitnet_mode)
         ef.addRow("", hint("a4.8 is for models trained with it; other models lose most of their quality."))
 
@@ -287,6 +290,27 @@ class SettingsDialog(QDialog):
         for a, b in zip(self.tab_order, self.tab_order[1:], strict=False):
             QWidget.setTabOrder(a, b)
         self.ok_button.setDefault(True)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._fit_hints()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_hints()
+
+    def _fit_hints(self) -> None:
+        """Gives each wrapped hint the height of its lines at its current width: a form layout sizes
+        a top-level dialog without asking word-wrapped labels for their height at that width, so a
+        hint that wraps (large fonts, scale 2) was cut to its first line."""
+        grew = False
+        for h in self._hints:
+            need = h.heightForWidth(h.width())
+            if need > 0 and need != h.minimumHeight():
+                h.setMinimumHeight(need)
+                grew = True
+        if grew and self.isVisible():
+            self.resize(self.width(), max(self.height(), self.sizeHint().height()))
 
     def _label(self, text: str, buddy: QWidget) -> QLabel:
         label = QLabel(text)

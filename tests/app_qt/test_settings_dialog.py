@@ -284,3 +284,24 @@ def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> Non
     assert finished.args[0]["status"] == STOPPED and loaded.args[0]["threads"] == 1
     assert win.store.messages(cid)[-1].status == STOPPED
     assert win.send_button.isEnabled()
+
+
+def test_wrapped_hints_are_not_cut(qtbot: Any, win: MainWindow, monkeypatch: Any) -> None:
+    """At the dialog's narrowest the long hints wrap; each must get the height of all its lines
+    (a form layout in a top-level dialog gave them one line: seen at QT_SCALE_FACTOR=2)."""
+
+    def cut_hints() -> list[str]:
+        dlg = open_dialog(qtbot, win)
+        dlg.resize(dlg.minimumWidth(), dlg.height())
+        qtbot.wait(50)
+        wrapped = [h for h in dlg._hints if h.heightForWidth(h.width()) > h.fontMetrics().lineSpacing() * 1.5]
+        assert wrapped  # the narrow dialog does wrap some hints
+        cut = [h.text() for h in wrapped if h.height() < h.heightForWidth(h.width())]
+        dlg.reject()
+        return cut
+
+    with monkeypatch.context() as m:
+        m.setattr(SettingsDialog, "_fit_hints", lambda self: None)
+        assert cut_hints()  # the check sees the cut without the fix
+    win._settings_dialog = None  # a new dialog, with the fix
+    assert cut_hints() == []

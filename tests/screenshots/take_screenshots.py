@@ -7,7 +7,8 @@ window with the default model (SmolLM2, $TRIT_DEFAULT_MODEL or the usual places)
 and captures the window mid-reply, the finished reply's readouts, and the model manager
 mid-download from the local test hub (tests/app_core/hubserver.py). Conversations go to a
 temporary folder. Files: main_window{suffix}.png, readouts{suffix}.png, models_download{suffix}.png,
-settings{suffix}.png (File › Settings… with a rejected endpoint), where suffix is "", "_dark", "_scale2" ...
+settings{suffix}.png (File › Settings… with a rejected endpoint), where suffix is "", "_dark", "_scale2",
+"_a48" (--a48: the model loaded in BitNet a4.8 mode) ...
 """
 
 from __future__ import annotations
@@ -82,23 +83,24 @@ def main() -> int:
     ap.add_argument("--scale", default="", help="QT_SCALE_FACTOR, e.g. 2")
     ap.add_argument("--dark", action="store_true", help="a dark palette")
     ap.add_argument("--no-xvfb", action="store_true", help="use the DISPLAY already set")
+    ap.add_argument("--a48", action="store_true", help="the model loaded in BitNet a4.8 mode with the 3-bit cache")
     args = ap.parse_args()
     xvfb = None if args.no_xvfb and os.environ.get("DISPLAY") else start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"  # a real X server, not offscreen
     if args.scale:
         os.environ["QT_SCALE_FACTOR"] = args.scale
-    suffix = ("_dark" if args.dark else "") + (f"_scale{args.scale}" if args.scale else "")
+    suffix = ("_dark" if args.dark else "") + (f"_scale{args.scale}" if args.scale else "") + ("_a48" if args.a48 else "")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return shoot(out, suffix, dark=args.dark)
+        return shoot(out, suffix, dark=args.dark, a48=args.a48)
     finally:
         if xvfb is not None:
             xvfb.terminate()
             xvfb.wait(5)
 
 
-def shoot(out: Path, suffix: str, *, dark: bool) -> int:
+def shoot(out: Path, suffix: str, *, dark: bool, a48: bool = False) -> int:
     sys.path.insert(0, str(TESTS))
     from app_core.hubserver import HubServer, HubState
     from PySide6.QtCore import QEventLoop, QTimer
@@ -159,6 +161,8 @@ def shoot(out: Path, suffix: str, *, dark: bool) -> int:
         import dataclasses
 
         ctx.settings = dataclasses.replace(ctx.settings, hf_endpoint=hub.endpoint)
+        if a48:
+            ctx.settings = dataclasses.replace(ctx.settings, kv_cache="q3", bitnet_mode="a4.8")
         win = MainWindow(ctx, autoload=False)
         win.resize(1280, 800)
         win.show()
