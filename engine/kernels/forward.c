@@ -299,9 +299,10 @@ static void tq_to_q8(int8_t *out, float *scale, const float *x, int n) {
  * codes c = round(x * 3 / max|x|) in [-3, 3] (to nearest even, as tq_to_q8) and scale[b] =
  * max|x| / 3 (0 for an all-zero block or one without a finite maximum: codes 0). With one scale
  * per 64-wide row SmolLM2's perplexity went from 8.84 to 175, with one per 32 to 92 (7 levels are
- * too coarse for a model not trained with them; benchmarks/a48_quality.py). The codes are stored as u = c + 3 in two planes so that a row unpacks with fixed
- * shifts: n / 4 bytes of low bit pairs (byte j: elements j + k * n / 4 at bits 2k..2k+1, k < 4),
- * then n / 8 bytes of high bits (byte j: element j + k * n / 8 at bit k). */
+ * too coarse for a model not trained with them; benchmarks/a48_quality.py). The codes are stored
+ * as u = c + 3 in two planes so that a row unpacks with fixed shifts: n / 4 bytes of low bit pairs
+ * (byte j: elements j + k * n / 4 at bits 2k..2k+1, k < 4), then n / 8 bytes of high bits (byte j:
+ * element j + k * n / 8 at bit k). */
 static void tq_to_q3(uint8_t *out, float *scale, const float *x, int n) {
     if (n < TQ_Q3_BLOCK) return; /* (head_dim % TQ_Q3_BLOCK == 0 is checked at tq_state_new) */
     const int n4 = n / 4, n8 = n / 8;
@@ -478,12 +479,17 @@ static void tq_quantize_tok(tq_state *s, const float *x, int cols, int t, unsign
         if (need & (1u << f)) tq_qk_quant_act(f, x, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
 }
 
-/* BitNet a4.8's 4-bit activations (TQ_ACTS_A48) of token t's row x (cols values), in place:
- * s = sqrt(7) / max(mean|x|, 1e-5) (the mean summed in double), codes q = clamp(round(x * s), -8, 7)
- * (to nearest even) go to the ternary int8 buffer with scale s, and x becomes the values q / s that
- * every other format in `need` is then quantized from (f32-activation types read x itself). */
+/* The input of q/k/v or gate/up, token t's row x (cols values): as tq_quantize_tok, or with BitNet
+ * a4.8's 4-bit activations (TQ_ACTS_A48), in place: s = sqrt(7) / max(mean|x|, 1e-5) (the mean
+ * summed in double), codes q = clamp(round(x * s), -8, 7) (to nearest even) go to the ternary int8
+ * buffer with scale s, and x becomes the values q / s that every other format in `need` is then
+ * quantized from (f32-activation types read x itself). */
 #define TQ_SQRT7 2.6457513110645906f
-static void tq_quantize_tok_a4(tq_state *s, float *x, int cols, int t, unsigned need) {
+static void tq_quantize_in(tq_state *s, float *x, int cols, int t, unsigned need) {
+    if (s->acts != TQ_ACTS_A48) {
+        tq_quantize_tok(s, x, cols, t, need);
+        return;
+    }
     double p[4] = {0, 0, 0, 0};
     int i = 0;
     for (; i + 4 <= cols; i += 4)
@@ -503,8 +509,7 @@ static void tq_quantize_tok_a4(tq_state *s, float *x, int cols, int t, unsigned 
     memset(q + cols, 0, (size_t)(s->apad - cols));
     s->qsum[t] = sum;
     s->qscale[t] = sc;
-    for (int f = 1; f < TQ_ACTF_COUNT; f++)
-        if (need & (1u << f)) tq_qk_quant_act(f, x, s->qka[f] + (size_t)t * s->qka_stride[f], cols);
+    tq_quantize_tok(s, x, cols, t, need & ~1u);
 }
 
 /* The k-th smallest (0-based) of a[0..n), reordering a (Hoare's selection, median-of-three pivot). */
@@ -621,7 +626,7 @@ static void tq_for_tokens(tq_state *s, const tq_tok_ctx *c, int n, tq_tok_fn fn)
  * their block's scale, in the thread's scratch (codes: int8 scratch). One unpack per block of keys
  * serves every query head of the group, and the f32 kernels then run over whole rows: with the
  * int8 kernels over each 32-element slice (a horizontal sum per slice and key) the cache decoded
- * 0.75x as fast as f32 at 2000 positions. NULL for the other types. */
+ * 0.70x as fast as f32 at 2000 positions. NULL for the other types. */
 static const float *tq_kv_deq(const tq_state *s, const void *c, const float *sc, size_t e, int nk, int8_t *codes,
                               float *out) {
     if (s->kv_type != TQ_KV_Q3) return NULL;
@@ -806,10 +811,7 @@ static void tq_tok_attn_in(tq_state *s, const tq_tok_ctx *c, int t) {
     const int dim = s->m->dim;
     float *xb = s->xb + (size_t)t * s->xdim;
     tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->attn_norm, dim, s->m->norm_eps);
-    if (s->acts == TQ_ACTS_A48)
-        tq_quantize_tok_a4(s, xb, dim, t, c->need_qkv);
-    else
-        tq_quantize_tok(s, xb, dim, t, c->need_qkv);
+    tq_quantize_in(s, xb, dim, t, c->need_qkv);
 }
 
 /* RoPE on q_t and k_t, then k_t and v_t (staged in kst / vst) into the cache, one head at a time */
@@ -859,10 +861,7 @@ static void tq_tok_ffn_in(tq_state *s, const tq_tok_ctx *c, int t) {
     tq_residual(s, c, t);
     float *xb = s->xb + (size_t)t * s->xdim;
     tq_rmsnorm(xb, c->x + (size_t)t * dim, c->L->ffn_norm, dim, s->m->norm_eps);
-    if (s->acts == TQ_ACTS_A48)
-        tq_quantize_tok_a4(s, xb, dim, t, c->need_gu);
-    else
-        tq_quantize_tok(s, xb, dim, t, c->need_gu);
+    tq_quantize_in(s, xb, dim, t, c->need_gu);
 }
 
 /* gated activation into hb_t (f32: ReLU^2 overflows f16), sub-norm, quantized for down */
