@@ -23,6 +23,7 @@
 #define TQ_DECODE_TAKE 4
 #define TQ_HEAD_ROWS 512       /* rows of the f16 head per work item */
 #define TQ_ATTN_KEYS 32        /* keys per attention block (tq_attn_worker) */
+#define TQ_ATTN_TOKENS 8       /* prompt tokens per attention work item */
 #define TQ_Q3_BLOCK 32         /* elements per scale in a TQ_KV_Q3 row */
 
 struct tq_state {
@@ -45,7 +46,7 @@ struct tq_state {
     size_t qka_stride[TQ_ACTF_COUNT];
     float *hx;      /* dim: the normed state the head reads */
     int32_t *tmp;   /* nth x tq_tmp_rows(): per-thread integer products */
-    float *att;     /* nth x group x n_ctx: per-thread attention scores of one head group */
+    float *att;     /* nth x tq_attn_rows() x n_ctx: per-thread attention scores of one work item */
     float *attv;    /* nth x head_dim: per-thread partial value sum of one key block */
     void *kc, *vc;  /* n_layers x n_kv_heads x n_ctx x head_dim (tq_kv_at): KV cache of kv_type elements
                      * (f32, f16 or int8 codes), in kv_map[0] / [1] */
@@ -143,6 +144,12 @@ static size_t tq_tmp_rows(const tq_state *s) {
     return (size_t)(s->max_batch > TQ_DECODE_TAKE ? s->max_batch : TQ_DECODE_TAKE) * TQ_ROWS_PER_CHUNK;
 }
 
+/* Rows of attention scores one thread holds: an attention work item's tokens times its heads. */
+static size_t tq_attn_rows(const tq_state *s) {
+    const int tb = s->max_batch < TQ_ATTN_TOKENS ? s->max_batch : TQ_ATTN_TOKENS;
+    return (size_t)tb * (s->m->n_heads / s->m->n_kv_heads);
+}
+
 /* Bytes of n KV cache elements (n a multiple of head_dim; a TQ_KV_Q3 row is head_dim * 3 / 8 bytes). */
 static size_t tq_kv_size(const tq_state *s, size_t n) {
     switch (s->kv_type) {
@@ -207,7 +214,7 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
         s->qka[f] = tq_alloc(B * s->qka_stride[f]);
         if (!s->qka[f]) goto fail;
     }
-    s->att = tq_alloc((size_t)s->nth * (m->n_heads / m->n_kv_heads) * n_ctx * sizeof(float));
+    s->att = tq_alloc((size_t)s->nth * tq_attn_rows(s) * n_ctx * sizeof(float));
     s->attv = tq_alloc((size_t)s->nth * m->head_dim * sizeof(float));
     const size_t half = (size_t)m->head_dim / 2;
     s->rcos = tq_alloc((size_t)n_ctx * half * sizeof(float));
@@ -676,15 +683,18 @@ static void tq_kv_wsum(const tq_state *s, size_t e, int nk, const float *deq, fl
     }
 }
 
-/* One work item is one token and `gq` query heads that share a KV head (GQA): their scores and
- * value sums go through the keys in blocks of TQ_ATTN_KEYS, every head of the item over one block
- * before the next, so each block of the K and V cache is read from memory once for the gq heads
- * and from L1 for the others (one head per item read the whole cache `group` times: at 2000
- * positions that was more bytes per token than the weights). gq is the KV group when that still
- * gives every thread two items, else a divisor of it. */
+/* One work item is a block of up to TQ_ATTN_TOKENS consecutive tokens of a prompt chunk (one token
+ * when decoding) and `gq` query heads that share a KV head (GQA): their scores and value sums go
+ * through the keys in blocks of TQ_ATTN_KEYS, every token and head of the item over one block
+ * before the next, so each block of the K and V cache is read from memory (and a 3-bit one
+ * decoded) once for the item and from L1 for the rest (one head per item read the whole cache
+ * `group` times: at 2000 positions that was more bytes per token than the weights; one token per
+ * item read it once per token of a prompt chunk). Every (token, head) sees the same key blocks and
+ * kernel calls in the same order whatever the item shape, so results do not depend on it. gq is the
+ * KV group when that still gives every thread two items, else a divisor of it. */
 typedef struct {
     tq_state *s;
-    int layer, ntok, pos, gq;
+    int layer, ntok, pos, gq, tb; /* tb: tokens per item */
     tq_counter ctr;
 } tq_attn_task;
 
@@ -693,55 +703,73 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
     tq_attn_task *task = (tq_attn_task *)arg;
     tq_state *s = task->s;
     const tq_model *m = s->m;
-    const int hd = m->head_dim, group = m->n_heads / m->n_kv_heads, gq = task->gq;
+    const int hd = m->head_dim, group = m->n_heads / m->n_kv_heads, gq = task->gq, tb = task->tb;
+    const size_t nc = (size_t)s->n_ctx;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->att + (size_t)ith * group * s->n_ctx; /* gq x n_ctx */
+    float *att = s->att + (size_t)ith * tq_attn_rows(s) * nc; /* tb x gq rows of n_ctx scores */
     float *part = s->attv + (size_t)ith * hd;
     int8_t *codes = s->kvq ? s->kvq + (size_t)ith * TQ_ATTN_KEYS * hd : NULL;
     float *deqbuf = s->kvf ? s->kvf + (size_t)ith * TQ_ATTN_KEYS * hd : NULL;
-    const int per_tok = m->n_heads / gq;
-    const long total = (long)task->ntok * per_tok;
+    const int per_blk = m->n_heads / gq;
+    const long total = (long)((task->ntok + tb - 1) / tb) * per_blk;
     for (;;) {
         const long item = tq_counter_take(&task->ctr);
         if (item >= total) break;
-        const int t = (int)(item / per_tok), h0 = (int)(item % per_tok) * gq;
+        const int t0 = (int)(item / per_blk) * tb, h0 = (int)(item % per_blk) * gq;
+        const int t1 = t0 + tb < task->ntok ? t0 + tb : task->ntok;
         const int kvh = h0 / group; /* GQA: query head h reads KV head h / group */
-        const int len = task->pos + t + 1;
+        const int longest = task->pos + t1; /* keys of the item's last token */
         const size_t kv0 = tq_kv_at(s, task->layer, kvh, 0); /* key 0 of this KV head */
-        for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
-            const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+        for (int j0 = 0; j0 < longest; j0 += TQ_ATTN_KEYS) {
             const size_t e = kv0 + (size_t)j0 * hd;
-            const float *deq = tq_kv_deq(s, s->kc, s->ksc, e, nk, codes, deqbuf);
-            for (int g = 0; g < gq; g++)
-                tq_kv_dots(s, e, nk, deq, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
-                           att + (size_t)g * s->n_ctx + j0);
+            const int nkb = longest - j0 < TQ_ATTN_KEYS ? longest - j0 : TQ_ATTN_KEYS;
+            const float *deq = tq_kv_deq(s, s->kc, s->ksc, e, nkb, codes, deqbuf);
+            for (int t = t0; t < t1; t++) {
+                const int len = task->pos + t + 1;
+                if (len <= j0) continue;
+                const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+                for (int g = 0; g < gq; g++)
+                    tq_kv_dots(s, e, nk, deq, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
+                               att + ((size_t)(t - t0) * gq + g) * nc + j0);
+            }
         }
-        for (int g = 0; g < gq; g++) s->k->softmax(att + (size_t)g * s->n_ctx, len, scale);
-        for (int j0 = 0; j0 < len; j0 += TQ_ATTN_KEYS) {
-            const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+        for (int t = t0; t < t1; t++)
+            for (int g = 0; g < gq; g++)
+                s->k->softmax(att + ((size_t)(t - t0) * gq + g) * nc, task->pos + t + 1, scale);
+        for (int j0 = 0; j0 < longest; j0 += TQ_ATTN_KEYS) {
             const size_t e = kv0 + (size_t)j0 * hd;
-            const float *deq = tq_kv_deq(s, s->vc, s->vsc, e, nk, codes, deqbuf);
-            for (int g = 0; g < gq; g++) {
-                float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
-                float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
-                tq_kv_wsum(s, e, nk, deq, att + (size_t)g * s->n_ctx + j0, dst);
-                if (j0)
-                    for (int i = 0; i < hd; i++) out[i] += part[i];
+            const int nkb = longest - j0 < TQ_ATTN_KEYS ? longest - j0 : TQ_ATTN_KEYS;
+            const float *deq = tq_kv_deq(s, s->vc, s->vsc, e, nkb, codes, deqbuf);
+            for (int t = t0; t < t1; t++) {
+                const int len = task->pos + t + 1;
+                if (len <= j0) continue;
+                const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+                for (int g = 0; g < gq; g++) {
+                    float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
+                    float *dst = j0 ? part : out; /* the first block writes the output, later ones add */
+                    tq_kv_wsum(s, e, nk, deq, att + ((size_t)(t - t0) * gq + g) * nc + j0, dst);
+                    if (j0)
+                        for (int i = 0; i < hd; i++) out[i] += part[i];
+                }
             }
         }
     }
 }
 
-/* Heads per attention work item: the whole KV group when every thread still gets two items. */
-static int tq_attn_heads_per_item(const tq_state *s, int ntok) {
+/* The attention task of a chunk of ntok tokens: tokens per item, then heads per item (the whole KV
+ * group when every thread still gets two items, else a divisor of it). */
+static tq_attn_task tq_attn_plan(tq_state *s, int layer, int ntok, int pos) {
     const int group = s->m->n_heads / s->m->n_kv_heads;
+    const int tb = ntok < TQ_ATTN_TOKENS ? ntok : TQ_ATTN_TOKENS;
+    const long blocks = (ntok + tb - 1) / tb;
     int gq = group;
-    while (gq > 1 && (long)ntok * (s->m->n_heads / gq) < 2L * s->nth) {
+    while (gq > 1 && blocks * (s->m->n_heads / gq) < 2L * s->nth) {
         int d = gq - 1;
         while (group % d) d--;
         gq = d;
     }
-    return gq;
+    tq_attn_task at = {s, layer, ntok, pos, gq, tb, {0}};
+    return at;
 }
 
 /* ---- the head ----------------------------------------------------------------------------- */
@@ -893,7 +921,7 @@ static void tq_layer_run(tq_state *s, int l, float *x, int n, int pos) {
     tq_for_tokens(s, &c, n, tq_tok_attn_in);
     tq_matmul(s, s->xb, s->xdim, n, 3, qkv);
     tq_for_tokens(s, &c, n, tq_tok_rope);
-    tq_attn_task at = {s, l, n, pos, tq_attn_heads_per_item(s, n), {0}};
+    tq_attn_task at = tq_attn_plan(s, l, n, pos);
     tq_pool_run(s->pool, tq_attn_worker, &at);
     tq_for_tokens(s, &c, n, tq_tok_attn_out);
     tq_matmul(s, s->xb, s->xdim, n, 1, &o);

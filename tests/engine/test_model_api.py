@@ -69,6 +69,25 @@ def test_decode_identical_across_threads_with_long_matrices():
                 np.testing.assert_array_equal(got, runs[0], err_msg=f"{isa} kv={kv} a48={a48}")
 
 
+def test_prompt_chunks_equal_one_token_at_a_time():
+    """A prompt chunk's attention hands each work item a block of tokens (each with its own causal
+    length, the last block ragged) and several heads; a ternary model's logits must then be bit for
+    bit those of decoding the same tokens one at a time, for every ISA, KV type and thread count."""
+    from trit.engine import _core
+
+    w = random_weights(3, dim=256, hidden=768, vocab=300, n_heads=8, n_kv_heads=2, head_dim=32)[0]
+    ids = np.random.default_rng(1).integers(1, 300, 45).tolist()
+    for isa in available_isas():
+        m = Model(w, threads=1, isa=isa)
+        for kv, a48 in (("f32", False), ("f16", False), ("q8", False), ("q3", False), ("q3", True)):
+            for threads in (1, 2, 3):
+                chunks = _core.CoreState(m.core, 64, 16, threads, kv, a48)
+                got = np.concatenate([chunks.forward(ids[:13], 0, True), chunks.forward(ids[13:], 13, True)])
+                single = _core.CoreState(m.core, 64, 1, threads, kv, a48)
+                want = np.stack([single.forward([t], pos) for pos, t in enumerate(ids)])
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} kv={kv} a48={a48} threads={threads}")
+
+
 def test_compact_kv_caches_shrink_the_cache(weights):
     exact, half, q8, q3 = (Model(weights, threads=2, kv=kv) for kv in ("f32", "f16", "q8", "q3"))
     assert (exact.info.kv, half.info.kv, q8.info.kv, q3.info.kv) == ("f32", "f16", "q8", "q3")
