@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 
 import numpy as np
 from trit.engine import load_model
@@ -33,13 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.reps < 1 or a.gen_tokens < 2 or a.prompt_tokens < 1:
         ap.error("--reps and -p must be >= 1, -n >= 2")
-    tmp = None
-    path = a.model
-    if path is None:
-        tmp = tempfile.TemporaryDirectory(prefix="trit-a48-")
-        shape = bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T
-        print(f"writing the random {shape.name} I2_S model ...", file=sys.stderr, flush=True)
-        path = str(bench.write_random_models(shape, tmp.name, formats=("I2_S",))["I2_S"])
+    path, title, tmp = bench.i2s_model(a.model, a.quick)
     rows = []
     try:
         for t in a.threads:
@@ -61,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    print(
-        f"\n{path if a.model else 'random ' + (bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T).name + ' I2_S'}, "
-        f"median (min) of {a.reps}"
-    )
+    print(f"\n{title}, median (min) of {a.reps}")
     pp_h, tg_h = f"pp{a.prompt_tokens} tok/s", f"tg{a.gen_tokens} tok/s"
     print(f"{'threads':>7}  {'activations':>11}  {pp_h:>15}  {tg_h:>15}")
     for t, mode, pp, ppmin, tg, tgmin in rows:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 
 import numpy as np
 from trit.engine import load_model
@@ -53,13 +52,7 @@ def _measure(model, ids: list[int], gen: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
-    tmp = None
-    path = a.model
-    if path is None:
-        tmp = tempfile.TemporaryDirectory(prefix="trit-ctx-")
-        shape = bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T
-        print(f"writing the random {shape.name} I2_S model ...", file=sys.stderr, flush=True)
-        path = str(bench.write_random_models(shape, tmp.name, formats=("I2_S",), seed=a.seed)["I2_S"])
+    path, title, tmp = bench.i2s_model(a.model, a.quick, a.seed)
     longest = max(a.positions) + a.gen_tokens + 1
     rng = np.random.default_rng(a.seed)
     rows = []
@@ -92,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     print(
-        f"\n{path if a.model else 'random ' + (bench.SHAPE_QUICK if a.quick else bench.SHAPE_2B4T).name + ' I2_S'}, "
-        f"{a.gen_tokens} decoded tokens after N prompt tokens; median (min) of {a.reps}"
+        f"\n{title}, {a.gen_tokens} decoded tokens after N prompt tokens; median (min) of {a.reps}"
     )
     print(
         f"{'threads':>7}  {'N':>5}  {'kv':>4}  {'prompt tok/s':>14}  {'decode tok/s':>14}  {'KV MB read/token':>16}  {'decode vs f32':>13}"

@@ -197,6 +197,21 @@ def write_random_models(
     return out
 
 
+def i2s_model(
+    path: str | None, quick: bool, seed: int = 0
+) -> tuple[str, str, tempfile.TemporaryDirectory[str] | None]:
+    """The I2_S file a benchmark script runs: path itself, or (path None) the random 2B4T-shaped one
+    (quick: the small shape) written to a new temp dir. -> (path, its name for the table, the temp
+    dir for the caller to clean up, or None)."""
+    if path is not None:
+        return path, path, None
+    shape = SHAPE_QUICK if quick else SHAPE_2B4T
+    tmp = tempfile.TemporaryDirectory(prefix="trit-bench-")
+    print(f"writing the random {shape.name} I2_S model ...", file=sys.stderr, flush=True)
+    out = write_random_models(shape, tmp.name, formats=("I2_S",), seed=seed)["I2_S"]
+    return str(out), f"random {shape.name} I2_S", tmp
+
+
 def gguf_bytes_per_token(path: str | os.PathLike[str]) -> int:
     """Bytes of weights one decoded token reads from a GGUF: every matrix of the blocks, plus the
     head (output.weight, or the tied token_embd); the embedding lookup itself reads one row."""
