@@ -5,7 +5,14 @@
     gen = model.generate([1, 2, 3], max_tokens=16, temperature=0)
 """
 
-from .errors import ContextFullError, EngineError, ModelFormatError, OutOfMemoryError, UnsupportedCPUError
+from .errors import (
+    ContextFullError,
+    EngineError,
+    ModelFormatError,
+    OutOfMemoryError,
+    UnsupportedCPUError,
+    UnsupportedOptionError,
+)
 from .model import Generation, Model, ModelInfo, Session, Stats, load_model
 from .sampler import SamplingParams
 
@@ -21,5 +28,6 @@ __all__ = [
     "Session",
     "Stats",
     "UnsupportedCPUError",
+    "UnsupportedOptionError",
     "load_model",
 ]

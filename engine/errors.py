@@ -28,5 +28,14 @@ class OutOfMemoryError(EngineError):
     """An allocation for weights, activations or the KV cache failed."""
 
 
+class UnsupportedOptionError(EngineError, ValueError):
+    """This model cannot run with one of the load options asked for; ``option`` names it
+    (load_model's keyword, e.g. "kv")."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(message)
+
+
 class ContextFullError(EngineError):
     """The prompt plus generated tokens would exceed the model's context window."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .errors import ContextFullError, EngineError, ModelFormatError
+from .errors import ContextFullError, EngineError, ModelFormatError, UnsupportedOptionError
 from .sampler import Sampler, SamplingParams
 from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
@@ -216,8 +216,9 @@ class Model:
         if kv not in KV_TYPES:
             raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
         if kv == "q3" and weights.config.head_dim % 32:
-            raise ValueError(
-                f"the 3-bit KV cache needs a head size divisible by 32; this model's is {weights.config.head_dim}"
+            raise UnsupportedOptionError(
+                "kv",
+                f"the 3-bit KV cache needs a head size divisible by 32; this model's is {weights.config.head_dim}",
             )
         self.kv = kv
         self.a48 = bool(a48)

@@ -29,7 +29,12 @@ PROGRESS_INTERVAL = 0.1  # s between progress signals (the live chart's resoluti
 
 def _load_fix(e: BaseException) -> str:
     """What the user can do about a failed load (engine messages already say it when they can)."""
-    from trit.engine.errors import ModelFormatError, OutOfMemoryError, UnsupportedCPUError
+    from trit.engine.errors import (
+        ModelFormatError,
+        OutOfMemoryError,
+        UnsupportedCPUError,
+        UnsupportedOptionError,
+    )
 
     if isinstance(e, OutOfMemoryError):
         return "Close other apps or pick a smaller model in Models."
@@ -37,6 +42,11 @@ def _load_fix(e: BaseException) -> str:
         return "This CPU cannot run this build of Trit; see the README for supported CPUs."
     if isinstance(e, ModelFormatError):
         return "Pick another model file in Models, or download one from the catalog."
+    if isinstance(e, UnsupportedOptionError):
+        setting = {"kv": "Conversation memory", "a48": "BitNet mode", "head": "Output head"}.get(
+            e.option, "engine"
+        )
+        return f"Choose another {setting} in Settings (Ctrl+,) for this model."
     if isinstance(e, FileNotFoundError):
         return "The file was moved or deleted; pick the model again in Models."
     return "Pick another model in Models."

@@ -305,3 +305,15 @@ def test_wrapped_hints_are_not_cut(qtbot: Any, win: MainWindow, monkeypatch: Any
         assert cut_hints()  # the check sees the cut without the fix
     win._settings_dialog = None  # a new dialog, with the fix
     assert cut_hints() == []
+
+
+def test_a_model_that_cannot_use_the_chosen_memory_says_which_setting() -> None:
+    """The 3-bit cache needs head sizes divisible by 32: the engine raises UnsupportedOptionError
+    naming the option (tests/engine/test_model_api.py), and the window's load-failure fix points at
+    that setting rather than at another model."""
+    from trit.app.qt.worker import _load_fix
+    from trit.engine import UnsupportedOptionError
+
+    e = UnsupportedOptionError("kv", "the 3-bit KV cache needs a head size divisible by 32; this model's is 48")
+    assert _load_fix(e) == "Choose another Conversation memory in Settings (Ctrl+,) for this model."
+    assert _load_fix(ValueError("x")) == "Pick another model in Models."

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from tiny import random_weights
-from trit.engine import ContextFullError, Model, UnsupportedCPUError
+from trit.engine import ContextFullError, Model, UnsupportedCPUError, UnsupportedOptionError
 from trit.engine._kernels import available_isas
 from trit.engine.model import kv_cache_bytes
 
@@ -107,8 +107,9 @@ def test_compact_kv_caches_shrink_the_cache(weights):
 def test_three_bit_kv_needs_a_head_size_divisible_by_32():
     w = random_weights(1, n_heads=4, n_kv_heads=2, head_dim=48)[0]
     assert w.config.head_dim % 32
-    with pytest.raises(ValueError, match="3-bit KV cache needs a head size divisible by 32"):
+    with pytest.raises(UnsupportedOptionError, match="3-bit KV cache needs a head size divisible by 32") as e:
         Model(w, kv="q3")
+    assert e.value.option == "kv" and isinstance(e.value, ValueError)
     Model(w, kv="q8").logits([1, 2, 3])  # the other caches take any even head size
 
 
