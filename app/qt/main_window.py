@@ -808,7 +808,7 @@ class MainWindow(QMainWindow):
         )
         approx = bool(info.get("head_approx", False))
         # a compact KV cache: (label, share of the exact cache's memory)
-        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of"), "q3": ("3-bit", "a tenth of")}.get(
+        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of"), "q3": ("3-bit", "an eighth of")}.get(
             str(info.get("kv"))
         )
         a48 = bool(info.get("a48", False))

@@ -149,9 +149,9 @@ class SettingsDialog(QDialog):
             "floats: half the memory (about 300 MB less for a 4096-token chat with BitNet 2B4T). "
             "Smallest stores 8-bit numbers: a quarter of the memory (about 470 MB less), and long "
             "chats reply faster; the model's probabilities differ a little more. Both differ "
-            "slightly from the exact model. Tiniest is BitNet a4.8's 3-bit cache (about a tenth of the "
+            "slightly from the exact model. Tiniest is BitNet a4.8's 3-bit cache (about an eighth of the "
             "memory), for models trained to use it: on others it costs a lot of quality (SmolLM2's "
-            "perplexity goes from 8.8 to 92).",
+            "perplexity goes from 8.8 to about 94).",
         )
         self.bitnet_mode = _choices(
             BITNET_CHOICES,

@@ -42,18 +42,15 @@ def _load_fix(e: BaseException) -> str:
         return "This CPU cannot run this build of Trit; see the README for supported CPUs."
     if isinstance(e, ModelFormatError):
         return "Pick another model file in Models, or download one from the catalog."
-    if isinstance(e, UnsupportedOptionError):
-        setting = {"kv": "Conversation memory", "a48": "BitNet mode", "head": "Output head"}.get(
-            e.option, "engine"
-        )
-        return f"Choose another {setting} in Settings (Ctrl+,) for this model."
+    if isinstance(e, UnsupportedOptionError) and e.option == "kv":  # the one the engine raises
+        return "Choose another Conversation memory in Settings (Ctrl+,) for this model."
     if isinstance(e, FileNotFoundError):
         return "The file was moved or deleted; pick the model again in Models."
     return "Pick another model in Models."
 
 
 class EngineWorker(QObject):
-    """Requests (call from the GUI thread): load(path, threads, context, activations, head),
+    """Requests (call from the GUI thread): load(path, threads, context, **load_model options),
     generate(request), stop(),
     unload(), shutdown(). A generate request is a dict: {"conversation_id": int, "messages":
     [{"role", "content"}, ...], "sampling": Sampling.to_dict()}.

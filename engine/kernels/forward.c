@@ -698,6 +698,11 @@ typedef struct {
     tq_counter ctr;
 } tq_attn_task;
 
+/* Keys of the block starting at key j0 that a token with len keys reads (0: none). */
+static int tq_block_keys(int len, int j0) {
+    return len <= j0 ? 0 : len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+}
+
 static void tq_attn_worker(void *arg, int ith, int nth) {
     (void)nth;
     tq_attn_task *task = (tq_attn_task *)arg;
@@ -722,12 +727,11 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
         const size_t kv0 = tq_kv_at(s, task->layer, kvh, 0); /* key 0 of this KV head */
         for (int j0 = 0; j0 < longest; j0 += TQ_ATTN_KEYS) {
             const size_t e = kv0 + (size_t)j0 * hd;
-            const int nkb = longest - j0 < TQ_ATTN_KEYS ? longest - j0 : TQ_ATTN_KEYS;
+            const int nkb = tq_block_keys(longest, j0);
             const float *deq = tq_kv_deq(s, s->kc, s->ksc, e, nkb, codes, deqbuf);
             for (int t = t0; t < t1; t++) {
-                const int len = task->pos + t + 1;
-                if (len <= j0) continue;
-                const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+                const int nk = tq_block_keys(task->pos + t + 1, j0);
+                if (!nk) continue;
                 for (int g = 0; g < gq; g++)
                     tq_kv_dots(s, e, nk, deq, s->q + (size_t)t * s->qdim + (size_t)(h0 + g) * hd,
                                att + ((size_t)(t - t0) * gq + g) * nc + j0);
@@ -738,12 +742,11 @@ static void tq_attn_worker(void *arg, int ith, int nth) {
                 s->k->softmax(att + ((size_t)(t - t0) * gq + g) * nc, task->pos + t + 1, scale);
         for (int j0 = 0; j0 < longest; j0 += TQ_ATTN_KEYS) {
             const size_t e = kv0 + (size_t)j0 * hd;
-            const int nkb = longest - j0 < TQ_ATTN_KEYS ? longest - j0 : TQ_ATTN_KEYS;
+            const int nkb = tq_block_keys(longest, j0);
             const float *deq = tq_kv_deq(s, s->vc, s->vsc, e, nkb, codes, deqbuf);
             for (int t = t0; t < t1; t++) {
-                const int len = task->pos + t + 1;
-                if (len <= j0) continue;
-                const int nk = len - j0 < TQ_ATTN_KEYS ? len - j0 : TQ_ATTN_KEYS;
+                const int nk = tq_block_keys(task->pos + t + 1, j0);
+                if (!nk) continue;
                 for (int g = 0; g < gq; g++) {
                     float *out = s->xb + (size_t)t * s->xdim + (size_t)(h0 + g) * hd;
                     float *dst = j0 ? part : out; /* the first block writes the output, later ones add */

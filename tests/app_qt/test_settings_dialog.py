@@ -190,6 +190,23 @@ def test_keyboard_order_and_accessible_names(qtbot: Any, win: MainWindow) -> Non
     assert dlg.threads.hasFocus() or dlg.threads.lineEdit().hasFocus()
 
 
+def reload_with(qtbot: Any, win: MainWindow, **choices: str) -> dict[str, Any]:
+    """Settings > each named combo box set to the given value, OK; -> the reloaded model's info."""
+    dlg = open_dialog(qtbot, win)
+    for name, value in choices.items():
+        box = getattr(dlg, name)
+        box.setCurrentIndex(box.findData(value))
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        dlg.ok_button.click()
+    return blocker.args[0]
+
+
+def ask_capital(qtbot: Any, win: MainWindow) -> dict[str, Any]:
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
+        win.send("What is the capital of France?")
+    return done.args[0]
+
+
 def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> None:
     win = window
     assert window.model_info is not None and window.model_info["activations"] == "f32"
@@ -214,43 +231,29 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     # and it chats with them
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=12))
-    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
-        win.send("What is the capital of France?")
-    assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
+    reply = ask_capital(qtbot, win)
+    assert reply["status"] == "complete" and "Paris" in reply["text"]
     # the 8-bit conversation memory: a quarter of the exact cache's bytes, and it still chats
     f16_kv = info["kv_bytes"]
-    dlg = open_dialog(qtbot, win)
-    dlg.kv_cache.setCurrentIndex(dlg.kv_cache.findData("q8"))
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
-        dlg.ok_button.click()
-    info = blocker.args[0]
+    info = reload_with(qtbot, win, kv_cache="q8")
     assert info["kv"] == "q8" and "8-bit memory" in win.model_label.text()
     assert "a quarter of the memory" in win.model_label.toolTip()
     assert f16_kv / 2 < info["kv_bytes"] < f16_kv * 0.6  # codes plus one float scale per row
-    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
-        win.send("What is the capital of France?")
-    assert done.args[0]["status"] == "complete" and "Paris" in done.args[0]["text"]
+    reply = ask_capital(qtbot, win)
+    assert reply["status"] == "complete" and "Paris" in reply["text"]
     # BitNet a4.8 with its 3-bit memory: labelled experimental; SmolLM2 was not trained for it, so
     # the reply is only required to arrive, not to be right
     q8_kv = info["kv_bytes"]
-    dlg = open_dialog(qtbot, win)
-    dlg.kv_cache.setCurrentIndex(dlg.kv_cache.findData("q3"))
-    dlg.bitnet_mode.setCurrentIndex(dlg.bitnet_mode.findData("a4.8"))
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
-        dlg.ok_button.click()
-    info = blocker.args[0]
+    info = reload_with(qtbot, win, kv_cache="q3", bitnet_mode="a4.8")
     assert info["kv"] == "q3" and info["a48"] and "3-bit memory" in win.model_label.text()
     assert "a4.8 (experimental)" in win.model_label.text() and "lose most" in win.model_label.toolTip()
+    assert "an eighth of the memory" in win.model_label.toolTip()
     assert q8_kv * 0.4 < info["kv_bytes"] < q8_kv * 0.5  # 3 of 8 bits, a float per 32 elements
     assert win.ctx.settings_store.load().engine_options()["a48"]
-    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as done:
-        win.send("What is the capital of France?")
-    assert done.args[0]["status"] == "complete" and done.args[0]["text"]
-    dlg = open_dialog(qtbot, win)
-    dlg.bitnet_mode.setCurrentIndex(dlg.bitnet_mode.findData("b1.58"))
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
-        dlg.ok_button.click()
-    assert not blocker.args[0]["a48"] and "a4.8" not in win.model_label.text()
+    reply = ask_capital(qtbot, win)
+    assert reply["status"] == "complete" and reply["text"]
+    info = reload_with(qtbot, win, bitnet_mode="b1.58")
+    assert not info["a48"] and "a4.8" not in win.model_label.text()
 
 
 def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> None:
