@@ -24,6 +24,8 @@ cdef extern from "qk.h" nogil:
     ctypedef void (*tq_qk_gemv_fn)(const void *w, size_t row_bytes, int rows, int n, const void *act,
                                    float *out) noexcept
     ctypedef void (*tq_qk_dequant_fn)(const void *row, float *out, int n) noexcept
+    ctypedef void (*tq_qk_gemm_fn)(const void *w, size_t row_bytes, int rows, int n, const void *act,
+                                   size_t act_stride, int ntok, float *out, size_t ldo) noexcept
     ctypedef struct tq_qk_ops:
         int type
         const char *name
@@ -32,6 +34,7 @@ cdef extern from "qk.h" nogil:
         int act
         tq_qk_gemv_fn gemv
         tq_qk_dequant_fn dequant
+        tq_qk_gemm_fn gemm
     const tq_qk_ops *tq_qk_get(const char *isa, int type)
     const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type)
     size_t tq_qk_act_bytes(int act, int n)
@@ -177,9 +180,40 @@ def gemv_f32(str isa, int qtype, const uint8_t[:, :] w, int n, const float[::1] 
 
 
 def f32act_info(str isa, int qtype) -> dict:
-    """The f32-activation ops of qtype on isa: name, block, block_bytes, act, and simd (True when
-    the ISA has its own gemv, False when it falls back to the scalar one)."""
+    """The f32-activation ops of qtype on isa: name, block, block_bytes, act, simd (True when
+    the ISA has its own gemv, False when it falls back to the scalar one) and gemm (True when it
+    has a prompt GEMM; else a prompt runs the gemv once per token)."""
     cdef const tq_qk_ops *ops = _ops_f32act(isa, qtype)
     cdef const tq_qk_ops *ref = tq_qk_get_f32act(b"scalar", qtype)
     return dict(type=ops.type, name=ops.name.decode("ascii"), block=ops.block,
-                block_bytes=ops.block_bytes, act=ops.act, simd=ops.gemv != ref.gemv)
+                block_bytes=ops.block_bytes, act=ops.act, simd=ops.gemv != ref.gemv,
+                gemm=ops.gemm != NULL)
+
+
+def gemm_f32(str isa, int qtype, const uint8_t[:, :] w, int n, const float[:, :] x):
+    """float32 [ntok, rows]: every row of x (ntok x n f32 activations, any row stride, unit column
+    stride) against w as gemv_f32 would take it, through the ISA's prompt GEMM (ValueError where
+    the ISA has none)."""
+    cdef const tq_qk_ops *ops = _ops_f32act(isa, qtype)
+    if ops.gemm == NULL:
+        raise ValueError(f"{ops.name.decode()} has no prompt GEMM on {isa}")
+    cdef int rows = <int>w.shape[0], ntok = <int>x.shape[0]
+    if n <= 0 or n % ops.block:
+        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
+    if x.shape[1] != n:
+        raise ValueError(f"x rows have {x.shape[1]} values, the weight rows hold {n}")
+    if ntok > 1 and (x.strides[1] != 4 or x.strides[0] < 4 * n or x.strides[0] % 4):
+        raise ValueError("x must be [ntok, n] floats with unit column stride and whole-float row steps")
+    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
+    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
+        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
+    if rows > 1 and w.strides[0] < need:
+        raise ValueError("weight rows overlap")
+    cdef size_t row_bytes = <size_t>w.strides[0] if rows > 1 else <size_t>need
+    out = np.empty((ntok, rows), dtype=np.float32)
+    cdef float[:, ::1] o = out
+    if rows > 0 and ntok > 0:
+        with nogil:
+            ops.gemm(&w[0, 0], row_bytes, rows, n, &x[0, 0], <size_t>x.strides[0] if ntok > 1 else <size_t>(4 * n),
+                     ntok, &o[0, 0], <size_t>rows)
+    return out

@@ -431,6 +431,13 @@ static void tq_mm_chunk_quant(tq_mm_task *task, const tq_mm_item *it, int r0, in
     tq_state *s = task->s;
     const tq_lin *t = it->t;
     const int f = t->ops->act;
+    if (task->ntok > 1 && t->ops->gemm) {
+        const int ld = f == TQ_ACTF_F32;
+        t->ops->gemm(t->w + (size_t)r0 * t->row_bytes, t->row_bytes, nr, t->cols,
+                     ld ? (const void *)task->x : (const void *)s->qka[f],
+                     ld ? task->ldx * sizeof(float) : s->qka_stride[f], task->ntok, it->out + r0, it->ld);
+        return;
+    }
     for (int tok = 0; tok < task->ntok; tok++) {
         const void *act = f == TQ_ACTF_F32 ? (const void *)(task->x + (size_t)tok * task->ldx)
                                            : (const void *)(s->qka[f] + (size_t)tok * s->qka_stride[f]);

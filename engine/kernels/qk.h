@@ -90,6 +90,11 @@ typedef struct {
     void (*gemv)(const void *w, size_t row_bytes, int rows, int n, const void *act, float *out);
     /* one row -> f32 (embedding lookups), n values */
     void (*dequant)(const void *row, float *out, int n);
+    /* Several tokens at once (prompt chunks), or NULL where the caller runs gemv per token: the
+     * activation of token t starts at (const char *)act + t * act_stride, and out[t * ldo + r] is
+     * bit for bit what gemv writes to out[r] for that activation alone. */
+    void (*gemm)(const void *w, size_t row_bytes, int rows, int n, const void *act, size_t act_stride,
+                 int ntok, float *out, size_t ldo);
 } tq_qk_ops;
 
 /* The supported types, listed once: X(ggml id, name, values per block, bytes per block,
@@ -145,6 +150,8 @@ const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type);
  * tq_qk_ops_avx2() etc. they do not check the CPU and are NULL on another architecture. */
 const tq_qk_ops *tq_qk_ops_f32act_scalar(int type);
 const tq_qk_ops *tq_qk_ops_f32act_avx2(int type);
+/* The AVX2 ops with prompt GEMMs built for 32 YMM registers (AVX-512 VL): bit-identical results. */
+const tq_qk_ops *tq_qk_ops_f32act_avx512(int type);
 const tq_qk_ops *tq_qk_ops_f32act_neon(int type);
 
 /* Scalar reference of the f32-activation gemv (act: const float[n]): each block is dequantized

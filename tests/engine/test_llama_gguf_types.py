@@ -280,6 +280,25 @@ def test_q8_activations_within_rounding(type_name, isa, models):
     assert d.max() <= 0.05 * (want.max() - want.min()), (type_name, d.max() / (want.max() - want.min()))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_name", LINEAR_TYPES)
+def test_prompt_chunks_equal_one_token_at_a_time(type_name, isa, models):
+    """A prompt chunk runs each matrix once for all its tokens (the GEMM kernels where a type has
+    them); its logits must be bit for bit those of the same tokens decoded one at a time, whatever
+    the thread count and the chunk boundaries (a 13-token chunk, then 11: ragged token groups)."""
+    from trit.engine import _core
+
+    path, _, _ = models[type_name]
+    for acts in ("f32", "q8"):
+        m = load_model(path, isa=isa, threads=1, activations=acts)
+        for threads in (1, 2, 3):
+            chunks = _core.CoreState(m.core, 64, 16, threads, "f32", False)
+            got = np.concatenate([chunks.forward(PROMPT[:13], 0, True), chunks.forward(PROMPT[13:], 13, True)])
+            single = _core.CoreState(m.core, 64, 1, threads, "f32", False)
+            want = np.stack([single.forward([t], pos) for pos, t in enumerate(PROMPT)])
+            np.testing.assert_array_equal(got, want, err_msg=f"{type_name} {isa} {acts} threads={threads}")
+
+
 @pytest.mark.parametrize("type_name", ["Q4_K", "F16"])
 def test_greedy_matches_reference(type_name, models):
     """Cached decoding (one token at a time) agrees with the reference's full recompute."""

@@ -134,6 +134,32 @@ def test_gemv_random(isa, name):
 
 
 @pytest.mark.parametrize("name", QNAMES)
+def test_gemm_is_the_gemv_per_token(isa, name):
+    """The prompt GEMM (x86 paths; elsewhere a prompt runs the gemv per token) gives every token
+    bit for bit the gemv's result: odd row counts (the 2-row tiles' tail), token counts that leave
+    a ragged group, strided weights and activation rows, and rows longer than the K-quant GEMM's
+    stack buffer (it then runs the gemv itself)."""
+    has = Q.f32act_info(isa, qt(name))["gemm"]
+    assert has == (isa in ("avx2", "avx512", "avx512vnni")), (isa, name)
+    if not has:
+        with pytest.raises(ValueError, match="no prompt GEMM"):
+            Q.gemm_f32(isa, qt(name), np.zeros((1, 34), np.uint8), 32, np.zeros((1, 32), np.float32))
+        return
+    rng = np.random.default_rng(SEED + 7 * qt(name))
+    for n in n_values(name) + ([256 * 129] if name in T.KQUANTS else []):
+        w = T.weights(rng, name, 9, n, "blocks")
+        wide = np.zeros((9, w.shape[1] + 6), np.uint8)  # rows 6 bytes apart beyond their size
+        wide[:, : w.shape[1]] = w
+        xall = (rng.standard_normal((11, n + 8)) * rng.uniform(0.1, 3)).astype(np.float32)
+        for rows in (1, 2, 3, 8, 9):
+            for ntok in (1, 3, 4, 5, 11):
+                for ww, x in ((w[:rows], np.ascontiguousarray(xall[:ntok, :n])), (wide[:rows, : w.shape[1]], xall[:ntok, :n])):
+                    got = Q.gemm_f32(isa, qt(name), ww, n, x)
+                    want = np.stack([Q.gemv_f32(isa, qt(name), ww, n, np.ascontiguousarray(x[t])) for t in range(ntok)])
+                    np.testing.assert_array_equal(got, want, err_msg=f"{isa} {name} n={n} rows={rows} ntok={ntok}")
+
+
+@pytest.mark.parametrize("name", QNAMES)
 def test_error_is_a_few_eps(isa, name):
     """On random data the error is a few eps32 * sum |terms|, far below the worst-case bound (and
     far below the Q8 activation rounding this path exists to avoid)."""
