@@ -21,14 +21,33 @@
 
 /* Rows per pass: they share the x loads and the x block sums. */
 #define TQ_F32ACT_ROWS 4
+/* Tokens per pass of the prompt GEMMs; the K-quant GEMM keeps the token group's sub-block sums of
+ * x on the stack for rows of up to TQ_GEMM_K_MAX_NB super-blocks (longer rows: gemv per token). */
+#define TQ_GEMM_TOKS 4
+#define TQ_GEMM_K_MAX_NB 64
+
+/* int8 codes c (16 values) as floats, 4 per vector in value order */
+TQ_INLINE void tq_cvt16(int8x16_t c, float32x4_t f[4]) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(c)), hi = vmovl_high_s8(c);
+    f[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+    f[1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+    f[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+    f[3] = vcvtq_f32_s32(vmovl_high_s16(hi));
+}
+
+/* t + sum of 16 products: codes f (tq_cvt16) times x[0..16), one FMA chain */
+TQ_INLINE float32x4_t tq_fma16f(float32x4_t t, const float32x4_t f[4], const float *x) {
+    t = vfmaq_f32(t, f[0], vld1q_f32(x));
+    t = vfmaq_f32(t, f[1], vld1q_f32(x + 4));
+    t = vfmaq_f32(t, f[2], vld1q_f32(x + 8));
+    return vfmaq_f32(t, f[3], vld1q_f32(x + 12));
+}
 
 /* sum of 16 products: int8 codes c (values i .. i+15) times x[0..16) */
 TQ_INLINE float32x4_t tq_fma16(float32x4_t t, int8x16_t c, const float *x) {
-    const int16x8_t lo = vmovl_s8(vget_low_s8(c)), hi = vmovl_high_s8(c);
-    t = vfmaq_f32(t, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(x));
-    t = vfmaq_f32(t, vcvtq_f32_s32(vmovl_high_s16(lo)), vld1q_f32(x + 4));
-    t = vfmaq_f32(t, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(x + 8));
-    return vfmaq_f32(t, vcvtq_f32_s32(vmovl_high_s16(hi)), vld1q_f32(x + 12));
+    float32x4_t f[4];
+    tq_cvt16(c, f);
+    return tq_fma16f(t, f, x);
 }
 
 /* lane-wise sum of x[0..32): 4 lanes whose total is the block sum */
@@ -79,7 +98,83 @@ TQ_Q32_GEMV(q5_0, TQ_B_Q5_0)
 TQ_Q32_GEMV(q5_1, TQ_B_Q5_1)
 #undef TQ_Q32_GEMV
 
+/* Prompt GEMM (tq_qk_ops.gemm), one row x NT tokens per pass: a block's codes are converted to
+ * floats once for the NT tokens, and every (row, token) sum takes tq_q32_rows's operations in its
+ * order, so each output is bit-identical to the gemv's. */
+TQ_INLINE void tq_q32_gemm_tile(const int T, const int NT, const uint8_t *row, int nb, const float *x, size_t ldx,
+                                float *out, size_t ldo) {
+    const int bb = tq_q32_block_bytes(T);
+    const int has_min = tq_q32_has_min(T);
+    float32x4_t acc[TQ_GEMM_TOKS], accm[TQ_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) acc[t] = accm[t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
+        int8x16_t c0, c1;
+        tq_q32_codes(T, blk, &c0, &c1);
+        float32x4_t f0[4], f1[4];
+        tq_cvt16(c0, f0);
+        tq_cvt16(c1, f1);
+        const float d = tq_h2f(blk), m = has_min ? tq_h2f(blk + 2) : 0.0f;
+        for (int t = 0; t < NT; t++) {
+            const float *xb = x + (size_t)t * ldx + (size_t)32 * b;
+            acc[t] = vfmaq_n_f32(acc[t], tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f0, xb), f1, xb + 16), d);
+            if (has_min) accm[t] = vfmaq_n_f32(accm[t], tq_xsum32(xb), m);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(has_min ? vaddq_f32(acc[t], accm[t]) : acc[t]);
+}
+
+#define TQ_Q32_GEMM(name, T)                                                                        \
+    static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
+                                                const void *act, size_t as, int ntok, float *out,   \
+                                                size_t ldo) {                                       \
+        const int nb = n / TQ_QK32;                                                                 \
+        const size_t ldx = as / sizeof(float);                                                      \
+        for (int t = 0; t < ntok;) {                                                                \
+            const int nt = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : 1;                             \
+            const float *x = (const float *)act + (size_t)t * ldx;                                  \
+            for (int r = 0; r < rows; r++) {                                                        \
+                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
+                if (nt == TQ_GEMM_TOKS)                                                             \
+                    tq_q32_gemm_tile(T, TQ_GEMM_TOKS, row, nb, x, ldx, out + (size_t)t * ldo + r, ldo); \
+                else                                                                                \
+                    tq_q32_gemm_tile(T, 1, row, nb, x, ldx, out + (size_t)t * ldo + r, ldo);        \
+            }                                                                                       \
+            t += nt;                                                                                \
+        }                                                                                           \
+    }
+TQ_Q32_GEMM(q8_0, TQ_B_Q8_0)
+TQ_Q32_GEMM(q4_0, TQ_B_Q4_0)
+TQ_Q32_GEMM(q4_1, TQ_B_Q4_1)
+TQ_Q32_GEMM(q5_0, TQ_B_Q5_0)
+TQ_Q32_GEMM(q5_1, TQ_B_Q5_1)
+#undef TQ_Q32_GEMM
+
 /* ---------------------------------------------------------------- K-quants */
+
+/* Q5_K: the two 16-byte halves of qh (zero for Q4_K) */
+TQ_INLINE void tq_q5k_high(const int five, const uint8_t *blk, uint8x16_t *h0, uint8x16_t *h1) {
+    *h0 = five ? vld1q_u8(blk + 16) : vdupq_n_u8(0);
+    *h1 = five ? vld1q_u8(blk + 32) : vdupq_n_u8(0);
+}
+
+/* Codes of sub-blocks 2p (c[0]: values 0..15, c[1]: 16..31, low nibbles) and 2p + 1 (c[2], c[3],
+ * high nibbles) of a Q4_K / Q5_K super-block; Q5_K adds bit 4 from h0 / h1 (tq_q5k_high). */
+TQ_INLINE void tq_q4k_codes(const int five, const uint8_t *blk, uint8x16_t h0, uint8x16_t h1, int p, int8x16_t c[4]) {
+    const uint8_t *qs = blk + (five ? 48 : 16);
+    const uint8x16_t m4 = vdupq_n_u8(15), b4 = vdupq_n_u8(0x10);
+    const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
+    uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
+    uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
+    if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
+        l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+        l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+        u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+        u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+    }
+    c[0] = vreinterpretq_s8_u8(l0), c[1] = vreinterpretq_s8_u8(l1);
+    c[2] = vreinterpretq_s8_u8(u0), c[3] = vreinterpretq_s8_u8(u1);
+}
 
 /* One Q4_K / Q5_K super-block of a row; xs[j]: lane-wise sums of x over sub-block j. */
 TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const float *x, const float32x4_t xs[8],
@@ -88,53 +183,48 @@ TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const float *x, 
     tq_k4_scales(blk + 4, sc, m);
     const float d = tq_h2f(blk), dmin = tq_h2f(blk + 2);
     for (int j = 0; j < 8; j++) *accm = vfmsq_n_f32(*accm, xs[j], dmin * (float)m[j]);
-    const uint8_t *qs = blk + (five ? 48 : 16);
-    const uint8x16_t m4 = vdupq_n_u8(15), b4 = vdupq_n_u8(0x10);
-    uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
-    if (five) {
-        h0 = vld1q_u8(blk + 16);
-        h1 = vld1q_u8(blk + 32);
-    }
+    uint8x16_t h0, h1;
+    tq_q5k_high(five, blk, &h0, &h1);
     for (int p = 0; p < 4; p++) {
-        const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
-        uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
-        uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
-        if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
-            l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-            l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-            u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-            u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-        }
+        int8x16_t c[4];
+        tq_q4k_codes(five, blk, h0, h1, p, c);
         const float *xl = x + 64 * p, *xh = xl + 32;
-        const float32x4_t tl = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), vreinterpretq_s8_u8(l0), xl), vreinterpretq_s8_u8(l1), xl + 16);
-        const float32x4_t th = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), vreinterpretq_s8_u8(u0), xh), vreinterpretq_s8_u8(u1), xh + 16);
+        const float32x4_t tl = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), c[0], xl), c[1], xl + 16);
+        const float32x4_t th = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), c[2], xh), c[3], xh + 16);
         /* d * sc_j: exact (11-bit times 6-bit significands) */
         *acc = vfmaq_n_f32(*acc, tl, d * (float)sc[2 * p]);
         *acc = vfmaq_n_f32(*acc, th, d * (float)sc[2 * p + 1]);
     }
 }
 
+/* Q6_K codes (offset removed) of half h, l in 16 half .. 16 half + 15: c[k] holds values
+ * 128h + 32k + 16 half .. +15 (low 4 bits from ql, k >= 2 the high nibble; high 2 bits
+ * (qh >> 2k) & 3 moved to bits 4..5). */
+TQ_INLINE void tq_q6k_codes(const tq_block_q6_k *blk, int h, int half, int8x16_t c[4]) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
+    const int8x16_t o32 = vdupq_n_s8(32);
+    const int o = 16 * half;
+    const uint8x16_t qh = vld1q_u8(blk->qh + 32 * h + o);
+    const uint8x16_t l0 = vld1q_u8(blk->ql + 64 * h + o), l1 = vld1q_u8(blk->ql + 64 * h + 32 + o);
+    const uint8x16_t u[4] = {
+        vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
+        vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
+        vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
+        vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
+    };
+    for (int k = 0; k < 4; k++) c[k] = vsubq_s8(vreinterpretq_s8_u8(u[k]), o32);
+}
+
 /* One Q6_K super-block of a row: acc += d sc_g * sum((q - 32) x) per group g of 16 values. */
 TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const float *x, float32x4_t *acc) {
     const float d = tq_h2f(&blk->d);
-    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
-    const int8x16_t o32 = vdupq_n_s8(32);
     for (int h = 0; h < 2; h++) {
         for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
-            const int o = 16 * half;
-            const uint8x16_t qh = vld1q_u8(blk->qh + 32 * h + o);
-            const uint8x16_t l0 = vld1q_u8(blk->ql + 64 * h + o), l1 = vld1q_u8(blk->ql + 64 * h + 32 + o);
-            const uint8x16_t c[4] = {
-                vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
-                vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
-                vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
-                vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
-            };
-            for (int k = 0; k < 4; k++) { /* values 128h + 32k + o .. +15, scale group g */
-                const int g = 8 * h + 2 * k + half;
-                const int8x16_t cs = vsubq_s8(vreinterpretq_s8_u8(c[k]), o32);
-                const float32x4_t t = tq_fma16(vdupq_n_f32(0.0f), cs, x + 128 * h + 32 * k + o);
-                *acc = vfmaq_n_f32(*acc, t, d * (float)blk->scales[g]); /* d * sc exact */
+            int8x16_t c[4];
+            tq_q6k_codes(blk, h, half, c);
+            for (int k = 0; k < 4; k++) { /* values 128h + 32k + 16 half .. +15, scale group g */
+                const float32x4_t t = tq_fma16(vdupq_n_f32(0.0f), c[k], x + 128 * h + 32 * k + 16 * half);
+                *acc = vfmaq_n_f32(*acc, t, d * (float)blk->scales[8 * h + 2 * k + half]); /* d * sc exact */
             }
         }
     }
@@ -177,8 +267,95 @@ TQ_K_GEMV(q5_k, TQ_K_Q5)
 TQ_K_GEMV(q6_k, TQ_K_Q6)
 #undef TQ_K_GEMV
 
+/* K-quant prompt GEMM, one row x NT tokens per pass (as tq_q32_gemm_tile; each output
+ * bit-identical to tq_k_rows's). xs: the token group's sub-block sums of x, [NT][nb][8]. */
+TQ_INLINE void tq_k_gemm_tile(const int T, const int NT, const uint8_t *row, int nb, const float *x, size_t ldx,
+                              const float32x4_t *xs, float *out, size_t ldo) {
+    const int bb = T == TQ_K_Q4 ? 144 : T == TQ_K_Q5 ? 176 : 210;
+    float32x4_t acc[TQ_GEMM_TOKS], accm[TQ_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) acc[t] = accm[t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
+        const float *xb = x + (size_t)TQ_QKK * b;
+        if (T == TQ_K_Q6) {
+            const tq_block_q6_k *q6 = (const tq_block_q6_k *)blk;
+            const float d = tq_h2f(&q6->d);
+            for (int h = 0; h < 2; h++)
+                for (int half = 0; half < 2; half++) {
+                    int8x16_t c[4];
+                    tq_q6k_codes(q6, h, half, c);
+                    float32x4_t f[4][4];
+                    for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
+                    for (int t = 0; t < NT; t++)
+                        for (int k = 0; k < 4; k++) {
+                            const float *xk = xb + (size_t)t * ldx + 128 * h + 32 * k + 16 * half;
+                            acc[t] = vfmaq_n_f32(acc[t], tq_fma16f(vdupq_n_f32(0.0f), f[k], xk),
+                                                 d * (float)q6->scales[8 * h + 2 * k + half]);
+                        }
+                }
+            continue;
+        }
+        const int five = T == TQ_K_Q5;
+        uint8_t sc[8], m[8];
+        tq_k4_scales(blk + 4, sc, m);
+        const float d = tq_h2f(blk), dmin = tq_h2f(blk + 2);
+        for (int t = 0; t < NT; t++)
+            for (int j = 0; j < 8; j++) accm[t] = vfmsq_n_f32(accm[t], xs[((size_t)t * nb + b) * 8 + j], dmin * (float)m[j]);
+        uint8x16_t h0, h1;
+        tq_q5k_high(five, blk, &h0, &h1);
+        for (int p = 0; p < 4; p++) {
+            int8x16_t c[4];
+            tq_q4k_codes(five, blk, h0, h1, p, c);
+            float32x4_t f[4][4];
+            for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
+            for (int t = 0; t < NT; t++) {
+                const float *xl = xb + (size_t)t * ldx + 64 * p, *xh = xl + 32;
+                const float32x4_t tl = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[0], xl), f[1], xl + 16);
+                const float32x4_t th = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[2], xh), f[3], xh + 16);
+                acc[t] = vfmaq_n_f32(acc[t], tl, d * (float)sc[2 * p]);
+                acc[t] = vfmaq_n_f32(acc[t], th, d * (float)sc[2 * p + 1]);
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(T == TQ_K_Q6 ? acc[t] : vaddq_f32(acc[t], accm[t]));
+}
+
+#define TQ_K_GEMM(name, T)                                                                          \
+    static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
+                                                const void *act, size_t as, int ntok, float *out,   \
+                                                size_t ldo) {                                       \
+        const int nb = n / TQ_QKK;                                                                  \
+        const size_t ldx = as / sizeof(float);                                                      \
+        if (nb > TQ_GEMM_K_MAX_NB) { /* longer rows than the stack buffer: the gemv per token */   \
+            for (int t = 0; t < ntok; t++)                                                          \
+                tq_qk_gemv_f32act_##name##_neon(w, rb, rows, n, (const float *)act + (size_t)t * ldx, \
+                                                out + (size_t)t * ldo);                             \
+            return;                                                                                 \
+        }                                                                                           \
+        float32x4_t xs[TQ_GEMM_TOKS * TQ_GEMM_K_MAX_NB * 8];                                        \
+        for (int t = 0; t < ntok;) {                                                                \
+            const int nt = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : 1;                             \
+            const float *x = (const float *)act + (size_t)t * ldx;                                  \
+            if (T != TQ_K_Q6)                                                                       \
+                for (int j = 0; j < nt * nb * 8; j++)                                               \
+                    xs[j] = tq_xsum32(x + (size_t)(j / (nb * 8)) * ldx + (size_t)32 * (j % (nb * 8))); \
+            for (int r = 0; r < rows; r++) {                                                        \
+                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
+                if (nt == TQ_GEMM_TOKS)                                                             \
+                    tq_k_gemm_tile(T, TQ_GEMM_TOKS, row, nb, x, ldx, xs, out + (size_t)t * ldo + r, ldo); \
+                else                                                                                \
+                    tq_k_gemm_tile(T, 1, row, nb, x, ldx, xs, out + (size_t)t * ldo + r, ldo);      \
+            }                                                                                       \
+            t += nt;                                                                                \
+        }                                                                                           \
+    }
+TQ_K_GEMM(q4_k, TQ_K_Q4)
+TQ_K_GEMM(q5_k, TQ_K_Q5)
+TQ_K_GEMM(q6_k, TQ_K_Q6)
+#undef TQ_K_GEMM
+
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
-    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_neon, tq_qk_dequant_##fn##_scalar},
+    {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_neon, tq_qk_dequant_##fn##_scalar, tq_qk_gemm_f32act_##fn##_neon},
 
 static const tq_qk_ops tq_qk_f32act_neon_ops[] = {
     TQ_QK_QUANT_TYPES(TQ_QK_OPS)

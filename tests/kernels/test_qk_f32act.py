@@ -135,12 +135,12 @@ def test_gemv_random(isa, name):
 
 @pytest.mark.parametrize("name", QNAMES)
 def test_gemm_is_the_gemv_per_token(isa, name):
-    """The prompt GEMM (x86 paths; elsewhere a prompt runs the gemv per token) gives every token
-    bit for bit the gemv's result: odd row counts (the 2-row tiles' tail), token counts that leave
-    a ragged group, strided weights and activation rows, and rows longer than the K-quant GEMM's
-    stack buffer (it then runs the gemv itself)."""
+    """The prompt GEMM (every SIMD path; the scalar reference runs the gemv per token) gives every
+    token bit for bit the gemv's result: odd row counts (the 2-row tiles' tail), token counts that
+    leave a ragged group, strided weights and activation rows, and rows longer than the K-quant
+    GEMM's stack buffer (it then runs the gemv itself). NEON: test_f32act_neon_under_qemu."""
     has = Q.f32act_info(isa, qt(name))["gemm"]
-    assert has == (isa in ("avx2", "avx512", "avx512vnni")), (isa, name)
+    assert has == (isa != "scalar"), (isa, name)
     if not has:
         with pytest.raises(ValueError, match="no prompt GEMM"):
             Q.gemm_f32(isa, qt(name), np.zeros((1, 34), np.uint8), 32, np.zeros((1, 32), np.float32))
@@ -249,6 +249,12 @@ class F32Vectors:
         self.chunks += [np.ascontiguousarray(w).tobytes(), x.astype("<f4").tobytes()]
         self.checks.append((name, w, n, x))
 
+    def gemm(self, name: str, w: np.ndarray, n: int, x: np.ndarray, off: int) -> None:
+        """x [ntok, n]: the prompt GEMM and the gemv per token, compared bit for bit."""
+        self.chunks.append(struct.pack("<6i", 4, qt(name), w.shape[0], n, x.shape[0], off))
+        self.chunks += [np.ascontiguousarray(w).tobytes(), x.astype("<f4").tobytes()]
+        self.checks.append((name, w, n, x))
+
     def data(self) -> bytes:
         return b"".join(self.chunks) + struct.pack("<i", 0)
 
@@ -269,6 +275,11 @@ def build_f32_vectors() -> F32Vectors:
         v.gemv(name, T.weights(rng, name, 6, n), n, np.zeros(n, np.float32), 0)
     for name in FLOAT_NAMES:
         v.gemv(name, T.weights(rng, name, 5, 576), 576, rng.standard_normal(576).astype(np.float32), 2)
+    for name in QNAMES:  # the prompt GEMMs; K-quant rows longer than their stack buffer too
+        for n in n_values(name)[:2] + ([256 * 65] if name in T.KQUANTS else []):
+            for rows, ntok in ((1, 1), (3, 4), (5, 6), (2, 9)):
+                x = (rng.standard_normal((ntok, n)) * rng.uniform(0.1, 3)).astype(np.float32)
+                v.gemm(name, T.weights(rng, name, rows, n), n, x, 2 * (rows % 3))
     return v
 
 
@@ -312,6 +323,16 @@ def test_f32act_neon_under_qemu(harness, f32_vectors, tmp_path, cpu, hisa):
     pos = 16
     for i, (tname, w, n, x) in enumerate(v.checks):
         where = f"qemu -cpu {cpu} [{name}] record {i} {tname} n={n} rows={w.shape[0]}"
+        if x.ndim == 2:  # gemm record: u8 has_gemm | GEMM outputs | the gemv's, token by token
+            has = bool(raw[pos])
+            k = x.shape[0] * w.shape[0]
+            gemm = np.frombuffer(raw, "<f4", k, pos + 1)
+            per = np.frombuffer(raw, "<f4", k, pos + 1 + 4 * k)
+            pos += 1 + 8 * k
+            assert has == (hisa != "scalar"), f"{where}: has gemm {has}"
+            if has:
+                np.testing.assert_array_equal(gemm, per, err_msg=f"{where} ntok={x.shape[0]}: gemm vs gemv")
+            continue
         simd = bool(raw[pos])
         pos += 1
         assert simd == (hisa != "scalar"), f"{where}: simd {simd}"
