@@ -105,21 +105,28 @@ def dequant(str isa, int qtype, const uint8_t[::1] row, int n):
     return out
 
 
+cdef size_t _row_bytes(const tq_qk_ops *ops, const uint8_t[:, :] w, int n) except 0:
+    """The row step of weights w for rows of n values of ops' type (checked: n a positive multiple
+    of the block, rows at least a row long with unit column stride, not overlapping)."""
+    if n <= 0 or n % ops.block:
+        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
+    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
+    cdef int rows = <int>w.shape[0]
+    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
+        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
+    if rows > 1 and w.strides[0] < need:
+        raise ValueError("weight rows overlap")
+    return <size_t>w.strides[0] if rows > 1 else <size_t>need
+
+
 def gemv_act(str isa, int qtype, const uint8_t[:, :] w, int n, const uint8_t[::1] act):
     """float32 [rows]: w (rows x row_bytes, any row stride >= the row size, unit column stride)
     times an activation already in the paired format (bytes from quant_act)."""
     cdef const tq_qk_ops *ops = _ops(isa, qtype)
     cdef int rows = <int>w.shape[0]
-    if n <= 0 or n % ops.block:
-        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
-    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
-    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
-        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
-    if rows > 1 and w.strides[0] < need:
-        raise ValueError("weight rows overlap")
+    cdef size_t row_bytes = _row_bytes(ops, w, n)
     if act.shape[0] != <Py_ssize_t>tq_qk_act_bytes(ops.act, n):
         raise ValueError(f"activation has {act.shape[0]} bytes, expected {tq_qk_act_bytes(ops.act, n)}")
-    cdef size_t row_bytes = <size_t>w.strides[0] if rows > 1 else <size_t>need
     out = np.empty(rows, dtype=np.float32)
     cdef float[::1] o = out
     if rows > 0:
@@ -161,16 +168,9 @@ def gemv_f32(str isa, int qtype, const uint8_t[:, :] w, int n, const float[::1] 
     (tq_qk_get_f32act: no Q8 rounding of x)."""
     cdef const tq_qk_ops *ops = _ops_f32act(isa, qtype)
     cdef int rows = <int>w.shape[0]
-    if n <= 0 or n % ops.block:
-        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
     if x.shape[0] != n:
         raise ValueError(f"x has {x.shape[0]} values, the rows hold {n}")
-    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
-    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
-        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
-    if rows > 1 and w.strides[0] < need:
-        raise ValueError("weight rows overlap")
-    cdef size_t row_bytes = <size_t>w.strides[0] if rows > 1 else <size_t>need
+    cdef size_t row_bytes = _row_bytes(ops, w, n)
     out = np.empty(rows, dtype=np.float32)
     cdef float[::1] o = out
     if rows > 0:
@@ -198,18 +198,11 @@ def gemm_f32(str isa, int qtype, const uint8_t[:, :] w, int n, const float[:, :]
     if ops.gemm == NULL:
         raise ValueError(f"{ops.name.decode()} has no prompt GEMM on {isa}")
     cdef int rows = <int>w.shape[0], ntok = <int>x.shape[0]
-    if n <= 0 or n % ops.block:
-        raise ValueError(f"{ops.name.decode()} rows hold a positive multiple of {ops.block} values, not {n}")
+    cdef size_t row_bytes = _row_bytes(ops, w, n)
     if x.shape[1] != n:
         raise ValueError(f"x rows have {x.shape[1]} values, the weight rows hold {n}")
     if ntok > 1 and (x.strides[1] != 4 or x.strides[0] < 4 * n or x.strides[0] % 4):
         raise ValueError("x must be [ntok, n] floats with unit column stride and whole-float row steps")
-    cdef Py_ssize_t need = <Py_ssize_t>(n // ops.block) * ops.block_bytes
-    if w.shape[1] < need or (rows > 0 and w.strides[1] != 1):
-        raise ValueError(f"weights must be [rows, >= {need}] bytes with unit column stride")
-    if rows > 1 and w.strides[0] < need:
-        raise ValueError("weight rows overlap")
-    cdef size_t row_bytes = <size_t>w.strides[0] if rows > 1 else <size_t>need
     out = np.empty((ntok, rows), dtype=np.float32)
     cdef float[:, ::1] o = out
     if rows > 0 and ntok > 0:

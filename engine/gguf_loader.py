@@ -272,7 +272,8 @@ def load_gguf_weights(
         )
         template = f.metadata.get("tokenizer.chat_template")
         tokenizer = None
-        if "tokenizer.ggml.model" in f.metadata:
+        # "none" is llama.cpp's LLAMA_VOCAB_TYPE_NONE: a file without a vocabulary (token ids only)
+        if f.metadata.get("tokenizer.ggml.model", "none") != "none":
             from .tokenizer import Tokenizer
 
             tokenizer = Tokenizer.from_gguf(f)

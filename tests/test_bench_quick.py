@@ -120,6 +120,16 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows), proc.stdout
 
 
+def test_bench_qk_types_quick(tmp_path: Path) -> None:
+    """benchmarks/bench_qk_types.py --quick: a random llama per type, a table row per type."""
+    args = ("--quick", "--types", "Q4_1,Q6_K", "--reps", "1", "-t", "1", "--no-peer")
+    proc = _run_script("bench_qk_types.py", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("trit ")]
+    assert [(r[1], r[2]) for r in rows] == [("Q4_1", "1"), ("Q6_K", "1")], proc.stdout
+    assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows), proc.stdout
+
+
 def test_a48_quality_script(tmp_path: Path, default_model_gguf: Path) -> None:
     """benchmarks/a48_quality.py on a short text: a row per mode, the exact one agreeing with itself."""
     text = tmp_path / "t.txt"

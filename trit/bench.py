@@ -408,10 +408,12 @@ def _rss_peak_mb() -> float:
 class _Ours:
     engine = "trit"
 
-    def __init__(self, path: str, threads: int, context: int, head: str = "f16") -> None:
+    def __init__(
+        self, path: str, threads: int, context: int, head: str = "f16", activations: str = "f32"
+    ) -> None:
         from trit.engine import load_model
 
-        self.model = load_model(path, threads=threads, context=context, head=head)
+        self.model = load_model(path, threads=threads, context=context, head=head, activations=activations)
         self.vocab = self.model.config.vocab
         info = self.model.info
         self.meta = {
@@ -523,6 +525,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     ap.add_argument("--context", type=int, required=True)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--head", default="f16", help="our engine's LM head (load_model(head=...) checks it)")
+    ap.add_argument("--activations", default="f32", help="our engine's activations for llama.cpp types")
     args = ap.parse_args(argv)
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -532,7 +535,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     eng: _Ours | _LlamaCpp
     if args.engine == "trit":
-        eng = _Ours(args.model, args.threads, args.context, args.head)
+        eng = _Ours(args.model, args.threads, args.context, args.head, args.activations)
     else:
         eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
     reply.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, **eng.meta}) + "\n")
@@ -566,6 +569,7 @@ class Worker:
         context: int,
         batch: int = 512,
         head: str = "f16",
+        activations: str = "f32",
     ) -> None:
         self.engine, self.threads = engine, threads
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # closed in close()
@@ -587,6 +591,8 @@ class Worker:
         ]
         if head != "f16":
             cmd += ["--head", head]
+        if activations != "f32":
+            cmd += ["--activations", activations]
         # every engine runs with its defaults (llama.cpp's OpenMP threads spin briefly, then sleep)
         self.proc = subprocess.Popen(
             cmd,
@@ -663,6 +669,7 @@ class RowSpec:
     model: str
     label: str = ""  # format shown in the table; the worker's own name (+ the head when not f16) when empty
     head: str = "f16"  # our engine only: "q8_0" builds a Q8_0 copy of the f16 LM head at load
+    activations: str = "f32"  # our engine only: "q8" rounds them to 8 bits for llama.cpp weight types
 
 
 @dataclass
@@ -805,7 +812,7 @@ def run_bench(
         try:
             trows: list[Row] = []
             for spec in specs:
-                w = Worker(spec.engine, spec.model, t, context, batch, spec.head)
+                w = Worker(spec.engine, spec.model, t, context, batch, spec.head, spec.activations)
                 workers.append(w)
                 m = w.meta
                 trows.append(

@@ -152,30 +152,6 @@ TQ_Q32_GEMM(q5_1, TQ_B_Q5_1)
 
 /* ---------------------------------------------------------------- K-quants */
 
-/* Q5_K: the two 16-byte halves of qh (zero for Q4_K) */
-TQ_INLINE void tq_q5k_high(const int five, const uint8_t *blk, uint8x16_t *h0, uint8x16_t *h1) {
-    *h0 = five ? vld1q_u8(blk + 16) : vdupq_n_u8(0);
-    *h1 = five ? vld1q_u8(blk + 32) : vdupq_n_u8(0);
-}
-
-/* Codes of sub-blocks 2p (c[0]: values 0..15, c[1]: 16..31, low nibbles) and 2p + 1 (c[2], c[3],
- * high nibbles) of a Q4_K / Q5_K super-block; Q5_K adds bit 4 from h0 / h1 (tq_q5k_high). */
-TQ_INLINE void tq_q4k_codes(const int five, const uint8_t *blk, uint8x16_t h0, uint8x16_t h1, int p, int8x16_t c[4]) {
-    const uint8_t *qs = blk + (five ? 48 : 16);
-    const uint8x16_t m4 = vdupq_n_u8(15), b4 = vdupq_n_u8(0x10);
-    const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
-    uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
-    uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
-    if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
-        l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-        l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-        u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-        u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-    }
-    c[0] = vreinterpretq_s8_u8(l0), c[1] = vreinterpretq_s8_u8(l1);
-    c[2] = vreinterpretq_s8_u8(u0), c[3] = vreinterpretq_s8_u8(u1);
-}
-
 /* One Q4_K / Q5_K super-block of a row; xs[j]: lane-wise sums of x over sub-block j. */
 TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const float *x, const float32x4_t xs[8],
                             float32x4_t *acc, float32x4_t *accm) {
@@ -195,24 +171,6 @@ TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const float *x, 
         *acc = vfmaq_n_f32(*acc, tl, d * (float)sc[2 * p]);
         *acc = vfmaq_n_f32(*acc, th, d * (float)sc[2 * p + 1]);
     }
-}
-
-/* Q6_K codes (offset removed) of half h, l in 16 half .. 16 half + 15: c[k] holds values
- * 128h + 32k + 16 half .. +15 (low 4 bits from ql, k >= 2 the high nibble; high 2 bits
- * (qh >> 2k) & 3 moved to bits 4..5). */
-TQ_INLINE void tq_q6k_codes(const tq_block_q6_k *blk, int h, int half, int8x16_t c[4]) {
-    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
-    const int8x16_t o32 = vdupq_n_s8(32);
-    const int o = 16 * half;
-    const uint8x16_t qh = vld1q_u8(blk->qh + 32 * h + o);
-    const uint8x16_t l0 = vld1q_u8(blk->ql + 64 * h + o), l1 = vld1q_u8(blk->ql + 64 * h + 32 + o);
-    const uint8x16_t u[4] = {
-        vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
-        vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
-        vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
-        vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
-    };
-    for (int k = 0; k < 4; k++) c[k] = vsubq_s8(vreinterpretq_s8_u8(u[k]), o32);
 }
 
 /* One Q6_K super-block of a row: acc += d sc_g * sum((q - 32) x) per group g of 16 values. */

@@ -55,28 +55,15 @@ static inline TQ_ATTR float32x4_t TQ_FN(tq_q4k_block)(const int five, const uint
     const int16x8_t bs = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
     const int16x8_t m16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
     const int32x4_t mins = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(m16)), bs, m16);
-    const uint8_t *qs = x + (five ? 48 : 16);
-    const uint8x16_t m4 = vdupq_n_u8(15);
-    uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
-    if (five) {
-        h0 = vld1q_u8(x + 16);
-        h1 = vld1q_u8(x + 32);
-    }
-    const uint8x16_t b4 = vdupq_n_u8(0x10);
+    uint8x16_t h0, h1;
+    tq_q5k_high(five, x, &h0, &h1);
     int32x4_t sumi = vdupq_n_s32(0);
     for (int p = 0; p < 4; p++) {
-        const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
-        uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
-        uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
-        if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
-            l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-            l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
-            u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-            u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
-        }
+        int8x16_t c[4];
+        tq_q4k_codes(five, x, h0, h1, p, c);
         const int8_t *a = y->qs + 64 * p;
-        const int32x4_t slo = TQ_FN(tq_dot32)(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), a);
-        const int32x4_t shi = TQ_FN(tq_dot32)(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), a + 32);
+        const int32x4_t slo = TQ_FN(tq_dot32)(c[0], c[1], a);
+        const int32x4_t shi = TQ_FN(tq_dot32)(c[2], c[3], a + 32);
         sumi = vmlaq_n_s32(sumi, slo, sc[2 * p]);
         sumi = vmlaq_n_s32(sumi, shi, sc[2 * p + 1]);
     }
@@ -86,24 +73,14 @@ static inline TQ_ATTR float32x4_t TQ_FN(tq_q4k_block)(const int five, const uint
 
 static inline TQ_ATTR float32x4_t TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, const tq_block_q8_k *y,
                                                        float32x4_t acc) {
-    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
-    const int8x16_t o32 = vdupq_n_s8(32);
     int32x4_t sumi = vdupq_n_s32(0);
     for (int h = 0; h < 2; h++) {
         for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
-            const int o = 16 * half;
-            const uint8x16_t qh = vld1q_u8(x->qh + 32 * h + o);
-            const uint8x16_t l0 = vld1q_u8(x->ql + 64 * h + o), l1 = vld1q_u8(x->ql + 64 * h + 32 + o);
-            const uint8x16_t c[4] = {
-                vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
-                vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
-                vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
-                vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
-            };
+            int8x16_t c[4];
+            tq_q6k_codes(x, h, half, c);
             for (int k = 0; k < 4; k++) {
-                const int g = 8 * h + 2 * k + half; /* scale of values 128h + 32k + o .. +15 */
-                const int8x16_t cs = vsubq_s8(vreinterpretq_s8_u8(c[k]), o32);
-                const int32x4_t s = TQ_DOT16(vdupq_n_s32(0), cs, vld1q_s8(y->qs + 128 * h + 32 * k + o));
+                const int g = 8 * h + 2 * k + half; /* scale of values 128h + 32k + 16 half .. +15 */
+                const int32x4_t s = TQ_DOT16(vdupq_n_s32(0), c[k], vld1q_s8(y->qs + 128 * h + 32 * k + 16 * half));
                 sumi = vmlaq_n_s32(sumi, s, x->scales[g]);
             }
         }

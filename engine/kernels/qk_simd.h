@@ -1,7 +1,8 @@
 /* Helpers shared by the SIMD files (qk_avx2.c, qk_f32act_avx2.c, qk_neon.c, qk_f32act_neon.c,
  * and tq_avx2.c for tq_hsum): unaligned little-endian loads, the K-quant scale unpacking, and
  * per ISA the f16 scalar conversion, horizontal sum, Q5 high-bit expansion and the linear
- * prefetch of the next rows. Not a public header: include it after the ISA's intrinsics header,
+ * prefetch of the next rows; on NEON also the K-quant code decoders of the integer and the
+ * f32-activation kernels. Not a public header: include it after the ISA's intrinsics header,
  * inside the file's ISA guard. */
 #ifndef TQ_QK_SIMD_H
 #define TQ_QK_SIMD_H
@@ -130,6 +131,49 @@ TQ_INLINE void tq_q32_codes(const int T, const uint8_t *blk, int8x16_t *c0, int8
         *c0 = vsubq_s8(*c0, o);
         *c1 = vsubq_s8(*c1, o);
     }
+}
+
+
+/* Q5_K: the two 16-byte halves of qh (zero for Q4_K) */
+TQ_INLINE void tq_q5k_high(const int five, const uint8_t *blk, uint8x16_t *h0, uint8x16_t *h1) {
+    *h0 = five ? vld1q_u8(blk + 16) : vdupq_n_u8(0);
+    *h1 = five ? vld1q_u8(blk + 32) : vdupq_n_u8(0);
+}
+
+/* Codes of sub-blocks 2p (c[0]: values 0..15, c[1]: 16..31, low nibbles) and 2p + 1 (c[2], c[3],
+ * high nibbles) of a Q4_K / Q5_K super-block; Q5_K adds bit 4 from h0 / h1 (tq_q5k_high). */
+TQ_INLINE void tq_q4k_codes(const int five, const uint8_t *blk, uint8x16_t h0, uint8x16_t h1, int p, int8x16_t c[4]) {
+    const uint8_t *qs = blk + (five ? 48 : 16);
+    const uint8x16_t m4 = vdupq_n_u8(15), b4 = vdupq_n_u8(0x10);
+    const uint8x16_t q0 = vld1q_u8(qs + 32 * p), q1 = vld1q_u8(qs + 32 * p + 16);
+    uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
+    uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
+    if (five) { /* bit j of qh[l] -> bit 4 of code l of sub-block j */
+        l0 = vorrq_u8(l0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+        l1 = vorrq_u8(l1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(4 - 2 * p))), b4));
+        u0 = vorrq_u8(u0, vandq_u8(vshlq_u8(h0, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+        u1 = vorrq_u8(u1, vandq_u8(vshlq_u8(h1, vdupq_n_s8((int8_t)(3 - 2 * p))), b4));
+    }
+    c[0] = vreinterpretq_s8_u8(l0), c[1] = vreinterpretq_s8_u8(l1);
+    c[2] = vreinterpretq_s8_u8(u0), c[3] = vreinterpretq_s8_u8(u1);
+}
+
+/* Q6_K codes (offset removed) of half h, l in 16 half .. 16 half + 15: c[k] holds values
+ * 128h + 32k + 16 half .. +15 (low 4 bits from ql, k >= 2 the high nibble; high 2 bits
+ * (qh >> 2k) & 3 moved to bits 4..5). */
+TQ_INLINE void tq_q6k_codes(const tq_block_q6_k *blk, int h, int half, int8x16_t c[4]) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
+    const int8x16_t o32 = vdupq_n_s8(32);
+    const int o = 16 * half;
+    const uint8x16_t qh = vld1q_u8(blk->qh + 32 * h + o);
+    const uint8x16_t l0 = vld1q_u8(blk->ql + 64 * h + o), l1 = vld1q_u8(blk->ql + 64 * h + 32 + o);
+    const uint8x16_t u[4] = {
+        vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(qh, 4), m30)),
+        vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(qh, 2), m30)),
+        vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)),
+        vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)),
+    };
+    for (int k = 0; k < 4; k++) c[k] = vsubq_s8(vreinterpretq_s8_u8(u[k]), o32);
 }
 
 #endif

@@ -299,6 +299,18 @@ def test_prompt_chunks_equal_one_token_at_a_time(type_name, isa, models):
             np.testing.assert_array_equal(got, want, err_msg=f"{type_name} {isa} {acts} threads={threads}")
 
 
+def test_tokenizer_model_none_means_token_ids_only(tmp_path):
+    """llama.cpp's vocabulary type "none" (a file without tokens): loads, takes token ids."""
+    tensors, ref = build("Q8_0", seed=7)
+    path = tmp_path / "none.gguf"
+    write_llama_gguf(path, CFG, file_type="Q8_0", extra_metadata={"tokenizer.ggml.model": "none"}, **tensors)
+    model = load_model(path, threads=1)
+    assert model.tokenizer is None
+    got = model.logits(PROMPT[:6]).astype(np.float64)
+    want = ref_forward(ref, PROMPT[:6])
+    assert np.abs(got - want).max() <= 1e-5 * (want.max() - want.min())
+
+
 @pytest.mark.parametrize("type_name", ["Q4_K", "F16"])
 def test_greedy_matches_reference(type_name, models):
     """Cached decoding (one token at a time) agrees with the reference's full recompute."""
