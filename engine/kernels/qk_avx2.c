@@ -25,6 +25,8 @@
 
 /* Rows per pass: they share the activation block loads and its per-block constants. */
 #define TQ_QK_AVX2_ROWS 4
+/* Tokens per pass of the K-quant prompt GEMM (tq_k_gemm_tile) */
+#define TQ_QK_GEMM_TOKS 4
 
 /* 16 bytes of nibbles -> 32 codes in value order (low nibbles = values 0..15, high = 16..31) */
 TQ_INLINE __m256i tq_nib32(const uint8_t *qs) {
@@ -170,38 +172,59 @@ TQ_INLINE __m256i tq_k4_mins(const uint8_t m[8], const int16_t *bsums) {
     return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), m16);
 }
 
+/* The codes of sub-blocks 2p (lo) and 2p + 1 (hi) of a Q4_K / Q5_K block x as bytes in value
+ * order; hb: Q5_K's qh (tq_q5k_hb), else unused. */
+TQ_INLINE void tq_q4k_codes(int five, const uint8_t *x, __m256i hb, int p, __m256i *lo, __m256i *hi) {
+    const uint8_t *qs = x + (five ? 48 : 16);
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
+    const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (five) {
+        /* bit j of qh[l] -> bit 4 of byte l: shift by 4 - j inside 16-bit lanes (a byte's
+         * bit moves to bit 4 of the same byte; what crosses bytes is masked off) */
+        const int j = 2 * p;
+        const __m256i hl = j <= 4 ? _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - j))
+                                  : _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j - 4));
+        const __m256i hh = j + 1 <= 4 ? _mm256_sll_epi16(hb, _mm_cvtsi32_si128(3 - j))
+                                      : _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j - 3));
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(hl, b4));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(hh, b4));
+    }
+}
+
+TQ_INLINE __m256i tq_q5k_hb(int five, const uint8_t *x) {
+    return five ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
+}
+
+/* sumi + sc_lo * (lo . a[0..32)) + sc_hi * (hi . a[32..64)), in int32 lanes */
+TQ_INLINE __m256i tq_q4k_pair(__m256i sumi, __m256i lo, __m256i hi, const int8_t *a, __m256i sl, __m256i sh) {
+    const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)a));
+    const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(a + 32)));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, sl));
+    return _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, sh));
+}
+
+/* acc + d * sumi - dmin * mins, the block's float terms (x: the weight block, y: the activation's) */
+TQ_INLINE __m256 tq_q4k_float(const uint8_t *x, const tq_block_q8_k *y, __m256i sumi, __m256i mins, __m256 acc) {
+    const float d = y->d * tq_h2f(x), dmin = y->d * tq_h2f(x + 2);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    return _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc);
+}
+
 TQ_INLINE __m256 tq_q4k_block(int five, const uint8_t *x, const tq_block_q8_k *y, __m256 acc) {
     /* x: a Q4_K or Q5_K block (same header: d, dmin, scales) */
     uint8_t sc[8], m[8];
     tq_k4_scales(x + 4, sc, m);
     const __m256i mins = tq_k4_mins(m, y->bsums);
-    const uint8_t *qs = x + (five ? 48 : 16);
-    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
-    const __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
+    const __m256i hb = tq_q5k_hb(five, x);
     __m256i sumi = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-        __m256i lo = _mm256_and_si256(q, m4);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        if (five) {
-            /* bit j of qh[l] -> bit 4 of byte l: shift by 4 - j inside 16-bit lanes (a byte's
-             * bit moves to bit 4 of the same byte; what crosses bytes is masked off) */
-            const int j = 2 * p;
-            const __m256i hl = j <= 4 ? _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - j))
-                                      : _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j - 4));
-            const __m256i hh = j + 1 <= 4 ? _mm256_sll_epi16(hb, _mm_cvtsi32_si128(3 - j))
-                                          : _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j - 3));
-            lo = _mm256_or_si256(lo, _mm256_and_si256(hl, b4));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(hh, b4));
-        }
-        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * p)));
-        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * p + 32)));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * p])));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * p + 1])));
+        __m256i lo, hi;
+        tq_q4k_codes(five, x, hb, p, &lo, &hi);
+        sumi = tq_q4k_pair(sumi, lo, hi, y->qs + 64 * p, _mm256_set1_epi16(sc[2 * p]), _mm256_set1_epi16(sc[2 * p + 1]));
     }
-    const float d = y->d * tq_h2f(x), dmin = y->d * tq_h2f(x + 2);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    return _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc);
+    return tq_q4k_float(x, y, sumi, mins, acc);
 }
 
 /* pshufb masks: bytes 0..7 = scale g, bytes 8..15 = scale g + 1, for g = 0, 2, .., 14 (the 16
@@ -217,33 +240,43 @@ static const uint8_t tq_q6k_shuf[8][16] = {
     {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
 };
 
-TQ_INLINE __m256 tq_q6k_block(const tq_block_q6_k *x, const tq_block_q8_k *y, __m256 acc) {
-    const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
-    /* 32 * sum_g sc_g * bsums_g: the code offset, removed in int32 */
-    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums),
-                                           _mm256_cvtepi8_epi16(sc8));
+/* Q6_K codes of half h as bytes (offset not removed): c[k] = values 128h + 32k .. +31 */
+TQ_INLINE void tq_q6k_codes(const tq_block_q6_k *x, int h, __m256i c[4]) {
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
-        /* qh bits 2k..2k+1 -> bits 4..5 of the same byte (16-bit shifts, crossings masked) */
-        const __m256i c[4] = {
-            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
-        };
-        for (int k = 0; k < 4; k++) {
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * h + 32 * k));
-            const __m128i s = _mm_shuffle_epi8(sc8, _mm_loadu_si128((const __m128i *)tq_q6k_shuf[4 * h + k]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), _mm256_cvtepi8_epi16(s)));
-        }
-    }
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+    /* qh bits 2k..2k+1 -> bits 4..5 of the same byte (16-bit shifts, crossings masked) */
+    c[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+    c[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+    c[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30));
+    c[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+}
+
+/* The int16 scales of the 32 values of (h, k): 8 lanes of scale g, 8 of g + 1 (tq_q6k_shuf) */
+TQ_INLINE __m256i tq_q6k_scale16(__m128i sc8, int h, int k) {
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_loadu_si128((const __m128i *)tq_q6k_shuf[4 * h + k])));
+}
+
+/* acc + d * (sumi - 32 * sum_g sc_g * bsums_g): the code offset removed in int32, then the float term */
+TQ_INLINE __m256 tq_q6k_float(const tq_block_q6_k *x, const tq_block_q8_k *y, __m128i sc8, __m256i sumi, __m256 acc) {
+    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_cvtepi8_epi16(sc8));
     sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
     return _mm256_fmadd_ps(_mm256_set1_ps(y->d * tq_h2f(&x->d)), _mm256_cvtepi32_ps(sumi), acc);
+}
+
+TQ_INLINE __m256 tq_q6k_block(const tq_block_q6_k *x, const tq_block_q8_k *y, __m256 acc) {
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i c[4];
+        tq_q6k_codes(x, h, c);
+        for (int k = 0; k < 4; k++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * h + 32 * k));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), tq_q6k_scale16(sc8, h, k)));
+        }
+    }
+    return tq_q6k_float(x, y, sc8, sumi, acc);
 }
 
 TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const tq_block_q8_k *a,
@@ -279,8 +312,93 @@ TQ_K_GEMV(q4_k, TQ_K_Q4)
 TQ_K_GEMV(q5_k, TQ_K_Q5)
 TQ_K_GEMV(q6_k, TQ_K_Q6)
 
+/* K-quant prompt GEMM (tq_qk_ops.gemm), one row x NT Q8_K activations per pass: a block's codes
+ * and scale vectors are built once for the NT tokens, and every (row, token) term takes
+ * tq_k_rows's integer and float operations in its order: bit-identical to the gemv per token. */
+TQ_INLINE void tq_k_gemm_tile(int T, int NT, const uint8_t *row, int nb, const uint8_t *act, size_t as,
+                              float *out, size_t ldo) {
+    const int bb = T == TQ_K_Q4 ? 144 : T == TQ_K_Q5 ? 176 : 210;
+    __m256 acc[TQ_QK_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *x = row + (size_t)b * bb;
+        const tq_block_q8_k *y[TQ_QK_GEMM_TOKS];
+        for (int t = 0; t < NT; t++) y[t] = (const tq_block_q8_k *)(act + (size_t)t * as) + b;
+        __m256i sumi[TQ_QK_GEMM_TOKS];
+        for (int t = 0; t < NT; t++) sumi[t] = _mm256_setzero_si256();
+        if (T == TQ_K_Q6) {
+            const tq_block_q6_k *x6 = (const tq_block_q6_k *)x;
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)x6->scales);
+            for (int h = 0; h < 2; h++) {
+                __m256i c[4];
+                tq_q6k_codes(x6, h, c);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i s16 = tq_q6k_scale16(sc8, h, k);
+                    for (int t = 0; t < NT; t++) {
+                        const __m256i a = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 128 * h + 32 * k));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), s16));
+                    }
+                }
+            }
+            for (int t = 0; t < NT; t++) acc[t] = tq_q6k_float(x6, y[t], sc8, sumi[t], acc[t]);
+            continue;
+        }
+        const int five = T == TQ_K_Q5;
+        uint8_t sc[8], m[8];
+        tq_k4_scales(x + 4, sc, m);
+        const __m256i hb = tq_q5k_hb(five, x);
+        for (int p = 0; p < 4; p++) {
+            __m256i lo, hi;
+            tq_q4k_codes(five, x, hb, p, &lo, &hi);
+            const __m256i sl = _mm256_set1_epi16(sc[2 * p]), sh = _mm256_set1_epi16(sc[2 * p + 1]);
+            for (int t = 0; t < NT; t++) sumi[t] = tq_q4k_pair(sumi[t], lo, hi, y[t]->qs + 64 * p, sl, sh);
+        }
+        for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]->bsums), acc[t]);
+    }
+    for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = tq_hsum(acc[t]);
+}
+
+TQ_INLINE void tq_k_gemm(int T, const void *w, size_t rb, int rows, int n, const void *act, size_t as, int ntok,
+                         float *out, size_t ldo) {
+    const int nb = n / TQ_QKK;
+    for (int t = 0; t < ntok;) {
+        const int nt = ntok - t >= TQ_QK_GEMM_TOKS ? TQ_QK_GEMM_TOKS : 1;
+        const uint8_t *a = (const uint8_t *)act + (size_t)t * as;
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
+            if (nt == TQ_QK_GEMM_TOKS)
+                tq_k_gemm_tile(T, TQ_QK_GEMM_TOKS, row, nb, a, as, out + (size_t)t * ldo + r, ldo);
+            else
+                tq_k_gemm_tile(T, 1, row, nb, a, as, out + (size_t)t * ldo + r, ldo);
+        }
+        t += nt;
+    }
+}
+
+#define TQ_K_GEMM(name, T)                                                                         \
+    static void tq_qk_gemm_##name##_avx2(const void *w, size_t rb, int rows, int n, const void *act, \
+                                         size_t as, int ntok, float *out, size_t ldo) {            \
+        tq_k_gemm(T, w, rb, rows, n, act, as, ntok, out, ldo);                                     \
+    }
+TQ_K_GEMM(q4_k, TQ_K_Q4)
+TQ_K_GEMM(q5_k, TQ_K_Q5)
+TQ_K_GEMM(q6_k, TQ_K_Q6)
+#undef TQ_K_GEMM
+
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
-    {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar},
+    {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar, TQ_QK_GEMM_OF_##fn},
+/* prompt GEMMs: the K-quants (the 32-value types' gemv decodes too little per block to gain) */
+#define TQ_QK_GEMM_OF_q4_k tq_qk_gemm_q4_k_avx2
+#define TQ_QK_GEMM_OF_q5_k tq_qk_gemm_q5_k_avx2
+#define TQ_QK_GEMM_OF_q6_k tq_qk_gemm_q6_k_avx2
+#define TQ_QK_GEMM_OF_f32 0
+#define TQ_QK_GEMM_OF_f16 0
+#define TQ_QK_GEMM_OF_bf16 0
+#define TQ_QK_GEMM_OF_q8_0 0
+#define TQ_QK_GEMM_OF_q4_0 0
+#define TQ_QK_GEMM_OF_q4_1 0
+#define TQ_QK_GEMM_OF_q5_0 0
+#define TQ_QK_GEMM_OF_q5_1 0
 
 static const tq_qk_ops tq_qk_avx2_ops[] = {
     TQ_QK_FLOAT_TYPES(TQ_QK_OPS)
