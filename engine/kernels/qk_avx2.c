@@ -387,7 +387,8 @@ TQ_K_GEMM(q6_k, TQ_K_Q6)
 
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
     {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar, TQ_QK_GEMM_OF_##fn},
-/* prompt GEMMs: the K-quants (the 32-value types' gemv decodes too little per block to gain) */
+/* prompt GEMMs: the K-quants, whose gemv decodes the most per block (the 32-value types run the
+ * gemv per token with 8-bit activations; a GEMM for them is not built) */
 #define TQ_QK_GEMM_OF_q4_k tq_qk_gemm_q4_k_avx2
 #define TQ_QK_GEMM_OF_q5_k tq_qk_gemm_q5_k_avx2
 #define TQ_QK_GEMM_OF_q6_k tq_qk_gemm_q6_k_avx2
