@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             write_model(path, t, a.quick, a.seed + i)
             specs.append(bench.RowSpec("trit", str(path)))
             if a.q8:
-                specs.append(bench.RowSpec("trit", str(path), label=f"{t} q8 act", activations="q8"))
+                specs.append(bench.RowSpec("trit", str(path), activations="q8"))
             if peer:
                 specs.append(bench.RowSpec("llama.cpp", str(path)))
         res = bench.run_bench(

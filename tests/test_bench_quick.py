@@ -122,11 +122,11 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
 
 def test_bench_qk_types_quick(tmp_path: Path) -> None:
     """benchmarks/bench_qk_types.py --quick: a random llama per type, a table row per type."""
-    args = ("--quick", "--types", "Q4_1,Q6_K", "--reps", "1", "-t", "1", "--no-peer")
+    args = ("--quick", "--types", "Q4_1,Q6_K", "--reps", "1", "-t", "1", "--no-peer", "--q8")
     proc = _run_script("bench_qk_types.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("trit ")]
-    assert [(r[1], r[2]) for r in rows] == [("Q4_1", "1"), ("Q6_K", "1")], proc.stdout
+    rows = [line.replace(" q8 act", "+q8").split() for line in proc.stdout.splitlines() if line.startswith("trit ")]
+    assert [(r[1], r[2]) for r in rows] == [("Q4_1", "1"), ("Q4_1+q8", "1"), ("Q6_K", "1"), ("Q6_K+q8", "1")]
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows), proc.stdout
 
 

@@ -818,7 +818,10 @@ def run_bench(
                 trows.append(
                     Row(
                         spec.engine,
-                        spec.label or m["format"] + ("" if spec.head == "f16" else f"+{spec.head.upper()} head"),
+                        spec.label
+                        or m["format"]
+                        + ("" if spec.head == "f16" else f"+{spec.head.upper()} head")
+                        + ("" if spec.activations == "f32" else f" {spec.activations} act"),
                         int(m["threads"]),
                         int(m["weight_bytes"]),
                         meta=m,
@@ -999,6 +1002,12 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
         default="f16",
         help="our engine's LM head: q8_0 builds a Q8_0 copy of an f16 head at load (fewer bytes per token)",
     )
+    ap.add_argument(
+        "--activations",
+        choices=("f32", "q8"),
+        default="f32",
+        help="our engine's activations for llama.cpp weight types: q8 rounds them to 8 bits, as llama.cpp does",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument(
         "--peer",
@@ -1025,7 +1034,7 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
         print(msg, file=err, flush=True)
 
     head = getattr(args, "head", "f16")
-    specs = [RowSpec("trit", args.model, head=head)]
+    specs = [RowSpec("trit", args.model, head=head, activations=getattr(args, "activations", "f32"))]
     if getattr(args, "peer", False):
         import importlib.util
 
