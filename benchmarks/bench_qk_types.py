@@ -8,7 +8,7 @@ One random llama-architecture GGUF per type is written to a temp dir (dim 2048, 
 heads, 6 layers, vocab 32000, an f16 tied embedding: a TinyLlama-1.1B layer shape; --quick: 2
 layers, dim 1024, FFN 2816), every linear in that type: the 32-value types quantized from random
 normal weights by gguf.quants, the K-quants as random valid blocks (tests/engine: gguf.quants cannot
-quantize them). Then trit.bench.run_bench runs each file in our engine (its default exact f32
+quantize them); Q5_0, Q5_1, F16, BF16 and F32 on request. Then trit.bench.run_bench runs each file in our engine (its default exact f32
 activations; with --q8 also rounded to 8 bits as llama.cpp does) and, with llama-cpp-python
 installed, in llama.cpp, alternating, and prints the usual table (pp128, tg64, TTFT for a 100-token
 prompt; no bandwidth probe: these files are small and the kernels compute-bound).
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))  # the llama GGUF writer and K-quant blocks
 
 TYPES = ("Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+OTHER_TYPES = ("Q5_0", "Q5_1", "F16", "BF16", "F32")  # on request (--types)
 
 
 def write_model(path: Path, type_name: str, quick: bool, seed: int) -> None:
@@ -70,6 +71,8 @@ def write_model(path: Path, type_name: str, quick: bool, seed: int) -> None:
         for f, (rows, cols) in shapes.items():
             if type_name.endswith("_K"):
                 data = random_kquant(rng, type_name, rows, cols, 1.0 / np.sqrt(cols))
+            elif type_name in ("F16", "BF16", "F32"):  # the writer rounds float32 to the type
+                data = rng.normal(0, 1.0 / np.sqrt(cols), (rows, cols)).astype(np.float32)
             else:
                 w = rng.normal(0, 1.0 / np.sqrt(cols), (rows, cols)).astype(np.float32)
                 data = quants.quantize(w, gguf.GGMLQuantizationType[type_name])
@@ -100,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     types = [t.strip().upper() for t in a.types.split(",") if t.strip()]
-    bad = [t for t in types if t not in TYPES]
+    bad = [t for t in types if t not in TYPES + OTHER_TYPES]
     if bad or a.reps < 1:
         ap.error(
-            f"--types takes {', '.join(TYPES)}; --reps >= 1" + (f" (not {', '.join(bad)})" if bad else "")
+            f"--types takes {', '.join(TYPES + OTHER_TYPES)}; --reps >= 1"
+            + (f" (not {', '.join(bad)})" if bad else "")
         )
     peer = not a.no_peer and importlib.util.find_spec("llama_cpp") is not None
     if not a.no_peer and not peer:

@@ -89,6 +89,59 @@ TQ_FLOAT_GEMV(f32, TQ_F_F32)
 TQ_FLOAT_GEMV(f16, TQ_F_F16)
 TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
 
+/* Float prompt GEMM (tq_qk_ops.gemm): R rows x NT tokens, each weight vector widened once for NT
+ * tokens and every (row, token) sum formed as tq_float_rows forms it (one FMA chain over 8-lane
+ * steps, the horizontal sum, then the tail in order): bit-identical to the gemv. R x NT chains
+ * instead of R also lift the gemv's FMA-latency bound. */
+TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t rb, int n, const float *x,
+                                  size_t ldx, float *out, size_t ldo) {
+    __m256 acc[2][TQ_QK_GEMM_TOKS];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[2];
+        for (int r = 0; r < R; r++) wv[r] = tq_load8(T, w + r * rb, i);
+        for (int t = 0; t < NT; t++) {
+            const __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + i);
+            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < NT; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            float s = tq_hsum(acc[r][t]);
+            for (int j = i; j < n; j++) s += tq_load1(T, w + r * rb, j) * xt[j];
+            out[(size_t)t * ldo + r] = s;
+        }
+}
+
+#define TQ_FLOAT_GEMM(name, T)                                                                     \
+    static void tq_qk_gemm_##name##_avx2(const void *w, size_t rb, int rows, int n, const void *act, \
+                                         size_t as, int ntok, float *out, size_t ldo) {            \
+        const uint8_t *wb = (const uint8_t *)w;                                                    \
+        const size_t ldx = as / sizeof(float);                                                     \
+        for (int t = 0; t < ntok;) {                                                               \
+            const int nt = ntok - t >= TQ_QK_GEMM_TOKS ? TQ_QK_GEMM_TOKS : 1;                      \
+            const float *x = (const float *)act + (size_t)t * ldx;                                 \
+            float *o = out + (size_t)t * ldo;                                                      \
+            int r = 0;                                                                             \
+            if (nt == TQ_QK_GEMM_TOKS)                                                             \
+                for (; r + 2 <= rows; r += 2) tq_float_gemm_tile(T, 2, TQ_QK_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
+            for (; r < rows; r++) {                                                                \
+                if (nt == TQ_QK_GEMM_TOKS)                                                         \
+                    tq_float_gemm_tile(T, 1, TQ_QK_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
+                else                                                                               \
+                    tq_float_gemm_tile(T, 1, 1, wb + r * rb, rb, n, x, ldx, o + r, ldo);           \
+            }                                                                                      \
+            t += nt;                                                                               \
+        }                                                                                          \
+    }
+TQ_FLOAT_GEMM(f32, TQ_F_F32)
+TQ_FLOAT_GEMM(f16, TQ_F_F16)
+TQ_FLOAT_GEMM(bf16, TQ_F_BF16)
+#undef TQ_FLOAT_GEMM
+
 /* ---------------------------------------------------------------- 32-value block types */
 
 TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const uint8_t *act,
@@ -387,14 +440,14 @@ TQ_K_GEMM(q6_k, TQ_K_Q6)
 
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
     {T, name, block, bytes, act, tq_qk_gemv_##fn##_avx2, tq_qk_dequant_##fn##_scalar, TQ_QK_GEMM_OF_##fn},
-/* prompt GEMMs: the K-quants, whose gemv decodes the most per block (the 32-value types run the
- * gemv per token with 8-bit activations; a GEMM for them is not built) */
+/* prompt GEMMs: the float types and the K-quants, whose gemv decodes the most per block (the
+ * 32-value types run the gemv per token with 8-bit activations; a GEMM for them is not built) */
 #define TQ_QK_GEMM_OF_q4_k tq_qk_gemm_q4_k_avx2
 #define TQ_QK_GEMM_OF_q5_k tq_qk_gemm_q5_k_avx2
 #define TQ_QK_GEMM_OF_q6_k tq_qk_gemm_q6_k_avx2
-#define TQ_QK_GEMM_OF_f32 0
-#define TQ_QK_GEMM_OF_f16 0
-#define TQ_QK_GEMM_OF_bf16 0
+#define TQ_QK_GEMM_OF_f32 tq_qk_gemm_f32_avx2
+#define TQ_QK_GEMM_OF_f16 tq_qk_gemm_f16_avx2
+#define TQ_QK_GEMM_OF_bf16 tq_qk_gemm_bf16_avx2
 #define TQ_QK_GEMM_OF_q8_0 0
 #define TQ_QK_GEMM_OF_q4_0 0
 #define TQ_QK_GEMM_OF_q4_1 0

@@ -93,6 +93,65 @@ TQ_FLOAT_GEMV(f16, TQ_F_F16)
 TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
 #undef TQ_FLOAT_GEMV
 
+/* Float prompt GEMM (tq_qk_ops.gemm): R rows x 4 tokens, each weight vector widened once for the
+ * tokens, every (row, token) sum formed as tq_float_rows forms it (two FMA chains over 4-lane
+ * steps, their sum, the tail in order): bit-identical to the gemv. */
+#define TQ_FLOAT_GEMM_TOKS 4
+TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t rb, int n, const float *x,
+                                  size_t ldx, float *out, size_t ldo) {
+    float32x4_t acc[2][TQ_FLOAT_GEMM_TOKS][2];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t w0[2], w1[2];
+        for (int r = 0; r < R; r++) {
+            w0[r] = tq_load4(T, w + r * rb, i);
+            w1[r] = tq_load4(T, w + r * rb, i + 4);
+        }
+        for (int t = 0; t < NT; t++) {
+            const float32x4_t x0 = vld1q_f32(x + (size_t)t * ldx + i), x1 = vld1q_f32(x + (size_t)t * ldx + i + 4);
+            for (int r = 0; r < R; r++) {
+                acc[r][t][0] = vfmaq_f32(acc[r][t][0], w0[r], x0);
+                acc[r][t][1] = vfmaq_f32(acc[r][t][1], w1[r], x1);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < NT; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            float s = vaddvq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1]));
+            for (int j = i; j < n; j++) s += tq_load1(T, w + r * rb, j) * xt[j];
+            out[(size_t)t * ldo + r] = s;
+        }
+}
+
+#define TQ_FLOAT_GEMM(name, T)                                                                      \
+    static void tq_qk_gemm_##name##_neon(const void *w, size_t rb, int rows, int n, const void *act, \
+                                         size_t as, int ntok, float *out, size_t ldo) {             \
+        const uint8_t *wb = (const uint8_t *)w;                                                     \
+        const size_t ldx = as / sizeof(float);                                                      \
+        for (int t = 0; t < ntok;) {                                                                \
+            const int nt = ntok - t >= TQ_FLOAT_GEMM_TOKS ? TQ_FLOAT_GEMM_TOKS : 1;                 \
+            const float *x = (const float *)act + (size_t)t * ldx;                                  \
+            float *o = out + (size_t)t * ldo;                                                       \
+            int r = 0;                                                                              \
+            if (nt == TQ_FLOAT_GEMM_TOKS)                                                           \
+                for (; r + 2 <= rows; r += 2) tq_float_gemm_tile(T, 2, TQ_FLOAT_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
+            for (; r < rows; r++) {                                                                 \
+                if (nt == TQ_FLOAT_GEMM_TOKS)                                                       \
+                    tq_float_gemm_tile(T, 1, TQ_FLOAT_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
+                else                                                                                \
+                    tq_float_gemm_tile(T, 1, 1, wb + r * rb, rb, n, x, ldx, o + r, ldo);            \
+            }                                                                                       \
+            t += nt;                                                                                \
+        }                                                                                           \
+    }
+TQ_FLOAT_GEMM(f32, TQ_F_F32)
+TQ_FLOAT_GEMM(f16, TQ_F_F16)
+TQ_FLOAT_GEMM(bf16, TQ_F_BF16)
+#undef TQ_FLOAT_GEMM
+
 /* ---------------------------------------------------------------- integer types, two variants */
 
 /* plain NEON: s8 x s8 -> int16 (|product| <= 128 * 127) -> pairwise into int32 */

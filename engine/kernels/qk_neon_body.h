@@ -140,7 +140,7 @@ TQ_K_GEMV(q6_k, TQ_K_Q6)
 
 /* float types: one variant (no integer dot product), shared by both tables */
 #define TQ_FLOAT_OPS(T, name, block, bytes, act, fn) \
-    {T, name, block, bytes, act, tq_qk_gemv_##fn##_neon, tq_qk_dequant_##fn##_scalar},
+    {T, name, block, bytes, act, tq_qk_gemv_##fn##_neon, tq_qk_dequant_##fn##_scalar, tq_qk_gemm_##fn##_neon},
 #define TQ_OPS(T, name, block, bytes, act, fn) \
     {T, name, block, bytes, act, TQ_FN(tq_qk_gemv_##fn), tq_qk_dequant_##fn##_scalar},
 

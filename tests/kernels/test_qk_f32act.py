@@ -133,7 +133,7 @@ def test_gemv_random(isa, name):
                 check(isa, name, wall[:rows], n, x, f"{kind} rows={rows} n={n}")
 
 
-@pytest.mark.parametrize("name", QNAMES)
+@pytest.mark.parametrize("name", QNAMES + FLOAT_NAMES)
 def test_gemm_is_the_gemv_per_token(isa, name):
     """The prompt GEMM (every SIMD path; the scalar reference runs the gemv per token) gives every
     token bit for bit the gemv's result: odd row counts (the 2-row tiles' tail), token counts that
@@ -146,8 +146,9 @@ def test_gemm_is_the_gemv_per_token(isa, name):
             Q.gemm_f32(isa, qt(name), np.zeros((1, 34), np.uint8), 32, np.zeros((1, 32), np.float32))
         return
     rng = np.random.default_rng(SEED + 7 * qt(name))
-    for n in n_values(name) + ([256 * 129] if name in T.KQUANTS else []):
-        w = T.weights(rng, name, 9, n, "blocks")
+    float_ns = [13, 576, 1003]  # float rows: any length; the gemv's 8-lane steps leave tails
+    for n in float_ns if name in FLOAT_NAMES else n_values(name) + ([256 * 129] if name in T.KQUANTS else []):
+        w = T.weights(rng, name, 9, n, "quantize" if name in FLOAT_NAMES else "blocks")
         wide = np.zeros((9, w.shape[1] + 6), np.uint8)  # rows 6 bytes apart beyond their size
         wide[:, : w.shape[1]] = w
         xall = (rng.standard_normal((11, n + 8)) * rng.uniform(0.1, 3)).astype(np.float32)
@@ -275,8 +276,9 @@ def build_f32_vectors() -> F32Vectors:
         v.gemv(name, T.weights(rng, name, 6, n), n, np.zeros(n, np.float32), 0)
     for name in FLOAT_NAMES:
         v.gemv(name, T.weights(rng, name, 5, 576), 576, rng.standard_normal(576).astype(np.float32), 2)
-    for name in QNAMES:  # the prompt GEMMs; K-quant rows longer than their stack buffer too
-        for n in n_values(name)[:2] + ([256 * 65] if name in T.KQUANTS else []):
+    for name in QNAMES + FLOAT_NAMES:  # the prompt GEMMs; K-quant rows longer than their stack buffer
+        float_ns = [13, 576, 1003]  # too, float rows with tails after the 8-value steps
+        for n in float_ns if name in FLOAT_NAMES else n_values(name)[:2] + ([256 * 65] if name in T.KQUANTS else []):
             for rows, ntok in ((1, 1), (3, 4), (5, 6), (2, 9)):
                 x = (rng.standard_normal((ntok, n)) * rng.uniform(0.1, 3)).astype(np.float32)
                 v.gemm(name, T.weights(rng, name, rows, n), n, x, 2 * (rows % 3))
