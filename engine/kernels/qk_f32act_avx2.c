@@ -169,25 +169,15 @@ TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t r
 
 /* Rows in tiles of RT (the rest one by one), tokens in groups of TQ_GEMM_TOKS (the rest one at a
  * time): constant tile sizes in every call, so the loops unroll. */
+#define TQ_Q32_TILE(R, NT, r, x, o) tq_q32_gemm_tile(T, R, NT, wb + (r) * rb, rb, nb, x, ldx, o, ldo)
 TQ_INLINE void tq_q32_gemm(int T, int RT, const void *w, size_t rb, int rows, int n, const void *act, size_t as,
                            int ntok, float *out, size_t ldo) {
     const int nb = n / TQ_QK32;
     const size_t ldx = as / sizeof(float);
     const uint8_t *wb = (const uint8_t *)w;
-    for (int t = 0; t < ntok;) {
-        const int nt = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : 1;
-        const float *x = (const float *)act + (size_t)t * ldx;
-        float *o = out + (size_t)t * ldo;
-        int r = 0;
-        if (nt == TQ_GEMM_TOKS) {
-            for (; r + RT <= rows; r += RT) tq_q32_gemm_tile(T, RT, TQ_GEMM_TOKS, wb + r * rb, rb, nb, x, ldx, o + r, ldo);
-            for (; r < rows; r++) tq_q32_gemm_tile(T, 1, TQ_GEMM_TOKS, wb + r * rb, rb, nb, x, ldx, o + r, ldo);
-        } else {
-            for (; r < rows; r++) tq_q32_gemm_tile(T, 1, 1, wb + r * rb, rb, nb, x, ldx, o + r, ldo);
-        }
-        t += nt;
-    }
+    TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, RT, TQ_GEMM_TOKS, TQ_Q32_TILE)
 }
+#undef TQ_Q32_TILE
 
 /* The GEMMs of every type, once per register file: _avx2 (16 YMM) and _avx512 (the same
  * instructions, EVEX-encoded with 32 YMM; only handed out where cpu.c saw AVX-512 F/VL). Both

@@ -124,24 +124,14 @@ TQ_INLINE void tq_q32_gemm_tile(const int T, const int NT, const uint8_t *row, i
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(has_min ? vaddq_f32(acc[t], accm[t]) : acc[t]);
 }
 
-#define TQ_Q32_GEMM(name, T)                                                                        \
+#define TQ_Q32_TILE(R, NT, r, x, o) tq_q32_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, x, ldx, o, ldo)
+#define TQ_Q32_GEMM(name, T_)                                                                       \
     static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
                                                 const void *act, size_t as, int ntok, float *out,   \
                                                 size_t ldo) {                                       \
-        const int nb = n / TQ_QK32;                                                                 \
+        const int T = T_, nb = n / TQ_QK32;                                                         \
         const size_t ldx = as / sizeof(float);                                                      \
-        for (int t = 0; t < ntok;) {                                                                \
-            const int nt = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : 1;                             \
-            const float *x = (const float *)act + (size_t)t * ldx;                                  \
-            for (int r = 0; r < rows; r++) {                                                        \
-                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
-                if (nt == TQ_GEMM_TOKS)                                                             \
-                    tq_q32_gemm_tile(T, TQ_GEMM_TOKS, row, nb, x, ldx, out + (size_t)t * ldo + r, ldo); \
-                else                                                                                \
-                    tq_q32_gemm_tile(T, 1, row, nb, x, ldx, out + (size_t)t * ldo + r, ldo);        \
-            }                                                                                       \
-            t += nt;                                                                                \
-        }                                                                                           \
+        TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, 1, TQ_GEMM_TOKS, TQ_Q32_TILE)                  \
     }
 TQ_Q32_GEMM(q8_0, TQ_B_Q8_0)
 TQ_Q32_GEMM(q4_0, TQ_B_Q4_0)
@@ -149,6 +139,7 @@ TQ_Q32_GEMM(q4_1, TQ_B_Q4_1)
 TQ_Q32_GEMM(q5_0, TQ_B_Q5_0)
 TQ_Q32_GEMM(q5_1, TQ_B_Q5_1)
 #undef TQ_Q32_GEMM
+#undef TQ_Q32_TILE
 
 /* ---------------------------------------------------------------- K-quants */
 

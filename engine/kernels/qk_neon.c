@@ -126,31 +126,20 @@ TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t
         }
 }
 
-#define TQ_FLOAT_GEMM(name, T)                                                                      \
+#define TQ_FLOAT_TILE(R, NT, r, x, o) tq_float_gemm_tile(T, R, NT, wb + (r) * rb, rb, n, x, ldx, o, ldo)
+#define TQ_FLOAT_GEMM(name, T_)                                                                     \
     static void tq_qk_gemm_##name##_neon(const void *w, size_t rb, int rows, int n, const void *act, \
                                          size_t as, int ntok, float *out, size_t ldo) {             \
+        const int T = T_;                                                                           \
         const uint8_t *wb = (const uint8_t *)w;                                                     \
         const size_t ldx = as / sizeof(float);                                                      \
-        for (int t = 0; t < ntok;) {                                                                \
-            const int nt = ntok - t >= TQ_FLOAT_GEMM_TOKS ? TQ_FLOAT_GEMM_TOKS : 1;                 \
-            const float *x = (const float *)act + (size_t)t * ldx;                                  \
-            float *o = out + (size_t)t * ldo;                                                       \
-            int r = 0;                                                                              \
-            if (nt == TQ_FLOAT_GEMM_TOKS)                                                           \
-                for (; r + 2 <= rows; r += 2) tq_float_gemm_tile(T, 2, TQ_FLOAT_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
-            for (; r < rows; r++) {                                                                 \
-                if (nt == TQ_FLOAT_GEMM_TOKS)                                                       \
-                    tq_float_gemm_tile(T, 1, TQ_FLOAT_GEMM_TOKS, wb + r * rb, rb, n, x, ldx, o + r, ldo); \
-                else                                                                                \
-                    tq_float_gemm_tile(T, 1, 1, wb + r * rb, rb, n, x, ldx, o + r, ldo);            \
-            }                                                                                       \
-            t += nt;                                                                                \
-        }                                                                                           \
+        TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, 2, TQ_FLOAT_GEMM_TOKS, TQ_FLOAT_TILE)          \
     }
 TQ_FLOAT_GEMM(f32, TQ_F_F32)
 TQ_FLOAT_GEMM(f16, TQ_F_F16)
 TQ_FLOAT_GEMM(bf16, TQ_F_BF16)
 #undef TQ_FLOAT_GEMM
+#undef TQ_FLOAT_TILE
 
 /* ---------------------------------------------------------------- integer types, two variants */
 

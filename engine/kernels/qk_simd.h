@@ -53,6 +53,26 @@ TQ_INLINE int tq_q32_block_bytes(int T) {
 }
 TQ_INLINE int tq_q32_has_min(int T) { return T == TQ_B_Q4_1 || T == TQ_B_Q5_1; }
 
+/* The loop of the prompt GEMMs over f32 activations (tq_qk_ops.gemm): tokens in groups of TOKS
+ * (the rest one at a time), rows in tiles of RT for full groups (the rest one by one), so every
+ * TILE(R, NT, r, x, o) call (rows r.., tokens at x, outputs at o) has constant tile sizes. */
+#define TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, RT, TOKS, TILE)                             \
+    for (int t_ = 0; t_ < (ntok);) {                                                            \
+        const int nt_ = (ntok) - t_ >= (TOKS) ? (TOKS) : 1;                                     \
+        const float *x_ = (const float *)(act) + (size_t)t_ * (ldx);                            \
+        float *o_ = (out) + (size_t)t_ * (ldo);                                                 \
+        int r_ = 0;                                                                             \
+        if (nt_ == (TOKS))                                                                      \
+            for (; r_ + (RT) <= (rows); r_ += (RT)) TILE((RT), (TOKS), r_, x_, o_ + r_);        \
+        for (; r_ < (rows); r_++) {                                                             \
+            if (nt_ == (TOKS))                                                                  \
+                TILE(1, (TOKS), r_, x_, o_ + r_);                                               \
+            else                                                                                \
+                TILE(1, 1, r_, x_, o_ + r_);                                                    \
+        }                                                                                       \
+        t_ += nt_;                                                                              \
+    }
+
 #if defined(__AVX2__)
 
 TQ_INLINE float tq_h2f(const void *p) {
