@@ -149,6 +149,33 @@ TQ_INLINE int32x4_t tq_mdot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     return vpadalq_s16(acc, vmull_high_s8(a, b));
 }
 
+/* Tokens per pass of the K-quant prompt GEMM (qk_neon_body.h) */
+#define TQ_QK_NEON_GEMM_TOKS 4
+
+/* The K-quant helpers without integer dot products (one copy for both variants) */
+TQ_INLINE int32x4_t tq_k4_mins(const uint8_t m[8], const tq_block_q8_k *y) {
+    const int16x8_t bs = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
+    const int16x8_t m16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
+    return vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(m16)), bs, m16);
+}
+
+/* acc + d * sumi - dmin * mins: a Q4_K / Q5_K block x's float terms against activation block y */
+TQ_INLINE float32x4_t tq_q4k_float(const uint8_t *x, const tq_block_q8_k *y, int32x4_t sumi, int32x4_t mins,
+                                   float32x4_t acc) {
+    acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(x));
+    return vfmsq_n_f32(acc, vcvtq_f32_s32(mins), y->d * tq_h2f(x + 2));
+}
+
+/* prompt GEMMs: the K-quants (the 32-value types and the float types as in qk_avx2.c) */
+#define TQ_K_GEMM_OF_q8_0 0
+#define TQ_K_GEMM_OF_q4_0 0
+#define TQ_K_GEMM_OF_q4_1 0
+#define TQ_K_GEMM_OF_q5_0 0
+#define TQ_K_GEMM_OF_q5_1 0
+#define TQ_K_GEMM_OF_q4_k TQ_FN(tq_qk_gemm_q4_k)
+#define TQ_K_GEMM_OF_q5_k TQ_FN(tq_qk_gemm_q5_k)
+#define TQ_K_GEMM_OF_q6_k TQ_FN(tq_qk_gemm_q6_k)
+
 #define TQ_ATTR TQ_QK_DOTPROD
 #define TQ_FN(name) name##_dot
 #define TQ_DOT16(acc, a, b) tq_qk_vdot((acc), (a), (b))

@@ -47,28 +47,37 @@ static inline TQ_ATTR void TQ_FN(tq_q32_rows)(const int T, const int R, const ui
     for (int r = 0; r < R; r++) out[r] = vaddvq_f32(acc[r]) + accm[r];
 }
 
+/* sumi + sc_lo * (codes 2p . a[0..32)) + sc_hi * (codes 2p + 1 . a[32..64)) (c: tq_q4k_codes) */
+static inline TQ_ATTR int32x4_t TQ_FN(tq_q4k_pair)(int32x4_t sumi, const int8x16_t c[4], const int8_t *a,
+                                                    uint8_t sl, uint8_t sh) {
+    sumi = vmlaq_n_s32(sumi, TQ_FN(tq_dot32)(c[0], c[1], a), sl);
+    return vmlaq_n_s32(sumi, TQ_FN(tq_dot32)(c[2], c[3], a + 32), sh);
+}
+
+/* sumi + sc_g * (codes . a) for the four groups g of Q6_K half h, l-range half (c: tq_q6k_codes) */
+static inline TQ_ATTR int32x4_t TQ_FN(tq_q6k_quarter)(int32x4_t sumi, const tq_block_q6_k *x, const int8x16_t c[4],
+                                                       const tq_block_q8_k *y, int h, int half) {
+    for (int k = 0; k < 4; k++) {
+        const int g = 8 * h + 2 * k + half; /* scale of values 128h + 32k + 16 half .. +15 */
+        const int32x4_t s = TQ_DOT16(vdupq_n_s32(0), c[k], vld1q_s8(y->qs + 128 * h + 32 * k + 16 * half));
+        sumi = vmlaq_n_s32(sumi, s, x->scales[g]);
+    }
+    return sumi;
+}
+
 static inline TQ_ATTR float32x4_t TQ_FN(tq_q4k_block)(const int five, const uint8_t *x,
                                                        const tq_block_q8_k *y, float32x4_t acc) {
     uint8_t sc[8], m[8];
     tq_k4_scales(x + 4, sc, m);
-    /* sum_j m_j * (bsums[2j] + bsums[2j+1]) */
-    const int16x8_t bs = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
-    const int16x8_t m16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
-    const int32x4_t mins = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(m16)), bs, m16);
     uint8x16_t h0, h1;
     tq_q5k_high(five, x, &h0, &h1);
     int32x4_t sumi = vdupq_n_s32(0);
     for (int p = 0; p < 4; p++) {
         int8x16_t c[4];
         tq_q4k_codes(five, x, h0, h1, p, c);
-        const int8_t *a = y->qs + 64 * p;
-        const int32x4_t slo = TQ_FN(tq_dot32)(c[0], c[1], a);
-        const int32x4_t shi = TQ_FN(tq_dot32)(c[2], c[3], a + 32);
-        sumi = vmlaq_n_s32(sumi, slo, sc[2 * p]);
-        sumi = vmlaq_n_s32(sumi, shi, sc[2 * p + 1]);
+        sumi = TQ_FN(tq_q4k_pair)(sumi, c, y->qs + 64 * p, sc[2 * p], sc[2 * p + 1]);
     }
-    acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(x));
-    return vfmsq_n_f32(acc, vcvtq_f32_s32(mins), y->d * tq_h2f(x + 2));
+    return tq_q4k_float(x, y, sumi, tq_k4_mins(m, y), acc);
 }
 
 static inline TQ_ATTR float32x4_t TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, const tq_block_q8_k *y,
@@ -78,11 +87,7 @@ static inline TQ_ATTR float32x4_t TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, co
         for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
             int8x16_t c[4];
             tq_q6k_codes(x, h, half, c);
-            for (int k = 0; k < 4; k++) {
-                const int g = 8 * h + 2 * k + half; /* scale of values 128h + 32k + 16 half .. +15 */
-                const int32x4_t s = TQ_DOT16(vdupq_n_s32(0), c[k], vld1q_s8(y->qs + 128 * h + 32 * k + 16 * half));
-                sumi = vmlaq_n_s32(sumi, s, x->scales[g]);
-            }
+            sumi = TQ_FN(tq_q6k_quarter)(sumi, x, c, y, h, half);
         }
     }
     return vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(&x->d));
@@ -138,11 +143,75 @@ TQ_K_GEMV(q5_k, TQ_K_Q5)
 TQ_K_GEMV(q6_k, TQ_K_Q6)
 #undef TQ_K_GEMV
 
+/* K-quant prompt GEMM (tq_qk_ops.gemm), one row x NT Q8_K activations per pass: a block's codes
+ * are built once for the NT tokens; every (row, token) term takes tq_k_rows's operations in its
+ * order, so each output is bit-identical to the gemv's. */
+static inline TQ_ATTR void TQ_FN(tq_k_gemm_tile)(const int T, const int NT, const uint8_t *row, int nb,
+                                                  const uint8_t *act, size_t as, float *out, size_t ldo) {
+    const int bb = T == TQ_K_Q4 ? 144 : T == TQ_K_Q5 ? 176 : 210;
+    float32x4_t acc[TQ_QK_NEON_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *x = row + (size_t)b * bb;
+        const tq_block_q8_k *y[TQ_QK_NEON_GEMM_TOKS];
+        int32x4_t sumi[TQ_QK_NEON_GEMM_TOKS];
+        for (int t = 0; t < NT; t++) {
+            y[t] = (const tq_block_q8_k *)(act + (size_t)t * as) + b;
+            sumi[t] = vdupq_n_s32(0);
+        }
+        if (T == TQ_K_Q6) {
+            const tq_block_q6_k *x6 = (const tq_block_q6_k *)x;
+            for (int h = 0; h < 2; h++)
+                for (int half = 0; half < 2; half++) {
+                    int8x16_t c[4];
+                    tq_q6k_codes(x6, h, half, c);
+                    for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q6k_quarter)(sumi[t], x6, c, y[t], h, half);
+                }
+            for (int t = 0; t < NT; t++) acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), y[t]->d * tq_h2f(&x6->d));
+            continue;
+        }
+        const int five = T == TQ_K_Q5;
+        uint8_t sc[8], m[8];
+        tq_k4_scales(x + 4, sc, m);
+        uint8x16_t h0, h1;
+        tq_q5k_high(five, x, &h0, &h1);
+        for (int p = 0; p < 4; p++) {
+            int8x16_t c[4];
+            tq_q4k_codes(five, x, h0, h1, p, c);
+            for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q4k_pair)(sumi[t], c, y[t]->qs + 64 * p, sc[2 * p], sc[2 * p + 1]);
+        }
+        for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]), acc[t]);
+    }
+    for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(acc[t]);
+}
+
+#define TQ_K_GEMM(name, T)                                                                          \
+    static TQ_ATTR void TQ_FN(tq_qk_gemm_##name)(const void *w, size_t rb, int rows, int n, const void *act, \
+                                                  size_t as, int ntok, float *out, size_t ldo) {    \
+        const int nb = n / TQ_QKK;                                                                  \
+        for (int t = 0; t < ntok;) {                                                                \
+            const int nt = ntok - t >= TQ_QK_NEON_GEMM_TOKS ? TQ_QK_NEON_GEMM_TOKS : 1;             \
+            const uint8_t *a = (const uint8_t *)act + (size_t)t * as;                               \
+            for (int r = 0; r < rows; r++) {                                                        \
+                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
+                if (nt == TQ_QK_NEON_GEMM_TOKS)                                                     \
+                    TQ_FN(tq_k_gemm_tile)(T, TQ_QK_NEON_GEMM_TOKS, row, nb, a, as, out + (size_t)t * ldo + r, ldo); \
+                else                                                                                \
+                    TQ_FN(tq_k_gemm_tile)(T, 1, row, nb, a, as, out + (size_t)t * ldo + r, ldo);    \
+            }                                                                                       \
+            t += nt;                                                                                \
+        }                                                                                           \
+    }
+TQ_K_GEMM(q4_k, TQ_K_Q4)
+TQ_K_GEMM(q5_k, TQ_K_Q5)
+TQ_K_GEMM(q6_k, TQ_K_Q6)
+#undef TQ_K_GEMM
+
 /* float types: one variant (no integer dot product), shared by both tables */
 #define TQ_FLOAT_OPS(T, name, block, bytes, act, fn) \
     {T, name, block, bytes, act, tq_qk_gemv_##fn##_neon, tq_qk_dequant_##fn##_scalar, tq_qk_gemm_##fn##_neon},
 #define TQ_OPS(T, name, block, bytes, act, fn) \
-    {T, name, block, bytes, act, TQ_FN(tq_qk_gemv_##fn), tq_qk_dequant_##fn##_scalar},
+    {T, name, block, bytes, act, TQ_FN(tq_qk_gemv_##fn), tq_qk_dequant_##fn##_scalar, TQ_K_GEMM_OF_##fn},
 
 static const tq_qk_ops TQ_FN(tq_qk_neon_ops)[] = {
     TQ_QK_FLOAT_TYPES(TQ_FLOAT_OPS)

@@ -8,6 +8,8 @@
  *   2 dequant  type n off | row u8[row_bytes]
  *   3 gemv_f32 type rows n off | w u8[rows * row_bytes] | x f32[n]   (tq_qk_get_f32act ops)
  *   4 gemm_f32 type rows n ntok off | w u8[rows * row_bytes] | x f32[ntok * n]
+ *   5 gemm     type rows n ntok off | w u8[rows * row_bytes] | x f32[ntok * n]   (tq_qk_get ops:
+ *              each token's x quantized into the paired format first)
  * Output: the tq_kernels table name for isa in 16 bytes (NUL padded: tells "neon" from
  * "neon-dotprod"), then per record
  *   gemv     u8 simd (1: the ISA has its own gemv) | act u8[tq_qk_act_bytes] | f32[rows]
@@ -15,6 +17,7 @@
  *   gemv_f32 u8 simd (1: the ISA has its own f32-activation gemv) | f32[rows]
  *   gemm_f32 u8 gemm (1: the ISA has a prompt GEMM) | f32[ntok * rows] from it (or 0s) | the
  *            f32-activation gemv of each token, f32[ntok * rows]
+ *   gemm     the same with the usual ops
  * Weight bytes are placed `off` bytes past a 64-byte boundary (off even: blocks are 2-aligned).
  * Exit status 0 on success, 2 on bad input, 3 if the ISA or a type is absent. */
 #include <stdint.h>
@@ -117,23 +120,26 @@ int main(int argc, char **argv) {
             wr(&simd, 1);
             wr(out, sizeof(float) * (size_t)rows);
             free(out), free(wraw), free(xraw);
-        } else if (kind == 4) {
+        } else if (kind == 4 || kind == 5) {
             const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), ntok = rd_i32(), off = rd_i32();
-            const tq_qk_ops *ops = tq_qk_get_f32act(isa, type);
+            const tq_qk_ops *ops = kind == 4 ? tq_qk_get_f32act(isa, type) : tq_qk_get(isa, type);
             if (!ops) die("ISA or type not available", 3);
             const size_t rb = (size_t)(n / ops->block) * ops->block_bytes, nout = (size_t)ntok * rows;
             void *wraw, *xraw;
             const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
             const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n * ntok, 0, &xraw);
+            const size_t ab = tq_qk_act_bytes(ops->act, n); /* f32: n floats, as x itself */
+            uint8_t *acts = malloc(ab * (ntok ? ntok : 1) + 1);
             float *out = calloc(nout ? nout : 1, sizeof(float)), *per = calloc(nout ? nout : 1, sizeof(float));
-            if (!out || !per) die("out of memory", 2);
-            if (ops->gemm) ops->gemm(w, rb, rows, n, x, sizeof(float) * (size_t)n, ntok, out, (size_t)rows);
-            for (int t = 0; t < ntok; t++) ops->gemv(w, rb, rows, n, x + (size_t)t * n, per + (size_t)t * rows);
+            if (!acts || !out || !per) die("out of memory", 2);
+            for (int t = 0; t < ntok; t++) tq_qk_quant_act(ops->act, x + (size_t)t * n, acts + (size_t)t * ab, n);
+            if (ops->gemm) ops->gemm(w, rb, rows, n, acts, ab, ntok, out, (size_t)rows);
+            for (int t = 0; t < ntok; t++) ops->gemv(w, rb, rows, n, acts + (size_t)t * ab, per + (size_t)t * rows);
             const uint8_t has = ops->gemm != 0;
             wr(&has, 1);
             wr(out, sizeof(float) * nout);
             wr(per, sizeof(float) * nout);
-            free(out), free(per), free(wraw), free(xraw);
+            free(acts), free(out), free(per), free(wraw), free(xraw);
         } else {
             die("unknown record kind", 2);
         }

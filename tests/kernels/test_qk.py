@@ -468,6 +468,12 @@ class QkVectors:
         self.chunks.append(row.tobytes())
         self.checks.append(("dequant", name, row, n, None))
 
+    def gemm(self, name: str, w: np.ndarray, n: int, x: np.ndarray, off: int) -> None:
+        """x [ntok, n]: the prompt GEMM and the gemv per token, compared bit for bit."""
+        self._ints(5, TYPES[name]["type"], w.shape[0], n, x.shape[0], off)
+        self.chunks += [np.ascontiguousarray(w).tobytes(), x.astype("<f4").tobytes()]
+        self.checks.append(("gemm", name, w, n, x))
+
     def data(self) -> bytes:
         return b"".join(self.chunks) + struct.pack("<i", 0)
 
@@ -487,6 +493,9 @@ def build_qk_vectors() -> QkVectors:
             v.dequant(name, weights(rng, name, 1, n, "blocks" if name[0] == "Q" else "quantize")[0], n, 2)
         n = n_values(name)[-1]
         v.gemv(name, weights(rng, name, 17, n), n, np.zeros(n, np.float32), 0)
+        for rows, ntok in ((1, 1), (3, 4), (2, 9)):  # the prompt GEMMs (K-quants, float types)
+            x = (rng.standard_normal((ntok, n)) * rng.uniform(0.1, 3)).astype(np.float32)
+            v.gemm(name, weights(rng, name, rows, n), n, x, 2 * (rows % 3))
     return v
 
 
@@ -506,6 +515,15 @@ def check_qk_outputs(raw: bytes, v: QkVectors, label: str, isa: str) -> str:
         if kind == "dequant":
             ref = gguf_dequant(tname, w.reshape(1, -1))[0]
             np.testing.assert_array_equal(take("<u4", n), ref.view(np.uint32), err_msg=where)
+            continue
+        if kind == "gemm":
+            has = bool(take("u1", 1)[0])
+            k = x.shape[0] * w.shape[0]
+            gemm, per = take("<f4", k), take("<f4", k)
+            want = isa != "scalar" and (tname in KQUANTS or tname[0] != "Q")
+            assert has == want, f"{where}: has gemm {has}"
+            if has:
+                np.testing.assert_array_equal(gemm, per, err_msg=f"{where} ntok={x.shape[0]}: gemm vs gemv")
             continue
         simd = bool(take("u1", 1)[0])
         assert simd == (isa != "scalar"), f"{where}: simd gemv {simd}"
