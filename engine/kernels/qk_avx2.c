@@ -116,14 +116,14 @@ TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t
         }
 }
 
-#define TQ_FLOAT_TILE(R, NT, r, x, o) tq_float_gemm_tile(T, R, NT, wb + (r) * rb, rb, n, x, ldx, o, ldo)
+#define TQ_FLOAT_TILE(R, NT, r, a, o) tq_float_gemm_tile(T, R, NT, wb + (r) * rb, rb, n, (const float *)(a), ldx, o, ldo)
 #define TQ_FLOAT_GEMM(name, T_)                                                                    \
     static void tq_qk_gemm_##name##_avx2(const void *w, size_t rb, int rows, int n, const void *act, \
                                          size_t as, int ntok, float *out, size_t ldo) {            \
         const int T = T_;                                                                          \
         const uint8_t *wb = (const uint8_t *)w;                                                    \
         const size_t ldx = as / sizeof(float);                                                     \
-        TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, 2, TQ_QK_GEMM_TOKS, TQ_FLOAT_TILE)            \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 2, TQ_QK_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_FLOAT_TILE) \
     }
 TQ_FLOAT_GEMM(f32, TQ_F_F32)
 TQ_FLOAT_GEMM(f16, TQ_F_F16)
@@ -400,22 +400,13 @@ TQ_INLINE void tq_k_gemm_tile(int T, int NT, const uint8_t *row, int nb, const u
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = tq_hsum(acc[t]);
 }
 
+#define TQ_K_TILE(R, NT, r, a, o) tq_k_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, a, as, o, ldo)
 TQ_INLINE void tq_k_gemm(int T, const void *w, size_t rb, int rows, int n, const void *act, size_t as, int ntok,
                          float *out, size_t ldo) {
     const int nb = n / TQ_QKK;
-    for (int t = 0; t < ntok;) {
-        const int nt = ntok - t >= TQ_QK_GEMM_TOKS ? TQ_QK_GEMM_TOKS : 1;
-        const uint8_t *a = (const uint8_t *)act + (size_t)t * as;
-        for (int r = 0; r < rows; r++) {
-            const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
-            if (nt == TQ_QK_GEMM_TOKS)
-                tq_k_gemm_tile(T, TQ_QK_GEMM_TOKS, row, nb, a, as, out + (size_t)t * ldo + r, ldo);
-            else
-                tq_k_gemm_tile(T, 1, row, nb, a, as, out + (size_t)t * ldo + r, ldo);
-        }
-        t += nt;
-    }
+    TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_QK_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_K_TILE)
 }
+#undef TQ_K_TILE
 
 #define TQ_K_GEMM(name, T)                                                                         \
     static void tq_qk_gemm_##name##_avx2(const void *w, size_t rb, int rows, int n, const void *act, \

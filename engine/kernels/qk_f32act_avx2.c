@@ -169,13 +169,13 @@ TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t r
 
 /* Rows in tiles of RT (the rest one by one), tokens in groups of TQ_GEMM_TOKS (the rest one at a
  * time): constant tile sizes in every call, so the loops unroll. */
-#define TQ_Q32_TILE(R, NT, r, x, o) tq_q32_gemm_tile(T, R, NT, wb + (r) * rb, rb, nb, x, ldx, o, ldo)
+#define TQ_Q32_TILE(R, NT, r, a, o) tq_q32_gemm_tile(T, R, NT, wb + (r) * rb, rb, nb, (const float *)(a), ldx, o, ldo)
 TQ_INLINE void tq_q32_gemm(int T, int RT, const void *w, size_t rb, int rows, int n, const void *act, size_t as,
                            int ntok, float *out, size_t ldo) {
     const int nb = n / TQ_QK32;
     const size_t ldx = as / sizeof(float);
     const uint8_t *wb = (const uint8_t *)w;
-    TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, RT, TQ_GEMM_TOKS, TQ_Q32_TILE)
+    TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, RT, TQ_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_Q32_TILE)
 }
 #undef TQ_Q32_TILE
 
@@ -402,21 +402,15 @@ TQ_INLINE void tq_k_gemm(int T, int NT, const void *w, size_t rb, int rows, int 
         return;
     }
     __m256 xsum[TQ_GEMM_TOKS * TQ_GEMM_K_MAX_NB];
-    for (int t = 0; t < ntok;) {
-        const int nt = ntok - t >= NT ? NT : 1;
-        const float *x = (const float *)act + (size_t)t * ldx;
-        float *o = out + (size_t)t * ldo;
-        if (T != TQ_K_Q6)
-            for (int j = 0; j < nt; j++)
-                for (int b = 0; b < nb; b++) xsum[(size_t)j * nb + b] = tq_subblock_sums(x + (size_t)j * ldx + (size_t)TQ_QKK * b);
-        for (int r = 0; r < rows; r++) {
-            if (nt == NT)
-                tq_k_gemm_tile(T, NT, wb + r * rb, nb, x, ldx, xsum, o + r, ldo);
-            else
-                tq_k_gemm_tile(T, 1, wb + r * rb, nb, x, ldx, xsum, o + r, ldo);
-        }
-        t += nt;
-    }
+#define TQ_K_XSUMS(nt, a)                                                                                \
+    if (T != TQ_K_Q6)                                                                                    \
+        for (int j = 0; j < (nt); j++)                                                                   \
+            for (int b = 0; b < nb; b++)                                                                 \
+                xsum[(size_t)j * nb + b] = tq_subblock_sums((const float *)(a) + (size_t)j * ldx + (size_t)TQ_QKK * b);
+#define TQ_K_TILE(R, NT, r, a, o) tq_k_gemm_tile(T, NT, wb + (r) * rb, nb, (const float *)(a), ldx, xsum, o, ldo)
+    TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, NT, TQ_K_XSUMS, TQ_K_TILE)
+#undef TQ_K_XSUMS
+#undef TQ_K_TILE
 }
 
 #define TQ_K_GEMV(name, T)                                                                         \

@@ -124,14 +124,14 @@ TQ_INLINE void tq_q32_gemm_tile(const int T, const int NT, const uint8_t *row, i
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(has_min ? vaddq_f32(acc[t], accm[t]) : acc[t]);
 }
 
-#define TQ_Q32_TILE(R, NT, r, x, o) tq_q32_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, x, ldx, o, ldo)
+#define TQ_Q32_TILE(R, NT, r, a, o) tq_q32_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, (const float *)(a), ldx, o, ldo)
 #define TQ_Q32_GEMM(name, T_)                                                                       \
     static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
                                                 const void *act, size_t as, int ntok, float *out,   \
                                                 size_t ldo) {                                       \
         const int T = T_, nb = n / TQ_QK32;                                                         \
         const size_t ldx = as / sizeof(float);                                                      \
-        TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, 1, TQ_GEMM_TOKS, TQ_Q32_TILE)                  \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_Q32_TILE) \
     }
 TQ_Q32_GEMM(q8_0, TQ_B_Q8_0)
 TQ_Q32_GEMM(q4_0, TQ_B_Q4_0)
@@ -269,11 +269,17 @@ TQ_INLINE void tq_k_gemm_tile(const int T, const int NT, const uint8_t *row, int
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(T == TQ_K_Q6 ? acc[t] : vaddq_f32(acc[t], accm[t]));
 }
 
-#define TQ_K_GEMM(name, T)                                                                          \
+/* the token group's sub-block sums of x (xs[((t * nb + b) * 8 + j]: sub-block j of block b) */
+#define TQ_K_XSUMS(nt, a)                                                                           \
+    if (T != TQ_K_Q6)                                                                               \
+        for (int j = 0; j < (nt) * nb * 8; j++)                                                     \
+            xs[j] = tq_xsum32((const float *)(a) + (size_t)(j / (nb * 8)) * ldx + (size_t)32 * (j % (nb * 8)));
+#define TQ_K_TILE(R, NT, r, a, o) tq_k_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, (const float *)(a), ldx, xs, o, ldo)
+#define TQ_K_GEMM(name, T_)                                                                         \
     static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
                                                 const void *act, size_t as, int ntok, float *out,   \
                                                 size_t ldo) {                                       \
-        const int nb = n / TQ_QKK;                                                                  \
+        const int T = T_, nb = n / TQ_QKK;                                                          \
         const size_t ldx = as / sizeof(float);                                                      \
         if (nb > TQ_GEMM_K_MAX_NB) { /* longer rows than the stack buffer: the gemv per token */   \
             for (int t = 0; t < ntok; t++)                                                          \
@@ -282,26 +288,14 @@ TQ_INLINE void tq_k_gemm_tile(const int T, const int NT, const uint8_t *row, int
             return;                                                                                 \
         }                                                                                           \
         float32x4_t xs[TQ_GEMM_TOKS * TQ_GEMM_K_MAX_NB * 8];                                        \
-        for (int t = 0; t < ntok;) {                                                                \
-            const int nt = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : 1;                             \
-            const float *x = (const float *)act + (size_t)t * ldx;                                  \
-            if (T != TQ_K_Q6)                                                                       \
-                for (int j = 0; j < nt * nb * 8; j++)                                               \
-                    xs[j] = tq_xsum32(x + (size_t)(j / (nb * 8)) * ldx + (size_t)32 * (j % (nb * 8))); \
-            for (int r = 0; r < rows; r++) {                                                        \
-                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
-                if (nt == TQ_GEMM_TOKS)                                                             \
-                    tq_k_gemm_tile(T, TQ_GEMM_TOKS, row, nb, x, ldx, xs, out + (size_t)t * ldo + r, ldo); \
-                else                                                                                \
-                    tq_k_gemm_tile(T, 1, row, nb, x, ldx, xs, out + (size_t)t * ldo + r, ldo);      \
-            }                                                                                       \
-            t += nt;                                                                                \
-        }                                                                                           \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_GEMM_TOKS, TQ_K_XSUMS, TQ_K_TILE)          \
     }
 TQ_K_GEMM(q4_k, TQ_K_Q4)
 TQ_K_GEMM(q5_k, TQ_K_Q5)
 TQ_K_GEMM(q6_k, TQ_K_Q6)
 #undef TQ_K_GEMM
+#undef TQ_K_XSUMS
+#undef TQ_K_TILE
 
 #define TQ_QK_OPS(T, name, block, bytes, act, fn) \
     {T, name, block, bytes, TQ_ACTF_F32, tq_qk_gemv_f32act_##fn##_neon, tq_qk_dequant_##fn##_scalar, tq_qk_gemm_f32act_##fn##_neon},

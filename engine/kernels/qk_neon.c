@@ -42,6 +42,8 @@
 
 /* Rows per pass: they share the activation loads and per-block constants. */
 #define TQ_QK_NEON_ROWS 4
+/* Tokens per pass of the prompt GEMMs (float types here, K-quants in qk_neon_body.h) */
+#define TQ_QK_NEON_GEMM_TOKS 4
 
 /* ---------------------------------------------------------------- float types */
 
@@ -93,13 +95,12 @@ TQ_FLOAT_GEMV(f16, TQ_F_F16)
 TQ_FLOAT_GEMV(bf16, TQ_F_BF16)
 #undef TQ_FLOAT_GEMV
 
-/* Float prompt GEMM (tq_qk_ops.gemm): R rows x 4 tokens, each weight vector widened once for the
+/* Float prompt GEMM (tq_qk_ops.gemm): R rows x NT tokens, each weight vector widened once for the
  * tokens, every (row, token) sum formed as tq_float_rows forms it (two FMA chains over 4-lane
  * steps, their sum, the tail in order): bit-identical to the gemv. */
-#define TQ_FLOAT_GEMM_TOKS 4
 TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t rb, int n, const float *x,
                                   size_t ldx, float *out, size_t ldo) {
-    float32x4_t acc[2][TQ_FLOAT_GEMM_TOKS][2];
+    float32x4_t acc[2][TQ_QK_NEON_GEMM_TOKS][2];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = vdupq_n_f32(0.0f);
     int i = 0;
@@ -126,14 +127,14 @@ TQ_INLINE void tq_float_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t
         }
 }
 
-#define TQ_FLOAT_TILE(R, NT, r, x, o) tq_float_gemm_tile(T, R, NT, wb + (r) * rb, rb, n, x, ldx, o, ldo)
+#define TQ_FLOAT_TILE(R, NT, r, a, o) tq_float_gemm_tile(T, R, NT, wb + (r) * rb, rb, n, (const float *)(a), ldx, o, ldo)
 #define TQ_FLOAT_GEMM(name, T_)                                                                     \
     static void tq_qk_gemm_##name##_neon(const void *w, size_t rb, int rows, int n, const void *act, \
                                          size_t as, int ntok, float *out, size_t ldo) {             \
         const int T = T_;                                                                           \
         const uint8_t *wb = (const uint8_t *)w;                                                     \
         const size_t ldx = as / sizeof(float);                                                      \
-        TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, 2, TQ_FLOAT_GEMM_TOKS, TQ_FLOAT_TILE)          \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 2, TQ_QK_NEON_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_FLOAT_TILE) \
     }
 TQ_FLOAT_GEMM(f32, TQ_F_F32)
 TQ_FLOAT_GEMM(f16, TQ_F_F16)
@@ -148,9 +149,6 @@ TQ_INLINE int32x4_t tq_mdot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
     return vpadalq_s16(acc, vmull_high_s8(a, b));
 }
-
-/* Tokens per pass of the K-quant prompt GEMM (qk_neon_body.h) */
-#define TQ_QK_NEON_GEMM_TOKS 4
 
 /* The K-quant helpers without integer dot products (one copy for both variants) */
 TQ_INLINE int32x4_t tq_k4_mins(const uint8_t m[8], const tq_block_q8_k *y) {

@@ -185,27 +185,18 @@ static inline TQ_ATTR void TQ_FN(tq_k_gemm_tile)(const int T, const int NT, cons
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(acc[t]);
 }
 
-#define TQ_K_GEMM(name, T)                                                                          \
+#define TQ_K_TILE(R, NT, r, a, o) TQ_FN(tq_k_gemm_tile)(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, a, as, o, ldo)
+#define TQ_K_GEMM(name, T_)                                                                         \
     static TQ_ATTR void TQ_FN(tq_qk_gemm_##name)(const void *w, size_t rb, int rows, int n, const void *act, \
                                                   size_t as, int ntok, float *out, size_t ldo) {    \
-        const int nb = n / TQ_QKK;                                                                  \
-        for (int t = 0; t < ntok;) {                                                                \
-            const int nt = ntok - t >= TQ_QK_NEON_GEMM_TOKS ? TQ_QK_NEON_GEMM_TOKS : 1;             \
-            const uint8_t *a = (const uint8_t *)act + (size_t)t * as;                               \
-            for (int r = 0; r < rows; r++) {                                                        \
-                const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;                           \
-                if (nt == TQ_QK_NEON_GEMM_TOKS)                                                     \
-                    TQ_FN(tq_k_gemm_tile)(T, TQ_QK_NEON_GEMM_TOKS, row, nb, a, as, out + (size_t)t * ldo + r, ldo); \
-                else                                                                                \
-                    TQ_FN(tq_k_gemm_tile)(T, 1, row, nb, a, as, out + (size_t)t * ldo + r, ldo);    \
-            }                                                                                       \
-            t += nt;                                                                                \
-        }                                                                                           \
+        const int T = T_, nb = n / TQ_QKK;                                                          \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_QK_NEON_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_K_TILE) \
     }
 TQ_K_GEMM(q4_k, TQ_K_Q4)
 TQ_K_GEMM(q5_k, TQ_K_Q5)
 TQ_K_GEMM(q6_k, TQ_K_Q6)
 #undef TQ_K_GEMM
+#undef TQ_K_TILE
 
 /* float types: one variant (no integer dot product), shared by both tables */
 #define TQ_FLOAT_OPS(T, name, block, bytes, act, fn) \

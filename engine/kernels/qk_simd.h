@@ -53,22 +53,26 @@ TQ_INLINE int tq_q32_block_bytes(int T) {
 }
 TQ_INLINE int tq_q32_has_min(int T) { return T == TQ_B_Q4_1 || T == TQ_B_Q5_1; }
 
-/* The loop of the prompt GEMMs over f32 activations (tq_qk_ops.gemm): tokens in groups of TOKS
- * (the rest one at a time), rows in tiles of RT for full groups (the rest one by one), so every
- * TILE(R, NT, r, x, o) call (rows r.., tokens at x, outputs at o) has constant tile sizes. */
-#define TQ_GEMM_LOOP(ntok, rows, act, ldx, out, ldo, RT, TOKS, TILE)                             \
+/* The loop of the prompt GEMMs (tq_qk_ops.gemm): tokens in groups of TOKS (the rest one at a
+ * time), rows in tiles of RT for full groups (the rest one by one), so every TILE(R, NT, r, a, o)
+ * call (rows r.., the group's activations at a, a const uint8_t *, its outputs at o) has constant
+ * tile sizes. GROUP(nt, a) runs first for each group of nt tokens (TQ_GEMM_NO_GROUP: nothing).
+ * as: bytes from one token's activation to the next. */
+#define TQ_GEMM_NO_GROUP(nt, a)
+#define TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, RT, TOKS, GROUP, TILE)                       \
     for (int t_ = 0; t_ < (ntok);) {                                                            \
         const int nt_ = (ntok) - t_ >= (TOKS) ? (TOKS) : 1;                                     \
-        const float *x_ = (const float *)(act) + (size_t)t_ * (ldx);                            \
+        const uint8_t *a_ = (const uint8_t *)(act) + (size_t)t_ * (as);                         \
         float *o_ = (out) + (size_t)t_ * (ldo);                                                 \
         int r_ = 0;                                                                             \
+        GROUP(nt_, a_);                                                                         \
         if (nt_ == (TOKS))                                                                      \
-            for (; r_ + (RT) <= (rows); r_ += (RT)) TILE((RT), (TOKS), r_, x_, o_ + r_);        \
+            for (; r_ + (RT) <= (rows); r_ += (RT)) TILE((RT), (TOKS), r_, a_, o_ + r_);        \
         for (; r_ < (rows); r_++) {                                                             \
             if (nt_ == (TOKS))                                                                  \
-                TILE(1, (TOKS), r_, x_, o_ + r_);                                               \
+                TILE(1, (TOKS), r_, a_, o_ + r_);                                               \
             else                                                                                \
-                TILE(1, 1, r_, x_, o_ + r_);                                                    \
+                TILE(1, 1, r_, a_, o_ + r_);                                                    \
         }                                                                                       \
         t_ += nt_;                                                                              \
     }
@@ -152,7 +156,6 @@ TQ_INLINE void tq_q32_codes(const int T, const uint8_t *blk, int8x16_t *c0, int8
         *c1 = vsubq_s8(*c1, o);
     }
 }
-
 
 /* Q5_K: the two 16-byte halves of qh (zero for Q4_K) */
 TQ_INLINE void tq_q5k_high(const int five, const uint8_t *blk, uint8x16_t *h0, uint8x16_t *h1) {
