@@ -50,6 +50,8 @@ cdef extern from "forward.h" nogil:
         const uint8_t *w
         size_t row_bytes
         const float *scale
+        int scale_one
+        float scale1
         const float *bias
         int rows, cols, nb
         const tq_qk_ops *ops
@@ -108,6 +110,8 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
     t.cols = cols
     t.bias = NULL
     t.scale = NULL
+    t.scale_one = 0
+    t.scale1 = 0
     t.ops = NULL
     if isinstance(tt, TernaryTensor):
         t.type = TQ_LIN_TERNARY
@@ -115,6 +119,9 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
         t.row_bytes = t.nb * 32
         t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
         t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
+        bits = np.asarray(tt.scale).view(np.uint32)
+        t.scale_one = bool((bits == bits[0]).all())
+        t.scale1 = tt.scale[0]
         return
     t.type = tt.ggml_type
     # f32_act: llama.cpp types dequantize each block against the f32 activation instead of

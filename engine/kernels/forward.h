@@ -27,6 +27,8 @@ typedef struct {
     const uint8_t *w;      /* rows x row_bytes */
     size_t row_bytes;      /* ternary: nb * 32 */
     const float *scale;    /* ternary: rows, multiplies the integer dot product; else NULL */
+    int scale_one;         /* ternary: every scale[r] has the bits of scale1 */
+    float scale1;
     const float *bias;     /* rows or NULL */
     int rows, cols, nb;    /* nb = ceil(cols / 128) for ternary */
     const tq_qk_ops *ops;  /* llama.cpp types: the kernels for the model's ISA */

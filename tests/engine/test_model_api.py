@@ -88,6 +88,43 @@ def test_prompt_chunks_equal_one_token_at_a_time():
                 np.testing.assert_array_equal(got, want, err_msg=f"{isa} kv={kv} a48={a48} threads={threads}")
 
 
+def test_per_row_scales_decode_and_prompt_match_numpy_ref():
+    """Ternary matrices whose rows have their own scales (TQ1_0 / TQ2_0 allow that) next to ones
+    with one scale for every row (I2_S, which the engine reads from a small per-thread copy instead
+    of the per-row array): decode tokens and prompt chunks on every ISA and thread count against
+    numpy_ref, which multiplies row r by scale[r]."""
+    import dataclasses
+
+    from numpy_ref import NumpyRef
+    from trit.engine import _core
+
+    w = random_weights(5, dim=256, hidden=768, vocab=300)[0]
+    rng = np.random.default_rng(5)
+    layers = []
+    for i, lw in enumerate(w.layers):
+        mats = {}
+        for name in ("q", "k", "v", "o", "gate", "up", "down"):
+            t = getattr(lw, name)
+            if (i + len(name)) % 2:  # about half the matrices: a scale per row, a few rows repeating one
+                sc = rng.uniform(0.25, 4.0, t.rows).astype(np.float32)
+                sc[1::7] = sc[0]
+                t = dataclasses.replace(t, scale=sc)
+            mats[name] = t
+        layers.append(dataclasses.replace(lw, **mats))
+    w = dataclasses.replace(w, layers=layers)
+    ids = np.random.default_rng(2).integers(1, 300, 20).tolist()
+    want = NumpyRef(w).forward(ids)
+    tol = 1e-3 * float(np.ptp(want))
+    for isa in available_isas():
+        m = Model(w, threads=1, isa=isa)
+        for threads in (1, 2):
+            prompt = _core.CoreState(m.core, 32, 16, threads, "f32", False).forward(ids, 0, True)
+            single = _core.CoreState(m.core, 32, 1, threads, "f32", False)
+            decode = np.stack([single.forward([t], pos) for pos, t in enumerate(ids)])
+            for got in (prompt, decode):
+                np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=f"{isa} threads={threads}")
+
+
 def test_compact_kv_caches_shrink_the_cache(weights):
     exact, half, q8, q3 = (Model(weights, threads=2, kv=kv) for kv in ("f32", "f16", "q8", "q3"))
     assert (exact.info.kv, half.info.kv, q8.info.kv, q3.info.kv) == ("f32", "f16", "q8", "q3")
