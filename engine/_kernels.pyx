@@ -64,6 +64,10 @@ cdef extern from "tq.h" nogil:
     uint16_t tq_f32_to_f16(float f)
 
 
+cdef extern from "tq_norm.h" nogil:
+    double tq_sum_squares(const float *x, int n, const float *prefetch)
+
+
 ISA_NAMES = ("scalar", "avx2", "avx512", "neon")
 
 
@@ -263,6 +267,18 @@ def softmax(str isa, const float[::1] x, float scale):
     with nogil:
         k.softmax(&o[0], <int>o.shape[0], scale)
     return out
+
+
+def sum_squares(const float[::1] x, bint prefetch=False):
+    """RMSNorm's sum of squares (tq_norm.h, the path this build compiles for every ISA table):
+    float64. prefetch: also prefetch x itself, as the forward pass prefetches the norm weights."""
+    cdef int n = <int>x.shape[0]
+    cdef double r
+    if n == 0:
+        return tq_sum_squares(NULL, 0, NULL)
+    with nogil:
+        r = tq_sum_squares(&x[0], n, &x[0] if prefetch else NULL)
+    return r
 
 
 def f16_to_f32(const uint16_t[::1] h):

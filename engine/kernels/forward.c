@@ -6,17 +6,12 @@
  * Every heavy loop runs on the thread pool with dynamic chunking; everything else is short and
  * serial. No Python, no GIL: engine/_core.pyx calls in with the GIL released. */
 #include "forward.h"
+#include "tq_norm.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__) || defined(_M_X64)
-#include <emmintrin.h>
-#include <xmmintrin.h>
-#elif defined(__aarch64__) || defined(_M_ARM64)
-#include <arm_neon.h>
-#endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -371,43 +366,12 @@ static void tq_q3_unpack(const uint8_t *restrict rows, int nrows, int n, int8_t 
 }
 
 /* The sum of squares in double (6912 squares keep full f32 precision) over eight independent
- * partial sums: one chain of dependent double adds cost ~4 cycles per element, and the six norms of
- * a layer were ~1% of a decode token, on one thread while the others wait. */
+ * partial sums (tq_norm.h): one chain of dependent double adds cost ~4 cycles per element, and the
+ * six norms of a layer were ~1% of a decode token, on one thread while the others wait. */
 static void tq_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    /* The same eight sums in the 128-bit vectors every x86-64 and AArch64 CPU has, p[2k] and
-     * p[2k + 1] in a[k] (gcc left the scalar form scalar: ~0.7% of a 2B4T decode token). A
-     * float's square is exact in double, so a fused multiply-add would give the same sums. */
-#if defined(__SSE2__) || defined(_M_X64)
-    __m128d a[4] = {_mm_setzero_pd(), _mm_setzero_pd(), _mm_setzero_pd(), _mm_setzero_pd()};
-    for (; i + 8 <= n; i += 8) {
-        if (!(i & 15)) _mm_prefetch((const char *)(w + i), _MM_HINT_T0);
-        for (int k = 0; k < 2; k++) {
-            const __m128 v = _mm_loadu_ps(x + i + 4 * k);
-            const __m128d lo = _mm_cvtps_pd(v), hi = _mm_cvtps_pd(_mm_movehl_ps(v, v));
-            a[2 * k] = _mm_add_pd(a[2 * k], _mm_mul_pd(lo, lo));
-            a[2 * k + 1] = _mm_add_pd(a[2 * k + 1], _mm_mul_pd(hi, hi));
-        }
-    }
-    for (int k = 0; k < 4; k++) _mm_storeu_pd(p + 2 * k, a[k]);
-#elif defined(__aarch64__) || defined(_M_ARM64)
-    float64x2_t a[4] = {vdupq_n_f64(0), vdupq_n_f64(0), vdupq_n_f64(0), vdupq_n_f64(0)};
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 2; k++) {
-            const float32x4_t v = vld1q_f32(x + i + 4 * k);
-            const float64x2_t lo = vcvt_f64_f32(vget_low_f32(v)), hi = vcvt_high_f64_f32(v);
-            a[2 * k] = vaddq_f64(a[2 * k], vmulq_f64(lo, lo));
-            a[2 * k + 1] = vaddq_f64(a[2 * k + 1], vmulq_f64(hi, hi));
-        }
-    for (int k = 0; k < 4; k++) vst1q_f64(p + 2 * k, a[k]);
-#endif
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) p[j] += (double)x[i + j] * x[i + j];
-    for (; i < n; i++) p[0] += (double)x[i] * x[i];
-    const double ss = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    const double ss = tq_sum_squares(x, n, w);
     const float inv = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
 static void tq_rope(const tq_state *s, float *v, int nheads, int pos) {

@@ -16,9 +16,11 @@
  *  10 f16_wsum  len n stride | rows u16[len*stride] | w f32[len]
  *  11 q8_dots   len n stride | rows i8[len*stride] | x f32[n]
  *  12 q8_wsum   len n stride | rows i8[len*stride] | w f32[len]
+ *  13 sumsq     n prefetch | x f32[n]   (tq_norm.h, the same code for every table)
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
  *   f16_gemv f32[rows] | f32/f16/q8_dots f32[len] | f32/f16/q8_wsum f32[n] | scale_out f32[n] | softmax f32[n]
+ *   sumsq f64
  * Byte inputs of gemv/gemm are placed `off` bytes past a 64-byte boundary (unaligned pointers);
  * float inputs 4 bytes past one. Exit status 0 on success, 2 on bad input, 3 if the ISA is absent. */
 #include <stdint.h>
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "tq.h"
+#include "tq_norm.h"
 
 static FILE *fin, *fout;
 
@@ -166,6 +169,12 @@ int main(int argc, char **argv) {
             tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
             if (n > 0) k->softmax((float *)x.p, n, scale);
             wr(x.p, sizeof(float) * (size_t)n);
+            free(x.raw);
+        } else if (kind == 13) {
+            const int n = rd_i32(), prefetch = rd_i32();
+            tq_buf x = buf_read(sizeof(float) * (size_t)n, 4);
+            const double ss = tq_sum_squares((const float *)x.p, n, prefetch ? (const float *)x.p : NULL);
+            wr(&ss, sizeof ss);
             free(x.raw);
         } else {
             die("unknown record kind");

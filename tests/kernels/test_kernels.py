@@ -477,3 +477,33 @@ def test_f32_to_f16():
     nan = np.isnan(ref)
     np.testing.assert_array_equal(np.isnan(got.view(np.float16)), nan)
     np.testing.assert_array_equal(got[~nan], ref[~nan].view(np.uint16))
+
+
+def ref_sum_squares(x: np.ndarray) -> float:
+    """tq_norm.h's spec in numpy: eight float64 sums, lane j adding x[i]^2 for i = j mod 8 in
+    increasing i over the multiples of 8 (one vector add per step keeps that order), the n % 8
+    leftovers added to lane 0 in order, then ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))."""
+    sq = x.astype(np.float64) ** 2  # exact: a float's square fits in a double
+    body = len(sq) // 8 * 8
+    p = np.zeros(8)
+    for row in sq[:body].reshape(-1, 8):
+        p = p + row
+    for v in sq[body:]:
+        p[0] = p[0] + v
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))
+
+
+def test_sum_squares_bit_exact():
+    """RMSNorm's sum of squares (SSE2 / NEON vectors, or the scalar loop) equals the spec bit for
+    bit: every length around the 8-value steps, model widths, wide ranges, odd alignments."""
+    rng = np.random.default_rng(SEED)
+    lengths = [*range(0, 40), 255, 256, 257, 2560, 6912, 6913]
+    for n in lengths:
+        for scale in (1.0, 1e-20, 1e18):
+            x = (rng.standard_normal(n) * scale * np.exp(rng.uniform(-8, 8, n))).astype(np.float32)
+            for arr in (x, unaligned(x, 4)) if n else (x,):
+                for pf in (False, True):
+                    got = K.sum_squares(arr, pf)
+                    assert got == ref_sum_squares(x), (n, scale, pf)
+    x = np.array([3.4e38, -3.4e38, 1e-45, 0.0, -0.0, 1.5, 2.0, 7.0, 11.0], dtype=np.float32)
+    assert K.sum_squares(x) == ref_sum_squares(x)

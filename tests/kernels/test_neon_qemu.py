@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_kernels import ref_sum_squares
 
 ROOT = Path(__file__).resolve().parents[2]
 KDIR = ROOT / "engine" / "kernels"
@@ -137,6 +138,11 @@ class Vectors:
         e = np.exp(v - v.max())
         self.checks.append(("softmax", x.size, e / e.sum()))
 
+    def sumsq(self, x: np.ndarray, prefetch: bool) -> None:
+        self._ints(13, x.size, int(prefetch))
+        self.chunks.append(x.astype("<f4").tobytes())
+        self.checks.append(("sumsq", x.size, ref_sum_squares(x)))
+
     def data(self) -> bytes:
         return b"".join(self.chunks) + struct.pack("<i", 0)
 
@@ -195,6 +201,10 @@ def build_vectors() -> Vectors:
     for n in (1, 3, 4, 5, 17, 2000):
         for spread in (1.0, 30.0):
             v.softmax((rng.standard_normal(n) * spread).astype(np.float32), 0.088)
+    for n in (0, 1, 7, 8, 9, 15, 16, 17, 33, 2560, 6913):
+        for scale in (1.0, 1e-20, 1e18):
+            x = (rng.standard_normal(n) * scale * np.exp(rng.uniform(-8, 8, n))).astype(np.float32)
+            v.sumsq(x, bool(n & 1))
     return v
 
 
@@ -228,6 +238,8 @@ def check_outputs(raw: bytes, v: Vectors, label: str) -> str:
             np.testing.assert_allclose(take("<f4", shape), ref, rtol=2e-6, atol=1e-37, err_msg=where)
         elif kind == "scale_out":
             np.testing.assert_array_equal(take("<f4", shape).view(np.uint32), ref.view(np.uint32), err_msg=where)
+        elif kind == "sumsq":  # bit for bit: tq_norm.h's order is the spec
+            assert take("<f8", 1)[0] == ref, where
         elif kind in ("dots", "wsum"):  # one row of float64 terms per output
             got = take("<f4", shape)
             for j in range(shape):
