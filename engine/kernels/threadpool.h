@@ -36,7 +36,15 @@ long tq_counter_take(tq_counter *c); /* atomically returns the old value and add
  * hardware prefetchers see one long stream per core, not every nth chunk), while a thread whose
  * core is taken still loses its chunks to the others. */
 #define TQ_SPLIT_MAX 64
-typedef union {
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_LINE_ALIGNED __declspec(align(64))
+#else
+#define TQ_LINE_ALIGNED __attribute__((aligned(64)))
+#endif
+/* Aligned, so that each range is exactly one cache line: unaligned (a task on the caller's stack),
+ * one thread's `end` could share a line with the next thread's `next`, and the task's other fields
+ * with a counter, so every take moved a line between the cores. */
+typedef union TQ_LINE_ALIGNED {
     struct {
         volatile long next;
         long end;
