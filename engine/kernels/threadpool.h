@@ -23,8 +23,16 @@ void tq_pool_free(tq_pool *pool);
 int tq_pool_threads(const tq_pool *pool);
 void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg);
 
-/* Shared chunk counter for dynamic scheduling inside one task. */
-typedef struct {
+/* Over-aligns a type to a cache line (64 bytes): shared counters get a line of their own. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_LINE_ALIGNED __declspec(align(64))
+#else
+#define TQ_LINE_ALIGNED __attribute__((aligned(64)))
+#endif
+
+/* Shared chunk counter for dynamic scheduling inside one task, alone on its cache line so that
+ * taking a chunk does not evict the task's other fields from the other cores. */
+typedef struct TQ_LINE_ALIGNED {
     volatile long next;
 } tq_counter;
 static inline void tq_counter_reset(tq_counter *c) { c->next = 0; }
@@ -36,11 +44,6 @@ long tq_counter_take(tq_counter *c); /* atomically returns the old value and add
  * hardware prefetchers see one long stream per core, not every nth chunk), while a thread whose
  * core is taken still loses its chunks to the others. */
 #define TQ_SPLIT_MAX 64
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TQ_LINE_ALIGNED __declspec(align(64))
-#else
-#define TQ_LINE_ALIGNED __attribute__((aligned(64)))
-#endif
 /* Aligned, so that each range is exactly one cache line: unaligned (a task on the caller's stack),
  * one thread's `end` could share a line with the next thread's `next`, and the task's other fields
  * with a counter, so every take moved a line between the cores. */
