@@ -196,7 +196,7 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
     not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")),
     reason="the C microbenchmarks are x86-64 Linux programs built with gcc",
 )
-@pytest.mark.parametrize("name", ["gemv_lead", "head_forms", "kv_walk", "sparse_cols", "row_streams"])
+@pytest.mark.parametrize("name", ["gemv_lead", "head_forms", "kv_walk", "sparse_cols", "row_streams", "streams"])
 def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     # benchmarks/micro/*.c are run by hand (RESULTS.md quotes them); this keeps them building
     # against the current kernels with the command their own header gives
