@@ -120,8 +120,9 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
         t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
         t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
         bits = np.asarray(tt.scale).view(np.uint32)
-        t.scale_one = bool((bits == bits[0]).all())
-        t.scale1 = tt.scale[0]
+        if rows > 0 and bool((bits == bits[0]).all()):  # one scale for every row (I2_S)
+            t.scale_one = 1
+            t.scale1 = tt.scale[0]
         return
     t.type = tt.ggml_type
     # f32_act: llama.cpp types dequantize each block against the f32 activation instead of
