@@ -271,18 +271,22 @@ TQ_INLINE __m256 tq_q4k_pair(const __m256 lo[4], const __m256 hi[4], const float
     return _mm256_fmadd_ps(_mm256_broadcast_ss(&dl[2 * p + 1]), th, acc);
 }
 
-/* One Q4_K / Q5_K super-block of a row: acc += d sc_j * sum(q x) per sub-block, accm -= dmin m_j *
- * xsum_j for all 8 sub-blocks at once (xsum: tq_subblock_sums). */
-TQ_INLINE void tq_q4k_block(int five, const uint8_t *blk, const float *x, __m256 xsum, __m256 *acc,
-                            __m256 *accm) {
+/* One Q4_K / Q5_K super-block of a row against NT tokens, its codes widened once for all of them:
+ * token t's values at x + t * ldx, its tq_subblock_sums at xsum[t * xs_stride]; acc[t] += d sc_j *
+ * sum(q x) per sub-block, accm[t] -= dmin m_j * xsum_j for all 8 sub-blocks at once. The gemv
+ * passes NT = 1, the prompt GEMM its token group, so both take the same operations in the same
+ * order. */
+TQ_INLINE void tq_q4k_block(int five, const uint8_t *blk, int NT, const float *x, size_t ldx, const __m256 *xsum,
+                            size_t xs_stride, __m256 *acc, __m256 *accm) {
     float dl[8];
-    *accm = _mm256_fnmadd_ps(tq_q4k_scales(blk, dl), xsum, *accm);
+    const __m256 ml = tq_q4k_scales(blk, dl);
+    for (int t = 0; t < NT; t++) accm[t] = _mm256_fnmadd_ps(ml, xsum[(size_t)t * xs_stride], accm[t]);
     __m256i h4[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
     if (five) tq_q5k_high(blk, h4);
     for (int p = 0; p < 4; p++) {
         __m256 lo[4], hi[4];
         tq_q4k_codes(five, blk, h4, p, lo, hi);
-        *acc = tq_q4k_pair(lo, hi, x + 64 * p, dl, p, *acc);
+        for (int t = 0; t < NT; t++) acc[t] = tq_q4k_pair(lo, hi, x + (size_t)t * ldx + 64 * p, dl, p, acc[t]);
     }
 }
 
@@ -322,15 +326,17 @@ TQ_INLINE __m256 tq_q6k_quarter(__m256 c[2][4], const float *xb, const float dsc
     return acc;
 }
 
-/* One Q6_K super-block of a row: acc += d sc_g * sum((q - 32) x) per group g of 16 values. */
-TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const float *x, __m256 *acc) {
+/* One Q6_K super-block of a row against NT tokens (as tq_q4k_block): acc[t] += d sc_g *
+ * sum((q - 32) x) per group g of 16 values. */
+TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, int NT, const float *x, size_t ldx, __m256 *acc) {
     float dsc[16];
     tq_q6k_scales(blk, dsc);
     for (int h = 0; h < 2; h++)
         for (int half = 0; half < 2; half++) {
             __m256 c[2][4];
             tq_q6k_codes(blk, h, half, c);
-            *acc = tq_q6k_quarter(c, x + 128 * h + 16 * half, dsc, h, half, *acc);
+            for (int t = 0; t < NT; t++)
+                acc[t] = tq_q6k_quarter(c, x + (size_t)t * ldx + 128 * h + 16 * half, dsc, h, half, acc[t]);
         }
 }
 
@@ -345,9 +351,9 @@ TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, cons
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * rb + (size_t)b * bb;
             if (T == TQ_K_Q6)
-                tq_q6k_block((const tq_block_q6_k *)blk, xb, &acc[r]);
+                tq_q6k_block((const tq_block_q6_k *)blk, 1, xb, 0, &acc[r]);
             else
-                tq_q4k_block(T == TQ_K_Q5, blk, xb, xsum, &acc[r], &accm[r]);
+                tq_q4k_block(T == TQ_K_Q5, blk, 1, xb, 0, &xsum, 0, &acc[r], &accm[r]);
         }
     }
     for (int r = 0; r < R; r++) out[r] = tq_hsum(T == TQ_K_Q6 ? acc[r] : _mm256_add_ps(acc[r], accm[r]));
@@ -364,30 +370,10 @@ TQ_INLINE void tq_k_gemm_tile(int T, int NT, const uint8_t *row, int nb, const f
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
         const float *xb = x + (size_t)TQ_QKK * b;
-        if (T == TQ_K_Q6) {
-            const tq_block_q6_k *q6 = (const tq_block_q6_k *)blk;
-            float dsc[16];
-            tq_q6k_scales(q6, dsc);
-            for (int h = 0; h < 2; h++)
-                for (int half = 0; half < 2; half++) {
-                    __m256 c[2][4];
-                    tq_q6k_codes(q6, h, half, c);
-                    for (int t = 0; t < NT; t++)
-                        acc[t] = tq_q6k_quarter(c, xb + (size_t)t * ldx + 128 * h + 16 * half, dsc, h, half, acc[t]);
-                }
-            continue;
-        }
-        const int five = T == TQ_K_Q5;
-        float dl[8];
-        const __m256 ml = tq_q4k_scales(blk, dl);
-        for (int t = 0; t < NT; t++) accm[t] = _mm256_fnmadd_ps(ml, xsum[(size_t)t * nb + b], accm[t]);
-        __m256i h4[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-        if (five) tq_q5k_high(blk, h4);
-        for (int p = 0; p < 4; p++) {
-            __m256 lo[4], hi[4];
-            tq_q4k_codes(five, blk, h4, p, lo, hi);
-            for (int t = 0; t < NT; t++) acc[t] = tq_q4k_pair(lo, hi, xb + (size_t)t * ldx + 64 * p, dl, p, acc[t]);
-        }
+        if (T == TQ_K_Q6)
+            tq_q6k_block((const tq_block_q6_k *)blk, NT, xb, ldx, acc);
+        else
+            tq_q4k_block(T == TQ_K_Q5, blk, NT, xb, ldx, xsum + b, (size_t)nb, acc, accm);
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = tq_hsum(T == TQ_K_Q6 ? acc[t] : _mm256_add_ps(acc[t], accm[t]));
 }

@@ -143,40 +143,52 @@ TQ_Q32_GEMM(q5_1, TQ_B_Q5_1)
 
 /* ---------------------------------------------------------------- K-quants */
 
-/* One Q4_K / Q5_K super-block of a row; xs[j]: lane-wise sums of x over sub-block j. */
-TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const float *x, const float32x4_t xs[8],
-                            float32x4_t *acc, float32x4_t *accm) {
+/* One Q4_K / Q5_K super-block of a row against NT tokens, its codes widened once for all of them:
+ * token t's values at x + t * ldx, its lane-wise sums of x over sub-block j at xs[t * xs_stride + j];
+ * acc[t] += d sc_j * sum(q x) per sub-block, accm[t] -= dmin m_j * xsum_j. The gemv passes NT = 1,
+ * the prompt GEMM its token group, so both take the same operations in the same order. */
+TQ_INLINE void tq_q4k_block(const int five, const uint8_t *blk, const int NT, const float *x, size_t ldx,
+                            const float32x4_t *xs, size_t xs_stride, float32x4_t *acc, float32x4_t *accm) {
     uint8_t sc[8], m[8];
     tq_k4_scales(blk + 4, sc, m);
     const float d = tq_h2f(blk), dmin = tq_h2f(blk + 2);
-    for (int j = 0; j < 8; j++) *accm = vfmsq_n_f32(*accm, xs[j], dmin * (float)m[j]);
+    for (int t = 0; t < NT; t++)
+        for (int j = 0; j < 8; j++) accm[t] = vfmsq_n_f32(accm[t], xs[(size_t)t * xs_stride + j], dmin * (float)m[j]);
     uint8x16_t h0, h1;
     tq_q5k_high(five, blk, &h0, &h1);
     for (int p = 0; p < 4; p++) {
         int8x16_t c[4];
         tq_q4k_codes(five, blk, h0, h1, p, c);
-        const float *xl = x + 64 * p, *xh = xl + 32;
-        const float32x4_t tl = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), c[0], xl), c[1], xl + 16);
-        const float32x4_t th = tq_fma16(tq_fma16(vdupq_n_f32(0.0f), c[2], xh), c[3], xh + 16);
-        /* d * sc_j: exact (11-bit times 6-bit significands) */
-        *acc = vfmaq_n_f32(*acc, tl, d * (float)sc[2 * p]);
-        *acc = vfmaq_n_f32(*acc, th, d * (float)sc[2 * p + 1]);
+        float32x4_t f[4][4];
+        for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
+        for (int t = 0; t < NT; t++) {
+            const float *xl = x + (size_t)t * ldx + 64 * p, *xh = xl + 32;
+            const float32x4_t tl = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[0], xl), f[1], xl + 16);
+            const float32x4_t th = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[2], xh), f[3], xh + 16);
+            /* d * sc_j: exact (11-bit times 6-bit significands) */
+            acc[t] = vfmaq_n_f32(acc[t], tl, d * (float)sc[2 * p]);
+            acc[t] = vfmaq_n_f32(acc[t], th, d * (float)sc[2 * p + 1]);
+        }
     }
 }
 
-/* One Q6_K super-block of a row: acc += d sc_g * sum((q - 32) x) per group g of 16 values. */
-TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const float *x, float32x4_t *acc) {
+/* One Q6_K super-block of a row against NT tokens (as tq_q4k_block): acc[t] += d sc_g *
+ * sum((q - 32) x) per group g of 16 values. */
+TQ_INLINE void tq_q6k_block(const tq_block_q6_k *blk, const int NT, const float *x, size_t ldx, float32x4_t *acc) {
     const float d = tq_h2f(&blk->d);
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < 2; h++)
         for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
             int8x16_t c[4];
             tq_q6k_codes(blk, h, half, c);
-            for (int k = 0; k < 4; k++) { /* values 128h + 32k + 16 half .. +15, scale group g */
-                const float32x4_t t = tq_fma16(vdupq_n_f32(0.0f), c[k], x + 128 * h + 32 * k + 16 * half);
-                *acc = vfmaq_n_f32(*acc, t, d * (float)blk->scales[8 * h + 2 * k + half]); /* d * sc exact */
-            }
+            float32x4_t f[4][4];
+            for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
+            for (int t = 0; t < NT; t++)
+                for (int k = 0; k < 4; k++) { /* values 128h + 32k + 16 half .. +15, scale group g */
+                    const float *xk = x + (size_t)t * ldx + 128 * h + 32 * k + 16 * half;
+                    acc[t] = vfmaq_n_f32(acc[t], tq_fma16f(vdupq_n_f32(0.0f), f[k], xk),
+                                         d * (float)blk->scales[8 * h + 2 * k + half]); /* d * sc exact */
+                }
         }
-    }
 }
 
 TQ_INLINE void tq_k_rows(const int T, const int R, const uint8_t *w, size_t rb, int nb, const float *x,
@@ -192,9 +204,9 @@ TQ_INLINE void tq_k_rows(const int T, const int R, const uint8_t *w, size_t rb, 
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * rb + (size_t)b * bb;
             if (T == TQ_K_Q6)
-                tq_q6k_block((const tq_block_q6_k *)blk, xb, &acc[r]);
+                tq_q6k_block((const tq_block_q6_k *)blk, 1, xb, 0, &acc[r]);
             else
-                tq_q4k_block(T == TQ_K_Q5, blk, xb, xs, &acc[r], &accm[r]);
+                tq_q4k_block(T == TQ_K_Q5, blk, 1, xb, 0, xs, 0, &acc[r], &accm[r]);
         }
     }
     for (int r = 0; r < R; r++) out[r] = vaddvq_f32(T == TQ_K_Q6 ? acc[r] : vaddq_f32(acc[r], accm[r]));
@@ -226,45 +238,10 @@ TQ_INLINE void tq_k_gemm_tile(const int T, const int NT, const uint8_t *row, int
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
         const float *xb = x + (size_t)TQ_QKK * b;
-        if (T == TQ_K_Q6) {
-            const tq_block_q6_k *q6 = (const tq_block_q6_k *)blk;
-            const float d = tq_h2f(&q6->d);
-            for (int h = 0; h < 2; h++)
-                for (int half = 0; half < 2; half++) {
-                    int8x16_t c[4];
-                    tq_q6k_codes(q6, h, half, c);
-                    float32x4_t f[4][4];
-                    for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
-                    for (int t = 0; t < NT; t++)
-                        for (int k = 0; k < 4; k++) {
-                            const float *xk = xb + (size_t)t * ldx + 128 * h + 32 * k + 16 * half;
-                            acc[t] = vfmaq_n_f32(acc[t], tq_fma16f(vdupq_n_f32(0.0f), f[k], xk),
-                                                 d * (float)q6->scales[8 * h + 2 * k + half]);
-                        }
-                }
-            continue;
-        }
-        const int five = T == TQ_K_Q5;
-        uint8_t sc[8], m[8];
-        tq_k4_scales(blk + 4, sc, m);
-        const float d = tq_h2f(blk), dmin = tq_h2f(blk + 2);
-        for (int t = 0; t < NT; t++)
-            for (int j = 0; j < 8; j++) accm[t] = vfmsq_n_f32(accm[t], xs[((size_t)t * nb + b) * 8 + j], dmin * (float)m[j]);
-        uint8x16_t h0, h1;
-        tq_q5k_high(five, blk, &h0, &h1);
-        for (int p = 0; p < 4; p++) {
-            int8x16_t c[4];
-            tq_q4k_codes(five, blk, h0, h1, p, c);
-            float32x4_t f[4][4];
-            for (int k = 0; k < 4; k++) tq_cvt16(c[k], f[k]);
-            for (int t = 0; t < NT; t++) {
-                const float *xl = xb + (size_t)t * ldx + 64 * p, *xh = xl + 32;
-                const float32x4_t tl = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[0], xl), f[1], xl + 16);
-                const float32x4_t th = tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f[2], xh), f[3], xh + 16);
-                acc[t] = vfmaq_n_f32(acc[t], tl, d * (float)sc[2 * p]);
-                acc[t] = vfmaq_n_f32(acc[t], th, d * (float)sc[2 * p + 1]);
-            }
-        }
+        if (T == TQ_K_Q6)
+            tq_q6k_block((const tq_block_q6_k *)blk, NT, xb, ldx, acc);
+        else
+            tq_q4k_block(T == TQ_K_Q5, blk, NT, xb, ldx, xs + (size_t)b * 8, (size_t)nb * 8, acc, accm);
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(T == TQ_K_Q6 ? acc[t] : vaddq_f32(acc[t], accm[t]));
 }
