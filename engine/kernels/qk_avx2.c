@@ -254,19 +254,23 @@ TQ_INLINE __m256 tq_q4k_float(const uint8_t *x, const tq_block_q8_k *y, __m256i 
     return _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc);
 }
 
-TQ_INLINE __m256 tq_q4k_block(int five, const uint8_t *x, const tq_block_q8_k *y, __m256 acc) {
-    /* x: a Q4_K or Q5_K block (same header: d, dmin, scales) */
+/* One Q4_K / Q5_K block of a row (x; the same header: d, dmin, scales) against the Q8_K blocks y[t]
+ * of NT tokens: its codes and scale vectors are built once for all of them, and acc[t] gets the
+ * same integer and float operations in the same order whatever NT is (the gemv passes NT = 1, the
+ * prompt GEMM its token group). */
+TQ_INLINE void tq_q4k_block(int five, const uint8_t *x, int NT, const tq_block_q8_k *const *y, __m256 *acc) {
     uint8_t sc[8], m[8];
     tq_k4_scales(x + 4, sc, m);
-    const __m256i mins = tq_k4_mins(m, y->bsums);
     const __m256i hb = tq_q5k_hb(five, x);
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[TQ_QK_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) sumi[t] = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
         __m256i lo, hi;
         tq_q4k_codes(five, x, hb, p, &lo, &hi);
-        sumi = tq_q4k_pair(sumi, lo, hi, y->qs + 64 * p, _mm256_set1_epi16(sc[2 * p]), _mm256_set1_epi16(sc[2 * p + 1]));
+        const __m256i sl = _mm256_set1_epi16(sc[2 * p]), sh = _mm256_set1_epi16(sc[2 * p + 1]);
+        for (int t = 0; t < NT; t++) sumi[t] = tq_q4k_pair(sumi[t], lo, hi, y[t]->qs + 64 * p, sl, sh);
     }
-    return tq_q4k_float(x, y, sumi, mins, acc);
+    for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]->bsums), acc[t]);
 }
 
 /* pshufb masks: bytes 0..7 = scale g, bytes 8..15 = scale g + 1, for g = 0, 2, .., 14 (the 16
@@ -307,18 +311,23 @@ TQ_INLINE __m256 tq_q6k_float(const tq_block_q6_k *x, const tq_block_q8_k *y, __
     return _mm256_fmadd_ps(_mm256_set1_ps(y->d * tq_h2f(&x->d)), _mm256_cvtepi32_ps(sumi), acc);
 }
 
-TQ_INLINE __m256 tq_q6k_block(const tq_block_q6_k *x, const tq_block_q8_k *y, __m256 acc) {
+/* One Q6_K block of a row against NT tokens' Q8_K blocks (as tq_q4k_block) */
+TQ_INLINE void tq_q6k_block(const tq_block_q6_k *x, int NT, const tq_block_q8_k *const *y, __m256 *acc) {
     const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[TQ_QK_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) sumi[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         __m256i c[4];
         tq_q6k_codes(x, h, c);
         for (int k = 0; k < 4; k++) {
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * h + 32 * k));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), tq_q6k_scale16(sc8, h, k)));
+            const __m256i s16 = tq_q6k_scale16(sc8, h, k);
+            for (int t = 0; t < NT; t++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 128 * h + 32 * k));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), s16));
+            }
         }
     }
-    return tq_q6k_float(x, y, sc8, sumi, acc);
+    for (int t = 0; t < NT; t++) acc[t] = tq_q6k_float(x, y[t], sc8, sumi[t], acc[t]);
 }
 
 TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const tq_block_q8_k *a,
@@ -330,10 +339,11 @@ TQ_INLINE void tq_k_rows(int T, int R, const uint8_t *w, size_t rb, int nb, cons
         tq_prefetch_next(w, rb, R, (size_t)b * bb, (size_t)bb * R);
         for (int r = 0; r < R; r++) {
             const uint8_t *x = w + r * rb + (size_t)b * bb;
+            const tq_block_q8_k *y = a + b;
             if (T == TQ_K_Q6)
-                acc[r] = tq_q6k_block((const tq_block_q6_k *)x, a + b, acc[r]);
+                tq_q6k_block((const tq_block_q6_k *)x, 1, &y, &acc[r]);
             else
-                acc[r] = tq_q4k_block(T == TQ_K_Q5, x, a + b, acc[r]);
+                tq_q4k_block(T == TQ_K_Q5, x, 1, &y, &acc[r]);
         }
     }
     for (int r = 0; r < R; r++) out[r] = tq_hsum(acc[r]);
@@ -366,36 +376,10 @@ TQ_INLINE void tq_k_gemm_tile(int T, int NT, const uint8_t *row, int nb, const u
         const uint8_t *x = row + (size_t)b * bb;
         const tq_block_q8_k *y[TQ_QK_GEMM_TOKS];
         for (int t = 0; t < NT; t++) y[t] = (const tq_block_q8_k *)(act + (size_t)t * as) + b;
-        __m256i sumi[TQ_QK_GEMM_TOKS];
-        for (int t = 0; t < NT; t++) sumi[t] = _mm256_setzero_si256();
-        if (T == TQ_K_Q6) {
-            const tq_block_q6_k *x6 = (const tq_block_q6_k *)x;
-            const __m128i sc8 = _mm_loadu_si128((const __m128i *)x6->scales);
-            for (int h = 0; h < 2; h++) {
-                __m256i c[4];
-                tq_q6k_codes(x6, h, c);
-                for (int k = 0; k < 4; k++) {
-                    const __m256i s16 = tq_q6k_scale16(sc8, h, k);
-                    for (int t = 0; t < NT; t++) {
-                        const __m256i a = _mm256_loadu_si256((const __m256i *)(y[t]->qs + 128 * h + 32 * k));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], a), s16));
-                    }
-                }
-            }
-            for (int t = 0; t < NT; t++) acc[t] = tq_q6k_float(x6, y[t], sc8, sumi[t], acc[t]);
-            continue;
-        }
-        const int five = T == TQ_K_Q5;
-        uint8_t sc[8], m[8];
-        tq_k4_scales(x + 4, sc, m);
-        const __m256i hb = tq_q5k_hb(five, x);
-        for (int p = 0; p < 4; p++) {
-            __m256i lo, hi;
-            tq_q4k_codes(five, x, hb, p, &lo, &hi);
-            const __m256i sl = _mm256_set1_epi16(sc[2 * p]), sh = _mm256_set1_epi16(sc[2 * p + 1]);
-            for (int t = 0; t < NT; t++) sumi[t] = tq_q4k_pair(sumi[t], lo, hi, y[t]->qs + 64 * p, sl, sh);
-        }
-        for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]->bsums), acc[t]);
+        if (T == TQ_K_Q6)
+            tq_q6k_block((const tq_block_q6_k *)x, NT, y, acc);
+        else
+            tq_q4k_block(T == TQ_K_Q5, x, NT, y, acc);
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = tq_hsum(acc[t]);
 }

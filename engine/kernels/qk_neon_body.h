@@ -65,32 +65,37 @@ static inline TQ_ATTR int32x4_t TQ_FN(tq_q6k_quarter)(int32x4_t sumi, const tq_b
     return sumi;
 }
 
-static inline TQ_ATTR float32x4_t TQ_FN(tq_q4k_block)(const int five, const uint8_t *x,
-                                                       const tq_block_q8_k *y, float32x4_t acc) {
+/* One Q4_K / Q5_K block of a row (x) against the Q8_K blocks y[t] of NT tokens: its codes are built
+ * once for all of them, and acc[t] gets the same operations in the same order whatever NT is (the
+ * gemv passes NT = 1, the prompt GEMM its token group). */
+static inline TQ_ATTR void TQ_FN(tq_q4k_block)(const int five, const uint8_t *x, const int NT,
+                                                const tq_block_q8_k *const *y, float32x4_t *acc) {
     uint8_t sc[8], m[8];
     tq_k4_scales(x + 4, sc, m);
     uint8x16_t h0, h1;
     tq_q5k_high(five, x, &h0, &h1);
-    int32x4_t sumi = vdupq_n_s32(0);
+    int32x4_t sumi[TQ_QK_NEON_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) sumi[t] = vdupq_n_s32(0);
     for (int p = 0; p < 4; p++) {
         int8x16_t c[4];
         tq_q4k_codes(five, x, h0, h1, p, c);
-        sumi = TQ_FN(tq_q4k_pair)(sumi, c, y->qs + 64 * p, sc[2 * p], sc[2 * p + 1]);
+        for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q4k_pair)(sumi[t], c, y[t]->qs + 64 * p, sc[2 * p], sc[2 * p + 1]);
     }
-    return tq_q4k_float(x, y, sumi, tq_k4_mins(m, y), acc);
+    for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]), acc[t]);
 }
 
-static inline TQ_ATTR float32x4_t TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, const tq_block_q8_k *y,
-                                                       float32x4_t acc) {
-    int32x4_t sumi = vdupq_n_s32(0);
-    for (int h = 0; h < 2; h++) {
+/* One Q6_K block of a row against NT tokens' Q8_K blocks (as tq_q4k_block) */
+static inline TQ_ATTR void TQ_FN(tq_q6k_block)(const tq_block_q6_k *x, const int NT, const tq_block_q8_k *const *y,
+                                                float32x4_t *acc) {
+    int32x4_t sumi[TQ_QK_NEON_GEMM_TOKS];
+    for (int t = 0; t < NT; t++) sumi[t] = vdupq_n_s32(0);
+    for (int h = 0; h < 2; h++)
         for (int half = 0; half < 2; half++) { /* l in 0..15, then 16..31 */
             int8x16_t c[4];
             tq_q6k_codes(x, h, half, c);
-            sumi = TQ_FN(tq_q6k_quarter)(sumi, x, c, y, h, half);
+            for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q6k_quarter)(sumi[t], x, c, y[t], h, half);
         }
-    }
-    return vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), y->d * tq_h2f(&x->d));
+    for (int t = 0; t < NT; t++) acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), y[t]->d * tq_h2f(&x->d));
 }
 
 static inline TQ_ATTR void TQ_FN(tq_k_rows)(const int T, const int R, const uint8_t *w, size_t rb, int nb,
@@ -101,10 +106,11 @@ static inline TQ_ATTR void TQ_FN(tq_k_rows)(const int T, const int R, const uint
     for (int b = 0; b < nb; b++) {
         for (int r = 0; r < R; r++) {
             const uint8_t *x = w + r * rb + (size_t)b * bb;
+            const tq_block_q8_k *y = a + b;
             if (T == TQ_K_Q6)
-                acc[r] = TQ_FN(tq_q6k_block)((const tq_block_q6_k *)x, a + b, acc[r]);
+                TQ_FN(tq_q6k_block)((const tq_block_q6_k *)x, 1, &y, &acc[r]);
             else
-                acc[r] = TQ_FN(tq_q4k_block)(T == TQ_K_Q5, x, a + b, acc[r]);
+                TQ_FN(tq_q4k_block)(T == TQ_K_Q5, x, 1, &y, &acc[r]);
         }
     }
     for (int r = 0; r < R; r++) out[r] = vaddvq_f32(acc[r]);
@@ -154,33 +160,11 @@ static inline TQ_ATTR void TQ_FN(tq_k_gemm_tile)(const int T, const int NT, cons
     for (int b = 0; b < nb; b++) {
         const uint8_t *x = row + (size_t)b * bb;
         const tq_block_q8_k *y[TQ_QK_NEON_GEMM_TOKS];
-        int32x4_t sumi[TQ_QK_NEON_GEMM_TOKS];
-        for (int t = 0; t < NT; t++) {
-            y[t] = (const tq_block_q8_k *)(act + (size_t)t * as) + b;
-            sumi[t] = vdupq_n_s32(0);
-        }
-        if (T == TQ_K_Q6) {
-            const tq_block_q6_k *x6 = (const tq_block_q6_k *)x;
-            for (int h = 0; h < 2; h++)
-                for (int half = 0; half < 2; half++) {
-                    int8x16_t c[4];
-                    tq_q6k_codes(x6, h, half, c);
-                    for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q6k_quarter)(sumi[t], x6, c, y[t], h, half);
-                }
-            for (int t = 0; t < NT; t++) acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), y[t]->d * tq_h2f(&x6->d));
-            continue;
-        }
-        const int five = T == TQ_K_Q5;
-        uint8_t sc[8], m[8];
-        tq_k4_scales(x + 4, sc, m);
-        uint8x16_t h0, h1;
-        tq_q5k_high(five, x, &h0, &h1);
-        for (int p = 0; p < 4; p++) {
-            int8x16_t c[4];
-            tq_q4k_codes(five, x, h0, h1, p, c);
-            for (int t = 0; t < NT; t++) sumi[t] = TQ_FN(tq_q4k_pair)(sumi[t], c, y[t]->qs + 64 * p, sc[2 * p], sc[2 * p + 1]);
-        }
-        for (int t = 0; t < NT; t++) acc[t] = tq_q4k_float(x, y[t], sumi[t], tq_k4_mins(m, y[t]), acc[t]);
+        for (int t = 0; t < NT; t++) y[t] = (const tq_block_q8_k *)(act + (size_t)t * as) + b;
+        if (T == TQ_K_Q6)
+            TQ_FN(tq_q6k_block)((const tq_block_q6_k *)x, NT, y, acc);
+        else
+            TQ_FN(tq_q4k_block)(T == TQ_K_Q5, x, NT, y, acc);
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(acc[t]);
 }
