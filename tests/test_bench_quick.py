@@ -196,7 +196,9 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
     not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")),
     reason="the C microbenchmarks are x86-64 Linux programs built with gcc",
 )
-@pytest.mark.parametrize("name", ["gemv_lead", "head_forms", "kv_walk", "sparse_cols", "row_streams", "streams"])
+@pytest.mark.parametrize(
+    "name", ["gemv_arith", "gemv_lead", "head_forms", "kv_walk", "sparse_cols", "row_streams", "streams"]
+)
 def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     # benchmarks/micro/*.c are run by hand (RESULTS.md quotes them); this keeps them building
     # against the current kernels with the command their own header gives
@@ -204,7 +206,7 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     src = root / "benchmarks" / "micro" / f"{name}.c"
     flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl"]
     extra: list[str] = []
-    if name in ("gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
+    if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
         kern = root / "engine" / "kernels"
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
         extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]

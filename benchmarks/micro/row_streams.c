@@ -15,7 +15,9 @@
  *   engine, ilv  as above
  *   cont      each thread's halves stored one after another (one run of ~260 MB per thread)
  *   contilv   both
- * and at one thread: engine and ilv over the model.
+ *   readlin   each thread's half of each matrix read linearly with no arithmetic, the barriers kept:
+ *             what a kernel that cost nothing would reach with the engine's structure
+ * and at one thread: engine, ilv and readlin over the model.
  *
  * This VM's memory runs in two states at two threads (probe ~30-35 or ~50-60 GB/s); each sample
  * is tagged by its probe and the medians are printed per state. Build and run (x86-64 with
@@ -40,9 +42,9 @@
 #define FAST_GBS 45.0
 #define VNNI __attribute__((target("avx512vnni,avx512f,avx512bw")))
 
-enum { PROBE, ENGINE, READPAT, READLIN, ILV, M_ENGINE, M_ILV, M_CONT, M_CONTILV, NFORMS };
+enum { PROBE, ENGINE, READPAT, READLIN, ILV, M_ENGINE, M_ILV, M_CONT, M_CONTILV, M_READLIN, NFORMS };
 static const char *NAMES[NFORMS] = {"probe", "engine", "readpat", "readlin", "ilv",
-                                    "m.engine", "m.ilv", "m.cont", "m.contilv"};
+                                    "m.engine", "m.ilv", "m.cont", "m.contilv", "m.readlin"};
 
 static const tq_kernels *K;
 static uint8_t *W;
@@ -125,6 +127,8 @@ static void run_model(int ith) {
         const uint8_t *w = cont ? W + MOFF_T[m][ith] : W + MOFF[m] + (size_t)r0 * MNB[m] * TQ_QK_BYTES;
         if (FORM == M_ENGINE || FORM == M_CONT)
             K->gemv(w, r1 - r0, MNB[m], A, 0, OUT + r0);
+        else if (FORM == M_READLIN)
+            read_linear(w, (size_t)(r1 - r0) * MNB[m] * TQ_QK_BYTES);
         else
             gemv_interleaved(w, (size_t)(r1 - r0), MNB[m], A, OUT + r0);
         if (NTH > 1) barrier(&gen);
@@ -212,12 +216,12 @@ int main(int argc, char **argv) {
         }
     if (tail[1] > BYTES) return 1;
 
-    double *pct[2][NFORMS], *one[2];
+    double *pct[2][NFORMS], *one[3];
     int n[2] = {0, 0};
     for (int s = 0; s < 2; s++) {
         for (int f = 0; f < NFORMS; f++) pct[s][f] = malloc(sizeof(double) * (size_t)rounds);
-        one[s] = malloc(sizeof(double) * (size_t)rounds);
     }
+    for (int f = 0; f < 3; f++) one[f] = malloc(sizeof(double) * (size_t)rounds);
     printf("%d rounds; %% of the mean of the probes taken before and after each round\n", rounds);
     for (int r = 0; r < rounds; r++) {
         double gbs[NFORMS];
@@ -237,7 +241,9 @@ int main(int argc, char **argv) {
         const double p1t = BYTES / (micro_now() - t0) / 1e9;
         one[0][r] = 100 * run(M_ENGINE, 1, model_bytes) / p1t;
         one[1][r] = 100 * run(M_ILV, 1, model_bytes) / p1t;
-        printf(" | 1 thread probe %5.1f m.engine %3.0f%% m.ilv %3.0f%%\n", p1t, one[0][r], one[1][r]);
+        one[2][r] = 100 * run(M_READLIN, 1, model_bytes) / p1t;
+        printf(" | 1 thread probe %5.1f m.engine %3.0f%% m.ilv %3.0f%% m.readlin %3.0f%%\n", p1t, one[0][r],
+               one[1][r], one[2][r]);
         fflush(stdout);
     }
     for (int s = 1; s >= 0; s--) {
@@ -245,7 +251,7 @@ int main(int argc, char **argv) {
         for (int f = ENGINE; f < NFORMS; f++) printf(" %s %.1f%%", NAMES[f], median(pct[s][f], n[s]));
         printf("\n");
     }
-    printf("median, one thread (%d rounds): m.engine %.1f%% m.ilv %.1f%%\n", rounds, median(one[0], rounds),
-           median(one[1], rounds));
+    printf("median, one thread (%d rounds): m.engine %.1f%% m.ilv %.1f%% m.readlin %.1f%%\n", rounds,
+           median(one[0], rounds), median(one[1], rounds), median(one[2], rounds));
     return SINK == 42; /* keeps the reads */
 }
