@@ -80,6 +80,10 @@ cdef extern from "forward.h" nogil:
     long long tq_state_kv_bytes(const tq_state *s)
     int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits, int all_logits)
     int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos)
+    enum:
+        TQ_CODES_HAS3
+        TQ_CODES_ALL_ZERO
+    int tq_scan_codes(const uint8_t *p, size_t n)
 
 
 class CancelledError(EngineError):
@@ -137,6 +141,19 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
     t.w = <const uint8_t *>_addr(tt.data, np.uint8, (rows, t.row_bytes), what)
     if tt.bias is not None:
         t.bias = <const float *>_addr(tt.bias, np.float32, (rows,), what + " bias")
+
+
+def scan_ternary_codes(const uint8_t[::1] codes):
+    """(any field holds the invalid code 3, every byte is 0x55: all weights 0) over packed 2-bit
+    ternary codes, in one C pass without the GIL (the loaders' check_tq_codes)."""
+    cdef int r
+    cdef size_t n = <size_t>codes.shape[0]
+    if n == 0:
+        r = tq_scan_codes(NULL, 0)
+    else:
+        with nogil:
+            r = tq_scan_codes(&codes[0], n)
+    return bool(r & TQ_CODES_HAS3), bool(r & TQ_CODES_ALL_ZERO)
 
 
 def kernel_isa(isa=None):

@@ -134,18 +134,12 @@ def i2s_bytes(w: np.ndarray, scale: float) -> np.ndarray:
 def check_tq_codes(packed: np.ndarray, name: str, path: str) -> None:
     """Reject code 3 and an all-zero tensor (every code 1), naming the tensor.
 
-    Works in slices so that a 1 GB map needs no 1 GB temporaries."""
-    flat = packed.reshape(-1)
-    step = 1 << 22
-    all_zero = True
-    for i in range(0, flat.size, step):
-        b = flat[i : i + step]
-        if np.any(b & (b >> 1) & 0x55):
-            raise ModelFormatError(
-                path, f"tensor {name} contains the invalid 2-bit code 3; the file is corrupt"
-            )
-        if all_zero and not np.all(b == _ZERO_BYTE):
-            all_zero = False
+    One C pass over the codes without the GIL (_core.scan_ternary_codes)."""
+    from . import _core  # the compiled core imports this module's siblings
+
+    has3, all_zero = _core.scan_ternary_codes(np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1))
+    if has3:
+        raise ModelFormatError(path, f"tensor {name} contains the invalid 2-bit code 3; the file is corrupt")
     if all_zero:
         raise ModelFormatError(
             path,

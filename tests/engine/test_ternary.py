@@ -124,6 +124,35 @@ def test_i2s_rejects_all_zero_tensor() -> None:
         i2s_to_ternary_tensor(raw, 3, 256, "blk.0.attn_k.weight", "m.gguf")
 
 
+def _scan_ref(b: np.ndarray) -> tuple[bool, bool]:
+    fields = np.stack([(b >> s) & 3 for s in (0, 2, 4, 6)])
+    return bool((fields == 3).any()), bool((b == 0x55).all())
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099])
+def test_scan_ternary_codes_finds_every_code_3_and_all_zero(n: int) -> None:
+    from trit.engine._core import scan_ternary_codes
+
+    rng = np.random.default_rng(n)
+    valid = (rng.integers(0, 3, size=(n, 4)) << np.array([0, 2, 4, 6])).sum(axis=1).astype(np.uint8)
+    assert scan_ternary_codes(valid) == _scan_ref(valid)
+    zero = np.full(n, 0x55, dtype=np.uint8)
+    assert scan_ternary_codes(zero) == (False, True)
+    # code 3 in any field of any byte (the 8-byte words and the tail alike), and one nonzero
+    # weight anywhere in an all-zero tensor
+    for i in range(n) if n <= 65 else list(range(16)) + list(range(n - 16, n)):
+        for shift in (0, 2, 4, 6):
+            b = valid.copy()
+            b[i] |= np.uint8(3 << shift)
+            assert scan_ternary_codes(b) == (True, False) == _scan_ref(b)[:1] + (False,)
+            z = zero.copy()
+            z[i] ^= np.uint8(1 << shift)  # that weight becomes -1
+            assert scan_ternary_codes(z) == (False, False) == _scan_ref(z)
+    # read-only views (a model's in-memory copy is read-only)
+    valid.flags.writeable = False
+    assert scan_ternary_codes(valid) == _scan_ref(valid)
+
+
 def test_i2s_rejects_bad_shapes_and_scales() -> None:
     raw = np.full(2 * 192 // 4 + 32, 0x55, dtype=np.uint8)
     with pytest.raises(ModelFormatError, match="not a multiple of 128"):
