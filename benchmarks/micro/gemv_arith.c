@@ -19,11 +19,15 @@
  *
  *   gcc -O3 -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c -Iengine/kernels \
  *       benchmarks/micro/gemv_arith.c engine/kernels/tq_avx512.c engine/kernels/tq_scalar.c \
- *       engine/kernels/cpu.c -lm -lpthread -o /tmp/gemv_arith && /tmp/gemv_arith [ROUNDS [BLOCKS]]
+ *       engine/kernels/cpu.c -lm -lpthread -o /tmp/gemv_arith && /tmp/gemv_arith [ROUNDS [BLOCKS [THREADS]]]
  *
- * BLOCKS: 128-weight blocks per row (20: 2560 columns, the default; 54: 6912). */
+ * BLOCKS: 128-weight blocks per row (20: 2560 columns, the default; 54: 6912). THREADS 2: each
+ * form also runs on two threads, each one continuous half of the matrix; this VM's two-thread
+ * bandwidth has two states (read ~30-35 or ~50-60 GB/s), so those rounds are split by the read
+ * form's rate (fast: above 45 GB/s) and their medians printed per state. */
 #define _DEFAULT_SOURCE
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +175,36 @@ static void run(int form, const uint8_t *w, size_t rows, int nb, const int8_t *a
     }
 }
 
+typedef struct {
+    int form, nb;
+    const uint8_t *w;
+    size_t rows;
+    const int8_t *a;
+    int32_t *out;
+} half_job;
+
+static void *run_half(void *p) {
+    const half_job *j = p;
+    run(j->form, j->w, j->rows, j->nb, j->a, j->out);
+    return NULL;
+}
+
+/* GB/s of one form over rows x nb blocks at nth threads (1 or 2: continuous halves) */
+static double timed(int form, int nth, const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
+    const size_t half = rows / 8 * 4, row_bytes = (size_t)nb * TQ_QK_BYTES;
+    const double t = micro_now();
+    if (nth == 2) {
+        half_job j = {form, nb, w + half * row_bytes, rows - half, a, out + half};
+        pthread_t th;
+        pthread_create(&th, NULL, run_half, &j);
+        run(form, w, half, nb, a, out);
+        pthread_join(th, NULL);
+    } else {
+        run(form, w, rows, nb, a, out);
+    }
+    return rows * row_bytes / (micro_now() - t) / 1e9;
+}
+
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -183,8 +217,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     const int rounds = argc > 1 ? atoi(argv[1]) : 10, nb = argc > 2 ? atoi(argv[2]) : 20;
-    if (rounds < 1 || nb < 2 || nb % 2) {
-        fprintf(stderr, "usage: gemv_arith [ROUNDS [BLOCKS (even)]]\n");
+    const int nth = argc > 3 ? atoi(argv[3]) : 1;
+    if (rounds < 1 || nb < 2 || nb % 2 || nth < 1 || nth > 2) {
+        fprintf(stderr, "usage: gemv_arith [ROUNDS [BLOCKS (even) [THREADS (1 or 2)]]]\n");
         return 2;
     }
     const size_t huge = (size_t)2 << 20, rows = ((size_t)512 << 20) / ((size_t)nb * TQ_QK_BYTES) / 4 * 4;
@@ -202,25 +237,33 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gemv_arith: pairs differs from the engine's GEMV\n");
         return 1;
     }
-    double *pct[NFORMS];
-    for (int f = 0; f < NFORMS; f++) pct[f] = malloc(sizeof(double) * (size_t)rounds);
-    double read_sum = 0;
-    for (int r = 0; r < rounds; r++) {
-        double gbs[NFORMS];
-        for (int f = 0; f < NFORMS; f++) {
-            const double t = micro_now();
-            run(f, w, rows, nb, a, out);
-            gbs[f] = n / (micro_now() - t) / 1e9;
+    double *pct[3][NFORMS]; /* one thread; two threads slow, fast */
+    int cnt[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++)
+        for (int f = 0; f < NFORMS; f++) pct[k][f] = malloc(sizeof(double) * (size_t)rounds);
+    double read_sum[3] = {0, 0, 0};
+    for (int r = 0; r < rounds; r++)
+        for (int t = 1; t <= nth; t++) {
+            double gbs[NFORMS];
+            for (int f = 0; f < NFORMS; f++) gbs[f] = timed(f, t, w, rows, nb, a, out);
+            const int k = t == 1 ? 0 : gbs[READ] > 45.0 ? 2 : 1;
+            read_sum[k] += gbs[READ];
+            for (int f = 0; f < NFORMS; f++) pct[k][f][cnt[k]] = 100 * gbs[f] / gbs[READ];
+            cnt[k]++;
         }
-        read_sum += gbs[READ];
-        for (int f = 0; f < NFORMS; f++) pct[f][r] = 100 * gbs[f] / gbs[READ];
-    }
-    printf("%d rounds, %d blocks per row; read: mean %.1f GB/s\n", rounds, nb, read_sum / rounds);
-    printf("%-10s %14s %22s\n", "form", "DRAM % of read", "L2 ns per row-block");
+    printf("%d rounds, %d blocks per row\n", rounds, nb);
+    static const char *what[3] = {"one thread", "two threads, slow state", "two threads, fast state"};
+    for (int k = 0; k < 3; k++)
+        if (cnt[k]) printf("%s: %d rounds, read mean %.1f GB/s\n", what[k], cnt[k], read_sum[k] / cnt[k]);
+    printf("%-10s %12s %12s %12s %22s\n", "form", "1t % of read", "2t slow", "2t fast", "L2 ns per row-block");
     const size_t l2rows = ((size_t)256 << 10) / ((size_t)nb * TQ_QK_BYTES) / 4 * 4;
     for (int f = 0; f < NFORMS; f++) {
-        qsort(pct[f], (size_t)rounds, sizeof(double), cmp_double);
-        printf("%-10s %13.1f%%", NAMES[f], pct[f][rounds / 2]);
+        printf("%-10s", NAMES[f]);
+        for (int k = 0; k < 3; k++) {
+            qsort(pct[k][f], (size_t)cnt[k], sizeof(double), cmp_double);
+            if (cnt[k]) printf(" %11.1f%%", pct[k][f][cnt[k] / 2]);
+            else printf(" %12s", "-");
+        }
         if (f >= ENGINE) {
             const double t = micro_now();
             for (int k = 0; k < 2000; k++) run(f, w, l2rows, nb, a, out);
