@@ -45,18 +45,7 @@ static const char *NAMES[NFORMS] = {"read", "probe", "engine", "ilv", "ilv.half"
 static const tq_kernels *K;
 static volatile uint64_t SINK;
 
-static void read_linear(const uint8_t *w, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        a0 = _mm256_xor_si256(a0, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(w + i)),
-                                                   _mm256_load_si256((const __m256i *)(w + i + 32))));
-        a1 = _mm256_xor_si256(a1, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(w + i + 64)),
-                                                   _mm256_load_si256((const __m256i *)(w + i + 96))));
-    }
-    uint64_t t[4];
-    _mm256_storeu_si256((__m256i *)t, _mm256_xor_si256(a0, a1));
-    SINK += t[0];
-}
+static void read_linear(const uint8_t *w, size_t n) { SINK += micro_read_lines(w, n); }
 
 /* mode ILV: the engine's arithmetic; ILV_HALF: one vpdpbusd; ILV_LOADS: none */
 VNNI static void gemv_ilv(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out, int mode) {
