@@ -50,6 +50,9 @@ def test_first_run_opens_the_default_model_and_streams_a_reply(
     qtbot: Any, make_ctx: Any, default_model_env: Path
 ) -> None:
     ctx = make_ctx()
+    # greedy, so that the reply is the same every run: SmolLM2's family default (temperature 0.2)
+    # sometimes answers without naming Paris (seen once in a full-suite run)
+    ctx.settings.sampling["smollm"] = Sampling(temperature=0.0, top_p=1.0, max_tokens=96)
     win = MainWindow(ctx)  # autoload: what a first start does, no question asked
     qtbot.addWidget(win, before_close_func=lambda w: w.shutdown())
     win.show()
@@ -68,14 +71,15 @@ def test_first_run_opens_the_default_model_and_streams_a_reply(
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "What is the capital of France?"))
 
     assert d["status"] == COMPLETE and len(pieces) > 1
-    assert "".join(pieces) == d["text"] and "Paris" in d["text"]
+    assert "".join(pieces) == d["text"] and "Paris" in d["text"], d["text"]
     cid = win.current_id
     assert cid is not None
     msgs = ctx.store.messages(cid)
     assert [m.role for m in msgs] == ["user", "assistant"]
     assert msgs[1].content == d["text"] and msgs[1].status == COMPLETE
     assert msgs[1].stats["tokens"] > 0 and msgs[1].stats["decode_tps"] > 0
-    assert ctx.store.get_conversation(cid).title == "What is the capital of France?"
+    conv = ctx.store.get_conversation(cid)
+    assert conv.title == "What is the capital of France?" and conv.sampling.temperature == 0.0
     # the reply appeared while it was written, not only at the end
     assert any("Assistant" in t for t in shown_while_streaming[: len(shown_while_streaming) // 2 + 1])
     # readouts under the reply and in the status bar
