@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from .errors import ModelFormatError
 from .weights import TQ_QK, TQ_QK_BYTES, TernaryTensor
 
@@ -135,8 +136,6 @@ def check_tq_codes(packed: np.ndarray, name: str, path: str) -> None:
     """Reject code 3 and an all-zero tensor (every code 1), naming the tensor.
 
     One C pass over the codes without the GIL (_core.scan_ternary_codes)."""
-    from . import _core  # the compiled core imports this module's siblings
-
     has3, all_zero = _core.scan_ternary_codes(np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1))
     if has3:
         raise ModelFormatError(path, f"tensor {name} contains the invalid 2-bit code 3; the file is corrupt")
