@@ -78,6 +78,7 @@ cdef extern from "forward.h" nogil:
     void tq_state_cancel(tq_state *s, int flag)
     int tq_state_threads(const tq_state *s)
     long long tq_state_kv_bytes(const tq_state *s)
+    void tq_state_pool_stats(const tq_state *s, long long *out)
     int tq_forward(tq_state *s, const int32_t *tokens, int n, int pos, float *logits, int all_logits)
     int tq_forward_layer(tq_state *s, int layer, float *x, int n, int pos)
     enum:
@@ -296,6 +297,15 @@ cdef class CoreState:
     @property
     def kv_bytes(self):
         return tq_state_kv_bytes(self.s)
+
+    @property
+    def pool_stats(self):
+        """The thread pool's counters since the session began: {"jobs", "late", "solo"}: jobs run
+        (zero at one thread), jobs whose end waited on a worker whose core was taken, and jobs the
+        caller then ran alone (engine/kernels/threadpool.c)."""
+        cdef long long c[3]
+        tq_state_pool_stats(self.s, c)
+        return {"jobs": c[0], "late": c[1], "solo": c[2]}
 
     def cancel(self, bint flag=True):
         """Thread-safe: asks a running forward to stop between two layers."""

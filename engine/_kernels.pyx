@@ -301,3 +301,112 @@ def f32_to_f16(const float[::1] f):
         for i in range(f.shape[0]):
             o[i] = tq_f32_to_f16(f[i])
     return out
+
+
+# The thread pool (threadpool.h), driven with jobs whose workers can be made late on purpose.
+cdef extern from "threadpool.h" nogil:
+    ctypedef struct tq_pool:
+        pass
+    ctypedef struct tq_pool_stats:
+        long jobs
+        long late
+        long solo
+    tq_pool *tq_pool_new(int nthreads)
+    void tq_pool_free(tq_pool *pool)
+    int tq_pool_threads(const tq_pool *pool)
+    tq_pool_stats tq_pool_get_stats(const tq_pool *pool)
+    double TQ_LATE_S
+    int TQ_SOLO_MIN
+    int TQ_SOLO_MAX
+    int TQ_SOLO_CLEAN
+
+cdef extern from *:
+    """
+    #include "threadpool.h"
+    #if defined(_WIN32)
+    #include <windows.h>
+    static void tq_test_sleep_ms(int ms) { Sleep((DWORD)ms); }
+    #else
+    #include <time.h>
+    static void tq_test_sleep_ms(int ms) {
+        struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    #endif
+    /* One job of pool_jobs(): chunks from a shared counter, each counted where it is done. */
+    typedef struct {
+        tq_counter next, worker_took;
+        long chunks;
+        int *hits;
+        int stall_ms;    /* a worker sleeps this long right after taking its first chunk */
+        int wait_worker; /* the caller takes nothing until a worker has taken a chunk (at most 2 s) */
+    } tq_test_job;
+    static void tq_test_task(void *arg, int ith, int nth) {
+        tq_test_job *j = (tq_test_job *)arg;
+        int stalled = 0;
+        long c;
+        (void)nth;
+        if (ith == 0 && j->wait_worker)
+            for (int i = 0; i < 2000 && j->worker_took.next == 0; i++) tq_test_sleep_ms(1);
+        while ((c = tq_counter_take(&j->next)) < j->chunks) {
+            j->hits[c]++;
+            if (ith == 0) continue;
+            tq_counter_take(&j->worker_took);
+            if (j->stall_ms && !stalled) {
+                stalled = 1;
+                tq_test_sleep_ms(j->stall_ms);
+            }
+        }
+    }
+    static long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker) {
+        tq_test_job j;
+        tq_counter_reset(&j.next);
+        tq_counter_reset(&j.worker_took);
+        j.chunks = chunks;
+        j.hits = hits;
+        j.stall_ms = stall_ms;
+        j.wait_worker = wait_worker;
+        tq_pool_run(pool, tq_test_task, &j);
+        return j.worker_took.next;
+    }
+    """
+    long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker) nogil
+
+
+POOL_LATE_S = TQ_LATE_S
+POOL_SOLO_MIN = TQ_SOLO_MIN
+POOL_SOLO_MAX = TQ_SOLO_MAX
+POOL_SOLO_CLEAN = TQ_SOLO_CLEAN
+
+
+def pool_jobs(int nthreads, plan, long chunks=64, int stall_ms=20):
+    """Runs one job per entry of plan on a new pool of nthreads, each job `chunks` chunks taken from
+    a shared counter: "stall" (the caller waits for a worker to take the first chunk, and that
+    worker then sleeps stall_ms while it holds it: a worker whose core was taken), "together" (the
+    caller waits, at most 2 s, until a worker has taken a chunk before taking any itself), "any"
+    (no waiting). Returns (chunks done by workers per job, whether every chunk of every job was done
+    exactly once, the pool's counters {"jobs", "late", "solo"})."""
+    modes = {"stall": (stall_ms, 1), "together": (0, 1), "any": (0, 0)}
+    steps = [modes[p] for p in plan]
+    if chunks < 1:
+        raise ValueError("chunks must be >= 1")
+    cdef tq_pool *pool = tq_pool_new(nthreads)
+    if pool == NULL:
+        raise MemoryError("could not start the thread pool")
+    hits = np.zeros(chunks, dtype=np.intc)
+    cdef int[::1] h = hits
+    cdef int st, ww
+    cdef long took
+    worker = []
+    once = True
+    try:
+        for st, ww in steps:
+            h[:] = 0
+            with nogil:
+                took = tq_test_run(pool, chunks, &h[0], st, ww)
+            worker.append(int(took))
+            once = once and bool((hits == 1).all())
+        s = tq_pool_get_stats(pool)
+        return worker, once, {"jobs": s.jobs, "late": s.late, "solo": s.solo}
+    finally:
+        tq_pool_free(pool)

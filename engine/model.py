@@ -366,6 +366,14 @@ class Session:
     def kv_bytes(self) -> int:
         return int(self.state.kv_bytes)
 
+    @property
+    def pool_stats(self) -> dict[str, int]:
+        """This session's thread pool since it began: {"jobs", "late", "solo"}: the pool's jobs (a
+        group of matrices, attention or the head of one forward step), the jobs whose end waited
+        on a worker whose core another program took, and the jobs the calling thread then ran
+        alone (engine/kernels/threadpool.h). All zero at one thread."""
+        return {k: int(v) for k, v in self.state.pool_stats.items()}
+
     def reset(self) -> None:
         self._history = []
 

@@ -436,6 +436,9 @@ class _Ours:
         st = self._gen([first], n + 1)  # decode_ms covers the n forward passes after the first token
         return st.decode_ms / 1e3
 
+    def pool_stats(self) -> dict[str, int]:
+        return self.model._default_session().pool_stats
+
     def ttft(self, ids: Sequence[int]) -> float:
         return self._gen(ids, 1).ttft_ms / 1e3
 
@@ -549,7 +552,11 @@ def _worker_main(argv: Sequence[str]) -> int:
         if p:
             res["pp_tps"] = p / eng.pp(rng.integers(0, eng.vocab, p).tolist())
         if n:
+            pool0 = eng.pool_stats() if isinstance(eng, _Ours) else None
             res["tg_tps"] = n / eng.tg(int(rng.integers(0, eng.vocab)), n)
+            if pool0 is not None:  # how often decode ran on the calling thread alone (threadpool.h)
+                pool1 = eng.pool_stats()
+                res.update({f"pool_{k}": float(pool1[k] - pool0[k]) for k in ("jobs", "late", "solo")})
         if tt:
             res["ttft_ms"] = eng.ttft(rng.integers(0, eng.vocab, tt).tolist()) * 1e3
         res["rss_mb"] = _rss_peak_mb()
@@ -855,10 +862,18 @@ def run_bench(
                     for i in range(len(workers)):
                         res = workers[i].request(op="measure", p=0, n=n, ttft=0, seed=[seed, 100 + rep])
                         trows[i].samples.setdefault("tg_busy_tps", []).append(res["tg_tps"])
+                        if res.get("pool_jobs"):  # share of the decode's pool jobs run by one thread
+                            trows[i].samples.setdefault("tg_busy_alone", []).append(res["pool_solo"] / res["pool_jobs"])
                         if log:
+                            pool = (
+                                f" (decode jobs run alone: {res['pool_solo']:.0f} of {res['pool_jobs']:.0f}, "
+                                f"after {res['pool_late']:.0f} late workers)"
+                                if res.get("pool_jobs")
+                                else ""
+                            )
                             log(
                                 f"  busy core, rep {rep + 1} {trows[i].engine} {trows[i].format} t={t}: "
-                                f"tg_tps {res['tg_tps']:.1f}"
+                                f"tg_tps {res['tg_tps']:.1f}{pool}"
                             )
             for w, r in zip(workers, trows):
                 r.rss_mb = w.close()

@@ -266,6 +266,12 @@ fail:
 
 void tq_state_cancel(tq_state *s, int flag) { s->cancel = flag; }
 int tq_state_threads(const tq_state *s) { return s->nth; }
+void tq_state_pool_stats(const tq_state *s, long long out[3]) {
+    const tq_pool_stats st = tq_pool_get_stats(s->pool);
+    out[0] = st.jobs;
+    out[1] = st.late;
+    out[2] = st.solo;
+}
 long long tq_state_kv_bytes(const tq_state *s) {
     const long long rows = 2LL * s->m->n_layers * s->n_ctx * s->m->n_kv_heads; /* K and V */
     return (long long)tq_kv_size(s, (size_t)rows * s->m->head_dim) +
@@ -593,7 +599,7 @@ static void tq_matmul(tq_state *s, const float *x, size_t ldx, int ntok, int nit
         task.items[i] = items[i];
         task.first[i + 1] = task.first[i] + (items[i].t->rows + TQ_ROWS_PER_CHUNK - 1) / TQ_ROWS_PER_CHUNK;
     }
-    tq_split_reset(&task.split, task.first[nitems], s->nth);
+    tq_split_reset(&task.split, task.first[nitems], tq_pool_width(s->pool));
     tq_pool_run(s->pool, tq_mm_worker, &task);
 }
 
@@ -828,7 +834,7 @@ static void tq_head(tq_state *s, const float *x, float *logits) {
     task.x = x;
     task.act = x;
     task.logits = logits;
-    tq_split_reset(&task.split, (s->m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS, s->nth);
+    tq_split_reset(&task.split, (s->m->vocab + TQ_HEAD_ROWS - 1) / TQ_HEAD_ROWS, tq_pool_width(s->pool));
     if (h->type != TQ_GGML_F16 && h->ops->act != TQ_ACTF_F32) {
         tq_qk_quant_act(h->ops->act, x, s->qka[h->ops->act], s->m->dim);
         task.act = s->qka[h->ops->act];

@@ -86,6 +86,8 @@ void tq_state_free(tq_state *s);
 void tq_state_cancel(tq_state *s, int flag);
 int tq_state_threads(const tq_state *s);
 long long tq_state_kv_bytes(const tq_state *s);
+/* The thread pool's counters (threadpool.h: jobs, late, solo); zeros at one thread. */
+void tq_state_pool_stats(const tq_state *s, long long out[3]);
 
 /* Runs tokens[0..n) at positions pos..pos+n-1 (the cache must hold 0..pos-1).
  * logits: if all_logits, n x vocab, else vocab for the last token only; may be NULL (no head).

@@ -17,6 +17,12 @@ typedef CONDITION_VARIABLE tq_cond_t;
 #define tq_cond_wait(c, m) SleepConditionVariableSRW(c, m, INFINITE, 0)
 #define tq_cond_broadcast(c) WakeAllConditionVariable(c)
 #define tq_yield() SwitchToThread()
+static double tq_now(void) {
+    LARGE_INTEGER f, t;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&t);
+    return (double)t.QuadPart / (double)f.QuadPart;
+}
 static long tq_atomic_add(volatile long *p, long v) { return InterlockedExchangeAdd(p, v); }
 static long tq_atomic_load(volatile long *p) { return InterlockedCompareExchange(p, 0, 0); }
 #else
@@ -34,6 +40,12 @@ typedef pthread_cond_t tq_cond_t;
 #define tq_cond_wait(c, m) pthread_cond_wait(c, m)
 #define tq_cond_broadcast(c) pthread_cond_broadcast(c)
 #define tq_yield() sched_yield()
+#include <time.h>
+static double tq_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 static long tq_atomic_add(volatile long *p, long v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 static long tq_atomic_load(volatile long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 #endif
@@ -52,6 +64,7 @@ static long tq_atomic_load(volatile long *p) { return __atomic_load_n(p, __ATOMI
  * cheap; between tokens (sampling in Python) threads go to sleep and give the core back. */
 #define TQ_SPIN 4000
 #define TQ_YIELDS 8
+
 
 typedef struct {
     tq_pool *pool;
@@ -72,6 +85,11 @@ struct tq_pool {
     tq_cond_t job_cv, done_cv;
     tq_thread_t *threads;  /* nth - 1 */
     tq_worker *workers;    /* nth - 1 */
+    /* the caller's alone (only it reads or writes these) */
+    long solo_left;        /* jobs it still runs alone */
+    long solo_len;         /* how many after the next late worker */
+    long clean;            /* jobs in a row run together without a late worker */
+    tq_pool_stats stats;
 };
 
 long tq_counter_take(tq_counter *c) { return tq_atomic_add(&c->next, 1); }
@@ -111,6 +129,8 @@ long tq_split_take_run(tq_split *s, int ith, long most, long *count) {
 }
 
 int tq_pool_threads(const tq_pool *pool) { return pool->nth; }
+
+int tq_pool_width(const tq_pool *pool) { return pool->solo_left > 0 ? 1 : pool->nth; }
 
 /* Wait until *p != old (mode 0) or *p == 0 (mode 1): spin, yield, then sleep on cv. */
 static int tq_ready(volatile long *p, long old, int mode) {
@@ -177,6 +197,7 @@ tq_pool *tq_pool_new(int nthreads) {
     tq_pool *pool = (tq_pool *)calloc(1, sizeof(tq_pool));
     if (!pool) return NULL;
     pool->nth = nthreads;
+    pool->solo_len = TQ_SOLO_MIN;
     tq_mutex_init(&pool->mu);
     tq_cond_init(&pool->job_cv);
     tq_cond_init(&pool->done_cv);
@@ -212,6 +233,13 @@ void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg) {
         fn(arg, 0, 1);
         return;
     }
+    pool->stats.jobs++;
+    if (pool->solo_left > 0) {
+        pool->solo_left--;
+        pool->stats.solo++;
+        fn(arg, 0, pool->nth);
+        return;
+    }
     pool->fn = fn;
     pool->arg = arg;
     const long g = tq_atomic_add(&pool->gen, 1) + 1; /* publishes fn/arg (seq_cst) */
@@ -220,8 +248,23 @@ void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg) {
     tq_mutex_unlock(&pool->mu);
     fn(arg, 0, pool->nth); /* returns when every chunk has been handed out */
     tq_atomic_add(&pool->closed, g - tq_atomic_load(&pool->closed)); /* closed = g */
-    tq_wait(pool, &pool->active, 0, 1, &pool->done_cv, &pool->waiting); /* chunks in flight */
+    int late = 0;
+    if (!tq_ready(&pool->active, 0, 1)) { /* chunks still in flight: wait for them */
+        const double t0 = tq_now();
+        tq_wait(pool, &pool->active, 0, 1, &pool->done_cv, &pool->waiting);
+        late = tq_now() - t0 >= TQ_LATE_S;
+    }
+    if (!late) {
+        if (++pool->clean == TQ_SOLO_CLEAN) pool->solo_len = TQ_SOLO_MIN;
+        return;
+    }
+    pool->stats.late++;
+    pool->clean = 0;
+    pool->solo_left = pool->solo_len;
+    pool->solo_len = pool->solo_len * 2 > TQ_SOLO_MAX ? TQ_SOLO_MAX : pool->solo_len * 2;
 }
+
+tq_pool_stats tq_pool_get_stats(const tq_pool *pool) { return pool->stats; }
 
 void tq_pool_free(tq_pool *pool) {
     if (!pool) return;

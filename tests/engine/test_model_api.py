@@ -270,6 +270,13 @@ def test_stats(model):
     assert st.decode_ms > 0 and st.decode_tps > 0 and st.prompt_tps > 0
 
 
+def test_pool_stats_count_jobs_only_with_several_threads(weights):
+    for threads, busy in ((1, False), (2, True)):
+        s = Model(weights, threads=threads).session()
+        s.generate([1, 2, 3], max_tokens=4, temperature=0, stop_ids=[])
+        assert (s.pool_stats["jobs"] > 0) == busy, (threads, s.pool_stats)
+
+
 def test_threads_outnumbering_cores_under_contention(weights):
     """More threads than cores, with another process spinning on a core: workers that wake late
     must neither change a result (every row is computed whole by one thread) nor hang a job."""
@@ -283,9 +290,13 @@ def test_threads_outnumbering_cores_under_contention(weights):
     try:
         for threads in (2, 4, 8):
             m = Model(weights, threads=threads)
+            s = m.session()
             for _ in range(3):
-                got = m.generate([9, 8, 7], max_tokens=24, temperature=0, stop_ids=[]).tokens
+                s.reset()
+                got = s.generate([9, 8, 7], max_tokens=24, temperature=0, stop_ids=[]).tokens
                 assert got == want, threads
+            st = s.pool_stats  # jobs run alone after a late worker (threadpool.h) give the same tokens
+            assert st["jobs"] > 0 and 0 <= st["solo"] <= st["jobs"] and st["late"] >= 0, st
     finally:
         busy.kill()
         busy.wait()
