@@ -289,16 +289,7 @@ TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const in
 /* ---------------------------------------------------------------------------------------------- */
 /* GEMM entry points: tq_gemm.h's loops around this file's tiles. */
 
-static TQ_VNNI void tq_gemm_tile_any_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
-                                           const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
-    if (R == TQ_512_GEMM_ROWS && T == TQ_512_GEMM_TOKS) {
-        tq_gemm_tile44_vnni(w, stride, nb, a, a_stride, asum, out, out_stride);
-    } else if (R == TQ_512_GEMM_ROWS) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, TQ_512_GEMM_ROWS)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_vnni, 1)
-    }
-}
+TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_vnni, TQ_VNNI, tq_gemm_tile_vnni, TQ_512_GEMM_ROWS, tq_gemm_tile44_vnni)
 TQ_GEMM_TILE_ANY(tq_gemm_tile_any_bw, , tq_gemm_tile_bw, TQ_512_GEMM_ROWS)
 
 static void tq_gemm_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,

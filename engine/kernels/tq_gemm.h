@@ -51,6 +51,20 @@ typedef void (*tq_gemm_tile_fn)(const uint8_t *w, size_t stride, int nb, const i
         }                                                                                              \
     }
 
+/* Like TQ_GEMM_TILE_ANY, but the full ROWS x TQ_GEMM_TOKS tile goes to FULL, a function of its
+ * own with the tile_fn arguments but R and T (written out where the generic tile compiles badly). */
+#define TQ_GEMM_TILE_ANY_FULL(NAME, ATTR, TILE, ROWS, FULL)                                              \
+    static ATTR void NAME(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,   \
+                          const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {        \
+        if (R == (ROWS) && T == TQ_GEMM_TOKS) {                                                        \
+            FULL(w, stride, nb, a, a_stride, asum, out, out_stride);                                   \
+        } else if (R == (ROWS)) {                                                                      \
+            TQ_GEMM_TILE_SWITCH(TILE, ROWS)                                                            \
+        } else {                                                                                       \
+            TQ_GEMM_TILE_SWITCH(TILE, 1)                                                               \
+        }                                                                                              \
+    }
+
 /* A tq_gemm_fn body: one token goes to the ISA's GEMV (its multi-row decode pass is the better
  * tile for a single token), more go through `tile` in tiles of tile_rows x TQ_GEMM_TOKS. */
 static inline void tq_gemm_drive(tq_gemv_fn gemv, tq_gemm_tile_fn tile, int tile_rows, const uint8_t *w,

@@ -275,16 +275,7 @@ TQ_INLINE void tq_gemm_tile_mull(const uint8_t *w, size_t stride, int nb, const 
 /* ---------------------------------------------------------------------------------------------- */
 /* GEMM entry points: tq_gemm.h's loops around this file's tiles. */
 
-static TQ_DOTPROD void tq_gemm_tile_any_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
-                                            const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {
-    if (R == TQ_NEON_GEMM_ROWS && T == TQ_NEON_GEMM_TOKS) {
-        tq_gemm_tile44_dot(w, stride, nb, a, a_stride, asum, out, out_stride);
-    } else if (R == TQ_NEON_GEMM_ROWS) {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, TQ_NEON_GEMM_ROWS)
-    } else {
-        TQ_GEMM_TILE_SWITCH(tq_gemm_tile_dot, 1)
-    }
-}
+TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_dot, TQ_DOTPROD, tq_gemm_tile_dot, TQ_NEON_GEMM_ROWS, tq_gemm_tile44_dot)
 TQ_GEMM_TILE_ANY(tq_gemm_tile_any_mull, , tq_gemm_tile_mull, TQ_NEON_GEMM_ROWS)
 
 static void tq_gemm_neon_dotprod(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
