@@ -28,6 +28,7 @@ static long tq_atomic_load(volatile long *p) { return InterlockedCompareExchange
 #else
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 typedef pthread_t tq_thread_t;
 typedef pthread_mutex_t tq_mutex_t;
 typedef pthread_cond_t tq_cond_t;
@@ -40,7 +41,6 @@ typedef pthread_cond_t tq_cond_t;
 #define tq_cond_wait(c, m) pthread_cond_wait(c, m)
 #define tq_cond_broadcast(c) pthread_cond_broadcast(c)
 #define tq_yield() sched_yield()
-#include <time.h>
 static double tq_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -64,7 +64,6 @@ static long tq_atomic_load(volatile long *p) { return __atomic_load_n(p, __ATOMI
  * cheap; between tokens (sampling in Python) threads go to sleep and give the core back. */
 #define TQ_SPIN 4000
 #define TQ_YIELDS 8
-
 
 typedef struct {
     tq_pool *pool;

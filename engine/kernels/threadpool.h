@@ -32,7 +32,7 @@ void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg);
  * microseconds). When a job's end waits TQ_LATE_S or longer, the caller runs the next jobs alone
  * (the split still hands it every chunk, and no result depends on which thread computed it):
  * TQ_SOLO_MIN jobs at first, twice as many each time a worker is late again right after, up to
- * TQ_SOLO_MAX (~10 tokens of BitNet 2B4T, 151 jobs each); after TQ_SOLO_CLEAN jobs in a row run
+ * TQ_SOLO_MAX (~14 tokens of BitNet 2B4T, 151 jobs each); after TQ_SOLO_CLEAN jobs in a row run
  * together without a late worker, the next lapse starts from TQ_SOLO_MIN again. So when another
  * program keeps a core busy, decode runs at one thread's speed instead of losing a time slice at
  * every lapse, and it tries all threads again within a fraction of a second. Measured on the 2-vCPU
