@@ -217,3 +217,22 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     if name == "gemv_lead":  # without arguments it says how to call it instead of running
         run = subprocess.run([str(tmp_path / name)], check=False, capture_output=True, text=True)
         assert run.returncode == 2 and "usage" in run.stderr
+
+
+def test_worker_reports_the_thread_pool_of_a_decode(default_model_gguf: Path) -> None:
+    """The busy-core log says how many decode jobs ran on the calling thread alone: the worker
+    returns the pool's counters for each decode (threadpool.h), none at one thread."""
+    from trit.bench import Worker
+
+    for threads in (2, 1):
+        w = Worker("trit", default_model_gguf, threads=threads, context=64)
+        try:
+            res = w.request(op="measure", p=0, n=4, ttft=0, seed=0)
+        finally:
+            w.close()
+            w.kill()
+        assert res["tg_tps"] > 0
+        if threads == 2:
+            assert res["pool_jobs"] > 0 and 0 <= res["pool_solo"] <= res["pool_jobs"] and res["pool_late"] >= 0
+        else:
+            assert res["pool_jobs"] == 0 and res["pool_solo"] == 0

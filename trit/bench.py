@@ -634,13 +634,19 @@ class Worker:
         except (RuntimeError, BrokenPipeError, OSError):
             rss = float("nan")
         self.proc.wait(timeout=60)
-        self._err.close()
+        self._close_files()
         return rss
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout, self._err):
+            if f is not None and not f.closed:
+                f.close()
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
