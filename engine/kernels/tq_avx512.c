@@ -146,6 +146,7 @@ TQ_INLINE void tq_store_4x4(__m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS], con
     _mm_storeu_si128((__m128i *)(out + 3 * out_stride), _mm512_extracti32x4_epi32(res, 3));
 }
 
+/* R rows x T tokens, every case but the full 4 x 4 one (tq_gemm_tile44_vnni below). */
 TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
                                          size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
                                          const int R, const int T) {
@@ -166,10 +167,6 @@ TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb
             for (int r = 0; r < R; r++)
                 acc[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[r][t], c01[r], x01), c23[r], x23);
         }
-    }
-    if (R == 4 && T == 4) {
-        tq_store_4x4(acc, asum, out, out_stride);
-        return;
     }
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];

@@ -31,12 +31,16 @@
 typedef void (*tq_gemm_tile_fn)(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
                                 const int32_t *asum, int32_t *out, size_t out_stride, int R, int T);
 
+/* The cases of a switch on T that call tile with T = 3, 2 or 1 (any other T) as constants */
+#define TQ_GEMM_TILE_CASES_BELOW_4(tile, R)                                                              \
+    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
+    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
+    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;
+
 #define TQ_GEMM_TILE_SWITCH(tile, R)                                                                     \
     switch (T) {                                                                                       \
     case 4: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 4); break;                      \
-    case 3: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 3); break;                      \
-    case 2: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 2); break;                      \
-    default: tile(w, stride, nb, a, a_stride, asum, out, out_stride, R, 1); break;                     \
+    TQ_GEMM_TILE_CASES_BELOW_4(tile, R)                                                                \
     }
 
 /* Defines `static ATTR void NAME(...)`, a tq_gemm_tile_fn that calls TILE with R = ROWS or 1 and
@@ -52,14 +56,16 @@ typedef void (*tq_gemm_tile_fn)(const uint8_t *w, size_t stride, int nb, const i
     }
 
 /* Like TQ_GEMM_TILE_ANY, but the full ROWS x TQ_GEMM_TOKS tile goes to FULL, a function of its
- * own with the tile_fn arguments but R and T (written out where the generic tile compiles badly). */
+ * own with the tile_fn arguments but R and T (written out where the generic tile compiles badly);
+ * TILE then never runs ROWS x 4. */
 #define TQ_GEMM_TILE_ANY_FULL(NAME, ATTR, TILE, ROWS, FULL)                                              \
     static ATTR void NAME(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,   \
                           const int32_t *asum, int32_t *out, size_t out_stride, int R, int T) {        \
-        if (R == (ROWS) && T == TQ_GEMM_TOKS) {                                                        \
-            FULL(w, stride, nb, a, a_stride, asum, out, out_stride);                                   \
-        } else if (R == (ROWS)) {                                                                      \
-            TQ_GEMM_TILE_SWITCH(TILE, ROWS)                                                            \
+        if (R == (ROWS)) {                                                                             \
+            switch (T) {                                                                               \
+            case TQ_GEMM_TOKS: FULL(w, stride, nb, a, a_stride, asum, out, out_stride); break;         \
+            TQ_GEMM_TILE_CASES_BELOW_4(TILE, ROWS)                                                     \
+            }                                                                                          \
         } else {                                                                                       \
             TQ_GEMM_TILE_SWITCH(TILE, 1)                                                               \
         }                                                                                              \
