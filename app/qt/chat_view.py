@@ -116,7 +116,6 @@ class ChatView(QTextBrowser):
         self._timer = QTimer(self)
         self._timer.setInterval(1000 // STREAM_FPS)
         self._timer.timeout.connect(self._flush_stream)
-        self.placeholder = ""
         self.renders = 0  # full renders, for tests
 
     # -- content ---------------------------------------------------------------------------------
@@ -131,7 +130,8 @@ class ChatView(QTextBrowser):
         self, messages: Sequence[ShownMessage], *, stream: ShownMessage | None = None, placeholder: str = ""
     ) -> None:
         """Renders the conversation; `stream` (if given) is the reply still being written, drawn
-        last and updated by append_stream()."""
+        last and updated by append_stream(); `placeholder` is the muted hint shown instead when
+        there is nothing to draw (no conversation yet, or an empty one)."""
         self.renders += 1
         self._timer.stop()
         at_bottom = self._at_bottom()

@@ -50,6 +50,18 @@ def test_search_filters_by_title_and_message_text(win: MainWindow) -> None:
     assert len(titles(win)) == 2
 
 
+def test_an_empty_chat_says_how_to_start(win: MainWindow) -> None:
+    assert win.current_id is None
+    assert "Start a new chat with Ctrl+N" in win.chat.toPlainText()
+    a = win.new_conversation("Empty")
+    assert win.current_id == a
+    assert win.chat.toPlainText().strip() == "Type a message below to start."
+    win.store.add_message(a, "user", "hello there")
+    win.select_conversation(a)
+    text = win.chat.toPlainText()
+    assert "hello there" in text and "Type a message below" not in text
+
+
 def test_delete_with_undo_and_rename(qtbot: Any, win: MainWindow) -> None:
     a = win.new_conversation("First")
     b = win.new_conversation("Second")
