@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the test suite: system packages for the cross-ISA kernel tests
-# (aarch64 cross compiler + qemu for NEON, clang), the package built from source with its test
+# (aarch64 cross compiler + qemu for NEON, SIMDe for the AVX-512 tables on CPUs without AVX-512,
+# clang), the package built from source with its test
 # extras, then pytest against the INSTALLED package (not the source folders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang gcc-mingw-w64-x86-64 \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang gcc-mingw-w64-x86-64 libsimde-dev \
         libegl1 libgl1 libfontconfig1 libglib2.0-0 libxkbcommon0 libdbus-1-3 >/dev/null
 fi
 

@@ -17,7 +17,14 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 
+#if defined(TQ_SIMDE_AVX512)
+/* Test builds only (tests/kernels/test_avx512_simde.py, with -I tests/kernels): the AVX-512
+ * intrinsics come from SIMDe's portable implementations, so this file's two tables run, and are
+ * checked against numpy, on CPUs without AVX-512. Never set by setup.py. */
+#include "tq_simde_avx512.h"
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +36,11 @@
 #else
 #define TQ_INLINE static inline __attribute__((always_inline))
 #define TQ_NOINLINE static __attribute__((noinline))
+#if defined(TQ_SIMDE_AVX512)
+#define TQ_VNNI
+#else
 #define TQ_VNNI __attribute__((target("avx512vnni")))
+#endif
 #endif
 
 #define TQ_512_GEMV_ROWS 4
@@ -507,7 +518,12 @@ static const tq_kernels tq_avx512_table = {
  * the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
 const tq_kernels *tq_kernels_avx512(void) {
     const char *no_vnni = getenv("TRIT_NO_VNNI");
-    if ((tq_cpu_features() & TQ_CPU_AVX512VNNI) && !(no_vnni && *no_vnni && strcmp(no_vnni, "0") != 0))
+#if defined(TQ_SIMDE_AVX512)
+    const int have_vnni = 1; /* emulated: both tables run on any x86-64 CPU */
+#else
+    const int have_vnni = (tq_cpu_features() & TQ_CPU_AVX512VNNI) != 0;
+#endif
+    if (have_vnni && !(no_vnni && *no_vnni && strcmp(no_vnni, "0") != 0))
         return &tq_avx512vnni_table;
     return &tq_avx512_table;
 }

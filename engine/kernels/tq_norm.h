@@ -1,5 +1,5 @@
 /* RMSNorm's sum of squares, shared by forward.c, the Python kernel tests (_kernels.pyx) and the
- * AArch64 harness (tests/kernels/neon_harness.c), so every build's path is tested.
+ * AArch64 harness (tests/kernels/isa_harness.c), so every build's path is tested.
  *
  * The spec (the scalar loop at the end): eight double sums, p[j] adding x[i]^2 for i = j mod 8 in
  * increasing i over the multiples of 8, the n % 8 leftovers added to p[0], then

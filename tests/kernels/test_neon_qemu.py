@@ -1,4 +1,4 @@
-"""The AArch64 NEON kernels under qemu-aarch64: cross-build tests/kernels/neon_harness.c with the
+"""The AArch64 NEON kernels under qemu-aarch64: cross-build tests/kernels/isa_harness.c with the
 kernel sources (static), feed it test vectors written here with numpy, and compare the outputs of
 the scalar and NEON tables with numpy: integers bit-exactly, floats within the named tolerance.
 
@@ -21,7 +21,7 @@ from test_kernels import ref_sum_squares
 
 ROOT = Path(__file__).resolve().parents[2]
 KDIR = ROOT / "engine" / "kernels"
-HARNESS = Path(__file__).with_name("neon_harness.c")
+HARNESS = Path(__file__).with_name("isa_harness.c")
 SOURCES = ["tq_scalar.c", "tq_neon.c", "cpu.c", "dispatch.c", "tq_avx2.c", "tq_avx512.c"]
 CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
@@ -253,7 +253,7 @@ def harness(tmp_path_factory) -> Path:
     missing = [t for t in (CC, QEMU) if shutil.which(t) is None]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not found: apt-get install gcc-aarch64-linux-gnu qemu-user")
-    out = tmp_path_factory.mktemp("neon") / "neon_harness"
+    out = tmp_path_factory.mktemp("neon") / "isa_harness"
     cmd = [CC, "-O2", "-std=c11", "-Wall", "-static", f"-I{KDIR}", "-o", str(out), str(HARNESS)]
     cmd += [str(KDIR / s) for s in SOURCES] + ["-lm"]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True)

@@ -1,7 +1,10 @@
 /* Runs the kernels of one ISA table on test vectors from a file and writes the outputs; used by
- * test_neon_qemu.py to test the AArch64 paths under qemu-aarch64 (cross-built with -static).
+ * test_neon_qemu.py to test the AArch64 paths under qemu-aarch64 (cross-built with -static), and by
+ * test_avx512_simde.py to test the AVX-512 tables on any x86-64 CPU: built with -DTQ_SIMDE_AVX512,
+ * tq_avx512.c takes its intrinsics from SIMDe and "avx512" hands out its table whatever the CPU
+ * (TRIT_NO_VNNI=1: the AVX-512BW table instead of the VNNI one).
  *
- *   neon_harness <isa> <in> <out>      isa: a name for tq_select_isa ("scalar", "neon", ...)
+ *   isa_harness <isa> <in> <out>      isa: a name for tq_select_isa ("scalar", "neon", ...)
  *
  * All numbers little-endian. Input: records, each an int32 kind followed by its fields; kind 0 ends.
  *   1 gemv      rows nb asum off | w u8[rows*nb*32] | a i8[nb*128]
@@ -34,7 +37,7 @@
 static FILE *fin, *fout;
 
 static void die(const char *what) {
-    fprintf(stderr, "neon_harness: %s\n", what);
+    fprintf(stderr, "isa_harness: %s\n", what);
     exit(2);
 }
 
@@ -71,12 +74,16 @@ static void wr(const void *p, size_t n) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: neon_harness <isa> <in> <out>\n");
+        fprintf(stderr, "usage: isa_harness <isa> <in> <out>\n");
         return 2;
     }
+#if defined(TQ_SIMDE_AVX512)
+    const tq_kernels *k = strcmp(argv[1], "avx512") ? tq_select_isa(argv[1]) : tq_kernels_avx512();
+#else
     const tq_kernels *k = tq_select_isa(argv[1]);
+#endif
     if (!k) {
-        fprintf(stderr, "neon_harness: ISA %s not available (features 0x%x)\n", argv[1], tq_cpu_features());
+        fprintf(stderr, "isa_harness: ISA %s not available (features 0x%x)\n", argv[1], tq_cpu_features());
         return 3;
     }
     fin = fopen(argv[2], "rb");
