@@ -132,11 +132,16 @@ def test_numpy_forward_exact_embedding_matches_transformers(case, numpy_refs):
     # Teacher forcing: each layer fed transformers' input reproduces its output. Float32 op-order
     # noise (~1e-7) is usually invisible, but it can flip one int8 activation rounding: in
     # ragged-bf16 layer 1 one flipped gate/up input moves the down_proj input by 4e-4 and the
-    # layer output by 7.5e-4 (relative L2). An exact float32 engine cannot do better than that.
+    # layer output by 7.5e-4 (relative L2); in s256-bitlinear layer 0 (dim 256, so one input
+    # weighs more) by 2.4e-3 where numpy sums in AVX2 order (Zen 3) and not at all where it sums
+    # in AVX-512 order. An exact float32 engine cannot do better than that. So: every layer within
+    # two such flips, and all but one of a fixture's layers at op-order noise.
+    errs = []
     for i in range(w.config.n_layers):
         out = nr.forward_layer(i, ref["hidden"][i])
-        err = np.linalg.norm(out - ref["hidden"][i + 1]) / np.linalg.norm(ref["hidden"][i + 1])
-        assert err <= 2e-3, (i, err)
+        errs.append(float(np.linalg.norm(out - ref["hidden"][i + 1]) / np.linalg.norm(ref["hidden"][i + 1])))
+    assert max(errs) <= 5e-3, errs
+    assert sum(e > 1e-5 for e in errs) <= 1, errs
 
 
 def test_numpy_forward_matches_transformers(case, numpy_refs):
