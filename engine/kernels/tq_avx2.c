@@ -20,6 +20,12 @@
 
 #include "qk_simd.h" /* TQ_INLINE, tq_hsum */
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_NOINLINE static __declspec(noinline)
+#else
+#define TQ_NOINLINE static __attribute__((noinline))
+#endif
+
 /* Blocks accumulated in int16 before widening: per block a 16-bit lane gains four maddubs pair
  * sums, each in [-512, 508], i.e. [-2048, 2032]; 16 blocks stay within [-32768, 32512]. */
 #define TQ_AVX2_I16_BLOCKS 16
@@ -143,7 +149,62 @@ TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const 
     }
 }
 
-TQ_GEMM_TILE_ANY(tq_gemm_tile_any_avx2, , tq_gemm_tile_avx2, TQ_AVX2_GEMM_ROWS)
+/* The full 2 x 4 tile. The generic tile widens every (row, token) sum to int32 once per block
+ * (vpmaddwd + vpaddd, 2 of its 9 instructions per row, token and block), and gcc keeps 6 of its 8
+ * int32 accumulators on the stack (a load and a store each per block). Here the 8 sums stay int16
+ * in registers for TQ_AVX2_I16_BLOCKS blocks (each maddubs adds a pair sum within [-512, 508] to a
+ * lane: 4 per block, 16 blocks within [-32768, 32512]) before they are widened: 8 instructions per
+ * row, token and block (4 maddubs, 4 adds) plus each row's decoding (7 per block, shared by the 4
+ * tokens). 8 sums + 4 codes + the mask + a product use 14 of the 16 registers, so the adds must
+ * stay where they are written: gcc (12, -O3) otherwise regroups them into trees of maddubs
+ * results, hoists the maddubs and spills. An empty asm that claims to change the four sums after
+ * each field pins them (clang needs no help). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TQ_REG_BARRIER4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
+#else
+#define TQ_REG_BARRIER4(a, b, c, d) ((void)0)
+#endif
+
+/* One row's block: decode its codes, add code x activation pair sums of tokens 0-3 into s[0..3]. */
+#define TQ_AVX2_ROW_BLOCK(wr, s)                                                                           \
+    do {                                                                                                   \
+        const __m256i q = _mm256_loadu_si256((const __m256i *)((wr) + (size_t)b * TQ_QK_BYTES));            \
+        const __m256i c[4] = {_mm256_and_si256(_mm256_srli_epi16(q, 6), m3), _mm256_and_si256(_mm256_srli_epi16(q, 4), m3), \
+                              _mm256_and_si256(_mm256_srli_epi16(q, 2), m3), _mm256_and_si256(q, m3)};       \
+        for (int f = 0; f < 4; f++) {                                                                      \
+            for (int t = 0; t < TQ_GEMM_TOKS; t++)                                                         \
+                s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c[f], _mm256_loadu_si256((const __m256i *)(ab + t * a_stride + 32 * f)))); \
+            TQ_REG_BARRIER4(s[0], s[1], s[2], s[3]);                                                       \
+        }                                                                                                  \
+    } while (0)
+
+TQ_NOINLINE void tq_gemm_tile24_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
+                                     const int32_t *asum, int32_t *out, size_t out_stride) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[2][TQ_GEMM_TOKS]; /* int32 x 8 per (row, token) */
+    for (int t = 0; t < TQ_GEMM_TOKS; t++) acc[0][t] = acc[1][t] = _mm256_setzero_si256();
+    for (int b0 = 0; b0 < nb; b0 += TQ_AVX2_I16_BLOCKS) {
+        const int b1 = nb - b0 > TQ_AVX2_I16_BLOCKS ? b0 + TQ_AVX2_I16_BLOCKS : nb;
+        __m256i s0[TQ_GEMM_TOKS], s1[TQ_GEMM_TOKS]; /* int16 x 16 per (row, token) */
+        for (int t = 0; t < TQ_GEMM_TOKS; t++) s0[t] = s1[t] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            const int8_t *ab = a + (size_t)b * TQ_QK;
+            TQ_AVX2_ROW_BLOCK(w, s0);
+            TQ_AVX2_ROW_BLOCK(w + stride, s1);
+        }
+        for (int t = 0; t < TQ_GEMM_TOKS; t++) {
+            acc[0][t] = _mm256_add_epi32(acc[0][t], _mm256_madd_epi16(s0[t], ones));
+            acc[1][t] = _mm256_add_epi32(acc[1][t], _mm256_madd_epi16(s1[t], ones));
+        }
+    }
+    for (int t = 0; t < TQ_GEMM_TOKS; t++) {
+        const __m128i s4 = tq_hsum4_epi32_avx2(acc[0][t], acc[1][t], acc[0][t], acc[1][t]);
+        _mm_storel_epi64((__m128i *)(out + t * out_stride), _mm_sub_epi32(s4, _mm_set1_epi32(asum[t])));
+    }
+}
+
+TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_avx2, , tq_gemm_tile_avx2, TQ_AVX2_GEMM_ROWS, tq_gemm_tile24_avx2)
 
 void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride, const int32_t *asum,
                   int ntok, int32_t *out, size_t out_stride) {
