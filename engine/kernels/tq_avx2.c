@@ -266,20 +266,26 @@ float tq_quant_act_avx2(const float *x, int n, int npad, int8_t *q, int32_t *sum
     return s;
 }
 
-/* One row at a time, one linear stream, no software prefetch (see tq_f16_gemv_avx512). With
- * 8 lanes a single FMA chain would cap a row at ~15 GB/s, so four chains: measured on the 128256 x
- * 2560 head (one thread, Zen 4, 2 MiB pages) 28.0-28.7 GB/s, against 16.9 with one chain and
- * 27.0-27.9 with two. The column tail goes through zero-padded copies (no masked loads in AVX2). */
+/* One row at a time, one linear stream (see tq_f16_gemv_avx512). With 8 lanes a single FMA chain
+ * would cap a row at ~15 GB/s: measured on the 128256 x 2560 head (one thread, Zen 4, 2 MiB pages)
+ * 16.9 GB/s with one chain, 27.0-27.9 with two, 28.0-28.7 with four. On a Zen 3 VM without AVX-512
+ * (where this is the head's kernel; a plain read 12-17 GB/s) two chains with a software prefetch
+ * 1 KiB ahead read best: 83.8-86.7% of a plain read against 79.3-79.4% for four chains without
+ * (medians of 15-25 rounds; four chains with the prefetch 76.7-78.1%, prefetching 2-4 KiB ahead
+ * 67-72%), and decode at one thread went from 77 / 77 / 77% to 79 / 80 / 84% of the bandwidth
+ * of the same moment in alternating runs (`benchmarks/bw_states.py`). The column tail goes
+ * through zero-padded copies (no masked loads in AVX2). */
 void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, float *out) {
     const int body = cols & ~31;
     for (int r = 0; r < rows; r++, w += cols) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         int i = 0;
         for (; i < body; i += 32) {
+            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0); /* past the row end: harmless */
             a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
             a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), a3);
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), a1);
         }
         for (; i < cols; i += 8) {
             uint16_t wt[8] = {0};
@@ -289,7 +295,7 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
             memcpy(xt, x + i, (size_t)n * sizeof(float));
             a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wt)), _mm256_loadu_ps(xt), a0);
         }
-        out[r] = tq_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        out[r] = tq_hsum(_mm256_add_ps(a0, a1));
     }
 }
 
