@@ -7,6 +7,15 @@
  *       engine/kernels/tq_avx512.c engine/kernels/tq_scalar.c engine/kernels/cpu.c -o /tmp/gemv_lead_$L -lm; done
  *   /tmp/gemv_lead_0 2560 avx512; /tmp/gemv_lead_4096 2560 avx512    # columns, avx512 | avx2
  *
+ * On a CPU without AVX-512 the line above builds a program that dies on an illegal instruction
+ * (gcc uses AVX-512 in main); compile tq_avx512.c alone with the AVX-512 flags instead:
+ *
+ *   gcc -O3 -Iengine/kernels -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -c \
+ *       engine/kernels/tq_avx512.c -o /tmp/tq_avx512.o
+ *   gcc -O3 -DTQ_GEMV_PREFETCH_LEAD=4096 -Iengine/kernels -mavx2 -mfma -mf16c benchmarks/micro/gemv_lead.c \
+ *       engine/kernels/tq_avx2.c /tmp/tq_avx512.o engine/kernels/tq_scalar.c engine/kernels/cpu.c -o /tmp/gemv_lead -lm
+ *   /tmp/gemv_lead 2560 avx2
+ *
  * It also prints the same kernel over 128 KiB of rows repeated (held in L2): the speed of its
  * arithmetic, the rate memory would have to beat for the kernel to be compute-bound. Linux only
  * (madvise). */
