@@ -103,29 +103,20 @@ static inline void tq_simde_mask_copy(void *dst, const void *src, uint64_t k, in
     for (int i = 0; i < lanes; i++)
         if ((k >> i) & 1) memcpy((char *)dst + i * size, (const char *)src + i * size, (size_t)size);
 }
-static inline simde__m512 tq_simde_maskz_loadu_ps(simde__mmask16 k, const void *p) {
-    simde__m512 r = simde_mm512_setzero_ps();
-    tq_simde_mask_copy(&r, p, k, 16, 4);
-    return r;
-}
+/* `name`(k, p): a vector of `type` from 16 lanes of `size` bytes at p, the masked ones loaded */
+#define TQ_SIMDE_MASKZ_LOAD(name, type, zero, size)                 \
+    static inline type name(simde__mmask16 k, const void *p) {      \
+        type r = zero;                                              \
+        tq_simde_mask_copy(&r, p, k, 16, size);                     \
+        return r;                                                   \
+    }
+TQ_SIMDE_MASKZ_LOAD(tq_simde_maskz_loadu_ps, simde__m512, simde_mm512_setzero_ps(), 4)
+TQ_SIMDE_MASKZ_LOAD(tq_simde_maskz_loadu_epi32, simde__m512i, simde_mm512_setzero_si512(), 4)
+TQ_SIMDE_MASKZ_LOAD(tq_simde_maskz_loadu_epi16, simde__m256i, simde_mm256_setzero_si256(), 2)
+TQ_SIMDE_MASKZ_LOAD(tq_simde_maskz_loadu_epi8, simde__m128i, simde_mm_setzero_si128(), 1)
 #define _mm512_maskz_loadu_ps(k, p) tq_simde_maskz_loadu_ps(k, p)
-static inline simde__m512i tq_simde_maskz_loadu_epi32(simde__mmask16 k, const void *p) {
-    simde__m512i r = simde_mm512_setzero_si512();
-    tq_simde_mask_copy(&r, p, k, 16, 4);
-    return r;
-}
 #define _mm512_maskz_loadu_epi32(k, p) tq_simde_maskz_loadu_epi32(k, p)
-static inline simde__m256i tq_simde_maskz_loadu_epi16(simde__mmask16 k, const void *p) {
-    simde__m256i r = simde_mm256_setzero_si256();
-    tq_simde_mask_copy(&r, p, k, 16, 2);
-    return r;
-}
 #define _mm256_maskz_loadu_epi16(k, p) tq_simde_maskz_loadu_epi16(k, p)
-static inline simde__m128i tq_simde_maskz_loadu_epi8(simde__mmask16 k, const void *p) {
-    simde__m128i r = simde_mm_setzero_si128();
-    tq_simde_mask_copy(&r, p, k, 16, 1);
-    return r;
-}
 #define _mm_maskz_loadu_epi8(k, p) tq_simde_maskz_loadu_epi8(k, p)
 static inline void tq_simde_mask_storeu_ps(void *p, simde__mmask16 k, simde__m512 a) {
     tq_simde_mask_copy(p, &a, k, 16, 4);
