@@ -125,9 +125,14 @@ TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, co
     }
 /* Prompt GEMM (tq_qk_ops.gemm): R rows x NT tokens per pass. Each block's codes are widened to
  * floats once and dotted with every token's x, and each (row, token) sum is formed with exactly
- * the operations of tq_q32_rows in its order, so every output is bit-identical to the gemv's. */
+ * the operations of tq_q32_rows in its order, so every output is bit-identical to the gemv's.
+ * xsum (types with a block minimum, rows of up to TQ_GEMM_Q32_MAX_NB blocks; else NULL): the token
+ * group's block sums of x, [NT][nb], each (x0 + x1) + (x2 + x3) as tq_q32_rows forms it, made once
+ * per token group instead of once per row and token (3 of a block's 9 float operations per row and
+ * token: SmolLM2 Q4_1 on a Zen 3 VM, AVX2, alternating builds, see benchmarks/RESULTS.md). */
+#define TQ_GEMM_Q32_MAX_NB 256
 TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t rb, int nb, const float *x,
-                                size_t ldx, float *out, size_t ldo) {
+                                size_t ldx, const __m256 *xsum, float *out, size_t ldo) {
     const int bb = tq_q32_block_bytes(T);
     const int has_min = tq_q32_has_min(T);
     __m256 acc[TQ_GEMM_MAX_ROWS][TQ_GEMM_TOKS], accm[TQ_GEMM_MAX_ROWS][TQ_GEMM_TOKS];
@@ -151,7 +156,9 @@ TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t r
             const float *xb = x + (size_t)t * ldx + (size_t)32 * b;
             const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
             const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-            const __m256 xs = has_min ? _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)) : x0;
+            const __m256 xs = !has_min ? x0
+                              : xsum  ? xsum[(size_t)t * nb + b]
+                                      : _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
             for (int r = 0; r < R; r++) {
                 __m256 s = _mm256_mul_ps(c[r][0], x0);
                 s = _mm256_fmadd_ps(c[r][1], x1, s);
@@ -169,13 +176,24 @@ TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t r
 
 /* Rows in tiles of RT (the rest one by one), tokens in groups of TQ_GEMM_TOKS (the rest one at a
  * time): constant tile sizes in every call, so the loops unroll. */
-#define TQ_Q32_TILE(R, NT, r, a, o) tq_q32_gemm_tile(T, R, NT, wb + (r) * rb, rb, nb, (const float *)(a), ldx, o, ldo)
+#define TQ_Q32_TILE(R, NT, r, a, o) tq_q32_gemm_tile(T, R, NT, wb + (r) * rb, rb, nb, (const float *)(a), ldx, xs_, o, ldo)
 TQ_INLINE void tq_q32_gemm(int T, int RT, const void *w, size_t rb, int rows, int n, const void *act, size_t as,
                            int ntok, float *out, size_t ldo) {
     const int nb = n / TQ_QK32;
     const size_t ldx = as / sizeof(float);
     const uint8_t *wb = (const uint8_t *)w;
-    TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, RT, TQ_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_Q32_TILE)
+    __m256 xsum[TQ_GEMM_TOKS * TQ_GEMM_Q32_MAX_NB];
+    const __m256 *xs_ = tq_q32_has_min(T) && nb <= TQ_GEMM_Q32_MAX_NB ? xsum : NULL;
+#define TQ_Q32_XSUMS(nt, a)                                                                              \
+    if (xs_)                                                                                             \
+        for (int j = 0; j < (nt); j++)                                                                   \
+            for (int b = 0; b < nb; b++) {                                                               \
+                const float *xb = (const float *)(a) + (size_t)j * ldx + (size_t)32 * b;                 \
+                xsum[(size_t)j * nb + b] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)), \
+                                                         _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))); \
+            }
+    TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, RT, TQ_GEMM_TOKS, TQ_Q32_XSUMS, TQ_Q32_TILE)
+#undef TQ_Q32_XSUMS
 }
 #undef TQ_Q32_TILE
 
