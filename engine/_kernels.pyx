@@ -340,6 +340,7 @@ cdef extern from *:
         int *hits;
         int stall_ms;    /* a worker sleeps this long right after taking its first chunk */
         int wait_worker; /* the caller takes nothing until a worker has taken a chunk (at most 2 s) */
+        int caller_ms;   /* then the caller sleeps this long after its first chunk (its own work) */
     } tq_test_job;
     static void tq_test_task(void *arg, int ith, int nth) {
         tq_test_job *j = (tq_test_job *)arg;
@@ -348,9 +349,14 @@ cdef extern from *:
         (void)nth;
         if (ith == 0 && j->wait_worker)
             for (int i = 0; i < 2000 && j->worker_took.next == 0; i++) tq_test_sleep_ms(1);
+        int worked = 0;
         while ((c = tq_counter_take(&j->next)) < j->chunks) {
             j->hits[c]++;
-            if (ith == 0) continue;
+            if (ith == 0) {
+                if (j->caller_ms && !worked) tq_test_sleep_ms(j->caller_ms);
+                worked = 1;
+                continue;
+            }
             tq_counter_take(&j->worker_took);
             if (j->stall_ms && !stalled) {
                 stalled = 1;
@@ -358,7 +364,7 @@ cdef extern from *:
             }
         }
     }
-    static long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker) {
+    static long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker, int caller_ms) {
         tq_test_job j;
         tq_counter_reset(&j.next);
         tq_counter_reset(&j.worker_took);
@@ -366,11 +372,12 @@ cdef extern from *:
         j.hits = hits;
         j.stall_ms = stall_ms;
         j.wait_worker = wait_worker;
+        j.caller_ms = caller_ms;
         tq_pool_run(pool, tq_test_task, &j);
         return j.worker_took.next;
     }
     """
-    long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker) nogil
+    long tq_test_run(tq_pool *pool, long chunks, int *hits, int stall_ms, int wait_worker, int caller_ms) nogil
 
 
 POOL_LATE_S = TQ_LATE_S
@@ -382,11 +389,14 @@ POOL_SOLO_CLEAN = TQ_SOLO_CLEAN
 def pool_jobs(int nthreads, plan, long chunks=64, int stall_ms=20):
     """Runs one job per entry of plan on a new pool of nthreads, each job `chunks` chunks taken from
     a shared counter: "stall" (the caller waits for a worker to take the first chunk, and that
-    worker then sleeps stall_ms while it holds it: a worker whose core was taken), "together" (the
-    caller waits, at most 2 s, until a worker has taken a chunk before taking any itself), "any"
-    (no waiting). Returns (chunks done by workers per job, whether every chunk of every job was done
-    exactly once, the pool's counters {"jobs", "late", "solo"})."""
-    modes = {"stall": (stall_ms, 1), "together": (0, 1), "any": (0, 0)}
+    worker then sleeps stall_ms while it holds it: a worker whose core was taken), "slow" (the same,
+    but the caller then works, sleeps, 60% of stall_ms after its first chunk: a big job whose end
+    still waits, for less than the caller worked), "together" (the caller waits, at most 2 s, until
+    a worker has taken a chunk before taking any itself), "any" (no waiting). Returns (chunks done
+    by workers per job, whether every chunk of every job was done exactly once, the pool's counters
+    {"jobs", "late", "solo"})."""
+    modes = {"stall": (stall_ms, 1, 0), "slow": (stall_ms, 1, stall_ms * 6 // 10), "together": (0, 1, 0),
+             "any": (0, 0, 0)}
     steps = [modes[p] for p in plan]
     if chunks < 1:
         raise ValueError("chunks must be >= 1")
@@ -395,15 +405,15 @@ def pool_jobs(int nthreads, plan, long chunks=64, int stall_ms=20):
         raise MemoryError("could not start the thread pool")
     hits = np.zeros(chunks, dtype=np.intc)
     cdef int[::1] h = hits
-    cdef int st, ww
+    cdef int st, ww, cm
     cdef long took
     worker = []
     once = True
     try:
-        for st, ww in steps:
+        for st, ww, cm in steps:
             h[:] = 0
             with nogil:
-                took = tq_test_run(pool, chunks, &h[0], st, ww)
+                took = tq_test_run(pool, chunks, &h[0], st, ww, cm)
             worker.append(int(took))
             once = once and bool((hits == 1).all())
         s = tq_pool_get_stats(pool)

@@ -245,13 +245,15 @@ void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg) {
     tq_mutex_lock(&pool->mu);
     if (pool->sleepers) tq_cond_broadcast(&pool->job_cv);
     tq_mutex_unlock(&pool->mu);
+    const double t_start = tq_now();
     fn(arg, 0, pool->nth); /* returns when every chunk has been handed out */
     tq_atomic_add(&pool->closed, g - tq_atomic_load(&pool->closed)); /* closed = g */
     int late = 0;
     if (!tq_ready(&pool->active, 0, 1)) { /* chunks still in flight: wait for them */
         const double t0 = tq_now();
         tq_wait(pool, &pool->active, 0, 1, &pool->done_cv, &pool->waiting);
-        late = tq_now() - t0 >= TQ_LATE_S;
+        const double waited = tq_now() - t0;
+        late = waited >= TQ_LATE_S && waited >= t0 - t_start; /* see TQ_LATE_S */
     }
     if (!late) {
         if (++pool->clean == TQ_SOLO_CLEAN) pool->solo_len = TQ_SOLO_MIN;

@@ -29,7 +29,10 @@ int tq_pool_width(const tq_pool *pool);
 void tq_pool_run(tq_pool *pool, tq_task_fn fn, void *arg);
 /* A worker whose core another process's thread took while it held chunks keeps the caller waiting
  * at the job's end for the rest of that time slice (milliseconds; a chunk itself takes tens of
- * microseconds). When a job's end waits TQ_LATE_S or longer, the caller runs the next jobs alone
+ * microseconds). When a job's end waits TQ_LATE_S or longer, and longer than the caller's own part
+ * of the job took (a job whose caller worked longer than it then waited still ended sooner than
+ * the caller alone would have: prompt jobs of milliseconds, whose worker, asleep between jobs, can
+ * take a fraction of a millisecond to wake on a VM), the caller runs the next jobs alone
  * (the split still hands it every chunk, and no result depends on which thread computed it):
  * TQ_SOLO_MIN jobs at first, twice as many each time a worker is late again right after, up to
  * TQ_SOLO_MAX (~14 tokens of BitNet 2B4T, 151 jobs each); after TQ_SOLO_CLEAN jobs in a row run

@@ -59,6 +59,18 @@ def test_a_clean_stretch_resets_the_back_off():
     assert stats == {"jobs": len(plan), "late": 3, "solo": 4 * n}
 
 
+def test_a_wait_shorter_than_the_callers_own_work_is_not_late():
+    # The worker holds a chunk for 20 ms, the caller works 12 ms of it: the end waits ~8 ms, far
+    # past TQ_LATE_S, yet both threads together still beat the caller alone, so nothing runs solo.
+    plan = ["slow"] * 3 + ["together"] * 2
+    worker, once, stats = K.pool_jobs(2, plan)
+    assert once and all(w >= 1 for w in worker)
+    assert stats == {"jobs": len(plan), "late": 0, "solo": 0}
+    # the same stall without the caller's work is late
+    worker, once, stats = K.pool_jobs(2, ["stall", "any"])
+    assert once and stats["late"] == 1 and worker[1] == 0
+
+
 def test_quick_jobs_are_not_late_and_one_thread_has_no_pool_work():
     worker, once, stats = K.pool_jobs(2, ["together"] * 20, chunks=256)
     assert once and all(w >= 1 for w in worker)
