@@ -79,6 +79,12 @@ TQ_INLINE void tq_codes32(int T, const uint8_t *blk, __m256 c[4]) {
     }
 }
 
+/* A block's 32 values of x summed to 8 lanes, the term its minimum multiplies (Q4_1, Q5_1): one
+ * order for the gemv and the GEMM, which must agree bit for bit. */
+TQ_INLINE __m256 tq_q32_xsum(__m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    return _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+}
+
 TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, const float *x,
                            float *out) {
     const int bb = tq_q32_block_bytes(T);
@@ -89,7 +95,7 @@ TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, co
         const float *xb = x + (size_t)32 * b;
         const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
         const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-        const __m256 xs = has_min ? _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)) : x0;
+        const __m256 xs = has_min ? tq_q32_xsum(x0, x1, x2, x3) : x0;
         tq_prefetch_next(w, rb, R, (size_t)b * bb, (size_t)bb * R);
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + r * rb + (size_t)b * bb;
@@ -127,7 +133,7 @@ TQ_INLINE void tq_q32_rows(int T, int R, const uint8_t *w, size_t rb, int nb, co
  * floats once and dotted with every token's x, and each (row, token) sum is formed with exactly
  * the operations of tq_q32_rows in its order, so every output is bit-identical to the gemv's.
  * xsum (types with a block minimum, rows of up to TQ_GEMM_Q32_MAX_NB blocks; else NULL): the token
- * group's block sums of x, [NT][nb], each (x0 + x1) + (x2 + x3) as tq_q32_rows forms it, made once
+ * group's block sums of x, [NT][nb] (tq_q32_xsum, as tq_q32_rows forms them), made once
  * per token group instead of once per row and token (3 of a block's 9 float operations per row and
  * token: SmolLM2 Q4_1 on a Zen 3 VM, AVX2, alternating builds, see benchmarks/RESULTS.md). */
 #define TQ_GEMM_Q32_MAX_NB 256
@@ -156,9 +162,7 @@ TQ_INLINE void tq_q32_gemm_tile(int T, int R, int NT, const uint8_t *w, size_t r
             const float *xb = x + (size_t)t * ldx + (size_t)32 * b;
             const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
             const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-            const __m256 xs = !has_min ? x0
-                              : xsum  ? xsum[(size_t)t * nb + b]
-                                      : _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+            const __m256 xs = !has_min ? x0 : xsum ? xsum[(size_t)t * nb + b] : tq_q32_xsum(x0, x1, x2, x3);
             for (int r = 0; r < R; r++) {
                 __m256 s = _mm256_mul_ps(c[r][0], x0);
                 s = _mm256_fmadd_ps(c[r][1], x1, s);
@@ -189,8 +193,8 @@ TQ_INLINE void tq_q32_gemm(int T, int RT, const void *w, size_t rb, int rows, in
         for (int j = 0; j < (nt); j++)                                                                   \
             for (int b = 0; b < nb; b++) {                                                               \
                 const float *xb = (const float *)(a) + (size_t)j * ldx + (size_t)32 * b;                 \
-                xsum[(size_t)j * nb + b] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)), \
-                                                         _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))); \
+                xsum[(size_t)j * nb + b] = tq_q32_xsum(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8),     \
+                                                       _mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)); \
             }
     TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, RT, TQ_GEMM_TOKS, TQ_Q32_XSUMS, TQ_Q32_TILE)
 #undef TQ_Q32_XSUMS

@@ -100,9 +100,12 @@ TQ_Q32_GEMV(q5_1, TQ_B_Q5_1)
 
 /* Prompt GEMM (tq_qk_ops.gemm), one row x NT tokens per pass: a block's codes are converted to
  * floats once for the NT tokens, and every (row, token) sum takes tq_q32_rows's operations in its
- * order, so each output is bit-identical to the gemv's. */
+ * order, so each output is bit-identical to the gemv's. xsum (types with a block minimum, rows of
+ * up to TQ_GEMM_Q32_MAX_NB blocks; else NULL): the token group's tq_xsum32 per block, [NT][nb],
+ * made once per token group instead of once per row (as in qk_f32act_avx2.c). */
+#define TQ_GEMM_Q32_MAX_NB 256
 TQ_INLINE void tq_q32_gemm_tile(const int T, const int NT, const uint8_t *row, int nb, const float *x, size_t ldx,
-                                float *out, size_t ldo) {
+                                const float32x4_t *xsum, float *out, size_t ldo) {
     const int bb = tq_q32_block_bytes(T);
     const int has_min = tq_q32_has_min(T);
     float32x4_t acc[TQ_GEMM_TOKS], accm[TQ_GEMM_TOKS];
@@ -118,20 +121,27 @@ TQ_INLINE void tq_q32_gemm_tile(const int T, const int NT, const uint8_t *row, i
         for (int t = 0; t < NT; t++) {
             const float *xb = x + (size_t)t * ldx + (size_t)32 * b;
             acc[t] = vfmaq_n_f32(acc[t], tq_fma16f(tq_fma16f(vdupq_n_f32(0.0f), f0, xb), f1, xb + 16), d);
-            if (has_min) accm[t] = vfmaq_n_f32(accm[t], tq_xsum32(xb), m);
+            if (has_min) accm[t] = vfmaq_n_f32(accm[t], xsum ? xsum[(size_t)t * nb + b] : tq_xsum32(xb), m);
         }
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * ldo] = vaddvq_f32(has_min ? vaddq_f32(acc[t], accm[t]) : acc[t]);
 }
 
-#define TQ_Q32_TILE(R, NT, r, a, o) tq_q32_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, (const float *)(a), ldx, o, ldo)
+#define TQ_Q32_TILE(R, NT, r, a, o) \
+    tq_q32_gemm_tile(T, NT, (const uint8_t *)w + (size_t)(r) * rb, nb, (const float *)(a), ldx, xs_, o, ldo)
+#define TQ_Q32_XSUMS(nt, a)                                                                        \
+    if (xs_)                                                                                       \
+        for (int j = 0; j < (nt); j++)                                                             \
+            for (int b = 0; b < nb; b++) xsum[(size_t)j * nb + b] = tq_xsum32((const float *)(a) + (size_t)j * ldx + (size_t)32 * b);
 #define TQ_Q32_GEMM(name, T_)                                                                       \
     static void tq_qk_gemm_f32act_##name##_neon(const void *w, size_t rb, int rows, int n,          \
                                                 const void *act, size_t as, int ntok, float *out,   \
                                                 size_t ldo) {                                       \
         const int T = T_, nb = n / TQ_QK32;                                                         \
         const size_t ldx = as / sizeof(float);                                                      \
-        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_GEMM_TOKS, TQ_GEMM_NO_GROUP, TQ_Q32_TILE) \
+        float32x4_t xsum[TQ_GEMM_TOKS * TQ_GEMM_Q32_MAX_NB];                                        \
+        const float32x4_t *xs_ = tq_q32_has_min(T) && nb <= TQ_GEMM_Q32_MAX_NB ? xsum : NULL;       \
+        TQ_GEMM_LOOP(ntok, rows, act, as, out, ldo, 1, TQ_GEMM_TOKS, TQ_Q32_XSUMS, TQ_Q32_TILE)     \
     }
 TQ_Q32_GEMM(q8_0, TQ_B_Q8_0)
 TQ_Q32_GEMM(q4_0, TQ_B_Q4_0)
@@ -140,6 +150,7 @@ TQ_Q32_GEMM(q5_0, TQ_B_Q5_0)
 TQ_Q32_GEMM(q5_1, TQ_B_Q5_1)
 #undef TQ_Q32_GEMM
 #undef TQ_Q32_TILE
+#undef TQ_Q32_XSUMS
 
 /* ---------------------------------------------------------------- K-quants */
 
