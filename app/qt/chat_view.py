@@ -141,12 +141,14 @@ class ChatView(QTextBrowser):
         doc_cursor = QTextCursor(self.document())
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         last = len(messages) - 1
-        if not messages and stream is None and placeholder:
-            doc_cursor.insertHtml(f'<p style="color:{self._muted()}">{html.escape(placeholder)}</p>')
+        drawn = 0
         for i, m in enumerate(messages):
             if m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None):
                 continue
             self._insert_message(doc_cursor, m, is_last_user=i == last_user, is_last=i == last)
+            drawn += 1
+        if not drawn and stream is None and placeholder:
+            doc_cursor.insertHtml(f'<p style="color:{self._muted()}">{html.escape(placeholder)}</p>')
         if stream is not None:
             self._begin_stream(doc_cursor, stream)
         if at_bottom or stream is not None:

@@ -56,6 +56,9 @@ def test_an_empty_chat_says_how_to_start(win: MainWindow) -> None:
     a = win.new_conversation("Empty")
     assert win.current_id == a
     assert win.chat.toPlainText().strip() == "Type a message below to start."
+    win.store.add_message(a, "system", "be brief")  # not drawn: the chat still has nothing to show
+    win.select_conversation(a)
+    assert win.chat.toPlainText().strip() == "Type a message below to start."
     win.store.add_message(a, "user", "hello there")
     win.select_conversation(a)
     text = win.chat.toPlainText()
