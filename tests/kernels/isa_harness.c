@@ -34,43 +34,8 @@
 #include "tq.h"
 #include "tq_norm.h"
 
-static FILE *fin, *fout;
-
-static void die(const char *what) {
-    fprintf(stderr, "isa_harness: %s\n", what);
-    exit(2);
-}
-
-static int32_t rd_i32(void) {
-    int32_t v;
-    if (fread(&v, 4, 1, fin) != 1) die("truncated input");
-    return v;
-}
-
-/* A buffer whose returned pointer sits `off` bytes past a 64-byte boundary. */
-typedef struct {
-    void *raw;
-    uint8_t *p;
-} tq_buf;
-
-static tq_buf buf_new(size_t n, size_t off) {
-    tq_buf b;
-    b.raw = malloc(n + 64 + off + 1);
-    if (!b.raw) die("out of memory");
-    uintptr_t u = (uintptr_t)b.raw;
-    b.p = (uint8_t *)(((u + 63) & ~(uintptr_t)63) + off);
-    return b;
-}
-
-static tq_buf buf_read(size_t n, size_t off) {
-    tq_buf b = buf_new(n, off);
-    if (n && fread(b.p, 1, n, fin) != n) die("truncated input");
-    return b;
-}
-
-static void wr(const void *p, size_t n) {
-    if (n && fwrite(p, 1, n, fout) != n) die("write failed");
-}
+#define HARNESS_NAME "isa_harness"
+#include "harness_io.h"
 
 int main(int argc, char **argv) {
     if (argc != 4) {
@@ -86,12 +51,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "isa_harness: ISA %s not available (features 0x%x)\n", argv[1], tq_cpu_features());
         return 3;
     }
-    fin = fopen(argv[2], "rb");
-    fout = fopen(argv[3], "wb");
-    if (!fin || !fout) die("cannot open files");
-    char name[16] = {0};
-    strncpy(name, k->isa, sizeof(name) - 1);
-    wr(name, sizeof(name));
+    harness_begin(argv[2], argv[3], k->isa);
     for (;;) {
         const int32_t kind = rd_i32();
         if (kind == 0) break;
@@ -184,10 +144,8 @@ int main(int argc, char **argv) {
             wr(&ss, sizeof ss);
             free(x.raw);
         } else {
-            die("unknown record kind");
+            die("unknown record kind", 2);
         }
     }
-    fclose(fin);
-    if (fclose(fout) != 0) die("write failed");
-    return 0;
+    return harness_end();
 }

@@ -26,33 +26,10 @@
 #include <string.h>
 
 #include "qk.h"
+
+#define HARNESS_NAME "qk_harness"
+#include "harness_io.h"
 #include "tq.h"
-
-static FILE *fin, *fout;
-
-static void die(const char *what, int code) {
-    fprintf(stderr, "qk_harness: %s\n", what);
-    exit(code);
-}
-
-static int32_t rd_i32(void) {
-    int32_t v;
-    if (fread(&v, 4, 1, fin) != 1) die("truncated input", 2);
-    return v;
-}
-
-/* n bytes from the input at a pointer `off` bytes past a 64-byte boundary; *raw gets the block */
-static uint8_t *rd_buf(size_t n, size_t off, void **raw) {
-    *raw = malloc(n + 64 + off + 1);
-    if (!*raw) die("out of memory", 2);
-    uint8_t *p = (uint8_t *)((((uintptr_t)*raw + 63) & ~(uintptr_t)63) + off);
-    if (n && fread(p, 1, n, fin) != n) die("truncated input", 2);
-    return p;
-}
-
-static void wr(const void *p, size_t n) {
-    if (n && fwrite(p, 1, n, fout) != n) die("write failed", 2);
-}
 
 static const tq_qk_ops *ops_of(const char *isa, int type) {
     const tq_qk_ops *ops = tq_qk_get(isa, type);
@@ -68,12 +45,7 @@ int main(int argc, char **argv) {
     const char *isa = argv[1];
     const tq_kernels *k = tq_select_isa(isa);
     if (!k) die("ISA not available", 3);
-    fin = fopen(argv[2], "rb");
-    fout = fopen(argv[3], "wb");
-    if (!fin || !fout) die("cannot open files", 2);
-    char name[16] = {0};
-    strncpy(name, k->isa, sizeof(name) - 1);
-    wr(name, sizeof(name));
+    harness_begin(argv[2], argv[3], k->isa);
     for (;;) {
         const int32_t kind = rd_i32();
         if (kind == 0) break;
@@ -81,9 +53,9 @@ int main(int argc, char **argv) {
             const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), off = rd_i32();
             const tq_qk_ops *ops = ops_of(isa, type);
             const size_t rb = (size_t)(n / ops->block) * ops->block_bytes;
-            void *wraw, *xraw;
-            const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
-            const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n, 0, &xraw);
+            const tq_buf wb = buf_read(rb * rows, (size_t)off), xb = buf_read(sizeof(float) * (size_t)n, 0);
+            const uint8_t *w = wb.p;
+            const float *x = (const float *)xb.p;
             const size_t ab = tq_qk_act_bytes(ops->act, n);
             void *act = malloc(ab + 1);
             float *out = malloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1));
@@ -94,40 +66,40 @@ int main(int argc, char **argv) {
             wr(&simd, 1);
             wr(act, ab);
             wr(out, sizeof(float) * (size_t)rows);
-            free(act), free(out), free(wraw), free(xraw);
+            free(act), free(out), free(wb.raw), free(xb.raw);
         } else if (kind == 2) {
             const int type = rd_i32(), n = rd_i32(), off = rd_i32();
             const tq_qk_ops *ops = ops_of(isa, type);
-            void *raw;
-            const uint8_t *row = rd_buf((size_t)(n / ops->block) * ops->block_bytes, (size_t)off, &raw);
+            const tq_buf rowb = buf_read((size_t)(n / ops->block) * ops->block_bytes, (size_t)off);
+            const uint8_t *row = rowb.p;
             float *out = malloc(sizeof(float) * (size_t)n);
             if (!out) die("out of memory", 2);
             ops->dequant(row, out, n);
             wr(out, sizeof(float) * (size_t)n);
-            free(out), free(raw);
+            free(out), free(rowb.raw);
         } else if (kind == 3) {
             const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), off = rd_i32();
             const tq_qk_ops *ops = tq_qk_get_f32act(isa, type), *ref = tq_qk_get_f32act("scalar", type);
             if (!ops || !ref) die("ISA or type not available", 3);
             const size_t rb = (size_t)(n / ops->block) * ops->block_bytes;
-            void *wraw, *xraw;
-            const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
-            const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n, 0, &xraw);
+            const tq_buf wb = buf_read(rb * rows, (size_t)off), xb = buf_read(sizeof(float) * (size_t)n, 0);
+            const uint8_t *w = wb.p;
+            const float *x = (const float *)xb.p;
             float *out = malloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1));
             if (!out) die("out of memory", 2);
             ops->gemv(w, rb, rows, n, x, out);
             const uint8_t simd = ops->gemv != ref->gemv;
             wr(&simd, 1);
             wr(out, sizeof(float) * (size_t)rows);
-            free(out), free(wraw), free(xraw);
+            free(out), free(wb.raw), free(xb.raw);
         } else if (kind == 4 || kind == 5) {
             const int type = rd_i32(), rows = rd_i32(), n = rd_i32(), ntok = rd_i32(), off = rd_i32();
             const tq_qk_ops *ops = kind == 4 ? tq_qk_get_f32act(isa, type) : tq_qk_get(isa, type);
             if (!ops) die("ISA or type not available", 3);
             const size_t rb = (size_t)(n / ops->block) * ops->block_bytes, nout = (size_t)ntok * rows;
-            void *wraw, *xraw;
-            const uint8_t *w = rd_buf(rb * rows, (size_t)off, &wraw);
-            const float *x = (const float *)rd_buf(sizeof(float) * (size_t)n * ntok, 0, &xraw);
+            const tq_buf wb = buf_read(rb * rows, (size_t)off), xb = buf_read(sizeof(float) * (size_t)n * ntok, 0);
+            const uint8_t *w = wb.p;
+            const float *x = (const float *)xb.p;
             const size_t ab = tq_qk_act_bytes(ops->act, n); /* f32: n floats, as x itself */
             uint8_t *acts = malloc(ab * (ntok ? ntok : 1) + 1);
             float *out = calloc(nout ? nout : 1, sizeof(float)), *per = calloc(nout ? nout : 1, sizeof(float));
@@ -139,12 +111,10 @@ int main(int argc, char **argv) {
             wr(&has, 1);
             wr(out, sizeof(float) * nout);
             wr(per, sizeof(float) * nout);
-            free(acts), free(out), free(per), free(wraw), free(xraw);
+            free(acts), free(out), free(per), free(wb.raw), free(xb.raw);
         } else {
             die("unknown record kind", 2);
         }
     }
-    fclose(fin);
-    if (fclose(fout) != 0) die("write failed", 2);
-    return 0;
+    return harness_end();
 }
