@@ -17,6 +17,13 @@
 #define TQ_INLINE static inline __attribute__((always_inline))
 #endif
 #endif
+#ifndef TQ_NOINLINE
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TQ_NOINLINE static __declspec(noinline)
+#else
+#define TQ_NOINLINE static __attribute__((noinline))
+#endif
+#endif
 
 TQ_INLINE uint16_t tq_ld16(const void *p) {
     uint16_t v;

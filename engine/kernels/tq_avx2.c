@@ -18,13 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "qk_simd.h" /* TQ_INLINE, tq_hsum */
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#define TQ_NOINLINE static __declspec(noinline)
-#else
-#define TQ_NOINLINE static __attribute__((noinline))
-#endif
+#include "qk_simd.h" /* TQ_INLINE, TQ_NOINLINE, tq_hsum */
 
 /* Blocks accumulated in int16 before widening: per block a 16-bit lane gains four maddubs pair
  * sums, each in [-512, 508], i.e. [-2048, 2032]; 16 blocks stay within [-32768, 32512]. */
