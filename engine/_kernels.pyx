@@ -57,6 +57,7 @@ cdef extern from "tq.h" nogil:
         TQ_CPU_AVX512VNNI
         TQ_CPU_NEON
         TQ_CPU_NEON_DOTPROD
+        TQ_CPU_AVXVNNI
     unsigned tq_cpu_features()
     const tq_kernels *tq_select()
     const tq_kernels *tq_select_isa(const char *name)
@@ -87,6 +88,7 @@ def cpu_features() -> dict:
     cdef unsigned f = tq_cpu_features()
     return {
         "avx2": bool(f & TQ_CPU_AVX2),
+        "avxvnni": bool(f & TQ_CPU_AVXVNNI),
         "avx512": bool(f & TQ_CPU_AVX512),
         "avx512vnni": bool(f & TQ_CPU_AVX512VNNI),
         "neon": bool(f & TQ_CPU_NEON),
@@ -105,7 +107,8 @@ def selected_isa() -> str:
 
 
 def table_name(str isa) -> str:
-    """The table behind an ISA name, e.g. "avx512" -> "avx512vnni" on a CPU with VNNI."""
+    """The table behind an ISA name, e.g. "avx512" -> "avx512vnni" on a CPU with VNNI, "avx2" ->
+    "avxvnni" on one with AVX-VNNI."""
     return _table(isa).isa.decode("ascii")
 
 

@@ -145,8 +145,8 @@ def load_model(
     """Loads a GGUF file or a Hugging Face directory (config.json + safetensors).
 
     threads: worker threads (default: physical cores). isa: force a kernel path ("scalar", "avx2",
-    "avx512", "neon"; default: the best this CPU has, or TRIT_ISA). context: KV cache positions
-    (default: the model's, capped at 4096). activations: how llama.cpp weight types (Q4_1 ...)
+    "avx512", "neon"; each takes its VNNI / dotprod form where the CPU has it; default: the best
+    this CPU has, or TRIT_ISA). context: KV cache positions (default: the model's, capped at 4096). activations: how llama.cpp weight types (Q4_1 ...)
     meet the activations: "f32" dequantizes each block against the float activation (matches
     the dequantized weights; default), "q8" rounds the activation to 8 bits per block first, as
     llama.cpp does (faster, ~1-2% higher perplexity on small models). Ternary BitNet layers always

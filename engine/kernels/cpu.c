@@ -1,5 +1,8 @@
 /* CPU feature probe: CPUID + XGETBV on x86 (the OS must save the vector state, not just the CPU
  * have the instructions), getauxval / sysctl / IsProcessorFeaturePresent on ARM. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "tq.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -51,10 +54,15 @@ static unsigned tq_probe(void) {
     const int ymm_ok = (xcr0 & 0x6) == 0x6;     /* SSE + AVX state */
     const int zmm_ok = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM_Hi256, Hi16_ZMM */
     tq_cpuid(7, 0, r);
+    const unsigned max_sub7 = r[0];
     const int avx2 = (r[1] >> 5) & 1;
     const int avx512f = (r[1] >> 16) & 1, avx512bw = (r[1] >> 30) & 1, avx512vl = (r[1] >> 31) & 1;
     const int vnni = (r[2] >> 11) & 1;
     if (ymm_ok && avx2 && fma && f16c) f |= TQ_CPU_AVX2;
+    if ((f & TQ_CPU_AVX2) && max_sub7 >= 1) {
+        tq_cpuid(7, 1, r);
+        if ((r[0] >> 4) & 1) f |= TQ_CPU_AVXVNNI; /* leaf 7.1 EAX bit 4 */
+    }
     if ((f & TQ_CPU_AVX2) && zmm_ok && avx512f && avx512bw && avx512vl) {
         f |= TQ_CPU_AVX512;
         if (vnni) f |= TQ_CPU_AVX512VNNI;
@@ -74,6 +82,11 @@ static unsigned tq_probe(void) {
 #endif
 #endif
     return f;
+}
+
+int tq_env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 unsigned tq_cpu_features(void) {

@@ -65,7 +65,7 @@ const tq_qk_ops *tq_qk_get_f32act(const char *isa, int type) {
     const tq_qk_ops *ref = tq_qk_ops_f32act_scalar(type);
     const tq_qk_ops *ops = NULL;
     if (!ref || !isa || !strcmp(isa, "scalar")) return ref;
-    if (!strcmp(isa, "avx2"))
+    if (!strcmp(isa, "avx2") || !strcmp(isa, "avxvnni"))
         ops = tq_qk_ops_f32act_avx2(type);
     else if (!strcmp(isa, "avx512") || !strcmp(isa, "avx512vnni"))
         ops = tq_cpu_features() & TQ_CPU_AVX512 ? tq_qk_ops_f32act_avx512(type) : tq_qk_ops_f32act_avx2(type);

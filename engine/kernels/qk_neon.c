@@ -193,8 +193,7 @@ TQ_INLINE float32x4_t tq_q4k_float(const uint8_t *x, const tq_block_q8_k *y, int
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON ops on a dotprod CPU (as tq_kernels_neon() does), so
  * that the fallback is tested on such machines too. */
 const tq_qk_ops *tq_qk_ops_neon(int type) {
-    const char *no_dot = getenv("TRIT_NO_DOTPROD");
-    const int dot = (tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !(no_dot && *no_dot && strcmp(no_dot, "0") != 0);
+    const int dot = (tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !tq_env_flag("TRIT_NO_DOTPROD");
     const size_t count = sizeof(tq_qk_neon_ops_dot) / sizeof(tq_qk_neon_ops_dot[0]);
     return tq_qk_find(dot ? tq_qk_neon_ops_dot : tq_qk_neon_ops_nodot, count, type);
 }

@@ -440,7 +440,7 @@ const tq_qk_ops *tq_qk_get(const char *isa, int type) {
     const unsigned f = tq_cpu_features();
     const tq_qk_ops *ops = NULL;
     if (!strcmp(isa, "scalar")) return ref;
-    if (!strcmp(isa, "avx2") || !strcmp(isa, "avx512") || !strcmp(isa, "avx512vnni")) {
+    if (!strcmp(isa, "avx2") || !strcmp(isa, "avxvnni") || !strcmp(isa, "avx512") || !strcmp(isa, "avx512vnni")) {
         if (!(f & TQ_CPU_AVX2)) return NULL;
         ops = tq_qk_ops_avx2(type);
     } else if (!strcmp(isa, "neon") || !strcmp(isa, "neon-dotprod")) {

@@ -86,7 +86,7 @@ typedef void (*tq_softmax_fn)(float *x, int n, float scale);
 typedef void (*tq_scale_out_fn)(const int32_t *acc, int n, float sa, const float *scale, float *out);
 
 typedef struct {
-    const char *isa;           /* "scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod" */
+    const char *isa;           /* "scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "neon", "neon-dotprod" */
     tq_gemv_fn gemv;
     tq_gemm_fn gemm;
     tq_quant_fn quant_act;
@@ -113,7 +113,7 @@ void tq_softmax_scalar(float *x, int n, float scale);
 
 /* Per-ISA tables; each returns NULL when that ISA was not compiled in. */
 const tq_kernels *tq_kernels_scalar(void);
-const tq_kernels *tq_kernels_avx2(void);
+const tq_kernels *tq_kernels_avx2(void); /* "avxvnni" on a CPU with AVX-VNNI */
 const tq_kernels *tq_kernels_avx512(void);
 const tq_kernels *tq_kernels_neon(void);
 
@@ -124,8 +124,14 @@ enum {
     TQ_CPU_AVX512VNNI = 1 << 2,
     TQ_CPU_NEON = 1 << 3,
     TQ_CPU_NEON_DOTPROD = 1 << 4,
+    TQ_CPU_AVXVNNI = 1 << 5,     /* AVX-VNNI (VEX vpdpbusd on YMM), with TQ_CPU_AVX2 */
 };
 unsigned tq_cpu_features(void);
+
+/* 1 when the environment variable `name` is set to anything but "" or "0": the debug switches
+ * TRIT_NO_VNNI / TRIT_NO_DOTPROD that make a table hand out its fallback on a CPU that has the
+ * faster instructions, so the fallback is tested there too. Read on every call (not cached). */
+int tq_env_flag(const char *name);
 
 /* Dispatch (dispatch.c). tq_select() picks the best table for this CPU, honouring TRIT_ISA.
  * tq_select_isa(name) returns the table for a named ISA, or NULL when the CPU or the build

@@ -1,4 +1,5 @@
-/* AVX2 + FMA + F16C kernels. Built with -mavx2 -mfma -mf16c only (setup.py); the dispatch calls
+/* AVX2 + FMA + F16C kernels, and the "avxvnni" table (the same with an AVX-VNNI ternary GEMV and
+ * GEMM, below). Built with -mavx2 -mfma -mf16c only (setup.py); the dispatch calls
  * tq_kernels_avx2() only after cpu.c saw AVX2, FMA, F16C and OS support for the YMM state.
  *
  * Ternary dot products use the packed layout of tq.h as is: one 32-byte load of a block, shifts by
@@ -205,6 +206,128 @@ void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_
     tq_gemm_drive(tq_gemv_avx2, tq_gemm_tile_any_avx2, TQ_AVX2_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok,
                   out, out_stride);
 }
+
+/* ---- AVX-VNNI: the ternary GEMV and GEMM with vpdpbusd on YMM -----------------------------------
+ *
+ * Intel's client cores since Alder Lake (and AMD's since Zen 5) have AVX-VNNI but many have no
+ * AVX-512: vpdpbusd multiplies 4 code bytes by 4 activation bytes and adds them to an int32 lane in
+ * one instruction, where AVX2 needs vpmaddubsw + vpaddw and an int16 stage widened every 16 blocks.
+ * The codes are decoded as above; the int32 lanes cannot saturate (a GEMM lane gains at most 4096
+ * a block) and integer sums do not depend on their order, so the results are tq_gemv_scalar's.
+ * The functions carry their own target attribute (this file is built with -mavx2 only), and
+ * tq_kernels_avx2() hands out the "avxvnni" table only when cpu.c saw TQ_CPU_AVXVNNI.
+ * TQ_EMULATE_AVXVNNI (test builds only, tests/kernels/test_x86_emulated.py) takes vpdpbusd from an
+ * exact AVX2 emulation so the table is checked on any CPU. Other compilers (gcc < 11, clang < 12 or
+ * Apple clang < 13, and MSVC, whose support for the intrinsic was never built or tested here) build
+ * the AVX2 table alone. */
+#if defined(TQ_EMULATE_AVXVNNI)
+#include "tq_emul_avxvnni.h"
+#define TQ_AVXVNNI_CC 1
+#define TQ_AVXVNNI
+#define TQ_DPBUSD(acc, u, s) tq_emul_dpbusd(acc, u, s)
+#elif (defined(__clang__) && __clang_major__ >= (defined(__apple_build_version__) ? 13 : 12)) || \
+    (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11)
+#define TQ_AVXVNNI_CC 1
+#define TQ_AVXVNNI __attribute__((target("avxvnni")))
+#define TQ_DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#else
+#define TQ_AVXVNNI_CC 0
+#endif
+
+#if TQ_AVXVNNI_CC
+/* GEMV: R (1..4) rows per pass over the block's activations, as in tq_gemv_rows_avx2. One 16-bit
+ * shift by 4 puts fields 7-6 / 5-4 where fields 3-2 / 1-0 are, so that per row and block one shift
+ * and four ANDs decode the codes (against 3 shifts + 4 ANDs): fields 5-4 and 1-0 masked with 3 are
+ * the codes, fields 7-6 and 3-2 masked with 12 are 4 x the codes (the bits the shift brings in from
+ * the next byte are masked off). The two kinds sum in two accumulators per row, lo and hi (8
+ * independent vpdpbusd chains), and hi, an exact multiple of 4, is shifted down at the end. A lane
+ * of hi gains at most 2 * 4 * 4 * 2 * 128 = 8192 in magnitude per block, so it is shifted down and
+ * flushed every TQ_VNNI_FLUSH_BLOCKS blocks (2^14 * 2^13 = 2^27 < 2^31). */
+#define TQ_AVXVNNI_FLUSH_BLOCKS 16384
+TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                               int32_t *out, const int R) {
+    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
+    __m256i acc[TQ_AVX2_GEMV_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    for (int b0 = 0; b0 < nb; b0 += TQ_AVXVNNI_FLUSH_BLOCKS) {
+        const int b1 = nb - b0 > TQ_AVXVNNI_FLUSH_BLOCKS ? b0 + TQ_AVXVNNI_FLUSH_BLOCKS : nb;
+        __m256i lo[TQ_AVX2_GEMV_ROWS], hi[TQ_AVX2_GEMV_ROWS];
+        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            const int8_t *ab = a + (size_t)b * TQ_QK;
+            const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
+            _mm_prefetch(pf, _MM_HINT_T0); /* the next rows, linearly: see tq_gemv_rows_avx2 */
+            if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
+            for (int r = 0; r < R; r++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
+                const __m256i q4 = _mm256_srli_epi16(q, 4);
+                hi[r] = TQ_DPBUSD(hi[r], _mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab));
+                lo[r] = TQ_DPBUSD(lo[r], _mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32)));
+                hi[r] = TQ_DPBUSD(hi[r], _mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64)));
+                lo[r] = TQ_DPBUSD(lo[r], _mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96)));
+            }
+        }
+        for (int r = 0; r < R; r++) acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(lo[r], _mm256_srai_epi32(hi[r], 2)));
+    }
+    if (R == 4) {
+        const __m128i s = tq_hsum4_epi32_avx2(acc[0], acc[1], acc[2], acc[3]);
+        _mm_storeu_si128((__m128i *)out, _mm_sub_epi32(s, _mm_set1_epi32(asum)));
+    } else {
+        for (int r = 0; r < R; r++) out[r] = _mm_cvtsi128_si32(tq_hsum4_epi32_avx2(acc[r], acc[r], acc[r], acc[r])) - asum;
+    }
+}
+
+static TQ_AVXVNNI void tq_gemv_avxvnni(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                       int32_t *out) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    int r = 0;
+    for (; r + TQ_AVX2_GEMV_ROWS <= rows; r += TQ_AVX2_GEMV_ROWS)
+        tq_gemv_rows_avxvnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_AVX2_GEMV_ROWS);
+    for (; r < rows; r++) tq_gemv_rows_avxvnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
+}
+
+/* GEMM tile: R (1..2) rows x T (1..4) tokens, 8 int32 accumulators and 8 independent vpdpbusd
+ * chains; the activations are memory operands. gcc (12, -O3) compiles the 2 x 4 case to 62
+ * instructions per block (32 vpdpbusd) with 2 stores and no loads on the stack, against 90 for
+ * tq_gemm_tile24_avx2. (A 3 x 4 tile, 12 chains, ran out of registers under gcc: 19-36 stack
+ * accesses per block in every form tried; clang managed it without.) */
+#define TQ_AVXVNNI_GEMM_ROWS 2
+TQ_INLINE TQ_AVXVNNI void tq_gemm_tile_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                               size_t a_stride, const int32_t *asum, int32_t *out,
+                                               size_t out_stride, const int R, const int T) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i acc[TQ_AVXVNNI_GEMM_ROWS][TQ_GEMM_TOKS];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_si256();
+    for (int b = 0; b < nb; b++) {
+        const int8_t *ab = a + (size_t)b * TQ_QK;
+        for (int f = 0; f < 4; f++) {
+            for (int r = 0; r < R; r++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
+                const __m256i c = _mm256_and_si256(f == 3 ? q : _mm256_srli_epi16(q, 6 - 2 * f), m3);
+                for (int t = 0; t < T; t++)
+                    acc[r][t] = TQ_DPBUSD(acc[r][t], c, _mm256_loadu_si256((const __m256i *)(ab + t * a_stride + 32 * f)));
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const __m128i s = tq_hsum4_epi32_avx2(acc[0][t], acc[R - 1][t], acc[0][t], acc[R - 1][t]);
+        const __m128i d = _mm_sub_epi32(s, _mm_set1_epi32(asum[t]));
+        if (R == 2)
+            _mm_storel_epi64((__m128i *)(out + t * out_stride), d);
+        else
+            out[t * out_stride] = _mm_cvtsi128_si32(d);
+    }
+}
+
+TQ_GEMM_TILE_ANY(tq_gemm_tile_any_avxvnni, TQ_AVXVNNI, tq_gemm_tile_avxvnni, TQ_AVXVNNI_GEMM_ROWS)
+
+static TQ_AVXVNNI void tq_gemm_avxvnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                                       const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    tq_gemm_drive(tq_gemv_avxvnni, tq_gemm_tile_any_avxvnni, TQ_AVXVNNI_GEMM_ROWS, w, rows, nb, a, a_stride, asum,
+                  ntok, out, out_stride);
+}
+#endif
 
 /* Same result as tq_quant_act_scalar bit for bit: max|x| is exact in any order (NaN-free input),
  * s is computed by the same scalar expression, x * s is one IEEE multiply either way, and
@@ -430,23 +553,29 @@ static void tq_softmax_avx2(float *x, int n, float scale) {
     tq_softmax_normalize(x, body, n, inv);
 }
 
-static const tq_kernels tq_avx2_table = {
-    "avx2",
-    tq_gemv_avx2,
-    tq_gemm_avx2,
-    tq_quant_act_avx2,
-    tq_f16_gemv_avx2,
-    tq_f32_dots_avx2,
-    tq_f32_wsum_avx2,
-    tq_scale_out_avx2,
-    tq_softmax_avx2,
-    tq_f16_dots_avx2,
-    tq_f16_wsum_avx2,
-    tq_q8_dots_avx2,
-    tq_q8_wsum_avx2,
-};
+/* The AVX2 table and the AVX-VNNI one differ only in the ternary GEMV and GEMM. */
+#define TQ_AVX2_TABLE(NAME, ISA, GEMV, GEMM)                                                           \
+    static const tq_kernels NAME = {ISA, GEMV, GEMM, tq_quant_act_avx2, tq_f16_gemv_avx2, tq_f32_dots_avx2,  \
+                                    tq_f32_wsum_avx2, tq_scale_out_avx2, tq_softmax_avx2, tq_f16_dots_avx2,  \
+                                    tq_f16_wsum_avx2, tq_q8_dots_avx2, tq_q8_wsum_avx2}
 
-const tq_kernels *tq_kernels_avx2(void) { return &tq_avx2_table; }
+TQ_AVX2_TABLE(tq_avx2_table, "avx2", tq_gemv_avx2, tq_gemm_avx2);
+#if TQ_AVXVNNI_CC
+TQ_AVX2_TABLE(tq_avxvnni_table, "avxvnni", tq_gemv_avxvnni, tq_gemm_avxvnni);
+#endif
+
+/* "avxvnni" where the CPU has AVX-VNNI (or the test build emulates it), unless TRIT_NO_VNNI=1. */
+const tq_kernels *tq_kernels_avx2(void) {
+#if TQ_AVXVNNI_CC
+#if defined(TQ_EMULATE_AVXVNNI)
+    const int have_vnni = 1;
+#else
+    const int have_vnni = (tq_cpu_features() & TQ_CPU_AVXVNNI) != 0;
+#endif
+    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI")) return &tq_avxvnni_table;
+#endif
+    return &tq_avx2_table;
+}
 
 #else /* not x86-64 */
 

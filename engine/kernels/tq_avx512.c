@@ -18,7 +18,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 
 #if defined(TQ_SIMDE_AVX512)
-/* Test builds only (tests/kernels/test_avx512_simde.py, with -I tests/kernels): the AVX-512
+/* Test builds only (tests/kernels/test_x86_emulated.py, with -I tests/kernels): the AVX-512
  * intrinsics come from SIMDe's portable implementations, so this file's two tables run, and are
  * checked against numpy, on CPUs without AVX-512. Never set by setup.py. */
 #include "tq_simde_avx512.h"
@@ -517,13 +517,12 @@ static const tq_kernels tq_avx512_table = {
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
  * the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
 const tq_kernels *tq_kernels_avx512(void) {
-    const char *no_vnni = getenv("TRIT_NO_VNNI");
 #if defined(TQ_SIMDE_AVX512)
     const int have_vnni = 1; /* emulated: both tables run on any x86-64 CPU */
 #else
     const int have_vnni = (tq_cpu_features() & TQ_CPU_AVX512VNNI) != 0;
 #endif
-    if (have_vnni && !(no_vnni && *no_vnni && strcmp(no_vnni, "0") != 0))
+    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI"))
         return &tq_avx512vnni_table;
     return &tq_avx512_table;
 }

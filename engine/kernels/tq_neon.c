@@ -534,8 +534,7 @@ static const tq_kernels tq_neon_table = {
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested
  * on the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
 const tq_kernels *tq_kernels_neon(void) {
-    const char *no_dot = getenv("TRIT_NO_DOTPROD");
-    if ((tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !(no_dot && *no_dot && strcmp(no_dot, "0") != 0))
+    if ((tq_cpu_features() & TQ_CPU_NEON_DOTPROD) && !tq_env_flag("TRIT_NO_DOTPROD"))
         return &tq_neon_dotprod_table;
     return &tq_neon_table;
 }

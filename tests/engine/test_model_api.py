@@ -28,7 +28,7 @@ def test_info(model):
     info = model.info
     assert info.arch == "bitnet-b1.58"
     assert info.n_layers == 2 and info.vocab == 300 and info.threads == 2
-    assert info.isa in ("scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod")
+    assert info.isa in ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "neon", "neon-dotprod")
     assert info.weight_bytes > 0
 
 

@@ -1,8 +1,9 @@
 /* Runs the kernels of one ISA table on test vectors from a file and writes the outputs; used by
  * test_neon_qemu.py to test the AArch64 paths under qemu-aarch64 (cross-built with -static), and by
- * test_avx512_simde.py to test the AVX-512 tables on any x86-64 CPU: built with -DTQ_SIMDE_AVX512,
+ * test_x86_emulated.py to test the x86 tables this CPU may lack: built with -DTQ_SIMDE_AVX512,
  * tq_avx512.c takes its intrinsics from SIMDe and "avx512" hands out its table whatever the CPU
- * (TRIT_NO_VNNI=1: the AVX-512BW table instead of the VNNI one).
+ * (TRIT_NO_VNNI=1: the AVX-512BW table instead of the VNNI one); with tq_avx2.c built with
+ * -DTQ_EMULATE_AVXVNNI, "avx2" hands out the "avxvnni" table (TRIT_NO_VNNI=1: the AVX2 one).
  *
  *   isa_harness <isa> <in> <out>      isa: a name for tq_select_isa ("scalar", "neon", ...)
  *

@@ -23,10 +23,12 @@ EPS32 = float(np.finfo(np.float32).eps)
 FSUM_K = 8.0
 
 # (test id, ISA name for tq_select_isa, env overrides). "avx512-novnni" runs the AVX-512BW table
-# on a VNNI CPU through the TRIT_NO_VNNI debug switch read by tq_kernels_avx512().
+# on a VNNI CPU, "avx2-novnni" the AVX2 table on an AVX-VNNI one, through the TRIT_NO_VNNI debug
+# switch read by tq_kernels_avx512() and tq_kernels_avx2().
 VARIANTS = [
     ("scalar", "scalar", {}),
     ("avx2", "avx2", {}),
+    ("avx2-novnni", "avx2", {"TRIT_NO_VNNI": "1"}),
     ("avx512", "avx512", {}),
     ("avx512-novnni", "avx512", {"TRIT_NO_VNNI": "1"}),
     ("neon", "neon", {}),
@@ -42,6 +44,12 @@ def isa(request, monkeypatch):
     if name not in K.available_isas():
         pytest.skip(f"{vid}: this CPU/build lacks {name} (features: {K.cpu_features()})")
     table = K.table_name(name)
+    if vid == "avx2":
+        assert table == ("avxvnni" if K.cpu_features()["avxvnni"] else "avx2")
+    if vid == "avx2-novnni":
+        assert table == "avx2"
+        if not K.cpu_features()["avxvnni"]:
+            pytest.skip("avx2-novnni: same table as avx2 on this CPU")
     if vid == "avx512" and not K.cpu_features()["avx512vnni"]:
         assert table == "avx512"
     if vid == "avx512-novnni":
@@ -108,6 +116,8 @@ def test_available_isas_and_dispatch():
     assert ("avx512" in isas) == feats["avx512"]
     assert ("neon" in isas) == feats["neon"]
     assert K.selected_isa() in {K.table_name(i) for i in isas}
+    if feats["avx2"]:
+        assert K.table_name("avx2") == ("avxvnni" if feats["avxvnni"] else "avx2")
     if feats["avx512"]:
         assert K.table_name("avx512") == ("avx512vnni" if feats["avx512vnni"] else "avx512")
     if feats["neon"]:

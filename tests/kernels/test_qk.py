@@ -41,7 +41,7 @@ NAMES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "
 KQUANTS = {"Q4_K", "Q5_K", "Q6_K"}
 GGUF_QUANTIZES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}
 ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64]
-ISAS = ["scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod"]
+ISAS = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "neon", "neon-dotprod"]
 
 
 def n_values(name: str) -> list[int]:

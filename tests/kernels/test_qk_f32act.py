@@ -40,7 +40,7 @@ SEED = 20270311
 QNAMES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 FLOAT_NAMES = ["F32", "F16", "BF16"]
 ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64, 300]
-ISAS = ["scalar", "avx2", "avx512", "avx512vnni", "neon", "neon-dotprod"]
+ISAS = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "neon", "neon-dotprod"]
 ERR_TYPICAL_EPS = 4.0  # "a few eps32 * sum |terms|" on random data
 
 

@@ -1,5 +1,5 @@
 /* The AVX-512 intrinsics for a test build of engine/kernels/tq_avx512.c on a CPU without AVX-512
- * (-DTQ_SIMDE_AVX512, tests/kernels/test_avx512_simde.py): SIMDe's portable implementations under
+ * (-DTQ_SIMDE_AVX512, tests/kernels/test_x86_emulated.py): SIMDe's portable implementations under
  * the intrinsics' own names, plus the few that SIMDe 0.7.4 (Debian 12) lacks or aliases wrongly,
  * written here from Intel's definitions of them. Built without any -m flag, so nothing here can
  * execute an instruction the host does not have. */
