@@ -109,13 +109,7 @@ TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const 
     }
 }
 
-void tq_gemv_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_AVX2_GEMV_ROWS <= rows; r += TQ_AVX2_GEMV_ROWS)
-        tq_gemv_rows_avx2(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_AVX2_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_avx2(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_avx2, , tq_gemv_rows_avx2, TQ_AVX2_GEMV_ROWS)
 
 /* R rows x T tokens (constants after inlining) of the GEMM: out[t * out_stride + r]. */
 TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
@@ -286,14 +280,7 @@ TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, 
     }
 }
 
-static TQ_AVXVNNI void tq_gemv_avxvnni(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
-                                       int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_AVX2_GEMV_ROWS <= rows; r += TQ_AVX2_GEMV_ROWS)
-        tq_gemv_rows_avxvnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_AVX2_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_avxvnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_avxvnni, TQ_AVXVNNI, tq_gemv_rows_avxvnni, TQ_AVX2_GEMV_ROWS)
 
 /* GEMM tile: R (1..2) rows x T (1..4) tokens, 8 int32 accumulators and 8 independent vpdpbusd
  * chains; the activations are memory operands. gcc (12, -O3) compiles the 2 x 4 case to 62

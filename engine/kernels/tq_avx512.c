@@ -112,14 +112,7 @@ TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(tot[r]) - asum;
 }
 
-static TQ_VNNI void tq_gemv_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
-                                       int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_512_GEMV_ROWS <= rows; r += TQ_512_GEMV_ROWS)
-        tq_gemv_rows_vnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_512_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_vnni(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni, TQ_VNNI, tq_gemv_rows_vnni, TQ_512_GEMV_ROWS)
 
 /* GEMM tiles decode with shifts (codes 0..2, one accumulator per row and token): the decode is
  * shared by T tokens, so the cheaper-to-decode masked form would not pay for its second
@@ -255,13 +248,7 @@ TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const in
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(acc[r]) - asum;
 }
 
-static void tq_gemv_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_512_GEMV_ROWS <= rows; r += TQ_512_GEMV_ROWS)
-        tq_gemv_rows_bw(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_512_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_bw(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_avx512, , tq_gemv_rows_bw, TQ_512_GEMV_ROWS)
 
 TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
                                const int32_t *asum, int32_t *out, size_t out_stride, const int R, const int T) {

@@ -71,6 +71,18 @@ typedef void (*tq_gemm_tile_fn)(const uint8_t *w, size_t stride, int nb, const i
         }                                                                                              \
     }
 
+/* Defines `static ATTR void NAME(...)`, a tq_gemv_fn that runs ROWS_FN(w, stride, nb, a, asum, out, R)
+ * on groups of ROWS rows (R = ROWS, a constant after inlining), then on the last rows one at a
+ * time (R = 1). ATTR: a target attribute or nothing. */
+#define TQ_GEMV_BY_ROWS(NAME, ATTR, ROWS_FN, ROWS)                                                       \
+    static ATTR void NAME(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) { \
+        const size_t stride = (size_t)nb * TQ_QK_BYTES;                                                \
+        int r = 0;                                                                                     \
+        for (; r + (ROWS) <= rows; r += (ROWS))                                                        \
+            ROWS_FN(w + (size_t)r * stride, stride, nb, a, asum, out + r, (ROWS));                     \
+        for (; r < rows; r++) ROWS_FN(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);        \
+    }
+
 /* A tq_gemm_fn body: one token goes to the ISA's GEMV (its multi-row decode pass is the better
  * tile for a single token), more go through `tile` in tiles of tile_rows x TQ_GEMM_TOKS. */
 static inline void tq_gemm_drive(tq_gemv_fn gemv, tq_gemm_tile_fn tile, int tile_rows, const uint8_t *w,

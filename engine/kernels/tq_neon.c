@@ -101,14 +101,7 @@ TQ_INLINE TQ_DOTPROD void tq_gemv_rows_dot(const uint8_t *w, size_t stride, int 
     for (int r = 0; r < R; r++) out[r] = vaddvq_s32(vaddq_s32(s0[r], s1[r])) - asum;
 }
 
-static TQ_DOTPROD void tq_gemv_neon_dotprod(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
-                                            int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_NEON_GEMV_ROWS <= rows; r += TQ_NEON_GEMV_ROWS)
-        tq_gemv_rows_dot(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_NEON_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_dot(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_neon_dotprod, TQ_DOTPROD, tq_gemv_rows_dot, TQ_NEON_GEMV_ROWS)
 
 /* R rows x T tokens; a row's codes are decoded once per block and used for all T tokens. */
 TQ_INLINE TQ_DOTPROD void tq_gemm_tile_dot(const uint8_t *w, size_t stride, int nb, const int8_t *a,
@@ -237,13 +230,7 @@ TQ_INLINE void tq_gemv_rows_mull(const uint8_t *w, size_t stride, int nb, const 
     for (int r = 0; r < R; r++) out[r] = vaddvq_s32(vaddq_s32(s0[r], s1[r])) - asum;
 }
 
-static void tq_gemv_neon(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    int r = 0;
-    for (; r + TQ_NEON_GEMV_ROWS <= rows; r += TQ_NEON_GEMV_ROWS)
-        tq_gemv_rows_mull(w + (size_t)r * stride, stride, nb, a, asum, out + r, TQ_NEON_GEMV_ROWS);
-    for (; r < rows; r++) tq_gemv_rows_mull(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1);
-}
+TQ_GEMV_BY_ROWS(tq_gemv_neon, , tq_gemv_rows_mull, TQ_NEON_GEMV_ROWS)
 
 TQ_INLINE void tq_gemm_tile_mull(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
                                  const int32_t *asum, int32_t *out, size_t out_stride, const int R, const int T) {
