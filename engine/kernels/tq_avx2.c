@@ -245,7 +245,7 @@ void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_
  * the next byte are masked off). The two kinds sum in two accumulators per row, lo and hi (8
  * independent vpdpbusd chains), and hi, an exact multiple of 4, is shifted down at the end. A lane
  * of hi gains at most 2 * 4 * 4 * 2 * 128 = 8192 in magnitude per block, so it is shifted down and
- * flushed every TQ_VNNI_FLUSH_BLOCKS blocks (2^14 * 2^13 = 2^27 < 2^31). */
+ * flushed every TQ_AVXVNNI_FLUSH_BLOCKS blocks (2^14 * 2^13 = 2^27 < 2^31). */
 #define TQ_AVXVNNI_FLUSH_BLOCKS 16384
 TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
                                                int32_t *out, const int R) {
@@ -283,7 +283,7 @@ TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, 
 TQ_GEMV_BY_ROWS(tq_gemv_avxvnni, TQ_AVXVNNI, tq_gemv_rows_avxvnni, TQ_AVX2_GEMV_ROWS)
 
 /* GEMM tile: R (1..2) rows x T (1..4) tokens, 8 int32 accumulators and 8 independent vpdpbusd
- * chains; the activations are memory operands. gcc (12, -O3) compiles the 2 x 4 case to 62
+ * chains; the activations are memory operands. gcc (12, -O3) compiles the 2 x 4 case to 62-64
  * instructions per block (32 vpdpbusd) with 2 stores and no loads on the stack, against 90 for
  * tq_gemm_tile24_avx2. (A 3 x 4 tile, 12 chains, ran out of registers under gcc: 19-36 stack
  * accesses per block in every form tried; clang managed it without.) */
