@@ -197,19 +197,27 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
     reason="the C microbenchmarks are x86-64 Linux programs built with gcc",
 )
 @pytest.mark.parametrize(
-    "name", ["gemv_arith", "gemv_lead", "head_forms", "kv_walk", "sparse_cols", "row_streams", "streams"]
+    "name",
+    [
+        "gemv_arith", "gemv_lead", "head_forms", "head_forms_avx2", "kv_walk", "sparse_cols", "row_streams",
+        "row_streams-avx2", "streams", "vec_throughput",
+    ],
 )
 def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     # benchmarks/micro/*.c are run by hand (RESULTS.md quotes them); this keeps them building
     # against the current kernels with the command their own header gives
     root = Path(__file__).resolve().parents[1]
-    src = root / "benchmarks" / "micro" / f"{name}.c"
+    src = root / "benchmarks" / "micro" / f"{name.removesuffix('-avx2')}.c"
     flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl"]
+    kern = root / "engine" / "kernels"
     extra: list[str] = []
     if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
-        kern = root / "engine" / "kernels"
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
         extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
+    elif name in ("head_forms_avx2", "row_streams-avx2"):  # the AVX2 table's kernels only, no AVX-512 flags
+        flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", f"-I{kern}", f"-I{src.parent}"]
+        flags += ["-DRS_AVX2"] if name == "row_streams-avx2" else []
+        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
     r = subprocess.run(
         ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], check=False, capture_output=True, text=True
     )

@@ -25,7 +25,13 @@
  *
  *   gcc -O3 -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c -Iengine/kernels \
  *       benchmarks/micro/row_streams.c engine/kernels/tq_avx512.c engine/kernels/tq_scalar.c \
- *       engine/kernels/cpu.c -lm -lpthread -o /tmp/row_streams && /tmp/row_streams [ROUNDS]     */
+ *       engine/kernels/cpu.c -lm -lpthread -o /tmp/row_streams && /tmp/row_streams [ROUNDS]
+ *
+ * With -DRS_AVX2 the same forms use the AVX2 table and an AVX2 interleaved GEMV (x86-64 with AVX2):
+ *
+ *   gcc -O3 -DRS_AVX2 -mavx2 -mfma -mf16c -Iengine/kernels benchmarks/micro/row_streams.c \
+ *       engine/kernels/tq_avx2.c engine/kernels/tq_scalar.c engine/kernels/cpu.c -lm -lpthread \
+ *       -o /tmp/row_streams_avx2 && /tmp/row_streams_avx2 [ROUNDS]                               */
 #define _DEFAULT_SOURCE
 #include <immintrin.h>
 #include <pthread.h>
@@ -40,7 +46,9 @@
 
 #define NB 54 /* 128-weight blocks per row of the one-matrix forms (6912 columns) */
 #define FAST_GBS 45.0
+#if !defined(RS_AVX2)
 #define VNNI __attribute__((target("avx512vnni,avx512f,avx512bw")))
+#endif
 
 enum { PROBE, ENGINE, READPAT, READLIN, ILV, M_ENGINE, M_ILV, M_CONT, M_CONTILV, M_READLIN, NFORMS };
 static const char *NAMES[NFORMS] = {"probe", "engine", "readpat", "readlin", "ilv",
@@ -75,6 +83,47 @@ static void read_pattern(const uint8_t *w, size_t rows) {
 
 static void read_linear(const uint8_t *w, size_t n) { SINK += micro_read_lines(w, n); }
 
+#if defined(RS_AVX2)
+/* The engine's AVX2 arithmetic (one shift per block, tq_avx2.c) on the interleaved layout: block b
+ * of the group's rows 0..3 at w + b * 128 + i * 32. Unlike the VNNI form it keeps a linear software
+ * prefetch TQ_GEMV_PREFETCH_LEAD ahead (on the Zen 3 VM, without it: 72-77% of the probe). */
+static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
+    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12), ones = _mm256_set1_epi16(1);
+    for (size_t r = 0; r + 4 <= rows; r += 4) {
+        const uint8_t *p = w + r * (size_t)nb * TQ_QK_BYTES;
+        __m256i acc[4];
+        for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_si256();
+        for (int b0 = 0; b0 < nb; b0 += 8) { /* 4 x codes in int16: 8 blocks, as tq_avx2.c */
+            const int b1 = nb - b0 > 8 ? b0 + 8 : nb;
+            __m256i lo[4], hi[4];
+            for (int i = 0; i < 4; i++) lo[i] = hi[i] = _mm256_setzero_si256();
+            for (int b = b0; b < b1; b++) {
+                const int8_t *ab = a + (size_t)b * TQ_QK;
+                const char *pf = (const char *)p + (size_t)b * 128 + TQ_GEMV_PREFETCH_LEAD;
+                _mm_prefetch(pf, _MM_HINT_T0);
+                _mm_prefetch(pf + 64, _MM_HINT_T0);
+                for (int i = 0; i < 4; i++) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)(p + (size_t)b * 128 + 32 * i));
+                    const __m256i q4 = _mm256_srli_epi16(q, 4);
+                    hi[i] = _mm256_add_epi16(hi[i], _mm256_maddubs_epi16(_mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab)));
+                    lo[i] = _mm256_add_epi16(lo[i], _mm256_maddubs_epi16(_mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32))));
+                    hi[i] = _mm256_add_epi16(hi[i], _mm256_maddubs_epi16(_mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64))));
+                    lo[i] = _mm256_add_epi16(lo[i], _mm256_maddubs_epi16(_mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96))));
+                    __asm__("" : "+x"(lo[i]), "+x"(hi[i]));
+                }
+            }
+            for (int i = 0; i < 4; i++)
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(_mm256_madd_epi16(lo[i], ones),
+                                                                   _mm256_srai_epi32(_mm256_madd_epi16(hi[i], ones), 2)));
+        }
+        for (int i = 0; i < 4; i++) {
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(acc[i]), _mm256_extracti128_si256(acc[i], 1));
+            t = _mm_hadd_epi32(t, t);
+            out[r + i] = _mm_cvtsi128_si32(_mm_hadd_epi32(t, t));
+        }
+    }
+}
+#else
 /* The engine's VNNI arithmetic (masked fields, tq_avx512.c) on the interleaved layout: block b of
  * the group's rows 0..3 at w + b * 128 + i * 32. */
 VNNI static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
@@ -100,6 +149,7 @@ VNNI static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const i
                 _mm512_add_epi32(_mm512_srav_epi32(s01[i], sh01), _mm512_srav_epi32(s23[i], sh23)));
     }
 }
+#endif
 
 static void barrier(long *gen) {
     const long g = ++*gen;
@@ -167,11 +217,19 @@ static double median(double *v, int n) {
 }
 
 int main(int argc, char **argv) {
+#if defined(RS_AVX2)
+    K = tq_kernels_avx2();
+    if (!K || strcmp(K->isa, "avx2") != 0) {
+        fprintf(stderr, "row_streams: needs AVX2 (TRIT_NO_VNNI=1 on an AVX-VNNI CPU)\n");
+        return 2;
+    }
+#else
     K = tq_kernels_avx512();
     if (!K || strcmp(K->isa, "avx512vnni") != 0) {
         fprintf(stderr, "row_streams: needs AVX-512 VNNI\n");
         return 2;
     }
+#endif
     const int rounds = argc > 1 ? atoi(argv[1]) : 40;
     ROWS = ((size_t)512 << 20) / (NB * TQ_QK_BYTES) / 8 * 8;
     BYTES = ROWS * NB * TQ_QK_BYTES;
