@@ -63,7 +63,7 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     _check_rows(data, {"trit"})
     # the table names the kernel table that was timed (avx2 and avxvnni are one "avx2" ISA name)
-    assert f"trit kernel table: {data['rows'][0]['meta']['isa']}" in proc.stdout, proc.stdout
+    assert f"kernel table of trit: {data['rows'][0]['meta']['isa']}" in proc.stdout, proc.stdout
     # the contention round ran (default on): decode measured while a busy loop held a core
     assert "tg4 busy core" in proc.stdout and "% of quiet" in proc.stdout, proc.stdout
     busy = data["rows"][0]["samples"]["tg_busy_tps"]

@@ -954,7 +954,7 @@ def format_table(res: BenchResult) -> str:
         notes.append("busy core: decode while another process spins on one core (BusyLoop)")
     isas = sorted({str(r.meta["isa"]) for r in res.rows if r.engine == "trit" and r.meta.get("isa")})
     if isas:
-        notes.append(f"trit kernel table: {', '.join(isas)}")
+        notes.append(f"kernel table of trit: {', '.join(isas)}")
     if res.bandwidth:
         bw = ", ".join(
             f"{t} thread{'s' if t > 1 else ''} {g:.1f} GB/s (median {statistics.median(res.bandwidth.samples[t]):.1f})"
