@@ -41,14 +41,6 @@ TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define TQ_REG_BARRIER4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
-#define TQ_REG_BARRIER2(a, b) __asm__("" : "+x"(a), "+x"(b))
-#else
-#define TQ_REG_BARRIER4(a, b, c, d) ((void)0)
-#define TQ_REG_BARRIER2(a, b) ((void)0)
-#endif
-
 /* Blocks per int16 stage of the GEMV (tq_gemv_rows_avx2): its 4x sums gain at most 2 maddubs pair
  * sums of 4 x codes (<= 8) x a per block, [-4096, 4064]; 8 blocks stay within [-32768, 32512]. */
 #define TQ_AVX2_GEMV_I16_BLOCKS 8
@@ -58,45 +50,53 @@ TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256
  * and four ANDs per row and block give the codes (against 3 shifts + 4 ANDs): fields 5-4 and 1-0
  * masked with 3 are the codes, fields 7-6 and 3-2 masked with 12 are 4 x the codes (the bits the
  * shift brings in from the next byte are masked off), still valid unsigned bytes for maddubs. The
- * two kinds sum in two int16 registers per row, lo and hi; hi, an exact multiple of 4, is widened
- * and shifted down every TQ_AVX2_GEMV_I16_BLOCKS blocks. The activations are memory operands (8
- * int16 sums, 2 masks and the codes fill the registers); TQ_REG_BARRIER2 keeps gcc from regrouping
- * the adds, which spilled 4 sums. 73 instructions per 4-row block against 79, none on the stack;
- * Zen 3, alternating builds, 10 rounds: 18.7-19.7 -> 19.8-20.9 GB/s in L2, 15.0-17.4 -> 17.4-19.2
- * from DRAM (whole-model decode within its noise). */
+ * two kinds sum in two int16 registers, lo and hi; hi, an exact multiple of 4, is widened and
+ * shifted down every TQ_AVX2_GEMV_I16_BLOCKS blocks. The activations are memory operands.
+ * Order: the R rows one after another, each from its first block to its last, so that a thread
+ * reads one linear stream (the R rows are contiguous), with one software prefetch per 64-byte line
+ * TQ_GEMV_PREFETCH_LEAD ahead of it (prefetches past the matrix end never fault). Reading the R rows block by block in turn (R streams, the
+ * activations shared) took fewer instructions but read memory worse: on the Zen 3 VM,
+ * benchmarks/micro/row_streams.c -DRS_AVX2 over the 2B4T matrices at two threads, 79-87% of the
+ * probe against ~100% for this order; whole-model decode, alternating builds, +5-9% at two
+ * threads (14.41 -> 15.66 and 15.22 -> 15.95 tok/s, means of 9 and 15 runs) and level at one
+ * (10.08 / 10.15, 10.38 / 10.46). With the weights in L2 (a compute-bound case only small models
+ * reach) this order runs ~10% slower. */
 TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
                                  int32_t *out, const int R) {
     const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[TQ_AVX2_GEMV_ROWS]; /* int32 x 8 per row */
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-    for (int b0 = 0; b0 < nb; b0 += TQ_AVX2_GEMV_I16_BLOCKS) {
-        const int b1 = nb - b0 > TQ_AVX2_GEMV_I16_BLOCKS ? b0 + TQ_AVX2_GEMV_I16_BLOCKS : nb;
-        __m256i lo[TQ_AVX2_GEMV_ROWS], hi[TQ_AVX2_GEMV_ROWS]; /* int16 x 16 per row */
-        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_si256();
-        for (int b = b0; b < b1; b++) {
-            const int8_t *ab = a + (size_t)b * TQ_QK;
-            /* The R rows are R interleaved streams, which the hardware prefetchers follow badly
-             * (measured: 7 GB/s from DRAM without this, 20+ with it). The next R rows are one
-             * contiguous range: walk it linearly, R * 32 bytes per block, TQ_GEMV_PREFETCH_LEAD
-             * bytes ahead of it, so that it is in cache by the time the next pass starts.
-             * Prefetches past the matrix end never fault. */
-            const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
-            for (int r = 0; r < R; r++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
-                const __m256i q4 = _mm256_srli_epi16(q, 4);
-                hi[r] = _mm256_add_epi16(hi[r], _mm256_maddubs_epi16(_mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab)));
-                lo[r] = _mm256_add_epi16(lo[r], _mm256_maddubs_epi16(_mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32))));
-                hi[r] = _mm256_add_epi16(hi[r], _mm256_maddubs_epi16(_mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64))));
-                lo[r] = _mm256_add_epi16(lo[r], _mm256_maddubs_epi16(_mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96))));
-                TQ_REG_BARRIER2(lo[r], hi[r]);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *wr = w + r * stride;
+        __m256i s32 = _mm256_setzero_si256();
+        for (int b0 = 0; b0 < nb; b0 += TQ_AVX2_GEMV_I16_BLOCKS) {
+            const int b1 = nb - b0 > TQ_AVX2_GEMV_I16_BLOCKS ? b0 + TQ_AVX2_GEMV_I16_BLOCKS : nb;
+            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+#define TQ_GEMV_BLOCK(b)                                                                                   \
+    do {                                                                                                   \
+        const int8_t *ab = a + (size_t)(b) * TQ_QK;                                                        \
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(wr + (size_t)(b) * TQ_QK_BYTES));            \
+        const __m256i q4 = _mm256_srli_epi16(q, 4);                                                        \
+        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab))); \
+        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32)))); \
+        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64)))); \
+        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96)))); \
+    } while (0)
+            int b = b0;
+            for (; b + 2 <= b1; b += 2) { /* one prefetch per 64-byte line */
+                _mm_prefetch((const char *)wr + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
+                TQ_GEMV_BLOCK(b);
+                TQ_GEMV_BLOCK(b + 1);
             }
+            if (b < b1) {
+                _mm_prefetch((const char *)wr + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
+                TQ_GEMV_BLOCK(b);
+            }
+#undef TQ_GEMV_BLOCK
+            s32 = _mm256_add_epi32(s32, _mm256_add_epi32(_mm256_madd_epi16(lo, ones),
+                                                         _mm256_srai_epi32(_mm256_madd_epi16(hi, ones), 2)));
         }
-        for (int r = 0; r < R; r++)
-            acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(_mm256_madd_epi16(lo[r], ones),
-                                                               _mm256_srai_epi32(_mm256_madd_epi16(hi[r], ones), 2)));
+        acc[r] = s32;
     }
     if (R == 4) {
         const __m128i s = tq_hsum4_epi32_avx2(acc[0], acc[1], acc[2], acc[3]);
@@ -162,6 +162,11 @@ TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const 
  * stay where they are written: gcc (12, -O3) otherwise regroups them into trees of maddubs
  * results, hoists the maddubs and spills. An empty asm that claims to change the four sums after
  * each field pins them (clang needs no help). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TQ_REG_BARRIER4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
+#else
+#define TQ_REG_BARRIER4(a, b, c, d) ((void)0)
+#endif
 
 /* One row's block: decode its codes, add code x activation pair sums of tokens 0-3 into s[0..3]. */
 #define TQ_AVX2_ROW_BLOCK(wr, s)                                                                           \
