@@ -45,22 +45,33 @@ TQ_INLINE __m128i tq_hsum4_epi32_avx2(__m256i v0, __m256i v1, __m256i v2, __m256
  * sums of 4 x codes (<= 8) x a per block, [-4096, 4064]; 8 blocks stay within [-32768, 32512]. */
 #define TQ_AVX2_GEMV_I16_BLOCKS 8
 
+/* The GEMVs' decoding of one block q (the GEMMs shift per field instead: their decode is shared by
+ * 4 tokens). One 16-bit shift by 4 puts fields 7-6 / 5-4 where fields 3-2 / 1-0 are, so one shift
+ * and four ANDs give the codes (against 3 shifts + 4 ANDs): fields 5-4 and 1-0 masked with 3 are
+ * the codes (c[1], c[3]), fields 7-6 and 3-2 masked with 12 are 4 x the codes (c[0], c[2]; the bits
+ * the shift brings in from the next byte are masked off), still valid unsigned bytes for maddubs
+ * and vpdpbusd. c[f] lines up with a[32 f .. 32 f + 31]; the caller sums the 4x products apart
+ * and shifts them down, exactly, since they are multiples of 4. */
+TQ_INLINE void tq_codes_gemv_avx2(__m256i q, __m256i m3, __m256i m12, __m256i c[4]) {
+    const __m256i q4 = _mm256_srli_epi16(q, 4);
+    c[0] = _mm256_and_si256(q4, m12);
+    c[1] = _mm256_and_si256(q4, m3);
+    c[2] = _mm256_and_si256(q, m12);
+    c[3] = _mm256_and_si256(q, m3);
+}
+
 /* R (1..4, a constant after inlining) rows of the GEMV. w: R rows of `stride` bytes.
- * Decoding: one 16-bit shift by 4 puts fields 7-6 / 5-4 where fields 3-2 / 1-0 are, so one shift
- * and four ANDs per row and block give the codes (against 3 shifts + 4 ANDs): fields 5-4 and 1-0
- * masked with 3 are the codes, fields 7-6 and 3-2 masked with 12 are 4 x the codes (the bits the
- * shift brings in from the next byte are masked off), still valid unsigned bytes for maddubs. The
- * two kinds sum in two int16 registers, lo and hi; hi, an exact multiple of 4, is widened and
- * shifted down every TQ_AVX2_GEMV_I16_BLOCKS blocks. The activations are memory operands.
- * Order: the R rows one after another, each from its first block to its last, so that a thread
- * reads one linear stream (the R rows are contiguous), with one software prefetch per 64-byte line
- * TQ_GEMV_PREFETCH_LEAD ahead of it (prefetches past the matrix end never fault). Reading the R rows block by block in turn (R streams, the
- * activations shared) took fewer instructions but read memory worse: on the Zen 3 VM,
- * benchmarks/micro/row_streams.c -DRS_AVX2 over the 2B4T matrices at two threads, 79-87% of the
- * probe against ~100% for this order; whole-model decode, alternating builds, +5-9% at two
- * threads (14.41 -> 15.66 and 15.22 -> 15.95 tok/s, means of 9 and 15 runs) and level at one
- * (10.08 / 10.15, 10.38 / 10.46). With the weights in L2 (a compute-bound case only small models
- * reach) this order runs ~10% slower. */
+ * Codes from tq_codes_gemv_avx2; the two kinds sum in two int16 registers, lo and hi; hi is
+ * widened and shifted down every TQ_AVX2_GEMV_I16_BLOCKS blocks. The activations are memory
+ * operands. Order: the R rows one after another, each from its first block to its last, so that a
+ * thread reads one linear stream (the R rows are contiguous), with one software prefetch per
+ * 64-byte line TQ_GEMV_PREFETCH_LEAD ahead of it (prefetches past the matrix end never fault).
+ * Reading the R rows block by block in turn (R streams, the activations shared) took fewer
+ * instructions but read memory worse: on the Zen 3 VM, benchmarks/micro/row_streams.c -DRS_AVX2
+ * over the 2B4T matrices at two threads, 79-87% of the probe against ~100% for this order;
+ * whole-model decode, alternating builds, +5-9% at two threads (14.41 -> 15.66 and 15.22 -> 15.95
+ * tok/s, means of 9 and 15 runs) and level at one (10.08 / 10.15, 10.38 / 10.46). With the weights
+ * in L2 (a compute-bound case only small models reach) this order runs ~10% slower. */
 TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
                                  int32_t *out, const int R) {
     const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
@@ -75,12 +86,12 @@ TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const 
 #define TQ_GEMV_BLOCK(b)                                                                                   \
     do {                                                                                                   \
         const int8_t *ab = a + (size_t)(b) * TQ_QK;                                                        \
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(wr + (size_t)(b) * TQ_QK_BYTES));            \
-        const __m256i q4 = _mm256_srli_epi16(q, 4);                                                        \
-        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab))); \
-        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32)))); \
-        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64)))); \
-        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96)))); \
+        __m256i c[4];                                                                                      \
+        tq_codes_gemv_avx2(_mm256_loadu_si256((const __m256i *)(wr + (size_t)(b) * TQ_QK_BYTES)), m3, m12, c); \
+        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)ab)));      \
+        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(ab + 32)))); \
+        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(c[2], _mm256_loadu_si256((const __m256i *)(ab + 64)))); \
+        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(c[3], _mm256_loadu_si256((const __m256i *)(ab + 96)))); \
     } while (0)
             int b = b0;
             for (; b + 2 <= b1; b += 2) { /* one prefetch per 64-byte line */
@@ -243,14 +254,13 @@ void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_
 #endif
 
 #if TQ_AVXVNNI_CC
-/* GEMV: R (1..4) rows per pass over the block's activations, as in tq_gemv_rows_avx2. One 16-bit
- * shift by 4 puts fields 7-6 / 5-4 where fields 3-2 / 1-0 are, so that per row and block one shift
- * and four ANDs decode the codes (against 3 shifts + 4 ANDs): fields 5-4 and 1-0 masked with 3 are
- * the codes, fields 7-6 and 3-2 masked with 12 are 4 x the codes (the bits the shift brings in from
- * the next byte are masked off). The two kinds sum in two accumulators per row, lo and hi (8
- * independent vpdpbusd chains), and hi, an exact multiple of 4, is shifted down at the end. A lane
- * of hi gains at most 2 * 4 * 4 * 2 * 128 = 8192 in magnitude per block, so it is shifted down and
- * flushed every TQ_AVXVNNI_FLUSH_BLOCKS blocks (2^14 * 2^13 = 2^27 < 2^31). */
+/* GEMV: R (1..4) rows per pass, block by block in turn (R streams, with the next rows prefetched
+ * linearly: TQ_GEMV_PREFETCH_LEAD in tq_gemm.h; the AVX2 GEMV's one-stream order was measured
+ * after this was written, on a CPU without AVX-VNNI). Codes from tq_codes_gemv_avx2; the two
+ * kinds sum in two accumulators per row, lo and hi (8 independent vpdpbusd chains), and hi, an
+ * exact multiple of 4, is shifted down at the end. A lane of hi gains at most 2 * 4 * 4 * 2 * 128
+ * = 8192 in magnitude per block, so it is shifted down and flushed every TQ_AVXVNNI_FLUSH_BLOCKS
+ * blocks (2^14 * 2^13 = 2^27 < 2^31). */
 #define TQ_AVXVNNI_FLUSH_BLOCKS 16384
 TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
                                                int32_t *out, const int R) {
@@ -264,15 +274,15 @@ TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, 
         for (int b = b0; b < b1; b++) {
             const int8_t *ab = a + (size_t)b * TQ_QK;
             const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
-            _mm_prefetch(pf, _MM_HINT_T0); /* the next rows, linearly: see tq_gemv_rows_avx2 */
+            _mm_prefetch(pf, _MM_HINT_T0);
             if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
             for (int r = 0; r < R; r++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES));
-                const __m256i q4 = _mm256_srli_epi16(q, 4);
-                hi[r] = TQ_DPBUSD(hi[r], _mm256_and_si256(q4, m12), _mm256_loadu_si256((const __m256i *)ab));
-                lo[r] = TQ_DPBUSD(lo[r], _mm256_and_si256(q4, m3), _mm256_loadu_si256((const __m256i *)(ab + 32)));
-                hi[r] = TQ_DPBUSD(hi[r], _mm256_and_si256(q, m12), _mm256_loadu_si256((const __m256i *)(ab + 64)));
-                lo[r] = TQ_DPBUSD(lo[r], _mm256_and_si256(q, m3), _mm256_loadu_si256((const __m256i *)(ab + 96)));
+                __m256i c[4];
+                tq_codes_gemv_avx2(_mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES)), m3, m12, c);
+                hi[r] = TQ_DPBUSD(hi[r], c[0], _mm256_loadu_si256((const __m256i *)ab));
+                lo[r] = TQ_DPBUSD(lo[r], c[1], _mm256_loadu_si256((const __m256i *)(ab + 32)));
+                hi[r] = TQ_DPBUSD(hi[r], c[2], _mm256_loadu_si256((const __m256i *)(ab + 64)));
+                lo[r] = TQ_DPBUSD(lo[r], c[3], _mm256_loadu_si256((const __m256i *)(ab + 96)));
             }
         }
         for (int r = 0; r < R; r++) acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(lo[r], _mm256_srai_epi32(hi[r], 2)));

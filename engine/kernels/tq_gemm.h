@@ -15,13 +15,13 @@
 #define TQ_GEMM_TOKS 4                       /* tokens per tile, every ISA */
 #define TQ_GEMM_CHUNK_BYTES (256 * 1024)     /* activation bytes of one token chunk */
 
-/* The AVX-512 and NEON decode GEMVs read R interleaved row streams, which the hardware prefetchers
- * follow badly (7 GB/s from DRAM without help, measured with the AVX2 GEMV when it read that way),
- * so they walk the next rows linearly with software prefetches, R * 32 bytes per block (the AVX2
- * GEMV reads its rows one after another and prefetches the same distance ahead of that stream). They run this many bytes beyond the next R rows' first byte,
- * so that each line is requested well over a memory latency before its row reaches it: with the
- * prefetches exactly one row group ahead, a 6912-column group's last rows were requested only ~14
- * blocks before use. Measured on Zen 4 (one thread, 2 MiB pages, GB/s from DRAM, the machine's plain
+/* The AVX-512, AVX-VNNI and NEON decode GEMVs read R interleaved row streams, which the hardware
+ * prefetchers follow badly (7 GB/s from DRAM without help, measured with the AVX2 GEMV when it read
+ * that way), so they walk the next rows linearly with software prefetches, R * 32 bytes per block
+ * (the AVX2 GEMV reads its rows one after another and prefetches the same distance ahead of that
+ * stream). They run this many bytes beyond the next R rows' first byte, so that each line is
+ * requested well over a memory latency before its row reaches it: with the prefetches exactly one
+ * row group ahead, a 6912-column group's last rows were requested only ~14 blocks before use. Measured on Zen 4 (one thread, 2 MiB pages, GB/s from DRAM, the machine's plain
  * read loop 25-32), AVX-512 VNNI: 2560 columns 22-29 -> 29.6, 6912 columns 24.9 -> 26.3-27.2 against no
  * lead; leads of 2-6 KiB are within noise of each other, 10 KiB and more fall off again. The AVX2
  * kernel is bound by its own arithmetic there (26-27 GB/s either way) and neither gains nor loses. */
