@@ -2,10 +2,16 @@
  * tq_neon.c); only the tile differs between them. Included into each of those files, so it holds
  * no ISA instruction itself and is compiled with each file's flags.
  *
- * Order of work: token chunks (the activations of one chunk stay hot in L2 while every row tile
- * re-reads them, so the weights stream from memory once per chunk instead of once per token tile),
- * then row tiles, then token tiles. A tile takes R weight rows (TILE_ROWS, or 1 for the last
- * rows) and T tokens (1..4) as compile-time constants after TQ_GEMM_TILE_ANY's switch, so that
+ * Order of work: row panels (one panel's weights, TQ_GEMM_PANEL_BYTES at most, stay in L2 while
+ * every token tile re-reads them, so the weights stream from memory once), then token tiles (the
+ * TQ_GEMM_TOKS tokens' activations, 4 x cols bytes, stay in L1 while the panel's row tiles pass
+ * under them), then row tiles. Per block a tile reads R x 32 weight bytes and TQ_GEMM_TOKS x 128
+ * activation bytes; this order takes the larger stream from L1. The earlier order (token chunks of
+ * 256 KB of activations in L2 outer, then row tiles, then token tiles) took the activations from
+ * L2, ~22 bytes a cycle for the AVX2 tile: on the Zen 3 VM, over the engine's 64-row work items of
+ * the 2B4T matrices, 107-121 against 117-128 GMAC/s for this one (benchmarks/RESULTS.md). A tile
+ * takes R weight rows (TILE_ROWS, or 1 for the last rows) and T tokens (1..4) as compile-time
+ * constants after TQ_GEMM_TILE_ANY's switch, so that
  * its accumulators live in registers. */
 #ifndef TQ_GEMM_H
 #define TQ_GEMM_H
@@ -13,7 +19,7 @@
 #include "tq.h"
 
 #define TQ_GEMM_TOKS 4                       /* tokens per tile, every ISA */
-#define TQ_GEMM_CHUNK_BYTES (256 * 1024)     /* activation bytes of one token chunk */
+#define TQ_GEMM_PANEL_BYTES (128 * 1024)     /* weight bytes of one row panel */
 
 /* The AVX-512, AVX-VNNI and NEON decode GEMVs read R interleaved row streams, which the hardware
  * prefetchers follow badly (7 GB/s from DRAM without help, measured with the AVX2 GEMV when it read
@@ -94,18 +100,18 @@ static inline void tq_gemm_drive(tq_gemv_fn gemv, tq_gemm_tile_fn tile, int tile
         return;
     }
     const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    size_t chunk = TQ_GEMM_CHUNK_BYTES / ((size_t)nb * TQ_QK);
-    chunk = chunk < TQ_GEMM_TOKS ? TQ_GEMM_TOKS : chunk - chunk % TQ_GEMM_TOKS;
-    for (int t0 = 0; t0 < ntok; t0 += (int)chunk) {
-        const int t1 = (size_t)(ntok - t0) > chunk ? t0 + (int)chunk : ntok;
-        for (int r = 0; r < rows;) {
-            const int R = rows - r >= tile_rows ? tile_rows : 1;
-            for (int t = t0; t < t1; t += TQ_GEMM_TOKS) {
-                const int T = t1 - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : t1 - t;
+    int panel = (int)(TQ_GEMM_PANEL_BYTES / stride);
+    panel = panel < tile_rows ? tile_rows : panel - panel % tile_rows;
+    for (int r0 = 0; r0 < rows; r0 += panel) {
+        const int r1 = rows - r0 > panel ? r0 + panel : rows;
+        for (int t = 0; t < ntok; t += TQ_GEMM_TOKS) {
+            const int T = ntok - t >= TQ_GEMM_TOKS ? TQ_GEMM_TOKS : ntok - t;
+            for (int r = r0; r < r1;) {
+                const int R = r1 - r >= tile_rows ? tile_rows : 1;
                 tile(w + (size_t)r * stride, stride, nb, a + (size_t)t * a_stride, a_stride, asum + t,
                      out + (size_t)t * out_stride + r, out_stride, R, T);
+                r += R;
             }
-            r += R;
         }
     }
 }

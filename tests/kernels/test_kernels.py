@@ -254,10 +254,13 @@ def test_gemm_extremes(isa):
         np.testing.assert_array_equal(K.gemm(isa, wp, a, asum), ref_dot(w, a).T)
 
 
-def test_gemm_large(isa):
+@pytest.mark.parametrize("rows, cols, ntok", [(260, 2560, 37), (151, 6912, 6)])
+def test_gemm_large(isa, rows, cols, ntok):
+    """Several row panels (tq_gemm.h: 128 KB of weights each, 204 rows at 2560 columns, 74-75 at
+    6912), the last one short and of odd length, and a partial token tile."""
     rng = np.random.default_rng(SEED + 4)
-    w = rand_ternary(rng, 260, 2560)
-    a = rand_act(rng, 37, 2560)
+    w = rand_ternary(rng, rows, cols)
+    a = rand_act(rng, ntok, cols)
     asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
     np.testing.assert_array_equal(K.gemm(isa, pack_ternary(w), a, asum), ref_dot(w, a).T)
 

@@ -167,6 +167,8 @@ def build_vectors() -> Vectors:
             a = rng.integers(-128, 128, (ntok, cols), dtype=np.int8)
             v.gemm(w, a, extra=(ntok * 7) % 65, out_pad=ntok % 3, off=ntok % 2)
     v.gemm(np.ones((6, 33 * QK), np.int8), np.full((5, 33 * QK), -128, np.int8), 3, 1, 1)
+    # more rows than one row panel (tq_gemm.h: 128 KB of weights, 74-75 rows at 6912 columns)
+    v.gemm(rng.integers(-1, 2, (151, 6912), dtype=np.int8), rng.integers(-128, 128, (6, 6912), dtype=np.int8), 5, 2, 1)
     for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 2560, 6912):
         x = (rng.standard_normal(n) * rng.uniform(0.01, 100)).astype(np.float32)
         v.quant(x, n)
