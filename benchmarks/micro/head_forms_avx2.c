@@ -45,6 +45,7 @@ static void engine(const uint16_t *w, const float *x, float *o) { tq_kernels_avx
 static __attribute__((noinline)) void c4(const uint16_t *w, const float *x, float *o) { form(w, x, o, 4, 0); }
 static __attribute__((noinline)) void c2(const uint16_t *w, const float *x, float *o) { form(w, x, o, 2, 0); }
 static __attribute__((noinline)) void c4p1k(const uint16_t *w, const float *x, float *o) { form(w, x, o, 4, 1024); }
+static __attribute__((noinline)) void c2p1k(const uint16_t *w, const float *x, float *o) { form(w, x, o, 2, 1024); }
 static __attribute__((noinline)) void c2p512(const uint16_t *w, const float *x, float *o) { form(w, x, o, 2, 512); }
 static __attribute__((noinline)) void c2p2k(const uint16_t *w, const float *x, float *o) { form(w, x, o, 2, 2048); }
 static __attribute__((noinline)) void c2p4k(const uint16_t *w, const float *x, float *o) { form(w, x, o, 2, 4096); }
@@ -54,7 +55,8 @@ static const struct {
     const char *name;
     form_fn fn;
 } FORMS[] = {
-    {"engine: 2 chains, prefetch 1 KiB", engine}, {"4 chains, no prefetch (before)", c4}, {"2 chains, no prefetch", c2},
+    {"engine: 2 chains, 1 KiB, 128 B a step", engine}, {"2 chains, prefetch 1 KiB (before)", c2p1k},
+    {"4 chains, no prefetch", c4}, {"2 chains, no prefetch", c2},
     {"4 chains, prefetch 1 KiB", c4p1k},          {"2 chains, prefetch 512 B", c2p512}, {"2 chains, prefetch 2 KiB", c2p2k},
     {"2 chains, prefetch 4 KiB", c2p4k},
 };

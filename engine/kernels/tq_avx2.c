@@ -401,20 +401,34 @@ float tq_quant_act_avx2(const float *x, int n, int npad, int8_t *q, int32_t *sum
  * 1 KiB ahead read best: 83.8-86.7% of a plain read against 79.3-79.4% for four chains without
  * (medians of 15-25 rounds; four chains with the prefetch 76.7-78.1%, prefetching 2-4 KiB ahead
  * 67-72%), and decode at one thread went from 77 / 77 / 77% to 79 / 80 / 84% of the bandwidth
- * of the same moment in alternating runs (`benchmarks/bw_states.py`). The column tail goes
- * through zero-padded copies (no masked loads in AVX2). */
+ * of the same moment in alternating runs (`benchmarks/bw_states.py`). Two 64-byte lines a step
+ * (both prefetches first) rather than one: `benchmarks/kernel_bw.py`, alternating builds on the Zen 3
+ * VM, 86-87% -> 91-95% of the probe at one thread and 90% -> 93-95% at two (five pairs of 25 s runs);
+ * the sums are added in the same order, so the results are the same. The column tail goes through
+ * zero-padded copies (no masked loads in AVX2). */
 void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, float *out) {
-    const int body = cols & ~31;
     for (int r = 0; r < rows; r++, w += cols) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         int i = 0;
-        for (; i < body; i += 32) {
-            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0); /* past the row end: harmless */
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), a1);
+#define TQ_F16_LINE(i)                                                                                               \
+    do {                                                                                                             \
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (i)))), _mm256_loadu_ps(x + (i)), a0); \
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (i) + 8))), _mm256_loadu_ps(x + (i) + 8), a1); \
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (i) + 16))), _mm256_loadu_ps(x + (i) + 16), a0); \
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (i) + 24))), _mm256_loadu_ps(x + (i) + 24), a1); \
+    } while (0)
+        for (; i + 64 <= cols; i += 64) { /* the prefetches may run past the row end: harmless */
+            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + i + 32) + 1024, _MM_HINT_T0);
+            TQ_F16_LINE(i);
+            TQ_F16_LINE(i + 32);
         }
+        if (i + 32 <= cols) {
+            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0);
+            TQ_F16_LINE(i);
+            i += 32;
+        }
+#undef TQ_F16_LINE
         for (; i < cols; i += 8) {
             uint16_t wt[8] = {0};
             float xt[8] = {0};
