@@ -11,11 +11,18 @@ two halves over two threads in one job (the kernels release the GIL; no pool, no
 between matrices). The share of the probe is what the kernel itself can stream; the gap between
 that and the engine's decode (benchmarks/bw_states.py) is what the engine's structure costs.
 Rounds repeat for --seconds because a shared VM's bandwidth changes (see bw_states.py).
+
+    python benchmarks/kernel_bw.py --baseline /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so
+
+also times the same kernels from another build of trit.engine._kernels (e.g. one built from an
+earlier commit) in every round, right after this build's, and prints both: on a VM whose speed
+moves by a third within minutes, only rounds that alternate the two builds compare them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import threading
@@ -45,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--isa", default=None, help="scalar, avx2, avx512, neon (default: the best here)")
+    ap.add_argument("--baseline", default=None, help="another build's _kernels extension file to time alongside")
     a = ap.parse_args(argv)
     a.isa = a.isa or next(i for i in ("avx512", "avx2", "neon", "scalar") if i in K.available_isas())
+    builds = [("", K)]
+    if a.baseline:
+        builds.insert(0, ("base ", _load_build(a.baseline)))
     rng = np.random.default_rng(0)
     head = rng.integers(0x3000, 0x3C00, (128256, 2560), dtype=np.uint16)  # f16 bits of 0.125 .. 1
     x = rng.standard_normal(2560).astype(np.float32)
@@ -54,40 +65,52 @@ def main(argv: list[str] | None = None) -> int:
     act = rng.integers(-127, 128, 2560, dtype=np.int8)
     probe = BandwidthProbe(1024, 1)
 
-    def head_gb(nth: int) -> float:
-        return head.nbytes / _split(lambda s: K.f16_gemv(a.isa, head[s], x), head.shape[0], nth) / 1e9
+    def head_gb(mod, nth: int) -> float:
+        return head.nbytes / _split(lambda s: mod.f16_gemv(a.isa, head[s], x), head.shape[0], nth) / 1e9
 
-    def tern_gb(nth: int) -> float:
-        return tern.nbytes / _split(lambda s: K.gemv(a.isa, tern[s], act, 0), tern.shape[0], nth) / 1e9
+    def tern_gb(mod, nth: int) -> float:
+        return tern.nbytes / _split(lambda s: mod.gemv(a.isa, tern[s], act, 0), tern.shape[0], nth) / 1e9
 
-    rows: list[list[float]] = []
+    names = [f"{kind}{b}{nth}" for nth in (1, 2) for kind in ("head", "tern") for b, _ in builds]
     print(f"kernels: {K.table_name(a.isa)}; GB/s (and % of the probe of the same thread count, same round)")
-    print("probe1  head1        tern1        probe2  head2        tern2")
+    print("  ".join([f"{'probe1':>6}"] + [f"{n:>12}" for n in names[: len(names) // 2]] + [f"{'probe2':>6}"]
+                    + [f"{n:>12}" for n in names[len(names) // 2 :]]))
+    rows: list[dict[str, float]] = []
     end = time.monotonic() + a.seconds
     while time.monotonic() < end:
-        r: list[float] = []
+        r: dict[str, float] = {}
+        cells: list[str] = []
         for nth in (1, 2):
-            p = probe.probe([nth])[nth]
-            h = max(head_gb(nth) for _ in range(2))
-            t = max(tern_gb(nth) for _ in range(2))
-            r += [p, h, t]
+            r[f"probe{nth}"] = p = probe.probe([nth])[nth]
+            cells.append(f"{p:6.1f}")
+            for kind, fn in (("head", head_gb), ("tern", tern_gb)):
+                for b, mod in builds:
+                    v = r[f"{kind}{b}{nth}"] = max(fn(mod, nth) for _ in range(2))
+                    cells.append(f"{v:5.1f} ({100 * v / p:3.0f}%)")
         rows.append(r)
-        p1, h1, t1, p2, h2, t2 = r
-        print(
-            f"{p1:6.1f}  {h1:5.1f} ({100 * h1 / p1:3.0f}%)  {t1:5.1f} ({100 * t1 / p1:3.0f}%)  "
-            f"{p2:6.1f}  {h2:5.1f} ({100 * h2 / p2:3.0f}%)  {t2:5.1f} ({100 * t2 / p2:3.0f}%)",
-            flush=True,
-        )
+        print("  ".join(cells), flush=True)
     probe.close()
-    med = [statistics.median(c) for c in zip(*rows)]
-    print(
-        f"median: head {100 * statistics.median(r[1] / r[0] for r in rows):.0f}% / "
-        f"{100 * statistics.median(r[4] / r[3] for r in rows):.0f}%, ternary "
-        f"{100 * statistics.median(r[2] / r[0] for r in rows):.0f}% / {100 * statistics.median(r[5] / r[3] for r in rows):.0f}% "
-        f"of the probe at 1 / 2 threads (probe medians {med[0]:.1f} / {med[3]:.1f} GB/s)"
-    )
+
+    def pct(key: str, nth: int) -> float:
+        return 100 * statistics.median(r[key] / r[f"probe{nth}"] for r in rows)
+
+    for b, _ in builds:
+        print(
+            f"{'baseline' if b else 'median'}: head {pct(f'head{b}1', 1):.0f}% / {pct(f'head{b}2', 2):.0f}%, ternary "
+            f"{pct(f'tern{b}1', 1):.0f}% / {pct(f'tern{b}2', 2):.0f}% of the probe at 1 / 2 threads (probe medians "
+            f"{statistics.median(r['probe1'] for r in rows):.1f} / {statistics.median(r['probe2'] for r in rows):.1f} GB/s)"
+        )
     return 0
 
+
+def _load_build(path: str):
+    """Another build of trit.engine._kernels, imported under a name of its own beside this one."""
+    spec = importlib.util.spec_from_file_location("trit_kernel_bw_baseline._kernels", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path}: not a Python extension module")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 if __name__ == "__main__":
     sys.exit(main())
