@@ -249,3 +249,20 @@ def test_worker_reports_the_thread_pool_of_a_decode(default_model_gguf: Path) ->
             assert res["pool_jobs"] > 0 and 0 <= res["pool_solo"] <= res["pool_jobs"] and res["pool_late"] >= 0
         else:
             assert res["pool_jobs"] == 0 and res["pool_solo"] == 0
+
+
+def test_kernel_bw_times_a_baseline_build_beside_this_one(tmp_path: Path) -> None:
+    """benchmarks/kernel_bw.py --baseline: another build of _kernels (here a copy of this one) is
+    imported beside it and both are timed in each round; one round, no speed thresholds."""
+    from trit.engine import _kernels
+
+    copy = tmp_path / Path(_kernels.__file__).name
+    shutil.copy(_kernels.__file__, copy)
+    r = _run_script("kernel_bw.py", "--seconds", "0.01", "--baseline", str(copy), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-2].startswith("baseline: head ") and lines[-1].startswith("median: head "), r.stdout
+    row = lines[2].split()
+    assert len([c for c in row if "%" in c]) == 8, r.stdout  # head and ternary, both builds, 1 and 2 threads
+    bad = _run_script("kernel_bw.py", "--seconds", "0.01", "--baseline", str(tmp_path / "none.txt"), cwd=tmp_path)
+    assert bad.returncode != 0 and "none.txt" in bad.stderr
