@@ -9,7 +9,8 @@
  * activation bytes; this order takes the larger stream from L1. The earlier order (token chunks of
  * 256 KB of activations in L2 outer, then row tiles, then token tiles) took the activations from
  * L2, ~22 bytes a cycle for the AVX2 tile: on the Zen 3 VM, over the engine's 64-row work items of
- * the 2B4T matrices, 107-121 against 117-128 GMAC/s for this one (benchmarks/RESULTS.md). A tile
+ * the 2B4T matrices, 107-117 against 113-123 GMAC/s for this one (best of 9 rounds,
+ * benchmarks/micro/gemm_order.c); not timed with the AVX-512 and NEON tiles. A tile
  * takes R weight rows (TILE_ROWS, or 1 for the last rows) and T tokens (1..4) as compile-time
  * constants after TQ_GEMM_TILE_ANY's switch, so that
  * its accumulators live in registers. */
