@@ -60,6 +60,17 @@ TQ_INLINE void tq_codes_gemv_avx2(__m256i q, __m256i m3, __m256i m12, __m256i c[
     c[3] = _mm256_and_si256(q, m3);
 }
 
+/* Empty asm that claims to change its vector arguments: gcc (12, -O3) regroups chains of vpaddw
+ * into trees of vpmaddubsw results and then spills the sums (see the GEMV and tq_gemm_tile24_avx2);
+ * pinning the sums after each step keeps the adds where they are written. clang needs no help. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TQ_REG_BARRIER2(a, b) __asm__("" : "+x"(a), "+x"(b))
+#define TQ_REG_BARRIER4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
+#else
+#define TQ_REG_BARRIER2(a, b) ((void)0)
+#define TQ_REG_BARRIER4(a, b, c, d) ((void)0)
+#endif
+
 /* R (1..4, a constant after inlining) rows of the GEMV. w: R rows of `stride` bytes.
  * Codes from tq_codes_gemv_avx2; the two kinds sum in two int16 registers, lo and hi; hi is
  * widened and shifted down every TQ_AVX2_GEMV_I16_BLOCKS blocks. The activations are memory
@@ -92,12 +103,14 @@ TQ_INLINE void tq_gemv_rows_avx2(const uint8_t *w, size_t stride, int nb, const 
         lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(ab + 32)))); \
         hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(c[2], _mm256_loadu_si256((const __m256i *)(ab + 64)))); \
         lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(c[3], _mm256_loadu_si256((const __m256i *)(ab + 96)))); \
+        TQ_REG_BARRIER2(lo, hi);                                                                          \
     } while (0)
             int b = b0;
-            /* two 64-byte lines a step (the one-line loop below unrolled once: the same instructions
-             * but for the loop's own): on the Zen 3 VM (benchmarks/kernel_bw.py --baseline, same
-             * rounds, two 90 s runs) 77-78% -> 81-82% of the probe at one thread, level at two
-             * (87-88%); with both prefetches at the top of the step, 79% / 83% */
+            /* two 64-byte lines a step (the one-line loop below unrolled once), the sums pinned after
+             * each block (unpinned, gcc spilled them: 6 stack accesses a step; now 64 instructions
+             * and none): on the Zen 3 VM (benchmarks/kernel_bw.py --baseline, same rounds, 90 s
+             * runs) 75-80% -> 85-87% of the probe at one thread and 82-88% -> 87-91% at two against
+             * one line a step (unpinned: 77-78% -> 81-82% and level) */
             for (; b + 4 <= b1; b += 4) {
                 _mm_prefetch((const char *)wr + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
                 TQ_GEMV_BLOCK(b);
@@ -184,12 +197,7 @@ TQ_INLINE void tq_gemm_tile_avx2(const uint8_t *w, size_t stride, int nb, const 
  * tokens). 8 sums + 4 codes + the mask + a product use 14 of the 16 registers, so the adds must
  * stay where they are written: gcc (12, -O3) otherwise regroups them into trees of maddubs
  * results, hoists the maddubs and spills. An empty asm that claims to change the four sums after
- * each field pins them (clang needs no help). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define TQ_REG_BARRIER4(a, b, c, d) __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d))
-#else
-#define TQ_REG_BARRIER4(a, b, c, d) ((void)0)
-#endif
+ * each field pins them (TQ_REG_BARRIER4). */
 
 /* One row's block: decode its codes, add code x activation pair sums of tokens 0-3 into s[0..3]. */
 #define TQ_AVX2_ROW_BLOCK(wr, s)                                                                           \
