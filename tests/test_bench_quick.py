@@ -216,13 +216,12 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
         extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
-    elif name in ("head_forms_avx2", "row_streams-avx2"):  # the AVX2 table's kernels only, no AVX-512 flags
+    elif name in ("head_forms_avx2", "row_streams-avx2", "gemm_order-avx2"):  # the AVX2 table only, no AVX-512
         flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", f"-I{kern}", f"-I{src.parent}"]
         flags += ["-DRS_AVX2"] if name == "row_streams-avx2" else []
-        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
-    elif name == "gemm_order-avx2":  # includes tq_avx2.c itself, for its static tile functions
-        flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", f"-I{kern}", f"-I{src.parent}"]
-        extra = [str(kern / f) for f in ("tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
+        # gemm_order.c includes tq_avx2.c itself, for its static tile functions
+        own = ("tq_scalar.c", "cpu.c") if name == "gemm_order-avx2" else ("tq_avx2.c", "tq_scalar.c", "cpu.c")
+        extra = [str(kern / f) for f in own] + ["-lm", "-lpthread"]
     r = subprocess.run(
         ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], check=False, capture_output=True, text=True
     )

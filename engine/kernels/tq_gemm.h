@@ -28,8 +28,9 @@
  * (the AVX2 GEMV reads its rows one after another and prefetches the same distance ahead of that
  * stream). They run this many bytes beyond the next R rows' first byte, so that each line is
  * requested well over a memory latency before its row reaches it: with the prefetches exactly one
- * row group ahead, a 6912-column group's last rows were requested only ~14 blocks before use. Measured on Zen 4 (one thread, 2 MiB pages, GB/s from DRAM, the machine's plain
- * read loop 25-32), AVX-512 VNNI: 2560 columns 22-29 -> 29.6, 6912 columns 24.9 -> 26.3-27.2 against no
+ * row group ahead, a 6912-column group's last rows were requested only ~14 blocks before use.
+ * Measured on Zen 4 (one thread, 2 MiB pages, GB/s from DRAM, the machine's plain read loop
+ * 25-32), AVX-512 VNNI: 2560 columns 22-29 -> 29.6, 6912 columns 24.9 -> 26.3-27.2 against no
  * lead; leads of 2-6 KiB are within noise of each other, 10 KiB and more fall off again. The AVX2
  * kernel is bound by its own arithmetic there (26-27 GB/s either way) and neither gains nor loses. */
 #ifndef TQ_GEMV_PREFETCH_LEAD /* -D overrides it for measurements */
