@@ -201,7 +201,7 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
 @pytest.mark.parametrize(
     "name",
     [
-        "gemm_order-avx2", "gemv_arith", "gemv_lead", "head_forms", "head_forms_avx2", "kv_walk", "sparse_cols",
+        "base3_gemv", "gemm_order-avx2", "gemv_arith", "gemv_lead", "head_forms", "head_forms_avx2", "kv_walk", "sparse_cols",
         "row_streams", "row_streams-avx2", "streams", "vec_throughput",
     ],
 )
@@ -216,7 +216,7 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
         extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
-    elif name in ("head_forms_avx2", "row_streams-avx2", "gemm_order-avx2"):  # the AVX2 table only, no AVX-512
+    elif name in ("base3_gemv", "head_forms_avx2", "row_streams-avx2", "gemm_order-avx2"):  # AVX2 only
         flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", f"-I{kern}", f"-I{src.parent}"]
         flags += ["-DRS_AVX2"] if name == "row_streams-avx2" else []
         # gemm_order.c includes tq_avx2.c itself, for its static tile functions
@@ -226,6 +226,10 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
         ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], check=False, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
+    if name == "base3_gemv" and "avx2" in Path("/proc/cpuinfo").read_text():
+        # one round: it checks its base-3 decoding and sums against the engine's GEMV before timing
+        run = subprocess.run([str(tmp_path / name), "1"], check=False, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and "in L2" in run.stdout, run.stderr
     if name == "gemv_lead":  # without arguments it says how to call it instead of running
         run = subprocess.run([str(tmp_path / name)], check=False, capture_output=True, text=True)
         assert run.returncode == 2 and "usage" in run.stderr
