@@ -10,14 +10,18 @@
  *   ilv       the engine's arithmetic on a layout with the four rows of a group interleaved per
  *             128-weight block: one linear stream, no software prefetch (the bytes are random, so
  *             only the speed means anything)
+ *   one       the engine's layout and arithmetic with its rows read one after another (one linear
+ *             stream, a software prefetch TQ_GEMV_PREFETCH_LEAD ahead, two sets of sums), the order
+ *             the AVX2 GEMV took on the Zen 3 VM; checked against the engine's sums before timing
+ *             (with -DRS_AVX2 it is the engine's GEMV itself, which reads that way: a noise gauge)
  * model (the 210 matrices of the 2B4T shape in layer order, 521 MB; each thread its half of each
  *        matrix in 64-row units, a spin barrier after each matrix as the engine's jobs have)
- *   engine, ilv  as above
+ *   engine, ilv, one  as above
  *   cont      each thread's halves stored one after another (one run of ~260 MB per thread)
  *   contilv   both
  *   readlin   each thread's half of each matrix read linearly with no arithmetic, the barriers kept:
  *             what a kernel that cost nothing would reach with the engine's structure
- * and at one thread: engine, ilv and readlin over the model.
+ * and at one thread: engine, ilv, readlin and one over the model.
  *
  * This VM's memory runs in two states at two threads (probe ~30-35 or ~50-60 GB/s); each sample
  * is tagged by its probe and the medians are printed per state. Build and run (x86-64 with
@@ -50,9 +54,9 @@
 #define VNNI __attribute__((target("avx512vnni,avx512f,avx512bw")))
 #endif
 
-enum { PROBE, ENGINE, READPAT, READLIN, ILV, M_ENGINE, M_ILV, M_CONT, M_CONTILV, M_READLIN, NFORMS };
-static const char *NAMES[NFORMS] = {"probe", "engine", "readpat", "readlin", "ilv",
-                                    "m.engine", "m.ilv", "m.cont", "m.contilv", "m.readlin"};
+enum { PROBE, ENGINE, READPAT, READLIN, ILV, ONE, M_ENGINE, M_ILV, M_CONT, M_CONTILV, M_READLIN, M_ONE, NFORMS };
+static const char *NAMES[NFORMS] = {"probe",    "engine", "readpat", "readlin",   "ilv",       "one",
+                                    "m.engine", "m.ilv",  "m.cont",  "m.contilv", "m.readlin", "m.one"};
 
 static const tq_kernels *K;
 static uint8_t *W;
@@ -151,6 +155,33 @@ VNNI static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const i
 }
 #endif
 
+#if defined(RS_AVX2)
+static void gemv_one(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
+    K->gemv(w, (int)rows, nb, a, 0, out);
+}
+#else
+/* The engine's VNNI arithmetic, its rows one after another; blocks alternate between two sets of
+ * sums so that no vpdpbusd waits on the previous one's result. */
+VNNI static void gemv_one(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
+    const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8((char)0xc0), _mm256_set1_epi8(0x30), 1);
+    const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x0c), _mm256_set1_epi8(0x03), 1);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(0), 1);
+    for (size_t r = 0; r < rows; r++, w += (size_t)nb * TQ_QK_BYTES) {
+        __m512i s01[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, s23[2] = {s01[0], s01[0]};
+        for (int b = 0; b < nb; b++) {
+            if (!(b & 1)) _mm_prefetch((const char *)w + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
+            const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * TQ_QK_BYTES)));
+            s01[b & 1] = _mm512_dpbusd_epi32(s01[b & 1], _mm512_and_si512(q, m01), _mm512_loadu_si512(a + (size_t)b * 128));
+            s23[b & 1] = _mm512_dpbusd_epi32(s23[b & 1], _mm512_and_si512(q, m23), _mm512_loadu_si512(a + (size_t)b * 128 + 64));
+        }
+        out[r] = _mm512_reduce_add_epi32(
+            _mm512_add_epi32(_mm512_srav_epi32(_mm512_add_epi32(s01[0], s01[1]), sh01),
+                             _mm512_srav_epi32(_mm512_add_epi32(s23[0], s23[1]), sh23)));
+    }
+}
+#endif
+
 static void barrier(long *gen) {
     const long g = ++*gen;
     __atomic_fetch_add(&BAR, 1, __ATOMIC_SEQ_CST);
@@ -168,6 +199,8 @@ static void run_model(int ith) {
             K->gemv(w, r1 - r0, MNB[m], A, 0, OUT + r0);
         else if (FORM == M_READLIN)
             read_linear(w, (size_t)(r1 - r0) * MNB[m] * TQ_QK_BYTES);
+        else if (FORM == M_ONE)
+            gemv_one(w, (size_t)(r1 - r0), MNB[m], A, OUT + r0);
         else
             gemv_interleaved(w, (size_t)(r1 - r0), MNB[m], A, OUT + r0);
         if (NTH > 1) barrier(&gen);
@@ -188,6 +221,7 @@ static void *thread_main(void *arg) {
     case ENGINE: K->gemv(w, (int)(r1 - r0), NB, A, 0, OUT + r0); break;
     case READPAT: read_pattern(w, r1 - r0); break;
     case READLIN: read_linear(w, n); break;
+    case ONE: gemv_one(w, r1 - r0, NB, A, OUT + r0); break;
     default: gemv_interleaved(w, r1 - r0, NB, A, OUT + r0); break;
     }
     return NULL;
@@ -241,6 +275,12 @@ int main(int argc, char **argv) {
     madvise(W, alloc, MADV_HUGEPAGE);
     for (size_t i = 0; i < BYTES; i++) W[i] = (uint8_t)((i * 2654435761u >> 13) & 0xAA); /* codes 0 and 2 */
     for (int i = 0; i < NB * TQ_QK; i++) A[i] = (int8_t)(i * 7);
+    K->gemv(W, 4096, NB, A, 0, OUT);
+    gemv_one(W, 4096, NB, A, OUT + 4096);
+    if (memcmp(OUT, OUT + 4096, 4096 * sizeof(int32_t)) != 0) {
+        fprintf(stderr, "row_streams: the one-stream GEMV's sums differ from the engine's\n");
+        return 1;
+    }
 
     /* the model: 30 x (q, k, v, o, gate, up, down), rows and 128-blocks per row */
     const int shapes[7][2] = {{2560, 20}, {640, 20}, {640, 20}, {2560, 20}, {6912, 20}, {6912, 20}, {2560, 54}};
@@ -263,12 +303,12 @@ int main(int argc, char **argv) {
         }
     if (tail[1] > BYTES) return 1;
 
-    double *pct[2][NFORMS], *one[3];
+    double *pct[2][NFORMS], *one[4];
     int n[2] = {0, 0};
     for (int s = 0; s < 2; s++) {
         for (int f = 0; f < NFORMS; f++) pct[s][f] = malloc(sizeof(double) * (size_t)rounds);
     }
-    for (int f = 0; f < 3; f++) one[f] = malloc(sizeof(double) * (size_t)rounds);
+    for (int f = 0; f < 4; f++) one[f] = malloc(sizeof(double) * (size_t)rounds);
     printf("%d rounds; %% of the mean of the probes taken before and after each round\n", rounds);
     for (int r = 0; r < rounds; r++) {
         double gbs[NFORMS];
@@ -289,8 +329,9 @@ int main(int argc, char **argv) {
         one[0][r] = 100 * run(M_ENGINE, 1, model_bytes) / p1t;
         one[1][r] = 100 * run(M_ILV, 1, model_bytes) / p1t;
         one[2][r] = 100 * run(M_READLIN, 1, model_bytes) / p1t;
-        printf(" | 1 thread probe %5.1f m.engine %3.0f%% m.ilv %3.0f%% m.readlin %3.0f%%\n", p1t, one[0][r],
-               one[1][r], one[2][r]);
+        one[3][r] = 100 * run(M_ONE, 1, model_bytes) / p1t;
+        printf(" | 1 thread probe %5.1f m.engine %3.0f%% m.ilv %3.0f%% m.readlin %3.0f%% m.one %3.0f%%\n", p1t,
+               one[0][r], one[1][r], one[2][r], one[3][r]);
         fflush(stdout);
     }
     for (int s = 1; s >= 0; s--) {
@@ -298,7 +339,7 @@ int main(int argc, char **argv) {
         for (int f = ENGINE; f < NFORMS; f++) printf(" %s %.1f%%", NAMES[f], median(pct[s][f], n[s]));
         printf("\n");
     }
-    printf("median, one thread (%d rounds): m.engine %.1f%% m.ilv %.1f%% m.readlin %.1f%%\n", rounds,
-           median(one[0], rounds), median(one[1], rounds), median(one[2], rounds));
+    printf("median, one thread (%d rounds): m.engine %.1f%% m.ilv %.1f%% m.readlin %.1f%% m.one %.1f%%\n", rounds,
+           median(one[0], rounds), median(one[1], rounds), median(one[2], rounds), median(one[3], rounds));
     return SINK == 42; /* keeps the reads */
 }
