@@ -194,6 +194,21 @@ def test_pct_ceiling_leaves_out_samples_that_ran_through_a_bandwidth_change() ->
     assert "samples with agreeing probes, where not all: trit I2_S t=2 2/3" in format_table(res)
 
 
+def test_table_names_each_ceiling_once_when_both_engines_read_one_format() -> None:
+    # trit bench on a llama.cpp type (SmolLM2's Q4_1) gives both engines' rows the same format and
+    # bytes: the ceiling note lists each thread count once (it used to repeat them per engine)
+    rows = []
+    for threads, ceiling in ((1, 165.9), (2, 262.5)):
+        for engine in ("trit", "llama.cpp"):
+            row = Row(engine, "Q4_1", threads, 96_400_000, samples={"tg_tps": [70.0]})
+            row.ceiling_tps = ceiling
+            rows.append(row)
+    bw = Bandwidth({1: 16.0, 2: 25.3}, "test", 64, {1: [16.0], 2: [25.3]})
+    res = BenchResult(p=8, n=8, ttft_prompt=8, reps=1, rows=rows, bandwidth=bw, machine={})
+    lines = [line for line in format_table(res).splitlines() if line.startswith("Q4_1:")]
+    assert lines == ["Q4_1: 96.4 MB read per token; ceiling at the best bandwidth t=1: 165.9 tok/s, t=2: 262.5 tok/s"]
+
+
 @pytest.mark.skipif(
     not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")),
     reason="the C microbenchmarks are x86-64 Linux programs built with gcc",

@@ -980,11 +980,13 @@ def format_table(res: BenchResult) -> str:
         if key in seen:
             continue
         seen.add(key)
-        ceil = ", ".join(
-            f"t={x.threads}: {x.ceiling_tps:.1f} tok/s"
+        # one ceiling per thread count: both engines' rows of a shared format (e.g. Q4_1) have the same
+        by_threads = {
+            x.threads: x.ceiling_tps
             for x in res.rows
             if (x.format, x.weight_bytes) == key and not math.isnan(x.ceiling_tps)
-        )
+        }
+        ceil = ", ".join(f"t={t}: {c:.1f} tok/s" for t, c in sorted(by_threads.items()))
         notes.append(
             f"{r.format}: {r.weight_bytes / 1e6:.1f} MB read per token"
             + (f"; ceiling at the best bandwidth {ceil}" if ceil else "")
