@@ -128,13 +128,19 @@ static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const int8_t
     }
 }
 #else
+/* The engine's VNNI GEMV constants (tq_avx512.c): the field masks and the shifts that undo them */
+VNNI static inline void vnni_consts(__m512i *m01, __m512i *m23, __m512i *sh01, __m512i *sh23) {
+    *m01 = _mm512_inserti64x4(_mm512_set1_epi8((char)0xc0), _mm256_set1_epi8(0x30), 1);
+    *m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x0c), _mm256_set1_epi8(0x03), 1);
+    *sh01 = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
+    *sh23 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(0), 1);
+}
+
 /* The engine's VNNI arithmetic (masked fields, tq_avx512.c) on the interleaved layout: block b of
  * the group's rows 0..3 at w + b * 128 + i * 32. */
 VNNI static void gemv_interleaved(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
-    const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8((char)0xc0), _mm256_set1_epi8(0x30), 1);
-    const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x0c), _mm256_set1_epi8(0x03), 1);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(0), 1);
+    __m512i m01, m23, sh01, sh23;
+    vnni_consts(&m01, &m23, &sh01, &sh23);
     for (size_t r = 0; r + 4 <= rows; r += 4, w += (size_t)4 * nb * TQ_QK_BYTES) {
         __m512i s01[4], s23[4];
         for (int i = 0; i < 4; i++) s01[i] = s23[i] = _mm512_setzero_si512();
@@ -163,10 +169,8 @@ static void gemv_one(const uint8_t *w, size_t rows, int nb, const int8_t *a, int
 /* The engine's VNNI arithmetic, its rows one after another; blocks alternate between two sets of
  * sums so that no vpdpbusd waits on the previous one's result. */
 VNNI static void gemv_one(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out) {
-    const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8((char)0xc0), _mm256_set1_epi8(0x30), 1);
-    const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x0c), _mm256_set1_epi8(0x03), 1);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi32(6), _mm256_set1_epi32(4), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(2), _mm256_set1_epi32(0), 1);
+    __m512i m01, m23, sh01, sh23;
+    vnni_consts(&m01, &m23, &sh01, &sh23);
     for (size_t r = 0; r < rows; r++, w += (size_t)nb * TQ_QK_BYTES) {
         __m512i s01[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, s23[2] = {s01[0], s01[0]};
         for (int b = 0; b < nb; b++) {
