@@ -147,18 +147,6 @@ static double timed(int form, int nth, int l2) {
     return micro_now() - t0;
 }
 
-static int cmp(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void *huge_alloc(size_t n) {
-    const size_t huge = 2u << 20, alloc = (n + huge - 1) / huge * huge;
-    void *p = aligned_alloc(huge, alloc);
-    if (p) madvise(p, alloc, MADV_HUGEPAGE);
-    return p;
-}
-
 int main(int argc, char **argv) {
     const int rounds = argc > 1 ? atoi(argv[1]) : 10;
     K = tq_kernels_avx2();
@@ -170,8 +158,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "base-3 digit decoding is wrong\n");
         return 1;
     }
-    W2 = huge_alloc((size_t)ROWS * NB2 * TQ_QK_BYTES);
-    W3 = huge_alloc((size_t)ROWS * NB3 * 32);
+    W2 = micro_huge_alloc((size_t)ROWS * NB2 * TQ_QK_BYTES);
+    W3 = micro_huge_alloc((size_t)ROWS * NB3 * 32);
     A = aligned_alloc(64, COLS);
     OUT = aligned_alloc(64, ROWS * sizeof(int32_t));
     int32_t *ref = malloc(4096 * sizeof(int32_t));
@@ -214,8 +202,8 @@ int main(int argc, char **argv) {
     for (int t = 0; t < 2; t++) {
         printf("median, %d thread(s), G weights/s (%% of the probe's time for the TQ bytes):", t + 1);
         for (int f = 0; f < NFORMS; f++) {
-            qsort(gw[t][f], rounds, sizeof(double), cmp);
-            qsort(pct[t][f], rounds, sizeof(double), cmp);
+            qsort(gw[t][f], rounds, sizeof(double), micro_cmp_double);
+            qsort(pct[t][f], rounds, sizeof(double), micro_cmp_double);
             printf("  %s %.1f (%.0f%%)", NAMES[f], gw[t][f][rounds / 2], pct[t][f][rounds / 2]);
         }
         printf("\n  in L2, best round: tq2 %.1f, base3 %.1f G weights/s\n", l2gw[t][TQ2], l2gw[t][BASE3]);

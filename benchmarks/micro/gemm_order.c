@@ -62,11 +62,6 @@ static double run(int order, const uint8_t *w, int rows, int nb, const int8_t *a
     return micro_now() - t0;
 }
 
-static int cmp_d(const void *x, const void *y) {
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 int main(int argc, char **argv) {
     const int rounds = argc > 1 ? atoi(argv[1]) : 9;
     static const int shapes[3][2] = {{2560, 2560}, {6912, 2560}, {2560, 6912}}; /* rows, cols */
@@ -90,7 +85,7 @@ int main(int argc, char **argv) {
         const double macs = (double)rows * cols * NTOK;
         printf("%4d x %4d ", rows, cols);
         for (int o = 0; o < 2; o++) {
-            qsort(sec[o], rounds, sizeof(double), cmp_d);
+            qsort(sec[o], rounds, sizeof(double), micro_cmp_double);
             printf("  %s %6.1f / %6.1f", o ? "chunks" : "panels", macs / sec[o][0] / 1e9, macs / sec[o][rounds / 2] / 1e9);
         }
         /* the same tile in L1: one 2-row x 4-token tile of this shape's row length, repeated */

@@ -194,11 +194,6 @@ static double timed(int form, int nth, const uint8_t *w, size_t rows, int nb, co
     return rows * row_bytes / (micro_now() - t) / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv) {
     K = tq_kernels_avx512();
     if (!K || strcmp(K->isa, "avx512vnni") != 0) {
@@ -211,13 +206,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: gemv_arith [ROUNDS [BLOCKS (even) [THREADS (1 or 2)]]]\n");
         return 2;
     }
-    const size_t huge = (size_t)2 << 20, rows = ((size_t)512 << 20) / ((size_t)nb * TQ_QK_BYTES) / 4 * 4;
-    const size_t n = rows * nb * TQ_QK_BYTES, alloc = (n + huge - 1) / huge * huge;
-    uint8_t *w = aligned_alloc(huge, alloc);
+    const size_t rows = ((size_t)512 << 20) / ((size_t)nb * TQ_QK_BYTES) / 4 * 4;
+    const size_t n = rows * nb * TQ_QK_BYTES;
+    uint8_t *w = micro_huge_alloc(n);
     int8_t *a = aligned_alloc(64, (size_t)nb * TQ_QK);
     int32_t *out = aligned_alloc(64, rows * sizeof(int32_t) + 64), *ref = malloc(4096 * sizeof(int32_t));
     if (!w || !a || !out || !ref) return 1;
-    madvise(w, alloc, MADV_HUGEPAGE);
     for (size_t i = 0; i < n; i++) w[i] = (uint8_t)((i * 2654435761u >> 13) & 0xAA); /* codes 0 and 2 */
     for (int i = 0; i < nb * TQ_QK; i++) a[i] = (int8_t)(i * 7);
     K->gemv(w, 4096, nb, a, 0, ref);
@@ -249,7 +243,7 @@ int main(int argc, char **argv) {
     for (int f = 0; f < NFORMS; f++) {
         printf("%-10s", NAMES[f]);
         for (int k = 0; k < 3; k++) {
-            qsort(pct[k][f], (size_t)cnt[k], sizeof(double), cmp_double);
+            qsort(pct[k][f], (size_t)cnt[k], sizeof(double), micro_cmp_double);
             if (cnt[k]) printf(" %11.1f%%", pct[k][f][cnt[k] / 2]);
             else printf(" %12s", "-");
         }

@@ -63,11 +63,6 @@ static const struct {
 #define NFORMS (int)(sizeof(FORMS) / sizeof(FORMS[0]))
 #define MAX_ROUNDS 64
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv) {
     if (!tq_kernels_avx2() || !(tq_cpu_features() & TQ_CPU_AVX2)) {
         fprintf(stderr, "needs AVX2\n");
@@ -97,7 +92,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     for (int f = 0; f < NFORMS; f++) {
-        qsort(pct[f], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(pct[f], (size_t)rounds, sizeof(double), micro_cmp_double);
         printf("%-34s median %5.1f%% of the plain read (min %.1f, max %.1f)\n", FORMS[f].name, pct[f][rounds / 2],
                pct[f][0], pct[f][rounds - 1]);
     }

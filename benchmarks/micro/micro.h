@@ -5,12 +5,29 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 static inline double micro_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* qsort order of doubles, ascending */
+static inline int micro_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* n bytes on 2 MiB boundaries, rounded up to whole 2 MiB pages and asked for as transparent huge
+ * pages (the hint may be refused), or NULL */
+static inline void *micro_huge_alloc(size_t n) {
+    const size_t huge = (size_t)2 << 20, alloc = (n + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, alloc);
+    if (p) madvise(p, alloc, MADV_HUGEPAGE);
+    return p;
 }
 
 static inline uint64_t micro_sum_words(const uint64_t *p, size_t n) {

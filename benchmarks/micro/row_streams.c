@@ -244,13 +244,8 @@ static double run(int form, int nth, size_t model_bytes) {
     return (form >= M_ENGINE ? model_bytes : BYTES) / (micro_now() - t0) / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, micro_cmp_double);
     return n ? (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2) : 0;
 }
 
@@ -271,12 +266,10 @@ int main(int argc, char **argv) {
     const int rounds = argc > 1 ? atoi(argv[1]) : 40;
     ROWS = ((size_t)512 << 20) / (NB * TQ_QK_BYTES) / 8 * 8;
     BYTES = ROWS * NB * TQ_QK_BYTES;
-    const size_t huge = (size_t)2 << 20, alloc = (BYTES + huge - 1) / huge * huge;
-    W = aligned_alloc(huge, alloc);
+    W = micro_huge_alloc(BYTES);
     A = aligned_alloc(64, NB * TQ_QK);
     OUT = aligned_alloc(64, ROWS * sizeof(int32_t) + 64);
     if (!W || !A || !OUT) return 1;
-    madvise(W, alloc, MADV_HUGEPAGE);
     for (size_t i = 0; i < BYTES; i++) W[i] = (uint8_t)((i * 2654435761u >> 13) & 0xAA); /* codes 0 and 2 */
     for (int i = 0; i < NB * TQ_QK; i++) A[i] = (int8_t)(i * 7);
     K->gemv(W, 4096, NB, A, 0, OUT);
@@ -297,6 +290,7 @@ int main(int argc, char **argv) {
             off += (size_t)shapes[j][0] * shapes[j][1] * TQ_QK_BYTES;
         }
     const size_t model_bytes = off;
+    const size_t huge = (size_t)2 << 20;
     size_t tail[2] = {0, (model_bytes / 2 + huge - 1) / huge * huge}; /* thread 1's run starts here */
     for (int m = 0; m < NMAT; m++)
         for (int t = 0; t < 2; t++) {
