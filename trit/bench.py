@@ -980,7 +980,7 @@ def format_table(res: BenchResult) -> str:
         if key in seen:
             continue
         seen.add(key)
-        # one ceiling per thread count: both engines' rows of a shared format (e.g. Q4_1) have the same
+        # one ceiling per thread count: both engines' rows of a shared format (e.g. Q4_1) share it
         by_threads = {
             x.threads: x.ceiling_tps
             for x in res.rows
