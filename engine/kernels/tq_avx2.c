@@ -274,38 +274,61 @@ void tq_gemm_avx2(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_
 #endif
 
 #if TQ_AVXVNNI_CC
-/* GEMV: R (1..4) rows per pass, block by block in turn (R streams, with the next rows prefetched
- * linearly: TQ_GEMV_PREFETCH_LEAD in tq_gemm.h; the AVX2 GEMV's one-stream order was measured
- * after this was written, on a CPU without AVX-VNNI). Codes from tq_codes_gemv_avx2; the two
- * kinds sum in two accumulators per row, lo and hi (8 independent vpdpbusd chains), and hi, an
- * exact multiple of 4, is shifted down at the end. A lane of hi gains at most 2 * 4 * 4 * 2 * 128
- * = 8192 in magnitude per block, so it is shifted down and flushed every TQ_AVXVNNI_FLUSH_BLOCKS
- * blocks (2^14 * 2^13 = 2^27 < 2^31). */
-#define TQ_AVXVNNI_FLUSH_BLOCKS 16384
+/* GEMV: R (1..4) rows per call in the AVX2 GEMV's order (tq_gemv_rows_avx2): the rows one after
+ * another, each from its first block to its last, so that a thread reads one linear stream, with
+ * one software prefetch per 64-byte line TQ_GEMV_PREFETCH_LEAD ahead. That order read memory
+ * best on the x86 CPUs measured here, neither with AVX-VNNI: the AVX2 GEMV on a Zen 3 VM, and the
+ * same single stream (an interleaved-rows layout) on a Zen 4 VM (benchmarks/micro/row_streams.c).
+ * It has not been timed on a CPU with AVX-VNNI. vpdpbusd has a latency of ~5 cycles, so a row's
+ * sums run in 8 independent chains, h[] and l[]: two blocks a step, one chain per block and field
+ * pair. Codes from tq_codes_gemv_avx2: fields 7-6 and 3-2 come as 4 x the codes, so the h chains
+ * are exact multiples of 4, shifted down when flushed. The sums are pinned after each step (see
+ * TQ_REG_BARRIER4): gcc 12 -O3 then compiles a step to 25 instructions (8 vpdpbusd) with no stack
+ * access and no register copies, against 38 with 3 stack stores and 11 copies unpinned; the
+ * earlier 4-row form (R streams, 8 chains over 4 rows) took 58 instructions and 3 stack accesses
+ * per 16 vpdpbusd. A lane of a chain gains at most 4 * 12 * 128 = 6144 in magnitude per step;
+ * flushing every TQ_AVXVNNI_FLUSH_BLOCKS blocks keeps far within int32 and lets the test vectors
+ * (33 blocks) reach the flush. */
+#define TQ_AVXVNNI_FLUSH_BLOCKS 32
 TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
                                                int32_t *out, const int R) {
     const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
     __m256i acc[TQ_AVX2_GEMV_ROWS];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-    for (int b0 = 0; b0 < nb; b0 += TQ_AVXVNNI_FLUSH_BLOCKS) {
-        const int b1 = nb - b0 > TQ_AVXVNNI_FLUSH_BLOCKS ? b0 + TQ_AVXVNNI_FLUSH_BLOCKS : nb;
-        __m256i lo[TQ_AVX2_GEMV_ROWS], hi[TQ_AVX2_GEMV_ROWS];
-        for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_si256();
-        for (int b = b0; b < b1; b++) {
-            const int8_t *ab = a + (size_t)b * TQ_QK;
-            const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
-            for (int r = 0; r < R; r++) {
-                __m256i c[4];
-                tq_codes_gemv_avx2(_mm256_loadu_si256((const __m256i *)(w + r * stride + (size_t)b * TQ_QK_BYTES)), m3, m12, c);
-                hi[r] = TQ_DPBUSD(hi[r], c[0], _mm256_loadu_si256((const __m256i *)ab));
-                lo[r] = TQ_DPBUSD(lo[r], c[1], _mm256_loadu_si256((const __m256i *)(ab + 32)));
-                hi[r] = TQ_DPBUSD(hi[r], c[2], _mm256_loadu_si256((const __m256i *)(ab + 64)));
-                lo[r] = TQ_DPBUSD(lo[r], c[3], _mm256_loadu_si256((const __m256i *)(ab + 96)));
+    for (int r = 0; r < R; r++) {
+        const uint8_t *wr = w + r * stride;
+        __m256i s32 = _mm256_setzero_si256();
+        for (int b0 = 0; b0 < nb; b0 += TQ_AVXVNNI_FLUSH_BLOCKS) {
+            const int b1 = nb - b0 > TQ_AVXVNNI_FLUSH_BLOCKS ? b0 + TQ_AVXVNNI_FLUSH_BLOCKS : nb;
+            __m256i h[4], l[4]; /* [2 * (block in the step) + (field pair)] */
+            for (int k = 0; k < 4; k++) h[k] = l[k] = _mm256_setzero_si256();
+#define TQ_VNNI_GEMV_BLOCK(b, k)                                                                           \
+    do {                                                                                                   \
+        const int8_t *ab = a + (size_t)(b) * TQ_QK;                                                        \
+        __m256i c[4];                                                                                      \
+        tq_codes_gemv_avx2(_mm256_loadu_si256((const __m256i *)(wr + (size_t)(b) * TQ_QK_BYTES)), m3, m12, c); \
+        h[k] = TQ_DPBUSD(h[k], c[0], _mm256_loadu_si256((const __m256i *)ab));                             \
+        l[k] = TQ_DPBUSD(l[k], c[1], _mm256_loadu_si256((const __m256i *)(ab + 32)));                      \
+        h[k + 1] = TQ_DPBUSD(h[k + 1], c[2], _mm256_loadu_si256((const __m256i *)(ab + 64)));              \
+        l[k + 1] = TQ_DPBUSD(l[k + 1], c[3], _mm256_loadu_si256((const __m256i *)(ab + 96)));              \
+    } while (0)
+            int b = b0;
+            for (; b + 2 <= b1; b += 2) { /* one prefetch per 64-byte line */
+                _mm_prefetch((const char *)wr + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
+                TQ_VNNI_GEMV_BLOCK(b, 0);
+                TQ_VNNI_GEMV_BLOCK(b + 1, 2);
+                TQ_REG_BARRIER4(h[0], h[1], h[2], h[3]);
+                TQ_REG_BARRIER4(l[0], l[1], l[2], l[3]);
             }
+            if (b < b1) {
+                _mm_prefetch((const char *)wr + TQ_GEMV_PREFETCH_LEAD + (size_t)b * TQ_QK_BYTES, _MM_HINT_T0);
+                TQ_VNNI_GEMV_BLOCK(b, 0);
+            }
+#undef TQ_VNNI_GEMV_BLOCK
+            const __m256i hs = _mm256_add_epi32(_mm256_add_epi32(h[0], h[1]), _mm256_add_epi32(h[2], h[3]));
+            const __m256i ls = _mm256_add_epi32(_mm256_add_epi32(l[0], l[1]), _mm256_add_epi32(l[2], l[3]));
+            s32 = _mm256_add_epi32(s32, _mm256_add_epi32(ls, _mm256_srai_epi32(hs, 2)));
         }
-        for (int r = 0; r < R; r++) acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(lo[r], _mm256_srai_epi32(hi[r], 2)));
+        acc[r] = s32;
     }
     if (R == 4) {
         const __m128i s = tq_hsum4_epi32_avx2(acc[0], acc[1], acc[2], acc[3]);
