@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib.util
 import os
+import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -18,6 +22,89 @@ def _no_display() -> bool:
         and not os.environ.get("QT_QPA_PLATFORM")
         and not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+# Debian/Ubuntu packages of the libraries Qt's X11 plugin (libqxcb.so) loads that desktop installs
+# may lack (Qt 6.5+ needs libxcb-cursor0, which many distributions do not install by default).
+_DEBIAN_PACKAGES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libdbus-1.so.3": "libdbus-1-3",
+}
+
+
+def missing_libraries(path: str | os.PathLike[str]) -> list[str]:
+    """The shared libraries `path` (an ELF library) needs and the dynamic loader cannot find: empty
+    when it loads. Loading it is the verdict; `ldd` then names every missing one (the loader's
+    error names only the first)."""
+    try:
+        ctypes.CDLL(os.fspath(path))
+        return []
+    except OSError as e:
+        first = str(e)
+    missing: set[str] = set()
+    try:
+        out = subprocess.run(
+            ["ldd", os.fspath(path)], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+        missing = {line.split()[0] for line in out.splitlines() if "=> not found" in line}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if not missing:
+        m = re.search(r"([^\s:/]+\.so[.\d]*): cannot open shared object file", first)
+        missing = {m.group(1) if m else first}
+    return sorted(missing)
+
+
+def _xcb_plugin() -> str | None:
+    """PySide6's X11 platform plugin when Qt will use it: Linux, QT_QPA_PLATFORM unset (outside a
+    Wayland session) or "xcb"."""
+    if not sys.platform.startswith("linux"):
+        return None
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.split(":")[0] not in ("", "xcb") or (not platform and os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None or spec.origin is None:
+        return None
+    plugin = os.path.join(os.path.dirname(spec.origin), "Qt", "plugins", "platforms", "libqxcb.so")
+    return plugin if os.path.exists(plugin) else None
+
+
+def missing_window_libraries_message() -> str | None:
+    """Why the window cannot open on this X11 desktop, before Qt aborts the process over it (Qt's
+    own message, "could not load the Qt platform plugin xcb", names no library): None when the
+    X11 plugin loads or is not the one Qt will use."""
+    plugin = _xcb_plugin()
+    if plugin is None:
+        return None
+    missing = missing_libraries(plugin)
+    try:  # Qt 6.5+ opens this one at run time (no link to it, so ldd cannot see it) and gives up without it
+        ctypes.CDLL("libxcb-cursor.so.0")
+    except OSError:
+        missing.append("libxcb-cursor.so.0")
+    if not missing:
+        return None
+    packages = [_DEBIAN_PACKAGES[name] for name in missing if name in _DEBIAN_PACKAGES]
+    fix = f" On Debian or Ubuntu: sudo apt-get install {' '.join(packages)}." if packages else ""
+    return (
+        f"trit: the window cannot open: Qt's X11 plugin ({plugin}) needs system libraries that are "
+        f"missing: {', '.join(missing)}.{fix} `trit chat` works in the terminal without them."
     )
 
 
@@ -54,6 +141,10 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
             file=sys.stderr,
         )
         return 2
+    why = missing_window_libraries_message()
+    if why:
+        print(why, file=sys.stderr)
+        return 2
     from .context import AppContext
     from .main_window import MainWindow
 
@@ -80,6 +171,10 @@ def self_test(
     Conversations go to a temporary folder unless data_dir is given."""
     if _no_display():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    why = missing_window_libraries_message()
+    if why:
+        print(f"{why}\ntrit: self-test failed: no window", file=sys.stderr)
+        return 2
     from PySide6.QtCore import QTimer
     from trit.app.core.sampling import Sampling
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,80 @@ def test_the_app_has_its_icon(qtbot: object) -> None:
     app = _application(["trit"])
     assert app is QApplication.instance() and not app.windowIcon().isNull()
     assert app.desktopFileName() == "trit"
+
+
+def _library_needing(tmp_path: Path, dep: str) -> Path:
+    """A real shared library linked against `dep` (built here, then deleted): what a system without
+    one of Qt's X11 libraries looks like to the dynamic loader."""
+    if not sys.platform.startswith("linux") or not shutil.which("gcc"):
+        pytest.skip("needs Linux and gcc")
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "dep.c").write_text("int dep_value(void) { return 3; }\n")
+    (tmp_path / "plug.c").write_text("int dep_value(void);\nint plug_value(void) { return dep_value(); }\n")
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", f"-Wl,-soname,{dep}", "-o", str(tmp_path / dep), str(tmp_path / "dep.c")],
+        check=True,
+    )
+    plug = tmp_path / "libplug.so"
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(plug),
+            str(tmp_path / "plug.c"),
+            str(tmp_path / dep),
+            "-Wl,-rpath,$ORIGIN",
+        ],
+        check=True,
+    )
+    return plug
+
+
+def test_missing_libraries_names_each_missing_one(tmp_path: Path) -> None:
+    """(Each library name is used once: the loader keeps what it loaded for the process's life.)"""
+    from trit.app.qt.app import missing_libraries
+
+    present = _library_needing(tmp_path / "present", "libtrit-present-dep.so.7")
+    assert missing_libraries(present) == []
+    absent = _library_needing(tmp_path / "absent", "libtrit-absent-dep.so.7")
+    (tmp_path / "absent" / "libtrit-absent-dep.so.7").unlink()
+    assert missing_libraries(absent) == ["libtrit-absent-dep.so.7"]
+
+
+def test_the_window_explains_missing_x11_libraries_before_qt_aborts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Qt aborts the process when its X11 plugin cannot load and names no library; `trit` says
+    which are missing and the apt line (here the plugin is a library built to lack one)."""
+    from trit.app.qt import app
+
+    plug = _library_needing(tmp_path, "libtrit-gone-dep.so.2")
+    (tmp_path / "libtrit-gone-dep.so.2").unlink()
+    monkeypatch.setattr(app, "_xcb_plugin", lambda: str(plug))
+    monkeypatch.setitem(app._DEBIAN_PACKAGES, "libtrit-gone-dep.so.2", "libtrit-gone-dep2")
+
+    def no_window(argv: object) -> None:
+        raise AssertionError("the window was opened")
+
+    monkeypatch.setattr(app, "_application", no_window)
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert app.run_gui(data_dir=str(tmp_path / "data")) == 2
+    err = capsys.readouterr().err
+    assert "libtrit-gone-dep.so.2" in err and "sudo apt-get install libtrit-gone-dep2" in err
+    assert str(plug) in err and "trit chat" in err
+    assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_the_x11_check_looks_only_where_qt_uses_x11(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trit.app.qt import app
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app._xcb_plugin() is None and app.missing_window_libraries_message() is None
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert app._xcb_plugin() is None
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    if sys.platform.startswith("linux"):
+        assert app._xcb_plugin() is not None and app._xcb_plugin().endswith("libqxcb.so")
