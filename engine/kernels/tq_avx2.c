@@ -340,11 +340,12 @@ TQ_INLINE TQ_AVXVNNI void tq_gemv_rows_avxvnni(const uint8_t *w, size_t stride, 
 
 TQ_GEMV_BY_ROWS(tq_gemv_avxvnni, TQ_AVXVNNI, tq_gemv_rows_avxvnni, TQ_AVX2_GEMV_ROWS)
 
-/* GEMM tile: R (1..2) rows x T (1..4) tokens, 8 int32 accumulators and 8 independent vpdpbusd
- * chains; the activations are memory operands. gcc (12, -O3) compiles the 2 x 4 case to 62-64
- * instructions per block (32 vpdpbusd) with 2 stores and no loads on the stack, against 90 for
- * tq_gemm_tile24_avx2. (A 3 x 4 tile, 12 chains, ran out of registers under gcc: 19-36 stack
- * accesses per block in every form tried; clang managed it without.) */
+/* GEMM tile: R (1..2) rows x T (1..4) tokens, up to 8 int32 accumulators and 8 independent
+ * vpdpbusd chains; the activations are memory operands. The full 2 x 4 case is
+ * tq_gemm_tile24_avxvnni below: this generic form compiled it (gcc 12, -O3) to 64 instructions per
+ * block (32 vpdpbusd) with 2 stack stores and 12 register copies. (A 3 x 4 tile, 12 chains, ran
+ * out of registers under gcc: 19-36 stack accesses per block in every form tried; clang managed it
+ * without.) */
 #define TQ_AVXVNNI_GEMM_ROWS 2
 TQ_INLINE TQ_AVXVNNI void tq_gemm_tile_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
                                                size_t a_stride, const int32_t *asum, int32_t *out,
@@ -374,7 +375,50 @@ TQ_INLINE TQ_AVXVNNI void tq_gemm_tile_avxvnni(const uint8_t *w, size_t stride, 
     }
 }
 
-TQ_GEMM_TILE_ANY(tq_gemm_tile_any_avxvnni, TQ_AVXVNNI, tq_gemm_tile_avxvnni, TQ_AVXVNNI_GEMM_ROWS)
+/* The full 2 x 4 tile written out, its 8 sums pinned after each field and reduced without a loop
+ * over the tokens: 52 instructions per block (32 vpdpbusd, 2 loads and 6 shifts/ANDs per row),
+ * no stack access and no register copies (gcc 12, -O3; against 90 for tq_gemm_tile24_avx2). Not
+ * timed: no CPU with AVX-VNNI here. */
+TQ_NOINLINE TQ_AVXVNNI void tq_gemm_tile24_avxvnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
+                                                   size_t a_stride, const int32_t *asum, int32_t *out,
+                                                   size_t out_stride) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i s0[TQ_GEMM_TOKS], s1[TQ_GEMM_TOKS];
+    for (int t = 0; t < TQ_GEMM_TOKS; t++) s0[t] = s1[t] = _mm256_setzero_si256();
+    for (int b = 0; b < nb; b++) {
+        const int8_t *ab = a + (size_t)b * TQ_QK;
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)(w + (size_t)b * TQ_QK_BYTES));
+        const __m256i q1 = _mm256_loadu_si256((const __m256i *)(w + stride + (size_t)b * TQ_QK_BYTES));
+        for (int f = 0; f < 4; f++) {
+            const __m256i c0 = _mm256_and_si256(f == 3 ? q0 : _mm256_srli_epi16(q0, 6 - 2 * f), m3);
+            const __m256i c1 = _mm256_and_si256(f == 3 ? q1 : _mm256_srli_epi16(q1, 6 - 2 * f), m3);
+            for (int t = 0; t < TQ_GEMM_TOKS; t++) {
+                const __m256i at = _mm256_loadu_si256((const __m256i *)(ab + t * a_stride + 32 * f));
+                s0[t] = TQ_DPBUSD(s0[t], c0, at);
+                s1[t] = TQ_DPBUSD(s1[t], c1, at);
+            }
+            TQ_REG_BARRIER4(s0[0], s0[1], s0[2], s0[3]);
+            TQ_REG_BARRIER4(s1[0], s1[1], s1[2], s1[3]);
+        }
+    }
+    /* both rows' sums of tokens 0-1 and of 2-3 in one pass each (written out: with a loop over t gcc
+     * kept s0 and s1 in memory, storing all 8 sums every block) */
+    const __m256i h01 = _mm256_hadd_epi32(_mm256_hadd_epi32(s0[0], s1[0]), _mm256_hadd_epi32(s0[1], s1[1]));
+    const __m256i h23 = _mm256_hadd_epi32(_mm256_hadd_epi32(s0[2], s1[2]), _mm256_hadd_epi32(s0[3], s1[3]));
+    /* per 128-bit lane: (t0 r0, t0 r1, t1 r0, t1 r1); the two lanes' halves added */
+    const __m128i t01 = _mm_add_epi32(_mm256_castsi256_si128(h01), _mm256_extracti128_si256(h01, 1));
+    const __m128i t23 = _mm_add_epi32(_mm256_castsi256_si128(h23), _mm256_extracti128_si256(h23, 1));
+    const __m128i a01 = _mm_setr_epi32(asum[0], asum[0], asum[1], asum[1]);
+    const __m128i a23 = _mm_setr_epi32(asum[2], asum[2], asum[3], asum[3]);
+    const __m128i d01 = _mm_sub_epi32(t01, a01), d23 = _mm_sub_epi32(t23, a23);
+    _mm_storel_epi64((__m128i *)out, d01);
+    _mm_storel_epi64((__m128i *)(out + out_stride), _mm_unpackhi_epi64(d01, d01));
+    _mm_storel_epi64((__m128i *)(out + 2 * out_stride), d23);
+    _mm_storel_epi64((__m128i *)(out + 3 * out_stride), _mm_unpackhi_epi64(d23, d23));
+}
+
+TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_avxvnni, TQ_AVXVNNI, tq_gemm_tile_avxvnni, TQ_AVXVNNI_GEMM_ROWS,
+                      tq_gemm_tile24_avxvnni)
 
 static TQ_AVXVNNI void tq_gemm_avxvnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                                        const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
