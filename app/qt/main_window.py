@@ -131,12 +131,17 @@ class Banner(QLabel):
         )
         self.hide()
 
-    kind = ""  # what the shown problem is about: "model" (hidden once a model is ready) or ""
+    kind = ""  # what the shown problem is about: "model" (hidden once a model is ready), "reply" (a
+    # failed reply of conversation_id: hidden by the next reply or another conversation) or ""
+    conversation_id: int | None = None
 
-    def show_problem(self, message: str, fix: str = "", *, kind: str = "") -> None:
+    def show_problem(
+        self, message: str, fix: str = "", *, kind: str = "", conversation_id: int | None = None
+    ) -> None:
         import html
 
         self.kind = kind
+        self.conversation_id = conversation_id
         body = f"<b>{html.escape(message)}</b>"
         if fix:
             body += f"<br>{html.escape(fix)}"
@@ -186,11 +191,22 @@ class SettingsPanel(QGroupBox):
         form.addRow("Max tokens", self.max_tokens)
         form.addRow(self.apply_button)
 
-    def show_values(self, system_prompt: str, sampling: Sampling) -> None:
+    conversation_id: int | None = None  # whose values are shown (None: the next new chat's)
+    _saved: tuple[str, Sampling] | None = None  # what show_values set (dirty() compares with it)
+
+    def show_values(
+        self, system_prompt: str, sampling: Sampling, *, conversation_id: int | None = None
+    ) -> None:
+        self.conversation_id = conversation_id
         self.system.setPlainText(system_prompt)
         self.temperature.setValue(sampling.temperature)
         self.top_p.setValue(sampling.top_p)
         self.max_tokens.setValue(sampling.max_tokens)
+        self._saved = self.values()
+
+    def dirty(self) -> bool:
+        """True when the fields differ from what was last shown or saved."""
+        return self._saved is not None and self.values() != self._saved
 
     def values(self) -> tuple[str, Sampling]:
         s = Sampling(
@@ -224,6 +240,7 @@ class MainWindow(QMainWindow):
         self.model_info: dict[str, Any] | None = None
         self.model_loading = False
         self.editing_id: int | None = None
+        self.editing_conv: int | None = None  # the conversation editing_id belongs to
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
         self._models_dialog: Any = None
@@ -244,6 +261,7 @@ class MainWindow(QMainWindow):
         self.worker.progress.connect(self._on_progress)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
+        self.worker.context_trimmed.connect(self._on_context_trimmed)
 
         self._build()
         self._build_actions()
@@ -281,6 +299,9 @@ class MainWindow(QMainWindow):
         self.conv_list.setSpacing(1)
         self.conv_list.currentItemChanged.connect(self._on_current_item)
         self.conv_list.itemChanged.connect(self._on_item_renamed)
+        # a refresh asked for while a title is being edited waits for the editor to close
+        self._refresh_pending = False
+        self.conv_list.itemDelegate().closeEditor.connect(self._after_rename_editor)
         self.new_button = QPushButton("New chat")
         self.new_button.setAccessibleName("New chat")
         self.new_button.setToolTip("New chat (Ctrl+N)")
@@ -523,7 +544,15 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About Trit", self.about_text())
 
     # -- conversations ---------------------------------------------------------------------------
+    def _after_rename_editor(self, *_args: Any) -> None:
+        if self._refresh_pending:
+            QTimer.singleShot(0, self.refresh_list)  # after itemChanged has seen the new title
+
     def refresh_list(self) -> None:
+        if self.conv_list.state() == QAbstractItemView.State.EditingState:
+            self._refresh_pending = True  # clearing the list now would throw the typed title away
+            return
+        self._refresh_pending = False
         text = self.search.text().strip()
         self.conv_list.blockSignals(True)
         self.conv_list.clear()
@@ -557,8 +586,13 @@ class MainWindow(QMainWindow):
             self.select_conversation(int(item.data(CONV_ID)))
 
     def select_conversation(self, conv_id: int | None) -> None:
-        if conv_id != self.current_id:
+        # callers may set current_id first (new chat, delete): compare with what the panel, the
+        # edit and the banner belong to, not with current_id
+        self._save_panel()
+        if self.editing_id is not None and self.editing_conv != conv_id:
             self._cancel_edit()
+        if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
+            self.banner.hide()
         self.current_id = conv_id
         if conv_id is not None:
             it = self._item_for(conv_id)
@@ -567,7 +601,7 @@ class MainWindow(QMainWindow):
                 self.conv_list.setCurrentItem(it)
                 self.conv_list.blockSignals(False)
             conv = self.store.get_conversation(conv_id)
-            self.settings_panel.show_values(conv.system_prompt, conv.sampling)
+            self.settings_panel.show_values(conv.system_prompt, conv.sampling, conversation_id=conv_id)
             self.setWindowTitle(f"{conv.title} — Trit")
         else:
             self._show_new_chat_settings()
@@ -607,9 +641,15 @@ class MainWindow(QMainWindow):
 
     def new_conversation(self, title: str = "New chat") -> int:
         model_id = self.default_model_id()
-        conv = self.store.create_conversation(
-            title, model_id=model_id, sampling=self._default_sampling(model_choice(self.ctx, model_id))
-        )
+        panel = self.settings_panel
+        if panel.conversation_id is None and panel.dirty():  # set up before the chat existed
+            system, sampling = panel.values()
+        else:
+            system, sampling = "", self._default_sampling(model_choice(self.ctx, model_id))
+        self._save_panel()  # edits of the conversation shown so far stay with it
+        conv = self.store.create_conversation(title, model_id=model_id, sampling=sampling)
+        if system:
+            self.store.update_conversation(conv.id, system_prompt=system)
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
@@ -808,9 +848,11 @@ class MainWindow(QMainWindow):
         )
         approx = bool(info.get("head_approx", False))
         # a compact KV cache: (label, share of the exact cache's memory)
-        compact = {"f16": ("16-bit", "half"), "q8": ("8-bit", "a quarter of"), "q3": ("3-bit", "an eighth of")}.get(
-            str(info.get("kv"))
-        )
+        compact = {
+            "f16": ("16-bit", "half"),
+            "q8": ("8-bit", "a quarter of"),
+            "q3": ("3-bit", "an eighth of"),
+        }.get(str(info.get("kv")))
         a48 = bool(info.get("a48", False))
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads"
@@ -949,7 +991,12 @@ class MainWindow(QMainWindow):
     def send(self, text: str | None = None) -> bool:
         """Sends the prompt box's text (or `text`); False when nothing was sent."""
         body = (text if text is not None else self.prompt.toPlainText()).strip()
-        if not body or self.reply is not None:
+        if not body:
+            return False
+        if self.reply is not None:
+            self.statusBar().showMessage(
+                "A reply is still being written: Esc stops it, then send again.", 4000
+            )
             return False
         if not self.model_ready:
             if self.model_problem is not None:
@@ -964,12 +1011,14 @@ class MainWindow(QMainWindow):
             self.new_conversation()
         cid = self.current_id
         assert cid is not None
-        if self.editing_id is not None:
+        if self.editing_id is not None and self.editing_conv == cid:
             self.store.edit_message(self.editing_id, body)
             self.store.truncate_after(self.editing_id)
             self._cancel_edit()
         else:
+            self._cancel_edit()
             self.store.add_message(cid, "user", body)
+        self._save_panel()  # what the panel shows is what this reply uses
         conv = self.store.get_conversation(cid)
         if conv.title == "New chat":
             line = body.splitlines()[0]
@@ -987,6 +1036,8 @@ class MainWindow(QMainWindow):
                 continue
             messages.append({"role": m.role, "content": m.content})
         self.reply = {"conversation_id": conv_id, "message_id": None, "text": ""}
+        if self.banner.kind == "reply":
+            self.banner.hide()
         self.chart.clear()
         self.live_label.setText("Reading the prompt…")
         self.worker.generate(
@@ -1039,7 +1090,16 @@ class MainWindow(QMainWindow):
         self.reply_finished.emit(d)
 
     def _on_failed(self, message: str, fix: str) -> None:
-        self.banner.show_problem(message, fix)
+        cid = self.reply["conversation_id"] if self.reply is not None else self.current_id
+        self.banner.show_problem(message, fix, kind="reply", conversation_id=cid)
+
+    def _on_context_trimmed(self, d: dict[str, Any]) -> None:
+        n = int(d["left_out"])
+        self.statusBar().showMessage(
+            f"This conversation outgrew the model's context: the model does not see its first {n} "
+            f"message{'s' if n != 1 else ''} this time.",
+            12000,
+        )
 
     def stop(self) -> None:
         if self.reply is not None:
@@ -1073,20 +1133,25 @@ class MainWindow(QMainWindow):
         if not users or (message_id is not None and users[-1].id != message_id):
             return
         self.editing_id = users[-1].id
+        self.editing_conv = self.current_id
         self.prompt.setPlainText(users[-1].content)
         self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
         self.edit_label.show()
         self.prompt.setFocus()
 
     def _cancel_edit(self) -> None:
-        self.editing_id = None
+        self.editing_id = self.editing_conv = None
         self.edit_label.hide()
 
     def copy_message(self, message_id: int) -> None:
-        try:
-            QApplication.clipboard().setText(self.store.get_message(message_id).content)
-        except NotFoundError:
-            return
+        if self.reply is not None and self.reply.get("message_id") == message_id:
+            text = self.reply["text"]  # streaming: the text on screen, not the row's last flush
+        else:
+            try:
+                text = self.store.get_message(message_id).content
+            except NotFoundError:
+                return
+        QApplication.clipboard().setText(text)
         self.statusBar().showMessage("Copied", 2000)
 
     def copy_last_reply(self) -> None:
@@ -1098,10 +1163,24 @@ class MainWindow(QMainWindow):
 
     def _apply_conversation_settings(self, system: str, sampling: Sampling) -> None:
         if self.current_id is None:
-            self.new_conversation()
+            self.new_conversation()  # takes the panel's values
         assert self.current_id is not None
         self.store.update_conversation(self.current_id, system_prompt=system, sampling=sampling)
+        self.settings_panel.show_values(system, sampling, conversation_id=self.current_id)
         self.statusBar().showMessage("Conversation settings saved (used from the next reply)", 3000)
+
+    def _save_panel(self) -> None:
+        """Saves edits left in the settings panel (without Apply) to the conversation it shows, so
+        that switching away or sending never drops them; a no-op when nothing changed."""
+        conv_id = self.settings_panel.conversation_id
+        if conv_id is None or not self.settings_panel.dirty():
+            return
+        system, sampling = self.settings_panel.values()
+        try:
+            self.store.update_conversation(conv_id, system_prompt=system, sampling=sampling)
+        except NotFoundError:  # deleted meanwhile
+            return
+        self.settings_panel.show_values(system, sampling, conversation_id=conv_id)
 
     def export_conversation(self, path: str | None = None) -> str | None:
         """Markdown (.md) or JSON (.json) by the file's extension; asks for a file when path is None."""

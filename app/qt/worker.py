@@ -27,6 +27,47 @@ from trit.app.core.store import ConversationStore
 PROGRESS_INTERVAL = 0.1  # s between progress signals (the live chart's resolution)
 
 
+def fit_context(
+    messages: list[dict[str, str]],
+    count: Any,
+    context: int,
+    reply_room: int,
+    *,
+    at_least: int = 0,
+    slack: int = 0,
+) -> tuple[list[dict[str, str]], int]:
+    """The messages without their oldest turns, so that the prompt (count(messages) tokens) leaves
+    reply_room tokens of the context free. Whole messages are left out from the front, never the
+    system prompt and never the last message, and the kept part never opens with a reply. At least
+    `at_least` are left out (the cut of the conversation's previous turn: keeping it lets the
+    engine reuse its cached prompt); a new cut leaves `slack` more tokens free, so that the next
+    turns fit behind the same cut. Returns (messages, how many were left out); when even the system
+    prompt and the last message do not fit, they are returned alone (the engine then says the
+    prompt is too long)."""
+    head = [m for m in messages[:1] if m.get("role") == "system"]
+    body = messages[len(head) :]
+    budget = context - reply_room
+    last = max(len(body) - 1, 0)
+
+    def cut(d: int) -> int:  # a reply must not open the kept part: templates expect a user turn
+        while d < last and body[d].get("role") == "assistant":
+            d += 1
+        return d
+
+    drop = cut(min(max(at_least, 0), last))
+    if count(head + body[drop:]) > budget:
+        target = budget - slack
+        lo, hi = drop + 1, last  # fewest left out that fits the target (count shrinks as more go)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count(head + body[cut(mid) :]) <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        drop = cut(min(lo, last))
+    return head + body[drop:], drop
+
+
 def _load_fix(e: BaseException) -> str:
     """What the user can do about a failed load (engine messages already say it when they can)."""
     from trit.engine.errors import (
@@ -62,7 +103,10 @@ class EngineWorker(QObject):
       token(str)              a piece of the reply text
       progress(dict)          tokens, seconds, tps (recent), watts (None unless measured)
       finished(dict)          conversation_id, message_id, status, record (ReplyRecord dict), memory
-      failed(str, str)        message, fix (generation failed; the partial reply is kept 'stopped')
+      failed(str, str)        message, fix (generation failed; the partial reply is kept 'stopped',
+                              an empty one is removed)
+      context_trimmed(dict)   conversation_id, left_out: the oldest messages the model will not see
+                              this time (the conversation outgrew the context; fit_context)
       unloaded()
       busy_changed(bool)
     """
@@ -74,6 +118,7 @@ class EngineWorker(QObject):
     progress = Signal(dict)
     finished = Signal(dict)
     failed = Signal(str, str)
+    context_trimmed = Signal(dict)
     unloaded = Signal()
     busy_changed = Signal(bool)
 
@@ -93,6 +138,7 @@ class EngineWorker(QObject):
         self._store = store
         self._energy = energy
         self._context = context
+        self._cuts: dict[int, int] = {}  # conversation id -> messages left out of its last prompt
         self._model: Any = None  # trit.engine Model, only touched on the worker thread
         self._session: Any = None
         self._path = ""
@@ -204,6 +250,7 @@ class EngineWorker(QObject):
             self._set_busy(False)
 
     def _drop_model(self) -> None:
+        self._cuts = {}  # another model counts tokens (and holds a context) of its own
         with self._lock:
             self._model = self._session = None
             self._path = ""
@@ -214,6 +261,29 @@ class EngineWorker(QObject):
         self._drop_model()
         if had:
             self.unloaded.emit()
+
+    def _fit(
+        self, conv_id: int, messages: list[dict[str, str]], sampling: Sampling
+    ) -> tuple[list[dict[str, str]], int]:
+        """fit_context with this model's chat format and context; the reply gets room for its
+        max_tokens, up to half of the context."""
+        session = self._session
+        model = getattr(session, "model", None)
+        tok, fmt = getattr(model, "tokenizer", None), getattr(model, "chat_format", None)
+        if session is None or tok is None or fmt is None:
+            return messages, 0
+        context = int(session.context)
+        room = max(1, min(int(sampling.max_tokens), context // 2))
+        kept, left_out = fit_context(
+            messages,
+            lambda ms: len(fmt.encode(tok, ms)),
+            context,
+            room,
+            at_least=self._cuts.get(conv_id, 0),
+            slack=context // 4,
+        )
+        self._cuts[conv_id] = left_out
+        return kept, left_out
 
     @Slot(dict)
     def _do_generate(self, request: dict[str, Any]) -> None:
@@ -252,7 +322,9 @@ class EngineWorker(QObject):
                     state["last_t"], state["last_n"] = now, state["n"]
                 return not self._stop.is_set()  # False ends the reply as "cancelled"
 
-            messages = list(request.get("messages") or [])
+            messages, left_out = self._fit(conv_id, list(request.get("messages") or []), sampling)
+            if left_out:
+                self.context_trimmed.emit({"conversation_id": conv_id, "left_out": left_out})
             if self._stop.is_set():  # stopped before it started
                 gen_stats = None
             else:
@@ -281,6 +353,8 @@ class EngineWorker(QObject):
         except Exception as e:  # noqa: BLE001  # the window shows it; the partial reply is kept
             if writer is not None:
                 writer.stop()
+                if not writer.text:  # nothing to keep: no empty "stopped" reply per failed send
+                    self._store.delete_message(writer.message_id)
             from trit.engine.errors import ContextFullError
 
             fix = (

@@ -1,0 +1,186 @@
+"""Flows a demanding user tries that once went wrong (found by driving the real window with the real
+engine): editing then starting a new chat, settings typed without Apply, a conversation that
+outgrows the context, a failed reply's banner, renaming while a reply ends, copying mid-reply."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QLineEdit
+from trit.app.core.sampling import Sampling
+from trit.app.core.store import COMPLETE
+from trit.app.qt.main_window import MainWindow
+from trit.app.qt.worker import fit_context
+
+from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
+from .test_chat_window import long_conversation, type_and_enter, wait_reply, wait_tokens
+
+pytestmark = pytest.mark.timeout(300)
+
+GREEDY = Sampling(temperature=0.0, top_p=1.0, max_tokens=12)
+
+
+def test_edit_then_new_chat_leaves_the_edited_conversation_alone(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    a = win.new_conversation("A")
+    win.store.update_conversation(a, sampling=GREEDY)
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "What is the capital of Spain?"))
+    before = [(m.role, m.content) for m in win.store.messages(a)]
+    win.edit_message()
+    assert win.editing_id is not None and win.edit_label.isVisible()
+    b = win.new_conversation()
+    assert win.editing_id is None and not win.edit_label.isVisible()
+    win.store.update_conversation(b, sampling=GREEDY)
+    d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Tell me a joke"))
+    assert [(m.role, m.content) for m in win.store.messages(a)] == before
+    assert [m.role for m in win.store.messages(b)] == ["user", "assistant"]
+    assert win.store.messages(b)[0].content == "Tell me a joke" and d["conversation_id"] == b
+
+
+def test_edit_then_deleting_the_only_conversation_cancels_the_edit(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    a = win.new_conversation("A")
+    win.store.update_conversation(a, sampling=GREEDY)
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Hello"))
+    win.edit_message()
+    win.delete_current()
+    assert win.current_id is None and win.editing_id is None
+    win.undo_delete()
+    assert win.store.messages(a)[0].content == "Hello"
+
+
+def test_settings_typed_without_apply_are_kept_and_used(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    a = win.new_conversation("A")
+    b = win.new_conversation("B")
+    win.select_conversation(a)
+    panel = win.settings_panel
+    panel.system.setPlainText("Answer in French.")
+    panel.max_tokens.setValue(5)
+    panel.temperature.setValue(0.0)
+    assert panel.dirty()
+    win.select_conversation(b)  # switching away saves them to A
+    conv = win.store.get_conversation(a)
+    assert conv.system_prompt == "Answer in French." and conv.sampling.max_tokens == 5
+    win.select_conversation(a)
+    assert panel.system.toPlainText() == "Answer in French." and not panel.dirty()
+    panel.max_tokens.setValue(7)  # and sending uses what the panel shows
+    d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Say hello"))
+    assert win.store.get_conversation(a).sampling.max_tokens == 7
+    assert 0 < d["record"]["tokens"] <= 7
+
+
+def test_apply_with_no_conversation_shows_what_it_saved(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    win.select_conversation(None)
+    panel = win.settings_panel
+    panel.system.setPlainText("You are a pirate.")
+    panel.max_tokens.setValue(9)
+    panel.apply_button.click()
+    cid = win.current_id
+    assert cid is not None
+    conv = win.store.get_conversation(cid)
+    assert conv.system_prompt == "You are a pirate." and conv.sampling.max_tokens == 9
+    assert panel.system.toPlainText() == "You are a pirate." and panel.max_tokens.value() == 9
+    panel.apply_button.click()  # a second Apply keeps them
+    assert win.store.get_conversation(cid).system_prompt == "You are a pirate."
+
+
+def test_fit_context_leaves_out_the_oldest_messages_only() -> None:
+    def count(ms: list[dict[str, str]]) -> int:  # 10 tokens per message
+        return 10 * len(ms)
+
+    system = {"role": "system", "content": "s"}
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(9)]
+    msgs = [system, *turns]
+    assert fit_context(msgs, count, 200, 50) == (msgs, 0)
+    kept, out = fit_context(msgs, count, 100, 40)  # 6 messages fit
+    assert kept[0] == system and kept[-1] == turns[-1] and out == 4 and len(kept) == 6
+    assert kept[1]["role"] == "user"  # never opens with a reply
+    kept, out = fit_context(msgs, count, 100, 40, at_least=6)  # the previous cut is kept
+    assert out == 6 and kept[1:] == turns[6:]
+    kept, out = fit_context(msgs, count, 100, 40, slack=20)  # a new cut leaves room for next turns
+    assert out == 6 and count(kept) <= 40
+    kept, out = fit_context(msgs, count, 25, 10)  # only the system prompt and the last message
+    assert kept == [system, turns[-1]] and out == 8
+
+
+def test_a_conversation_longer_than_the_context_goes_on(
+    qtbot: Any, make_ctx: Any, default_model_env: Any
+) -> None:
+    ctx = make_ctx()
+    ctx.settings = dataclasses.replace(ctx.settings, context=256)
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.load_model()
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=60))
+    trimmed: list[dict[str, Any]] = []
+    win.worker.context_trimmed.connect(trimmed.append)
+    for i in range(6):
+        d = wait_reply(
+            qtbot, win, lambda i=i: type_and_enter(qtbot, win, f"Tell me a fact about the number {i}.")
+        )
+        assert d["status"] == COMPLETE, (i, d, win.banner.text())
+    assert trimmed and trimmed[-1]["conversation_id"] == cid and not win.banner.isVisible()
+    assert "outgrew the model's context" in win.statusBar().currentMessage()
+    msgs = win.store.messages(cid)
+    assert [m.role for m in msgs] == ["user", "assistant"] * 6 and all(m.content for m in msgs)
+
+
+def test_a_failed_reply_leaves_no_empty_reply_and_its_banner_goes(
+    qtbot: Any, make_ctx: Any, default_model_env: Any
+) -> None:
+    ctx = make_ctx()
+    ctx.settings = dataclasses.replace(ctx.settings, context=256)
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.load_model()
+    a = win.new_conversation()
+    win.store.update_conversation(a, sampling=GREEDY)
+    d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "hello world " * 200))
+    assert d["status"] == "failed" and win.banner.isVisible() and "context holds 256" in win.banner.text()
+    assert [m.role for m in win.store.messages(a)] == ["user"]  # no empty "stopped" reply
+    b = win.new_conversation()
+    assert not win.banner.isVisible()  # it was about A
+    win.store.update_conversation(b, sampling=GREEDY)
+    assert wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Say hi"))["status"] == COMPLETE
+    assert not win.banner.isVisible()
+
+
+def test_a_rename_in_progress_survives_a_reply_ending(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = long_conversation(win, "Old title")
+    type_and_enter(qtbot, win, "Count to twenty.")
+    wait_tokens(qtbot, win, 3)
+    win.rename_current()
+    editor = win.conv_list.findChild(QLineEdit)
+    assert editor is not None and editor.isVisible()
+    editor.setText("My title")
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS):
+        win.stop()  # the reply ends while the title is being typed: the list refreshes
+    assert win.conv_list.findChild(QLineEdit) is editor and editor.text() == "My title"
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: win.store.get_conversation(cid).title == "My title", timeout=5000)
+    qtbot.waitUntil(
+        lambda: any(win.conv_list.item(i).text() == "My title" for i in range(win.conv_list.count()))
+    )
+
+
+def test_copy_mid_reply_copies_the_text_on_screen_and_enter_says_why_it_waits(
+    qtbot: Any, window: MainWindow
+) -> None:
+    win = window
+    long_conversation(win)
+    type_and_enter(qtbot, win, "Write a long story about a lighthouse keeper and a storm.")
+    wait_tokens(qtbot, win, 12)
+    win.copy_last_reply()  # tokens reach reply["text"] only through this (GUI) thread's events
+    assert win.reply is not None and QApplication.clipboard().text() == win.reply["text"] != ""
+    win.prompt.setPlainText("next question")
+    assert not win.send()
+    assert "still being written" in win.statusBar().currentMessage()
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS):
+        win.stop()
