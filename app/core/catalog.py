@@ -366,16 +366,20 @@ class ModelLibrary:
 
     def import_model(self, source: str | Path, *, move: bool = False) -> InstalledModel:
         """Validates source, then copies (or moves) it into the folder under a temporary name and
-        renames it, so a half-copied model never shows up. Refuses to overwrite."""
+        renames it, so a half-copied model never shows up. A GGUF file is named *.gguf there.
+        Refuses to overwrite."""
         src = Path(source).expanduser()
         kind = self.validate(src)
         self._folder.mkdir(parents=True, exist_ok=True)
-        dest = self._folder / src.name
+        # the folder lists *.gguf files: a GGUF named otherwise (model.bin) gets the suffix, or it
+        # would be copied in and never shown
+        name = src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
+        dest = self._folder / name
         if dest.exists():
             raise LibraryError(dest, "a model with this name is already in the models folder")
         if self.holds(src):
             raise LibraryError(src, "this model is already in the models folder")
-        tmp = self._folder / f".importing-{src.name}"
+        tmp = self._folder / f".importing-{name}"
         try:
             if move:
                 shutil.move(str(src), str(tmp))

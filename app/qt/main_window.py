@@ -623,10 +623,15 @@ class MainWindow(QMainWindow):
     def default_model_id(self) -> str:
         """The model new conversations get: the -m model of this run, else the settings' default,
         else the bundled model's catalog id (stored as an id, not "", so that a later change of
-        the default does not change what an existing conversation uses)."""
-        if self._cli_model or self.ctx.settings.default_model:
-            return self._cli_model or self.ctx.settings.default_model
+        the default does not change what an existing conversation uses). A settings default that
+        is no longer on this computer (deleted in Models) gives way to the bundled model, so that a
+        new chat still works; conversations that used it keep asking for it."""
+        if self._cli_model:
+            return self._cli_model
         bundled = [e for e in self.ctx.library.catalog if e.source == "bundled"]
+        chosen = self.ctx.settings.default_model
+        if chosen and (model_choice(self.ctx, chosen).path is not None or not bundled):
+            return chosen
         return bundled[0].id if bundled else ""
 
     def conversation_model(self, conv_id: int | None) -> ModelChoice:

@@ -487,7 +487,9 @@ class ModelsDialog(QDialog):
             if folder:
                 path = QFileDialog.getExistingDirectory(self, "Import a Hugging Face model folder")
             else:
-                path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")
+                path, _ = QFileDialog.getOpenFileName(
+                    self, "Import a GGUF model", "", "GGUF models (*.gguf);;All files (*)"
+                )
             if not path:
                 return None
         try:

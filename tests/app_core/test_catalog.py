@@ -198,6 +198,17 @@ def test_import_validates_with_the_engine(tmp_path: Path) -> None:
     assert moved.path.exists() and not (tmp_path / "moved.gguf").exists()
 
 
+def test_a_gguf_named_otherwise_is_imported_as_gguf_and_listed(tmp_path: Path) -> None:
+    lib = ModelLibrary(tmp_path / "models")
+    src = tmp_path / "smol.bin"
+    write_gguf(tmp_path / "smol.gguf").rename(src)
+    m = lib.import_model(src)
+    assert m.path == lib.folder / "smol.gguf" and m.name == "smol"
+    assert [x.path.name for x in lib.installed()] == ["smol.gguf"]
+    with pytest.raises(LibraryError, match="already in the models folder"):
+        lib.import_model(src)
+
+
 def test_import_hf_folder(tmp_path: Path) -> None:
     src = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"
     lib = ModelLibrary(tmp_path / "models")

@@ -221,3 +221,26 @@ def test_restart_reopens_the_last_conversation_with_its_model(
     assert win2.model_label.text() == "Loading tiny-bitnet-chat.gguf…" and not win2.send_button.isEnabled()
     info = wait_load(qtbot, win2, tiny_chat_gguf, lambda: None)
     assert info["arch"] == "bitnet-b1.58" and win2.send_button.isEnabled()
+
+
+def test_deleting_the_default_model_sends_new_chats_to_the_bundled_one(
+    qtbot: Any, window: MainWindow, default_model_env: Path, tiny_chat_gguf: Path
+) -> None:
+    win = window
+    a = win.new_conversation("On the tiny model")
+    dlg = choose_in_manager(win, tiny_chat_gguf)
+    tiny = dlg.selected()[1]
+    wait_load(qtbot, win, tiny, dlg.use_button.click)
+    assert win.ctx.settings.default_model == tiny
+    b = win.new_conversation("On SmolLM2")
+    win.store.update_conversation(b, model_id=bundled_entry().id)
+    wait_load(qtbot, win, default_model_env, lambda: win.select_conversation(b))
+    dlg.refresh()
+    assert dlg.select(("installed", tiny))
+    dlg.delete_button.click()  # not loaded now, so it goes (to the trash)
+    assert not Path(tiny).exists()
+    c = win.new_conversation()
+    assert win.store.get_conversation(c).model_id == bundled_entry().id
+    assert win.send_button.isEnabled() and not win.banner.isVisible()
+    assert win.store.get_conversation(a).model_id == tiny  # A still asks for its own model
+    dlg.close()
