@@ -420,6 +420,7 @@ class _Ours:
             "format": "/".join(info.quant_types),
             "isa": info.isa,
             "threads": self.model.threads,
+            "context": self.model.context,  # capped at the model's own: run_bench checks it is enough
             "weight_bytes": info.weight_bytes,
             "head": info.head_type,
         }
@@ -533,14 +534,22 @@ def _worker_main(argv: Sequence[str]) -> int:
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    # a file or an option the engine refuses: its message goes to the parent, which shows it as is
+    refused: tuple[type[Exception], ...] = (RuntimeError, ValueError)  # _LlamaCpp's and option checks
     if args.engine == "trit":
-        import trit.engine  # noqa: F401  # imported before the clock starts: load_s is the load alone
+        import trit.engine  # imported before the clock starts: load_s is the load alone
+
+        refused += (trit.engine.EngineError,)
     t0 = time.perf_counter()
     eng: _Ours | _LlamaCpp
-    if args.engine == "trit":
-        eng = _Ours(args.model, args.threads, args.context, args.head, args.activations)
-    else:
-        eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
+    try:
+        if args.engine == "trit":
+            eng = _Ours(args.model, args.threads, args.context, args.head, args.activations)
+        else:
+            eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
+    except refused as e:
+        reply.write(json.dumps({"error": str(e)}) + "\n")
+        return 1
     reply.write(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, **eng.meta}) + "\n")
     for line in sys.stdin:
         req = json.loads(line)
@@ -563,6 +572,21 @@ def _worker_main(argv: Sequence[str]) -> int:
         reply.write(json.dumps(res) + "\n")
     reply.write(json.dumps({"rss_mb": _rss_peak_mb()}) + "\n")
     return 0
+
+
+class BenchError(Exception):
+    """The benchmark cannot run: e.g. a worker's engine refused the model file (the message is the
+    engine's, which names the file)."""
+
+
+class ContextTooSmallError(BenchError):
+    """The model's context holds fewer positions than the lengths asked for need (`needed`)."""
+
+    def __init__(self, model: str, context: int, needed: int) -> None:
+        self.model, self.context, self.needed = model, context, needed
+        super().__init__(
+            f"{model}: the benchmark needs a context of {needed} positions; this model holds {context}"
+        )
 
 
 class Worker:
@@ -619,7 +643,12 @@ class Worker:
             self._err.seek(0)
             tail = self._err.read()[-2000:]
             raise RuntimeError(f"{self.engine} worker (threads={self.threads}) failed:\n{tail}")
-        return json.loads(line)
+        msg = json.loads(line)
+        if "error" in msg:
+            self.proc.wait()
+            self._close_files()
+            raise BenchError(msg["error"])
+        return msg
 
     def request(self, **req: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -828,6 +857,11 @@ def run_bench(
                 w = Worker(spec.engine, spec.model, t, context, batch, spec.head, spec.activations)
                 workers.append(w)
                 m = w.meta
+                # our engine caps the context at the model's own; a prompt of p tokens needs p + 1
+                # positions (the token after it), decode n + 1 (one token, then n steps)
+                needed = max(p, n, ttft_prompt) + 1
+                if int(m.get("context", needed)) < needed:
+                    raise ContextTooSmallError(str(spec.model), int(m["context"]), needed)
                 trows.append(
                     Row(
                         spec.engine,
@@ -855,7 +889,14 @@ def run_bench(
                         res["tg_bw_before"], res["tg_bw_after"] = before, probe.probe([t])[t]
                         res["tg_bw_gbps"] = max(res["tg_bw_before"], res["tg_bw_after"])
                     if rep >= 0:
-                        for key in ("pp_tps", "tg_tps", "ttft_ms", "tg_bw_gbps", "tg_bw_before", "tg_bw_after"):
+                        for key in (
+                            "pp_tps",
+                            "tg_tps",
+                            "ttft_ms",
+                            "tg_bw_gbps",
+                            "tg_bw_before",
+                            "tg_bw_after",
+                        ):
                             if key in res:
                                 trows[i].samples.setdefault(key, []).append(res[key])
                     if log:
@@ -869,7 +910,9 @@ def run_bench(
                         res = workers[i].request(op="measure", p=0, n=n, ttft=0, seed=[seed, 100 + rep])
                         trows[i].samples.setdefault("tg_busy_tps", []).append(res["tg_tps"])
                         if res.get("pool_jobs"):  # share of the decode's pool jobs run by one thread
-                            trows[i].samples.setdefault("tg_busy_alone", []).append(res["pool_solo"] / res["pool_jobs"])
+                            trows[i].samples.setdefault("tg_busy_alone", []).append(
+                                res["pool_solo"] / res["pool_jobs"]
+                            )
                         if log:
                             pool = (
                                 f" (decode jobs run alone: {res['pool_solo']:.0f} of {res['pool_jobs']:.0f}, "
@@ -995,12 +1038,14 @@ def format_table(res: BenchResult) -> str:
 
 
 def parse_threads(text: str) -> list[int]:
+    from trit.options import MAX_THREADS
+
     try:
         t = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"threads must be comma-separated integers, got {text!r}") from None
-    if not t or min(t) < 1:
-        raise argparse.ArgumentTypeError(f"threads must be >= 1, got {text!r}")
+    if not t or min(t) < 1 or max(t) > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"threads must be from 1 to {MAX_THREADS}, got {text!r}")
     return t
 
 
@@ -1014,14 +1059,19 @@ def write_json(res: BenchResult, path: str | os.PathLike[str]) -> None:
 
 def add_cli_args(ap: argparse.ArgumentParser) -> None:
     from trit.engine.model import LM_HEADS  # `trit bench` runs in a process that has the engine anyway
+    from trit.options import int_range
 
     ap.add_argument("-m", "--model", required=True, help="GGUF file or Hugging Face model directory")
-    ap.add_argument("-p", "--prompt-tokens", type=int, default=128, help="prompt length for pp (tokens)")
-    ap.add_argument("-n", "--gen-tokens", type=int, default=64, help="decode steps for tg")
+    ap.add_argument(
+        "-p", "--prompt-tokens", type=int_range(1), default=128, help="prompt length for pp (tokens)"
+    )
+    ap.add_argument("-n", "--gen-tokens", type=int_range(1), default=64, help="decode steps for tg")
     ap.add_argument("-t", "--threads", type=parse_threads, default=[1, 2], help="thread counts, e.g. 1,2")
-    ap.add_argument("--ttft-prompt", type=int, default=TTFT_PROMPT, help="prompt length for TTFT")
-    ap.add_argument("--reps", type=int, default=3, help="measured repetitions after one warm-up")
-    ap.add_argument("--bw-mib", type=int, default=1024, help="bandwidth test buffer (MiB); 0 skips it")
+    ap.add_argument("--ttft-prompt", type=int_range(1), default=TTFT_PROMPT, help="prompt length for TTFT")
+    ap.add_argument("--reps", type=int_range(1), default=3, help="measured repetitions after one warm-up")
+    ap.add_argument(
+        "--bw-mib", type=int_range(0), default=1024, help="bandwidth test buffer (MiB); 0 skips it"
+    )
     ap.add_argument(
         "--head",
         choices=LM_HEADS,
@@ -1055,6 +1105,14 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     if args.reps < 1:
         print("trit: --reps must be >= 1", file=err)
         return 2
+    if args.json:
+        from trit.options import writable_file
+
+        try:  # now, not after the whole run
+            writable_file(args.json, "--json")
+        except ValueError as e:
+            print(f"trit: {e}", file=err)
+            return 2
 
     def log(msg: str) -> None:
         print(msg, file=err, flush=True)
@@ -1081,6 +1139,17 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
             contention=getattr(args, "contention", False),
             log=log,
         )
+    except ContextTooSmallError as e:
+        asked = {"-p": args.prompt_tokens, "-n": args.gen_tokens, "--ttft-prompt": args.ttft_prompt}
+        over = ", ".join(f"{k} {v}" for k, v in asked.items() if v + 1 > e.context)
+        print(
+            f"trit: {over}: {e.model} holds {e.context} tokens of context; use at most {e.context - 1}",
+            file=err,
+        )
+        return 2
+    except BenchError as e:
+        print(f"trit: {e}", file=err)
+        return 1
     finally:
         if probe is not None:
             probe.close()

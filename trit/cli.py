@@ -4,26 +4,56 @@ desktop app (`trit --self-test` checks the app end to end and exits)."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trit.engine.errors import EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
-from trit.engine.model import KV_TYPES, LM_HEADS
+from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
+from trit.options import MAX_THREADS, int_range, real, writable_file
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports: the reader went away
 
 
 def _ids(text: str) -> list[int]:
     try:
         ids = [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--ids takes comma-separated integers: {e}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids: {e}") from None
     if not ids:
-        raise argparse.ArgumentTypeError("--ids is empty")
+        raise argparse.ArgumentTypeError("no token ids given")
+    if min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"token ids are >= 0, not {min(ids)}")
     return ids
+
+
+def _check_ids(ids: Sequence[int], model: Model) -> None:
+    """Token ids within the model's vocabulary (checked here so the message names --ids; a huge id
+    would otherwise overflow on its way to the engine)."""
+    vocab = model.config.vocab
+    bad = [i for i in ids if i >= vocab]
+    if bad:
+        raise ValueError(f"--ids: {bad[0]} is not a token of this model (its ids are 0 to {vocab - 1})")
+
+
+# Python keeps bytes of argv (and of a stdin read with errors="surrogateescape") that are not valid
+# in the locale's encoding as lone surrogates, which no encoder of UTF-8 text takes: they become
+# U+FFFD here, before any text reaches the engine.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _clean_text(text: str) -> str:
+    """Text with every undecodable byte (a lone surrogate) as U+FFFD, the replacement character."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> None:
@@ -34,9 +64,21 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         help="GGUF file or Hugging Face model directory"
         + (" (default: the bundled SmolLM2-135M-Instruct)" if default_ok else ""),
     )
-    p.add_argument("-t", "--threads", type=int, default=None, help="worker threads (default: physical cores)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=int_range(1, MAX_THREADS),
+        default=None,
+        help="worker threads (default: physical cores)",
+    )
     p.add_argument("--isa", default=None, help="force a kernel path: scalar, avx2, avx512, neon")
-    p.add_argument("-c", "--context", type=int, default=None, help="context size (KV cache positions)")
+    p.add_argument(
+        "-c",
+        "--context",
+        type=int_range(1),
+        default=None,
+        help="context size in tokens (KV cache positions; default: the model's, at most 4096)",
+    )
     p.add_argument(
         "--activations",
         choices=("f32", "q8"),
@@ -73,13 +115,15 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--max-tokens", type=int, default=256)
-    p.add_argument("--temp", type=float, default=0.7, help="temperature; 0 = greedy")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.1)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-n", "--max-tokens", type=int_range(0), default=256, help="most tokens in a reply")
+    p.add_argument("--temp", type=real(0), default=0.7, help="temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int_range(0), default=40, help="0 = off")
+    p.add_argument("--top-p", type=real(0, 1, lo_open=True), default=0.95, help="1 = off")
+    p.add_argument("--min-p", type=real(0, 1, hi_open=True), default=0.05, help="0 = off")
+    p.add_argument("--repeat-penalty", type=real(0, lo_open=True), default=1.1, help="1 = off")
+    p.add_argument(
+        "--seed", type=int_range(0), default=None, help="random seed (default: a new one each run)"
+    )
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, object]:
@@ -140,12 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     ppl = sub.add_parser("perplexity", help="perplexity of a text file under the model")
     _add_model_args(ppl, default_ok=True)
     ppl.add_argument("-f", "--file", required=True, help="UTF-8 text file")
-    ppl.add_argument("--window", type=int, default=512, help="tokens per window (each starts fresh)")
+    ppl.add_argument("--window", type=int_range(2), default=512, help="tokens per window (each starts fresh)")
 
     lg = sub.add_parser("logits", help="write the logits of a token sequence to a .npy file")
     _add_model_args(lg)
     lg.add_argument("--ids", type=_ids, required=True)
-    lg.add_argument("-o", "--output", required=True)
+    lg.add_argument("-o", "--output", required=True, help="the .npy file to write (.npy is added if missing)")
 
     from trit import bench
 
@@ -186,35 +230,68 @@ def _load(args: argparse.Namespace):
     )
 
 
-def _run_interruptible(model, fn):
-    """Runs fn() in a worker thread so Ctrl-C cancels the generation (the engine stops within one
-    token) instead of killing the process; returns (result, interrupted)."""
-    box: dict[str, object] = {}
+def _run_interruptible(target: Model | Session, fn: Callable[[], Any]) -> tuple[Any, bool]:
+    """Runs fn() in a worker thread so that Ctrl-C cancels the generation (target.cancel(): the
+    engine stops within one token) instead of killing the process; returns (fn's result,
+    interrupted). fn's exception is raised here.
+
+    The worker sets `done` when it ends, and only that is waited for: on Python 3.11 a Ctrl-C that
+    interrupts Thread.join() can leave is_alive() False while the thread still runs. While fn
+    runs, SIGINT only raises a flag (a KeyboardInterrupt could surface anywhere in this loop); the
+    loop then cancels again every 0.1 s until fn returns, since a cancel that lands before the
+    generation has begun is cleared when it begins."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
             box["result"] = fn()
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = e
+        finally:
+            done.set()
 
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    interrupted = False
-    while t.is_alive():
-        try:
-            t.join(0.1)
-        except KeyboardInterrupt:
-            interrupted = True
-            model.cancel()
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(True)
+
+    # handlers can only be set from the main thread; a process started with SIGINT ignored (a
+    # background job) keeps ignoring it
+    previous = signal.getsignal(signal.SIGINT)
+    own = threading.current_thread() is threading.main_thread() and previous not in (signal.SIG_IGN, None)
+    if own:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Thread(target=work, daemon=True).start()
+        while not done.wait(0.1):
+            if interrupted:
+                target.cancel()
+    finally:
+        if own:
+            signal.signal(signal.SIGINT, previous)
     if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box.get("result"), interrupted
+        raise box["error"]
+    return box["result"], bool(interrupted)
+
+
+def _context_note(stats: Stats, model: Model) -> str | None:
+    """A reply cut by the full context says so (the engine reports why a generation stopped)."""
+    if stats.stop_reason != "context":
+        return None
+    note = f"stopped at the context limit ({model.context} tokens)"
+    if model.context < model.config.context:
+        note += f"; -c raises it, up to the model's {model.config.context}"
+    return note
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.prompt is not None and args.raw and not args.prompt:
+        raise ValueError("-p: the prompt is empty (with --raw it is sent without the chat template)")
     model = _load(args)
     out = sys.stdout
     if args.ids is not None:
+        _check_ids(args.ids, model)
 
         def emit(tok: int) -> None:
             out.write(f"{tok} ")
@@ -224,6 +301,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model, lambda: model.generate(args.ids, on_token=emit, **_sampling(args))
         )
     else:
+        if model.tokenizer is None:
+            raise EngineError(
+                f"{model.info.path}: this model has no tokenizer; give the prompt as token ids with --ids"
+            )
         messages = []
         if args.system:
             messages.append({"role": "system", "content": args.system})
@@ -240,8 +321,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out.flush()
     if model.chat_format is not None and model.chat_format.warning:
         print(f"trit: warning: {model.chat_format.warning}", file=sys.stderr)
+    note = _context_note(gen.stats, model)
+    if note:
+        print(f"trit: {note}", file=sys.stderr)
     print(_stats_line(gen.stats, model), file=sys.stderr)
-    return 130 if stopped else 0
+    return EXIT_INTERRUPTED if stopped else 0
+
+
+# Chat commands: the line's first word must be one of these exactly ("/systemd is down" is a
+# message); a line starting with any other /word is sent to the model as it is.
+_QUIT = ("/quit", "/exit")
+_RESET = "/reset"
+_SYSTEM = "/system"
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -249,6 +340,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if model.tokenizer is None:
         print(f"trit: {model.info.path}: this model has no tokenizer, so it cannot chat", file=sys.stderr)
         return 2
+    if hasattr(sys.stdin, "reconfigure"):
+        # bytes that are not UTF-8 (a Latin-1 terminal, a binary paste) become U+FFFD, not an error
+        sys.stdin.reconfigure(errors="replace")
     system = args.system
     history: list[dict[str, str]] = []
     print(
@@ -260,21 +354,25 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     session = model.session()
     while True:
         try:
-            line = input("> ")
+            line = _clean_text(input("> "))
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return 0
         text = line.strip()
         if not text:
             continue
-        if text in ("/quit", "/exit"):
-            return 0
-        if text == "/reset":
+        command, rest = (text.split(maxsplit=1) + [""])[:2]
+        if command in _QUIT or command == _RESET:
+            if rest:
+                print(f"({command} takes nothing after it; nothing done)", file=sys.stderr)
+                continue
+            if command in _QUIT:
+                return 0
             history.clear()
             print("(chat cleared)", file=sys.stderr)
             continue
-        if text.startswith("/system"):
-            system = text[len("/system") :].strip() or None
+        if command == _SYSTEM:
+            system = rest or None
             history.clear()
             print(f"(system prompt {'set' if system else 'cleared'}; chat cleared)", file=sys.stderr)
             continue
@@ -295,8 +393,10 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             continue
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": gen.text})
-        note = " (stopped)" if stopped else ""
-        print(_stats_line(gen.stats, model) + note, file=sys.stderr)
+        note = _context_note(gen.stats, model)
+        if note:
+            print(f"trit: {note}; /reset starts a new chat", file=sys.stderr)
+        print(_stats_line(gen.stats, model) + (" (stopped)" if stopped else ""), file=sys.stderr)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -327,14 +427,22 @@ def _cmd_perplexity(args: argparse.Namespace) -> int:
 
     r = perplexity(model, ids, context=args.window, on_progress=progress)
     print(file=sys.stderr)
-    print(f"perplexity {r.perplexity:.4f} over {r.tokens_scored} tokens ({r.windows} windows of <= {args.window})")
+    print(
+        f"perplexity {r.perplexity:.4f} over {r.tokens_scored} tokens ({r.windows} windows of <= {args.window})"
+    )
     return 0
 
 
 def _cmd_logits(args: argparse.Namespace) -> int:
+    if Path(args.output).is_dir():
+        raise ValueError(f"-o {args.output}: this is a folder; give a file name")
+    # np.save adds .npy to a name without it: check (and report) the file it will really write
+    path = args.output if args.output.endswith(".npy") else args.output + ".npy"
+    writable_file(path, "-o")
     model = _load(args)
-    np.save(args.output, model.logits(args.ids))
-    print(f"wrote {args.output}: {len(args.ids)} x {model.config.vocab} float32", file=sys.stderr)
+    _check_ids(args.ids, model)
+    np.save(path, model.logits(args.ids))
+    print(f"wrote {path}: {len(args.ids)} x {model.config.vocab} float32", file=sys.stderr)
     return 0
 
 
@@ -364,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd is None:
         return _gui(args)
+    for name in ("prompt", "system"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, _clean_text(getattr(args, name)))
     try:
         cmds = {
             "run": _cmd_run,
@@ -380,3 +491,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"trit: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a reply, e.g. while the model loads
+        # on a terminal the ^C echo is still on the line
+        print(("\n" if sys.stderr.isatty() else "") + "trit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (`trit run ... | head`): stop quietly. stdout now points at
+        # devnull so the flush at exit cannot fail again (the recipe of Python's signal docs)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

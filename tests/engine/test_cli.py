@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,7 @@ def test_run_ids_streams_greedy_tokens(tiny_gguf):
 def test_run_prompt_without_tokenizer_says_so(tiny_gguf):
     r = trit("run", "-m", str(tiny_gguf), "-p", "hello")
     assert r.returncode == 1 and "no tokenizer" in r.stderr
+    assert "--ids" in r.stderr and "generate()" not in r.stderr  # the CLI's way, not the API's
 
 
 def test_logits(tiny_gguf, tmp_path):
@@ -81,14 +84,31 @@ def test_bad_ids_and_isa(tiny_gguf):
 
 
 def test_no_model_and_no_default(tmp_path):
-    r = trit("run", "-p", "hi", env={"TRIT_DEFAULT_MODEL": str(tmp_path / "none.gguf"), "XDG_DATA_HOME": str(tmp_path)})
+    r = trit(
+        "run",
+        "-p",
+        "hi",
+        env={"TRIT_DEFAULT_MODEL": str(tmp_path / "none.gguf"), "XDG_DATA_HOME": str(tmp_path)},
+    )
     assert r.returncode == 1 and "fetch_default_model.py" in r.stderr
 
 
 def test_run_prompt_on_default_model(default_model_gguf):
     env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf)}
-    r = trit("run", "-p", "What is the capital of France?", "--system", "Answer in one short sentence.",
-             "--temp", "0", "--repeat-penalty", "1.0", "-n", "24", env=env)
+    r = trit(
+        "run",
+        "-p",
+        "What is the capital of France?",
+        "--system",
+        "Answer in one short sentence.",
+        "--temp",
+        "0",
+        "--repeat-penalty",
+        "1.0",
+        "-n",
+        "24",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
     assert "tok/s" not in r.stdout and "tok/s" in r.stderr  # only the reply on stdout
@@ -108,5 +128,224 @@ def test_perplexity_command(default_model_gguf):
     r = trit("perplexity", "-m", str(default_model_gguf), "-f", str(text))
     assert r.returncode == 0, r.stderr
     value = float(r.stdout.split()[1])
-    ref = float(np.load(Path(__file__).resolve().parents[1] / "fixtures" / "data" / "smollm2_ref.npz")["ppl_ref"])
+    ref = float(
+        np.load(Path(__file__).resolve().parents[1] / "fixtures" / "data" / "smollm2_ref.npz")["ppl_ref"]
+    )
     assert abs(value / ref - 1) <= 0.01
+
+
+# -- Ctrl-C, broken pipes, bad bytes -------------------------------------------------------------
+
+# `trit` as a terminal runs it: SIGINT raises KeyboardInterrupt (a harness that runs the tests in
+# the background may have left SIGINT ignored, which a child would inherit)
+_AS_IN_A_TERMINAL = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from trit.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+# a story SmolLM2 writes for ~400 tokens with this seed: still running when Ctrl-C comes
+_LONG_REPLY = ("-p", "Write a very long story about dragons.", "-n", "300", "--seed", "3")
+
+
+def _spawn(*args: str, code: str = _AS_IN_A_TERMINAL) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _read_until(stream, n: int) -> bytes:
+    """The first n bytes the child writes (blocks until they come)."""
+    got = b""
+    while len(got) < n:
+        chunk = os.read(stream.fileno(), n - len(got))
+        assert chunk, "the child closed stdout early"
+        got += chunk
+    return got
+
+
+def test_ctrl_c_stops_a_run_reply_and_exits_130(default_model_gguf):
+    p = _spawn("run", "-m", str(default_model_gguf), *_LONG_REPLY)
+    first = _read_until(p.stdout, 20)  # the reply is streaming
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    err = err.decode()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert "reply:" in err  # the stats of what was produced
+    assert len(first + out) > 20  # what was written before Ctrl-C stays
+
+
+def test_ctrl_c_stops_a_chat_reply_and_the_chat_goes_on(default_model_gguf):
+    p = _spawn("chat", "-m", str(default_model_gguf), "--temp", "0.7", *_LONG_REPLY[2:])
+    p.stdin.write(_LONG_REPLY[1].encode() + b"\n")
+    p.stdin.flush()
+    _read_until(p.stdout, 30)  # "> " and the start of the reply
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(b"Say hi.\n/quit\n", timeout=120)
+    err = err.decode()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.count("reply:") == 2 and "(stopped)" in err  # the first reply stopped, the second ran
+
+
+def test_ctrl_c_while_the_model_loads_exits_with_one_line(tiny_gguf):
+    # a load still running when SIGINT comes (the real loader may finish first on a fast machine)
+    code = (
+        "import os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "import trit.engine\n"
+        "def slow_load(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+        "trit.engine.load_model = slow_load\n"
+        "from trit.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    p = _spawn("info", "-m", str(tiny_gguf), code=code)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130 and out == b""
+    assert err.decode().strip() == "trit: interrupted"
+
+
+def test_a_closed_stdout_ends_run_quietly(default_model_gguf, tmp_path):
+    """`trit run ... | head -c 20`: the reader goes away while the reply streams."""
+    with open(tmp_path / "err", "w+b") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "trit", "run", "-m", str(default_model_gguf), *_LONG_REPLY],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        _read_until(p.stdout, 20)
+        p.stdout.close()
+        assert p.wait(timeout=60) == 141  # 128 + SIGPIPE, as the shell reports `yes | head`
+        err.seek(0)
+        assert err.read() == b""
+
+
+def test_bytes_that_are_not_utf8_become_replacement_characters(default_model_gguf):
+    env = {**os.environ, "TRIT_DEFAULT_MODEL": str(default_model_gguf)}
+    opts = ["--temp", "0", "-n", "3"]
+    r = subprocess.run(
+        [sys.executable, "-m", "trit", "run", "-p", b"caf\xe9", "--system", b"\xff", *opts],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    # stdin as a terminal in a UTF-8 locale such as en_US.UTF-8 reads it (C locales escape bad bytes)
+    r = subprocess.run(
+        [sys.executable, "-m", "trit", "chat", *opts],
+        input=b"caf\xe9\n/quit\n",
+        capture_output=True,
+        env={**env, "PYTHONIOENCODING": "utf-8:strict"},
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count(b"reply:") == 1
+
+
+# -- option checks ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--temp", "nan"], "--temp"),
+        (["--temp", "inf"], "--temp"),
+        (["--repeat-penalty", "nan"], "--repeat-penalty"),
+        (["--top-p", "nan"], "--top-p"),
+        (["--min-p", "nan"], "--min-p"),
+        (["--seed", "-1"], "--seed"),
+        (["-t", "3000000000"], "--threads"),
+        (["-c", "0"], "--context"),
+        (["-n", "-1"], "--max-tokens"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_option(tiny_gguf, capsys, args, option):
+    from trit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", "-m", str(tiny_gguf), "--ids", "1,2", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err or f"/{option}:" in err, err
+    assert args[1] in err  # the value refused
+
+
+def test_bad_values_found_after_parsing_name_the_option(tiny_gguf, tmp_path, capsys):
+    from trit.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    with pytest.raises(SystemExit):
+        main(["perplexity", "-m", str(tiny_gguf), "-f", str(text), "--window", "0"])
+    assert "--window" in capsys.readouterr().err
+    # an id beyond the vocabulary (300) or beyond any integer type: checked against the model
+    assert main(["run", "-m", str(tiny_gguf), "--ids", "1,99999999999999999999", "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--ids" in err and "99999999999999999999" in err and "0 to 299" in err
+    assert main(["logits", "-m", str(tiny_gguf), "--ids", "300", "-o", str(tmp_path / "l.npy")]) == 2
+    assert "--ids" in capsys.readouterr().err
+    # --raw sends the prompt without the template: an empty one is nothing to run
+    assert main(["run", "-m", str(tiny_gguf), "--raw", "-p", ""]) == 2
+    assert "the prompt is empty" in capsys.readouterr().err
+
+
+def test_logits_output_is_checked_first_and_the_real_name_reported(tiny_gguf, tmp_path, capsys):
+    from trit.cli import main
+
+    missing = tmp_path / "no" / "such" / "l.npy"
+    assert main(["logits", "-m", "/nonexistent/model.gguf", "--ids", "1", "-o", str(missing)]) == 2
+    err = capsys.readouterr().err  # refused before the model (which does not exist) was loaded
+    assert "-o" in err and "does not exist" in err and "Traceback" not in err
+    assert main(["logits", "-m", str(tiny_gguf), "--ids", "1", "-o", str(tmp_path)]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert main(["logits", "-m", str(tiny_gguf), "--ids", "1,2", "-o", str(tmp_path / "plain")]) == 0
+    assert f"wrote {tmp_path / 'plain.npy'}:" in capsys.readouterr().err
+    assert np.load(tmp_path / "plain.npy").shape == (2, 300)
+
+
+def test_run_says_when_the_context_cut_the_reply(tiny_gguf):
+    r = trit("run", "-m", str(tiny_gguf), "--ids", "1,2,3", "-c", "8", "-n", "100", "--temp", "0")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.split()) == 6  # positions 3..7, and the token sampled at the last one
+    assert "trit: stopped at the context limit (8 tokens)" in r.stderr
+    r = trit("run", "-m", str(tiny_gguf), "--ids", "1,2,3", "-n", "5", "--temp", "0")
+    assert "context limit" not in r.stderr
+
+
+def test_chat_commands_are_whole_words(default_model_gguf):
+    env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf)}
+    script = "/systemd keeps restarting my service\n/reset now\n/system\tBe brief.\n/quit\n"
+    r = trit("chat", "--temp", "0", "-n", "4", stdin=script, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("reply:") == 1  # /systemd ... went to the model
+    assert "(/reset takes nothing after it; nothing done)" in r.stderr
+    assert r.stderr.count("(system prompt set; chat cleared)") == 1  # only the real /system
+
+
+# -- trit bench ------------------------------------------------------------------------------------
+
+_BENCH_QUICK = ("-n", "2", "--ttft-prompt", "4", "--reps", "1", "--bw-mib", "0", "-t", "1")
+
+
+def test_bench_refuses_bad_input_before_running(tiny_gguf, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"hello, not a model")
+    r = trit("bench", "-m", str(bad), "-p", "4", *_BENCH_QUICK)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"trit: {bad}: ")
+    r = trit("bench", "-m", str(tiny_gguf), "-p", "4", *_BENCH_QUICK, "-n", "-1")
+    assert r.returncode == 2 and "-n/--gen-tokens" in r.stderr
+    r = trit(
+        "bench", "-m", str(tiny_gguf), "-p", "4", *_BENCH_QUICK, "--json", str(tmp_path / "no" / "b.json")
+    )
+    assert r.returncode == 2 and "--json" in r.stderr and "does not exist" in r.stderr
+    assert "loaded" not in r.stderr  # checked before the run, not after it
+    r = trit("bench", "-m", str(tiny_gguf), "-p", "100000", *_BENCH_QUICK)  # the model holds 256
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "trit: -p 100000: " in r.stderr and "256" in r.stderr
