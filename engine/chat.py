@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 def compile_template(source: str) -> jinja2.Template:
+    if not isinstance(source, str):  # jinja2 raises a bare TypeError for anything else
+        raise ChatTemplateError(f"the template is {type(source).__name__}, not text")
     try:
         return _environment().from_string(source)
     except jinja2.TemplateError as e:
@@ -161,13 +164,22 @@ def guess_family(metadata: Mapping[str, Any]) -> str:
 
 
 def plain_prompt(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-    """The fallback format: "System: ...\nUser: ...\nAssistant: ...\nAssistant:"."""
+    """The fallback format: "System: ...\nUser: ...\nAssistant: ...\nAssistant:". It has no
+    control tokens at all: ChatFormat.encode tokenizes all of it as plain text."""
     lines = [
         f"{str(m.get('role', 'user')).capitalize()}: {str(m.get('content', '')).strip()}" for m in messages
     ]
     if add_generation_prompt:
         lines.append("Assistant:")
     return "\n".join(lines)
+
+
+def clean_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Copies of the messages whose text values hold no surrogate code points (replace_surrogates):
+    any str a caller passes can be rendered and tokenized."""
+    from .tokenizer import replace_surrogates
+
+    return [{k: replace_surrogates(v) if isinstance(v, str) else v for k, v in m.items()} for m in messages]
 
 
 @dataclass
@@ -234,13 +246,63 @@ class ChatFormat:
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The prompt text. Falls back to plain_prompt() (and sets `warning`) when the template fails."""
+        return self._render(clean_messages(messages), add_generation_prompt)[0]
+
+    def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> tuple[str, bool]:
+        """(text, True) from the template, or (plain_prompt text, False) when there is none or it fails."""
         if self._compiled is None:
-            return plain_prompt(messages, add_generation_prompt)
+            return plain_prompt(messages, add_generation_prompt), False
         try:
-            return self.render_strict(messages, add_generation_prompt)
+            return self.render_strict(messages, add_generation_prompt), True
         except ChatTemplateError as e:
             self._fail(f"the chat template ({self.source}) failed: {e}")
-            return plain_prompt(messages, add_generation_prompt)
+            return plain_prompt(messages, add_generation_prompt), False
+
+    def render_with_spans(
+        self, messages: Sequence[Message], add_generation_prompt: bool = True
+    ) -> tuple[str, list[tuple[int, int]]]:
+        """render(), plus the character spans of the text that the messages' contents fill: text a
+        user (or the model, in an assistant turn) wrote, never to be read as control tokens.
+
+        The spans are exact: the template is rendered a second time with each content replaced by
+        a unique marker, and the text between the markers (the template's own text) must then
+        match the first render around the contents (each as is, or trimmed as templates often do).
+        So a content equal to template text ("<|im_end|>", the default system prompt) is found
+        where the message put it, not where the template wrote the same text earlier; a content the
+        template rewrites is the whole gap between its template text (_align). A template whose
+        output differs in structure with the content (a branch on it) cannot be aligned at all;
+        then every occurrence of each content is a span (content_spans): the template's own
+        control tokens may then be read as text too, but a message's text never becomes one."""
+        messages = clean_messages(messages)
+        text, templated = self._render(messages, add_generation_prompt)
+        if not templated:
+            return text, [(0, len(text))] if text else []
+        markers: dict[str, str] = {}  # marker -> the content it stands for
+        marked: list[dict[str, Any]] = []
+        n = 0
+        for m in messages:
+            content = m.get("content")
+            if not isinstance(content, str) or not content.strip():
+                marked.append(dict(m))
+                continue
+            marker = f"\ue000{n}\ue001"  # private-use characters: no template trims or splits them
+            while marker in text:  # a conversation that already holds such text
+                n += 1
+                marker = f"\ue000{n}\ue001"
+            n += 1
+            markers[marker] = content
+            marked.append({**m, "content": marker})
+        if not markers:
+            return text, []
+        try:
+            skeleton = self.render_strict(marked, add_generation_prompt)
+        except ChatTemplateError:
+            skeleton = None
+        spans = _align(text, skeleton, markers) if skeleton is not None else None
+        if spans is None:
+            log.debug("chat template output depends on the message text; marking every occurrence plain")
+            return text, content_spans(text, messages)
+        return text, spans
 
     def render_strict(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """Like render(), but raises ChatTemplateError instead of falling back."""
@@ -265,25 +327,93 @@ class ChatFormat:
     ) -> list[int]:
         """Prompt ids: template tokens are recognised as control tokens, message contents are not
         (a user typing "<|im_end|>" cannot end a turn). BOS is added unless the template wrote it."""
-        text = self.render(messages, add_generation_prompt)
-        spans = content_spans(text, messages)
+        text, spans = self.render_with_spans(messages, add_generation_prompt)
         return tokenizer.encode(text, special=True, plain_spans=spans)
 
 
+def _content_variants(content: str) -> list[str]:
+    """The forms a template may write a content in: as is, or trimmed (`| trim`, .strip())."""
+    out: list[str] = []
+    for v in (content, content.strip(), content.lstrip(), content.rstrip()):
+        if v not in out:
+            out.append(v)
+    return out
+
+
+_Chain = tuple[Any, tuple[int, int]] | None  # (previous chain, span): the spans matched so far
+
+
+def _align(text: str, skeleton: str, markers: Mapping[str, str]) -> list[tuple[int, int]] | None:
+    """Spans of `text` where the markers of `skeleton` stand (a render with each content replaced
+    by its marker), or None when the two renders do not line up. The template's text between the
+    markers must match exactly. A marker matches one form of its content (as is, or trimmed) or,
+    failing that, whatever lies before the next piece of template text: a template that rewrites
+    the content (replace, split ...) still gets it all marked as plain. That last resort tries the
+    latest occurrence of the template text first, so content that repeats the template's own text
+    stays inside its span. A depth-first search over (marker index, position)."""
+    pattern = "|".join(map(re.escape, markers))
+    found = re.findall(pattern, skeleton)
+    literals = re.split(pattern, skeleton)  # [len(found) + 1] the template's own text
+    if not text.startswith(literals[0]):
+        return None
+    stack: list[tuple[int, int, _Chain]] = [(0, len(literals[0]), None)]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        i, pos, chain = stack.pop()
+        if (i, pos) in seen:
+            continue
+        seen.add((i, pos))
+        if i == len(found):
+            if pos != len(text):
+                continue
+            spans: list[tuple[int, int]] = []
+            while chain is not None:
+                chain, span = chain
+                if span[1] > span[0]:
+                    spans.append(span)
+            return spans[::-1]
+        lit = literals[i + 1]
+        # pushed in reverse order of preference: the stack pops the last one first
+        if i == len(found) - 1:
+            ends = [len(text) - len(lit)] if text.endswith(lit) and len(text) - len(lit) >= pos else []
+        elif lit:
+            ends, at = [], text.find(lit, pos)
+            while at >= 0:
+                ends.append(at)
+                at = text.find(lit, at + 1)
+        else:
+            ends = []  # two contents back to back: no template text tells where one ends
+        candidates = [(pos, e) for e in ends]
+        for v in reversed(_content_variants(markers[found[i]])):
+            if text.startswith(v, pos) and text.startswith(lit, pos + len(v)):
+                candidates.append((pos, pos + len(v)))
+        for span in candidates:
+            stack.append((i + 1, span[1] + len(lit), (chain, span)))
+    return None
+
+
 def content_spans(text: str, messages: Sequence[Message]) -> list[tuple[int, int]]:
-    """Character spans of the message contents in the rendered text, found in order (templates may
-    trim the content, so the stripped text is searched)."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
+    """Character spans of every occurrence of each message's content (stripped, as templates may
+    trim it) in the rendered text, sorted, overlaps merged. The conservative fallback of
+    ChatFormat.render_with_spans for a template whose output cannot be aligned with the messages:
+    wherever a content's text appears, it stays plain text, even where the template wrote the same
+    text itself."""
+    found: list[tuple[int, int]] = []
     for m in messages:
-        content = str(m.get("content", "")).strip()
+        content = m.get("content")
+        content = content.strip() if isinstance(content, str) else str(content or "").strip()
         if not content:
             continue
-        at = text.find(content, pos)
-        if at < 0:
-            continue
-        spans.append((at, at + len(content)))
-        pos = at + len(content)
+        at = text.find(content)
+        while at >= 0:
+            found.append((at, at + len(content)))
+            at = text.find(content, at + 1)
+    spans: list[tuple[int, int]] = []
+    for s, e in sorted(found):
+        if spans and s <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(e, spans[-1][1]))
+        else:
+            spans.append((s, e))
     return spans
 
 
@@ -294,6 +424,7 @@ __all__ = [
     "ChatFormat",
     "ChatTemplateError",
     "builtin_template",
+    "clean_messages",
     "compile_template",
     "content_spans",
     "guess_family",

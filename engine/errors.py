@@ -39,3 +39,8 @@ class UnsupportedOptionError(EngineError, ValueError):
 
 class ContextFullError(EngineError):
     """The prompt plus generated tokens would exceed the model's context window."""
+
+
+class NonFiniteLogitsError(EngineError):
+    """The model computed NaN or infinite logits, so no token can be chosen. The weights are
+    damaged (or overflow in this model's arithmetic): retrying cannot help, another file can."""

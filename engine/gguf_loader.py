@@ -151,20 +151,31 @@ def _expect(f: GGUFFile, name: str, shape: tuple[int, ...]) -> TensorInfo:
 
 
 def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
+    """A norm weight (or a bias) as float32 [n]. NaN / infinite values are refused, as the HF loader
+    does: one would make every logit NaN. These vectors are small, so checking them costs nothing;
+    the large matrices are not scanned (the sampler refuses NaN logits instead)."""
     info = _expect(f, name, (n,))
     if info.type_name == "F32":
         a = f.tensor_array(name)
-        return a if a.flags.aligned else a.copy()
-    if info.type_name == "F16":
-        return f.tensor_array(name).astype(np.float32)
-    if info.type_name == "BF16":
-        return (f.tensor_array(name).astype(np.uint32) << 16).view(np.float32)
-    raise ModelFormatError(
-        f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"
-    )
+        a = a if a.flags.aligned else a.copy()
+    elif info.type_name == "F16":
+        a = f.tensor_array(name).astype(np.float32)
+    elif info.type_name == "BF16":
+        a = (f.tensor_array(name).astype(np.uint32) << 16).view(np.float32)
+    else:
+        raise ModelFormatError(
+            f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"
+        )
+    if not np.isfinite(a).all():
+        raise ModelFormatError(
+            f.path, f"tensor {name} contains NaN or infinite values; the file is damaged. Download it again."
+        )
+    return a
 
 
-def _linear(f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool) -> TernaryTensor | QuantTensor:
+def _linear(
+    f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool
+) -> TernaryTensor | QuantTensor:
     info = _expect(f, name, (cols, rows))
     if info.type_name in TERNARY_TYPES:
         return ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
@@ -239,7 +250,9 @@ def load_gguf_weights(
             memory = "map" if any(t.type_name in REPACKED_TYPES for t in f.tensors.values()) else "ram"
         cfg = read_config(f)
         if memory == "ram":
-            f.read_into_memory(exclude=("token_embd.weight",) if embedding_lookup_only or not cfg.tied else ())
+            f.read_into_memory(
+                exclude=("token_embd.weight",) if embedding_lookup_only or not cfg.tied else ()
+            )
         qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         embed = _embedding(f, "token_embd.weight", cfg.vocab, cfg.dim)
         head = None if cfg.tied else _embedding(f, "output.weight", cfg.vocab, cfg.dim)
@@ -277,6 +290,16 @@ def load_gguf_weights(
             from .tokenizer import Tokenizer
 
             tokenizer = Tokenizer.from_gguf(f)
+            # More tokens than embedding rows: every id past the rows would fail in the middle of a
+            # prompt or reply. Fewer is normal (embeddings are padded); Model samples only the ids
+            # the tokenizer has.
+            if tokenizer.vocab_size > cfg.vocab:
+                raise ModelFormatError(
+                    f.path,
+                    f"the tokenizer (tokenizer.ggml.tokens) has {tokenizer.vocab_size} tokens but the model "
+                    f"has only {cfg.vocab} (token_embd.weight rows): the tokenizer belongs to another "
+                    "model. Pick another file.",
+                )
         from .chat import guess_family
 
         return ModelWeights(
@@ -291,7 +314,9 @@ def load_gguf_weights(
             chat_template=template if isinstance(template, str) else None,
             tokenizer=tokenizer,
             family="bitnet" if bitnet else guess_family(f.metadata),
-            memory=("RAM copy" + (" (embedding mapped)" if f.mapped_tensors else "")) if f.in_memory else "file map",
+            memory=("RAM copy" + (" (embedding mapped)" if f.mapped_tensors else ""))
+            if f.in_memory
+            else "file map",
         )
     except BaseException:
         f.close()

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelFormatError
+from .gguf_loader import MAX_HPARAM
 from .ternary import check_tq_codes, pack_tq
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
@@ -136,6 +137,8 @@ class _Cfg:
             raise self.fail(f"field {key!r} is missing")
         if not _is_int(v) or v <= 0:
             raise self.fail(f"field {key!r} is {v!r}, expected a positive integer")
+        if v > MAX_HPARAM:  # the GGUF loader's bound; the C side takes these as int
+            raise self.fail(f"field {key!r} is {v}, out of range (at most {MAX_HPARAM})")
         return int(v)
 
     def number(self, key: str, default: float, lo: float, hi: float) -> float:
@@ -214,7 +217,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
     quantization form."""
     c = _Cfg(doc, path)
     mtype = doc.get("model_type")
-    if mtype not in FAMILIES:
+    if not isinstance(mtype, str) or mtype not in FAMILIES:
         raise ModelFormatError(
             path,
             f"model_type is {mtype!r}; Trit reads Hugging Face BitNet b1.58 checkpoints "
@@ -600,6 +603,14 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         from .tokenizer import Tokenizer
 
         tokenizer = Tokenizer.from_hf_dir(root)
+        # as in the GGUF loader: more tokens than embedding rows cannot work, fewer is padding
+        if tokenizer.vocab_size > cfg.vocab:
+            raise ModelFormatError(
+                root / "tokenizer.json",
+                f"the tokenizer has {tokenizer.vocab_size} tokens but the model has only {cfg.vocab} "
+                f"({CONFIG_NAME} vocab_size, the rows of model.embed_tokens.weight): the tokenizer "
+                "belongs to another model",
+            )
     return ModelWeights(
         config=cfg,
         embed=embed,

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .errors import ContextFullError, EngineError, ModelFormatError, UnsupportedOptionError
+from .errors import (
+    ContextFullError,
+    EngineError,
+    ModelFormatError,
+    NonFiniteLogitsError,
+    UnsupportedOptionError,
+)
 from .sampler import Sampler, SamplingParams
 from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
@@ -252,6 +258,11 @@ class Model:
             self.chat_format = ChatFormat.for_tokenizer(self.tokenizer, weights.family)  # type: ignore[arg-type]
             stops |= set(self.tokenizer.eos_ids)  # type: ignore[attr-defined]
         self.stop_ids: tuple[int, ...] = tuple(sorted(stops))
+        # Ids generation may produce: a tokenizer smaller than the embedding (models pad it to a round
+        # size; the loaders refuse a larger one) has no text for the padding rows, so they are never
+        # sampled. None: every row.
+        n_tok = self.tokenizer.vocab_size if self.tokenizer is not None else None  # type: ignore[attr-defined]
+        self.sample_vocab: int | None = n_tok if n_tok is not None and n_tok < self.config.vocab else None
         cfg = self.config
         mats = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
         head = weights.embed if weights.head is None else weights.head
@@ -400,11 +411,14 @@ class Session:
 
         stop_ids default to the model's end-of-sequence ids; a stop id ends the reply and is not
         part of it (nor of the cache's history). The reply is kept in the cache, so the next call
-        with prompt = history + reply + new message runs only the new part."""
-        if max_tokens < 0:
-            raise ValueError("max_tokens must be >= 0")
+        with prompt = history + reply + new message runs only the new part. Only ids the model's
+        tokenizer has are generated (Model.sample_vocab). Sampling values that are not finite
+        numbers raise ValueError naming the argument; NaN or infinite logits (a damaged model)
+        raise NonFiniteLogitsError."""
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
+            raise ValueError(f"max_tokens must be an integer >= 0, not {max_tokens!r}")
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
-        sampler = Sampler(params)
+        sampler = Sampler(params, self.model.sample_vocab)
         stops = set(self.model.stop_ids if stop_ids is None else stop_ids)
         ids = _as_ids(prompt_ids, self.model.config.vocab)
         if not self._lock.acquire(blocking=False):
@@ -497,7 +511,10 @@ class Session:
             if self._stop.is_set():
                 reason = "cancelled"
                 break
-            tok = sampler.sample(logits, self._history)
+            try:
+                tok = sampler.sample(logits, self._history)
+            except NonFiniteLogitsError as e:
+                raise NonFiniteLogitsError(f"{self.model.info.path}: {e}") from None
             if i == 0:
                 ttft = (time.perf_counter() - t0) * 1e3
             if tok in stops:

@@ -6,10 +6,31 @@ counts and ISAs wherever the engine's logits agree on the maximum.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import NonFiniteLogitsError
+
+
+def _number(name: str, v: object) -> float:
+    """A real, finite number (not a bool): NaN passes every comparison check below unnoticed."""
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float, np.integer, np.floating))
+        or not math.isfinite(v)
+    ):
+        raise ValueError(f"{name} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def _integer(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        # ValueError like every other bad sampling value: callers (the CLI, the app) catch that one
+        raise ValueError(f"{name} must be an integer, not {v!r}")  # noqa: TRY004
+    return int(v)
 
 
 @dataclass(frozen=True)
@@ -23,21 +44,32 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
+        if _number("temperature", self.temperature) < 0:
             raise ValueError("temperature must be >= 0")
-        if self.top_k < 0:
+        if _integer("top_k", self.top_k) < 0:
             raise ValueError("top_k must be >= 0")
-        if not 0.0 < self.top_p <= 1.0:
+        if not 0.0 < _number("top_p", self.top_p) <= 1.0:
             raise ValueError("top_p must be in (0, 1]")
-        if not 0.0 <= self.min_p < 1.0:
+        if not 0.0 <= _number("min_p", self.min_p) < 1.0:
             raise ValueError("min_p must be in [0, 1)")
-        if self.repeat_penalty <= 0:
+        if _number("repeat_penalty", self.repeat_penalty) <= 0:
             raise ValueError("repeat_penalty must be > 0")
+        if _integer("repeat_last_n", self.repeat_last_n) < 0:
+            raise ValueError("repeat_last_n must be >= 0")
+        if self.seed is not None:
+            _integer("seed", self.seed)
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams) -> None:
+    """Picks the next token from one position's logits.
+
+    n_vocab: sample only ids below it (None: every id). A tokenizer smaller than the model's
+    embedding (models pad the embedding to a round size) cannot spell the ids beyond it, so they
+    are never generated."""
+
+    def __init__(self, params: SamplingParams, n_vocab: int | None = None) -> None:
         self.params = params
+        self.n_vocab = n_vocab
         self.rng = np.random.Generator(np.random.PCG64(params.seed))
 
     def penalize(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
@@ -52,8 +84,19 @@ class Sampler:
         return out
 
     def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        """The next token id. Raises NonFiniteLogitsError when the logits hold NaN or infinities:
+        argmax would silently pick the first NaN (often an end-of-text id: an empty reply) and
+        the probabilities would all be NaN."""
         p = self.params
-        x = self.penalize(logits, history)
+        raw = np.asarray(logits)[: self.n_vocab]  # [n_vocab] the model's own values
+        if not np.isfinite(raw).all():
+            n_nan = int(np.isnan(raw).sum())
+            what = f"NaN logits ({n_nan} of {raw.shape[0]})" if n_nan else "infinite logits"
+            raise NonFiniteLogitsError(
+                f"the model produced {what}, so no token can be chosen; the model file is probably "
+                "damaged. Download it again or pick another model."
+            )
+        x = self.penalize(logits, history)[: self.n_vocab]  # history ids may lie beyond n_vocab
         if p.temperature <= 0.0:
             return int(np.argmax(x))
         # candidate set: top-k first (argpartition keeps this O(vocab), not a full sort)

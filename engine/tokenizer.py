@@ -36,11 +36,13 @@ import codecs
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -113,6 +115,38 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with every surrogate code point replaced by U+FFFD, one for one (so character offsets
+    into it stay valid). No UTF-8 text holds surrogates, but a Python str can: undecodable bytes in
+    argv or a file read with errors="surrogateescape" become U+DC80..U+DCFF, and JSON may spell a
+    lone one as an escape. `tokenizers` refuses such a str outright."""
+    if _SURROGATES.search(text) is None:  # the common case: no copy
+        return text
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def _number_array(v: Any, kind: type[np.generic]) -> np.ndarray | None:
+    """v as a 1-D array of `kind` (np.integer, np.number), or None when it is anything else: a GGUF
+    numeric array, or a list of Python numbers from a caller that builds metadata by hand."""
+    if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        v = np.asarray(v)
+    if not isinstance(v, np.ndarray) or v.ndim != 1 or v.dtype == np.bool_:
+        return None
+    return v if np.issubdtype(v.dtype, kind) else None
+
+
+def _describe(v: Any) -> str:
+    """A metadata value for an error message, short even when it is a 100k-entry array."""
+    if isinstance(v, np.ndarray):
+        return f"an array of {v.size} {v.dtype.name}"
+    if isinstance(v, list):
+        return f"a list of {len(v)} items"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def spm_merges(
@@ -218,37 +252,67 @@ class Tokenizer:
         if types_raw is None:
             types = [TOKEN_NORMAL] * n
         else:
-            types = [int(t) for t in types_raw]
-            if len(types) != n:
-                raise fail(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+            types_arr = _number_array(types_raw, np.integer)
+            if types_arr is None:
+                raise fail(
+                    f"tokenizer.ggml.token_type is {_describe(types_raw)}, expected an array of integers"
+                )
+            if len(types_arr) != n:
+                raise fail(f"tokenizer.ggml.token_type has {len(types_arr)} entries for {n} tokens")
+            types = types_arr.tolist()
 
         def token_id(key: str) -> int | None:
             v = md.get(f"tokenizer.ggml.{key}")
             if v is None:
                 return None
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise fail(f"tokenizer.ggml.{key} is {_describe(v)}, expected a token id (an integer)")
             v = int(v)
             if not 0 <= v < n:
                 raise fail(f"tokenizer.ggml.{key} is {v}, outside the vocabulary of {n} tokens")
             return v
 
+        def flag(key: str, default: bool) -> bool:
+            v = md.get(f"tokenizer.ggml.{key}", default)
+            if isinstance(v, (bool, np.bool_)):
+                return bool(v)
+            if isinstance(v, (int, np.integer)) and v in (0, 1):  # a converter that wrote a number
+                return bool(v)
+            raise fail(f"tokenizer.ggml.{key} is {_describe(v)}, expected true or false")
+
         bos, eos = token_id("bos_token_id"), token_id("eos_token_id")
         extra = [i for i in (token_id("eot_token_id"), token_id("eom_token_id")) if i is not None]
         template = md.get("tokenizer.chat_template")
-        pre = str(md.get("tokenizer.ggml.pre", "default"))
+        if template is not None and not isinstance(template, str):
+            raise fail(
+                f"tokenizer.chat_template is {_describe(template)}, expected the template text (a string)"
+            )
+        pre = md.get("tokenizer.ggml.pre", "default")
+        if not isinstance(pre, str):
+            raise fail(f"tokenizer.ggml.pre is {_describe(pre)}, expected a pre-tokenizer name (a string)")
 
         if model == "gpt2":
             merges_raw = md.get("tokenizer.ggml.merges")
             if merges_raw is None:
                 raise fail("byte-level BPE vocabulary without tokenizer.ggml.merges")
+            if isinstance(merges_raw, np.ndarray) and merges_raw.size == 0:
+                merges_raw = []  # an empty array has some item type; writers pick a number type
+            if not isinstance(merges_raw, list):
+                raise fail(f"tokenizer.ggml.merges is {_describe(merges_raw)}, expected a list of strings")
             merges = []
             for j, m in enumerate(merges_raw):
+                if not isinstance(m, str):
+                    raise fail(f"tokenizer.ggml.merges: merge #{j} is {_describe(m)}, not a string")
                 a, sep, b = m.partition(" ")
                 if not sep:
                     raise fail(f"merge #{j} ({m!r}) is not two tokens separated by a space")
                 merges.append((a, b))
-            hf, pieces, special = _build_bpe(tokens, types, merges, pre)
+            try:
+                hf, pieces, special = _build_bpe(tokens, types, merges, pre)
+            except ValueError as e:
+                raise fail(str(e)) from None
             # llama.cpp adds BOS by default for the Llama-3 pre-tokenizers only.
-            add_bos = bool(md.get("tokenizer.ggml.add_bos_token", pre in _LLAMA3_NAMES))
+            add_bos = flag("add_bos_token", pre in _LLAMA3_NAMES)
             return cls(
                 hf,
                 kind="bpe",
@@ -265,12 +329,26 @@ class Tokenizer:
             )
         if model == "llama":
             scores_raw = md.get("tokenizer.ggml.scores")
-            scores = [0.0] * n if scores_raw is None else [float(s) for s in scores_raw]
-            if len(scores) != n:
-                raise fail(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
-            space = bool(md.get("tokenizer.ggml.add_space_prefix", True))
+            if scores_raw is None:
+                scores = [0.0] * n
+            else:
+                scores_arr = _number_array(scores_raw, np.number)
+                if scores_arr is None:
+                    raise fail(
+                        f"tokenizer.ggml.scores is {_describe(scores_raw)}, expected an array of numbers"
+                    )
+                if len(scores_arr) != n:
+                    raise fail(f"tokenizer.ggml.scores has {len(scores_arr)} entries for {n} tokens")
+                nan = np.isnan(scores_arr.astype(np.float64))
+                if nan.any():  # merges are ranked by score: NaN would make the order arbitrary
+                    raise fail(f"tokenizer.ggml.scores holds NaN (the score of token #{int(np.argmax(nan))})")
+                scores = scores_arr.astype(np.float64).tolist()
+            space = flag("add_space_prefix", True)
             unk = token_id("unknown_token_id")
-            hf, pieces, special = _build_spm(tokens, types, scores, space, unk)
+            try:
+                hf, pieces, special = _build_spm(tokens, types, scores, space, unk)
+            except ValueError as e:
+                raise fail(str(e)) from None
             return cls(
                 hf,
                 kind="spm",
@@ -280,7 +358,7 @@ class Tokenizer:
                 bos_id=bos,
                 eos_id=eos,
                 extra_eos_ids=extra,
-                add_bos=bool(md.get("tokenizer.ggml.add_bos_token", True)),
+                add_bos=flag("add_bos_token", True),
                 add_space_prefix=space,
                 chat_template=template,
                 pre="llama",
@@ -340,9 +418,13 @@ class Tokenizer:
 
         bos = tok_id(cfg.get("bos_token"))
         eos = tok_id(cfg.get("eos_token"))
-        extra: list[int] = []
         v = gen.get("eos_token_id")
-        extra.extend(int(x) for x in (v if isinstance(v, list) else [v] if v is not None else []))
+        extra = v if isinstance(v, list) else [] if v is None else [v]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in extra):
+            raise ModelFormatError(
+                d / "generation_config.json",
+                f"eos_token_id is {_describe(v)}, expected a token id or a list of token ids",
+            )
         if "add_bos_token" in cfg:
             add_bos = bool(cfg["add_bos_token"])
         else:  # the post-processor (TemplateProcessing) says whether BOS goes first
@@ -350,11 +432,18 @@ class Tokenizer:
             add_bos = bos_text is not None and bos_text in json.dumps(spec.get("post_processor") or {})
         template = cfg.get("chat_template")
         if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            named = {
+                t.get("name"): t.get("template")
+                for t in template
+                if isinstance(t, dict) and isinstance(t.get("name"), (str, type(None)))
+            }
             template = named.get("default") or next(iter(named.values()), None)
         jinja = d / "chat_template.jinja"
         if template is None and jinja.is_file():
-            template = jinja.read_text(encoding="utf-8")
+            try:
+                template = jinja.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ModelFormatError(jinja, f"cannot read the chat template: {e}") from None
         space = kind == "spm" and (
             "Prepend" in json.dumps(spec.get("normalizer") or {})
             or '"prepend_scheme": "always"' in pre
@@ -415,7 +504,10 @@ class Tokenizer:
             text must stay plain text: the message contents inside a rendered template. The text is
             encoded in one piece unless such a span really holds control-token text; only then is
             it cut there.
+        Any str is accepted: surrogate code points (what Python makes of undecodable bytes) are
+        tokenized as U+FFFD (replace_surrogates).
         """
+        text = replace_surrogates(text)  # one for one: plain_spans stay valid
         if special and plain_spans:
             enc = self._encode_raw(text, True)
             bad = sorted(
@@ -426,10 +518,14 @@ class Tokenizer:
             if not bad:
                 ids: list[int] = list(enc.ids)
             else:
-                ids, pos = [], 0
+                merged: list[tuple[int, int]] = []  # overlapping spans become one plain part
                 for s, e in bad:
-                    if s < pos:
-                        continue
+                    if merged and s <= merged[-1][1]:
+                        merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+                    else:
+                        merged.append((s, e))
+                ids, pos = [], 0
+                for s, e in merged:
                     ids += self._encode_raw(text[pos:s], True).ids
                     ids += self._encode_raw(text[s:e], False).ids
                     pos = e
@@ -551,7 +647,18 @@ def _build_bpe(
         log.warning("unknown pre-tokenizer %r; using GPT-2's. Tokenization may differ from the model's.", pre)
         rule = _BPE_PRE["default"]
     ignore_merges = rule[0] == "regex" and rule[2]
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=ignore_merges))
+    # tokenizers panics (a BaseException, with a Rust message on stderr) when a merged token is not
+    # in the vocabulary, so that is checked first (one set comparison: ~60 ms for 49k merges);
+    # a merge of unknown tokens is a plain Exception from tokenizers, explained the same way.
+    if not vocab.keys() >= {a + b for a, b in merges}:
+        raise ValueError(_bad_merge(vocab, merges) or "tokenizer.ggml.merges does not fit the vocabulary")
+    try:
+        bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=ignore_merges)
+    except Exception as e:  # tokenizers raises plain Exception for a vocabulary it cannot use
+        raise ValueError(
+            _bad_merge(vocab, merges) or f"tokenizer.ggml.tokens / .merges cannot form a BPE vocabulary: {e}"
+        ) from e
+    hf = HFTokenizer(bpe)
     if rule[0] == "regex":
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -574,6 +681,18 @@ def _build_bpe(
     return hf, pieces, special
 
 
+def _bad_merge(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
+    """Why the first unusable merge is unusable, or None when every merge names known tokens."""
+    for j, (a, b) in enumerate(merges):
+        for t in (a, b, a + b):
+            if t not in vocab:
+                return (
+                    f"tokenizer.ggml.merges: merge #{j} ({a + ' ' + b!r}) needs the token {t!r}, which "
+                    "tokenizer.ggml.tokens does not have; the vocabulary is damaged"
+                )
+    return None
+
+
 def _build_spm(
     tokens: list[str], types: list[int], scores: list[float], add_space_prefix: bool, unk_id: int | None
 ) -> tuple[HFTokenizer, list[bytes], set[int]]:
@@ -584,7 +703,11 @@ def _build_spm(
     skip = [i for i, ty in enumerate(types) if ty in (TOKEN_CONTROL, TOKEN_BYTE, TOKEN_UNUSED, TOKEN_UNKNOWN)]
     merges = spm_merges(tokens, scores, skip)
     unk = tokens[unk_id] if unk_id is not None else None
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    try:
+        bpe = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    except Exception as e:  # tokenizers raises plain Exception for a vocabulary it cannot use
+        raise ValueError(f"tokenizer.ggml.tokens cannot form a SentencePiece-style vocabulary: {e}") from e
+    hf = HFTokenizer(bpe)
     # sentencepiece (and llama.cpp) put "▁" before the text whatever it starts with, and before the
     # text after each control token: the normalizer runs on each piece between added tokens.
     steps: list[Any] = [normalizers.Replace(" ", "\u2581")]
@@ -614,4 +737,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-__all__ = ["EOG_TOKEN_TEXTS", "StreamDecoder", "Tokenizer", "bytes_to_unicode", "spm_merges"]
+__all__ = [
+    "EOG_TOKEN_TEXTS",
+    "StreamDecoder",
+    "Tokenizer",
+    "bytes_to_unicode",
+    "replace_surrogates",
+    "spm_merges",
+]

@@ -365,7 +365,9 @@ def test_lookup_only_embedding_stays_in_the_file_map(tmp_path):
     assert load_model(p, threads=1, weights="ram").info.memory == "RAM copy"
     q8 = load_model(p, threads=1, weights="ram", head="q8_0")
     assert q8.info.memory == "RAM copy (embedding mapped)"
-    np.testing.assert_array_equal(q8.logits(ids), load_model(p, threads=1, weights="map", head="q8_0").logits(ids))
+    np.testing.assert_array_equal(
+        q8.logits(ids), load_model(p, threads=1, weights="map", head="q8_0").logits(ids)
+    )
     # untied model (its own output.weight at the end of the file): the embedding stays mapped
     rng = np.random.default_rng(5)
     head = (rng.standard_normal(weights.embed.shape) * 0.02).astype(np.float16)
@@ -374,3 +376,76 @@ def test_lookup_only_embedding_stays_in_the_file_map(tmp_path):
     ram = load_model(u, threads=1, weights="ram")
     assert ram.info.memory == "RAM copy (embedding mapped)"
     np.testing.assert_array_equal(ram.logits(ids), load_model(u, threads=1, weights="map").logits(ids))
+
+
+# -- damaged values and mismatched tokenizers ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, value",
+    [("out_norm", np.nan), ("attn_norm", np.inf), ("ffn_sub_norm", -np.inf), ("attn_sub_norm", np.nan)],
+)
+def test_non_finite_norm_rejected(tmp_path: Path, where: str, value: float) -> None:
+    """The HF loader refused NaN / infinite norms, the GGUF loader did not: every logit came out
+    NaN (an IndexError or an empty reply later). Now the same typed error, naming file and tensor."""
+    _, plain = tiny(9)
+    if where == "out_norm":
+        plain["out_norm"] = plain["out_norm"].copy()
+        plain["out_norm"][5] = value
+        tensor = "output_norm.weight"
+    else:
+        plain["layers"][1][where] = plain["layers"][1][where].copy()
+        plain["layers"][1][where][0] = value
+        tensor = f"blk.1.{where}.weight"
+    p = tmp_path / "damaged.gguf"
+    write_bitnet_gguf(plain, p)
+    with pytest.raises(ModelFormatError, match=f"tensor {tensor} contains NaN or infinite values") as e:
+        load_gguf_weights(p)
+    assert e.value.path == str(p)
+
+
+def _write_with_tokenizer(path: Path, n_extra: int) -> Path:
+    """The tiny model (vocab 300) with a byte-level tokenizer: the 256 bytes and n_extra more."""
+    from trit.engine.tokenizer import bytes_to_unicode
+
+    _, plain = tiny(4)
+    b2u = bytes_to_unicode()
+    tokens = [b2u[b] for b in range(256)] + [f"<|extra_{i}|>" for i in range(n_extra)]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": np.array([1] * 256 + [3] * n_extra, np.int32),
+        "tokenizer.ggml.merges": [],
+    }
+    write_bitnet_gguf(plain, path, extra_metadata=meta)
+    return path
+
+
+def test_tokenizer_larger_than_the_embedding_rejected(tmp_path: Path) -> None:
+    """A tokenizer with ids the embedding has no row for was accepted; prompts or replies failed
+    later with "token ids must be in [0, 300)"."""
+    p = _write_with_tokenizer(tmp_path / "big.gguf", 60)  # 316 tokens, 300 rows
+    with pytest.raises(
+        ModelFormatError, match="the tokenizer .* has 316 tokens but the model has only 300"
+    ) as e:
+        load_gguf_weights(p)
+    assert e.value.path == str(p)
+
+
+def test_tokenizer_smaller_than_the_embedding_never_gets_padding_ids(tmp_path: Path) -> None:
+    """Fewer tokens than embedding rows is normal (padded embeddings) and loads, but the rows past
+    the tokenizer have no text: sampling them failed mid-reply ("token id 287 is outside the
+    vocabulary"). They are never sampled now."""
+    from trit.engine.model import load_model
+
+    p = _write_with_tokenizer(tmp_path / "small.gguf", 4)  # 260 tokens, 300 rows
+    m = load_model(p, threads=1)
+    assert m.tokenizer.vocab_size == 260 and m.config.vocab == 300 and m.sample_vocab == 260
+    hot = {"temperature": 5.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+    gen = m.generate([1, 2, 3], max_tokens=64, seed=0, stop_ids=[], **hot)
+    assert len(gen.tokens) == 64 and max(gen.tokens) < 260
+    reply = m.chat([{"role": "user", "content": "hi"}], max_tokens=64, seed=1, stop_ids=[], **hot)
+    assert len(reply.tokens) == 64 and max(reply.tokens) < 260
+    assert reply.text == m.tokenizer.decode(reply.tokens)
+    assert m.logits([1, 2]).shape == (2, 300)  # logits still cover every row

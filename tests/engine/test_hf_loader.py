@@ -306,7 +306,10 @@ def test_config_claims_fewer_layers(model_dir):
         ({"model_type": "gpt2"}, "model_type is 'gpt2'"),
         # a BitNet config relabelled llama: llama blocks are SiLU without sub-norms
         ({"model_type": "llama"}, "hidden_act 'relu2' is not supported for model_type 'llama'"),
-        ({"model_type": "llama", "hidden_act": "silu"}, "model_type is 'llama', but the checkpoint has BitNet sub-norm"),
+        (
+            {"model_type": "llama", "hidden_act": "silu"},
+            "model_type is 'llama', but the checkpoint has BitNet sub-norm",
+        ),
         ({"mlp_bias": True}, "mlp_bias"),
         (
             {"quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": []}},
@@ -321,6 +324,14 @@ def test_config_claims_fewer_layers(model_dir):
             {"quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["layers.0.mlp"]}},
             "modules_to_not_convert",
         ),
+        # wrong-typed values that escaped as TypeError (unhashable list) or as an OverflowError
+        # from the C side: the GGUF loader's bound on every count applies here too
+        ({"model_type": ["bitnet"]}, "model_type is ['bitnet']"),
+        ({"model_type": {"name": "bitnet"}}, "model_type is {'name': 'bitnet'}"),
+        ({"hidden_act": ["relu2"]}, "hidden_act ['relu2']"),
+        ({"max_position_embeddings": 10**12}, "'max_position_embeddings' is 1000000000000, out of range"),
+        ({"max_position_embeddings": 1e12}, "'max_position_embeddings' is 1000000000000.0"),
+        ({"hidden_size": 2**40}, "'hidden_size' is 1099511627776, out of range"),
     ],
 )
 def test_bad_config_fields(model_dir, changes, needle):
@@ -529,3 +540,35 @@ def test_no_checkpoint_files(model_dir):
     (model_dir / "model.safetensors").unlink()
     with pytest.raises(ModelFormatError, match="neither model.safetensors"):
         load_hf_weights(model_dir)
+
+
+def _byte_level_tokenizer_json(path: Path, n_extra: int) -> None:
+    """tokenizer.json of a byte-level BPE vocabulary: the 256 bytes and n_extra added tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from trit.engine.tokenizer import bytes_to_unicode
+
+    b2u = bytes_to_unicode()
+    tok = Tokenizer(models.BPE(vocab={b2u[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_tokens([AddedToken(f"<|extra_{i}|>", special=True) for i in range(n_extra)])
+    tok.save(str(path))
+
+
+def test_tokenizer_larger_than_the_embedding(model_dir):
+    """vocab_size 384: a 400-token tokenizer was accepted and failed on the first id past 383."""
+    _byte_level_tokenizer_json(model_dir / "tokenizer.json", 144)
+    raises(model_dir, "the tokenizer has 400 tokens but the model has only 384", file="tokenizer.json")
+
+
+def test_tokenizer_smaller_than_the_embedding_loads(model_dir):
+    """Fewer tokens than embedding rows is a padded embedding: it loads, and replies use only ids
+    the tokenizer can decode."""
+    from trit.engine import load_model
+
+    _byte_level_tokenizer_json(model_dir / "tokenizer.json", 0)
+    m = load_model(model_dir, threads=1)
+    assert m.tokenizer.vocab_size == 256 and m.config.vocab == 384 and m.sample_vocab == 256
+    hot = {"temperature": 5.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+    reply = m.chat([{"role": "user", "content": "hi"}], raw=True, max_tokens=48, seed=0, stop_ids=[], **hot)
+    assert len(reply.tokens) == 48 and max(reply.tokens) < 256

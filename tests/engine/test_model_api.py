@@ -255,6 +255,39 @@ def test_bad_arguments(model):
         Model(model.weights, isa="sparc")
 
 
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"temperature": float("nan")}, "temperature"),
+        ({"repeat_penalty": float("nan")}, "repeat_penalty"),
+        ({"top_p": float("nan")}, "top_p"),
+        ({"min_p": float("nan")}, "min_p"),
+        ({"max_tokens": float("nan")}, "max_tokens"),
+        ({"max_tokens": 2.0}, "max_tokens"),
+    ],
+)
+def test_nan_sampling_arguments_name_the_argument(model, kw, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        model.generate([1, 2], **{"max_tokens": 2, **kw})
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_nan_logits_raise_naming_the_model(temperature):
+    """A damaged norm (in memory here: the loaders refuse one in a file) makes every logit NaN."""
+    import dataclasses
+
+    from trit.engine import EngineError, NonFiniteLogitsError
+
+    w = random_weights(2)[0]
+    w = dataclasses.replace(w, out_norm=np.full_like(w.out_norm, np.nan))
+    m = Model(w, threads=1)
+    with pytest.raises(
+        NonFiniteLogitsError, match=r"^<random>: the model produced NaN logits \(300 of 300\)"
+    ):
+        m.generate([1, 2, 3], max_tokens=4, temperature=temperature, stop_ids=[])
+    assert issubclass(NonFiniteLogitsError, EngineError)
+
+
 def test_seeded_sampling_is_reproducible(model):
     a = model.generate([1, 2, 3], max_tokens=10, temperature=1.0, seed=7, stop_ids=[]).tokens
     b = model.generate([1, 2, 3], max_tokens=10, temperature=1.0, seed=7, stop_ids=[]).tokens

@@ -52,9 +52,63 @@ def test_top_k_fast_path_is_exact(k):
     from trit.engine.sampler import _top_k
 
     rng = np.random.default_rng(k)
-    for x in (rng.standard_normal(128256).astype(np.float32),
-              np.sort(rng.standard_normal(50000)).astype(np.float32),  # the top k all at one end
-              np.repeat(rng.standard_normal(1000), 64).astype(np.float32)):  # heavy ties
+    for x in (
+        rng.standard_normal(128256).astype(np.float32),
+        np.sort(rng.standard_normal(50000)).astype(np.float32),  # the top k all at one end
+        np.repeat(rng.standard_normal(1000), 64).astype(np.float32),
+    ):  # heavy ties
         got = np.sort(x[_top_k(x, k)])
         want = np.sort(x)[-k:]
         np.testing.assert_array_equal(got, want)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"temperature": NAN},
+        {"temperature": INF},
+        {"top_p": NAN},
+        {"min_p": NAN},
+        {"repeat_penalty": NAN},
+        {"repeat_penalty": INF},
+        {"top_k": NAN},
+        {"top_k": 2.5},
+        {"repeat_last_n": NAN},
+        {"seed": 1.5},
+        {"temperature": "0.5"},
+    ],
+)
+def test_non_finite_or_wrong_typed_params_name_the_parameter(kw):
+    """NaN passed every `x < 0` check: repeat_penalty=nan turned every seen logit into NaN."""
+    (name,) = kw
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        SamplingParams(**kw)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_non_finite_logits_raise_a_typed_error(temperature, bad):
+    """Greedy took argmax of NaN (the first id: often end-of-text, an empty reply); sampling raised
+    an IndexError. Both now say the model produced NaN (or infinite) logits."""
+    from trit.engine.errors import EngineError, NonFiniteLogitsError
+
+    s = Sampler(SamplingParams(temperature=temperature, seed=0))
+    x = np.zeros(100, np.float32)
+    x[17] = bad
+    with pytest.raises(NonFiniteLogitsError, match="NaN logits" if np.isnan(bad) else "infinite logits"):
+        s.sample(x)
+    with pytest.raises(EngineError, match=r"NaN logits \(100 of 100\)"):
+        s.sample(np.full(100, np.nan, np.float32))
+
+
+def test_n_vocab_limits_the_ids_sampled():
+    x = np.arange(10, dtype=np.float32)  # the best ids are the last ones
+    assert Sampler(SamplingParams(temperature=0), n_vocab=6).sample(x) == 5
+    s = Sampler(SamplingParams(temperature=100.0, top_k=0, top_p=1.0, min_p=0.0, seed=0), n_vocab=6)
+    assert {s.sample(x, history=[9, 8, 7]) for _ in range(500)} == set(range(6))
+    # NaN beyond n_vocab (rows without text) does not matter
+    x[8] = np.nan
+    assert Sampler(SamplingParams(temperature=0), n_vocab=6).sample(x) == 5

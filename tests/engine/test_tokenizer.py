@@ -337,3 +337,155 @@ def test_encode_is_thread_safe(smollm2: Tokenizer) -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+# -- any str in, typed errors for malformed metadata ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["llama_bpe", "spm"])
+def test_surrogates_are_encoded_as_replacement_characters(request: pytest.FixtureRequest, name: str) -> None:
+    """Python turns undecodable argv bytes into lone surrogates ('caf\\udce9' for b'caf\\xe9');
+    tokenizers refuses such a str with a TypeError. They are tokenized as U+FFFD, one for one, so
+    plain_spans offsets stay valid."""
+    tok: Tokenizer = request.getfixturevalue(name)
+    for text, clean in [
+        ("caf\udce9", "caf\ufffd"),
+        ("\udcff", "\ufffd"),
+        ("a\ud83d\ude00b", "a\ufffd\ufffdb"),  # a surrogate pair in a str is two code points, not UTF-8
+    ]:
+        assert tok.encode(text) == tok.encode(clean)
+        assert tok.encode(text, special=True) == tok.encode(clean, special=True)
+        assert tok.decode(tok.encode(text, add_bos=False)) == clean
+    eot = tok.special_ids and min(tok.special_ids)
+    text = "x\udce9" + tok.token_text(eot) + "y\udce9"
+    spans = [(0, len(text))]
+    assert tok.encode(text, special=True, plain_spans=spans) == tok.encode(text.replace("\udce9", "\ufffd"))
+
+
+def test_overlapping_plain_spans_stay_plain(smollm2: Tokenizer) -> None:
+    text = "<|im_start|>user\n<|im_end|><|im_end|><|im_end|>"
+    spans = [(17, 37), (27, 47)]  # the three typed <|im_end|>, as two overlapping spans
+    ids = smollm2.encode(text, special=True, plain_spans=spans)
+    assert [i for i in ids if i in smollm2.special_ids] == [smollm2.token_id("<|im_start|>")]
+    assert smollm2.decode(ids) == text
+
+
+BYTES = [bytes_to_unicode()[b] for b in range(256)]
+
+
+def _write_tokenizer_gguf(path: Path, kind: str, changes: dict) -> Path:
+    """A small valid tokenizer of `kind` ("gpt2" byte-level BPE or "llama" SentencePiece-style),
+    with metadata keys replaced (value, or (value, GGUFValueType)) or dropped (None)."""
+    from trit.engine.gguf import GGUFValueType as V
+
+    if kind == "gpt2":
+        tokens = BYTES + ["ab", "<|ctl|>"]
+        meta: dict = {
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": "gpt2",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": np.array([1] * 257 + [3], np.int32),
+            "tokenizer.ggml.merges": ["a b"],
+            "tokenizer.ggml.eos_token_id": (257, V.UINT32),
+        }
+    else:
+        tokens = ["<unk>", "<s>", "</s>", "\u2581", "a", "b", "\u2581a", "ab"]
+        meta = {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": np.array([2, 3, 3, 1, 1, 1, 1, 1], np.int32),
+            "tokenizer.ggml.scores": np.array([0, 0, 0, -1, -2, -3, -1.5, -2.5], np.float32),
+            "tokenizer.ggml.bos_token_id": (1, V.UINT32),
+            "tokenizer.ggml.eos_token_id": (2, V.UINT32),
+            "tokenizer.ggml.unknown_token_id": (0, V.UINT32),
+        }
+    meta.update(changes)
+    w = GGUFWriter(path)
+    w.add_string("general.architecture", "llama")
+    for key, value in meta.items():
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            w.add_metadata(key, value[0], value[1])
+        else:
+            w.add_metadata(key, value)
+    w.write()
+    return path
+
+
+def test_small_tokenizer_fixtures_are_valid(tmp_path: Path) -> None:
+    for kind in ("gpt2", "llama"):
+        with GGUFFile(_write_tokenizer_gguf(tmp_path / f"{kind}.gguf", kind, {})) as f:
+            tok = Tokenizer.from_gguf(f)
+        assert tok.decode(tok.encode("ab ba", add_bos=False)) == "ab ba"
+
+
+@pytest.mark.parametrize(
+    "kind, key, value, needle",
+    [
+        ("gpt2", "token_type", 1, "is 1, expected an array of integers"),
+        ("gpt2", "token_type", ["1"] * 258, "expected an array of integers"),
+        ("gpt2", "token_type", np.ones(258, np.float32), "expected an array of integers"),
+        ("gpt2", "merges", np.arange(3, dtype=np.uint32), "expected a list of strings"),
+        ("gpt2", "merges", [np.array([1, 2], np.uint32), np.array([3], np.uint32)], "merge #0 is an array"),
+        ("gpt2", "merges", "a b", "expected a list of strings"),
+        ("gpt2", "merges", ["a b", "zzzq qqqz"], "merge #1 ('zzzq qqqz') needs the token 'zzzq'"),
+        # tokenizers panics (a BaseException, Rust message on stderr) when the merged token is missing
+        ("gpt2", "merges", ["b a"], "merge #0 ('b a') needs the token 'ba'"),
+        # an emptied vocabulary entry: a merge that builds it no longer finds it
+        ("gpt2", "tokens", [*BYTES, "", "<|ctl|>"], "merge #0 ('a b') needs the token 'ab'"),
+        ("gpt2", "chat_template", 7, "tokenizer.chat_template is 7"),
+        ("gpt2", "chat_template", ["{{ x }}"], "tokenizer.chat_template is a list"),
+        ("gpt2", "pre", 3, "tokenizer.ggml.pre is 3"),
+        ("gpt2", "add_bos_token", "yes", "tokenizer.ggml.add_bos_token is 'yes'"),
+        ("gpt2", "eos_token_id", "x", "tokenizer.ggml.eos_token_id is 'x', expected a token id"),
+        ("gpt2", "bos_token_id", np.array([0, 1], np.uint32), "bos_token_id is an array of 2 uint32"),
+        ("llama", "scores", 1.0, "tokenizer.ggml.scores is 1.0, expected an array of numbers"),
+        ("llama", "scores", ["a"] * 8, "tokenizer.ggml.scores is a list of 8 items"),
+        ("llama", "scores", np.full(8, np.nan, np.float32), "tokenizer.ggml.scores holds NaN"),
+        ("llama", "scores", np.zeros(3, np.float32), "tokenizer.ggml.scores has 3 entries for 8 tokens"),
+        ("llama", "unknown_token_id", np.array([0, 1], np.uint32), "unknown_token_id is an array of 2"),
+        ("llama", "unknown_token_id", "x", "unknown_token_id is 'x'"),
+        ("llama", "add_space_prefix", 2.5, "add_space_prefix is 2.5, expected true or false"),
+    ],
+)
+def test_malformed_tokenizer_metadata_is_a_format_error(
+    tmp_path: Path, kind: str, key: str, value: object, needle: str
+) -> None:
+    """Wrong-typed tokenizer metadata raised TypeError / AttributeError / a bare ValueError (int()
+    of a string, without the file name) or tokenizers' Exception / panic. Each is now the loader's
+    ModelFormatError naming the file and the key."""
+    full = key if key == "chat_template" else f"ggml.{key}"
+    p = _write_tokenizer_gguf(tmp_path / "bad.gguf", kind, {f"tokenizer.{full}": value})
+    with GGUFFile(p) as f, pytest.raises(ModelFormatError) as ei:
+        Tokenizer.from_gguf(f)
+    assert ei.value.path == str(p)
+    assert needle in ei.value.problem, ei.value.problem
+
+
+def test_hf_dir_malformed_files_are_format_errors(tmp_path: Path, llama_bpe: Tokenizer) -> None:
+    llama_bpe._hf.save(str(tmp_path / "tokenizer.json"))
+    gen = tmp_path / "generation_config.json"
+    for bad, needle in [
+        ('"x"', "eos_token_id is 'x'"),
+        ('{"a": 1}', "eos_token_id is {'a': 1}"),
+        ("[1, true]", "eos_token_id is a list of 2 items"),
+    ]:
+        gen.write_text(f'{{"eos_token_id": {bad}}}', encoding="utf-8")
+        with pytest.raises(ModelFormatError) as ei:
+            Tokenizer.from_hf_dir(tmp_path)
+        assert Path(ei.value.path) == gen and needle in ei.value.problem, ei.value
+    gen.write_text('{"eos_token_id": [5, 6]}', encoding="utf-8")
+    (tmp_path / "chat_template.jinja").write_bytes(b"\xff\xfe{{ messages }}")
+    with pytest.raises(ModelFormatError, match="cannot read the chat template") as ei:
+        Tokenizer.from_hf_dir(tmp_path)
+    assert Path(ei.value.path) == tmp_path / "chat_template.jinja"
+    (tmp_path / "chat_template.jinja").unlink()
+    # a template list whose names are not strings is skipped, not a TypeError (unhashable)
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"chat_template": [{"name": ["x"], "template": "a"}, {"name": "default", "template": "b"}]}
+        ),
+        encoding="utf-8",
+    )
+    assert Tokenizer.from_hf_dir(tmp_path).chat_template == "b"
