@@ -406,8 +406,14 @@ class Session:
         seed: int | None = None,
         stop_ids: Iterable[int] | None = None,
         on_token: Callable[[int], object] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> Generation:
         """Streams tokens after prompt_ids to on_token (return False from it to stop).
+
+        cancel() stops the generation that is running when it is called; one that lands just
+        before a generation begins is cleared by it. A caller whose stop may come that early (a
+        window's Stop pressed with Enter) passes stop_event, set together with cancel(): when it
+        is set by the time the generation begins, nothing runs and the result is "cancelled".
 
         stop_ids default to the model's end-of-sequence ids; a stop id ends the reply and is not
         part of it (nor of the cache's history). The reply is kept in the cache, so the next call
@@ -424,7 +430,7 @@ class Session:
         if not self._lock.acquire(blocking=False):
             raise EngineError("this session is already generating")
         try:
-            return self._generate(ids, max_tokens, sampler, stops, on_token)
+            return self._generate(ids, max_tokens, sampler, stops, on_token, stop_event)
         finally:
             self._lock.release()
 
@@ -477,10 +483,16 @@ class Session:
         sampler: Sampler,
         stops: set[int],
         on_token: Callable[[int], object] | None,
+        stop_event: threading.Event | None = None,
     ) -> Generation:
         self._stop.clear()
         self.state.cancel(False)
         t0 = time.perf_counter()
+        # after the clear: a stop set before it is seen here, one set after it reaches the flags
+        if stop_event is not None and stop_event.is_set():
+            out = Generation()
+            out.stats = Stats(0, 0.0, 0, 0.0, 0.0, 0, "cancelled")
+            return out
         # reuse the cached prefix; at least the last prompt token is run to get its logits
         common = 0
         hist = self._history
@@ -499,8 +511,9 @@ class Session:
         try:
             logits = self.state.forward(todo, common)
         except _core.CancelledError:
+            # the prompt was not finished and none of it is kept: 0 prompt tokens, no TTFT
             ms = (time.perf_counter() - t0) * 1e3
-            out.stats = Stats(len(todo), ms, 0, 0.0, ms, common, "cancelled")
+            out.stats = Stats(0, ms, 0, 0.0, 0.0, common, "cancelled")
             return out
         self._history = [int(t) for t in ids]
         t1 = time.perf_counter()

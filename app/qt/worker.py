@@ -22,7 +22,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from trit.app.core.meters import EnergyMeter, ReplyMeter, memory_reading
 from trit.app.core.sampling import Sampling
-from trit.app.core.store import ConversationStore
+from trit.app.core.store import ConversationStore, StoreError
 
 PROGRESS_INTERVAL = 0.1  # s between progress signals (the live chart's resolution)
 
@@ -329,7 +329,11 @@ class EngineWorker(QObject):
                 gen_stats = None
             else:
                 gen = self._session.chat(
-                    messages, on_text=on_text, on_token=on_token, **sampling.engine_kwargs()
+                    messages,
+                    on_text=on_text,
+                    on_token=on_token,
+                    stop_event=self._stop,  # a Stop pressed while the prompt is encoded still counts
+                    **sampling.engine_kwargs(),
                 )
                 gen_stats = gen.stats
             if gen_stats is None:
@@ -352,17 +356,24 @@ class EngineWorker(QObject):
             )
         except Exception as e:  # noqa: BLE001  # the window shows it; the partial reply is kept
             if writer is not None:
-                writer.stop()
-                if not writer.text:  # nothing to keep: no empty "stopped" reply per failed send
-                    self._store.delete_message(writer.message_id)
+                try:
+                    writer.stop()
+                    if not writer.text:  # nothing to keep: no empty "stopped" reply per failed send
+                        self._store.delete_message(writer.message_id)
+                except StoreError:
+                    pass  # the database fails too (e is most likely that): `finished` must still go
             from trit.engine.errors import ContextFullError
 
-            fix = (
-                "Start a new conversation, or delete earlier messages."
-                if isinstance(e, ContextFullError)
-                else "Try again; if it keeps failing, pick another model in Models."
-            )
-            self.failed.emit(str(e) or type(e).__name__, fix)
+            if isinstance(e, StoreError):  # a damaged or full database: its own message and fix
+                message, fix = e.message, e.fix
+            else:
+                message = str(e) or type(e).__name__
+                fix = (
+                    "Start a new conversation, or delete earlier messages."
+                    if isinstance(e, ContextFullError)
+                    else "Try again; if it keeps failing, pick another model in Models."
+                )
+            self.failed.emit(message, fix)
             self.finished.emit(
                 {
                     "conversation_id": conv_id,

@@ -184,3 +184,28 @@ def test_copy_mid_reply_copies_the_text_on_screen_and_enter_says_why_it_waits(
     assert "still being written" in win.statusBar().currentMessage()
     with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS):
         win.stop()
+
+
+def test_a_stop_while_the_prompt_is_encoded_stops_the_reply(
+    qtbot: Any, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Esc pressed together with Enter lands while the worker encodes the prompt, before the engine
+    begins the generation (which clears a plain cancel): the long prompt must not run."""
+    win = window
+    long_conversation(win)
+    fmt = win.worker._session.model.chat_format
+    encode = fmt.encode
+    calls: list[int] = []
+
+    def encode_then_stop(*args: Any, **kw: Any) -> Any:
+        ids = encode(*args, **kw)
+        calls.append(len(ids))
+        if len(calls) == 2:  # the worker's fit_context counts first; this is the engine's encoding
+            win.worker.stop()
+        return ids
+
+    monkeypatch.setattr(fmt, "encode", encode_then_stop)
+    d = wait_reply(qtbot, win, lambda: win.send(" ".join(f"word{i}" for i in range(600))))
+    assert len(calls) == 2 and calls[-1] > 1000
+    assert d["record"]["stop_reason"] == "cancelled" and d["record"]["tokens"] == 0
+    assert d["record"]["prompt_tokens"] == 0  # nothing of the prompt ran

@@ -231,9 +231,26 @@ def test_cancel_during_long_prompt():
     g = s.generate(list(np.arange(4000) % 300), max_tokens=4, temperature=0)
     timer.join()
     assert g.stats.stop_reason == "cancelled" and g.tokens == []
+    # an unfinished prompt reports no prompt tokens and no first token (its speed is unknown)
+    assert g.stats.prompt_tokens == 0 and g.stats.ttft_ms == 0 and g.stats.prompt_tps == 0
     # the session is usable afterwards and the cancelled prompt left nothing in the history
     assert s.tokens == []
     assert len(s.generate([1, 2], max_tokens=2, temperature=0, stop_ids=[]).tokens) == 2
+
+
+def test_a_stop_that_lands_before_the_generation_begins_counts(model):
+    """cancel() alone is cleared when a generation begins (it stops the running one); with
+    stop_event, a stop set while the caller was still encoding the prompt is honoured."""
+    s = model.session()
+    early = threading.Event()
+    early.set()
+    s.cancel()
+    g = s.generate([1, 2, 3], max_tokens=5, temperature=0, stop_ids=[], stop_event=early)
+    assert g.stats.stop_reason == "cancelled" and g.tokens == [] and g.stats.prompt_tokens == 0
+    assert s.tokens == []
+    s.cancel()  # without the event the early cancel is cleared: the generation runs
+    g = s.generate([1, 2, 3], max_tokens=5, temperature=0, stop_ids=[], stop_event=threading.Event())
+    assert len(g.tokens) == 5 and g.stats.stop_reason == "length"
 
 
 def test_context_limits(weights):
