@@ -7,6 +7,12 @@ Crash safety: a reply is written through ReplyWriter, which keeps the text in me
 it (an UPDATE of that one row) at most every `flush_interval` seconds or `flush_chars` characters,
 so a killed process loses at most the text of the last interval. Opening the store turns any
 message still marked 'streaming' into 'stopped'.
+
+Damage: opening the store checks the file (PRAGMA quick_check). A damaged file is kept byte for
+byte as conversations.damaged-<time>.sqlite3 beside it, every conversation and message that can
+still be read is copied into a fresh database (salvage.py), and the store opens on that
+(`ConversationStore.salvaged` says what was recovered). Damage met later raises StoreDamagedError
+and leaves a marker, so that the next start recovers the file even where quick_check passes.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import json
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sampling import Sampling
+
+if TYPE_CHECKING:
+    from .salvage import Salvage
 
 COMPLETE = "complete"
 STREAMING = "streaming"
@@ -33,7 +43,17 @@ DB_NAME = "conversations.sqlite3"
 
 
 class StoreError(Exception):
-    """The conversation database cannot be opened, is from a newer Trit, or an id is unknown."""
+    """The conversation database cannot be opened or written, is from a newer Trit, or an id is
+    unknown. `message` says what failed, `fix` what the user can do ("" when the message says it)."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message} {fix}".strip())
+
+
+class StoreDamagedError(StoreError):
+    """SQLite found the database file damaged (malformed pages, not a database)."""
 
 
 class NotFoundError(StoreError, KeyError):
@@ -131,14 +151,36 @@ _CONV_COLS = "id, title, created, updated, system_prompt, model_id, sampling, de
 _MSG_COLS = "id, conversation_id, role, content, created, status, stats"
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _fold(text: object) -> str | None:
+    """The caseless form search compares (Unicode's canonical caseless match: NFD, full case
+    folding, NFD), so "RÉSUMÉ" finds "Résumé" and "STRASSE" finds "Straße" whether the text was
+    typed composed or decomposed. SQLite's LIKE and lower() fold ASCII only. Registered on the
+    connection as trit_fold(); None (SQL NULL) for anything but text."""
+    if not isinstance(text, str):
+        return None
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+
+
+def _fold_index(text: str, folded: str, j: int) -> int:
+    """The index in text of the character folded[j] comes from."""
+    if len(folded) == len(text):  # NFD and casefold never shorten: every character stayed one
+        return j
+    lo, hi = 0, len(text)  # the shortest prefix whose folded form reaches past j
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_fold(text[: mid + 1]) or "") > j:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _snippet(text: str, needle: str, width: int = 40) -> str:
-    i = text.lower().find(needle.lower())
-    if i < 0:
+    folded = _fold(text) or ""
+    j = folded.find(_fold(needle) or "")
+    if j < 0:
         return text[: 2 * width].replace("\n", " ")
+    i = _fold_index(text, folded, j)
     a, b = max(0, i - width), min(len(text), i + len(needle) + width)
     return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")
 
@@ -155,41 +197,142 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
+# -- damage ----------------------------------------------------------------------------------------
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_SQLITE_FIXES = {  # primary result code -> what the user can do
+    5: "Another program is using the file; close it (or the other Trit window) and try again.",  # BUSY
+    6: "Another program is using the file; close it (or the other Trit window) and try again.",  # LOCKED
+    8: "Check that you may write to that file and its folder.",  # READONLY
+    10: "The disk could not be read or written: check it, then restart Trit.",  # IOERR
+    13: "The disk is full: free some space, then try again.",  # FULL
+}
+_DAMAGE_FIX = (
+    "Restart Trit: it keeps the damaged file as a backup and recovers every conversation it can still read."
+)
+
+
+def _is_damage(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(e).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _sqlite_fix(e: sqlite3.Error) -> str:
+    code = getattr(e, "sqlite_errorcode", None)
+    return _SQLITE_FIXES.get(code & 0xFF if code is not None else -1, "Restart Trit and try again.")
+
+
+def _damage_marker(path: str) -> Path:
+    """Left beside the database when damage shows up while it is in use: quick_check does not see
+    every kind (an index that disagrees with its table), so the next open recovers on its word."""
+    return Path(f"{path}.needs-recovery")
+
+
 class ConversationStore:
     """Conversations and messages. `path=None` uses default_db_path(); ":memory:" works for tests.
 
     Attributes: path, schema_version, recovered (ids of messages turned from 'streaming' to
-    'stopped' when the store was opened)."""
+    'stopped' when the store was opened), salvaged (a Salvage when the file was damaged and
+    recovered on open, else None).
+
+    Errors: every method raises StoreError (StoreDamagedError for a damaged file) rather than
+    sqlite3's own; NotFoundError for an unknown id."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path: str = str(default_db_path() if path is None else path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.salvaged: Salvage | None = None
+        try:
+            self._open()
+        except StoreDamagedError as e:  # the connection is still open: see salvage_database
+            if self.path == ":memory:":
+                self._db.close()
+                raise
+            from .salvage import salvage_database
+
+            reason = str(e.__cause__ or e.message)
+            try:
+                self.salvaged = salvage_database(self.path, reason, release=self._db.close)
+                _damage_marker(self.path).unlink(missing_ok=True)
+            except (OSError, sqlite3.Error) as oe:  # a full disk, a folder we may not write to
+                self._db.close()
+                raise StoreError(
+                    f"{self.path}: the conversation database is damaged ({reason}) and could not be "
+                    f"recovered: {getattr(oe, 'strerror', None) or oe}.",
+                    "Free some disk space or make the folder writable, then start Trit again.",
+                ) from oe
+            try:
+                self._open()
+            except StoreDamagedError:
+                self._db.close()
+                raise
+
+    def _open(self) -> None:
         try:
             # autocommit (isolation_level=None): we open transactions ourselves, and every single
             # statement outside one is committed at once (that is what makes a flush durable).
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot open the conversation database: {e}") from e
+            raise StoreError(
+                f"{self.path}: cannot open the conversation database: {e}.",
+                "Check that the file is not a folder and that you may write to it.",
+            ) from e
         try:
+            self._db.create_function("trit_fold", 1, _fold, deterministic=True)
             self._db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
                 # NORMAL in WAL mode: a killed process loses nothing committed; only a power cut
                 # may lose the last transactions (never corrupts). FULL would fsync every flush.
                 self._db.execute("PRAGMA synchronous = NORMAL")
+                # reads every page (about 0.1 s for 60 MB): damage is found now, not in the
+                # middle of a session
+                problem = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
+                if problem != "ok":
+                    raise StoreDamagedError(problem.replace("*** in database main ***\n", "").strip())
+                if _damage_marker(self.path).exists():
+                    raise StoreDamagedError("damage was found while Trit was running")
             self.schema_version = self._migrate()
             self.recovered = self._recover_streaming()
         except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise StoreError(
-                f"{self.path}: the conversation database is damaged or not a database ({e}). "
-                "Move it away to start with an empty history."
-            ) from e
+            error = self._error(e)
+            if not isinstance(error, StoreDamagedError):
+                self._db.close()
+            raise error from e
+        except StoreDamagedError:
+            raise  # left open until salvage_database has copied the file and its WAL
         except BaseException:
             self._db.close()
             raise
+
+    def _error(self, e: sqlite3.DatabaseError) -> StoreError:
+        """The StoreError for a failed SQLite call; damage also leaves the marker for the next open."""
+        if _is_damage(e):
+            if self.path != ":memory:":
+                try:
+                    _damage_marker(self.path).touch()
+                except OSError:
+                    pass  # quick_check will most likely see it anyway
+            return StoreDamagedError(f"{self.path}: the conversation database is damaged ({e}).", _DAMAGE_FIX)
+        return StoreError(
+            f"{self.path}: cannot read or write the conversation database ({e}).", _sqlite_fix(e)
+        )
+
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; SQLite's errors leave as StoreError. Errors of our own
+        making (a closed store, a constraint) stay what they are."""
+        with self._lock:
+            try:
+                yield self._db
+            except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
+                raise
+            except sqlite3.DatabaseError as e:
+                raise self._error(e) from e
 
     def _migrate(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -220,14 +363,15 @@ class ConversationStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back itself (disk full, damage)
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -251,8 +395,8 @@ class ConversationStore:
         return Message(row[0], row[1], row[2], row[3], row[4], row[5], _loads(row[6], "stats"))
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
+        with self._using() as db:
+            return db.execute(sql, args).fetchone()  # type: ignore[no-any-return]
 
     # -- conversations -----------------------------------------------------------------------------
     def create_conversation(
@@ -284,8 +428,8 @@ class ConversationStore:
     def list_conversations(self, *, deleted: bool = False) -> list[Conversation]:
         """Live conversations, most recently updated first (deleted=True: the soft-deleted ones)."""
         where = "deleted IS NOT NULL" if deleted else "deleted IS NULL"
-        with self._lock:
-            rows = self._db.execute(
+        with self._using() as db:
+            rows = db.execute(
                 f"SELECT {_CONV_COLS} FROM conversations WHERE {where} ORDER BY updated DESC, id DESC"
             ).fetchall()
         return [self._conv(r) for r in rows]
@@ -342,37 +486,37 @@ class ConversationStore:
             return int(cur.rowcount)
 
     def search(self, text: str, *, limit: int = 100) -> list[SearchHit]:
-        """Live conversations whose title or any message contains text (case-insensitive for
-        ASCII), most recently updated first; one hit per conversation."""
-        if not text:
+        """Live conversations whose title or any message contains text, ignoring case in every
+        script (see _fold), most recently updated first; one hit per conversation."""
+        needle = _fold(text)
+        if not needle:
             return []
-        pat = f"%{_escape_like(text)}%"
-        with self._lock:
-            rows = self._db.execute(
+        with self._using() as db:
+            rows = db.execute(
                 f"""SELECT {", ".join("c." + c.strip() for c in _CONV_COLS.split(","))},
                        (SELECT m.id FROM messages m WHERE m.conversation_id = c.id
-                            AND m.content LIKE ?1 ESCAPE '\\' ORDER BY m.id LIMIT 1) AS mid
+                            AND instr(trit_fold(m.content), ?1) > 0 ORDER BY m.id LIMIT 1) AS mid
                     FROM conversations c
-                    WHERE c.deleted IS NULL AND (c.title LIKE ?1 ESCAPE '\\' OR mid IS NOT NULL)
+                    WHERE c.deleted IS NULL AND (instr(trit_fold(c.title), ?1) > 0 OR mid IS NOT NULL)
                     ORDER BY c.updated DESC, c.id DESC LIMIT ?2""",
-                (pat, limit),
+                (needle, limit),
             ).fetchall()
             hits = []
             for r in rows:
                 conv = self._conv(r[:8])
                 mid = r[8]
-                if text.lower() in conv.title.lower() or mid is None:
+                if needle in (_fold(conv.title) or "") or mid is None:
                     hits.append(SearchHit(conv, None, _snippet(conv.title, text)))
                 else:
-                    content = self._db.execute("SELECT content FROM messages WHERE id = ?", (mid,)).fetchone()
+                    content = db.execute("SELECT content FROM messages WHERE id = ?", (mid,)).fetchone()
                     hits.append(SearchHit(conv, int(mid), _snippet(content[0], text)))
         return hits
 
     # -- messages ----------------------------------------------------------------------------------
     def messages(self, conversation_id: int) -> list[Message]:
         """The conversation's messages in order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._using() as db:
+            rows = db.execute(
                 f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
             ).fetchall()
         return [self._msg(r) for r in rows]
@@ -461,8 +605,8 @@ class ConversationStore:
 
     def _write_reply(self, message_id: int, content: str) -> None:
         # one statement on one row, committed at once (autocommit): no rewrite of the conversation
-        with self._lock:
-            self._db.execute(
+        with self._using() as db:
+            db.execute(
                 "UPDATE messages SET content = ? WHERE id = ? AND status = ?",
                 (content, message_id, STREAMING),
             )
@@ -616,6 +760,7 @@ __all__ = [
     "NotFoundError",
     "ReplyWriter",
     "SearchHit",
+    "StoreDamagedError",
     "StoreError",
     "default_db_path",
 ]

@@ -10,7 +10,9 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 SELF_TEST_PROMPT = "What is the capital of France? Answer in one sentence."
@@ -145,18 +147,57 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
     if why:
         print(why, file=sys.stderr)
         return 2
+    from trit.app.core.store import StoreError
+
     from .context import AppContext
     from .main_window import MainWindow
 
     app = _application(argv)
-    ctx = AppContext.create(data_dir)
+    try:
+        ctx = AppContext.create(data_dir)  # a damaged file is recovered here (the window says so)
+    except StoreError as e:  # a folder in its place, no permission, a newer Trit's file
+        print(f"trit: {e}", file=sys.stderr)
+        error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
+        return 1
     win = MainWindow(ctx, model=model)
     win.show()
     try:
-        return int(app.exec())
+        with store_errors_in_banner(win):
+            return int(app.exec())
     finally:
         win.shutdown()
         ctx.close()
+
+
+def error_dialog(title: str, text: str) -> None:
+    """A problem that keeps the window from opening (tests replace this)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    QMessageBox.critical(None, title, text)
+
+
+@contextmanager
+def store_errors_in_banner(win: Any) -> Iterator[None]:
+    """While it lasts, a StoreError that escapes a slot on the GUI thread (the window catches the
+    ones it expects: reading a conversation, the list, the start) shows in win's banner instead of
+    only as a traceback on stderr; PySide hands such exceptions to sys.excepthook."""
+    from PySide6.QtCore import QThread
+    from trit.app.core.store import StoreError
+
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(value, StoreError) and QThread.currentThread() == win.thread():
+            print(f"trit: {value}", file=sys.stderr)
+            win.show_store_error(value)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
 
 
 def self_test(
@@ -177,6 +218,7 @@ def self_test(
         return 2
     from PySide6.QtCore import QTimer
     from trit.app.core.sampling import Sampling
+    from trit.app.core.store import StoreError
 
     from .chat_view import format_readout
     from .context import AppContext
@@ -184,7 +226,11 @@ def self_test(
 
     app = _application(["trit"])
     tmp = tempfile.TemporaryDirectory(prefix="trit-self-test-") if data_dir is None else None
-    ctx = AppContext.create(data_dir or tmp.name)  # type: ignore[union-attr]
+    try:
+        ctx = AppContext.create(data_dir or tmp.name)  # type: ignore[union-attr]
+    except StoreError as e:
+        print(f"trit: self-test failed: {e}", file=sys.stderr)
+        return 1
     result: dict[str, Any] = {"code": 1, "reason": "did not finish"}
     streamed: list[str] = []
 
@@ -258,4 +304,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_gui(data_dir=args.data_dir, model=args.model, argv=[sys.argv[0], *qt_args])
 
 
-__all__ = ["main", "run_gui", "self_test"]
+__all__ = ["error_dialog", "main", "run_gui", "self_test", "store_errors_in_banner"]

@@ -50,7 +50,7 @@ from trit.app.core.catalog import LibraryError
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
-from trit.app.core.store import STREAMING, Message, NotFoundError
+from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError
 from trit.app.core.units import format_bytes
 
 from .chart import ThroughputChart
@@ -265,9 +265,15 @@ class MainWindow(QMainWindow):
 
         self._build()
         self._build_actions()
-        self.store.purge_deleted(older_than_s=UNDO_SECONDS * 6)  # undo is offered for 10 s only
+        try:
+            self.store.purge_deleted(older_than_s=UNDO_SECONDS * 6)  # undo is offered for 10 s only
+        except StoreError as e:
+            self.show_store_error(e)
         self.refresh_list()
-        convs = self.store.list_conversations()
+        try:
+            convs = self.store.list_conversations()
+        except StoreError:
+            convs = []  # refresh_list has said why
         if convs and not model:  # with an explicit model: start on a new chat with it
             self.select_conversation(convs[0].id)
         else:
@@ -280,6 +286,16 @@ class MainWindow(QMainWindow):
         self._rss_timer.start()
         if ctx.problems:
             self.statusBar().showMessage("; ".join(ctx.problems), 15000)
+        self.salvage_box: QMessageBox | None = None
+        if self.store.salvaged is not None:  # the file was damaged: say once what was recovered
+            self.salvage_box = QMessageBox(
+                QMessageBox.Icon.Warning,
+                "Conversation history recovered",
+                self.store.salvaged.message(),
+                QMessageBox.StandardButton.Ok,
+                self,
+            )
+            QTimer.singleShot(0, self.salvage_box.open)  # over the window, once it is shown
         if autoload:
             self.manage_models = True
             self._sync_model()
@@ -554,12 +570,16 @@ class MainWindow(QMainWindow):
             return
         self._refresh_pending = False
         text = self.search.text().strip()
+        try:
+            if text:
+                rows = [(h.conversation, h.snippet) for h in self.store.search(text)]
+            else:
+                rows = [(c, "") for c in self.store.list_conversations()]
+        except StoreError as e:
+            self.show_store_error(e)  # the list stays as it was
+            return
         self.conv_list.blockSignals(True)
         self.conv_list.clear()
-        if text:
-            rows = [(h.conversation, h.snippet) for h in self.store.search(text)]
-        else:
-            rows = [(c, "") for c in self.store.list_conversations()]
         for conv, snippet in rows:
             title = conv.title
             if self.reply is not None and self.reply["conversation_id"] == conv.id:
@@ -586,6 +606,14 @@ class MainWindow(QMainWindow):
             self.select_conversation(int(item.data(CONV_ID)))
 
     def select_conversation(self, conv_id: int | None) -> None:
+        msgs: list[Message] | None = None
+        if conv_id is not None:
+            try:  # read first: an unreadable conversation changes nothing but the banner
+                conv = self.store.get_conversation(conv_id)
+                msgs = self.store.messages(conv_id)
+            except StoreError as e:
+                self._unreadable(conv_id, e)
+                return
         # callers may set current_id first (new chat, delete): compare with what the panel, the
         # edit and the banner belong to, not with current_id
         self._save_panel()
@@ -600,15 +628,29 @@ class MainWindow(QMainWindow):
                 self.conv_list.blockSignals(True)
                 self.conv_list.setCurrentItem(it)
                 self.conv_list.blockSignals(False)
-            conv = self.store.get_conversation(conv_id)
             self.settings_panel.show_values(conv.system_prompt, conv.sampling, conversation_id=conv_id)
             self.setWindowTitle(f"{conv.title} — Trit")
         else:
             self._show_new_chat_settings()
             self.setWindowTitle("Trit")
-        self._render()
+        self._render(msgs)
         self._sync_model()
         self._update_controls()
+
+    def show_store_error(self, e: StoreError) -> None:
+        """A failed read or write of the conversation database (damaged file, full disk)."""
+        self.banner.show_problem(e.message, e.fix, kind="store")
+
+    def _unreadable(self, conv_id: int, e: StoreError) -> None:
+        """conv_id cannot be shown: the conversation shown so far stays, selected in the list (or
+        none is shown, when the caller had already let go of it or it is that one)."""
+        self.show_store_error(e)
+        if self.current_id is None or self.current_id == conv_id:
+            self.select_conversation(None)
+        it = self._item_for(self.current_id) if self.current_id is not None else None
+        self.conv_list.blockSignals(True)
+        self.conv_list.setCurrentItem(it)
+        self.conv_list.blockSignals(False)
 
     def _show_new_chat_settings(self) -> None:
         """With no conversation shown, the panel shows what the next new chat gets (Apply or the
@@ -640,7 +682,7 @@ class MainWindow(QMainWindow):
         if conv_id is not None:
             try:
                 model_id = self.store.get_conversation(conv_id).model_id
-            except NotFoundError:
+            except StoreError:  # gone, or unreadable (the banner says so)
                 model_id = ""
         return model_choice(self.ctx, model_id or self.default_model_id())
 
@@ -726,11 +768,19 @@ class MainWindow(QMainWindow):
         self.search.selectAll()
 
     # -- rendering -------------------------------------------------------------------------------
-    def _render(self) -> None:
+    def _render(self, messages: list[Message] | None = None) -> None:
+        """Draws the shown conversation (messages: already read from the store)."""
         if self.current_id is None:
             self.chat.show_messages([], placeholder="Start a new chat with Ctrl+N, or just type below.")
             return
-        msgs = [_shown(m) for m in self.store.messages(self.current_id)]
+        if messages is None:
+            try:
+                messages = self.store.messages(self.current_id)
+            except StoreError as e:
+                self.show_store_error(e)
+                self.chat.show_messages([], placeholder="This conversation cannot be read.")
+                return
+        msgs = [_shown(m) for m in messages]
         stream = None
         if self.reply is not None and self.reply["conversation_id"] == self.current_id:
             mid = self.reply.get("message_id")
@@ -755,7 +805,10 @@ class MainWindow(QMainWindow):
         ready = self.model_ready
         self.send_button.setEnabled(ready and not busy)
         self.stop_button.setEnabled(busy)
-        msgs = self.store.messages(self.current_id) if self.current_id is not None else []
+        try:
+            msgs = self.store.messages(self.current_id) if self.current_id is not None else []
+        except StoreError:
+            msgs = []  # _render has said why
         self.regen_button.setEnabled(ready and not busy and any(m.role == "user" for m in msgs))
         self.rename_button.setEnabled(self.current_id is not None)
         self.delete_button.setEnabled(self.current_id is not None)

@@ -209,3 +209,21 @@ def test_a_stop_while_the_prompt_is_encoded_stops_the_reply(
     assert len(calls) == 2 and calls[-1] > 1000
     assert d["record"]["stop_reason"] == "cancelled" and d["record"]["tokens"] == 0
     assert d["record"]["prompt_tokens"] == 0  # nothing of the prompt ran
+
+
+def test_the_readout_of_a_reply_stopped_in_its_prompt_or_cut_by_the_context() -> None:
+    from trit.app.qt.chat_view import format_readout
+
+    stopped = format_readout(
+        {"ttft_ms": 0.0, "prompt_tokens": 0, "prompt_tps": 0.0, "tokens": 0, "decode_tps": 0.0}
+        | {"stop_reason": "cancelled", "joules": 1.0}
+    )
+    assert stopped == "stopped while reading the prompt · 0 tokens · 1 J"
+    cut = format_readout(
+        {"ttft_ms": 300.0, "prompt_tokens": 40, "prompt_tps": 200.0, "tokens": 215, "decode_tps": 80.0}
+        | {"stop_reason": "context"}
+    )
+    assert (
+        cut
+        == "TTFT 0.30 s · prompt 200 tok/s · decode 80.0 tok/s · 215 tokens · cut short: the context is full"
+    )

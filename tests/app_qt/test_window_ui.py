@@ -4,11 +4,13 @@ clear messages when the model is missing or unreadable."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QWidget
 from trit.app.qt import main_window as mw
 from trit.app.qt.chat_view import ChatView, ShownMessage, format_readout, split_markdown
@@ -170,6 +172,32 @@ def test_markdown_and_copyable_code_blocks(qtbot: Any) -> None:
     view.copy_message.connect(copied.append)
     view.anchorClicked.emit(QUrl("copy-msg:2"))
     assert copied == [2]
+
+
+def test_a_long_code_block_renders_as_fast_as_prose(qtbot: Any) -> None:
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.resize(700, 600)
+    view.show()
+    n = 4000  # was about 10 s (quadratic in the lines); prose of the same size takes ~0.1 s
+    code = "\n".join(f"x{i} = {i}" for i in range(n))
+
+    def render(text: str) -> float:
+        t0 = time.perf_counter()
+        view.show_messages([ShownMessage(1, "user", text)])
+        QApplication.processEvents()
+        return time.perf_counter() - t0
+
+    t_prose = render("\n\n".join(f"x{i} = {i}" for i in range(n)))
+    t_code = render(f"```python\n{code}\n```")
+    assert t_code < 2.0 and t_code < 5 * t_prose + 0.25, (t_code, t_prose)
+    assert view.code_blocks() == [code]
+    assert "x0 = 0\nx1 = 1\n" in view.toPlainText() and f"x{n - 1} = {n - 1}" in view.toPlainText()
+    mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
+    doc = view.document()
+    lines = {doc.findBlockByNumber(k).text(): doc.findBlockByNumber(k) for k in range(doc.blockCount())}
+    for line in ("x0 = 0", f"x{n // 2} = {n // 2}", f"x{n - 1} = {n - 1}"):  # every line is monospace
+        assert lines[line].begin().fragment().charFormat().font().family() == mono
 
 
 def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
