@@ -370,9 +370,14 @@ class GGUFFile:
                         pos += k
 
                 workers = load_workers() if parallel else 1
-                with ThreadPoolExecutor(workers) as ex:
+                ex = ThreadPoolExecutor(workers)
+                try:
                     for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
                         fut.result()
+                finally:
+                    # on an error or a Ctrl-C the spans not yet started are dropped (the running
+                    # ones end before the buffer is released)
+                    ex.shutdown(wait=True, cancel_futures=True)
         except OSError as e:
             raise ModelFormatError(self.path, f"cannot read the file: {e.strerror or e}") from e
         finally:
