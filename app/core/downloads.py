@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import errno
 import hashlib
 import http.client
 import json
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from .units import format_bytes
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK = 1 << 16
@@ -56,6 +59,25 @@ class AuthRequiredError(DownloadError):
     """401/403: the repo is gated or private; a Hugging Face token with access is needed."""
 
 
+class LinkExpiredError(DownloadError):
+    """401/403 from the host the hub redirected to (a CDN): its signed link expired or was refused.
+    The token is never sent there, so a token would not help; a new attempt resolves a new link.
+    The part file is kept."""
+
+    retryable = True
+
+
+class StorageError(DownloadError):
+    """Writing to the models folder failed (disk full, read-only, no permission). The part file
+    downloaded so far is kept; ``disk_full`` says whether freeing space is the fix."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, disk_full: bool) -> None:
+        self.disk_full = disk_full
+        super().__init__(message)
+
+
 class ChecksumError(DownloadError):
     """The downloaded bytes do not have the pinned sha256; the part file was deleted."""
 
@@ -78,15 +100,18 @@ SizeMismatchError = RemoteMismatchError  # the skeleton's name
 
 
 class DiskSpaceError(DownloadError):
-    """Not enough free space (``needed``, ``free`` in bytes)."""
+    """Not enough free space (``needed``: bytes still to download, ``free``, ``margin``: what is
+    kept free beyond the file)."""
 
-    def __init__(self, folder: object, needed: int, free: int) -> None:
+    def __init__(self, folder: object, needed: int, free: int, margin: int = 0) -> None:
         self.folder = str(folder)
         self.needed = needed
         self.free = free
+        self.margin = margin
+        kept = f" (plus {format_bytes(margin)} that Trit keeps free)" if margin else ""
         super().__init__(
-            f"{self.folder}: not enough disk space: the download needs {needed / 1e9:.1f} GB more, "
-            f"{free / 1e9:.1f} GB are free. Free some space or choose another models folder."
+            f"{self.folder}: not enough disk space: the download needs {format_bytes(needed)} more{kept}, "
+            f"{format_bytes(free)} are free. Free some space or choose another models folder."
         )
 
 
@@ -215,6 +240,21 @@ def _http_error(code: int, what: str, token: str | None) -> DownloadError:
     return DownloadError(f"{what}: the server answered HTTP {code}.")
 
 
+def _storage_error(e: OSError, key: str, folder: Path) -> StorageError:
+    """A local file error while downloading, said in the user's terms."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(
+            f"{key}: the disk is full ({folder}). Free some space and try again; "
+            "the part downloaded so far is kept.",
+            disk_full=True,
+        )
+    return StorageError(
+        f"{key}: the models folder cannot be written: {folder}: {e.strerror or e}. "
+        "Make it writable or choose another models folder in Settings.",
+        disk_full=False,
+    )
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -233,8 +273,12 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        _unlink(tmp)  # e.g. the disk is full: leave no half-written .tmp behind
+        raise
 
 
 def _unlink(*paths: Path) -> None:
@@ -372,6 +416,12 @@ class Download:
         except DownloadError as e:
             self._emit(True, state=State.FAILED, error=str(e))
             raise
+        except OSError as e:
+            # network OSErrors are NetworkErrors by now: this is the models folder (disk full,
+            # read-only). The part file stays, so Resume continues once the cause is fixed.
+            err = _storage_error(e, self.key, self.request.dest.parent)
+            self._emit(True, state=State.FAILED, error=str(err), downloaded=self._part_size())
+            raise err from e
         finally:
             self._running.release()
 
@@ -435,7 +485,7 @@ class Download:
             free = shutil.disk_usage(dest.parent).free
             need = total - have + DISK_MARGIN
             if free < need:
-                raise DiskSpaceError(dest.parent, total - have, free)
+                raise DiskSpaceError(dest.parent, total - have, free, DISK_MARGIN)
 
         self._emit(True, state=State.DOWNLOADING, downloaded=have, total=total)
         self._with_retries(lambda: self._transfer(res.url, total))
@@ -473,7 +523,8 @@ class Download:
 
     def _open(
         self, url: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        """GETs url, following redirects; returns the connection, response and the final url."""
         token_host = urllib.parse.urlsplit(self.request.endpoint).netloc
         for _ in range(MAX_REDIRECTS + 1):
             u = urllib.parse.urlsplit(url)
@@ -499,7 +550,7 @@ class Download:
                     raise DownloadError(f"{self.key}: HTTP {resp.status} without a Location")
                 url = urllib.parse.urljoin(url, loc)
                 continue
-            return conn, resp
+            return conn, resp, url
         raise DownloadError(f"{self.key}: more than {MAX_REDIRECTS} redirects")
 
     def _transfer(self, url: str, total: int | None) -> None:
@@ -509,7 +560,7 @@ class Download:
         headers = {"Accept-Encoding": "identity", "User-Agent": "trit"}
         if have:
             headers["Range"] = f"bytes={have}-"
-        conn, resp = self._open(url, headers)
+        conn, resp, final = self._open(url, headers)
         try:
             if resp.status == 206:
                 m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.getheader("Content-Range") or "")
@@ -525,6 +576,16 @@ class Download:
             elif resp.status == 416:
                 _unlink(self.part)
                 raise NetworkError(f"{self.key}: the server rejected the resume range; restarting")
+            elif resp.status in (401, 403) and (
+                urllib.parse.urlsplit(final).netloc != urllib.parse.urlsplit(self.request.endpoint).netloc
+            ):
+                # the hub resolved the file (with the token, if any); the CDN it sent us to
+                # never gets the token, so this is its signed link expiring, not a gated repo
+                host = urllib.parse.urlsplit(final).netloc
+                raise LinkExpiredError(
+                    f"{self.key}: the download link from {host} has expired or was refused "
+                    f"(HTTP {resp.status}). Try again: a new attempt gets a new link."
+                )
             else:
                 raise _http_error(resp.status, self.key, self.request.token)
             self._emit(True, downloaded=have)
@@ -567,7 +628,12 @@ class DownloadQueue:
     """Runs queued downloads on background threads, at most max_parallel at a time.
 
     Callbacks run on the queue's threads: on_progress(Progress), on_done(key, Path),
-    on_failed(key, DownloadError). A paused job stays in jobs() until resumed or cancelled."""
+    on_failed(key, DownloadError). A paused job stays in jobs() until resumed or cancelled.
+
+    A job waits while another download of the same file is still running, e.g. one that was
+    cancelled and is unwinding: that one deletes "its" part file when it stops, which would be the
+    new job's. Progress from a download that is no longer its key's job (cancelled, or replaced
+    by resume()) is dropped, except the final CANCELLED of a cancelled one."""
 
     def __init__(
         self,
@@ -588,6 +654,7 @@ class DownloadQueue:
         self._jobs: dict[str, _Job] = {}  # insertion order = queue order
         self._pending: collections.deque[str] = collections.deque()
         self._active = 0
+        self._writing: set[Path] = set()  # dests of the downloads running now
         self._closing = False
         self._threads = [
             threading.Thread(target=self._worker, name=f"trit-download-{i}", daemon=True)
@@ -600,9 +667,22 @@ class DownloadQueue:
         if self.on_progress is not None:
             self.on_progress(p)
 
+    def _new_download(self, request: DownloadRequest) -> Download:
+        d = Download(request, **self._options)
+
+        def on_progress(p: Progress) -> None:
+            with self._cond:
+                job = self._jobs.get(p.key)
+                current = job is not None and job.download is d
+            if current or (job is None and p.state == State.CANCELLED):
+                self._progress(p)
+
+        d.on_progress = on_progress
+        return d
+
     def add(self, request: DownloadRequest) -> str:
         """Queues a download; returns its key. Adding a key that is queued or running is a no-op."""
-        d = Download(request, on_progress=self._progress, **self._options)
+        d = self._new_download(request)
         with self._cond:
             if self._closing:
                 raise DownloadError("the download queue is closed")
@@ -615,16 +695,26 @@ class DownloadQueue:
         self._progress(d.progress)
         return d.key
 
+    def _next(self) -> str | None:
+        """The first queued key whose file no running download is writing (call with _cond held)."""
+        for key in self._pending:
+            if self._jobs[key].download.request.dest not in self._writing:
+                return key
+        return None
+
     def _worker(self) -> None:
         while True:
+            key: str | None = None
             with self._cond:
-                while not self._pending and not self._closing:
+                while not self._closing and (key := self._next()) is None:
                     self._cond.wait()
-                if self._closing:
+                if self._closing or key is None:
                     return
-                key = self._pending.popleft()
+                self._pending.remove(key)
                 job = self._jobs[key]
                 job.state = State.DOWNLOADING
+                dest = job.download.request.dest
+                self._writing.add(dest)
                 self._active += 1
             result: Path | None = None
             error: DownloadError | None = None
@@ -634,7 +724,9 @@ class DownloadQueue:
                 error = e
             except Exception as e:  # noqa: BLE001  # a bug must not kill the worker thread
                 error = DownloadError(f"{key}: unexpected error: {e!r}")
+                job.download._emit(True, state=State.FAILED, error=str(error))
             with self._cond:
+                self._writing.discard(dest)
                 self._active -= 1
                 if result is not None:
                     job.state = State.DONE
@@ -644,12 +736,16 @@ class DownloadQueue:
                     job.state = State.CANCELLED
                 else:
                     job.state = State.FAILED
+                current = self._jobs.get(key) is job
                 self._cond.notify_all()
             if result is not None:
                 if self.on_done is not None:
                     self.on_done(key, result)
             elif (
-                error is not None and not isinstance(error, (PausedError, CancelledError)) and self.on_failed
+                error is not None
+                and current
+                and not isinstance(error, (PausedError, CancelledError))
+                and self.on_failed
             ):
                 self.on_failed(key, error)
 
@@ -675,7 +771,7 @@ class DownloadQueue:
             if job.state not in (State.PAUSED, State.FAILED):
                 return
             # a fresh Download: the old one may still be unwinding its pause on a worker thread
-            job.download = Download(job.download.request, on_progress=self._progress, **self._options)
+            job.download = self._new_download(job.download.request)
             job.state = State.QUEUED
             self._pending.append(key)
             self._cond.notify()
@@ -696,6 +792,19 @@ class DownloadQueue:
         with self._cond:
             jobs = list(self._jobs.values())
         return [j.download.progress for j in jobs]
+
+    def busy(self) -> set[Path]:
+        """Final paths of the downloads that are queued or running, including cancelled ones still
+        unwinding: these will still write into their folder."""
+        with self._cond:
+            queued = {j.download.request.dest for j in self._jobs.values() if j.state == State.QUEUED}
+            return queued | self._writing
+
+    def request(self, key: str) -> DownloadRequest | None:
+        """The request of the job with this key (None: no such job)."""
+        with self._cond:
+            job = self._jobs.get(key)
+            return job.download.request if job is not None else None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until nothing is queued or running; False on timeout."""
@@ -769,6 +878,7 @@ __all__ = [
     "DownloadError",
     "DownloadQueue",
     "DownloadRequest",
+    "LinkExpiredError",
     "NetworkError",
     "NotFoundError",
     "PausedError",
@@ -777,6 +887,7 @@ __all__ = [
     "Resolved",
     "SizeMismatchError",
     "State",
+    "StorageError",
     "UnverifiedDownloadError",
     "part_path",
     "pending_downloads",

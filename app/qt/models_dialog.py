@@ -33,6 +33,7 @@ from trit.app.core.downloads import (
     DownloadRequest,
     Progress,
     State,
+    part_path,
     pending_requests,
 )
 from trit.app.core.units import format_bytes, format_duration
@@ -100,7 +101,10 @@ class ModelsDialog(QDialog):
         self.signals.done.connect(self._on_done)
         self.signals.failed.connect(self._on_failed)
         for p in ctx.downloads.jobs():
-            self.progress[p.key] = p
+            # finished jobs stay in the queue's list; here they are installed models (or deleted
+            # ones that can be downloaded again), not downloads in progress
+            if p.state not in (State.DONE, State.CANCELLED):
+                self.progress[p.key] = p
         self._build()
         self._find_resumable()
         self.refresh()
@@ -205,7 +209,7 @@ class ModelsDialog(QDialog):
     # -- content ---------------------------------------------------------------------------------
     def _find_resumable(self) -> None:
         """Part files left by an earlier run: offered as paused downloads."""
-        queued = {p.key for p in self.ctx.downloads.jobs()}
+        queued = set(self.progress)  # the queue's jobs this dialog shows
         for req in pending_requests(
             self.library.folder, endpoint=self.ctx.settings.hf_endpoint, token=self._token()
         ):
@@ -469,7 +473,14 @@ class ModelsDialog(QDialog):
 
     def _on_failed(self, key: str, message: str) -> None:
         self.errors[key] = message
-        self.status.setText(f"{message} Select it and press Resume to continue from where it stopped.")
+        req = self.ctx.downloads.request(key)
+        try:
+            kept = req is not None and part_path(req.dest).stat().st_size > 0
+        except OSError:
+            kept = False
+        # only a part file left on disk makes "continue" true (not after a checksum failure or 404)
+        hint = " Select it and press Resume to continue from where it stopped." if kept else ""
+        self.status.setText(message + hint)
         self.refresh()
 
     # -- library ---------------------------------------------------------------------------------
@@ -563,7 +574,20 @@ class ModelsDialog(QDialog):
         self.refresh()
         self.select(("installed", str(original)))
 
+    def downloads_busy_message(self) -> str:
+        """Why the models folder cannot change now ("" when it can): downloads that are queued or
+        running finish into the folder they started in, which would then not be the listed one."""
+        if not self.ctx.downloads.busy():
+            return ""
+        return (
+            "Cannot change the models folder while models are downloading: pause or cancel the "
+            "downloads first, or wait for them to finish."
+        )
+
     def choose_folder(self, folder: str | None = None) -> None:
+        if busy := self.downloads_busy_message():
+            self.status.setText(busy)
+            return
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "Models folder", str(self.library.folder))
             if not folder:
@@ -578,6 +602,13 @@ class ModelsDialog(QDialog):
 
     def folder_changed(self) -> None:
         """The library's folder changed (here or in Settings): list what is in the new one."""
+        # paused or failed downloads would resume into the old folder: forget them here (their
+        # part files stay there, offered again if the user switches back); Download starts anew
+        for key in list(self.progress):
+            req = self.ctx.downloads.request(key)
+            if req is None or req.dest.parent != self.library.folder:
+                self.progress.pop(key, None)
+                self.errors.pop(key, None)
         self.resumable.clear()
         self._find_resumable()
         self.status.setText(f"Models folder: {self.library.folder}")

@@ -4,6 +4,7 @@ restart between attempts, a server that ignores Range. Only 127.0.0.1 is contact
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
@@ -11,7 +12,9 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trit.app.core import downloads as dl
@@ -23,12 +26,14 @@ from trit.app.core.downloads import (
     Download,
     DownloadQueue,
     DownloadRequest,
+    LinkExpiredError,
     NetworkError,
     NotFoundError,
     PausedError,
     Progress,
     RemoteMismatchError,
     State,
+    StorageError,
     UnverifiedDownloadError,
     part_path,
     pending_downloads,
@@ -291,6 +296,8 @@ def test_disk_space_is_checked_first(hub: HubServer, tmp_path: Path, monkeypatch
     with pytest.raises(DiskSpaceError, match="not enough disk space") as ei:
         fast(request(hub, tmp_path)).run()
     assert ei.value.free == 1000 and ei.value.needed == len(DATA)
+    # human units, and the margin kept free is said (not "0.0 GB more, 0.0 GB are free")
+    assert "needs 600 KB more (plus 67 MB that Trit keeps free), 1.0 KB are free" in str(ei.value)
     assert gets(hub) == []
 
 
@@ -398,3 +405,129 @@ def test_queue_reports_failures_and_close_pauses(hub: HubServer, tmp_path: Path)
     q.close()  # the running download is paused, its part file kept
     assert part_path(tmp_path / FILE).exists() and sidecar_path(tmp_path / FILE).exists()
     assert {p.key: p.state for p in q.jobs()}[key] == State.PAUSED
+
+
+class _FillingFile:
+    """A part file on a disk that fills up after `room` bytes (write raises ENOSPC)."""
+
+    def __init__(self, f: Any, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, b: bytes) -> int:
+        if self.f.tell() + len(b) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(b)
+
+    def __enter__(self) -> Any:  # the wrapper itself
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def test_disk_full_fails_keeps_the_part_and_resumes(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = open
+    monkeypatch.setattr(dl, "open", lambda *a, **k: _FillingFile(real_open(*a, **k), 200_000), raising=False)
+    seen: list[Progress] = []
+    failed: list[Exception] = []
+    q = DownloadQueue(
+        on_progress=seen.append,
+        on_failed=lambda k, e: failed.append(e),
+        download_options={"retries": 0, "progress_interval": 0.0},
+    )
+    req = request(hub, tmp_path)
+    try:
+        key = q.add(req)
+        assert q.wait(30)
+        # a FAILED update (not a row stuck at "Downloading"), so the UI offers Resume
+        (p,) = q.jobs()
+        assert p.state == State.FAILED and seen[-1].state == State.FAILED and "disk is full" in p.error
+        assert isinstance(failed[0], StorageError) and failed[0].disk_full and failed[0].retryable
+        have = part_path(req.dest).stat().st_size
+        assert 0 < have <= 200_000 and DATA.startswith(part_path(req.dest).read_bytes())
+        monkeypatch.undo()  # the user freed some space
+        q.resume(key)
+        assert q.wait(30)
+        assert q.jobs()[0].state == State.DONE
+        assert gets(hub) == [None, f"bytes={have}-"]  # resumed, not restarted
+        assert_clean_success(tmp_path)
+    finally:
+        q.close()
+
+
+def test_read_only_models_folder_fails_with_a_message(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(path: Path, doc: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(dl, "_write_json_atomic", read_only)
+    d = fast(request(hub, tmp_path))
+    with pytest.raises(StorageError, match="the models folder cannot be written: .*Read-only") as ei:
+        d.run()
+    assert not ei.value.disk_full
+    assert d.progress.state == State.FAILED and "cannot be written" in d.progress.error
+
+
+class _ExpiredLinkCDN(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(403)
+        self.send_header("Content-Length", "7")
+        self.end_headers()
+        self.wfile.write(b"expired")
+
+
+def test_403_from_the_cdn_is_an_expired_link_not_a_gated_repo(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cdn = ThreadingHTTPServer(("127.0.0.1", 0), _ExpiredLinkCDN)
+    threading.Thread(target=cdn.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{cdn.server_address[1]}/cdn/{SHA}?Expires=1"
+        monkeypatch.setattr(dl, "resolve", lambda *a, **k: dl.Resolved(url, None, SHA, len(DATA)))
+        with pytest.raises(LinkExpiredError, match="expired or was refused .*HTTP 403.*Try again") as ei:
+            fast(request(hub, tmp_path, token="hf_good")).run()
+        assert "access token" not in str(ei.value) and ei.value.retryable
+    finally:
+        cdn.shutdown()
+        cdn.server_close()
+
+
+def test_cancel_then_add_again_keeps_the_new_downloads_files(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.chunk_delay = 0.3  # slow link: the cancelled transfer unwinds only at its next chunk
+    started = threading.Event()
+    done: list[Path] = []
+    failed: list[Exception] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.state == State.DOWNLOADING and p.downloaded > 0:
+            started.set()
+
+    q = DownloadQueue(
+        max_parallel=2,
+        on_progress=on_progress,
+        on_done=lambda k, p: done.append(p),
+        on_failed=lambda k, e: failed.append(e),
+        download_options={"retries": 0, "progress_interval": 0.0},
+    )
+    try:
+        key = q.add(request(hub, tmp_path))
+        assert started.wait(30)
+        q.cancel(key)
+        hub.state.chunk_delay = 0.02  # the new transfer takes ~0.8 s, longer than the old unwinds
+        q.add(request(hub, tmp_path))  # the other worker is free; the old one is still unwinding
+        assert q.wait(30)
+        assert failed == [] and done == [tmp_path / FILE]
+        assert_clean_success(tmp_path)
+    finally:
+        q.close()

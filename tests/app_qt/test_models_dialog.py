@@ -6,15 +6,18 @@ confirmation where there is no trash), models folder."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from app_core.hubserver import HubServer, HubState
+from trit.app.core import downloads as dl
 from trit.app.core.catalog import CatalogEntry
 from trit.app.core.downloads import State
 from trit.app.qt.context import AppContext
@@ -242,6 +245,87 @@ def test_import_delete_and_folder(
     assert ctx.library.folder == new_folder and ctx.settings.models_dir == str(new_folder)
     assert new_folder.is_dir() and str(new_folder) in dlg.folder_label.text()
     assert ctx.settings_store.load().models_dir == str(new_folder)  # saved
+
+
+def test_reopened_dialog_can_download_a_deleted_model_again(qtbot: Any, ctx_for: Any) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        dlg.download_button.click()
+    dlg.close()
+    dlg2 = dialog(qtbot, ctx)  # Models again: the finished job is still in the queue's list
+    (ctx.library.folder / FILE).unlink()  # deleted (the trash, or by hand)
+    dlg2.refresh()
+    assert dlg2.select(("entry", "tiny-model"))
+    assert row_status(dlg2, ("entry", "tiny-model")) == "Available"
+    assert dlg2.download_button.isEnabled() and not dlg2.bar.isVisible()
+
+
+def test_disk_full_shows_failed_with_resume(
+    qtbot: Any, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path: Path, doc: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(dl, "_write_json_atomic", full)
+    dlg = dialog(qtbot, ctx_for())
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    qtbot.waitUntil(lambda: dlg.progress["tiny-model"].state == State.FAILED, timeout=10_000)
+    assert row_status(dlg, ("entry", "tiny-model")) == "Failed"
+    assert "the disk is full" in dlg.status.text() and dlg.resume_button.isEnabled()
+    # nothing was downloaded yet: no "continue from where it stopped"
+    assert "continue from where it stopped" not in dlg.status.text()
+
+
+def test_checksum_failure_does_not_offer_to_continue(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.corrupt = True
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    assert "partial file was deleted" in dlg.status.text()
+    assert "continue from where it stopped" not in dlg.status.text()
+
+
+def test_folder_change_is_refused_while_downloading(
+    qtbot: Any, ctx_for: Any, hub: HubServer, tmp_path: Path
+) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    old = ctx.library.folder
+    hub.state.chunk_delay = 0.005
+    dlg.select(("entry", "tiny-model"))
+    dlg.download_button.click()
+    dlg.choose_folder(str(tmp_path / "new-models"))
+    assert ctx.library.folder == old and ctx.settings.models_dir == str(old)
+    assert "while models are downloading" in dlg.status.text()
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000) as done:
+        pass
+    assert Path(done.args[1]) == old / FILE
+    assert any(m.path == old / FILE for m in ctx.library.installed())
+    dlg.choose_folder(str(tmp_path / "new-models"))  # nothing downloading now
+    assert ctx.library.folder == tmp_path / "new-models"
+
+
+def test_settings_refuse_a_new_models_folder_while_downloading(
+    ctx_for: Any, hub: HubServer, tmp_path: Path
+) -> None:
+    from trit.app.qt.main_window import MainWindow
+
+    ctx = ctx_for()
+    hub.state.chunk_delay = 0.005
+    ctx.downloads.add(ctx.library.download_request(ENTRY, endpoint=hub.endpoint, token=None))
+    # the part of MainWindow that apply_settings reads before it changes the folder
+    win = SimpleNamespace(ctx=ctx, loading_path="", loaded_path="", reply=None)
+    new = dataclasses.replace(ctx.settings, models_dir=str(tmp_path / "new-models"))
+    problems = MainWindow.apply_settings(win, new)  # type: ignore[arg-type]
+    assert problems is not None and "downloading" in problems["models_dir"]
+    assert ctx.library.folder != tmp_path / "new-models"
+    assert ctx.downloads.wait(30)
 
 
 def test_progress_text() -> None:
