@@ -124,10 +124,12 @@ def _entry(d: Any, where: str) -> CatalogEntry:
         raise CatalogError(f"{label}: sha256 must be 64 hex digits or null")
     if isinstance(ram, bool) or not isinstance(ram, int) or ram < 0:
         raise CatalogError(f"{label}: ram_mb must be a whole number of megabytes")
+    if not isinstance(d.get("gated", False), bool):  # "no" would be truthy: a token asked for in vain
+        raise CatalogError(f"{label}: gated must be true or false")
     unverified = d.get("unverified", [])
     if not isinstance(unverified, list) or not all(isinstance(u, str) for u in unverified):
         raise CatalogError(f"{label}: unverified must be a list of field names")
-    if "/" in d["file"] or "\\" in d["file"] or d["file"].startswith("."):
+    if any(c in d["file"] for c in "/\\\0") or d["file"].startswith("."):
         raise CatalogError(f"{label}: file must be a plain file name")  # it becomes a path in the library
     if d.get("source", "hub") == "hub" and (not d.get("repo") or not d.get("revision")):
         raise CatalogError(f"{label}: a hub model needs repo and revision")
@@ -144,8 +146,13 @@ def _entry(d: Any, where: str) -> CatalogEntry:
 def parse_catalog(doc: Any, where: str = "catalog.json") -> list[CatalogEntry]:
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
         raise CatalogError(f"{where}: expected an object with a 'models' list")
-    if doc.get("format", CATALOG_FORMAT) > CATALOG_FORMAT:
-        raise CatalogError(f"{where}: catalog format {doc['format']} is newer than this Trit reads")
+    fmt = doc.get("format", CATALOG_FORMAT)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise CatalogError(
+            f"{where}: format must be a whole number (this Trit reads {CATALOG_FORMAT}), not {fmt!r}"
+        )
+    if fmt > CATALOG_FORMAT:
+        raise CatalogError(f"{where}: catalog format {fmt} is newer than this Trit reads")
     entries = [_entry(m, where) for m in doc["models"]]
     ids = [e.id for e in entries]
     dup = {i for i in ids if ids.count(i) > 1}
@@ -186,8 +193,10 @@ def load_catalog(path: str | Path | None = None, *, include_bundled: bool = True
         doc = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise CatalogError(f"{p}: cannot read the model catalog: {e.strerror or e}") from e
-    except ValueError as e:
+    except ValueError as e:  # also UnicodeDecodeError
         raise CatalogError(f"{p}: the model catalog is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise CatalogError(f"{p}: the model catalog is not valid JSON: it is nested too deeply") from e
     entries = parse_catalog(doc, str(p))
     if include_bundled:
         b = bundled_entry()

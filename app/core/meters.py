@@ -11,6 +11,7 @@ estimate only this process.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import subprocess
 import sys
@@ -481,6 +482,29 @@ def memory_reading(model_path: str | Path | None = None, session: Any = None) ->
     return MemoryReading(process_rss(), path_bytes(model_path), kv)
 
 
+def format_energy(joules: float, digits: int = 3) -> str:
+    """joules for people, with `digits` significant figures and an SI prefix rather than an
+    exponent: "0.36 J", "240 J", "1.53 kJ", "12 mJ" (never "1.5e+03 J")."""
+    j = float(joules)
+    if not math.isfinite(j) or j == 0:
+        return f"{j:g} J"
+    r = float(f"{abs(j):.{digits}g}")  # rounded first: 999.7 is "1 kJ", not "1e+03 J"
+    if r >= 1e3:
+        scale, unit = (1e6, "MJ") if r >= 1e6 else (1e3, "kJ")
+    else:  # joules down to 0.01 J ("0.36 J/token"); 0.004 J reads better as 4 mJ
+        scale, unit = (1.0, "J") if r >= 0.01 else (1e-3, "mJ")
+    v = r / scale
+    text = f"{v:.0f}" if v >= 10**digits else f"{v:.{digits}g}"  # beyond MJ: whole megajoules
+    if "e" in text:  # below a thousandth of a millijoule
+        text = f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
+    return f"{'-' if j < 0 else ''}{text} {unit}"
+
+
+def count_noun(n: int, noun: str) -> str:
+    """ "1 token", "0 tokens", "512 tokens" """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True)
 class ReplyRecord:
     """Per-reply numbers, stored as the message's stats JSON (to_dict / from_dict). Energy covers
@@ -514,12 +538,16 @@ class ReplyRecord:
 
     def summary(self) -> str:
         """ "TTFT 0.41 s · 23.5 tok/s · 128 tokens · 0.36 J/token (estimated: CPU time x 5 W/core)" """
-        parts = [f"TTFT {self.ttft_ms / 1e3:.2f} s", f"{self.decode_tps:.1f} tok/s", f"{self.tokens} tokens"]
+        parts = [
+            f"TTFT {self.ttft_ms / 1e3:.2f} s",
+            f"{self.decode_tps:.1f} tok/s",
+            count_noun(self.tokens, "token"),
+        ]
         if self.joules is not None:
             if self.joules_per_token is not None:
-                parts.append(f"{self.joules_per_token:.2g} J/token ({self.energy_label})")
+                parts.append(f"{format_energy(self.joules_per_token, 2)}/token ({self.energy_label})")
             else:
-                parts.append(f"{self.joules:.2g} J ({self.energy_label})")
+                parts.append(f"{format_energy(self.joules, 2)} ({self.energy_label})")
         return " · ".join(parts)
 
 
@@ -577,7 +605,9 @@ __all__ = [
     "ReplyRecord",
     "SampledPowerSource",
     "SourceUnavailable",
+    "count_noun",
     "detect_sources",
+    "format_energy",
     "linux_battery_watts",
     "macos_battery_watts",
     "memory_reading",

@@ -1,7 +1,8 @@
 """App settings: a JSON file in the per-user config dir.
 
 load() never fails on a bad file: it keeps a copy (settings.json.bad-<time>), uses the defaults
-for what it could not read, and says what was wrong in `problems`, for the UI to show once.
+for what it could not read, says what was wrong in `problems`, for the UI to show once, and
+rewrites the file without the bad values, so the next start is clean.
 save() writes atomically (temp file + os.replace). The file may hold a Hugging Face access token,
 so it (and any kept copy) is readable by its owner only (0600).
 """
@@ -27,6 +28,9 @@ FILE_MODE = 0o600  # owner read/write: the file may hold an access token
 ACTIVATIONS = ("f32", "q8")  # trit.engine.load_model(activations=...)
 BITNET_MODES = ("b1.58", "a4.8")  # trit.engine.load_model(a48=False / True)
 MAX_TOKEN_CHARS = 400
+# watts per core: the range and precision the settings dialog's field shows, so that opening it and
+# pressing OK never changes the value (a figure finer than 0.01 W says nothing about an estimate)
+WATTS_MIN, WATTS_MAX, WATTS_DECIMALS = 0.01, 100.0, 2
 
 # Per chat family; the model cards' recommendations where they give one (SmolLM2: 0.2 / 0.9).
 FAMILY_SAMPLING: dict[str, Sampling] = {
@@ -118,9 +122,12 @@ def _check_models_dir(v: Any) -> str:
 
 
 def _check_watts(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 100:
-        raise ValueError("must be a number of watts above 0 and at most 100")
-    return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"must be a number of watts from {WATTS_MIN:g} to {WATTS_MAX:g}")
+    v = round(float(v), WATTS_DECIMALS)
+    if not WATTS_MIN <= v <= WATTS_MAX:
+        raise ValueError(f"must be a number of watts from {WATTS_MIN:g} to {WATTS_MAX:g}")
+    return v
 
 
 def _check_endpoint(v: Any) -> str:
@@ -136,6 +143,11 @@ def _check_endpoint(v: Any) -> str:
         u = None
     if u is None or u.scheme not in ("http", "https") or not u.hostname or any(c.isspace() for c in v):
         raise ValueError("must be an http(s) URL, like https://huggingface.co")
+    # download URLs are built as <endpoint>/<repo>/resolve/...: a query or fragment would swallow them
+    if "?" in v or "#" in v:
+        raise ValueError(
+            "must be an http(s) URL without ? or # (a query or fragment), like https://huggingface.co"
+        )
     return v.rstrip("/")
 
 
@@ -222,6 +234,22 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
     return replace(base, **changes), problems
 
 
+def _passes(name: str, value: Any) -> bool:
+    try:
+        _CHECKS[name](value)
+    except ValueError:
+        return False
+    return True
+
+
+def _good_sampling(sd: Any) -> bool:
+    try:
+        Sampling.from_dict(sd, DEFAULT_SAMPLING)
+    except ValueError:
+        return False
+    return True
+
+
 def _owner_only(path: Path) -> None:
     """chmod 0600 where the OS has Unix modes (Windows ignores all but the read-only bit; the
     per-user config dir is private there)."""
@@ -246,17 +274,27 @@ class SettingsStore:
         self.problems, self.backup = [], None
         base = default_settings()
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return base
         except OSError as e:
             self.problems.append(f"{self.path}: cannot read the settings ({e.strerror or e}); using defaults")
             return base
+        # utf-8-sig: Windows Notepad starts the file with a BOM. surrogateescape: a file saved by a
+        # Latin-1 editor still parses; only the strings holding undecodable bytes are dropped below.
+        text = raw.decode("utf-8-sig", errors="surrogateescape")
         try:
             doc = json.loads(text)
         except ValueError as e:
             doc = None
             self.problems.append(f"{self.path}: the settings file is damaged ({e}); using defaults")
+        except RecursionError:
+            doc = None
+            self.problems.append(
+                f"{self.path}: the settings file is damaged (nested too deeply); using defaults"
+            )
+        if isinstance(doc, dict):
+            doc = self._drop_undecodable(doc)
         if doc is not None:
             settings, problems = settings_from_dict(doc, base)
             self.problems += [f"{self.path}: {p}" for p in problems]
@@ -264,9 +302,51 @@ class SettingsStore:
             settings = base
         if self.problems:
             self._keep_backup()
+            if self.backup is not None:  # never overwrite what we could not keep a copy of
+                self._rewrite_clean(doc, settings)
         if settings.hf_token:
             _owner_only(self.path)  # a file written by hand or an older Trit may be readable by all
         return settings
+
+    def _drop_undecodable(self, doc: dict[Any, Any]) -> dict[Any, Any]:
+        """doc without the fields whose text is not UTF-8 (each reported; the default is used)."""
+        kept: dict[Any, Any] = {}
+        for k, v in doc.items():
+            try:
+                json.dumps([k, v], ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                name = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
+                self.problems.append(f"{self.path}: {name} is not UTF-8 text; using the default")
+                continue
+            kept[k] = v
+        return kept
+
+    def _rewrite_clean(self, doc: Any, settings: Settings) -> None:
+        """After the bad file was kept and reported: write it again without the bad values, so the
+        same problem is not reported (and copied) at every start. Fields that were missing stay
+        missing (they follow the defaults, e.g. threads = this machine's cores); unknown keys from a
+        newer Trit stay."""
+        clean: dict[str, Any] = {}
+        if isinstance(doc, dict):
+            for k, v in doc.items():
+                if k in _CHECKS:
+                    if _passes(k, v):
+                        clean[k] = getattr(settings, k)  # as checked: stripped, rounded
+                elif k == "sampling":
+                    if isinstance(v, dict):
+                        clean[k] = {
+                            str(f): settings.sampling[str(f)].to_dict()
+                            for f, sd in v.items()
+                            if _good_sampling(sd)
+                        }
+                elif isinstance(k, str):
+                    clean[k] = v
+        clean.setdefault("version", SETTINGS_VERSION)  # a newer Trit's file keeps its own
+        try:
+            self._write(clean)
+        except (OSError, ValueError, RecursionError) as e:
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else e
+            self.problems.append(f"could not write the corrected settings: {msg}")
 
     def _keep_backup(self) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -286,13 +366,16 @@ class SettingsStore:
 
     def save(self, settings: Settings) -> None:
         """Atomic: a crash leaves either the old or the new file, never half of one."""
+        self._write(settings.to_dict())
+
+    def _write(self, doc: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         # created 0600 (a leftover temp file keeps its mode: set it again before writing)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         _owner_only(tmp)
         with open(fd, "w", encoding="utf-8") as f:
-            json.dump(settings.to_dict(), f, indent=2, sort_keys=True)
+            json.dump(doc, f, indent=2, sort_keys=True)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -305,6 +388,9 @@ __all__ = [
     "FAMILY_SAMPLING",
     "SETTINGS_NAME",
     "SETTINGS_VERSION",
+    "WATTS_DECIMALS",
+    "WATTS_MAX",
+    "WATTS_MIN",
     "Settings",
     "SettingsStore",
     "check_setting",

@@ -26,6 +26,7 @@ from PySide6.QtGui import (
     QTextFrameFormat,
 )
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
+from trit.app.core.meters import count_noun, format_energy
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
@@ -69,15 +70,15 @@ def format_readout(stats: dict[str, Any]) -> str:
     if tokens > 1 and "decode_tps" in stats:
         parts.append(f"decode {float(stats['decode_tps']):.1f} tok/s")
     if "tokens" in stats:
-        parts.append(f"{tokens} tokens")
+        parts.append(count_noun(tokens, "token"))
     if stats.get("stop_reason") == "context":
         parts.append("cut short: the context is full")
     j = stats.get("joules")
     if j is not None:
-        parts.append(f"{float(j):.3g} J")
+        parts.append(format_energy(float(j)))  # "1.53 kJ", not "1.53e+03 J"
         jpt = stats.get("joules_per_token")
         if jpt is not None:
-            parts.append(f"{float(jpt):.3g} J/token")
+            parts.append(f"{format_energy(float(jpt))}/token")
         if stats.get("energy_label"):
             parts.append(str(stats["energy_label"]))
     return " · ".join(parts)

@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from trit.app.core.catalog import LibraryError
-from trit.app.core.meters import MemoryReading, process_rss
+from trit.app.core.meters import MemoryReading, count_noun, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError
@@ -1006,6 +1006,12 @@ class MainWindow(QMainWindow):
         ):
             return None
         if Path(new.models_dir).expanduser() != self.ctx.library.folder:
+            if self.ctx.has_downloads and self.ctx.downloads.busy():
+                # they would finish into the old folder, which the Models list no longer shows
+                return {
+                    "models_dir": "Models are downloading into the current folder. Pause or cancel the "
+                    "downloads in Models first, or wait for them to finish."
+                }
             try:
                 self.ctx.library.set_folder(new.models_dir)
             except LibraryError as e:
@@ -1121,7 +1127,7 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, p: dict[str, Any]) -> None:
         self.chart.add(p)
-        text = f"{p['tokens']} tokens · {p['tps']:.1f} tok/s"
+        text = f"{count_noun(int(p['tokens']), 'token')} · {p['tps']:.1f} tok/s"
         if p.get("watts") is not None:
             text += f" · {p['watts']:.1f} W"
         self.live_label.setText(text)
@@ -1137,7 +1143,8 @@ class MainWindow(QMainWindow):
             self._update_memory_label()
         rec = d.get("record") or {}
         if rec:
-            self.live_label.setText(f"{rec.get('tokens', 0)} tokens · {rec.get('decode_tps', 0):.1f} tok/s")
+            n = count_noun(int(rec.get("tokens", 0)), "token")
+            self.live_label.setText(f"{n} · {rec.get('decode_tps', 0):.1f} tok/s")
         else:
             self.live_label.setText("")
         self.refresh_list()

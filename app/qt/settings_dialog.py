@@ -36,6 +36,9 @@ from trit.app.core.settings import (
     BITNET_MODES,
     KV_TYPES,
     LM_HEADS,
+    WATTS_DECIMALS,
+    WATTS_MAX,
+    WATTS_MIN,
     Settings,
     check_setting,
     default_settings,
@@ -58,7 +61,10 @@ _KV_LABELS = {
     "q3": "Tiniest, 3-bit (BitNet a4.8, experimental)",
 }
 KV_CHOICES = tuple((value, _KV_LABELS[value]) for value in KV_TYPES)
-_BITNET_LABELS = {"b1.58": "Exact (b1.58 activations)", "a4.8": "BitNet a4.8: 4-bit activations (experimental)"}
+_BITNET_LABELS = {
+    "b1.58": "Exact (b1.58 activations)",
+    "a4.8": "BitNet a4.8: 4-bit activations (experimental)",
+}
 BITNET_CHOICES = tuple((value, _BITNET_LABELS[value]) for value in BITNET_MODES)
 
 
@@ -172,7 +178,13 @@ class SettingsDialog(QDialog):
         ef.addRow(self._label("Output &head", self.lm_head), self.lm_head)
         ef.addRow("", hint("For models that store it in 16 bits (BitNet). Fast is approximate."))
         ef.addRow(self._label("Conversation &memory", self.kv_cache), self.kv_cache)
-        ef.addRow("", hint("Compact: half the memory for long chats, Smallest: a quarter (approximate); Tiniest: for a4.8 models."))
+        ef.addRow(
+            "",
+            hint(
+                "Compact: half the memory for long chats, Smallest: a quarter (approximate); "
+                "Tiniest: for a4.8 models."
+            ),
+        )
         ef.addRow(self._label("&BitNet mode", self.bitnet_mode), self.bitnet_mode)
         ef.addRow("", hint("a4.8 is for models trained with it; other models lose most of their quality."))
 
@@ -214,8 +226,9 @@ class SettingsDialog(QDialog):
 
         # energy
         self.watts = QDoubleSpinBox()
-        self.watts.setRange(0.1, 100.0)
-        self.watts.setDecimals(1)
+        # the settings' own range and precision: OK without edits must not change the value
+        self.watts.setDecimals(WATTS_DECIMALS)
+        self.watts.setRange(WATTS_MIN, WATTS_MAX)
         self.watts.setSingleStep(0.5)
         self.watts.setSuffix(" W")
         self.watts.setAccessibleName("Watts per core")
@@ -353,7 +366,7 @@ class SettingsDialog(QDialog):
             "models_dir": self.models_dir.text().strip(),
             "hf_endpoint": self.endpoint.text().strip(),
             "hf_token": self.token.text(),
-            "watts_per_core": round(float(self.watts.value()), 1),
+            "watts_per_core": round(float(self.watts.value()), WATTS_DECIMALS),
         }
 
     def values(self) -> tuple[Settings, dict[str, str]]:

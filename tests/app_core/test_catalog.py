@@ -108,6 +108,7 @@ def test_entry_fields() -> None:
         ({"file": "../evil.gguf"}, "plain file name"),
         ({"repo": ""}, "repo"),
         ({"unverified": "sha256"}, "unverified"),
+        ({"gated": "no"}, "gated must be true or false"),
     ],
 )
 def test_bad_entries(change: dict[str, object], message: str) -> None:
@@ -130,6 +131,27 @@ def test_bad_catalogs(tmp_path: Path) -> None:
         load_catalog(tmp_path / "missing.json")
     p.write_text(json.dumps({"models": [ENTRY]}))
     assert [e.id for e in load_catalog(p, include_bundled=False)] == ["m1"]
+
+
+@pytest.mark.parametrize("fmt", ["1", None, 1.0, True, 0, [1]])
+def test_a_damaged_format_field_is_a_catalog_error(tmp_path: Path, fmt: object) -> None:
+    # AppContext.create catches only CatalogError: a TypeError from comparing "1" > 1 stopped the app
+    p = tmp_path / "catalog.json"
+    p.write_text(json.dumps({"format": fmt, "models": [ENTRY]}))
+    with pytest.raises(CatalogError, match="format must be a whole number"):
+        load_catalog(p, include_bundled=False)
+
+
+def test_unreadable_catalog_files_are_catalog_errors(tmp_path: Path) -> None:
+    p = tmp_path / "catalog.json"
+    p.write_bytes(b'{"models": [], "name": "caf\xe9"}')  # Latin-1, not UTF-8
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        load_catalog(p, include_bundled=False)
+    p.write_bytes(b'{"models": [], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(CatalogError, match="nested too deeply"):
+        load_catalog(p, include_bundled=False)
+    with pytest.raises(CatalogError, match="plain file name"):
+        entry(file="m\0.gguf")  # a NUL cannot be in a path
 
 
 def test_ram_fit() -> None:

@@ -17,7 +17,9 @@ from trit.app.core.meters import (
     ReplyRecord,
     SampledPowerSource,
     SourceUnavailable,
+    count_noun,
     detect_sources,
+    format_energy,
     linux_battery_watts,
     macos_battery_watts,
     memory_reading,
@@ -429,6 +431,34 @@ def test_reply_record_and_meter() -> None:
     cpu[0] = 1.0
     r = meter.finish(FakeStats())
     assert r.joules == pytest.approx(5.0) and r.energy_label.startswith("estimated")
+
+
+@pytest.mark.parametrize(
+    ("joules", "three", "two"),
+    [
+        (0.0, "0 J", "0 J"),
+        (0.36, "0.36 J", "0.36 J"),
+        (2.93, "2.93 J", "2.9 J"),
+        (240.0, "240 J", "240 J"),
+        (999.7, "1 kJ", "1 kJ"),  # rounded before the unit is picked
+        (1534.0, "1.53 kJ", "1.5 kJ"),
+        (123_456.0, "123 kJ", "120 kJ"),
+        (1.5e6, "1.5 MJ", "1.5 MJ"),
+        (0.004, "4 mJ", "4 mJ"),
+    ],
+)
+def test_energy_is_written_for_people(joules: float, three: str, two: str) -> None:
+    # was "1.5e+03 J" and "2.4e+02 J/token"
+    assert format_energy(joules) == three and format_energy(joules, 2) == two
+    assert "e" not in format_energy(joules * 1e3) and "e" not in format_energy(joules / 1e3)
+
+
+def test_summary_of_a_long_reply_and_of_a_one_token_reply() -> None:
+    long = ReplyRecord(900, 40, 50, 512, 9, 1500.0, None, "measured: RAPL package", True)
+    assert long.summary() == "TTFT 0.90 s · 9.0 tok/s · 512 tokens · 1.5 kJ (measured: RAPL package)"
+    one = ReplyRecord(900, 3000, 50, 1, 9, 240.0, 240.0, "estimated: CPU time x 5 W/core", False)
+    assert one.summary() == "TTFT 0.90 s · 9.0 tok/s · 1 token · 240 J/token (estimated: CPU time x 5 W/core)"
+    assert count_noun(0, "token") == "0 tokens" and count_noun(1, "token") == "1 token"
 
 
 def test_reply_record_from_engine_stats() -> None:

@@ -75,19 +75,18 @@ def test_round_trip(tmp_path: Path) -> None:
 
 def test_bad_fields_fall_back_one_by_one(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
-    path.write_text(
-        json.dumps(
-            {
-                "threads": 0,
-                "models_dir": str(tmp_path),
-                "watts_per_core": "hot",
-                "hf_endpoint": "ftp://x",
-                "context": 1024,
-                "sampling": {"bitnet": {"temperature": -1}, "smollm": {"max_tokens": 64}},
-                "from_the_future": True,
-            }
-        )
+    original = json.dumps(
+        {
+            "threads": 0,
+            "models_dir": str(tmp_path),
+            "watts_per_core": "hot",
+            "hf_endpoint": "ftp://x",
+            "context": 1024,
+            "sampling": {"bitnet": {"temperature": -1}, "smollm": {"max_tokens": 64}},
+            "from_the_future": True,
+        }
     )
+    path.write_text(original)
     st = SettingsStore(path)
     s = st.load()
     d = default_settings()
@@ -97,7 +96,7 @@ def test_bad_fields_fall_back_one_by_one(tmp_path: Path) -> None:
     assert s.sampling["smollm"] == Sampling(0.2, 0.9, 64)
     text = "\n".join(st.problems)
     assert "threads" in text and "watts_per_core" in text and "hf_endpoint" in text and "temperature" in text
-    assert st.backup is not None and st.backup.read_text() == path.read_text()
+    assert st.backup is not None and st.backup.read_text() == original
 
 
 def test_corrupt_file_keeps_backup(tmp_path: Path) -> None:
@@ -107,10 +106,92 @@ def test_corrupt_file_keeps_backup(tmp_path: Path) -> None:
     assert st.load() == default_settings()
     assert "damaged" in st.problems[0]
     assert st.backup is not None and st.backup.read_text() == '{"threads": 4,'
-    st.load()  # a second load keeps a second copy rather than overwriting the first
-    assert len(list(tmp_path.glob("settings.json.bad-*"))) == 2
+    path.write_text("{")  # damaged again within the same second: a second copy, the first kept
+    st.load()
+    assert sorted(p.read_text() for p in tmp_path.glob("settings.json.bad-*")) == ["{", '{"threads": 4,']
     st.save(default_settings())
     assert SettingsStore(path).load() == default_settings()
+
+
+def test_a_bad_file_is_reported_and_kept_once_then_rewritten_clean(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    doc = {
+        "threads": 3,
+        "context": -5,
+        "watts_per_core": 2.25,
+        "hf_endpoint": " https://hub.example.org/ ",
+        "sampling": {"smollm": {"max_tokens": 64}, "bitnet": [1]},
+        "from_the_future": {"x": 1},
+    }
+    path.write_text(json.dumps(doc))
+    st = SettingsStore(path)
+    first = st.load()
+    assert first.context == default_settings().context and "context" in st.problems[0]
+    assert st.backup is not None and json.loads(st.backup.read_text()) == doc
+    # the file now holds the good values only; what was missing or bad follows the defaults
+    assert json.loads(path.read_text()) == {
+        "version": 1,
+        "threads": 3,
+        "watts_per_core": 2.25,
+        "hf_endpoint": "https://hub.example.org",
+        "sampling": {"smollm": {"temperature": 0.2, "top_p": 0.9, "max_tokens": 64}},
+        "from_the_future": {"x": 1},
+    }
+    for _ in range(2):  # the next starts are clean: no message, no new copy
+        assert st.load() == first and st.problems == [] and st.backup is None
+    assert len(list(tmp_path.glob("settings.json.bad-*"))) == 1
+    # a damaged file becomes an empty one (all defaults) once its copy is kept
+    path.write_text('{"threads": 4,')
+    assert st.load() == default_settings() and st.backup is not None
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert SettingsStore(path).load() == default_settings()
+
+
+def test_a_bad_file_that_cannot_be_copied_is_left_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text('{"context": -5}')
+
+    def copy_fails(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trit.app.core.settings.shutil.copyfile", copy_fails)
+    st = SettingsStore(path)
+    st.load()
+    assert st.backup is None and "could not keep a copy" in st.problems[-1]
+    assert path.read_text() == '{"context": -5}'  # never overwritten without a copy
+
+
+def test_not_utf8_bom_and_deep_nesting_are_reported_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    st = SettingsStore(path)
+    # saved by a Latin-1 editor: the readable fields are kept, the undecodable one falls back
+    path.write_bytes(
+        '{"threads": 3, "watts_per_core": 7.5, "models_dir": "/home/j\u00f6rg/m"}'.encode("latin-1")
+    )
+    s = st.load()
+    assert s.threads == 3 and s.watts_per_core == 7.5 and s.models_dir == default_settings().models_dir
+    assert "models_dir is not UTF-8" in st.problems[0] and st.backup is not None
+    assert st.backup.read_bytes().endswith(b'j\xf6rg/m"}')  # the copy is the file as it was
+    assert json.loads(path.read_text(encoding="utf-8")) == {"version": 1, "threads": 3, "watts_per_core": 7.5}
+    # Windows Notepad's byte order mark
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"threads": 3}).encode())
+    assert st.load().threads == 3 and st.problems == []
+    # deeper than the JSON parser's recursion limit
+    path.write_bytes(b'{"threads": 3, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert st.load() == default_settings() and "nested too deeply" in st.problems[0]
+    assert st.backup is not None
+
+
+def test_watts_keep_the_precision_the_settings_dialog_shows() -> None:
+    assert check_setting("watts_per_core", 0.05) == 0.05
+    assert check_setting("watts_per_core", 2.25) == 2.25
+    assert check_setting("watts_per_core", 2.3449) == 2.34  # finer than 0.01 W is rounded
+    assert check_setting("watts_per_core", 100) == 100.0
+    for bad in (0, 0.004, -1, 100.01, float("inf"), True, "5"):
+        with pytest.raises(ValueError, match="from 0.01 to 100"):
+            check_setting("watts_per_core", bad)
 
 
 @pytest.mark.parametrize("doc", [[], "x", 3, None])
@@ -196,6 +277,10 @@ def test_activations_token_and_endpoint_validation() -> None:
     assert check_setting("hf_endpoint", "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     for bad in ("huggingface.co", "https://", "ftp://x", "https://a b", "http://h:99999"):
         with pytest.raises(ValueError, match="http"):
+            check_setting("hf_endpoint", bad)
+    # download URLs are <endpoint>/<repo>/resolve/...: a query or fragment swallows that path
+    for bad in ("http://127.0.0.1:8080?mirror=1", "https://hf.co/#x", "https://hf.co/?"):
+        with pytest.raises(ValueError, match="without \\? or #"):
             check_setting("hf_endpoint", bad)
     with pytest.raises(ValueError, match="from 1 to 512"):
         check_setting("threads", 0)

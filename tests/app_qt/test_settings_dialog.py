@@ -152,7 +152,12 @@ def test_restore_defaults_keeps_folder_and_token(qtbot: Any, win: MainWindow) ->
     dlg.watts.setValue(9.0)
     dlg.defaults_button.click()
     d = default_settings()
-    assert (dlg.threads.value(), dlg.context.value(), dlg.precision.currentData(), dlg.lm_head.currentData()) == (
+    assert (
+        dlg.threads.value(),
+        dlg.context.value(),
+        dlg.precision.currentData(),
+        dlg.lm_head.currentData(),
+    ) == (
         d.threads,
         d.context,
         d.activations,
@@ -317,6 +322,29 @@ def test_a_model_that_cannot_use_the_chosen_memory_says_which_setting() -> None:
     from trit.app.qt.worker import _load_fix
     from trit.engine import UnsupportedOptionError
 
-    e = UnsupportedOptionError("kv", "the 3-bit KV cache needs a head size divisible by 32; this model's is 48")
+    e = UnsupportedOptionError(
+        "kv", "the 3-bit KV cache needs a head size divisible by 32; this model's is 48"
+    )
     assert _load_fix(e) == "Choose another Conversation memory in Settings (Ctrl+,) for this model."
     assert _load_fix(ValueError("x")) == "Pick another model in Models."
+
+
+@pytest.mark.parametrize("watts", [0.05, 2.25, 4.75, 0.01, 100.0])
+def test_ok_without_edits_keeps_every_valid_watts_figure(qtbot: Any, watts: float) -> None:
+    # the field had a 0.1 minimum and one decimal: 0.05 became 0.1 and 2.25 became 2.3 on OK
+    s = dataclasses.replace(default_settings(), watts_per_core=watts)
+    applied: list[Any] = []
+    dlg = SettingsDialog(s, lambda new: applied.append(new) or {})
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.ok_button.click()
+    assert applied == [s] and applied[0].watts_per_core == watts
+
+
+def test_an_endpoint_with_a_query_or_fragment_is_refused(qtbot: Any) -> None:
+    dlg = SettingsDialog(default_settings(), lambda new: {})
+    qtbot.addWidget(dlg)
+    for url in ("https://huggingface.co?x=1", "https://hf.co#frag"):
+        dlg.endpoint.setText(url)
+        s, problems = dlg.values()
+        assert "without ? or #" in problems["hf_endpoint"] and s.hf_endpoint == default_settings().hf_endpoint

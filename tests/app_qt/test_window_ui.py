@@ -242,6 +242,16 @@ def test_split_markdown_and_readout() -> None:
     )
 
 
+def test_the_readout_writes_large_energy_and_one_token_for_people() -> None:
+    # was "1.5e+03 J", "2.4e+02 J/token" and "1 tokens"
+    long = {"ttft_ms": 900, "prompt_tokens": 40, "prompt_tps": 50, "tokens": 512, "decode_tps": 9.0}
+    line = format_readout({**long, "joules": 1534.0, "joules_per_token": 1534.0 / 512, "energy_label": "m"})
+    assert line == "TTFT 0.90 s · prompt 50 tok/s · decode 9.0 tok/s · 512 tokens · 1.53 kJ · 3 J/token · m"
+    one = {"ttft_ms": 900, "prompt_tokens": 3000, "prompt_tps": 50, "tokens": 1, "decode_tps": 9.0}
+    line = format_readout({**one, "joules": 240.0, "joules_per_token": 240.0, "energy_label": "e"})
+    assert line == "TTFT 0.90 s · prompt 50 tok/s · 1 token · 240 J · 240 J/token · e"
+
+
 def test_missing_default_model_says_how_to_fix_it(
     qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
