@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,22 @@ def _number_array(v: Any, kind: type[np.generic]) -> np.ndarray | None:
     if not isinstance(v, np.ndarray) or v.ndim != 1 or v.dtype == np.bool_:
         return None
     return v if np.issubdtype(v.dtype, kind) else None
+
+
+def _per_token(
+    md: Mapping[str, Any], key: str, kind: type[np.generic], what: str, n: int, fail: Any
+) -> np.ndarray | None:
+    """The per-token array md[key] (one `kind` value per token), None when the key is absent;
+    anything else raises fail(problem)."""
+    raw = md.get(key)
+    if raw is None:
+        return None
+    arr = _number_array(raw, kind)
+    if arr is None:
+        raise fail(f"{key} is {_describe(raw)}, expected an array of {what}")
+    if len(arr) != n:
+        raise fail(f"{key} has {len(arr)} entries for {n} tokens")
+    return arr
 
 
 def _describe(v: Any) -> str:
@@ -248,18 +264,8 @@ class Tokenizer:
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
             raise fail("tokenizer.ggml.tokens is not a non-empty list of strings")
         n = len(tokens)
-        types_raw = md.get("tokenizer.ggml.token_type")
-        if types_raw is None:
-            types = [TOKEN_NORMAL] * n
-        else:
-            types_arr = _number_array(types_raw, np.integer)
-            if types_arr is None:
-                raise fail(
-                    f"tokenizer.ggml.token_type is {_describe(types_raw)}, expected an array of integers"
-                )
-            if len(types_arr) != n:
-                raise fail(f"tokenizer.ggml.token_type has {len(types_arr)} entries for {n} tokens")
-            types = types_arr.tolist()
+        types_arr = _per_token(md, "tokenizer.ggml.token_type", np.integer, "integers", n, fail)
+        types = [TOKEN_NORMAL] * n if types_arr is None else types_arr.tolist()
 
         def token_id(key: str) -> int | None:
             v = md.get(f"tokenizer.ggml.{key}")
@@ -328,17 +334,10 @@ class Tokenizer:
                 source=str(path),
             )
         if model == "llama":
-            scores_raw = md.get("tokenizer.ggml.scores")
-            if scores_raw is None:
+            scores_arr = _per_token(md, "tokenizer.ggml.scores", np.number, "numbers", n, fail)
+            if scores_arr is None:
                 scores = [0.0] * n
             else:
-                scores_arr = _number_array(scores_raw, np.number)
-                if scores_arr is None:
-                    raise fail(
-                        f"tokenizer.ggml.scores is {_describe(scores_raw)}, expected an array of numbers"
-                    )
-                if len(scores_arr) != n:
-                    raise fail(f"tokenizer.ggml.scores has {len(scores_arr)} entries for {n} tokens")
                 nan = np.isnan(scores_arr.astype(np.float64))
                 if nan.any():  # merges are ranked by score: NaN would make the order arbitrary
                     raise fail(f"tokenizer.ggml.scores holds NaN (the score of token #{int(np.argmax(nan))})")

@@ -108,14 +108,20 @@ def test_fit_context_leaves_out_the_oldest_messages_only() -> None:
     assert kept == [system, turns[-1]] and out == 8
 
 
-def test_a_conversation_longer_than_the_context_goes_on(
-    qtbot: Any, make_ctx: Any, default_model_env: Any
-) -> None:
+def small_context_window(qtbot: Any, make_ctx: Any) -> MainWindow:
+    """The window with SmolLM2 loaded in a 256-token context."""
     ctx = make_ctx()
     ctx.settings = dataclasses.replace(ctx.settings, context=256)
     win = open_window(qtbot, ctx, autoload=False)
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
         win.load_model()
+    return win
+
+
+def test_a_conversation_longer_than_the_context_goes_on(
+    qtbot: Any, make_ctx: Any, default_model_env: Any
+) -> None:
+    win = small_context_window(qtbot, make_ctx)
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=60))
     trimmed: list[dict[str, Any]] = []
@@ -134,11 +140,7 @@ def test_a_conversation_longer_than_the_context_goes_on(
 def test_a_failed_reply_leaves_no_empty_reply_and_its_banner_goes(
     qtbot: Any, make_ctx: Any, default_model_env: Any
 ) -> None:
-    ctx = make_ctx()
-    ctx.settings = dataclasses.replace(ctx.settings, context=256)
-    win = open_window(qtbot, ctx, autoload=False)
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
-        win.load_model()
+    win = small_context_window(qtbot, make_ctx)
     a = win.new_conversation()
     win.store.update_conversation(a, sampling=GREEDY)
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "hello world " * 200))
