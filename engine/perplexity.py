@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NonFiniteLogitsError
 from .model import Model
 
 
@@ -46,6 +47,12 @@ def perplexity(
         if len(chunk) < 2:
             break
         logits = model.logits(chunk.tolist())  # [n, vocab], fresh context
+        bad = ~np.isfinite(logits[:-1])
+        if bad.any():  # a damaged model: say so rather than print "perplexity nan"
+            row = int(np.argmax(bad.any(axis=-1)))
+            raise NonFiniteLogitsError(
+                f"{model.info.path}: the model produced NaN or infinite logits (at token {start + row} of the text)"
+            )
         nll += float(token_nll(logits[:-1], chunk[1:]).sum())
         count += len(chunk) - 1
         windows += 1

@@ -148,6 +148,10 @@ def _check_endpoint(v: Any) -> str:
         raise ValueError(
             "must be an http(s) URL without ? or # (a query or fragment), like https://huggingface.co"
         )
+    # a user:password@ part would be stored in the settings file in clear and sent with every
+    # download; the hub's access token has its own (private) setting
+    if u.username is not None or u.password is not None:
+        raise ValueError("must not hold a user name or password (use the access token setting for the hub)")
     return v.rstrip("/")
 
 

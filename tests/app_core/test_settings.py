@@ -282,6 +282,9 @@ def test_activations_token_and_endpoint_validation() -> None:
     for bad in ("http://127.0.0.1:8080?mirror=1", "https://hf.co/#x", "https://hf.co/?"):
         with pytest.raises(ValueError, match="without \\? or #"):
             check_setting("hf_endpoint", bad)
+    for bad in ("https://me:secret@hub.example.org", "https://me@hub.example.org"):
+        with pytest.raises(ValueError, match="user name or password"):
+            check_setting("hf_endpoint", bad)
     with pytest.raises(ValueError, match="from 1 to 512"):
         check_setting("threads", 0)
     with pytest.raises(KeyError):

@@ -303,6 +303,10 @@ def test_nan_logits_raise_naming_the_model(temperature):
     ):
         m.generate([1, 2, 3], max_tokens=4, temperature=temperature, stop_ids=[])
     assert issubclass(NonFiniteLogitsError, EngineError)
+    from trit.engine.perplexity import perplexity
+
+    with pytest.raises(NonFiniteLogitsError, match=r"^<random>: .*NaN or infinite logits \(at token 0"):
+        perplexity(m, [1, 2, 3, 4], context=4)
 
 
 def test_seeded_sampling_is_reproducible(model):
