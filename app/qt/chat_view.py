@@ -97,6 +97,10 @@ class ShownMessage:
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 
+# Text between code blocks longer than this many lines is shown as plain text: QTextCursor's
+# Markdown import takes time quadratic in a list's length (8000 items: ~4 s with the GUI frozen).
+MARKDOWN_MAX_LINES = 1500
+
 
 class ChatView(QTextBrowser):
     """Signals carry message ids; the window acts on the store."""
@@ -236,7 +240,11 @@ class ChatView(QTextBrowser):
                 self._insert_code(cur, seg)
             else:
                 self._new_block(cur)
-                cur.insertMarkdown(seg.text.strip("\n"))
+                body = seg.text.strip("\n")
+                if body.count("\n") < MARKDOWN_MAX_LINES:
+                    cur.insertMarkdown(body)
+                else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
+                    cur.insertText(body)
 
     def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
         idx = len(self._code_blocks)

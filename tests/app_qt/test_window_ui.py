@@ -200,6 +200,27 @@ def test_a_long_code_block_renders_as_fast_as_prose(qtbot: Any) -> None:
         assert lines[line].begin().fragment().charFormat().font().family() == mono
 
 
+def test_a_very_long_list_shows_as_plain_text_without_freezing(qtbot: Any) -> None:
+    from trit.app.qt.chat_view import MARKDOWN_MAX_LINES
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.resize(700, 600)
+    view.show()
+    short = "\n".join(f"- item {i}" for i in range(5))
+    view.show_messages([ShownMessage(1, "user", short)])
+    doc = view.document()
+    assert any(doc.findBlockByNumber(k).textList() is not None for k in range(doc.blockCount()))
+    n = 8000  # Qt's Markdown import took ~4 s for this many items (quadratic)
+    assert n > MARKDOWN_MAX_LINES
+    t0 = time.perf_counter()
+    view.show_messages([ShownMessage(1, "user", "\n".join(f"- item {i}" for i in range(n)))])
+    QApplication.processEvents()
+    assert time.perf_counter() - t0 < 2.0
+    text = view.toPlainText()
+    assert "- item 0\n- item 1\n" in text and f"- item {n - 1}" in text  # every line, as typed
+
+
 def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
     view = ChatView()
     qtbot.addWidget(view)
