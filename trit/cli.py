@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 from trit.engine.errors import EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
 from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
+from trit.engine.tokenizer import replace_surrogates
 from trit.options import MAX_THREADS, int_range, real, writable_file
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -43,17 +43,6 @@ def _check_ids(ids: Sequence[int], model: Model) -> None:
     bad = [i for i in ids if i >= vocab]
     if bad:
         raise ValueError(f"--ids: {bad[0]} is not a token of this model (its ids are 0 to {vocab - 1})")
-
-
-# Python keeps bytes of argv (and of a stdin read with errors="surrogateescape") that are not valid
-# in the locale's encoding as lone surrogates, which no encoder of UTF-8 text takes: they become
-# U+FFFD here, before any text reaches the engine.
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def _clean_text(text: str) -> str:
-    """Text with every undecodable byte (a lone surrogate) as U+FFFD, the replacement character."""
-    return _SURROGATES.sub("\ufffd", text)
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> None:
@@ -354,7 +343,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     session = model.session()
     while True:
         try:
-            line = _clean_text(input("> "))
+            line = replace_surrogates(input("> "))  # bytes stdin could not decode
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return 0
@@ -472,9 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd is None:
         return _gui(args)
+    # Python keeps argv bytes the locale cannot decode as lone surrogates: U+FFFD before any use
     for name in ("prompt", "system"):
         if isinstance(getattr(args, name, None), str):
-            setattr(args, name, _clean_text(getattr(args, name)))
+            setattr(args, name, replace_surrogates(getattr(args, name)))
     try:
         cmds = {
             "run": _cmd_run,
