@@ -398,6 +398,8 @@ def content_spans(text: str, messages: Sequence[Message]) -> list[tuple[int, int
     ChatFormat.render_with_spans for a template whose output cannot be aligned with the messages:
     wherever a content's text appears, it stays plain text, even where the template wrote the same
     text itself."""
+    from .tokenizer import merge_spans
+
     found: list[tuple[int, int]] = []
     for m in messages:
         content = m.get("content")
@@ -408,13 +410,7 @@ def content_spans(text: str, messages: Sequence[Message]) -> list[tuple[int, int
         while at >= 0:
             found.append((at, at + len(content)))
             at = text.find(content, at + 1)
-    spans: list[tuple[int, int]] = []
-    for s, e in sorted(found):
-        if spans and s <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(e, spans[-1][1]))
-        else:
-            spans.append((s, e))
-    return spans
+    return merge_spans(found)
 
 
 __all__ = [

@@ -139,6 +139,17 @@ def _number_array(v: Any, kind: type[np.generic]) -> np.ndarray | None:
     return v if np.issubdtype(v.dtype, kind) else None
 
 
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) spans sorted, with overlapping or touching ones joined into one."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged
+
+
 def _per_token(
     md: Mapping[str, Any], key: str, kind: type[np.generic], what: str, n: int, fail: Any
 ) -> np.ndarray | None:
@@ -509,22 +520,16 @@ class Tokenizer:
         text = replace_surrogates(text)  # one for one: plain_spans stay valid
         if special and plain_spans:
             enc = self._encode_raw(text, True)
-            bad = sorted(
+            bad = [
                 (s, e)
                 for s, e in plain_spans
                 if any(i in self.special_ids and o[0] < e and o[1] > s for i, o in zip(enc.ids, enc.offsets))
-            )
+            ]
             if not bad:
                 ids: list[int] = list(enc.ids)
             else:
-                merged: list[tuple[int, int]] = []  # overlapping spans become one plain part
-                for s, e in bad:
-                    if merged and s <= merged[-1][1]:
-                        merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
-                    else:
-                        merged.append((s, e))
                 ids, pos = [], 0
-                for s, e in merged:
+                for s, e in merge_spans(bad):  # overlapping spans become one plain part
                     ids += self._encode_raw(text[pos:s], True).ids
                     ids += self._encode_raw(text[s:e], False).ids
                     pos = e
@@ -741,6 +746,7 @@ __all__ = [
     "StreamDecoder",
     "Tokenizer",
     "bytes_to_unicode",
+    "merge_spans",
     "replace_surrogates",
     "spm_merges",
 ]
