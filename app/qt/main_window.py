@@ -694,9 +694,9 @@ class MainWindow(QMainWindow):
         else:
             system, sampling = "", self._default_sampling(model_choice(self.ctx, model_id))
         self._save_panel()  # edits of the conversation shown so far stay with it
-        conv = self.store.create_conversation(title, model_id=model_id, sampling=sampling)
-        if system:
-            self.store.update_conversation(conv.id, system_prompt=system)
+        conv = self.store.create_conversation(
+            title, system_prompt=system, model_id=model_id, sampling=sampling
+        )
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
@@ -1161,8 +1161,8 @@ class MainWindow(QMainWindow):
     def _on_context_trimmed(self, d: dict[str, Any]) -> None:
         n = int(d["left_out"])
         self.statusBar().showMessage(
-            f"This conversation outgrew the model's context: the model does not see its first {n} "
-            f"message{'s' if n != 1 else ''} this time.",
+            "This conversation outgrew the model's context: the model does not see its first "
+            f"{count_noun(n, 'message')} this time.",
             12000,
         )
 
