@@ -11,7 +11,6 @@ estimate only this process.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .units import format_bytes
+from .units import count_noun, format_bytes, format_energy
 
 DEFAULT_WATTS_PER_CORE = 5.0  # a busy modern laptop/desktop core under SIMD load, roughly 3-8 W
 
@@ -482,29 +481,6 @@ def memory_reading(model_path: str | Path | None = None, session: Any = None) ->
     return MemoryReading(process_rss(), path_bytes(model_path), kv)
 
 
-def format_energy(joules: float, digits: int = 3) -> str:
-    """joules for people, with `digits` significant figures and an SI prefix rather than an
-    exponent: "0.36 J", "240 J", "1.53 kJ", "12 mJ" (never "1.5e+03 J")."""
-    j = float(joules)
-    if not math.isfinite(j) or j == 0:
-        return f"{j:g} J"
-    r = float(f"{abs(j):.{digits}g}")  # rounded first: 999.7 is "1 kJ", not "1e+03 J"
-    if r >= 1e3:
-        scale, unit = (1e6, "MJ") if r >= 1e6 else (1e3, "kJ")
-    else:  # joules down to 0.01 J ("0.36 J/token"); 0.004 J reads better as 4 mJ
-        scale, unit = (1.0, "J") if r >= 0.01 else (1e-3, "mJ")
-    v = r / scale
-    text = f"{v:.0f}" if v >= 10**digits else f"{v:.{digits}g}"  # beyond MJ: whole megajoules
-    if "e" in text:  # below a thousandth of a millijoule
-        text = f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
-    return f"{'-' if j < 0 else ''}{text} {unit}"
-
-
-def count_noun(n: int, noun: str) -> str:
-    """ "1 token", "0 tokens", "512 tokens" """
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 @dataclass(frozen=True)
 class ReplyRecord:
     """Per-reply numbers, stored as the message's stats JSON (to_dict / from_dict). Energy covers
@@ -605,9 +581,7 @@ __all__ = [
     "ReplyRecord",
     "SampledPowerSource",
     "SourceUnavailable",
-    "count_noun",
     "detect_sources",
-    "format_energy",
     "linux_battery_watts",
     "macos_battery_watts",
     "memory_reading",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def format_bytes(n: float) -> str:
     """1.4 GB, 350 MB, 12 KB, 5 bytes (decimal units, as file managers and disk vendors show)."""
@@ -27,4 +29,27 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-__all__ = ["format_bytes", "format_duration"]
+def format_energy(joules: float, digits: int = 3) -> str:
+    """joules for people, with `digits` significant figures and an SI prefix rather than an
+    exponent: "0.36 J", "240 J", "1.53 kJ", "12 mJ" (never "1.5e+03 J")."""
+    j = float(joules)
+    if not math.isfinite(j) or j == 0:
+        return f"{j:g} J"
+    r = float(f"{abs(j):.{digits}g}")  # rounded first: 999.7 is "1 kJ", not "1e+03 J"
+    if r >= 1e3:
+        scale, unit = (1e6, "MJ") if r >= 1e6 else (1e3, "kJ")
+    else:  # joules down to 0.01 J ("0.36 J/token"); 0.004 J reads better as 4 mJ
+        scale, unit = (1.0, "J") if r >= 0.01 else (1e-3, "mJ")
+    v = r / scale
+    text = f"{v:.0f}" if v >= 10**digits else f"{v:.{digits}g}"  # beyond MJ: whole megajoules
+    if "e" in text:  # below a thousandth of a millijoule
+        text = f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
+    return f"{'-' if j < 0 else ''}{text} {unit}"
+
+
+def count_noun(n: int, noun: str) -> str:
+    """ "1 token", "0 tokens", "512 tokens" """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+__all__ = ["count_noun", "format_bytes", "format_duration", "format_energy"]

@@ -26,8 +26,8 @@ from PySide6.QtGui import (
     QTextFrameFormat,
 )
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
-from trit.app.core.meters import count_noun, format_energy
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
+from trit.app.core.units import count_noun, format_energy
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)

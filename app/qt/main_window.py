@@ -47,11 +47,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from trit.app.core.catalog import LibraryError
-from trit.app.core.meters import MemoryReading, count_noun, process_rss
+from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError
-from trit.app.core.units import format_bytes
+from trit.app.core.units import count_noun, format_bytes
 
 from .chart import ThroughputChart
 from .chat_view import ChatView, PromptEdit, ShownMessage

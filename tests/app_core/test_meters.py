@@ -17,9 +17,7 @@ from trit.app.core.meters import (
     ReplyRecord,
     SampledPowerSource,
     SourceUnavailable,
-    count_noun,
     detect_sources,
-    format_energy,
     linux_battery_watts,
     macos_battery_watts,
     memory_reading,
@@ -30,6 +28,7 @@ from trit.app.core.meters import (
     reply_record,
     windows_battery_watts,
 )
+from trit.app.core.units import count_noun, format_energy
 
 
 def write(root: Path, rel: str, value: object) -> Path:
