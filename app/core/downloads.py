@@ -800,6 +800,17 @@ class DownloadQueue:
             queued = {j.download.request.dest for j in self._jobs.values() if j.state == State.QUEUED}
             return queued | self._writing
 
+    def folder_change_refusal(self) -> str:
+        """Why the models folder cannot change now ("" when it can): downloads that are queued or
+        running (busy()) finish into the folder they started in, which would then not be the
+        listed one."""
+        if not self.busy():
+            return ""
+        return (
+            "Cannot change the models folder while models are downloading: pause or cancel the "
+            "downloads in Models first, or wait for them to finish."
+        )
+
     def request(self, key: str) -> DownloadRequest | None:
         """The request of the job with this key (None: no such job)."""
         with self._cond:

@@ -1006,12 +1006,9 @@ class MainWindow(QMainWindow):
         ):
             return None
         if Path(new.models_dir).expanduser() != self.ctx.library.folder:
-            if self.ctx.has_downloads and self.ctx.downloads.busy():
-                # they would finish into the old folder, which the Models list no longer shows
-                return {
-                    "models_dir": "Models are downloading into the current folder. Pause or cancel the "
-                    "downloads in Models first, or wait for them to finish."
-                }
+            refusal = self.ctx.downloads.folder_change_refusal() if self.ctx.has_downloads else ""
+            if refusal:
+                return {"models_dir": refusal}
             try:
                 self.ctx.library.set_folder(new.models_dir)
             except LibraryError as e:

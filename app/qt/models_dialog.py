@@ -574,18 +574,8 @@ class ModelsDialog(QDialog):
         self.refresh()
         self.select(("installed", str(original)))
 
-    def downloads_busy_message(self) -> str:
-        """Why the models folder cannot change now ("" when it can): downloads that are queued or
-        running finish into the folder they started in, which would then not be the listed one."""
-        if not self.ctx.downloads.busy():
-            return ""
-        return (
-            "Cannot change the models folder while models are downloading: pause or cancel the "
-            "downloads first, or wait for them to finish."
-        )
-
     def choose_folder(self, folder: str | None = None) -> None:
-        if busy := self.downloads_busy_message():
+        if busy := self.ctx.downloads.folder_change_refusal():
             self.status.setText(busy)
             return
         if folder is None:
