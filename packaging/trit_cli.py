@@ -2,7 +2,7 @@
 
 import sys
 
-from trit.cli import main
+from trit.launch import main
 
 if __name__ == "__main__":
     sys.exit(main())

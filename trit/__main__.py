@@ -2,6 +2,6 @@
 
 import sys
 
-from trit.cli import main
+from trit.launch import main
 
 sys.exit(main())

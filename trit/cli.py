@@ -18,9 +18,9 @@ from trit.engine.errors import EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
 from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
 from trit.engine.tokenizer import replace_surrogates
+from trit.launch import EXIT_INTERRUPTED, interrupted
 from trit.options import MAX_THREADS, int_range, real, writable_file
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports: the reader went away
 
 
@@ -482,9 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trit: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside a reply, e.g. while the model loads
-        # on a terminal the ^C echo is still on the line
-        print(("\n" if sys.stderr.isatty() else "") + "trit: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted()
     except BrokenPipeError:
         # the reader of stdout went away (`trit run ... | head`): stop quietly. stdout now points at
         # devnull so the flush at exit cannot fail again (the recipe of Python's signal docs)

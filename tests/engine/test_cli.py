@@ -209,6 +209,34 @@ def test_ctrl_c_while_the_model_loads_exits_with_one_line(tiny_gguf):
     assert err.decode().strip() == "trit: interrupted"
 
 
+def test_ctrl_c_while_the_command_line_imports_exits_with_one_line(tiny_gguf):
+    # SIGINT arrives while trit.cli imports numpy: the first ~0.25 s after `trit` starts
+    code = (
+        "import builtins, os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "real_import = builtins.__import__\n"
+        "def slow_import(name, *args, **kwargs):\n"
+        "    if name == 'numpy':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(30)\n"
+        "    return real_import(name, *args, **kwargs)\n"
+        "builtins.__import__ = slow_import\n"
+        "from trit.launch import main; sys.exit(main(sys.argv[1:]))"
+    )
+    p = _spawn("info", "-m", str(tiny_gguf), code=code)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130 and out == b""
+    assert err.decode().strip() == "trit: interrupted"
+
+
+def test_the_trit_executable_starts_through_the_guarded_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "trit"}
+    assert scripts == {"trit": "trit.launch:main"}
+    bundled = (Path(__file__).resolve().parents[2] / "packaging" / "trit_cli.py").read_text()
+    assert "from trit.launch import main" in bundled
+
+
 def test_a_closed_stdout_ends_run_quietly(default_model_gguf, tmp_path):
     """`trit run ... | head -c 20`: the reader goes away while the reply streams."""
     with open(tmp_path / "err", "w+b") as err:

@@ -1,0 +1,30 @@
+"""The `trit` executable's entry point: imports the command line inside a Ctrl-C guard.
+
+Loading trit.cli pulls in numpy and the engine's extension (a few tenths of a second); a Ctrl-C in
+that window would otherwise print a Python traceback of the import instead of one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def interrupted() -> int:
+    """Say that Ctrl-C stopped the command (one line) and return its exit status."""
+    # on a terminal the ^C echo is still on the line
+    print(("\n" if sys.stderr.isatty() else "") + "trit: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        from trit.cli import main as cli_main
+    except KeyboardInterrupt:
+        return interrupted()
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
