@@ -117,6 +117,9 @@ def _entry(d: Any, where: str) -> CatalogEntry:
     for k in ("repo", "revision", "license_url", "min_app_version", "description", "source", "comment"):
         if k in d and not isinstance(d[k], str):
             raise CatalogError(f"{label}: {k} must be a string")
+    if "min_app_version" in d and not re.fullmatch(r"\d{1,6}(\.\d{1,6}){0,3}", d["min_app_version"]):
+        # a typo would otherwise read as 0 and offer the model to every version
+        raise CatalogError(f"{label}: min_app_version must be dotted numbers such as 0.2.0")
     size, sha, ram = d.get("size"), d.get("sha256"), d.get("ram_mb", 0)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise CatalogError(f"{label}: size must be a positive number of bytes or null")

@@ -109,6 +109,9 @@ def test_entry_fields() -> None:
         ({"repo": ""}, "repo"),
         ({"unverified": "sha256"}, "unverified"),
         ({"gated": "no"}, "gated must be true or false"),
+        ({"min_app_version": "v0.2"}, "min_app_version must be dotted numbers"),
+        ({"min_app_version": "0.2.0-beta"}, "min_app_version must be dotted numbers"),
+        ({"min_app_version": ""}, "min_app_version must be dotted numbers"),
     ],
 )
 def test_bad_entries(change: dict[str, object], message: str) -> None:
