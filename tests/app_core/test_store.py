@@ -99,6 +99,38 @@ def test_search(store: ConversationStore) -> None:
     assert store.search("") == []
 
 
+def test_search_sees_every_write_after_it_has_read_the_texts(store: ConversationStore) -> None:
+    """search() keeps each conversation's folded texts between calls; every kind of write must
+    show in the next search."""
+    c = store.create_conversation("Chat")
+
+    def found(text: str) -> list[int | None]:
+        return [h.message_id for h in store.search(text)]
+
+    first = store.add_message(c.id, "user", "alpha")
+    assert found("alpha") == [first.id] and found("beta") == []  # the texts are read now
+    second = store.add_message(c.id, "assistant", "beta")
+    assert found("beta") == [second.id]
+    assert found("alphabeta") == [] and found("alpha\0beta") == []  # never across two messages
+    store.edit_message(second.id, "gamma")
+    assert found("beta") == [] and found("gamma") == [second.id]
+    reply = store.begin_reply(c.id, flush_interval=0.0)
+    reply.append("delta streaming")
+    assert found("delta") == [reply.message_id]  # a flushed part of a reply being written
+    reply.finish()
+    store.delete_message(first.id)
+    assert found("alpha") == []
+    store.truncate_after(second.id)
+    assert found("delta") == [] and found("gamma") == [second.id]
+    store.delete_conversation(c.id)
+    assert found("gamma") == []
+    store.purge_deleted()
+    reused = store.create_conversation("Chat")  # may take the purged conversation's id
+    assert found("gamma") == []
+    store.add_message(reused.id, "user", "epsilon")
+    assert [h.conversation.id for h in store.search("epsilon")] == [reused.id]
+
+
 def test_search_ignores_case_beyond_ascii(store: ConversationStore) -> None:
     cv = store.create_conversation("Résumé")
     school = store.create_conversation("Notes")
