@@ -1,6 +1,6 @@
 """Write a BitNet b1.58 model as a bitnet.cpp-compatible GGUF file.
 
-The file follows bitnet.cpp's converter: arch "bitnet-b1.58", arch-prefixed hyper-parameters as
+The file follows bitnet.cpp's converter: arch "bitnet-b1.58" (a SiLU model: llama.cpp's "bitnet"), arch-prefixed hyper-parameters as
 UINT32 / FLOAT32 (llama.cpp's loader checks the value types), llama.cpp tensor names with the two
 BitNet sub-norms, token_embd in F16, norms in F32, no output.weight when the head is tied, and the
 seven BitLinear matrices of each block in I2_S (file type 40), TQ1_0 or TQ2_0. GGUF dims are in
@@ -23,7 +23,8 @@ from .gguf_writer import GGUFWriter
 from .ternary import I2S_TAIL, i2s_bytes, tq1_0_bytes, tq2_0_bytes, unpack_tq
 from .weights import ModelConfig, ModelWeights, TernaryTensor, dense_float
 
-BITNET_ARCH = "bitnet-b1.58"
+BITNET_ARCH = "bitnet-b1.58"  # bitnet.cpp's name for the ReLU^2 block
+LLAMA_CPP_BITNET_ARCH = "bitnet"  # llama.cpp's: the same block, its FFN activation named in the file
 # llama_ftype values (llama.h; bitnet.cpp adds 40 for I2_S).
 FILE_TYPES = {"I2_S": 40, "TQ1_0": 36, "TQ2_0": 37}
 # Our LayerWeights field -> GGUF tensor name suffix (blk.N.<suffix>.weight).
@@ -64,6 +65,8 @@ def _metadata(cfg: ModelConfig, arch: str, ternary_type: str) -> list[tuple[str,
         (f"{arch}.rope.freq_base", cfg.rope_theta, f32),
         (f"{arch}.attention.layer_norm_rms_epsilon", cfg.norm_eps, f32),
     ]
+    if arch == LLAMA_CPP_BITNET_ARCH:
+        md.append((f"{arch}.hidden_activation", cfg.act, GGUFValueType.STRING))
     if cfg.bos_id is not None:
         md.append(("tokenizer.ggml.bos_token_id", cfg.bos_id, u32))
     if cfg.eos_ids:
@@ -112,8 +115,9 @@ def write_bitnet_gguf(
     *,
     config: ModelConfig | None = None,
     ternary_type: str = "I2_S",
-    arch: str = BITNET_ARCH,
+    arch: str | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
+    extra_tensors: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write `source` as a bitnet.cpp-style GGUF.
 
@@ -123,7 +127,10 @@ def write_bitnet_gguf(
         "out_norm": float32 [dim], optional "head": float16 [vocab, dim], optional "config"}.
     config: required for plain arrays without "config"; defaults to source.config.
     ternary_type: "I2_S" (per-tensor scale), "TQ2_0" or "TQ1_0" (per-row scales allowed).
+    arch: "bitnet-b1.58" (ReLU^2 only) or "bitnet" (llama.cpp's, with bitnet.hidden_activation
+        written); default: "bitnet-b1.58" for a ReLU^2 model, "bitnet" for a SiLU one.
     extra_metadata: more keys (e.g. tokenizer.ggml.*), types inferred by GGUFWriter.add_metadata.
+    extra_tensors: more tensors, written after the model's (e.g. llama.cpp's blk.N.attn_q.scale).
     """
     if ternary_type not in FILE_TYPES:
         raise ValueError(f"ternary_type must be one of {', '.join(FILE_TYPES)}, got {ternary_type!r}")
@@ -141,6 +148,14 @@ def write_bitnet_gguf(
         layers = list(source["layers"])
     if len(layers) != cfg.n_layers:
         raise ValueError(f"config says {cfg.n_layers} layers, got {len(layers)}")
+    if arch is None:
+        arch = BITNET_ARCH if cfg.act == "relu2" else LLAMA_CPP_BITNET_ARCH
+    if arch not in (BITNET_ARCH, LLAMA_CPP_BITNET_ARCH):
+        raise ValueError(f"arch must be {BITNET_ARCH!r} or {LLAMA_CPP_BITNET_ARCH!r}, not {arch!r}")
+    if arch == BITNET_ARCH and cfg.act != "relu2":
+        raise ValueError(
+            f"{BITNET_ARCH} files are ReLU^2 models; write a {cfg.act} model as {LLAMA_CPP_BITNET_ARCH!r}"
+        )
     embed = _as_f16(embed)  # bitnet.cpp files hold an F16 embedding (bf16 converts exactly)
 
     w = GGUFWriter(out_path)
@@ -166,6 +181,8 @@ def write_bitnet_gguf(
     w.add_tensor("output_norm.weight", np.asarray(out_norm, dtype=np.float32))
     if head is not None:
         w.add_tensor("output.weight", _as_f16(head))
+    for name, array in (extra_tensors or {}).items():
+        w.add_tensor(name, array)
     w.write()
 
 
@@ -189,4 +206,4 @@ def _add_linear(w: GGUFWriter, ternary_type: str, name: str, m: Any) -> None:
     w.add_raw_tensor(name, (cols, rows), gt.id, produce, nbytes=gt.nbytes(rows * cols))
 
 
-__all__ = ["BITNET_ARCH", "FILE_TYPES", "write_bitnet_gguf"]
+__all__ = ["BITNET_ARCH", "FILE_TYPES", "LLAMA_CPP_BITNET_ARCH", "write_bitnet_gguf"]

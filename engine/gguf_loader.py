@@ -1,5 +1,5 @@
-"""Load a BitNet b1.58 GGUF (bitnet.cpp's `bitnet-b1.58` / `bitnet-25` files, or ours) into
-ModelWeights.
+"""Load a BitNet b1.58 GGUF (bitnet.cpp's `bitnet-b1.58` / `bitnet-25` files, llama.cpp's `bitnet`,
+or ours) into ModelWeights.
 
 I2_S matrices are used in place (views into the mmap, checked for code 3 and all-zero tensors);
 TQ1_0 / TQ2_0 are repacked into the TQ layout in memory. The token embedding is an F16 view (other
@@ -10,6 +10,7 @@ get rope_neox=True (docs/formats.md).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections import Counter
@@ -22,7 +23,13 @@ from .gguf import GGUFFile, GGUFValueType, TensorInfo
 from .ternary import ternary_tensor_from_gguf
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
-BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25")
+# bitnet.cpp's 2B4T files ("bitnet-b1.58", "bitnet-25": ReLU^2 FFN) and llama.cpp's "bitnet" (the same
+# block with a SiLU FFN unless <arch>.hidden_activation says otherwise; 1bitLLM's models, and 2B4T
+# as llama.cpp's converter writes it: see _bitnet_act)
+BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet")
+# 2B4T's shape (dim, hidden, layers, heads, KV heads, vocab): trained with ReLU^2
+SHAPE_2B4T = (2560, 6912, 30, 20, 5, 128256)
+FFN_ACTS = ("silu", "relu2")
 # llama.cpp's llama graph: Llama 2/3, SmolLM2, Falcon3 (and its 1.58-bit TQ1_0/TQ2_0 conversions)
 LLAMA_ARCHS = ("llama",)
 TERNARY_TYPES = ("I2_S", "TQ1_0", "TQ2_0")
@@ -67,6 +74,22 @@ def _optional_id(f: GGUFFile, key: str, vocab: int) -> int | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
         raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, not a token id below {vocab}")
     return v
+
+
+def _bitnet_act(f: GGUFFile, arch: str, shape: tuple[int, ...]) -> str:
+    """The FFN gate activation of a BitNet-block file. llama.cpp's "bitnet" graph runs SiLU (right
+    for 1bitLLM's models) unless the file names one in bitnet.hidden_activation; its converter
+    also writes Microsoft's 2B4T, trained with ReLU^2, as "bitnet" without that key, which llama.cpp
+    then runs with the wrong activation. A file of exactly 2B4T's shape gets ReLU^2."""
+    if arch != "bitnet":
+        return "relu2"
+    key = f"{arch}.hidden_activation"
+    act = f.metadata.get(key)
+    if act is None:
+        return "relu2" if shape == SHAPE_2B4T else "silu"
+    if act not in FFN_ACTS:
+        raise ModelFormatError(f.path, f"metadata key {key} is {act!r}; supported: {', '.join(FFN_ACTS)}")
+    return str(act)
 
 
 def read_config(f: GGUFFile) -> ModelConfig:
@@ -130,7 +153,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
         norm_eps=eps,
         # llama.cpp's converter permutes q/k rows for the interleaved RoPE form; bitnet.cpp's does not
         rope_neox=not llama,
-        act="silu" if llama else "relu2",
+        act="silu" if llama else _bitnet_act(f, arch, (dim, hidden, n_layers, n_heads, n_kv, vocab)),
         tied="output.weight" not in f.tensors,
         bos_id=bos,
         eos_ids=tuple(eos),
@@ -178,7 +201,12 @@ def _linear(
 ) -> TernaryTensor | QuantTensor:
     info = _expect(f, name, (cols, rows))
     if info.type_name in TERNARY_TYPES:
-        return ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+        t = ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+        # llama.cpp's optional per-matrix output scale (blk.N.attn_q.scale ...) multiplies every row's
+        scale_name = name.removesuffix(".weight") + ".scale"
+        if scale_name in f.tensors:
+            t = dataclasses.replace(t, scale=(t.scale * _norm(f, scale_name, 1)[0]).astype(np.float32))
+        return t
     if ternary_only:
         raise ModelFormatError(
             f.path,

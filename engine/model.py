@@ -85,6 +85,7 @@ class ModelInfo:
     # "q8" (a quarter of the bytes: int8 codes with one scale per head row) or "q3" (3-bit codes, one
     # scale per 32)
     a48: bool = False  # BitNet a4.8 activations (4-bit inputs of q/k/v and gate/up, TopK on o's input)
+    ffn_act: str = "relu2"  # the FFN gate's activation: "relu2" (BitNet 2B4T) or "silu" (llama, 1bitLLM)
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -288,6 +289,7 @@ class Model:
             head_approx=head_type is not None,
             kv=kv,
             a48=self.a48,
+            ffn_act=cfg.act,
         )
 
     # -- sessions ------------------------------------------------------------------------------

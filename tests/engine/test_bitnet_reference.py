@@ -27,6 +27,7 @@ import pytest
 from numpy_ref import NumpyRef
 from trit.engine import load_model
 from trit.engine._kernels import available_isas
+from trit.engine.errors import ModelFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 FIXTURES = sorted(p.name for p in DATA.glob("bitnet-*") if (p / "ref.npz").exists())
@@ -165,8 +166,8 @@ def check_layers_teacher_forced(model, ref, monkeypatch) -> None:
 
 
 def test_fixtures_present():
-    # two shapes (block-aligned and ragged) x three HF forms
-    assert len(FIXTURES) == 6, FIXTURES
+    # two shapes (block-aligned and ragged) x three HF forms, and one SiLU model
+    assert len(FIXTURES) == 7, FIXTURES
 
 
 # GGUF: the block-aligned fixtures written by our bitnet.cpp-compatible converter in each ternary
@@ -177,7 +178,7 @@ GGUF_FIXTURES = [n for n in FIXTURES if n.startswith("bitnet-s256-")]
 # a real loss of the format, which moves single-token logits by ~7e-3 of the range. So TQ files
 # are compared for the packed form, I2_S (f32 scale) for all three.
 GGUF_CASES = [
-    (n, t) for n in GGUF_FIXTURES for t in ("I2_S", "TQ1_0", "TQ2_0") if t == "I2_S" or n.endswith("-packed")
+    (n, t) for n in GGUF_FIXTURES for t in ("I2_S", "TQ1_0", "TQ2_0") if t == "I2_S" or "-packed" in n
 ]
 
 
@@ -202,3 +203,117 @@ def test_gguf_matches_transformers(name, ttype, isa, gguf_files):
     model = load_model(gguf_files[(name, ttype)], isa=isa, threads=2)
     assert model.info.quant_types == (ttype,)
     run_reference_checks(model, ref)
+
+
+# -- llama.cpp's `bitnet` architecture --------------------------------------------------------------
+# The BitNet block under llama.cpp's name: SiLU unless bitnet.hidden_activation says otherwise
+# (1bitLLM's models), and Microsoft's 2B4T as llama.cpp's converter writes it (no key; ReLU^2).
+SILU = "bitnet-s256-packed-silu"
+RELU2 = "bitnet-s256-packed"
+
+
+def _gguf_meta(path: Path) -> dict:
+    from trit.engine.gguf import GGUFFile
+
+    with GGUFFile(path) as f:
+        return dict(f.metadata)
+
+
+def test_a_silu_model_is_written_as_llama_cpps_bitnet_architecture(gguf_files):
+    meta = _gguf_meta(gguf_files[(SILU, "TQ2_0")])
+    assert meta["general.architecture"] == "bitnet" and meta["bitnet.hidden_activation"] == "silu"
+    assert _gguf_meta(gguf_files[(RELU2, "TQ2_0")])["general.architecture"] == "bitnet-b1.58"
+
+
+@pytest.mark.parametrize("isa", ISAS[:1] + ISAS[-1:])
+def test_bitnet_architecture_without_the_activation_key_runs_silu(isa, gguf_files, tmp_path):
+    # what llama.cpp's converter writes: no bitnet.hidden_activation (a renamed key is an unknown one)
+    data = gguf_files[(SILU, "TQ2_0")].read_bytes()
+    assert data.count(b"bitnet.hidden_activation") == 1
+    path = tmp_path / "no-key.gguf"
+    path.write_bytes(data.replace(b"bitnet.hidden_activation", b"bitnet.hidden_activatioN"))
+    model = load_model(path, isa=isa, threads=2)
+    assert model.config.act == "silu"
+    run_reference_checks(model, np.load(DATA / SILU / "ref.npz"))
+
+
+def test_a_relu2_model_under_llama_cpps_name_keeps_relu2(tmp_path):
+    # the benchmark writes llama.cpp's files this way: the key says relu2, and the engine obeys it
+    from trit.engine.convert import write_bitnet_gguf
+    from trit.engine.hf import load_hf_weights
+
+    path = tmp_path / "relu2-as-bitnet.gguf"
+    write_bitnet_gguf(load_hf_weights(DATA / RELU2), path, ternary_type="TQ2_0", arch="bitnet")
+    assert _gguf_meta(path)["bitnet.hidden_activation"] == "relu2"
+    model = load_model(path, threads=2)
+    assert model.config.act == "relu2"
+    run_reference_checks(model, np.load(DATA / RELU2 / "ref.npz"))
+
+
+def test_llama_cpps_per_matrix_scale_tensors_multiply_the_rows(tmp_path):
+    """blk.N.<matrix>.scale (llama.cpp's optional output scale): the q scales halved in the blocks
+    and a .scale of 2 give the model back."""
+    import dataclasses
+
+    from trit.engine.convert import write_bitnet_gguf
+    from trit.engine.hf import load_hf_weights
+
+    w = load_hf_weights(DATA / SILU)
+    halved = [dataclasses.replace(lw, q=dataclasses.replace(lw.q, scale=lw.q.scale / 2)) for lw in w.layers]
+    w = dataclasses.replace(w, layers=halved)
+    two = {f"blk.{i}.attn_q.scale": np.array([2.0], np.float32) for i in range(len(halved))}
+    path = tmp_path / "scaled.gguf"
+    write_bitnet_gguf(w, path, ternary_type="TQ2_0", extra_tensors=two)
+    run_reference_checks(load_model(path, threads=2), np.load(DATA / SILU / "ref.npz"))
+    bad = tmp_path / "bad-scale.gguf"
+    write_bitnet_gguf(
+        w, bad, ternary_type="TQ2_0", extra_tensors={"blk.0.attn_q.scale": np.array([np.nan], np.float32)}
+    )
+    with pytest.raises(ModelFormatError, match="attn_q.scale"):
+        load_model(bad)
+
+
+def _header_only(tmp_path: Path, arch: str, shape: tuple[int, ...], **extra) -> Path:
+    from trit.engine.gguf_writer import GGUFWriter
+
+    dim, hidden, layers, heads, kv, vocab = shape
+    w = GGUFWriter(tmp_path / f"{arch}-{dim}.gguf")
+    w.add_metadata("general.architecture", arch)
+    for key, value in {
+        "embedding_length": dim,
+        "feed_forward_length": hidden,
+        "block_count": layers,
+        "attention.head_count": heads,
+        "attention.head_count_kv": kv,
+        "vocab_size": vocab,
+        **extra,
+    }.items():
+        w.add_metadata(f"{arch}.{key}", value)
+    w.write()
+    return tmp_path / f"{arch}-{dim}.gguf"
+
+
+def test_which_activation_a_bitnet_file_gets(tmp_path):
+    from trit.engine.gguf import GGUFFile
+    from trit.engine.gguf_loader import SHAPE_2B4T, read_config
+
+    def act(arch: str, shape: tuple[int, ...], **extra) -> str:
+        with GGUFFile(_header_only(tmp_path, arch, shape, **extra)) as f:
+            return read_config(f).act
+
+    large = (1536, 4096, 24, 16, 16, 32002)  # 1bitLLM/bitnet_b1_58-large
+    assert act("bitnet", large) == "silu"
+    assert act("bitnet", SHAPE_2B4T) == "relu2"  # 2B4T from llama.cpp's converter
+    assert act("bitnet", SHAPE_2B4T, hidden_activation="silu") == "silu"  # the file decides
+    assert act("bitnet", large, hidden_activation="relu2") == "relu2"
+    assert act("bitnet-b1.58", large) == "relu2"
+    with pytest.raises(ModelFormatError, match="hidden_activation is 'gelu'"):
+        act("bitnet", large, hidden_activation="gelu")
+
+
+def test_the_converter_refuses_a_silu_model_under_bitnet_cpps_name(tmp_path):
+    from trit.engine.convert import write_bitnet_gguf
+    from trit.engine.hf import load_hf_weights
+
+    with pytest.raises(ValueError, match="ReLU"):
+        write_bitnet_gguf(load_hf_weights(DATA / SILU), tmp_path / "x.gguf", arch="bitnet-b1.58")
