@@ -619,6 +619,7 @@ class MainWindow(QMainWindow):
         self._save_panel()
         if self.editing_id is not None and self.editing_conv != conv_id:
             self._cancel_edit()
+            self.prompt.clear()  # the edited message's text belongs to the conversation left
         if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
             self.banner.hide()
         self.current_id = conv_id
@@ -786,7 +787,8 @@ class MainWindow(QMainWindow):
             mid = self.reply.get("message_id")
             # the worker may have added the reply's row before `started` reached us: the live
             # reply is drawn from the streamed text, never from its (lagging) row
-            msgs = [m for m in msgs if m.id != mid and m.status != STREAMING]
+            gone = set(self.reply.get("replacing") or ())
+            msgs = [m for m in msgs if m.id != mid and m.status != STREAMING and m.id not in gone]
             if mid is not None:
                 stream = ShownMessage(int(mid), "assistant", self.reply["text"], "streaming")
         self.chat.show_messages(msgs, stream=stream, placeholder="Type a message below to start.")
@@ -1072,13 +1074,13 @@ class MainWindow(QMainWindow):
             self.new_conversation()
         cid = self.current_id
         assert cid is not None
+        replacing: list[int] = []
         if self.editing_id is not None and self.editing_conv == cid:
-            self.store.edit_message(self.editing_id, body)
-            self.store.truncate_after(self.editing_id)
-            self._cancel_edit()
-        else:
-            self._cancel_edit()
-            self.store.add_message(cid, "user", body)
+            # the edited message and everything after it give way only once the new reply has
+            # come (_on_finished): a reply that fails leaves the old turn as it was
+            replacing = [m.id for m in self.store.messages(cid) if m.id >= self.editing_id]
+        self._cancel_edit()
+        added = self.store.add_message(cid, "user", body)
         self._save_panel()  # what the panel shows is what this reply uses
         conv = self.store.get_conversation(cid)
         if conv.title == "New chat":
@@ -1086,17 +1088,29 @@ class MainWindow(QMainWindow):
             self.store.rename_conversation(cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else ""))
             self.setWindowTitle(f"{self.store.get_conversation(cid).title} — Trit")
         self.prompt.clear()
-        self._start_reply(cid)
+        self._start_reply(cid, replacing, edit=(added.id, body) if replacing else None)
         return True
 
-    def _start_reply(self, conv_id: int) -> None:
+    def _start_reply(
+        self, conv_id: int, replacing: list[int] | None = None, edit: tuple[int, str] | None = None
+    ) -> None:
+        """replacing: messages the new reply supersedes (regenerate, edit-and-resend): left out of
+        its prompt and hidden while it runs, deleted when it ends unless it failed. edit: the
+        edited message (id, text), taken back into the prompt box if the reply fails."""
         conv = self.store.get_conversation(conv_id)
+        gone = set(replacing or ())
         messages = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt.strip() else []
         for m in self.store.messages(conv_id):
-            if m.role == "system" or (m.role == "assistant" and not m.content):
+            if m.role == "system" or (m.role == "assistant" and not m.content) or m.id in gone:
                 continue
             messages.append({"role": m.role, "content": m.content})
-        self.reply = {"conversation_id": conv_id, "message_id": None, "text": ""}
+        self.reply = {
+            "conversation_id": conv_id,
+            "message_id": None,
+            "text": "",
+            "replacing": sorted(gone),
+            "edit": edit,
+        }
         if self.banner.kind == "reply":
             self.banner.hide()
         self.chart.clear()
@@ -1131,7 +1145,9 @@ class MainWindow(QMainWindow):
 
     def _on_finished(self, d: dict[str, Any]) -> None:
         self.chat.end_stream()
-        self.reply = None
+        reply, self.reply = self.reply, None
+        if reply is not None and reply["conversation_id"] == d["conversation_id"]:
+            self._settle_replaced(reply, failed=d.get("status") == "failed")
         mem = d.get("memory") or {}
         if mem:
             self.last_memory = MemoryReading(
@@ -1150,6 +1166,26 @@ class MainWindow(QMainWindow):
         self._sync_model()  # the shown conversation may use another model than the reply did
         self._update_controls()
         self.reply_finished.emit(d)
+
+    def _settle_replaced(self, reply: dict[str, Any], *, failed: bool) -> None:
+        """A regenerate or edit-and-resend has ended: the new reply takes the old messages' place,
+        or, when it failed, the old turn stays and the edited text goes back to the prompt box."""
+        try:
+            if not failed:
+                for mid in reply.get("replacing") or ():
+                    try:
+                        self.store.delete_message(mid)
+                    except NotFoundError:
+                        pass
+            elif reply.get("edit") is not None:
+                new_id, text = reply["edit"]
+                self.store.delete_message(new_id)
+                if self.current_id == reply["conversation_id"] and not self.prompt.toPlainText().strip():
+                    self.editing_id, self.editing_conv = reply["replacing"][0], reply["conversation_id"]
+                    self.prompt.setPlainText(text)
+                    self.edit_label.show()
+        except StoreError as e:
+            self.show_store_error(e)
 
     def _on_failed(self, message: str, fix: str) -> None:
         cid = self.reply["conversation_id"] if self.reply is not None else self.current_id
@@ -1179,12 +1215,13 @@ class MainWindow(QMainWindow):
         if self.reply is not None or self.current_id is None or not self.model_ready:
             return
         msgs = self.store.messages(self.current_id)
+        replacing = []
         if msgs and msgs[-1].role == "assistant":
-            self.store.delete_message(msgs[-1].id)
+            replacing = [msgs[-1].id]  # deleted when the new reply has come (_on_finished)
             msgs = msgs[:-1]
         if not msgs or msgs[-1].role != "user":
             return
-        self._start_reply(self.current_id)
+        self._start_reply(self.current_id, replacing)
 
     def edit_message(self, message_id: int | None = None) -> None:
         """Puts the last user message into the prompt box; sending replaces it and everything
@@ -1283,7 +1320,18 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads."""
         self._rss_timer.stop()
+        reply = self.reply
         self.worker.shutdown()
+        if reply is not None and reply.get("replacing"):
+            # quit during a regenerate or edit-and-resend: a reply with text has taken the old
+            # turn's place (kept 'stopped'); one without any leaves the old turn as it was
+            empty = not reply["text"]
+            if empty and reply.get("message_id") is not None:
+                try:
+                    self.store.delete_message(int(reply["message_id"]))
+                except StoreError:
+                    pass
+            self._settle_replaced(reply, failed=empty)
         if self._models_dialog is not None:
             self._models_dialog.close()
         if self.ctx.has_downloads:

@@ -141,9 +141,41 @@ def test_edit_and_resend_truncates_after_the_edited_message(qtbot: Any, window: 
     d = wait_reply(qtbot, win, lambda: qtbot.keyClick(win.prompt, Qt.Key.Key_Return))
     msgs = win.store.messages(cid)
     assert [m.content for m in msgs[:3]][2] == "And of Germany?"
-    assert len(msgs) == 4 and msgs[2].id == last_user.id and msgs[3].id == d["message_id"]
+    assert len(msgs) == 4 and msgs[3].id == d["message_id"]
     assert "Berlin" in msgs[3].content
     assert win.editing_id is None and not win.edit_label.isVisible()
+
+
+def test_an_edit_and_resend_that_fails_leaves_the_old_turn(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "What is the capital of France?"))
+    before = [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+    win.edit_message(None)
+    edited = "What is the capital of France? " + "Please be precise. " * 1200  # more than the context
+    win.prompt.setPlainText(edited)
+    d = wait_reply(qtbot, win, lambda: qtbot.keyClick(win.prompt, Qt.Key.Key_Return))
+    assert d["status"] == "failed" and win.banner.isVisible()
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == before
+    # the edited text is back in the prompt box, still an edit of the same message
+    assert win.prompt.toPlainText() == edited.strip() and win.editing_id == before[0][0]
+    assert win.edit_label.isVisible()
+
+
+def test_a_regenerate_that_fails_keeps_the_old_reply(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Name a colour."))
+    before = [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+    # the user message grows past the context behind the window's back (as a smaller context would)
+    win.store.edit_message(before[0][0], "Name a colour. " * 1500)
+    after_edit = [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+    d = wait_reply(qtbot, win, win.regenerate)
+    assert d["status"] == "failed"
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == after_edit
+    assert after_edit[1] == before[1]  # the old reply, untouched
 
 
 def test_edit_is_cancelled_with_esc(qtbot: Any, window: MainWindow) -> None:

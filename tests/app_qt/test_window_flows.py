@@ -33,11 +33,26 @@ def test_edit_then_new_chat_leaves_the_edited_conversation_alone(qtbot: Any, win
     assert win.editing_id is not None and win.edit_label.isVisible()
     b = win.new_conversation()
     assert win.editing_id is None and not win.edit_label.isVisible()
+    assert win.prompt.toPlainText() == ""  # A's message text does not follow into B
     win.store.update_conversation(b, sampling=GREEDY)
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Tell me a joke"))
     assert [(m.role, m.content) for m in win.store.messages(a)] == before
     assert [m.role for m in win.store.messages(b)] == ["user", "assistant"]
     assert win.store.messages(b)[0].content == "Tell me a joke" and d["conversation_id"] == b
+
+
+def test_an_edit_left_for_another_conversation_takes_its_text_along(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    a = win.new_conversation("A")
+    win.store.add_message(a, "user", "Secret question for A only")
+    b = win.new_conversation("B")
+    win.select_conversation(a)
+    win.edit_message()
+    assert win.prompt.toPlainText() == "Secret question for A only"
+    win.select_conversation(b)
+    assert win.editing_id is None and win.prompt.toPlainText() == ""
+    assert not win.send()  # nothing of A's is sent into B
+    assert win.store.messages(b) == []
 
 
 def test_edit_then_deleting_the_only_conversation_cancels_the_edit(qtbot: Any, window: MainWindow) -> None:
