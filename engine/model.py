@@ -11,7 +11,8 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,9 +246,7 @@ class Model:
         # at one thread on 2B4T, where the f16 head gives 20.7)
         self.core = _core.CoreModel(weights, isa, activations == "f32", None if head_type is None else False)
         self.threads = threads or physical_cores()
-        self.context = min(context or min(self.config.context, DEFAULT_CONTEXT), self.config.context)
-        if self.context < 1:
-            raise ValueError("context must be >= 1")
+        self.context = self._context(min(self.config.context, DEFAULT_CONTEXT) if context is None else context)
         self._default: Session | None = None
         self._chat: Session | None = None
         self.tokenizer = weights.tokenizer
@@ -294,8 +293,14 @@ class Model:
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, *, context: int | None = None) -> Session:
-        """A new conversation state with its own KV cache."""
-        return Session(self, context or self.context)
+        """A new conversation state with its own KV cache (context: tokens, at most the model's own
+        positions; default: the model's context as loaded)."""
+        return Session(self, self.context if context is None else self._context(context))
+
+    def _context(self, context: object) -> int:
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 1:
+            raise ValueError(f"context must be a whole number of tokens >= 1, not {context!r}")
+        return int(min(context, self.config.context))  # no position past what the model was made for
 
     def _default_session(self) -> Session:
         if self._default is None:
@@ -306,16 +311,15 @@ class Model:
         """float32 [len(ids), vocab] logits of every position, in a fresh context."""
         ids = _as_ids(token_ids, self.config.vocab)
         s = self._default_session()
-        s.reset()
-        out = s.state.forward(ids, 0, all_logits=True)
-        s._history = []  # the cache now holds ids, but logits() promises a fresh context each time
+        with s._exclusive():  # a generate() on the same session (another thread) raises instead
+            s.reset()
+            out = s.state.forward(ids, 0, all_logits=True)
+            s._history = []  # the cache now holds ids, but logits() promises a fresh context each time
         return out
 
     def generate(self, prompt_ids: Sequence[int], **kwargs: object) -> Generation:
         """Generates from a fresh context; see Session.generate for the arguments."""
-        s = self._default_session()
-        s.reset()
-        return s.generate(prompt_ids, **kwargs)  # type: ignore[arg-type]
+        return self._default_session().generate(prompt_ids, fresh=True, **kwargs)  # type: ignore[arg-type]
 
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: object) -> Generation:
         """Replies to a conversation (dicts with "role" and "content") in the model's chat format,
@@ -409,8 +413,11 @@ class Session:
         stop_ids: Iterable[int] | None = None,
         on_token: Callable[[int], object] | None = None,
         stop_event: threading.Event | None = None,
+        fresh: bool = False,
     ) -> Generation:
         """Streams tokens after prompt_ids to on_token (return False from it to stop).
+
+        fresh: start from an empty cache (what Model.generate does), not from the history.
 
         cancel() stops the generation that is running when it is called; one that lands just
         before a generation begins is cleared by it. A caller whose stop may come that early (a
@@ -429,10 +436,19 @@ class Session:
         sampler = Sampler(params, self.model.sample_vocab)
         stops = set(self.model.stop_ids if stop_ids is None else stop_ids)
         ids = _as_ids(prompt_ids, self.model.config.vocab)
+        with self._exclusive():
+            if fresh:
+                self.reset()
+            return self._generate(ids, max_tokens, sampler, stops, on_token, stop_event)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The session for one caller at a time: a second one (another thread) gets EngineError
+        instead of mixing its tokens into the running one's cache."""
         if not self._lock.acquire(blocking=False):
             raise EngineError("this session is already generating")
         try:
-            return self._generate(ids, max_tokens, sampler, stops, on_token, stop_event)
+            yield
         finally:
             self._lock.release()
 

@@ -158,6 +158,38 @@ def test_logits_fresh_context_each_call(model):
     assert a.shape == (3, 300) and a.dtype == np.float32
 
 
+def test_a_second_caller_of_the_default_session_gets_an_error_and_changes_nothing(weights):
+    """Model.generate / Model.logits share one session: a call from another thread while a
+    generation runs raises EngineError and leaves the running one's cache and reply alone."""
+    from trit.engine import EngineError
+
+    m = Model(weights, threads=1)
+    prompt = [5, 6, 7, 8]
+    expected = m.generate(prompt, max_tokens=12, temperature=0, stop_ids=[]).tokens
+    inside, release = threading.Event(), threading.Event()
+    result: list = []
+
+    def slow(tok: int) -> bool:
+        inside.set()
+        release.wait(10)
+        return True
+
+    t = threading.Thread(
+        target=lambda: result.append(
+            m.generate(prompt, max_tokens=12, temperature=0, stop_ids=[], on_token=slow).tokens
+        )
+    )
+    t.start()
+    assert inside.wait(10)
+    with pytest.raises(EngineError, match="already generating"):
+        m.logits([1, 2, 3])
+    with pytest.raises(EngineError, match="already generating"):
+        m.generate([9, 9, 9], max_tokens=3)
+    release.set()
+    t.join(10)
+    assert result == [expected]
+
+
 def test_session_reuses_cache_and_matches_fresh_run(model):
     prompt = [4, 8, 15, 16, 23, 42]
     s = model.session()
@@ -259,6 +291,14 @@ def test_context_limits(weights):
         m.generate(list(range(16)), max_tokens=1)
     g = m.generate(list(range(10)), max_tokens=50, temperature=0, stop_ids=[])
     assert g.stats.stop_reason == "context" and len(g.tokens) == 7
+    # a session's context: at most the model's own positions, a whole number >= 1
+    assert m.session(context=10**6).context == weights.config.context
+    assert m.session(context=8).context == 8 and m.session().context == 16
+    for bad in (0, -1, 5.5, True, "8", 2**70 * -1):
+        with pytest.raises(ValueError, match="context must be a whole number"):
+            m.session(context=bad)
+        with pytest.raises(ValueError, match="context must be a whole number"):
+            Model(weights, threads=1, context=bad)
 
 
 def test_bad_arguments(model):
