@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,12 +87,60 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+# A template comes with the model file, so it is hostile too: its rendering gets a time budget and
+# its operators a size limit, so that a loop of 10^10 steps or 'x' * 10**9 fails (and the plain
+# format is used) instead of hanging or exhausting memory.
+RENDER_SECONDS = 2.0
+MAX_TEMPLATE_CHARS = 1 << 20  # text a template may write beyond the messages' own
+_MAX_POWER_BITS = 4096
+
+
+class _LimitedEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset(["*", "**", "+"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if _too_large(operator, left, right):
+            raise jinja2.exceptions.SecurityError(f"the result of {operator} would be too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _too_large(operator: str, left: Any, right: Any) -> bool:
+    if operator == "*":
+        return any(
+            isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_CHARS
+            for seq, n in ((left, right), (right, left))
+        )
+    if operator == "**":
+        ints = isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+        return ints and right * abs(left).bit_length() > _MAX_POWER_BITS
+    sequences = isinstance(left, (str, list)) and isinstance(right, (str, list))
+    return operator == "+" and sequences and len(left) + len(right) > 64 * MAX_TEMPLATE_CHARS
+
+
+class _Budget:
+    """sys.settrace hook for the template's own code (compiled as "<template>"): raises once the
+    render has run longer than `seconds`. Other code is not traced, so it costs the template
+    only."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.steps = 0
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        return self._line if frame.f_code.co_filename == "<template>" else None
+
+    def _line(self, frame: Any, event: str, arg: Any) -> Any:
+        self.steps += 1
+        if not self.steps & 1023 and time.monotonic() > self.deadline:
+            raise jinja2.exceptions.SecurityError(f"the template ran longer than {self.seconds:g} s")
+        return self._line
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
     # Same settings as transformers' _compile_jinja_template, so embedded templates render alike.
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-    )
+    env = _LimitedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -256,6 +305,8 @@ class ChatFormat:
             return self.render_strict(messages, add_generation_prompt), True
         except ChatTemplateError as e:
             self._fail(f"the chat template ({self.source}) failed: {e}")
+            if isinstance(e.__cause__, jinja2.exceptions.SecurityError):
+                self._compiled = None  # a time or size limit, or a sandbox escape: not tried again
             return plain_prompt(messages, add_generation_prompt), False
 
     def render_with_spans(
@@ -315,12 +366,24 @@ class ChatFormat:
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
+        previous = sys.gettrace()  # a debugger's or coverage's, restored after
+        sys.settrace(_Budget(RENDER_SECONDS))
         try:
-            return self._compiled.render(**variables)
+            out = self._compiled.render(**variables)
         except jinja2.TemplateError as e:
             raise ChatTemplateError(_describe(e)) from e
         except Exception as e:  # a template can fail in plain Python ways (None + str, bad index ...)
             raise ChatTemplateError(_describe(e)) from e
+        finally:
+            sys.settrace(previous)
+        if not out.strip() and messages:  # e.g. a template that knows other role names
+            raise ChatTemplateError("the template produced no text for these messages")
+        own = len(out) - sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        if own > MAX_TEMPLATE_CHARS:
+            raise ChatTemplateError(
+                f"the template wrote {own} characters of its own (at most {MAX_TEMPLATE_CHARS})"
+            )
+        return out
 
     def encode(
         self, tokenizer: Tokenizer, messages: Sequence[Message], add_generation_prompt: bool = True

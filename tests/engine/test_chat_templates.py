@@ -4,11 +4,14 @@ fallback on broken templates, the sandbox, family guessing and prompt encoding."
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from trit.engine.chat import (
     BUILTIN_TEMPLATES,
+    RENDER_SECONDS,
     SMOLLM_DEFAULT_SYSTEM,
     ChatFormat,
     ChatTemplateError,
@@ -19,6 +22,8 @@ from trit.engine.chat import (
 )
 from trit.engine.gguf import GGUFFile
 from trit.engine.tokenizer import Tokenizer
+
+_tracer_before = sys.gettrace()
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -203,6 +208,35 @@ def test_python_errors_in_template_fall_back() -> None:
     assert cf.warning is not None and "TypeError" in cf.warning
     cf = ChatFormat.for_model("", embedded_template="{{ messages[5]['content'] }}")
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION) and "UndefinedError" in (cf.warning or "")
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        # 10^10 steps: stopped by the time budget (a few seconds), not run for hours
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x", "longer than"),
+        (
+            "{% macro f(n) %}{% for i in range(99999) %}{% endfor %}{{ f(n - 1) if n }}{% endmacro %}{{ f(9999) }}",
+            "longer than",
+        ),
+        ("{{ 'x' * 300000000 }}", "too large"),  # 300 MB in one operation
+        ("{{ 7 ** 100000000 }}", "too large"),
+        (
+            "{% for i in range(100000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}",
+            "characters of its own",
+        ),
+    ],
+)
+def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, why: str) -> None:
+    cf = ChatFormat.for_model("", embedded_template=template)
+    t0 = time.monotonic()
+    assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION)
+    assert time.monotonic() - t0 < RENDER_SECONDS + 3
+    assert cf.warning is not None and why in cf.warning
+    t0 = time.monotonic()  # the template is not tried again (an app renders a prompt several times)
+    assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION) and time.monotonic() - t0 < 0.5
+    # a tracer that was installed before (a debugger, coverage) is back afterwards
+    assert sys.gettrace() is _tracer_before
 
 
 def test_sandbox_blocks_escapes_and_mutation() -> None:
