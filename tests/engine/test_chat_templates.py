@@ -225,6 +225,8 @@ def test_python_errors_in_template_fall_back() -> None:
             "{% for i in range(100000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}",
             "characters of its own",
         ),
+        # knows only other role names: nothing to run the model on
+        ("{% for m in messages %}{% if m.role == 'human' %}{{ m.content }}{% endif %}{% endfor %}", "no text"),
     ],
 )
 def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, why: str) -> None:
