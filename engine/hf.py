@@ -131,8 +131,13 @@ class _Cfg:
             self.path, problem + ". The checkpoint's config.json is damaged or not a BitNet model."
         )
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field, or default when it is absent or null (transformers reads null as unset)."""
+        v = self.doc.get(key)
+        return default if v is None else v
+
     def pos_int(self, key: str, default: int | None = None) -> int:
-        v = self.doc.get(key, default)
+        v = self.get(key, default)
         if v is None:
             raise self.fail(f"field {key!r} is missing")
         if not _is_int(v) or v <= 0:
@@ -142,7 +147,7 @@ class _Cfg:
         return int(v)
 
     def number(self, key: str, default: float, lo: float, hi: float) -> float:
-        v = self.doc.get(key, default)
+        v = self.get(key, default)
         if not _is_num(v) or not lo < v < hi:
             raise self.fail(f"field {key!r} is {v!r}, expected a number between {lo} and {hi}")
         return float(v)
@@ -181,12 +186,12 @@ def _rope_theta(c: _Cfg, default: float) -> float:
         if not isinstance(rp, dict):
             raise c.fail(f"field 'rope_parameters' is {rp!r}, expected an object")
         rtype = rp.get("rope_type", rp.get("type", "default"))
-        theta = rp.get("rope_theta", c.doc.get("rope_theta", default))
+        theta = rp.get("rope_theta") or c.get("rope_theta", default)
     else:
         if scaling is not None and not isinstance(scaling, dict):
             raise c.fail(f"field 'rope_scaling' is {scaling!r}, expected an object or null")
         rtype = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-        theta = c.doc.get("rope_theta", default)
+        theta = c.get("rope_theta", default)
     if rtype != "default":
         raise ModelFormatError(
             c.path, f"RoPE type {rtype!r} is not supported (only the default RoPE). Pick another model."
@@ -247,18 +252,18 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
     context = c.pos_int("max_position_embeddings", fam.max_positions)
     eps = c.number("rms_norm_eps", fam.eps, 0.0, 1.0)
     theta = _rope_theta(c, fam.rope_theta)
-    act = doc.get("hidden_act", fam.act)
+    act = c.get("hidden_act", fam.act)
     if act not in fam.acts:
         raise ModelFormatError(
             path,
             f"hidden_act {act!r} is not supported for model_type {mtype!r} ({' or '.join(fam.acts)}). "
             "Pick another model.",
         )
-    tied = doc.get("tie_word_embeddings", fam.tied)
+    tied = c.get("tie_word_embeddings", fam.tied)
     if not isinstance(tied, bool):
         raise c.fail(f"field 'tie_word_embeddings' is {tied!r}, expected true or false")
     for key in ("attention_bias", "mlp_bias"):
-        bias = doc.get(key, False)
+        bias = c.get(key, False)
         if bias is not False:
             raise ModelFormatError(
                 path, f"{key} is {bias!r}; biased {fam.label} projections are not supported"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -121,14 +122,23 @@ class Generation:
 
 
 def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool = False) -> ModelWeights:
-    if not path.exists():
-        raise ModelFormatError(path, "no such file or directory")
-    if path.is_dir():
-        from .hf import load_hf_weights
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelFormatError(path, "no such file or directory") from None
+    except OSError as e:  # a folder on the way we may not enter, a symlink loop ...
+        raise ModelFormatError(path, f"cannot open: {e.strerror or e}") from None
+    try:
+        if stat.S_ISDIR(mode):
+            from .hf import load_hf_weights
 
-        return load_hf_weights(path)
-    with open(path, "rb") as f:
-        magic = f.read(4)
+            return load_hf_weights(path)
+        if not stat.S_ISREG(mode):  # reading a pipe or a device would block or never end
+            raise ModelFormatError(path, "not a regular file (a pipe, device or socket)")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except PermissionError as e:
+        raise ModelFormatError(e.filename or path, f"cannot open: {e.strerror or e}") from None
     if magic == b"GGUF":
         from .gguf_loader import load_gguf_weights
 

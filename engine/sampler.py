@@ -79,8 +79,11 @@ class Sampler:
         out = np.array(logits, dtype=np.float32, copy=True)
         if p.repeat_penalty != 1.0 and p.repeat_last_n > 0 and len(history):
             seen = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
-            vals = out[seen]
-            out[seen] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+            vals = out[seen].astype(np.float64)  # a penalty like 1e-300 is 0 in float32
+            fmax = np.finfo(np.float32).max  # a tiny or huge penalty stays finite (no inf - inf later)
+            with np.errstate(over="ignore"):
+                scaled = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+            out[seen] = np.clip(scaled, -fmax, fmax)
         return out
 
     def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
@@ -103,8 +106,10 @@ class Sampler:
         k = x.shape[0] if p.top_k <= 0 else min(p.top_k, x.shape[0])
         idx = _top_k(x, k)
         idx = idx[np.argsort(-x[idx], kind="stable")]
-        z = x[idx].astype(np.float64) / p.temperature
-        probs = np.exp(z - z[0])
+        # relative to the best before dividing: a tiny temperature makes the others -inf (greedy), never NaN
+        with np.errstate(over="ignore"):
+            z = (x[idx].astype(np.float64) - float(x[idx[0]])) / p.temperature
+        probs = np.exp(z)
         probs /= probs.sum()
         keep = len(probs)
         if p.top_p < 1.0:

@@ -188,7 +188,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_path(args: argparse.Namespace) -> str:
-    if args.model:
+    if args.model == "":
+        raise ValueError("-m: the model path is empty")
+    if args.model is not None:
         return str(args.model)
     from trit.default_model import default_model_path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,47 @@ def tiny_gguf(tmp_path_factory) -> Path:
     weights, _ = random_weights(11)
     write_bitnet_gguf(weights, path)
     return path
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which file permissions apply: as root, setpriv drops the
+    capabilities that override them."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot apply")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_files_that_cannot_be_read_give_one_line_naming_them(tiny_gguf, tmp_path):
+    unreadable = tmp_path / "noperm.gguf"
+    shutil.copy(tiny_gguf, unreadable)
+    unreadable.chmod(0)
+    closed = tmp_path / "closed"  # a folder that may not be entered
+    closed.mkdir()
+    (closed / "config.json").write_text("{}")
+    closed.chmod(0o600)
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    try:
+        for path, problem in (
+            (unreadable, "cannot open: Permission denied"),
+            (closed, "Permission denied"),
+            (fifo, "not a regular file"),
+        ):
+            r = subprocess.run(
+                [*_without_root_powers(), sys.executable, "-m", "trit", "info", "-m", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+            assert r.stderr.startswith(f"trit: {path}") and problem in r.stderr, r.stderr
+    finally:
+        closed.chmod(0o700)
+    r = trit("info", "-m", "")
+    assert r.returncode == 2 and "model path is empty" in r.stderr  # not the default model
 
 
 def test_info(tiny_gguf):

@@ -7,6 +7,7 @@ matrices of two projections as transformers itself unpacked / ternarized them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -58,7 +59,8 @@ def case(request):
 
 
 def test_fixtures_present():
-    assert len(FIXTURES) == 6, FIXTURES  # {s256, ragged} x {packed, bf16, bitlinear}
+    # {s256, ragged} x {packed, bf16, bitlinear}, and s256 packed with a SiLU FFN
+    assert len(FIXTURES) == 7, FIXTURES
 
 
 def test_config(case):
@@ -71,7 +73,7 @@ def test_config(case):
     assert (c.n_heads, c.n_kv_heads) == (doc["num_attention_heads"], doc["num_key_value_heads"])
     assert c.head_dim == 64
     assert c.vocab == doc["vocab_size"] and c.context == 128 and c.rope_theta == 500000.0
-    assert c.norm_eps == 1e-5 and c.tied and c.rope_neox and c.act == "relu2"
+    assert c.norm_eps == 1e-5 and c.tied and c.rope_neox and c.act == doc["hidden_act"]
     assert c.bos_id == 1 and c.eos_ids == (2,)
     # the embedding keeps the checkpoint's precision: f16 as a float16 array, bf16/f32 as rows of that type
     if embed_dtype(d) == "F16":
@@ -363,6 +365,15 @@ def test_legacy_config_keys(model_dir):
     edit_config(model_dir, quantization_config={"quant_method": "bitnet"})
     w = load_hf_weights(model_dir)
     assert w.layers[0].q.scale[0] == np.float32(1) / ref.layers[0].q.scale[0]
+
+
+def test_null_fields_mean_the_default_as_in_transformers(model_dir):
+    ref = load_hf_weights(model_dir).config
+    edit_config(model_dir, rms_norm_eps=None, hidden_act=None, attention_bias=None, mlp_bias=None)
+    edit_config(model_dir, max_position_embeddings=None)
+    got = load_hf_weights(model_dir).config
+    assert got.context == 2048  # BitNetConfig's default
+    assert dataclasses.replace(got, context=ref.context) == ref
 
 
 def test_missing_tensor(model_dir):

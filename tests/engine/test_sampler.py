@@ -112,3 +112,19 @@ def test_n_vocab_limits_the_ids_sampled():
     # NaN beyond n_vocab (rows without text) does not matter
     x[8] = np.nan
     assert Sampler(SamplingParams(temperature=0), n_vocab=6).sample(x) == 5
+
+
+@pytest.mark.parametrize(("temperature", "penalty"), [(1e-320, 1.1), (0.7, 1e-300), (1e-320, 1e300), (5e-324, 1e-300)])
+def test_extreme_but_valid_values_sample_without_nan_or_warnings(temperature: float, penalty: float) -> None:
+    """A subnormal temperature is greedy, a tiny or huge penalty stays finite: no NaN
+    probabilities, no overflow warnings (trit run --temp 1e-320 printed both and failed)."""
+    import warnings
+
+    x = np.random.default_rng(0).normal(size=300).astype(np.float32)
+    s = Sampler(SamplingParams(temperature, 40, 0.95, 0.05, penalty, seed=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok = s.sample(x, [5])
+    assert 0 <= tok < 300
+    if penalty == 1.1:
+        assert tok == int(np.argmax(x))
