@@ -81,7 +81,19 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     model = keep / "random-quick-I2_S.gguf"
     out2 = tmp_path / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "trit", "bench", "-m", str(model), *TINY, "--head", "q8_0", "--json", str(out2)],
+        [
+            sys.executable,
+            "-m",
+            "trit",
+            "bench",
+            "-m",
+            str(model),
+            *TINY,
+            "--head",
+            "q8_0",
+            "--json",
+            str(out2),
+        ],
         check=False,
         capture_output=True,
         text=True,
@@ -127,7 +139,11 @@ def test_bench_qk_types_quick(tmp_path: Path) -> None:
     args = ("--quick", "--types", "Q4_1,Q6_K", "--reps", "1", "-t", "1", "--no-peer", "--q8")
     proc = _run_script("bench_qk_types.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.replace(" q8 act", "+q8").split() for line in proc.stdout.splitlines() if line.startswith("trit ")]
+    rows = [
+        line.replace(" q8 act", "+q8").split()
+        for line in proc.stdout.splitlines()
+        if line.startswith("trit ")
+    ]
     assert [(r[1], r[2]) for r in rows] == [("Q4_1", "1"), ("Q4_1+q8", "1"), ("Q6_K", "1"), ("Q6_K+q8", "1")]
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows), proc.stdout
 
@@ -163,7 +179,9 @@ def test_busy_loop_spins_ends_by_itself_and_is_killed_on_exit() -> None:
 def test_pct_ceiling_pairs_each_sample_with_its_own_bandwidth() -> None:
     # two decode samples taken while the machine read 30 and 60 GB/s: each is judged against its own
     # bandwidth, and the median of the two ratios is reported; "% of best" uses the run's best probe
-    r = Row("trit", "I2_S", 2, weight_bytes=10**9, samples={"tg_tps": [27.0, 48.0], "tg_bw_gbps": [30.0, 60.0]})
+    r = Row(
+        "trit", "I2_S", 2, weight_bytes=10**9, samples={"tg_tps": [27.0, 48.0], "tg_bw_gbps": [30.0, 60.0]}
+    )
     r.ceiling_tps = 60.0
     assert math.isclose(r.pct_ceiling, (90.0 + 80.0) / 2)
     assert math.isclose(r.pct_best, 100 * 37.5 / 60)
@@ -206,18 +224,32 @@ def test_table_names_each_ceiling_once_when_both_engines_read_one_format() -> No
     bw = Bandwidth({1: 16.0, 2: 25.3}, "test", 64, {1: [16.0], 2: [25.3]})
     res = BenchResult(p=8, n=8, ttft_prompt=8, reps=1, rows=rows, bandwidth=bw, machine={})
     lines = [line for line in format_table(res).splitlines() if line.startswith("Q4_1:")]
-    assert lines == ["Q4_1: 96.4 MB read per token; ceiling at the best bandwidth t=1: 165.9 tok/s, t=2: 262.5 tok/s"]
+    assert lines == [
+        "Q4_1: 96.4 MB read per token; ceiling at the best bandwidth t=1: 165.9 tok/s, t=2: 262.5 tok/s"
+    ]
 
 
 @pytest.mark.skipif(
-    not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")),
+    not (
+        sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and shutil.which("gcc")
+    ),
     reason="the C microbenchmarks are x86-64 Linux programs built with gcc",
 )
 @pytest.mark.parametrize(
     "name",
     [
-        "base3_gemv", "gemm_order-avx2", "gemv_arith", "gemv_lead", "head_forms", "head_forms_avx2", "kv_walk", "sparse_cols",
-        "row_streams", "row_streams-avx2", "streams", "vec_throughput",
+        "base3_gemv",
+        "gemm_order-avx2",
+        "gemv_arith",
+        "gemv_lead",
+        "head_forms",
+        "head_forms_avx2",
+        "kv_walk",
+        "sparse_cols",
+        "row_streams",
+        "row_streams-avx2",
+        "streams",
+        "vec_throughput",
     ],
 )
 def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
@@ -230,7 +262,10 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     extra: list[str] = []
     if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
-        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + ["-lm", "-lpthread"]
+        extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + [
+            "-lm",
+            "-lpthread",
+        ]
     elif name in ("base3_gemv", "head_forms_avx2", "row_streams-avx2", "gemm_order-avx2"):  # AVX2 only
         flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", f"-I{kern}", f"-I{src.parent}"]
         flags += ["-DRS_AVX2"] if name == "row_streams-avx2" else []
@@ -238,12 +273,17 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
         own = ("tq_scalar.c", "cpu.c") if name == "gemm_order-avx2" else ("tq_avx2.c", "tq_scalar.c", "cpu.c")
         extra = [str(kern / f) for f in own] + ["-lm", "-lpthread"]
     r = subprocess.run(
-        ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)], check=False, capture_output=True, text=True
+        ["gcc", *flags, str(src), *extra, "-o", str(tmp_path / name)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     if name == "base3_gemv" and "avx2" in Path("/proc/cpuinfo").read_text():
         # one round: it checks its base-3 decoding and sums against the engine's GEMV before timing
-        run = subprocess.run([str(tmp_path / name), "1"], check=False, capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [str(tmp_path / name), "1"], check=False, capture_output=True, text=True, timeout=300
+        )
         assert run.returncode == 0 and "in L2" in run.stdout, run.stderr
     if name == "gemv_lead":  # without arguments it says how to call it instead of running
         run = subprocess.run([str(tmp_path / name)], check=False, capture_output=True, text=True)
@@ -264,9 +304,36 @@ def test_worker_reports_the_thread_pool_of_a_decode(default_model_gguf: Path) ->
             w.kill()
         assert res["tg_tps"] > 0
         if threads == 2:
-            assert res["pool_jobs"] > 0 and 0 <= res["pool_solo"] <= res["pool_jobs"] and res["pool_late"] >= 0
+            assert (
+                res["pool_jobs"] > 0 and 0 <= res["pool_solo"] <= res["pool_jobs"] and res["pool_late"] >= 0
+            )
         else:
             assert res["pool_jobs"] == 0 and res["pool_solo"] == 0
+
+
+def test_in_the_bundle_the_children_start_through_trit_itself(
+    default_model_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyInstaller's sys.executable is the trit program, which has no `-m` or `-c`: the worker
+    and the busy loop start as `trit --bench-child ...` (trit.launch)."""
+    from trit.bench import BusyLoop, Worker, child_command
+
+    trit_program = tmp_path / "trit"  # stands in for the bundle's executable: only trit.launch
+    trit_program.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c 'import sys; from trit.launch import main; sys.exit(main())' \"$@\"\n"
+    )
+    trit_program.chmod(0o755)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(trit_program))
+    assert child_command() == [str(trit_program), "--bench-child"]
+    w = Worker("trit", default_model_gguf, threads=1, context=64)
+    try:
+        assert w.request(op="measure", p=0, n=4, ttft=0, seed=0)["tg_tps"] > 0
+    finally:
+        w.close()
+        w.kill()
+    with BusyLoop(limit_s=0.5) as b:
+        assert b.proc is not None and b.proc.wait(timeout=30) == 0
 
 
 def test_kernel_bw_times_a_baseline_build_beside_this_one(tmp_path: Path) -> None:
@@ -282,5 +349,7 @@ def test_kernel_bw_times_a_baseline_build_beside_this_one(tmp_path: Path) -> Non
     assert lines[-2].startswith("baseline: head ") and lines[-1].startswith("median: head "), r.stdout
     row = lines[2].split()
     assert len([c for c in row if "%" in c]) == 8, r.stdout  # head and ternary, both builds, 1 and 2 threads
-    bad = _run_script("kernel_bw.py", "--seconds", "0.01", "--baseline", str(tmp_path / "none.txt"), cwd=tmp_path)
+    bad = _run_script(
+        "kernel_bw.py", "--seconds", "0.01", "--baseline", str(tmp_path / "none.txt"), cwd=tmp_path
+    )
     assert bad.returncode != 0 and "none.txt" in bad.stderr

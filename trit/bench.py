@@ -605,9 +605,7 @@ class Worker:
         self.engine, self.threads = engine, threads
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # closed in close()
         cmd = [
-            sys.executable,
-            "-m",
-            "trit.bench",
+            *child_command(),
             "worker",
             "--engine",
             engine,
@@ -688,14 +686,12 @@ class BusyLoop:
     `limit_s` seconds (and is killed as soon as the `with` block ends). The contention rounds of
     run_bench measure decode while it runs."""
 
-    _CODE = "import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
-
     def __init__(self, limit_s: float = BUSY_LIMIT_S) -> None:
         self.limit_s = limit_s
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
-        self.proc = subprocess.Popen([sys.executable, "-c", self._CODE.format(limit=self.limit_s)])
+        self.proc = subprocess.Popen([*child_command(), "busy", str(self.limit_s)])
         time.sleep(0.2)  # let it reach the loop (interpreter start-up is not a busy core)
         return self
 
@@ -1159,11 +1155,33 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     return 0
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        sys.exit(_worker_main(sys.argv[2:]))
+# In the PyInstaller bundle sys.executable is trit itself: trit.launch hands this flag to child_main.
+BUNDLE_CHILD_FLAG = "--bench-child"
+
+
+def child_command() -> list[str]:
+    """The start of a command line that runs child_main in a new process."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, BUNDLE_CHILD_FLAG]
+    return [sys.executable, "-m", "trit.bench"]
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """The benchmark's child processes: `worker ...` (one engine, driven over pipes) or `busy
+    SECONDS` (a busy core for the contention rounds)."""
+    if argv[:1] == ["worker"]:
+        return _worker_main(list(argv[1:]))
+    if argv[:1] == ["busy"] and len(argv) == 2:
+        end = time.monotonic() + float(argv[1])
+        while time.monotonic() < end:
+            pass
+        return 0
     print(
-        "usage: python -m trit.bench worker ... (started by trit bench / benchmarks/bench_decode.py)",
+        "usage: python -m trit.bench worker ... | busy SECONDS (started by trit bench / benchmarks/bench_decode.py)",
         file=sys.stderr,
     )
-    sys.exit(2)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

@@ -19,6 +19,11 @@ def interrupted() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["--bench-child"]:  # trit.bench.BUNDLE_CHILD_FLAG: a benchmark child in the bundle
+        from trit.bench import child_main
+
+        return child_main(args[1:])
     try:
         from trit.cli import main as cli_main
     except KeyboardInterrupt:
