@@ -254,12 +254,13 @@ def _leaf_rows(path: Path) -> tuple[dict[int, Row], dict[int, Row]]:
                     status = r[6] if len(r) == 7 else _store.COMPLETE
                     msgs[rowid] = (rowid, r[1], r[2], r[3], r[4], status, r[5])
             elif (
-                len(r) in (7, 8)
+                len(r) in (7, 8, 9, 10)
                 and r[0] is None
                 and all(isinstance(v, str) for v in (r[1], r[4], r[5], r[6]))
                 and all(isinstance(v, (int, float)) for v in (r[2], r[3]))
             ):  # conversations: id, title, created, updated, system_prompt, model_id, sampling, deleted
-                convs[rowid] = (rowid, *r[1:7], r[7] if len(r) == 8 else None)
+                # (schema 2), draft, viewed (schema 3; rows written before an upgrade lack them)
+                convs[rowid] = (rowid, *r[1:7], r[7] if len(r) >= 8 else None)
     return convs, msgs
 
 

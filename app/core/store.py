@@ -145,7 +145,14 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX conversations_by_update ON conversations(deleted, updated)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    # v3: what the window had when it closed: the unsent text of a conversation, and when each
+    # conversation was last shown (the window reopens on the latest)
+    db.execute("ALTER TABLE conversations ADD COLUMN draft TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE conversations ADD COLUMN viewed REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CONV_COLS = "id, title, created, updated, system_prompt, model_id, sampling, deleted"
@@ -543,6 +550,29 @@ class ConversationStore:
         self._search_texts.clear()  # a purged conversation's id may be given to a new one
         return int(cur.rowcount)
 
+    # -- what the window had open ---------------------------------------------------------------
+    def set_draft(self, conversation_id: int, text: str) -> None:
+        """The text typed but not sent (kept when the window closes; does not count as an update)."""
+        with self._using() as db:
+            db.execute("UPDATE conversations SET draft = ? WHERE id = ?", (text, conversation_id))
+
+    def draft(self, conversation_id: int) -> str:
+        row = self._one("SELECT draft FROM conversations WHERE id = ?", (conversation_id,))
+        return str(row[0]) if row is not None and isinstance(row[0], str) else ""
+
+    def mark_viewed(self, conversation_id: int) -> None:
+        with self._using() as db:
+            db.execute("UPDATE conversations SET viewed = ? WHERE id = ?", (time.time(), conversation_id))
+
+    def last_viewed(self) -> int | None:
+        """The live conversation shown most recently (None when none was)."""
+        row = self._one(
+            "SELECT id FROM conversations WHERE deleted IS NULL AND viewed IS NOT NULL "
+            "ORDER BY viewed DESC, id DESC LIMIT 1",
+            (),
+        )
+        return None if row is None else int(row[0])
+
     def search(self, text: str, *, limit: int = 100) -> list[SearchHit]:
         """Live conversations whose title or any message contains text, ignoring case in every
         script (see _fold), most recently updated first; one hit per conversation."""
@@ -578,7 +608,8 @@ class ConversationStore:
             return [
                 (int(r[0]), str(r[1]))
                 for r in db.execute(
-                    "SELECT id, content FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+                    "SELECT id, content FROM messages WHERE conversation_id = ? ORDER BY id",
+                    (conversation_id,),
                 )
             ]
 

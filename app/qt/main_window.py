@@ -275,7 +275,10 @@ class MainWindow(QMainWindow):
         except StoreError:
             convs = []  # refresh_list has said why
         if convs and not model:  # with an explicit model: start on a new chat with it
-            self.select_conversation(convs[0].id)
+            # where the window was when it closed, with the text that was typed but not sent
+            last = self._last_viewed({c.id for c in convs})
+            self.select_conversation(last if last is not None else convs[0].id)
+            self._restore_draft()
         else:
             self._show_new_chat_settings()
             self._render()
@@ -624,6 +627,10 @@ class MainWindow(QMainWindow):
             self.banner.hide()
         self.current_id = conv_id
         if conv_id is not None:
+            try:
+                self.store.mark_viewed(conv_id)
+            except StoreError:
+                pass  # where the window was is a convenience; the conversation is shown anyway
             it = self._item_for(conv_id)
             if it is not None and self.conv_list.currentItem() is not it:
                 self.conv_list.blockSignals(True)
@@ -1317,8 +1324,44 @@ class MainWindow(QMainWindow):
         self.shutdown()
         super().closeEvent(e)
 
+    def _last_viewed(self, live: set[int]) -> int | None:
+        try:
+            last = self.store.last_viewed()
+        except StoreError:
+            return None
+        return last if last in live else None
+
+    def _restore_draft(self) -> None:
+        if self.current_id is None:
+            return
+        try:
+            text = self.store.draft(self.current_id)
+            if text:
+                self.store.set_draft(self.current_id, "")
+        except StoreError:
+            return
+        if text and not self.prompt.toPlainText():
+            self.prompt.setPlainText(text)
+            self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
+
+    def _keep_window_state(self) -> None:
+        """At close: the settings panel's unapplied values, and the unsent text of the shown
+        conversation (an edit in progress is not kept)."""
+        try:
+            self._save_panel()
+            text = self.prompt.toPlainText()
+            if self.current_id is not None and self.editing_id is None and text.strip():
+                self.store.set_draft(self.current_id, text)
+        except StoreError:
+            pass  # the window is closing: nothing left to show the problem in
+
     def shutdown(self) -> None:
-        """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads."""
+        """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads. Once:
+        closing the window and the app's exit both call it."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
+        self._keep_window_state()
         self._rss_timer.stop()
         reply = self.reply
         self.worker.shutdown()

@@ -123,6 +123,28 @@ def test_fit_context_leaves_out_the_oldest_messages_only() -> None:
     assert kept == [system, turns[-1]] and out == 8
 
 
+def test_a_closed_window_reopens_where_it_was(qtbot: Any, make_ctx: Any) -> None:
+    """Closing keeps the settings typed without Apply and the unsent text, and the window
+    reopens on the conversation it showed (not the most recently updated one)."""
+    ctx = make_ctx()
+    win = open_window(qtbot, ctx, autoload=False)
+    a = win.new_conversation("A")
+    b = win.new_conversation("B")  # updated last
+    win.select_conversation(a)
+    win.settings_panel.system.setPlainText("Always answer as a pirate.")
+    win.settings_panel.max_tokens.setValue(77)
+    win.prompt.setPlainText("half a question")
+    win.close()
+    ctx.close()
+    ctx2 = make_ctx()
+    win2 = open_window(qtbot, ctx2, autoload=False)
+    assert win2.current_id == a and b in [c.id for c in ctx2.store.list_conversations()]
+    assert win2.prompt.toPlainText() == "half a question"
+    assert win2.settings_panel.system.toPlainText() == "Always answer as a pirate."
+    assert win2.settings_panel.max_tokens.value() == 77
+    assert ctx2.store.draft(a) == ""  # taken back into the prompt box, not shown twice later
+
+
 def small_context_window(qtbot: Any, make_ctx: Any) -> MainWindow:
     """The window with SmolLM2 loaded in a 256-token context."""
     ctx = make_ctx()
