@@ -513,18 +513,38 @@ class ReplyRecord:
             raise ValueError(f"not a reply record: {e}") from e
 
     def summary(self) -> str:
-        """ "TTFT 0.41 s · 23.5 tok/s · 128 tokens · 0.36 J/token (estimated: CPU time x 5 W/core)" """
-        parts = [
-            f"TTFT {self.ttft_ms / 1e3:.2f} s",
-            f"{self.decode_tps:.1f} tok/s",
-            count_noun(self.tokens, "token"),
-        ]
-        if self.joules is not None:
-            if self.joules_per_token is not None:
-                parts.append(f"{format_energy(self.joules_per_token, 2)}/token ({self.energy_label})")
-            else:
-                parts.append(f"{format_energy(self.joules, 2)} ({self.energy_label})")
-        return " · ".join(parts)
+        """The reply's readout_line, as the window shows it under the reply."""
+        return readout_line(asdict(self))
+
+
+def readout_line(stats: dict[str, Any]) -> str:
+    """The line under a reply (the window, the export): TTFT, prompt and decode speed, tokens,
+    energy with its source; a reply stopped before its first token says so instead of a TTFT."""
+    if not stats:
+        return ""
+    parts = []
+    tokens = int(stats.get("tokens", 0) or 0)
+    if tokens and "ttft_ms" in stats:  # no first token, no time to it
+        parts.append(f"TTFT {float(stats['ttft_ms']) / 1e3:.2f} s")
+    if stats.get("prompt_tokens"):
+        parts.append(f"prompt {float(stats.get('prompt_tps', 0)):.0f} tok/s")
+    elif not tokens and stats.get("stop_reason") == "cancelled":
+        parts.append("stopped while reading the prompt")
+    if tokens > 1 and "decode_tps" in stats:
+        parts.append(f"decode {float(stats['decode_tps']):.1f} tok/s")
+    if "tokens" in stats:
+        parts.append(count_noun(tokens, "token"))
+    if stats.get("stop_reason") == "context":
+        parts.append("cut short: the context is full")
+    j = stats.get("joules")
+    if j is not None:
+        parts.append(format_energy(float(j)))  # "1.53 kJ", not "1.53e+03 J"
+        jpt = stats.get("joules_per_token")
+        if jpt is not None:
+            parts.append(f"{format_energy(float(jpt))}/token")
+        if stats.get("energy_label"):
+            parts.append(str(stats["energy_label"]))
+    return " · ".join(parts)
 
 
 def reply_record(stats: Any, energy: EnergyReading | None) -> ReplyRecord:

@@ -26,8 +26,8 @@ from PySide6.QtGui import (
     QTextFrameFormat,
 )
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
+from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
-from trit.app.core.units import count_noun, format_energy
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
@@ -53,35 +53,6 @@ def split_markdown(text: str) -> list[Segment]:
     if pos < len(text):
         out.append(Segment("text", text[pos:]))
     return [s for s in out if s.kind == "code" or s.text.strip()]
-
-
-def format_readout(stats: dict[str, Any]) -> str:
-    """The line under a reply: TTFT, prompt and decode speed, tokens, energy with its source."""
-    if not stats:
-        return ""
-    parts = []
-    tokens = int(stats.get("tokens", 0) or 0)
-    if tokens and "ttft_ms" in stats:  # no first token, no time to it
-        parts.append(f"TTFT {float(stats['ttft_ms']) / 1e3:.2f} s")
-    if stats.get("prompt_tokens"):
-        parts.append(f"prompt {float(stats.get('prompt_tps', 0)):.0f} tok/s")
-    elif not tokens and stats.get("stop_reason") == "cancelled":
-        parts.append("stopped while reading the prompt")
-    if tokens > 1 and "decode_tps" in stats:
-        parts.append(f"decode {float(stats['decode_tps']):.1f} tok/s")
-    if "tokens" in stats:
-        parts.append(count_noun(tokens, "token"))
-    if stats.get("stop_reason") == "context":
-        parts.append("cut short: the context is full")
-    j = stats.get("joules")
-    if j is not None:
-        parts.append(format_energy(float(j)))  # "1.53 kJ", not "1.53e+03 J"
-        jpt = stats.get("joules_per_token")
-        if jpt is not None:
-            parts.append(f"{format_energy(float(jpt))}/token")
-        if stats.get("energy_label"):
-            parts.append(str(stats["energy_label"]))
-    return " · ".join(parts)
 
 
 @dataclass

@@ -625,6 +625,11 @@ class MainWindow(QMainWindow):
             self.prompt.clear()  # the edited message's text belongs to the conversation left
         if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
             self.banner.hide()
+        if self.reply is None:
+            # the last reply's speed and chart belong to the conversation left (a running reply's
+            # stay: they are live)
+            self.live_label.setText("")
+            self.chart.clear()
         self.current_id = conv_id
         if conv_id is not None:
             try:

@@ -412,9 +412,9 @@ class FakeStats:
 def test_reply_record_and_meter() -> None:
     rec = reply_record(FakeStats(), EnergyReading(50.5, 4.4, "estimated: CPU time x 5 W/core", False))
     assert rec.joules_per_token == pytest.approx(0.5) and rec.tokens == 101 and rec.decode_tps == 25.0
-    assert (
-        rec.summary()
-        == "TTFT 0.41 s · 25.0 tok/s · 101 tokens · 0.5 J/token (estimated: CPU time x 5 W/core)"
+    assert rec.summary() == (
+        "TTFT 0.41 s · prompt 100 tok/s · decode 25.0 tok/s · 101 tokens · 50.5 J · 0.5 J/token"
+        " · estimated: CPU time x 5 W/core"
     )
     d = rec.to_dict()
     assert d["summary"] == rec.summary() and d["energy_measured"] is False
@@ -453,10 +453,23 @@ def test_energy_is_written_for_people(joules: float, three: str, two: str) -> No
 
 
 def test_summary_of_a_long_reply_and_of_a_one_token_reply() -> None:
+    # the line the window shows under the reply, which the export writes too
     long = ReplyRecord(900, 40, 50, 512, 9, 1500.0, None, "measured: RAPL package", True)
-    assert long.summary() == "TTFT 0.90 s · 9.0 tok/s · 512 tokens · 1.5 kJ (measured: RAPL package)"
+    assert long.summary() == (
+        "TTFT 0.90 s · prompt 50 tok/s · decode 9.0 tok/s · 512 tokens · 1.5 kJ · measured: RAPL package"
+    )
     one = ReplyRecord(900, 3000, 50, 1, 9, 240.0, 240.0, "estimated: CPU time x 5 W/core", False)
-    assert one.summary() == "TTFT 0.90 s · 9.0 tok/s · 1 token · 240 J/token (estimated: CPU time x 5 W/core)"
+    assert one.summary() == (
+        "TTFT 0.90 s · prompt 50 tok/s · 1 token · 240 J · 240 J/token · estimated: CPU time x 5 W/core"
+    )
+    # stopped before the first token: no "TTFT 0.00 s"
+    none = ReplyRecord(
+        0, 0, 0, 0, 0, 0.25, None, "estimated: CPU time x 5 W/core", False, stop_reason="cancelled"
+    )
+    assert (
+        none.summary()
+        == "stopped while reading the prompt · 0 tokens · 0.25 J · estimated: CPU time x 5 W/core"
+    )
     assert count_noun(0, "token") == "0 tokens" and count_noun(1, "token") == "1 token"
 
 

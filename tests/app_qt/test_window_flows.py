@@ -145,6 +145,18 @@ def test_a_closed_window_reopens_where_it_was(qtbot: Any, make_ctx: Any) -> None
     assert ctx2.store.draft(a) == ""  # taken back into the prompt box, not shown twice later
 
 
+def test_the_last_replys_speed_does_not_follow_into_another_conversation(
+    qtbot: Any, window: MainWindow
+) -> None:
+    win = window
+    a = win.new_conversation("A")
+    win.store.update_conversation(a, sampling=GREEDY)
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Hello"))
+    assert "tok/s" in win.live_label.text()
+    win.new_conversation("B")
+    assert win.live_label.text() == "" and win.chart.tps == []
+
+
 def small_context_window(qtbot: Any, make_ctx: Any) -> MainWindow:
     """The window with SmolLM2 loaded in a 256-token context."""
     ctx = make_ctx()
