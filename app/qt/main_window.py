@@ -221,6 +221,9 @@ class SettingsPanel(QGroupBox):
         self.applied.emit(system, s)
 
 
+SEARCH_LIMIT = 100  # conversations listed for a search (the most recently updated matches)
+
+
 class MainWindow(QMainWindow):
     model_loaded = Signal(dict)  # re-emitted worker signals, for the self-test and tests
     reply_finished = Signal(dict)
@@ -311,6 +314,9 @@ class MainWindow(QMainWindow):
         self.search.setAccessibleName("Search conversations")
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self.refresh_list)
+        self.search_note = QLabel()  # shown when the matches fill the list
+        self.search_note.setWordWrap(True)
+        self.search_note.hide()
         self.conv_list = QListWidget()
         self.conv_list.setAccessibleName("Conversations")
         self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)  # full title in the tooltip
@@ -337,6 +343,7 @@ class MainWindow(QMainWindow):
         sl = QVBoxLayout(side)
         sl.setContentsMargins(6, 6, 0, 6)
         sl.addWidget(self.search)
+        sl.addWidget(self.search_note)
         sl.addWidget(self.conv_list, 1)
         row = QHBoxLayout()
         for b in (self.new_button, self.rename_button, self.delete_button):
@@ -575,12 +582,18 @@ class MainWindow(QMainWindow):
         text = self.search.text().strip()
         try:
             if text:
-                rows = [(h.conversation, h.snippet) for h in self.store.search(text)]
+                rows = [(h.conversation, h.snippet) for h in self.store.search(text, limit=SEARCH_LIMIT + 1)]
             else:
                 rows = [(c, "") for c in self.store.list_conversations()]
         except StoreError as e:
             self.show_store_error(e)  # the list stays as it was
             return
+        more = len(rows) > SEARCH_LIMIT
+        rows = rows[:SEARCH_LIMIT]
+        self.search_note.setText(
+            f"The {SEARCH_LIMIT} most recent matches; type more to narrow the search." if more else ""
+        )
+        self.search_note.setVisible(more)
         self.conv_list.blockSignals(True)
         self.conv_list.clear()
         for conv, snippet in rows:

@@ -30,6 +30,18 @@ def titles(win: MainWindow) -> list[str]:
     return [win.conv_list.item(i).text() for i in range(win.conv_list.count())]
 
 
+def test_a_search_that_fills_the_list_says_so(win: MainWindow) -> None:
+    from trit.app.qt.main_window import SEARCH_LIMIT
+
+    for i in range(SEARCH_LIMIT + 5):
+        win.store.add_message(win.store.create_conversation(f"chat {i}").id, "user", "lighthouse")
+    win.search.setText("lighthouse")
+    assert win.conv_list.count() == SEARCH_LIMIT and titles(win)[0] == f"chat {SEARCH_LIMIT + 4}"
+    assert win.search_note.isVisible() and "type more" in win.search_note.text()
+    win.search.setText("chat 10")  # chat 10, chat 100 ... chat 104: all listed, no note
+    assert win.conv_list.count() == 6 and not win.search_note.isVisible()
+
+
 def test_search_filters_by_title_and_message_text(win: MainWindow) -> None:
     s = win.store
     a = s.create_conversation("Cooking")
