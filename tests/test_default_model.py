@@ -144,3 +144,12 @@ def test_script_and_module_agree_on_user_dir(monkeypatch: pytest.MonkeyPatch, tm
 def test_real_default_model_is_verified(default_model_gguf: Path) -> None:
     spec = dm.default_model_spec()
     assert default_model_gguf.name == spec["file"] and default_model_gguf.stat().st_size == spec["size"]
+
+
+def test_a_packaged_trit_without_its_model_says_reinstall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle holds no packaging/ folder: its advice is the installer, not the fetch script."""
+    from trit.default_model import how_to_get_default_model
+
+    assert "fetch_default_model.py" in how_to_get_default_model()
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert how_to_get_default_model() == "reinstall Trit"

@@ -192,15 +192,14 @@ def _model_path(args: argparse.Namespace) -> str:
         raise ValueError("-m: the model path is empty")
     if args.model is not None:
         return str(args.model)
-    from trit.default_model import default_model_path
+    from trit.default_model import default_model_path, how_to_get_default_model
 
     p = default_model_path()
     if p is None:
         from trit.engine.errors import EngineError
 
         raise EngineError(
-            "no model given and the default model is not installed; fetch it with "
-            "`python packaging/fetch_default_model.py` or pass -m MODEL"
+            f"no model given and the default model is not installed: pass -m MODEL, or {how_to_get_default_model()}"
         )
     return str(p)
 

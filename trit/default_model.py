@@ -78,4 +78,19 @@ def default_model_path() -> Path | None:
     return None
 
 
-__all__ = ["ENV_VAR", "default_model_path", "default_model_spec", "resources_dir", "user_models_dir"]
+def how_to_get_default_model() -> str:
+    """What gets the default model back: a packaged Trit has no fetch script (its installer holds
+    the model), a source checkout does."""
+    if getattr(sys, "frozen", False):
+        return "reinstall Trit"
+    return "run `python packaging/fetch_default_model.py` (from Trit's source folder) or reinstall Trit"
+
+
+__all__ = [
+    "ENV_VAR",
+    "default_model_path",
+    "default_model_spec",
+    "how_to_get_default_model",
+    "resources_dir",
+    "user_models_dir",
+]

@@ -867,7 +867,7 @@ class MainWindow(QMainWindow):
         self.worker.load(path, s.threads, s.context, **s.engine_options())
 
     def _no_default_model(self) -> tuple[str, str]:
-        from trit.default_model import default_model_spec
+        from trit.default_model import default_model_spec, how_to_get_default_model
 
         try:
             name = str(default_model_spec().get("name", "the default model"))
@@ -876,8 +876,8 @@ class MainWindow(QMainWindow):
         return (
             f"No model to open: {name}, which comes with Trit, is not installed.",
             (
-                "Fix: run `python packaging/fetch_default_model.py` (or reinstall Trit), "
-                "or open File › Models… (Ctrl+M) to download or import a model."
+                "Open File › Models… (Ctrl+M) to download or import a model, "
+                f"or {how_to_get_default_model()}."
             ),
         )
 
