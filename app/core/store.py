@@ -193,6 +193,19 @@ def _snippet(text: str, needle: str, width: int = 40) -> str:
     return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")
 
 
+def make_data_folder(folder: Path) -> None:
+    """Creates the folder of Trit's data; StoreError when it cannot be (a file in its place, no
+    permission, a read-only or full disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(
+            f"{folder}: cannot create the folder for Trit's conversations and settings: {e.strerror or e}.",
+            "Check that the folder can be created there (a file of that name, permissions, a read-only "
+            "disk), or start Trit with --data-dir pointing at a folder you may write to.",
+        ) from e
+
+
 def _conversation_of(db: sqlite3.Connection, message_id: int) -> int | None:
     row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
     return None if row is None else int(row[0])
@@ -305,7 +318,7 @@ class ConversationStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path: str = str(default_db_path() if path is None else path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            make_data_folder(Path(self.path).parent)
         self._lock = threading.RLock()
         self._search_texts = _SearchTexts()
         self.salvaged: Salvage | None = None
@@ -870,4 +883,5 @@ __all__ = [
     "StoreDamagedError",
     "StoreError",
     "default_db_path",
+    "make_data_folder",
 ]

@@ -103,6 +103,16 @@ def test_a_store_that_cannot_be_opened_is_explained(
     assert told and "cannot open" in told[0][1] and "conversations.sqlite3" in told[0][1]
 
 
+def test_a_data_folder_that_cannot_be_created_is_explained(
+    qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")  # --data-dir under a file: mkdir fails (as root too)
+    told: list[tuple[str, str]] = []
+    monkeypatch.setattr(app_module, "error_dialog", lambda title, text: told.append((title, text)))
+    assert app_module.run_gui(data_dir=str(tmp_path / "file" / "sub")) == 1
+    assert told and "cannot create the folder" in told[0][1] and "--data-dir" in told[0][1]
+
+
 def test_a_store_error_escaping_a_slot_goes_to_the_banner(qtbot: Any, make_ctx: Any) -> None:
     from PySide6.QtCore import QTimer
     from trit.app.core.store import StoreDamagedError
