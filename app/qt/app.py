@@ -10,7 +10,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,52 @@ def _no_display() -> bool:
         and not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY")
     )
+
+
+def _answers(family: int, address: object) -> bool | None:
+    """True when something accepts a connection there, False when nothing does, None when the
+    check itself could not tell."""
+    import socket
+
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(address)  # type: ignore[arg-type]
+            return True
+    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, socket.gaierror):
+        return False
+    except OSError:
+        return None
+
+
+def _display_reachable() -> bool:
+    """Whether the display the environment names can be reached: Qt aborts the process (with a
+    message about xcb-cursor) when DISPLAY points at no X server, e.g. a stale one over ssh. Only a
+    definite "nothing there" counts as unreachable."""
+    import socket
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    wayland = os.environ.get("WAYLAND_DISPLAY", "")
+    if wayland:
+        path = (
+            wayland
+            if wayland.startswith("/")
+            else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)
+        )
+        if _answers(socket.AF_UNIX, path) is not False:
+            return True
+    display = os.environ.get("DISPLAY", "")
+    m = re.fullmatch(r"(?:unix)?([^:]*):(\d+)(?:\.\d+)?", display)
+    if not display:
+        return False
+    if m is None:
+        return True  # a form we do not parse: let Qt try
+    host, n = m.group(1), int(m.group(2))
+    if host and host != "unix":
+        return _answers(socket.AF_INET, (host, 6000 + n)) is not False
+    unix = f"/tmp/.X11-unix/X{n}"
+    return any(_answers(socket.AF_UNIX, a) is not False for a in ("\0" + unix, unix))
 
 
 # Debian/Ubuntu packages of the libraries Qt's X11 plugin (libqxcb.so) loads that desktop installs
@@ -119,7 +166,65 @@ def _application(argv: Sequence[str]) -> Any:
     app.setOrganizationName("Trit")
     app.setDesktopFileName("trit")  # matches trit.desktop (Linux packages), so docks group the window
     app.setWindowIcon(app_icon())
+    if getattr(sys, "frozen", False) and sys.platform.startswith("linux"):
+        _open_links_outside_the_bundle(app)
     return app
+
+
+# What PyInstaller's bootloader and Qt's runtime hook put in the environment for the bundle itself;
+# a program the app starts (the file manager, the browser) must not load the bundle's libraries or
+# Qt plugins instead of its own.
+_BUNDLE_ONLY = (
+    "QT_PLUGIN_PATH",
+    "QT_QPA_PLATFORM_PLUGIN_PATH",
+    "QML2_IMPORT_PATH",
+    "PYTHONHOME",
+    "PYTHONPATH",
+)
+
+
+def outside_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """env as it was before the bundle started: LD_LIBRARY_PATH (and macOS's DYLD paths) back to
+    what PyInstaller kept in *_ORIG, the bundle's own variables removed."""
+    out = {k: v for k, v in env.items() if not k.startswith("_PYI") and not k.startswith("_MEI")}
+    for var in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FRAMEWORK_PATH"):
+        orig = out.pop(var + "_ORIG", None)
+        out.pop(var, None)
+        if orig:
+            out[var] = orig
+    for var in _BUNDLE_ONLY:
+        out.pop(var, None)
+    return out
+
+
+def _open_links_outside_the_bundle(app: Any) -> None:
+    """QDesktopServices.openUrl (Show in folder, license and model links) starts xdg-open with the
+    app's environment; in the bundle it goes through this handler, which starts it with
+    outside_environment() instead."""
+    from PySide6.QtCore import QObject, Slot
+    from PySide6.QtGui import QDesktopServices
+
+    class Opener(QObject):
+        @Slot("QUrl")
+        def open(self, url: Any) -> None:
+            try:
+                proc = subprocess.Popen(
+                    ["xdg-open", url.toString()],
+                    env=outside_environment(os.environ),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                print(f"trit: cannot open {url.toString()}: {e}", file=sys.stderr)
+                return
+            threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it ends
+
+    opener = Opener(app)
+    app._trit_link_opener = opener  # lives as long as the application
+    for scheme in ("file", "http", "https"):
+        QDesktopServices.setUrlHandler(scheme, opener, "open")
 
 
 def app_icon() -> Any:
@@ -140,6 +245,15 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
         print(
             "trit: no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset). "
             "Run it in a desktop session, or use `trit chat` for the terminal.",
+            file=sys.stderr,
+        )
+        return 2
+    if not _display_reachable():
+        shown = ", ".join(f"{k}={os.environ[k]}" for k in ("DISPLAY", "WAYLAND_DISPLAY") if os.environ.get(k))
+        print(
+            f"trit: cannot reach the display ({shown}): nothing answers there (a display of an ended "
+            "session, or an ssh login without X forwarding?). Run it in a desktop session, or use "
+            "`trit chat` for the terminal.",
             file=sys.stderr,
         )
         return 2

@@ -134,6 +134,38 @@ def test_the_window_explains_missing_x11_libraries_before_qt_aborts(
     assert not (tmp_path / "data").exists()  # nothing started
 
 
+def test_a_display_where_nothing_answers_is_named_instead_of_qt_aborting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from trit.app.qt import app
+
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":987")  # no X server there
+    monkeypatch.setattr(app, "_application", lambda argv: (_ for _ in ()).throw(AssertionError("opened")))
+    assert app.run_gui(data_dir=str(tmp_path / "data")) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the display (DISPLAY=:987)" in err and "trit chat" in err
+    monkeypatch.setenv("DISPLAY", "127.0.0.1:987")  # nothing on TCP port 6987 either
+    assert not app._display_reachable()
+    # something listening where X11 clients look for display 988: reachable
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind("\0/tmp/.X11-unix/X988")
+        server.listen(1)
+        monkeypatch.setenv("DISPLAY", ":988.0")
+        assert app._display_reachable()
+    wayland = tmp_path / "wayland-9"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(wayland))
+        server.listen(1)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-9")
+        monkeypatch.setenv("DISPLAY", ":987")
+        assert app._display_reachable()
+
+
 def test_the_x11_check_looks_only_where_qt_uses_x11(monkeypatch: pytest.MonkeyPatch) -> None:
     from trit.app.qt import app
 
@@ -145,3 +177,39 @@ def test_the_x11_check_looks_only_where_qt_uses_x11(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
     if sys.platform.startswith("linux"):
         assert app._xcb_plugin() is not None and app._xcb_plugin().endswith("libqxcb.so")
+
+
+def test_in_the_bundle_links_open_with_the_environment_from_before_it(
+    qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyInstaller points LD_LIBRARY_PATH (and the Qt hook QT_PLUGIN_PATH) into the bundle: the
+    file manager or browser that "Show in folder" and the links start must not inherit them."""
+    from PySide6.QtCore import QUrl
+    from PySide6.QtGui import QDesktopServices
+    from PySide6.QtWidgets import QApplication
+    from trit.app.qt import app
+
+    log = tmp_path / "xdg-open.env"
+    fake = tmp_path / "bin" / "xdg-open"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nenv > {log}.part && echo \"$1\" >> {log}.part && mv {log}.part {log}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/trit/_internal")
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/usr/local/lib")
+    monkeypatch.setenv("QT_PLUGIN_PATH", "/opt/trit/_internal/PySide6/Qt/plugins")
+    monkeypatch.setenv("_PYI_APPLICATION_HOME_DIR", "/opt/trit/_internal")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    app._application(["trit"])
+    try:
+        assert QDesktopServices.openUrl(QUrl.fromLocalFile(str(tmp_path)))
+        qtbot.waitUntil(log.exists, timeout=10_000)
+    finally:
+        for scheme in ("file", "http", "https"):
+            QDesktopServices.unsetUrlHandler(scheme)
+    env = dict(line.split("=", 1) for line in log.read_text().splitlines()[:-1] if "=" in line)
+    assert log.read_text().splitlines()[-1] == QUrl.fromLocalFile(str(tmp_path)).toString()
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/lib"
+    assert "QT_PLUGIN_PATH" not in env and not any(k.startswith("_PYI") for k in env)
+    assert QApplication.instance() is not None
+    assert app.outside_environment({"LD_LIBRARY_PATH": "/opt/trit/_internal"}) == {}
