@@ -41,6 +41,31 @@ DEB_DEPENDS = (
 )
 
 
+def glibc_needed(folder: Path) -> tuple[int, ...] | None:
+    """The newest GLIBC_x.y symbol version any ELF file in folder asks for (the bundle carries the
+    build machine's libraries: libstdc++, libexpat ... need the glibc they were built against).
+    Read from the version strings in each file's dynamic string table, so no binutils needed."""
+    newest: tuple[int, ...] | None = None
+    for p in folder.rglob("*"):
+        if p.is_symlink() or not p.is_file():
+            continue
+        with open(p, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                continue
+            data = f.read()
+        for m in re.finditer(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\x00", data):
+            v = tuple(int(g) for g in m.groups() if g is not None)
+            newest = v if newest is None or v > newest else newest
+    return newest
+
+
+def deb_depends(bundle: Path) -> str:
+    """DEB_DEPENDS with libc6 at least the glibc the bundle needs: an older system would accept
+    the package and then fail to start it."""
+    v = glibc_needed(bundle)
+    return DEB_DEPENDS.replace("libc6,", f"libc6 (>= {'.'.join(map(str, v))}),", 1) if v else DEB_DEPENDS
+
+
 class BuildError(Exception):
     """A build step failed; the message says which and why."""
 
@@ -256,7 +281,7 @@ def linux_deb(bundle: Path, out: Path, staging: Path, compression: str = "xz") -
     size_kb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
     (root / "DEBIAN").mkdir()
     control = (HERE / "linux" / "control.in").read_text(encoding="utf-8")
-    control = control.format(version=version(), arch=deb_arch(), depends=DEB_DEPENDS, size_kb=size_kb)
+    control = control.format(version=version(), arch=deb_arch(), depends=deb_depends(bundle), size_kb=size_kb)
     (root / "DEBIAN" / "control").write_text(control, encoding="utf-8")
     for p in root.rglob("*"):  # dpkg wants sane modes whatever the umask was
         if not p.is_symlink():

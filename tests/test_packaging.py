@@ -74,6 +74,20 @@ def test_icns_holds_the_committed_pngs() -> None:
         assert seen[kind] == pngs[edge] and png_size(seen[kind]) == (edge, edge)
 
 
+def test_the_deb_asks_for_the_glibc_its_libraries_need(tmp_path: Path) -> None:
+    build = load_script("build")
+    bundle = tmp_path / "bundle"
+    (bundle / "_internal").mkdir(parents=True)
+    # a library built against glibc 2.36 (as Debian 12's libexpat), one against 2.34, and text
+    (bundle / "_internal" / "libnew.so").write_bytes(b"\x7fELF" + b"\0" * 40 + b"GLIBC_2.2.5\0GLIBC_2.36\0")
+    (bundle / "_internal" / "libold.so").write_bytes(b"\x7fELF" + b"GLIBC_2.34\0GLIBC_PRIVATE\0")
+    (bundle / "notes.txt").write_bytes(b"GLIBC_9.99\0")  # not an ELF file
+    assert build.glibc_needed(bundle) == (2, 36)
+    depends = build.deb_depends(bundle)
+    assert depends.startswith("libc6 (>= 2.36), ") and depends.count("libc6") == 1
+    assert build.deb_depends(tmp_path / "empty") == build.DEB_DEPENDS
+
+
 def test_desktop_entry() -> None:
     lines = (PACKAGING / "linux" / "trit.desktop").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "[Desktop Entry]"
