@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from importlib.metadata import Distribution, PackageNotFoundError, distribution
@@ -194,6 +195,65 @@ def write_licenses(dest: Path) -> Path:
     return dest
 
 
+def system_library_packages(bundle: Path) -> dict[str, list[str]]:
+    """The Debian packages of the shared libraries PyInstaller copied from this machine into the
+    bundle (glib, libexpat, libstdc++ ...): {package: [library file names]}. Libraries that came with
+    a Python package (Qt in PySide6, numpy's) belong to no Debian package and are left out: their
+    texts come with their distribution's."""
+    names = sorted({p.name for p in bundle.rglob("*.so*") if p.is_file() and ".cpython-" not in p.name})
+    if not names or shutil.which("dpkg") is None:
+        return {}
+    found = subprocess.run(
+        ["dpkg", "-S", *(f"*/{n}" for n in names)], capture_output=True, text=True, check=False
+    )
+    # this machine's library folders only (a cross compiler's aarch64 libstdc++ has the same name)
+    arch_dir = f"/{sysconfig.get_config_var('MULTIARCH') or platform.machine() + '-linux-gnu'}/"
+    packages: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for line in found.stdout.splitlines():  # "libexpat1:amd64: /lib/x86_64-linux-gnu/libexpat.so.1"
+        pkg, _, path = line.partition(": ")
+        name = Path(path.strip()).name
+        if name in names and arch_dir in path and name not in seen:
+            seen.add(name)
+            packages.setdefault(pkg.split(":")[0], []).append(name)
+    return packages
+
+
+def add_system_licenses(bundle: Path) -> None:
+    """Each bundled system library's Debian copyright file under licenses/system/<package>/, and
+    their rows in THIRD-PARTY.md."""
+    notes = next(bundle.rglob("THIRD-PARTY.md"), None)
+    packages = system_library_packages(bundle)
+    if notes is None or not packages:
+        return
+    rows = []
+    for pkg, libs in sorted(packages.items()):
+        src = Path("/usr/share/doc") / pkg / "copyright"
+        where = "(no copyright file)"
+        if src.is_file():
+            (notes.parent / "system" / pkg).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, notes.parent / "system" / pkg / "copyright")
+            where = f"system/{pkg}/copyright"
+        ver = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        rows.append(f"| {pkg} | {ver} | {', '.join(sorted(libs))} | {where} |")
+    text = notes.read_text(encoding="utf-8") + "\n".join(
+        [
+            "",
+            "## System libraries",
+            "",
+            "Shared libraries copied from the build machine's Debian packages, each under the license in",
+            "its package's copyright file:",
+            "",
+            "| Debian package | version | libraries | texts |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
+    notes.write_text(text + "\n", encoding="utf-8")
+
+
 def pyinstaller(dist: Path, work: Path, model: Path | None) -> Path:
     env = dict(os.environ)
     env.pop("TRIT_BUNDLE_MODEL", None)
@@ -330,6 +390,7 @@ def build(args: argparse.Namespace) -> list[Path]:
     dist = work / "dist"
     bundle = pyinstaller(dist, work / "work", model)
     if sys.platform.startswith("linux"):
+        add_system_licenses(bundle)
         made = [linux_tarball(bundle, out)]
         if not args.no_deb:
             made.append(linux_deb(bundle, out, work, args.deb_compression))

@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 from types import ModuleType
@@ -86,6 +87,24 @@ def test_the_deb_asks_for_the_glibc_its_libraries_need(tmp_path: Path) -> None:
     depends = build.deb_depends(bundle)
     assert depends.startswith("libc6 (>= 2.36), ") and depends.count("libc6") == 1
     assert build.deb_depends(tmp_path / "empty") == build.DEB_DEPENDS
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="Debian-family build hosts only")
+def test_bundled_system_libraries_get_their_debian_copyright(tmp_path: Path) -> None:
+    build = load_script("build")
+    lib = Path("/lib") / (sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu") / "libexpat.so.1"
+    if not lib.exists():
+        pytest.skip(f"{lib} is not installed")
+    internal = tmp_path / "bundle" / "_internal"
+    (internal / "licenses").mkdir(parents=True)
+    (internal / "licenses" / "THIRD-PARTY.md").write_text("# Third-party software\n")
+    shutil.copy(lib, internal)  # as PyInstaller copies it from the build machine
+    (internal / "libQt6Fake.so.6").write_bytes(b"\x7fELF")  # a Python package's: no Debian package
+    assert build.system_library_packages(tmp_path / "bundle") == {"libexpat1": ["libexpat.so.1"]}
+    build.add_system_licenses(tmp_path / "bundle")
+    notes = (internal / "licenses" / "THIRD-PARTY.md").read_text()
+    assert "| libexpat1 |" in notes and "system/libexpat1/copyright" in notes and "Qt6Fake" not in notes
+    assert (internal / "licenses" / "system" / "libexpat1" / "copyright").read_text().strip()
 
 
 def test_desktop_entry() -> None:
