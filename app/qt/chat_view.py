@@ -24,6 +24,7 @@ from PySide6.QtGui import (
     QTextCharFormat,
     QTextCursor,
     QTextFrameFormat,
+    QTextOption,
 )
 from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
@@ -71,6 +72,29 @@ ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 # Text between code blocks longer than this many lines is shown as plain text: QTextCursor's
 # Markdown import takes time quadratic in a list's length (8000 items: ~4 s with the GUI frozen).
 MARKDOWN_MAX_LINES = 1500
+# Qt lays out one paragraph in time that grows with the square of its length: a 200k-character line
+# without a break (a pasted blob, minified code) took 10 s to show. Longer lines are shown cut into
+# paragraphs of at most this many characters (at a space when there is one); the text itself is
+# unchanged (Copy and the export use it).
+LONG_LINE = 2000
+
+
+def break_long_lines(text: str, sep: str = "\n", limit: int = LONG_LINE) -> str:
+    """text with every line longer than limit cut into pieces of at most limit characters, joined
+    by sep; a piece ends after the last space or tab within the limit, else at the limit."""
+    if len(text) <= limit:
+        return text
+    out = []
+    for line in text.split("\n"):
+        pieces = []
+        while len(line) > limit:
+            cut = max(line.rfind(" ", 0, limit), line.rfind("\t", 0, limit)) + 1
+            cut = cut if cut > limit // 2 else limit
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+        out.append(sep.join(pieces))
+    return "\n".join(out)
 
 
 class ChatView(QTextBrowser):
@@ -82,6 +106,8 @@ class ChatView(QTextBrowser):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # a word wider than the view (a URL, a hash) wraps instead of running off its edge
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
         self.anchorClicked.connect(self._on_anchor)
@@ -213,9 +239,9 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
-                    cur.insertMarkdown(body)
+                    cur.insertMarkdown(break_long_lines(body, "\n\n"))  # a single \n joins lines in Markdown
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
-                    cur.insertText(body)
+                    cur.insertText(break_long_lines(body))
 
     def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
         idx = len(self._code_blocks)
@@ -238,7 +264,7 @@ class ChatView(QTextBrowser):
         # One insertText for the whole block: it turns each "\n" into a new block with this format.
         # A block per line inserted one by one inside a frame costs a relayout of the frame each
         # time (quadratic: 2000 lines took 2 s, 8000 lines about a minute).
-        cur.insertText(seg.text, mono)
+        cur.insertText(break_long_lines(seg.text), mono)
         cur.movePosition(QTextCursor.MoveOperation.End)  # out of the frame
 
     def _insert_message(
@@ -296,6 +322,7 @@ class PromptEdit(QPlainTextEdit):
         self.setAccessibleDescription("Type a message; Enter sends, Shift+Enter starts a new line")
         self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line)")
         self.setTabChangesFocus(True)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
 
     def keyPressEvent(self, e: QKeyEvent) -> None:
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -312,4 +339,12 @@ class PromptEdit(QPlainTextEdit):
         super().keyPressEvent(e)
 
 
-__all__ = ["ChatView", "PromptEdit", "Segment", "ShownMessage", "format_readout", "split_markdown"]
+__all__ = [
+    "ChatView",
+    "PromptEdit",
+    "Segment",
+    "ShownMessage",
+    "break_long_lines",
+    "format_readout",
+    "split_markdown",
+]

@@ -249,6 +249,34 @@ def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
     assert "hi" in view.toPlainText()
 
 
+def test_break_long_lines() -> None:
+    from trit.app.qt.chat_view import break_long_lines
+
+    assert break_long_lines("short\nlines") == "short\nlines"
+    blob = "x" * 4500
+    assert break_long_lines(blob, limit=2000) == "\n".join(["x" * 2000, "x" * 2000, "x" * 500])
+    prose = " ".join(["word"] * 1000)  # 4999 characters: cut after a space, words stay whole
+    pieces = break_long_lines(prose, "\n\n", limit=2000).split("\n\n")
+    assert "".join(pieces) == prose and all(len(p) <= 2000 and p.endswith(" ") for p in pieces[:-1])
+
+
+def test_a_huge_line_is_shown_in_paragraphs_and_copied_whole(qtbot: Any, win: MainWindow) -> None:
+    """A 200k-character line without a break took 10 s to lay out as one paragraph."""
+    from trit.app.qt.chat_view import LONG_LINE
+
+    cid = win.new_conversation()
+    blob = "0123456789abcdef" * 12500
+    code = "```js\n" + "var a=1;" * 25000 + "\n```"
+    m = win.store.add_message(cid, "user", blob + "\n\n" + code)
+    win.select_conversation(cid)
+    assert win.chat.document().blockCount() > 2 * len(blob) // LONG_LINE
+    assert win.chat.toPlainText().replace("\n", "").count("0123456789abcdef") == 12500
+    win.copy_message(m.id)
+    from PySide6.QtWidgets import QApplication
+
+    assert QApplication.clipboard().text() == blob + "\n\n" + code
+
+
 def test_split_markdown_and_readout() -> None:
     segs = split_markdown("a\n```js\nx()\n```\nb")
     assert [(s.kind, s.text, s.lang) for s in segs] == [
