@@ -19,7 +19,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -115,6 +115,45 @@ def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:
 
     p = default_model_path()
     return str(p) if p is not None else None
+
+
+class ElidedLabel(QLabel):
+    """A one-line status bar label that ends in "…" when it has less room than its text (the whole
+    text is in the tooltip), so that it never pushes the status bar's messages out."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self._full = ""
+        self._tip = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # Qt's name
+        self._full = text
+        self._elide()
+
+    def setToolTip(self, tip: str) -> None:
+        self._tip = tip
+        self._elide()
+
+    def text(self) -> str:
+        """The whole text (what is shown may end in "…")."""
+        return self._full
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance("…") * 4, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 8, super().sizeHint().height())
+
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, max(self.width(), 1))
+        QLabel.setText(self, shown)
+        tip = self._tip or (self._full if shown != self._full else "")
+        QLabel.setToolTip(self, tip)
 
 
 class Banner(QLabel):
@@ -420,9 +459,9 @@ class MainWindow(QMainWindow):
         self._undo_timer.setSingleShot(True)
         self._undo_timer.timeout.connect(self._end_undo)
         sb.addWidget(self.undo_button)
-        self.model_label = QLabel("No model")
+        self.model_label = ElidedLabel("No model")
         self.model_label.setAccessibleName("Model")
-        self.memory_label = QLabel("")
+        self.memory_label = ElidedLabel("")
         self.memory_label.setAccessibleName("Memory use")
         sb.addPermanentWidget(self.model_label)
         sb.addPermanentWidget(self.memory_label)
@@ -875,10 +914,7 @@ class MainWindow(QMainWindow):
             name = "the default model"
         return (
             f"No model to open: {name}, which comes with Trit, is not installed.",
-            (
-                "Open File › Models… (Ctrl+M) to download or import a model, "
-                f"or {how_to_get_default_model()}."
-            ),
+            (f"Open File › Models… (Ctrl+M) to download or import a model, or {how_to_get_default_model()}."),
         )
 
     def _sync_model(self) -> None:
@@ -1338,6 +1374,13 @@ class MainWindow(QMainWindow):
         return path
 
     # -- shutdown --------------------------------------------------------------------------------
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        # the model and memory labels take at most a fifth of the width each: the status bar's
+        # messages (a context cut, an error) keep the rest
+        for label in (self.model_label, self.memory_label):
+            label.setMaximumWidth(max(120, self.width() // 5))
+
     def closeEvent(self, e: QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(e)

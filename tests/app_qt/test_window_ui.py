@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QWidget
+from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QLabel, QWidget
 from trit.app.qt import main_window as mw
 from trit.app.qt.chat_view import ChatView, ShownMessage, format_readout, split_markdown
 from trit.app.qt.main_window import MainWindow
@@ -432,3 +432,17 @@ def test_help_menu_lists_every_shortcut_and_says_where_data_lives(qtbot: Any, wi
     text = win.about_text()
     assert f"Trit {__version__}" in text and str(win.store.path) in text
     assert str(win.ctx.library.folder) in text and "MIT" in text
+
+
+def test_status_bar_messages_keep_their_room_beside_a_long_model_name(qtbot: Any, win: MainWindow) -> None:
+    win.resize(1180, 760)
+    long_name = "a-very-long-model-file-name-that-goes-on-and-on-" * 3 + "Q4_1.gguf · avx2 · 2 threads"
+    win.model_label.setText(long_name)
+    notice = "This conversation outgrew the model's context: the model does not see its first 4 messages"
+    win.statusBar().showMessage(notice)
+    qtbot.waitUntil(lambda: win.model_label.width() == win.model_label.maximumWidth() == win.width() // 5)
+    assert win.model_label.text() == long_name  # the whole name, for code and the tooltip
+    shown = QLabel.text(win.model_label)
+    assert shown.endswith("threads") and "…" in shown and win.model_label.toolTip() == long_name
+    free = win.width() - win.model_label.width() - win.memory_label.width()
+    assert win.statusBar().fontMetrics().horizontalAdvance(notice) < free
