@@ -125,7 +125,13 @@ class ChatView(QTextBrowser):
         self._timer.timeout.connect(self._flush_stream)
         self.renders = 0  # full renders, for tests
 
+    def focusNextPrevChild(self, next: bool) -> bool:  # Qt's name
+        """Tab leaves the view (to the prompt) instead of walking every Copy / Edit / Regenerate
+        link of the conversation first (QTextBrowser's way); those have menu shortcuts."""
+        return QWidget.focusNextPrevChild(self, next)
+
     # -- content ---------------------------------------------------------------------------------
+
     def code_blocks(self) -> list[str]:
         return list(self._code_blocks)
 

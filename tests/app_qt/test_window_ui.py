@@ -144,6 +144,19 @@ def test_tab_order_follows_the_layout(qtbot: Any, win: MainWindow) -> None:
     assert seen == reachable
 
 
+def test_one_tab_leads_from_a_long_conversation_to_the_prompt(qtbot: Any, win: MainWindow) -> None:
+    cid = win.new_conversation("Long")
+    for i in range(8):
+        win.store.add_message(cid, "user", f"question {i}")
+        win.store.add_message(cid, "assistant", f"answer {i}\n\n```\ncode {i}\n```")
+    win.select_conversation(cid)
+    win.activateWindow()
+    win.chat.setFocus()
+    qtbot.waitUntil(win.chat.hasFocus, timeout=2000)
+    qtbot.keyClick(win.chat, Qt.Key.Key_Tab)
+    assert win.prompt.hasFocus()
+
+
 def test_controls_have_accessible_names(win: MainWindow) -> None:
     for w in win.tab_order + [win.undo_button, win.model_label, win.memory_label, win.chart, win.banner]:
         assert w.accessibleName(), w
