@@ -256,7 +256,9 @@ class Model:
         # at one thread on 2B4T, where the f16 head gives 20.7)
         self.core = _core.CoreModel(weights, isa, activations == "f32", None if head_type is None else False)
         self.threads = threads or physical_cores()
-        self.context = self._context(min(self.config.context, DEFAULT_CONTEXT) if context is None else context)
+        self.context = self._context(
+            min(self.config.context, DEFAULT_CONTEXT) if context is None else context
+        )
         self._default: Session | None = None
         self._chat: Session | None = None
         self.tokenizer = weights.tokenizer
@@ -363,7 +365,18 @@ def _nbytes(t: object) -> int:
 
 
 def _as_ids(ids: Iterable[int], vocab: int) -> np.ndarray:
-    arr = np.asarray(list(ids), dtype=np.int64)
+    if isinstance(ids, (str, bytes)):
+        raise ValueError("token ids must be a sequence of integers, not text (chat() takes text)")  # noqa: TRY004
+    items = list(ids)
+    # 1.7 would become 1 and True 1 without a word: only whole numbers are ids
+    bad = next(
+        (i for i in items if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))), None
+    )
+    if bad is not None:
+        raise ValueError(f"token ids must be integers, not {bad!r}")
+    if any(not -(2**62) < int(i) < 2**62 for i in items):
+        raise ValueError(f"token ids must be in [0, {vocab})")
+    arr = np.asarray(items, dtype=np.int64)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError("token ids must be a non-empty 1-D sequence")
     if arr.min() < 0 or arr.max() >= vocab:
@@ -479,8 +492,10 @@ class Session:
             raise EngineError(
                 f"{self.model.info.path}: this model has no tokenizer; pass token ids to generate()"
             )
+        if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
+            raise ValueError('messages must be a list of {"role": ..., "content": ...} dicts')
         if raw:
-            ids = tok.encode("".join(m["content"] for m in messages))  # type: ignore[attr-defined]
+            ids = tok.encode("".join(str(m.get("content") or "") for m in messages))  # type: ignore[attr-defined]
         else:
             ids = fmt.encode(tok, messages)  # type: ignore[attr-defined]
         stream = tok.stream(skip_special=True)  # type: ignore[attr-defined]

@@ -56,8 +56,8 @@ class SamplingParams:
             raise ValueError("repeat_penalty must be > 0")
         if _integer("repeat_last_n", self.repeat_last_n) < 0:
             raise ValueError("repeat_last_n must be >= 0")
-        if self.seed is not None:
-            _integer("seed", self.seed)
+        if self.seed is not None and not 0 <= _integer("seed", self.seed) < 2**128:
+            raise ValueError(f"seed must be an integer from 0 to 2**128 - 1, not {self.seed}")
 
 
 class Sampler:

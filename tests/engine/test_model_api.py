@@ -310,6 +310,19 @@ def test_bad_arguments(model):
         model.generate([1], max_tokens=1, temperature=-1)
     with pytest.raises(UnsupportedCPUError):
         Model(model.weights, isa="sparc")
+    # only whole numbers are token ids: 1.7 or True were silently taken as 1
+    for ids, why in (
+        ([1.7, 2.2], "must be integers"),
+        ([True, False], "must be integers"),
+        (np.array([1.9, 2.9]), "must be integers"),
+        ([2**70], r"must be in \[0, 300\)"),
+        ("hello", "not text"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            model.generate(ids, max_tokens=1)
+    assert model.generate(np.array([1, 2], np.int32), max_tokens=1, temperature=0).tokens
+    with pytest.raises(ValueError, match="seed must be an integer from 0"):
+        model.generate([1], max_tokens=1, seed=-1)
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,11 @@ def test_agreement_of_a_model_with_itself(exact, ref):
     ids = ref["ppl_ids"].tolist()[:200]
     r = agreement(exact, exact, ids, context=128)
     assert r.kl == pytest.approx(0, abs=1e-9) and r.top1 == 1.0 and r.tokens_scored == 198
-    assert r.perplexity == r.reference_perplexity == pytest.approx(perplexity(exact, ids, context=128).perplexity)
+    assert (
+        r.perplexity
+        == r.reference_perplexity
+        == pytest.approx(perplexity(exact, ids, context=128).perplexity)
+    )
 
 
 def test_a48_modes_on_a_model_not_trained_for_them(default_model_gguf, exact, ref):
@@ -151,3 +155,14 @@ def test_a48_modes_on_a_model_not_trained_for_them(default_model_gguf, exact, re
         np.testing.assert_allclose(last, m.logits(ids[:24])[-1], rtol=0, atol=1e-3)
     assert res["q8", False].kl < res["q3", False].kl < res["f32", True].kl
     assert res["q8", False].perplexity < 1.05 * res["q8", False].reference_perplexity
+
+
+def test_chat_refuses_what_is_not_a_list_of_messages(model):
+    for bad in ("hello", {"role": "user", "content": "hi"}, [("user", "hi")], ["hello"]):
+        with pytest.raises(ValueError, match="list of"):
+            model.chat(bad, max_tokens=1)
+    # raw=True takes the contents as they are; a message without one is empty text, not a KeyError
+    g = model.chat(
+        [{"role": "user"}, {"role": "user", "content": "Hi"}], raw=True, max_tokens=2, temperature=0
+    )
+    assert g.stats is not None and g.stats.prompt_tokens >= 1
