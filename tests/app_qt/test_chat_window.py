@@ -146,12 +146,17 @@ def test_edit_and_resend_truncates_after_the_edited_message(qtbot: Any, window: 
     assert win.editing_id is None and not win.edit_label.isVisible()
 
 
-def test_an_edit_and_resend_that_fails_leaves_the_old_turn(qtbot: Any, window: MainWindow) -> None:
-    win = window
+def one_greedy_turn(qtbot: Any, win: MainWindow, text: str) -> tuple[int, list[tuple[int, str, str]]]:
+    """A new conversation with one short greedy turn: (its id, its messages as (id, role, content))."""
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
-    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "What is the capital of France?"))
-    before = [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, text))
+    return cid, [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+
+
+def test_an_edit_and_resend_that_fails_leaves_the_old_turn(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid, before = one_greedy_turn(qtbot, win, "What is the capital of France?")
     win.edit_message(None)
     edited = "What is the capital of France? " + "Please be precise. " * 1200  # more than the context
     win.prompt.setPlainText(edited)
@@ -165,10 +170,7 @@ def test_an_edit_and_resend_that_fails_leaves_the_old_turn(qtbot: Any, window: M
 
 def test_a_regenerate_that_fails_keeps_the_old_reply(qtbot: Any, window: MainWindow) -> None:
     win = window
-    cid = win.new_conversation()
-    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
-    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Name a colour."))
-    before = [(m.id, m.role, m.content) for m in win.store.messages(cid)]
+    cid, before = one_greedy_turn(qtbot, win, "Name a colour.")
     # the user message grows past the context behind the window's back (as a smaller context would)
     win.store.edit_message(before[0][0], "Name a colour. " * 1500)
     after_edit = [(m.id, m.role, m.content) for m in win.store.messages(cid)]

@@ -234,16 +234,12 @@ def test_ctrl_c_stops_a_chat_reply_and_the_chat_goes_on(default_model_gguf):
     assert err.count("reply:") == 2 and "(stopped)" in err  # the first reply stopped, the second ran
 
 
-def test_ctrl_c_while_the_model_loads_exits_with_one_line(tiny_gguf):
-    # a load still running when SIGINT comes (the real loader may finish first on a fast machine)
+def _interrupted_with_one_line(tiny_gguf, setup: str, entry: str) -> None:
+    """Runs `trit info` as a terminal would, with `setup` arranging a SIGINT at some stage."""
     code = (
-        "import os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        "import trit.engine\n"
-        "def slow_load(*args, **kwargs):\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    time.sleep(30)\n"
-        "trit.engine.load_model = slow_load\n"
-        "from trit.cli import main; sys.exit(main(sys.argv[1:]))"
+        "import builtins, os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        + setup
+        + f"from {entry} import main; sys.exit(main(sys.argv[1:]))"
     )
     p = _spawn("info", "-m", str(tiny_gguf), code=code)
     out, err = p.communicate(timeout=20)
@@ -251,10 +247,21 @@ def test_ctrl_c_while_the_model_loads_exits_with_one_line(tiny_gguf):
     assert err.decode().strip() == "trit: interrupted"
 
 
+def test_ctrl_c_while_the_model_loads_exits_with_one_line(tiny_gguf):
+    # a load still running when SIGINT comes (the real loader may finish first on a fast machine)
+    setup = (
+        "import trit.engine\n"
+        "def slow_load(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+        "trit.engine.load_model = slow_load\n"
+    )
+    _interrupted_with_one_line(tiny_gguf, setup, "trit.cli")
+
+
 def test_ctrl_c_while_the_command_line_imports_exits_with_one_line(tiny_gguf):
     # SIGINT arrives while trit.cli imports numpy: the first ~0.25 s after `trit` starts
-    code = (
-        "import builtins, os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    setup = (
         "real_import = builtins.__import__\n"
         "def slow_import(name, *args, **kwargs):\n"
         "    if name == 'numpy':\n"
@@ -262,12 +269,8 @@ def test_ctrl_c_while_the_command_line_imports_exits_with_one_line(tiny_gguf):
         "        time.sleep(30)\n"
         "    return real_import(name, *args, **kwargs)\n"
         "builtins.__import__ = slow_import\n"
-        "from trit.launch import main; sys.exit(main(sys.argv[1:]))"
     )
-    p = _spawn("info", "-m", str(tiny_gguf), code=code)
-    out, err = p.communicate(timeout=20)
-    assert p.returncode == 130 and out == b""
-    assert err.decode().strip() == "trit: interrupted"
+    _interrupted_with_one_line(tiny_gguf, setup, "trit.launch")
 
 
 def test_the_trit_executable_starts_through_the_guarded_entry_point() -> None:
