@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -364,6 +365,21 @@ def _nbytes(t: object) -> int:
     return int(t.data.nbytes)
 
 
+def check_prompt_size(tokenizer: Any, messages: Iterable[Mapping[str, Any]], context: int) -> None:
+    """ContextFullError, without tokenizing, for messages whose text alone is more than `context`
+    tokens could spell (a pasted file of many megabytes: tokenizing it would take seconds and
+    gigabytes before the context check refused it)."""
+    size = sum(
+        len(c.encode("utf-8", "surrogatepass")) for m in messages if isinstance(c := m.get("content"), str)
+    )
+    at_least = size // tokenizer.max_token_bytes
+    if at_least > context:
+        raise ContextFullError(
+            f"the messages hold {size} bytes of text, at least {at_least} tokens, but the context holds "
+            f"{context}; shorten them or start a new conversation"
+        )
+
+
 def _as_ids(ids: Iterable[int], vocab: int) -> np.ndarray:
     if isinstance(ids, (str, bytes)):
         raise ValueError("token ids must be a sequence of integers, not text (chat() takes text)")  # noqa: TRY004
@@ -494,6 +510,7 @@ class Session:
             )
         if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
             raise ValueError('messages must be a list of {"role": ..., "content": ...} dicts')
+        check_prompt_size(tok, messages, self.context)
         if raw:
             ids = tok.encode("".join(str(m.get("content") or "") for m in messages))  # type: ignore[attr-defined]
         else:

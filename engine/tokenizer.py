@@ -33,6 +33,7 @@ Deliberate differences from transformers' GGUF conversion (which the tests other
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import logging
 import os
@@ -488,6 +489,12 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes this token contributes to decoded text (may be part of a UTF-8 character)."""
         return self._pieces[token_id]
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The most UTF-8 bytes one token stands for (at least 4: an unknown character is one
+        token): a text of more than n * this many bytes cannot be n tokens or fewer."""
+        return max(4, max((len(p) for p in self._pieces), default=0))
 
     def token_id(self, text: str) -> int | None:
         """The id of the token spelled exactly `text`, if the vocabulary has one."""

@@ -273,6 +273,10 @@ class EngineWorker(QObject):
         if session is None or tok is None or fmt is None:
             return messages, 0
         context = int(session.context)
+        if messages:  # the newest message alone too long: said at once, before any tokenizing
+            from trit.engine.model import check_prompt_size
+
+            check_prompt_size(tok, messages[-1:], context)
         room = max(1, min(int(sampling.max_tokens), context // 2))
         kept, left_out = fit_context(
             messages,

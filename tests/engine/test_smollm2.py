@@ -166,3 +166,20 @@ def test_chat_refuses_what_is_not_a_list_of_messages(model):
         [{"role": "user"}, {"role": "user", "content": "Hi"}], raw=True, max_tokens=2, temperature=0
     )
     assert g.stats is not None and g.stats.prompt_tokens >= 1
+
+
+def test_a_message_too_long_for_the_context_is_refused_before_tokenizing(model, monkeypatch):
+    from trit.engine import ContextFullError
+    from trit.engine.model import check_prompt_size
+
+    tok = model.tokenizer
+    # the bound never refuses what could fit: `context` tokens of the longest piece
+    longest = max(range(tok.vocab_size), key=lambda i: len(tok.token_bytes(i)))
+    check_prompt_size(tok, [{"content": tok.token_bytes(longest).decode("utf-8", "replace") * 64}], 64)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("a 30 MB message was tokenized")
+
+    monkeypatch.setattr(tok, "encode", no_tokenizing)
+    with pytest.raises(ContextFullError, match="at least"):
+        model.chat([{"role": "user", "content": "x" * 30_000_000}], max_tokens=1)
