@@ -431,10 +431,10 @@ class Tokenizer:
         eos = tok_id(cfg.get("eos_token"))
         v = gen.get("eos_token_id")
         extra = v if isinstance(v, list) else [] if v is None else [v]
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in extra):
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < n for x in extra):
             raise ModelFormatError(
                 d / "generation_config.json",
-                f"eos_token_id is {_describe(v)}, expected a token id or a list of token ids",
+                f"eos_token_id is {_describe(v)}, expected a token id or a list of token ids below {n}",
             )
         if "add_bos_token" in cfg:
             add_bos = bool(cfg["add_bos_token"])

@@ -317,6 +317,10 @@ def test_from_hf_dir_errors_and_generation_config(tmp_path: Path, llama_bpe: Tok
     tok = Tokenizer.from_hf_dir(tmp_path)
     assert {5, 6} <= set(tok.eos_ids)
     assert tok.chat_template == "{{ messages }}"
+    for bad in (99999999, -5):  # not ids of this vocabulary: refused as the GGUF loader does
+        (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [5, bad]}))
+        with pytest.raises(ModelFormatError, match="generation_config.json: eos_token_id"):
+            Tokenizer.from_hf_dir(tmp_path)
 
 
 def test_encode_is_thread_safe(smollm2: Tokenizer) -> None:
