@@ -309,8 +309,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     out.write("\n")
     out.flush()
-    if model.chat_format is not None and model.chat_format.warning:
-        print(f"trit: warning: {model.chat_format.warning}", file=sys.stderr)
     note = _context_note(gen.stats, model)
     if note:
         print(f"trit: {note}", file=sys.stderr)
@@ -457,7 +455,22 @@ def _gui(args: argparse.Namespace) -> int:
     return app.run_gui(data_dir=args.data_dir, model=args.gui_model, argv=[sys.argv[0]])
 
 
+def _log_warnings_once() -> None:
+    """The engine's warnings (a chat template that failed ...) as one "trit: warning:" line each on
+    stderr, instead of Python's bare last-resort output."""
+    import logging
+
+    class ToStderr(logging.Handler):  # sys.stderr as it is at each warning (tests replace it)
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"trit: warning: {record.getMessage()}", file=sys.stderr)
+
+    log = logging.getLogger("trit")
+    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
+        log.addHandler(ToStderr(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _log_warnings_once()
     ap = _parser()
     args = ap.parse_args(argv)
     if args.cmd is None:
