@@ -1376,10 +1376,10 @@ class MainWindow(QMainWindow):
     # -- shutdown --------------------------------------------------------------------------------
     def resizeEvent(self, e: Any) -> None:
         super().resizeEvent(e)
-        # the model and memory labels take at most a fifth of the width each: the status bar's
+        # the model and memory labels take at most a quarter of the width each: the status bar's
         # messages (a context cut, an error) keep the rest
         for label in (self.model_label, self.memory_label):
-            label.setMaximumWidth(max(120, self.width() // 5))
+            label.setMaximumWidth(max(120, self.width() // 4))
 
     def closeEvent(self, e: QCloseEvent) -> None:
         self.shutdown()

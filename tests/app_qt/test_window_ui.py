@@ -453,7 +453,7 @@ def test_status_bar_messages_keep_their_room_beside_a_long_model_name(qtbot: Any
     win.model_label.setText(long_name)
     notice = "This conversation outgrew the model's context: the model does not see its first 4 messages"
     win.statusBar().showMessage(notice)
-    qtbot.waitUntil(lambda: win.model_label.width() == win.model_label.maximumWidth() == win.width() // 5)
+    qtbot.waitUntil(lambda: win.model_label.width() == win.model_label.maximumWidth() == win.width() // 4)
     assert win.model_label.text() == long_name  # the whole name, for code and the tooltip
     shown = QLabel.text(win.model_label)
     assert shown.endswith("threads") and "…" in shown and win.model_label.toolTip() == long_name
