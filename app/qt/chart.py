@@ -76,7 +76,7 @@ class ThroughputChart(QWidget):
             self._line(p, self.watts, area, power)
         p.setPen(pal.color(QPalette.ColorRole.Text))
         if self.tps:
-            label = f"{self.tps[-1][1]:.1f} tok/s"
+            label = f"now {self.tps[-1][1]:.1f} tok/s"  # the label beside the chart: the average so far
             if self.watts:
                 label += f"  ·  {self.watts[-1][1]:.1f} W"
         else:
