@@ -365,6 +365,16 @@ def _nbytes(t: object) -> int:
     return int(t.data.nbytes)
 
 
+def reply_tail(stream: Any, *, cut: bool) -> str:
+    """The text the stream still holds when a reply ends. A reply cut by its length, the context
+    or Stop may end inside a character (an emoji spans several tokens): those bytes are dropped,
+    not shown as U+FFFD; a reply the model ended itself keeps whatever it wrote."""
+    if cut and stream.pending:
+        stream.flush()
+        return ""
+    return str(stream.flush())
+
+
 def check_prompt_size(tokenizer: Any, messages: Iterable[Mapping[str, Any]], context: int) -> None:
     """ContextFullError, without tokenizing, for messages whose text alone is more than `context`
     tokens could spell (a pasted file of many megabytes: tokenizing it would take seconds and
@@ -528,7 +538,7 @@ class Session:
             return user_cb(t) if callable(user_cb) else None
 
         gen = self.generate(ids, on_token=on_token, **kwargs)  # type: ignore[arg-type]
-        rest = stream.flush()
+        rest = reply_tail(stream, cut=gen.stats is not None and gen.stats.stop_reason != "stop")
         if rest:
             parts.append(rest)
             if on_text is not None:

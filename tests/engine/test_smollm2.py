@@ -183,3 +183,17 @@ def test_a_message_too_long_for_the_context_is_refused_before_tokenizing(model, 
     monkeypatch.setattr(tok, "encode", no_tokenizing)
     with pytest.raises(ContextFullError, match="at least"):
         model.chat([{"role": "user", "content": "x" * 30_000_000}], max_tokens=1)
+
+
+def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_character(model):
+    from trit.engine.model import reply_tail
+    from trit.engine.tokenizer import StreamDecoder
+
+    ids = model.tokenizer.encode("Hi 😀", add_bos=False)  # the emoji's bytes span two tokens
+    stream = StreamDecoder(model.tokenizer, skip_special=True)
+    shown = "".join(stream.feed(t) for t in ids[:-1])  # cut before its last byte
+    assert shown == "Hi " and stream.pending
+    assert reply_tail(stream, cut=True) == "" and not stream.pending
+    for t in ids[:-1]:
+        stream.feed(t)
+    assert reply_tail(stream, cut=False) == "\ufffd"  # the model's own end: kept as written
