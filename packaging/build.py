@@ -20,6 +20,7 @@ Prints each package's path on stdout. Exit status 1 with a message on stderr whe
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import platform
 import re
@@ -200,7 +201,8 @@ def system_library_packages(bundle: Path) -> dict[str, list[str]]:
     bundle (glib, libexpat, libstdc++ ...): {package: [library file names]}. Libraries that came with
     a Python package (Qt in PySide6, numpy's) belong to no Debian package and are left out: their
     texts come with their distribution's."""
-    names = sorted({p.name for p in bundle.rglob("*.so*") if p.is_file() and ".cpython-" not in p.name})
+    bundled = {p.name: p for p in bundle.rglob("*.so*") if p.is_file() and ".cpython-" not in p.name}
+    names = sorted(bundled)
     if not names or shutil.which("dpkg") is None:
         return {}
     found = subprocess.run(
@@ -213,7 +215,13 @@ def system_library_packages(bundle: Path) -> dict[str, list[str]]:
     for line in found.stdout.splitlines():  # "libexpat1:amd64: /lib/x86_64-linux-gnu/libexpat.so.1"
         pkg, _, path = line.partition(": ")
         name = Path(path.strip()).name
-        if name in names and arch_dir in path and name not in seen:
+        # the very file the package installed (pyenv's libpython has Debian's name, not its bytes)
+        same = (
+            name in bundled
+            and Path(path.strip()).is_file()
+            and filecmp.cmp(bundled[name], path.strip(), shallow=False)
+        )
+        if same and arch_dir in path and name not in seen:
             seen.add(name)
             packages.setdefault(pkg.split(":")[0], []).append(name)
     return packages

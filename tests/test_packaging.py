@@ -100,6 +100,10 @@ def test_bundled_system_libraries_get_their_debian_copyright(tmp_path: Path) -> 
     (internal / "licenses" / "THIRD-PARTY.md").write_text("# Third-party software\n")
     shutil.copy(lib, internal)  # as PyInstaller copies it from the build machine
     (internal / "libQt6Fake.so.6").write_bytes(b"\x7fELF")  # a Python package's: no Debian package
+    # a library with a Debian library's name but other bytes (pyenv's libpython): not Debian's
+    z = Path("/lib") / (sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu") / "libz.so.1"
+    if z.exists():
+        (internal / "libz.so.1").write_bytes(z.read_bytes() + b"\0")
     assert build.system_library_packages(tmp_path / "bundle") == {"libexpat1": ["libexpat.so.1"]}
     build.add_system_licenses(tmp_path / "bundle")
     notes = (internal / "licenses" / "THIRD-PARTY.md").read_text()
