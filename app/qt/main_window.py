@@ -320,7 +320,6 @@ class MainWindow(QMainWindow):
             # where the window was when it closed, with the text that was typed but not sent
             last = self._last_viewed({c.id for c in convs})
             self.select_conversation(last if last is not None else convs[0].id)
-            self._restore_draft()
         else:
             self._show_new_chat_settings()
             self._render()
@@ -675,6 +674,7 @@ class MainWindow(QMainWindow):
         if self.editing_id is not None and self.editing_conv != conv_id:
             self._cancel_edit()
             self.prompt.clear()  # the edited message's text belongs to the conversation left
+        self._switch_draft(conv_id)
         if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
             self.banner.hide()
         if self.reply is None:
@@ -1392,17 +1392,27 @@ class MainWindow(QMainWindow):
             return None
         return last if last in live else None
 
-    def _restore_draft(self) -> None:
-        if self.current_id is None:
+    def _switch_draft(self, conv_id: int | None) -> None:
+        """The prompt box holds each conversation's own unsent text: what was typed stays with the
+        conversation it was typed in (kept in the store) and comes back when it is shown again.
+        Text typed before any conversation existed goes along to the one shown next."""
+        owner = getattr(self, "_draft_owner", None)
+        if owner == conv_id:
             return
+        text = self.prompt.toPlainText()
         try:
-            text = self.store.draft(self.current_id)
-            if text:
-                self.store.set_draft(self.current_id, "")
+            if owner is not None:
+                if self.editing_id is None:  # an edit in progress is not a draft
+                    self.store.set_draft(owner, text)
+                text = ""
+            draft = self.store.draft(conv_id) if conv_id is not None else ""
+            if draft:
+                self.store.set_draft(conv_id, "")  # in the box now; stored again when left
         except StoreError:
-            return
-        if text and not self.prompt.toPlainText():
-            self.prompt.setPlainText(text)
+            draft = ""  # a draft is a convenience: the conversation is shown anyway
+        self._draft_owner = conv_id
+        if (draft or text) != self.prompt.toPlainText():
+            self.prompt.setPlainText(draft or text)
             self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
 
     def _keep_window_state(self) -> None:
@@ -1410,9 +1420,9 @@ class MainWindow(QMainWindow):
         conversation (an edit in progress is not kept)."""
         try:
             self._save_panel()
-            text = self.prompt.toPlainText()
-            if self.current_id is not None and self.editing_id is None and text.strip():
-                self.store.set_draft(self.current_id, text)
+            owner = getattr(self, "_draft_owner", None)
+            if owner is not None and self.editing_id is None:
+                self.store.set_draft(owner, self.prompt.toPlainText())
         except StoreError:
             pass  # the window is closing: nothing left to show the problem in
 

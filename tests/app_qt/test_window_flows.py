@@ -157,6 +157,29 @@ def test_the_last_replys_speed_does_not_follow_into_another_conversation(
     assert win.live_label.text() == "" and win.chart.tps == []
 
 
+def test_each_conversation_keeps_its_own_unsent_text(qtbot: Any, make_ctx: Any) -> None:
+    ctx = make_ctx()
+    win = open_window(qtbot, ctx, autoload=False)
+    a = win.new_conversation("A")
+    win.prompt.setPlainText("typed in A")
+    b = win.new_conversation("B")  # a new chat starts empty; A keeps its text
+    assert win.prompt.toPlainText() == ""
+    win.prompt.setPlainText("typed in B")
+    win.select_conversation(a)
+    assert win.prompt.toPlainText() == "typed in A"
+    win.select_conversation(b)
+    assert win.prompt.toPlainText() == "typed in B"
+    win.prompt.clear()  # emptied by hand: nothing comes back
+    win.select_conversation(a)
+    win.select_conversation(b)
+    assert win.prompt.toPlainText() == ""
+    win.select_conversation(a)
+    win.close()
+    ctx.close()
+    win2 = open_window(qtbot, make_ctx(), autoload=False)
+    assert win2.current_id == a and win2.prompt.toPlainText() == "typed in A"
+
+
 def small_context_window(qtbot: Any, make_ctx: Any) -> MainWindow:
     """The window with SmolLM2 loaded in a 256-token context."""
     ctx = make_ctx()
