@@ -324,7 +324,7 @@ def self_test(
     """Opens the real window, loads the model through the worker, sends one prompt, waits for the
     streamed reply, prints the stats; 0 on success, otherwise non-zero with the reason on stderr.
     Conversations go to a temporary folder unless data_dir is given."""
-    if _no_display():
+    if _no_display() or not _display_reachable():  # the check needs no screen: Qt would abort
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     why = missing_window_libraries_message()
     if why:

@@ -41,6 +41,19 @@ def test_self_test_opens_the_window_and_gets_a_streamed_reply(
     assert "self-test passed" in r.stderr
 
 
+def test_self_test_with_a_display_where_nothing_answers_runs_offscreen(
+    default_model_gguf: Path, tmp_path: Path
+) -> None:
+    r = trit(
+        "--self-test",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env={"TRIT_DEFAULT_MODEL": str(default_model_gguf), "DISPLAY": ":987"},  # Qt aborted (134)
+        drop=("QT_QPA_PLATFORM", "WAYLAND_DISPLAY"),
+    )
+    assert r.returncode == 0 and "self-test passed" in r.stderr, r.stderr
+
+
 def test_self_test_fails_with_the_reason(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a model")
