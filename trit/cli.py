@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_sampling_args(chat)
 
     info = sub.add_parser("info", help="print what a model file holds")
-    _add_model_args(info)
+    _add_model_args(info, default_ok=True)
 
     ppl = sub.add_parser("perplexity", help="perplexity of a text file under the model")
     _add_model_args(ppl, default_ok=True)
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     ppl.add_argument("--window", type=int_range(2), default=512, help="tokens per window (each starts fresh)")
 
     lg = sub.add_parser("logits", help="write the logits of a token sequence to a .npy file")
-    _add_model_args(lg)
+    _add_model_args(lg, default_ok=True)
     lg.add_argument("--ids", type=_ids, required=True)
     lg.add_argument("-o", "--output", required=True, help="the .npy file to write (.npy is added if missing)")
 

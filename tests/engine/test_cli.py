@@ -127,6 +127,14 @@ def test_logits(tiny_gguf, tmp_path):
     np.testing.assert_array_equal(np.load(out), load_model(tiny_gguf, threads=1, kv="f16").logits([4, 5, 6]))
 
 
+def test_info_and_logits_use_the_default_model_without_m(default_model_gguf, tmp_path):
+    env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf)}
+    r = trit("info", env=env)
+    assert r.returncode == 0 and default_model_gguf.name in r.stdout, r.stderr
+    r = trit("logits", "--ids", "1,2", "-o", str(tmp_path / "l"), env=env)
+    assert r.returncode == 0 and np.load(tmp_path / "l.npy").shape[0] == 2, r.stderr
+
+
 def test_bad_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
