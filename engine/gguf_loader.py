@@ -157,6 +157,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
         tied="output.weight" not in f.tensors,
         bos_id=bos,
         eos_ids=tuple(eos),
+        file_arch="" if arch in ("llama", "bitnet-b1.58") else arch,  # bitnet, bitnet-25
     )
 
 

@@ -282,7 +282,7 @@ class Model:
         wbytes = sum(_nbytes(t) for t in mats) + _nbytes(head)
         self.info = ModelInfo(
             path=weights.source,
-            arch=cfg.arch,
+            arch=cfg.file_arch or cfg.arch,  # what the file says (the block may be another's)
             file_type=weights.file_type,
             n_layers=cfg.n_layers,
             dim=cfg.dim,

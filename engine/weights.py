@@ -15,7 +15,7 @@ TQ_QK_BYTES = 32  # bytes per packed block
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str  # "bitnet-b1.58" (also for bitnet-25 files and HF BitNet checkpoints)
+    arch: str  # the block: "bitnet-b1.58" (also bitnet-25 and llama.cpp's bitnet files, HF BitNet) or "llama"
     dim: int  # hidden size, e.g. 2560
     hidden: int  # FFN intermediate size, e.g. 6912
     n_layers: int
@@ -31,6 +31,7 @@ class ModelConfig:
     tied: bool = True  # LM head is the token embedding
     bos_id: int | None = None
     eos_ids: tuple[int, ...] = ()
+    file_arch: str = ""  # what the file calls it (GGUF general.architecture), when it differs from arch
 
 
 @dataclass
