@@ -168,7 +168,7 @@ def load_model(
     this CPU has, or TRIT_ISA). context: KV cache positions (default: the model's, capped at 4096). activations: how llama.cpp weight types (Q4_1 ...)
     meet the activations: "f32" dequantizes each block against the float activation (matches
     the dequantized weights; default), "q8" rounds the activation to 8 bits per block first, as
-    llama.cpp does (faster, ~1-2% higher perplexity on small models). Ternary BitNet layers always
+    llama.cpp does (faster decode, slower prompts; SmolLM2: perplexity +0.5%). Ternary BitNet layers always
     use their own per-token int8 activations, which the model was trained with. head: "f16" (as
     stored) or "q8_0": a Q8_0 copy of a float16 LM head built at load, meeting Q8_0-rounded
     activations (BitNet 2B4T: 656 -> 349 MB read per token, 1-thread decode +40%; logits move by

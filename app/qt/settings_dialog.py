@@ -165,7 +165,7 @@ class SettingsDialog(QDialog):
             "BitNet a4.8 computes with 4-bit activations (the inputs of the attention and feed-forward "
             "layers) and keeps only the larger half of the attention output's values. It is meant for "
             "models trained that way; no such model is public yet. Other models lose most of their "
-            "quality: SmolLM2's perplexity goes from 8.8 to about 31,000. It does not make replies "
+            "quality: SmolLM2's perplexity goes from 8.8 to about 29,000. It does not make replies "
             "faster on this kind of processor.",
         )
         engine = QGroupBox("Engine (changes reload the model)")
