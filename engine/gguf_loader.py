@@ -345,7 +345,8 @@ def load_gguf_weights(
             family="bitnet" if bitnet else guess_family(f.metadata),
             memory=("RAM copy" + (" (embedding mapped)" if f.mapped_tensors else ""))
             if f.in_memory
-            else "file map",
+            else "file map"
+            + (" (ternary matrices repacked in RAM)" if set(kinds) & set(REPACKED_TYPES) else ""),
         )
     except BaseException:
         f.close()

@@ -627,6 +627,7 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template if tokenizer is not None else None,
         family="bitnet" if q.family == "bitnet" else _llama_family(root),
+        memory="RAM (repacked from safetensors)",
     )
 
 

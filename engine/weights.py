@@ -112,7 +112,7 @@ class ModelWeights:
     tokenizer: object | None = None  # trit.engine.tokenizer.Tokenizer when the source has one
     chat_template: str | None = None  # the template embedded in the source, if any
     family: str = ""  # model family for built-in chat templates: bitnet, llama3, smollm, falcon3
-    memory: str = "file map"  # where the file's tensors live: "file map" or "RAM copy"
+    memory: str = "file map"  # where the tensors live: "file map", "RAM copy", repacked ...
 
 
 def dense_float(t: np.ndarray | QuantTensor) -> np.ndarray:

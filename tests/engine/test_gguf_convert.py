@@ -323,7 +323,7 @@ def test_weights_in_ram_match_the_map(tmp_path, monkeypatch):
     # TQ2_0 matrices are repacked at load: auto keeps the map (a copy would hold unused bytes)
     tq = tmp_path / "tq.gguf"
     write_bitnet_gguf(weights, tq, ternary_type="TQ2_0")
-    assert load_model(tq, threads=1).info.memory == "file map"
+    assert load_model(tq, threads=1).info.memory == "file map (ternary matrices repacked in RAM)"
     forced = load_model(tq, threads=1, weights="ram")
     assert forced.info.memory == "RAM copy"
     np.testing.assert_array_equal(forced.logits(ids), load_model(tq, threads=1, weights="map").logits(ids))
