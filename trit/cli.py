@@ -276,6 +276,8 @@ def _context_note(stats: Stats, model: Model) -> str | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.ids is not None and (args.raw or args.system is not None):
+        raise ValueError("--raw and --system shape a text prompt (-p); --ids are sent as they are")
     if args.prompt is not None and args.raw and not args.prompt:
         raise ValueError("-p: the prompt is empty (with --raw it is sent without the chat template)")
     model = _load(args)

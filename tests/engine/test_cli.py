@@ -144,6 +144,12 @@ def test_bad_file_is_a_clear_error(tmp_path):
     assert r.returncode == 1 and "no such file" in r.stderr
 
 
+def test_ids_with_options_for_text_are_refused(tiny_gguf):
+    for extra in (("--raw",), ("--system", "Be brief.")):
+        r = trit("run", "-m", str(tiny_gguf), "--ids", "1,2", "-n", "2", *extra)
+        assert r.returncode == 2 and "--ids are sent as they are" in r.stderr, r.stderr
+
+
 def test_bad_ids_and_isa(tiny_gguf):
     r = trit("run", "-m", str(tiny_gguf), "--ids", "1,x")
     assert r.returncode == 2 and "--ids" in r.stderr
