@@ -626,8 +626,9 @@ class MainWindow(QMainWindow):
         except StoreError as e:
             self.show_store_error(e)  # the list stays as it was
             return
-        more = len(rows) > SEARCH_LIMIT
-        rows = rows[:SEARCH_LIMIT]
+        more = bool(text) and len(rows) > SEARCH_LIMIT  # the list itself shows every conversation
+        if more:
+            rows = rows[:SEARCH_LIMIT]
         self.search_note.setText(
             f"The {SEARCH_LIMIT} most recent matches; type more to narrow the search." if more else ""
         )

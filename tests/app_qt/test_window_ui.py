@@ -40,6 +40,8 @@ def test_a_search_that_fills_the_list_says_so(win: MainWindow) -> None:
     assert win.search_note.isVisible() and "type more" in win.search_note.text()
     win.search.setText("chat 10")  # chat 10, chat 100 ... chat 104: all listed, no note
     assert win.conv_list.count() == 6 and not win.search_note.isVisible()
+    win.search.setText("")  # no search: every conversation, no note
+    assert win.conv_list.count() == SEARCH_LIMIT + 5 and not win.search_note.isVisible()
 
 
 def test_search_filters_by_title_and_message_text(win: MainWindow) -> None:
