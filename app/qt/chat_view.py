@@ -72,29 +72,22 @@ ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 # Text between code blocks longer than this many lines is shown as plain text: QTextCursor's
 # Markdown import takes time quadratic in a list's length (8000 items: ~4 s with the GUI frozen).
 MARKDOWN_MAX_LINES = 1500
-# Qt lays out one paragraph in time that grows with the square of its length: a 200k-character line
-# without a break (a pasted blob, minified code) took 10 s to show. Longer lines are shown cut into
-# paragraphs of at most this many characters (at a space when there is one); the text itself is
-# unchanged (Copy and the export use it).
-LONG_LINE = 2000
+# Qt lays out a word in time that grows with the square of its length: a 200k-character line
+# without a space (a pasted blob, minified code) took 10 s to show, while as much prose with spaces
+# takes a fraction of a second. Runs of more than this many characters without whitespace are shown
+# cut into lines of at most this many (such a run holds no Markdown worth keeping); the text itself
+# is unchanged (Copy and the export use it).
+LONG_RUN = 1000
+_LONG_RUN = re.compile(rf"\S{{{LONG_RUN + 1},}}")
 
 
-def break_long_lines(text: str, sep: str = "\n", limit: int = LONG_LINE) -> str:
-    """text with every line longer than limit cut into pieces of at most limit characters, joined
-    by sep; a piece ends after the last space or tab within the limit, else at the limit."""
+def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN) -> str:
+    """text with every run of more than limit non-whitespace characters cut into pieces of at most
+    limit characters, joined by sep; everything else as it was."""
     if len(text) <= limit:
         return text
-    out = []
-    for line in text.split("\n"):
-        pieces = []
-        while len(line) > limit:
-            cut = max(line.rfind(" ", 0, limit), line.rfind("\t", 0, limit)) + 1
-            cut = cut if cut > limit // 2 else limit
-            pieces.append(line[:cut])
-            line = line[cut:]
-        pieces.append(line)
-        out.append(sep.join(pieces))
-    return "\n".join(out)
+    pattern = _LONG_RUN if limit == LONG_RUN else re.compile(rf"\S{{{limit + 1},}}")
+    return pattern.sub(lambda m: sep.join(m[0][i : i + limit] for i in range(0, len(m[0]), limit)), text)
 
 
 class ChatView(QTextBrowser):
@@ -245,9 +238,9 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
-                    cur.insertMarkdown(break_long_lines(body, "\n\n"))  # a single \n joins lines in Markdown
+                    cur.insertMarkdown(break_long_runs(body, "\n\n"))  # a single \n joins lines in Markdown
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
-                    cur.insertText(break_long_lines(body))
+                    cur.insertText(break_long_runs(body))
 
     def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
         idx = len(self._code_blocks)
@@ -270,7 +263,7 @@ class ChatView(QTextBrowser):
         # One insertText for the whole block: it turns each "\n" into a new block with this format.
         # A block per line inserted one by one inside a frame costs a relayout of the frame each
         # time (quadratic: 2000 lines took 2 s, 8000 lines about a minute).
-        cur.insertText(break_long_lines(seg.text), mono)
+        cur.insertText(break_long_runs(seg.text), mono)
         cur.movePosition(QTextCursor.MoveOperation.End)  # out of the frame
 
     def _insert_message(
@@ -350,7 +343,7 @@ __all__ = [
     "PromptEdit",
     "Segment",
     "ShownMessage",
-    "break_long_lines",
+    "break_long_runs",
     "format_readout",
     "split_markdown",
 ]

@@ -264,27 +264,32 @@ def test_streaming_redraws_only_the_reply(qtbot: Any) -> None:
     assert "hi" in view.toPlainText()
 
 
-def test_break_long_lines() -> None:
-    from trit.app.qt.chat_view import break_long_lines
+def test_break_long_runs() -> None:
+    from trit.app.qt.chat_view import break_long_runs
 
-    assert break_long_lines("short\nlines") == "short\nlines"
+    assert break_long_runs("short\nlines") == "short\nlines"
     blob = "x" * 4500
-    assert break_long_lines(blob, limit=2000) == "\n".join(["x" * 2000, "x" * 2000, "x" * 500])
-    prose = " ".join(["word"] * 1000)  # 4999 characters: cut after a space, words stay whole
-    pieces = break_long_lines(prose, "\n\n", limit=2000).split("\n\n")
-    assert "".join(pieces) == prose and all(len(p) <= 2000 and p.endswith(" ") for p in pieces[:-1])
+    assert break_long_runs(blob, limit=2000) == "\n".join(["x" * 2000, "x" * 2000, "x" * 500])
+    # prose is left alone however long its lines: Markdown in it (**bold**, `code`) stays whole
+    prose = " ".join(["some **important bold phrase** and `code`"] * 200)
+    assert break_long_runs(prose, "\n\n", limit=100) == prose
+    mixed = "see " + "y" * 250 + " there"
+    assert (
+        break_long_runs(mixed, "\n\n", limit=100)
+        == "see " + "\n\n".join(["y" * 100, "y" * 100, "y" * 50]) + " there"
+    )
 
 
 def test_a_huge_line_is_shown_in_paragraphs_and_copied_whole(qtbot: Any, win: MainWindow) -> None:
     """A 200k-character line without a break took 10 s to lay out as one paragraph."""
-    from trit.app.qt.chat_view import LONG_LINE
+    from trit.app.qt.chat_view import LONG_RUN
 
     cid = win.new_conversation()
     blob = "0123456789abcdef" * 12500
     code = "```js\n" + "var a=1;" * 25000 + "\n```"
     m = win.store.add_message(cid, "user", blob + "\n\n" + code)
     win.select_conversation(cid)
-    assert win.chat.document().blockCount() > 2 * len(blob) // LONG_LINE
+    assert win.chat.document().blockCount() > len(blob) // LONG_RUN
     assert win.chat.toPlainText().replace("\n", "").count("0123456789abcdef") == 12500
     win.copy_message(m.id)
     from PySide6.QtWidgets import QApplication
