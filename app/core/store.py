@@ -321,6 +321,7 @@ class ConversationStore:
             make_data_folder(Path(self.path).parent)
         self._lock = threading.RLock()
         self._search_texts = _SearchTexts()
+        self._data_version = -1  # PRAGMA data_version when the search texts were last checked
         self.salvaged: Salvage | None = None
         try:
             self._open()
@@ -593,6 +594,12 @@ class ConversationStore:
         if not needle:
             return []
         with self._using() as db:
+            # another process (a second window on the same folder) committed since the last search:
+            # its writes are not seen by drop(), so every text read before may be stale
+            version = int(db.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._data_version:
+                self._search_texts.clear()
+                self._data_version = version
             live = db.execute(
                 "SELECT id, title FROM conversations WHERE deleted IS NULL ORDER BY updated DESC, id DESC"
             ).fetchall()

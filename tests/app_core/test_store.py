@@ -131,6 +131,22 @@ def test_search_sees_every_write_after_it_has_read_the_texts(store: Conversation
     assert [h.conversation.id for h in store.search("epsilon")] == [reused.id]
 
 
+def test_search_sees_what_another_connection_wrote(tmp_path: Path) -> None:
+    """Two windows on one folder: each store's search texts must notice the other's writes."""
+    one, two = ConversationStore(tmp_path / "c.sqlite3"), ConversationStore(tmp_path / "c.sqlite3")
+    try:
+        c = one.create_conversation("Chat")
+        m = one.add_message(c.id, "user", "alpha")
+        assert [h.message_id for h in two.search("alpha")] == [m.id]  # two has read the texts
+        one.edit_message(m.id, "charlie")
+        one.add_message(c.id, "assistant", "delta")
+        assert two.search("alpha") == [] and [h.message_id for h in two.search("charlie")] == [m.id]
+        assert len(two.search("delta")) == 1
+    finally:
+        one.close()
+        two.close()
+
+
 def test_search_ignores_case_beyond_ascii(store: ConversationStore) -> None:
     cv = store.create_conversation("Résumé")
     school = store.create_conversation("Notes")
