@@ -169,6 +169,11 @@ def _fold(text: object) -> str | None:
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
 
 
+def caseless(text: str) -> str:
+    """The form search compares (_fold): "ÉCOLE" and "école" give the same."""
+    return _fold(text) or ""
+
+
 def _fold_index(text: str, folded: str, j: int) -> int:
     """The index in text of the character folded[j] comes from."""
     if len(folded) == len(text):  # NFD and casefold never shorten: every character stayed one
@@ -889,6 +894,7 @@ __all__ = [
     "SearchHit",
     "StoreDamagedError",
     "StoreError",
+    "caseless",
     "default_db_path",
     "make_data_folder",
 ]

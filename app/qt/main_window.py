@@ -50,7 +50,7 @@ from trit.app.core.catalog import LibraryError
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
-from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError
+from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
 from trit.app.core.units import count_noun, format_bytes
 
 from .chart import ThroughputChart
@@ -283,6 +283,7 @@ class MainWindow(QMainWindow):
         self.model_loading = False
         self.editing_id: int | None = None
         self.editing_conv: int | None = None  # the conversation editing_id belongs to
+        self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
         self._models_dialog: Any = None
@@ -626,6 +627,18 @@ class MainWindow(QMainWindow):
         except StoreError as e:
             self.show_store_error(e)  # the list stays as it was
             return
+        live = self.reply
+        # the reply being written: its text is on screen before the store has it (0.5 s)
+        if (
+            text
+            and live is not None
+            and caseless(text) in caseless(live["text"])
+            and all(conv.id != live["conversation_id"] for conv, _ in rows)
+        ):
+            try:
+                rows.insert(0, (self.store.get_conversation(int(live["conversation_id"])), live["text"][:80]))
+            except StoreError:
+                pass
         more = bool(text) and len(rows) > SEARCH_LIMIT  # the list itself shows every conversation
         if more:
             rows = rows[:SEARCH_LIMIT]
@@ -673,8 +686,9 @@ class MainWindow(QMainWindow):
         # edit and the banner belong to, not with current_id
         self._save_panel()
         if self.editing_id is not None and self.editing_conv != conv_id:
-            self._cancel_edit()
-            self.prompt.clear()  # the edited message's text belongs to the conversation left
+            # the edited message's text stays behind; what was typed before the edit is the
+            # conversation's draft again
+            self._cancel_edit(restore_typed=True)
         self._switch_draft(conv_id)
         if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
             self.banner.hide()
@@ -752,17 +766,22 @@ class MainWindow(QMainWindow):
                 model_id = ""
         return model_choice(self.ctx, model_id or self.default_model_id())
 
-    def new_conversation(self, title: str = "New chat") -> int:
+    def _create_conversation(self, title: str) -> int:
+        """A new conversation in the store, with what the settings panel was set to before any
+        chat existed (else the model's defaults)."""
         model_id = self.default_model_id()
         panel = self.settings_panel
         if panel.conversation_id is None and panel.dirty():  # set up before the chat existed
             system, sampling = panel.values()
         else:
             system, sampling = "", self._default_sampling(model_choice(self.ctx, model_id))
-        self._save_panel()  # edits of the conversation shown so far stay with it
-        conv = self.store.create_conversation(
+        return self.store.create_conversation(
             title, system_prompt=system, model_id=model_id, sampling=sampling
-        )
+        ).id
+
+    def new_conversation(self, title: str = "New chat") -> int:
+        self._save_panel()  # edits of the conversation shown so far stay with it
+        conv = self.store.get_conversation(self._create_conversation(title))
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
@@ -1141,6 +1160,7 @@ class MainWindow(QMainWindow):
             # the edited message and everything after it give way only once the new reply has
             # come (_on_finished): a reply that fails leaves the old turn as it was
             replacing = [m.id for m in self.store.messages(cid) if m.id >= self.editing_id]
+        typed_before_edit = self._typed_before_edit if self.editing_id is not None else ""
         self._cancel_edit()
         added = self.store.add_message(cid, "user", body)
         self._save_panel()  # what the panel shows is what this reply uses
@@ -1149,7 +1169,7 @@ class MainWindow(QMainWindow):
             line = body.splitlines()[0]
             self.store.rename_conversation(cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else ""))
             self.setWindowTitle(f"{self.store.get_conversation(cid).title} — Trit")
-        self.prompt.clear()
+        self.prompt.setPlainText(typed_before_edit)  # empty, or what the edit had put aside
         self._start_reply(cid, replacing, edit=(added.id, body) if replacing else None)
         return True
 
@@ -1208,8 +1228,13 @@ class MainWindow(QMainWindow):
     def _on_finished(self, d: dict[str, Any]) -> None:
         self.chat.end_stream()
         reply, self.reply = self.reply, None
-        if reply is not None and reply["conversation_id"] == d["conversation_id"]:
-            self._settle_replaced(reply, failed=d.get("status") == "failed")
+        if reply is not None and reply["conversation_id"] == d["conversation_id"] and reply.get("replacing"):
+            # a new reply that brought no text (it failed, or was stopped or the window closed
+            # before its first token) gives way to the old turn; one with text replaces it
+            kept = d.get("status") != "failed" and bool(d.get("text"))
+            self._settle_replaced(reply, d.get("message_id"), kept=kept)
+        if getattr(self, "_shut_down", False):
+            return  # the window is closing (shutdown() delivers this): nothing to show or load
         mem = d.get("memory") or {}
         if mem:
             self.last_memory = MemoryReading(
@@ -1229,23 +1254,36 @@ class MainWindow(QMainWindow):
         self._update_controls()
         self.reply_finished.emit(d)
 
-    def _settle_replaced(self, reply: dict[str, Any], *, failed: bool) -> None:
-        """A regenerate or edit-and-resend has ended: the new reply takes the old messages' place,
-        or, when it failed, the old turn stays and the edited text goes back to the prompt box."""
+    def _settle_replaced(self, reply: dict[str, Any], new_reply_id: int | None, *, kept: bool) -> None:
+        """A regenerate or edit-and-resend has ended. kept: the new reply takes the old messages'
+        place. Otherwise the old turn stays as it was: the new reply (empty or partial) and, for an
+        edit, the new question are deleted, and the edited text goes back to the prompt box when
+        it can (the conversation shown, nothing else typed), else into the conversation's draft."""
+        cid = int(reply["conversation_id"])
         try:
-            if not failed:
-                for mid in reply.get("replacing") or ():
-                    try:
-                        self.store.delete_message(mid)
-                    except NotFoundError:
-                        pass
-            elif reply.get("edit") is not None:
-                new_id, text = reply["edit"]
-                self.store.delete_message(new_id)
-                if self.current_id == reply["conversation_id"] and not self.prompt.toPlainText().strip():
-                    self.editing_id, self.editing_conv = reply["replacing"][0], reply["conversation_id"]
-                    self.prompt.setPlainText(text)
+            if kept:
+                gone = list(reply.get("replacing") or ())
+            else:
+                gone = [i for i in (new_reply_id, (reply.get("edit") or (None,))[0]) if i is not None]
+            for mid in gone:
+                try:
+                    self.store.delete_message(int(mid))
+                except NotFoundError:
+                    pass
+            if kept or reply.get("edit") is None:
+                return
+            text = reply["edit"][1]
+            closing = getattr(self, "_shut_down", False)
+            if not closing and self.current_id == cid and self.editing_id is None:
+                typed = self.prompt.toPlainText()
+                if not typed.strip():
+                    self.editing_id, self.editing_conv = reply["replacing"][0], cid
+                    self._typed_before_edit = ""
                     self.edit_label.show()
+                self.prompt.setPlainText(f"{typed}\n\n{text}" if typed.strip() else text)
+            else:
+                draft = self.store.draft(cid)
+                self.store.set_draft(cid, f"{draft}\n\n{text}" if draft.strip() else text)
         except StoreError as e:
             self.show_store_error(e)
 
@@ -1270,8 +1308,7 @@ class MainWindow(QMainWindow):
         if self.reply is not None:
             self.stop()
         elif self.editing_id is not None:
-            self._cancel_edit()
-            self.prompt.clear()
+            self._cancel_edit(restore_typed=True)
 
     def regenerate(self) -> None:
         if self.reply is not None or self.current_id is None or not self.model_ready:
@@ -1293,6 +1330,8 @@ class MainWindow(QMainWindow):
         users = [m for m in self.store.messages(self.current_id) if m.role == "user"]
         if not users or (message_id is not None and users[-1].id != message_id):
             return
+        if self.editing_id is None:  # what was typed waits until the edit is sent or cancelled
+            self._typed_before_edit = self.prompt.toPlainText()
         self.editing_id = users[-1].id
         self.editing_conv = self.current_id
         self.prompt.setPlainText(users[-1].content)
@@ -1300,9 +1339,15 @@ class MainWindow(QMainWindow):
         self.edit_label.show()
         self.prompt.setFocus()
 
-    def _cancel_edit(self) -> None:
+    def _cancel_edit(self, *, restore_typed: bool = False) -> None:
+        """Ends edit mode; restore_typed: the prompt box gets back what was typed before the edit."""
+        was_editing = self.editing_id is not None
         self.editing_id = self.editing_conv = None
         self.edit_label.hide()
+        if restore_typed and was_editing:
+            self.prompt.setPlainText(self._typed_before_edit)
+            self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
+        self._typed_before_edit = ""
 
     def copy_message(self, message_id: int) -> None:
         if self.reply is not None and self.reply.get("message_id") == message_id:
@@ -1416,14 +1461,32 @@ class MainWindow(QMainWindow):
             self.prompt.setPlainText(draft or text)
             self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
 
+    def _empty_reply_row(self, reply: dict[str, Any]) -> int | None:
+        """The new reply's row when `started` never reached the window: the conversation's empty
+        stopped reply after the messages it was to replace."""
+        if reply.get("message_id") is not None:
+            return int(reply["message_id"])
+        try:
+            msgs = self.store.messages(int(reply["conversation_id"]))
+        except StoreError:
+            return None
+        after = max(reply["replacing"])
+        rows = [m.id for m in msgs if m.id > after and m.role == "assistant" and not m.content]
+        return rows[-1] if rows else None
+
     def _keep_window_state(self) -> None:
         """At close: the settings panel's unapplied values, and the unsent text of the shown
         conversation (an edit in progress is not kept)."""
         try:
             self._save_panel()
             owner = getattr(self, "_draft_owner", None)
-            if owner is not None and self.editing_id is None:
-                self.store.set_draft(owner, self.prompt.toPlainText())
+            # in an edit, what was typed before it (the edit itself is not kept)
+            typed = self._typed_before_edit if self.editing_id is not None else self.prompt.toPlainText()
+            if owner is None and typed.strip():  # typed before any chat existed: it becomes one
+                owner = self._create_conversation("New chat")
+                self.store.mark_viewed(owner)
+            if owner is not None:
+                self.store.set_draft(owner, typed)
         except StoreError:
             pass  # the window is closing: nothing left to show the problem in
 
@@ -1432,21 +1495,21 @@ class MainWindow(QMainWindow):
         closing the window and the app's exit both call it."""
         if getattr(self, "_shut_down", False):
             return
-        self._shut_down = True
         self._keep_window_state()
+        self._shut_down = True
         self._rss_timer.stop()
-        reply = self.reply
         self.worker.shutdown()
-        if reply is not None and reply.get("replacing"):
-            # quit during a regenerate or edit-and-resend: a reply with text has taken the old
-            # turn's place (kept 'stopped'); one without any leaves the old turn as it was
-            empty = not reply["text"]
-            if empty and reply.get("message_id") is not None:
-                try:
-                    self.store.delete_message(int(reply["message_id"]))
-                except StoreError:
-                    pass
-            self._settle_replaced(reply, failed=empty)
+        # the reply's last signals (started, finished) are handled now, while the store is open:
+        # a regenerate or edit-and-resend cut by the close settles as any stopped reply does
+        QApplication.processEvents()
+        reply, self.reply = self.reply, None
+        if reply is not None and reply.get("replacing"):  # its `finished` never came
+            self._settle_replaced(reply, self._empty_reply_row(reply), kept=False)
+        for signal in (self.worker.started, self.worker.token, self.worker.finished, self.worker.failed):
+            try:
+                signal.disconnect()
+            except (RuntimeError, TypeError):
+                pass
         if self._models_dialog is not None:
             self._models_dialog.close()
         if self.ctx.has_downloads:

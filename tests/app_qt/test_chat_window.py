@@ -180,6 +180,105 @@ def test_a_regenerate_that_fails_keeps_the_old_reply(qtbot: Any, window: MainWin
     assert after_edit[1] == before[1]  # the old reply, untouched
 
 
+def _engine_that_fails_after(win: MainWindow, pieces: tuple[str, ...], gate: Any = None) -> None:
+    """The worker's session writes `pieces`, waits for `gate` if given, then fails as a damaged
+    model or a full disk would: the failure paths of a reply, with the real window and store."""
+
+    def chat(messages: Any, on_text: Any = None, on_token: Any = None, **kw: Any) -> Any:
+        for p in pieces:
+            on_text(p)
+            on_token(0)
+        if gate is not None:
+            gate.wait(20)
+        raise RuntimeError("engine exploded")
+
+    win.worker._session.chat = chat
+
+
+def test_a_regenerate_stopped_before_its_first_token_keeps_the_old_reply(
+    qtbot: Any, window: MainWindow
+) -> None:
+    win = window
+    cid, before = one_greedy_turn(qtbot, win, "Name a colour.")
+    d = wait_reply(qtbot, win, lambda: (win.regenerate(), win.stop()))
+    assert d["text"] == ""
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == before  # no empty reply
+
+
+def test_a_regenerate_that_fails_midway_keeps_the_old_reply_only(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid, before = one_greedy_turn(qtbot, win, "Name a colour.")
+    _engine_that_fails_after(win, ("Partial ", "new ", "reply "))
+    d = wait_reply(qtbot, win, win.regenerate)
+    assert d["status"] == "failed"
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == before  # the partial one is gone
+
+
+def test_a_failed_edit_of_a_conversation_left_meanwhile_keeps_the_text_as_its_draft(
+    qtbot: Any, window: MainWindow
+) -> None:
+    import threading
+
+    win = window
+    cid, before = one_greedy_turn(qtbot, win, "Name a colour.")
+    other = win.new_conversation("Other")
+    win.select_conversation(cid)
+    gate = threading.Event()
+    _engine_that_fails_after(win, (), gate)
+    win.edit_message()
+    win.prompt.setPlainText("the edited question")
+    assert win.send()
+    win.select_conversation(other)
+    with qtbot.waitSignal(win.reply_finished, timeout=30_000):
+        gate.set()
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == before
+    win.select_conversation(cid)
+    assert win.prompt.toPlainText() == "the edited question"
+
+
+@pytest.mark.parametrize("what", ["regenerate", "edit"])
+def test_closing_during_a_regenerate_or_edit_before_its_first_token_keeps_the_old_turn(
+    qtbot: Any, window: MainWindow, what: str
+) -> None:
+    win = window
+    cid, before = one_greedy_turn(qtbot, win, "Name a colour.")
+    if what == "regenerate":
+        win.regenerate()
+    else:
+        win.edit_message()
+        win.prompt.setPlainText("Name a fruit.")
+        assert win.send()
+    win.close()  # the worker's `started` / `finished` may still be on their way
+    assert [(m.id, m.role, m.content) for m in win.store.messages(cid)] == before
+    if what == "edit":  # the edited question is not lost either
+        assert win.store.draft(cid) == "Name a fruit."
+
+
+def test_an_edit_puts_typed_text_aside_and_esc_brings_it_back(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid, _ = one_greedy_turn(qtbot, win, "Name a colour.")
+    win.prompt.setPlainText("something I was typing")
+    win.edit_message()
+    assert win.prompt.toPlainText() == "Name a colour."
+    win.escape()
+    assert win.editing_id is None and win.prompt.toPlainText() == "something I was typing"
+    win.edit_message()
+    win.close()  # closing in the middle of the edit keeps what was typed before it
+    assert win.store.draft(cid) == "something I was typing"
+
+
+def test_a_reply_being_written_is_found_by_search_before_it_is_saved(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = long_conversation(win)
+    type_and_enter(qtbot, win, LONG_PROMPT)
+    wait_tokens(qtbot, win, 12)
+    words = " ".join(win.reply["text"].split()[8:11])
+    win.search.setText(words)
+    assert [win.conv_list.item(i).data(256) for i in range(win.conv_list.count())] == [cid]
+    with qtbot.waitSignal(win.reply_finished, timeout=60_000):
+        win.stop()
+
+
 def test_edit_is_cancelled_with_esc(qtbot: Any, window: MainWindow) -> None:
     win = window
     cid = win.new_conversation()
