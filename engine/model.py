@@ -8,6 +8,7 @@ the tokens the cache does not have yet. Every forward pass runs in C with the GI
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import stat
 import threading
@@ -30,6 +31,8 @@ from .errors import (
 )
 from .sampler import Sampler, SamplingParams
 from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096
 PROMPT_BATCH = 128  # prompt tokens per GEMM pass; bounds the activation buffers
@@ -249,6 +252,12 @@ class Model:
 
                 weights = dataclasses.replace(weights, head=q8_0_head(stored, _page_dropper(weights)))
                 head_type = "Q8_0 (built at load from F16, Q8_0 activations)"
+            else:  # a quantized or bf16 head: already as small as Q8_0, or (bf16) left exact
+                log.warning(
+                    "%s: head q8_0 applies to an F16 output head; this model's is %s and stays so",
+                    weights.source,
+                    _type_name(stored),
+                )
         self.weights = weights
         self.config = weights.config
         self.activations = activations

@@ -96,6 +96,13 @@ def test_a_failing_chat_template_is_one_warning_line(default_model_gguf, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("trit: warning: the chat template"), r.stderr
 
 
+def test_head_q8_0_on_a_head_that_is_not_f16_says_so():
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"  # a BF16 head
+    r = trit("info", "-m", str(folder), "--head", "q8_0")
+    assert r.returncode == 0 and "head_type    BF16" in r.stdout
+    assert "trit: warning:" in r.stderr and "applies to an F16 output head" in r.stderr
+
+
 def test_info(tiny_gguf):
     r = trit("info", "-m", str(tiny_gguf))
     assert r.returncode == 0, r.stderr
