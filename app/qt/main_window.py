@@ -283,6 +283,7 @@ class MainWindow(QMainWindow):
         self.model_loading = False
         self.editing_id: int | None = None
         self.editing_conv: int | None = None  # the conversation editing_id belongs to
+        self.failed_path: str | None = None  # the model whose last load failed
         self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
@@ -1029,10 +1030,13 @@ class MainWindow(QMainWindow):
         self._pending_loads = max(0, self._pending_loads - 1)
         self.model_loading = self._pending_loads > 0
         if not self.model_loading:
+            self.failed_path = self.loading_path  # Settings retries it (the fix may be a setting)
             self.loading_path = None
             self.model_label.setText("No model")
         self.model_info = None  # the worker dropped the old model before trying
         self.loaded_path = None
+        self.last_memory = None
+        self._update_memory_label()
         self.banner.show_problem(message, fix, kind="model")
         self._update_controls()
         self.model_loaded.emit({"error": message, "fix": fix})
@@ -1076,7 +1080,12 @@ class MainWindow(QMainWindow):
             old.context,
             old.engine_options(),
         )
-        reload_path = self.loading_path or self.loaded_path
+        # the model the shown conversation uses (a reply in another one may hold its own loaded), or,
+        # with one model given at start, that one; after a failed load, the one that failed (the
+        # fix it showed may be one of these settings)
+        reload_path = self.loading_path or self.loaded_path or self.failed_path
+        if self.manage_models:
+            reload_path = self.conversation_model(self.current_id).path or reload_path
         if (
             engine_changed
             and reload_path

@@ -348,3 +348,28 @@ def test_an_endpoint_with_a_query_or_fragment_is_refused(qtbot: Any) -> None:
         dlg.endpoint.setText(url)
         s, problems = dlg.values()
         assert "without ? or #" in problems["hf_endpoint"] and s.hf_endpoint == default_settings().hf_endpoint
+
+
+def test_changing_the_setting_a_failed_load_names_loads_the_model_again(
+    qtbot: Any, make_ctx: Any, tmp_path: Path
+) -> None:
+    """A load that failed says which setting to change; changing it in Settings retries the
+    load (nothing was loaded or loading, so there was no model to reload)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from tiny import random_weights
+    from trit.engine.convert import write_bitnet_gguf
+
+    gguf = tmp_path / "head48.gguf"  # a head size the 3-bit KV cache cannot take
+    write_bitnet_gguf(random_weights(1, n_heads=8, n_kv_heads=2, head_dim=48)[0], gguf)
+    ctx = make_ctx()
+    ctx.save_settings(dataclasses.replace(ctx.settings, kv_cache="q3"))
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as failed:
+        win.load_model(str(gguf))
+    assert "error" in failed.args[0] and "Conversation memory" in failed.args[0]["fix"]
+    assert win.memory_label.text().startswith("RAM ") and "model" not in win.memory_label.text()
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as retried:
+        assert win.apply_settings(dataclasses.replace(ctx.settings, kv_cache="f32")) == {}
+    # the engine loads it now; (this tiny file has no tokenizer, which the window then names)
+    assert "Conversation memory" not in retried.args[0].get("fix", "")
+    assert "no tokenizer" in retried.args[0].get("error", "")
