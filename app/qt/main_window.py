@@ -87,12 +87,21 @@ def model_choice(ctx: AppContext, model_id: str) -> ModelChoice:
     try:
         entry = ctx.library.entry(model_id)
     except KeyError:
-        p = Path(model_id).expanduser()
+        p = _in_library(ctx, Path(model_id).expanduser())
         return ModelChoice(model_id, str(p) if p.exists() else None, p.name or model_id)
     bundled = entry.source == "bundled"
     if ctx.library.is_installed(entry):
         return ModelChoice(model_id, str(ctx.library.path_for(entry)), entry.name, bundled)
     return ModelChoice(model_id, None, entry.name, bundled)
+
+
+def _in_library(ctx: AppContext, p: Path) -> Path:
+    """p, or, when it is gone, the file of that name in the models folder: a model imported into
+    the library is found again after the folder was moved or renamed (Settings › Models folder)."""
+    if p.exists() or not p.name:
+        return p
+    moved = ctx.library.folder / p.name
+    return moved if moved.is_file() else p
 
 
 def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:
@@ -103,7 +112,7 @@ def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:
         try:
             entry = ctx.library.entry(choice)
         except KeyError:
-            p = Path(choice).expanduser()
+            p = _in_library(ctx, Path(choice).expanduser())
             if p.exists():
                 return str(p)
         else:

@@ -320,7 +320,9 @@ def test_settings_refuse_a_new_models_folder_while_downloading(
     hub.state.chunk_delay = 0.005
     ctx.downloads.add(ctx.library.download_request(ENTRY, endpoint=hub.endpoint, token=None))
     # the part of MainWindow that apply_settings reads before it changes the folder
-    win = SimpleNamespace(ctx=ctx, loading_path="", loaded_path="", reply=None)
+    win = SimpleNamespace(
+        ctx=ctx, loading_path="", loaded_path="", failed_path=None, manage_models=False, reply=None
+    )
     new = dataclasses.replace(ctx.settings, models_dir=str(tmp_path / "new-models"))
     problems = MainWindow.apply_settings(win, new)  # type: ignore[arg-type]
     assert problems is not None and "downloading" in problems["models_dir"]
@@ -334,3 +336,21 @@ def test_progress_text() -> None:
     p = Progress("k", State.DOWNLOADING, 12_000_000, 98_000_000, 4_100_000.0, 21.0)
     assert progress_text(p) == "12 MB of 98 MB · 4.1 MB/s · 21 s left"
     assert progress_text(dataclasses.replace(p, state=State.PAUSED)) == "12 MB of 98 MB"
+
+
+def test_a_model_in_the_library_is_found_after_the_folder_moved(make_ctx: Any, tmp_path: Path) -> None:
+    """Conversations keep an imported model's path; after the models folder was renamed (and
+    Settings pointed at it) the file of that name in the current folder is the one used."""
+    from trit.app.qt.main_window import model_choice, resolve_model_path
+
+    old = tmp_path / "models"
+    ctx = make_ctx(models_dir=old)
+    old.mkdir(parents=True, exist_ok=True)
+    (old / "Imported.gguf").write_bytes(b"GGUF")
+    kept = str(old / "Imported.gguf")
+    new = tmp_path / "models-renamed"
+    old.rename(new)
+    ctx.library.set_folder(str(new))
+    assert model_choice(ctx, kept).path == str(new / "Imported.gguf")
+    assert resolve_model_path(ctx, kept) == str(new / "Imported.gguf")
+    assert model_choice(ctx, str(tmp_path / "elsewhere" / "Gone.gguf")).path is None  # not in the library
