@@ -14,9 +14,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QPalette, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -283,6 +284,13 @@ class SettingsDialog(QDialog):
             "hf_token": self.token,
             "watts_per_core": self.watts,
         }
+        # a number typed out of a spin box's range ("0" threads) is put back to the old value by
+        # Qt as the box loses focus or Enter is pressed: caught first, it is named instead
+        self._out_of_range: dict[str, str] = {}
+        for name, box in self.fields.items():
+            if isinstance(box, QAbstractSpinBox):
+                box.installEventFilter(self)
+                box.lineEdit().textEdited.connect(lambda _t, n=name: self._out_of_range.pop(n, None))
         self.tab_order: list[QWidget] = [
             self.threads,
             self.context,
@@ -402,7 +410,25 @@ class SettingsDialog(QDialog):
                 return
         self.models_dir.setText(folder)
 
+    def eventFilter(self, obj: Any, e: Any) -> bool:
+        leaving = e.type() == QEvent.Type.FocusOut or (
+            e.type() == QEvent.Type.KeyPress and e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        )
+        if leaving and isinstance(obj, QAbstractSpinBox) and not obj.hasAcceptableInput():
+            name = next(n for n, w in self.fields.items() if w is obj)
+            lo, hi = obj.minimum(), obj.maximum()  # type: ignore[attr-defined]
+            self._out_of_range[name] = (
+                f"{obj.text().strip() or 'nothing'} is not a number from {lo:g} to {hi:g}"
+            )
+            self.show_problems(dict(self._out_of_range))
+            if e.type() == QEvent.Type.KeyPress:
+                return True  # Enter does not accept the dialog with the old value
+        return bool(super().eventFilter(obj, e))
+
     def accept(self) -> None:
+        if self._out_of_range:
+            self.show_problems(dict(self._out_of_range))
+            return
         new, problems = self.values()
         if problems:
             self.show_problems(problems)

@@ -373,3 +373,18 @@ def test_changing_the_setting_a_failed_load_names_loads_the_model_again(
     # the engine loads it now; (this tiny file has no tokenizer, which the window then names)
     assert "Conversation memory" not in retried.args[0].get("fix", "")
     assert "no tokenizer" in retried.args[0].get("error", "")
+
+
+def test_a_number_typed_out_of_range_is_named_not_silently_kept(qtbot: Any, win: MainWindow) -> None:
+    before = win.ctx.settings.threads
+    dlg = open_dialog(qtbot, win)
+    dlg.threads.lineEdit().selectAll()
+    qtbot.keyClicks(dlg.threads.lineEdit(), "0")  # below the minimum: the box still holds the old value
+    assert dlg.threads.value() == before and not dlg.threads.hasAcceptableInput()
+    qtbot.keyClick(dlg.threads, Qt.Key.Key_Return)
+    assert dlg.isVisible() and "Threads: 0 is not a number from 1 to 512" in dlg.problems.text()
+    assert win.ctx.settings.threads == before
+    dlg.threads.lineEdit().selectAll()
+    qtbot.keyClicks(dlg.threads.lineEdit(), "3")
+    qtbot.keyClick(dlg.threads, Qt.Key.Key_Return)
+    assert not dlg.isVisible() and win.ctx.settings.threads == 3
