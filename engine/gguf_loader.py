@@ -103,6 +103,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
             f"{', '.join(BITNET_ARCHS + LLAMA_ARCHS)} models",
         )
     llama = arch in LLAMA_ARCHS
+    block = "llama" if llama else "bitnet-b1.58"  # the graph the engine runs
     p = arch
     dim = _int_key(f, f"{p}.embedding_length")
     hidden = _int_key(f, f"{p}.feed_forward_length")
@@ -140,7 +141,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
         if t is not None and t not in eos:
             eos.append(t)
     return ModelConfig(
-        arch="llama" if llama else "bitnet-b1.58",
+        arch=block,
         dim=dim,
         hidden=hidden,
         n_layers=n_layers,
@@ -157,7 +158,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
         tied="output.weight" not in f.tensors,
         bos_id=bos,
         eos_ids=tuple(eos),
-        file_arch="" if arch in ("llama", "bitnet-b1.58") else arch,  # bitnet, bitnet-25
+        file_arch="" if arch == block else arch,  # bitnet, bitnet-25: another's block
     )
 
 

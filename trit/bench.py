@@ -1155,14 +1155,12 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     return 0
 
 
-# In the PyInstaller bundle sys.executable is trit itself: trit.launch hands this flag to child_main.
-BUNDLE_CHILD_FLAG = "--bench-child"
-
-
 def child_command() -> list[str]:
     """The start of a command line that runs child_main in a new process."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, BUNDLE_CHILD_FLAG]
+        from trit.launch import BENCH_CHILD_FLAG
+
+        return [sys.executable, BENCH_CHILD_FLAG]
     return [sys.executable, "-m", "trit.bench"]
 
 

@@ -4,6 +4,7 @@ desktop app (`trit --self-test` checks the app end to end and exits)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -457,18 +458,18 @@ def _gui(args: argparse.Namespace) -> int:
     return app.run_gui(data_dir=args.data_dir, model=args.gui_model, argv=[sys.argv[0]])
 
 
-def _log_warnings_once() -> None:
+class _WarningsToStderr(logging.Handler):
     """The engine's warnings (a chat template that failed ...) as one "trit: warning:" line each on
-    stderr, instead of Python's bare last-resort output."""
-    import logging
+    stderr, instead of Python's bare last-resort output; sys.stderr as it is at each warning."""
 
-    class ToStderr(logging.Handler):  # sys.stderr as it is at each warning (tests replace it)
-        def emit(self, record: logging.LogRecord) -> None:
-            print(f"trit: warning: {record.getMessage()}", file=sys.stderr)
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"trit: warning: {record.getMessage()}", file=sys.stderr)
 
+
+def _log_warnings_once() -> None:
     log = logging.getLogger("trit")
-    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
-        log.addHandler(ToStderr(logging.WARNING))
+    if not any(isinstance(h, _WarningsToStderr) for h in log.handlers):
+        log.addHandler(_WarningsToStderr(logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

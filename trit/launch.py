@@ -8,6 +8,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+# In the PyInstaller bundle sys.executable is trit itself: the benchmark starts its child processes
+# as `trit --bench-child ...` (trit.bench.child_command), and main hands them to trit.bench.
+BENCH_CHILD_FLAG = "--bench-child"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
@@ -20,7 +23,7 @@ def interrupted() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["--bench-child"]:  # trit.bench.BUNDLE_CHILD_FLAG: a benchmark child in the bundle
+    if args[:1] == [BENCH_CHILD_FLAG]:
         from trit.bench import child_main
 
         return child_main(args[1:])

@@ -12,7 +12,7 @@ from trit.app.core.catalog import CatalogEntry, CatalogError, ModelLibrary, load
 from trit.app.core.downloads import DownloadQueue
 from trit.app.core.meters import EnergyMeter
 from trit.app.core.settings import Settings, SettingsStore
-from trit.app.core.store import ConversationStore, make_data_folder
+from trit.app.core.store import ConversationStore
 
 
 @dataclass
@@ -37,8 +37,7 @@ class AppContext:
         problems: list[str] = []
         if data_dir is not None:
             d = Path(data_dir)
-            make_data_folder(d)
-            store = ConversationStore(d / "conversations.sqlite3")
+            store = ConversationStore(d / "conversations.sqlite3")  # creates d (StoreError if it cannot)
             settings_store = SettingsStore(d / "settings.json")
         else:
             store = ConversationStore()

@@ -293,6 +293,8 @@ class MainWindow(QMainWindow):
         self.editing_id: int | None = None
         self.editing_conv: int | None = None  # the conversation editing_id belongs to
         self.failed_path: str | None = None  # the model whose last load failed
+        self._draft_owner: int | None = None  # the conversation whose unsent text the prompt box holds
+        self._shut_down = False  # shutdown() has run
         self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
@@ -1251,7 +1253,7 @@ class MainWindow(QMainWindow):
             # before its first token) gives way to the old turn; one with text replaces it
             kept = d.get("status") != "failed" and bool(d.get("text"))
             self._settle_replaced(reply, d.get("message_id"), kept=kept)
-        if getattr(self, "_shut_down", False):
+        if self._shut_down:
             return  # the window is closing (shutdown() delivers this): nothing to show or load
         mem = d.get("memory") or {}
         if mem:
@@ -1291,7 +1293,7 @@ class MainWindow(QMainWindow):
             if kept or reply.get("edit") is None:
                 return
             text = reply["edit"][1]
-            closing = getattr(self, "_shut_down", False)
+            closing = self._shut_down
             if not closing and self.current_id == cid and self.editing_id is None:
                 typed = self.prompt.toPlainText()
                 if not typed.strip():
@@ -1460,7 +1462,7 @@ class MainWindow(QMainWindow):
         """The prompt box holds each conversation's own unsent text: what was typed stays with the
         conversation it was typed in (kept in the store) and comes back when it is shown again.
         Text typed before any conversation existed goes along to the one shown next."""
-        owner = getattr(self, "_draft_owner", None)
+        owner = self._draft_owner
         if owner == conv_id:
             return
         text = self.prompt.toPlainText()
@@ -1497,7 +1499,7 @@ class MainWindow(QMainWindow):
         conversation (an edit in progress is not kept)."""
         try:
             self._save_panel()
-            owner = getattr(self, "_draft_owner", None)
+            owner = self._draft_owner
             # in an edit, what was typed before it (the edit itself is not kept)
             typed = self._typed_before_edit if self.editing_id is not None else self.prompt.toPlainText()
             if owner is None and typed.strip():  # typed before any chat existed: it becomes one
@@ -1511,7 +1513,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads. Once:
         closing the window and the app's exit both call it."""
-        if getattr(self, "_shut_down", False):
+        if self._shut_down:
             return
         self._keep_window_state()
         self._shut_down = True
