@@ -89,7 +89,7 @@ class BuildExt(build_ext):
 
 def extensions() -> list[Extension]:
     # depends: relink when a kernel file changes (distutils otherwise only looks at the .pyx)
-    kernel_files = sorted(glob.glob(os.path.join(KDIR, "*.[ch]")))
+    kernel_files = sorted(glob.glob(os.path.join(KDIR, "*.[ch]"))) + [os.path.join("engine", "memcap.h")]
     common = {
         "include_dirs": [KDIR, np.get_include()],
         "depends": kernel_files,

@@ -144,6 +144,27 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
         t.bias = <const float *>_addr(tt.bias, np.float32, (rows,), what + " bias")
 
 
+cdef extern from "memcap.h":
+    int mc_begin(size_t limit, size_t small_limit)
+    int mc_end(int slot, size_t *peak, size_t *small)
+
+
+def memory_cap_begin(size_t limit, size_t small_limit):
+    """Cap the calling thread's live large blocks (1 MiB and up) at `limit` bytes, and the bytes it
+    asks for in smaller blocks (added up, frees not subtracted) at `small_limit`: a request past
+    either raises MemoryError. Returns a handle for memory_cap_end, or a negative number when no cap could
+    be set (-1: four threads capped already, or this one; -2: another allocator hook replaced ours)."""
+    return mc_begin(limit, small_limit)
+
+
+def memory_cap_end(int handle):
+    """End a cap: (whether a request was refused, the peak bytes held in large blocks, the bytes
+    asked for in small ones)."""
+    cdef size_t peak = 0, small = 0
+    cdef int over = mc_end(handle, &peak, &small)
+    return bool(over), peak, small
+
+
 def scan_ternary_codes(const uint8_t[::1] codes):
     """(any field holds the invalid code 3, every byte is 0x55: all weights 0) over packed 2-bit
     ternary codes, in one C pass without the GIL (the loaders' check_tq_codes)."""

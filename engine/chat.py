@@ -18,21 +18,24 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ._core import memory_cap_begin, memory_cap_end
+
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FAMILIES = ("bitnet", "llama3", "smollm", "falcon3")
 
@@ -92,6 +95,11 @@ def _strftime_now(fmt: str) -> str:
 # format is used) instead of hanging or exhausting memory.
 RENDER_SECONDS = 2.0
 MAX_TEMPLATE_CHARS = 1 << 20  # text a template may write beyond the messages' own
+# Memory a render may hold in large blocks: every way to build big text (`~`, join, center,
+# indent, format, tojson ...) is bound by it, not only the operators call_binop sees. Small blocks
+# are counted as asked for, frees not subtracted (see engine/memcap.h), against a larger budget.
+RENDER_BYTES = 256 << 20
+RENDER_SMALL_BYTES = 1 << 30
 _MAX_POWER_BITS = 4096
 
 
@@ -144,16 +152,38 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    # jinja's lipsum() writes text in its own code, which the time budget does not see: lipsum(10**6)
+    # ran for minutes. transformers' templates never use it.
+    del env.globals["lipsum"]
     return env
 
 
 def compile_template(source: str) -> jinja2.Template:
     if not isinstance(source, str):  # jinja2 raises a bare TypeError for anything else
         raise ChatTemplateError(f"the template is {type(source).__name__}, not text")
+    return _bounded(lambda: _environment().from_string(source))  # jinja computes constants here
+
+
+def _bounded(call: Callable[[], _T]) -> _T:
+    """call() (compiling or rendering a template) within the time budget and the memory cap; any
+    failure becomes a ChatTemplateError."""
+    previous = sys.gettrace()  # a debugger's or coverage's, restored after
+    sys.settrace(_Budget(RENDER_SECONDS))
+    cap = memory_cap_begin(RENDER_BYTES, RENDER_SMALL_BYTES)
+    over = False
     try:
-        return _environment().from_string(source)
-    except jinja2.TemplateError as e:
-        raise ChatTemplateError(_describe(e)) from e
+        try:
+            result = call()
+        finally:
+            over = memory_cap_end(cap)[0]  # first: the code after it may need memory
+            sys.settrace(previous)
+    except Exception as e:  # a template can fail in plain Python ways too (None + str, bad index ...)
+        if not over:
+            raise ChatTemplateError(_describe(e)) from e
+    if over:  # (also when something inside caught the MemoryError: the text may lack a part)
+        limit = jinja2.exceptions.SecurityError("the template needed too much memory")
+        raise ChatTemplateError(_describe(limit)) from limit
+    return result
 
 
 def _describe(e: BaseException) -> str:
@@ -366,16 +396,8 @@ class ChatFormat:
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
-        previous = sys.gettrace()  # a debugger's or coverage's, restored after
-        sys.settrace(_Budget(RENDER_SECONDS))
-        try:
-            out = self._compiled.render(**variables)
-        except jinja2.TemplateError as e:
-            raise ChatTemplateError(_describe(e)) from e
-        except Exception as e:  # a template can fail in plain Python ways (None + str, bad index ...)
-            raise ChatTemplateError(_describe(e)) from e
-        finally:
-            sys.settrace(previous)
+        compiled = self._compiled
+        out = _bounded(lambda: compiled.render(**variables))
         if not out.strip() and messages:  # e.g. a template that knows other role names
             raise ChatTemplateError("the template produced no text for these messages")
         own = len(out) - sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))

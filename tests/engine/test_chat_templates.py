@@ -4,6 +4,7 @@ fallback on broken templates, the sandbox, family guessing and prompt encoding."
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -213,20 +214,44 @@ def test_python_errors_in_template_fall_back() -> None:
 @pytest.mark.parametrize(
     ("template", "why"),
     [
-        # 10^10 steps: stopped by the time budget (a few seconds), not run for hours
-        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x", "longer than"),
+        # 10^10 steps: stopped by the time budget (a few seconds), not run for hours (or by the
+        # memory cap's count of small blocks on a machine that asks for them faster)
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+            "longer than|memory",
+        ),
         (
             "{% macro f(n) %}{% for i in range(99999) %}{% endfor %}{{ f(n - 1) if n }}{% endmacro %}{{ f(9999) }}",
-            "longer than",
+            "longer than|memory",
         ),
         ("{{ 'x' * 300000000 }}", "too large"),  # 300 MB in one operation
         ("{{ 7 ** 100000000 }}", "too large"),
+        # text built by other means than * and + is bound by the memory cap (256 MiB; the small
+        # strings of indent's lines by the count of small blocks)
+        (
+            "{% set a = 'x' * 1000000 %}{% set b = a~a~a~a~a~a~a~a %}{% set c = b~b~b~b~b~b~b~b %}{{ c~c~c~c }}",
+            "memory",
+        ),
+        ("{% set a = 'x' * 1000000 %}{{ ([a] * 1000)|join }}", "memory"),
+        ("{% set a = 'x\n' * 500000 %}{{ a|indent(4000) }}", "memory"),  # 500k small strings
+        ("{% set a = 'x' * 1000000 %}{{ a.replace('x', a) }}", "memory"),
+        ("{{ messages[0].content.center(2000000000) }}", "memory"),
+        ("{{ 'x'|center(2000000000) }}", "memory"),  # computed while compiling (a constant)
+        ("{{ '%2000000000s'|format('x') }}", "memory"),
+        ("{% set a = 'x' * 1000000 %}{% for i in range(3000) %}{{ a }}{% endfor %}", "memory"),
+        ("{{ messages|batch(400000000, 0)|list }}", "memory"),
+        ("{{ messages|tojson(indent=300000000) }}", "memory"),
+        ("{{ '%0400000000d' % 7 }}", "memory"),
+        ("{{ lipsum(1000000) }}", "UndefinedError"),  # jinja's own loop, out of the time budget's sight
         (
             "{% for i in range(100000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}",
             "characters of its own",
         ),
         # knows only other role names: nothing to run the model on
-        ("{% for m in messages %}{% if m.role == 'human' %}{{ m.content }}{% endif %}{% endfor %}", "no text"),
+        (
+            "{% for m in messages %}{% if m.role == 'human' %}{{ m.content }}{% endif %}{% endfor %}",
+            "no text",
+        ),
     ],
 )
 def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, why: str) -> None:
@@ -234,7 +259,7 @@ def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, wh
     t0 = time.monotonic()
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION)
     assert time.monotonic() - t0 < RENDER_SECONDS + 3
-    assert cf.warning is not None and why in cf.warning
+    assert cf.warning is not None and re.search(why, cf.warning)
     t0 = time.monotonic()  # the template is not tried again (an app renders a prompt several times)
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION) and time.monotonic() - t0 < 0.5
     # a tracer that was installed before (a debugger, coverage) is back afterwards
