@@ -56,7 +56,7 @@ class CatalogEntry:
     name: str  # shown to the user
     repo: str  # Hugging Face repo id ("" for a bundled-only model)
     revision: str  # commit sha (pinned) or branch name
-    file: str  # file in the repo, and the file name in the library folder
+    file: str  # file in the repo (the download URL)
     size: int | None  # bytes; None = unknown
     sha256: str | None  # lowercase hex; None = unverified, needs confirmation to download
     license: str
@@ -69,6 +69,17 @@ class CatalogEntry:
     gated: bool = False  # the repo needs a Hugging Face token
     unverified: tuple[str, ...] = ()  # fields we could not check against the hub
     comment: str = ""
+    # the file name in the library folder; "" = file. Repos may share a file name (bitnet.cpp
+    # names every I2_S export ggml-model-i2_s.gguf), local names may not: one file would count
+    # as every entry installed, and deleting one would delete the others' model.
+    local_file: str = ""
+    # local names of earlier catalogs that still mean this entry (a file downloaded then)
+    old_local_files: tuple[str, ...] = ()
+
+    @property
+    def local_name(self) -> str:
+        """The entry's file name in the models folder."""
+        return self.local_file or self.file
 
     @property
     def verified(self) -> bool:
@@ -114,7 +125,16 @@ def _entry(d: Any, where: str) -> CatalogEntry:
     for k in _REQUIRED_STR:
         if not isinstance(d.get(k), str) or not d[k]:
             raise CatalogError(f"{label}: {k} must be a non-empty string")
-    for k in ("repo", "revision", "license_url", "min_app_version", "description", "source", "comment"):
+    for k in (
+        "repo",
+        "revision",
+        "license_url",
+        "min_app_version",
+        "description",
+        "source",
+        "comment",
+        "local_file",
+    ):
         if k in d and not isinstance(d[k], str):
             raise CatalogError(f"{label}: {k} must be a string")
     if "min_app_version" in d and not re.fullmatch(r"\d{1,6}(\.\d{1,6}){0,3}", d["min_app_version"]):
@@ -132,12 +152,21 @@ def _entry(d: Any, where: str) -> CatalogEntry:
     unverified = d.get("unverified", [])
     if not isinstance(unverified, list) or not all(isinstance(u, str) for u in unverified):
         raise CatalogError(f"{label}: unverified must be a list of field names")
-    if any(c in d["file"] for c in "/\\\0") or d["file"].startswith("."):
-        raise CatalogError(f"{label}: file must be a plain file name")  # it becomes a path in the library
+    old = d.get("old_local_files", [])
+    if not isinstance(old, list) or not all(isinstance(o, str) for o in old):
+        raise CatalogError(f"{label}: old_local_files must be a list of file names")
+    names = [("file", d["file"]), *(("old_local_files", o) for o in old)]
+    if "local_file" in d:
+        names.append(("local_file", d["local_file"]))
+    for k, name in names:
+        if not name or any(c in name for c in "/\\\0") or name.startswith("."):
+            raise CatalogError(f"{label}: {k} must be a plain file name")  # it becomes a path in the library
     if d.get("source", "hub") == "hub" and (not d.get("repo") or not d.get("revision")):
         raise CatalogError(f"{label}: a hub model needs repo and revision")
     known = {k: v for k, v in d.items() if k in _FIELDS}
-    known.update(sha256=sha.lower() if sha else None, unverified=tuple(unverified))
+    known.update(
+        sha256=sha.lower() if sha else None, unverified=tuple(unverified), old_local_files=tuple(old)
+    )
     known.setdefault("repo", "")
     known.setdefault("revision", "")
     known.setdefault("license_url", "")
@@ -161,7 +190,22 @@ def parse_catalog(doc: Any, where: str = "catalog.json") -> list[CatalogEntry]:
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise CatalogError(f"{where}: duplicate model id {min(dup)!r}")
+    _check_local_names(entries, where)
     return entries
+
+
+def _check_local_names(entries: Sequence[CatalogEntry], where: str) -> None:
+    """Each local file name (current or old) belongs to one entry. Compared case-insensitively:
+    macOS and Windows folders would hold A.gguf and a.gguf as one file."""
+    owner: dict[str, str] = {}
+    for e in entries:
+        for name in {e.local_name, *e.old_local_files}:
+            other = owner.setdefault(name.casefold(), e.id)
+            if other != e.id:
+                raise CatalogError(
+                    f"{where}: models {other!r} and {e.id!r} have the same file name {name!r} in "
+                    "the models folder; give one a local_file of its own"
+                )
 
 
 def bundled_entry(spec: dict[str, Any] | None = None) -> CatalogEntry:
@@ -204,6 +248,7 @@ def load_catalog(path: str | Path | None = None, *, include_bundled: bool = True
     if include_bundled:
         b = bundled_entry()
         entries = [b, *(e for e in entries if e.id != b.id)]
+        _check_local_names(entries, str(p))
     return entries
 
 
@@ -247,8 +292,8 @@ def _is_hf_dir(p: Path) -> bool:
 
 class ModelLibrary:
     """The folder of models the user has. Installed = .gguf files and HF folders (config.json +
-    *.safetensors) directly in the folder; an entry counts as installed when its file is there
-    (with the pinned size, when it is known). Partial downloads (*.part) are not models. The
+    *.safetensors) directly in the folder; an entry counts as installed when its local file (or,
+    without it, one of its old local names) is there (with the pinned size, when it is known). Partial downloads (*.part) are not models. The
     bundled default model also counts as installed where trit.default_model finds it."""
 
     def __init__(self, folder: str | Path, catalog: Sequence[CatalogEntry] = ()) -> None:
@@ -296,9 +341,14 @@ class ModelLibrary:
             from trit.default_model import default_model_path
 
             found = default_model_path()
-            if found is not None and found.name == entry.file:
+            if found is not None and found.name == entry.local_name:
                 return found
-        return self._folder / entry.file
+        p = self._folder / entry.local_name
+        if not self._matches(entry, p):
+            for old in entry.old_local_files:  # downloaded under an earlier catalog's name
+                if self._matches(entry, self._folder / old):
+                    return self._folder / old
+        return p
 
     def _matches(self, entry: CatalogEntry, path: Path) -> bool:
         try:
@@ -309,16 +359,23 @@ class ModelLibrary:
     def is_installed(self, entry: CatalogEntry) -> bool:
         return self._matches(entry, self.path_for(entry))
 
+    def _entry_named(self, name: str) -> CatalogEntry | None:
+        """The entry whose file in the folder is called name: its local name, or an old one it
+        still uses (its current file is not there)."""
+        for e in self._catalog:
+            if e.local_name == name or (name in e.old_local_files and self.path_for(e).name == name):
+                return e
+        return None
+
     def installed(self) -> list[InstalledModel]:
         out: list[InstalledModel] = []
         seen: set[Path] = set()
-        by_file = {e.file: e for e in self._catalog}
         if self._folder.is_dir():
             for p in sorted(self._folder.iterdir()):
                 if p.name.startswith("."):
                     continue
                 if p.is_file() and p.suffix.lower() == ".gguf":
-                    e = by_file.get(p.name)
+                    e = self._entry_named(p.name)
                     entry = e if e is not None and self._matches(e, p) else None
                     out.append(
                         InstalledModel(p, entry.name if entry else p.stem, p.stat().st_size, "gguf", entry)
@@ -409,7 +466,8 @@ class ModelLibrary:
                 dest, f"cannot copy the model into the models folder: {e.strerror or e}"
             ) from e
         size = _dir_size(dest) if kind == "hf" else dest.stat().st_size
-        entry = next((e for e in self._catalog if e.file == dest.name and self._matches(e, dest)), None)
+        e = self._entry_named(dest.name)
+        entry = e if e is not None and self._matches(e, dest) else None
         return InstalledModel(dest, entry.name if entry else dest.stem, size, kind, entry)
 
     def delete(self, model: InstalledModel | Path, *, confirmed: bool) -> None:
@@ -446,12 +504,12 @@ class ModelLibrary:
         from .downloads import DownloadRequest
 
         if entry.source != "hub":
-            raise LibraryError(entry.file, f"{entry.name} is bundled with Trit, not downloaded")
+            raise LibraryError(entry.local_name, f"{entry.name} is bundled with Trit, not downloaded")
         entry.require_verified(confirmed=confirmed)
         return DownloadRequest(
             repo=entry.repo,
             file=entry.file,
-            dest=self._folder / entry.file,
+            dest=self._folder / entry.local_name,
             revision=entry.revision,
             sha256=entry.sha256,
             size=entry.size,

@@ -68,6 +68,10 @@ def test_shipped_catalog() -> None:
     bitnet = next(e for e in entries if e.id == "bitnet-b1.58-2b4t-i2s")
     assert bitnet.repo == "microsoft/bitnet-b1.58-2B-4T-gguf" and bitnet.file == "ggml-model-i2_s.gguf"
     assert bitnet.license == "MIT" and bitnet.family == "bitnet" and bitnet.ram_mb > 1000
+    # five repos call their file ggml-model-i2_s.gguf; in the models folder each has its own name
+    locals_ = [e.local_name.casefold() for e in entries]
+    assert len(locals_) == len(set(locals_)) and bitnet.local_name == "bitnet-b1.58-2b4t-i2s.gguf"
+    assert bitnet.old_local_files == ("ggml-model-i2_s.gguf",)
     raw = json.loads(catalog_path().read_text())
     for m in raw["models"]:
         # whatever could not be checked is null or listed, and says so in the comment
@@ -106,6 +110,11 @@ def test_entry_fields() -> None:
         ({"ram_mb": "lots"}, "ram_mb"),
         ({"name": ""}, "name"),
         ({"file": "../evil.gguf"}, "plain file name"),
+        ({"local_file": "../evil.gguf"}, "local_file must be a plain file name"),
+        ({"local_file": ""}, "local_file must be a plain file name"),
+        ({"local_file": 3}, "local_file must be a string"),
+        ({"old_local_files": "m0.gguf"}, "old_local_files must be a list"),
+        ({"old_local_files": [".hidden.gguf"]}, "old_local_files must be a plain file name"),
         ({"repo": ""}, "repo"),
         ({"unverified": "sha256"}, "unverified"),
         ({"gated": "no"}, "gated must be true or false"),
@@ -155,6 +164,70 @@ def test_unreadable_catalog_files_are_catalog_errors(tmp_path: Path) -> None:
         load_catalog(p, include_bundled=False)
     with pytest.raises(CatalogError, match="plain file name"):
         entry(file="m\0.gguf")  # a NUL cannot be in a path
+
+
+def test_two_entries_may_not_share_a_file_in_the_models_folder() -> None:
+    # the shipped catalog had five entries named ggml-model-i2_s.gguf: one download counted as all
+    # five installed, and deleting one deleted the others' model
+    other = dict(ENTRY, id="m2")
+    with pytest.raises(CatalogError, match="'m1' and 'm2' have the same file name 'm1.gguf'"):
+        parse_catalog({"models": [ENTRY, other]})
+    with pytest.raises(CatalogError, match="same file name"):  # one folder on macOS and Windows
+        parse_catalog({"models": [ENTRY, dict(other, local_file="M1.GGUF")]})
+    with pytest.raises(CatalogError, match="same file name"):  # an old name is still taken
+        parse_catalog(
+            {"models": [dict(ENTRY, old_local_files=["m2.gguf"]), dict(other, local_file="m2.gguf")]}
+        )
+    a, b = parse_catalog({"models": [ENTRY, dict(other, local_file="m2.gguf")]})
+    assert a.file == b.file == "m1.gguf" and (a.local_name, b.local_name) == ("m1.gguf", "m2.gguf")
+
+
+def test_entries_sharing_a_repo_file_name_are_installed_and_deleted_apart(tmp_path: Path) -> None:
+    bitnet, falcon = parse_catalog(
+        {
+            "models": [
+                dict(ENTRY, id="bitnet", size=None, sha256=None, local_file="bitnet.gguf"),
+                dict(ENTRY, id="falcon", size=None, sha256=None, local_file="falcon.gguf"),
+            ]
+        }
+    )
+    lib = ModelLibrary(tmp_path, [bitnet, falcon])
+    rb, rf = (lib.download_request(e, confirmed=True) for e in (bitnet, falcon))
+    assert rb.file == rf.file == "m1.gguf"  # the URL keeps the repo's name
+    assert (rb.dest, rf.dest) == (tmp_path / "bitnet.gguf", tmp_path / "falcon.gguf")
+    write_gguf(rb.dest)
+    assert lib.is_installed(bitnet) and not lib.is_installed(falcon)
+    assert [(m.entry, m.name) for m in lib.installed()] == [(bitnet, "Model One")]
+    assert lib.available() == [falcon]
+    write_gguf(rf.dest)
+    lib.delete(next(m for m in lib.installed() if m.entry == falcon), confirmed=True)
+    assert rb.dest.exists() and lib.is_installed(bitnet) and not lib.is_installed(falcon)
+
+
+def test_a_file_downloaded_under_an_old_shared_name_keeps_counting(tmp_path: Path) -> None:
+    bitnet, falcon = parse_catalog(
+        {
+            "models": [
+                dict(ENTRY, id="bitnet", size=None, local_file="bitnet.gguf", old_local_files=["m1.gguf"]),
+                dict(ENTRY, id="falcon", local_file="falcon.gguf"),
+            ]
+        }
+    )
+    lib = ModelLibrary(tmp_path, [bitnet, falcon])
+    old = write_gguf(tmp_path / "m1.gguf")
+    # conversations remember the path: the file stays where it is and belongs to the first entry
+    assert lib.is_installed(bitnet) and lib.path_for(bitnet) == old and not lib.is_installed(falcon)
+    assert [(m.path, m.entry) for m in lib.installed()] == [(old, bitnet)]
+    assert lib.available() == [falcon]
+    assert lib.download_request(falcon, confirmed=True).dest == tmp_path / "falcon.gguf"
+    write_gguf(tmp_path / "bitnet.gguf")  # once the new name is there, the old file is just a file
+    assert lib.path_for(bitnet) == tmp_path / "bitnet.gguf"
+    assert {m.path.name: m.entry for m in lib.installed()} == {"bitnet.gguf": bitnet, "m1.gguf": None}
+    lib.delete(tmp_path / "bitnet.gguf", confirmed=True)
+    assert lib.path_for(bitnet) == old and lib.installed()[0].entry == bitnet
+    lib.delete(old, confirmed=True)
+    (tmp_path / "src").mkdir()
+    assert lib.import_model(write_gguf(tmp_path / "src" / "m1.gguf")).entry == bitnet
 
 
 def test_ram_fit() -> None:
