@@ -32,6 +32,7 @@ Deliberate differences from transformers' GGUF conversion (which the tests other
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import functools
 import json
@@ -527,11 +528,15 @@ class Tokenizer:
         text = replace_surrogates(text)  # one for one: plain_spans stay valid
         if special and plain_spans:
             enc = self._encode_raw(text, True)
-            bad = [
-                (s, e)
-                for s, e in plain_spans
-                if any(i in self.special_ids and o[0] < e and o[1] > s for i, o in zip(enc.ids, enc.offsets))
-            ]
+            # control tokens' character spans, in order (they do not overlap): a span holds one when
+            # the last that starts before its end ends after its start
+            found = [o for i, o in zip(enc.ids, enc.offsets) if i in self.special_ids]
+            starts = [o[0] for o in found]
+            bad = []
+            for s, e in plain_spans:
+                k = bisect.bisect_left(starts, e) - 1
+                if k >= 0 and found[k][1] > s:
+                    bad.append((s, e))
             if not bad:
                 ids: list[int] = list(enc.ids)
             else:

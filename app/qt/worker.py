@@ -57,10 +57,21 @@ def fit_context(
     drop = cut(min(max(at_least, 0), last))
     if count(head + body[drop:]) > budget:
         target = budget - slack
-        lo, hi = drop + 1, last  # fewest left out that fits the target (count shrinks as more go)
+
+        def fits(d: int) -> bool:
+            return count(head + body[cut(d) :]) <= target
+
+        # The fewest left out that fits the target (count shrinks as more go), searched from the
+        # newest end: the kept part is about a context long, so the counts stay that short however
+        # long the conversation is (a search from the front counted half of it, then a quarter ...).
+        lo, hi, step = drop + 1, last, 1  # the answer is in [lo, hi]
+        while hi - step >= lo and fits(hi - step):
+            hi -= step
+            step *= 2
+        lo = max(lo, hi - step + 1)
         while lo < hi:
             mid = (lo + hi) // 2
-            if count(head + body[cut(mid) :]) <= target:
+            if fits(mid):
                 hi = mid
             else:
                 lo = mid + 1

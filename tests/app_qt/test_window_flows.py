@@ -123,6 +123,25 @@ def test_fit_context_leaves_out_the_oldest_messages_only() -> None:
     assert kept == [system, turns[-1]] and out == 8
 
 
+def test_fit_context_counts_about_a_context_of_a_long_conversation() -> None:
+    sizes: list[int] = []
+
+    def count(ms: list[dict[str, str]]) -> int:
+        sizes.append(len(ms))
+        return 10 * len(ms)
+
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(4001)]
+    for at_least in (0, 3000):
+        for reply_room in range(40, 100, 7):  # room for 10-20 messages
+            sizes.clear()
+            kept, out = fit_context(turns, count, 300, reply_room, at_least=at_least)
+            fewest = len(turns) - (300 - reply_room) // 10  # the first that fits, give or take a reply
+            assert count(kept) <= 300 - reply_room and out in (fewest, fewest + 1)
+            # the first count is the whole (remaining) conversation; the search counts no more than
+            # twice what fits, and about log2 of it times
+            assert max(sizes[1:]) <= 2 * (300 - reply_room) // 10 + 2 and len(sizes) <= 12
+
+
 def test_a_closed_window_reopens_where_it_was(qtbot: Any, make_ctx: Any) -> None:
     """Closing keeps the settings typed without Apply and the unsent text, and the window
     reopens on the conversation it showed (not the most recently updated one)."""
