@@ -178,6 +178,9 @@ def _describe(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+MAX_MERGE_CHARS = 64 << 20
+
+
 def spm_merges(
     tokens: Sequence[str], scores: Sequence[float], skip: Iterable[int] = ()
 ) -> list[tuple[str, str]]:
@@ -186,24 +189,43 @@ def spm_merges(
     Every way to cut a token into two tokens is a merge; merges are ranked by the merged token's
     score, best first. The order (including ties) is that of transformers' generate_merges, so the
     result is the same as its GGUF conversion.
+
+    Only cuts into lengths that tokens have are tried (a single token of 300k characters cost
+    minutes when every cut was), and a vocabulary whose merges would hold more than
+    MAX_MERGE_CHARS characters (tokens that nest: "b", "bb", "bbb" ...) is refused with ValueError
+    instead of filling memory in the tokenizer library.
     """
     skip_ids = set(skip)
     vocab: dict[str, int] = {}
     for i, t in enumerate(tokens):
         vocab[t] = i  # a duplicated token text keeps its last id, like a dict built from the list
     skip_texts = {tokens[i] for i in skip_ids}
+    lengths = sorted({len(t) for t in vocab})
+    have = set(lengths)
     merges: list[tuple[str, str, float]] = []
+    chars = 0
     for piece, idx in vocab.items():
         if piece in skip_texts:
             continue
         score = float(scores[idx])
         local = []
-        for k in range(1, len(piece)):
+        n = len(piece)
+        for k in lengths:
+            if k >= n:
+                break
+            if n - k not in have:
+                continue
             left, right = piece[:k], piece[k:]
             if left in skip_texts or right in skip_texts:
                 continue
             if left in vocab and right in vocab:
                 local.append((left, right, score))
+                chars += n
+        if chars > MAX_MERGE_CHARS:
+            raise ValueError(
+                f"tokenizer.ggml.tokens: the SentencePiece vocabulary's merges would hold more than "
+                f"{MAX_MERGE_CHARS} characters (its tokens nest too deeply to be a real vocabulary)"
+            )
         local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
         merges.extend(local)
     merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
@@ -743,13 +765,18 @@ def _build_spm(
     return hf, pieces, special
 
 
+MAX_SIDE_JSON_BYTES = 16 << 20  # tokenizer_config.json (chat templates included) is ~100 KB at most
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
+        if path.stat().st_size > MAX_SIDE_JSON_BYTES:
+            raise ModelFormatError(path, f"it is implausibly large (over {MAX_SIDE_JSON_BYTES >> 20} MB)")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(path, f"cannot read it: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
+        raise ModelFormatError(path, f"cannot read it: {str(e)[:200]}") from e
     return data if isinstance(data, dict) else {}
 
 

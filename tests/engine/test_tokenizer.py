@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 from trit.engine.errors import ModelFormatError
 from trit.engine.gguf import GGUFFile
 from trit.engine.gguf_writer import GGUFWriter
-from trit.engine.tokenizer import StreamDecoder, Tokenizer, bytes_to_unicode
+from trit.engine.tokenizer import StreamDecoder, Tokenizer, bytes_to_unicode, spm_merges
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -141,6 +142,20 @@ def test_llama_bpe_ids(llama_bpe: Tokenizer) -> None:
     # ... but user text spelling it does not count as BOS.
     ids = llama_bpe.encode("<|begin_of_text|>")
     assert ids[0] == ref["bos_id"] and ids.count(ref["bos_id"]) == 1
+
+
+def test_spm_merges_of_hostile_vocabularies() -> None:
+    # one very long token: only cuts into lengths that tokens have are tried (every cut of a
+    # million characters took minutes, each copying both halves)
+    tokens = ["a", "b", "ab", "ba", "aba", "x" * 1_000_000]
+    t0 = time.monotonic()
+    merges = spm_merges(tokens, [0.0, 0.0, -1.0, -2.0, -3.0, -4.0])
+    assert merges == [("a", "b"), ("b", "a"), ("ab", "a"), ("a", "ba")]
+    assert time.monotonic() - t0 < 10  # a hang check, not a speed goal (0.1 s here)
+    # tokens that nest: ~2M merges of ~1000 characters filled gigabytes, then the process aborted
+    nested = ["b" * n for n in range(1, 2001)]
+    with pytest.raises(ValueError, match="nest too deeply"):
+        spm_merges(nested, [0.0] * len(nested))
 
 
 def test_spm_prefix_space_and_bos(spm: Tokenizer) -> None:
@@ -321,6 +336,12 @@ def test_from_hf_dir_errors_and_generation_config(tmp_path: Path, llama_bpe: Tok
         (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [5, bad]}))
         with pytest.raises(ModelFormatError, match="generation_config.json: eos_token_id"):
             Tokenizer.from_hf_dir(tmp_path)
+    # nested 100k deep: json raised RecursionError, which escaped as a traceback
+    for name in ("generation_config.json", "tokenizer_config.json"):
+        (tmp_path / name).write_text("[" * 100_000 + "]" * 100_000)
+        with pytest.raises(ModelFormatError, match=f"{name}.*cannot read it"):
+            Tokenizer.from_hf_dir(tmp_path)
+        (tmp_path / name).write_text("{}")
 
 
 def test_encode_is_thread_safe(smollm2: Tokenizer) -> None:
