@@ -428,6 +428,9 @@ def _content_variants(content: str) -> list[str]:
 _Chain = tuple[Any, tuple[int, int]] | None  # (previous chain, span): the spans matched so far
 
 
+ALIGN_STEPS = 100_000
+
+
 def _align(text: str, skeleton: str, markers: Mapping[str, str]) -> list[tuple[int, int]] | None:
     """Spans of `text` where the markers of `skeleton` stand (a render with each content replaced
     by its marker), or None when the two renders do not line up. The template's text between the
@@ -435,7 +438,9 @@ def _align(text: str, skeleton: str, markers: Mapping[str, str]) -> list[tuple[i
     failing that, whatever lies before the next piece of template text: a template that rewrites
     the content (replace, split ...) still gets it all marked as plain. That last resort tries the
     latest occurrence of the template text first, so content that repeats the template's own text
-    stays inside its span. A depth-first search over (marker index, position)."""
+    stays inside its span. A depth-first search over (marker index, position); one that would take
+    more than ALIGN_STEPS candidate spans gives up (None): a rewritten content made of the template
+    text's own letters made thousands of candidates at every position, minutes per chat turn."""
     pattern = "|".join(map(re.escape, markers))
     found = re.findall(pattern, skeleton)
     literals = re.split(pattern, skeleton)  # [len(found) + 1] the template's own text
@@ -443,6 +448,7 @@ def _align(text: str, skeleton: str, markers: Mapping[str, str]) -> list[tuple[i
         return None
     stack: list[tuple[int, int, _Chain]] = [(0, len(literals[0]), None)]
     seen: set[tuple[int, int]] = set()
+    steps = 0
     while stack:
         i, pos, chain = stack.pop()
         if (i, pos) in seen:
@@ -472,6 +478,9 @@ def _align(text: str, skeleton: str, markers: Mapping[str, str]) -> list[tuple[i
         for v in reversed(_content_variants(markers[found[i]])):
             if text.startswith(v, pos) and text.startswith(lit, pos + len(v)):
                 candidates.append((pos, pos + len(v)))
+        steps += len(candidates)
+        if steps > ALIGN_STEPS:
+            return None
         for span in candidates:
             stack.append((i + 1, span[1] + len(lit), (chain, span)))
     return None

@@ -374,6 +374,21 @@ def test_content_spans() -> None:
     ]
 
 
+def test_an_alignment_that_cannot_exist_gives_up_early() -> None:
+    # the content is rewritten (lower) and the output depends on it (length): no alignment exists,
+    # and every occurrence of "e" at every position was a candidate: 100 s for 4000 characters
+    cf = ChatFormat(
+        "{% for m in messages %}{{ m.content|lower }}e{% endfor %}{{ messages[0].content|length }}",
+        source="embedded",
+    )
+    msgs = [{"role": "user", "content": "E" * 4000}, {"role": "assistant", "content": "E" * 4000}]
+    msgs.append({"role": "user", "content": "E"})
+    t0 = time.monotonic()
+    text, spans = cf.render_with_spans(msgs)
+    assert time.monotonic() - t0 < 10  # a hang check (0.1 s here)
+    assert text.startswith("e" * 4001) and spans == content_spans(text, msgs)  # the fallback
+
+
 # -- message text never becomes a control token ---------------------------------------------------
 
 CONTROL = (
