@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QFile, QObject, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -114,8 +115,9 @@ class ModelsDialog(QDialog):
         self.folder_label = QLabel()
         self.folder_label.setAccessibleName("Models folder")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.folder_button = QPushButton("Choose folder…")
+        self.folder_button = QPushButton("Choose &folder…")
         self.folder_button.setAccessibleName("Choose models folder")
+        self.folder_button.setAutoDefault(False)
         self.folder_button.clicked.connect(lambda: self.choose_folder())
         top = QHBoxLayout()
         top.addWidget(QLabel("Folder:"))
@@ -132,7 +134,11 @@ class ModelsDialog(QDialog):
         for i in range(1, 5):
             hdr.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.currentItemChanged.connect(lambda *_: self._update_details())
-        self.tree.itemDoubleClicked.connect(lambda *_: self.use_selected())
+        # Enter or a double click: use an installed model, download a catalog entry
+        self.tree.itemActivated.connect(lambda *_: self.activate_selected())
+        delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.tree)
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+        delete.activated.connect(lambda: self.delete_selected())
 
         self.details = QLabel()
         self.details.setWordWrap(True)
@@ -153,21 +159,23 @@ class ModelsDialog(QDialog):
         def button(text: str, name: str, slot: Any) -> QPushButton:
             b = QPushButton(text)
             b.setAccessibleName(name)
+            # no default button: Enter belongs to the list (use or download the selected row)
+            b.setAutoDefault(False)
             b.clicked.connect(lambda: slot())
             return b
 
-        self.download_button = button("Download", "Download model", self.download_selected)
-        self.pause_button = button("Pause", "Pause download", self.pause_selected)
-        self.resume_button = button("Resume", "Resume download", self.resume_selected)
-        self.cancel_button = button("Cancel download", "Cancel download", self.cancel_selected)
-        self.use_button = button("Use this model", "Use this model", self.use_selected)
-        self.import_file_button = button("Import GGUF…", "Import a GGUF file", self.import_model)
+        self.download_button = button("&Download", "Download model", self.download_selected)
+        self.pause_button = button("&Pause", "Pause download", self.pause_selected)
+        self.resume_button = button("&Resume", "Resume download", self.resume_selected)
+        self.cancel_button = button("&Cancel download", "Cancel download", self.cancel_selected)
+        self.use_button = button("&Use this model", "Use this model", self.use_selected)
+        self.import_file_button = button("&Import GGUF…", "Import a GGUF file", self.import_model)
         self.import_dir_button = button(
-            "Import folder…", "Import a Hugging Face model folder", lambda: self.import_model(folder=True)
+            "Import f&older…", "Import a Hugging Face model folder", lambda: self.import_model(folder=True)
         )
-        self.reveal_button = button("Show in folder", "Show in file manager", self.reveal_selected)
-        self.delete_button = button("Delete", "Delete model (to the trash)", self.delete_selected)
-        self.undo_button = button("Undo delete", "Undo delete", self.undo_delete)
+        self.reveal_button = button("&Show in folder", "Show in file manager", self.reveal_selected)
+        self.delete_button = button("De&lete", "Delete model (to the trash)", self.delete_selected)
+        self.undo_button = button("U&ndo delete", "Undo delete", self.undo_delete)
         self.undo_button.hide()
         self.trashed: tuple[Path, Path] | None = None  # (where the model was, where the trash has it)
         self.close_button = button("Close", "Close models", self.close)
@@ -205,6 +213,20 @@ class ModelsDialog(QDialog):
         lay.addLayout(row1)
         lay.addLayout(row2)
         lay.addWidget(self.status)
+
+        # Tab follows the screen: folder, list, details (its links), then the buttons row by row
+        chain = [self.folder_button, self.tree, self.details]
+        chain += [row1.itemAt(i).widget() for i in range(row1.count())]
+        chain += [row2.itemAt(i).widget() for i in range(row2.count())]
+        chain = [w for w in chain if w is not None]
+        for a, b in itertools.pairwise(chain):
+            QWidget.setTabOrder(a, b)
+        self.tree.setFocus()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not event.spontaneous():
+            self.tree.setFocus()  # the list, not "Choose folder…", takes the keys
 
     # -- content ---------------------------------------------------------------------------------
     def _find_resumable(self) -> None:
@@ -484,6 +506,14 @@ class ModelsDialog(QDialog):
         self.refresh()
 
     # -- library ---------------------------------------------------------------------------------
+    def activate_selected(self) -> None:
+        """Enter or a double click on a row: use the installed model, or download (or resume)
+        the catalog entry. Does nothing where the matching button is disabled."""
+        for b in (self.use_button, self.download_button, self.resume_button):
+            if b.isEnabled():
+                b.click()
+                return
+
     def use_selected(self) -> None:
         m = self._selected_installed()
         if m is None:

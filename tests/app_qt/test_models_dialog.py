@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from app_core.hubserver import HubServer, HubState
+from PySide6.QtCore import Qt
 from trit.app.core import downloads as dl
 from trit.app.core.catalog import CatalogEntry
 from trit.app.core.downloads import State
@@ -354,3 +355,55 @@ def test_a_model_in_the_library_is_found_after_the_folder_moved(make_ctx: Any, t
     assert model_choice(ctx, kept).path == str(new / "Imported.gguf")
     assert resolve_model_path(ctx, kept) == str(new / "Imported.gguf")
     assert model_choice(ctx, str(tmp_path / "elsewhere" / "Gone.gguf")).path is None  # not in the library
+
+
+def test_keyboard_enter_uses_or_downloads_the_row_and_delete_deletes(
+    qtbot: Any, ctx_for: Any, own_xdg_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QFileDialog, QPushButton
+
+    asked: list[object] = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: asked.append(a) or "")
+    ctx = ctx_for()
+    ctx.library.folder.mkdir(parents=True, exist_ok=True)
+    mine = ctx.library.folder / "mine.gguf"
+    mine.write_bytes(b"GGUF" + bytes(100))
+    dlg = dialog(qtbot, ctx)
+    dlg.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is dlg.tree)
+    # no button is the default one, so Enter reaches the list
+    assert not [b.text() for b in dlg.findChildren(QPushButton) if b.isDefault() or b.autoDefault()]
+    chosen: list[str] = []
+    dlg.model_chosen.connect(chosen.append)
+    dlg.select(("installed", str(mine)))
+    QTest.keyClick(dlg.tree, Qt.Key.Key_Return)
+    assert chosen == [str(mine)] and not asked
+    dlg.current_path = ""  # not in use: it can be deleted
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        QTest.keyClick(dlg.tree, Qt.Key.Key_Enter)
+    assert not asked
+    dlg.select(("installed", str(mine)))
+    QTest.keyClick(dlg.tree, Qt.Key.Key_Delete)
+    assert not mine.exists() and dlg.undo_button.isVisible()
+    # every button has its own mnemonic
+    keys = [b.text().split("&")[1][0].lower() for b in dlg.findChildren(QPushButton) if b.text() != "Close"]
+    assert len(keys) == len(set(keys)) == len(dlg.findChildren(QPushButton)) - 1
+    # Tab goes down the screen: folder, list, details, then the buttons in their rows
+    order, w = [], dlg.folder_button
+    for _ in range(8):
+        order.append(w)
+        w = w.nextInFocusChain()
+        while not (w.focusPolicy() & Qt.FocusPolicy.TabFocus) or not w.isVisible():
+            w = w.nextInFocusChain()
+    assert order == [
+        dlg.folder_button,
+        dlg.tree,
+        dlg.details,
+        dlg.use_button,
+        dlg.download_button,
+        dlg.pause_button,
+        dlg.resume_button,
+        dlg.cancel_button,
+    ]
