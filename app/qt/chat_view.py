@@ -81,6 +81,9 @@ LONG_RUN = 1000
 _LONG_RUN = re.compile(rf"\S{{{LONG_RUN + 1},}}")
 
 
+_LINE_BREAK = re.compile(r"(?<=[^\n])[ \t]*\n(?=[^\n])")  # a newline between two lines with text
+
+
 def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN) -> str:
     """text with every run of more than limit non-whitespace characters cut into pieces of at most
     limit characters, joined by sep; everything else as it was."""
@@ -238,7 +241,10 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
-                    cur.insertMarkdown(break_long_runs(body, "\n\n"))  # a single \n joins lines in Markdown
+                    # a single \n joins lines in Markdown; a model's line breaks (a poem, an address)
+                    # are meant as such, so each becomes a hard break
+                    md = _LINE_BREAK.sub("  \n", body)
+                    cur.insertMarkdown(break_long_runs(md, "\n\n"))
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
                     cur.insertText(break_long_runs(body))
 

@@ -472,3 +472,20 @@ def test_live_chart_shows_measured_power_from_the_meter(
     assert win.chart.watts and win.chart.watts[-1][1] == 7.5
     assert blocker.args[0]["record"]["energy_label"] == "measured: test meter"
     assert win.store.messages(cid)[-1].stats["energy_measured"] is True
+
+
+def test_a_replys_line_breaks_are_shown(qtbot: Any) -> None:
+    """Markdown joins lines that one newline separates; a model's poem or address kept them."""
+    from trit.app.qt.chat_view import ChatView, ShownMessage
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    poem = "Roses are red,\nviolets are blue.\n\n- one\n- two\n\n**Bold** start\nand *its* end"
+    view.show_messages([ShownMessage(1, "assistant", poem)])
+    text = view.toPlainText().replace("\u2028", "\n")  # Qt's hard break is a line separator
+    assert "Roses are red,\nviolets are blue." in text
+    assert "Bold start\nand its end" in text and "**" not in text and "*its*" not in text
+    doc = view.document()
+    items = [doc.findBlockByNumber(i) for i in range(doc.blockCount())]
+    listed = [b.text() for b in items if b.textList() is not None]
+    assert listed == ["one", "two"]  # still a list, not lines of a paragraph
