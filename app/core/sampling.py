@@ -10,6 +10,38 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 MAX_TOKENS_LIMIT = 32768
+SHORT_REPR_CHARS = 80
+
+
+def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
+    """repr(v) cut to about limit characters: a value echoed in a message may be a 400-digit
+    number or a megabyte of text from a damaged file."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * limit:
+        # repr() of a huge int is slow, and refused past 4300 digits
+        return f"a number of about {round(v.bit_length() * math.log10(2))} digits"
+    if isinstance(v, (str, bytes)) and len(v) > 2 * limit:
+        v = v[: 2 * limit]  # repr of the whole string would be built only to be cut
+    try:
+        r = repr(v)
+    except (RecursionError, ValueError):
+        return f"a {type(v).__name__}"
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def short_text(s: str, limit: int = SHORT_REPR_CHARS) -> str:
+    """s cut to limit characters with an ellipsis (a name from a file, shown as it is)."""
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def is_finite_number(v: Any) -> bool:
+    """A JSON number that is finite as a float: an int beyond float's range (JSON allows 400 digits)
+    would overflow in math.isfinite and in float()."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -21,12 +53,14 @@ class Sampling:
     def validated(self) -> Sampling:
         """Self if every value is in range; raises ValueError naming the bad field otherwise."""
         t, p, n = self.temperature, self.top_p, self.max_tokens
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 5:
-            raise ValueError(f"temperature must be a number from 0 to 5, not {t!r}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 < p <= 1:
-            raise ValueError(f"top_p must be a number above 0 and at most 1, not {p!r}")
+        if not is_finite_number(t) or not 0 <= t <= 5:
+            raise ValueError(f"temperature must be a number from 0 to 5, not {short_repr(t)}")
+        if not is_finite_number(p) or not 0 < p <= 1:
+            raise ValueError(f"top_p must be a number above 0 and at most 1, not {short_repr(p)}")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TOKENS_LIMIT:
-            raise ValueError(f"max_tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT}, not {n!r}")
+            raise ValueError(
+                f"max_tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT}, not {short_repr(n)}"
+            )
         return replace(self, temperature=float(t), top_p=float(p))
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,4 +84,4 @@ class Sampling:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
-__all__ = ["MAX_TOKENS_LIMIT", "Sampling"]
+__all__ = ["MAX_TOKENS_LIMIT", "Sampling", "is_finite_number", "short_repr", "short_text"]

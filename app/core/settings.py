@@ -10,7 +10,6 @@ so it (and any kept copy) is readable by its owner only (0600).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from trit.engine.model import KV_TYPES, LM_HEADS, physical_cores  # the engine's, re-exported for the UI
 
-from .sampling import Sampling
+from .sampling import Sampling, is_finite_number, short_repr, short_text
 
 SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
@@ -122,7 +121,7 @@ def _check_models_dir(v: Any) -> str:
 
 
 def _check_watts(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not is_finite_number(v):
         raise ValueError(f"must be a number of watts from {WATTS_MIN:g} to {WATTS_MAX:g}")
     v = round(float(v), WATTS_DECIMALS)
     if not WATTS_MIN <= v <= WATTS_MAX:
@@ -220,7 +219,9 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
             if name == "hf_token":  # never echo a secret into a message
                 problems.append(f"{name} {e}; it was ignored")
             else:
-                problems.append(f"{name} {e} (was {doc[name]!r}); using {getattr(base, name)!r}")
+                problems.append(
+                    f"{name} {e} (was {short_repr(doc[name])}); using {short_repr(getattr(base, name))}"
+                )
     if "sampling" in doc:
         raw = doc["sampling"]
         sampling = dict(base.sampling)
@@ -233,7 +234,7 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
                         sd, sampling.get(str(family), DEFAULT_SAMPLING)
                     )
                 except ValueError as e:
-                    problems.append(f"sampling for {family}: {e}; using the default")
+                    problems.append(f"sampling for {short_text(str(family))}: {e}; using the default")
         changes["sampling"] = sampling
     return replace(base, **changes), problems
 

@@ -200,6 +200,37 @@ def test_non_object(doc: object) -> None:
     assert s == default_settings() and problems
 
 
+def test_numbers_beyond_float_range_are_reported_not_raised(tmp_path: Path) -> None:
+    # math.isfinite(10**400) raised OverflowError, which load() did not catch: Trit did not start
+    big = "1" + "0" * 400
+    path = tmp_path / "settings.json"
+    st = SettingsStore(path)
+    path.write_text('{"threads": 3, "watts_per_core": ' + big + "}")
+    s = st.load()
+    assert s.threads == 3 and s.watts_per_core == default_settings().watts_per_core
+    assert "watts_per_core must be a number of watts" in st.problems[0]
+    path.write_text('{"sampling": {"smollm": {"temperature": ' + big + "}}}")
+    assert st.load().sampling["smollm"] == FAMILY_SAMPLING["smollm"]
+    assert "sampling for smollm: temperature must be a number" in st.problems[0]
+    for field in ("temperature", "top_p"):
+        with pytest.raises(ValueError, match=f"{field} must be a number"):
+            Sampling.from_dict({field: 10**400})
+    with pytest.raises(ValueError, match="from 0.01 to 100"):
+        check_setting("watts_per_core", -(10**400))
+
+
+def test_a_huge_bad_value_is_named_in_a_short_message() -> None:
+    # the message echoed the whole value: a megabyte string made a megabyte dialog
+    _, problems = settings_from_dict({"default_model": 7, "hf_endpoint": "x" * 1_000_000})
+    (p,) = [p for p in problems if p.startswith("hf_endpoint")]
+    assert len(p) < 300 and "(was 'xxxx" in p and "…)" in p
+    _, problems = settings_from_dict(
+        {"threads": 10**400, "sampling": {"f" * 10_000: {"top_p": "x" * 10_000}}}
+    )
+    assert all(len(p) < 300 for p in problems) and "about 400 digits" in problems[0]
+    assert "sampling for fff" in problems[1] and "…" in problems[1]
+
+
 def test_sampling_validation() -> None:
     assert Sampling(1, 1, 1).validated() == Sampling(1.0, 1.0, 1)
     for bad in (
