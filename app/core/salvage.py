@@ -35,6 +35,9 @@ from typing import Any
 from . import store as _store
 
 Row = tuple[Any, ...]
+# what reading a damaged file through SQLite raises: its own errors, and UnicodeDecodeError when
+# SQLite's message quotes a damaged schema (invalid UTF-8) that Python cannot decode
+_READ_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def _scan(db: sqlite3.Connection, sql: str, rows: dict[int, Row]) -> bool:
         for r in db.execute(sql):
             if isinstance(r[0], int):
                 rows[r[0]] = r
-    except sqlite3.DatabaseError:
+    except _READ_ERRORS:
         return False
     return True
 
@@ -105,7 +108,7 @@ def _read_table(
     table read without damage). Columns the table lacks (an older schema) read as NULL."""
     try:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-    except sqlite3.DatabaseError:
+    except _READ_ERRORS:
         return {}, set(), False
     if "id" not in have:
         return {}, set(), False
@@ -126,7 +129,7 @@ def _read_table(
             continue
         try:  # a lookup only reads the pages on its own path
             r = db.execute(f"{select} WHERE id = ?", (i,)).fetchone()
-        except sqlite3.DatabaseError:
+        except _READ_ERRORS:
             continue
         if r is not None:
             rows[i] = r
@@ -290,7 +293,7 @@ def _read_damaged(path: Path) -> tuple[list[Row], list[Row], dict[str, int]]:
         try:
             try:  # the WAL's pages into the file, so that the page pass reads their latest version
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.DatabaseError:
+            except _READ_ERRORS:
                 pass
             convs, known_c, whole_c = _read_table(
                 db,

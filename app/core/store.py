@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -216,16 +217,44 @@ def _conversation_of(db: sqlite3.Connection, message_id: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _loads(doc: str, what: str) -> dict[str, Any]:
+def _loads(doc: object) -> dict[str, Any]:
+    """The JSON object in a cell; {} for anything else. One damaged cell (a BLOB, text nested a
+    thousand deep) must not make the conversation unreadable."""
+    if not isinstance(doc, str):
+        return {}
     try:
         v = json.loads(doc or "{}")
-    except ValueError:
-        return {}  # one damaged stats cell must not make the conversation unreadable
+    except (ValueError, RecursionError):
+        return {}
     return v if isinstance(v, dict) else {}
 
 
+# Cells come back as whatever was stored: another tool, a sync conflict or damage quick_check does
+# not see can leave a BLOB or text where the schema says a number. They are read as the type the
+# dataclasses promise, as salvage does, so export and display never meet a bytes or str "created".
+def _text(v: object, default: str = "") -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")  # a message's text is kept, even if mangled
+    return default
+
+
+def _number(v: object, default: float = 0.0) -> float:
+    if isinstance(v, (int, float)) and math.isfinite(v):  # SQLite integers fit a float
+        return float(v)
+    return default
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    except (OverflowError, OSError, ValueError):  # a time past what the C library can show
+        return "unknown date"
 
 
 # -- damage ----------------------------------------------------------------------------------------
@@ -363,6 +392,10 @@ class ConversationStore:
                 f"{self.path}: cannot open the conversation database: {e}.",
                 "Check that the file is not a folder and that you may write to it.",
             ) from e
+        # text that is not UTF-8 (written by another program, or a flipped bit) is read with
+        # U+FFFD in place of the bad bytes: sqlite3's default refuses the whole row, and with it
+        # the conversation
+        self._db.text_factory = _decode_text
         try:
             self._db.create_function("trit_fold", 1, _fold, deterministic=True)
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -380,6 +413,11 @@ class ConversationStore:
                     raise StoreDamagedError("damage was found while Trit was running")
             self.schema_version = self._migrate()
             self.recovered = self._recover_streaming()
+        except UnicodeDecodeError:
+            # SQLite quotes a damaged schema in its error ("malformed database schema (CR\xc5ATE
+            # ...)"), and Python fails to decode that message before any sqlite3 error is raised.
+            # Like quick_check's, the message is the reason salvage reports.
+            raise StoreDamagedError("the database schema is not valid text") from None
         except sqlite3.DatabaseError as e:
             error = self._error(e)
             if not isinstance(error, StoreDamagedError):
@@ -418,6 +456,8 @@ class ConversationStore:
 
     def _migrate(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version < 0:  # no Trit writes one: a flipped bit in the header, or another program
+            raise StoreDamagedError(f"the schema version is {version}, which no Trit writes")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: the conversations were saved by a newer Trit (schema {version}, this "
@@ -468,13 +508,31 @@ class ConversationStore:
     # -- rows --------------------------------------------------------------------------------------
     def _conv(self, row: tuple[Any, ...]) -> Conversation:
         try:
-            sampling = Sampling.from_dict(json.loads(row[6] or "{}"))
+            sampling = Sampling.from_dict(_loads(row[6]))
         except ValueError:
             sampling = Sampling()  # a damaged cell falls back to defaults rather than hiding the chat
-        return Conversation(row[0], row[1], row[2], row[3], row[4], row[5], sampling, row[7])
+        created = _number(row[2])
+        return Conversation(
+            row[0],
+            _text(row[1], "Untitled chat"),
+            created,
+            _number(row[3], created),
+            _text(row[4]),
+            _text(row[5]),
+            sampling,
+            None if row[7] is None else _number(row[7], time.time()),  # deleted stays deleted
+        )
 
     def _msg(self, row: tuple[Any, ...]) -> Message:
-        return Message(row[0], row[1], row[2], row[3], row[4], row[5], _loads(row[6], "stats"))
+        return Message(
+            row[0],
+            row[1],
+            row[2] if row[2] in ROLES else "assistant",
+            _text(row[3]),
+            _number(row[4]),
+            row[5] if row[5] in STATUSES else STOPPED,
+            _loads(row[6]),
+        )
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._using() as db:
@@ -611,7 +669,7 @@ class ConversationStore:
         hits = []
         for cid, title in live:
             mid = None
-            if needle not in (_fold(title) or ""):
+            if needle not in (_fold(_text(title)) or ""):
                 mid = self._search_texts.find(cid, needle, self._message_texts)
                 if mid is None:
                     continue
@@ -623,7 +681,7 @@ class ConversationStore:
             if mid is None:
                 hits.append(SearchHit(conv, None, _snippet(conv.title, text)))
             elif row is not None:
-                hits.append(SearchHit(conv, mid, _snippet(row[0], text)))
+                hits.append(SearchHit(conv, mid, _snippet(_text(row[0]), text)))
             if len(hits) >= limit:
                 break
         return hits
@@ -631,7 +689,7 @@ class ConversationStore:
     def _message_texts(self, conversation_id: int) -> list[tuple[int, str]]:
         with self._using() as db:
             return [
-                (int(r[0]), str(r[1]))
+                (int(r[0]), _text(r[1]))
                 for r in db.execute(
                     "SELECT id, content FROM messages WHERE conversation_id = ? ORDER BY id",
                     (conversation_id,),

@@ -411,3 +411,75 @@ def test_kill_mid_reply_loses_at_most_a_second(tmp_path: Path) -> None:
         f"lost {len(lost)} pieces spanning {t_last - min(lost):.2f} s"
     )
     assert t_kill - t_last < 5 and last_i + 1 >= kept
+
+
+def _poke(path: Path, sql: str, *args: object) -> None:
+    """Writes behind the store's back, as another program (or a sync conflict) can."""
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+def test_cells_of_the_wrong_type_are_read_as_the_type_the_store_promises(tmp_path: Path) -> None:
+    # raw TypeError / RecursionError / OSError escaped before: the conversation could not be shown
+    # or exported
+    path = tmp_path / "c.sqlite3"
+    with ConversationStore(path) as s:
+        c = s.create_conversation("hello chat")
+        m = s.add_message(c.id, "user", "hello world")
+    _poke(path, "UPDATE messages SET stats = ?", "[" * 50_000)
+    _poke(path, "UPDATE messages SET content = ?", b"hello blob")
+    _poke(path, "UPDATE conversations SET created = ?, title = ?", "yesterday", b"blob title")
+    with ConversationStore(path) as s:
+        (msg,) = s.messages(c.id)
+        assert msg.content == "hello blob" and msg.stats == {}
+        conv = s.get_conversation(c.id)
+        assert conv.title == "blob title" and conv.created == 0.0
+        assert json.loads(s.export_json(c.id))["messages"][0]["content"] == "hello blob"
+        assert "hello blob" in s.export_markdown(c.id)
+        assert [h.snippet for h in s.search("blob")] == ["blob title"]
+        assert [h.message_id for h in s.search("hello")] == [m.id]
+    _poke(path, "UPDATE conversations SET created = ?", 2**62)  # past what localtime() can show
+    _poke(path, "UPDATE messages SET created = ?, role = ?, status = ?", "now", 7, "?")
+    with ConversationStore(path) as s:
+        assert "- Created: unknown date" in s.export_markdown(c.id)
+        (msg,) = s.messages(c.id)
+        assert (msg.created, msg.role, msg.status) == (0.0, "assistant", STOPPED)
+
+
+def test_text_that_is_not_utf8_is_shown_with_replacement_characters(tmp_path: Path) -> None:
+    # sqlite3 refused the whole row ("Could not decode to UTF-8"): the conversation could not open
+    path = tmp_path / "c.sqlite3"
+    with ConversationStore(path) as s:
+        c = s.create_conversation("t")
+        s.add_message(c.id, "user", "hi")
+    _poke(path, "UPDATE messages SET content = CAST(X'68ff69' AS TEXT)")
+    with ConversationStore(path) as s:
+        assert [m.content for m in s.messages(c.id)] == ["h\ufffdi"]
+        assert len(s.search("h")) == 1
+
+
+def test_a_huge_number_in_a_sampling_cell_falls_back_to_defaults(tmp_path: Path) -> None:
+    # math.isfinite(10**400) raised OverflowError: the whole conversation list failed to load
+    path = tmp_path / "c.sqlite3"
+    with ConversationStore(path) as s:
+        c = s.create_conversation("t", sampling=Sampling(0.2, 0.9, 64))
+        s.create_conversation("other")
+    _poke(path, "UPDATE conversations SET sampling = ? WHERE id = ?", '{"top_p": 1' + "0" * 400 + "}", c.id)
+    with ConversationStore(path) as s:
+        assert len(s.list_conversations()) == 2 and s.get_conversation(c.id).sampling == Sampling()
+
+
+@pytest.mark.parametrize("version", [-1, -3, -5, -(2**31)])
+def test_a_negative_schema_version_is_damage_and_recovered(tmp_path: Path, version: int) -> None:
+    # -5 raised IndexError from MIGRATIONS[-5]; -1 re-ran the last migration (duplicate column)
+    path = tmp_path / "c.sqlite3"
+    with ConversationStore(path) as s:
+        c = s.create_conversation("hello")
+        s.add_message(c.id, "user", "keep me")
+    _poke(path, f"PRAGMA user_version = {version}")
+    with ConversationStore(path) as s:
+        assert s.salvaged is not None and f"schema version is {version}" in s.salvaged.reason
+        assert s.schema_version == SCHEMA_VERSION
+        assert [m.content for m in s.messages(c.id)] == ["keep me"]

@@ -267,3 +267,19 @@ def test_other_sqlite_errors_say_what_to_do(tmp_path: Path) -> None:
         ConversationStore(path)
     assert not isinstance(e.value, StoreDamagedError) and e.value.fix
     assert list(tmp_path.iterdir()) == [path]  # nothing was moved or recovered
+
+
+def test_a_schema_that_is_not_utf8_is_damage_and_recovered(tmp_path: Path) -> None:
+    # SQLite quotes the damaged schema in its error and Python cannot decode it: a raw
+    # UnicodeDecodeError came out of the first PRAGMA, and salvage failed the same way
+    path = tmp_path / "c.sqlite3"
+    made = make_db(path)
+    raw = bytearray(path.read_bytes())
+    i = raw.index(b"CREATE INDEX messages_by_conversation")
+    raw[i + 2] = 0xC5  # CR\xc5ATE
+    path.write_bytes(bytes(raw))
+    with ConversationStore(path) as s:
+        assert s.salvaged is not None and "schema is not valid text" in s.salvaged.message()
+        assert contents(s) == made
+    assert len(backups(tmp_path)) == 1
+    check_fresh(path)
