@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -285,7 +285,6 @@ class MainWindow(QMainWindow):
         self.store = ctx.store
         self.setWindowTitle("Trit")
         self.setAccessibleName("Trit")
-        self.resize(1180, 760)
         self.current_id: int | None = None
         self.reply: dict[str, Any] | None = None  # conversation_id, message_id, text
         self.model_info: dict[str, Any] | None = None
@@ -320,6 +319,9 @@ class MainWindow(QMainWindow):
 
         self._build()
         self._build_actions()
+        self.resize(1180, 760)
+        self._sized = False  # showEvent has fitted the first size to the screen it opened on
+        self.fit_screen()
         try:
             self.store.purge_deleted(older_than_s=UNDO_SECONDS * 6)  # undo is offered for 10 s only
         except StoreError as e:
@@ -1439,7 +1441,26 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Exported to {path}", 4000)
         return path
 
-    # -- shutdown --------------------------------------------------------------------------------
+    # -- size ------------------------------------------------------------------------------------
+    def fit_screen(self) -> None:
+        """No larger than the screen's free area: the first size (1180x760) is wider than a
+        1600x1000 screen at 150% (1067x667) or a 1080p one at 200% (960x540) leaves. The window
+        manager places a window that fits."""
+        avail = self.screen().availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()
+        if frame.height() <= 0:  # not mapped yet: a title bar's worth
+            frame = QSize(0, self.fontMetrics().height() * 2)
+        w = min(self.width(), avail.width() - frame.width())
+        h = min(self.height(), avail.height() - frame.height())
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+
+    def showEvent(self, e: QShowEvent) -> None:
+        if not self._sized and not e.spontaneous():  # on the screen it opens on
+            self._sized = True
+            self.fit_screen()
+        super().showEvent(e)
+
     def resizeEvent(self, e: Any) -> None:
         super().resizeEvent(e)
         # the model and memory labels take at most a quarter of the width each: the status bar's
@@ -1447,6 +1468,7 @@ class MainWindow(QMainWindow):
         for label in (self.model_label, self.memory_label):
             label.setMaximumWidth(max(120, self.width() // 4))
 
+    # -- shutdown --------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(e)

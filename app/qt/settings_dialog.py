@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QPalette, QResizeEvent, QShowEvent
+from PySide6.QtCore import QEvent, QRect, QSize, Qt
+from PySide6.QtGui import QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -92,6 +93,31 @@ FIELD_LABELS = {
     "watts_per_core": "Watts per core",
 }
 
+
+class _FormScroll(QScrollArea):
+    """Holds the form's sections: as tall as they are when the screen has room (QScrollArea's own
+    size hint stops at 24 lines), scrolling when it has not (200% scaling on a 1080p screen). Its
+    narrowest leaves room for the vertical scroll bar, so the form never scrolls sideways."""
+
+    def __init__(self, content: QWidget) -> None:
+        super().__init__()
+        self.setWidget(content)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setAccessibleName("Settings sections")
+
+    def _extra_width(self) -> int:
+        return 2 * self.frameWidth() + self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self) -> QSize:
+        hint = self.widget().sizeHint()
+        return QSize(hint.width() + self._extra_width(), hint.height() + 2 * self.frameWidth())
+
+    def minimumSizeHint(self) -> QSize:
+        lines = self.fontMetrics().lineSpacing() * 6  # a few fields, whatever the screen
+        return QSize(self.widget().minimumSizeHint().width() + self._extra_width(), lines)
+
+
 # apply(settings) -> {field: problem} (empty: applied) or None (the user backed out of a question)
 ApplyFn = Callable[[Settings], "dict[str, str] | None"]
 
@@ -104,12 +130,18 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.setAccessibleName("Settings")
         self._build()
-        # wide enough for a typical models folder path and a token without scrolling
-        self.setMinimumWidth(self.fontMetrics().averageCharWidth() * 96)
+        # wide enough for a typical models folder path and a token without scrolling; within the
+        # screen (fit_screen) where it is narrower
+        self._wide = self.fontMetrics().averageCharWidth() * 96
+        self.setMinimumWidth(self._wide)
+        self._sized = False  # fit_screen has given the first size
         self.show_values(settings)
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
+        # wrapped hints get the height of all their lines at the form's width: the scroll area
+        # asks its form for its height at that width (a top-level form layout did not, and cut
+        # them to one line at scale 2)
         self._hints: list[QLabel] = []
 
         def hint(text: str) -> QLabel:
@@ -264,12 +296,19 @@ class SettingsDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self.defaults_button.clicked.connect(self.restore_defaults)
 
+        # the sections scroll, the problems and the buttons stay in sight: at 150-200% scaling
+        # the form is taller than the screen, and OK must stay reachable
+        form = QWidget()
+        fl = QVBoxLayout(form)
+        fl.setContentsMargins(0, 0, 0, 0)
+        fl.addWidget(engine)
+        fl.addWidget(models)
+        fl.addWidget(energy)
+        fl.addStretch(1)
+        self.scroll = _FormScroll(form)
         lay = QVBoxLayout(self)
-        lay.addWidget(engine)
-        lay.addWidget(models)
-        lay.addWidget(energy)
+        lay.addWidget(self.scroll, 1)
         lay.addWidget(self.problems)
-        lay.addStretch(1)
         lay.addWidget(self.buttons)
 
         self.fields: dict[str, QWidget] = {
@@ -314,24 +353,38 @@ class SettingsDialog(QDialog):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        self._fit_hints()
+        if not event.spontaneous():
+            self.fit_screen()
 
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit_hints()
+    def _available(self) -> QRect:
+        return (self.parentWidget() or self).screen().availableGeometry()
 
-    def _fit_hints(self) -> None:
-        """Gives each wrapped hint the height of its lines at its current width: a form layout sizes
-        a top-level dialog without asking word-wrapped labels for their height at that width, so a
-        hint that wraps (large fonts, scale 2) was cut to its first line."""
-        grew = False
-        for h in self._hints:
-            need = h.heightForWidth(h.width())
-            if need > 0 and need != h.minimumHeight():
-                h.setMinimumHeight(need)
-                grew = True
-        if grew and self.isVisible():
-            self.resize(self.width(), max(self.height(), self.sizeHint().height()))
+    def _room(self) -> QSize:
+        """The largest size of the dialog (without its frame) inside the screen's free area."""
+        avail = self._available()
+        frame = self.frameGeometry().size() - self.geometry().size()
+        if frame.height() <= 0:  # not mapped yet: a title bar's worth
+            frame = QSize(0, self.fontMetrics().height() * 2)
+        return QSize(max(avail.width() - frame.width(), 1), max(avail.height() - frame.height(), 1))
+
+    def fit_screen(self) -> None:
+        """Keeps the dialog inside its screen's free area: at most its width and height, the
+        sections scrolling, and moved into it. The first time, the dialog gets the height of all
+        its sections where there is room."""
+        avail = self._available()
+        room = self._room()
+        self.setMinimumWidth(min(self._wide, room.width()))
+        want = self.size() if self._sized else self.sizeHint()
+        self._sized = True
+        w = min(max(want.width(), self.minimumWidth()), room.width())
+        h = min(max(want.height(), self.minimumSizeHint().height()), room.height())
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        frame = self.frameGeometry()
+        x = max(avail.left(), min(frame.x(), avail.right() + 1 - frame.width()))
+        y = max(avail.top(), min(frame.y(), avail.bottom() + 1 - frame.height()))
+        if (x, y) != (frame.x(), frame.y()):
+            self.move(x, y)
 
     def _label(self, text: str, buddy: QWidget) -> QLabel:
         label = QLabel(text)
@@ -397,8 +450,13 @@ class SettingsDialog(QDialog):
         lines = [f"{FIELD_LABELS.get(k, k)}: {v}" for k, v in problems.items()]
         self.problems.setText("\n".join(lines))
         self.problems.show()
+        if self.isVisible():  # taller by the problems' lines where the screen has room
+            self.layout().activate()
+            want = max(self.height(), self.sizeHint().height())
+            self.resize(self.width(), min(want, self._room().height()))
         first = next((self.fields[k] for k in self.fields if k in problems), None)
         if first is not None:
+            self.scroll.ensureWidgetVisible(first)  # scrolled out of sight on a small screen
             first.setFocus()
             if isinstance(first, QLineEdit):
                 first.selectAll()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence
+from PySide6.QtCore import QPoint, QRect, Qt
+from PySide6.QtGui import QKeySequence, QScreen
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QComboBox, QLineEdit, QWidget
 from trit.app.core.sampling import Sampling
 from trit.app.core.settings import default_settings, physical_cores
@@ -294,25 +294,54 @@ def test_reload_during_a_reply_asks_first(qtbot: Any, window: MainWindow) -> Non
     assert win.send_button.isEnabled()
 
 
-def test_wrapped_hints_are_not_cut(qtbot: Any, win: MainWindow, monkeypatch: Any) -> None:
+def test_wrapped_hints_are_not_cut(qtbot: Any, win: MainWindow) -> None:
     """At the dialog's narrowest the long hints wrap; each must get the height of all its lines
     (a form layout in a top-level dialog gave them one line: seen at QT_SCALE_FACTOR=2)."""
+    dlg = open_dialog(qtbot, win)
+    dlg.resize(dlg.minimumWidth(), dlg.height())
+    qtbot.wait(50)
+    wrapped = [h for h in dlg._hints if h.heightForWidth(h.width()) > h.fontMetrics().lineSpacing() * 1.5]
+    assert wrapped  # the narrow dialog does wrap some hints
+    assert [h.text() for h in wrapped if h.height() < h.heightForWidth(h.width())] == []
+    dlg.reject()
 
-    def cut_hints() -> list[str]:
-        dlg = open_dialog(qtbot, win)
-        dlg.resize(dlg.minimumWidth(), dlg.height())
-        qtbot.wait(50)
-        wrapped = [h for h in dlg._hints if h.heightForWidth(h.width()) > h.fontMetrics().lineSpacing() * 1.5]
-        assert wrapped  # the narrow dialog does wrap some hints
-        cut = [h.text() for h in wrapped if h.height() < h.heightForWidth(h.width())]
-        dlg.reject()
-        return cut
 
-    with monkeypatch.context() as m:
-        m.setattr(SettingsDialog, "_fit_hints", lambda self: None)
-        assert cut_hints()  # the check sees the cut without the fix
-    win._settings_dialog = None  # a new dialog, with the fix
-    assert cut_hints() == []
+def test_settings_fit_a_small_screen_with_ok_in_reach(qtbot: Any, win: MainWindow, monkeypatch: Any) -> None:
+    """At 200% scaling a 1600x1000 screen is 800x500 logical pixels (a 1080p laptop 960x540): the
+    sections scroll inside the dialog, OK / Cancel / Restore Defaults stay in sight, and a bad
+    field below the fold is scrolled to (the dialog's minimum was 614 px tall, OK off-screen)."""
+    dlg = open_dialog(qtbot, win)
+    bars = dlg.scroll.verticalScrollBar(), dlg.scroll.horizontalScrollBar()
+    # where the screen has room (the offscreen one is 800x800) nothing scrolls, problems shown or not
+    assert dlg.screen().availableGeometry().height() >= 800
+    assert bars[0].maximum() == 0 and bars[1].maximum() == 0
+    dlg.show_problems({"hf_endpoint": "must be an http(s) URL"})
+    qtbot.wait(50)
+    assert bars[0].maximum() == 0 and bars[1].maximum() == 0
+    dlg.reject()
+
+    small = QRect(0, 0, 800, 500)
+    monkeypatch.setattr(QScreen, "availableGeometry", lambda _screen: QRect(small))
+    win._settings_dialog = None
+    dlg = open_dialog(qtbot, win)
+    title_bar = dlg.fontMetrics().height() * 2
+    assert dlg.minimumSizeHint().width() <= small.width()
+    assert dlg.minimumSizeHint().height() <= small.height() - title_bar
+    qtbot.wait(50)
+    assert small.contains(dlg.frameGeometry())
+    for button in (dlg.ok_button, dlg.cancel_button, dlg.defaults_button):
+        at = QRect(button.mapTo(dlg, QPoint(0, 0)), button.size())
+        assert button.isVisible() and dlg.rect().contains(at), button.text()
+    bars = dlg.scroll.verticalScrollBar(), dlg.scroll.horizontalScrollBar()
+    assert bars[0].maximum() > 0 and bars[1].maximum() == 0  # up and down only
+    # the energy section is below the fold: a bad figure there is scrolled into view
+    dlg.show_problems({"watts_per_core": "too small"})
+    qtbot.wait(50)
+    assert small.contains(dlg.frameGeometry())
+    viewport = dlg.scroll.viewport()
+    at = QRect(dlg.watts.mapTo(viewport, QPoint(0, 0)), dlg.watts.size())
+    assert viewport.rect().contains(at) and dlg.watts.hasFocus()
+    dlg.reject()
 
 
 def test_a_model_that_cannot_use_the_chosen_memory_says_which_setting() -> None:

@@ -30,6 +30,15 @@ def titles(win: MainWindow) -> list[str]:
     return [win.conv_list.item(i).text() for i in range(win.conv_list.count())]
 
 
+def test_the_window_opens_within_the_screen(win: MainWindow) -> None:
+    """The first size (1180x760) is cut to the screen's free area: at 150% a 1600x1000 screen
+    leaves 1067x667 logical pixels (the offscreen test screen is 800x800)."""
+    avail = win.screen().availableGeometry()
+    assert avail.width() < 1180  # the check means something on this screen
+    assert win.width() <= avail.width() and win.height() <= avail.height()
+    assert win.minimumSizeHint().width() <= 800 and win.minimumSizeHint().height() <= 500
+
+
 def test_a_search_that_fills_the_list_says_so(win: MainWindow) -> None:
     from trit.app.qt.main_window import SEARCH_LIMIT
 
