@@ -201,6 +201,32 @@ class TensorInfo:
         return tuple(reversed(self.shape))
 
 
+SHORT_REPR_CHARS = 80
+
+
+def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
+    """repr(v) cut to about limit characters with an ellipsis: a key, name or value echoed in a
+    message may be megabytes long in a damaged or hostile file, and a dialog would try to show it
+    all. (app/core/sampling.py has the same for the app, which does not import the engine.)"""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * limit:
+        # repr() of a huge int is slow, and refused past 4300 digits
+        return f"a number of about {round(v.bit_length() * 0.30103)} digits"
+    if isinstance(v, (str, bytes)) and len(v) > 2 * limit:
+        v = v[: 2 * limit]  # the repr of the whole would be built only to be cut
+    elif isinstance(v, np.ndarray) and v.size > limit:
+        v = v[:limit]
+    try:
+        r = repr(v)
+    except (RecursionError, ValueError):
+        return f"a {type(v).__name__}"
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def short_text(s: str, limit: int = SHORT_REPR_CHARS) -> str:
+    """s cut to limit characters with an ellipsis (a name shown as it is, without quotes)."""
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -463,8 +489,8 @@ class GGUFFile:
         for i in range(n_kv):
             key = c.string(f"metadata key #{i}")
             if key in self.metadata:
-                raise c.fail(f"metadata key {key!r} appears twice")
-            what = f"metadata key #{i} ({key!r})"
+                raise c.fail(f"metadata key {short_repr(key)} appears twice")
+            what = f"metadata key #{i} ({short_repr(key)})"
             vtype = self._value_type(c, what)
             self.metadata_types[key] = vtype
             if vtype == GGUFValueType.ARRAY:
@@ -496,11 +522,11 @@ class GGUFFile:
         names: set[str] = set()
         for i in range(n_tensors):
             name = c.string(f"the name of tensor #{i}")
-            label = f"tensor {name!r} (#{i})"
+            label = f"tensor {short_repr(name)} (#{i})"
             if not name:
                 raise c.fail(f"tensor #{i} has an empty name")
             if name in names:
-                raise c.fail(f"tensor {name!r} appears twice")
+                raise c.fail(f"tensor {short_repr(name)} appears twice")
             names.add(name)
             n_dims = c.u32(f"the dimension count of {label}")
             if not 1 <= n_dims <= MAX_DIMS:
@@ -515,7 +541,7 @@ class GGUFFile:
             gt = GGML_TYPES.get(type_id)
             if gt is None:
                 raise c.fail(
-                    f"tensor {name} has type {type_id}, which this version cannot read "
+                    f"tensor {short_text(name)} has type {type_id}, which this version cannot read "
                     f"(supported: {supported_types_text()}). Update Trit or pick another file."
                 )
             if shape[0] % gt.block_size:
@@ -541,11 +567,11 @@ class GGUFFile:
             nbytes = gt.nbytes(n)
             if rel % self.alignment:
                 raise c.fail(
-                    f"tensor {name!r} data offset {rel} is not a multiple of the alignment {self.alignment}"
+                    f"tensor {short_repr(name)} data offset {rel} is not a multiple of the alignment {self.alignment}"
                 )
             if rel > data_size or nbytes > data_size - rel:
                 raise c.fail(
-                    f"tensor {name!r} data (offset {self.data_offset + rel}, {nbytes} bytes) runs past "
+                    f"tensor {short_repr(name)} data (offset {self.data_offset + rel}, {nbytes} bytes) runs past "
                     f"the end of the file (size {self.file_size})"
                 )
             self.tensors[name] = TensorInfo(name, shape, gt.id, gt.name, self.data_offset + rel, nbytes)
@@ -554,7 +580,7 @@ class GGUFFile:
         for a, b in itertools.pairwise(spans):
             if a.offset + a.nbytes > b.offset:
                 raise c.fail(
-                    f"tensors {a.name!r} (bytes {a.offset}..{a.offset + a.nbytes}) and {b.name!r} "
+                    f"tensors {short_repr(a.name)} (bytes {a.offset}..{a.offset + a.nbytes}) and {short_repr(b.name)} "
                     f"(from byte {b.offset}) overlap"
                 )
 
@@ -636,7 +662,7 @@ class GGUFFile:
     def _info(self, name: str) -> TensorInfo:
         info = self.tensors.get(name)
         if info is None:
-            raise ModelFormatError(self.path, f"tensor {name!r} is missing")
+            raise ModelFormatError(self.path, f"tensor {short_repr(name)} is missing")
         if self._buf is None:
             raise ValueError(f"{self.path}: the file is closed")
         return info
@@ -654,7 +680,7 @@ class GGUFFile:
         if dt is None:
             raise ModelFormatError(
                 self.path,
-                f"tensor {name} has type {info.type_name}; expected one of {', '.join(_ARRAY_DTYPES)}",
+                f"tensor {short_text(name)} has type {info.type_name}; expected one of {', '.join(_ARRAY_DTYPES)}",
             )
         buf, base = self._source(name)
         arr = np.frombuffer(buf, dtype=dt, count=info.n_elements, offset=info.offset - base)
@@ -712,6 +738,8 @@ __all__ = [
     "GGUFFile",
     "GGUFValueType",
     "TensorInfo",
+    "short_repr",
+    "short_text",
     "tensor_nbytes",
     "type_by_name",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelFormatError
-from .gguf import GGUFFile, GGUFValueType, TensorInfo
+from .gguf import GGUFFile, GGUFValueType, TensorInfo, short_repr
 from .ternary import ternary_tensor_from_gguf
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 
@@ -47,10 +47,10 @@ def _int_key(f: GGUFFile, key: str, default: int | None = None, *, lo: int = 1) 
     if isinstance(v, np.ndarray) and v.ndim == 1 and v.size and np.issubdtype(v.dtype, np.integer):
         # llama.cpp allows per-layer arrays for some counts; one value for every layer is all we run
         if not np.all(v == v[0]):
-            raise ModelFormatError(f.path, f"metadata key {key} varies per layer ({v.tolist()[:8]}...)")
+            raise ModelFormatError(f.path, f"metadata key {key} varies per layer ({v[:8].tolist()}...)")
         v = int(v[0])
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, expected an integer")
+        raise ModelFormatError(f.path, f"metadata key {key} is {short_repr(v)}, expected an integer")
     if not lo <= v <= MAX_HPARAM:
         raise ModelFormatError(f.path, f"metadata key {key} is {v}, out of range")
     return v
@@ -59,7 +59,7 @@ def _int_key(f: GGUFFile, key: str, default: int | None = None, *, lo: int = 1) 
 def _float_key(f: GGUFFile, key: str, default: float) -> float:
     v = f.metadata.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
-        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, expected a positive number")
+        raise ModelFormatError(f.path, f"metadata key {key} is {short_repr(v)}, expected a positive number")
     if f.metadata_types.get(key) == GGUFValueType.FLOAT32:
         # the shortest decimal that rounds to this float32 (1e-05, not 9.999999747378752e-06): the
         # value the converter started from, and the same float32 the kernels use
@@ -72,7 +72,7 @@ def _optional_id(f: GGUFFile, key: str, vocab: int) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
-        raise ModelFormatError(f.path, f"metadata key {key} is {v!r}, not a token id below {vocab}")
+        raise ModelFormatError(f.path, f"metadata key {key} is {short_repr(v)}, not a token id below {vocab}")
     return v
 
 
@@ -87,8 +87,10 @@ def _bitnet_act(f: GGUFFile, arch: str, shape: tuple[int, ...]) -> str:
     act = f.metadata.get(key)
     if act is None:
         return "relu2" if shape == SHAPE_2B4T else "silu"
-    if act not in FFN_ACTS:
-        raise ModelFormatError(f.path, f"metadata key {key} is {act!r}; supported: {', '.join(FFN_ACTS)}")
+    if not isinstance(act, str) or act not in FFN_ACTS:  # an array: `in` would ask numpy for one truth value
+        raise ModelFormatError(
+            f.path, f"metadata key {key} is {short_repr(act)}; supported: {', '.join(FFN_ACTS)}"
+        )
     return str(act)
 
 
@@ -99,7 +101,7 @@ def read_config(f: GGUFFile) -> ModelConfig:
     if arch not in BITNET_ARCHS + LLAMA_ARCHS:
         raise ModelFormatError(
             f.path,
-            f"architecture {arch!r} is not supported; this version runs "
+            f"architecture {short_repr(arch)} is not supported; this version runs "
             f"{', '.join(BITNET_ARCHS + LLAMA_ARCHS)} models",
         )
     llama = arch in LLAMA_ARCHS

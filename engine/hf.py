@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelFormatError
+from .gguf import short_repr
 from .gguf_loader import MAX_HPARAM
 from .ternary import check_tq_codes, pack_tq
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
@@ -116,7 +117,12 @@ def _is_int(x: Any) -> bool:
 
 
 def _is_num(x: Any) -> bool:
-    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond float's range: JSON allows 400 digits
+        return False
 
 
 class _Cfg:
@@ -141,15 +147,15 @@ class _Cfg:
         if v is None:
             raise self.fail(f"field {key!r} is missing")
         if not _is_int(v) or v <= 0:
-            raise self.fail(f"field {key!r} is {v!r}, expected a positive integer")
+            raise self.fail(f"field {key!r} is {short_repr(v)}, expected a positive integer")
         if v > MAX_HPARAM:  # the GGUF loader's bound; the C side takes these as int
-            raise self.fail(f"field {key!r} is {v}, out of range (at most {MAX_HPARAM})")
+            raise self.fail(f"field {key!r} is {short_repr(v)}, out of range (at most {MAX_HPARAM})")
         return int(v)
 
     def number(self, key: str, default: float, lo: float, hi: float) -> float:
         v = self.get(key, default)
         if not _is_num(v) or not lo < v < hi:
-            raise self.fail(f"field {key!r} is {v!r}, expected a number between {lo} and {hi}")
+            raise self.fail(f"field {key!r} is {short_repr(v)}, expected a number between {lo} and {hi}")
         return float(v)
 
     def token_ids(self, key: str, vocab: int) -> tuple[int, ...]:
@@ -159,18 +165,22 @@ class _Cfg:
         ids = v if isinstance(v, list) else [v]
         for i in ids:
             if not _is_int(i) or not 0 <= i < vocab:
-                raise self.fail(f"field {key!r} is {v!r}, expected token ids in 0..{vocab - 1}")
+                raise self.fail(f"field {key!r} is {short_repr(v)}, expected token ids in 0..{vocab - 1}")
         return tuple(int(i) for i in ids)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict; ModelFormatError naming the file for a missing, huge, nested too
+    deeply or malformed one."""
     if not path.is_file():
         raise ModelFormatError(path, "config.json is missing; a Hugging Face model folder needs it")
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ModelFormatError(path, "config.json is implausibly large")
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
+    except RecursionError:
+        raise ModelFormatError(path, "cannot read config.json: it is nested too deeply") from None
+    except (OSError, ValueError) as e:
         raise ModelFormatError(path, f"cannot read config.json: {str(e)[:200]}") from None
     if not isinstance(doc, dict):
         raise ModelFormatError(path, f"config.json holds a JSON {type(doc).__name__}, expected an object")
@@ -184,20 +194,21 @@ def _rope_theta(c: _Cfg, default: float) -> float:
     scaling = c.doc.get("rope_scaling")
     if rp is not None:
         if not isinstance(rp, dict):
-            raise c.fail(f"field 'rope_parameters' is {rp!r}, expected an object")
+            raise c.fail(f"field 'rope_parameters' is {short_repr(rp)}, expected an object")
         rtype = rp.get("rope_type", rp.get("type", "default"))
         theta = rp.get("rope_theta") or c.get("rope_theta", default)
     else:
         if scaling is not None and not isinstance(scaling, dict):
-            raise c.fail(f"field 'rope_scaling' is {scaling!r}, expected an object or null")
+            raise c.fail(f"field 'rope_scaling' is {short_repr(scaling)}, expected an object or null")
         rtype = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
         theta = c.get("rope_theta", default)
     if rtype != "default":
         raise ModelFormatError(
-            c.path, f"RoPE type {rtype!r} is not supported (only the default RoPE). Pick another model."
+            c.path,
+            f"RoPE type {short_repr(rtype)} is not supported (only the default RoPE). Pick another model.",
         )
     if not _is_num(theta) or theta <= 1:
-        raise c.fail(f"rope_theta is {theta!r}, expected a number > 1")
+        raise c.fail(f"rope_theta is {short_repr(theta)}, expected a number > 1")
     return float(theta)
 
 
@@ -225,7 +236,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
     if not isinstance(mtype, str) or mtype not in FAMILIES:
         raise ModelFormatError(
             path,
-            f"model_type is {mtype!r}; Trit reads Hugging Face BitNet b1.58 checkpoints "
+            f"model_type is {short_repr(mtype)}; Trit reads Hugging Face BitNet b1.58 checkpoints "
             "(model_type 'bitnet') and ternary llama checkpoints (model_type 'llama' with a bitnet "
             "quantization_config). Pick a BitNet model or a GGUF file.",
         )
@@ -256,17 +267,17 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
     if act not in fam.acts:
         raise ModelFormatError(
             path,
-            f"hidden_act {act!r} is not supported for model_type {mtype!r} ({' or '.join(fam.acts)}). "
+            f"hidden_act {short_repr(act)} is not supported for model_type {short_repr(mtype)} ({' or '.join(fam.acts)}). "
             "Pick another model.",
         )
     tied = c.get("tie_word_embeddings", fam.tied)
     if not isinstance(tied, bool):
-        raise c.fail(f"field 'tie_word_embeddings' is {tied!r}, expected true or false")
+        raise c.fail(f"field 'tie_word_embeddings' is {short_repr(tied)}, expected true or false")
     for key in ("attention_bias", "mlp_bias"):
         bias = c.get(key, False)
         if bias is not False:
             raise ModelFormatError(
-                path, f"{key} is {bias!r}; biased {fam.label} projections are not supported"
+                path, f"{key} is {short_repr(bias)}; biased {fam.label} projections are not supported"
             )
     bos = c.token_ids("bos_token_id", vocab)
     eos = c.token_ids("eos_token_id", vocab)
@@ -280,17 +291,21 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
             + (" or a GGUF file of this llama model." if mtype == "llama" else "."),
         )
     if not isinstance(qc, dict):
-        raise c.fail(f"quantization_config is {qc!r}, expected an object")
+        raise c.fail(f"quantization_config is {short_repr(qc)}, expected an object")
     if qc.get("quant_method") != "bitnet":
         raise ModelFormatError(
-            path, f"quantization method {qc.get('quant_method')!r} is not supported (only 'bitnet')"
+            path, f"quantization method {short_repr(qc.get('quant_method'))} is not supported (only 'bitnet')"
         )
     lc = qc.get("linear_class", "bitlinear")  # BitNetQuantConfig's defaults
     mode = qc.get("quantization_mode", "offline")
     if lc not in ("bitlinear", "autobitlinear"):
-        raise c.fail(f"quantization_config.linear_class is {lc!r}, expected 'bitlinear' or 'autobitlinear'")
+        raise c.fail(
+            f"quantization_config.linear_class is {short_repr(lc)}, expected 'bitlinear' or 'autobitlinear'"
+        )
     if mode not in ("offline", "online"):
-        raise c.fail(f"quantization_config.quantization_mode is {mode!r}, expected 'offline' or 'online'")
+        raise c.fail(
+            f"quantization_config.quantization_mode is {short_repr(mode)}, expected 'offline' or 'online'"
+        )
     if lc == "bitlinear" and mode == "online":
         mode = "offline"  # transformers ignores the mode for BitLinear: always packed
     if qc.get("use_rms_norm", False):
@@ -300,18 +315,21 @@ def parse_config(doc: dict[str, Any], path: Path) -> tuple[ModelConfig, QuantSpe
         )
     skip = qc.get("modules_to_not_convert")
     if skip is not None and (not isinstance(skip, list) or not all(isinstance(s, str) for s in skip)):
-        raise c.fail(f"quantization_config.modules_to_not_convert is {skip!r}, expected a list of names")
+        raise c.fail(
+            f"quantization_config.modules_to_not_convert is {short_repr(skip)}, expected a list of names"
+        )
     for s in skip or []:
         if any(p.split(".")[-1] in s for p in PROJ.values()) or re.search(r"layers|self_attn|mlp", s):
             raise ModelFormatError(
-                path, f"modules_to_not_convert lists {s!r}: full-precision projections are not supported"
+                path,
+                f"modules_to_not_convert lists {short_repr(s)}: full-precision projections are not supported",
             )
     if skip is not None and _converts("lm_head", skip):
         # An explicit list replaces transformers' default skips (lm_head, tied weights): the head
         # itself becomes a BitLinear, which no published checkpoint does.
         raise ModelFormatError(
             path,
-            f"quantization_config.modules_to_not_convert is {skip!r}, so transformers would make "
+            f"quantization_config.modules_to_not_convert is {short_repr(skip)}, so transformers would make "
             "lm_head a ternary BitLinear too; a ternary LM head is not supported",
         )
     cfg = ModelConfig(
@@ -534,7 +552,7 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
     if root.is_file():
         root = root.parent
     cfg_path = root / CONFIG_NAME
-    cfg, q = parse_config(_read_config(cfg_path), cfg_path)
+    cfg, q = parse_config(read_config(cfg_path), cfg_path)
     ckpt = open_checkpoint(root)
     try:
         r = _Reader(ckpt, root, cfg_path)
@@ -556,7 +574,7 @@ def load_hf_weights(path: str | Path) -> ModelWeights:
             if stray is not None:
                 raise ModelFormatError(
                     cfg_path,
-                    f"model_type is {q.family!r}, but the checkpoint has BitNet sub-norm tensor {stray}; "
+                    f"model_type is {short_repr(q.family)}, but the checkpoint has BitNet sub-norm tensor {stray}; "
                     "a llama block has no sub-norms. The config does not match the weights (model_type "
                     "'bitnet'?)",
                 )
@@ -645,4 +663,4 @@ def _llama_family(root: Path) -> str:
     return "falcon3" if "falcon3" in text.replace("-", "") else ""
 
 
-__all__ = ["QuantSpec", "hf_unpack", "load_hf_weights", "parse_config", "ternarize_master"]
+__all__ = ["QuantSpec", "hf_unpack", "load_hf_weights", "parse_config", "read_config", "ternarize_master"]

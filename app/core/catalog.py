@@ -403,30 +403,26 @@ class ModelLibrary:
         p = Path(path)
         try:
             if p.is_file():
-                from trit.engine.gguf import GGUFFile
+                from trit.engine.gguf import GGUFFile, short_repr
                 from trit.engine.gguf_loader import BITNET_ARCHS, LLAMA_ARCHS
 
                 with GGUFFile(p) as g:
                     arch = g.get("general.architecture")
-                    if arch not in BITNET_ARCHS + LLAMA_ARCHS:
+                    # a number array would make `in` ask numpy for one truth value (ValueError)
+                    if not isinstance(arch, str) or arch not in BITNET_ARCHS + LLAMA_ARCHS:
                         raise LibraryError(
                             p,
-                            f"architecture {arch!r} is not supported; this version runs "
+                            f"architecture {short_repr(arch)} is not supported; this version runs "
                             f"{', '.join(BITNET_ARCHS + LLAMA_ARCHS)} models",
                         )
                 return "gguf"
             if p.is_dir():
-                from trit.engine.hf import parse_config
+                from trit.engine.hf import parse_config, read_config
                 from trit.engine.safetensors import open_checkpoint
 
                 cfg_path = p / "config.json"
-                try:
-                    doc = json.loads(cfg_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as e:
-                    raise LibraryError(p, f"not a Hugging Face model folder (config.json: {e})") from e
-                if not isinstance(doc, dict):
-                    raise LibraryError(cfg_path, "config.json must be a JSON object")
-                parse_config(doc, cfg_path)
+                # the loader's reading: a size cap, and nesting too deep is a format error
+                parse_config(read_config(cfg_path), cfg_path)
                 open_checkpoint(p).close()  # headers, shapes and offsets checked; no weights read
                 return "hf"
         except ModelFormatError as e:

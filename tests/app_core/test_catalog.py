@@ -296,6 +296,35 @@ def test_import_validates_with_the_engine(tmp_path: Path) -> None:
     assert moved.path.exists() and not (tmp_path / "moved.gguf").exists()
 
 
+def test_import_refuses_odd_files_with_a_library_error(tmp_path: Path) -> None:
+    # a number-array architecture made numpy raise "truth value ... ambiguous"; a config.json
+    # nested 100,000 deep raised RecursionError: both escaped the Models dialog's handler
+    lib = ModelLibrary(tmp_path / "models")
+    w = GGUFWriter(tmp_path / "a.gguf")
+    w.add_metadata("general.architecture", np.array([1, 2], np.uint8))
+    w.write()
+    with pytest.raises(LibraryError, match=r"a\.gguf: architecture array\(\[1, 2\].* is not supported"):
+        lib.validate(tmp_path / "a.gguf")
+    w = GGUFWriter(tmp_path / "long.gguf")
+    w.add_string("general.architecture", "x" * 1_000_000)
+    w.write()
+    with pytest.raises(LibraryError, match="architecture 'xxx") as ei:
+        lib.validate(tmp_path / "long.gguf")
+    assert len(str(ei.value)) < 400
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(LibraryError, match="config.json: cannot read config.json: it is nested too deeply"):
+        lib.validate(hf)
+    with open(hf / "config.json", "wb") as f:  # sparse: 17 MB on paper
+        f.truncate(17 << 20)
+    with pytest.raises(LibraryError, match="config.json is implausibly large"):
+        lib.validate(hf)
+    (hf / "config.json").unlink()
+    with pytest.raises(LibraryError, match="config.json is missing"):
+        lib.validate(hf)
+
+
 def test_a_gguf_named_otherwise_is_imported_as_gguf_and_listed(tmp_path: Path) -> None:
     lib = ModelLibrary(tmp_path / "models")
     src = tmp_path / "smol.bin"

@@ -393,6 +393,25 @@ def test_bad_metadata_values(tmp_path: Path) -> None:
     expect_error(tmp_path, build([kv("general.alignment", STR, gstr("32"))], [], b""), "general.alignment")
 
 
+def test_long_keys_and_names_are_cut_in_messages(tmp_path: Path) -> None:
+    # a 4 MB key (control bytes: repr x4) made a 16 MB one-line error for a dialog to show
+    key = "\x01" * (4 << 20)
+    e = expect_error(tmp_path, build([kv(key, 99, b"\0")], [], b"\0" * 64), "unknown value type 99")
+    assert len(e.problem) < 200 and "metadata key #0 ('\\x01\\x01" in e.problem and "…)" in e.problem
+    name = "t" * 1_000_000
+    for info, frag in [
+        (tinfo(name, [4], 41, 0), "has type 41"),  # an unknown type
+        (tinfo(name, [4], 0, 0, n_dims=9), "has 9 dimensions"),
+        (tinfo(name, [4], 0, 8), "not a multiple of the alignment"),
+    ]:
+        e = expect_error(tmp_path, build([], [info], b"\0" * 64), "tttt", frag)
+        assert len(e.problem) < 700, e.problem[:300]  # the list of supported types is ~450
+    e = expect_error(
+        tmp_path, build([kv(key, U8, b"\0"), kv(key, U8, b"\0")], [], b"\0" * 64), "appears twice"
+    )
+    assert len(e.problem) < 200
+
+
 def test_nested_arrays_within_limit(tmp_path: Path) -> None:
     inner = struct.pack("<IQ", U8, 2) + b"\1\2"
     two = struct.pack("<IQ", ARR, 2) + inner + inner

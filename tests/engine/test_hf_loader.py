@@ -334,6 +334,16 @@ def test_config_claims_fewer_layers(model_dir):
         ({"max_position_embeddings": 10**12}, "'max_position_embeddings' is 1000000000000, out of range"),
         ({"max_position_embeddings": 1e12}, "'max_position_embeddings' is 1000000000000.0"),
         ({"hidden_size": 2**40}, "'hidden_size' is 1099511627776, out of range"),
+        # beyond float's range: math.isfinite raised OverflowError, a raw traceback from trit info
+        ({"rms_norm_eps": 10**400}, "'rms_norm_eps' is a number of about 400 digits"),
+        ({"rms_norm_eps": -(10**400)}, "'rms_norm_eps' is a number of about 400 digits"),
+        (
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 10**400}},
+            "rope_theta is a number of about 400 digits, expected a number > 1",
+        ),
+        ({"hidden_size": 10**400}, "'hidden_size' is a number of about 400 digits, out of range"),
+        # a long value is echoed in about 80 characters
+        ({"model_type": "x" * 100_000}, "model_type is 'xxxxxxxxxx"),
     ],
 )
 def test_bad_config_fields(model_dir, changes, needle):
@@ -341,11 +351,18 @@ def test_bad_config_fields(model_dir, changes, needle):
     raises(model_dir, needle, file="config.json")
 
 
+def test_long_values_are_cut_in_messages(model_dir):
+    edit_config(model_dir, model_type="x" * 100_000, hidden_act=list(range(100_000)))
+    assert len(str(raises(model_dir, "…;"))) < 400
+
+
 def test_config_json_missing_or_broken(model_dir):
     (model_dir / "config.json").write_text("{not json")
     raises(model_dir, "cannot read config.json", file="config.json")
     (model_dir / "config.json").write_text("[1, 2]")
     raises(model_dir, "JSON list", file="config.json")
+    (model_dir / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    raises(model_dir, "cannot read config.json: it is nested too deeply", file="config.json")
     (model_dir / "config.json").unlink()
     raises(model_dir, "config.json is missing", file="config.json")
 
