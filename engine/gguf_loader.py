@@ -56,10 +56,17 @@ def _int_key(f: GGUFFile, key: str, default: int | None = None, *, lo: int = 1) 
     return v
 
 
-def _float_key(f: GGUFFile, key: str, default: float) -> float:
+def _float_key(f: GGUFFile, key: str, default: float, lo: float, hi: float = float("inf")) -> float:
+    """A number strictly between lo and hi. The HF loader's bounds (0 < eps < 1, RoPE base > 1):
+    outside them a model loads and chats garbage (eps 1e30 gave only newlines)."""
     v = f.metadata.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
-        raise ModelFormatError(f.path, f"metadata key {key} is {short_repr(v)}, expected a positive number")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not lo < v < hi:
+        expected = f"between {lo:g} and {hi:g}" if hi < float("inf") else f"above {lo:g}"
+        raise ModelFormatError(
+            f.path,
+            f"metadata key {key} is {short_repr(v)}, expected a number {expected}. The file is damaged "
+            "or was converted wrongly; pick another file",
+        )
     if f.metadata_types.get(key) == GGUFValueType.FLOAT32:
         # the shortest decimal that rounds to this float32 (1e-05, not 9.999999747378752e-06): the
         # value the converter started from, and the same float32 the kernels use
@@ -134,8 +141,8 @@ def read_config(f: GGUFFile) -> ModelConfig:
         vocab_default = len(tokens)
     vocab = _int_key(f, f"{p}.vocab_size", vocab_default)
     context = _int_key(f, f"{p}.context_length", 4096)
-    rope_theta = _float_key(f, f"{p}.rope.freq_base", 10000.0)
-    eps = _float_key(f, f"{p}.attention.layer_norm_rms_epsilon", 1e-5)
+    rope_theta = _float_key(f, f"{p}.rope.freq_base", 10000.0, lo=1)
+    eps = _float_key(f, f"{p}.attention.layer_norm_rms_epsilon", 1e-5, lo=0, hi=1)
     bos = _optional_id(f, "tokenizer.ggml.bos_token_id", vocab)
     eos: list[int] = []
     for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):

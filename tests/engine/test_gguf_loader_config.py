@@ -49,3 +49,36 @@ def test_odd_metadata_values_are_named_briefly(tmp_path: Path) -> None:
     with pytest.raises(ModelFormatError, match="context_length is array") as ei:
         config_of(tmp_path, llama__context_length=np.arange(10**6, dtype=np.float32))
     assert len(ei.value.problem) < 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        # eps 1e30 loaded and chatted only newlines; a RoPE base of 1e-30 was taken as well
+        ("attention.layer_norm_rms_epsilon", 1e30, "between 0 and 1"),
+        ("attention.layer_norm_rms_epsilon", 1.0, "between 0 and 1"),
+        ("attention.layer_norm_rms_epsilon", 0.0, "between 0 and 1"),
+        ("attention.layer_norm_rms_epsilon", float("nan"), "between 0 and 1"),
+        ("rope.freq_base", 1e-30, "above 1"),
+        ("rope.freq_base", 1.0, "above 1"),
+        ("rope.freq_base", -5.0, "above 1"),
+        ("rope.freq_base", float("inf"), "above 1"),
+    ],
+)
+def test_norm_epsilon_and_rope_base_have_the_hf_loaders_bounds(
+    tmp_path: Path, key: str, value: float, expected: str
+) -> None:
+    with pytest.raises(
+        ModelFormatError, match=f"metadata key llama.{key} is .*, expected a number {expected}"
+    ) as ei:
+        config_of(tmp_path, **{f"llama__{key.replace('.', '__')}": np.float32(value)})
+    assert ei.value.path == str(tmp_path / "m.gguf")
+
+
+def test_values_inside_the_bounds_are_kept(tmp_path: Path) -> None:
+    c = config_of(
+        tmp_path,
+        llama__attention__layer_norm_rms_epsilon=np.float32(1e-6),
+        llama__rope__freq_base=np.float32(500000.0),
+    )
+    assert (c.norm_eps, c.rope_theta) == (1e-6, 500000.0)
