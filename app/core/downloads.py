@@ -22,11 +22,14 @@ import http.client
 import json
 import os
 import re
+import selectors
 import shutil
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -167,8 +170,9 @@ class Progress:
     downloaded: int  # bytes in the part file (or final file)
     total: int | None
     speed: float  # bytes/s over the last few seconds
-    eta: float | None  # seconds
+    eta: float | None  # seconds; None while nothing arrives (stalled > 0)
     error: str = ""  # message for FAILED
+    stalled: float = 0.0  # seconds since the server last sent a byte (DOWNLOADING)
 
     @property
     def fraction(self) -> float | None:
@@ -321,19 +325,27 @@ class Download:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 1.0,
+        part_size: int | None = None,
     ) -> None:
+        """timeout: seconds without a byte from the server before the connection counts as
+        dropped (then retried). part_size: what the part file holds for this download (default:
+        its size now; DownloadQueue passes 0 when a cancelled download is still deleting it)."""
         self.request = request
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.timeout = timeout
+        # reads wait at most this long, so pause/cancel and a stall are seen within it
+        self.poll = min(1.0, timeout)
         self.retries = retries
         self.backoff = backoff
         self._pause = threading.Event()
         self._cancel = threading.Event()
         self._running = threading.Lock()
         self._lock = threading.Lock()
-        self._progress = Progress(self.key, State.QUEUED, self._part_size(), request.size, 0.0, None)
+        have = self._part_size() if part_size is None else part_size
+        self._progress = Progress(self.key, State.QUEUED, have, request.size, 0.0, None)
         self._last_emit = 0.0
+        self._conn: http.client.HTTPConnection | None = None  # while waiting for headers
         self._speed = _Speed()
 
     @property
@@ -366,7 +378,8 @@ class Download:
             if "downloaded" in changes:
                 speed = self._speed.add(now, p.downloaded)
                 left = (p.total - p.downloaded) if p.total is not None else None
-                p = replace(p, speed=speed, eta=left / speed if left is not None and speed > 0 else None)
+                moving = left is not None and speed > 0 and p.stalled == 0
+                p = replace(p, speed=speed, eta=left / speed if moving else None)
             self._progress = p
             due = force or now - self._last_emit >= self.progress_interval
             if due:
@@ -378,16 +391,29 @@ class Download:
         """The running transfer stops within one chunk and raises PausedError; the part file
         stays for a later run()."""
         self._pause.set()
+        self._interrupt()
 
     def cancel(self) -> None:
         """Stops and deletes the part file (CancelledError). Also works when not running."""
         self._cancel.set()
+        self._interrupt()
         if self._running.acquire(blocking=False):
             try:
                 _unlink(self.part, self.sidecar)
                 self._emit(True, state=State.CANCELLED, downloaded=0)
             finally:
                 self._running.release()
+
+    def _interrupt(self) -> None:
+        """Wakes a run() that waits for a server's response headers (the body loop polls)."""
+        with self._lock:
+            conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _check_stop(self) -> None:
         if self._cancel.is_set():
@@ -538,11 +564,22 @@ class Download:
             conn = cls(u.netloc, timeout=self.timeout)
             path = u.path + (f"?{u.query}" if u.query else "")
             try:
+                conn.connect()
+                with self._lock:
+                    self._conn = conn  # pause()/cancel() shut it down instead of waiting for headers
+                self._check_stop()
                 conn.request("GET", path or "/", headers=h)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
+                self._check_stop()  # a pause or cancel, not the network
                 raise _network_error(e, f"{self.key}: connection to {u.netloc} failed") from e
+            except DownloadError:
+                conn.close()
+                raise
+            finally:
+                with self._lock:
+                    self._conn = None
             if resp.status in (301, 302, 303, 307, 308):
                 loc = resp.getheader("Location")
                 conn.close()
@@ -588,16 +625,28 @@ class Download:
                 )
             else:
                 raise _http_error(resp.status, self.key, self.request.token)
-            self._emit(True, downloaded=have)
+            self._emit(True, downloaded=have, stalled=0.0)
+            last_data = time.monotonic()
             with open(self.part, mode) as f:
+                body = self._body(conn, resp)
                 while True:
                     self._check_stop()
                     try:
-                        chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                        chunk = next(body, b"")
                     except (OSError, http.client.HTTPException) as e:
                         raise _network_error(e, f"{self.key}: the connection dropped") from e
+                    if chunk is None:  # nothing arrived within self.poll
+                        stalled = time.monotonic() - last_data
+                        if stalled >= self.timeout:
+                            raise NetworkError(
+                                f"{self.key}: the server sent nothing for {stalled:.0f} s. Check the "
+                                "connection and try again; the part downloaded so far is kept."
+                            )
+                        self._emit(downloaded=have, stalled=stalled)  # the speed decays to 0
+                        continue
                     if not chunk:
                         break
+                    last_data = time.monotonic()
                     f.write(chunk)
                     have += len(chunk)
                     if total is not None and have > total:
@@ -606,16 +655,52 @@ class Download:
                         raise DownloadError(
                             f"{self.key}: the server sent more than {total} bytes; deleted them"
                         )
-                    self._emit(downloaded=have)
+                    self._emit(downloaded=have, stalled=0.0)
                 f.flush()
                 os.fsync(f.fileno())
-            self._emit(True, downloaded=have)
+            self._emit(True, downloaded=have, stalled=0.0)
             if resp.length:  # http.client counts down Content-Length: bytes promised but not sent
                 raise NetworkError(f"{self.key}: the connection ended {resp.length} bytes early")
             if total is not None and have < total:
                 raise NetworkError(f"{self.key}: the connection ended after {have} of {total} bytes")
         finally:
             conn.close()
+
+    def _body(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+    ) -> Iterator[bytes | None]:
+        """The response body as it arrives, with None after each self.poll seconds without data,
+        so the caller sees pause/cancel and stalls instead of blocking until the socket timeout."""
+        sock = conn.sock
+        if sock is None or resp.chunked:
+            # chunked transfer encoding (the hub's CDNs send Content-Length): blocking reads
+            while chunk := resp.read1(CHUNK):
+                yield chunk
+            return
+        # Non-blocking socket: wait in select(), then read only what has arrived. A read that
+        # times out would leave the socket's file object unusable, so there is none.
+        sock.settimeout(0.0)
+        pending = getattr(sock, "pending", None)  # TLS: decrypted bytes select() cannot see
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            try:  # header parsing may have read into the body: the buffer holds those bytes
+                ready = bool(resp.fp.peek())
+            except ssl.SSLWantReadError:
+                ready = False
+            while resp.length != 0:  # 0: all promised bytes are in (the connection may stay open)
+                if not ready:
+                    ready = bool(pending and pending()) or bool(sel.select(self.poll))
+                if not ready:
+                    yield None
+                    continue
+                ready = False
+                try:
+                    chunk = resp.read1(CHUNK)
+                except ssl.SSLWantReadError:  # a partial TLS record: wait for the rest
+                    continue
+                if not chunk:
+                    return
+                yield chunk
 
 
 @dataclass
@@ -655,6 +740,7 @@ class DownloadQueue:
         self._pending: collections.deque[str] = collections.deque()
         self._active = 0
         self._writing: set[Path] = set()  # dests of the downloads running now
+        self._discarding: set[Path] = set()  # of those, cancelled ones: their part file goes
         self._closing = False
         self._threads = [
             threading.Thread(target=self._worker, name=f"trit-download-{i}", daemon=True)
@@ -668,7 +754,10 @@ class DownloadQueue:
             self.on_progress(p)
 
     def _new_download(self, request: DownloadRequest) -> Download:
-        d = Download(request, **self._options)
+        with self._cond:
+            # the part file there is a cancelled download's, about to be deleted: not ours
+            discarding = request.dest in self._discarding
+        d = Download(request, **self._options, **({"part_size": 0} if discarding else {}))
 
         def on_progress(p: Progress) -> None:
             with self._cond:
@@ -727,6 +816,7 @@ class DownloadQueue:
                 job.download._emit(True, state=State.FAILED, error=str(error))
             with self._cond:
                 self._writing.discard(dest)
+                self._discarding.discard(dest)
                 self._active -= 1
                 if result is not None:
                     job.state = State.DONE
@@ -785,6 +875,8 @@ class DownloadQueue:
                 return
             if key in self._pending:
                 self._pending.remove(key)
+            if job.state == State.DOWNLOADING:
+                self._discarding.add(job.download.request.dest)
             self._cond.notify_all()
         job.download.cancel()
 

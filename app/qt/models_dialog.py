@@ -57,11 +57,17 @@ class DownloadSignals(QObject):
         queue.on_failed = lambda key, err: self.failed.emit(key, str(err))
 
 
+STALL_NOTICE = 3.0  # seconds without a byte before the dialog says the download is stalled
+
+
 def progress_text(p: Progress) -> str:
-    """ "12 MB of 98 MB · 4.1 MB/s · 20 s left" """
+    """ "12 MB of 98 MB · 4.1 MB/s · 20 s left", or "… · stalled — waiting for the server (8 s)"
+    while the server sends nothing (no speed or time left then: neither would be true)."""
     have = format_bytes(p.downloaded)
     text = f"{have} of {format_bytes(p.total)}" if p.total else have
-    if p.state == State.DOWNLOADING and p.speed > 0:
+    if p.state == State.DOWNLOADING and p.stalled >= STALL_NOTICE:
+        text += f" · stalled — waiting for the server ({p.stalled:.0f} s)"
+    elif p.state == State.DOWNLOADING and p.speed > 0:
         text += f" · {format_bytes(p.speed)}/s"
         if p.eta is not None:
             text += f" · {format_duration(p.eta)} left"

@@ -8,7 +8,8 @@ Speaks what huggingface_hub.get_hf_file_metadata and our ranged transfer need:
   GET  /api/models/{repo}/revision/{rev} -> {"id", "sha"}
 Faults (attributes, changeable between requests): drop_after (close the connection after that
 many body bytes, `drops` times), corrupt (flip a byte), ignore_range (always 200), chunk_delay
-(slow link), fail_status (answer every request with this status)."""
+(slow link), fail_status (answer every request with this status), stall (an Event: while it is
+set the CDN sends nothing more, keeping the connection open)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class HubState:
     chunk_delay: float = 0.0
     chunk: int = 1 << 14
     fail_status: int | None = None
+    stall: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     sockets: set[socket.socket] = field(default_factory=set)  # open connections, closed by stop()
 
@@ -170,6 +172,8 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
                 n = state.chunk if limit is None else min(state.chunk, limit - sent)
                 if n <= 0:
                     break
+                while state.stall.is_set():
+                    time.sleep(0.01)
                 try:
                     self.wfile.write(body[sent : sent + n])
                     self.wfile.flush()
@@ -214,6 +218,7 @@ class HubServer:
 
     def stop(self) -> None:
         """Like a process exit: also drops kept-alive connections (huggingface_hub pools them)."""
+        self.state.stall.clear()
         for s in (self.hub, self.cdn):
             s.shutdown()
             s.server_close()

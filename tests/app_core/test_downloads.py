@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -531,3 +532,97 @@ def test_cancel_then_add_again_keeps_the_new_downloads_files(hub: HubServer, tmp
         assert_clean_success(tmp_path)
     finally:
         q.close()
+
+
+def _wait(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_stalled_server_is_reported_and_fails_after_the_timeout(hub: HubServer, tmp_path: Path) -> None:
+    seen: list[Progress] = []
+    d = fast(request(hub, tmp_path), progress_interval=0.0, timeout=4.0)
+    d.on_progress = seen.append
+    hub.state.chunk_delay = 0.01
+    errors: list[Exception] = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(NetworkError, d.run).value))
+    t.start()
+    _wait(lambda: d.progress.downloaded > 100_000)
+    hub.state.stall.set()  # the server keeps the connection open and sends nothing
+    t0 = time.monotonic()
+    t.join(30)
+    waited = time.monotonic() - t0
+    assert errors and "sent nothing for 4 s" in str(errors[0]) and "kept" in str(errors[0])
+    assert 3.5 < waited < 8
+    # while stalled, progress kept coming: the stall grows, the speed falls to 0, no time left
+    stalled = [p for p in seen if p.state == State.DOWNLOADING and p.stalled > 0]
+    assert len(stalled) >= 3 and stalled[-1].stalled >= 3
+    assert stalled[-1].speed == 0 and all(p.eta is None for p in stalled)
+    assert part_path(tmp_path / FILE).stat().st_size == d.progress.downloaded > 100_000
+
+
+def test_cancel_during_a_stall_stops_at_once_and_a_new_download_starts_clean(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """The old thread used to sit in read() until the 30 s socket timeout; meanwhile the new job
+    of the same file showed the old part file's size as its progress."""
+    seen: list[Progress] = []
+    done: list[str] = []
+    q = DownloadQueue(
+        on_progress=seen.append,
+        on_done=lambda k, p: done.append(k),
+        download_options={"retries": 0, "progress_interval": 0.0},  # default 30 s timeout
+    )
+    try:
+        hub.state.chunk_delay = 0.01
+        key = q.add(request(hub, tmp_path, key="m"))
+        _wait(lambda: any(p.downloaded > 100_000 for p in q.jobs()))
+        hub.state.stall.set()
+        time.sleep(1.5)
+        q.cancel(key)
+        seen.clear()
+        q.add(request(hub, tmp_path, key="m"))
+        assert seen[0].state == State.QUEUED and seen[0].downloaded == 0  # not the old part's size
+        t0 = time.monotonic()
+        _wait(lambda: any(p.state == State.DOWNLOADING for p in seen), 10)
+        assert time.monotonic() - t0 < 3  # the cancelled one stopped within a poll
+        assert all(p.downloaded == 0 for p in seen if p.state == State.QUEUED)
+        hub.state.stall.clear()
+        hub.state.chunk_delay = 0.0
+        assert q.wait(30) and done == ["m"]
+        assert_clean_success(tmp_path)
+    finally:
+        q.close()
+
+
+def test_pause_while_waiting_for_headers_is_immediate(tmp_path: Path) -> None:
+    """A server that accepts the connection but never answers: pause() does not wait for the
+    socket timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    d = Download(DownloadRequest(REPO, FILE, tmp_path / FILE, sha256=SHA), timeout=30, retries=0)
+    errors: list[BaseException] = []
+
+    def transfer() -> None:
+        try:
+            d._transfer(f"http://127.0.0.1:{port}/cdn/x", len(DATA))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=transfer)
+    t.start()
+    _wait(lambda: accepted)
+    got = b""
+    while b"\r\n\r\n" not in got:  # the request is in; the answer never comes
+        got += accepted[0].recv(4096)
+    t0 = time.monotonic()
+    d.pause()
+    t.join(10)
+    assert time.monotonic() - t0 < 2 and isinstance(errors[0], PausedError)
+    listener.close()
+    for s in accepted:
+        s.close()

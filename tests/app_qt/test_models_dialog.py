@@ -407,3 +407,31 @@ def test_keyboard_enter_uses_or_downloads_the_row_and_delete_deletes(
         dlg.resume_button,
         dlg.cancel_button,
     ]
+
+
+def test_a_stall_is_shown_and_cancel_then_download_starts_clean(
+    qtbot: Any, ctx_for: Any, hub: HubServer
+) -> None:
+    ctx = ctx_for()
+    ctx.download_options = {"retries": 0, "progress_interval": 0.02}  # the default 30 s timeout
+    dlg = dialog(qtbot, ctx)
+    hub.state.chunk_delay = 0.01
+    dlg.select(("entry", "tiny-model"))
+    dlg.download_button.click()
+    qtbot.waitUntil(lambda: "left" in dlg.bar_label.text(), timeout=20_000)
+    hub.state.stall.set()
+    qtbot.waitUntil(lambda: "stalled — waiting for the server (4 s)" in dlg.bar_label.text(), timeout=10_000)
+    assert "left" not in dlg.bar_label.text() and "/s" not in dlg.bar_label.text()
+    dlg.cancel_button.click()
+    assert row_status(dlg, ("entry", "tiny-model")) == "Available"
+    seen: list[str] = []
+    dlg.signals.progress.connect(lambda p: seen.append(row_status(dlg, ("entry", "tiny-model"))))
+    dlg.download_button.click()
+    qtbot.waitUntil(lambda: row_status(dlg, ("entry", "tiny-model")).startswith("Downloading"), timeout=5_000)
+    # the cancelled download's part file (deleted as it stops) never showed as this one's progress
+    assert seen and all(s in ("Queued 0%", "Connecting") or s.startswith("Downloading") for s in seen)
+    hub.state.stall.clear()
+    hub.state.chunk_delay = 0.0
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        pass
+    assert (ctx.library.folder / FILE).read_bytes() == DATA
