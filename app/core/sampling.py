@@ -19,8 +19,12 @@ def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
     if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * limit:
         # repr() of a huge int is slow, and refused past 4300 digits
         return f"a number of about {round(v.bit_length() * math.log10(2))} digits"
-    if isinstance(v, (str, bytes)) and len(v) > 2 * limit:
-        v = v[: 2 * limit]  # repr of the whole string would be built only to be cut
+    if isinstance(v, (str, bytes)):
+        # cut the text, not its repr, so that no escape sequence (\x01) is split: 'abc'…
+        n = min(len(v), limit)
+        while n and len(repr(v[:n])) + (n < len(v)) > limit:
+            n -= 1
+        return repr(v[:n]) + ("…" if n < len(v) else "")
     try:
         r = repr(v)
     except (RecursionError, ValueError):
