@@ -43,9 +43,11 @@ DISK_MARGIN = 64 << 20  # keep this much free beyond the file itself
 
 class DownloadError(Exception):
     """A download failed. ``retryable``: trying again may work (network trouble); the .part file
-    is kept for resuming unless the error says otherwise."""
+    is kept for resuming unless the error says otherwise. ``details``: technical particulars kept
+    out of the message (paths, digests), for a tooltip or a log."""
 
     retryable = False
+    details = ""
 
 
 class NetworkError(DownloadError):
@@ -84,13 +86,14 @@ class StorageError(DownloadError):
 class ChecksumError(DownloadError):
     """The downloaded bytes do not have the pinned sha256; the part file was deleted."""
 
-    def __init__(self, path: object, expected: str, actual: str) -> None:
+    def __init__(self, path: object, expected: str, actual: str, what: str = "") -> None:
         self.path = str(path)
         self.expected = expected
         self.actual = actual
+        self.details = f"File: {self.path}\nExpected sha256: {expected}\nReceived sha256: {actual}"
         super().__init__(
-            f"{self.path}: the download is corrupt (sha256 {actual}, expected {expected}); "
-            "the partial file was deleted. Try downloading it again."
+            f"{what or Path(self.path).name}: the downloaded file is corrupt (its checksum does not "
+            "match); the partial file was deleted. Try downloading it again."
         )
 
 
@@ -153,6 +156,7 @@ class DownloadRequest:
     token: str | None = None  # Hugging Face token for gated repos
     allow_unverified: bool = False  # the user confirmed downloading without a pinned sha256
     key: str = ""  # caller's id for the job (e.g. the catalog id); default: repo/file
+    name: str = ""  # what the user calls it, for messages (e.g. the catalog name); default: key
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class Progress:
     speed: float  # bytes/s over the last few seconds
     eta: float | None  # seconds; None while nothing arrives (stalled > 0)
     error: str = ""  # message for FAILED
+    retryable: bool = False  # FAILED: whether trying again (Resume) may work, see DownloadError
     stalled: float = 0.0  # seconds since the server last sent a byte (DOWNLOADING)
 
     @property
@@ -206,8 +211,10 @@ def resolve(
     *,
     endpoint: str = DEFAULT_ENDPOINT,
     token: str | None = None,
+    what: str = "",
 ) -> Resolved:
-    """Asks the hub (HEAD) where the file is and what it is; maps hub errors to ours."""
+    """Asks the hub (HEAD) where the file is and what it is; maps hub errors to ours, which
+    start with `what` (default: repo/file@revision)."""
     import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -217,7 +224,7 @@ def resolve(
         meta = huggingface_hub.get_hf_file_metadata(url, token=token or False, endpoint=endpoint, timeout=30)
     except HfHubHTTPError as e:
         code = e.response.status_code if e.response is not None else 0
-        raise _http_error(code, f"{repo}/{file}@{revision}", token) from e
+        raise _http_error(code, what or f"{repo}/{file}@{revision}", token) from e
     except Exception as e:
         if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
             raise _network_error(e, f"cannot reach {endpoint}") from e
@@ -353,6 +360,11 @@ class Download:
         return self.request.key or f"{self.request.repo}/{self.request.file}"
 
     @property
+    def label(self) -> str:
+        """The download's name in messages."""
+        return self.request.name or self.key
+
+    @property
     def progress(self) -> Progress:
         with self._lock:
             return self._progress
@@ -417,17 +429,17 @@ class Download:
 
     def _check_stop(self) -> None:
         if self._cancel.is_set():
-            raise CancelledError(f"{self.key}: download cancelled")
+            raise CancelledError(f"{self.label}: download cancelled")
         if self._pause.is_set():
-            raise PausedError(f"{self.key}: download paused")
+            raise PausedError(f"{self.label}: download paused")
 
     def run(self) -> Path:
         if not self._running.acquire(blocking=False):
-            raise DownloadError(f"{self.key}: this download is already running")
+            raise DownloadError(f"{self.label}: this download is already running")
         try:
             self._pause.clear()
             if self._cancel.is_set():
-                raise CancelledError(f"{self.key}: download cancelled")
+                raise CancelledError(f"{self.label}: download cancelled")
             path = self._run()
             size = path.stat().st_size
             self._emit(True, state=State.DONE, error="", downloaded=size, total=size)
@@ -440,13 +452,16 @@ class Download:
             self._emit(True, state=State.PAUSED, downloaded=self._part_size())
             raise
         except DownloadError as e:
-            self._emit(True, state=State.FAILED, error=str(e))
+            # the part file's size: 0 after a failure that deleted it (checksum, wrong size)
+            self._emit(
+                True, state=State.FAILED, error=str(e), retryable=e.retryable, downloaded=self._part_size()
+            )
             raise
         except OSError as e:
             # network OSErrors are NetworkErrors by now: this is the models folder (disk full,
             # read-only). The part file stays, so Resume continues once the cause is fixed.
             err = _storage_error(e, self.key, self.request.dest.parent)
-            self._emit(True, state=State.FAILED, error=str(err), downloaded=self._part_size())
+            self._emit(True, state=State.FAILED, error=str(err), retryable=True, downloaded=self._part_size())
             raise err from e
         finally:
             self._running.release()
@@ -456,25 +471,25 @@ class Download:
         dest = rq.dest
         expected = rq.sha256.lower() if rq.sha256 else None
         if expected is not None and not _is_sha256(expected):
-            raise DownloadError(f"{self.key}: the pinned sha256 {rq.sha256!r} is not 64 hex digits")
+            raise DownloadError(f"{self.label}: the pinned sha256 {rq.sha256!r} is not 64 hex digits")
         if expected is None and not rq.allow_unverified:
             raise UnverifiedDownloadError(
-                f"{self.key}: no checksum is pinned for {rq.file}, so the download cannot be verified. "
+                f"{self.label}: no checksum is pinned for {rq.file}, so the download cannot be verified. "
                 "Confirm to download it anyway."
             )
         self._emit(True, state=State.RESOLVING)
         res = self._with_retries(
-            lambda: resolve(rq.repo, rq.file, rq.revision, endpoint=rq.endpoint, token=rq.token)
+            lambda: resolve(rq.repo, rq.file, rq.revision, endpoint=rq.endpoint, token=rq.token, what=rq.name)
         )
         self._check_stop()
         if rq.size is not None and res.size is not None and rq.size != res.size:
             raise RemoteMismatchError(
-                f"{self.key}: the server's {rq.file} has {res.size} bytes, the catalog pins {rq.size}; "
+                f"{self.label}: the server's {rq.file} has {res.size} bytes, the catalog pins {rq.size}; "
                 "nothing was downloaded. Update Trit's catalog or pick another model."
             )
         if expected is not None and _is_sha256(res.etag) and res.etag != expected:
             raise RemoteMismatchError(
-                f"{self.key}: the server's {rq.file} has sha256 {res.etag}, the catalog pins {expected}; "
+                f"{self.label}: the server's {rq.file} has sha256 {res.etag}, the catalog pins {expected}; "
                 "nothing was downloaded. Update Trit's catalog or pick another model."
             )
         if expected is None and _is_sha256(res.etag):
@@ -497,6 +512,7 @@ class Download:
             "etag": res.etag,
             "size": total,
             "sha256": expected,
+            "name": rq.name,
         }
         old = _read_sidecar(self.sidecar)
         if old is None or any(old.get(k) != side[k] for k in ("etag", "size", "sha256")):
@@ -522,13 +538,13 @@ class Download:
         if total is not None and size != total:
             _unlink(self.part, self.sidecar)
             raise DownloadError(
-                f"{self.key}: the download has {size} bytes, expected {total}; deleted it. Try again."
+                f"{self.label}: the download has {size} bytes, expected {total}; deleted it. Try again."
             )
         if expected is not None:
             actual = sha256_file(self.part)
             if actual != expected:
                 _unlink(self.part, self.sidecar)
-                raise ChecksumError(self.part, expected, actual)
+                raise ChecksumError(self.part, expected, actual, self.label)
         os.replace(self.part, dest)
         _unlink(self.sidecar)
         return dest
@@ -555,7 +571,7 @@ class Download:
         for _ in range(MAX_REDIRECTS + 1):
             u = urllib.parse.urlsplit(url)
             if u.scheme not in ("http", "https"):
-                raise DownloadError(f"{self.key}: refusing to download from {url!r}")
+                raise DownloadError(f"{self.label}: refusing to download from {url!r}")
             h = dict(headers)
             # the token goes to the hub only, never to a CDN it redirects to
             if self.request.token and u.netloc == token_host:
@@ -573,7 +589,7 @@ class Download:
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 self._check_stop()  # a pause or cancel, not the network
-                raise _network_error(e, f"{self.key}: connection to {u.netloc} failed") from e
+                raise _network_error(e, f"{self.label}: connection to {u.netloc} failed") from e
             except DownloadError:
                 conn.close()
                 raise
@@ -584,11 +600,11 @@ class Download:
                 loc = resp.getheader("Location")
                 conn.close()
                 if not loc:
-                    raise DownloadError(f"{self.key}: HTTP {resp.status} without a Location")
+                    raise DownloadError(f"{self.label}: HTTP {resp.status} without a Location")
                 url = urllib.parse.urljoin(url, loc)
                 continue
             return conn, resp, url
-        raise DownloadError(f"{self.key}: more than {MAX_REDIRECTS} redirects")
+        raise DownloadError(f"{self.label}: more than {MAX_REDIRECTS} redirects")
 
     def _transfer(self, url: str, total: int | None) -> None:
         have = self._part_size()
@@ -604,7 +620,7 @@ class Download:
                 if not m or int(m.group(1)) != have:
                     # not the range we asked for: start over rather than splice wrong bytes
                     _unlink(self.part)
-                    raise NetworkError(f"{self.key}: the server sent an unexpected range; restarting")
+                    raise NetworkError(f"{self.label}: the server sent an unexpected range; restarting")
                 mode = "ab"
             elif resp.status == 200:
                 have, mode = 0, "wb"  # the server ignored Range: start over
@@ -612,7 +628,7 @@ class Download:
                 return  # we already have everything the server has
             elif resp.status == 416:
                 _unlink(self.part)
-                raise NetworkError(f"{self.key}: the server rejected the resume range; restarting")
+                raise NetworkError(f"{self.label}: the server rejected the resume range; restarting")
             elif resp.status in (401, 403) and (
                 urllib.parse.urlsplit(final).netloc != urllib.parse.urlsplit(self.request.endpoint).netloc
             ):
@@ -620,7 +636,7 @@ class Download:
                 # never gets the token, so this is its signed link expiring, not a gated repo
                 host = urllib.parse.urlsplit(final).netloc
                 raise LinkExpiredError(
-                    f"{self.key}: the download link from {host} has expired or was refused "
+                    f"{self.label}: the download link from {host} has expired or was refused "
                     f"(HTTP {resp.status}). Try again: a new attempt gets a new link."
                 )
             else:
@@ -634,12 +650,12 @@ class Download:
                     try:
                         chunk = next(body, b"")
                     except (OSError, http.client.HTTPException) as e:
-                        raise _network_error(e, f"{self.key}: the connection dropped") from e
+                        raise _network_error(e, f"{self.label}: the connection dropped") from e
                     if chunk is None:  # nothing arrived within self.poll
                         stalled = time.monotonic() - last_data
                         if stalled >= self.timeout:
                             raise NetworkError(
-                                f"{self.key}: the server sent nothing for {stalled:.0f} s. Check the "
+                                f"{self.label}: the server sent nothing for {stalled:.0f} s. Check the "
                                 "connection and try again; the part downloaded so far is kept."
                             )
                         self._emit(downloaded=have, stalled=stalled)  # the speed decays to 0
@@ -653,16 +669,16 @@ class Download:
                         f.close()
                         _unlink(self.part)
                         raise DownloadError(
-                            f"{self.key}: the server sent more than {total} bytes; deleted them"
+                            f"{self.label}: the server sent more than {total} bytes; deleted them"
                         )
                     self._emit(downloaded=have, stalled=0.0)
                 f.flush()
                 os.fsync(f.fileno())
             self._emit(True, downloaded=have, stalled=0.0)
             if resp.length:  # http.client counts down Content-Length: bytes promised but not sent
-                raise NetworkError(f"{self.key}: the connection ended {resp.length} bytes early")
+                raise NetworkError(f"{self.label}: the connection ended {resp.length} bytes early")
             if total is not None and have < total:
-                raise NetworkError(f"{self.key}: the connection ended after {have} of {total} bytes")
+                raise NetworkError(f"{self.label}: the connection ended after {have} of {total} bytes")
         finally:
             conn.close()
 
@@ -964,6 +980,7 @@ def pending_requests(
                     token=token,
                     allow_unverified=not doc.get("sha256"),
                     key=str(doc.get("key") or ""),
+                    name=str(doc.get("name") or ""),
                 )
             )
         except (KeyError, TypeError, ValueError):

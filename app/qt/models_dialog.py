@@ -49,12 +49,12 @@ class DownloadSignals(QObject):
 
     progress = Signal(object)  # downloads.Progress (a frozen dataclass of plain values)
     done = Signal(str, str)  # key, final path
-    failed = Signal(str, str)  # key, message
+    failed = Signal(str, str, str)  # key, message, details (DownloadError.details)
 
     def attach(self, queue: DownloadQueue) -> None:
         queue.on_progress = self.progress.emit
         queue.on_done = lambda key, path: self.done.emit(key, str(path))
-        queue.on_failed = lambda key, err: self.failed.emit(key, str(err))
+        queue.on_failed = lambda key, err: self.failed.emit(key, str(err), err.details)
 
 
 STALL_NOTICE = 3.0  # seconds without a byte before the dialog says the download is stalled
@@ -99,6 +99,7 @@ class ModelsDialog(QDialog):
         self.resize(900, 520)
         self.progress: dict[str, Progress] = {}  # latest per download key
         self.errors: dict[str, str] = {}
+        self.error_details: dict[str, str] = {}  # paths, digests: the details label's tooltip
         self.resumable: dict[str, DownloadRequest] = {}  # part files from an earlier run, by key
         # keys the user cancelled: progress the worker sent before it saw the cancel is stale
         self.cancelled: set[str] = set()
@@ -350,13 +351,21 @@ class ModelsDialog(QDialog):
         p = self.progress.get(e.id) if e is not None else None
         state = p.state if p is not None else None
         active = state in (State.QUEUED, State.RESOLVING, State.DOWNLOADING, State.VERIFYING)
+        # a failure trying again cannot fix (checksum, 404): the part file is gone, start anew
+        over = p is not None and state == State.FAILED and not p.retryable
         can_resume = e is not None and (
-            state in (State.PAUSED, State.FAILED) or (p is None and e.id in self.resumable)
+            state == State.PAUSED
+            or (state == State.FAILED and not over)
+            or (p is None and e.id in self.resumable)
         )
-        self.download_button.setEnabled(e is not None and p is None and e.id not in self.resumable)
+        self.download_button.setEnabled(
+            e is not None and (over or (p is None and e.id not in self.resumable))
+        )
         self.pause_button.setEnabled(active and state != State.VERIFYING)
         self.resume_button.setEnabled(can_resume)
-        self.cancel_button.setEnabled(e is not None and (p is not None or e.id in self.resumable))
+        self.cancel_button.setEnabled(
+            e is not None and ((p is not None and not over) or e.id in self.resumable)
+        )
         self.use_button.setEnabled(m is not None)
         self.reveal_button.setEnabled(m is not None or e is not None)
         deletable = m is not None and self.library.holds(m.path)
@@ -375,6 +384,7 @@ class ModelsDialog(QDialog):
             if e.id in self.errors:
                 lines.append(f"<span style='color:#c0392b'>{html.escape(self.errors[e.id])}</span>")
             self.details.setText("<br>".join(lines))
+            self.details.setToolTip(self.error_details.get(e.id, "") if e.id in self.errors else "")
         elif m is not None:
             fit = self.library.ram_fit(m)
             lic = ""
@@ -388,12 +398,16 @@ class ModelsDialog(QDialog):
                 f"<b>{html.escape(m.name)}</b><br>{html.escape(str(m.path))}<br>"
                 f"{format_bytes(m.size)} · Memory: {html.escape(fit.text)}{lic}"
             )
+            self.details.setToolTip("")
         else:
             self.details.setText("Select a model to see its details.")
+            self.details.setToolTip("")
         self._update_bar(p)
 
     def _update_bar(self, p: Progress | None) -> None:
-        if p is None or p.state in (State.DONE, State.CANCELLED):
+        gone = p is not None and p.state == State.FAILED and not (p.retryable and p.downloaded)
+        if p is None or gone or p.state in (State.DONE, State.CANCELLED):
+            # nothing downloaded is left after such a failure: no bar claiming 100%
             self.bar.hide()
             self.bar_label.setText("")
             return
@@ -423,6 +437,7 @@ class ModelsDialog(QDialog):
         except LibraryError as e:
             self.status.setText(str(e))
             return None
+        req = dataclasses.replace(req, name=entry.name)  # messages name the model, not repo/file
         self.errors.pop(entry.id, None)
         self.cancelled.discard(entry.id)
         key = self.ctx.downloads.add(req)
@@ -451,7 +466,9 @@ class ModelsDialog(QDialog):
             req = self.resumable.pop(e.id)
             self.cancelled.discard(e.id)
             self.ctx.downloads.add(
-                dataclasses.replace(req, endpoint=self.ctx.settings.hf_endpoint, token=self._token())
+                dataclasses.replace(
+                    req, endpoint=self.ctx.settings.hf_endpoint, token=self._token(), name=e.name
+                )
             )
         self.refresh()
 
@@ -499,8 +516,9 @@ class ModelsDialog(QDialog):
         self.refresh()
         self.select(("installed", path))
 
-    def _on_failed(self, key: str, message: str) -> None:
+    def _on_failed(self, key: str, message: str, details: str = "") -> None:
         self.errors[key] = message
+        self.error_details[key] = details
         req = self.ctx.downloads.request(key)
         try:
             kept = req is not None and part_path(req.dest).stat().st_size > 0
@@ -508,6 +526,8 @@ class ModelsDialog(QDialog):
             kept = False
         # only a part file left on disk makes "continue" true (not after a checksum failure or 404)
         hint = " Select it and press Resume to continue from where it stopped." if kept else ""
+        if hint and not message.endswith((".", "!", "?")):
+            message += "."
         self.status.setText(message + hint)
         self.refresh()
 

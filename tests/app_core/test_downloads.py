@@ -626,3 +626,30 @@ def test_pause_while_waiting_for_headers_is_immediate(tmp_path: Path) -> None:
     listener.close()
     for s in accepted:
         s.close()
+
+
+def test_failures_name_the_model_and_say_whether_retrying_helps(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.corrupt = True
+    seen: list[Progress] = []
+    d = fast(request(hub, tmp_path, name="Tiny Model"), progress_interval=0.0)
+    d.on_progress = seen.append
+    with pytest.raises(ChecksumError) as ei:
+        d.run()
+    msg = str(ei.value)
+    assert (
+        msg.startswith("Tiny Model: the downloaded file is corrupt") and SHA not in msg and ".part" not in msg
+    )
+    assert SHA in ei.value.details and str(part_path(tmp_path / FILE)) in ei.value.details
+    # the part file is gone: the FAILED progress says so (not "100%") and that Resume cannot help
+    assert seen[-1].state == State.FAILED and seen[-1].downloaded == 0 and not seen[-1].retryable
+    with pytest.raises(NotFoundError, match=r"^Tiny Model: not found on the server \(HTTP 404\)"):
+        fast(request(hub, tmp_path, file="missing.gguf", name="Tiny Model")).run()
+    hub.state.corrupt = False
+    hub.state.drop_after = 200_000
+    d = fast(request(hub, tmp_path, name="Tiny Model"))
+    with pytest.raises(NetworkError):
+        d.run()
+    assert d.progress.retryable and d.progress.downloaded == 200_000
+    # the name survives an app restart (the sidecar keeps it)
+    (req,) = pending_requests(tmp_path, endpoint=hub.endpoint)
+    assert req.name == "Tiny Model"

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import hashlib
 import random
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,6 +291,43 @@ def test_checksum_failure_does_not_offer_to_continue(qtbot: Any, ctx_for: Any, h
         dlg.download_button.click()
     assert "partial file was deleted" in dlg.status.text()
     assert "continue from where it stopped" not in dlg.status.text()
+    # the message is plain: the path and the two digests are in the details' tooltip
+    text = dlg.status.text() + dlg.details.text()
+    assert "Tiny test model: the downloaded file is corrupt" in dlg.status.text()
+    assert ".part" not in text and SHA not in text and not re.search("[0-9a-f]{64}", text)
+    assert SHA in dlg.details.toolTip() and str(ctx.library.folder / FILE) in dlg.details.toolTip()
+    # nothing is left to resume: Download again, no "Failed 100%" bar
+    assert dlg.download_button.isEnabled() and not dlg.resume_button.isEnabled()
+    assert not dlg.cancel_button.isEnabled() and not dlg.bar.isVisible()
+    hub.state.corrupt = False
+    with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
+        dlg.download_button.click()
+    assert (ctx.library.folder / FILE).read_bytes() == DATA
+
+
+def test_not_found_names_the_model_and_offers_download(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.files.pop((REPO, FILE))
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    assert dlg.status.text().startswith("Tiny test model: not found on the server (HTTP 404).")
+    assert REPO not in dlg.status.text()
+    assert dlg.download_button.isEnabled() and not dlg.resume_button.isEnabled()
+    assert not dlg.bar.isVisible()
+
+
+def test_a_dropped_connection_says_resume_in_a_new_sentence(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.drop_after = 1_000_000
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    assert "bytes early. Select it and press Resume" in dlg.status.text()
+    assert dlg.resume_button.isEnabled() and not dlg.download_button.isEnabled()
+    assert dlg.bar.isVisible() and dlg.bar.format() == "Failed 33%"
 
 
 def test_folder_change_is_refused_while_downloading(
