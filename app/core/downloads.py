@@ -931,16 +931,42 @@ class DownloadQueue:
             return self._cond.wait_for(lambda: not self._pending and self._active == 0, timeout)
 
     def close(self, *, wait: bool = True, timeout: float = 30.0) -> None:
-        """Pauses running downloads (their part files stay) and stops the threads."""
+        """Pauses running downloads (their part files stay) and stops the threads. Queued ones
+        get a sidecar, so that pending_requests() offers them after a restart as well."""
         with self._cond:
             self._closing = True
             running = [j.download for j in self._jobs.values() if j.state == State.DOWNLOADING]
+            queued = [j.download for j in self._jobs.values() if j.state == State.QUEUED]
             self._cond.notify_all()
         for d in running:
             d.pause()
+        for d in queued:
+            _write_queued_sidecar(d)
         if wait:
             for t in self._threads:
                 t.join(timeout)
+
+
+def _write_queued_sidecar(d: Download) -> None:
+    """What a download that never started needs to be offered again. Not over a sidecar that is
+    there (a part file's, which the next run checks against the server's answer)."""
+    rq = d.request
+    if d.sidecar.exists():
+        return
+    doc = {
+        "key": d.key,
+        "repo": rq.repo,
+        "file": rq.file,
+        "revision": rq.revision,
+        "size": rq.size,
+        "sha256": rq.sha256.lower() if rq.sha256 else None,
+        "name": rq.name,
+        "queued": True,  # no url or etag: nothing was resolved yet
+    }
+    try:
+        _write_json_atomic(d.sidecar, doc)
+    except OSError:
+        pass  # the folder is gone or read-only: it is forgotten, as before
 
 
 def pending_downloads(folder: Path) -> list[dict[str, Any]]:

@@ -653,3 +653,31 @@ def test_failures_name_the_model_and_say_whether_retrying_helps(hub: HubServer, 
     # the name survives an app restart (the sidecar keeps it)
     (req,) = pending_requests(tmp_path, endpoint=hub.endpoint)
     assert req.name == "Tiny Model"
+
+
+def test_close_keeps_queued_downloads_for_the_next_start(hub: HubServer, tmp_path: Path) -> None:
+    other = random.Random(5).randbytes(50_000)
+    hub.state.files[(REPO, "b.gguf")] = other
+    hub.state.chunk_delay = 0.02
+    q = DownloadQueue(max_parallel=1, download_options={"retries": 0})
+    q.add(request(hub, tmp_path, key="a", name="Model A"))
+    b = request(
+        hub,
+        tmp_path,
+        file="b.gguf",
+        dest=tmp_path / "b.gguf",
+        sha256=hashlib.sha256(other).hexdigest(),
+        size=len(other),
+        key="b",
+        name="Model B",
+    )
+    q.add(b)
+    _wait(lambda: part_path(tmp_path / FILE).exists())
+    q.close()  # A is paused, B never started
+    found = {r.key: r for r in pending_requests(tmp_path, endpoint=hub.endpoint)}
+    assert set(found) == {"a", "b"}
+    assert found["b"] == b and not part_path(b.dest).exists()
+    # the next start downloads it (the sidecar written at close does not get in the way)
+    hub.state.chunk_delay = 0.0
+    fast(found["b"]).run()
+    assert b.dest.read_bytes() == other and not sidecar_path(b.dest).exists()
