@@ -1,5 +1,6 @@
 """A small live chart of decode speed (tok/s) and, when it is measured, power (W), drawn with
-QPainter from the worker's progress signals. It keeps only the points of the current reply."""
+QPainter from the worker's progress signals. It keeps only the points of one reply: the running
+one ("now … tok/s"), or a finished one (end(), show_points()), titled as over."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class ThroughputChart(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.tps: list[tuple[float, float]] = []  # (seconds, tok/s)
         self.watts: list[tuple[float, float]] = []  # (seconds, W); empty unless measured
+        self.live = False  # the points are a running reply's: the title says "now"
 
     def sizeHint(self) -> QSize:
         h = self.fontMetrics().height()
@@ -29,6 +31,22 @@ class ThroughputChart(QWidget):
     def clear(self) -> None:
         self.tps.clear()
         self.watts.clear()
+        self.live = False
+        self.update()
+
+    def end(self) -> None:
+        """The reply has ended: its points stay, without a "now"."""
+        self.live = False
+        self.update()
+
+    def points(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Copies of (tps, watts), to be shown again with show_points."""
+        return list(self.tps), list(self.watts)
+
+    def show_points(self, tps: list[tuple[float, float]], watts: list[tuple[float, float]]) -> None:
+        """Shows a finished reply's points."""
+        self.tps, self.watts = list(tps), list(watts)
+        self.live = False
         self.update()
 
     def add(self, point: dict[str, object]) -> None:
@@ -39,7 +57,19 @@ class ThroughputChart(QWidget):
             self.watts.append((t, float(w)))  # type: ignore[arg-type]
         del self.tps[:-MAX_POINTS]
         del self.watts[:-MAX_POINTS]
+        self.live = True
         self.update()
+
+    def title(self) -> str:
+        """The line drawn at the chart's top."""
+        if self.tps and self.live:
+            label = f"now {self.tps[-1][1]:.1f} tok/s"  # the label beside the chart: the average so far
+            if self.watts:
+                label += f"  ·  {self.watts[-1][1]:.1f} W"
+            return label
+        if self.tps:  # a finished reply: what it was "now" is over
+            return "tok/s and W during the reply" if self.watts else "tok/s during the reply"
+        return "tok/s (live during a reply)"
 
     def _line(self, p: QPainter, pts: list[tuple[float, float]], area: QRectF, color: QColor) -> float:
         if not pts:
@@ -75,12 +105,7 @@ class ThroughputChart(QWidget):
         if self.watts:
             self._line(p, self.watts, area, power)
         p.setPen(pal.color(QPalette.ColorRole.Text))
-        if self.tps:
-            label = f"now {self.tps[-1][1]:.1f} tok/s"  # the label beside the chart: the average so far
-            if self.watts:
-                label += f"  ·  {self.watts[-1][1]:.1f} W"
-        else:
-            label = "tok/s (live during a reply)"
+        label = self.title()
         p.drawText(
             QRectF(r.left() + 6, r.top() + 1, r.width() - 12, text_h),
             int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),

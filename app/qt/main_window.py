@@ -63,6 +63,13 @@ TITLE_CHARS = 48
 CONV_ID = Qt.ItemDataRole.UserRole
 
 
+def _speed_text(tokens: int, tps: float) -> str:
+    """Tokens and speed ("12 tokens · 20.5 tok/s"), without the speed for one token or none: the
+    rule of the line under a reply (meters.readout_line), as one token has no decode time."""
+    text = count_noun(tokens, "token")
+    return f"{text} · {tps:.1f} tok/s" if tokens > 1 else text
+
+
 def _shown(m: Message) -> ShownMessage:
     return ShownMessage(m.id, m.role, m.content, m.status, dict(m.stats))
 
@@ -306,6 +313,10 @@ class MainWindow(QMainWindow):
         self.manage_models = False  # load each shown conversation's model (set by the first load)
         self.model_problem: ModelChoice | None = None  # the shown conversation's model is missing
         self._download_signals: Any = None
+        # the speed area: the running reply's progress (beside any conversation), else the shown
+        # conversation's last reply of this session (its label text and chart points), else nothing
+        self._live_text = ""
+        self._readouts: dict[int, tuple[str, list[Any], list[Any]]] = {}
 
         self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
         self.worker.loaded.connect(self._on_loaded)
@@ -706,12 +717,8 @@ class MainWindow(QMainWindow):
         self._switch_draft(conv_id)
         if self.banner.kind == "reply" and self.banner.conversation_id != conv_id:
             self.banner.hide()
-        if self.reply is None:
-            # the last reply's speed and chart belong to the conversation left (a running reply's
-            # stay: they are live)
-            self.live_label.setText("")
-            self.chart.clear()
         self.current_id = conv_id
+        self._show_speed()
         if conv_id is not None:
             try:
                 self.store.mark_viewed(conv_id)
@@ -1218,7 +1225,8 @@ class MainWindow(QMainWindow):
         if self.banner.kind == "reply":
             self.banner.hide()
         self.chart.clear()
-        self.live_label.setText("Reading the prompt…")
+        self._live_text = "Reading the prompt…"
+        self._show_speed()
         self.worker.generate(
             {"conversation_id": conv_id, "messages": messages, "sampling": conv.sampling.to_dict()}
         )
@@ -1241,20 +1249,38 @@ class MainWindow(QMainWindow):
             self.chat.append_stream(piece)
 
     def _on_progress(self, p: dict[str, Any]) -> None:
+        if self.reply is None:
+            return
         self.chart.add(p)
-        text = f"{count_noun(int(p['tokens']), 'token')} · {p['tps']:.1f} tok/s"
+        self._live_text = _speed_text(int(p["tokens"]), float(p["tps"]))
         if p.get("watts") is not None:
-            text += f" · {p['watts']:.1f} W"
-        self.live_label.setText(text)
+            self._live_text += f" · {p['watts']:.1f} W"
+        self._show_speed()
+
+    def _show_speed(self) -> None:
+        """The speed label and chart: the running reply's; else the shown conversation's last
+        reply; else nothing."""
+        if self.reply is not None:
+            self.live_label.setText(self._live_text)
+            return  # the chart has the running reply's points
+        kept = self._readouts.get(self.current_id) if self.current_id is not None else None
+        if kept is None:
+            self.live_label.setText("")
+            self.chart.clear()
+        else:
+            self.live_label.setText(kept[0])
+            self.chart.show_points(kept[1], kept[2])
 
     def _on_finished(self, d: dict[str, Any]) -> None:
         self.chat.end_stream()
         reply, self.reply = self.reply, None
+        discarded = False
         if reply is not None and reply["conversation_id"] == d["conversation_id"] and reply.get("replacing"):
             # a new reply that brought no text (it failed, or was stopped or the window closed
             # before its first token) gives way to the old turn; one with text replaces it
             kept = d.get("status") != "failed" and bool(d.get("text"))
             self._settle_replaced(reply, d.get("message_id"), kept=kept)
+            discarded = not kept
         if self._shut_down:
             return  # the window is closing (shutdown() delivers this): nothing to show or load
         mem = d.get("memory") or {}
@@ -1263,12 +1289,17 @@ class MainWindow(QMainWindow):
                 int(mem["rss_bytes"]), int(mem["model_file_bytes"]), int(mem["kv_bytes"])
             )
             self._update_memory_label()
+        # the reply's final figures go with its conversation; a discarded attempt (regenerate or
+        # edit stopped before its first token) leaves the figures of the reply that stays
+        cid = int(d["conversation_id"])
         rec = d.get("record") or {}
-        if rec:
-            n = count_noun(int(rec.get("tokens", 0)), "token")
-            self.live_label.setText(f"{n} · {rec.get('decode_tps', 0):.1f} tok/s")
-        else:
-            self.live_label.setText("")
+        tokens = int(rec.get("tokens", 0) or 0)
+        if tokens and not discarded:
+            self.chart.end()
+            self._readouts[cid] = (_speed_text(tokens, float(rec.get("decode_tps", 0))), *self.chart.points())
+        elif not discarded:  # failed, or stopped before its first token: no figures to show
+            self._readouts.pop(cid, None)
+        self._show_speed()
         self.refresh_list()
         if self.current_id == d["conversation_id"]:
             self._render()
@@ -1324,7 +1355,8 @@ class MainWindow(QMainWindow):
     def stop(self) -> None:
         if self.reply is not None:
             self.worker.stop()
-            self.live_label.setText("Stopping…")
+            self._live_text = "Stopping…"
+            self._show_speed()
 
     def escape(self) -> None:
         if self.reply is not None:

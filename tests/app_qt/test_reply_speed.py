@@ -1,0 +1,112 @@
+"""The speed area beside the prompt (label and chart) with more than one conversation: a reply's
+final figures stay with its own conversation, a chart that is over says so, one token or none
+shows no speed, and a discarded attempt leaves the figures of the reply that stays. The real
+window and SmolLM2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trit.app.core.sampling import Sampling
+from trit.app.core.store import STOPPED
+from trit.app.qt.main_window import MainWindow
+
+from .conftest import REPLY_TIMEOUT_MS
+
+pytestmark = pytest.mark.timeout(300)
+
+LONG = Sampling(temperature=0.8, top_p=0.95, max_tokens=400)
+GREEDY = Sampling(temperature=0.0, top_p=1.0, max_tokens=24)
+
+
+def conversation(win: MainWindow, title: str, sampling: Sampling) -> int:
+    cid = win.new_conversation(title)
+    win.store.update_conversation(cid, sampling=sampling)
+    win.select_conversation(cid)
+    return cid
+
+
+def wait_tokens(qtbot: Any, win: MainWindow, n: int) -> None:
+    qtbot.waitUntil(lambda: win.reply is not None and len(win.chart.tps) >= n, timeout=60_000)
+
+
+def reply(qtbot: Any, win: MainWindow, action: Any) -> dict[str, Any]:
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as blocker:
+        action()
+    return dict(blocker.args[0])
+
+
+def test_a_reply_that_ends_in_another_conversation_keeps_its_figures_in_its_own(
+    qtbot: Any, window: MainWindow
+) -> None:
+    """QA: A's reply ended while empty B was shown: B showed A's tokens and tok/s and its chart,
+    still titled "now …", and going back to A cleared them."""
+    win = window
+    a = conversation(win, "Rain poem", Sampling(temperature=0.8, top_p=0.95, max_tokens=120))
+    assert win.send("Write a short poem about rain.")
+    wait_tokens(qtbot, win, 2)
+    assert win.chart.title().startswith("now ")
+    b = win.new_conversation("B")
+    assert win.current_id == b and win.reply is not None
+    with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as blocker:
+        pass
+    d = blocker.args[0]
+    assert d["conversation_id"] == a and d["record"]["tokens"] > 1
+    assert win.live_label.text() == "" and win.chart.tps == []  # B has had no reply
+    win.select_conversation(a)
+    rec = d["record"]
+    assert win.live_label.text() == f"{rec['tokens']} tokens · {rec['decode_tps']:.1f} tok/s"
+    assert win.chart.tps and not win.chart.title().startswith("now")
+    win.select_conversation(b)
+    assert win.live_label.text() == "" and win.chart.tps == []
+
+
+def test_a_finished_reply_in_the_shown_conversation_drops_now(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    conversation(win, "Story", Sampling(temperature=0.8, top_p=0.95, max_tokens=40))
+    d = reply(qtbot, win, lambda: win.send("Tell me a story about a cat."))
+    assert d["record"]["tokens"] > 10 and win.chart.tps
+    assert win.chart.title() == "tok/s during the reply"
+    assert win.live_label.text().endswith(f"· {d['record']['decode_tps']:.1f} tok/s")
+
+
+def test_one_token_or_none_shows_no_speed(qtbot: Any, window: MainWindow) -> None:
+    """QA: "1 token · 0.0 tok/s" and "0 tokens · 0.0 tok/s" (the line under the reply rightly
+    leaves the speed out of one token, and says a reply stopped in its prompt was stopped)."""
+    win = window
+    conversation(win, "One", Sampling(temperature=0.0, top_p=1.0, max_tokens=1))
+    d = reply(qtbot, win, lambda: win.send("Say hello."))
+    assert d["record"]["tokens"] == 1
+    assert win.live_label.text() == "1 token"
+    conversation(win, "None", GREEDY)
+
+    def send_and_stop() -> None:
+        assert win.send("Say hello.")
+        win.stop()  # before the worker has begun: it never starts the reply
+
+    d = reply(qtbot, win, send_and_stop)
+    assert d["status"] == STOPPED and d["record"]["tokens"] == 0
+    assert win.live_label.text() == "" and win.chart.tps == []
+
+
+def test_a_discarded_attempt_leaves_the_kept_replys_figures(qtbot: Any, window: MainWindow) -> None:
+    """QA: Ctrl+R then Esc at once kept the old reply but the label said "0 tokens · 0.0 tok/s"
+    for the attempt that was thrown away."""
+    win = window
+    cid = conversation(win, "Colours", GREEDY)
+    first = reply(qtbot, win, lambda: win.send("Name three colours."))
+    shown = win.live_label.text()
+    assert shown.startswith(f"{first['record']['tokens']} tokens · ")
+    points = list(win.chart.tps)
+    before = [(m.id, m.content) for m in win.store.messages(cid)]
+
+    def regenerate_and_escape() -> None:
+        win.regenerate()
+        win.escape()
+
+    d = reply(qtbot, win, regenerate_and_escape)
+    assert d["record"]["tokens"] == 0
+    assert [(m.id, m.content) for m in win.store.messages(cid)] == before  # the old reply stays
+    assert win.live_label.text() == shown and win.chart.tps == points
+    assert not win.chart.title().startswith("now")
