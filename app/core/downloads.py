@@ -642,11 +642,14 @@ class Download:
             else:
                 raise _http_error(resp.status, self.key, self.request.token)
             self._emit(True, downloaded=have, stalled=0.0)
-            last_data = time.monotonic()
+            last_data = next_check = time.monotonic()
             with open(self.part, mode) as f:
                 body = self._body(conn, resp)
                 while True:
                     self._check_stop()
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + 0.5
+                        self._check_part_file(f)
                     try:
                         chunk = next(body, b"")
                     except (OSError, http.client.HTTPException) as e:
@@ -681,6 +684,23 @@ class Download:
                 raise NetworkError(f"{self.label}: the connection ended after {have} of {total} bytes")
         finally:
             conn.close()
+
+    def _check_part_file(self, f: Any) -> None:
+        """Fails if the part file was deleted under us (with the models folder, say): writing on
+        into the unlinked file would only end in a size mismatch after the whole transfer."""
+        if os.fstat(f.fileno()).st_nlink > 0:
+            return
+        folder = self.request.dest.parent
+        if not folder.is_dir():
+            msg = (
+                f"{self.label}: the models folder {folder} was removed while downloading. Choose a "
+                "models folder in Settings (or create this one again) and download the model again."
+            )
+        else:
+            msg = f"{self.label}: the partial file was deleted while downloading. Download the model again."
+        err = StorageError(msg, disk_full=False)
+        err.retryable = False  # nothing is left to resume from
+        raise err
 
     def _body(
         self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse

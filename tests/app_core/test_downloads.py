@@ -681,3 +681,24 @@ def test_close_keeps_queued_downloads_for_the_next_start(hub: HubServer, tmp_pat
     hub.state.chunk_delay = 0.0
     fast(found["b"]).run()
     assert b.dest.read_bytes() == other and not sidecar_path(b.dest).exists()
+
+
+def test_removing_the_models_folder_fails_the_download_early(hub: HubServer, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    req = request(hub, tmp_path, dest=folder / FILE, name="Tiny Model")
+    hub.state.chunk_delay = 0.05  # ~2 s for the whole file
+    seen: list[Progress] = []
+    d = fast(req, progress_interval=0.0)
+    d.on_progress = seen.append
+    errors: list[Exception] = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(StorageError, d.run).value))
+    t.start()
+    _wait(lambda: d.progress.downloaded > 50_000)
+    shutil.rmtree(folder)
+    t.join(30)
+    (err,) = errors
+    assert str(err).startswith(f"Tiny Model: the models folder {folder} was removed while downloading.")
+    assert not err.retryable and not err.disk_full
+    assert d.progress.state == State.FAILED and d.progress.downloaded == 0
+    # it stopped soon after, not once the whole file had been written into the deleted one
+    assert max(p.downloaded for p in seen) < len(DATA) // 2
