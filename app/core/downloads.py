@@ -277,7 +277,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -702,3 +702,10 @@ def test_removing_the_models_folder_fails_the_download_early(hub: HubServer, tmp
     assert d.progress.state == State.FAILED and d.progress.downloaded == 0
     # it stopped soon after, not once the whole file had been written into the deleted one
     assert max(p.downloaded for p in seen) < len(DATA) // 2
+
+
+def test_a_sidecar_that_is_not_ours_is_ignored(tmp_path: Path) -> None:
+    sidecar_path(tmp_path / "deep.gguf").write_text("[" * 100_000 + "]" * 100_000)
+    sidecar_path(tmp_path / "list.gguf").write_text("[1, 2]")
+    sidecar_path(tmp_path / "bad.gguf").write_bytes(b"\xff{")
+    assert pending_downloads(tmp_path) == [] and pending_requests(tmp_path) == []
