@@ -22,8 +22,10 @@ class ThroughputChart(QWidget):
         self.live = False  # the points are a running reply's: the title says "now"
 
     def sizeHint(self) -> QSize:
+        # as narrow as its minimum: it takes the room left, after the speed label beside it has
+        # its text (at 200% scaling the label was cut for the chart's sake)
         h = self.fontMetrics().height()
-        return QSize(240, h * 4)
+        return QSize(120, h * 4)
 
     def minimumSizeHint(self) -> QSize:
         return QSize(120, self.fontMetrics().height() * 4)

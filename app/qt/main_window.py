@@ -313,8 +313,9 @@ class MainWindow(QMainWindow):
         self.manage_models = False  # load each shown conversation's model (set by the first load)
         self.model_problem: ModelChoice | None = None  # the shown conversation's model is missing
         self._download_signals: Any = None
-        # the speed area: the running reply's progress (beside any conversation), else the shown
-        # conversation's last reply of this session (its label text and chart points), else nothing
+        # the speed area: the running reply's progress (beside any conversation: Stop is about
+        # it), else the shown conversation's last reply of this session (its label text and
+        # chart points), else nothing
         self._live_text = ""
         self._readouts: dict[int, tuple[str, list[Any], list[Any]]] = {}
 
@@ -421,7 +422,9 @@ class MainWindow(QMainWindow):
         self.chat.edit_message.connect(self.edit_message)
         self.chat.regenerate_requested.connect(self.regenerate)
         self.chart = ThroughputChart()
-        self.live_label = QLabel("")
+        # elided: a long one (another conversation's title, watts) must not widen the window past
+        # a small screen
+        self.live_label = ElidedLabel("")
         self.live_label.setAccessibleName("Reply progress")
         self.prompt = PromptEdit()
         self.prompt.submitted.connect(self.send)
@@ -825,6 +828,9 @@ class MainWindow(QMainWindow):
         self.refresh_list()
         if conv_id == self.current_id:
             self.setWindowTitle(f"{self.store.get_conversation(conv_id).title} — Trit")
+        if self.reply is not None:  # the Stop button and the speed area name its conversation
+            self._update_controls()
+            self._show_speed()
 
     def _on_item_renamed(self, item: QListWidgetItem) -> None:
         conv_id = int(item.data(CONV_ID))
@@ -912,6 +918,12 @@ class MainWindow(QMainWindow):
         ready = self.model_ready
         self.send_button.setEnabled(ready and not busy)
         self.stop_button.setEnabled(busy)
+        if busy and self.reply is not None and self.reply["conversation_id"] != self.current_id:
+            tip = f"Stop the reply being written in {self._reply_title()}"
+        else:
+            tip = "Stop the reply (Esc)"
+        self.stop_button.setToolTip(tip)
+        self.stop_button.setAccessibleDescription(tip)
         try:
             msgs = self.store.messages(self.current_id) if self.current_id is not None else []
         except StoreError:
@@ -1167,9 +1179,11 @@ class MainWindow(QMainWindow):
         if not body:
             return False
         if self.reply is not None:
-            self.statusBar().showMessage(
-                "A reply is still being written: Esc stops it, then send again.", 4000
-            )
+            if self.reply["conversation_id"] == self.current_id:
+                why = "A reply is still being written: Esc stops it, then send again."
+            else:
+                why = f"A reply is being written in {self._reply_title()}: Stop ends it, then send again."
+            self.statusBar().showMessage(why, 4000)
             return False
         if not self.model_ready:
             if self.model_problem is not None:
@@ -1257,11 +1271,22 @@ class MainWindow(QMainWindow):
             self._live_text += f" · {p['watts']:.1f} W"
         self._show_speed()
 
+    def _reply_title(self) -> str:
+        """The running reply's conversation, as the Stop button and the speed area name it."""
+        assert self.reply is not None
+        try:
+            title = self.store.get_conversation(int(self.reply["conversation_id"])).title
+        except StoreError:
+            return "another conversation"
+        short = title if len(title) <= 32 else title[:31] + "…"
+        return f"“{short}”"
+
     def _show_speed(self) -> None:
-        """The speed label and chart: the running reply's; else the shown conversation's last
-        reply; else nothing."""
+        """The speed label and chart: the running reply's, named when another conversation is
+        shown; else the shown conversation's last reply; else nothing."""
         if self.reply is not None:
-            self.live_label.setText(self._live_text)
+            other = self.reply["conversation_id"] != self.current_id
+            self.live_label.setText(f"{self._reply_title()}: {self._live_text}" if other else self._live_text)
             return  # the chart has the running reply's points
         kept = self._readouts.get(self.current_id) if self.current_id is not None else None
         if kept is None:
@@ -1353,14 +1378,19 @@ class MainWindow(QMainWindow):
         )
 
     def stop(self) -> None:
+        """Stops the running reply, in whichever conversation (the button names it)."""
         if self.reply is not None:
             self.worker.stop()
             self._live_text = "Stopping…"
             self._show_speed()
 
     def escape(self) -> None:
+        """Esc stops the reply being written in the shown conversation, or cancels an edit. Esc
+        in another conversation leaves the reply alone: a key pressed there is not about it (the
+        Stop button, which names the reply's conversation, stops it)."""
         if self.reply is not None:
-            self.stop()
+            if self.reply["conversation_id"] == self.current_id:
+                self.stop()
         elif self.editing_id is not None:
             self._cancel_edit(restore_typed=True)
 

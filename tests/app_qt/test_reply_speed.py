@@ -1,7 +1,8 @@
-"""The speed area beside the prompt (label and chart) with more than one conversation: a reply's
-final figures stay with its own conversation, a chart that is over says so, one token or none
-shows no speed, and a discarded attempt leaves the figures of the reply that stays. The real
-window and SmolLM2."""
+"""The speed area beside the prompt (label and chart) and the Stop button with more than one
+conversation: a running reply's progress is named when another conversation is shown, its final
+figures stay with its own conversation, a chart that is over says so, one token or none shows no
+speed, a discarded attempt leaves the figures of the reply that stays, and Stop / Esc act on the
+running reply as the button says. The real window and SmolLM2."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def test_a_reply_that_ends_in_another_conversation_keeps_its_figures_in_its_own(
     assert win.chart.title().startswith("now ")
     b = win.new_conversation("B")
     assert win.current_id == b and win.reply is not None
+    # while it runs, the speed area beside B is the reply's and says whose
+    assert win.live_label.text().startswith("“Rain poem”: ")
     with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS) as blocker:
         pass
     d = blocker.args[0]
@@ -110,3 +113,42 @@ def test_a_discarded_attempt_leaves_the_kept_replys_figures(qtbot: Any, window: 
     assert [(m.id, m.content) for m in win.store.messages(cid)] == before  # the old reply stays
     assert win.live_label.text() == shown and win.chart.tps == points
     assert not win.chart.title().startswith("now")
+
+
+def test_stop_names_the_reply_it_stops_and_esc_elsewhere_leaves_it(qtbot: Any, window: MainWindow) -> None:
+    """QA: Stop and Esc while B was shown stopped A's reply without a word. The Stop button is
+    about the running reply wherever it is, and its tooltip names the conversation; Esc belongs
+    to the conversation shown, so in B it leaves A's reply running."""
+    win = window
+    a = conversation(win, "Lighthouse", LONG)
+    assert win.send("Write a long story about a lighthouse keeper and a storm.")
+    wait_tokens(qtbot, win, 2)
+    assert win.stop_button.toolTip() == "Stop the reply (Esc)"
+    win.new_conversation("B")
+    assert win.stop_button.isEnabled()
+    assert win.stop_button.toolTip() == "Stop the reply being written in “Lighthouse”"
+    assert win.stop_button.accessibleDescription() == win.stop_button.toolTip()
+    # a long title in the speed area does not widen the window on a small screen (800 pixels
+    # at 200% scaling), it is cut with "…"
+    win.resize(800, 500)
+    win.rename(a, "Lighthouse keepers and the storm of the century")
+    qtbot.wait(300)  # a few progress updates
+    assert win.live_label.text().startswith("“Lighthouse keepers and the stor…”: ")
+    assert win.stop_button.toolTip().endswith("“Lighthouse keepers and the stor…”")
+    assert win.width() == 800
+    win.rename(a, "Lighthouse")
+    win.prompt.setFocus()
+    win.stop_action.trigger()  # Esc
+    n = len(win.chart.tps)
+    wait_tokens(qtbot, win, n + 3)  # still writing
+    assert win.reply is not None and win.reply["conversation_id"] == a
+    # sending in B says which reply is in the way and how to end it
+    assert not win.send("A question for B")
+    assert "“Lighthouse”" in win.statusBar().currentMessage() and "Stop" in win.statusBar().currentMessage()
+    d = reply(qtbot, win, win.stop_button.click)
+    assert d["conversation_id"] == a and d["status"] == STOPPED
+    assert win.reply is None and not win.stop_button.isEnabled()
+    assert win.stop_button.toolTip() == "Stop the reply (Esc)"
+    assert win.live_label.text() == ""  # B's area: A's figures stay with A
+    win.select_conversation(a)
+    assert win.live_label.text().startswith(f"{d['record']['tokens']} tokens")
