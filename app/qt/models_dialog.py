@@ -136,6 +136,8 @@ class ModelsDialog(QDialog):
         self.tree.setHeaderLabels(["Model", "Status", "Size", "Memory", "License"])
         self.tree.setRootIsDecorated(True)
         self.tree.setAlternatingRowColors(True)
+        # long names differ at the end (Q2_K, Q4_0): keep both ends, the tooltip has it all
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         hdr = self.tree.header()
         hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for i in range(1, 5):
@@ -278,7 +280,7 @@ class ModelsDialog(QDialog):
                 ],
             )
             it.setData(0, ROW, ("installed", str(m.path)))
-            it.setToolTip(0, str(m.path))
+            it.setToolTip(0, f"{m.name}\n{m.path}")
             it.setToolTip(3, fit.text)
         for e in self.library.available():
             fit = self.library.ram_fit(e)
@@ -293,6 +295,7 @@ class ModelsDialog(QDialog):
                 ],
             )
             it.setData(0, ROW, ("entry", e.id))
+            it.setToolTip(0, f"{e.name}\n{e.repo}: {e.file}")
             it.setToolTip(3, fit.text)
         self.tree.expandAll()
         if sel is not None:

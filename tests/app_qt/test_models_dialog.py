@@ -473,3 +473,13 @@ def test_a_stall_is_shown_and_cancel_then_download_starts_clean(
     with qtbot.waitSignal(dlg.signals.done, timeout=30_000):
         pass
     assert (ctx.library.folder / FILE).read_bytes() == DATA
+
+
+def test_long_names_keep_both_ends_and_have_a_tooltip(qtbot: Any, make_ctx: Any) -> None:
+    long = "Meta-Llama-3-8B-Instruct-bitnet-1.58bit-ternary-experimental-finetune-v2-Q2_K-imatrix"
+    entry = dataclasses.replace(ENTRY, name=long)
+    dlg = dialog(qtbot, make_ctx(catalog=[entry]))
+    assert dlg.tree.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert dlg.select(("entry", "tiny-model"))
+    tip = dlg.tree.currentItem().toolTip(0)
+    assert long in tip and FILE in tip and REPO in tip
