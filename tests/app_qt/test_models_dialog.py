@@ -483,3 +483,26 @@ def test_long_names_keep_both_ends_and_have_a_tooltip(qtbot: Any, make_ctx: Any)
     assert dlg.select(("entry", "tiny-model"))
     tip = dlg.tree.currentItem().toolTip(0)
     assert long in tip and FILE in tip and REPO in tip
+
+
+def test_the_error_red_is_readable_on_a_dark_window(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+    from PySide6.QtGui import QColor, QPalette
+    from trit.app.qt.models_dialog import contrast
+
+    dlg = dialog(qtbot, ctx_for())
+    hub.state.files.clear()
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+
+    def red_contrast() -> float:
+        m = re.search(r"color:(#[0-9a-fA-F]{6})'>Tiny test model: not found", dlg.details.text())
+        assert m, dlg.details.text()
+        return contrast(QColor(m.group(1)), dlg.palette().color(QPalette.ColorRole.Window))
+
+    assert red_contrast() >= 4.5
+    dark = QPalette(dlg.palette())
+    for role, colour in ((QPalette.ColorRole.Window, "#2b2b2b"), (QPalette.ColorRole.WindowText, "#e6e6e6")):
+        dark.setColor(role, QColor(colour))
+    dlg.setPalette(dark)
+    assert red_contrast() >= 4.5
