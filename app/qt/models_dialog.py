@@ -114,7 +114,9 @@ class ModelsDialog(QDialog):
         self.current_path = current_path
         self.setWindowTitle("Models")
         self.setAccessibleName("Models")
-        self.resize(900, 520)
+        # not larger than the screen (800x500 logical pixels at 200 % on a small laptop)
+        avail = (parent.screen() if parent is not None else self.screen()).availableGeometry()
+        self.resize(min(900, avail.width() - 40), min(520, avail.height() - 60))
         self.progress: dict[str, Progress] = {}  # latest per download key
         self.errors: dict[str, str] = {}
         self.error_details: dict[str, str] = {}  # paths, digests: the details label's tooltip

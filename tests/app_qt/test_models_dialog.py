@@ -506,3 +506,10 @@ def test_the_error_red_is_readable_on_a_dark_window(qtbot: Any, ctx_for: Any, hu
         dark.setColor(role, QColor(colour))
     dlg.setPalette(dark)
     assert red_contrast() >= 4.5
+
+
+def test_the_first_size_fits_the_screen(qtbot: Any, ctx_for: Any) -> None:
+    dlg = dialog(qtbot, ctx_for())
+    avail = dlg.screen().availableGeometry()
+    assert avail.width() < 900  # the offscreen platform's 800x600 screen
+    assert dlg.frameGeometry().width() <= avail.width() and dlg.frameGeometry().height() <= avail.height()
