@@ -9,6 +9,10 @@ import dataclasses
 import html
 import itertools
 import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,65 @@ from trit.app.core.units import format_bytes, format_duration
 from .context import AppContext
 
 ROW = Qt.ItemDataRole.UserRole  # ("installed", path) | ("entry", catalog id)
+
+
+IMPORT_CHUNK = 4 << 20
+
+
+class ImportCancelledError(Exception):
+    """The user cancelled an import; nothing was added to the models folder."""
+
+
+def copy_into_library(
+    library: Any, source: str | Path, cancel: threading.Event, progress: Callable[[int, int], None]
+) -> InstalledModel:
+    """Imports source the way ModelLibrary.import_model does, in steps that can be watched and
+    stopped: validates it, copies it in chunks into a hidden staging folder in the models folder
+    (progress(done, total) after each chunk; ImportCancelledError once cancel is set), then
+    import_model(move=True) renames the copy into place under the library's rules. Raises
+    LibraryError. Blocks: run it on a worker thread."""
+    src = Path(source).expanduser()
+    kind = library.validate(src)
+    if library.holds(src):
+        raise LibraryError(src, "this model is already in the models folder")
+    if (kind == "hf" or src.suffix.lower() == ".gguf") and (library.folder / src.name).exists():
+        # before copying gigabytes; import_model checks again (and names other GGUFs *.gguf)
+        raise LibraryError(
+            library.folder / src.name, "a model with this name is already in the models folder"
+        )
+    files = [src] if kind == "gguf" else sorted(p for p in src.rglob("*") if p.is_file())
+    try:
+        total = sum(f.stat().st_size for f in files)
+        library.folder.mkdir(parents=True, exist_ok=True)
+        # ".importing-*": hidden from the list, and left behind only if the app dies mid-copy
+        staging = Path(tempfile.mkdtemp(prefix=".importing-", dir=library.folder))
+    except OSError as e:
+        raise LibraryError(src, f"cannot copy the model into the models folder: {e.strerror or e}") from e
+    try:
+        copy = staging / src.name
+        done = 0
+        for f in files:
+            target = copy if kind == "gguf" else copy / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(f, "rb") as r, open(target, "wb") as w:
+                while chunk := r.read(IMPORT_CHUNK):
+                    if cancel.is_set():
+                        raise ImportCancelledError
+                    w.write(chunk)
+                    done += len(chunk)
+                    progress(done, total)
+        return library.import_model(copy, move=True)  # a rename: same folder, same disk
+    except OSError as e:
+        raise LibraryError(src, f"cannot copy the model into the models folder: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class ImportSignals(QObject):
+    """copy_into_library on a worker thread, reported into the GUI thread."""
+
+    progress = Signal(object, object)  # bytes copied, bytes in all (may pass 2**31)
+    finished = Signal(object, str)  # InstalledModel or None, message when None ("" = cancelled)
 
 
 class DownloadSignals(QObject):
@@ -198,10 +261,15 @@ class ModelsDialog(QDialog):
         self.resume_button = button("&Resume", "Resume download", self.resume_selected)
         self.cancel_button = button("&Cancel download", "Cancel download", self.cancel_selected)
         self.use_button = button("&Use this model", "Use this model", self.use_selected)
-        self.import_file_button = button("&Import GGUF…", "Import a GGUF file", self.import_model)
+        self.import_file_button = button("&Import GGUF…", "Import a GGUF file", self.choose_import)
         self.import_dir_button = button(
-            "Import f&older…", "Import a Hugging Face model folder", lambda: self.import_model(folder=True)
+            "Import f&older…", "Import a Hugging Face model folder", lambda: self.choose_import(folder=True)
         )
+        self.import_bar = QProgressBar()
+        self.import_bar.setAccessibleName("Import progress")
+        self.import_cancel_button = button("Cancel i&mport", "Cancel import", self.cancel_import)
+        self.importing: threading.Event | None = None  # set = cancel; None: no import running
+        self._import_name = ""
         self.reveal_button = button("&Show in folder", "Show in file manager", self.reveal_selected)
         self.delete_button = button("De&lete", "Delete model (to the trash)", self.delete_selected)
         self.undo_button = button("U&ndo delete", "Undo delete", self.undo_delete)
@@ -233,6 +301,11 @@ class ModelsDialog(QDialog):
         bar_row = QHBoxLayout()
         bar_row.addWidget(self.bar, 1)
         bar_row.addWidget(self.bar_label)
+        import_row = QHBoxLayout()
+        import_row.addWidget(self.import_bar, 1)
+        import_row.addWidget(self.import_cancel_button)
+        self.import_bar.hide()
+        self.import_cancel_button.hide()
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -241,12 +314,14 @@ class ModelsDialog(QDialog):
         lay.addLayout(bar_row)
         lay.addLayout(row1)
         lay.addLayout(row2)
+        lay.addLayout(import_row)
         lay.addWidget(self.status)
 
         # Tab follows the screen: folder, list, details (its links), then the buttons row by row
         chain = [self.folder_button, self.tree, self.details]
         chain += [row1.itemAt(i).widget() for i in range(row1.count())]
         chain += [row2.itemAt(i).widget() for i in range(row2.count())]
+        chain.append(self.import_cancel_button)
         chain = [w for w in chain if w is not None]
         for a, b in itertools.pairwise(chain):
             QWidget.setTabOrder(a, b)
@@ -578,7 +653,88 @@ class ModelsDialog(QDialog):
         self.status.setText(f"Opening {m.name}…")
         self.refresh()
 
+    def choose_import(self, *, folder: bool = False) -> None:
+        """Import GGUF… / Import folder…: asks for the model, then copies it on a worker thread
+        with a progress bar and Cancel (a 2 GB copy froze the window for seconds)."""
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Import a Hugging Face model folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Import a GGUF model", "", "GGUF models (*.gguf);;All files (*)"
+            )
+        if path:
+            self.start_import(path)
+
+    def start_import(self, path: str) -> None:
+        """Imports path in the background; status and the list follow when it is done."""
+        if self.importing is not None:
+            self.status.setText("Another model is being imported; wait for it or cancel it.")
+            return
+        cancel = self.importing = threading.Event()
+        signals = ImportSignals()  # no parent: the thread may outlive this dialog
+        signals.progress.connect(self._on_import_progress)
+        signals.finished.connect(self._on_import_finished)
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or done == total:
+                last[0] = now
+                signals.progress.emit(done, total)
+
+        def run() -> None:
+            try:
+                m = copy_into_library(self.library, path, cancel, progress)
+            except ImportCancelledError:
+                signals.finished.emit(None, "")
+            except LibraryError as e:
+                signals.finished.emit(None, f"Cannot import: {e}")
+            except Exception as e:  # noqa: BLE001  # reported, not lost with the thread
+                signals.finished.emit(None, f"Cannot import {Path(path).name}: unexpected error: {e!r}")
+            else:
+                signals.finished.emit(m, "")
+
+        self.import_file_button.setEnabled(False)
+        self.import_dir_button.setEnabled(False)
+        self.import_bar.setRange(0, 0)  # busy until the first chunk (validation)
+        self._import_name = Path(path).name
+        self.import_bar.setFormat(f"Importing {self._import_name}")
+        self.import_bar.show()
+        self.import_cancel_button.show()
+        self.import_cancel_button.setEnabled(True)
+        self.status.setText(f"Importing {Path(path).name}…")
+        threading.Thread(target=run, name="trit-import", daemon=True).start()
+
+    def cancel_import(self) -> None:
+        if self.importing is not None:
+            self.importing.set()
+            self.import_cancel_button.setEnabled(False)
+            self.status.setText("Cancelling the import…")
+
+    def _on_import_progress(self, done: int, total: int) -> None:
+        if self.importing is None or not total:
+            return
+        self.import_bar.setRange(0, 1000)
+        self.import_bar.setValue(int(1000 * done / total))
+        self.import_bar.setFormat(
+            f"Importing {self._import_name} · {format_bytes(done)} of {format_bytes(total)}"
+        )
+
+    def _on_import_finished(self, m: InstalledModel | None, message: str) -> None:
+        self.importing = None
+        self.import_bar.hide()
+        self.import_cancel_button.hide()
+        self.import_file_button.setEnabled(True)
+        self.import_dir_button.setEnabled(True)
+        if m is None:
+            self.status.setText(message or "Import cancelled; nothing was added to the models folder.")
+            return
+        self.status.setText(f"Imported {m.name}.")
+        self.refresh()
+        self.select(("installed", str(m.path)))
+
     def import_model(self, path: str | None = None, *, folder: bool = False) -> InstalledModel | None:
+        """Imports at once, on this thread (scripts and tests; the buttons use start_import)."""
         if path is None:
             if folder:
                 path = QFileDialog.getExistingDirectory(self, "Import a Hugging Face model folder")
@@ -660,6 +816,9 @@ class ModelsDialog(QDialog):
         self.select(("installed", str(original)))
 
     def choose_folder(self, folder: str | None = None) -> None:
+        if self.importing is not None:
+            self.status.setText("Cannot change the models folder while a model is being imported.")
+            return
         if busy := self.ctx.downloads.folder_change_refusal():
             self.status.setText(busy)
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import itertools
 import random
 import re
 import sys
@@ -513,3 +514,52 @@ def test_the_first_size_fits_the_screen(qtbot: Any, ctx_for: Any) -> None:
     avail = dlg.screen().availableGeometry()
     assert avail.width() < 900  # the offscreen platform's 800x600 screen
     assert dlg.frameGeometry().width() <= avail.width() and dlg.frameGeometry().height() <= avail.height()
+
+
+def test_import_copies_in_the_background_with_progress_and_cancel(
+    qtbot: Any, ctx_for: Any, tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from tiny import random_weights  # tests/engine/tiny.py
+    from trit.engine.convert import write_bitnet_gguf
+
+    big = tmp_path / "outside" / "big-model.gguf"
+    big.parent.mkdir()
+    write_bitnet_gguf(random_weights(3)[0], big)
+    os.truncate(big, 400 << 20)  # bytes after the tensor data: still a valid GGUF (sparse here)
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    ticks: list[float] = []
+    timer = QTimer(dlg)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    formats: list[str] = []
+    dlg.import_bar.valueChanged.connect(lambda v: formats.append(dlg.import_bar.format()))
+    dlg.start_import(str(big))
+    assert dlg.import_bar.isVisible() and dlg.import_cancel_button.isVisible()
+    assert not dlg.import_file_button.isEnabled() and "Importing big-model.gguf" in dlg.status.text()
+    qtbot.waitUntil(lambda: dlg.importing is None, timeout=60_000)
+    timer.stop()
+    dest = ctx.library.folder / "big-model.gguf"
+    assert dest.stat().st_size == 400 << 20 and dlg.status.text() == "Imported big-model."
+    assert dlg.selected() == ("installed", str(dest)) and not dlg.import_bar.isVisible()
+    assert any("MB of 419 MB" in f for f in formats)  # progress while it copied
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.5  # the window kept running
+    # Cancel stops the copy and leaves nothing behind
+    other = big.with_name("other-model.gguf")
+    big.rename(other)
+    dlg.start_import(str(other))
+    qtbot.waitUntil(lambda: dlg.import_bar.maximum() == 1000, timeout=20_000)
+    dlg.import_cancel_button.click()
+    qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
+    assert "Import cancelled" in dlg.status.text() and dlg.import_file_button.isEnabled()
+    assert sorted(p.name for p in ctx.library.folder.iterdir()) == ["big-model.gguf"]
+    # a model of that name is refused before anything is copied
+    dlg.start_import(str(dest))
+    qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
+    assert "already in the models folder" in dlg.status.text()
