@@ -4,6 +4,7 @@ desktop app (`trit --self-test` checks the app end to end and exits)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trit.engine.errors import EngineError
+from trit.engine.errors import ContextFullError, EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
 from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
 from trit.engine.tokenizer import replace_surrogates
@@ -334,6 +335,11 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if hasattr(sys.stdin, "reconfigure"):
         # bytes that are not UTF-8 (a Latin-1 terminal, a binary paste) become U+FFFD, not an error
         sys.stdin.reconfigure(errors="replace")
+    if sys.stdin.isatty():
+        # line editing, and lines past the terminal's own 4096-byte line buffer (a long paste was cut
+        # there without a word); not in the bundle (GNU readline is GPL-3.0) nor on Windows
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401
     system = args.system
     history: list[dict[str, str]] = []
     print(
@@ -343,12 +349,21 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     session = model.session()
+    interrupted = False  # a Ctrl-C at the prompt: meant for a reply that just ended, most likely
     while True:
         try:
             line = replace_surrogates(input("> "))  # bytes stdin could not decode
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             print(file=sys.stderr)
             return 0
+        except KeyboardInterrupt:
+            if interrupted:  # the second in a row leaves
+                print(file=sys.stderr)
+                return 0
+            interrupted = True
+            print("\n(Ctrl-C again, Ctrl-D or /quit leaves)", file=sys.stderr)
+            continue
+        interrupted = False
         text = line.strip()
         if not text:
             continue
@@ -379,7 +394,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 session, lambda msgs=messages: session.chat(msgs, on_text=write, **_sampling(args))
             )
         except EngineError as e:  # e.g. the context is full: keep the REPL alive
-            print(f"\ntrit: {e}", file=sys.stderr)
+            hint = (
+                " (/reset starts a new chat; -c sets the context size)"
+                if isinstance(e, ContextFullError)
+                else ""
+            )
+            print(f"\ntrit: {e}{hint}", file=sys.stderr)
             history.pop()
             continue
         sys.stdout.write("\n")

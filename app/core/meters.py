@@ -191,6 +191,10 @@ class SampledPowerSource:
             self._sample()
 
     def start(self) -> None:
+        if self._thread is not None:  # started twice without a stop: one sampler, not two
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
         self._samples, self._failed = [], None
         self._sample()
         if self._failed is not None:
@@ -585,6 +589,12 @@ class ReplyMeter:
         reading = self.energy.stop() if self.energy is not None and self._running else None
         self._running = False
         return reply_record(stats, reading)
+
+    def cancel(self) -> None:
+        """Stop measuring a reply that failed (no record): a battery or WMI sampler must not run on."""
+        if self.energy is not None and self._running:
+            self.energy.stop()
+        self._running = False
 
 
 __all__ = [

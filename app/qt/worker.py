@@ -13,6 +13,7 @@ to, and a crash mid-reply leaves a 'stopped' message with the text of the last f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -309,10 +310,10 @@ class EngineWorker(QObject):
         sampling = Sampling.from_dict(request.get("sampling") or {})
         self._set_busy(True)
         writer = None
+        meter = ReplyMeter(self._energy)
         try:
             writer = self._store.begin_reply(conv_id)
             self.started.emit({"conversation_id": conv_id, "message_id": writer.message_id})
-            meter = ReplyMeter(self._energy)
             meter.start()
             t0 = time.monotonic()
             state = {"n": 0, "last_t": t0, "last_n": 0}
@@ -343,6 +344,7 @@ class EngineWorker(QObject):
             if self._stop.is_set():  # stopped before it started
                 gen_stats = None
             else:
+                fitting_ms = (time.monotonic() - t0) * 1e3
                 gen = self._session.chat(
                     messages,
                     on_text=on_text,
@@ -351,6 +353,9 @@ class EngineWorker(QObject):
                     **sampling.engine_kwargs(),
                 )
                 gen_stats = gen.stats
+                if gen_stats is not None and gen_stats.tokens_generated:
+                    # the wait the user saw: the engine counts from its call, after the fitting
+                    gen_stats = dataclasses.replace(gen_stats, ttft_ms=gen_stats.ttft_ms + fitting_ms)
             if gen_stats is None:
                 from trit.engine.model import Stats
 
@@ -370,6 +375,8 @@ class EngineWorker(QObject):
                 }
             )
         except Exception as e:  # noqa: BLE001  # the window shows it; the partial reply is kept
+            with contextlib.suppress(Exception):  # the reply's own error is the one to show
+                meter.cancel()
             if writer is not None:
                 try:
                     writer.stop()
@@ -383,11 +390,14 @@ class EngineWorker(QObject):
                 message, fix = e.message, e.fix
             else:
                 message = str(e) or type(e).__name__
-                fix = (
-                    "Start a new conversation, or delete earlier messages."
-                    if isinstance(e, ContextFullError)
-                    else "Try again; if it keeps failing, pick another model in Models."
-                )
+                fix = "Try again; if it keeps failing, pick another model in Models."
+                if isinstance(e, ContextFullError):  # earlier messages were left out already
+                    system = any(m.get("role") == "system" for m in request.get("messages") or [])
+                    fix = (
+                        "Shorten your message (Ctrl+Shift+E edits it)"
+                        + (" or the system prompt" if system else "")
+                        + ", or raise Context size in Settings (Ctrl+,)."
+                    )
             self.failed.emit(message, fix)
             self.finished.emit(
                 {

@@ -171,6 +171,23 @@ def test_sampled_source_samples_in_background() -> None:
     assert len(calls) > 3 and j == pytest.approx(5.0 * 0.2, rel=0.5)
 
 
+def test_a_failed_reply_stops_the_sampler() -> None:
+    """A reply that failed went without ReplyMeter.finish: a battery sampler (PowerShell every 5 s
+    on Windows) ran on until a later reply stopped it."""
+    src = SampledPowerSource(lambda: 5.0, interval=0.01)
+    meter = ReplyMeter(EnergyMeter([src]))
+    meter.start()
+    assert src._thread is not None and src._thread.is_alive()
+    meter.cancel()
+    assert src._thread is None
+    meter.cancel()  # twice, or after finish: nothing to stop
+    src.start()
+    first = src._thread
+    src.start()  # started twice without a stop: one sampler
+    assert first is not None and not first.is_alive() and src._thread is not first
+    src.stop()
+
+
 # -- macOS / Windows parsers -----------------------------------------------------------------------------
 IOREG_DISCHARGING = """
 +-o AppleSmartBattery  <class AppleSmartBattery, id 0x100000285, registered, matched, active, busy 0 (0 ms), retain 8>

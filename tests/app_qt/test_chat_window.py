@@ -489,3 +489,20 @@ def test_a_replys_line_breaks_are_shown(qtbot: Any) -> None:
     items = [doc.findBlockByNumber(i) for i in range(doc.blockCount())]
     listed = [b.text() for b in items if b.textList() is not None]
     assert listed == ["one", "two"]  # still a list, not lines of a paragraph
+
+
+def test_the_first_token_time_counts_the_wait_for_fitting_the_context(qtbot: Any, window: MainWindow) -> None:
+    """The readout's TTFT came from the engine, which starts counting after the worker fitted the
+    conversation to the context (seconds for a long one), while the energy counted them."""
+    win = window
+    cid = win.new_conversation()
+    win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=4))
+    fit = win.worker._fit
+
+    def slow_fit(*args: Any) -> Any:
+        time.sleep(1.0)  # a long conversation's fitting
+        return fit(*args)
+
+    win.worker._fit = slow_fit
+    d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Say hi"))
+    assert d["status"] == COMPLETE and d["record"]["ttft_ms"] >= 1000

@@ -236,6 +236,8 @@ def test_a_failed_reply_leaves_no_empty_reply_and_its_banner_goes(
     win.store.update_conversation(a, sampling=GREEDY)
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "hello world " * 200))
     assert d["status"] == "failed" and win.banner.isVisible() and "context holds 256" in win.banner.text()
+    # earlier messages were left out already: a new conversation would fail the same way
+    assert "Shorten your message (Ctrl+Shift+E edits it), or raise Context size" in win.banner.text()
     assert [m.role for m in win.store.messages(a)] == ["user"]  # no empty "stopped" reply
     b = win.new_conversation()
     assert not win.banner.isVisible()  # it was about A

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -461,3 +463,80 @@ def test_bench_refuses_bad_input_before_running(tiny_gguf, tmp_path):
     r = trit("bench", "-m", str(tiny_gguf), "-p", "100000", *_BENCH_QUICK)  # the model holds 256
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "trit: -p 100000: " in r.stderr and "256" in r.stderr
+
+
+def _chat_on_a_terminal(
+    model: Path, *args: str, stdout_too: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`trit chat` with its stdin (and stdout) on a pseudo-terminal, as a user runs it: input()
+    behaves differently on a pipe. Returns the process and the terminal's master end."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-c", _AS_IN_A_TERMINAL, "chat", "-m", str(model), *args],
+        stdin=slave,
+        stdout=slave if stdout_too else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    return p, master
+
+
+def _read_terminal_until(master: int, want: bytes, seconds: float = 60) -> bytes:
+    got, deadline = b"", time.monotonic() + seconds
+    while want not in got:
+        ready, _, _ = select.select([master], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no {want!r} from the terminal in {seconds} s; it wrote {got[-300:]!r}"
+        got += os.read(master, 4096)
+    return got
+
+
+def test_ctrl_c_at_the_prompt_does_not_end_the_chat(default_model_gguf):
+    """A Ctrl-C meant for a reply that has just ended lands at the prompt: it used to end the chat
+    and its history; now it says how to leave, and a second one in a row leaves."""
+    p, master = _chat_on_a_terminal(default_model_gguf, "--temp", "0", "-n", "8")
+    try:
+        assert _read_until(p.stdout, 2) == b"> "
+        time.sleep(0.5)  # blocked reading the line
+        p.send_signal(signal.SIGINT)
+        assert _read_until(p.stdout, 2) == b"> "  # the chat goes on
+        os.write(master, b"Say hi.\n/quit\n")
+        _, err = p.communicate(timeout=120)
+    finally:
+        os.close(master)
+    err = err.decode()
+    assert p.returncode == 0 and "Traceback" not in err, err
+    assert "(Ctrl-C again, Ctrl-D or /quit leaves)" in err and err.count("reply:") == 1
+    p, master = _chat_on_a_terminal(default_model_gguf)
+    try:
+        for _ in range(2):
+            assert _read_until(p.stdout, 2) == b"> "
+            time.sleep(0.5)
+            p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert p.returncode == 0 and "reply:" not in err.decode() and out == b""
+
+
+def test_a_line_longer_than_the_terminals_buffer_arrives_whole(default_model_gguf):
+    """A terminal in canonical mode keeps 4096 bytes of a line: a longer paste reached the model
+    cut, without a word. With readline (the terminal in raw mode) the whole line arrives."""
+    pytest.importorskip("readline")
+    p, master = _chat_on_a_terminal(default_model_gguf, "--temp", "0", "-n", "1", stdout_too=True)
+    try:
+        _read_terminal_until(master, b"> ")
+        os.write(master, b"word " * 1200 + b"\r")
+        _read_terminal_until(master, b"> ")  # the reply came, the next prompt is up
+        os.write(master, b"/quit\r")
+        _, err = p.communicate(timeout=120)
+    finally:
+        os.close(master)
+    err = err.decode()
+    prompt_tokens = int(err.split("prompt: ")[1].split()[0])
+    assert p.returncode == 0 and prompt_tokens > 1200, err  # cut at 4095 bytes it was ~850
+
+
+def test_a_message_longer_than_the_context_says_how_to_go_on(default_model_gguf):
+    r = trit("chat", "-m", str(default_model_gguf), "-c", "64", "-n", "4", stdin="word " * 200 + "\n/quit\n")
+    assert r.returncode == 0, r.stderr
+    assert "context holds 64" in r.stderr and "/reset starts a new chat; -c sets the context size" in r.stderr
