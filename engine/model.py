@@ -141,8 +141,8 @@ def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool =
             raise ModelFormatError(path, "not a regular file (a pipe, device or socket)")
         with open(path, "rb") as f:
             magic = f.read(4)
-    except PermissionError as e:
-        raise ModelFormatError(e.filename or path, f"cannot open: {e.strerror or e}") from None
+    except OSError as e:  # no permission, an I/O error (a failing disk, /proc/self/mem) ...
+        raise ModelFormatError(e.filename or path, f"cannot read: {e.strerror or e}") from None
     if magic == b"GGUF":
         from .gguf_loader import load_gguf_weights
 

@@ -61,7 +61,7 @@ def test_files_that_cannot_be_read_give_one_line_naming_them(tiny_gguf, tmp_path
     os.mkfifo(fifo)
     try:
         for path, problem in (
-            (unreadable, "cannot open: Permission denied"),
+            (unreadable, "cannot read: Permission denied"),
             (closed, "Permission denied"),
             (fifo, "not a regular file"),
         ):
@@ -76,6 +76,11 @@ def test_files_that_cannot_be_read_give_one_line_naming_them(tiny_gguf, tmp_path
             assert r.stderr.startswith(f"trit: {path}") and problem in r.stderr, r.stderr
     finally:
         closed.chmod(0o700)
+    if Path("/proc/self/mem").exists():  # a read that fails with EIO: a traceback before
+        r = trit("info", "-m", "/proc/self/mem")
+        assert (
+            r.returncode == 1 and r.stderr.strip() == "trit: /proc/self/mem: cannot read: Input/output error"
+        )
     r = trit("info", "-m", "")
     assert r.returncode == 2 and "model path is empty" in r.stderr  # not the default model
 
