@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trit.text import short_repr, short_text
+
 from .errors import ModelFormatError
 from .weights import load_workers
 
@@ -199,36 +201,6 @@ class TensorInfo:
     @property
     def np_shape(self) -> tuple[int, ...]:
         return tuple(reversed(self.shape))
-
-
-SHORT_REPR_CHARS = 80
-
-
-def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
-    """repr(v) cut to about limit characters with an ellipsis: a key, name or value echoed in a
-    message may be megabytes long in a damaged or hostile file, and a dialog would try to show it
-    all. (app/core/sampling.py has the same for the app, which does not import the engine.)"""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * limit:
-        # repr() of a huge int is slow, and refused past 4300 digits
-        return f"a number of about {round(v.bit_length() * 0.30103)} digits"
-    if isinstance(v, (str, bytes)):
-        # cut the text, not its repr, so that no escape sequence (\x01) is split: 'abc'…
-        n = min(len(v), limit)
-        while n and len(repr(v[:n])) + (n < len(v)) > limit:
-            n -= 1
-        return repr(v[:n]) + ("…" if n < len(v) else "")
-    if isinstance(v, np.ndarray) and v.size > limit:
-        v = v[:limit]  # the repr of the whole would be built only to be cut
-    try:
-        r = repr(v)
-    except (RecursionError, ValueError):
-        return f"a {type(v).__name__}"
-    return r if len(r) <= limit else r[: limit - 1] + "…"
-
-
-def short_text(s: str, limit: int = SHORT_REPR_CHARS) -> str:
-    """s cut to limit characters with an ellipsis (a name shown as it is, without quotes)."""
-    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def _plural(n: int, word: str) -> str:
@@ -742,8 +714,6 @@ __all__ = [
     "GGUFFile",
     "GGUFValueType",
     "TensorInfo",
-    "short_repr",
-    "short_text",
     "tensor_nbytes",
     "type_by_name",
 ]

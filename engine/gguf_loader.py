@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from trit.text import short_repr
+
 from .errors import ModelFormatError
-from .gguf import GGUFFile, GGUFValueType, TensorInfo, short_repr
+from .gguf import GGUFFile, GGUFValueType, TensorInfo
 from .ternary import ternary_tensor_from_gguf
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 

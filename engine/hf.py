@@ -46,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from trit.text import short_repr
+
 from .errors import ModelFormatError
-from .gguf import short_repr
 from .gguf_loader import MAX_HPARAM
 from .ternary import check_tq_codes, pack_tq
 from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor

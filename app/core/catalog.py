@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trit.text import short_repr
+
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -403,7 +405,7 @@ class ModelLibrary:
         p = Path(path)
         try:
             if p.is_file():
-                from trit.engine.gguf import GGUFFile, short_repr
+                from trit.engine.gguf import GGUFFile
                 from trit.engine.gguf_loader import BITNET_ARCHS, LLAMA_ARCHS
 
                 with GGUFFile(p) as g:

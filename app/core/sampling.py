@@ -9,32 +9,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from trit.text import short_repr
+
 MAX_TOKENS_LIMIT = 32768
-SHORT_REPR_CHARS = 80
-
-
-def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
-    """repr(v) cut to about limit characters: a value echoed in a message may be a 400-digit
-    number or a megabyte of text from a damaged file."""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 3 * limit:
-        # repr() of a huge int is slow, and refused past 4300 digits
-        return f"a number of about {round(v.bit_length() * math.log10(2))} digits"
-    if isinstance(v, (str, bytes)):
-        # cut the text, not its repr, so that no escape sequence (\x01) is split: 'abc'…
-        n = min(len(v), limit)
-        while n and len(repr(v[:n])) + (n < len(v)) > limit:
-            n -= 1
-        return repr(v[:n]) + ("…" if n < len(v) else "")
-    try:
-        r = repr(v)
-    except (RecursionError, ValueError):
-        return f"a {type(v).__name__}"
-    return r if len(r) <= limit else r[: limit - 1] + "…"
-
-
-def short_text(s: str, limit: int = SHORT_REPR_CHARS) -> str:
-    """s cut to limit characters with an ellipsis (a name from a file, shown as it is)."""
-    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def is_finite_number(v: Any) -> bool:
@@ -88,4 +65,4 @@ class Sampling:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
-__all__ = ["MAX_TOKENS_LIMIT", "Sampling", "is_finite_number", "short_repr", "short_text"]
+__all__ = ["MAX_TOKENS_LIMIT", "Sampling", "is_finite_number"]

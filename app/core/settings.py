@@ -19,7 +19,9 @@ from typing import Any
 
 from trit.engine.model import KV_TYPES, LM_HEADS, physical_cores  # the engine's, re-exported for the UI
 
-from .sampling import Sampling, is_finite_number, short_repr, short_text
+from trit.text import short_repr, short_text
+
+from .sampling import Sampling, is_finite_number
 
 SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
