@@ -1131,6 +1131,8 @@ class MainWindow(QMainWindow):
             return None
         if Path(new.models_dir).expanduser() != self.ctx.library.folder:
             refusal = self.ctx.downloads.folder_change_refusal() if self.ctx.has_downloads else ""
+            if self._models_dialog is not None and self._models_dialog.importing is not None:
+                refusal = "A model is being imported into the models folder; change it when that is done."
             if refusal:
                 return {"models_dir": refusal}
             try:

@@ -12,6 +12,7 @@ import itertools
 import random
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -361,13 +362,24 @@ def test_settings_refuse_a_new_models_folder_while_downloading(
     ctx.downloads.add(ctx.library.download_request(ENTRY, endpoint=hub.endpoint, token=None))
     # the part of MainWindow that apply_settings reads before it changes the folder
     win = SimpleNamespace(
-        ctx=ctx, loading_path="", loaded_path="", failed_path=None, manage_models=False, reply=None
+        ctx=ctx,
+        loading_path="",
+        loaded_path="",
+        failed_path=None,
+        manage_models=False,
+        reply=None,
+        _models_dialog=None,
     )
     new = dataclasses.replace(ctx.settings, models_dir=str(tmp_path / "new-models"))
     problems = MainWindow.apply_settings(win, new)  # type: ignore[arg-type]
     assert problems is not None and "downloading" in problems["models_dir"]
     assert ctx.library.folder != tmp_path / "new-models"
     assert ctx.downloads.wait(30)
+    # nor while the Models dialog imports a model into it (its copy would land in the old folder)
+    win._models_dialog = SimpleNamespace(importing=threading.Event())
+    problems = MainWindow.apply_settings(win, new)  # type: ignore[arg-type]
+    assert problems is not None and "being imported" in problems["models_dir"]
+    assert ctx.library.folder != tmp_path / "new-models"
 
 
 def test_progress_text() -> None:
