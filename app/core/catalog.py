@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,9 @@ def _is_hf_dir(p: Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
 
 
+STALE_IMPORT_SECONDS = 3600.0
+
+
 class ModelLibrary:
     """The folder of models the user has. Installed = .gguf files and HF folders (config.json +
     *.safetensors) directly in the folder; an entry counts as installed when its local file (or,
@@ -392,6 +396,32 @@ class ModelLibrary:
                 if p.resolve() not in seen and self._matches(e, p):
                     out.insert(0, InstalledModel(p, e.name, p.stat().st_size, "gguf", e))
         return out
+
+    def remove_stale_imports(self, max_age: float = STALE_IMPORT_SECONDS) -> list[Path]:
+        """Deletes the hidden ".importing-*" copies an app that died mid-import left behind: those
+        where nothing was written for max_age seconds (a running import writes every few ms, maybe
+        in another Trit window). Returns what it deleted."""
+        gone: list[Path] = []
+        try:
+            staged = [p for p in self._folder.iterdir() if p.name.startswith(".importing-")]
+        except OSError:
+            return gone
+        now = time.time()
+        for p in staged:
+            try:
+                newest = max(
+                    (f.stat().st_mtime for f in [p, *p.rglob("*")] if not f.is_symlink()), default=0.0
+                )
+                if now - newest < max_age:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                gone.append(p)
+            except OSError:
+                continue  # another window's, or not ours to touch: left as it is
+        return gone
 
     def available(self) -> list[CatalogEntry]:
         """Catalog entries not installed yet (bundled entries excluded)."""

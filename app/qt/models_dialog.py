@@ -174,6 +174,7 @@ class ModelsDialog(QDialog):
         super().__init__(parent)
         self.ctx = ctx
         self.library = ctx.library
+        self.library.remove_stale_imports()  # copies of an import the app died in
         self.current_path = current_path
         self.setWindowTitle("Models")
         self.setAccessibleName("Models")

@@ -410,3 +410,26 @@ def test_catalog_entry_downloads_from_local_hub(tmp_path: Path) -> None:
         Download(lib.download_request(e, endpoint=hub.endpoint), retries=0).run()
     assert lib.is_installed(e) and lib.validate(lib.path_for(e)) == "gguf"
     assert [m.entry for m in lib.installed()] == [e]
+
+
+def test_stale_import_copies_are_removed(tmp_path: Path) -> None:
+    """An app that died mid-import left a hidden .importing-* copy (gigabytes) nothing removed."""
+    import os
+    import time
+
+    lib = ModelLibrary(tmp_path)
+    old_dir = tmp_path / ".importing-abc123"
+    (old_dir / "sub").mkdir(parents=True)
+    (old_dir / "sub" / "model.gguf").write_bytes(b"x" * 10)
+    old_file = tmp_path / ".importing-model.gguf"
+    old_file.write_bytes(b"y")
+    running = tmp_path / ".importing-def456"
+    running.mkdir()
+    (running / "big.gguf").write_bytes(b"z")  # written just now: an import in progress
+    keep = tmp_path / "model.gguf"
+    keep.write_bytes(b"GGUF")
+    hour_ago = time.time() - 7200
+    for p in (old_dir, old_dir / "sub", old_dir / "sub" / "model.gguf", old_file, keep):
+        os.utime(p, (hour_ago, hour_ago))
+    assert sorted(lib.remove_stale_imports()) == [old_dir, old_file]
+    assert not old_dir.exists() and not old_file.exists() and running.exists() and keep.exists()
