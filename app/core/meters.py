@@ -522,8 +522,9 @@ class ReplyRecord:
 
 
 def readout_line(stats: dict[str, Any]) -> str:
-    """The line under a reply (the window, the export): TTFT, prompt and decode speed, tokens,
-    energy with its source; a reply stopped before its first token says so instead of a TTFT."""
+    """The line under a reply (the window, the export): TTFT, prompt and decode speed (with the
+    prompt tokens the cache served), tokens, why a reply was cut (the context, Max tokens), energy
+    with its source; a reply stopped before its first token says so instead of a TTFT."""
     if not stats:
         return ""
     parts = []
@@ -531,7 +532,11 @@ def readout_line(stats: dict[str, Any]) -> str:
     if tokens and "ttft_ms" in stats:  # no first token, no time to it
         parts.append(f"TTFT {float(stats['ttft_ms']) / 1e3:.2f} s")
     if stats.get("prompt_tokens"):
-        parts.append(f"prompt {float(stats.get('prompt_tps', 0)):.0f} tok/s")
+        cached = int(stats.get("cached_tokens", 0) or 0)  # the speed is of the tokens that ran
+        parts.append(
+            f"prompt {float(stats.get('prompt_tps', 0)):.0f} tok/s"
+            + (f" ({cached} cached)" if cached else "")
+        )
     elif not tokens and stats.get("stop_reason") == "cancelled":
         parts.append("stopped while reading the prompt")
     if tokens > 1 and "decode_tps" in stats:
@@ -540,6 +545,8 @@ def readout_line(stats: dict[str, Any]) -> str:
         parts.append(count_noun(tokens, "token"))
     if stats.get("stop_reason") == "context":
         parts.append("cut short: the context is full")
+    elif stats.get("stop_reason") == "length":
+        parts.append("cut at Max tokens")
     j = stats.get("joules")
     if j is not None:
         parts.append(format_energy(float(j)))  # "1.53 kJ", not "1.53e+03 J"

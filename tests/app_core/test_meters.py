@@ -430,8 +430,8 @@ def test_reply_record_and_meter() -> None:
     rec = reply_record(FakeStats(), EnergyReading(50.5, 4.4, "estimated: CPU time x 5 W/core", False))
     assert rec.joules_per_token == pytest.approx(0.5) and rec.tokens == 101 and rec.decode_tps == 25.0
     assert rec.summary() == (
-        "TTFT 0.41 s · prompt 100 tok/s · decode 25.0 tok/s · 101 tokens · 50.5 J · 0.5 J/token"
-        " · estimated: CPU time x 5 W/core"
+        "TTFT 0.41 s · prompt 100 tok/s (12 cached) · decode 25.0 tok/s · 101 tokens · 50.5 J"
+        " · 0.5 J/token · estimated: CPU time x 5 W/core"
     )
     d = rec.to_dict()
     assert d["summary"] == rec.summary() and d["energy_measured"] is False
@@ -488,6 +488,13 @@ def test_summary_of_a_long_reply_and_of_a_one_token_reply() -> None:
         == "stopped while reading the prompt · 0 tokens · 0.25 J · estimated: CPU time x 5 W/core"
     )
     assert count_noun(0, "token") == "0 tokens" and count_noun(1, "token") == "1 token"
+    # a reply cut by its Max tokens says so (it read like one that ended), and the prompt speed
+    # of a follow-up names the tokens the cache served (62 tok/s of 1 new token looked slow)
+    cut = ReplyRecord(300, 1, 62, 256, 20, None, None, "", False, stop_reason="length", cached_tokens=34)
+    assert (
+        cut.summary()
+        == "TTFT 0.30 s · prompt 62 tok/s (34 cached) · decode 20.0 tok/s · 256 tokens · cut at Max tokens"
+    )
 
 
 def test_reply_record_from_engine_stats() -> None:
