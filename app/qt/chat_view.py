@@ -10,6 +10,7 @@ conversation, and the GUI thread stays free while the model writes.
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,28 @@ LONG_RUN = 1000
 _LONG_RUN = re.compile(rf"\S{{{LONG_RUN + 1},}}")
 
 
-_LINE_BREAK = re.compile(r"(?<=[^\n])[ \t]*\n(?=[^\n])")  # a newline between two lines with text
+# A line that starts a Markdown block of its own (a list item, quote, heading, table row, fence,
+# HTML, a setext underline or rule) or is indented code: not joined to the line before it.
+_BLOCK_START = re.compile(
+    r"[ \t]*(?:[-*+](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|>|#|```|~~~|<)|.*\||[ \t]*[=\-*_][=\-*_ \t]*$"
+)
+_INDENTED = re.compile(r"(?: {4}|\t)")
+
+
+def line_breaks(text: str) -> str:
+    """Markdown text with the line breaks a model meant (a poem, an address, a list item's second
+    line) kept: Markdown joins lines that one newline separates. Such a newline becomes U+2028,
+    which Qt shows as a break inside the same block (a Markdown hard break, "  \n", became a new
+    block: a new list item). Lines that start blocks of their own are left to Markdown."""
+    lines = text.split("\n")
+    out = lines[:1]
+    for prev, line in itertools.pairwise(lines):
+        code = _INDENTED.match(prev) and _INDENTED.match(line)
+        if prev.strip() and line.strip() and not code and not _BLOCK_START.match(line):
+            out[-1] = out[-1].rstrip(" \t") + "\u2028" + line.lstrip(" \t")
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN) -> str:
@@ -241,10 +263,7 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
-                    # a single \n joins lines in Markdown; a model's line breaks (a poem, an address)
-                    # are meant as such, so each becomes a hard break
-                    md = _LINE_BREAK.sub("  \n", body)
-                    cur.insertMarkdown(break_long_runs(md, "\n\n"))
+                    cur.insertMarkdown(break_long_runs(line_breaks(body), "\n\n"))
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
                     cur.insertText(break_long_runs(body))
 

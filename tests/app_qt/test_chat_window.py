@@ -475,20 +475,38 @@ def test_live_chart_shows_measured_power_from_the_meter(
 
 
 def test_a_replys_line_breaks_are_shown(qtbot: Any) -> None:
-    """Markdown joins lines that one newline separates; a model's poem or address kept them."""
+    """Markdown joins lines that one newline separates; a model's poem, address or list item's second
+    line kept them. Lines that start blocks (items, quotes, rows, code) stay Markdown's."""
     from trit.app.qt.chat_view import ChatView, ShownMessage
 
     view = ChatView()
     qtbot.addWidget(view)
-    poem = "Roses are red,\nviolets are blue.\n\n- one\n- two\n\n**Bold** start\nand *its* end"
-    view.show_messages([ShownMessage(1, "assistant", poem)])
-    text = view.toPlainText().replace("\u2028", "\n")  # Qt's hard break is a line separator
-    assert "Roses are red,\nviolets are blue." in text
-    assert "Bold start\nand its end" in text and "**" not in text and "*its*" not in text
+    reply = (
+        "Roses are red,\nviolets are blue.\n\n"
+        "1. **Install** the package\n   with pip install trit\n2. **Run** it\n   with trit chat\n\n"
+        "- a\n  b\n\n"
+        "> q1\n> q2\n\n"
+        "Title\n=====\n\n"
+        "| x | y |\n|---|---|\n| 1 | 2 |\n\n"
+        "Text before code:\n\n    code line 1\n    code line 2\n\n"
+        "**Bold** start\nand *its* end"
+    )
+    view.show_messages([ShownMessage(1, "assistant", reply)])
     doc = view.document()
-    items = [doc.findBlockByNumber(i) for i in range(doc.blockCount())]
-    listed = [b.text() for b in items if b.textList() is not None]
-    assert listed == ["one", "two"]  # still a list, not lines of a paragraph
+    blocks = [doc.findBlockByNumber(i) for i in range(doc.blockCount())]
+    texts = [b.text().replace("\u2028", "|") for b in blocks]
+    assert "Roses are red,|violets are blue." in texts
+    listed = [b.text().replace("\u2028", "|") for b in blocks if b.textList() is not None]
+    # two numbered items and one bullet, each with its second line (it became items of its own)
+    assert listed == ["Install the package|with pip install trit", "Run it|with trit chat", "a|b"]
+    assert "q1 q2" in texts or "q1|q2" in texts  # one quote, not two blocks
+    assert "Title" in texts and "=====" not in view.toPlainText()  # still a heading
+    assert "code line 1" in texts and "code line 2" in texts  # code lines as they were
+    assert "Bold start|and its end" in texts and "**" not in view.toPlainText()
+    from PySide6.QtGui import QTextTable
+
+    tables = [f for f in doc.rootFrame().childFrames() if isinstance(f, QTextTable)]
+    assert [(t.rows(), t.columns()) for t in tables] == [(2, 2)]  # the table stayed a table
 
 
 def test_the_first_token_time_counts_the_wait_for_fitting_the_context(qtbot: Any, window: MainWindow) -> None:
