@@ -161,22 +161,27 @@ def _environment() -> ImmutableSandboxedEnvironment:
 def compile_template(source: str) -> jinja2.Template:
     if not isinstance(source, str):  # jinja2 raises a bare TypeError for anything else
         raise ChatTemplateError(f"the template is {type(source).__name__}, not text")
-    return _bounded(lambda: _environment().from_string(source))  # jinja computes constants here
+    return _bounded(lambda: _environment().from_string(source), timed=False)  # jinja computes constants
 
 
-def _bounded(call: Callable[[], _T]) -> _T:
-    """call() (compiling or rendering a template) within the time budget and the memory cap; any
-    failure becomes a ChatTemplateError."""
+def _bounded(call: Callable[[], _T], *, timed: bool = True) -> _T:
+    """call() (compiling or rendering a template) within the memory cap and, when timed, the time
+    budget (compiling runs no template code, which is all the budget's hook watches: the hook
+    would only slow it down); any failure becomes a ChatTemplateError."""
     previous = sys.gettrace()  # a debugger's or coverage's, restored after
-    sys.settrace(_Budget(RENDER_SECONDS))
+    if timed:
+        sys.settrace(_Budget(RENDER_SECONDS))
     cap = memory_cap_begin(RENDER_BYTES, RENDER_SMALL_BYTES)
+    if cap < 0:  # four threads capped at once, or another allocator hook replaced ours
+        log.debug("chat template runs without a memory cap (%d)", cap)
     over = False
     try:
         try:
             result = call()
         finally:
             over = memory_cap_end(cap)[0]  # first: the code after it may need memory
-            sys.settrace(previous)
+            if timed:
+                sys.settrace(previous)
     except Exception as e:  # a template can fail in plain Python ways too (None + str, bad index ...)
         if not over:
             raise ChatTemplateError(_describe(e)) from e
