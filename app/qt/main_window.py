@@ -1617,6 +1617,7 @@ class MainWindow(QMainWindow):
             except (RuntimeError, TypeError):
                 pass
         if self._models_dialog is not None:
+            self._models_dialog.end_import()
             self._models_dialog.close()
         if self.ctx.has_downloads:
             self.ctx.downloads.close(wait=True, timeout=5)

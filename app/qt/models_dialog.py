@@ -67,11 +67,13 @@ def copy_into_library(
     kind = library.validate(src)
     if library.holds(src):
         raise LibraryError(src, "this model is already in the models folder")
-    if (kind == "hf" or src.suffix.lower() == ".gguf") and (library.folder / src.name).exists():
-        # before copying gigabytes; import_model checks again (and names other GGUFs *.gguf)
-        raise LibraryError(
-            library.folder / src.name, "a model with this name is already in the models folder"
-        )
+    # the name import_model will give it (a GGUF named otherwise, model.bin, gets .gguf), checked
+    # before copying gigabytes; import_model checks again
+    final = library.folder / (
+        src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
+    )
+    if final.exists():
+        raise LibraryError(final, "a model with this name is already in the models folder")
     files = [src] if kind == "gguf" else sorted(p for p in src.rglob("*") if p.is_file())
     try:
         total = sum(f.stat().st_size for f in files)
@@ -227,8 +229,14 @@ class ModelsDialog(QDialog):
         for i in range(1, 5):
             hdr.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.currentItemChanged.connect(lambda *_: self._update_details())
-        # Enter or a double click: use an installed model, download a catalog entry
-        self.tree.itemActivated.connect(lambda *_: self.activate_selected())
+        # Enter or a double click: use an installed model, download a catalog entry. Not
+        # itemActivated: on desktops set to open items with one click (KDE's option) a click meant
+        # to select a catalog entry would start a download of gigabytes.
+        self.tree.itemDoubleClicked.connect(lambda *_: self.activate_selected())
+        for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            enter = QShortcut(QKeySequence(key), self.tree)
+            enter.setContext(Qt.ShortcutContext.WidgetShortcut)
+            enter.activated.connect(lambda: self.activate_selected())
         delete = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.tree)
         delete.setContext(Qt.ShortcutContext.WidgetShortcut)
         delete.activated.connect(lambda: self.delete_selected())
@@ -270,7 +278,7 @@ class ModelsDialog(QDialog):
         self.import_bar.setAccessibleName("Import progress")
         self.import_cancel_button = button("Cancel i&mport", "Cancel import", self.cancel_import)
         self.importing: threading.Event | None = None  # set = cancel; None: no import running
-        self._import_name = ""
+        self._import_thread: threading.Thread | None = None
         self.reveal_button = button("&Show in folder", "Show in file manager", self.reveal_selected)
         self.delete_button = button("De&lete", "Delete model (to the trash)", self.delete_selected)
         self.undo_button = button("U&ndo delete", "Undo delete", self.undo_delete)
@@ -698,13 +706,13 @@ class ModelsDialog(QDialog):
         self.import_file_button.setEnabled(False)
         self.import_dir_button.setEnabled(False)
         self.import_bar.setRange(0, 0)  # busy until the first chunk (validation)
-        self._import_name = Path(path).name
-        self.import_bar.setFormat(f"Importing {self._import_name}")
+        self.import_bar.setFormat("Checking the file…")
         self.import_bar.show()
         self.import_cancel_button.show()
         self.import_cancel_button.setEnabled(True)
         self.status.setText(f"Importing {Path(path).name}…")
-        threading.Thread(target=run, name="trit-import", daemon=True).start()
+        self._import_thread = threading.Thread(target=run, name="trit-import", daemon=True)
+        self._import_thread.start()
 
     def cancel_import(self) -> None:
         if self.importing is not None:
@@ -712,14 +720,22 @@ class ModelsDialog(QDialog):
             self.import_cancel_button.setEnabled(False)
             self.status.setText("Cancelling the import…")
 
+    def end_import(self, timeout: float = 10.0) -> None:
+        """Cancels a running import and waits for its thread to delete its partial copy (the app is
+        quitting: a daemon thread cut mid-copy left gigabytes in a hidden folder)."""
+        thread = self._import_thread
+        if self.importing is not None:
+            self.importing.set()
+        if thread is not None:
+            thread.join(timeout)
+
     def _on_import_progress(self, done: int, total: int) -> None:
         if self.importing is None or not total:
             return
         self.import_bar.setRange(0, 1000)
         self.import_bar.setValue(int(1000 * done / total))
-        self.import_bar.setFormat(
-            f"Importing {self._import_name} · {format_bytes(done)} of {format_bytes(total)}"
-        )
+        # the name is in the status line: with it, a long one pushed the figures out of the bar
+        self.import_bar.setFormat(f"{format_bytes(done)} of {format_bytes(total)}")
 
     def _on_import_finished(self, m: InstalledModel | None, message: str) -> None:
         self.importing = None

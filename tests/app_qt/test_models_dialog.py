@@ -438,6 +438,24 @@ def test_keyboard_enter_uses_or_downloads_the_row_and_delete_deletes(
     dlg.select(("installed", str(mine)))
     QTest.keyClick(dlg.tree, Qt.Key.Key_Delete)
     assert not mine.exists() and dlg.undo_button.isVisible()
+    # where one click opens items (KDE's option), one click only selects: no download
+    from PySide6.QtWidgets import QProxyStyle, QStyle
+
+    class SingleClick(QProxyStyle):
+        def styleHint(self, hint: Any, *args: Any) -> int:  # Qt's name
+            if hint == QStyle.StyleHint.SH_ItemView_ActivateItemOnSingleClick:
+                return 1
+            return super().styleHint(hint, *args)
+
+    style = SingleClick()
+    dlg.tree.setStyle(style)
+    item = dlg.tree.topLevelItem(0)
+    for i in range(dlg.tree.topLevelItemCount()):
+        it = dlg.tree.topLevelItem(i)
+        item = next((it.child(j) for j in range(it.childCount())), item) if it.childCount() else item
+    rect = dlg.tree.visualItemRect(item)
+    QTest.mouseClick(dlg.tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert dlg.tree.currentItem() is item and not dlg.progress and chosen == [str(mine)]
     # every button has its own mnemonic
     keys = [b.text().split("&")[1][0].lower() for b in dlg.findChildren(QPushButton) if b.text() != "Close"]
     assert len(keys) == len(set(keys)) == len(dlg.findChildren(QPushButton)) - 1
@@ -571,7 +589,17 @@ def test_import_copies_in_the_background_with_progress_and_cancel(
     qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
     assert "Import cancelled" in dlg.status.text() and dlg.import_file_button.isEnabled()
     assert sorted(p.name for p in ctx.library.folder.iterdir()) == ["big-model.gguf"]
-    # a model of that name is refused before anything is copied
-    dlg.start_import(str(dest))
-    qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
-    assert "already in the models folder" in dlg.status.text()
+    # a model of that name is refused before anything is copied, also one that gets .gguf added
+    formats.clear()
+    for name in ("big-model.gguf", "big-model.bin"):
+        same = other.with_name(name)
+        other.rename(same)
+        other = same
+        dlg.start_import(str(same))
+        qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
+        assert "already in the models folder" in dlg.status.text() and not formats, name
+    # quitting during an import cancels it, and its thread deletes the partial copy first
+    dlg.start_import(str(big.with_name("big-model.bin").rename(big.with_name("third.gguf"))))
+    qtbot.waitUntil(lambda: dlg.import_bar.maximum() == 1000, timeout=20_000)
+    dlg.end_import()
+    assert sorted(p.name for p in ctx.library.folder.iterdir()) == ["big-model.gguf"]
