@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,9 @@ _RESET = "/reset"
 _SYSTEM = "/system"
 
 
+QUIT_SECONDS = 2.0
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     model = _load(args)
     if model.tokenizer is None:
@@ -349,7 +353,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     session = model.session()
-    interrupted = False  # a Ctrl-C at the prompt: meant for a reply that just ended, most likely
+    # A Ctrl-C at the prompt was most likely meant for a reply that just ended, or clears a typed
+    # line (a shell habit): only a second one within QUIT_SECONDS leaves.
+    interrupted_at = -QUIT_SECONDS
     while True:
         try:
             line = replace_surrogates(input("> "))  # bytes stdin could not decode
@@ -357,13 +363,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
             return 0
         except KeyboardInterrupt:
-            if interrupted:  # the second in a row leaves
+            if time.monotonic() - interrupted_at < QUIT_SECONDS:
                 print(file=sys.stderr)
                 return 0
-            interrupted = True
-            print("\n(Ctrl-C again, Ctrl-D or /quit leaves)", file=sys.stderr)
+            interrupted_at = time.monotonic()
+            print("\n(Ctrl-C again at once, Ctrl-D or /quit leaves)", file=sys.stderr)
             continue
-        interrupted = False
         text = line.strip()
         if not text:
             continue
