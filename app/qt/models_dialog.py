@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from trit.app.core.downloads import (
     State,
     part_path,
     pending_requests,
+    sidecar_path,
 )
 from trit.app.core.units import format_bytes, format_duration
 
@@ -355,7 +357,22 @@ class ModelsDialog(QDialog):
         ):
             key = req.key or f"{req.repo}/{req.file}"
             if key not in queued:
-                self.resumable[key] = req
+                self.resumable[key] = self._under_local_name(req)
+
+    def _under_local_name(self, req: DownloadRequest) -> DownloadRequest:
+        """A part file of a catalog entry left under an earlier catalog's local name (five entries
+        shared "ggml-model-i2_s.gguf") moves to the entry's own name, so that it does not finish
+        as another entry's file."""
+        entry = next((e for e in self.library.catalog if e.id == req.key and e.source != "bundled"), None)
+        want = self.library.folder / entry.local_name if entry is not None else req.dest
+        if want == req.dest or any(p.exists() for p in (want, part_path(want), sidecar_path(want))):
+            return req
+        try:
+            os.replace(part_path(req.dest), part_path(want))
+            os.replace(sidecar_path(req.dest), sidecar_path(want))
+        except OSError:
+            return req  # offered where it is
+        return dataclasses.replace(req, dest=want)
 
     def _token(self) -> str | None:
         """The access token from Settings, for gated repos (None: send none)."""

@@ -22,8 +22,8 @@ import pytest
 from app_core.hubserver import HubServer, HubState
 from PySide6.QtCore import Qt
 from trit.app.core import downloads as dl
-from trit.app.core.catalog import CatalogEntry
-from trit.app.core.downloads import State
+from trit.app.core.catalog import CatalogEntry, ModelLibrary
+from trit.app.core.downloads import State, part_path
 from trit.app.qt.context import AppContext
 from trit.app.qt.models_dialog import ModelsDialog, progress_text
 
@@ -190,6 +190,34 @@ def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
     with qtbot.waitSignal(dlg2.signals.done, timeout=30_000):
         dlg2.resume_button.click()
     assert (ctx2.library.folder / FILE).read_bytes() == DATA
+    assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
+
+
+def test_a_part_file_under_an_old_local_name_resumes_under_the_new_one(
+    qtbot: Any, ctx_for: Any, hub: HubServer
+) -> None:
+    """Five catalog entries once shared one local name: a paused download of one of them, from
+    before each got its own, finished under the shared name and was listed as another entry."""
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.drop_after = 700_000
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    dlg.close()
+    ctx.close()
+    assert part_path(ctx.library.folder / FILE).exists()
+
+    ctx2 = ctx_for()
+    renamed = dataclasses.replace(ENTRY, local_file="tiny-own-name.gguf", old_local_files=(FILE,))
+    ctx2.library = ModelLibrary(ctx2.library.folder, [renamed, UNVERIFIED])
+    dlg2 = dialog(qtbot, ctx2)
+    assert row_status(dlg2, ("entry", "tiny-model")) == "Paused (can resume)"
+    dlg2.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg2.signals.done, timeout=30_000):
+        dlg2.resume_button.click()
+    assert (ctx2.library.folder / "tiny-own-name.gguf").read_bytes() == DATA
+    assert not (ctx2.library.folder / FILE).exists() and not part_path(ctx2.library.folder / FILE).exists()
     assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
 
 
