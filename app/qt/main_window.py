@@ -1514,6 +1514,13 @@ class MainWindow(QMainWindow):
         frame = self.frameGeometry().size() - self.geometry().size()
         if frame.height() <= 0:  # not mapped yet: a title bar's worth
             frame = QSize(0, self.fontMetrics().height() * 2)
+        if self.minimumSizeHint().width() > avail.width() - frame.width() and self.panel_action.isChecked():
+            # three columns do not fit (640 logical pixels: 1280x800 at 200%): the conversation
+            # settings panel goes (View › Conversation settings, Ctrl+Alt+S, brings it back)
+            self.panel_action.setChecked(False)
+            # the splitter and the window take the smaller minimum now, before the resize below
+            self.settings_panel.parentWidget().updateGeometry()
+            self.layout().activate()
         w = min(self.width(), avail.width() - frame.width())
         h = min(self.height(), avail.height() - frame.height())
         if (w, h) != (self.width(), self.height()):

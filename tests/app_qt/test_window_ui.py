@@ -39,6 +39,22 @@ def test_the_window_opens_within_the_screen(win: MainWindow) -> None:
     assert win.minimumSizeHint().width() <= 800 and win.minimumSizeHint().height() <= 500
 
 
+def test_on_a_narrow_screen_the_settings_panel_makes_room(
+    qtbot: Any, make_ctx: Any, monkeypatch: Any
+) -> None:
+    """1280x800 at 200% is 640 logical pixels: the three columns need ~750, so the right one
+    was cut off. The conversation settings panel is hidden there (Ctrl+Alt+S shows it)."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QScreen
+
+    monkeypatch.setattr(QScreen, "availableGeometry", lambda _screen: QRect(0, 0, 640, 400))
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    assert not win.settings_panel.isVisible() and not win.panel_action.isChecked()
+    assert win.minimumSizeHint().width() <= 640 and win.width() <= 640
+    win.panel_action.trigger()
+    assert win.settings_panel.isVisible()
+
+
 def test_a_search_that_fills_the_list_says_so(win: MainWindow) -> None:
     from trit.app.qt.main_window import SEARCH_LIMIT
 
