@@ -172,7 +172,11 @@ def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) 
     dlg.cancel_button.click()
 
 
-def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
+@pytest.mark.parametrize("local_file", ["", "tiny-own-name.gguf"])
+def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer, local_file: str) -> None:
+    """A part file left when the app quit resumes after a restart. One left under an earlier
+    catalog's local name (five entries once shared one) moves to its entry's own name: it finished
+    under the shared name and was listed as another entry."""
     ctx = ctx_for()
     dlg = dialog(qtbot, ctx)
     hub.state.drop_after = 700_000
@@ -181,43 +185,21 @@ def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
         dlg.download_button.click()
     dlg.close()
     ctx.close()  # the app quits with a part file on disk
+    assert part_path(ctx.library.folder / FILE).exists()
 
     ctx2 = ctx_for()
+    if local_file:  # the next version's catalog
+        renamed = dataclasses.replace(ENTRY, local_file=local_file, old_local_files=(FILE,))
+        ctx2.library = ModelLibrary(ctx2.library.folder, [renamed, UNVERIFIED])
     dlg2 = dialog(qtbot, ctx2)
     assert row_status(dlg2, ("entry", "tiny-model")) == "Paused (can resume)"
     dlg2.select(("entry", "tiny-model"))
     assert dlg2.resume_button.isEnabled() and not dlg2.download_button.isEnabled()
     with qtbot.waitSignal(dlg2.signals.done, timeout=30_000):
         dlg2.resume_button.click()
-    assert (ctx2.library.folder / FILE).read_bytes() == DATA
-    assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
-
-
-def test_a_part_file_under_an_old_local_name_resumes_under_the_new_one(
-    qtbot: Any, ctx_for: Any, hub: HubServer
-) -> None:
-    """Five catalog entries once shared one local name: a paused download of one of them, from
-    before each got its own, finished under the shared name and was listed as another entry."""
-    ctx = ctx_for()
-    dlg = dialog(qtbot, ctx)
-    hub.state.drop_after = 700_000
-    dlg.select(("entry", "tiny-model"))
-    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
-        dlg.download_button.click()
-    dlg.close()
-    ctx.close()
-    assert part_path(ctx.library.folder / FILE).exists()
-
-    ctx2 = ctx_for()
-    renamed = dataclasses.replace(ENTRY, local_file="tiny-own-name.gguf", old_local_files=(FILE,))
-    ctx2.library = ModelLibrary(ctx2.library.folder, [renamed, UNVERIFIED])
-    dlg2 = dialog(qtbot, ctx2)
-    assert row_status(dlg2, ("entry", "tiny-model")) == "Paused (can resume)"
-    dlg2.select(("entry", "tiny-model"))
-    with qtbot.waitSignal(dlg2.signals.done, timeout=30_000):
-        dlg2.resume_button.click()
-    assert (ctx2.library.folder / "tiny-own-name.gguf").read_bytes() == DATA
-    assert not (ctx2.library.folder / FILE).exists() and not part_path(ctx2.library.folder / FILE).exists()
+    folder = ctx2.library.folder
+    assert (folder / (local_file or FILE)).read_bytes() == DATA and not part_path(folder / FILE).exists()
+    assert not local_file or not (folder / FILE).exists()
     assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
 
 
