@@ -349,7 +349,11 @@ class ConversationStore:
     Errors: every method raises StoreError (StoreDamagedError for a damaged file) rather than
     sqlite3's own; NotFoundError for an unknown id."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, on_salvage: Callable[[], None] | None = None
+    ) -> None:
+        """on_salvage: called once before a damaged file is recovered (seconds for a large one),
+        so that an app can say so first."""
         self.path: str = str(default_db_path() if path is None else path)
         if self.path != ":memory:":
             make_data_folder(Path(self.path).parent)
@@ -366,6 +370,8 @@ class ConversationStore:
             from .salvage import salvage_database
 
             reason = str(e.__cause__ or e.message)
+            if on_salvage is not None:
+                on_salvage()
             try:
                 self.salvaged = salvage_database(self.path, reason, release=self._db.close)
                 _damage_marker(self.path).unlink(missing_ok=True)

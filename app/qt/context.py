@@ -4,6 +4,7 @@ self-test); without it they live in the per-user data and config dirs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,17 @@ class AppContext:
         *,
         catalog: list[CatalogEntry] | None = None,
         models_dir: str | Path | None = None,
+        on_salvage: Callable[[], None] | None = None,
     ) -> AppContext:
+        """on_salvage: see ConversationStore."""
         problems: list[str] = []
         if data_dir is not None:
             d = Path(data_dir)
-            store = ConversationStore(d / "conversations.sqlite3")  # creates d (StoreError if it cannot)
+            # creates d (StoreError if it cannot)
+            store = ConversationStore(d / "conversations.sqlite3", on_salvage=on_salvage)
             settings_store = SettingsStore(d / "settings.json")
         else:
-            store = ConversationStore()
+            store = ConversationStore(on_salvage=on_salvage)
             settings_store = SettingsStore()
         settings = settings_store.load()
         problems += settings_store.problems

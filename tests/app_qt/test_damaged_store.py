@@ -52,6 +52,37 @@ def test_a_damaged_file_opens_with_what_could_be_read(qtbot: Any, make_ctx: Any,
     assert len(list(data_dir.glob("conversations.damaged-*.sqlite3"))) == 1
 
 
+def test_while_a_damaged_file_is_recovered_a_notice_shows(qtbot: Any, data_dir: Path) -> None:
+    """Before the window exists, recovering a large file took seconds with nothing on the screen."""
+    from trit.app.qt.context import AppContext
+
+    db = data_dir / "conversations.sqlite3"
+    data_dir.mkdir(parents=True)
+    fill(db, chats=3)
+    raw = bytearray(db.read_bytes())
+    page = raw.index(b"answer 1.4 ") // PAGE
+    raw[page * PAGE : (page + 1) * PAGE] = random.Random(0).randbytes(PAGE)
+    db.write_bytes(bytes(raw))
+    notice = app_module.SalvageNotice()
+    seen: list[str] = []
+
+    def show() -> None:
+        notice.show()
+        seen.append(notice.box.labelText() if notice.box.isVisible() else "")
+
+    ctx = AppContext.create(data_dir, on_salvage=show)
+    notice.close()
+    try:
+        assert seen == ["Recovering your conversation history from a damaged file…"]
+        assert ctx.store.salvaged is not None and notice.box is None
+        calls: list[int] = []  # a healthy file: no notice
+        ctx.store.close()
+        AppContext.create(data_dir, on_salvage=lambda: calls.append(1)).store.close()
+        assert not calls
+    finally:
+        ctx.close()
+
+
 class _DamagedPages:
     """The store's connection with damage SQLite meets in use, after the start's check: the
     messages of one conversation and the purge of deleted ones hit a malformed page."""
