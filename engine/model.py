@@ -246,15 +246,15 @@ class Model:
         self.a48 = bool(a48)
         head_type = None
         if head == "q8_0":
-            stored = weights.embed if weights.head is None else weights.head
-            if isinstance(stored, np.ndarray) and stored.dtype == np.float16:
-                from .requant import q8_0_head
+            from .requant import float_head, q8_0_head
 
+            stored = weights.embed if weights.head is None else weights.head
+            if float_head(stored) is not None:  # F16, BF16 or F32
                 weights = dataclasses.replace(weights, head=q8_0_head(stored, _page_dropper(weights)))
-                head_type = "Q8_0 (built at load from F16, Q8_0 activations)"
-            else:  # a quantized or bf16 head: already as small as Q8_0, or (bf16) left exact
+                head_type = f"Q8_0 (built at load from {_type_name(stored)}, Q8_0 activations)"
+            else:  # a quantized head: about as small as Q8_0 already
                 log.warning(
-                    "%s: head q8_0 applies to an F16 output head; this model's is %s and stays so",
+                    "%s: head q8_0 applies to a float output head (F16, BF16, F32); this model's is %s and stays so",
                     weights.source,
                     _type_name(stored),
                 )

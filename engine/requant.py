@@ -20,9 +20,14 @@ GGML_Q8_0 = 8
 
 
 def quantize_q8_0(
-    m: np.ndarray, rows_per_step: int = 512, done: Callable[[int, int], None] | None = None
+    m: np.ndarray,
+    rows_per_step: int = 512,
+    done: Callable[[int, int], None] | None = None,
+    *,
+    bf16: bool = False,
 ) -> np.ndarray:
-    """float [rows, cols] (cols % 32 == 0) -> uint8 [rows, cols / 32 * 34] in llama.cpp's Q8_0
+    """float [rows, cols] (cols % 32 == 0; bf16: uint16 bfloat16 bits) -> uint8 [rows, cols / 32 *
+    34] in llama.cpp's Q8_0
     layout, byte-identical to ggml's reference quantizer (d = amax / 127 as f16, q = x / d rounded
     half away from zero). Works in row slices so a 2B4T head never needs a float32 copy; done(r0,
     r1) is called after each slice (the loader drops a mapped source's pages there), from the
@@ -35,7 +40,9 @@ def quantize_q8_0(
     view = out.reshape(rows, nb, Q8_0_BYTES)
 
     def run(r0: int) -> None:
-        b = np.asarray(m[r0 : r0 + rows_per_step], dtype=np.float32).reshape(-1, nb, Q8_0_BLOCK)
+        s = m[r0 : r0 + rows_per_step]
+        f = (s.astype(np.uint32) << 16).view(np.float32) if bf16 else np.asarray(s, dtype=np.float32)
+        b = f.reshape(-1, nb, Q8_0_BLOCK)
         d = np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)
         inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
         x = b * inv
@@ -52,7 +59,22 @@ def quantize_q8_0(
     return out
 
 
-def q8_0_head(head: np.ndarray, done: Callable[[int, int], None] | None = None) -> QuantTensor:
-    """A float16 [vocab, dim] head as a Q8_0 QuantTensor (done: see quantize_q8_0)."""
-    rows, cols = head.shape
-    return QuantTensor(quantize_q8_0(head, done=done), rows, cols, GGML_Q8_0, "Q8_0")
+def float_head(head: object) -> tuple[np.ndarray, bool] | None:
+    """(matrix [vocab, dim], whether its values are bfloat16 bits) of a float head: an F16 or F32
+    array, or a BF16 / F32 QuantTensor (how Hugging Face heads are kept); None for a quantized one."""
+    if isinstance(head, np.ndarray) and head.dtype in (np.float16, np.float32) and head.ndim == 2:
+        return head, False
+    if isinstance(head, QuantTensor) and head.type_name in ("BF16", "F16", "F32"):
+        dtype = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32}[head.type_name]
+        return head.data.view(dtype).reshape(head.rows, head.cols), head.type_name == "BF16"
+    return None
+
+
+def q8_0_head(head: object, done: Callable[[int, int], None] | None = None) -> QuantTensor:
+    """A float [vocab, dim] head (see float_head) as a Q8_0 QuantTensor (done: see quantize_q8_0)."""
+    found = float_head(head)
+    if found is None:
+        raise ValueError(f"a Q8_0 head is built from a float head, not {type(head).__name__}")
+    m, bf16 = found
+    rows, cols = m.shape
+    return QuantTensor(quantize_q8_0(m, done=done, bf16=bf16), rows, cols, GGML_Q8_0, "Q8_0")

@@ -103,11 +103,13 @@ def test_a_failing_chat_template_is_one_warning_line(default_model_gguf, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("trit: warning: the chat template"), r.stderr
 
 
-def test_head_q8_0_on_a_head_that_is_not_f16_says_so():
+def test_head_q8_0_on_a_bf16_head_and_on_a_quantized_one(default_model_gguf):
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"  # a BF16 head
-    r = trit("info", "-m", str(folder), "--head", "q8_0")
-    assert r.returncode == 0 and "head_type    BF16" in r.stdout
-    assert "trit: warning:" in r.stderr and "applies to an F16 output head" in r.stderr
+    r = trit("info", "-m", str(folder), "--head", "q8_0")  # it stayed BF16, with a warning
+    assert r.returncode == 0 and "head_type    Q8_0 (built at load from BF16" in r.stdout and not r.stderr
+    r = trit("info", "-m", str(default_model_gguf), "--head", "q8_0")  # SmolLM2's is Q8_0 already
+    assert r.returncode == 0 and "head_type    Q8_0\n" in r.stdout
+    assert "trit: warning:" in r.stderr and "applies to a float output head" in r.stderr
 
 
 def test_info(tiny_gguf):

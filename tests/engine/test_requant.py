@@ -20,6 +20,39 @@ def test_quantizer_is_byte_identical_to_ggml(shape):
     np.testing.assert_array_equal(quantize_q8_0(m, rows_per_step=3), want)
 
 
+def test_bf16_and_f32_heads_quantize_as_their_float_values():
+    from trit.engine.requant import q8_0_head
+    from trit.engine.weights import QuantTensor
+
+    rng = np.random.default_rng(7)
+    f32 = (rng.standard_normal((40, 64)) * 0.05).astype(np.float32)
+    bits = (f32.view(np.uint32) >> 16).astype(np.uint16)  # bf16: the top half of each f32
+    as_bf16 = (bits.astype(np.uint32) << 16).view(np.float32)
+    bf16 = QuantTensor(bits.view(np.uint8).reshape(40, -1), 40, 64, 30, "BF16")
+    want = quants.quantize(as_bf16, GGMLQuantizationType.Q8_0).reshape(40, -1)
+    np.testing.assert_array_equal(q8_0_head(bf16).data, want)
+    f = QuantTensor(f32.view(np.uint8).reshape(40, -1), 40, 64, 0, "F32")
+    np.testing.assert_array_equal(
+        q8_0_head(f).data, quants.quantize(f32, GGMLQuantizationType.Q8_0).reshape(40, -1)
+    )
+    with pytest.raises(ValueError, match="float head"):
+        q8_0_head(QuantTensor(np.zeros((40, 68), np.uint8), 40, 64, 8, "Q8_0"))
+
+
+def test_a_hugging_face_models_bf16_head_as_q8_0():
+    # it was left BF16 with a warning: --head q8_0 did nothing for Hugging Face folders
+    from pathlib import Path
+
+    from trit.engine import load_model
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"
+    exact, fast = load_model(folder, threads=1), load_model(folder, threads=1, head="q8_0")
+    assert exact.info.head_type == "BF16" and fast.info.head_type.startswith("Q8_0 (built at load from BF16")
+    ids = [1, 5, 9, 200, 17, 3]
+    a, b = exact.logits(ids), fast.logits(ids)
+    assert np.abs(a - b).mean() <= 0.01 * a.std() and (a.argmax(-1) == b.argmax(-1)).mean() >= 0.8
+
+
 def test_quantizer_reports_each_slice_it_has_read():
     # the loader drops a mapped embedding's pages slice by slice through this callback
     m = np.ones((10, 64), np.float16)
