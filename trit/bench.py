@@ -1072,7 +1072,7 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
         "--head",
         choices=LM_HEADS,
         default="f16",
-        help="our engine's LM head: q8_0 builds a Q8_0 copy of an f16 head at load (fewer bytes per token)",
+        help="our engine's LM head: q8_0 builds a Q8_0 copy of a float (F16, BF16, F32) head at load (fewer bytes per token)",
     )
     ap.add_argument(
         "--activations",

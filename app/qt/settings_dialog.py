@@ -176,7 +176,7 @@ class SettingsDialog(QDialog):
         self.lm_head = _choices(
             HEAD_CHOICES,
             "Output head",
-            "The output head of models that store it in 16-bit floats (BitNet b1.58 2B4T: more than "
+            "The output head of models that store it as floats (BitNet b1.58 2B4T: more than "
             "half of the bytes read per word). Fast reads an 8-bit copy made when the model loads: "
             "about 40% faster replies on BitNet 2B4T and less memory, with probabilities that differ "
             "slightly from the exact model.",
