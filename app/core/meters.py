@@ -502,6 +502,7 @@ class ReplyRecord:
     stop_reason: str = ""
     cached_tokens: int = 0
     seconds: float = 0.0  # wall time the energy reading covers
+    model: str = ""  # the model file that wrote the reply (a conversation may change models)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields plus "summary" (the text the chat shows under a reply)."""

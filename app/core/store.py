@@ -852,13 +852,17 @@ class ConversationStore:
         out += [*meta, ""]
         if c.system_prompt:
             out += ["## System", "", c.system_prompt, ""]
+        current = Path(c.model_id).name if c.model_id else ""
         for m in self.messages(conversation_id):
             out += [f"## {m.role.capitalize()}", "", m.content, ""]
             if m.status != COMPLETE:
                 out += [f"*({m.status})*", ""]
             summary = m.stats.get("summary") if m.stats else None
             if isinstance(summary, str) and summary:
-                out += [f"<sub>{summary}</sub>", ""]
+                # the model that wrote it, where it is not the one the conversation names now
+                model = m.stats.get("model")
+                by = f" · {model}" if isinstance(model, str) and model and model != current else ""
+                out += [f"<sub>{summary}{by}</sub>", ""]
         return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -360,7 +360,9 @@ class EngineWorker(QObject):
                 from trit.engine.model import Stats
 
                 gen_stats = Stats(0, 0.0, 0, 0.0, 0.0, 0, "cancelled")
-            rec = meter.finish(gen_stats)
+            rec = dataclasses.replace(
+                meter.finish(gen_stats), model=Path(self._path).name if self._path else ""
+            )
             stopped = gen_stats.stop_reason == "cancelled"
             msg = writer.stop(rec.to_dict()) if stopped else writer.finish(rec.to_dict())
             mem = memory_reading(self._path, self._session)

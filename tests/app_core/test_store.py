@@ -308,6 +308,10 @@ def test_export(store: ConversationStore) -> None:
     c = store.create_conversation("Chat about π", system_prompt="Be terse.", model_id="bitnet-2b")
     store.add_message(c.id, "user", "What is π?")
     store.add_message(c.id, "assistant", "About 3.14159.", stats={"summary": "12 tok/s"})
+    # a reply another model wrote names it (the conversation's Model line is the current one)
+    store.add_message(c.id, "user", "And e?")
+    store.add_message(c.id, "assistant", "2.718.", stats={"summary": "30 tok/s", "model": "smol.gguf"})
+    store.add_message(c.id, "assistant", "2.7.", stats={"summary": "9 tok/s", "model": "bitnet-2b"})
     w = store.begin_reply(c.id)
     w.append("half")
     w.stop()
@@ -315,10 +319,11 @@ def test_export(store: ConversationStore) -> None:
     assert md.startswith("# Chat about π\n")
     assert "## System\n\nBe terse." in md and "## User\n\nWhat is π?" in md
     assert "## Assistant\n\nAbout 3.14159." in md and "12 tok/s" in md and "*(stopped)*" in md
+    assert "<sub>30 tok/s · smol.gguf</sub>" in md and "<sub>9 tok/s</sub>" in md
     doc = json.loads(store.export_json(c.id))
     assert doc["format"] == "trit-conversation" and doc["conversation"]["title"] == "Chat about π"
-    assert [m["content"] for m in doc["messages"]] == ["What is π?", "About 3.14159.", "half"]
-    assert doc["messages"][2]["status"] == STOPPED
+    assert [m["content"] for m in doc["messages"]][:2] == ["What is π?", "About 3.14159."]
+    assert doc["messages"][-1]["content"] == "half" and doc["messages"][-1]["status"] == STOPPED
 
 
 def test_shared_between_threads(store: ConversationStore) -> None:

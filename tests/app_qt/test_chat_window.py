@@ -524,3 +524,4 @@ def test_the_first_token_time_counts_the_wait_for_fitting_the_context(qtbot: Any
     win.worker._fit = slow_fit
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Say hi"))
     assert d["status"] == COMPLETE and d["record"]["ttft_ms"] >= 1000
+    assert d["record"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the export names it when it changed
