@@ -300,6 +300,7 @@ class MainWindow(QMainWindow):
         self.editing_conv: int | None = None  # the conversation editing_id belongs to
         self.failed_path: str | None = None  # the model whose last load failed
         self._draft_owner: int | None = None  # the conversation whose unsent text the prompt box holds
+        self._draft_taken = ""  # the draft the box got from the store when it was shown
         self._shut_down = False  # shutdown() has run
         self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
@@ -1562,7 +1563,7 @@ class MainWindow(QMainWindow):
         try:
             if owner is not None:
                 if self.editing_id is None:  # an edit in progress is not a draft
-                    self.store.set_draft(owner, text)
+                    self._put_draft(owner, text)
                 text = ""
             draft = self.store.draft(conv_id) if conv_id is not None else ""
             if draft:
@@ -1570,9 +1571,19 @@ class MainWindow(QMainWindow):
         except StoreError:
             draft = ""  # a draft is a convenience: the conversation is shown anyway
         self._draft_owner = conv_id
+        self._draft_taken = draft
         if (draft or text) != self.prompt.toPlainText():
             self.prompt.setPlainText(draft or text)
             self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
+
+    def _put_draft(self, conv_id: int, text: str) -> None:
+        """Stores the text left in the box as conv_id's draft. Text this window did not change (what
+        it took from the store, or nothing) does not replace a draft another window on the same
+        folder stored meanwhile: closing a window that only showed a conversation erased what was
+        typed into it in another."""
+        if text == self._draft_taken and self.store.draft(conv_id):
+            return
+        self.store.set_draft(conv_id, text)
 
     def _empty_reply_row(self, reply: dict[str, Any]) -> int | None:
         """The new reply's row when `started` never reached the window: the conversation's empty
@@ -1599,7 +1610,7 @@ class MainWindow(QMainWindow):
                 owner = self._create_conversation("New chat")
                 self.store.mark_viewed(owner)
             if owner is not None:
-                self.store.set_draft(owner, typed)
+                self._put_draft(owner, typed)
         except StoreError:
             pass  # the window is closing: nothing left to show the problem in
 

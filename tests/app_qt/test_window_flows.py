@@ -199,6 +199,24 @@ def test_each_conversation_keeps_its_own_unsent_text(qtbot: Any, make_ctx: Any) 
     assert win2.current_id == a and win2.prompt.toPlainText() == "typed in A"
 
 
+def test_a_window_that_only_showed_a_conversation_keeps_anothers_draft(qtbot: Any, make_ctx: Any) -> None:
+    """Two windows on one folder: closing the one that did not type into a conversation erased
+    what had been typed into it in the other (its empty box was stored as the draft)."""
+    ctx1 = make_ctx()
+    win1 = open_window(qtbot, ctx1, autoload=False)
+    a = win1.new_conversation("A")
+    ctx2 = make_ctx()
+    win2 = open_window(qtbot, ctx2, autoload=False)
+    win2.select_conversation(a)
+    win2.prompt.setPlainText("typed in the second window")
+    win2.close()
+    ctx2.close()
+    win1.close()  # it showed A all along, with nothing typed
+    ctx1.close()
+    win3 = open_window(qtbot, make_ctx(), autoload=False)
+    assert win3.current_id == a and win3.prompt.toPlainText() == "typed in the second window"
+
+
 def small_context_window(qtbot: Any, make_ctx: Any) -> MainWindow:
     """The window with SmolLM2 loaded in a 256-token context."""
     ctx = make_ctx()
