@@ -93,6 +93,8 @@ def _load_fix(e: BaseException) -> str:
         return "Close other apps or pick a smaller model in Models."
     if isinstance(e, UnsupportedCPUError):
         return "This CPU cannot run this build of Trit; see the README for supported CPUs."
+    if isinstance(e, ModelFormatError) and e.problem == "no such file or directory":
+        return "The file was moved or deleted; pick the model again in Models, or download it there."
     if isinstance(e, ModelFormatError):
         return "Pick another model file in Models, or download one from the catalog."
     if isinstance(e, UnsupportedOptionError) and e.option == "kv":  # the one the engine raises

@@ -525,3 +525,17 @@ def test_the_first_token_time_counts_the_wait_for_fitting_the_context(qtbot: Any
     d = wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Say hi"))
     assert d["status"] == COMPLETE and d["record"]["ttft_ms"] >= 1000
     assert d["record"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the export names it when it changed
+
+
+def test_a_model_file_that_is_gone_gets_the_moved_or_deleted_advice(tmp_path: Path) -> None:
+    from trit.app.qt.worker import _load_fix
+    from trit.engine import ModelFormatError, load_model
+
+    with pytest.raises(ModelFormatError) as gone:
+        load_model(tmp_path / "deleted.gguf")
+    assert _load_fix(gone.value).startswith("The file was moved or deleted")  # was "pick another"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(20))
+    with pytest.raises(ModelFormatError) as broken:
+        load_model(bad)
+    assert _load_fix(broken.value).startswith("Pick another model file")
