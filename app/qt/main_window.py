@@ -329,6 +329,7 @@ class MainWindow(QMainWindow):
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.context_trimmed.connect(self._on_context_trimmed)
+        self.worker.chat_warning.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
         self._build()
         self._build_actions()
@@ -1629,7 +1630,13 @@ class MainWindow(QMainWindow):
         reply, self.reply = self.reply, None
         if reply is not None and reply.get("replacing"):  # its `finished` never came
             self._settle_replaced(reply, self._empty_reply_row(reply), kept=False)
-        for signal in (self.worker.started, self.worker.token, self.worker.finished, self.worker.failed):
+        for signal in (
+            self.worker.started,
+            self.worker.token,
+            self.worker.finished,
+            self.worker.failed,
+            self.worker.chat_warning,
+        ):
             try:
                 signal.disconnect()
             except (RuntimeError, TypeError):

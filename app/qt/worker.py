@@ -121,6 +121,8 @@ class EngineWorker(QObject):
                               an empty one is removed)
       context_trimmed(dict)   conversation_id, left_out: the oldest messages the model will not see
                               this time (the conversation outgrew the context; fit_context)
+      chat_warning(str)       the model's chat template failed while a prompt was made from it (the
+                              plain format is used); loaded() carries one found at load
       unloaded()
       busy_changed(bool)
     """
@@ -133,6 +135,7 @@ class EngineWorker(QObject):
     finished = Signal(dict)
     failed = Signal(str, str)
     context_trimmed = Signal(dict)
+    chat_warning = Signal(str)
     unloaded = Signal()
     busy_changed = Signal(bool)
 
@@ -156,6 +159,7 @@ class EngineWorker(QObject):
         self._model: Any = None  # trit.engine Model, only touched on the worker thread
         self._session: Any = None
         self._path = ""
+        self._chat_warning = ""  # the chat template's warning the window has been told
         self._stop = threading.Event()
         self._busy = False
         self._lock = threading.Lock()  # guards _session for stop() from another thread
@@ -248,6 +252,7 @@ class EngineWorker(QObject):
             session = model.session()
             with self._lock:
                 self._model, self._session, self._path = model, session, path
+            self._chat_warning = getattr(model.chat_format, "warning", "") or ""
             info = dataclasses.asdict(model.info)
             mem = memory_reading(path, session)
             info.update(
@@ -303,6 +308,13 @@ class EngineWorker(QObject):
         self._cuts[conv_id] = left_out
         return kept, left_out
 
+    def _report_chat_warning(self) -> None:
+        fmt = getattr(getattr(self._session, "model", None), "chat_format", None)
+        warning = getattr(fmt, "warning", None) or ""
+        if warning and warning != self._chat_warning:
+            self._chat_warning = warning
+            self.chat_warning.emit(warning)
+
     @Slot(dict)
     def _do_generate(self, request: dict[str, Any]) -> None:
         conv_id = int(request["conversation_id"])
@@ -340,7 +352,10 @@ class EngineWorker(QObject):
                     state["last_t"], state["last_n"] = now, state["n"]
                 return not self._stop.is_set()  # False ends the reply as "cancelled"
 
-            messages, left_out = self._fit(conv_id, list(request.get("messages") or []), sampling)
+            try:
+                messages, left_out = self._fit(conv_id, list(request.get("messages") or []), sampling)
+            finally:  # the fitting renders the template: a failure of it shows while the reply runs
+                self._report_chat_warning()
             if left_out:
                 self.context_trimmed.emit({"conversation_id": conv_id, "left_out": left_out})
             if self._stop.is_set():  # stopped before it started
