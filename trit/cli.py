@@ -4,7 +4,6 @@ desktop app (`trit --self-test` checks the app end to end and exits)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -329,6 +328,7 @@ _SYSTEM = "/system"
 
 
 QUIT_SECONDS = 2.0
+TERMINAL_LINE_BYTES = 4095  # Linux's canonical-mode line buffer, less the newline
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -339,11 +339,14 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if hasattr(sys.stdin, "reconfigure"):
         # bytes that are not UTF-8 (a Latin-1 terminal, a binary paste) become U+FFFD, not an error
         sys.stdin.reconfigure(errors="replace")
+    cut_lines = False  # a terminal in canonical mode keeps 4095 bytes of a line and drops the rest
     if sys.stdin.isatty():
         # line editing, and lines past the terminal's own 4096-byte line buffer (a long paste was cut
         # there without a word); not in the bundle (GNU readline is GPL-3.0) nor on Windows
-        with contextlib.suppress(ImportError):
+        try:
             import readline  # noqa: F401
+        except ImportError:
+            cut_lines = sys.platform != "win32"
     system = args.system
     history: list[dict[str, str]] = []
     print(
@@ -369,6 +372,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             interrupted_at = time.monotonic()
             print("\n(Ctrl-C again at once, Ctrl-D or /quit leaves)", file=sys.stderr)
             continue
+        if cut_lines and len(line.encode("utf-8", "surrogatepass")) >= TERMINAL_LINE_BYTES:
+            print(
+                f"(the terminal passes at most {TERMINAL_LINE_BYTES} bytes of a line, so this one may "
+                'have been cut; for longer text use `trit run -p "$(cat FILE)"` or the desktop app)',
+                file=sys.stderr,
+            )
         text = line.strip()
         if not text:
             continue

@@ -473,19 +473,32 @@ def test_bench_refuses_bad_input_before_running(tiny_gguf, tmp_path):
 
 
 def _chat_on_a_terminal(
-    model: Path, *args: str, stdout_too: bool = False
+    model: Path, *args: str, stdout_too: bool = False, code: str = _AS_IN_A_TERMINAL
 ) -> tuple[subprocess.Popen[bytes], int]:
     """`trit chat` with its stdin (and stdout) on a pseudo-terminal, as a user runs it: input()
     behaves differently on a pipe. Returns the process and the terminal's master end."""
     master, slave = pty.openpty()
     p = subprocess.Popen(
-        [sys.executable, "-c", _AS_IN_A_TERMINAL, "chat", "-m", str(model), *args],
+        [sys.executable, "-c", code, "chat", "-m", str(model), *args],
         stdin=slave,
         stdout=slave if stdout_too else subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     os.close(slave)
     return p, master
+
+
+def _type(master: int, data: bytes, seconds: float = 60) -> None:
+    """Writes data to the terminal as typing would, reading what it echoes meanwhile (a terminal
+    whose echo is not read stops taking input)."""
+    deadline = time.monotonic() + seconds
+    while data:
+        readable, writable, _ = select.select([master], [master], [], max(deadline - time.monotonic(), 0))
+        assert readable or writable, f"the terminal took no input for {seconds} s"
+        if readable:
+            os.read(master, 65536)
+        if writable:
+            data = data[os.write(master, data[:512]) :]
 
 
 def _read_terminal_until(master: int, want: bytes, seconds: float = 60) -> bytes:
@@ -533,7 +546,7 @@ def test_a_line_longer_than_the_terminals_buffer_arrives_whole(default_model_ggu
     p, master = _chat_on_a_terminal(default_model_gguf, "--temp", "0", "-n", "1", stdout_too=True)
     try:
         _read_terminal_until(master, b"> ")
-        os.write(master, b"word " * 1200 + b"\r")
+        _type(master, b"word " * 1200 + b"\r")
         _read_terminal_until(master, b"> ")  # the reply came, the next prompt is up
         os.write(master, b"/quit\r")
         _, err = p.communicate(timeout=120)
@@ -548,3 +561,27 @@ def test_a_message_longer_than_the_context_says_how_to_go_on(default_model_gguf)
     r = trit("chat", "-m", str(default_model_gguf), "-c", "64", "-n", "4", stdin="word " * 200 + "\n/quit\n")
     assert r.returncode == 0, r.stderr
     assert "context holds 64" in r.stderr and "/reset starts a new chat; -c sets the context size" in r.stderr
+
+
+def test_without_readline_a_line_at_the_terminals_limit_is_named(default_model_gguf):
+    """The bundle has no GNU readline (GPL-3.0): a terminal in canonical mode keeps 4095 bytes of a
+    line. That cut passed without a word; now the chat says so."""
+    no_readline = "import sys; sys.modules['readline'] = None\n" + _AS_IN_A_TERMINAL
+    master, slave = pty.openpty()
+    p = subprocess.Popen(  # all three on the terminal: without readline the prompt goes to stderr
+        [sys.executable, "-c", no_readline, "chat", "-m", str(default_model_gguf), "-n", "1"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        _read_terminal_until(master, b"> ")
+        _type(master, b"word " * 1200 + b"\r")
+        seen = _read_terminal_until(master, b"reply:")
+        _type(master, b"/quit\r")
+        assert p.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+        p.kill()
+    assert b"passes at most 4095 bytes of a line" in seen
