@@ -282,6 +282,7 @@ class ChatFormat:
     warning: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     _compiled: jinja2.Template | None = field(default=None, repr=False)
+    plain: bool = field(default=False, repr=False)  # the last render used plain_prompt()
 
     def __post_init__(self) -> None:
         if self.template is not None:
@@ -333,11 +334,15 @@ class ChatFormat:
         return self._render(clean_messages(messages), add_generation_prompt)[0]
 
     def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> tuple[str, bool]:
-        """(text, True) from the template, or (plain_prompt text, False) when there is none or it fails."""
+        """(text, True) from the template, or (plain_prompt text, False) when there is none or it fails.
+        `plain` says which the last render was."""
+        self.plain = True
         if self._compiled is None:
             return plain_prompt(messages, add_generation_prompt), False
         try:
-            return self.render_strict(messages, add_generation_prompt), True
+            text = self.render_strict(messages, add_generation_prompt)
+            self.plain = False
+            return text, True
         except ChatTemplateError as e:
             self._fail(f"the chat template ({self.source}) failed: {e}")
             if isinstance(e.__cause__, jinja2.exceptions.SecurityError):

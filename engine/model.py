@@ -51,6 +51,7 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+PLAIN_TURN = "\nUser:"  # where a reply in the plain chat format ends (chat.plain_prompt)
 LM_HEADS = ("f16", "q8_0")  # load_model(head=...): as stored, or a Q8_0 copy built at load
 KV_TYPES = ("f32", "f16", "q8", "q3")  # load_model(kv=...): the KV cache's element type
 
@@ -537,21 +538,41 @@ class Session:
         stream = tok.stream(skip_special=True)  # type: ignore[attr-defined]
         parts: list[str] = []
         user_cb = kwargs.pop("on_token", None)
+        # The plain format has no end-of-turn token: a model goes on to write the user's next turn.
+        # "\nUser:" ends the reply there; text that may begin it is held back until it cannot.
+        watch = not raw and bool(getattr(fmt, "plain", False))
+        held = [""]
+        ended = [False]
+
+        def emit(text: str) -> None:
+            if text:
+                parts.append(text)
+                if on_text is not None:
+                    on_text(text)
 
         def on_token(t: int) -> object:
             piece = stream.feed(t)
-            if piece:
-                parts.append(piece)
-                if on_text is not None:
-                    on_text(piece)
+            if piece and watch:
+                text = held[0] + piece
+                at = text.find(PLAIN_TURN)
+                if at >= 0:
+                    emit(text[:at].rstrip())
+                    held[0], ended[0] = "", True
+                    return False
+                keep = next(
+                    (n for n in range(len(PLAIN_TURN) - 1, 0, -1) if text.endswith(PLAIN_TURN[:n])), 0
+                )
+                emit(text[: len(text) - keep])
+                held[0] = text[len(text) - keep :]
+            elif piece:
+                emit(piece)
             return user_cb(t) if callable(user_cb) else None
 
         gen = self.generate(ids, on_token=on_token, **kwargs)  # type: ignore[arg-type]
-        rest = reply_tail(stream, cut=gen.stats is not None and gen.stats.stop_reason != "stop")
-        if rest:
-            parts.append(rest)
-            if on_text is not None:
-                on_text(rest)
+        if ended[0] and gen.stats is not None:
+            gen.stats = dataclasses.replace(gen.stats, stop_reason="stop")
+        else:
+            emit(held[0] + reply_tail(stream, cut=gen.stats is not None and gen.stats.stop_reason != "stop"))
         gen.text = "".join(parts)
         return gen
 

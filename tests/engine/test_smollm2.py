@@ -197,3 +197,34 @@ def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_character(
     for t in ids[:-1]:
         stream.feed(t)
     assert reply_tail(stream, cut=False) == "\ufffd"  # the model's own end: kept as written
+
+
+def test_a_reply_in_the_plain_format_ends_where_the_next_user_turn_would_begin(default_model_gguf, tmp_path):
+    """The plain User/Assistant format (a template that fails) has no end-of-turn token: SmolLM2
+    went on to write "\\nUser: ..." and the answers to it, up to the token limit."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("gguf-new-metadata")
+    if tool is None:
+        pytest.skip("gguf-new-metadata (the gguf package's tool) is not installed")
+    mystery = tmp_path / "mystery.gguf"
+    subprocess.run(
+        [tool, "--general-name", "Mystery", "--remove-metadata", "general.basename", "--pre-tokenizer", "gpt2",
+         "--chat-template", "{{ raise_exception('no chat here') }}", "--force", str(default_model_gguf), str(mystery)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    m = load_model(mystery, threads=1)
+    conv = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "What is your name?"},
+    ]
+    streamed: list[str] = []
+    gen = m.session().chat(conv, temperature=0, max_tokens=40, on_text=streamed.append)
+    assert m.chat_format.plain and gen.stats.stop_reason == "stop"
+    # the same tokens without the rule: the reply is their text up to the turn it began to write
+    ids = m.chat_format.encode(m.tokenizer, conv)
+    raw = m.tokenizer.decode(m.session().generate(ids, temperature=0, max_tokens=40).tokens)
+    assert "\nUser:" in raw and gen.text == raw[: raw.index("\nUser:")].rstrip()
+    assert "".join(streamed) == gen.text and "User:" not in gen.text and gen.text.strip()
