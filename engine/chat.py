@@ -127,12 +127,14 @@ def _too_large(operator: str, left: Any, right: Any) -> bool:
 
 class _Budget:
     """sys.settrace hook for the template's own code (compiled as "<template>"): raises once the
-    render has run longer than `seconds`. Other code is not traced, so it costs the template
-    only."""
+    render has used more than `seconds` of this thread's CPU time. CPU time, not wall time: a
+    render that waited for the GIL (another thread in a long C call) or for the CPU was stopped as
+    too long, which switched even a built-in template off for the session. Other code is not
+    traced, so it costs the template only."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
+        self.deadline = time.thread_time() + seconds
         self.steps = 0
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
@@ -140,7 +142,7 @@ class _Budget:
 
     def _line(self, frame: Any, event: str, arg: Any) -> Any:
         self.steps += 1
-        if not self.steps & 1023 and time.monotonic() > self.deadline:
+        if not self.steps & 1023 and time.thread_time() > self.deadline:
             raise jinja2.exceptions.SecurityError(f"the template ran longer than {self.seconds:g} s")
         return self._line
 

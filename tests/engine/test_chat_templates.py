@@ -266,6 +266,37 @@ def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, wh
     assert sys.gettrace() is _tracer_before
 
 
+def test_waiting_for_the_gil_does_not_count_against_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget counted wall time: a render on one thread while another held the GIL in a long C
+    call (a sort, a big copy) was stopped as too long, and the built-in template was off for good."""
+    import random
+    import threading
+
+    from trit.engine import chat
+
+    monkeypatch.setattr(chat, "RENDER_SECONDS", 0.3)
+    cf = ChatFormat.for_model("smollm")
+    msgs = [{"role": "user", "content": "hello " * 50}, {"role": "assistant", "content": "hi " * 50}] * 60
+    big = [random.random() for _ in range(1_500_000)]
+    done = threading.Event()
+
+    def renders() -> None:
+        while not done.is_set() and cf.warning is None:
+            cf.render(msgs)
+
+    t = threading.Thread(target=renders)
+    t.start()
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.6:  # longer than the budget in one C call each time
+                sorted(big)
+    finally:
+        done.set()
+        t.join()
+    assert cf.warning is None and cf.render(CONVERSATION).startswith("<|im_start|>")
+
+
 def test_sandbox_blocks_escapes_and_mutation() -> None:
     cf = ChatFormat.for_model("", embedded_template="{{ ''.__class__.__mro__[1].__subclasses__() }}")
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION) and cf.warning is not None
