@@ -37,3 +37,22 @@ def default_model_gguf() -> Path:
         pytest.skip(f"cannot download the default model: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def failing_template_gguf(default_model_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model with an embedded chat template that raises when rendered, under a name
+    and pre-tokenizer that name no known family (so the embedded template is the one used): the
+    plain User/Assistant format is what runs. Made with the gguf package's gguf-new-metadata."""
+    import shutil
+
+    tool = shutil.which("gguf-new-metadata")
+    if tool is None:
+        pytest.skip("gguf-new-metadata (the gguf package's tool) is not installed")
+    out = tmp_path_factory.mktemp("failing-template") / "mystery.gguf"
+    subprocess.run(
+        [tool, "--general-name", "Mystery", "--remove-metadata", "general.basename", "--pre-tokenizer", "gpt2",
+         "--chat-template", "{{ raise_exception('no chat here') }}", "--force", str(default_model_gguf), str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out

@@ -542,27 +542,15 @@ def test_a_model_file_that_is_gone_gets_the_moved_or_deleted_advice(tmp_path: Pa
 
 
 def test_a_chat_template_that_fails_when_used_says_so_in_the_window(
-    qtbot: Any, make_ctx: Any, default_model_gguf: Path, tmp_path: Path
+    qtbot: Any, make_ctx: Any, failing_template_gguf: Path
 ) -> None:
     """A template fails when a prompt is made from it, after the load: the window heard only of
     failures found at load, so the plain format was used without a word (stderr had it)."""
-    import shutil
-    import subprocess
-
-    tool = shutil.which("gguf-new-metadata")
-    if tool is None:
-        pytest.skip("gguf-new-metadata (the gguf package's tool) is not installed")
-    model = tmp_path / "mystery.gguf"
-    subprocess.run(
-        [tool, "--general-name", "Mystery", "--remove-metadata", "general.basename", "--pre-tokenizer", "gpt2",
-         "--chat-template", "{{ raise_exception('no chat here') }}", "--force", str(default_model_gguf), str(model)],
-        check=True, capture_output=True,
-    )  # fmt: skip
     win = open_window(qtbot, make_ctx(), autoload=False)
     cid = win.new_conversation()
     win.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=4))
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
-        win.use_model(str(model))  # Models › Use this model: the conversation's model now
+        win.use_model(str(failing_template_gguf))  # Models › Use this model: the conversation's model now
     with qtbot.waitSignal(win.worker.chat_warning, timeout=REPLY_TIMEOUT_MS):
         type_and_enter(qtbot, win, "Hi")
     qtbot.waitUntil(lambda: "no chat here" in win.statusBar().currentMessage(), timeout=5000)

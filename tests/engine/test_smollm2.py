@@ -199,22 +199,10 @@ def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_character(
     assert reply_tail(stream, cut=False) == "\ufffd"  # the model's own end: kept as written
 
 
-def test_a_reply_in_the_plain_format_ends_where_the_next_user_turn_would_begin(default_model_gguf, tmp_path):
+def test_a_reply_in_the_plain_format_ends_where_the_next_user_turn_would_begin(failing_template_gguf):
     """The plain User/Assistant format (a template that fails) has no end-of-turn token: SmolLM2
     went on to write "\\nUser: ..." and the answers to it, up to the token limit."""
-    import shutil
-    import subprocess
-
-    tool = shutil.which("gguf-new-metadata")
-    if tool is None:
-        pytest.skip("gguf-new-metadata (the gguf package's tool) is not installed")
-    mystery = tmp_path / "mystery.gguf"
-    subprocess.run(
-        [tool, "--general-name", "Mystery", "--remove-metadata", "general.basename", "--pre-tokenizer", "gpt2",
-         "--chat-template", "{{ raise_exception('no chat here') }}", "--force", str(default_model_gguf), str(mystery)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    m = load_model(mystery, threads=1)
+    m = load_model(failing_template_gguf, threads=1)
     conv = [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello! How can I help?"},
