@@ -23,7 +23,7 @@ from trit.text import short_repr
 from .errors import ModelFormatError
 from .gguf import GGUFFile, GGUFValueType, TensorInfo
 from .ternary import ternary_tensor_from_gguf
-from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
+from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor, bf16_to_f32
 
 # bitnet.cpp's 2B4T files ("bitnet-b1.58", "bitnet-25": ReLU^2 FFN) and llama.cpp's "bitnet" (the same
 # block with a SiLU FFN unless <arch>.hidden_activation says otherwise; 1bitLLM's models, and 2B4T
@@ -197,7 +197,7 @@ def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
     elif info.type_name == "F16":
         a = f.tensor_array(name).astype(np.float32)
     elif info.type_name == "BF16":
-        a = (f.tensor_array(name).astype(np.uint32) << 16).view(np.float32)
+        a = bf16_to_f32(f.tensor_array(name))
     else:
         raise ModelFormatError(
             f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"

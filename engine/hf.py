@@ -51,7 +51,7 @@ from trit.text import short_repr
 from .errors import ModelFormatError
 from .gguf_loader import MAX_HPARAM
 from .ternary import check_tq_codes, pack_tq
-from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor
+from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor, bf16_to_f32
 
 CONFIG_NAME = "config.json"
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -399,8 +399,8 @@ class _Reader:
 
 
 def to_f32(a: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "BF16":  # raw uint16 bits: bf16 is the top half of an f32
-        return (a.astype(np.uint32) << 16).view(np.float32)
+    if dtype == "BF16":  # raw uint16 bits
+        return bf16_to_f32(a)
     return a.astype(np.float32)
 
 

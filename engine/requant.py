@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .weights import QuantTensor, load_workers
+from .weights import QuantTensor, bf16_to_f32, load_workers
 
 Q8_0_BLOCK = 32
 Q8_0_BYTES = 34  # f16 scale + 32 int8
@@ -41,7 +41,7 @@ def quantize_q8_0(
 
     def run(r0: int) -> None:
         s = m[r0 : r0 + rows_per_step]
-        f = (s.astype(np.uint32) << 16).view(np.float32) if bf16 else np.asarray(s, dtype=np.float32)
+        f = bf16_to_f32(s) if bf16 else np.asarray(s, dtype=np.float32)
         b = f.reshape(-1, nb, Q8_0_BLOCK)
         d = np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)
         inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)

@@ -54,7 +54,11 @@ class TernaryTensor:
 
     def __post_init__(self) -> None:
         assert self.packed.dtype == np.uint8 and self.packed.flags.c_contiguous
-        assert self.packed.shape == (self.rows, self.nb * TQ_QK_BYTES), (self.packed.shape, self.rows, self.cols)
+        assert self.packed.shape == (self.rows, self.nb * TQ_QK_BYTES), (
+            self.packed.shape,
+            self.rows,
+            self.cols,
+        )
         assert self.scale.dtype == np.float32 and self.scale.shape == (self.rows,)
 
 
@@ -77,7 +81,9 @@ class QuantTensor:
         return self.type_name
 
     def __post_init__(self) -> None:
-        assert self.data.dtype == np.uint8 and self.data.flags.c_contiguous and self.data.shape[0] == self.rows
+        assert (
+            self.data.dtype == np.uint8 and self.data.flags.c_contiguous and self.data.shape[0] == self.rows
+        )
         assert self.bias is None or (self.bias.dtype == np.float32 and self.bias.shape == (self.rows,))
 
 
@@ -115,6 +121,12 @@ class ModelWeights:
     memory: str = "file map"  # where the tensors live: "file map", "RAM copy", repacked ...
 
 
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bfloat16 numbers held as their raw uint16 bits (bf16 is the top half of an
+    f32; numpy has no bfloat16 type)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def dense_float(t: np.ndarray | QuantTensor) -> np.ndarray:
     """float32 [rows, cols] of a float matrix held as a numpy array or an F32/F16/BF16 QuantTensor
     (embeddings and heads; quantized llama.cpp types need the kernels' dequantizer instead)."""
@@ -125,7 +137,7 @@ def dense_float(t: np.ndarray | QuantTensor) -> np.ndarray:
     if t.type_name == "F16":
         return t.data.view(np.float16).reshape(t.rows, t.cols).astype(np.float32)
     if t.type_name == "BF16":
-        return (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.rows, t.cols)
+        return bf16_to_f32(t.data.view(np.uint16)).reshape(t.rows, t.cols)
     raise TypeError(f"a {t.type_name} matrix is not a float matrix")
 
 
