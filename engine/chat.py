@@ -284,7 +284,6 @@ class ChatFormat:
     warning: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     _compiled: jinja2.Template | None = field(default=None, repr=False)
-    plain: bool = field(default=False, repr=False)  # the last render used plain_prompt()
 
     def __post_init__(self) -> None:
         if self.template is not None:
@@ -336,15 +335,11 @@ class ChatFormat:
         return self._render(clean_messages(messages), add_generation_prompt)[0]
 
     def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> tuple[str, bool]:
-        """(text, True) from the template, or (plain_prompt text, False) when there is none or it fails.
-        `plain` says which the last render was."""
-        self.plain = True
+        """(text, True) from the template, or (plain_prompt text, False) when there is none or it fails."""
         if self._compiled is None:
             return plain_prompt(messages, add_generation_prompt), False
         try:
-            text = self.render_strict(messages, add_generation_prompt)
-            self.plain = False
-            return text, True
+            return self.render_strict(messages, add_generation_prompt), True
         except ChatTemplateError as e:
             self._fail(f"the chat template ({self.source}) failed: {e}")
             if isinstance(e.__cause__, jinja2.exceptions.SecurityError):
@@ -366,10 +361,16 @@ class ChatFormat:
         output differs in structure with the content (a branch on it) cannot be aligned at all;
         then every occurrence of each content is a span (content_spans): the template's own
         control tokens may then be read as text too, but a message's text never becomes one."""
+        return self._render_with_spans(messages, add_generation_prompt)[:2]
+
+    def _render_with_spans(
+        self, messages: Sequence[Message], add_generation_prompt: bool
+    ) -> tuple[str, list[tuple[int, int]], bool]:
+        """render_with_spans(), and whether the template made the text (False: plain_prompt)."""
         messages = clean_messages(messages)
         text, templated = self._render(messages, add_generation_prompt)
         if not templated:
-            return text, [(0, len(text))] if text else []
+            return text, [(0, len(text))] if text else [], False
         markers: dict[str, str] = {}  # marker -> the content it stands for
         marked: list[dict[str, Any]] = []
         n = 0
@@ -386,7 +387,7 @@ class ChatFormat:
             markers[marker] = content
             marked.append({**m, "content": marker})
         if not markers:
-            return text, []
+            return text, [], True
         try:
             skeleton = self.render_strict(marked, add_generation_prompt)
         except ChatTemplateError:
@@ -394,8 +395,8 @@ class ChatFormat:
         spans = _align(text, skeleton, markers) if skeleton is not None else None
         if spans is None:
             log.debug("chat template output depends on the message text; marking every occurrence plain")
-            return text, content_spans(text, messages)
-        return text, spans
+            return text, content_spans(text, messages), True
+        return text, spans, True
 
     def render_strict(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """Like render(), but raises ChatTemplateError instead of falling back."""
@@ -424,8 +425,15 @@ class ChatFormat:
     ) -> list[int]:
         """Prompt ids: template tokens are recognised as control tokens, message contents are not
         (a user typing "<|im_end|>" cannot end a turn). BOS is added unless the template wrote it."""
-        text, spans = self.render_with_spans(messages, add_generation_prompt)
-        return tokenizer.encode(text, special=True, plain_spans=spans)
+        return self.encode_prompt(tokenizer, messages, add_generation_prompt)[0]
+
+    def encode_prompt(
+        self, tokenizer: Tokenizer, messages: Sequence[Message], add_generation_prompt: bool = True
+    ) -> tuple[list[int], bool]:
+        """encode(), and whether the plain format made the prompt (the template failed or there is
+        none): a reply in it has no end-of-turn token to stop at."""
+        text, spans, templated = self._render_with_spans(messages, add_generation_prompt)
+        return tokenizer.encode(text, special=True, plain_spans=spans), not templated
 
 
 def _content_variants(content: str) -> list[str]:

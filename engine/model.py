@@ -531,16 +531,16 @@ class Session:
         if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
             raise ValueError('messages must be a list of {"role": ..., "content": ...} dicts')
         check_prompt_size(tok, messages, self.context)
+        plain = False  # the plain chat format made the prompt
         if raw:
             ids = tok.encode("".join(str(m.get("content") or "") for m in messages))  # type: ignore[attr-defined]
         else:
-            ids = fmt.encode(tok, messages)  # type: ignore[attr-defined]
+            ids, plain = fmt.encode_prompt(tok, messages)  # type: ignore[attr-defined]
         stream = tok.stream(skip_special=True)  # type: ignore[attr-defined]
         parts: list[str] = []
         user_cb = kwargs.pop("on_token", None)
         # The plain format has no end-of-turn token: a model goes on to write the user's next turn.
         # "\nUser:" ends the reply there; text that may begin it is held back until it cannot.
-        watch = not raw and bool(getattr(fmt, "plain", False))
         held = [""]
         ended = [False]
 
@@ -552,7 +552,7 @@ class Session:
 
         def on_token(t: int) -> object:
             piece = stream.feed(t)
-            if piece and watch:
+            if piece and plain:
                 text = held[0] + piece
                 at = text.find(PLAIN_TURN)
                 if at >= 0:

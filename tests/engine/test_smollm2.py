@@ -210,7 +210,7 @@ def test_a_reply_in_the_plain_format_ends_where_the_next_user_turn_would_begin(f
     ]
     streamed: list[str] = []
     gen = m.session().chat(conv, temperature=0, max_tokens=40, on_text=streamed.append)
-    assert m.chat_format.plain and gen.stats.stop_reason == "stop"
+    assert m.chat_format.encode_prompt(m.tokenizer, conv)[1] and gen.stats.stop_reason == "stop"
     # the same tokens without the rule: the reply is their text up to the turn it began to write
     ids = m.chat_format.encode(m.tokenizer, conv)
     raw = m.tokenizer.decode(m.session().generate(ids, temperature=0, max_tokens=40).tokens)
