@@ -20,6 +20,13 @@ class ModelFormatError(EngineError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class ModelNotFoundError(ModelFormatError):
+    """The model path does not exist (it was moved or deleted)."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(path, "no such file or directory")
+
+
 class UnsupportedCPUError(EngineError):
     """The requested instruction set is not available on this CPU or in this build."""
 

@@ -26,6 +26,7 @@ from .errors import (
     ContextFullError,
     EngineError,
     ModelFormatError,
+    ModelNotFoundError,
     NonFiniteLogitsError,
     UnsupportedOptionError,
 )
@@ -130,7 +131,7 @@ def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool =
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ModelFormatError(path, "no such file or directory") from None
+        raise ModelNotFoundError(path) from None
     except OSError as e:  # a folder on the way we may not enter, a symlink loop ...
         raise ModelFormatError(path, f"cannot open: {e.strerror or e}") from None
     try:

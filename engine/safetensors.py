@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -269,7 +269,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         f = SafetensorsFile(p)
         return Checkpoint({p.name: f}, {n: p.name for n in f.tensors}, str(p))
     if not p.is_dir():
-        raise ModelFormatError(p, "no such file or directory")
+        raise ModelNotFoundError(p)
     index = p / INDEX_NAME
     if (p / SINGLE_NAME).is_file() and not index.is_file():
         return open_checkpoint(p / SINGLE_NAME)

@@ -84,6 +84,7 @@ def _load_fix(e: BaseException) -> str:
     """What the user can do about a failed load (engine messages already say it when they can)."""
     from trit.engine.errors import (
         ModelFormatError,
+        ModelNotFoundError,
         OutOfMemoryError,
         UnsupportedCPUError,
         UnsupportedOptionError,
@@ -93,14 +94,12 @@ def _load_fix(e: BaseException) -> str:
         return "Close other apps or pick a smaller model in Models."
     if isinstance(e, UnsupportedCPUError):
         return "This CPU cannot run this build of Trit; see the README for supported CPUs."
-    if isinstance(e, ModelFormatError) and e.problem == "no such file or directory":
-        return "The file was moved or deleted; pick the model again in Models, or download it there."
+    if isinstance(e, (FileNotFoundError, ModelNotFoundError)):
+        return "The file was moved or deleted; pick the model again in Models."
     if isinstance(e, ModelFormatError):
         return "Pick another model file in Models, or download one from the catalog."
     if isinstance(e, UnsupportedOptionError) and e.option == "kv":  # the one the engine raises
         return "Choose another Conversation memory in Settings (Ctrl+,) for this model."
-    if isinstance(e, FileNotFoundError):
-        return "The file was moved or deleted; pick the model again in Models."
     return "Pick another model in Models."
 
 
