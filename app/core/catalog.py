@@ -397,6 +397,14 @@ class ModelLibrary:
                     out.insert(0, InstalledModel(p, e.name, p.stat().st_size, "gguf", e))
         return out
 
+    def import_dest(self, src: Path, kind: str) -> Path:
+        """Where import_model puts src (kind: validate()'s "gguf" or "hf"). The folder lists *.gguf
+        files: a GGUF named otherwise (model.bin) gets the suffix, or it would be copied in and
+        never shown."""
+        return self._folder / (
+            src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
+        )
+
     def remove_stale_imports(self, max_age: float = STALE_IMPORT_SECONDS) -> list[Path]:
         """Deletes the hidden ".importing-*" copies an app that died mid-import left behind: those
         where nothing was written for max_age seconds (a running import writes every few ms, maybe
@@ -468,15 +476,12 @@ class ModelLibrary:
         src = Path(source).expanduser()
         kind = self.validate(src)
         self._folder.mkdir(parents=True, exist_ok=True)
-        # the folder lists *.gguf files: a GGUF named otherwise (model.bin) gets the suffix, or it
-        # would be copied in and never shown
-        name = src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
-        dest = self._folder / name
+        dest = self.import_dest(src, kind)
         if dest.exists():
             raise LibraryError(dest, "a model with this name is already in the models folder")
         if self.holds(src):
             raise LibraryError(src, "this model is already in the models folder")
-        tmp = self._folder / f".importing-{name}"
+        tmp = self._folder / f".importing-{dest.name}"
         try:
             if move:
                 shutil.move(str(src), str(tmp))

@@ -69,11 +69,7 @@ def copy_into_library(
     kind = library.validate(src)
     if library.holds(src):
         raise LibraryError(src, "this model is already in the models folder")
-    # the name import_model will give it (a GGUF named otherwise, model.bin, gets .gguf), checked
-    # before copying gigabytes; import_model checks again
-    final = library.folder / (
-        src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
-    )
+    final = library.import_dest(src, kind)  # checked before copying gigabytes, and again after
     if final.exists():
         raise LibraryError(final, "a model with this name is already in the models folder")
     files = [src] if kind == "gguf" else sorted(p for p in src.rglob("*") if p.is_file())
@@ -763,30 +759,22 @@ class ModelsDialog(QDialog):
         if m is None:
             self.status.setText(message or "Import cancelled; nothing was added to the models folder.")
             return
-        self.status.setText(f"Imported {m.name}.")
-        self.refresh()
-        self.select(("installed", str(m.path)))
+        self._show_imported(m)
 
-    def import_model(self, path: str | None = None, *, folder: bool = False) -> InstalledModel | None:
+    def import_model(self, path: str) -> InstalledModel | None:
         """Imports at once, on this thread (scripts and tests; the buttons use start_import)."""
-        if path is None:
-            if folder:
-                path = QFileDialog.getExistingDirectory(self, "Import a Hugging Face model folder")
-            else:
-                path, _ = QFileDialog.getOpenFileName(
-                    self, "Import a GGUF model", "", "GGUF models (*.gguf);;All files (*)"
-                )
-            if not path:
-                return None
         try:
             m = self.library.import_model(path)
         except LibraryError as e:
             self.status.setText(f"Cannot import: {e}")
             return None
+        self._show_imported(m)
+        return m
+
+    def _show_imported(self, m: InstalledModel) -> None:
         self.status.setText(f"Imported {m.name}.")
         self.refresh()
         self.select(("installed", str(m.path)))
-        return m
 
     def reveal_selected(self) -> None:
         m = self._selected_installed()
