@@ -52,6 +52,7 @@ from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
 from trit.app.core.units import count_noun, format_bytes
+from trit.text import short_text
 
 from .chart import ThroughputChart
 from .chat_view import ChatView, PromptEdit, ShownMessage
@@ -1282,8 +1283,7 @@ class MainWindow(QMainWindow):
             title = self.store.get_conversation(int(self.reply["conversation_id"])).title
         except StoreError:
             return "another conversation"
-        short = title if len(title) <= 32 else title[:31] + "…"
-        return f"“{short}”"
+        return f"“{short_text(title, 32)}”"
 
     def _show_speed(self) -> None:
         """The speed label and chart: the running reply's, named when another conversation is
