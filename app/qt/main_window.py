@@ -52,6 +52,7 @@ from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
 from trit.app.core.units import count_noun, format_bytes
+
 from trit.text import short_text
 
 from .chart import ThroughputChart
