@@ -307,17 +307,17 @@ def test_a_stop_while_the_prompt_is_encoded_stops_the_reply(
     win = window
     long_conversation(win)
     fmt = win.worker._session.model.chat_format
-    encode = fmt.encode
+    encode_prompt = fmt.encode_prompt  # what encode() and the engine's chat() both call
     calls: list[int] = []
 
     def encode_then_stop(*args: Any, **kw: Any) -> Any:
-        ids = encode(*args, **kw)
+        ids, plain = encode_prompt(*args, **kw)
         calls.append(len(ids))
         if len(calls) == 2:  # the worker's fit_context counts first; this is the engine's encoding
             win.worker.stop()
-        return ids
+        return ids, plain
 
-    monkeypatch.setattr(fmt, "encode", encode_then_stop)
+    monkeypatch.setattr(fmt, "encode_prompt", encode_then_stop)
     d = wait_reply(qtbot, win, lambda: win.send(" ".join(f"word{i}" for i in range(600))))
     assert len(calls) == 2 and calls[-1] > 1000
     assert d["record"]["stop_reason"] == "cancelled" and d["record"]["tokens"] == 0
