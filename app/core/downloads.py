@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import re
+import select
 import selectors
 import shutil
 import socket
@@ -125,6 +126,14 @@ class UnverifiedDownloadError(DownloadError):
     """No sha256 is pinned and the request did not set allow_unverified."""
 
 
+class CertificateError(DownloadError):
+    """The server's TLS certificate could not be verified. Not retried at once (it would fail the
+    same way); Resume may work once the cause is gone (a captive portal, a wrong clock, a proxy
+    that inspects HTTPS). The part file is kept."""
+
+    retryable = True
+
+
 class CancelledError(DownloadError):
     """The download was cancelled; the part file was deleted."""
 
@@ -204,6 +213,53 @@ def _network_error(e: BaseException, what: str) -> NetworkError:
     return NetworkError(f"{what}: {e or type(e).__name__}. Check the connection and try again.")
 
 
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_SSL_LOCK = threading.Lock()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The system's certificates plus certifi's (the Mozilla roots huggingface_hub's httpx uses).
+    A bundled app's OpenSSL looks for the system's in the folder of the machine it was built on:
+    on macOS, and on Linux systems that keep them elsewhere (Fedora's /etc/pki), it found none and
+    every transfer failed the certificate check after the hub had answered."""
+    global _SSL_CONTEXT
+    with _SSL_LOCK:
+        if _SSL_CONTEXT is None:
+            ctx = ssl.create_default_context()
+            try:
+                import certifi
+
+                ctx.load_verify_locations(cafile=certifi.where())
+            except (ImportError, OSError, ssl.SSLError):
+                pass  # the system's certificates alone
+            _SSL_CONTEXT = ctx
+        return _SSL_CONTEXT
+
+
+def _certificate_failure(e: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind e (httpx wraps ssl's in its own ConnectError), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _certificate_error(e: ssl.SSLCertVerificationError, host: str, what: str) -> CertificateError:
+    reason = e.verify_message or e.reason or str(e)
+    err = CertificateError(
+        f"{what}: the certificate of {host} could not be verified ({reason}). Check the computer's "
+        "date and time; on a network that signs in through a web page, or behind a proxy or antivirus "
+        "that inspects secure connections, sign in or ask its administrator. The part downloaded so "
+        "far is kept."
+    )
+    err.details = str(e)
+    return err
+
+
 def resolve(
     repo: str,
     file: str,
@@ -226,6 +282,10 @@ def resolve(
         code = e.response.status_code if e.response is not None else 0
         raise _http_error(code, what or f"{repo}/{file}@{revision}", token) from e
     except Exception as e:
+        cert = _certificate_failure(e)
+        if cert is not None:
+            host = urllib.parse.urlsplit(endpoint).netloc
+            raise _certificate_error(cert, host, what or f"{repo}/{file}@{revision}") from e
         if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
             raise _network_error(e, f"cannot reach {endpoint}") from e
         raise
@@ -333,10 +393,12 @@ class Download:
         retries: int = 3,
         backoff: float = 1.0,
         part_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """timeout: seconds without a byte from the server before the connection counts as
-        dropped (then retried). part_size: what the part file holds for this download (default:
-        its size now; DownloadQueue passes 0 when a cancelled download is still deleting it)."""
+        """timeout: seconds without a byte from the server (or to connect) before the connection
+        counts as dropped (then retried). part_size: what the part file holds for this download
+        (default: its size now; DownloadQueue passes 0 when a cancelled download is still deleting
+        it). ssl_context: for HTTPS transfers (default: default_ssl_context())."""
         self.request = request
         self.on_progress = on_progress
         self.progress_interval = progress_interval
@@ -345,6 +407,7 @@ class Download:
         self.poll = min(1.0, timeout)
         self.retries = retries
         self.backoff = backoff
+        self.ssl_context = ssl_context
         self._pause = threading.Event()
         self._cancel = threading.Event()
         self._running = threading.Lock()
@@ -352,7 +415,9 @@ class Download:
         have = self._part_size() if part_size is None else part_size
         self._progress = Progress(self.key, State.QUEUED, have, request.size, 0.0, None)
         self._last_emit = 0.0
-        self._conn: http.client.HTTPConnection | None = None  # while waiting for headers
+        # a duplicate of the connection's socket while connecting and waiting for headers: shutting
+        # it down wakes a blocked TLS handshake or read (the SSL socket owns the original)
+        self._wake: socket.socket | None = None
         self._speed = _Speed()
 
     @property
@@ -417,15 +482,86 @@ class Download:
                 self._running.release()
 
     def _interrupt(self) -> None:
-        """Wakes a run() that waits for a server's response headers (the body loop polls)."""
+        """Wakes a run() that waits for a TLS handshake or a server's response headers (connecting,
+        resolving and the body loop poll)."""
         with self._lock:
-            conn = self._conn
-        sock = conn.sock if conn is not None else None
-        if sock is not None:
+            wake = self._wake
+            if wake is not None:
+                try:
+                    wake.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _drop_wake(self) -> None:
+        with self._lock:
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
+
+    def _connect(
+        self, address: tuple[str, int], timeout: float | None = None, source_address: Any = None
+    ) -> socket.socket:
+        """socket.create_connection that sees pause/cancel while it waits (an unreachable host
+        that drops packets took the whole timeout): a non-blocking connect, polled."""
+        host, port = address
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        last: OSError | None = None
+        for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                if source_address:
+                    sock.bind(source_address)
+                sock.setblocking(False)
+                rc = sock.connect_ex(addr)
+                while rc in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                    self._check_stop()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"no answer from {host} within {limit:.0f} s")
+                    # a refused connect on Windows shows in the exception set, not the write set
+                    _, w, x = select.select([], [sock], [sock], min(self.poll, left))
+                    if w or x:
+                        rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if rc:
+                    raise OSError(rc, os.strerror(rc))
+                sock.settimeout(timeout)
+                with self._lock:
+                    self._wake = sock.dup()
+                self._check_stop()  # a pause/cancel before _wake was set
+                return sock
+            except OSError as e:
+                sock.close()
+                last = e
+                self._drop_wake()
+            except BaseException:
+                sock.close()
+                self._drop_wake()
+                raise
+        raise last or OSError(f"{host}: no address to connect to")
+
+    def _wait_for(self, fn: Callable[[], Any]) -> Any:
+        """fn() on a helper thread, waited for so that pause/cancel act within a poll: resolving
+        goes through huggingface_hub, whose requests cannot be interrupted. A cancelled call is
+        left to end by its own timeout; its result is dropped."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="trit-download-resolve", daemon=True).start()
+        while not done.wait(self.poll):
+            self._check_stop()
+        self._check_stop()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _check_stop(self) -> None:
         if self._cancel.is_set():
@@ -479,7 +615,11 @@ class Download:
             )
         self._emit(True, state=State.RESOLVING)
         res = self._with_retries(
-            lambda: resolve(rq.repo, rq.file, rq.revision, endpoint=rq.endpoint, token=rq.token, what=rq.name)
+            lambda: self._wait_for(
+                lambda: resolve(
+                    rq.repo, rq.file, rq.revision, endpoint=rq.endpoint, token=rq.token, what=rq.name
+                )
+            )
         )
         self._check_stop()
         if rq.size is not None and res.size is not None and rq.size != res.size:
@@ -576,26 +716,32 @@ class Download:
             # the token goes to the hub only, never to a CDN it redirects to
             if self.request.token and u.netloc == token_host:
                 h["Authorization"] = f"Bearer {self.request.token}"
-            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-            conn = cls(u.netloc, timeout=self.timeout)
+            if u.scheme == "https":
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    u.netloc, timeout=self.timeout, context=self.ssl_context or default_ssl_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(u.netloc, timeout=self.timeout)
+            # http.client's own hook for making the socket (CPython 3.3+): ours polls pause/cancel
+            conn._create_connection = self._connect  # type: ignore[attr-defined]
             path = u.path + (f"?{u.query}" if u.query else "")
             try:
-                conn.connect()
-                with self._lock:
-                    self._conn = conn  # pause()/cancel() shut it down instead of waiting for headers
+                conn.connect()  # TCP by _connect, then the TLS handshake (which _wake can end)
                 self._check_stop()
                 conn.request("GET", path or "/", headers=h)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 self._check_stop()  # a pause or cancel, not the network
+                cert = _certificate_failure(e)
+                if cert is not None:
+                    raise _certificate_error(cert, u.netloc, self.label) from e
                 raise _network_error(e, f"{self.label}: connection to {u.netloc} failed") from e
             except DownloadError:
                 conn.close()
                 raise
             finally:
-                with self._lock:
-                    self._conn = None
+                self._drop_wake()
             if resp.status in (301, 302, 303, 307, 308):
                 loc = resp.getheader("Location")
                 conn.close()
@@ -708,15 +854,17 @@ class Download:
         """The response body as it arrives, with None after each self.poll seconds without data,
         so the caller sees pause/cancel and stalls instead of blocking until the socket timeout."""
         sock = conn.sock
-        if sock is None or resp.chunked:
-            # chunked transfer encoding (the hub's CDNs send Content-Length): blocking reads
+        if sock is None:
             while chunk := resp.read1(CHUNK):
                 yield chunk
             return
         # Non-blocking socket: wait in select(), then read only what has arrived. A read that
-        # times out would leave the socket's file object unusable, so there is none.
+        # times out would leave the socket's file object unusable, so there is none. A chunked
+        # body (no Content-Length; the hub's CDNs send one) is taken apart here, as http.client
+        # reads a chunk's size line with a blocking readline.
         sock.settimeout(0.0)
         pending = getattr(sock, "pending", None)  # TLS: decrypted bytes select() cannot see
+        dechunk = _Dechunk() if resp.chunked else None
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ)
             try:  # header parsing may have read into the body: the buffer holds those bytes
@@ -731,12 +879,69 @@ class Download:
                     continue
                 ready = False
                 try:
-                    chunk = resp.read1(CHUNK)
+                    chunk = resp.read1(CHUNK) if dechunk is None else resp.fp.read1(CHUNK)
                 except ssl.SSLWantReadError:  # a partial TLS record: wait for the rest
                     continue
+                if dechunk is None:
+                    if not chunk:
+                        return
+                    yield chunk
+                    continue
                 if not chunk:
+                    raise http.client.IncompleteRead(b"", None)  # the end of the body never came
+                data = dechunk.feed(chunk)
+                if data:
+                    yield data
+                if dechunk.done:
                     return
-                yield chunk
+
+
+class _Dechunk:
+    """Decodes a chunked transfer-encoded body (RFC 9112 7.1) from the pieces it arrives in."""
+
+    MAX_LINE = 4096
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._left: int | None = None  # bytes of the current chunk still to come; None: a size line
+        self._last = False  # the 0-size chunk was seen: trailer lines until an empty one
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data
+        out: list[bytes] = []
+        while not self.done:
+            if self._left is None:
+                end = buf.find(b"\n")
+                if end < 0:
+                    if len(buf) > self.MAX_LINE:
+                        raise http.client.HTTPException("a chunk size line of the body is too long")
+                    break
+                line, buf = buf[:end].strip(), buf[end + 1 :]
+                if self._last:
+                    self.done = not line
+                    continue
+                size = line.split(b";")[0].strip()
+                if not re.fullmatch(rb"[0-9a-fA-F]{1,15}", size):
+                    raise http.client.HTTPException(f"a bad chunk size in the body: {line[:40]!r}")
+                self._left = int(size, 16)
+                if self._left == 0:
+                    self._left, self._last = None, True
+            elif self._left > 0:
+                if not buf:
+                    break
+                take = buf[: self._left]
+                out.append(take)
+                buf = buf[len(take) :]
+                self._left -= len(take)
+            else:  # the CRLF after a chunk's data
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise http.client.HTTPException("a chunk of the body does not end where its size says")
+                buf, self._left = buf[2:], None
+        self._buf = buf
+        return b"".join(out)
 
 
 @dataclass

@@ -16,11 +16,21 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# a self-signed certificate for 127.0.0.1, made by tests/fixtures/make_tls_cert.sh
+TLS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "tls"
+TLS_CERT = TLS_DIR / "cert.pem"
+
+
+def client_context() -> ssl.SSLContext:
+    """A client context that trusts the test certificate (and nothing else)."""
+    return ssl.create_default_context(cafile=str(TLS_CERT))
 
 
 @dataclass
@@ -45,6 +55,8 @@ class HubState:
     chunk: int = 1 << 14
     fail_status: int | None = None
     stall: threading.Event = field(default_factory=threading.Event)
+    chunked: bool = False
+    cdn_base: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     sockets: set[socket.socket] = field(default_factory=set)  # open connections, closed by stop()
 
@@ -55,7 +67,7 @@ class HubState:
         return None
 
 
-def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRequestHandler]:
+def _handler(state: HubState, role: str, cdn_base: list[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -129,7 +141,7 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
                 return self._empty(
                     302,
                     {
-                        "Location": f"http://127.0.0.1:{cdn_port[0]}/cdn/{sha}",
+                        "Location": f"{state.cdn_base or cdn_base[0]}/cdn/{sha}",
                         "X-Repo-Commit": COMMIT,
                         "X-Linked-Etag": f'"{sha}"',
                         "ETag": '"pointer-etag"',
@@ -155,7 +167,10 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
             else:
                 self.send_response(200)
             body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            if state.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.send_header("ETag", f'"{sha}"')
             self.end_headers()
             if self.command == "HEAD":
@@ -174,8 +189,11 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
                     break
                 while state.stall.is_set():
                     time.sleep(0.01)
+                piece = body[sent : sent + n]
+                if state.chunked:
+                    piece = b"%x\r\n%s\r\n" % (len(piece), piece)
                 try:
-                    self.wfile.write(body[sent : sent + n])
+                    self.wfile.write(piece)
                     self.wfile.flush()
                 except OSError:
                     break
@@ -184,6 +202,12 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
                     time.sleep(state.chunk_delay)
             if limit is not None:
                 self.close_connection = True
+            elif state.chunked:
+                try:
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass
             return None
 
     return Handler
@@ -191,14 +215,22 @@ def _handler(state: HubState, role: str, cdn_port: list[int]) -> type[BaseHTTPRe
 
 class HubServer:
     """Two ThreadingHTTPServers on 127.0.0.1 (hub and CDN) sharing one HubState. Pass port=
-    (the hub's old port) to restart "the same" server after stop()."""
+    (the hub's old port) to restart "the same" server after stop(); tls=True serves the CDN over
+    HTTPS."""
 
-    def __init__(self, state: HubState | None = None, port: int = 0) -> None:
+    def __init__(self, state: HubState | None = None, port: int = 0, *, tls: bool = False) -> None:
         self.state = state or HubState()
-        cdn_port: list[int] = [0]
-        self.hub = ThreadingHTTPServer(("127.0.0.1", port), _handler(self.state, "hub", cdn_port))
-        self.cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state, "cdn", cdn_port))
-        cdn_port[0] = self.cdn.server_address[1]
+        cdn_base: list[str] = [""]
+        self.hub = ThreadingHTTPServer(("127.0.0.1", port), _handler(self.state, "hub", cdn_base))
+        self.cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state, "cdn", cdn_base))
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(TLS_CERT, TLS_DIR / "key.pem")
+            # the handshake runs in the connection's own thread (a stuck client blocks no one)
+            self.cdn.socket = ctx.wrap_socket(
+                self.cdn.socket, server_side=True, do_handshake_on_connect=False
+            )
+        cdn_base[0] = f"{'https' if tls else 'http'}://127.0.0.1:{self.cdn.server_address[1]}"
         for s in (self.hub, self.cdn):
             s.daemon_threads = True
         self._threads = [

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import json
 import random
 import shutil
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +45,7 @@ from trit.app.core.downloads import (
     sidecar_path,
 )
 
-from .hubserver import COMMIT, HubServer, HubState
+from .hubserver import COMMIT, HubServer, HubState, client_context
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -709,3 +711,198 @@ def test_a_sidecar_that_is_not_ours_is_ignored(tmp_path: Path) -> None:
     sidecar_path(tmp_path / "list.gguf").write_text("[1, 2]")
     sidecar_path(tmp_path / "bad.gguf").write_bytes(b"\xff{")
     assert pending_downloads(tmp_path) == [] and pending_requests(tmp_path) == []
+
+
+# -- HTTPS, chunked bodies, connecting and resolving -------------------------------------------------
+
+
+def _run_in_thread(d: Download) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            d.run()
+        except BaseException as e:  # noqa: BLE001 - checked by the caller
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, errors
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_https_transfer_resumes_and_verifies(tmp_path: Path, chunked: bool) -> None:
+    """The CDN over TLS (as the hub's are): decrypted bytes select() cannot see, partial records,
+    a dropped connection resumed with Range, all through the non-blocking body loop."""
+    state = HubState(files={(REPO, FILE): DATA}, drop_after=250_000, chunked=chunked, chunk=5000)
+    with HubServer(state, tls=True) as s:
+        d = fast(request(s, tmp_path), retries=1, ssl_context=client_context())
+        assert d.run() == tmp_path / FILE
+        assert_clean_success(tmp_path)
+        assert gets(s) == [None, "bytes=250000-"]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_chunked_body_stall_is_seen_and_pause_is_immediate(tmp_path: Path, tls: bool) -> None:
+    """A body without Content-Length was read blocking: a stall showed nothing and Pause waited
+    for the 30 s socket timeout."""
+    state = HubState(files={(REPO, FILE): DATA}, chunked=True, chunk_delay=0.01)
+    with HubServer(state, tls=tls) as s:
+        seen: list[Progress] = []
+        opts: dict[str, Any] = {"ssl_context": client_context()} if tls else {}
+        d = Download(request(s, tmp_path), timeout=30, retries=0, progress_interval=0.0, **opts)
+        d.on_progress = seen.append
+        t, errors = _run_in_thread(d)
+        _wait(lambda: d.progress.downloaded > 100_000)
+        state.stall.set()
+        _wait(lambda: d.progress.stalled >= 1.5)
+        t0 = time.monotonic()
+        d.pause()
+        t.join(10)
+        assert time.monotonic() - t0 < 2 and isinstance(errors[0], PausedError)
+        have = part_path(tmp_path / FILE).stat().st_size
+        assert part_path(tmp_path / FILE).read_bytes() == DATA[:have]
+        state.stall.clear()
+        state.chunk_delay = 0.0
+        d.run()
+        assert gets(s)[-1] == f"bytes={have}-"
+        assert_clean_success(tmp_path)
+
+
+def test_an_unverifiable_certificate_is_named_and_not_retried(tmp_path: Path) -> None:
+    with HubServer(HubState(files={(REPO, FILE): DATA}), tls=True) as s:
+        # the system's certificates do not include the test one
+        d = Download(request(s, tmp_path, name="Tiny Model"), retries=3, backoff=2.0, timeout=10)
+        t0 = time.monotonic()
+        with pytest.raises(dl.CertificateError) as ei:
+            d.run()
+        assert time.monotonic() - t0 < 2  # no retries with their backoff: they would fail the same way
+        msg = str(ei.value)
+        host = f"127.0.0.1:{s.cdn.server_address[1]}"
+        assert msg.startswith(f"Tiny Model: the certificate of {host} could not be verified (")
+        assert "date and time" in msg and "part downloaded so far is kept" in msg
+        assert "CERTIFICATE_VERIFY_FAILED" in ei.value.details
+        assert d.progress.state == State.FAILED and d.progress.retryable  # Resume is offered
+
+
+def _black_hole() -> tuple[socket.socket, list[socket.socket]]:
+    """A port whose connects hang: its listen backlog is full and nobody accepts, so the kernel
+    drops further SYNs (as a firewall that drops packets does)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filled: list[socket.socket] = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        filled.append(c)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        probe.connect(("127.0.0.1", port))
+        pytest.skip("this kernel does not drop connects to a full backlog")
+    except TimeoutError:
+        pass
+    finally:
+        probe.close()
+    return listener, filled
+
+
+@pytest.mark.parametrize("action", ["cancel", "pause"])
+def test_stopping_while_connecting_is_immediate(hub: HubServer, tmp_path: Path, action: str) -> None:
+    """Connecting to a host that drops packets used the whole 30 s timeout before Pause or Cancel
+    took effect."""
+    listener, filled = _black_hole()
+    try:
+        hub.state.cdn_base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        d = Download(request(hub, tmp_path), timeout=30, retries=0)
+        t, errors = _run_in_thread(d)
+        _wait(lambda: d.progress.state == State.DOWNLOADING)
+        time.sleep(0.5)  # in connect()
+        t0 = time.monotonic()
+        getattr(d, action)()
+        t.join(10)
+        assert time.monotonic() - t0 < 2
+        assert isinstance(errors[0], CancelledError if action == "cancel" else PausedError)
+    finally:
+        listener.close()
+        for c in filled:
+            c.close()
+
+
+def test_a_host_that_never_answers_a_connect_times_out(hub: HubServer, tmp_path: Path) -> None:
+    listener, filled = _black_hole()
+    try:
+        hub.state.cdn_base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(
+            NetworkError, match=r"no answer from 127\.0\.0\.1 within 2 s.*Check the connection"
+        ):
+            Download(request(hub, tmp_path), timeout=2, retries=0).run()
+        assert 1.8 < time.monotonic() - t0 < 5
+    finally:
+        listener.close()
+        for c in filled:
+            c.close()
+
+
+def test_cancel_while_the_hub_does_not_answer_is_immediate(tmp_path: Path) -> None:
+    """Resolving goes through huggingface_hub (30 s timeout); Cancel used to wait for it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])  # and never answer
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        d = Download(DownloadRequest(REPO, FILE, tmp_path / FILE, sha256=SHA, endpoint=endpoint), retries=0)
+        t, errors = _run_in_thread(d)
+        _wait(lambda: accepted)
+        t0 = time.monotonic()
+        d.cancel()
+        t.join(10)
+        assert time.monotonic() - t0 < 2 and isinstance(errors[0], CancelledError)
+        assert d.progress.state == State.CANCELLED
+    finally:
+        listener.close()
+        for c in accepted:
+            c.close()
+
+
+def test_chunked_bodies_are_decoded_from_any_split_and_bad_framing_is_an_error() -> None:
+    body = b"5;ext=1\r\nhello\r\n1A\r\n" + b"x" * 26 + b"\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
+    for step in (1, 2, 3, 7, len(body)):
+        d = dl._Dechunk()
+        got = b"".join(d.feed(body[i : i + step]) for i in range(0, len(body), step))
+        assert got == b"hello" + b"x" * 26 and d.done
+    for bad in (b"-5\r\nhello\r\n", b"zz\r\n", b"5\r\nhelloXX0\r\n\r\n", b"1" * 5000):
+        with pytest.raises(http.client.HTTPException):
+            dl._Dechunk().feed(bad)
+    d = dl._Dechunk()
+    assert d.feed(b"3\r\nab") == b"ab" and not d.done  # the rest is still to come
+
+
+def test_a_chunked_body_cut_short_is_resumed(tmp_path: Path) -> None:
+    state = HubState(files={(REPO, FILE): DATA}, chunked=True, drop_after=300_000)
+    with HubServer(state) as s:
+        fast(request(s, tmp_path), retries=1).run()
+        assert gets(s) == [None, "bytes=300000-"]
+        assert_clean_success(tmp_path)
+
+
+def test_the_default_context_has_certifis_roots_besides_the_systems() -> None:
+    import certifi
+
+    ctx = dl.default_ssl_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert dl.default_ssl_context() is ctx  # made once
+    roots = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()["x509_ca"]
+    assert ctx.cert_store_stats()["x509_ca"] >= roots > 100
