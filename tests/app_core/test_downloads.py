@@ -906,3 +906,32 @@ def test_the_default_context_has_certifis_roots_besides_the_systems() -> None:
     assert dl.default_ssl_context() is ctx  # made once
     roots = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()["x509_ca"]
     assert ctx.cert_store_stats()["x509_ca"] >= roots > 100
+
+
+def test_pause_during_a_tls_handshake_that_never_ends_is_immediate(tmp_path: Path) -> None:
+    """The server accepts the connection and never answers the TLS hello: the handshake blocked
+    for the socket timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    d = Download(DownloadRequest(REPO, FILE, tmp_path / FILE, sha256=SHA), timeout=30, retries=0)
+    errors: list[BaseException] = []
+
+    def transfer() -> None:
+        try:
+            d._transfer(f"https://127.0.0.1:{port}/cdn/x", len(DATA))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=transfer)
+    t.start()
+    _wait(lambda: accepted)
+    accepted[0].recv(5)  # the client hello has begun
+    t0 = time.monotonic()
+    d.pause()
+    t.join(10)
+    assert time.monotonic() - t0 < 2 and isinstance(errors[0], PausedError)
+    listener.close()
+    for s in accepted:
+        s.close()
