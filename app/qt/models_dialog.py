@@ -203,8 +203,11 @@ class ModelsDialog(QDialog):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
+        # information labels keep an empty accessible name: a screen reader then reads their text
+        # (the path, the details, the speed); their purpose is the description. A name replaced
+        # the text, and "Models folder" was all that could be heard.
         self.folder_label = QLabel()
-        self.folder_label.setAccessibleName("Models folder")
+        self.folder_label.setAccessibleDescription("Models folder")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.folder_button = QPushButton("Choose &folder…")
         self.folder_button.setAccessibleName("Choose models folder")
@@ -243,17 +246,17 @@ class ModelsDialog(QDialog):
         self.details.setWordWrap(True)
         self.details.setOpenExternalLinks(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self.details.setAccessibleName("Model details")
+        self.details.setAccessibleDescription("Model details")
         self.details.setMinimumHeight(self.fontMetrics().height() * 3)
         self.bar = QProgressBar()
         self.bar.setAccessibleName("Download progress")
         self.bar.setTextVisible(True)
         self.bar.hide()
         self.bar_label = QLabel()
-        self.bar_label.setAccessibleName("Download speed and time left")
+        self.bar_label.setAccessibleDescription("Download speed and time left")
         self.status = QLabel()
         self.status.setWordWrap(True)
-        self.status.setAccessibleName("Models status")
+        self.status.setAccessibleDescription("Models status")
 
         def button(text: str, name: str, slot: Any) -> QPushButton:
             b = QPushButton(text)

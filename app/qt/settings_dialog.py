@@ -275,7 +275,8 @@ class SettingsDialog(QDialog):
 
         self.problems = QLabel()
         self.problems.setWordWrap(True)
-        self.problems.setAccessibleName("Settings problems")
+        # no accessible name: a screen reader reads the problems themselves (a name replaced them)
+        self.problems.setAccessibleDescription("Settings problems")
         self.problems.setTextFormat(Qt.TextFormat.PlainText)
         self.problems.setStyleSheet("QLabel { color: #c0392b; }")
         self.problems.hide()

@@ -613,3 +613,32 @@ def test_import_copies_in_the_background_with_progress_and_cancel(
     qtbot.waitUntil(lambda: dlg.import_bar.maximum() == 1000, timeout=20_000)
     dlg.end_import()
     assert sorted(p.name for p in ctx.library.folder.iterdir()) == ["big-model.gguf"]
+
+
+def accessible(widget: Any) -> tuple[str, str]:
+    """(name, description) a screen reader gets for widget."""
+    from PySide6.QtGui import QAccessible
+
+    i = QAccessible.queryAccessibleInterface(widget)
+    return i.text(QAccessible.Text.Name), i.text(QAccessible.Text.Description)
+
+
+def test_a_screen_reader_reads_the_information_labels_text(qtbot: Any, ctx_for: Any) -> None:
+    """The folder path, the details, the speed and the status line reach a screen reader: an
+    accessible name ("Models folder") replaced them, and only the name could be heard."""
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    name, description = accessible(dlg.folder_label)
+    assert str(ctx.library.folder) in name and description == "Models folder"
+    dlg.select(("entry", "tiny-model"))
+    dlg._on_progress(dl.Progress("tiny-model", State.DOWNLOADING, 1_000_000, len(DATA), 2_000_000.0, 1.0))
+    name, description = accessible(dlg.details)
+    assert "Tiny test model" in name and "License: MIT" in name and description == "Model details"
+    name, description = accessible(dlg.bar_label)
+    assert dlg.bar_label.text() == name and "1.0 MB of 3.0 MB" in name and "left" in name
+    assert description == "Download speed and time left"
+    dlg.folder_changed()
+    name, description = accessible(dlg.status)
+    assert (
+        name == dlg.status.text() == f"Models folder: {ctx.library.folder}" and description == "Models status"
+    )
