@@ -444,7 +444,11 @@ class SettingsDialog(QDialog):
         return dataclasses.replace(self.settings, **changes), problems
 
     def show_problems(self, problems: dict[str, str]) -> None:
-        """One line per bad field ("Models folder: cannot use this folder …"); focus to the first."""
+        """One line per bad field ("Models folder: cannot use this folder …"); focus to the first.
+        Each bad field's accessible description says what is wrong with it, for a screen reader
+        that follows the focus there (the others' go back to their tooltip)."""
+        for name, field in self.fields.items():
+            field.setAccessibleDescription(f"Problem: {problems[name]}" if name in problems else "")
         if not problems:
             self.problems.hide()
             return

@@ -435,3 +435,36 @@ def test_a_screen_reader_reads_the_problems(qtbot: Any, win: MainWindow) -> None
     assert name == dlg.problems.text() and "Hugging Face endpoint: must be an http(s) URL" in name
     assert description == "Settings problems"
     dlg.reject()
+
+
+def test_the_focused_bad_field_says_what_is_wrong(qtbot: Any, win: MainWindow) -> None:
+    """Focus goes to the first bad field; a screen reader there hears the problem in the field's
+    description, which goes back to the field's tooltip once the problem is fixed."""
+    dlg = open_dialog(qtbot, win)
+    dlg.endpoint.setText("huggingface.co")
+    dlg.token.setText("hf_two words")
+    dlg.ok_button.click()
+    assert dlg.endpoint.hasFocus()
+    name, description = accessible(QApplication.focusWidget())
+    assert name == "Hugging Face endpoint"
+    assert description == "Problem: must be an http(s) URL, like https://huggingface.co"
+    assert accessible(dlg.token)[1].startswith("Problem: must be one word")
+    assert "two words" not in accessible(dlg.token)[1]
+    tip = accessible(dlg.threads)[1]
+    assert tip == dlg.threads.toolTip()  # a good field keeps its own description
+
+    dlg.endpoint.setText("https://hub.example.org")  # fixed; the token is still wrong
+    dlg.ok_button.click()
+    assert dlg.token.hasFocus() and accessible(dlg.token)[1].startswith("Problem: must be one word")
+    assert "Problem" not in accessible(dlg.endpoint)[1]
+    dlg.token.setText("hf_ok")
+    dlg.ok_button.click()
+    assert not dlg.isVisible()
+    assert [accessible(w)[1] for w in dlg.fields.values() if "Problem" in accessible(w)[1]] == []
+    # a number typed out of range is a problem of its field too
+    dlg = open_dialog(qtbot, win)
+    dlg.threads.lineEdit().selectAll()
+    qtbot.keyClicks(dlg.threads.lineEdit(), "0")
+    qtbot.keyClick(dlg.threads, Qt.Key.Key_Return)
+    assert accessible(dlg.threads)[1] == "Problem: 0 is not a number from 1 to 512"
+    dlg.reject()
