@@ -139,14 +139,21 @@ class ElidedLabel(QLabel):
     """A one-line status bar label that ends in "…" when it has less room than its text (the whole
     text is in the tooltip), so that it never pushes the status bar's messages out."""
 
-    def __init__(self, text: str = "") -> None:
+    def __init__(self, text: str = "", *, purpose: str = "") -> None:
+        """purpose: what the label shows ("Model"): a screen reader reads "Model: <text>" (an
+        accessible name alone would replace the text, and the text alone may be elided)."""
         super().__init__()
         self._full = ""
         self._tip = ""
+        self.purpose = purpose
         self.setText(text)
 
     def setText(self, text: str) -> None:  # Qt's name
         self._full = text
+        if self.purpose:
+            name = f"{self.purpose}: {text}" if text else self.purpose
+            if name != self.accessibleName():
+                self.setAccessibleName(name)
         self._elide()
 
     def setToolTip(self, tip: str) -> None:
@@ -181,7 +188,8 @@ class Banner(QLabel):
         super().__init__(parent)
         self.setWordWrap(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.setAccessibleName("Problem")
+        self.setAccessibleName("Problem")  # with the problem's words once one is shown
+        self.setAccessibleDescription("A problem and how to fix it")
         self.setStyleSheet(
             "QLabel { border: 1px solid palette(mid); border-left: 4px solid #c0392b;"
             " padding: 6px; background: palette(alternate-base); }"
@@ -203,6 +211,8 @@ class Banner(QLabel):
         if fix:
             body += f"<br>{html.escape(fix)}"
         self.setText(body)
+        # a screen reader reads the name in place of the text: both, in plain words
+        self.setAccessibleName(f"Problem: {message} {fix}".strip())
         self.show()
 
 
@@ -428,8 +438,7 @@ class MainWindow(QMainWindow):
         self.chart = ThroughputChart()
         # elided: a long one (another conversation's title, watts) must not widen the window past
         # a small screen
-        self.live_label = ElidedLabel("")
-        self.live_label.setAccessibleName("Reply progress")
+        self.live_label = ElidedLabel("", purpose="Reply progress")
         self.prompt = PromptEdit()
         self.prompt.submitted.connect(self.send)
         line = self.prompt.fontMetrics().lineSpacing()
@@ -440,7 +449,7 @@ class MainWindow(QMainWindow):
         self.send_button = QPushButton("Send")
         self.send_button.setAccessibleName("Send")
         self.send_button.setToolTip("Send (Enter)")
-        self.send_button.clicked.connect(self.send)
+        self.send_button.clicked.connect(lambda: self.send())  # clicked(bool) would be the text
         self.stop_button = QPushButton("Stop")
         self.stop_button.setAccessibleName("Stop reply")
         self.stop_button.setToolTip("Stop the reply (Esc)")
@@ -469,7 +478,9 @@ class MainWindow(QMainWindow):
         # settings panel
         self.settings_panel = SettingsPanel()
         self.settings_panel.applied.connect(self._apply_conversation_settings)
-        self.settings_panel.setMinimumWidth(220)
+        # wide enough for its labels at the user's font size (a fixed 220 px cut "Temperature"
+        # to "Temp" at 20 pt)
+        self.settings_panel.setMinimumWidth(max(220, self.settings_panel.minimumSizeHint().width()))
 
         self.splitter = QSplitter()
         self.splitter.addWidget(side)
@@ -478,7 +489,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([250, 690, 240])
+        self.splitter.setSizes([250, 690, max(240, self.settings_panel.minimumWidth())])
         self.setCentralWidget(self.splitter)
 
         # status bar: undo, model, memory
@@ -491,10 +502,8 @@ class MainWindow(QMainWindow):
         self._undo_timer.setSingleShot(True)
         self._undo_timer.timeout.connect(self._end_undo)
         sb.addWidget(self.undo_button)
-        self.model_label = ElidedLabel("No model")
-        self.model_label.setAccessibleName("Model")
-        self.memory_label = ElidedLabel("")
-        self.memory_label.setAccessibleName("Memory use")
+        self.model_label = ElidedLabel("No model", purpose="Model")
+        self.memory_label = ElidedLabel("", purpose="Memory use")
         sb.addPermanentWidget(self.model_label)
         sb.addPermanentWidget(self.memory_label)
 
@@ -547,6 +556,10 @@ class MainWindow(QMainWindow):
         act("&Edit last message", "Ctrl+Shift+E", lambda: self.edit_message(None), e)
         act("&Regenerate", "Ctrl+R", self.regenerate, e)
         self.stop_action = act("&Stop reply / cancel edit", "Esc", self.escape, e, "stop")
+        # Ctrl+Z in a text field undoes typing (the field takes the key first); elsewhere, and
+        # from the menu, it brings back the conversation just deleted while Undo is offered
+        self.undo_action = act("&Undo delete", QKeySequence.StandardKey.Undo, self.undo_delete, e, "undo")
+        self.undo_action.setEnabled(False)
         act("&Find conversation", QKeySequence.StandardKey.Find, self._focus_search, e)
         act("Re&name conversation", "F2", self.rename_current, e)
         v = mb.addMenu("&View")
@@ -611,7 +624,12 @@ class MainWindow(QMainWindow):
         layout.addWidget(table)
         layout.addWidget(buttons)
         rows_h = sum(table.rowHeight(r) for r in range(table.rowCount()))
-        dlg.resize(560, min(rows_h + table.horizontalHeader().height() + 90, 720))
+        # as wide as its columns at the user's font (a fixed 560 px pushed Keys off at 20 pt),
+        # within the screen
+        cols_w = sum(table.columnWidth(c) for c in range(table.columnCount()))
+        room = (self.screen() or QApplication.primaryScreen()).availableGeometry()
+        width = min(max(560, cols_w + 60), room.width() - 40)
+        dlg.resize(width, min(rows_h + table.horizontalHeader().height() + 90, 720, room.height() - 40))
         dlg.show()
         return dlg
 
@@ -859,8 +877,9 @@ class MainWindow(QMainWindow):
             self.select_conversation(int(it.data(CONV_ID)))
         else:
             self.select_conversation(None)
-        self.statusBar().showMessage(f"Deleted “{title}”", UNDO_SECONDS * 1000)
+        self.statusBar().showMessage(f"Deleted “{title}” (Ctrl+Z brings it back)", UNDO_SECONDS * 1000)
         self.undo_button.show()
+        self.undo_action.setEnabled(True)
         self._undo_timer.start(UNDO_SECONDS * 1000)
 
     def undo_delete(self) -> None:
@@ -871,12 +890,17 @@ class MainWindow(QMainWindow):
         self.refresh_list()
         self.select_conversation(cid)
         self.statusBar().showMessage(f"Restored “{self.store.get_conversation(cid).title}”", 3000)
+        item = self._item_for(cid)
+        if item is not None:  # the keyboard is back on the restored row (the Undo button hides)
+            self.conv_list.setCurrentItem(item)
+            self.conv_list.setFocus(Qt.FocusReason.OtherFocusReason)
         if not self._deleted:
             self._end_undo()
 
     def _end_undo(self) -> None:
         self._undo_timer.stop()
         self.undo_button.hide()
+        self.undo_action.setEnabled(False)
         self._deleted.clear()
 
     def _focus_search(self) -> None:
@@ -1392,8 +1416,11 @@ class MainWindow(QMainWindow):
     def escape(self) -> None:
         """Esc stops the reply being written in the shown conversation, or cancels an edit. Esc
         in another conversation leaves the reply alone: a key pressed there is not about it (the
-        Stop button, which names the reply's conversation, stops it)."""
-        if self.reply is not None:
+        Stop button, which names the reply's conversation, stops it). In the search box, Esc
+        clears the search first."""
+        if self.search.hasFocus() and self.search.text():
+            self.search.clear()
+        elif self.reply is not None:
             if self.reply["conversation_id"] == self.current_id:
                 self.stop()
         elif self.editing_id is not None:
@@ -1533,6 +1560,8 @@ class MainWindow(QMainWindow):
         if not self._sized and not e.spontaneous():  # on the screen it opens on
             self._sized = True
             self.fit_screen()
+            # typing at once writes a message (Qt would start in the search box, first in order)
+            self.prompt.setFocus(Qt.FocusReason.OtherFocusReason)
         super().showEvent(e)
 
     def resizeEvent(self, e: Any) -> None:

@@ -555,3 +555,16 @@ def test_a_chat_template_that_fails_when_used_says_so_in_the_window(
         type_and_enter(qtbot, win, "Hi")
     qtbot.waitUntil(lambda: "no chat here" in win.statusBar().currentMessage(), timeout=5000)
     assert "plain User/Assistant format" in win.statusBar().currentMessage()
+
+
+def test_the_send_button_sends(qtbot: Any, window: MainWindow) -> None:
+    """clicked(bool) passed False as the text: clicking Send raised AttributeError and sent
+    nothing (only Enter sent)."""
+    cid = window.new_conversation("Button")
+    window.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=8))
+    window.select_conversation(cid)
+    window.prompt.setPlainText("Say hello.")
+    d = wait_reply(qtbot, window, lambda: qtbot.mouseClick(window.send_button, Qt.MouseButton.LeftButton))
+    assert d["status"] == COMPLETE and d["text"]
+    assert [m.role for m in window.store.messages(cid)] == ["user", "assistant"]
+    assert window.store.messages(cid)[0].content == "Say hello." and window.prompt.toPlainText() == ""

@@ -491,3 +491,98 @@ def test_status_bar_messages_keep_their_room_beside_a_long_model_name(qtbot: Any
     assert shown.endswith("threads") and "…" in shown and win.model_label.toolTip() == long_name
     free = win.width() - win.model_label.width() - win.memory_label.width()
     assert win.statusBar().fontMetrics().horizontalAdvance(notice) < free
+
+
+def _spoken_name(w: QWidget) -> str:
+    from PySide6.QtGui import QAccessible
+
+    iface = QAccessible.queryAccessibleInterface(w)
+    return iface.text(QAccessible.Text.Name)
+
+
+def test_screen_readers_read_the_labels_words_not_only_their_purpose(win: MainWindow) -> None:
+    """An accessible name replaces a label's text for a screen reader: the model, memory and
+    reply-progress labels and the problem banner were read as "Model", "Memory use", "Reply
+    progress" and "Problem", never what they said."""
+    win.model_label.setText("SmolLM2-135M-Instruct.Q4_1.gguf · 2 threads")
+    assert _spoken_name(win.model_label) == "Model: SmolLM2-135M-Instruct.Q4_1.gguf · 2 threads"
+    win.model_label.resize(60, 20)  # elided on the screen: the whole text is still read
+    assert "…" in QLabel.text(win.model_label) and "2 threads" in _spoken_name(win.model_label)
+    win.live_label.setText("83 tokens · 23.4 tok/s")
+    assert _spoken_name(win.live_label) == "Reply progress: 83 tokens · 23.4 tok/s"
+    win.banner.show_problem("model.gguf is not on this computer.", "Choose a model in Models.")
+    spoken = _spoken_name(win.banner)
+    assert "model.gguf is not on this computer." in spoken and "Choose a model in Models." in spoken
+
+
+def test_ctrl_z_brings_back_a_deleted_conversation_and_the_keyboard_stays_on_it(
+    qtbot: Any, win: MainWindow
+) -> None:
+    a = win.new_conversation("First")
+    win.new_conversation("Second")
+    win.activateWindow()
+    win.conv_list.setFocus()
+    qtbot.waitUntil(win.conv_list.hasFocus, timeout=2000)
+    assert not win.undo_action.isEnabled()
+    qtbot.keyClick(win.conv_list, Qt.Key.Key_Delete)
+    assert titles(win) == ["First"] and win.undo_action.isEnabled()
+    assert "Ctrl+Z" in win.statusBar().currentMessage()
+    qtbot.keyClick(win.conv_list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert sorted(titles(win)) == ["First", "Second"] and not win.undo_action.isEnabled()
+    assert win.conv_list.hasFocus() and win.conv_list.currentItem().text() == "Second"
+    # in the message box Ctrl+Z undoes typing, not a delete
+    win.select_conversation(a)
+    win.delete_current()
+    win.prompt.setFocus()
+    qtbot.waitUntil(win.prompt.hasFocus, timeout=2000)
+    qtbot.keyClicks(win.prompt, "abc")
+    qtbot.keyClick(win.prompt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert win.prompt.toPlainText() == "" and "First" not in titles(win)
+
+
+def test_the_window_opens_with_the_keyboard_in_the_message_box(qtbot: Any, make_ctx: Any) -> None:
+    ctx = make_ctx()
+    ctx.store.create_conversation("Old chat")
+    win = open_window(qtbot, ctx, autoload=False)
+    win.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None, timeout=2000)
+    assert QApplication.focusWidget() is win.prompt
+
+
+def test_esc_in_the_search_box_clears_the_search(qtbot: Any, win: MainWindow) -> None:
+    win.new_conversation("Cooking")
+    win.new_conversation("Travel")
+    win.activateWindow()
+    win.search.setFocus()
+    qtbot.waitUntil(win.search.hasFocus, timeout=2000)
+    qtbot.keyClicks(win.search, "cook")
+    assert titles(win) == ["Cooking"]
+    qtbot.keyClick(win.search, Qt.Key.Key_Escape)
+    assert win.search.text() == "" and sorted(titles(win)) == ["Cooking", "Travel"]
+
+
+def test_at_a_large_font_the_settings_panel_and_shortcuts_fit_their_words(qtbot: Any, make_ctx: Any) -> None:
+    """At 20 pt the panel stayed at 220-240 px ("Temperature" showed as "Temp") and the
+    shortcuts dialog's 560 px pushed the Keys column off."""
+    app = QApplication.instance()
+    old = app.font()
+    big = app.font()
+    big.setPointSize(20)
+    app.setFont(big)
+    try:
+        win = open_window(qtbot, make_ctx(), autoload=False)
+        win.resize(2400, 1000)
+        panel = win.settings_panel
+        label_w = panel.fontMetrics().horizontalAdvance("Temperature")
+        assert panel.minimumWidth() >= panel.minimumSizeHint().width() > label_w
+        qtbot.waitUntil(lambda: panel.width() >= panel.minimumSizeHint().width(), timeout=2000)
+        dlg = win.show_shortcuts()
+        qtbot.addWidget(dlg)
+        from PySide6.QtWidgets import QTableWidget
+
+        table = dlg.findChild(QTableWidget)
+        cols = sum(table.columnWidth(c) for c in range(table.columnCount()))
+        room = win.screen().availableGeometry().width() - 40
+        assert dlg.width() >= min(cols, room - 60)
+    finally:
+        app.setFont(old)
