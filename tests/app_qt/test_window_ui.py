@@ -586,3 +586,23 @@ def test_at_a_large_font_the_settings_panel_and_shortcuts_fit_their_words(qtbot:
         assert dlg.width() >= min(cols, room - 60)
     finally:
         app.setFont(old)
+
+
+def test_a_model_file_name_that_is_not_utf8_is_refused_with_what_to_do(
+    qtbot: Any, make_ctx: Any, tmp_path: Path
+) -> None:
+    """A Latin-1 name (mod\\xe8le.gguf) reaches Python as a lone surrogate: with -m, the banner
+    said the file was missing and New chat raised UnicodeEncodeError in the store."""
+    bad = str(tmp_path / "mod\udce8le.gguf")
+    win = open_window(qtbot, make_ctx(), model=bad, autoload=False)
+    assert win.banner.isVisible() and "not valid UTF-8" in win.banner.accessibleName()
+    assert (
+        "mod\ufffdle.gguf" in win.banner.accessibleName() and "Rename the file" in win.banner.accessibleName()
+    )
+    cid = win.new_conversation()  # with the default model, not the refused one
+    assert win.store.get_conversation(cid).model_id != bad
+    before = win.ctx.settings.default_model
+    win.banner.hide()
+    win.use_model(bad)
+    assert win.banner.isVisible() and win.ctx.settings.default_model == before
+    assert win.store.get_conversation(cid).model_id != bad
