@@ -28,7 +28,7 @@ from PySide6.QtGui import (
     QTextFrameFormat,
     QTextOption,
 )
-from PySide6.QtWidgets import QApplication, QPlainTextEdit, QTextBrowser, QWidget
+from PySide6.QtWidgets import QApplication, QTextBrowser, QTextEdit, QWidget
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
@@ -381,13 +381,17 @@ class ChatView(QTextBrowser):
             QDesktopServices.openUrl(url)  # links in replies open outside; nothing loads in here
 
 
-class PromptEdit(QPlainTextEdit):
-    """Enter sends, Shift+Enter inserts a newline."""
+class PromptEdit(QTextEdit):
+    """Enter sends, Shift+Enter inserts a newline. Plain text only. A QTextEdit, not a
+    QPlainTextEdit: that one lays out every paragraph with the document's one text option, so a
+    Hebrew or Arabic line stayed flush left while the conversation showed it right-aligned; here each
+    paragraph takes the direction of its text."""
 
     submitted = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setAcceptRichText(False)  # pasted or dropped HTML arrives as its text
         self.setAccessibleName("Message")
         self.setAccessibleDescription("Type a message; Enter sends, Shift+Enter starts a new line")
         self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line)")

@@ -36,20 +36,17 @@ def test_a_long_chinese_paragraph_stays_one_paragraph_with_its_bold(qtbot: Any) 
     blocks = [doc.findBlockByNumber(k) for k in range(doc.blockCount())]
     body = [b for b in blocks if "重要提示" in b.text()]
     assert len(body) == 1 and body[0].text() == para.replace("**", "")
-    bold = [
-        f.text()
-        for b in body
-        for f in (it.fragment() for it in _fragments(b))
-        if f.charFormat().fontWeight() >= QFont.Weight.Bold
-    ]
+    bold = [text for text, weight in _fragments(body[0]) if weight >= QFont.Weight.Bold]
     assert bold == ["重要提示：请务必仔细阅读"]
 
 
-def _fragments(block: Any) -> list[Any]:
+def _fragments(block: Any) -> list[tuple[str, int]]:
+    """(text, font weight) of each fragment of block."""
     out = []
     it = block.begin()
     while not it.atEnd():
-        out.append(it)
+        f = it.fragment()
+        out.append((f.text(), f.charFormat().fontWeight()))
         it += 1
     return out
 
@@ -94,3 +91,36 @@ def test_a_bold_blob_keeps_its_bold_and_a_base64_blob_still_lays_out_fast(qtbot:
         view.grab()
         assert time.perf_counter() - t0 < 2.0
         assert view.document().blockCount() > len(b) // LONG_RUN
+
+
+def test_the_prompt_aligns_each_line_by_its_own_direction(qtbot: Any) -> None:
+    """A QPlainTextEdit kept Hebrew and Arabic lines flush left (the chat view right-aligns them)."""
+    from PySide6.QtCore import QMimeData, Qt
+    from trit.app.qt.chat_view import PromptEdit
+
+    box = PromptEdit()
+    qtbot.addWidget(box)
+    box.resize(600, 200)
+    box.show()
+    qtbot.waitExposed(box)
+    box.setPlainText("مرحبا، كيف حالك اليوم؟\nשלום, מה שלומך?\nHello 123")
+    QApplication.processEvents()
+    doc = box.document()
+    width = box.viewport().width()
+    lefts = []
+    for k in range(3):
+        block = doc.findBlockByNumber(k)
+        line = block.layout().lineAt(0)
+        lefts.append(line.naturalTextRect().left() + doc.documentLayout().blockBoundingRect(block).left())
+    assert lefts[0] > width / 2 and lefts[1] > width / 2 and lefts[2] < 20, (lefts, width)
+    assert doc.findBlockByNumber(1).layout().textOption().textDirection() != Qt.LayoutDirection.LeftToRight
+    # still plain text: pasted HTML arrives as its text
+    box.clear()
+    mime = QMimeData()
+    mime.setHtml("<b>bold</b> <i>it</i>")
+    mime.setText("bold it")
+    box.insertFromMimeData(mime)
+    assert box.toPlainText() == "bold it"
+    cur = box.textCursor()
+    cur.setPosition(2)
+    assert cur.charFormat().fontWeight() < QFont.Weight.Bold
