@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QEvent, QRect, QSize, Qt
-from PySide6.QtGui import QPalette, QShowEvent
+from PySide6.QtGui import QColor, QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
@@ -46,6 +46,8 @@ from trit.app.core.settings import (
     default_settings,
     physical_cores,
 )
+
+from .models_dialog import error_colour, muted_colour
 
 # (value, label) of the activation precision choices, in the order shown
 PRECISIONS = (
@@ -147,8 +149,7 @@ class SettingsDialog(QDialog):
         def hint(text: str) -> QLabel:
             h = QLabel(text)
             h.setWordWrap(True)
-            h.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-            self._hints.append(h)
+            self._hints.append(h)  # grey, in _recolour
             return h
 
         # engine
@@ -278,8 +279,8 @@ class SettingsDialog(QDialog):
         # no accessible name: a screen reader reads the problems themselves (a name replaced them)
         self.problems.setAccessibleDescription("Settings problems")
         self.problems.setTextFormat(Qt.TextFormat.PlainText)
-        self.problems.setStyleSheet("QLabel { color: #c0392b; }")
         self.problems.hide()
+        self._recolour()
 
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok
@@ -351,6 +352,22 @@ class SettingsDialog(QDialog):
         for a, b in zip(self.tab_order, self.tab_order[1:], strict=False):
             QWidget.setTabOrder(a, b)
         self.ok_button.setDefault(True)
+
+    def _recolour(self) -> None:
+        """Hints in a grey and problems in a red that read on this window's colour, light or dark
+        (the palette's own placeholder grey was 3.9:1 on the light window, the fixed red #c0392b
+        2.6:1 on a dark one; WCAG AA asks 4.5:1)."""
+        grey, red = muted_colour(self.palette()), QColor(error_colour(self.palette()))
+        for label, colour in [(h, grey) for h in self._hints] + [(self.problems, red)]:
+            if label.palette().color(QPalette.ColorRole.WindowText) != colour:
+                own = QPalette()  # only the text colour set: the rest still follows the window
+                own.setColor(QPalette.ColorRole.WindowText, colour)
+                label.setPalette(own)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "problems"):
+            self._recolour()
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QPoint, QRect, Qt
-from PySide6.QtGui import QAccessible, QKeySequence, QScreen
+from PySide6.QtGui import QAccessible, QColor, QKeySequence, QPalette, QScreen
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QComboBox, QLineEdit, QWidget
 from trit.app.core.sampling import Sampling
 from trit.app.core.settings import default_settings, physical_cores
 from trit.app.core.store import STOPPED
 from trit.app.qt.main_window import MainWindow
+from trit.app.qt.models_dialog import contrast
 from trit.app.qt.settings_dialog import SettingsDialog
 
 from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
@@ -467,4 +468,51 @@ def test_the_focused_bad_field_says_what_is_wrong(qtbot: Any, win: MainWindow) -
     qtbot.keyClicks(dlg.threads.lineEdit(), "0")
     qtbot.keyClick(dlg.threads, Qt.Key.Key_Return)
     assert accessible(dlg.threads)[1] == "Problem: 0 is not a number from 1 to 512"
+    dlg.reject()
+
+
+def palette_of(window: str, text: str) -> QPalette:
+    """A light or dark palette as desktops set them: the placeholder (hint) colour is the text
+    colour at half alpha, Qt's default."""
+    p = QPalette(QApplication.palette())
+    half = QColor(text)
+    half.setAlpha(128)
+    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
+        for role, colour in (
+            (QPalette.ColorRole.Window, QColor(window)),
+            (QPalette.ColorRole.WindowText, QColor(text)),
+            (QPalette.ColorRole.Text, QColor(text)),
+            (QPalette.ColorRole.PlaceholderText, half),
+        ):
+            p.setColor(group, role, colour)
+    return p
+
+
+def drawn_contrast(label: QWidget) -> float:
+    """The contrast of the label's strongest drawn pixel (its glyphs' solid parts) against its
+    background as drawn (a group box's shade of the window), as a measuring tool sees it."""
+    img = label.window().grab(QRect(label.mapTo(label.window(), QPoint(0, 0)), label.size())).toImage()
+    background = img.pixelColor(0, 0)
+    return max(
+        contrast(img.pixelColor(x, y), background) for y in range(img.height()) for x in range(img.width())
+    )
+
+
+@pytest.mark.parametrize(("window", "text"), [("#efefef", "#000000"), ("#2b2b2b", "#ffffff")])
+def test_hints_and_problems_read_on_a_light_and_a_dark_window(qtbot: Any, window: str, text: str) -> None:
+    """WCAG AA (4.5:1) for the grey hints and the red problems line: the placeholder grey was
+    3.9:1 on the light window, the fixed red 2.6:1 on a dark one. The colours follow a palette set
+    after the dialog was made (the desktop switching to dark)."""
+    dlg = SettingsDialog(default_settings(), lambda new: {})
+    qtbot.addWidget(dlg)
+    dlg.setPalette(palette_of("#808080", "#000000"))  # set again below: a change of palette
+    dlg.setPalette(palette_of(window, text))
+    dlg.show()
+    dlg.show_problems({"hf_endpoint": "must be an http(s) URL"})
+    qtbot.wait(20)
+    for label in dlg._hints[:2] + [dlg.problems]:
+        assert drawn_contrast(label) >= 4.5, label.text()
+    # still a muted grey, not the text colour: hints stay quieter than the fields' labels
+    grey = dlg._hints[0].palette().color(QPalette.ColorRole.WindowText)
+    assert contrast(grey, QColor(window)) < contrast(QColor(text), QColor(window)) - 5
     dlg.reject()
