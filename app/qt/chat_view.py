@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
+    QFocusEvent,
     QFontDatabase,
     QKeyEvent,
+    QPainter,
     QPalette,
+    QPen,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
@@ -33,6 +36,10 @@ from trit.app.core.meters import readout_line as format_readout  # the line unde
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
+# Width in pixels of the ring in the highlight colour that shows keyboard focus on the conversation
+# (the style's 1 px frame did not change at all): kept free around the viewport, in the background
+# colour while the view has no focus, so nothing moves when focus comes and goes.
+FOCUS_RING = 2
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)(?:^```[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 
 
@@ -179,6 +186,7 @@ class ChatView(QTextBrowser):
         self.setAccessibleDescription("The messages of the selected conversation")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.document().setDocumentMargin(12)
+        self.setViewportMargins(FOCUS_RING, FOCUS_RING, FOCUS_RING, FOCUS_RING)
         self._code_blocks: list[str] = []
         self._stream: ShownMessage | None = None
         self._stream_pos = 0  # document position where the streamed reply starts
@@ -193,6 +201,37 @@ class ChatView(QTextBrowser):
         """Tab leaves the view (to the prompt) instead of walking every Copy / Edit / Regenerate
         link of the conversation first (QTextBrowser's way); those have menu shortcuts."""
         return QWidget.focusNextPrevChild(self, next)
+
+    # -- focus -----------------------------------------------------------------------------------
+    def event(self, e: QEvent) -> bool:
+        done = super().event(e)
+        if e.type() == QEvent.Type.Paint:  # the view's own paint (its frame), not the viewport's
+            self._paint_focus_ring()
+        return done
+
+    def _paint_focus_ring(self) -> None:
+        pal = self.palette()
+        focused = self.hasFocus()
+        color = pal.color(QPalette.ColorRole.Highlight if focused else QPalette.ColorRole.Base)
+        p = QPainter(self)
+        # the ring covers the margin around the viewport and, with focus, the frame line too
+        outer = 0 if focused else self.frameWidth()
+        width = FOCUS_RING + self.frameWidth() - outer
+        pen = QPen(color)
+        pen.setWidth(width)
+        pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+        p.setPen(pen)
+        inset = outer + width / 2
+        p.drawRect(self.rect().toRectF().adjusted(inset, inset, -inset, -inset))
+        p.end()
+
+    def focusInEvent(self, e: QFocusEvent) -> None:
+        super().focusInEvent(e)
+        self.update()
+
+    def focusOutEvent(self, e: QFocusEvent) -> None:
+        super().focusOutEvent(e)
+        self.update()
 
     # -- content ---------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import base64
 import time
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QApplication
 from trit.app.qt.chat_view import LONG_RUN, ChatView, ShownMessage, break_long_runs
@@ -124,3 +125,63 @@ def test_the_prompt_aligns_each_line_by_its_own_direction(qtbot: Any) -> None:
     cur = box.textCursor()
     cur.setPosition(2)
     assert cur.charFormat().fontWeight() < QFont.Weight.Bold
+
+
+def _dark_palette() -> Any:
+    from PySide6.QtGui import QColor, QPalette
+
+    pal = QPalette()
+    roles = QPalette.ColorRole
+    for role, name in [
+        (roles.Window, "#2b2b2b"),
+        (roles.WindowText, "#ffffff"),
+        (roles.Base, "#1e1e1e"),
+        (roles.AlternateBase, "#262626"),
+        (roles.Text, "#ffffff"),
+        (roles.Button, "#353535"),
+        (roles.ButtonText, "#ffffff"),
+        (roles.Highlight, "#3daee9"),
+        (roles.HighlightedText, "#000000"),
+        (roles.Link, "#6cb4ff"),
+        (roles.Mid, "#505050"),
+    ]:
+        pal.setColor(role, QColor(name))
+    placeholder = QColor("#ffffff")
+    placeholder.setAlpha(128)
+    pal.setColor(roles.PlaceholderText, placeholder)
+    return pal
+
+
+def test_keyboard_focus_on_the_conversation_shows_a_ring_in_the_highlight_colour(qtbot: Any) -> None:
+    """Tab to the conversation changed no pixel."""
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QLineEdit, QVBoxLayout, QWidget
+
+    for pal in (QPalette(QApplication.palette()), _dark_palette()):
+        box = QWidget()
+        qtbot.addWidget(box)
+        box.setPalette(pal)
+        lay = QVBoxLayout(box)
+        other = QLineEdit()
+        view = ChatView()
+        lay.addWidget(other)
+        lay.addWidget(view)
+        view.show_messages([ShownMessage(1, "user", "hi"), ShownMessage(2, "assistant", "hello")])
+        box.resize(500, 400)
+        box.show()
+        box.activateWindow()
+        qtbot.waitExposed(box)
+        other.setFocus()
+        qtbot.waitUntil(other.hasFocus, timeout=2000)
+        off = view.grab().toImage()
+        view.setFocus(Qt.FocusReason.TabFocusReason)
+        qtbot.waitUntil(view.hasFocus, timeout=2000)
+        on = view.grab().toImage()
+        highlight = pal.color(QPalette.ColorRole.Highlight).rgb()
+        h = on.height() // 2
+        ring = [on.pixel(x, h) for x in range(3)]  # the frame line and the margin inside it
+        assert ring == [highlight] * 3, ([QColor(c).name() for c in ring], QColor(highlight).name())
+        assert all(off.pixel(x, h) != highlight for x in range(3))
+        other.setFocus()
+        qtbot.waitUntil(other.hasFocus, timeout=2000)
+        assert view.grab().toImage() == off  # the ring goes with the focus
