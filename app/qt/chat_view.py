@@ -20,6 +20,7 @@ from typing import Any
 from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QFocusEvent,
+    QFont,
     QFontDatabase,
     QKeyEvent,
     QPainter,
@@ -319,6 +320,17 @@ class ChatView(QTextBrowser):
     def _muted(self) -> str:
         return self.palette().color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText).name()
 
+    def _mono_font(self) -> QFont:
+        """The system's monospace family at the size of the view's text: the system font comes at
+        its own size (9 pt), small beside a 20 pt application font."""
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        base = self.font()
+        if base.pointSizeF() > 0:
+            mono.setPointSizeF(base.pointSizeF())
+        elif base.pixelSize() > 0:
+            mono.setPixelSize(base.pixelSize())
+        return mono
+
     def _new_block(self, cur: QTextCursor, top: float = 0.0) -> None:
         fmt = QTextBlockFormat()
         fmt.setTopMargin(top)
@@ -369,7 +381,7 @@ class ChatView(QTextBrowser):
         ff.setMargin(2)
         cur.insertFrame(ff)
         mono = QTextCharFormat()
-        mono.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        mono.setFont(self._mono_font())
         # One insertText for the whole block: it turns each "\n" into a new block with this format.
         # A block per line inserted one by one inside a frame costs a relayout of the frame each
         # time (quadratic: 2000 lines took 2 s, 8000 lines about a minute).

@@ -185,3 +185,24 @@ def test_keyboard_focus_on_the_conversation_shows_a_ring_in_the_highlight_colour
         other.setFocus()
         qtbot.waitUntil(other.hasFocus, timeout=2000)
         assert view.grab().toImage() == off  # the ring goes with the focus
+
+
+def test_code_blocks_are_as_large_as_the_text_around_them(qtbot: Any) -> None:
+    """Code came in the system monospace font at its own size (9 pt) beside 20 pt text."""
+    from PySide6.QtGui import QFontDatabase
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    big = QFont(view.font())
+    big.setPointSize(20)
+    view.setFont(big)
+    view.show_messages([ShownMessage(1, "assistant", "Code:\n\n```\ncode here\n```")])
+    doc = view.document()
+    block = next(
+        doc.findBlockByNumber(k)
+        for k in range(doc.blockCount())
+        if doc.findBlockByNumber(k).text() == "code here"
+    )
+    font = block.begin().fragment().charFormat().font()
+    assert font.pointSizeF() == 20
+    assert font.family() == QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
