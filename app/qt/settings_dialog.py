@@ -107,6 +107,9 @@ class _FormScroll(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setAccessibleName("Settings sections")
+        # not a Tab stop: it shows no focus, and took the first one (Settings opened with nothing
+        # visibly focused). It still scrolls to the field that has focus.
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
     def _extra_width(self) -> int:
         return 2 * self.frameWidth() + self.verticalScrollBar().sizeHint().width()
@@ -373,6 +376,7 @@ class SettingsDialog(QDialog):
         super().showEvent(event)
         if not event.spontaneous():
             self.fit_screen()
+            self.threads.setFocus()  # the first field, each time Settings opens
 
     def _available(self) -> QRect:
         return (self.parentWidget() or self).screen().availableGeometry()

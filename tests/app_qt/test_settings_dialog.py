@@ -516,3 +516,18 @@ def test_hints_and_problems_read_on_a_light_and_a_dark_window(qtbot: Any, window
     grey = dlg._hints[0].palette().color(QPalette.ColorRole.WindowText)
     assert contrast(grey, QColor(window)) < contrast(QColor(text), QColor(window)) - 5
     dlg.reject()
+
+
+def test_settings_open_with_focus_on_the_first_field(qtbot: Any, win: MainWindow) -> None:
+    """Ctrl+, puts the focus on Threads, where it shows; the sections' scroll area (which shows
+    no focus) took it and was a Tab stop before Threads. Opened again, focus starts there again."""
+    dlg = open_dialog(qtbot, win)
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None, timeout=2000)
+    assert dlg.threads.hasFocus()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Backtab)
+    assert QApplication.focusWidget() is not dlg.scroll and dlg.scroll.focusPolicy() == Qt.FocusPolicy.NoFocus
+    dlg.watts.setFocus()
+    dlg.reject()
+    dlg = open_dialog(qtbot, win)
+    assert dlg.threads.hasFocus()
+    dlg.reject()
