@@ -19,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
+    QColor,
     QFocusEvent,
     QFont,
     QFontDatabase,
@@ -169,6 +170,22 @@ def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN, inline_se
     return pattern.sub(cut, text)
 
 
+def _mix(a: QColor, b: QColor, t: float) -> QColor:
+    """a moved a fraction t of the way to b (opaque)."""
+    return QColor.fromRgbF(*(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3], strict=True)))
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG 2 contrast ratio of two opaque colours, 1 to 21."""
+
+    def lum(c: QColor) -> float:
+        ch = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c.getRgbF()[:3]]
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 class ChatView(QTextBrowser):
     """Signals carry message ids; the window acts on the store."""
 
@@ -197,6 +214,9 @@ class ChatView(QTextBrowser):
         self._timer.setInterval(1000 // STREAM_FPS)
         self._timer.timeout.connect(self._flush_stream)
         self.renders = 0  # full renders, for tests
+        # what show_messages() drew and with which colours and font, to draw it again when they change
+        self._shown: tuple[list[Any], str] = ([], "")
+        self._drawn_with = self._look()
 
     def focusNextPrevChild(self, next: bool) -> bool:  # Qt's name
         """Tab leaves the view (to the prompt) instead of walking every Copy / Edit / Regenerate
@@ -234,6 +254,40 @@ class ChatView(QTextBrowser):
         super().focusOutEvent(e)
         self.update()
 
+    # -- palette and font changes ------------------------------------------------------------------
+    def _look(self) -> tuple[Any, ...]:
+        """What the drawn document took from the palettes and the font: colours and sizes are set
+        on its text when drawn (a link's colour from the application palette), so they do not follow
+        a change by themselves."""
+        pal, app = self.palette(), QApplication.palette()
+        roles = QPalette.ColorRole
+        return (
+            *(pal.color(r).rgba() for r in (roles.Base, roles.AlternateBase, roles.Text, roles.Mid)),
+            pal.color(QPalette.ColorGroup.Active, roles.PlaceholderText).rgba(),
+            app.color(roles.Link).rgba(),
+            self.font().key(),
+        )
+
+    def changeEvent(self, e: QEvent) -> None:
+        super().changeEvent(e)
+        kinds = (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange, QEvent.Type.FontChange)
+        drawn = getattr(self, "_drawn_with", None)  # None while QTextBrowser's __init__ runs
+        if e.type() in kinds and drawn is not None and self._look() != drawn:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draws the shown messages again (the reply being streamed included) where the reader was:
+        at the bottom if there, else at the same scroll position."""
+        bar = self.verticalScrollBar()
+        at_bottom, value = self._at_bottom(), bar.value()
+        stream = self._stream
+        if stream is not None:
+            self._flush_stream()
+        messages, placeholder = self._shown
+        self.show_messages(messages, stream=stream, placeholder=placeholder)
+        self.document().documentLayout().documentSize()  # lays it out: the scroll range is final
+        bar.setValue(bar.maximum() if at_bottom else value)
+
     # -- content ---------------------------------------------------------------------------------
 
     def code_blocks(self) -> list[str]:
@@ -250,6 +304,8 @@ class ChatView(QTextBrowser):
         last and updated by append_stream(); `placeholder` is the muted hint shown instead when
         there is nothing to draw (no conversation yet, or an empty one)."""
         self.renders += 1
+        self._shown = (list(messages), placeholder)
+        self._drawn_with = self._look()
         self._timer.stop()
         at_bottom = self._at_bottom()
         self.clear()
@@ -299,6 +355,10 @@ class ChatView(QTextBrowser):
     def end_stream(self) -> None:
         self._flush_stream()
         self._timer.stop()
+        if self._stream is not None:  # drawn now as a finished message when the view redraws
+            done = ShownMessage(self._stream.id, "assistant", self._stream.content, COMPLETE)
+            shown = [m for m in self._shown[0] if m.id != done.id] + [done]
+            self._shown = (shown, self._shown[1])
         self._stream = None
 
     def _flush_stream(self) -> None:
@@ -318,7 +378,19 @@ class ChatView(QTextBrowser):
 
     # -- drawing ---------------------------------------------------------------------------------
     def _muted(self) -> str:
-        return self.palette().color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText).name()
+        """The placeholder colour as drawn over the background (its alpha blended in: name() dropped
+        it, so half-transparent white became pure white), darkened or lightened towards the text
+        colour until it has the 4.5:1 contrast WCAG asks of text."""
+        pal = self.palette()
+        bg = pal.color(QPalette.ColorRole.Base)
+        text = pal.color(QPalette.ColorRole.Text)
+        ph = pal.color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText)
+        color = _mix(bg, ph, ph.alphaF())
+        for step in range(1, 21):
+            if contrast_ratio(color, bg) >= 4.5:
+                break
+            color = _mix(_mix(bg, ph, ph.alphaF()), text, step / 20)
+        return color.name()
 
     def _mono_font(self) -> QFont:
         """The system's monospace family at the size of the view's text: the system font comes at

@@ -127,6 +127,17 @@ def test_the_prompt_aligns_each_line_by_its_own_direction(qtbot: Any) -> None:
     assert cur.charFormat().fontWeight() < QFont.Weight.Bold
 
 
+def _contrast(a: Any, b: Any) -> float:
+    """WCAG 2 contrast ratio of two opaque QColors."""
+
+    def lum(c: Any) -> float:
+        ch = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c.getRgbF()[:3]]
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def _dark_palette() -> Any:
     from PySide6.QtGui import QColor, QPalette
 
@@ -206,3 +217,64 @@ def test_code_blocks_are_as_large_as_the_text_around_them(qtbot: Any) -> None:
     font = block.begin().fragment().charFormat().font()
     assert font.pointSizeF() == 20
     assert font.family() == QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
+
+
+def test_switching_to_a_dark_palette_redraws_code_links_and_readouts_where_the_reader_was(qtbot: Any) -> None:
+    """Code blocks stayed light with white text, links dark blue and readouts black."""
+    from PySide6.QtGui import QPalette
+
+    msgs = []
+    for i in range(12):
+        msgs.append(ShownMessage(2 * i, "user", f"question {i}"))
+        reply = f"See [the docs](https://example.com/{i}).\n\n```python\nprint({i})\n```"
+        msgs.append(
+            ShownMessage(
+                2 * i + 1, "assistant", reply, stats={"ttft_ms": 300, "tokens": 9, "decode_tps": 30.0}
+            )
+        )
+    view = shown_view(qtbot, *msgs)
+    bar = view.verticalScrollBar()
+    assert bar.maximum() > 200
+    bar.setValue(bar.maximum() // 2)
+    value = bar.value()
+    light = QPalette(QApplication.palette())
+    dark = _dark_palette()
+    try:
+        QApplication.setPalette(dark)
+        QApplication.processEvents()
+        doc = view.document()
+        frames = doc.rootFrame().childFrames()
+        assert len(frames) == 12
+        assert all(
+            f.frameFormat().background().color() == dark.color(QPalette.ColorRole.AlternateBase)
+            for f in frames
+        )
+        links, muted = [], []
+        for k in range(doc.blockCount()):
+            it = doc.findBlockByNumber(k).begin()
+            while not it.atEnd():
+                f = it.fragment()
+                fmt = f.charFormat()
+                if fmt.anchorHref().startswith("https:"):
+                    links.append(fmt.foreground().color().name())
+                if "TTFT" in f.text():
+                    muted.append(fmt.foreground().color())
+                it += 1
+        assert links == [dark.color(QPalette.ColorRole.Link).name()] * 12
+        assert len(muted) == 12
+        base = dark.color(QPalette.ColorRole.Base)
+        assert all(c.name() not in ("#ffffff", "#000000") and _contrast(c, base) >= 4.5 for c in muted)
+        assert bar.value() == value  # where the reader was
+    finally:
+        QApplication.setPalette(light)
+
+
+def test_muted_text_has_enough_contrast_in_the_light_palette(qtbot: Any) -> None:
+    from PySide6.QtGui import QColor, QPalette
+
+    view = shown_view(
+        qtbot, ShownMessage(1, "assistant", "hi", stats={"ttft_ms": 300, "tokens": 9, "decode_tps": 30.0})
+    )
+    muted = QColor(view._muted())
+    base = view.palette().color(QPalette.ColorRole.Base)
+    assert _contrast(muted, base) >= 4.5 and muted != view.palette().color(QPalette.ColorRole.Text)
