@@ -19,6 +19,8 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
+    QAccessible,
+    QAccessibleAnnouncementEvent,
     QColor,
     QFocusEvent,
     QFont,
@@ -253,6 +255,14 @@ class ChatView(QTextBrowser):
     def focusOutEvent(self, e: QFocusEvent) -> None:
         super().focusOutEvent(e)
         self.update()
+
+    # -- screen readers ----------------------------------------------------------------------------
+    def announce(self, text: str) -> None:
+        """Has screen readers speak text (e.g. "Reply finished") after what they are saying, without
+        moving focus (Qt 6.8's announcement event: AT-SPI and UI Automation notifications)."""
+        event = QAccessibleAnnouncementEvent(self, text)
+        event.setPoliteness(QAccessible.AnnouncementPoliteness.Polite)
+        QAccessible.updateAccessibility(event)
 
     # -- palette and font changes ------------------------------------------------------------------
     def _look(self) -> tuple[Any, ...]:

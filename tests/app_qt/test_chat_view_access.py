@@ -278,3 +278,20 @@ def test_muted_text_has_enough_contrast_in_the_light_palette(qtbot: Any) -> None
     muted = QColor(view._muted())
     base = view.palette().color(QPalette.ColorRole.Base)
     assert _contrast(muted, base) >= 4.5 and muted != view.palette().color(QPalette.ColorRole.Text)
+
+
+def test_announce_posts_a_polite_announcement_for_screen_readers(qtbot: Any, monkeypatch: Any) -> None:
+    from PySide6.QtGui import QAccessible
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    posted: list[tuple[Any, str, Any, Any]] = []
+
+    def update(event: Any) -> None:
+        posted.append((event.type(), event.message(), event.politeness(), event.object()))
+
+    monkeypatch.setattr(QAccessible, "updateAccessibility", update)
+    view.announce("Reply finished")
+    assert posted == [
+        (QAccessible.Event.Announcement, "Reply finished", QAccessible.AnnouncementPoliteness.Polite, view)
+    ]
