@@ -18,8 +18,10 @@ and leaves a marker, so that the next start recovers the file even where quick_c
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -160,14 +162,127 @@ _CONV_COLS = "id, title, created, updated, system_prompt, model_id, sampling, de
 _MSG_COLS = "id, conversation_id, role, content, created, status, stats"
 
 
+def _char_class(chars: list[str]) -> str:
+    """A regex class of chars (sorted), with runs of consecutive code points as ranges."""
+    out, i = [], 0
+    while i < len(chars):
+        j = i
+        while j + 1 < len(chars) and ord(chars[j + 1]) == ord(chars[j]) + 1:
+            j += 1
+        out.append(re.escape(chars[i]) + ("-" + re.escape(chars[j]) if j > i else ""))
+        i = j + 1
+    return "[" + "".join(out) + "]"
+
+
+@dataclass(frozen=True)
+class _FoldTables:
+    marks: re.Pattern[str]  # runs of nonspacing marks (Mn) in the BMP
+    astral_marks: re.Pattern[str]  # the same past U+FFFF
+    unstable: re.Pattern[str]  # a BMP character NFKC may change or join to the one before
+    joining: frozenset[str]  # unstable ones and every mark with a combining class
+
+
+@functools.cache
+def _fold_tables() -> _FoldTables:
+    """Built on first use from this Python's Unicode data (about 0.1 s). BMP and astral marks are
+    two patterns because sre tests a class of BMP characters with a bitmap but one reaching past
+    U+FFFF as a list of ranges, one after another (six times slower). Marks sit only in planes 0,
+    1 and 14 (2 and 3 hold ideographs, 15 and 16 private use), so only those are scanned."""
+    bmp, astral = [], []
+    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
+        if unicodedata.category(chr(cp)) == "Mn":
+            (bmp if cp < 0x10000 else astral).append(chr(cp))
+    # NFKC_Quick_Check != Yes (unicodedata does not expose it): characters NFKC replaces, the
+    # second of every canonical pair that composes, Hangul vowel and final jamo, plus the few
+    # marks with a combining class that are not Mn and so survive the fold (Mc viramas, U+302E)
+    unstable = set()
+    for cp in range(0x10000):
+        c = chr(cp)
+        if unicodedata.normalize("NFKC", c) != c:
+            unstable.add(c)
+        if unicodedata.combining(c) and unicodedata.category(c) != "Mn":
+            unstable.add(c)
+        d = unicodedata.decomposition(c).split()
+        if len(d) == 2 and not d[0].startswith("<") and unicodedata.normalize("NFC", c) == c:
+            unstable.add(chr(int(d[1], 16)))
+    unstable.update(map(chr, range(0x1161, 0x1176)), map(chr, range(0x11A8, 0x11C3)))
+    marks = {chr(cp) for cp in range(0x10000) if unicodedata.combining(chr(cp))}
+    return _FoldTables(
+        re.compile(_char_class(bmp) + "+"),
+        re.compile(_char_class(astral) + "+"),
+        re.compile(_char_class(sorted(unstable)) + "+"),
+        frozenset(unstable | marks),
+    )
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _nfkc(text: str, t: _FoldTables) -> str:
+    """unicodedata.normalize("NFKC", text), normalizing only around the characters that need it.
+    CPython composes at 100 to 200 ns a character (it looks each one up in a list of ranges), so a
+    Japanese message with one full-width "！" cost 40 times what finding that character costs. Text splits safely before any character that NFKC
+    keeps and that has combining class 0 (UAX #15's stable code points): each span here runs
+    from such a character over the ones that may join it."""
+    if unicodedata.is_normalized("NFKC", text):  # at C speed, unless the answer is "maybe"
+        return text
+    if _ASTRAL.search(text):  # the tables cover the BMP (astral text: emoji, mostly)
+        return unicodedata.normalize("NFKC", text)
+    out, at, spans, limit = [], 0, 0, len(text) // 32
+    for m in t.unstable.finditer(text):
+        a, b = m.span()
+        if a < at:
+            continue  # inside the span just normalized
+        spans += 1
+        if spans > limit:  # a span costs what some 10-30 characters cost in one pass over all
+            return unicodedata.normalize("NFKC", text)
+        while a > at and text[a - 1] in t.joining:
+            a -= 1
+        if a > at:
+            a -= 1  # the stable character it may join
+        while b < len(text) and text[b] in t.joining:
+            b += 1
+        out += (text[at:a], unicodedata.normalize("NFKC", text[a:b]))
+        at = b
+    if not out:
+        return text
+    out.append(text[at:])
+    return "".join(out)
+
+
 def _fold(text: object) -> str | None:
-    """The caseless form search compares (Unicode's canonical caseless match: NFD, full case
-    folding, NFD), so "RÉSUMÉ" finds "Résumé" and "STRASSE" finds "Straße" whether the text was
-    typed composed or decomposed. SQLite's LIKE and lower() fold ASCII only. Registered on the
-    connection as trit_fold(); None (SQL NULL) for anything but text."""
+    """The form search compares: NFKC, full case folding, NFKC, then without nonspacing marks (Mn).
+    So "RÉSUMÉ" finds "Résumé" and "STRASSE" "Straße" however the text was typed (composed or
+    decomposed); "istanbul" finds "İstanbul" (İ folds to i + U+0307, which goes); "مرحبا" finds
+    "مَرْحَبًا" and "שלום" "שָׁלוֹם" (harakat and niqqud are marks most text leaves out); "2024",
+    "gpu" and "カタカナ" find the full- and half-width forms Japanese and Chinese input methods
+    type (NFKC). A letter whose mark composes with it keeps it, since NFKC composes before the
+    marks go: "ano" does not find "año", nor "か" "が".
+
+    Both the needle and the text are folded, and nothing stored depends on it (search folds each
+    conversation's texts in memory, _SearchTexts; no column or index holds folded text), so this
+    may change without a migration. Registered on the connection as trit_fold() for ad-hoc SQL
+    (SQLite's LIKE and lower() fold ASCII only); None (SQL NULL) for anything but text."""
     if not isinstance(text, str):
         return None
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold is lower() there
+        return text.lower()
+    t = _fold_tables()
+    normal = _nfkc(text, t)
+    folded = normal.casefold()
+    if folded != normal:
+        # folding may leave a letter and its mark apart where one character exists: "ΐ" ->
+        # "ι" + U+0308 + U+0301, or "T" + U+0308 (no such capital) -> "t" + U+0308 ("ẗ")
+        folded = _nfkc(folded, t)
+    try:
+        folded.encode("latin-1")
+        return folded  # no marks below U+0300: most European text
+    except UnicodeEncodeError:
+        pass
+    folded = t.marks.sub("", folded)
+    if _ASTRAL.search(folded):
+        folded = t.astral_marks.sub("", folded)
+    return folded
 
 
 def caseless(text: str) -> str:
@@ -176,10 +291,12 @@ def caseless(text: str) -> str:
 
 
 def _fold_index(text: str, folded: str, j: int) -> int:
-    """The index in text of the character folded[j] comes from."""
-    if len(folded) == len(text):  # NFD and casefold never shorten: every character stayed one
+    """The index in text of the character folded[j] comes from (folded = _fold(text))."""
+    if text.isascii():  # folding ASCII maps each character to one
         return j
-    lo, hi = 0, len(text)  # the shortest prefix whose folded form reaches past j
+    # folding may lengthen (ß -> ss, ﬁ -> fi) and shorten (marks go, e + U+0301 -> é) the text,
+    # so equal lengths say nothing: the shortest prefix whose folded form reaches past j
+    lo, hi = 0, len(text)
     while lo < hi:
         mid = (lo + hi) // 2
         if len(_fold(text[: mid + 1]) or "") > j:
@@ -191,11 +308,13 @@ def _fold_index(text: str, folded: str, j: int) -> int:
 
 def _snippet(text: str, needle: str, width: int = 40) -> str:
     folded = _fold(text) or ""
-    j = folded.find(_fold(needle) or "")
+    fneedle = _fold(needle) or ""
+    j = folded.find(fneedle) if fneedle else -1
     if j < 0:
         return text[: 2 * width].replace("\n", " ")
     i = _fold_index(text, folded, j)
-    a, b = max(0, i - width), min(len(text), i + len(needle) + width)
+    end = _fold_index(text, folded, j + len(fneedle) - 1) + 1  # the match's end in text
+    a, b = max(0, i - width), min(len(text), end + width)
     return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")
 
 

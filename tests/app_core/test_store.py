@@ -173,6 +173,41 @@ def test_search_ignores_case_beyond_ascii(store: ConversationStore) -> None:
     assert "needle" in snippet and snippet.startswith("…ß")
 
 
+@pytest.mark.parametrize(
+    ("needle", "text", "shown"),
+    [
+        ("istanbul", "İstanbul'da hava nasıl?", "İstanbul'da"),  # İ folds to i + U+0307
+        ("İSTANBUL", "istanbul trip", "istanbul trip"),
+        ("مرحبا", "مَرْحَبًا بِكُمْ", "مَرْحَبًا"),  # Arabic harakat
+        ("שלום", "שָׁלוֹם עֲלֵיכֶם", "שָׁלוֹם"),  # Hebrew niqqud
+        ("2024", "２０２４年の計画", "２０２４年"),  # full-width digits, as IMEs type them
+        ("gpu", "ＧＰＵのメモリ", "ＧＰＵ"),  # full-width Latin
+        ("カタカナ", "ｶﾀｶﾅ", "ｶﾀｶﾅ"),  # half-width katakana
+        ("ｶﾀｶﾅ", "カタカナ", "カタカナ"),
+        ("❤", "I \u2764\ufe0f it", "\u2764\ufe0f"),  # a variation selector is a mark
+    ],
+)
+def test_search_ignores_width_marks_and_the_turkish_dotted_i(
+    store: ConversationStore, needle: str, text: str, shown: str
+) -> None:
+    c = store.create_conversation("Chat")
+    store.add_message(c.id, "user", text)
+    hits = store.search(needle)
+    assert [h.conversation.id for h in hits] == [c.id]
+    assert shown in hits[0].snippet
+
+
+def test_search_snippet_maps_back_where_folding_changed_lengths(store: ConversationStore) -> None:
+    """Marks dropped before the match (shorter) and ligatures after it (longer): the snippet is
+    the original text around the match, 40 characters either side of it."""
+    text = "مَرْحَبًا " * 30 + "ＧＰＵ memory" + " ﬁ" * 60
+    c = store.create_conversation("Chat")
+    store.add_message(c.id, "user", text)
+    k = text.index("ＧＰＵ")
+    assert store.search("gpu")[0].snippet == "…" + text[k - 40 : k + 3 + 40] + "…"
+    assert store.search("ＧＰＵ")[0].snippet == "…" + text[k - 40 : k + 3 + 40] + "…"
+
+
 def test_messages_edit_and_truncate(store: ConversationStore) -> None:
     c = store.create_conversation()
     m1 = store.add_message(c.id, "user", "one")
