@@ -4,6 +4,7 @@ files without loading the engine)."""
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 SHORT_REPR_CHARS = 80
@@ -36,8 +37,109 @@ def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
 
 
 def short_text(s: str, limit: int = SHORT_REPR_CHARS) -> str:
-    """s cut to limit characters with an ellipsis (a name shown as it is, without quotes)."""
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    """s cut to at most limit characters with an ellipsis (a name shown as it is, without
+    quotes), never inside a user-perceived character (cut_text)."""
+    return cut_text(s, limit)
 
 
-__all__ = ["SHORT_REPR_CHARS", "short_repr", "short_text"]
+# -- user-perceived characters ---------------------------------------------------------------------
+# A simplified UAX #29 (extended grapheme clusters, with 15.1's Indic conjuncts): enough never to
+# split what a reader sees as one character (an emoji family, a flag, an accented letter, a
+# Devanagari conjunct), without the full property tables the `regex` package would bring.
+_ZWJ = "\u200d"
+_SPACING_VOWELS = "\u0e33\u0eb3"  # Thai and Lao SARA AM: Lo, but UAX #29 SpacingMarks
+
+
+def _extends(c: str) -> bool:
+    """Never cut before c: a mark, ZWJ, a variation selector, a skin tone, a tag character."""
+    cp = ord(c)
+    return (
+        unicodedata.category(c)[0] == "M"
+        or c == _ZWJ
+        or 0xFE00 <= cp <= 0xFE0F
+        or 0xE0100 <= cp <= 0xE01EF
+        or 0x1F3FB <= cp <= 0x1F3FF
+        or 0xE0020 <= cp <= 0xE007F
+        or c in _SPACING_VOWELS
+    )
+
+
+def _regional(c: str) -> bool:
+    return "\U0001f1e6" <= c <= "\U0001f1ff"
+
+
+def _script(c: str) -> str:
+    return unicodedata.name(c, "").partition(" ")[0]  # "DEVANAGARI" of "DEVANAGARI LETTER SSA"
+
+
+def _hangul(c: str) -> str:
+    """The Hangul syllable type of c (L, V, T, LV, LVT) or ""."""
+    cp = ord(c)
+    if 0x1100 <= cp <= 0x115F or 0xA960 <= cp <= 0xA97C:
+        return "L"
+    if 0x1160 <= cp <= 0x11A7 or 0xD7B0 <= cp <= 0xD7C6:
+        return "V"
+    if 0x11A8 <= cp <= 0x11FF or 0xD7CB <= cp <= 0xD7FB:
+        return "T"
+    if 0xAC00 <= cp <= 0xD7A3:
+        return "LV" if (cp - 0xAC00) % 28 == 0 else "LVT"
+    return ""
+
+
+_HANGUL_JOINS = {"L": ("L", "V", "LV", "LVT"), "V": ("V", "T"), "LV": ("V", "T"), "T": ("T",), "LVT": ("T",)}
+
+
+def is_grapheme_boundary(s: str, i: int) -> bool:
+    """Whether s may be cut before s[i] without splitting a user-perceived character."""
+    if i <= 0 or i >= len(s):
+        return True
+    a, b = s[i - 1], s[i]
+    if a == "\r" and b == "\n":
+        return False
+    if _extends(b) or a == _ZWJ:
+        return False
+    if unicodedata.combining(a) == 9 and unicodedata.category(b) == "Lo" and _script(a) == _script(b):
+        return False  # a virama joins the next consonant of its script: क + ् + ष is one (क्ष)
+    if _regional(a) and _regional(b):
+        n = 0  # regional indicators pair up from the start of their run: 🇮🇳🇺🇸 is two flags
+        while i - 1 - n >= 0 and _regional(s[i - 1 - n]):
+            n += 1
+        return n % 2 == 0
+    ha = _hangul(a)
+    return not (ha and _hangul(b) in _HANGUL_JOINS[ha])
+
+
+def grapheme_floor(s: str, i: int) -> int:
+    """The last place at or before i where s may be cut (0 <= result <= i)."""
+    i = max(0, min(i, len(s)))
+    while not is_grapheme_boundary(s, i):
+        i -= 1
+    return i
+
+
+def grapheme_ceil(s: str, i: int) -> int:
+    """The first place at or after i where s may be cut (i <= result <= len(s))."""
+    i = max(0, min(i, len(s)))
+    while not is_grapheme_boundary(s, i):
+        i += 1
+    return i
+
+
+def cut_text(s: str, limit: int, ellipsis: str = "…") -> str:
+    """s when it has at most limit characters (code points), else its longest start that ends
+    between user-perceived characters and leaves room for the ellipsis, then the ellipsis. A
+    first character longer than that (an emoji family in limit 3) leaves the ellipsis alone."""
+    if len(s) <= limit:
+        return s
+    return s[: grapheme_floor(s, limit - len(ellipsis))] + ellipsis
+
+
+__all__ = [
+    "SHORT_REPR_CHARS",
+    "cut_text",
+    "grapheme_ceil",
+    "grapheme_floor",
+    "is_grapheme_boundary",
+    "short_repr",
+    "short_text",
+]

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trit.text import grapheme_ceil, grapheme_floor
+
 from .sampling import Sampling
 
 if TYPE_CHECKING:
@@ -311,10 +313,11 @@ def _snippet(text: str, needle: str, width: int = 40) -> str:
     fneedle = _fold(needle) or ""
     j = folded.find(fneedle) if fneedle else -1
     if j < 0:
-        return text[: 2 * width].replace("\n", " ")
+        return text[: grapheme_floor(text, 2 * width)].replace("\n", " ")
     i = _fold_index(text, folded, j)
     end = _fold_index(text, folded, j + len(fneedle) - 1) + 1  # the match's end in text
-    a, b = max(0, i - width), min(len(text), end + width)
+    # never inside a user-perceived character: a letter without its harakat, half a flag
+    a, b = grapheme_floor(text, i - width), grapheme_ceil(text, end + width)
     return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,19 @@ def test_search_snippet_maps_back_where_folding_changed_lengths(store: Conversat
     k = text.index("ＧＰＵ")
     assert store.search("gpu")[0].snippet == "…" + text[k - 40 : k + 3 + 40] + "…"
     assert store.search("ＧＰＵ")[0].snippet == "…" + text[k - 40 : k + 3 + 40] + "…"
+
+
+def test_search_snippet_starts_and_ends_between_user_perceived_characters(store: ConversationStore) -> None:
+    """40 characters either side of the match would start on a letter's harakat or end inside a
+    flag: the snippet takes the whole character."""
+    text = "مَرْحَبًا " * 30 + "ab needle " + "🇮🇳" * 40
+    c = store.create_conversation("Chat")
+    store.add_message(c.id, "user", text)
+    body = store.search("needle")[0].snippet.strip("…")
+    p = text.index(body)
+    assert not unicodedata.category(text[p]).startswith("M")
+    assert sum("\U0001f1e6" <= ch <= "\U0001f1ff" for ch in body) % 2 == 0  # whole flags only
+    assert len(text[text.index("needle") : p + len(body)]) >= 40
 
 
 def test_messages_edit_and_truncate(store: ConversationStore) -> None:
