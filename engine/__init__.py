@@ -1,11 +1,12 @@
 """trit.engine: ternary (BitNet b1.58) inference on the CPU.
 
-    from trit.engine import load_model
-    model = load_model("model.gguf")
-    gen = model.generate([1, 2, 3], max_tokens=16, temperature=0)
+from trit.engine import load_model
+model = load_model("model.gguf")
+gen = model.generate([1, 2, 3], max_tokens=16, temperature=0)
 """
 
 from .errors import (
+    CancelledError,
     ContextFullError,
     EngineError,
     ModelFormatError,
@@ -19,6 +20,7 @@ from .model import Generation, Model, ModelInfo, Session, Stats, load_model
 from .sampler import SamplingParams
 
 __all__ = [
+    "CancelledError",
     "ContextFullError",
     "EngineError",
     "Generation",

@@ -11,7 +11,7 @@ from libc.stdlib cimport calloc, free
 import numpy as np
 
 from .weights import QuantTensor, TernaryTensor
-from .errors import ContextFullError, EngineError, OutOfMemoryError, UnsupportedCPUError
+from .errors import CancelledError, ContextFullError, EngineError, OutOfMemoryError, UnsupportedCPUError
 
 
 cdef extern from "tq.h" nogil:
@@ -85,10 +85,6 @@ cdef extern from "forward.h" nogil:
         TQ_CODES_HAS3
         TQ_CODES_ALL_ZERO
     int tq_scan_codes(const uint8_t *p, size_t n)
-
-
-class CancelledError(EngineError):
-    """A forward pass was stopped by cancel(); the cache positions it was filling are invalid."""
 
 
 cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:

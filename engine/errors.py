@@ -48,6 +48,11 @@ class ContextFullError(EngineError):
     """The prompt plus generated tokens would exceed the model's context window."""
 
 
+class CancelledError(EngineError):
+    """A forward pass was stopped by cancel() (Model.logits, or a prompt run outside generate(),
+    which reports a cancelled generation in its stats instead)."""
+
+
 class NonFiniteLogitsError(EngineError):
     """The model computed NaN or infinite logits, so no token can be chosen. The weights are
     damaged (or overflow in this model's arithmetic): retrying cannot help, another file can."""

@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from trit.text import short_repr, short_text
+
 from . import _core
 from .errors import (
+    CancelledError,
     ContextFullError,
     EngineError,
     ModelFormatError,
@@ -231,8 +234,13 @@ class Model:
         kv: str = "f32",
         a48: bool = False,
     ) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError("threads must be >= 1")
+        if threads is not None and (
+            isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
+        ):
+            raise ValueError(f"threads must be a whole number >= 1 (or None: one per core), not {threads!r}")
+        if not isinstance(a48, (bool, np.bool_)):
+            # "no" or "false" from a config file would have turned the approximate mode on
+            raise ValueError(f"a48 must be True or False, not {a48!r}")  # noqa: TRY004 - the API's convention
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
         if head not in LM_HEADS:
@@ -267,12 +275,15 @@ class Model:
         # products, as llama.cpp does), which is what makes it fast (f32 activations: 20.7 vs 29 tok/s
         # at one thread on 2B4T, where the f16 head gives 20.7)
         self.core = _core.CoreModel(weights, isa, activations == "f32", None if head_type is None else False)
-        self.threads = threads or physical_cores()
+        self.threads = int(threads) if threads is not None else physical_cores()
         self.context = self._context(
             min(self.config.context, DEFAULT_CONTEXT) if context is None else context
         )
         self._default: Session | None = None
         self._chat: Session | None = None
+        # two first calls on two threads each made a session of their own: neither was refused
+        # as "already generating", and cancel() reached only one of them
+        self._sessions = threading.Lock()
         self.tokenizer = weights.tokenizer
         self.chat_format = None
         stops = set(weights.config.eos_ids)
@@ -327,18 +338,29 @@ class Model:
         return int(min(context, self.config.context))  # no position past what the model was made for
 
     def _default_session(self) -> Session:
-        if self._default is None:
-            self._default = self.session()
-        return self._default
+        with self._sessions:
+            if self._default is None:
+                self._default = self.session()
+            return self._default
+
+    def _chat_session(self) -> Session:
+        with self._sessions:
+            if self._chat is None:
+                self._chat = self.session()
+            return self._chat
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
-        """float32 [len(ids), vocab] logits of every position, in a fresh context."""
+        """float32 [len(ids), vocab] logits of every position, in a fresh context. cancel() from
+        another thread stops it with CancelledError."""
         ids = _as_ids(token_ids, self.config.vocab)
         s = self._default_session()
         with s._exclusive():  # a generate() on the same session (another thread) raises instead
             s.reset()
-            out = s.state.forward(ids, 0, all_logits=True)
-            s._history = []  # the cache now holds ids, but logits() promises a fresh context each time
+            s._clear_cancel()  # a cancel() that came when nothing ran (after a reply) is not for this
+            try:
+                out = _run_prompt(s.state, ids, 0, all_logits=True)
+            finally:
+                s._history = []  # the cache holds ids, but logits() promises a fresh context each time
         return out
 
     def generate(self, prompt_ids: Sequence[int], **kwargs: object) -> Generation:
@@ -349,13 +371,13 @@ class Model:
         """Replies to a conversation (dicts with "role" and "content") in the model's chat format,
         streaming text to on_text(str). Keeps one KV cache across calls, so the next turn of the
         same conversation only runs its new tokens. See Session.chat."""
-        if self._chat is None:
-            self._chat = self.session()
-        return self._chat.chat(messages, **kwargs)  # type: ignore[arg-type]
+        return self._chat_session().chat(messages, **kwargs)  # type: ignore[arg-type]
 
     def cancel(self) -> None:
         """Stops the generation running on the default or chat session (from any thread)."""
-        for s in (self._default, self._chat):
+        with self._sessions:
+            sessions = (self._default, self._chat)
+        for s in sessions:
             if s is not None:
                 s.cancel()
 
@@ -399,6 +421,47 @@ def check_prompt_size(tokenizer: Any, messages: Iterable[Mapping[str, Any]], con
             f"the messages hold {size} bytes of text, at least {at_least} tokens, but the context holds "
             f"{context}; shorten them or start a new conversation"
         )
+
+
+def _run_prompt(state: Any, ids: np.ndarray, pos: int, *, all_logits: bool = False) -> Any:
+    """state.forward(ids, pos) in pieces of PROMPT_BATCH tokens (the pieces the C side runs
+    anyway: the same results), back in Python between them, where a Ctrl-C is seen: in one call a
+    long prompt held KeyboardInterrupt for 20-40 s. Raises CancelledError when cancel() stopped it."""
+    n = len(ids)
+    outs = []
+    last = None
+    for i in range(0, n, PROMPT_BATCH):
+        end = min(n, i + PROMPT_BATCH)
+        last = state.forward(ids[i:end], pos + i, all_logits=all_logits, want_logits=all_logits or end == n)
+        if all_logits:
+            outs.append(last)
+    if all_logits:
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+    return last
+
+
+def _check_messages(messages: object) -> None:
+    """ValueError unless messages is a non-empty list of {"role": str, "content": str}: a
+    content that is not text (OpenAI-style parts, None) reached the model as its Python repr, and
+    its text escaped the check that keeps typed control tokens plain."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ValueError('messages must be a list of {"role": ..., "content": ...} dicts')  # noqa: TRY004
+    if not messages:
+        raise ValueError("messages is empty: there is nothing to reply to")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise ValueError(  # noqa: TRY004 - the API's bad arguments are ValueErrors
+                f'messages[{i}] must be a {{"role": ..., "content": ...}} dict, not {short_repr(m)}'
+            )
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"messages[{i}]: role must be a non-empty string, not {short_repr(role)}")
+        if not isinstance(content, str):
+            hint = " (join the text of content parts into one string)" if isinstance(content, list) else ""
+            raise ValueError(  # noqa: TRY004
+                f"messages[{i}] ({short_text(role, 40)}): content must be a string, not "
+                f"{short_repr(content)}{hint}"
+            )
 
 
 def _as_ids(ids: Iterable[int], vocab: int) -> np.ndarray:
@@ -459,6 +522,10 @@ class Session:
         self._stop.set()
         self.state.cancel(True)
 
+    def _clear_cancel(self) -> None:
+        self._stop.clear()
+        self.state.cancel(False)
+
     def generate(
         self,
         prompt_ids: Sequence[int],
@@ -494,7 +561,15 @@ class Session:
             raise ValueError(f"max_tokens must be an integer >= 0, not {max_tokens!r}")
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         sampler = Sampler(params, self.model.sample_vocab)
-        stops = set(self.model.stop_ids if stop_ids is None else stop_ids)
+        if stop_ids is None:
+            stops = set(self.model.stop_ids)
+        else:
+            if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, Iterable):
+                raise ValueError(f"stop_ids must be a list of token ids, not {short_repr(stop_ids)}")
+            stop_list = list(stop_ids)
+            stops = {int(t) for t in _as_ids(stop_list, self.model.config.vocab)} if stop_list else set()
+        if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
+            raise ValueError(f"stop_event must be a threading.Event (or None), not {short_repr(stop_event)}")
         ids = _as_ids(prompt_ids, self.model.config.vocab)
         with self._exclusive():
             if fresh:
@@ -529,12 +604,14 @@ class Session:
             raise EngineError(
                 f"{self.model.info.path}: this model has no tokenizer; pass token ids to generate()"
             )
-        if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
-            raise ValueError('messages must be a list of {"role": ..., "content": ...} dicts')
+        _check_messages(messages)
         check_prompt_size(tok, messages, self.context)
         plain = False  # the plain chat format made the prompt
         if raw:
-            ids = tok.encode("".join(str(m.get("content") or "") for m in messages))  # type: ignore[attr-defined]
+            text = "".join(m["content"] for m in messages)
+            if not text:
+                raise ValueError("the prompt is empty (raw=True sends the messages' text as it is)")
+            ids = tok.encode(text)  # type: ignore[attr-defined]
         else:
             ids, plain = fmt.encode_prompt(tok, messages)  # type: ignore[attr-defined]
         stream = tok.stream(skip_special=True)  # type: ignore[attr-defined]
@@ -586,8 +663,7 @@ class Session:
         on_token: Callable[[int], object] | None,
         stop_event: threading.Event | None = None,
     ) -> Generation:
-        self._stop.clear()
-        self.state.cancel(False)
+        self._clear_cancel()
         t0 = time.perf_counter()
         # after the clear: a stop set before it is seen here, one set after it reaches the flags
         if stop_event is not None and stop_event.is_set():
@@ -610,8 +686,8 @@ class Session:
         out = Generation()
         reason = "length"
         try:
-            logits = self.state.forward(todo, common)
-        except _core.CancelledError:
+            logits = _run_prompt(self.state, todo, common)
+        except CancelledError:
             # the prompt was not finished and none of it is kept: 0 prompt tokens, no TTFT
             ms = (time.perf_counter() - t0) * 1e3
             out.stats = Stats(0, ms, 0, 0.0, 0.0, common, "cancelled")
@@ -645,7 +721,7 @@ class Session:
                 break
             try:
                 logits = self.state.forward([tok], pos)
-            except _core.CancelledError:
+            except CancelledError:
                 reason = "cancelled"
                 break
             # the history mirrors the cache exactly: only tokens that were run are in it

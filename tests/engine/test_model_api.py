@@ -407,3 +407,134 @@ def test_threads_outnumbering_cores_under_contention(weights):
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_first_calls_from_two_threads_share_one_session(weights):
+    """The default and chat sessions were made on first use without a lock: two first callers
+    each made one, neither was refused as "already generating", and cancel() stopped only one."""
+    for round_ in range(6):
+        m = Model(weights, threads=1)
+        make = m._default_session if round_ % 2 else m._chat_session
+        barrier = threading.Barrier(6)
+        got: list[object] = []
+
+        def first(make=make, barrier=barrier, got=got) -> None:
+            barrier.wait()
+            got.append(make())
+
+        threads = [threading.Thread(target=first) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(s) for s in got}) == 1
+
+
+def test_a_cancel_while_nothing_runs_does_not_break_logits(model):
+    """A Stop pressed just after a reply ended left the flag set: every later logits() raised
+    the private _core.CancelledError until a generate() cleared it."""
+    ref = model.logits([1, 2, 3])
+    model.generate([1, 2], max_tokens=2, temperature=0)
+    model.cancel()
+    np.testing.assert_array_equal(model.logits([1, 2, 3]), ref)
+
+
+def test_logits_cancelled_midway_raise_the_exported_error():
+    from trit.engine import CancelledError, EngineError
+
+    w = random_weights(3, dim=512, hidden=1536, n_layers=4, context=4096)[0]
+    m = Model(w, threads=1)
+    timer = threading.Timer(0.05, m.cancel)
+    timer.start()
+    with pytest.raises(CancelledError) as ei:
+        m.logits(list(np.arange(4000) % 300))
+    timer.join()
+    assert isinstance(ei.value, EngineError)
+    assert m.logits([1, 2]).shape == (2, 300)  # usable afterwards
+
+
+class _Recording:
+    """A CoreState stand-in that records each forward call and passes it on."""
+
+    def __init__(self, state: object) -> None:
+        self.state = state
+        self.calls: list[tuple[int, int]] = []
+
+    def forward(self, ids, pos, **kw):
+        self.calls.append((len(ids), pos))
+        return self.state.forward(ids, pos, **kw)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.state, name)
+
+
+def test_a_long_prompt_returns_to_python_between_batches_with_the_same_results():
+    """A Ctrl-C is seen only where Python runs: a whole prompt in one C call held it for 20-40 s
+    (1,651 tokens of SmolLM2). The prompt runs one PROMPT_BATCH at a time, the pieces the C side
+    ran anyway, so logits and tokens are unchanged."""
+    from trit.engine.model import PROMPT_BATCH
+
+    w = random_weights(3, dim=128, hidden=256, n_layers=2, context=1024)[0]
+    ids = list(np.arange(700) % 300)
+    m = Model(w, threads=2)
+    whole = m.session().state.forward(ids, 0, all_logits=True)  # one C call
+    s = m._default_session()
+    s.state = rec = _Recording(s.state)
+    np.testing.assert_array_equal(m.logits(ids), whole)
+    assert rec.calls == [(min(PROMPT_BATCH, 700 - i), i) for i in range(0, 700, PROMPT_BATCH)]
+    rec.calls.clear()
+    g = m.generate(ids, max_tokens=3, temperature=0, stop_ids=[])
+    assert [c for c in rec.calls if c[0] > 1] == [
+        (min(PROMPT_BATCH, 700 - i), i) for i in range(0, 700, PROMPT_BATCH)
+    ]
+    assert g.tokens == Model(w, threads=1).generate(ids, max_tokens=3, temperature=0, stop_ids=[]).tokens
+
+
+def test_ctrl_c_during_a_long_prompt_is_seen_within_a_batch():
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    w = random_weights(3, dim=512, hidden=1536, n_layers=4, context=4096)[0]
+    m = Model(w, threads=1)
+    ids = list(np.arange(4000) % 300)
+    t0 = time.perf_counter()
+    m.logits(ids[:256])
+    per_batch = (time.perf_counter() - t0) / 2
+    sent: list[float] = []
+
+    def interrupt() -> None:
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(0.1, interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        m.logits(ids)
+    waited = time.perf_counter() - sent[0]
+    timer.join()
+    assert waited < 3 * per_batch + 0.5, (waited, per_batch)  # the whole prompt: ~16 batches
+    assert m.logits([1, 2]).shape == (2, 300)
+
+
+def test_load_options_and_generate_arguments_of_the_wrong_type_are_named(weights, model):
+    for bad in ("no", "false", 1, None):
+        with pytest.raises(ValueError, match="a48 must be True or False"):
+            Model(weights, threads=1, a48=bad)
+    for bad in (1.5, True, "2", 0, -1):
+        with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+            Model(weights, threads=bad)
+    assert Model(weights, threads=np.int64(2)).info.threads == 2
+    for bad, match in (
+        ("abc", "stop_ids must be a list of token ids"),
+        (5, "stop_ids must be a list of token ids"),
+        ([-5], r"must be in \[0, 300\)"),
+        ([10**9], r"must be in \[0, 300\)"),
+        ([1.5], "must be integers"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.generate([1], max_tokens=1, stop_ids=bad)
+    with pytest.raises(ValueError, match="stop_event must be a threading.Event"):
+        model.generate([1], max_tokens=1, stop_event=True)
+    assert model.generate([1], max_tokens=2, temperature=0, stop_ids=()).stats.stop_reason == "length"

@@ -158,14 +158,39 @@ def test_a48_modes_on_a_model_not_trained_for_them(default_model_gguf, exact, re
 
 
 def test_chat_refuses_what_is_not_a_list_of_messages(model):
-    for bad in ("hello", {"role": "user", "content": "hi"}, [("user", "hi")], ["hello"]):
+    for bad in ("hello", {"role": "user", "content": "hi"}, 42):
         with pytest.raises(ValueError, match="list of"):
             model.chat(bad, max_tokens=1)
-    # raw=True takes the contents as they are; a message without one is empty text, not a KeyError
+    with pytest.raises(ValueError, match="messages is empty"):
+        model.chat([], max_tokens=1)
+    # each message: a dict with a string role and string content. OpenAI-style content parts
+    # reached the model as their Python repr, None as the word "None", and a part's text
+    # escaped the check that keeps typed control tokens plain
+    cases = [
+        (["hello"], r"messages\[0\] must be a \{"),
+        ([("user", "hi")], r"messages\[0\] must be a \{"),
+        ([{"role": "user"}], r"messages\[0\] \(user\): content must be a string, not None"),
+        ([{"role": "user", "content": None}], "content must be a string, not None"),
+        ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "join the text of content parts"),
+        ([{"content": "Hi"}], r"messages\[0\]: role must be a non-empty string"),
+        ([{"role": "", "content": "Hi"}], "role must be a non-empty string"),
+        ([{"role": "user", "content": "ok"}, {"role": 3, "content": "Hi"}], r"messages\[1\]: role"),
+    ]
+    for bad, match in cases:
+        with pytest.raises(ValueError, match=match):
+            model.chat(bad, max_tokens=1)
+        with pytest.raises(ValueError, match=match):
+            model.chat(bad, max_tokens=1, raw=True)
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        model.chat([{"role": "user", "content": ""}], raw=True, max_tokens=1)
+    # raw=True joins the contents as they are
     g = model.chat(
-        [{"role": "user"}, {"role": "user", "content": "Hi"}], raw=True, max_tokens=2, temperature=0
+        [{"role": "user", "content": "Hello"}, {"role": "user", "content": " there"}],
+        raw=True,
+        max_tokens=2,
+        temperature=0,
     )
-    assert g.stats is not None and g.stats.prompt_tokens >= 1
+    assert g.stats is not None and g.stats.prompt_tokens == len(model.tokenizer.encode("Hello there"))
 
 
 def test_a_message_too_long_for_the_context_is_refused_before_tokenizing(model, monkeypatch):
