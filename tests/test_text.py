@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trit.text import cut_text, grapheme_ceil, grapheme_floor, short_repr, short_text
+from trit.text import cut_text, file_name, grapheme_ceil, grapheme_floor, short_repr, short_text
 
 
 def test_short_repr_bounds_what_a_message_quotes() -> None:
@@ -65,3 +65,47 @@ def test_short_text_cuts_between_user_perceived_characters() -> None:
     assert short_text("ab👍🏿c", 4) == "ab…"  # not "ab👍…" (the skin tone cut off)
     assert short_text("Compare 🇮🇳🇺🇸!", 12) == "Compare 🇮🇳…"  # not half of 🇺🇸
     assert short_text("नमस्ते", 5) == "नम…"
+
+
+@pytest.mark.parametrize(
+    ("title", "name"),
+    [
+        ("नमस्ते दुनिया", "नमस्ते दुनिया"),  # the marks (matras, virama) are letters' parts, kept
+        ("தமிழ் உரையாடல்", "தமிழ் உரையாடல்"),
+        ("ภาษาไทย สวัสดี", "ภาษาไทย สวัสดี"),
+        ("مُحَادَثَة عربية", "مُحَادَثَة عربية"),  # harakat kept
+        ("Re\u0301sume\u0301 (macOS NFD)", "Résumé (macOS NFD)"),  # NFC
+        ("🎉 Party plan 🎂", "🎉 Party plan 🎂"),
+        ("👨\u200d👩\u200d👧 & 🇮🇳", "👨\u200d👩\u200d👧 & 🇮🇳"),
+        ("a/b\\c:d", "a_b_c_d"),
+        ('what? <x> "y" | *z*', "what_ _x_ _y_ _ _z_"),
+        ("line one\nline\ttwo\x00end", "line one line two_end"),
+        ("  Notes...  ", "Notes"),
+        (".bashrc", "bashrc"),  # not a hidden file
+        ("\u202egpj.exe", "_gpj.exe"),  # a bidi override would show it as "exe.jpg"
+        ("CON", "CON_"),
+        ("con.txt", "con_.txt"),
+        ("Lpt1", "Lpt1_"),
+        ("COM10", "COM10"),
+        ("mod\udce8le", "mod_le"),  # a lone surrogate (an undecodable file name) cannot be encoded
+        ('<>:"/\\|?*', "conversation"),
+        ("", "conversation"),
+        (" . . ", "conversation"),
+    ],
+)
+def test_file_name_keeps_every_script_and_replaces_only_what_a_file_system_refuses(
+    title: str, name: str
+) -> None:
+    assert file_name(title) == name
+
+
+def test_file_name_fits_max_bytes_between_user_perceived_characters() -> None:
+    name = file_name("会议记录" * 22)  # 88 characters, 264 bytes
+    assert name == ("会议记录" * 22)[:66] and len(name.encode()) == 198
+    family = "👨\u200d👩\u200d👧"  # 18 bytes
+    assert file_name("x" * 190 + family) == "x" * 190  # not half of the family
+    assert file_name("x" * 180 + family) == "x" * 180 + family
+    assert file_name("ab. " * 60, max_bytes=10) == "ab. ab. ab"  # no trailing dot or space after the cut
+    assert file_name("CON.x" + "y" * 300, max_bytes=20) == "CON_.x" + "y" * 14
+    for n in range(1, 60):
+        assert len(file_name("नमस्ते दुनिया 🇮🇳" * 4, max_bytes=n).encode()) <= max(n, len("conversation"))

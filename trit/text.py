@@ -4,6 +4,7 @@ files without loading the engine)."""
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from typing import Any
 
@@ -134,9 +135,51 @@ def cut_text(s: str, limit: int, ellipsis: str = "…") -> str:
     return s[: grapheme_floor(s, limit - len(ellipsis))] + ellipsis
 
 
+# -- file names ------------------------------------------------------------------------------------
+_NOT_IN_NAMES = set('<>:"/\\|?*')  # Windows refuses these; / and \ separate folders
+# bidi controls reorder what a file manager shows: "\u202egpj.exe" reads as "exe.jpg"
+_BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{d}" for p in ("COM", "LPT") for d in "123456789¹²³"}
+_EDGES = re.compile(r"^[\s.]+|[\s.]+$")  # Windows drops trailing dots and spaces; a leading dot hides
+
+
+def file_name(title: str, max_bytes: int = 200, fallback: str = "conversation") -> str:
+    """A file name (without extension) made from a conversation title, legal on Windows, macOS
+    and Linux: title in NFC with its letters, marks, digits, emoji, spaces and punctuation kept;
+    path separators, the characters Windows refuses (<>:"/\\|?*), control characters, lone
+    surrogates and bidi controls become "_" (line breaks and tabs a space); no leading or trailing
+    dots and spaces; "_" after a name Windows reserves (CON, PRN, AUX, NUL, COM1-9, LPT1-9). At
+    most max_bytes of UTF-8, cut between user-perceived characters (200 leaves room for an
+    extension within the 255 bytes Linux and macOS allow). fallback when nothing is left."""
+    chars = []
+    for c in unicodedata.normalize("NFC", title):
+        cat = unicodedata.category(c)
+        if c in "\t\n\r\v\f\x85" or cat in ("Zl", "Zp"):
+            chars.append(" ")
+        elif c in _NOT_IN_NAMES or c in _BIDI_CONTROLS or cat in ("Cc", "Cs"):
+            chars.append("_")
+        else:
+            chars.append(c)
+    name = _EDGES.sub("", "".join(chars))
+    size, n = 0, 0
+    for c in name:
+        size += len(c.encode("utf-8"))
+        if size > max_bytes:
+            break
+        n += 1
+    name = _EDGES.sub("", name[: grapheme_floor(name, n)])
+    if not name.strip("_ "):
+        return fallback  # nothing but what was replaced
+    stem, dot, rest = name.partition(".")
+    if stem.rstrip(" ").upper() in _RESERVED:  # "con.txt" and "CON " are reserved too
+        name = cut_text(stem + "_" + dot + rest, max_bytes, ellipsis="")  # ASCII stem: bytes = chars
+    return name
+
+
 __all__ = [
     "SHORT_REPR_CHARS",
     "cut_text",
+    "file_name",
     "grapheme_ceil",
     "grapheme_floor",
     "is_grapheme_boundary",
