@@ -21,6 +21,7 @@ import bisect
 import functools
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trit.text import grapheme_ceil, grapheme_floor
+from trit.text import grapheme_ceil, grapheme_floor, short_repr
 
 from .sampling import Sampling
 
@@ -368,6 +369,43 @@ def _number(v: object, default: float = 0.0) -> float:
     return default
 
 
+# Lone surrogates: Python decodes a file name or argument that is not UTF-8 with surrogateescape
+# ("mod\udce8le.gguf"), and SQLite cannot take such a str (UnicodeEncodeError). Text the user
+# reads (titles, prompts, drafts, messages) gets U+FFFD in their place; a model path is kept as
+# the file name's bytes (a BLOB), so that it still opens the same file.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def _path_cell(field: str, path: str) -> str | bytes:
+    """path as stored: text, or the bytes of a file name that is not UTF-8."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(path)
+    except UnicodeEncodeError as e:  # a surrogate no file name decodes to ("\ud800")
+        raise StoreError(
+            f"{field} {short_repr(path)} holds a character that is not text and not part of a file "
+            "name, and cannot be saved.",
+            "Choose the model file again in Models.",
+        ) from e
+
+
+def _path_text(v: object) -> str:
+    if isinstance(v, bytes):
+        try:
+            return os.fsdecode(v)  # the file name's bytes, back to what Python calls that file
+        except UnicodeDecodeError:  # written on another system
+            return _text(v)
+    return _text(v)
+
+
 def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
@@ -646,7 +684,7 @@ class ConversationStore:
             created,
             _number(row[3], created),
             _text(row[4]),
-            _text(row[5]),
+            _path_text(row[5]),
             sampling,
             None if row[7] is None else _number(row[7], time.time()),  # deleted stays deleted
         )
@@ -681,7 +719,14 @@ class ConversationStore:
             cur = db.execute(
                 "INSERT INTO conversations (title, created, updated, system_prompt, model_id, sampling)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (title, now, now, system_prompt, model_id, json.dumps(s.to_dict())),
+                (
+                    _clean(title),
+                    now,
+                    now,
+                    _clean(system_prompt),
+                    _path_cell("model_id", model_id),
+                    json.dumps(s.to_dict()),
+                ),
             )
             cid = int(cur.lastrowid or 0)
         self._search_texts.drop(cid)  # the id of a conversation deleted outside purge_deleted
@@ -714,7 +759,7 @@ class ConversationStore:
         return self.get_conversation(conversation_id)
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
-        return self._set(conversation_id, title=title)
+        return self._set(conversation_id, title=_clean(title))
 
     def update_conversation(
         self,
@@ -727,9 +772,9 @@ class ConversationStore:
         """Changes the given fields only."""
         cols: dict[str, Any] = {}
         if system_prompt is not None:
-            cols["system_prompt"] = system_prompt
+            cols["system_prompt"] = _clean(system_prompt)
         if model_id is not None:
-            cols["model_id"] = model_id
+            cols["model_id"] = _path_cell("model_id", model_id)
         if sampling is not None:
             cols["sampling"] = json.dumps(sampling.validated().to_dict())
         if not cols:
@@ -759,7 +804,7 @@ class ConversationStore:
     def set_draft(self, conversation_id: int, text: str) -> None:
         """The text typed but not sent (kept when the window closes; does not count as an update)."""
         with self._using() as db:
-            db.execute("UPDATE conversations SET draft = ? WHERE id = ?", (text, conversation_id))
+            db.execute("UPDATE conversations SET draft = ? WHERE id = ?", (_clean(text), conversation_id))
 
     def draft(self, conversation_id: int) -> str:
         row = self._one("SELECT draft FROM conversations WHERE id = ?", (conversation_id,))
@@ -781,6 +826,7 @@ class ConversationStore:
     def search(self, text: str, *, limit: int = 100) -> list[SearchHit]:
         """Live conversations whose title or any message contains text, ignoring case in every
         script (see _fold), most recently updated first; one hit per conversation."""
+        text = _clean(text)  # as the texts were stored
         needle = (_fold(text) or "").replace(_SearchTexts.SEP, "")
         if not needle:
             return []
@@ -859,7 +905,7 @@ class ConversationStore:
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, created, status, stats)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, now, status, json.dumps(stats or {})),
+                (conversation_id, role, _clean(content), now, status, json.dumps(stats or {})),
             )
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
             mid = int(cur.lastrowid or 0)
@@ -867,6 +913,8 @@ class ConversationStore:
         return self.get_message(mid)
 
     def _update_message(self, message_id: int, **cols: Any) -> Message:
+        if "content" in cols:
+            cols["content"] = _clean(cols["content"])
         sets = ", ".join(f"{k} = ?" for k in cols)
         with self._transaction() as db:
             cid = _conversation_of(db, message_id)
@@ -923,7 +971,7 @@ class ConversationStore:
         with self._using() as db:
             cur = db.execute(
                 "UPDATE messages SET content = ? WHERE id = ? AND status = ?",
-                (content, message_id, STREAMING),
+                (_clean(content), message_id, STREAMING),
             )
             cid = _conversation_of(db, message_id) if cur.rowcount else None
         if cid is not None:
@@ -959,7 +1007,10 @@ class ConversationStore:
 
     def export_json(self, conversation_id: int) -> str:
         """{"format": "trit-conversation", "version": 1, "conversation": {...}, "messages": [...]}"""
-        return json.dumps(self.export_dict(conversation_id), ensure_ascii=False, indent=2) + "\n"
+        text = json.dumps(self.export_dict(conversation_id), ensure_ascii=False, indent=2) + "\n"
+        # a model path that is not UTF-8 (or a stats value naming one) as JSON escapes, which
+        # read back to the same str: raw, the text could not be written as UTF-8
+        return _SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     def export_markdown(self, conversation_id: int) -> str:
         c = self.get_conversation(conversation_id)
@@ -985,7 +1036,7 @@ class ConversationStore:
                 model = m.stats.get("model")
                 by = f" · {model}" if isinstance(model, str) and model and model != current else ""
                 out += [f"<sub>{summary}{by}</sub>", ""]
-        return "\n".join(out).rstrip("\n") + "\n"
+        return _clean("\n".join(out).rstrip("\n") + "\n")  # a path that is not UTF-8 shows U+FFFD
 
 
 class ReplyWriter:

@@ -537,3 +537,32 @@ def test_a_negative_schema_version_is_damage_and_recovered(tmp_path: Path, versi
         assert s.salvaged is not None and f"schema version is {version}" in s.salvaged.reason
         assert s.schema_version == SCHEMA_VERSION
         assert [m.content for m in s.messages(c.id)] == ["keep me"]
+
+
+def test_lone_surrogates_are_stored_not_raised(store: ConversationStore) -> None:
+    """`trit --model "$(printf 'mod\\350le.gguf')"`: Python decodes a file name that is not UTF-8
+    with surrogateescape, and SQLite refused such a str with UnicodeEncodeError. The model path is
+    kept as it is (it must open the same file); text the user reads gets U+FFFD."""
+    model = "/models/mod\udce8le.gguf"
+    c = store.create_conversation("T\udce8", system_prompt="s\udce8", model_id=model)
+    assert (c.title, c.system_prompt, c.model_id) == ("T\ufffd", "s\ufffd", model)
+    assert (
+        store.update_conversation(c.id, model_id=model + ".2", system_prompt="p\ud800").model_id
+        == model + ".2"
+    )
+    assert store.list_conversations()[0].model_id == model + ".2"
+    assert store.rename_conversation(c.id, "r\udce8").title == "r\ufffd"
+    store.set_draft(c.id, "d\udce8")
+    assert store.draft(c.id) == "d\ufffd"
+    m = store.add_message(c.id, "user", "m\udce8")
+    assert m.content == "m\ufffd" and store.edit_message(m.id, "e\udce8").content == "e\ufffd"
+    w = store.begin_reply(c.id, flush_chars=1)
+    w.append("x\udce8")
+    assert w.finish({"model": "mod\udce8le.gguf"}).content == "x\ufffd"
+    assert [h.message_id for h in store.search("x\udce8")] == [w.message_id]
+    exported = store.export_json(c.id)
+    exported.encode("utf-8")  # writable as a file
+    assert json.loads(exported)["conversation"]["model_id"] == model + ".2"
+    assert "mod\ufffdle.gguf" in store.export_markdown(c.id).encode("utf-8").decode("utf-8")
+    with pytest.raises(StoreError, match="model_id"):  # no file name decodes to a high surrogate
+        store.create_conversation(model_id="/models/\ud800.gguf")
