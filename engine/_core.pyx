@@ -189,9 +189,14 @@ cdef const tq_kernels *_kernels(object isa) except NULL:
     name = str(isa).encode()
     k = tq_select_isa(name)
     if k == NULL:
+        names = ("scalar", "avx2", "avx512", "neon")
+        here = ", ".join(n for n in names if tq_select_isa(n.encode()) != NULL)
+        if str(isa) not in names:
+            raise UnsupportedCPUError(
+                f"unknown instruction set {isa!r}: the names are {', '.join(names)} (this CPU and "
+                f"build have {here})")
         raise UnsupportedCPUError(
-            f"instruction set '{isa}' is not available on this CPU or in this build "
-            "(choose one of scalar, avx2, avx512, neon that your CPU supports)")
+            f"instruction set '{isa}' is not available on this CPU or in this build (it has {here})")
     return k
 
 

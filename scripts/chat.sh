@@ -4,8 +4,9 @@
 # `trit chat` (e.g. --temp 0.3, -m another.gguf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q .
+. scripts/python_env.sh
+pick_python
+install_trit .
 "$PY" packaging/fetch_default_model.py >/dev/null
 # the installed `trit` entry point, not `python -m trit`: from this checkout's root the source
 # folder trit/ (which has no compiled engine) would shadow the installed package

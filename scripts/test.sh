@@ -14,9 +14,10 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
         libegl1 libgl1 libfontconfig1 libglib2.0-0 libxkbcommon0 libdbus-1-3 >/dev/null
 fi
 
-PY=${PYTHON:-python3}
+. scripts/python_env.sh
+pick_python
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$PY" -m pip install -q ".[test]"
+install_trit ".[test]"
 
 # pytest is started from tests/ so the source folders (trit/, engine/) cannot shadow the
 # installed package; -m 'not slow' is the fast suite, TRIT_TEST_ALL=1 runs everything.

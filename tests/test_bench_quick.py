@@ -353,3 +353,22 @@ def test_kernel_bw_times_a_baseline_build_beside_this_one(tmp_path: Path) -> Non
         "kernel_bw.py", "--seconds", "0.01", "--baseline", str(tmp_path / "none.txt"), cwd=tmp_path
     )
     assert bad.returncode != 0 and "none.txt" in bad.stderr
+
+
+def test_the_benchmark_worker_starts_from_a_folder_with_a_trit_source_tree(
+    default_model_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trit bench` from the checkout's root: the worker ran `python -m trit.bench`, which put
+    the root first on the path, and its source folder trit/ (no compiled engine) shadowed the
+    installed package: ModuleNotFoundError: No module named 'trit.engine'."""
+    from trit.bench import Worker
+
+    (tmp_path / "trit").mkdir()
+    (tmp_path / "trit" / "__init__.py").write_text("raise ImportError('the source tree, not the package')\n")
+    monkeypatch.chdir(tmp_path)
+    w = Worker("trit", default_model_gguf, threads=1, context=64)
+    try:
+        assert w.request(op="measure", p=0, n=4, ttft=0, seed=0)["tg_tps"] > 0
+    finally:
+        w.close()
+        w.kill()

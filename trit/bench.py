@@ -1084,7 +1084,7 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--peer",
         action="store_true",
-        help="also run llama.cpp (llama-cpp-python, a benchmark extra) on the same file, alternating with ours",
+        help="also run llama.cpp (llama-cpp-python: pip install 'trit[bench]') on the same file, alternating with ours",
     )
     ap.add_argument(
         "--contention",
@@ -1119,7 +1119,10 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            print("trit: --peer needs llama-cpp-python (pip install llama-cpp-python)", file=err)
+            print(
+                "trit: --peer needs llama-cpp-python (pip install llama-cpp-python, or the trit[bench] extra)",
+                file=err,
+            )
             return 2
         specs.append(RowSpec("llama.cpp", args.model))
     probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None
@@ -1161,7 +1164,14 @@ def child_command() -> list[str]:
         from trit.launch import BENCH_CHILD_FLAG
 
         return [sys.executable, BENCH_CHILD_FLAG]
-    return [sys.executable, "-m", "trit.bench"]
+    # not `-m trit.bench`: that puts the current folder first on the path, and from a checkout's
+    # root its source folder trit/ (no compiled engine) shadowed the installed package
+    code = (
+        "import os, sys; cwd = os.getcwd(); "
+        "sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != cwd]; "
+        "from trit.bench import child_main; sys.exit(child_main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-c", code]
 
 
 def child_main(argv: Sequence[str]) -> int:

@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("logits", help="write the logits of a token sequence to a .npy file")
     _add_model_args(lg, default_ok=True)
-    lg.add_argument("--ids", type=_ids, required=True)
+    lg.add_argument("--ids", type=_ids, required=True, help="token ids, comma separated (e.g. 1,2,3)")
     lg.add_argument("-o", "--output", required=True, help="the .npy file to write (.npy is added if missing)")
 
     from trit import bench

@@ -538,3 +538,16 @@ def test_load_options_and_generate_arguments_of_the_wrong_type_are_named(weights
     with pytest.raises(ValueError, match="stop_event must be a threading.Event"):
         model.generate([1], max_tokens=1, stop_event=True)
     assert model.generate([1], max_tokens=2, temperature=0, stop_ids=()).stats.stop_reason == "length"
+
+
+def test_an_unknown_kernel_path_is_named_as_unknown(weights):
+    from trit.engine._kernels import available_isas
+
+    with pytest.raises(
+        UnsupportedCPUError, match=r"unknown instruction set 'bogus': the names are scalar, avx2"
+    ):
+        Model(weights, isa="bogus")
+    missing = next((n for n in ("avx512", "neon", "avx2") if n not in available_isas()), None)
+    if missing is not None:
+        with pytest.raises(UnsupportedCPUError, match=rf"'{missing}' is not available .* \(it has scalar"):
+            Model(weights, isa=missing)
