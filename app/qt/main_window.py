@@ -15,6 +15,7 @@ running reply is never cut short by that: the switch happens when the reply ends
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
 from trit.app.core.units import count_noun, format_bytes
 
-from trit.text import short_text
+from trit.text import cut_text, file_name, short_text
 
 from .chart import ThroughputChart
 from .chat_view import ChatView, PromptEdit, ShownMessage
@@ -1266,7 +1267,8 @@ class MainWindow(QMainWindow):
         conv = self.store.get_conversation(cid)
         if conv.title == "New chat":
             line = body.splitlines()[0]
-            self.store.rename_conversation(cid, line[:TITLE_CHARS] + ("…" if len(line) > TITLE_CHARS else ""))
+            # never inside a character drawn as one (a family emoji, a flag, a Hindi conjunct)
+            self.store.rename_conversation(cid, cut_text(line, TITLE_CHARS + 1))
             self.setWindowTitle(f"{self.store.get_conversation(cid).title} — Trit")
         self.prompt.setPlainText(typed_before_edit)  # empty, or what the edit had put aside
         self._start_reply(cid, replacing, edit=(added.id, body) if replacing else None)
@@ -1536,7 +1538,8 @@ class MainWindow(QMainWindow):
             return None
         if path is None:
             conv = self.store.get_conversation(self.current_id)
-            safe = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in conv.title).strip() or "chat"
+            # keeps every script's letters and marks (isalnum() made नमस्ते "नमस_त_"), within 200 bytes
+            safe = file_name(conv.title, fallback="chat")
             path, chosen = QFileDialog.getSaveFileName(
                 self,
                 "Export conversation",
@@ -1556,7 +1559,8 @@ class MainWindow(QMainWindow):
         try:
             Path(path).write_text(text, encoding="utf-8")
         except OSError as e:
-            self.banner.show_problem(f"Cannot export to {path}: {e.strerror or e}", "Choose another folder.")
+            fix = "Choose a shorter name." if e.errno == errno.ENAMETOOLONG else "Choose another folder."
+            self.banner.show_problem(f"Cannot export to {path}: {e.strerror or e}", fix)
             return None
         self.statusBar().showMessage(f"Exported to {path}", 4000)
         return path

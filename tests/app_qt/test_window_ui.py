@@ -606,3 +606,25 @@ def test_a_model_file_name_that_is_not_utf8_is_refused_with_what_to_do(
     win.use_model(bad)
     assert win.banner.isVisible() and win.ctx.settings.default_model == before
     assert win.store.get_conversation(cid).model_id != bad
+
+
+def test_titles_and_export_names_keep_every_scripts_characters_whole(
+    qtbot: Any, win: MainWindow, monkeypatch: Any
+) -> None:
+    """A title was cut inside a family emoji (a dangling joiner), and the export's proposed file
+    name turned combining vowel signs into "_" (नमस्ते -> नमस_त_)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    win.model_info = {"name": "m"}  # send() needs a ready model: the reply itself is not wanted
+    monkeypatch.setattr(type(win), "model_ready", property(lambda self: True))
+    monkeypatch.setattr(win, "_start_reply", lambda *a, **k: None)
+    cid = win.new_conversation()
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    win.send("x" * 46 + family + " and the rest of a long first line")
+    title = win.store.get_conversation(cid).title
+    assert title in ("x" * 46 + "…", "x" * 46 + family + "…"), title
+    win.store.rename_conversation(cid, "नमस्ते दुनिया")
+    proposed: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: proposed.append(a[2]) or ("", ""))
+    win.export_conversation()
+    assert Path(proposed[0]).name == "नमस्ते दुनिया.md"
