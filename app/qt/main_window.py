@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from trit.app.core.catalog import LibraryError
+from trit.app.core.catalog import LibraryError, path_problem
 from trit.app.core.meters import MemoryReading, process_rss
 from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
 from trit.app.core.settings import Settings
@@ -289,23 +289,6 @@ class SettingsPanel(QGroupBox):
         self.applied.emit(system, s)
 
 
-def name_problem(path: str) -> tuple[str, str] | None:
-    """(message, fix) when a model's path cannot be used: a file name that is not UTF-8 (an old
-    archive's Latin-1 name) reaches Python as lone surrogates, which Qt's strings and the
-    conversation store cannot hold: the path would change on its way and another model load."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        message = f"{Path(shown).name}: the file's name is not valid UTF-8 text, so Trit cannot keep it."
-        fix = (
-            "Rename the file (the letters shown as \ufffd are the ones to change), then choose it "
-            "again in Models… (Ctrl+M)."
-        )
-        return message, fix
-    return None
-
-
 SEARCH_LIMIT = 100  # conversations listed for a search (the most recently updated matches)
 
 
@@ -342,7 +325,7 @@ class MainWindow(QMainWindow):
         self._pending_loads = 0  # load requests the worker has not answered yet
         self._cli_model = model or ""
         self._refused_model = ""  # a -m model whose file name cannot be used (shown once built)
-        if model and name_problem(model):
+        if model and path_problem(model):
             self._cli_model, self._refused_model = "", model
         self.manage_models = False  # load each shown conversation's model (set by the first load)
         self.model_problem: ModelChoice | None = None  # the shown conversation's model is missing
@@ -403,7 +386,7 @@ class MainWindow(QMainWindow):
             )
             QTimer.singleShot(0, self.salvage_box.open)  # over the window, once it is shown
         if self._refused_model:
-            self.banner.show_problem(*name_problem(self._refused_model))
+            self.banner.show_problem(*path_problem(self._refused_model))
         if autoload:
             self.manage_models = True
             self._sync_model()
@@ -1210,7 +1193,7 @@ class MainWindow(QMainWindow):
         """The model manager's "Use this model": the shown conversation uses it from now on, and
         so do new conversations (it becomes the settings' default). A reply being written in the
         shown conversation is stopped; one in another conversation ends first."""
-        problem = name_problem(path)
+        problem = path_problem(path)
         if problem:
             self.banner.show_problem(*problem)
             return

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from trit.app.core.catalog import CatalogEntry, InstalledModel, LibraryError, UnverifiedEntryError
+from trit.app.core.catalog import CatalogEntry, InstalledModel, LibraryError, UnverifiedEntryError, path_problem
 from trit.app.core.downloads import (
     DownloadQueue,
     DownloadRequest,
@@ -196,7 +196,8 @@ STATE_LABELS = {
 
 
 class ModelsDialog(QDialog):
-    model_chosen = Signal(str)  # path of the model to open
+    # path of the model to open: object, not str, keeps a non-UTF-8 name's surrogates (Qt drops them)
+    model_chosen = Signal(object)
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None, *, current_path: str = "") -> None:
         super().__init__(parent)
@@ -700,6 +701,10 @@ class ModelsDialog(QDialog):
     def use_selected(self) -> None:
         m = self._selected_installed()
         if m is None:
+            return
+        problem = path_problem(str(m.path))
+        if problem is not None:
+            self.status.setText(" ".join(problem))
             return
         self.current_path = str(m.path)
         self.model_chosen.emit(str(m.path))

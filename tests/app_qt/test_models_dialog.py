@@ -642,3 +642,27 @@ def test_a_screen_reader_reads_the_information_labels_text(qtbot: Any, ctx_for: 
     assert (
         name == dlg.status.text() == f"Models folder: {ctx.library.folder}" and description == "Models status"
     )
+
+
+def test_a_model_whose_file_name_is_not_utf8_is_shown_and_refused_with_what_to_do(
+    qtbot: Any, ctx_for: Any
+) -> None:
+    """A Latin-1 name (mod\\xe8le-fran\\xe7ais.gguf from an old zip) was listed as "modle-franais"
+    (Qt drops lone surrogates), and Use sent the path without them: a missing file, and the
+    bundled model loaded instead without a word."""
+    import os
+
+    ctx = ctx_for()
+    ctx.library.folder.mkdir(parents=True, exist_ok=True)
+    bad = os.fsencode(ctx.library.folder) + b"/mod\xe8le-fran\xe7ais.gguf"
+    with open(bad, "wb") as f:
+        f.write(b"GGUF" + b"\0" * 60)
+    dlg = dialog(qtbot, ctx)
+    name = "mod\ufffdle-fran\ufffdais"
+    rows = [it for it in dlg._items() if it.text(0) == name]
+    assert rows, [it.text(0) for it in dlg._items()]
+    dlg.tree.setCurrentItem(rows[0])
+    chosen: list[object] = []
+    dlg.model_chosen.connect(chosen.append)
+    dlg.use_selected()
+    assert chosen == [] and "not valid UTF-8" in dlg.status.text() and "Rename the file" in dlg.status.text()
