@@ -33,7 +33,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from trit.app.core.catalog import CatalogEntry, InstalledModel, LibraryError, UnverifiedEntryError, path_problem
+from trit.app.core.catalog import (
+    CatalogEntry,
+    InstalledModel,
+    LibraryError,
+    UnverifiedEntryError,
+    path_problem,
+)
 from trit.app.core.downloads import (
     DownloadQueue,
     DownloadRequest,
