@@ -9,6 +9,7 @@ conversation, and the GUI thread stays free while the model writes.
 
 from __future__ import annotations
 
+import bisect
 import html
 import itertools
 import re
@@ -17,25 +18,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QMimeData, QPoint, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAccessible,
     QAccessibleAnnouncementEvent,
     QColor,
+    QContextMenuEvent,
     QFocusEvent,
     QFont,
     QFontDatabase,
     QKeyEvent,
+    QKeySequence,
     QPainter,
     QPalette,
     QPen,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
+    QTextDocument,
+    QTextFormat,
     QTextFrameFormat,
     QTextOption,
 )
-from PySide6.QtWidgets import QApplication, QTextBrowser, QTextEdit, QWidget
+from PySide6.QtWidgets import QApplication, QMenu, QTextBrowser, QTextEdit, QWidget
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
@@ -188,6 +193,14 @@ def contrast_ratio(a: QColor, b: QColor) -> float:
     return (hi + 0.05) / (lo + 0.05)
 
 
+# The view's own links, dropped from copied text.
+_OWN_LINKS = {"copy-msg", "copy-code", "edit", "regenerate"}
+# What a line keeps once its link labels are gone: the spaces before them, " · " after a language.
+_LABEL_REST = re.compile(r"[ \u00a0]*(?:·[ \u00a0]*)?$")
+# Frame property holding a code block's index in code_blocks().
+CODE_INDEX = QTextFormat.Property.UserProperty + 1
+
+
 class ChatView(QTextBrowser):
     """Signals carry message ids; the window acts on the store."""
 
@@ -208,6 +221,7 @@ class ChatView(QTextBrowser):
         self.document().setDocumentMargin(12)
         self.setViewportMargins(FOCUS_RING, FOCUS_RING, FOCUS_RING, FOCUS_RING)
         self._code_blocks: list[str] = []
+        self._message_starts: list[tuple[int, int]] = []  # (document position, message id), in order
         self._stream: ShownMessage | None = None
         self._stream_pos = 0  # document position where the streamed reply starts
         self._stream_code_base = 0
@@ -220,10 +234,113 @@ class ChatView(QTextBrowser):
         self._shown: tuple[list[Any], str] = ([], "")
         self._drawn_with = self._look()
 
-    def focusNextPrevChild(self, next: bool) -> bool:  # Qt's name
-        """Tab leaves the view (to the prompt) instead of walking every Copy / Edit / Regenerate
-        link of the conversation first (QTextBrowser's way); those have menu shortcuts."""
-        return QWidget.focusNextPrevChild(self, next)
+    # -- keyboard: links, context menu, copy -----------------------------------------------------
+    # Tab and Shift+Tab walk the links (Copy, Edit, Regenerate, a code block's Copy, links in
+    # replies; Enter follows the selected one) from where the reader is: the walk starts at the top
+    # of what is on screen when Tab brings focus in (at its bottom for Shift+Tab), not at the start
+    # of a long conversation, and after the last link Tab leaves the view (QTextBrowser's
+    # focusNextPrevChild), so it is no trap. The Menu key or Shift+F10 opens the context menu at the
+    # cursor: Copy message, Copy code block.
+
+    def focusInEvent(self, e: QFocusEvent) -> None:
+        super().focusInEvent(e)
+        reason = e.reason()
+        tabbed = reason in (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason)
+        if tabbed and not self.textCursor().hasSelection():
+            vp = self.viewport().rect()
+            at = vp.topLeft() if reason == Qt.FocusReason.TabFocusReason else vp.bottomRight()
+            self.setTextCursor(self.cursorForPosition(at))
+        self.update()
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:
+        menu_key = e.key() == Qt.Key.Key_Menu or (
+            e.key() == Qt.Key.Key_F10 and e.modifiers() == Qt.KeyboardModifier.ShiftModifier
+        )
+        if menu_key:
+            rect = self.cursorRect()
+            self._show_menu(self.textCursor(), self.viewport().mapToGlobal(rect.bottomLeft()))
+            return
+        super().keyPressEvent(e)
+
+    def contextMenuEvent(self, e: QContextMenuEvent) -> None:
+        if e.reason() == QContextMenuEvent.Reason.Mouse:
+            self._show_menu(self.cursorForPosition(e.pos()), e.globalPos())
+        else:
+            rect = self.cursorRect()
+            self._show_menu(self.textCursor(), self.viewport().mapToGlobal(rect.bottomLeft()))
+
+    def context_menu(self, cur: QTextCursor) -> QMenu:
+        """The context menu for the document position of cur (a selection's start)."""
+        menu = QMenu(self)
+        pos = min(cur.position(), cur.anchor())
+        msg_id = self.message_at(pos)
+        if msg_id is not None:
+            menu.addAction("Copy message", lambda: self.copy_message.emit(msg_id))
+        code = self.code_block_at(pos)
+        if code is not None:
+            menu.addAction(
+                "Copy code block", lambda: QApplication.clipboard().setText(self._code_blocks[code])
+            )
+        menu.addSeparator()
+        copy = menu.addAction("Copy", self.copy)
+        copy.setShortcut(QKeySequence.StandardKey.Copy)
+        copy.setEnabled(self.textCursor().hasSelection())
+        select_all = menu.addAction("Select All", self.selectAll)
+        select_all.setShortcut(QKeySequence.StandardKey.SelectAll)
+        return menu
+
+    def _show_menu(self, cur: QTextCursor, at: QPoint) -> None:
+        menu = self.context_menu(cur)
+        menu.exec(at)
+        menu.deleteLater()
+
+    def message_at(self, pos: int) -> int | None:
+        """Id of the message drawn at document position pos (its header or body)."""
+        i = bisect.bisect_right([p for p, _ in self._message_starts], pos) - 1
+        return self._message_starts[i][1] if i >= 0 else None
+
+    def code_block_at(self, pos: int) -> int | None:
+        """Index in code_blocks() of the code block at document position pos (its text or the line
+        with its Copy link)."""
+        cur = QTextCursor(self.document())
+        cur.setPosition(pos)
+        frame = cur.currentFrame()
+        while frame is not None and frame != self.document().rootFrame():
+            idx = frame.frameFormat().property(CODE_INDEX)
+            if isinstance(idx, int):
+                return idx
+            frame = frame.parentFrame()
+        for at in (pos, pos + 1):  # on the label line, the Copy link names the block
+            cur.setPosition(min(at, self.document().characterCount() - 1))
+            href = cur.charFormat().anchorHref()
+            if href.startswith("copy-code:"):
+                return int(href.partition(":")[2])
+        return None
+
+    def createMimeDataFromSelection(self) -> QMimeData:
+        """The selection without the link labels (Copy, Edit, Regenerate) the view adds."""
+        doc = QTextDocument()
+        cur = QTextCursor(doc)
+        cur.insertFragment(self.textCursor().selection())
+        spans = []
+        block = doc.begin()
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                f = it.fragment()
+                if f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
+                    spans.append((f.position(), f.length()))
+                it += 1
+            block = block.next()
+        for start, length in reversed(spans):
+            cur.setPosition(start)
+            cur.setPosition(start + length, QTextCursor.MoveMode.KeepAnchor)
+            cur.removeSelectedText()
+        mime = QMimeData()
+        lines = doc.toPlainText().replace("\u2028", "\n").split("\n")
+        mime.setText("\n".join(_LABEL_REST.sub("", line) if spans else line for line in lines))
+        mime.setHtml(doc.toHtml())
+        return mime
 
     # -- focus -----------------------------------------------------------------------------------
     def event(self, e: QEvent) -> bool:
@@ -247,10 +364,6 @@ class ChatView(QTextBrowser):
         inset = outer + width / 2
         p.drawRect(self.rect().toRectF().adjusted(inset, inset, -inset, -inset))
         p.end()
-
-    def focusInEvent(self, e: QFocusEvent) -> None:
-        super().focusInEvent(e)
-        self.update()
 
     def focusOutEvent(self, e: QFocusEvent) -> None:
         super().focusOutEvent(e)
@@ -320,6 +433,7 @@ class ChatView(QTextBrowser):
         at_bottom = self._at_bottom()
         self.clear()
         self._code_blocks = []
+        self._message_starts = []
         self._stream = None
         doc_cursor = QTextCursor(self.document())
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
@@ -424,6 +538,7 @@ class ChatView(QTextBrowser):
 
     def _insert_header(self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool) -> None:
         self._new_block(cur, top=14)
+        self._message_starts.append((cur.position(), m.id))
         links = [f'<a href="copy-msg:{m.id}">Copy</a>']
         if m.role == "user" and is_last_user:
             links.append(f'<a href="edit:{m.id}">Edit</a>')
@@ -455,6 +570,7 @@ class ChatView(QTextBrowser):
             f'<small style="color:{self._muted()}">{label}<a href="copy-code:{idx}">Copy</a></small>'
         )
         ff = QTextFrameFormat()
+        ff.setProperty(CODE_INDEX, idx)
         pal = self.palette()
         ff.setBackground(pal.color(QPalette.ColorRole.AlternateBase))
         ff.setBorder(1)

@@ -295,3 +295,129 @@ def test_announce_posts_a_polite_announcement_for_screen_readers(qtbot: Any, mon
     assert posted == [
         (QAccessible.Event.Announcement, "Reply finished", QAccessible.AnnouncementPoliteness.Polite, view)
     ]
+
+
+def _conversation_box(qtbot: Any) -> tuple[Any, Any, ChatView, Any]:
+    """A line edit, the view with two replies holding code, another line edit: the Tab chain."""
+    from PySide6.QtWidgets import QLineEdit, QVBoxLayout, QWidget
+
+    box = QWidget()
+    qtbot.addWidget(box)
+    lay = QVBoxLayout(box)
+    before, view, after = QLineEdit(), ChatView(), QLineEdit()
+    for w in (before, view, after):
+        lay.addWidget(w)
+    view.show_messages(
+        [
+            ShownMessage(1, "user", "first question"),
+            ShownMessage(2, "assistant", "First reply:\n\n```python\nprint('one')\n```"),
+            ShownMessage(3, "user", "second question"),
+            ShownMessage(4, "assistant", "Second reply:\n\n```sh\necho two\n```"),
+        ]
+    )
+    box.resize(500, 700)
+    box.show()
+    box.activateWindow()
+    qtbot.waitExposed(box)
+    return box, before, view, after
+
+
+def test_tab_walks_the_links_enter_follows_them_and_tab_leaves_after_the_last(qtbot: Any) -> None:
+    """The code blocks' and earlier messages' Copy links could not be reached from the keyboard."""
+    _box, before, view, after = _conversation_box(qtbot)
+    before.setFocus()
+    qtbot.waitUntil(before.hasFocus, timeout=2000)
+    qtbot.keyClick(before, Qt.Key.Key_Tab)
+    assert view.hasFocus()
+    hrefs = []
+    for _ in range(20):
+        qtbot.keyClick(view, Qt.Key.Key_Tab)
+        if not view.hasFocus():
+            break
+        cur = view.textCursor()
+        cur.setPosition(min(cur.position(), cur.anchor()) + 1)
+        hrefs.append(cur.charFormat().anchorHref())
+    assert after.hasFocus()  # no trap
+    assert hrefs == [
+        "copy-msg:1",
+        "copy-msg:2",
+        "copy-code:0",
+        "copy-msg:3",
+        "edit:3",
+        "copy-msg:4",
+        "regenerate:",
+        "copy-code:1",
+    ]
+    # back with Shift+Tab to the last code block's Copy, and Enter copies it
+    qtbot.keyClick(after, Qt.Key.Key_Backtab)
+    assert view.hasFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Backtab)
+    QApplication.clipboard().setText("")
+    qtbot.keyClick(view, Qt.Key.Key_Return)
+    assert QApplication.clipboard().text() == "echo two"
+    for _ in range(20):
+        qtbot.keyClick(view, Qt.Key.Key_Backtab)
+        if not view.hasFocus():
+            break
+    assert before.hasFocus()
+
+
+def test_the_menu_key_offers_copy_message_and_copy_code_block(qtbot: Any) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QMenu
+
+    _box, _, view, _ = _conversation_box(qtbot)
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus, timeout=2000)
+    shown: list[list[str]] = []
+
+    def close_menu() -> None:
+        menu = QApplication.activePopupWidget()
+        if isinstance(menu, QMenu):
+            shown.append([a.text() for a in menu.actions() if a.text()])
+            menu.close()
+
+    closer = QTimer()
+    closer.timeout.connect(close_menu)
+    closer.start(50)
+    text = view.toPlainText()
+    cursors = []
+    for needle, key, mods in [
+        ("echo two", Qt.Key.Key_Menu, Qt.KeyboardModifier.NoModifier),
+        ("first question", Qt.Key.Key_F10, Qt.KeyboardModifier.ShiftModifier),
+    ]:
+        cur = view.textCursor()
+        cur.setPosition(text.index(needle) + 2)
+        view.setTextCursor(cur)
+        cursors.append(cur)
+        qtbot.keyClick(view, key, mods)
+    closer.stop()
+    assert shown == [
+        ["Copy message", "Copy code block", "Copy", "Select All"],
+        ["Copy message", "Copy", "Select All"],
+    ]
+    copied: list[int] = []
+    view.copy_message.connect(copied.append)
+    code_menu, msg_menu = (view.context_menu(c).actions() for c in cursors)
+    code_menu[1].trigger()
+    assert QApplication.clipboard().text() == "echo two"
+    code_menu[0].trigger()
+    msg_menu[0].trigger()
+    assert copied == [4, 1]
+
+
+def test_select_all_and_copy_leave_out_the_link_labels(qtbot: Any) -> None:
+    _box, _, view, _ = _conversation_box(qtbot)
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus, timeout=2000)
+    qtbot.keyClick(view, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(view, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    copied = QApplication.clipboard().text()
+    lines = copied.split("\n")
+    assert lines[:6] == ["You", "first question", "Assistant", "First reply:", "python", "print('one')"], (
+        lines
+    )
+    assert "Copy" not in copied and "Edit" not in copied and "Regenerate" not in copied
+    assert "print('one')" in copied and "echo two" in copied and "second question" in copied
+    mime = view.createMimeDataFromSelection()
+    assert ">Copy<" not in mime.html()
