@@ -252,6 +252,27 @@ class ChatView(QTextBrowser):
             self.setTextCursor(self.cursorForPosition(at))
         self.update()
 
+    def focusNextPrevChild(self, next: bool) -> bool:
+        """Qt walks the links from the current link, and without one from the document's start (or
+        end): in a long conversation Tab went through every link above what is on screen. Without
+        a link selected the walk starts at the cursor, which focusInEvent put on screen."""
+        cur = self.textCursor()
+        if not cur.hasSelection() and self.hasFocus():
+            pos = cur.position()
+            start = QTextCursor(self.document())
+            # a one-character selection just before the cursor (after it for Shift+Tab): Qt looks
+            # for the next link after a selection's end, the previous one before its start
+            lo = max(0, pos - 1) if next else pos
+            hi = pos if next else min(pos + 1, self.document().characterCount() - 1)
+            if lo < hi:
+                start.setPosition(lo)
+                start.setPosition(hi, QTextCursor.MoveMode.KeepAnchor)
+                self.setTextCursor(start)
+                if super().focusNextPrevChild(next):
+                    return True
+                self.setTextCursor(cur)  # no link that way: focus leaves the view
+        return super().focusNextPrevChild(next)
+
     def keyPressEvent(self, e: QKeyEvent) -> None:
         menu_key = e.key() == Qt.Key.Key_Menu or (
             e.key() == Qt.Key.Key_F10 and e.modifiers() == Qt.KeyboardModifier.ShiftModifier

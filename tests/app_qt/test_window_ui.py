@@ -171,17 +171,26 @@ def test_tab_order_follows_the_layout(qtbot: Any, win: MainWindow) -> None:
     assert seen == reachable
 
 
-def test_one_tab_leads_from_a_long_conversation_to_the_prompt(qtbot: Any, win: MainWindow) -> None:
+def test_tab_leaves_a_long_conversation_after_the_links_on_screen(qtbot: Any, win: MainWindow) -> None:
+    """Tab walks the Copy/Edit links from the top of what is on screen (they were unreachable
+    from the keyboard), then leaves for the prompt: in a long conversation, not through every
+    link above."""
     cid = win.new_conversation("Long")
-    for i in range(8):
+    for i in range(40):
         win.store.add_message(cid, "user", f"question {i}")
         win.store.add_message(cid, "assistant", f"answer {i}\n\n```\ncode {i}\n```")
-    win.select_conversation(cid)
+    win.select_conversation(cid)  # shown at its end, where a conversation is read
     win.activateWindow()
-    win.chat.setFocus()
-    qtbot.waitUntil(win.chat.hasFocus, timeout=2000)
-    qtbot.keyClick(win.chat, Qt.Key.Key_Tab)
-    assert win.prompt.hasFocus()
+    win.delete_button.setFocus()  # the widget before the view in the Tab order
+    qtbot.waitUntil(win.delete_button.hasFocus, timeout=2000)
+    qtbot.keyClick(win.delete_button, Qt.Key.Key_Tab)
+    assert win.chat.hasFocus()
+    links = win.chat.toHtml().count("<a href")
+    tabs = 0
+    while not win.prompt.hasFocus() and tabs < links:
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        tabs += 1
+    assert win.prompt.hasFocus() and 1 <= tabs < links // 3, (tabs, links)
 
 
 def test_controls_have_accessible_names(win: MainWindow) -> None:
