@@ -1315,8 +1315,11 @@ class MainWindow(QMainWindow):
     def _reply_title(self) -> str:
         """The running reply's conversation, as the Stop button and the speed area name it."""
         assert self.reply is not None
+        return self._title_of(int(self.reply["conversation_id"]))
+
+    def _title_of(self, conv_id: int) -> str:
         try:
-            title = self.store.get_conversation(int(self.reply["conversation_id"])).title
+            title = self.store.get_conversation(conv_id).title
         except StoreError:
             return "another conversation"
         return f"“{short_text(title, 32)}”"
@@ -1370,7 +1373,22 @@ class MainWindow(QMainWindow):
             self._render()
         self._sync_model()  # the shown conversation may use another model than the reply did
         self._update_controls()
+        self._announce_end(d, tokens)
         self.reply_finished.emit(d)
+
+    def _announce_end(self, d: dict[str, Any], tokens: int) -> None:
+        """Tells a screen reader that the reply has ended (nothing on the screen takes focus or
+        changes where it is): finished, stopped or failed, and where, if not in the shown chat."""
+        status = d.get("status")
+        if status == "failed":
+            what = "Reply failed"
+        elif status == "stopped":
+            what = f"Reply stopped after {count_noun(tokens, 'token')}"
+        else:
+            what = f"Reply finished, {count_noun(tokens, 'token')}"
+        if d.get("conversation_id") != self.current_id:
+            what += f" in {self._title_of(int(d['conversation_id']))}"
+        self.chat.announce(what)
 
     def _settle_replaced(self, reply: dict[str, Any], new_reply_id: int | None, *, kept: bool) -> None:
         """A regenerate or edit-and-resend has ended. kept: the new reply takes the old messages'

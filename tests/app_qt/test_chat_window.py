@@ -568,3 +568,26 @@ def test_the_send_button_sends(qtbot: Any, window: MainWindow) -> None:
     assert d["status"] == COMPLETE and d["text"]
     assert [m.role for m in window.store.messages(cid)] == ["user", "assistant"]
     assert window.store.messages(cid)[0].content == "Say hello." and window.prompt.toPlainText() == ""
+
+
+def test_a_screen_reader_is_told_when_a_reply_ends_and_where(
+    qtbot: Any, window: MainWindow, monkeypatch: Any
+) -> None:
+    said: list[str] = []
+    monkeypatch.setattr(window.chat, "announce", said.append)
+    cid = window.new_conversation("Told")
+    window.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=6))
+    window.select_conversation(cid)
+    d = wait_reply(qtbot, window, lambda: window.send("Count to ten."))
+    assert said == [f"Reply finished, {d['record']['tokens']} tokens"] or said == [
+        f"Reply finished, {d['record']['tokens']} token"
+    ]
+    said.clear()
+    window.store.update_conversation(cid, sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=400))
+    window.send("Write a long story about a lighthouse.")
+    wait_tokens(qtbot, window, 3)
+    other = window.new_conversation("Elsewhere")
+    window.select_conversation(other)
+    with qtbot.waitSignal(window.reply_finished, timeout=REPLY_TIMEOUT_MS):
+        window.stop_button.click()
+    assert len(said) == 1 and said[0].startswith("Reply stopped after ") and said[0].endswith(" in “Told”")
