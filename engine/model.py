@@ -428,16 +428,22 @@ def _run_prompt(state: Any, ids: np.ndarray, pos: int, *, all_logits: bool = Fal
     anyway: the same results), back in Python between them, where a Ctrl-C is seen: in one call a
     long prompt held KeyboardInterrupt for 20-40 s. Raises CancelledError when cancel() stopped it."""
     n = len(ids)
-    outs = []
-    last = None
+    if not all_logits:
+        last = None
+        for i in range(0, n, PROMPT_BATCH):
+            end = min(n, i + PROMPT_BATCH)
+            last = state.forward(ids[i:end], pos + i, want_logits=end == n)
+        return last
+    out = None  # filled piece by piece (a list joined at the end held all the logits twice)
     for i in range(0, n, PROMPT_BATCH):
         end = min(n, i + PROMPT_BATCH)
-        last = state.forward(ids[i:end], pos + i, all_logits=all_logits, want_logits=all_logits or end == n)
-        if all_logits:
-            outs.append(last)
-    if all_logits:
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
-    return last
+        piece = state.forward(ids[i:end], pos + i, all_logits=True)
+        if end == n and out is None:
+            return piece
+        if out is None:
+            out = np.empty((n, piece.shape[1]), dtype=piece.dtype)
+        out[i:end] = piece
+    return out
 
 
 def _check_messages(messages: object) -> None:
