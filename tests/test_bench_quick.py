@@ -316,7 +316,7 @@ def test_in_the_bundle_the_children_start_through_trit_itself(
 ) -> None:
     """PyInstaller's sys.executable is the trit program, which has no `-m` or `-c`: the worker
     and the busy loop start as `trit --bench-child ...` (trit.launch)."""
-    from trit.bench import BusyLoop, Worker, child_command
+    from trit.bench import BusyLoop, child_command
 
     trit_program = tmp_path / "trit"  # stands in for the bundle's executable: only trit.launch
     trit_program.write_text(
@@ -326,12 +326,7 @@ def test_in_the_bundle_the_children_start_through_trit_itself(
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(trit_program))
     assert child_command() == [str(trit_program), "--bench-child"]
-    w = Worker("trit", default_model_gguf, threads=1, context=64)
-    try:
-        assert w.request(op="measure", p=0, n=4, ttft=0, seed=0)["tg_tps"] > 0
-    finally:
-        w.close()
-        w.kill()
+    assert _worker_decodes(default_model_gguf)
     with BusyLoop(limit_s=0.5) as b:
         assert b.proc is not None and b.proc.wait(timeout=30) == 0
 
@@ -355,20 +350,25 @@ def test_kernel_bw_times_a_baseline_build_beside_this_one(tmp_path: Path) -> Non
     assert bad.returncode != 0 and "none.txt" in bad.stderr
 
 
+def _worker_decodes(model: Path) -> bool:
+    """A benchmark worker process starts, loads model and decodes a few tokens."""
+    from trit.bench import Worker
+
+    w = Worker("trit", model, threads=1, context=64)
+    try:
+        return bool(w.request(op="measure", p=0, n=4, ttft=0, seed=0)["tg_tps"] > 0)
+    finally:
+        w.close()
+        w.kill()
+
+
 def test_the_benchmark_worker_starts_from_a_folder_with_a_trit_source_tree(
     default_model_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`trit bench` from the checkout's root: the worker ran `python -m trit.bench`, which put
     the root first on the path, and its source folder trit/ (no compiled engine) shadowed the
     installed package: ModuleNotFoundError: No module named 'trit.engine'."""
-    from trit.bench import Worker
-
     (tmp_path / "trit").mkdir()
     (tmp_path / "trit" / "__init__.py").write_text("raise ImportError('the source tree, not the package')\n")
     monkeypatch.chdir(tmp_path)
-    w = Worker("trit", default_model_gguf, threads=1, context=64)
-    try:
-        assert w.request(op="measure", p=0, n=4, ttft=0, seed=0)["tg_tps"] > 0
-    finally:
-        w.close()
-        w.kill()
+    assert _worker_decodes(default_model_gguf)

@@ -22,7 +22,6 @@ from PySide6.QtCore import QEvent, QMimeData, QPoint, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAccessible,
     QAccessibleAnnouncementEvent,
-    QColor,
     QContextMenuEvent,
     QFocusEvent,
     QFont,
@@ -43,6 +42,8 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QApplication, QMenu, QTextBrowser, QTextEdit, QWidget
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
+
+from .colours import TEXT_CONTRAST, readable_hint
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
 # Width in pixels of the ring in the highlight colour that shows keyboard focus on the conversation
@@ -175,22 +176,6 @@ def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN, inline_se
         return join.join(_pieces(m[0], limit))
 
     return pattern.sub(cut, text)
-
-
-def _mix(a: QColor, b: QColor, t: float) -> QColor:
-    """a moved a fraction t of the way to b (opaque)."""
-    return QColor.fromRgbF(*(x + (y - x) * t for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3], strict=True)))
-
-
-def contrast_ratio(a: QColor, b: QColor) -> float:
-    """WCAG 2 contrast ratio of two opaque colours, 1 to 21."""
-
-    def lum(c: QColor) -> float:
-        ch = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c.getRgbF()[:3]]
-        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
-
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 # The view's own links, dropped from copied text.
@@ -527,15 +512,12 @@ class ChatView(QTextBrowser):
         it, so half-transparent white became pure white), darkened or lightened towards the text
         colour until it has the 4.5:1 contrast WCAG asks of text."""
         pal = self.palette()
-        bg = pal.color(QPalette.ColorRole.Base)
-        text = pal.color(QPalette.ColorRole.Text)
-        ph = pal.color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText)
-        color = _mix(bg, ph, ph.alphaF())
-        for step in range(1, 21):
-            if contrast_ratio(color, bg) >= 4.5:
-                break
-            color = _mix(_mix(bg, ph, ph.alphaF()), text, step / 20)
-        return color.name()
+        return readable_hint(
+            pal.color(QPalette.ColorGroup.Active, QPalette.ColorRole.PlaceholderText),
+            pal.color(QPalette.ColorRole.Text),
+            pal.color(QPalette.ColorRole.Base),
+            TEXT_CONTRAST,
+        ).name()
 
     def _mono_font(self) -> QFont:
         """The system's monospace family at the size of the view's text: the system font comes at

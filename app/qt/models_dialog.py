@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QFile, QObject, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QKeySequence, QPalette, QShortcut, QShowEvent
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -51,6 +51,7 @@ from trit.app.core.downloads import (
 )
 from trit.app.core.units import format_bytes, format_duration
 
+from .colours import error_colour
 from .context import AppContext
 
 ROW = Qt.ItemDataRole.UserRole  # ("installed", path) | ("entry", catalog id)
@@ -124,52 +125,6 @@ class DownloadSignals(QObject):
         queue.on_progress = self.progress.emit
         queue.on_done = lambda key, path: self.done.emit(key, str(path))
         queue.on_failed = lambda key, err: self.failed.emit(key, str(err), err.details)
-
-
-# WCAG AA asks 4.5:1 for normal-size text; hints aim a little higher because they often sit on a
-# shade of the window: Fusion fills group boxes with #ececec in a #efefef window (4.57:1 there
-# was 4.44:1 here)
-HINT_CONTRAST = 4.7
-
-
-def muted_colour(palette: QPalette) -> QColor:
-    """Grey hint text that still reads on the window colour: the palette's placeholder colour
-    (drawn over the window: Qt's default is the text colour at half alpha), moved towards the text
-    colour just until it reaches HINT_CONTRAST. The default light palette's placeholder is #777777
-    on #efefef, 3.9:1; this gives #6a6a6a (4.7:1); a dark palette's #959595 on #2b2b2b (4.7:1) is
-    kept."""
-    window = palette.color(QPalette.ColorRole.Window)
-    text = palette.color(QPalette.ColorRole.WindowText)
-    hint = palette.color(QPalette.ColorRole.PlaceholderText)
-
-    def mix(a: QColor, b: QColor, t: float) -> QColor:  # a drawn over b with opacity t
-        return QColor.fromRgbF(*(t * x + (1 - t) * y for x, y in zip(a.getRgbF()[:3], b.getRgbF()[:3])))
-
-    start = mix(hint, window, hint.alphaF())
-    for step in range(101):
-        c = mix(text, start, step / 100)
-        c = QColor(c.name())  # 8 bits per channel, as it is drawn
-        if contrast(c, window) >= HINT_CONTRAST:
-            return c
-    return QColor(text.name())  # a palette whose own text falls short
-
-
-def error_colour(palette: QPalette) -> str:
-    """Red text that reads on the window colour: the dark red is 4.7:1 on light grey #efefef, the
-    light red 6.2:1 on dark grey #2b2b2b (WCAG AA asks 4.5:1; the dark red there was 2.6:1)."""
-    window = palette.color(QPalette.ColorRole.Window)
-    return max(("#c0392b", "#ff8a80"), key=lambda red: contrast(QColor(red), window))
-
-
-def contrast(a: QColor, b: QColor) -> float:
-    """WCAG contrast ratio of two colours (1 to 21)."""
-
-    def lum(c: QColor) -> float:
-        f = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c.getRgbF()[:3]]
-        return 0.2126 * f[0] + 0.7152 * f[1] + 0.0722 * f[2]
-
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 STALL_NOTICE = 3.0  # seconds without a byte before the dialog says the download is stalled

@@ -47,7 +47,7 @@ from trit.app.core.settings import (
     physical_cores,
 )
 
-from .models_dialog import error_colour, muted_colour
+from .colours import error_colour, muted_colour
 
 # (value, label) of the activation precision choices, in the order shown
 PRECISIONS = (

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QApplication
 from trit.app.qt.chat_view import LONG_RUN, ChatView, ShownMessage, break_long_runs
+from trit.app.qt.colours import contrast
 
 
 def shown_view(qtbot: Any, *messages: ShownMessage) -> ChatView:
@@ -125,17 +126,6 @@ def test_the_prompt_aligns_each_line_by_its_own_direction(qtbot: Any) -> None:
     cur = box.textCursor()
     cur.setPosition(2)
     assert cur.charFormat().fontWeight() < QFont.Weight.Bold
-
-
-def _contrast(a: Any, b: Any) -> float:
-    """WCAG 2 contrast ratio of two opaque QColors."""
-
-    def lum(c: Any) -> float:
-        ch = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c.getRgbF()[:3]]
-        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
-
-    hi, lo = sorted((lum(a), lum(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def _dark_palette() -> Any:
@@ -263,7 +253,7 @@ def test_switching_to_a_dark_palette_redraws_code_links_and_readouts_where_the_r
         assert links == [dark.color(QPalette.ColorRole.Link).name()] * 12
         assert len(muted) == 12
         base = dark.color(QPalette.ColorRole.Base)
-        assert all(c.name() not in ("#ffffff", "#000000") and _contrast(c, base) >= 4.5 for c in muted)
+        assert all(c.name() not in ("#ffffff", "#000000") and contrast(c, base) >= 4.5 for c in muted)
         assert bar.value() == value  # where the reader was
     finally:
         QApplication.setPalette(light)
@@ -277,7 +267,7 @@ def test_muted_text_has_enough_contrast_in_the_light_palette(qtbot: Any) -> None
     )
     muted = QColor(view._muted())
     base = view.palette().color(QPalette.ColorRole.Base)
-    assert _contrast(muted, base) >= 4.5 and muted != view.palette().color(QPalette.ColorRole.Text)
+    assert contrast(muted, base) >= 4.5 and muted != view.palette().color(QPalette.ColorRole.Text)
 
 
 def test_announce_posts_a_polite_announcement_for_screen_readers(qtbot: Any, monkeypatch: Any) -> None:

@@ -528,7 +528,7 @@ def test_long_names_keep_both_ends_and_have_a_tooltip(qtbot: Any, make_ctx: Any)
 
 def test_the_error_red_is_readable_on_a_dark_window(qtbot: Any, ctx_for: Any, hub: HubServer) -> None:
     from PySide6.QtGui import QColor, QPalette
-    from trit.app.qt.models_dialog import contrast
+    from trit.app.qt.colours import contrast
 
     dlg = dialog(qtbot, ctx_for())
     hub.state.files.clear()

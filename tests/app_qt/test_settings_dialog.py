@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, Q
 from trit.app.core.sampling import Sampling
 from trit.app.core.settings import default_settings, physical_cores
 from trit.app.core.store import STOPPED
+from trit.app.qt.colours import contrast
 from trit.app.qt.main_window import MainWindow
-from trit.app.qt.models_dialog import contrast
 from trit.app.qt.settings_dialog import SettingsDialog
 
 from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
