@@ -39,7 +39,7 @@ from PySide6.QtGui import (
     QTextFrameFormat,
     QTextOption,
 )
-from PySide6.QtWidgets import QApplication, QMenu, QTextBrowser, QTextEdit, QWidget
+from PySide6.QtWidgets import QApplication, QMenu, QPlainTextEdit, QTextBrowser, QWidget
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
@@ -227,6 +227,12 @@ class ChatView(QTextBrowser):
     # focusNextPrevChild), so it is no trap. The Menu key or Shift+F10 opens the context menu at the
     # cursor: Copy message, Copy code block.
 
+    _cursor_reset = False  # show_messages() has moved the cursor since the reader last placed it
+
+    def mousePressEvent(self, e: Any) -> None:
+        self._cursor_reset = False  # a click places the cursor where the reader is
+        super().mousePressEvent(e)
+
     def focusInEvent(self, e: QFocusEvent) -> None:
         super().focusInEvent(e)
         reason = e.reason()
@@ -243,6 +249,12 @@ class ChatView(QTextBrowser):
         a link selected the walk starts at the cursor, which focusInEvent put on screen."""
         cur = self.textCursor()
         if not cur.hasSelection() and self.hasFocus():
+            if self._cursor_reset or not self.viewport().rect().intersects(self.cursorRect(cur)):
+                # a redraw (a reply ending, a palette change) put the cursor at the start or the
+                # end: the walk goes on from the top of what is shown (its bottom for Shift+Tab)
+                vp = self.viewport().rect()
+                cur = self.cursorForPosition(vp.topLeft() if next else vp.bottomRight())
+            self._cursor_reset = False
             pos = cur.position()
             start = QTextCursor(self.document())
             # a one-character selection just before the cursor (after it for Shift+Tab): Qt looks
@@ -335,16 +347,24 @@ class ChatView(QTextBrowser):
             while not it.atEnd():
                 f = it.fragment()
                 if f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
-                    spans.append((f.position(), f.length()))
+                    spans.append((f.position(), f.length(), block.blockNumber()))
                 it += 1
             block = block.next()
-        for start, length in reversed(spans):
+        for start, length, _ in reversed(spans):
             cur.setPosition(start)
             cur.setPosition(start + length, QTextCursor.MoveMode.KeepAnchor)
             cur.removeSelectedText()
+        # the spaces and " · " the labels leave at the end of their own lines; other lines keep
+        # theirs (a diff's " " context line, a Markdown hard break)
+        for number in sorted({n for _, _, n in spans}, reverse=True):
+            block = doc.findBlockByNumber(number)
+            rest = _LABEL_REST.search(block.text())
+            if rest is not None and rest.start() < len(block.text()):
+                cur.setPosition(block.position() + rest.start())
+                cur.setPosition(block.position() + len(block.text()), QTextCursor.MoveMode.KeepAnchor)
+                cur.removeSelectedText()
         mime = QMimeData()
-        lines = doc.toPlainText().replace("\u2028", "\n").split("\n")
-        mime.setText("\n".join(_LABEL_REST.sub("", line) if spans else line for line in lines))
+        mime.setText(doc.toPlainText().replace("\u2028", "\n"))
         mime.setHtml(doc.toHtml())
         return mime
 
@@ -433,6 +453,7 @@ class ChatView(QTextBrowser):
         last and updated by append_stream(); `placeholder` is the muted hint shown instead when
         there is nothing to draw (no conversation yet, or an empty one)."""
         self.renders += 1
+        self._cursor_reset = True  # the walk of the links starts on screen again (focusNextPrevChild)
         self._shown = (list(messages), placeholder)
         self._drawn_with = self._look()
         self._timer.stop()
@@ -560,9 +581,38 @@ class ChatView(QTextBrowser):
                 self._new_block(cur)
                 body = seg.text.strip("\n")
                 if body.count("\n") < MARKDOWN_MAX_LINES:
+                    start = cur.position()
                     cur.insertMarkdown(break_long_runs(line_breaks(body), "\n\n", inline_sep="\u2028"))
+                    if ":" in body:
+                        self._disarm_own_links(start, cur.position())
                 else:  # Qt's Markdown import is quadratic in long lists: this much text stays plain
                     cur.insertText(break_long_runs(body))
+
+    def _disarm_own_links(self, start: int, end: int) -> None:
+        """Links in a message's own text that use the view's schemes (a reply writing
+        "[docs](regenerate:)") become plain text: clicked, they asked for a new reply or to edit a
+        message, and a copy dropped their words with the view's labels."""
+        cur = QTextCursor(self.document())
+        cur.setPosition(start)
+        block = cur.block()
+        spans = []
+        while block.isValid() and block.position() < end:
+            it = block.begin()
+            while not it.atEnd():
+                f = it.fragment()
+                if f.charFormat().isAnchor() and f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
+                    spans.append((f.position(), f.length()))
+                it += 1
+            block = block.next()
+        plain = QTextCharFormat()
+        plain.setAnchor(False)
+        plain.setAnchorHref("")
+        plain.setFontUnderline(False)
+        plain.setForeground(self.palette().color(QPalette.ColorRole.Text))
+        for pos, length in spans:
+            cur.setPosition(pos)
+            cur.setPosition(pos + length, QTextCursor.MoveMode.KeepAnchor)
+            cur.mergeCharFormat(plain)
 
     def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
         idx = len(self._code_blocks)
@@ -633,22 +683,45 @@ class ChatView(QTextBrowser):
             QDesktopServices.openUrl(url)  # links in replies open outside; nothing loads in here
 
 
-class PromptEdit(QTextEdit):
-    """Enter sends, Shift+Enter inserts a newline. Plain text only. A QTextEdit, not a
-    QPlainTextEdit: that one lays out every paragraph with the document's one text option, so a
-    Hebrew or Arabic line stayed flush left while the conversation showed it right-aligned; here each
-    paragraph takes the direction of its text."""
+class PromptEdit(QPlainTextEdit):
+    """Enter sends, Shift+Enter inserts a newline. The text's direction follows its first strong
+    character (a Hebrew or Arabic message is right-aligned, as the conversation shows it): a
+    QPlainTextEdit lays out every paragraph with one text option, and a QTextEdit, which sets one
+    per paragraph, took 4 s to paste 1 MB (as fast as a plain QPlainTextEdit here)."""
 
     submitted = Signal()
+    SCAN = 256  # characters looked at for the first strong one
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setAcceptRichText(False)  # pasted or dropped HTML arrives as its text
         self.setAccessibleName("Message")
         self.setAccessibleDescription("Type a message; Enter sends, Shift+Enter starts a new line")
         self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line)")
         self.setTabChangesFocus(True)
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.document().contentsChange.connect(self._follow_direction)
+
+    def text_direction(self) -> Qt.LayoutDirection:
+        doc = self.document()
+        for i in range(min(self.SCAN, doc.characterCount())):
+            kind = unicodedata.bidirectional(doc.characterAt(i))
+            if kind == "L":
+                return Qt.LayoutDirection.LeftToRight
+            if kind in ("R", "AL"):
+                return Qt.LayoutDirection.RightToLeft
+        return Qt.LayoutDirection.LeftToRight
+
+    def _follow_direction(self, position: int, _removed: int = 0, _added: int = 0) -> None:
+        if position > self.SCAN:
+            return  # the first strong character is further up
+        direction = self.text_direction()
+        opt = self.document().defaultTextOption()
+        if opt.textDirection() == direction:
+            return
+        opt.setTextDirection(direction)
+        right = direction == Qt.LayoutDirection.RightToLeft
+        opt.setAlignment(Qt.AlignmentFlag.AlignRight if right else Qt.AlignmentFlag.AlignLeft)
+        self.document().setDefaultTextOption(opt)
 
     def keyPressEvent(self, e: QKeyEvent) -> None:
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (

@@ -20,8 +20,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -289,6 +289,24 @@ class SettingsPanel(QGroupBox):
         self.applied.emit(system, s)
 
 
+class UndoGoesOn(QObject):
+    """Event filter for text fields: Ctrl+Z with nothing to undo in the field goes on to the window
+    (Edit › Undo delete). A field takes the Undo key whether or not it can use it, so after a delete
+    Ctrl+Z in the empty message box, where the keyboard usually is, did nothing."""
+
+    def eventFilter(self, obj: QObject, e: QEvent) -> bool:
+        if (
+            e.type() == QEvent.Type.ShortcutOverride
+            and isinstance(e, QKeyEvent)
+            and e.matches(QKeySequence.StandardKey.Undo)
+        ):
+            can = obj.isUndoAvailable() if isinstance(obj, QLineEdit) else obj.document().isUndoAvailable()
+            if not can:
+                e.ignore()
+                return True  # not offered to the field: the shortcut goes to the window
+        return False
+
+
 SEARCH_LIMIT = 100  # conversations listed for a search (the most recently updated matches)
 
 
@@ -533,6 +551,9 @@ class MainWindow(QMainWindow):
         ]
         for a, b in itertools.pairwise(order):
             QWidget.setTabOrder(a, b)
+        self._undo_goes_on = UndoGoesOn(self)
+        for field in (self.prompt, self.search, self.settings_panel.system):
+            field.installEventFilter(self._undo_goes_on)
         self.tab_order = order
 
     def _build_actions(self) -> None:
@@ -897,9 +918,12 @@ class MainWindow(QMainWindow):
         self.select_conversation(cid)
         self.statusBar().showMessage(f"Restored “{self.store.get_conversation(cid).title}”", 3000)
         item = self._item_for(cid)
-        if item is not None:  # the keyboard is back on the restored row (the Undo button hides)
+        if item is not None:
             self.conv_list.setCurrentItem(item)
-            self.conv_list.setFocus(Qt.FocusReason.OtherFocusReason)
+            if QApplication.focusWidget() in (None, self.undo_button, self.conv_list):
+                # the keyboard is back on the restored row (the Undo button hides); Ctrl+Z typed
+                # in a text field leaves the keyboard there
+                self.conv_list.setFocus(Qt.FocusReason.OtherFocusReason)
         if not self._deleted:
             self._end_undo()
 

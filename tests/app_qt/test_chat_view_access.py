@@ -8,7 +8,7 @@ import base64
 import time
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QApplication
 from trit.app.qt.chat_view import LONG_RUN, ChatView, ShownMessage, break_long_runs
@@ -95,27 +95,45 @@ def test_a_bold_blob_keeps_its_bold_and_a_base64_blob_still_lays_out_fast(qtbot:
         assert view.document().blockCount() > len(b) // LONG_RUN
 
 
-def test_the_prompt_aligns_each_line_by_its_own_direction(qtbot: Any) -> None:
-    """A QPlainTextEdit kept Hebrew and Arabic lines flush left (the chat view right-aligns them)."""
+def test_the_prompt_takes_the_direction_of_its_text(qtbot: Any) -> None:
+    """The message box kept a Hebrew or Arabic message flush left (the chat view right-aligns
+    it). The box follows its text's first strong character, as chat apps do; per line it would
+    need a QTextEdit, which took 4 s to paste 1 MB."""
     from PySide6.QtCore import QMimeData, Qt
+    from PySide6.QtWidgets import QPlainTextEdit
     from trit.app.qt.chat_view import PromptEdit
 
     box = PromptEdit()
+    # lays out lazily: as a QTextEdit, pasting 1 MB froze the window 4 s (2M characters: 12 s)
+    assert isinstance(box, QPlainTextEdit)
     qtbot.addWidget(box)
     box.resize(600, 200)
     box.show()
     qtbot.waitExposed(box)
-    box.setPlainText("مرحبا، كيف حالك اليوم؟\nשלום, מה שלומך?\nHello 123")
-    QApplication.processEvents()
     doc = box.document()
     width = box.viewport().width()
-    lefts = []
-    for k in range(3):
-        block = doc.findBlockByNumber(k)
-        line = block.layout().lineAt(0)
-        lefts.append(line.naturalTextRect().left() + doc.documentLayout().blockBoundingRect(block).left())
-    assert lefts[0] > width / 2 and lefts[1] > width / 2 and lefts[2] < 20, (lefts, width)
-    assert doc.findBlockByNumber(1).layout().textOption().textDirection() != Qt.LayoutDirection.LeftToRight
+
+    def lefts() -> list[float]:
+        QApplication.processEvents()
+        out = []
+        for k in range(doc.blockCount()):
+            line = doc.findBlockByNumber(k).layout().lineAt(0)
+            x = line.x() + doc.documentLayout().blockBoundingRect(doc.findBlockByNumber(k)).left()
+            # where the text is drawn: the line's alignment offset is applied when it is painted
+            right = doc.defaultTextOption().alignment() & Qt.AlignmentFlag.AlignRight
+            out.append(x + (line.width() - line.naturalTextWidth() if right else 0))
+        return out
+
+    box.setPlainText("مرحبا، كيف حالك اليوم؟\nשלום, מה שלומך?\nHello 123")
+    assert all(x > width / 2 for x in lefts()), (lefts(), width)
+    assert doc.defaultTextOption().textDirection() == Qt.LayoutDirection.RightToLeft
+    box.setPlainText("Hello 123\nשלום, מה שלומך?")
+    assert all(x < 20 for x in lefts()), lefts()
+    box.setPlainText("123 ")  # no strong character yet: left to right
+    assert doc.defaultTextOption().textDirection() == Qt.LayoutDirection.LeftToRight
+    box.moveCursor(box.textCursor().MoveOperation.End)
+    box.insertPlainText("שלום")  # typed: the first strong character decides
+    assert doc.defaultTextOption().textDirection() == Qt.LayoutDirection.RightToLeft
     # still plain text: pasted HTML arrives as its text
     box.clear()
     mime = QMimeData()
@@ -411,3 +429,87 @@ def test_select_all_and_copy_leave_out_the_link_labels(qtbot: Any) -> None:
     assert "print('one')" in copied and "echo two" in copied and "second question" in copied
     mime = view.createMimeDataFromSelection()
     assert ">Copy<" not in mime.html()
+
+
+def test_a_copy_keeps_the_texts_own_trailing_spaces_and_dots(qtbot: Any) -> None:
+    """Leaving out the link labels stripped trailing spaces and a trailing "·" from every line:
+    a diff's blank context line " " lost its space, a Markdown hard break its two spaces."""
+    view = ChatView()
+    qtbot.addWidget(view)
+    diff = "```diff\n a\n \n-b\n+c\n```"
+    view.show_messages(
+        [ShownMessage(1, "user", "scores 3 · 4 ·"), ShownMessage(2, "assistant", f"The patch:\n\n{diff}")]
+    )
+    view.selectAll()
+    copied = view.createMimeDataFromSelection().text()
+    assert "\n a\n \n-b\n+c" in copied, copied
+    assert "scores 3 · 4 ·" in copied and "Copy" not in copied
+
+
+def test_links_in_a_reply_with_the_views_own_schemes_do_nothing(qtbot: Any) -> None:
+    """A reply writing "[the docs](regenerate:)" drew a link that asked for a new reply when
+    clicked; an (edit:N) link asked to edit message N; a copy dropped their words."""
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.show_messages(
+        [
+            ShownMessage(1, "user", "hi"),
+            ShownMessage(
+                2, "assistant", "See [the docs](regenerate:) and [this](edit:1) or [site](https://a.example)."
+            ),
+        ]
+    )
+    asked: list[object] = []
+    view.regenerate_requested.connect(lambda: asked.append("regenerate"))
+    view.edit_message.connect(asked.append)
+    doc = view.document()
+    hrefs = []
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            f = it.fragment()
+            if "the docs" in f.text() or "this" == f.text() or "site" == f.text():
+                hrefs.append((f.text(), f.charFormat().anchorHref()))
+            it += 1
+        block = block.next()
+    assert ("the docs", "") in hrefs and ("this", "") in hrefs and ("site", "https://a.example") in hrefs
+    # the view's own Regenerate link (the last reply's header) is still there and works
+    view.anchorClicked.emit(QUrl("regenerate:"))
+    assert asked == ["regenerate"]
+    view.selectAll()
+    copied = view.createMimeDataFromSelection().text()
+    assert "See the docs and this or site." in copied, copied
+
+
+def test_tab_after_a_redraw_walks_on_from_what_is_on_screen(qtbot: Any) -> None:
+    """A redraw (a reply ending, a palette switch) put the cursor at the document's start: the
+    next Tab jumped to the first message's Copy link, scrolling to the top."""
+    from PySide6.QtWidgets import QLineEdit, QVBoxLayout, QWidget
+
+    box = QWidget()
+    qtbot.addWidget(box)
+    lay = QVBoxLayout(box)
+    view, after = ChatView(), QLineEdit()
+    lay.addWidget(view)
+    lay.addWidget(after)
+    msgs = []
+    for i in range(30):
+        msgs += [
+            ShownMessage(2 * i + 1, "user", f"question {i}"),
+            ShownMessage(2 * i + 2, "assistant", f"answer {i}"),
+        ]
+    view.show_messages(msgs)
+    box.resize(500, 400)
+    box.show()
+    qtbot.waitExposed(box)
+    view.scroll_to_bottom()
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus, timeout=2000)
+    view.redraw()
+    bottom = view.verticalScrollBar().value()
+    assert bottom > 0
+    qtbot.keyClick(view, Qt.Key.Key_Tab)
+    cur = view.textCursor()
+    assert view.hasFocus() and cur.hasSelection() and view.verticalScrollBar().value() >= bottom - 50
+    assert view.message_at(cur.selectionStart()) >= 50

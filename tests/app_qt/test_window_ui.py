@@ -539,7 +539,8 @@ def test_ctrl_z_brings_back_a_deleted_conversation_and_the_keyboard_stays_on_it(
     qtbot.keyClick(win.conv_list, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert sorted(titles(win)) == ["First", "Second"] and not win.undo_action.isEnabled()
     assert win.conv_list.hasFocus() and win.conv_list.currentItem().text() == "Second"
-    # in the message box Ctrl+Z undoes typing, not a delete
+    # in the message box Ctrl+Z undoes typing, not a delete; with nothing left to undo there it
+    # brings the conversation back (it did nothing: the box took the key anyway)
     win.select_conversation(a)
     win.delete_current()
     win.prompt.setFocus()
@@ -547,6 +548,16 @@ def test_ctrl_z_brings_back_a_deleted_conversation_and_the_keyboard_stays_on_it(
     qtbot.keyClicks(win.prompt, "abc")
     qtbot.keyClick(win.prompt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert win.prompt.toPlainText() == "" and "First" not in titles(win)
+    while win.prompt.document().isUndoAvailable():
+        win.prompt.undo()
+    qtbot.keyClick(win.prompt, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert "First" in titles(win) and win.prompt.toPlainText() == "" and win.prompt.hasFocus()
+    # the same from the empty search box
+    win.delete_current(a)
+    win.search.setFocus()
+    qtbot.waitUntil(win.search.hasFocus, timeout=2000)
+    qtbot.keyClick(win.search, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert "First" in titles(win)
 
 
 def test_the_window_opens_with_the_keyboard_in_the_message_box(qtbot: Any, make_ctx: Any) -> None:
