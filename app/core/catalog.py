@@ -353,6 +353,8 @@ class ModelLibrary:
             os.unlink(probe)
         except OSError as e:
             raise LibraryError(p, f"cannot use this folder for models: {e.strerror or e}") from e
+        except ValueError as e:  # a NUL character: OK in Settings did nothing, with a traceback
+            raise LibraryError(p, f"cannot use this folder for models: {e}") from e
         self._folder = p
 
     def entry(self, entry_id: str) -> CatalogEntry:
@@ -404,7 +406,9 @@ class ModelLibrary:
                     e = self._entry_named(p.name)
                     entry = e if e is not None and self._matches(e, p) else None
                     out.append(
-                        InstalledModel(p, entry.name if entry else readable(p.stem), p.stat().st_size, "gguf", entry)
+                        InstalledModel(
+                            p, entry.name if entry else readable(p.stem), p.stat().st_size, "gguf", entry
+                        )
                     )
                     seen.add(p.resolve())
                 elif _is_hf_dir(p):

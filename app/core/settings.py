@@ -119,6 +119,8 @@ def _check_str(v: Any) -> str:
 def _check_models_dir(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("must be a folder path")
+    if "\0" in v:  # no file system takes one (os calls raise ValueError: embedded null byte)
+        raise ValueError("must not contain a NUL character")
     return v
 
 

@@ -381,6 +381,9 @@ def test_choose_folder(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(LibraryError, match="cannot use this folder"):
         lib.set_folder(f / "sub")
+    # a NUL character (pasted): ValueError from the os calls, and OK in Settings did nothing
+    with pytest.raises(LibraryError, match="cannot use this folder for models: .*null"):
+        lib.set_folder(str(tmp_path / "with\0nul"))
     assert lib.folder == tmp_path / "b" / "c"
 
 

@@ -341,3 +341,11 @@ def test_app_core_never_imports_qt() -> None:
         assert not re.search(
             r"^\s*(from|import)\s+(PySide6|PyQt[56]|shiboken6)", p.read_text(encoding="utf-8"), re.MULTILINE
         ), p
+
+
+def test_a_models_folder_with_a_nul_character_is_refused_by_name() -> None:
+    from trit.app.core.settings import check_setting
+
+    with pytest.raises(ValueError, match="must not contain a NUL character"):
+        check_setting("models_dir", "/home/me/mod\0els")
+    assert check_setting("models_dir", "/home/me/models") == "/home/me/models"
