@@ -205,6 +205,8 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
     licenses = unpacked / "trit" / "_internal" / "licenses"
     assert "PySide6_Essentials" in (licenses / "THIRD-PARTY.md").read_text(encoding="utf-8")
     assert (licenses / "Trit-LICENSE.txt").is_file()
+    # downloads trust certifi's roots where the bundle's OpenSSL finds no system certificates
+    assert (unpacked / "trit" / "_internal" / "certifi" / "cacert.pem").stat().st_size > 100_000
     env = _env(tmp_path / "home")
     r = _run([str(exe), "--version"], env)
     assert r.returncode == 0 and r.stdout.strip() == f"trit {trit.__version__}"
@@ -250,6 +252,6 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
     assert r.returncode == 0 and trit.__version__ in r.stdout
     # nothing from the test or benchmark extras was bundled
     internal = unpacked / "trit" / "_internal"
-    for heavy in ("torch", "transformers", "llama_cpp", "pytest", "gguf"):
+    for heavy in ("torch", "transformers", "llama_cpp", "pytest", "gguf", "hf_xet"):
         assert not (internal / heavy).exists(), heavy
     shutil.rmtree(tmp_path / "pyi", ignore_errors=True)  # ~700 MB of PyInstaller work files

@@ -506,9 +506,24 @@ def _log_warnings_once() -> None:
         log.addHandler(_WarningsToStderr(logging.WARNING))
 
 
+def _misplaced_options(ap: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The command line with a command's options put after the command, when they came before it
+    (`trit --isa avx2 chat`: argparse said "invalid choice: 'avx2'"); None otherwise."""
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    top = {o for a in ap._actions for o in a.option_strings}
+    at = next((i for i, a in enumerate(argv) if a in sub.choices), None)
+    if at is None or not any(a.startswith("-") and a.split("=")[0] not in top for a in argv[:at]):
+        return None
+    return " ".join(["trit", argv[at], *argv[:at], *argv[at + 1 :]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _log_warnings_once()
     ap = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fixed = _misplaced_options(ap, argv)
+    if fixed is not None:
+        ap.error(f"a command's options go after the command: {fixed}")
     args = ap.parse_args(argv)
     if args.cmd is None:
         return _gui(args)

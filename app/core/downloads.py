@@ -215,17 +215,34 @@ def _network_error(e: BaseException, what: str) -> NetworkError:
 
 _SSL_CONTEXT: ssl.SSLContext | None = None
 _SSL_LOCK = threading.Lock()
+# Where systems keep their certificate bundle. A bundled app's OpenSSL looks only where the machine
+# it was built on (Debian) keeps it, /usr/lib/ssl: on Fedora, openSUSE, Arch or macOS it found none
+# and every transfer failed the certificate check after the hub (whose client looks here too) had
+# answered; certificates an administrator added to the system's store were refused the same way.
+SYSTEM_CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Gentoo, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL, CentOS
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # macOS, Alpine, the BSDs
+    "/usr/local/share/certs/ca-root-nss.crt",  # FreeBSD
+)
 
 
 def default_ssl_context() -> ssl.SSLContext:
-    """The system's certificates plus certifi's (the Mozilla roots huggingface_hub's httpx uses).
-    A bundled app's OpenSSL looks for the system's in the folder of the machine it was built on:
-    on macOS, and on Linux systems that keep them elsewhere (Fedora's /etc/pki), it found none and
-    every transfer failed the certificate check after the hub had answered."""
+    """What the system trusts (OpenSSL's own places, Windows' store, and the first of
+    SYSTEM_CA_FILES there is) plus certifi's Mozilla roots, which huggingface_hub trusts too."""
     global _SSL_CONTEXT
     with _SSL_LOCK:
         if _SSL_CONTEXT is None:
             ctx = ssl.create_default_context()
+            for path in SYSTEM_CA_FILES:
+                if os.path.isfile(path):
+                    try:
+                        ctx.load_verify_locations(cafile=path)
+                        break
+                    except (OSError, ssl.SSLError):
+                        continue
             try:
                 import certifi
 

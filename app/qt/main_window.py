@@ -473,7 +473,7 @@ class MainWindow(QMainWindow):
         self.send_button = QPushButton("Send")
         self.send_button.setAccessibleName("Send")
         self.send_button.setToolTip("Send (Enter)")
-        self.send_button.clicked.connect(lambda: self.send())  # clicked(bool) would be the text
+        self.send_button.clicked.connect(self._send_clicked)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setAccessibleName("Stop reply")
         self.stop_button.setToolTip("Stop the reply (Esc)")
@@ -1236,6 +1236,13 @@ class MainWindow(QMainWindow):
     @property
     def generating(self) -> bool:
         return self.reply is not None
+
+    def _send_clicked(self) -> None:
+        """Send (not send(checked): clicked(bool) would be the text), then the keyboard goes back
+        to the message box, sent or not: after a refused send (an empty box, no model yet) it
+        stayed on the button and what was typed next went nowhere."""
+        self.send()
+        self.prompt.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def send(self, text: str | None = None) -> bool:
         """Sends the prompt box's text (or `text`); False when nothing was sent."""

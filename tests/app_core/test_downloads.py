@@ -45,7 +45,7 @@ from trit.app.core.downloads import (
     sidecar_path,
 )
 
-from .hubserver import COMMIT, HubServer, HubState, client_context
+from .hubserver import COMMIT, TLS_CERT, HubServer, HubState, client_context
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -908,3 +908,23 @@ def test_the_default_context_has_certifis_roots_besides_the_systems() -> None:
     assert dl.default_ssl_context() is ctx  # made once
     roots = ssl.create_default_context(cafile=certifi.where()).cert_store_stats()["x509_ca"]
     assert ctx.cert_store_stats()["x509_ca"] >= roots > 100
+
+
+def test_transfers_trust_the_systems_certificate_file_where_openssl_does_not_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle's OpenSSL looks for certificates where its build machine keeps them: on Fedora,
+    openSUSE or macOS it found none, and every transfer failed the certificate check. Here OpenSSL's
+    own places are empty and the system's file (the test certificate) is one of SYSTEM_CA_FILES."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(dl, "_SSL_CONTEXT", None)
+    monkeypatch.setattr(dl, "SYSTEM_CA_FILES", (str(tmp_path / "missing.crt"), str(TLS_CERT)))
+    with HubServer(HubState(files={(REPO, FILE): DATA}), tls=True) as s:
+        assert fast(request(s, tmp_path)).run() == tmp_path / FILE  # no ssl_context: the default
+    assert_clean_success(tmp_path)
+    monkeypatch.setattr(dl, "_SSL_CONTEXT", None)
+    monkeypatch.setattr(dl, "SYSTEM_CA_FILES", ())
+    (tmp_path / FILE).unlink()
+    with HubServer(HubState(files={(REPO, FILE): DATA}), tls=True) as s, pytest.raises(dl.CertificateError):
+        fast(request(s, tmp_path)).run()

@@ -648,3 +648,15 @@ def test_titles_and_export_names_keep_every_scripts_characters_whole(
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: proposed.append(a[2]) or ("", ""))
     win.export_conversation()
     assert Path(proposed[0]).name == "नमस्ते दुनिया.md"
+
+
+def test_a_refused_send_gives_the_keyboard_back_to_the_message_box(qtbot: Any, win: MainWindow) -> None:
+    """Send with only spaces in the box left the keyboard on the button: text typed next was lost."""
+    win.new_conversation()
+    win.activateWindow()
+    win.prompt.setPlainText("   ")
+    win.send_button.setEnabled(True)  # no model here: the button is off; the click is what counts
+    win.send_button.setFocus()
+    qtbot.waitUntil(win.send_button.hasFocus, timeout=2000)
+    qtbot.mouseClick(win.send_button, Qt.MouseButton.LeftButton)
+    assert win.prompt.hasFocus()

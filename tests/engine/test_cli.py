@@ -576,3 +576,18 @@ def test_without_readline_a_line_at_the_terminals_limit_is_named(default_model_g
         os.close(master)
         p.kill()
     assert b"passes at most 4095 bytes of a line" in seen
+
+
+def test_a_commands_option_before_the_command_is_put_right(capsys: pytest.CaptureFixture[str]) -> None:
+    """`trit --isa avx2 chat` said "invalid choice: 'avx2'", though chat was the command."""
+    from trit.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["--isa", "avx2", "chat", "--temp", "0"])
+    assert ei.value.code == 2
+    assert (
+        "a command's options go after the command: trit chat --isa avx2 --temp 0" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):  # a top-level option before it is not moved
+        main(["--data-dir", "/nonexistent", "nosuchcommand"])
+    assert "go after the command" not in capsys.readouterr().err
