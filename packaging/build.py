@@ -37,7 +37,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # what the bundled Qt needs from a Debian/Ubuntu system (the xcb platform plugin and OpenGL)
 DEB_DEPENDS = (
-    "libc6, libgl1, libegl1, libfontconfig1, libfreetype6, libglib2.0-0 | libglib2.0-0t64, libdbus-1-3, "
+    # libstdc++6 and libexpat1: the bundle uses the system's (trit.spec leaves them out); 12 is the
+    # C++ runtime of the gcc the Qt and Python libraries were built with
+    "libc6, libstdc++6 (>= 12), libexpat1, libgl1, libegl1, libfontconfig1, libfreetype6, libglib2.0-0 | libglib2.0-0t64, libdbus-1-3, "
     "libxkbcommon0, libxkbcommon-x11-0, libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1, libxcb-shape0, "
     "libxcb-xkb1, libxcb-render-util0, libxcb-image0"
 )

@@ -233,6 +233,14 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
     fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
     assert fields["Package"] == "trit" and fields["Version"] == trit.__version__
     assert "libxcb-cursor0" in fields["Depends"] and int(fields["Installed-Size"]) > 100_000
+    # the system's C++ runtime and expat, not the build machine's (they alone needed glibc 2.36,
+    # which kept the bundle off Ubuntu 22.04)
+    internal = unpacked / "trit" / "_internal"
+    assert not (internal / "libstdc++.so.6").exists() and not (internal / "libexpat.so.1").exists()
+    assert "libstdc++6 (>= 12)" in fields["Depends"] and "libexpat1" in fields["Depends"]
+    needed = load_script("build").glibc_needed(unpacked / "trit")
+    assert needed is not None and needed <= (2, 35), needed
+    assert f"libc6 (>= {'.'.join(map(str, needed))})" in fields["Depends"]
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
     for path in (
         "./opt/trit/trit",
