@@ -157,6 +157,18 @@ def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool =
     )
 
 
+def _check_load_options(threads: object, a48: object) -> None:
+    """ValueError for a threads or a48 of the wrong kind (load_model checks before reading a
+    file of gigabytes)."""
+    if threads is not None and (
+        isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
+        raise ValueError(f"threads must be a whole number >= 1 (or None: one per core), not {threads!r}")
+    if not isinstance(a48, (bool, np.bool_)):
+        # "no" or "false" from a config file would have turned the approximate mode on
+        raise ValueError(f"a48 must be True or False, not {a48!r}")  # noqa: TRY004 - the API's convention
+
+
 def load_model(
     path: str | os.PathLike[str],
     *,
@@ -199,6 +211,7 @@ def load_model(
 
     if weights not in WEIGHT_MEMORY:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
+    _check_load_options(threads, a48)
     p = Path(path)
     # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
     w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
@@ -234,13 +247,7 @@ class Model:
         kv: str = "f32",
         a48: bool = False,
     ) -> None:
-        if threads is not None and (
-            isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
-        ):
-            raise ValueError(f"threads must be a whole number >= 1 (or None: one per core), not {threads!r}")
-        if not isinstance(a48, (bool, np.bool_)):
-            # "no" or "false" from a config file would have turned the approximate mode on
-            raise ValueError(f"a48 must be True or False, not {a48!r}")  # noqa: TRY004 - the API's convention
+        _check_load_options(threads, a48)
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
         if head not in LM_HEADS:
@@ -354,6 +361,11 @@ class Model:
         another thread stops it with CancelledError."""
         ids = _as_ids(token_ids, self.config.vocab)
         s = self._default_session()
+        if len(ids) > s.context:  # at once, with the true count (the pieces would meet it at the end)
+            raise ContextFullError(
+                f"{len(ids)} positions needed but the context holds {s.context}; "
+                "pass fewer ids or load the model with a larger context"
+            )
         with s._exclusive():  # a generate() on the same session (another thread) raises instead
             s.reset()
             s._clear_cancel()  # a cancel() that came when nothing ran (after a reply) is not for this
@@ -443,6 +455,7 @@ def _run_prompt(state: Any, ids: np.ndarray, pos: int, *, all_logits: bool = Fal
         if out is None:
             out = np.empty((n, piece.shape[1]), dtype=piece.dtype)
         out[i:end] = piece
+        piece = None  # freed before the next piece is made
     return out
 
 
@@ -573,7 +586,10 @@ class Session:
             if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, Iterable):
                 raise ValueError(f"stop_ids must be a list of token ids, not {short_repr(stop_ids)}")
             stop_list = list(stop_ids)
-            stops = {int(t) for t in _as_ids(stop_list, self.model.config.vocab)} if stop_list else set()
+            try:
+                stops = {int(t) for t in _as_ids(stop_list, self.model.config.vocab)} if stop_list else set()
+            except ValueError as e:
+                raise ValueError(f"stop_ids: {e}") from None
         if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
             raise ValueError(f"stop_event must be a threading.Event (or None), not {short_repr(stop_event)}")
         ids = _as_ids(prompt_ids, self.model.config.vocab)

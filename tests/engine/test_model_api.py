@@ -529,9 +529,9 @@ def test_load_options_and_generate_arguments_of_the_wrong_type_are_named(weights
     for bad, match in (
         ("abc", "stop_ids must be a list of token ids"),
         (5, "stop_ids must be a list of token ids"),
-        ([-5], r"must be in \[0, 300\)"),
-        ([10**9], r"must be in \[0, 300\)"),
-        ([1.5], "must be integers"),
+        ([-5], r"^stop_ids: token ids must be in \[0, 300\)"),
+        ([10**9], r"^stop_ids: token ids must be in \[0, 300\)"),
+        ([1.5], "^stop_ids: token ids must be integers"),
     ):
         with pytest.raises(ValueError, match=match):
             model.generate([1], max_tokens=1, stop_ids=bad)
@@ -551,3 +551,22 @@ def test_an_unknown_kernel_path_is_named_as_unknown(weights):
     if missing is not None:
         with pytest.raises(UnsupportedCPUError, match=rf"'{missing}' is not available .* \(it has scalar"):
             Model(weights, isa=missing)
+
+
+def test_logits_past_the_context_are_refused_at_once_with_the_true_count(weights):
+    m = Model(weights, threads=1, context=64)
+    t0 = time.perf_counter()
+    with pytest.raises(ContextFullError, match="^200 positions needed but the context holds 64"):
+        m.logits(list(np.arange(200) % 300))
+    assert time.perf_counter() - t0 < 0.5  # before running any of it
+    assert m.logits([1, 2]).shape == (2, 300)
+
+
+def test_load_options_of_the_wrong_kind_are_refused_before_the_file_is_read(tmp_path):
+    from trit.engine import load_model
+
+    missing = tmp_path / "not-read.gguf"  # never opened: the options are checked first
+    with pytest.raises(ValueError, match="threads must be a whole number"):
+        load_model(missing, threads=2.0)
+    with pytest.raises(ValueError, match="a48 must be True or False"):
+        load_model(missing, a48=0)
