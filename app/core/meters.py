@@ -73,6 +73,11 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+# More than a CPU package draws (server parts reach ~500 W): a RAPL difference beyond it is a
+# counter that stepped back or reset, not energy
+MAX_PACKAGE_WATTS = 2000.0
+
+
 class RaplSource:
     """Sum of the package domains /sys/class/powercap/intel-rapl:N/energy_uj (not the
     sub-domains intel-rapl:N:M, which the package already includes, nor a "psys" domain, which
@@ -90,6 +95,7 @@ class RaplSource:
         self.root = Path(sysfs_root) / "class" / "powercap"
         self._clock = clock
         self._start: list[int] = []
+        self._t_start = 0.0
         self._last: tuple[float, list[int]] | None = None  # (time, counters) of the last power reading
 
     def domains(self) -> list[Path]:
@@ -114,24 +120,38 @@ class RaplSource:
 
     def start(self) -> None:
         self._start = self._read()
-        self._last = (self._clock(), list(self._start))
+        self._t_start = self._clock()
+        self._last = (self._t_start, list(self._start))
 
-    def _joules_between(self, doms: list[Path], a: list[int], b: list[int]) -> float:
+    def _joules_between(self, doms: list[Path], a: list[int], b: list[int], seconds: float) -> float:
+        """Joules between two readings `seconds` apart. A counter lower than before has wrapped at
+        max_energy_range_uj, if that gives a power a package can draw; else it stepped back (a
+        reset after suspend, a glitch), which was shown as hundreds of kJ "measured"."""
         if len(a) != len(b):
             raise SourceUnavailable("the RAPL domains changed during the measurement")
         total = 0
         for d, x, y in zip(doms, a, b, strict=True):
             if y >= x:
                 total += y - x
-            else:  # the counter wrapped at max_energy_range_uj
-                total += _read_int(d / "max_energy_range_uj") - x + y
-        return total / 1e6
+                continue
+            top = _read_int(d / "max_energy_range_uj")
+            if top <= x:
+                raise SourceUnavailable(
+                    f"{d.name}: the counter went back and its range ({top}) is not above it"
+                )
+            total += top - x + y
+        joules = total / 1e6
+        if joules > MAX_PACKAGE_WATTS * max(seconds, 1e-3):
+            raise SourceUnavailable(
+                f"the RAPL counters moved by {joules:.0f} J in {seconds:.1f} s (reset or stepped back)"
+            )
+        return joules
 
     def stop(self) -> float:
         doms = self.domains()
         end = self._read()
         self._last = None
-        return self._joules_between(doms, self._start, end)
+        return self._joules_between(doms, self._start, end, self._clock() - self._t_start)
 
     def current_watts(self) -> float | None:
         """Package power since the previous call (the first call: since start()); None before
@@ -144,7 +164,7 @@ class RaplSource:
             t0, before = self._last
             if now <= t0:
                 return None
-            watts = self._joules_between(doms, before, counters) / (now - t0)
+            watts = self._joules_between(doms, before, counters, now - t0) / (now - t0)
         except SourceUnavailable:
             return None
         self._last = (now, counters)
@@ -165,8 +185,12 @@ class SampledPowerSource:
         interval: float = 0.5,
         label: str = "measured: battery",
         clock: Callable[[], float] = time.monotonic,
+        blocking_edges: bool = True,
     ) -> None:
         self.read_watts = read_watts
+        self.blocking_edges = blocking_edges
+        self._run = 0  # which measurement the sampler thread's readings belong to
+        self._t_start = 0.0
         self.interval = interval
         self.label = label
         self._clock = clock
@@ -176,43 +200,72 @@ class SampledPowerSource:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def _sample(self) -> None:
+    def _sample(self, run: int | None = None) -> None:
         try:
             w = float(self.read_watts())
+            if not w > 0:  # 0 W (or less) on battery is a firmware's placeholder, not a measurement
+                raise SourceUnavailable(f"the battery reported {w:g} W")
         except SourceUnavailable as e:
             with self._lock:
-                self._failed = str(e)
+                if run is None or run == self._run:
+                    self._failed = str(e)
             return
         with self._lock:
-            self._samples.append((self._clock(), w))
+            if run is None or run == self._run:  # a late sample of an ended measurement is dropped
+                self._samples.append((self._clock(), w))
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
+    def _loop(self, run: int, stop: threading.Event, first: bool) -> None:
+        if first:
+            self._sample(run)
+        while not stop.wait(self.interval):
+            self._sample(run)
 
     def start(self) -> None:
+        """blocking_edges: the first sample is taken here (a failing one raises at once) and the
+        last in stop(). Otherwise (a slow reader: PowerShell on Windows takes ~1 s, which came before
+        every reply and after it) the sampler thread takes the first at once, and stop() neither
+        samples nor waits: the readings are held flat to the reply's start and end."""
         if self._thread is not None:  # started twice without a stop: one sampler, not two
             self._stop.set()
-            self._thread.join()
+            if self.blocking_edges:
+                self._thread.join()
             self._thread = None
-        self._samples, self._failed = [], None
-        self._sample()
-        if self._failed is not None:
-            raise SourceUnavailable(self._failed)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="trit-power-sampler", daemon=True)
+        with self._lock:
+            self._run += 1
+            self._samples, self._failed = [], None
+            run = self._run
+        self._t_start = self._clock()
+        if self.blocking_edges:
+            self._sample(run)
+            if self._failed is not None:
+                raise SourceUnavailable(self._failed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop,
+            args=(run, self._stop, not self.blocking_edges),
+            name="trit-power-sampler",
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> float:
         self._stop.set()
+        t_end = self._clock()
         if self._thread is not None:
-            self._thread.join()
+            if self.blocking_edges:
+                self._thread.join()
             self._thread = None
-        self._sample()
+        if self.blocking_edges:
+            self._sample(self._run)
         with self._lock:
+            self._run += 1  # what the thread still reads now is not this reply's
             if self._failed is not None:
                 raise SourceUnavailable(self._failed)
             s = list(self._samples)
+        if not self.blocking_edges:
+            if not s:
+                raise SourceUnavailable("no battery reading came during the reply")
+            s = [(self._t_start, s[0][1]), *[p for p in s if p[0] <= t_end], (t_end, s[-1][1])]
         return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(s))
 
     def current_watts(self) -> float | None:
@@ -376,7 +429,11 @@ def detect_sources(
     elif platform == "win32":
         # each sample starts PowerShell (~0.5 s of CPU): sample rarely so the meter does not
         # become a noticeable part of what it measures
-        out.append(SampledPowerSource(lambda: windows_battery_watts(run), interval=max(interval, 5.0)))
+        out.append(
+            SampledPowerSource(
+                lambda: windows_battery_watts(run), interval=max(interval, 5.0), blocking_edges=False
+            )
+        )
     return out
 
 

@@ -4,6 +4,7 @@ meter's never-mix rule, memory readouts and per-reply records."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,39 @@ def test_rapl_sums_packages_only(tmp_path: Path) -> None:
 
 def test_rapl_wraparound(tmp_path: Path) -> None:
     rapl_tree(tmp_path, {"intel-rapl:0": 999_000_000}, max_range=1_000_000_000)
-    src = RaplSource(tmp_path)
+    t = [0.0]
+    src = RaplSource(tmp_path, clock=lambda: t[0])
     src.start()
     rapl_tree(tmp_path, {"intel-rapl:0": 4_000_000}, max_range=1_000_000_000)
+    t[0] = 2.0
     assert src.stop() == pytest.approx(5.0)  # 1 J to the wrap + 4 J after it
+
+
+@pytest.mark.parametrize(
+    "before, after, top, why",
+    [
+        (500_000_000, 499_999_000, 262_143_328_850, "moved by 262143 J in 0.8 s"),  # stepped back 1 mJ
+        (200_000_000_000, 1_000, 262_143_328_850, "moved by"),  # reset (suspend and resume)
+        (5_000_000, 1_000_000, 0, "range \\(0\\) is not above it"),  # a bad range file
+    ],
+)
+def test_a_rapl_counter_that_steps_back_is_not_a_wrap(
+    tmp_path: Path, before: int, after: int, top: int, why: str
+) -> None:
+    """A counter lower than before was always taken as a wrap: a glitch of 1 mJ back showed as
+    "262 kJ measured", a range file reading 0 as negative joules. Such a reply is estimated."""
+    rapl_tree(tmp_path, {"intel-rapl:0": before}, max_range=top)
+    t = [0.0]
+    cpu = [0.0]
+    src = RaplSource(tmp_path, clock=lambda: t[0])
+    m = EnergyMeter([src], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0]), clock=lambda: t[0])
+    m.start()
+    rapl_tree(tmp_path, {"intel-rapl:0": after}, max_range=top)
+    t[0], cpu[0] = 0.8, 0.5
+    assert m.current_watts() is None  # the live figure is refused too
+    r = m.stop()
+    assert not r.measured and r.joules == pytest.approx(2.5) and r.joules >= 0
+    assert re.search(why, m.last_problem), m.last_problem
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -275,7 +305,7 @@ def test_meter_prefers_measured_never_mixes(tmp_path: Path) -> None:
     cpu = [0.0]
     t = [0.0]
     est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
-    m = EnergyMeter([RaplSource(tmp_path)], estimate=est, clock=lambda: t[0])
+    m = EnergyMeter([RaplSource(tmp_path, clock=lambda: t[0])], estimate=est, clock=lambda: t[0])
     m.start()
     rapl_tree(tmp_path, {"intel-rapl:0": 7_000_000})
     cpu[0], t[0] = 1.0, 2.0
@@ -504,3 +534,49 @@ def test_reply_record_from_engine_stats() -> None:
     rec = reply_record(s, EnergyReading(2.2, 0.6, "measured: RAPL package", True))
     assert rec.prompt_tps == pytest.approx(100.0) and rec.decode_tps == pytest.approx(20.0)
     assert rec.joules_per_token == pytest.approx(0.2) and rec.energy_measured
+
+
+def test_a_battery_reading_of_zero_watts_is_not_a_measurement() -> None:
+    """Some firmware reports power_now 0 while discharging: the reply read "0 J · measured"."""
+    src = SampledPowerSource(lambda: 0.0, interval=3600)
+    m = EnergyMeter([src], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0))
+    m.start()
+    r = m.stop()
+    assert not r.measured and "0 W" in m.last_problem
+
+
+def test_a_slow_battery_reader_holds_up_neither_the_start_nor_the_end_of_a_reply() -> None:
+    """Windows reads the battery through PowerShell (~1 s): start() and stop() each waited for a
+    sample, before and after every reply, and the energy ran to the last sample's time."""
+    import threading
+    import time
+
+    release = threading.Event()
+    calls: list[float] = []
+
+    def slow() -> float:
+        calls.append(time.monotonic())
+        release.wait(2.0)
+        return 15.0
+
+    src = SampledPowerSource(slow, interval=3600, blocking_edges=False)
+    t0 = time.monotonic()
+    src.start()
+    assert time.monotonic() - t0 < 0.2  # the first sample is the thread's
+    release.set()
+    deadline = time.monotonic() + 5
+    while src.current_watts() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    release.clear()
+    t1 = time.monotonic()
+    joules = src.stop()
+    assert time.monotonic() - t1 < 0.2
+    seconds = t1 - t0
+    assert joules == pytest.approx(15.0 * seconds, rel=0.15)  # held flat over the reply, no longer
+    # no sample came during a reply (a very short one): unavailable, so the estimate is used
+    release.clear()
+    src.start()
+    with pytest.raises(SourceUnavailable, match="no battery reading came during the reply"):
+        src.stop()
+    release.set()
