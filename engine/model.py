@@ -111,6 +111,7 @@ class Stats:
     ttft_ms: float  # from the call until the first generated token was available
     cached_tokens: int = 0  # prompt tokens served from the session's KV cache
     stop_reason: str = "length"  # "stop" (a stop id), "length", "cancelled", "context"
+    decode_runs: int = -1  # tokens run through the model in decode_ms (-1: tokens_generated - 1)
 
     @property
     def prompt_tps(self) -> float:
@@ -118,8 +119,11 @@ class Stats:
 
     @property
     def decode_tps(self) -> float:
-        # the first token comes from the prompt pass; decode time covers the tokens after it
-        n = self.tokens_generated - 1
+        """Tokens per second of the decode passes. The first token comes from the prompt pass;
+        decode time covers the tokens run after it: each generated token but a last one that is
+        not run (a reply cut at max_tokens), and all of them when a stop id ended the reply (it
+        was counted one short there: a two-token reply showed half its speed)."""
+        n = self.decode_runs if self.decode_runs >= 0 else self.tokens_generated - 1
         return n / (self.decode_ms / 1e3) if n > 0 and self.decode_ms > 0 else 0.0
 
 
@@ -719,6 +723,7 @@ class Session:
         prompt_ms = (t1 - t0) * 1e3
         ttft = prompt_ms
         pos = len(ids)
+        runs = 0  # generated tokens run through the model (the decode passes)
         for i in range(max_tokens):
             if self._stop.is_set():
                 reason = "cancelled"
@@ -748,6 +753,7 @@ class Session:
                 break
             # the history mirrors the cache exactly: only tokens that were run are in it
             self._history.append(tok)
+            runs += 1
             pos += 1
         t2 = time.perf_counter()
         out.stats = Stats(
@@ -758,5 +764,6 @@ class Session:
             ttft_ms=ttft,
             cached_tokens=common,
             stop_reason=reason,
+            decode_runs=runs,
         )
         return out

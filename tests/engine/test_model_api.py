@@ -570,3 +570,14 @@ def test_load_options_of_the_wrong_kind_are_refused_before_the_file_is_read(tmp_
         load_model(missing, threads=2.0)
     with pytest.raises(ValueError, match="a48 must be True or False"):
         load_model(missing, a48=0)
+
+
+def test_decode_speed_counts_the_tokens_run_in_the_decode_time(model):
+    """A reply ended by a stop id runs every token it generated (the stop id is sampled after the
+    last run); decode_tps divided one token fewer, showing half the speed of a two-token reply."""
+    g = model.generate([1, 2, 3], max_tokens=6, temperature=0, stop_ids=[])
+    assert g.stats.stop_reason == "length" and g.stats.decode_runs == 5  # the 6th is not run
+    first = model.generate([1, 2, 3], max_tokens=3, temperature=0, stop_ids=[]).tokens
+    g = model.generate([1, 2, 3], max_tokens=6, temperature=0, stop_ids=[first[2]])
+    assert g.stats.stop_reason == "stop" and g.tokens == first[:2] and g.stats.decode_runs == 2
+    assert g.stats.decode_tps == pytest.approx(2 / (g.stats.decode_ms / 1e3))
