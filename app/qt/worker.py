@@ -338,7 +338,11 @@ class EngineWorker(QObject):
             def on_token(_tok: int) -> bool:
                 state["n"] += 1
                 now = time.monotonic()
-                if now - state["last_t"] >= PROGRESS_INTERVAL:
+                if state["n"] == 1:
+                    # the speed is measured from the first token: from the start, the chart's first
+                    # point counted the fitting and the prompt as decode time (0.1 tok/s for 50)
+                    state["last_t"], state["last_n"] = now, 1
+                elif now - state["last_t"] >= PROGRESS_INTERVAL:
                     tps = (state["n"] - state["last_n"]) / (now - state["last_t"])
                     self.progress.emit(
                         {

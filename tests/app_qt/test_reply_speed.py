@@ -152,3 +152,29 @@ def test_stop_names_the_reply_it_stops_and_esc_elsewhere_leaves_it(qtbot: Any, w
     assert win.live_label.text() == ""  # B's area: A's figures stay with A
     win.select_conversation(a)
     assert win.live_label.text().startswith(f"{d['record']['tokens']} tokens")
+
+
+def test_the_charts_first_point_is_decode_speed_not_the_prompts_wait(
+    qtbot: Any, window: MainWindow, monkeypatch: Any
+) -> None:
+    """The first progress point counted the time from the reply's start (fitting, the prompt) as
+    decode time: after a long prompt the chart began near 0 tok/s and climbed to the real speed."""
+    import time
+
+    from trit.app.qt import worker as worker_module
+
+    slow_prompt = window.worker._fit  # a prompt pass that takes a second: the wait before token 1
+
+    def fit_slowly(*a: Any, **k: Any) -> Any:
+        time.sleep(1.0)
+        return slow_prompt(*a, **k)
+
+    monkeypatch.setattr(window.worker, "_fit", fit_slowly)
+    monkeypatch.setattr(worker_module, "PROGRESS_INTERVAL", 0.05)
+    points: list[float] = []
+    window.worker.progress.connect(lambda d: points.append(float(d["tps"])))
+    conversation(window, "Chart", Sampling(temperature=0.0, top_p=1.0, max_tokens=60))
+    d = reply(qtbot, window, lambda: window.send("Write a short poem about the sea."))
+    assert d["record"]["tokens"] >= 20 and len(points) >= 3, (d["record"], points)
+    rest = sorted(points[1:])
+    assert points[0] > 0.3 * rest[len(rest) // 2], points  # it was about 1/20 of the rest
