@@ -397,16 +397,19 @@ class CpuTimeEstimate:
         self.watts_per_core = float(watts_per_core)
         self._cpu = cpu_seconds or _process_cpu_seconds
         self._start = 0.0
+        self._watts = self.watts_per_core  # the figure of the reply being measured
 
     @property
     def label(self) -> str:
-        return f"estimated: CPU time x {self.watts_per_core:g} W/core"
+        return f"estimated: CPU time x {self._watts:g} W/core"
 
     def start(self) -> None:
         self._start = self._cpu()
+        # a change in Settings during a reply applies from the next one (it re-priced the running one)
+        self._watts = self.watts_per_core
 
     def stop(self) -> float:
-        return max(0.0, self._cpu() - self._start) * self.watts_per_core
+        return max(0.0, self._cpu() - self._start) * self._watts
 
 
 def detect_sources(

@@ -38,11 +38,15 @@ def format_energy(joules: float, digits: int = 3) -> str:
     r = float(f"{abs(j):.{digits}g}")  # rounded first: 999.7 is "1 kJ", not "1e+03 J"
     if r >= 1e3:
         scale, unit = (1e6, "MJ") if r >= 1e6 else (1e3, "kJ")
-    else:  # joules down to 0.01 J ("0.36 J/token"); 0.004 J reads better as 4 mJ
-        scale, unit = (1.0, "J") if r >= 0.01 else (1e-3, "mJ")
+    elif r >= 0.01:  # joules down to 0.01 J ("0.36 J/token")
+        scale, unit = 1.0, "J"
+    elif r >= 1e-5:  # 0.004 J reads better as 4 mJ
+        scale, unit = 1e-3, "mJ"
+    else:  # microjoules, then nanojoules: a tiny energy is never shown as "0 mJ"
+        scale, unit = (1e-6, "µJ") if r >= 1e-8 else (1e-9, "nJ")
     v = r / scale
     text = f"{v:.0f}" if v >= 10**digits else f"{v:.{digits}g}"  # beyond MJ: whole megajoules
-    if "e" in text:  # below a thousandth of a millijoule
+    if "e" in text:  # below a thousandth of a nanojoule
         text = f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
     return f"{'-' if j < 0 else ''}{text} {unit}"
 

@@ -1394,6 +1394,10 @@ class MainWindow(QMainWindow):
         rec = d.get("record") or {}
         tokens = int(rec.get("tokens", 0) or 0)
         if tokens and not discarded:
+            if not rec.get("energy_measured") and self.chart.watts:
+                # the measured source failed during the reply, which is reported estimated: its live
+                # watts (measured until then) are not shown beside that
+                self.chart.watts.clear()
             self.chart.end()
             self._readouts[cid] = (_speed_text(tokens, float(rec.get("decode_tps", 0))), *self.chart.points())
         elif not discarded:  # failed, or stopped before its first token: no figures to show

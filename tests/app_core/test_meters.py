@@ -491,6 +491,9 @@ def test_reply_record_and_meter() -> None:
         (123_456.0, "123 kJ", "120 kJ"),
         (1.5e6, "1.5 MJ", "1.5 MJ"),
         (0.004, "4 mJ", "4 mJ"),
+        (2.5e-5, "0.025 mJ", "0.025 mJ"),
+        (4e-7, "0.4 µJ", "0.4 µJ"),  # was "0.0004 mJ"
+        (1e-9, "1 nJ", "1 nJ"),  # was "0 mJ": not zero
     ],
 )
 def test_energy_is_written_for_people(joules: float, three: str, two: str) -> None:
@@ -580,3 +583,15 @@ def test_a_slow_battery_reader_holds_up_neither_the_start_nor_the_end_of_a_reply
     with pytest.raises(SourceUnavailable, match="no battery reading came during the reply"):
         src.stop()
     release.set()
+
+
+def test_a_watts_per_core_change_during_a_reply_applies_from_the_next_one() -> None:
+    cpu = [0.0]
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: cpu[0])
+    est.start()
+    est.watts_per_core = 10.0  # Settings changed while the reply ran
+    cpu[0] = 2.0
+    assert est.stop() == pytest.approx(10.0) and est.label == "estimated: CPU time x 5 W/core"
+    est.start()
+    cpu[0] = 3.0
+    assert est.stop() == pytest.approx(10.0) and est.label == "estimated: CPU time x 10 W/core"

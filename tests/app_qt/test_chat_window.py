@@ -591,3 +591,39 @@ def test_a_screen_reader_is_told_when_a_reply_ends_and_where(
     with qtbot.waitSignal(window.reply_finished, timeout=REPLY_TIMEOUT_MS):
         window.stop_button.click()
     assert len(said) == 1 and said[0].startswith("Reply stopped after ") and said[0].endswith(" in “Told”")
+
+
+def test_a_measured_source_that_fails_takes_its_watts_off_the_chart(
+    qtbot: Any, make_ctx: Any, default_model_env: Path
+) -> None:
+    """The reply is reported estimated when the measured source fails at its end; the chart kept
+    the measured watts and said "tok/s and W" beside that."""
+    from trit.app.core.meters import CpuTimeEstimate, EnergyMeter, SourceUnavailable
+
+    class Meter:
+        label = "measured: test meter"
+        measured = True
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> float:
+            raise SourceUnavailable("the charger was plugged in")
+
+        def current_watts(self) -> float:
+            return 7.5
+
+    ctx = make_ctx()
+    ctx.energy = EnergyMeter([Meter()], estimate=CpuTimeEstimate(5.0))
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.load_model()
+    long_conversation(win)
+    points: list[dict[str, Any]] = []
+    win.worker.progress.connect(points.append)
+    type_and_enter(qtbot, win, LONG_PROMPT)
+    qtbot.waitUntil(lambda: len(points) >= 2 and bool(win.chart.watts), timeout=60_000)
+    with qtbot.waitSignal(win.reply_finished, timeout=10_000) as blocker:
+        win.stop()
+    assert blocker.args[0]["record"]["energy_label"].startswith("estimated")
+    assert win.chart.watts == [] and win.chart.title() == "tok/s during the reply"
