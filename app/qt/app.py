@@ -11,8 +11,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -267,11 +268,37 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
     from .main_window import MainWindow
 
     app = _application(argv)
+    from trit.app.core.store import default_db_path, make_data_folder
+
+    folder = Path(data_dir) if data_dir is not None else default_db_path().parent
+    try:
+        make_data_folder(folder)
+    except StoreError as e:
+        print(f"trit: {e}", file=sys.stderr)
+        error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
+        return 1
+    instance = SingleInstance(folder)
+    if not instance.acquire():
+        if instance.ask_running_to_show():
+            print(
+                "trit: Trit is already open with this data folder; its window was brought to the front",
+                file=sys.stderr,
+            )
+            return 0
+        pid = instance.holder()
+        text = (
+            f"Another Trit{f' (process {pid})' if pid else ''} is using {folder} and does not answer. "
+            "Close it, or wait until it has ended, then start Trit again."
+        )
+        print(f"trit: {text}", file=sys.stderr)
+        error_dialog("Trit is already running", text)
+        return 1
     notice = SalvageNotice()
     try:
         # a damaged file is recovered here (the window says so); the notice shows meanwhile
         ctx = AppContext.create(data_dir, on_salvage=notice.show)
     except StoreError as e:  # a folder in its place, no permission, a newer Trit's file
+        instance.release()
         print(f"trit: {e}", file=sys.stderr)
         error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
         return 1
@@ -279,12 +306,89 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
         notice.close()
     win = MainWindow(ctx, model=model)
     win.show()
+    instance.serve(lambda: show_window(win))
     try:
         with store_errors_in_banner(win):
             return int(app.exec())
     finally:
         win.shutdown()
         ctx.close()
+        instance.release()
+
+
+class SingleInstance:
+    """One Trit window per data folder. A second start on the same folder brings the running
+    window to the front and ends: two processes on one folder lost data in several ways (a reply
+    being written marked stopped by the other's recovery, settings saved over each other, the same
+    model downloaded into one part file, a salvage replacing the database under a running window).
+    A lock file in the folder says who runs (Qt removes one whose process is gone); a local socket
+    named after the folder carries "show yourself" to it."""
+
+    def __init__(self, folder: Path) -> None:
+        import hashlib
+
+        from PySide6.QtCore import QLockFile
+
+        self.folder = folder
+        self.lock = QLockFile(str(folder / "trit.lock"))
+        self.lock.setStaleLockTime(0)  # stale only when its process is gone, however long it ran
+        who = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "")
+        key = f"{who}:{folder.resolve()}".encode("utf-8", "surrogateescape")
+        self.name = "trit-" + hashlib.sha256(key).hexdigest()[:20]
+        self.server: Any = None
+
+    def acquire(self) -> bool:
+        return bool(self.lock.tryLock(0))
+
+    def holder(self) -> int | None:
+        info = self.lock.getLockInfo()  # (pid, hostname, appname); (False, ...) in some bindings
+        pid = info[1] if len(info) == 4 else info[0]
+        return int(pid) if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+    def ask_running_to_show(self, timeout_ms: int = 2000) -> bool:
+        """True when the running Trit answered (it shows its window)."""
+        from PySide6.QtNetwork import QLocalSocket
+
+        sock = QLocalSocket()
+        sock.connectToServer(self.name)
+        if not sock.waitForConnected(timeout_ms):
+            return False
+        sock.write(b"show\n")
+        sent = sock.waitForBytesWritten(timeout_ms)
+        sock.disconnectFromServer()
+        return bool(sent)
+
+    def serve(self, on_show: Callable[[], None]) -> None:
+        from PySide6.QtNetwork import QLocalServer
+
+        QLocalServer.removeServer(self.name)  # a socket file a crashed Trit left
+        self.server = QLocalServer()
+        self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
+
+        def connection() -> None:
+            while self.server.hasPendingConnections():
+                sock = self.server.nextPendingConnection()
+                sock.readyRead.connect(lambda s=sock: s.readAll() and on_show())
+                sock.disconnected.connect(sock.deleteLater)
+
+        self.server.newConnection.connect(connection)
+        self.server.listen(self.name)
+
+    def release(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.lock.unlock()
+
+
+def show_window(win: Any) -> None:
+    """Brings win to the front (restored if minimised)."""
+    from PySide6.QtCore import Qt
+
+    if win.windowState() & Qt.WindowState.WindowMinimized:
+        win.showNormal()
+    win.show()
+    win.raise_()
+    win.activateWindow()
 
 
 class SalvageNotice:

@@ -215,3 +215,66 @@ def test_in_the_bundle_links_open_with_the_environment_from_before_it(
     assert "QT_PLUGIN_PATH" not in env and not any(k.startswith("_PYI") for k in env)
     assert QApplication.instance() is not None
     assert app.outside_environment({"LD_LIBRARY_PATH": "/opt/trit/_internal"}) == {}
+
+
+def test_a_second_start_on_the_same_data_folder_shows_the_running_window(qtbot: Any, tmp_path: Path) -> None:
+    """Two Trit processes on one folder lost data (a reply being written marked stopped by the
+    other's recovery, settings saved over each other, one part file for two downloads). The second
+    asks the first to show its window and ends."""
+    from trit.app.qt.app import SingleInstance
+
+    shown: list[bool] = []
+    first = SingleInstance(tmp_path)
+    assert first.acquire()
+    first.serve(lambda: shown.append(True))
+    second = SingleInstance(tmp_path)
+    assert not second.acquire() and second.holder() == os.getpid()
+    assert second.ask_running_to_show()
+    qtbot.waitUntil(lambda: shown == [True], timeout=5000)
+    other = SingleInstance(tmp_path / "elsewhere")  # another data folder: its own instance
+    (tmp_path / "elsewhere").mkdir()
+    assert other.acquire() and other.name != first.name
+    other.release()
+    first.release()
+    assert second.acquire()  # free once the first has ended
+    second.release()
+
+
+def _gui(data: Path, env: dict[str, str], *, capture: bool = False) -> subprocess.Popen[str]:
+    code = "import sys; from trit.app.qt.app import run_gui; sys.exit(run_gui(data_dir=sys.argv[1]))"
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(data)], env=env, stdout=out, stderr=out, text=True
+    )
+
+
+def test_a_second_trit_ends_at_once_and_a_crashed_ones_lock_is_no_obstacle(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TRIT_DEFAULT_MODEL": str(tmp_path / "none.gguf")}
+    data = tmp_path / "data"
+    first = _gui(data, env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (data / "trit.lock").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)  # the window is up and listening
+        second = _gui(data, env, capture=True)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+        assert "already open with this data folder; its window was brought to the front" in err
+        assert first.poll() is None  # the first runs on
+        first.send_signal(signal.SIGKILL)  # a crash: its lock file stays behind
+        first.wait(30)
+        assert (data / "trit.lock").exists()
+        third = _gui(data, env)
+        time.sleep(5)
+        assert third.poll() is None  # started: the dead process's lock is stale
+        third.terminate()
+        third.wait(30)
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                p.kill()
