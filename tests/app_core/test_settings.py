@@ -349,3 +349,28 @@ def test_a_models_folder_with_a_nul_character_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="must not contain a NUL character"):
         check_setting("models_dir", "/home/me/mod\0els")
     assert check_setting("models_dir", "/home/me/models") == "/home/me/models"
+
+
+def test_saves_at_the_same_moment_do_not_share_a_temp_file(tmp_path: Path) -> None:
+    """Two processes (or windows) saving at once used one temp name: one replaced the other's
+    half-written file, and 140 of 600 saves raised FileNotFoundError."""
+    import threading
+
+    a, b = SettingsStore(tmp_path / "settings.json"), SettingsStore(tmp_path / "settings.json")
+    errors: list[BaseException] = []
+
+    def save(store: SettingsStore, threads: int) -> None:
+        try:
+            for _ in range(150):
+                store.save(dataclasses.replace(default_settings(), threads=threads))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=save, args=(s, n)) for s, n in ((a, 2), (b, 3))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert errors == []
+    assert SettingsStore(tmp_path / "settings.json").load().threads in (2, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # no temp file left
