@@ -435,31 +435,39 @@ def test_choosing_a_model_in_the_manager_remembers_it(
     dlg.close()
 
 
+class TestMeter:  # a measured source with a live reading, like the battery sampler
+    __test__ = False
+    label = "measured: test meter"
+    measured = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> float:
+        return 2.0
+
+    def current_watts(self) -> float:
+        return 7.5
+
+
+def _window_with_meter(qtbot: Any, make_ctx: Any, meter: TestMeter) -> MainWindow:
+    """The window with SmolLM2 loaded and `meter` as the measured energy source."""
+    from trit.app.core.meters import CpuTimeEstimate, EnergyMeter
+
+    ctx = make_ctx()
+    ctx.energy = EnergyMeter([meter], estimate=CpuTimeEstimate(5.0))
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.load_model()
+    return win
+
+
 def test_live_chart_shows_measured_power_from_the_meter(
     qtbot: Any, make_ctx: Any, default_model_env: Path
 ) -> None:
     """The worker reads EnergyMeter.current_watts() for the chart: a measured source's live power
     reaches the chart and the progress label; the reply's record says it was measured."""
-    from trit.app.core.meters import CpuTimeEstimate, EnergyMeter
-
-    class Meter:  # a measured source with a live reading, like the battery sampler
-        label = "measured: test meter"
-        measured = True
-
-        def start(self) -> None:
-            pass
-
-        def stop(self) -> float:
-            return 2.0
-
-        def current_watts(self) -> float:
-            return 7.5
-
-    ctx = make_ctx()
-    ctx.energy = EnergyMeter([Meter()], estimate=CpuTimeEstimate(5.0))
-    win = open_window(qtbot, ctx, autoload=False)
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
-        win.load_model()
+    win = _window_with_meter(qtbot, make_ctx, TestMeter())
     cid = long_conversation(win)
     points: list[dict[str, Any]] = []
     win.worker.progress.connect(points.append)
@@ -598,26 +606,13 @@ def test_a_measured_source_that_fails_takes_its_watts_off_the_chart(
 ) -> None:
     """The reply is reported estimated when the measured source fails at its end; the chart kept
     the measured watts and said "tok/s and W" beside that."""
-    from trit.app.core.meters import CpuTimeEstimate, EnergyMeter, SourceUnavailable
+    from trit.app.core.meters import SourceUnavailable
 
-    class Meter:
-        label = "measured: test meter"
-        measured = True
-
-        def start(self) -> None:
-            pass
-
+    class FailingMeter(TestMeter):
         def stop(self) -> float:
             raise SourceUnavailable("the charger was plugged in")
 
-        def current_watts(self) -> float:
-            return 7.5
-
-    ctx = make_ctx()
-    ctx.energy = EnergyMeter([Meter()], estimate=CpuTimeEstimate(5.0))
-    win = open_window(qtbot, ctx, autoload=False)
-    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
-        win.load_model()
+    win = _window_with_meter(qtbot, make_ctx, FailingMeter())
     long_conversation(win)
     points: list[dict[str, Any]] = []
     win.worker.progress.connect(points.append)
