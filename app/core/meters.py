@@ -401,6 +401,11 @@ class CpuTimeEstimate:
 
     @property
     def label(self) -> str:
+        return f"estimated: CPU time x {self.watts_per_core:g} W/core"
+
+    @property
+    def run_label(self) -> str:
+        """The label of the reply last measured (its watts per core, as they were at its start)."""
         return f"estimated: CPU time x {self._watts:g} W/core"
 
     def start(self) -> None:
@@ -501,7 +506,7 @@ class EnergyMeter:
                 return EnergyReading(src.stop(), seconds, src.label, True)
             except SourceUnavailable as e:
                 self.last_problem = f"{src.label}: {e}"
-        return EnergyReading(est, seconds, self.estimate.label, False)
+        return EnergyReading(est, seconds, self.estimate.run_label, False)
 
 
 @dataclass(frozen=True)

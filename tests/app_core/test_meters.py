@@ -591,7 +591,8 @@ def test_a_watts_per_core_change_during_a_reply_applies_from_the_next_one() -> N
     est.start()
     est.watts_per_core = 10.0  # Settings changed while the reply ran
     cpu[0] = 2.0
-    assert est.stop() == pytest.approx(10.0) and est.label == "estimated: CPU time x 5 W/core"
+    assert est.stop() == pytest.approx(10.0) and est.run_label == "estimated: CPU time x 5 W/core"
+    assert est.label == "estimated: CPU time x 10 W/core"  # what the next reply uses
     est.start()
     cpu[0] = 3.0
-    assert est.stop() == pytest.approx(10.0) and est.label == "estimated: CPU time x 10 W/core"
+    assert est.stop() == pytest.approx(10.0) and est.run_label == "estimated: CPU time x 10 W/core"
