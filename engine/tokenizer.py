@@ -38,7 +38,6 @@ import functools
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +46,8 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
+
+from trit.text import replace_surrogates  # re-exported: the engine's callers use it from here
 
 from .errors import ModelFormatError
 
@@ -117,18 +118,6 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def replace_surrogates(text: str) -> str:
-    """`text` with every surrogate code point replaced by U+FFFD, one for one (so character offsets
-    into it stay valid). No UTF-8 text holds surrogates, but a Python str can: undecodable bytes in
-    argv or a file read with errors="surrogateescape" become U+DC80..U+DCFF, and JSON may spell a
-    lone one as an escape. `tokenizers` refuses such a str outright."""
-    if _SURROGATES.search(text) is None:  # the common case: no copy
-        return text
-    return _SURROGATES.sub("\ufffd", text)
 
 
 def _number_array(v: Any, kind: type[np.generic]) -> np.ndarray | None:

@@ -9,6 +9,18 @@ import unicodedata
 from typing import Any
 
 SHORT_REPR_CHARS = 80
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with every surrogate code point replaced by U+FFFD, one for one (so character offsets
+    into it stay valid). No UTF-8 text holds surrogates, but a Python str can: undecodable bytes in
+    argv, a file name or a file read with errors="surrogateescape" become U+DC80..U+DCFF, and JSON
+    may spell a lone one as an escape. `tokenizers` refuses such a str outright, SQLite cannot store
+    it, and Qt's strings drop it ("mod\udce8le" read "modle")."""
+    if SURROGATES.search(text) is None:  # the common case: no copy
+        return text
+    return SURROGATES.sub("\ufffd", text)
 
 
 def short_repr(v: Any, limit: int = SHORT_REPR_CHARS) -> str:
@@ -178,11 +190,13 @@ def file_name(title: str, max_bytes: int = 200, fallback: str = "conversation") 
 
 __all__ = [
     "SHORT_REPR_CHARS",
+    "SURROGATES",
     "cut_text",
     "file_name",
     "grapheme_ceil",
     "grapheme_floor",
     "is_grapheme_boundary",
+    "replace_surrogates",
     "short_repr",
     "short_text",
 ]

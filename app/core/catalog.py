@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trit.text import short_repr
+from trit.text import SURROGATES, replace_surrogates, short_repr
 
 from .units import format_bytes
 
@@ -268,20 +268,14 @@ def path_problem(path: str) -> tuple[str, str] | None:
     """(message, fix) when a model's path cannot be used: a file name that is not UTF-8 (an old
     archive's Latin-1 name) reaches Python as lone surrogates, which Qt's strings drop and the
     conversation store cannot hold: the path would change on its way and another model load."""
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+    if SURROGATES.search(path) is None:
         return None
-    message = f"{readable(Path(path).name)}: the file's name is not valid UTF-8 text, so Trit cannot keep it."
+    message = f"{replace_surrogates(Path(path).name)}: the file's name is not valid UTF-8 text, so Trit cannot keep it."
     fix = (
         "Rename the file (the letters shown as \ufffd are the ones to change), then choose it "
         "again in Models… (Ctrl+M)."
     )
     return message, fix
-
-
-def readable(name: str) -> str:
-    """name with each byte of a non-UTF-8 file name (a lone surrogate) shown as U+FFFD: Qt drops
-    them, which made "mod\xe8le" read "modle"."""
-    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in name)
 
 
 @dataclass(frozen=True)
@@ -407,12 +401,16 @@ class ModelLibrary:
                     entry = e if e is not None and self._matches(e, p) else None
                     out.append(
                         InstalledModel(
-                            p, entry.name if entry else readable(p.stem), p.stat().st_size, "gguf", entry
+                            p,
+                            entry.name if entry else replace_surrogates(p.stem),
+                            p.stat().st_size,
+                            "gguf",
+                            entry,
                         )
                     )
                     seen.add(p.resolve())
                 elif _is_hf_dir(p):
-                    out.append(InstalledModel(p, readable(p.name), _dir_size(p), "hf", None))
+                    out.append(InstalledModel(p, replace_surrogates(p.name), _dir_size(p), "hf", None))
                     seen.add(p.resolve())
         for e in self._catalog:  # the bundled model outside the folder
             if e.source == "bundled":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trit.text import grapheme_ceil, grapheme_floor, short_repr
+from trit.text import SURROGATES, grapheme_ceil, grapheme_floor, replace_surrogates, short_repr
 
 from .sampling import Sampling
 
@@ -371,13 +371,9 @@ def _number(v: object, default: float = 0.0) -> float:
 
 # Lone surrogates: Python decodes a file name or argument that is not UTF-8 with surrogateescape
 # ("mod\udce8le.gguf"), and SQLite cannot take such a str (UnicodeEncodeError). Text the user
-# reads (titles, prompts, drafts, messages) gets U+FFFD in their place; a model path is kept as
-# the file name's bytes (a BLOB), so that it still opens the same file.
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def _clean(text: str) -> str:
-    return _SURROGATES.sub("\ufffd", text)
+# reads (titles, prompts, drafts, messages) gets U+FFFD in their place (_clean); a model path is
+# kept as the file name's bytes (a BLOB), so that it still opens the same file.
+_clean = replace_surrogates
 
 
 def _path_cell(field: str, path: str) -> str | bytes:
@@ -1010,7 +1006,7 @@ class ConversationStore:
         text = json.dumps(self.export_dict(conversation_id), ensure_ascii=False, indent=2) + "\n"
         # a model path that is not UTF-8 (or a stats value naming one) as JSON escapes, which
         # read back to the same str: raw, the text could not be written as UTF-8
-        return _SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     def export_markdown(self, conversation_id: int) -> str:
         c = self.get_conversation(conversation_id)
