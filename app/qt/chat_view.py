@@ -43,6 +43,8 @@ from PySide6.QtWidgets import QApplication, QMenu, QPlainTextEdit, QTextBrowser,
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
+from trit.text import grapheme_floor
+
 from .colours import TEXT_CONTRAST, readable_hint
 
 STREAM_FPS = 20  # redraws of the streamed reply per second
@@ -109,30 +111,17 @@ _LONG_RUN = re.compile(rf"[^\s{_SPACELESS}]{{{LONG_RUN + 1},}}")
 # Markdown's inline syntax: a run holding any of these is cut by a line break inside the paragraph
 # (inline_sep), so emphasis, code spans and links across a cut still pair up.
 _INLINE_MARKUP = re.compile(r"[*_`~\[\]<>\\]")
-_ZWJ = "\u200d"
-
-
-def _joins(a: str, b: str) -> bool:
-    """True if a cut between a and b would split a grapheme cluster: b is a combining mark, a
-    variation selector, an emoji skin tone or tag, or either is a zero-width joiner."""
-    o = ord(b)
-    return (
-        a == _ZWJ
-        or b == _ZWJ
-        or unicodedata.category(b).startswith("M")
-        or 0xFE00 <= o <= 0xFE0F
-        or 0x1F3FB <= o <= 0x1F3FF
-        or 0xE0000 <= o <= 0xE01EF
-    )
 
 
 def _pieces(run: str, limit: int) -> list[str]:
+    """run in pieces of at most limit characters, cut between user-perceived characters (one
+    longer than limit is cut anyway, after its first character)."""
     out: list[str] = []
     i = 0
     while i < len(run):
         j = min(i + limit, len(run))
-        while i + 1 < j < len(run) and _joins(run[j - 1], run[j]):
-            j -= 1  # back to the start of the cluster
+        if j < len(run):
+            j = max(i + 1, grapheme_floor(run, j))  # back to the start of the cluster
         out.append(run[i:j])
         i = j
     return out
@@ -182,6 +171,26 @@ def break_long_runs(text: str, sep: str = "\n", limit: int = LONG_RUN, inline_se
 _OWN_LINKS = {"copy-msg", "copy-code", "edit", "regenerate"}
 # What a line keeps once its link labels are gone: the spaces before them, " · " after a language.
 _LABEL_REST = re.compile(r"[ \u00a0]*(?:·[ \u00a0]*)?$")
+
+
+def _own_link_spans(doc: QTextDocument, start: int = 0, end: int | None = None) -> list[tuple[int, int, int]]:
+    """(position, length, block number) of each fragment linking with one of the view's own
+    schemes (_OWN_LINKS), in the blocks from start to end (default: the whole document)."""
+    cur = QTextCursor(doc)
+    cur.setPosition(start)
+    block = cur.block()
+    spans = []
+    while block.isValid() and (end is None or block.position() < end):
+        it = block.begin()
+        while not it.atEnd():
+            f = it.fragment()
+            if f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
+                spans.append((f.position(), f.length(), block.blockNumber()))
+            it += 1
+        block = block.next()
+    return spans
+
+
 # Frame property holding a code block's index in code_blocks().
 CODE_INDEX = QTextFormat.Property.UserProperty + 1
 
@@ -340,16 +349,7 @@ class ChatView(QTextBrowser):
         doc = QTextDocument()
         cur = QTextCursor(doc)
         cur.insertFragment(self.textCursor().selection())
-        spans = []
-        block = doc.begin()
-        while block.isValid():
-            it = block.begin()
-            while not it.atEnd():
-                f = it.fragment()
-                if f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
-                    spans.append((f.position(), f.length(), block.blockNumber()))
-                it += 1
-            block = block.next()
+        spans = _own_link_spans(doc)
         for start, length, _ in reversed(spans):
             cur.setPosition(start)
             cur.setPosition(start + length, QTextCursor.MoveMode.KeepAnchor)
@@ -593,23 +593,12 @@ class ChatView(QTextBrowser):
         "[docs](regenerate:)") become plain text: clicked, they asked for a new reply or to edit a
         message, and a copy dropped their words with the view's labels."""
         cur = QTextCursor(self.document())
-        cur.setPosition(start)
-        block = cur.block()
-        spans = []
-        while block.isValid() and block.position() < end:
-            it = block.begin()
-            while not it.atEnd():
-                f = it.fragment()
-                if f.charFormat().isAnchor() and f.charFormat().anchorHref().partition(":")[0] in _OWN_LINKS:
-                    spans.append((f.position(), f.length()))
-                it += 1
-            block = block.next()
         plain = QTextCharFormat()
         plain.setAnchor(False)
         plain.setAnchorHref("")
         plain.setFontUnderline(False)
         plain.setForeground(self.palette().color(QPalette.ColorRole.Text))
-        for pos, length in spans:
+        for pos, length, _ in _own_link_spans(self.document(), start, end):
             cur.setPosition(pos)
             cur.setPosition(pos + length, QTextCursor.MoveMode.KeepAnchor)
             cur.mergeCharFormat(plain)
