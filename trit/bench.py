@@ -1119,17 +1119,13 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            if getattr(sys, "frozen", False):  # a bundle cannot take a pip install
-                print(
-                    "trit: --peer needs llama-cpp-python, which the packaged app does not include: run it "
-                    "from a pip install of Trit (pip install 'trit[bench]')",
-                    file=err,
-                )
-            else:
-                print(
-                    "trit: --peer needs llama-cpp-python (pip install llama-cpp-python, or the trit[bench] extra)",
-                    file=err,
-                )
+            how = (  # a bundle cannot take a pip install
+                ", which the packaged app does not include: run it from a pip install of Trit "
+                "(pip install 'trit[bench]')"
+                if getattr(sys, "frozen", False)
+                else " (pip install llama-cpp-python, or the trit[bench] extra)"
+            )
+            print(f"trit: --peer needs llama-cpp-python{how}", file=err)
             return 2
         specs.append(RowSpec("llama.cpp", args.model))
     probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None

@@ -543,17 +543,15 @@ class Download:
                 if rc:
                     raise OSError(rc, os.strerror(rc))
                 sock.settimeout(timeout)
-                with self._lock:
+                with self._lock:  # _open drops it when the connection is made or has failed
                     self._wake = sock.dup()
                 self._check_stop()  # a pause/cancel before _wake was set
                 return sock
             except OSError as e:
                 sock.close()
                 last = e
-                self._drop_wake()
             except BaseException:
                 sock.close()
-                self._drop_wake()
                 raise
         raise last or OSError(f"{host}: no address to connect to")
 

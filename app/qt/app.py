@@ -274,9 +274,7 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
     try:
         make_data_folder(folder)
     except StoreError as e:
-        print(f"trit: {e}", file=sys.stderr)
-        error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
-        return 1
+        return _cannot_open(e)
     instance = SingleInstance(folder)
     if not instance.acquire():
         if instance.ask_running_to_show():
@@ -299,9 +297,7 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
         ctx = AppContext.create(data_dir, on_salvage=notice.show)
     except StoreError as e:  # a folder in its place, no permission, a newer Trit's file
         instance.release()
-        print(f"trit: {e}", file=sys.stderr)
-        error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
-        return 1
+        return _cannot_open(e)
     finally:
         notice.close()
     win = MainWindow(ctx, model=model)
@@ -314,6 +310,13 @@ def run_gui(*, data_dir: str | None = None, model: str | None = None, argv: Sequ
         win.shutdown()
         ctx.close()
         instance.release()
+
+
+def _cannot_open(e: Any) -> int:
+    """Says on stderr and in a dialog why the conversations cannot be opened (a StoreError)."""
+    print(f"trit: {e}", file=sys.stderr)
+    error_dialog("Trit cannot open your conversations", f"{e.message}\n\n{e.fix}".strip())
+    return 1
 
 
 class SingleInstance:
