@@ -7,6 +7,12 @@ size, expected sha256); a later attempt, even after an app restart, sends `Range
 appends on 206 or starts over on 200. The sha256 is checked before the atomic rename into place;
 on a mismatch the part file is deleted and ChecksumError raised.
 
+Two Trit processes (each with its own data folder) may share one models folder. A download holds a
+kernel lock on `<dest>.part.lock` from before it touches the part file until it is renamed into
+place (_PartLock), so a second process's download of the same file fails at once
+(DownloadingElsewhereError) and its Cancel leaves the other's part file alone. The kernel drops
+the lock when a process dies: a crash leaves nothing that blocks the next attempt.
+
 Thread use: Download.run() blocks (call it on a worker thread); pause()/cancel() may be called
 from any thread. DownloadQueue runs downloads on its own threads and reports through callbacks
 that are called on those threads (the Qt layer re-emits them as signals).
@@ -27,6 +33,7 @@ import selectors
 import shutil
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -142,6 +149,21 @@ class PausedError(DownloadError):
     """The download was paused; the part file is kept."""
 
 
+class DownloadingElsewhereError(DownloadError):
+    """Another process (a second Trit with its own data folder and this models folder) is
+    downloading this file: it holds the part file's lock, and nothing here touched the part file.
+    Not retryable: trying again fails the same way while that download runs; once it is done the
+    file is in place and a new attempt finds it."""
+
+    def __init__(self, label: str, dest: Path) -> None:
+        self.dest = str(dest)
+        self.details = f"Locked: {lock_path(dest)}"
+        super().__init__(
+            f"{label}: another Trit is downloading this file into {dest.parent}; the download "
+            "continues there. The model appears in Models once it has finished."
+        )
+
+
 class State(str, enum.Enum):
     QUEUED = "queued"
     RESOLVING = "resolving"
@@ -199,6 +221,137 @@ def part_path(dest: Path) -> Path:
 
 def sidecar_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part.json")
+
+
+def lock_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part.lock")
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, 0, os.SEEK_SET)  # msvcrt.locking locks from the file position: byte 0
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EDEADLOCK):
+                return False
+            raise
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        # flock, not lockf: its lock belongs to the open file, so two Downloads of one process
+        # exclude each other too, and closing some other fd of the file does not drop it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return True  # a file system without locks: download unlocked, as before
+            raise
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class _PartLock:
+    """The lock a download holds on `<dest>.part.lock` while it writes, verifies and renames its
+    part file. A separate file, because the part file itself is truncated, deleted and renamed
+    under the lock. Taken without waiting: a second process fails at once.
+
+    The holder deletes the file as it lets go. On POSIX it does so while still locked, and a
+    taker checks that the file it locked is still the one at the path (else it locked a deleted
+    file whose holder has let go, and tries again); on Windows an open file cannot be deleted, so
+    it is deleted after unlocking, and only when no other process has it open."""
+
+    def __init__(self, dest: Path) -> None:
+        self.path = lock_path(dest)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        """True: locked (or already held); False: another process holds it. OSError: the lock
+        file cannot be made (the folder is missing or read-only)."""
+        for attempt in range(5):
+            if self._fd is not None:
+                break
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                locked = _try_lock(fd)
+                # the last attempt keeps what it locked: only a file system whose inode numbers
+                # change under an open file gets there, and it should download, not spin
+                current = locked and (sys.platform == "win32" or attempt == 4 or _same_file(fd, self.path))
+                if locked and not current:
+                    _unlock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if current:
+                self._fd = fd
+            else:
+                os.close(fd)
+                if not locked:
+                    return False
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if sys.platform != "win32":
+            _unlink_quietly(self.path)
+        try:
+            _unlock(fd)
+        except OSError:
+            pass  # closing drops it as well
+        os.close(fd)
+        if sys.platform == "win32":
+            _unlink_quietly(self.path)  # fails while another process has it open: it stays
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def discard_partial(dest: Path) -> bool:
+    """Deletes the part file of dest and its sidecar, unless another process is downloading into
+    them (False). For a download that is not running here (Cancel of a paused or offered one)."""
+    lock = _PartLock(dest)
+    try:
+        if not lock.acquire():
+            return False
+    except OSError:
+        pass  # no lock file can be made there: neither can another process's download
+    try:
+        _unlink(part_path(dest), sidecar_path(dest))
+    finally:
+        lock.release()
+    return True
 
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -488,12 +641,13 @@ class Download:
         self._interrupt()
 
     def cancel(self) -> None:
-        """Stops and deletes the part file (CancelledError). Also works when not running."""
+        """Stops and deletes the part file (CancelledError). Also works when not running; a part
+        file another process is downloading into is left to it."""
         self._cancel.set()
         self._interrupt()
         if self._running.acquire(blocking=False):
             try:
-                _unlink(self.part, self.sidecar)
+                discard_partial(self.request.dest)
                 self._emit(True, state=State.CANCELLED, downloaded=0)
             finally:
                 self._running.release()
@@ -587,16 +741,20 @@ class Download:
     def run(self) -> Path:
         if not self._running.acquire(blocking=False):
             raise DownloadError(f"{self.label}: this download is already running")
+        lock = _PartLock(self.request.dest)
         try:
             self._pause.clear()
             if self._cancel.is_set():
                 raise CancelledError(f"{self.label}: download cancelled")
-            path = self._run()
+            path = self._run(lock)
             size = path.stat().st_size
             self._emit(True, state=State.DONE, error="", downloaded=size, total=size)
             return path
         except CancelledError as e:
-            _unlink(self.part, self.sidecar)
+            if lock.held:
+                _unlink(self.part, self.sidecar)
+            else:  # cancelled before it was locked: the part file may be another process's
+                discard_partial(self.request.dest)
             self._emit(True, state=State.CANCELLED, downloaded=0, error=str(e))
             raise
         except PausedError:
@@ -615,9 +773,12 @@ class Download:
             self._emit(True, state=State.FAILED, error=str(err), retryable=True, downloaded=self._part_size())
             raise err from e
         finally:
+            lock.release()
             self._running.release()
 
-    def _run(self) -> Path:
+    def _run(self, lock: _PartLock) -> Path:
+        """Locks the part file (lock) before it looks at it or the final file: from there to the
+        rename, no other process's download of this file writes, verifies or renames."""
         rq = self.request
         dest = rq.dest
         expected = rq.sha256.lower() if rq.sha256 else None
@@ -628,6 +789,9 @@ class Download:
                 f"{self.label}: no checksum is pinned for {rq.file}, so the download cannot be verified. "
                 "Confirm to download it anyway."
             )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire():
+            raise DownloadingElsewhereError(self.label, dest)
         self._emit(True, state=State.RESOLVING)
         res = self._with_retries(
             lambda: self._wait_for(
@@ -654,7 +818,6 @@ class Download:
             if expected is not None and dest.is_file() and sha256_file(dest) == expected:
                 return dest
             raise DownloadError(f"{dest}: a different file with this name is already in the models folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
 
         # resume only a part file whose sidecar describes this very file
         side = {
@@ -1189,10 +1352,9 @@ class DownloadQueue:
 
 def _write_queued_sidecar(d: Download) -> None:
     """What a download that never started needs to be offered again. Not over a sidecar that is
-    there (a part file's, which the next run checks against the server's answer)."""
+    there (a part file's, which the next run checks against the server's answer), nor while a
+    download of the file runs (here or in another process) and may be writing its own."""
     rq = d.request
-    if d.sidecar.exists():
-        return
     doc = {
         "key": d.key,
         "repo": rq.repo,
@@ -1203,10 +1365,14 @@ def _write_queued_sidecar(d: Download) -> None:
         "name": rq.name,
         "queued": True,  # no url or etag: nothing was resolved yet
     }
+    lock = _PartLock(rq.dest)
     try:
-        _write_json_atomic(d.sidecar, doc)
+        if lock.acquire() and not d.sidecar.exists():
+            _write_json_atomic(d.sidecar, doc)
     except OSError:
         pass  # the folder is gone or read-only: it is forgotten, as before
+    finally:
+        lock.release()
 
 
 def pending_downloads(folder: Path) -> list[dict[str, Any]]:
@@ -1264,6 +1430,7 @@ __all__ = [
     "DownloadError",
     "DownloadQueue",
     "DownloadRequest",
+    "DownloadingElsewhereError",
     "LinkExpiredError",
     "NetworkError",
     "NotFoundError",
@@ -1275,6 +1442,8 @@ __all__ = [
     "State",
     "StorageError",
     "UnverifiedDownloadError",
+    "discard_partial",
+    "lock_path",
     "part_path",
     "pending_downloads",
     "pending_requests",

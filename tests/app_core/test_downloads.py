@@ -4,6 +4,7 @@ restart between attempts, a server that ignores Range. Only 127.0.0.1 is contact
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -12,6 +13,8 @@ import random
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -928,3 +931,164 @@ def test_transfers_trust_the_systems_certificate_file_where_openssl_does_not_loo
     (tmp_path / FILE).unlink()
     with HubServer(HubState(files={(REPO, FILE): DATA}), tls=True) as s, pytest.raises(dl.CertificateError):
         fast(request(s, tmp_path)).run()
+
+
+# -- two Trit processes sharing one models folder ------------------------------------------------
+
+# Another Trit (its own data folder, this models folder): downloads FILE or cancels its download,
+# and prints the outcome as JSON. With "hold_verify" it waits before verifying until the test
+# creates that path + ".go" (and creates the path itself to say it got there).
+_OTHER_TRIT = """
+import json, sys, time
+from pathlib import Path
+from trit.app.core import downloads as dl
+
+args = json.loads(sys.argv[1])
+req = dl.DownloadRequest(
+    args["repo"], args["file"], Path(args["dest"]), sha256=args["sha256"], size=args["size"],
+    endpoint=args["endpoint"],
+)
+d = dl.Download(req, retries=0, timeout=10)
+if args["action"] == "cancel":
+    d.cancel()
+hold = args.get("hold_verify")
+if hold:
+    real = dl.sha256_file
+
+    def held(path, *a):
+        Path(hold).touch()
+        deadline = time.monotonic() + 30
+        while not Path(hold + ".go").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return real(path, *a)
+
+    dl.sha256_file = held
+try:
+    out = {"done": str(d.run())}
+except dl.DownloadError as e:
+    out = {"error": type(e).__name__, "message": str(e)}
+print(json.dumps(out))
+"""
+
+
+@contextlib.contextmanager
+def other_trit(
+    hub: HubServer, tmp_path: Path, action: str = "run", **kw: str
+) -> Iterator[subprocess.Popen[str]]:
+    args = {
+        "repo": REPO,
+        "file": FILE,
+        "dest": str(tmp_path / FILE),
+        "sha256": SHA,
+        "size": len(DATA),
+        "endpoint": hub.endpoint,
+        "action": action,
+        **kw,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_TRIT, json.dumps(args)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+
+
+def outcome(proc: subprocess.Popen[str]) -> dict[str, str]:
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _transferring(dest: Path) -> bool:
+    part = part_path(dest)
+    return part.exists() and part.stat().st_size > 50_000
+
+
+def test_a_second_process_is_refused_at_once_and_leaves_the_part_alone(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """Two Trit processes with their own data folders and one models folder: both wrote into one
+    part file (interleaved bytes: a checksum failure, or a corrupt model without a checksum)."""
+    hub.state.chunk_delay = 0.1  # ~4 s for the whole file
+    dest = tmp_path / FILE
+    with other_trit(hub, tmp_path) as other:
+        _wait(lambda: _transferring(dest))
+        requests = len(hub.state.log)
+        d = Download(request(hub, tmp_path, name="Tiny Model"), retries=3, backoff=2.0, timeout=10)
+        t0 = time.monotonic()
+        with pytest.raises(dl.DownloadingElsewhereError) as ei:
+            d.run()
+        assert time.monotonic() - t0 < 1  # not retried: it would fail the same way
+        msg = str(ei.value)
+        assert (
+            msg.startswith("Tiny Model: another Trit is downloading this file") and "continues there" in msg
+        )
+        assert not ei.value.retryable and d.progress.state == State.FAILED and not d.progress.retryable
+        assert len(hub.state.log) == requests  # it asked the server nothing
+        have = part_path(dest).read_bytes()
+        assert DATA.startswith(have) and len(have) < len(DATA)
+        hub.state.chunk_delay = 0.0
+        assert outcome(other) == {"done": str(dest)}
+    assert_clean_success(tmp_path)
+    assert not dl.lock_path(dest).exists()
+    assert fast(request(hub, tmp_path)).run() == dest  # now the finished file is found here
+
+
+def test_a_crashed_process_does_not_block_resuming_its_part(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.chunk_delay = 0.1
+    req = request(hub, tmp_path)
+    with other_trit(hub, tmp_path) as other:
+        _wait(lambda: _transferring(req.dest))
+        with pytest.raises(dl.DownloadingElsewhereError):
+            fast(req).run()
+        other.kill()  # SIGKILL: no finally, no cleanup; the kernel drops its lock
+        other.communicate()
+    have = part_path(req.dest).stat().st_size
+    assert 50_000 < have < len(DATA)
+    hub.state.chunk_delay = 0.0
+    fast(req).run()
+    assert gets(hub)[-1] == f"bytes={have}-"  # resumed the crashed one's part
+    assert_clean_success(tmp_path)
+    assert not dl.lock_path(req.dest).exists()
+
+
+def test_cancel_in_another_process_leaves_the_part_being_downloaded_here(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """Its Cancel (of a paused download, or one cancelled before it ran) deleted the part file
+    this process was writing: the transfer here then failed as "deleted while downloading"."""
+    hub.state.chunk_delay = 0.1
+    req = request(hub, tmp_path)
+    d = fast(req)
+    t, errors = _run_in_thread(d)
+    try:
+        _wait(lambda: d.progress.downloaded > 50_000)
+        with other_trit(hub, tmp_path, "cancel") as other:
+            assert outcome(other)["error"] == "CancelledError"
+        assert part_path(req.dest).stat().st_size > 50_000 and sidecar_path(req.dest).exists()
+    finally:
+        hub.state.chunk_delay = 0.0
+        t.join(30)
+    assert errors == []
+    assert_clean_success(tmp_path)
+
+
+def test_no_other_process_verifies_or_renames_a_part_being_verified(hub: HubServer, tmp_path: Path) -> None:
+    """A part file that is complete but still being checked: another process found its size
+    right, checked and renamed it, and the first one's rename then failed."""
+    hold = tmp_path / "verifying"
+    dest = tmp_path / FILE
+    with other_trit(hub, tmp_path, hold_verify=str(hold)) as other:
+        _wait(lambda: hold.exists())
+        assert part_path(dest).stat().st_size == len(DATA)
+        with pytest.raises(dl.DownloadingElsewhereError):
+            fast(request(hub, tmp_path)).run()
+        assert part_path(dest).exists() and not dest.exists()
+        hold.with_name("verifying.go").touch()
+        assert outcome(other) == {"done": str(dest)}
+    hold.unlink()
+    hold.with_name("verifying.go").unlink()
+    assert_clean_success(tmp_path)
