@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +27,22 @@ DEFAULT_WATTS_PER_CORE = 5.0  # a busy modern laptop/desktop core under SIMD loa
 
 
 class SourceUnavailable(Exception):
-    """The source cannot measure here (no such device, permission denied, not discharging)."""
+    """The source cannot measure here (no such device, permission denied, not discharging). The
+    message says why, naming the file or command that failed; `fix` says what the user can do
+    about it ("" when nothing can be done), for the window's explanation of an estimate."""
+
+    def __init__(self, message: str, *, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Why one measured source was not used for a reading."""
+
+    source: str  # the source's name for people: "RAPL package counter", "battery"
+    reason: str  # "/sys/class/powercap/intel-rapl:0/energy_uj is readable by root only"
+    fix: str = ""  # what the user can do; "" when nothing can be done
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class EnergyReading:
 class EnergySource(Protocol):
     label: str
     measured: bool
+    # Optional, for the window's explanation (explain_energy): `name` ("RAPL package counter"),
+    # `where` (the files or command it reads) and `covers` ("the whole machine, ...").
 
     def start(self) -> None:
         """Raises SourceUnavailable when the source cannot measure now."""
@@ -61,7 +78,15 @@ def _read_int(path: Path) -> int:
     try:
         return int(path.read_text().strip())
     except PermissionError as e:
-        raise SourceUnavailable(f"{path}: permission denied (RAPL counters are often root-only)") from e
+        # Linux made RAPL's energy_uj root-only in November 2020: its readings leaked other
+        # programs' secrets (PLATYPUS, CVE-2020-8694), hence the warning that goes with the fix
+        raise SourceUnavailable(
+            f"{path} is readable by root only",
+            fix=(
+                f"To measure: sudo chmod o+r {path} (until the next boot; a udev rule keeps it).\n"
+                "Only on a computer you alone use: power readings can leak other programs' secrets."
+            ),
+        ) from e
     except (OSError, ValueError) as e:
         raise SourceUnavailable(f"{path}: {e}") from e
 
@@ -88,6 +113,8 @@ class RaplSource:
 
     label = "measured: RAPL package"
     measured = True
+    name = "RAPL package counter"
+    covers = "the whole CPU package, other programs included"
 
     def __init__(
         self, sysfs_root: str | Path = "/sys", *, clock: Callable[[], float] = time.monotonic
@@ -108,8 +135,13 @@ class RaplSource:
     def _read(self) -> list[int]:
         doms = self.domains()
         if not doms:
-            raise SourceUnavailable(f"{self.root}: no RAPL package domain")
+            raise SourceUnavailable(f"none in {self.root} (a virtual machine, or no driver for this CPU)")
         return [_read_int(d / "energy_uj") for d in doms]
+
+    @property
+    def where(self) -> str:
+        """The counter files it reads."""
+        return ", ".join(str(d / "energy_uj") for d in self.domains()) or str(self.root)
 
     def available(self) -> bool:
         try:
@@ -186,8 +218,13 @@ class SampledPowerSource:
         label: str = "measured: battery",
         clock: Callable[[], float] = time.monotonic,
         blocking_edges: bool = True,
+        name: str = "battery",
+        where: str = "",
+        covers: str = "the whole computer, other programs included",
     ) -> None:
+        """name, where (what read_watts reads) and covers: for the window's explanation."""
         self.read_watts = read_watts
+        self.name, self.where, self.covers = name, where, covers
         self.blocking_edges = blocking_edges
         self._run = 0  # which measurement the sampler thread's readings belong to
         self._t_start = 0.0
@@ -404,6 +441,11 @@ class CpuTimeEstimate:
         return f"estimated: CPU time x {self.watts_per_core:g} W/core"
 
     @property
+    def run_watts(self) -> float:
+        """The watts per core of the reply last measured, as they were at its start."""
+        return self._watts
+
+    @property
     def run_label(self) -> str:
         """The label of the reply last measured (its watts per core, as they were at its start)."""
         return f"estimated: CPU time x {self._watts:g} W/core"
@@ -424,25 +466,71 @@ def detect_sources(
     run: Callable[[Sequence[str]], str] | None = None,
     interval: float = 0.5,
 ) -> list[EnergySource]:
-    """Measured sources that could work on this machine, best first (not yet started). Battery
-    sources are listed even when on mains power: start() decides per reply."""
+    """Measured sources for this system, best first (not yet started). They are listed even when
+    they cannot measure now (RAPL root-only or absent, on mains power): start() decides per reply,
+    so a counter opened with chmod is used from the next reply, and an estimate can say why each
+    one was not used (a RAPL counter left out at startup had the battery's reason shown instead)."""
     out: list[EnergySource] = []
     if platform.startswith("linux"):
-        rapl = RaplSource(sysfs_root)
-        if rapl.available():
-            out.append(rapl)
-        out.append(SampledPowerSource(lambda: linux_battery_watts(sysfs_root), interval=interval))
+        out.append(RaplSource(sysfs_root))
+        out.append(
+            SampledPowerSource(
+                lambda: linux_battery_watts(sysfs_root),
+                interval=interval,
+                where=str(Path(sysfs_root) / "class" / "power_supply"),
+            )
+        )
     elif platform == "darwin":
-        out.append(SampledPowerSource(lambda: macos_battery_watts(run), interval=max(interval, 1.0)))
+        out.append(
+            SampledPowerSource(
+                lambda: macos_battery_watts(run), interval=max(interval, 1.0), where=" ".join(IOREG_CMD)
+            )
+        )
     elif platform == "win32":
         # each sample starts PowerShell (~0.5 s of CPU): sample rarely so the meter does not
         # become a noticeable part of what it measures
         out.append(
             SampledPowerSource(
-                lambda: windows_battery_watts(run), interval=max(interval, 5.0), blocking_edges=False
+                lambda: windows_battery_watts(run),
+                interval=max(interval, 5.0),
+                blocking_edges=False,
+                where="WMI BatteryStatus",
             )
         )
     return out
+
+
+def _source_name(src: EnergySource) -> str:
+    return str(getattr(src, "name", "") or src.label.removeprefix("measured: "))
+
+
+def source_problem(src: EnergySource, e: SourceUnavailable) -> SourceProblem:
+    return SourceProblem(_source_name(src), str(e), getattr(e, "fix", ""))
+
+
+def explain_energy(
+    measured_by: EnergySource | None, problems: Sequence[SourceProblem], watts_per_core: float
+) -> str:
+    """Where a reading came from, for the readout's tooltip: the measured source with the files it
+    read and what it covers; or, for an estimate, each source tried, why it could not be used and
+    what the user can do about it, one per line."""
+    if measured_by is not None:
+        where = str(getattr(measured_by, "where", "") or "")
+        covers = str(getattr(measured_by, "covers", "") or "")
+        return (
+            f"Measured by {_source_name(measured_by)}"
+            + (f" ({where})" if where else "")
+            + (f": {covers}" if covers else "")
+            + "."
+        )
+    lines = [f"Estimated: Trit's CPU time x {watts_per_core:g} W/core (Watts per core in Settings)."]
+    if not problems:
+        lines.append("Trit has no power meter for this system.")
+    for p in problems:
+        lines.append(f"{p.source[:1].upper()}{p.source[1:]}: {p.reason}.")
+        if p.fix:
+            lines.append(p.fix)
+    return "\n".join(lines)
 
 
 class EnergyMeter:
@@ -464,16 +552,22 @@ class EnergyMeter:
         self._clock = clock
         self._active: EnergySource | None = None
         self._t0 = 0.0
-        self.last_problem = ""  # why the last reading fell back to the estimate
+        self.problems: list[SourceProblem] = []  # why each source tried for the last reading failed
+        self.explanation = ""  # explain_energy() of the last reading
+
+    @property
+    def last_problem(self) -> str:
+        """Why the last reading fell back to the estimate, one "source: reason" per source tried."""
+        return "; ".join(f"{p.source}: {p.reason}" for p in self.problems)
 
     def start(self) -> None:
         self._active = None
-        self.last_problem = ""
+        self.problems = []
         for s in self.sources:
             try:
                 s.start()
             except SourceUnavailable as e:
-                self.last_problem = f"{s.label}: {e}"
+                self.problems.append(source_problem(s, e))
                 continue
             self._active = s
             break
@@ -503,9 +597,13 @@ class EnergyMeter:
         src, self._active = self._active, None
         if src is not None:
             try:
-                return EnergyReading(src.stop(), seconds, src.label, True)
+                reading = EnergyReading(src.stop(), seconds, src.label, True)
             except SourceUnavailable as e:
-                self.last_problem = f"{src.label}: {e}"
+                self.problems.append(source_problem(src, e))
+            else:
+                self.explanation = explain_energy(src, [], self.estimate.run_watts)
+                return reading
+        self.explanation = explain_energy(None, self.problems, self.estimate.run_watts)
         return EnergyReading(est, seconds, self.estimate.run_label, False)
 
 
@@ -568,6 +666,7 @@ class ReplyRecord:
     cached_tokens: int = 0
     seconds: float = 0.0  # wall time the energy reading covers
     model: str = ""  # the model file that wrote the reply (a conversation may change models)
+    energy_note: str = ""  # where the energy figure came from, or why it is estimated (explain_energy)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields plus "summary" (the text the chat shows under a reply)."""
@@ -661,7 +760,10 @@ class ReplyMeter:
     def finish(self, stats: Any) -> ReplyRecord:
         reading = self.energy.stop() if self.energy is not None and self._running else None
         self._running = False
-        return reply_record(stats, reading)
+        rec = reply_record(stats, reading)
+        if reading is not None and self.energy is not None:
+            rec = replace(rec, energy_note=self.energy.explanation)
+        return rec
 
     def cancel(self) -> None:
         """Stop measuring a reply that failed (no record): a battery or WMI sampler must not run on."""
@@ -683,8 +785,10 @@ __all__ = [
     "ReplyMeter",
     "ReplyRecord",
     "SampledPowerSource",
+    "SourceProblem",
     "SourceUnavailable",
     "detect_sources",
+    "explain_energy",
     "linux_battery_watts",
     "macos_battery_watts",
     "memory_reading",
@@ -693,5 +797,6 @@ __all__ = [
     "path_bytes",
     "process_rss",
     "reply_record",
+    "source_problem",
     "windows_battery_watts",
 ]

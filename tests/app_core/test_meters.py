@@ -125,7 +125,7 @@ def test_rapl_permission_error_is_unavailable(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(Path, "read_text", deny)
     src = RaplSource(tmp_path)
     assert not src.available()
-    with pytest.raises(SourceUnavailable, match="root-only"):
+    with pytest.raises(SourceUnavailable, match="readable by root only"):
         src.start()
 
 
@@ -270,9 +270,8 @@ def test_detect_sources(tmp_path: Path) -> None:
     rapl_tree(tmp_path, {"intel-rapl:0": 1})
     labels = [s.label for s in detect_sources(sysfs_root=tmp_path, platform="linux")]
     assert labels == ["measured: RAPL package", "measured: battery"]
-    assert [s.label for s in detect_sources(sysfs_root=tmp_path / "x", platform="linux")] == [
-        "measured: battery"
-    ]
+    # without counters too: start() says why per reply, and the estimate shows it
+    assert [s.label for s in detect_sources(sysfs_root=tmp_path / "x", platform="linux")] == labels
     assert len(detect_sources(platform="darwin", run=lambda c: IOREG_DISCHARGING)) == 1
     assert len(detect_sources(platform="win32", run=lambda c: WMI_DISCHARGING)) == 1
     assert detect_sources(platform="sunos5") == []
@@ -596,3 +595,118 @@ def test_a_watts_per_core_change_during_a_reply_applies_from_the_next_one() -> N
     est.start()
     cpu[0] = 3.0
     assert est.stop() == pytest.approx(10.0) and est.run_label == "estimated: CPU time x 10 W/core"
+
+
+# -- why a reading is measured or estimated ----------------------------------------------------------------
+@pytest.fixture
+def deny_energy_uj(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """RAPL's energy_uj as Linux keeps it, readable by root only (the tests may run as root, who
+    reads any file). Set ["deny"] = False to open it."""
+    state = {"deny": True}
+    real = Path.read_text
+
+    def read_text(self: Path, *a: object, **k: object) -> str:
+        if self.name == "energy_uj" and state["deny"]:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    return state
+
+
+def test_an_estimate_says_which_sources_failed_why_and_what_to_do(
+    tmp_path: Path, deny_energy_uj: dict[str, bool]
+) -> None:
+    """The window said "estimated" but not why; a root-only RAPL counter was left out at startup,
+    so the only reason left was the battery's."""
+    rapl_tree(tmp_path, {"intel-rapl:0": 1})
+    cpu = [0.0]
+    m = EnergyMeter(
+        detect_sources(sysfs_root=tmp_path, platform="linux"),
+        estimate=CpuTimeEstimate(7.5, cpu_seconds=lambda: cpu[0]),
+    )
+    meter = ReplyMeter(m)
+    meter.start()
+    cpu[0] = 1.0
+    rec = meter.finish(FakeStats())
+    counter = tmp_path / "class/powercap/intel-rapl:0/energy_uj"
+    assert not rec.energy_measured
+    assert (
+        rec.energy_note
+        == m.explanation
+        == (
+            "Estimated: Trit's CPU time x 7.5 W/core (Watts per core in Settings).\n"
+            f"RAPL package counter: {counter} is readable by root only.\n"
+            f"To measure: sudo chmod o+r {counter} (until the next boot; a udev rule keeps it).\n"
+            "Only on a computer you alone use: power readings can leak other programs' secrets.\n"
+            "Battery: no battery is discharging (on mains power, or no battery)."
+        )
+    )
+    assert ReplyRecord.from_dict(rec.to_dict()) == rec
+    assert m.last_problem.startswith(f"RAPL package counter: {counter} is readable by root only; battery: ")
+
+    # opened with chmod: the next reply is measured, without a restart
+    deny_energy_uj["deny"] = False
+    meter.start()
+    rec = meter.finish(FakeStats())
+    assert rec.energy_measured and m.last_problem == ""
+    assert rec.energy_note == (
+        f"Measured by RAPL package counter ({counter}): the whole CPU package, other programs included."
+    )
+
+
+def test_an_estimate_without_a_meter_says_so(tmp_path: Path) -> None:
+    est = CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0)
+    for sources, why in [
+        (detect_sources(platform="sunos5"), "Trit has no power meter for this system."),
+        (
+            detect_sources(sysfs_root=tmp_path, platform="linux"),
+            (
+                f"RAPL package counter: none in {tmp_path / 'class/powercap'} (a virtual machine, or no"
+                " driver for this CPU).\nBattery: no battery is discharging (on mains power, or no battery)."
+            ),
+        ),
+        # the firmware's placeholder: nothing the user can do, so no advice
+        ([SampledPowerSource(lambda: 0.0, interval=3600)], "Battery: the battery reported 0 W."),
+    ]:
+        m = EnergyMeter(sources, estimate=est)
+        m.start()
+        assert not m.stop().measured
+        assert m.explanation == f"Estimated: Trit's CPU time x 5 W/core (Watts per core in Settings).\n{why}"
+
+
+def test_a_source_that_fails_during_the_reply_is_named_with_its_reason(tmp_path: Path) -> None:
+    state = {"ok": True}
+
+    def read() -> float:
+        if not state["ok"]:
+            raise SourceUnavailable("charger plugged in")
+        return 30.0
+
+    battery(tmp_path, "BAT0", "Discharging", power_now=12_000_000)
+    m = EnergyMeter(
+        [SampledPowerSource(read, interval=3600, where="/sys/class/power_supply")],
+        estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0),
+    )
+    m.start()
+    state["ok"] = False
+    assert not m.stop().measured
+    assert m.explanation.endswith("\nBattery: charger plugged in.")
+    state["ok"] = True
+    m.start()
+    assert m.stop().measured
+    assert m.explanation == (
+        "Measured by battery (/sys/class/power_supply): the whole computer, other programs included."
+    )
+    # the Linux battery source names the folder it reads
+    (bat,) = [s for s in detect_sources(sysfs_root=tmp_path, platform="linux") if s.label.endswith("battery")]
+    m = EnergyMeter([bat], estimate=CpuTimeEstimate(5.0, cpu_seconds=lambda: 0.0))
+    m.start()
+    assert m.stop().measured
+    assert m.explanation.startswith(f"Measured by battery ({tmp_path / 'class/power_supply'}): ")
+
+
+def test_an_old_record_has_no_energy_note() -> None:
+    old = ReplyRecord(900, 40, 50, 512, 9, 1500.0, None, "measured: RAPL package", True).to_dict()
+    del old["energy_note"]
+    assert ReplyRecord.from_dict(old).energy_note == ""
