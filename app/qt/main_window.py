@@ -349,10 +349,10 @@ class MainWindow(QMainWindow):
         self.model_problem: ModelChoice | None = None  # the shown conversation's model is missing
         self._download_signals: Any = None
         # the speed area: the running reply's progress (beside any conversation: Stop is about
-        # it), else the shown conversation's last reply of this session (its label text and
-        # chart points), else nothing
+        # it), else the shown conversation's last reply of this session (its label text, chart
+        # points and where its energy figure came from), else nothing
         self._live_text = ""
-        self._readouts: dict[int, tuple[str, list[Any], list[Any]]] = {}
+        self._readouts: dict[int, tuple[str, list[Any], list[Any], str]] = {}
 
         self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
         self.worker.loaded.connect(self._on_loaded)
@@ -1361,14 +1361,25 @@ class MainWindow(QMainWindow):
         if self.reply is not None:
             other = self.reply["conversation_id"] != self.current_id
             self.live_label.setText(f"{self._reply_title()}: {self._live_text}" if other else self._live_text)
+            self._show_energy_note("")  # known once the reply has ended
             return  # the chart has the running reply's points
         kept = self._readouts.get(self.current_id) if self.current_id is not None else None
         if kept is None:
             self.live_label.setText("")
             self.chart.clear()
+            self._show_energy_note("")
         else:
             self.live_label.setText(kept[0])
             self.chart.show_points(kept[1], kept[2])
+            self._show_energy_note(kept[3])
+
+    def _show_energy_note(self, note: str) -> None:
+        """Where the shown reply's energy figure came from, or why it is estimated and what would
+        let it be measured (meters.explain_energy): the speed area's tooltip, and the label's
+        description for a screen reader (the line under the reply only says "estimated")."""
+        self.live_label.setToolTip(note)
+        self.live_label.setAccessibleDescription(note)
+        self.chart.setToolTip(note)
 
     def _on_finished(self, d: dict[str, Any]) -> None:
         self.chat.end_stream()
@@ -1399,7 +1410,8 @@ class MainWindow(QMainWindow):
                 # watts (measured until then) are not shown beside that
                 self.chart.watts.clear()
             self.chart.end()
-            self._readouts[cid] = (_speed_text(tokens, float(rec.get("decode_tps", 0))), *self.chart.points())
+            speed = _speed_text(tokens, float(rec.get("decode_tps", 0)))
+            self._readouts[cid] = (speed, *self.chart.points(), str(rec.get("energy_note") or ""))
         elif not discarded:  # failed, or stopped before its first token: no figures to show
             self._readouts.pop(cid, None)
         self._show_speed()
