@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import itertools
-import os
 import shutil
 import tempfile
 import threading
@@ -45,9 +44,10 @@ from trit.app.core.downloads import (
     DownloadRequest,
     Progress,
     State,
+    discard_partial,
+    move_partial,
     part_path,
     pending_requests,
-    sidecar_path,
 )
 from trit.app.core.units import format_bytes, format_duration
 
@@ -354,12 +354,7 @@ class ModelsDialog(QDialog):
         as another entry's file."""
         entry = next((e for e in self.library.catalog if e.id == req.key and e.source != "bundled"), None)
         want = self.library.folder / entry.local_name if entry is not None else req.dest
-        if want == req.dest or any(p.exists() for p in (want, part_path(want), sidecar_path(want))):
-            return req
-        try:
-            os.replace(part_path(req.dest), part_path(want))
-            os.replace(sidecar_path(req.dest), sidecar_path(want))
-        except OSError:
+        if want == req.dest or want.exists() or not move_partial(req.dest, want):
             return req  # offered where it is
         return dataclasses.replace(req, dest=want)
 
@@ -600,12 +595,13 @@ class ModelsDialog(QDialog):
             self.ctx.downloads.cancel(e.id)
             self.progress.pop(e.id, None)
         elif e.id in self.resumable:
-            req = self.resumable.pop(e.id)
-            for extra in (
-                req.dest.with_name(req.dest.name + ".part"),
-                req.dest.with_name(req.dest.name + ".part.json"),
-            ):
-                extra.unlink(missing_ok=True)
+            if not discard_partial(self.resumable[e.id].dest):
+                self.status.setText(
+                    f"Another Trit is downloading {e.name} into this folder; cancel it there."
+                )
+                self.refresh()
+                return
+            del self.resumable[e.id]
         self.errors.pop(e.id, None)
         self.status.setText(f"Cancelled the download of {e.name}.")
         self.refresh()

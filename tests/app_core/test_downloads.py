@@ -1092,3 +1092,30 @@ def test_no_other_process_verifies_or_renames_a_part_being_verified(hub: HubServ
     hold.unlink()
     hold.with_name("verifying.go").unlink()
     assert_clean_success(tmp_path)
+
+
+def test_a_part_is_moved_to_a_new_name_only_when_no_process_is_writing_it(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """The Models dialog moves a part left under an earlier catalog's file name to its entry's
+    own name: it moved the part another process was writing (that download then failed as
+    "deleted while downloading" and its bytes finished as the other entry's file)."""
+    hub.state.chunk_delay = 0.1
+    dest = tmp_path / FILE
+    new = tmp_path / "renamed.gguf"
+    with other_trit(hub, tmp_path) as other:
+        _wait(lambda: _transferring(dest))
+        assert not dl.move_partial(dest, new)
+        assert _transferring(dest) and not part_path(new).exists() and not sidecar_path(new).exists()
+        other.kill()
+        other.communicate()
+    have = part_path(dest).read_bytes()
+    meta = sidecar_path(dest).read_text()
+    part_path(new).write_bytes(b"x")  # the new name has a part of its own: nothing is moved over it
+    assert not dl.move_partial(dest, new) and part_path(dest).read_bytes() == have
+    part_path(new).unlink()
+    assert dl.move_partial(dest, new)
+    assert part_path(new).read_bytes() == have and sidecar_path(new).read_text() == meta
+    assert not part_path(dest).exists() and not sidecar_path(dest).exists()
+    assert not dl.lock_path(dest).exists() and not dl.lock_path(new).exists()
+    assert not dl.move_partial(dest, new)  # nothing left to move

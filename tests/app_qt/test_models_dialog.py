@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import random
 import re
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -201,6 +202,53 @@ def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer, local_fi
     assert (folder / (local_file or FILE)).read_bytes() == DATA and not part_path(folder / FILE).exists()
     assert not local_file or not (folder / FILE).exists()
     assert [e.range for e in hub.state.log if e.server == "cdn" and e.method == "GET"][-1] == "bytes=700000-"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="holds the lock with fcntl")
+def test_cancel_of_an_offered_download_leaves_a_part_another_trit_writes(
+    qtbot: Any, ctx_for: Any, hub: HubServer
+) -> None:
+    """Cancel of a download offered from an earlier run deleted its part file even while another
+    Trit (its own data folder, this models folder) was downloading into it."""
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    hub.state.drop_after = 700_000
+    dlg.select(("entry", "tiny-model"))
+    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
+        dlg.download_button.click()
+    dlg.close()
+    ctx.close()
+    part = part_path(ctx.library.folder / FILE)
+    lock = dl.lock_path(ctx.library.folder / FILE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        dlg2 = dialog(qtbot, ctx_for())
+        dlg2.select(("entry", "tiny-model"))
+        dlg2.cancel_button.click()
+        assert "Another Trit is downloading Tiny test model" in dlg2.status.text()
+        assert part.stat().st_size == 700_000 and dl.sidecar_path(ctx.library.folder / FILE).exists()
+        assert row_status(dlg2, ("entry", "tiny-model")) == "Paused (can resume)"
+    finally:
+        holder.communicate("")
+    dlg2.cancel_button.click()
+    assert dlg2.status.text().startswith("Cancelled") and not part.exists()
+    assert row_status(dlg2, ("entry", "tiny-model")) == "Available"
+
+
+# holds an flock on the path until stdin closes, as a download in another process does
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_unverified_entry_needs_confirmation(qtbot: Any, ctx_for: Any) -> None:
