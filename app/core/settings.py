@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,6 @@ def _check_watts(v: Any) -> float:
 
 
 def _check_endpoint(v: Any) -> str:
-    import urllib.parse
 
     if not isinstance(v, str):
         raise ValueError("must be an http(s) URL")  # noqa: TRY004  # reported as a message
@@ -157,6 +157,17 @@ def _check_endpoint(v: Any) -> str:
     if u.username is not None or u.password is not None:
         raise ValueError("must not hold a user name or password (use the access token setting for the hub)")
     return v.rstrip("/")
+
+
+def _without_userinfo(url: str) -> str:
+    """url without a user:password@ part (url itself when it has none or does not parse)."""
+    try:
+        u = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        return url
+    if "@" not in u.netloc:
+        return url
+    return urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
 
 
 def _check_one_of(choices: tuple[str, ...]) -> Any:
@@ -218,14 +229,23 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
     for name, check in _CHECKS.items():
         if name not in doc:
             continue
+        value = doc[name]
+        if name == "hf_endpoint" and isinstance(value, str) and (bare := _without_userinfo(value)) != value:
+            # an older Trit kept user:password@ in the endpoint (a company mirror): the mirror stays,
+            # the credentials go, and neither they nor the old value reach a message
+            problems.append(
+                f"hf_endpoint held a user name and password, which are no longer kept in settings; "
+                f"they were removed ({short_repr(bare)} is used)"
+            )
+            value = bare
         try:
-            changes[name] = check(doc[name])
+            changes[name] = check(value)
         except ValueError as e:
             if name == "hf_token":  # never echo a secret into a message
                 problems.append(f"{name} {e}; it was ignored")
             else:
                 problems.append(
-                    f"{name} {e} (was {short_repr(doc[name])}); using {short_repr(getattr(base, name))}"
+                    f"{name} {e} (was {short_repr(value)}); using {short_repr(getattr(base, name))}"
                 )
     if "sampling" in doc:
         raw = doc["sampling"]

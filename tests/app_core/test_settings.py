@@ -322,6 +322,24 @@ def test_activations_token_and_endpoint_validation() -> None:
         check_setting("no_such_setting", 1)
 
 
+def test_an_endpoint_with_credentials_from_an_older_trit_keeps_its_mirror_and_shows_no_password() -> None:
+    """An older Trit kept https://user:password@mirror; loading it put the password into the
+    status bar (the refusal echoed the value) and replaced the mirror with huggingface.co."""
+    for old, kept in (
+        ("https://alice:s3cret@hf-mirror.corp.example/", "https://hf-mirror.corp.example"),
+        ("http://alice@127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://a:b@c@hub.example.org", "https://hub.example.org"),
+    ):
+        s, problems = settings_from_dict({"hf_endpoint": old})
+        assert s.hf_endpoint == kept
+        assert len(problems) == 1 and "user name and password" in problems[0] and kept in problems[0]
+        assert "s3cret" not in problems[0] and "alice" not in problems[0]
+    # a value that is bad for another reason as well is refused without its credentials
+    s, problems = settings_from_dict({"hf_endpoint": "ftp://alice:s3cret@x"})
+    assert s.hf_endpoint == "https://huggingface.co" and len(problems) == 2
+    assert not any("s3cret" in p or "alice" in p for p in problems)
+
+
 def test_app_core_never_imports_qt() -> None:
     core = Path(__file__).resolve().parents[2] / "app" / "core"
     mods = sorted(p.stem for p in core.glob("*.py") if p.stem != "__init__")
