@@ -626,12 +626,18 @@ class ConversationStore:
                 f"version reads up to {SCHEMA_VERSION}). Update Trit to open them."
             )
         if 0 < version < SCHEMA_VERSION and self.path != ":memory:":
-            # keep the old file until the user has run the new version once
-            backup = sqlite3.connect(f"{self.path}.v{version}.bak")
+            # keep the old file until the user has run the new version once; written fresh beside
+            # it and renamed into place, so a leftover .bak (a copy cut short, another program's
+            # file) is replaced, not opened as a database, which failed as damage of this one
+            bak = f"{self.path}.v{version}.bak"
+            partial = Path(f"{bak}.partial")
+            partial.unlink(missing_ok=True)
+            backup = sqlite3.connect(partial)
             try:
                 self._db.backup(backup)
             finally:
                 backup.close()
+            os.replace(partial, bak)
         while version < SCHEMA_VERSION:
             with self._transaction():
                 MIGRATIONS[version](self._db)

@@ -332,6 +332,29 @@ def test_migrate_v1_to_current(tmp_path: Path) -> None:
     assert (tmp_path / "c.sqlite3.v1.bak").is_file()  # the pre-upgrade copy
 
 
+@pytest.mark.parametrize("leftover", [b"not a database" * 100, b""])
+def test_a_leftover_backup_is_replaced_not_taken_for_damage(tmp_path: Path, leftover: bytes) -> None:
+    """A .v1.bak left from a copy cut short made the healthy file count as damaged on the
+    upgrade (salvaged, copied aside, the user told the history was damaged), and no real
+    pre-upgrade copy was made."""
+    path = tmp_path / "c.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO conversations (id, title, created, updated) VALUES (3, 'kept', 1, 2)")
+    db.close()
+    bak = tmp_path / "c.sqlite3.v1.bak"
+    bak.write_bytes(leftover)
+    with ConversationStore(path) as s:
+        assert s.salvaged is None and s.schema_version == SCHEMA_VERSION
+        assert [c.title for c in s.list_conversations()] == ["kept"]
+    old = sqlite3.connect(bak)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert old.execute("SELECT title FROM conversations").fetchall() == [("kept",)]
+    old.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite3", "c.sqlite3.v1.bak"]
+
+
 def test_failed_migration_keeps_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
