@@ -8,10 +8,13 @@ explicit confirmation (require_verified(confirmed=True)).
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from .downloads import DownloadRequest
 
 CATALOG_FORMAT = 1
+
+MetadataValue = str | int | float | bool
 
 
 class CatalogError(Exception):
@@ -76,8 +81,12 @@ class CatalogEntry:
     # names every I2_S export ggml-model-i2_s.gguf), local names may not: one file would count
     # as every entry installed, and deleting one would delete the others' model.
     local_file: str = ""
-    # local names of earlier catalogs that still mean this entry (a file downloaded then)
+    # local names of earlier catalogs that may still hold this entry's file (downloaded then).
+    # Several entries may share one (older catalogs saved bitnet.cpp's exports all under their
+    # repo name): gguf_metadata then tells which entry such a file is.
     old_local_files: tuple[str, ...] = ()
+    # (key, value) pairs the entry's GGUF header has, e.g. ("general.architecture", "llama")
+    gguf_metadata: tuple[tuple[str, MetadataValue], ...] = ()
 
     @property
     def local_name(self) -> str:
@@ -158,6 +167,12 @@ def _entry(d: Any, where: str) -> CatalogEntry:
     old = d.get("old_local_files", [])
     if not isinstance(old, list) or not all(isinstance(o, str) for o in old):
         raise CatalogError(f"{label}: old_local_files must be a list of file names")
+    meta = d.get("gguf_metadata", {})
+    if not isinstance(meta, dict) or not all(
+        isinstance(v, (str, int, float)) and not (isinstance(v, float) and not math.isfinite(v))
+        for v in meta.values()
+    ):
+        raise CatalogError(f"{label}: gguf_metadata must map header keys to strings, numbers or true/false")
     names = [("file", d["file"]), *(("old_local_files", o) for o in old)]
     if "local_file" in d:
         names.append(("local_file", d["local_file"]))
@@ -168,7 +183,10 @@ def _entry(d: Any, where: str) -> CatalogEntry:
         raise CatalogError(f"{label}: a hub model needs repo and revision")
     known = {k: v for k, v in d.items() if k in _FIELDS}
     known.update(
-        sha256=sha.lower() if sha else None, unverified=tuple(unverified), old_local_files=tuple(old)
+        sha256=sha.lower() if sha else None,
+        unverified=tuple(unverified),
+        old_local_files=tuple(old),
+        gguf_metadata=tuple(meta.items()),
     )
     known.setdefault("repo", "")
     known.setdefault("revision", "")
@@ -198,17 +216,36 @@ def parse_catalog(doc: Any, where: str = "catalog.json") -> list[CatalogEntry]:
 
 
 def _check_local_names(entries: Sequence[CatalogEntry], where: str) -> None:
-    """Each local file name (current or old) belongs to one entry. Compared case-insensitively:
-    macOS and Windows folders would hold A.gguf and a.gguf as one file."""
+    """Each local file name belongs to one entry and is no entry's old name. An old name may be
+    shared by entries that all say what their GGUF header holds (gguf_metadata), which tells a
+    file found there apart. Compared case-insensitively: macOS and Windows folders would hold
+    A.gguf and a.gguf as one file."""
     owner: dict[str, str] = {}
     for e in entries:
-        for name in {e.local_name, *e.old_local_files}:
-            other = owner.setdefault(name.casefold(), e.id)
-            if other != e.id:
-                raise CatalogError(
-                    f"{where}: models {other!r} and {e.id!r} have the same file name {name!r} in "
-                    "the models folder; give one a local_file of its own"
-                )
+        other = owner.setdefault(e.local_name.casefold(), e.id)
+        if other != e.id:
+            raise CatalogError(
+                f"{where}: models {other!r} and {e.id!r} have the same file name {e.local_name!r} in "
+                "the models folder; give one a local_file of its own"
+            )
+    old_owners: dict[str, list[CatalogEntry]] = {}
+    for e in entries:
+        for name in set(e.old_local_files):
+            old_owners.setdefault(name.casefold(), []).append(e)
+    for key, sharing in old_owners.items():
+        name = next(o for o in sharing[0].old_local_files if o.casefold() == key)
+        if key in owner:
+            raise CatalogError(
+                f"{where}: models {owner[key]!r} and {sharing[0].id!r} have the same file name "
+                f"{name!r} in the models folder (as {sharing[0].id!r}'s old name); a file there "
+                "would count as both"
+            )
+        blind = next((e for e in sharing if not e.gguf_metadata), None)
+        if len(sharing) > 1 and blind is not None:
+            raise CatalogError(
+                f"{where}: models {sharing[0].id!r} and {sharing[1].id!r} share the old file name "
+                f"{name!r}; {blind.id!r} needs gguf_metadata to tell a file there apart"
+            )
 
 
 def bundled_entry(spec: dict[str, Any] | None = None) -> CatalogEntry:
@@ -308,17 +345,67 @@ def _is_hf_dir(p: Path) -> bool:
 
 
 STALE_IMPORT_SECONDS = 3600.0
+# Hidden, in the models folder: {"format": 1, "moved": {old name: new name}} for files the library
+# moved from an older catalog's shared name to their entry's own (ModelLibrary.locate).
+MOVED_RECORD = ".trit-moved.json"
+# a download's part, sidecar (and the sidecar's temp file) and lock: never models
+_DOWNLOAD_SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock")
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _same_value(have: object, want: MetadataValue) -> bool:
+    """A header value equals the catalog's; bool is an int in Python, and True must not pass for a
+    block_count of 1."""
+    if isinstance(want, bool) or isinstance(have, bool):
+        return type(have) is type(want) and have == want
+    if isinstance(want, str):
+        return isinstance(have, str) and have == want
+    return isinstance(have, (int, float)) and have == want
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Renames src to dst in one folder, never over an existing dst (FileExistsError). Windows'
+    rename refuses an existing target itself; POSIX rename replaces it, so a hard link makes dst
+    (failing if it exists) and src is unlinked after: a crash between the two leaves two names of
+    one file, which ModelLibrary._settle resolves."""
+    if sys.platform == "win32":
+        os.rename(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        # no hard links here (FAT, exFAT, some network shares): the caller holds both names'
+        # download locks, so only another app could create dst in this instant
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "the file exists", str(dst)) from e
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 class ModelLibrary:
-    """The folder of models the user has. Installed = .gguf files and HF folders (config.json +
-    *.safetensors) directly in the folder; an entry counts as installed when its local file (or,
-    without it, one of its old local names) is there (with the pinned size, when it is known). Partial downloads (*.part) are not models. The
-    bundled default model also counts as installed where trit.default_model finds it."""
+    """The folder of models the user has. Installed = GGUF files (named *.gguf, or named otherwise
+    and starting with GGUF's magic: an older Trit imported model.bin as it was) and HF folders
+    (config.json + *.safetensors) directly in the folder. An entry counts as installed when its
+    local file is there (with the pinned size, when it is known). A file under an old local name
+    (older catalogs saved BitNet 2B4T and the Falcon3 entries all as ggml-model-i2_s.gguf) is the
+    entry its GGUF header says it is (gguf_metadata), and is moved to that entry's own name the
+    first time the folder is listed; when no entry or several fit, it is a plain file. Partial
+    downloads (*.part) are not models. The bundled default model also counts as installed where
+    trit.default_model finds it."""
 
     def __init__(self, folder: str | Path, catalog: Sequence[CatalogEntry] = ()) -> None:
         self._folder = Path(folder).expanduser()
         self._catalog = list(catalog)
+        # path -> ((size, mtime_ns), value): a header is read once while the file is unchanged
+        self._headers: dict[Path, tuple[tuple[int, int], dict[str, MetadataValue] | None]] = {}
+        self._magic: dict[Path, tuple[tuple[int, int], bool]] = {}
 
     @property
     def folder(self) -> Path:
@@ -368,7 +455,7 @@ class ModelLibrary:
         p = self._folder / entry.local_name
         if not self._matches(entry, p):
             for old in entry.old_local_files:  # downloaded under an earlier catalog's name
-                if self._matches(entry, self._folder / old):
+                if self._identify(self._folder / old) == entry:
                     return self._folder / old
         return p
 
@@ -381,28 +468,175 @@ class ModelLibrary:
     def is_installed(self, entry: CatalogEntry) -> bool:
         return self._matches(entry, self.path_for(entry))
 
+    def locate(self, path: str | Path) -> Path:
+        """Where a model path that a conversation or the settings stored is now: the path when it
+        exists; else, in the models folder, the file of that name (the folder was moved:
+        Settings > Models folder) or the file the library moved it to from an older catalog's
+        shared name; else the path unchanged (for the caller's "moved or deleted" message)."""
+        p = Path(path).expanduser()
+        if p.exists() or not p.name:
+            return p
+        here = self._folder / p.name
+        if here.is_file():
+            return here
+        new = self._moves().get(p.name)
+        if new is not None and (self._folder / new).is_file():
+            return self._folder / new
+        return p
+
+    def _moves(self) -> dict[str, str]:
+        """MOVED_RECORD's old name -> new name; {} when there is none or it is unreadable."""
+        try:
+            doc = json.loads((self._folder / MOVED_RECORD).read_text(encoding="utf-8"))
+            moved = doc["moved"]
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            return {}
+        if not isinstance(moved, dict):
+            return {}
+        return {
+            k: v
+            for k, v in moved.items()
+            if isinstance(k, str) and isinstance(v, str) and v and Path(v).name == v and not v.startswith(".")
+        }
+
+    def _record_move(self, old: str, new: str) -> None:
+        """Adds old -> new to MOVED_RECORD (a temp file of its own, then a rename). OSError: not
+        written; the caller then leaves the file where it is."""
+        moved = self._moves()
+        moved[old] = new
+        fd, tmp = tempfile.mkstemp(prefix=".trit-moved-", dir=self._folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": 1, "moved": moved}, f, indent=1)
+            os.replace(tmp, self._folder / MOVED_RECORD)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _header(self, path: Path) -> dict[str, MetadataValue] | None:
+        """The header values the catalog's gguf_metadata asks about (missing keys left out); None
+        when the file is not a readable GGUF. Parsed once per (size, mtime): the Models dialog lists
+        the folder each time it opens, and a header with a 131k-token vocabulary takes tens of ms.
+        The engine's parser maps the file and reads only the header; no tensor data is touched."""
+        try:
+            stamp = _stamp(path)
+        except OSError:
+            return None
+        hit = self._headers.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        from trit.engine.errors import ModelFormatError
+        from trit.engine.gguf import GGUFFile
+
+        keys = {k for e in self._catalog for k, _ in e.gguf_metadata}
+        meta: dict[str, MetadataValue] | None
+        try:
+            with GGUFFile(path) as g:
+                meta = {k: v for k in keys if isinstance(v := g.metadata.get(k), (str, int, float))}
+        except (ModelFormatError, OSError, ValueError):
+            meta = None
+        self._headers[path] = (stamp, meta)
+        return meta
+
+    def _is_gguf(self, path: Path) -> bool:
+        """The file starts with GGUF's magic (read once per size and mtime)."""
+        try:
+            stamp = _stamp(path)
+            hit = self._magic.get(path)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            with open(path, "rb") as f:
+                yes = f.read(4) == b"GGUF"
+        except OSError:
+            return False
+        self._magic[path] = (stamp, yes)
+        return yes
+
+    def _identify(self, path: Path) -> CatalogEntry | None:
+        """The one entry a file under an old local name is: of the entries that had that name, the
+        one whose pinned size and gguf_metadata the file has. None when none or several fit or the
+        header cannot be read: a plain file is better than a model under another's name."""
+        claimants = [e for e in self._catalog if path.name in e.old_local_files]
+        if not claimants or not path.is_file():
+            return None
+        meta = self._header(path)
+        if meta is None:
+            return None
+        fits = [
+            e
+            for e in claimants
+            if self._matches(e, path) and all(_same_value(meta.get(k), v) for k, v in e.gguf_metadata)
+        ]
+        return fits[0] if len(fits) == 1 else None
+
+    def _settle(self, path: Path) -> tuple[Path, CatalogEntry | None]:
+        """A model file in the folder: where it is and which entry it is. A file under an old local
+        name that one entry fits is moved to that entry's own name when that name is free, so later
+        lookups need no header; it stays (and still counts as the entry) while a download holds
+        either name's lock or the folder refuses the move."""
+        if not any(path.name in e.old_local_files for e in self._catalog):
+            e = self._entry_named(path.name)
+            return path, (e if e is not None and self._matches(e, path) else None)
+        e = self._identify(path)
+        if e is None:
+            return path, None
+        own = self._folder / e.local_name
+        try:
+            if os.path.lexists(own):
+                if own.is_file() and os.path.samefile(path, own):
+                    path.unlink()  # a move cut short between link and unlink: a second name
+                    return own, e
+                # the entry has a file of its own: this one is a copy, or the own one is damaged
+                return (path, None) if self._matches(e, own) else (path, e)
+        except OSError:
+            return path, None
+        if not path.is_symlink() and self._move_old(path, own, e):
+            return own, e
+        return path, e
+
+    def _move_old(self, src: Path, dst: Path, entry: CatalogEntry) -> bool:
+        """Moves src (an old local name) to dst (entry's own), holding both names' download locks:
+        an older Trit may be finishing a download into src, this one into dst. The move is recorded
+        first (locate finds a stored old path again). False: not now; nothing moved."""
+        from .downloads import _PartLock
+
+        locks = (_PartLock(src), _PartLock(dst))
+        try:
+            if not all(lock.acquire() for lock in locks):
+                return False
+            # under the locks: still the file identified, and still no dst
+            if os.path.lexists(dst) or self._identify(src) != entry:
+                return False
+            self._record_move(src.name, dst.name)
+            _rename_no_replace(src, dst)
+            return True
+        except OSError:
+            return False
+        finally:
+            for lock in locks:
+                lock.release()
+
     def _entry_named(self, name: str) -> CatalogEntry | None:
-        """The entry whose file in the folder is called name: its local name, or an old one it
-        still uses (its current file is not there)."""
-        for e in self._catalog:
-            if e.local_name == name or (name in e.old_local_files and self.path_for(e).name == name):
-                return e
-        return None
+        """The entry whose own file in the folder is called name."""
+        return next((e for e in self._catalog if e.local_name == name), None)
 
     def installed(self) -> list[InstalledModel]:
         out: list[InstalledModel] = []
         seen: set[Path] = set()
         if self._folder.is_dir():
             for p in sorted(self._folder.iterdir()):
-                if p.name.startswith("."):
-                    continue
-                if p.is_file() and p.suffix.lower() == ".gguf":
-                    e = self._entry_named(p.name)
-                    entry = e if e is not None and self._matches(e, p) else None
+                if p.name.startswith(".") or p.name.endswith(_DOWNLOAD_SUFFIXES):
+                    continue  # hidden (".importing-*" copies too) or a download's files
+                if p.is_file() and (p.suffix.lower() == ".gguf" or self._is_gguf(p)):
+                    p, entry = self._settle(p)
+                    if p.resolve() in seen:
+                        continue
+                    # an imported model.bin keeps its suffix in the list: model.gguf may be beside it
+                    label = p.stem if p.suffix.lower() == ".gguf" else p.name
                     out.append(
                         InstalledModel(
                             p,
-                            entry.name if entry else replace_surrogates(p.stem),
+                            entry.name if entry else replace_surrogates(label),
                             p.stat().st_size,
                             "gguf",
                             entry,
@@ -420,9 +654,8 @@ class ModelLibrary:
         return out
 
     def import_dest(self, src: Path, kind: str) -> Path:
-        """Where import_model puts src (kind: validate()'s "gguf" or "hf"). The folder lists *.gguf
-        files: a GGUF named otherwise (model.bin) gets the suffix, or it would be copied in and
-        never shown."""
+        """Where import_model puts src (kind: validate()'s "gguf" or "hf"). A GGUF named otherwise
+        (model.bin) gets the suffix: other apps, and file managers, know it by that."""
         return self._folder / (
             src.name if kind == "hf" or src.suffix.lower() == ".gguf" else f"{src.stem}.gguf"
         )
@@ -503,6 +736,15 @@ class ModelLibrary:
             raise LibraryError(dest, "a model with this name is already in the models folder")
         if self.holds(src):
             raise LibraryError(src, "this model is already in the models folder")
+        earlier = self._folder / src.name
+        if (
+            kind == "gguf"
+            and earlier != dest
+            and earlier.is_file()
+            and earlier.stat().st_size == src.stat().st_size
+        ):
+            # an older Trit imported model.bin under its own name: a second copy of gigabytes
+            raise LibraryError(earlier, "this model is already in the models folder")
         tmp = self._folder / f".importing-{dest.name}"
         try:
             if move:
@@ -520,10 +762,10 @@ class ModelLibrary:
             raise LibraryError(
                 dest, f"cannot copy the model into the models folder: {e.strerror or e}"
             ) from e
-        size = _dir_size(dest) if kind == "hf" else dest.stat().st_size
-        e = self._entry_named(dest.name)
-        entry = e if e is not None and self._matches(e, dest) else None
-        return InstalledModel(dest, entry.name if entry else dest.stem, size, kind, entry)
+        if kind == "hf":
+            return InstalledModel(dest, dest.stem, _dir_size(dest), kind, None)
+        dest, entry = self._settle(dest)
+        return InstalledModel(dest, entry.name if entry else dest.stem, dest.stat().st_size, kind, entry)
 
     def delete(self, model: InstalledModel | Path, *, confirmed: bool) -> None:
         """Deletes a model in the folder. The caller asks the user first and passes confirmed=True;

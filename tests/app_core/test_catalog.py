@@ -4,10 +4,14 @@ validated by the engine's parsers, delete with confirmation, folder choice, RAM 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +29,7 @@ from trit.app.core.catalog import (
     parse_catalog,
     ram_fit,
 )
+from trit.app.core.downloads import _PartLock
 from trit.engine.gguf_writer import GGUFWriter
 
 from trit.default_model import default_model_spec
@@ -62,6 +67,11 @@ def write_gguf(path: Path, arch: str = "llama") -> Path:
 
 def test_shipped_catalog() -> None:
     entries = load_catalog()
+    shared = [e for e in entries if "ggml-model-i2_s.gguf" in e.old_local_files]
+    # every entry older catalogs saved under that name, each told apart by its header
+    assert {e.id.split("-")[0] for e in shared} == {"bitnet", "falcon3"} and len(shared) == 5
+    assert len({e.gguf_metadata for e in shared}) == 5
+    assert all(dict(e.gguf_metadata)["general.architecture"] == "llama" for e in shared[1:])
     ids = [e.id for e in entries]
     assert len(ids) == len(set(ids))
     assert "bitnet-b1.58-2b4t-i2s" in ids and any(i.startswith("falcon3-") for i in ids)
@@ -182,6 +192,24 @@ def test_two_entries_may_not_share_a_file_in_the_models_folder() -> None:
     assert a.file == b.file == "m1.gguf" and (a.local_name, b.local_name) == ("m1.gguf", "m2.gguf")
 
 
+def test_entries_may_share_an_old_name_when_their_headers_tell_them_apart() -> None:
+    a = dict(
+        ENTRY, local_file="a.gguf", old_local_files=["old.gguf"], gguf_metadata={"general.architecture": "x"}
+    )
+    b = dict(ENTRY, id="m2", local_file="b.gguf", old_local_files=["old.gguf"])
+    with pytest.raises(CatalogError, match="'m2' needs gguf_metadata"):
+        parse_catalog({"models": [a, b]})
+    b["gguf_metadata"] = {"general.architecture": "y", "y.block_count": 18, "y.flag": True}
+    ea, eb = parse_catalog({"models": [a, b]})
+    assert ea.old_local_files == eb.old_local_files == ("old.gguf",)
+    assert eb.gguf_metadata == (("general.architecture", "y"), ("y.block_count", 18), ("y.flag", True))
+    with pytest.raises(CatalogError, match="same file name 'a.gguf'"):
+        parse_catalog({"models": [a, dict(b, old_local_files=["a.gguf"])]})
+    for bad in ([1], {"k": None}, {"k": [1]}, {"k": float("nan")}):
+        with pytest.raises(CatalogError, match="gguf_metadata must map"):
+            entry(gguf_metadata=bad)
+
+
 def test_entries_sharing_a_repo_file_name_are_installed_and_deleted_apart(tmp_path: Path) -> None:
     bitnet, falcon = parse_catalog(
         {
@@ -204,7 +232,7 @@ def test_entries_sharing_a_repo_file_name_are_installed_and_deleted_apart(tmp_pa
     assert rb.dest.exists() and lib.is_installed(bitnet) and not lib.is_installed(falcon)
 
 
-def test_a_file_downloaded_under_an_old_shared_name_keeps_counting(tmp_path: Path) -> None:
+def test_a_file_downloaded_under_an_old_name_moves_to_the_entry_s_own(tmp_path: Path) -> None:
     bitnet, falcon = parse_catalog(
         {
             "models": [
@@ -215,19 +243,198 @@ def test_a_file_downloaded_under_an_old_shared_name_keeps_counting(tmp_path: Pat
     )
     lib = ModelLibrary(tmp_path, [bitnet, falcon])
     old = write_gguf(tmp_path / "m1.gguf")
-    # conversations remember the path: the file stays where it is and belongs to the first entry
+    # before the folder is listed (the window resolves its model first) the file counts where it is
     assert lib.is_installed(bitnet) and lib.path_for(bitnet) == old and not lib.is_installed(falcon)
-    assert [(m.path, m.entry) for m in lib.installed()] == [(old, bitnet)]
+    assert [(m.path, m.entry) for m in lib.installed()] == [(tmp_path / "bitnet.gguf", bitnet)]
+    assert not old.exists() and lib.path_for(bitnet) == tmp_path / "bitnet.gguf"
+    assert lib.locate(old) == tmp_path / "bitnet.gguf"  # a path an older Trit stored
     assert lib.available() == [falcon]
     assert lib.download_request(falcon, confirmed=True).dest == tmp_path / "falcon.gguf"
-    write_gguf(tmp_path / "bitnet.gguf")  # once the new name is there, the old file is just a file
-    assert lib.path_for(bitnet) == tmp_path / "bitnet.gguf"
+    write_gguf(old)  # the entry has its file: one under the old name is just a file
     assert {m.path.name: m.entry for m in lib.installed()} == {"bitnet.gguf": bitnet, "m1.gguf": None}
+    assert lib.locate(old) == old
     lib.delete(tmp_path / "bitnet.gguf", confirmed=True)
     assert lib.path_for(bitnet) == old and lib.installed()[0].entry == bitnet
-    lib.delete(old, confirmed=True)
+    assert not old.exists() and lib.installed()[0].path == tmp_path / "bitnet.gguf"
+    lib.delete(tmp_path / "bitnet.gguf", confirmed=True)
     (tmp_path / "src").mkdir()
-    assert lib.import_model(write_gguf(tmp_path / "src" / "m1.gguf")).entry == bitnet
+    m = lib.import_model(write_gguf(tmp_path / "src" / "m1.gguf"))
+    assert (m.entry, m.path) == (bitnet, tmp_path / "bitnet.gguf") and not old.exists()
+
+
+SHARED = "ggml-model-i2_s.gguf"
+
+
+def falcon_gguf(path: Path, blocks: int, dim: int) -> Path:
+    w = GGUFWriter(path)
+    w.add_string("general.architecture", "llama")
+    w.add_string("general.name", "Falcon3")
+    w.add_uint32("llama.block_count", blocks)
+    w.add_uint32("llama.embedding_length", dim)
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write()
+    return path
+
+
+def shared_name_catalog() -> list[CatalogEntry]:
+    """The shipped catalog's shape: BitNet 2B4T and Falcon3 entries all had one old local name."""
+
+    def falcon(size: str, blocks: int, dim: int) -> dict[str, object]:
+        meta = {"general.architecture": "llama", "llama.block_count": blocks, "llama.embedding_length": dim}
+        return dict(
+            ENTRY,
+            id=f"falcon3-{size}",
+            name=f"Falcon3 {size}",
+            file=SHARED,
+            size=None,
+            local_file=f"falcon3-{size}.gguf",
+            old_local_files=[SHARED],
+            gguf_metadata=meta,
+        )
+
+    bitnet = dict(
+        ENTRY,
+        id="bitnet",
+        name="BitNet b1.58 2B4T",
+        file=SHARED,
+        size=None,
+        local_file="bitnet.gguf",
+        old_local_files=[SHARED],
+        gguf_metadata={"general.architecture": "bitnet-b1.58"},
+    )
+    return parse_catalog({"models": [bitnet, falcon("1b", 18, 2048), falcon("3b", 22, 3072)]})
+
+
+def test_a_falcon3_file_under_the_old_shared_name_is_falcon3_not_bitnet(tmp_path: Path) -> None:
+    """QA: a Falcon3 model an older Trit saved as ggml-model-i2_s.gguf was listed (and loaded,
+    and deleted) as BitNet 2B4T, and Falcon3 was offered for download again."""
+    bitnet, f1, f3 = shared_name_catalog()
+    lib = ModelLibrary(tmp_path, [bitnet, f1, f3])
+    old = falcon_gguf(tmp_path / SHARED, 18, 2048)
+    assert lib.path_for(bitnet) == tmp_path / "bitnet.gguf" and not lib.is_installed(bitnet)
+    assert lib.is_installed(f1) and lib.path_for(f1) == old  # a settings id of Falcon3 is installed
+    assert [(m.path.name, m.name, m.entry) for m in lib.installed()] == [
+        ("falcon3-1b.gguf", "Falcon3 1b", f1)
+    ]
+    assert not old.exists() and lib.path_for(f1) == tmp_path / "falcon3-1b.gguf"
+    assert lib.available() == [bitnet, f3]
+    assert lib.locate(old) == tmp_path / "falcon3-1b.gguf"  # the old window stored this path
+    assert lib.locate(tmp_path / "other.gguf") == tmp_path / "other.gguf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".trit-moved.json", "falcon3-1b.gguf"]
+
+    write_gguf(old, arch="bitnet-b1.58")  # BitNet under the old name goes to BitNet's own name
+    assert {m.path.name: m.entry for m in lib.installed()} == {"bitnet.gguf": bitnet, "falcon3-1b.gguf": f1}
+    assert lib.locate(old) == tmp_path / "bitnet.gguf"
+    lib.delete(tmp_path / "bitnet.gguf", confirmed=True)
+    assert (tmp_path / "falcon3-1b.gguf").exists() and lib.is_installed(f1)
+
+
+def test_a_file_under_the_old_shared_name_no_entry_fits_is_a_plain_file(tmp_path: Path) -> None:
+    entries = shared_name_catalog()
+    lib = ModelLibrary(tmp_path, entries)
+    old = tmp_path / SHARED
+    for write in (
+        lambda: falcon_gguf(old, 1, 256),  # the QA's made-up llama
+        lambda: write_gguf(old, arch="gpt2"),
+        lambda: old.write_bytes(b"GGUF" + b"\xff" * 40),  # unreadable header
+        lambda: old.write_bytes(b"not a model"),
+    ):
+        write()
+        assert [(m.path, m.name, m.entry) for m in lib.installed()] == [(old, "ggml-model-i2_s", None)]
+        assert lib.available() == entries and not any(lib.is_installed(e) for e in entries)
+        assert old.exists() and lib.locate(old) == old
+
+
+def test_a_file_two_entries_fit_is_a_plain_file(tmp_path: Path) -> None:
+    bitnet, f1, _ = shared_name_catalog()
+    twin = dataclasses.replace(f1, id="twin", local_file="twin.gguf")
+    lib = ModelLibrary(tmp_path, [bitnet, f1, twin])
+    old = falcon_gguf(tmp_path / SHARED, 18, 2048)
+    assert [(m.path, m.entry) for m in lib.installed()] == [(old, None)]
+    assert not lib.is_installed(f1) and not lib.is_installed(twin)
+
+
+def test_a_file_under_the_old_name_is_not_moved_over_the_entry_s_own(tmp_path: Path) -> None:
+    bitnet, f1, f3 = shared_name_catalog()
+    lib = ModelLibrary(tmp_path, [bitnet, f1, f3])
+    old = falcon_gguf(tmp_path / SHARED, 18, 2048)
+    own = falcon_gguf(tmp_path / "falcon3-1b.gguf", 18, 2048)
+    own.write_bytes(own.read_bytes() + b"\0" * 10)  # another download of it
+    assert {m.path.name: m.entry for m in lib.installed()} == {SHARED: None, "falcon3-1b.gguf": f1}
+    assert old.exists() and len(own.read_bytes()) == len(old.read_bytes()) + 10
+    own.unlink()
+    os.link(old, own)  # a move cut short between its link and its unlink
+    assert [(m.path, m.entry) for m in lib.installed()] == [(own, f1)]
+    assert not old.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="holds the lock with fcntl")
+@pytest.mark.parametrize("locked", [SHARED, "falcon3-1b.gguf"])
+def test_a_file_is_not_moved_while_a_download_holds_either_name(tmp_path: Path, locked: str) -> None:
+    bitnet, f1, f3 = shared_name_catalog()
+    lib = ModelLibrary(tmp_path, [bitnet, f1, f3])
+    old = falcon_gguf(tmp_path / SHARED, 18, 2048)
+    lock = _PartLock(tmp_path / locked)  # a download finishing into that name
+    assert lock.acquire()
+    try:
+        assert [(m.path, m.entry) for m in lib.installed()] == [(old, f1)]
+        assert lib.is_installed(f1) and lib.path_for(f1) == old and not lib.is_installed(bitnet)
+    finally:
+        lock.release()
+    assert [(m.path.name, m.entry) for m in lib.installed()] == [("falcon3-1b.gguf", f1)]
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())
+
+
+def test_a_header_is_read_once_while_the_file_is_unchanged(tmp_path: Path, monkeypatch: Any) -> None:
+    from trit.engine import gguf
+
+    opened: list[str] = []
+    real = gguf.GGUFFile.__init__
+
+    def counting(self: Any, path: Any) -> None:
+        opened.append(Path(path).name)
+        real(self, path)
+
+    monkeypatch.setattr(gguf.GGUFFile, "__init__", counting)
+    lib = ModelLibrary(tmp_path, shared_name_catalog())
+    old = falcon_gguf(tmp_path / SHARED, 1, 256)  # fits no entry: stays, and is looked at each time
+    write_gguf(tmp_path / "other.gguf")
+    for _ in range(3):
+        assert [m.entry for m in lib.installed()] == [None, None]
+        lib.available()
+    assert opened == [SHARED]
+    falcon_gguf(old, 22, 3072)
+    os.utime(old, ns=(1, 1))
+    assert [(m.path.name, m.entry and m.entry.id) for m in lib.installed()] == [
+        ("falcon3-3b.gguf", "falcon3-3b"),
+        ("other.gguf", None),
+    ]
+    assert opened == [SHARED, SHARED]  # the changed file once (its check under the locks is cached)
+
+
+def test_a_model_an_older_trit_imported_as_bin_is_listed(tmp_path: Path) -> None:
+    """QA: an older Trit imported my-model.bin under that name; ModelLibrary listed only *.gguf,
+    so it was invisible, could not be deleted, and importing it again made a second copy."""
+    lib = ModelLibrary(tmp_path / "models")
+    lib.folder.mkdir()
+    kept = write_gguf(lib.folder / "my-model.bin")
+    write_gguf(lib.folder / "noext")
+    (lib.folder / "notes.txt").write_text("GGU")
+    (lib.folder / "readme.md").write_text("not a model")
+    for name in ("x.bin.part", "x.bin.part.json", "x.bin.part.lock", ".importing-y.gguf", ".hidden.bin"):
+        write_gguf(lib.folder / name)  # a download's or an import's files, a hidden file
+    inst = lib.installed()
+    assert [(m.path.name, m.name, m.kind) for m in inst] == [
+        ("my-model.bin", "my-model.bin", "gguf"),
+        ("noext", "noext", "gguf"),
+    ]
+    src = write_gguf(tmp_path / "my-model.bin")
+    with pytest.raises(LibraryError, match="already in the models folder"):
+        lib.import_model(src)
+    assert not (lib.folder / "my-model.gguf").exists()
+    lib.delete(inst[0], confirmed=True)
+    assert not kept.exists() and [m.path.name for m in lib.installed()] == ["noext"]
+    assert lib.import_model(src).path == lib.folder / "my-model.gguf"
 
 
 def test_ram_fit() -> None:
