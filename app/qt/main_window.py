@@ -106,12 +106,10 @@ def model_choice(ctx: AppContext, model_id: str) -> ModelChoice:
 
 
 def _in_library(ctx: AppContext, p: Path) -> Path:
-    """p, or, when it is gone, the file of that name in the models folder: a model imported into
-    the library is found again after the folder was moved or renamed (Settings › Models folder)."""
-    if p.exists() or not p.name:
-        return p
-    moved = ctx.library.folder / p.name
-    return moved if moved.is_file() else p
+    """p, or, when it is gone, where the library has it (ModelLibrary.locate): a model imported
+    into the library is found after the models folder moved, and one an older Trit saved under a
+    shared catalog name after the library moved it to its entry's own name."""
+    return ctx.library.locate(p)
 
 
 def resolve_model_path(ctx: AppContext, model: str | None = None) -> str | None:

@@ -714,3 +714,22 @@ def test_a_model_whose_file_name_is_not_utf8_is_shown_and_refused_with_what_to_d
     dlg.model_chosen.connect(chosen.append)
     dlg.use_selected()
     assert chosen == [] and "not valid UTF-8" in dlg.status.text() and "Rename the file" in dlg.status.text()
+
+
+def test_a_path_an_older_trit_stored_follows_the_model_the_library_moved(make_ctx: Any) -> None:
+    """A Falcon3 file under the older catalog's shared name moves to its entry's own name when
+    the library is listed; the settings' default model and a conversation's model still held the
+    old path, and the window quietly fell back to the bundled model."""
+    from app_core.test_catalog import SHARED, falcon_gguf, shared_name_catalog
+    from trit.app.qt.main_window import model_choice, resolve_model_path
+
+    ctx = make_ctx(catalog=shared_name_catalog())
+    ctx.library.folder.mkdir(parents=True, exist_ok=True)
+    old = falcon_gguf(ctx.library.folder / SHARED, 18, 2048)
+    ctx.settings = dataclasses.replace(ctx.settings, default_model=str(old))
+    assert [m.path.name for m in ctx.library.installed()] == ["falcon3-1b.gguf"]  # the dialog lists it
+    assert not old.exists()
+    moved = str(ctx.library.folder / "falcon3-1b.gguf")
+    assert resolve_model_path(ctx) == moved
+    choice = model_choice(ctx, str(old))
+    assert choice.path == moved and choice.name == "falcon3-1b.gguf"
