@@ -527,6 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd is None:
         return _gui(args)
+    if hasattr(sys.stdout, "reconfigure"):
+        # a reply the locale's encoding lacks (Japanese under a Latin-1 locale) is written with "?"
+        # for what it cannot hold: it ended `trit run` and `trit chat` with "codec can't encode".
+        # stderr already uses backslashreplace
+        sys.stdout.reconfigure(errors="replace")
     # Python keeps argv bytes the locale cannot decode as lone surrogates: U+FFFD before any use
     for name in ("prompt", "system"):
         if isinstance(getattr(args, name, None), str):

@@ -591,3 +591,14 @@ def test_a_commands_option_before_the_command_is_put_right(capsys: pytest.Captur
     with pytest.raises(SystemExit):  # a top-level option before it is not moved
         main(["--data-dir", "/nonexistent", "nosuchcommand"])
     assert "go after the command" not in capsys.readouterr().err
+
+
+def test_a_reply_the_locale_cannot_encode_is_written_with_replacements(default_model_gguf):
+    """Under a Latin-1 locale a Japanese reply ended `trit run` (exit 2, "'latin-1' codec can't
+    encode") and the chat at its first such reply."""
+    env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf), "PYTHONIOENCODING": "latin-1"}
+    prompt = "Say 'hello' in Japanese, Chinese and with emojis"
+    r = trit("run", "-p", prompt, "-n", "12", "--temp", "0", env=env)
+    assert r.returncode == 0 and "?" in r.stdout and "reply: 12 tokens" in r.stderr, r.stderr
+    r = trit("chat", "-n", "12", "--temp", "0", stdin=f"{prompt}\nWhat is 2+2?\n", env=env)
+    assert r.returncode == 0 and r.stderr.count("reply:") == 2, r.stderr
