@@ -510,7 +510,9 @@ def _misplaced_options(ap: argparse.ArgumentParser, argv: Sequence[str]) -> str 
     """The command line with a command's options put after the command, when they came before it
     (`trit --isa avx2 chat`: argparse said "invalid choice: 'avx2'"); None otherwise."""
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    top = {o for a in ap._actions for o in a.option_strings}
+    # --model is also the desktop app's, but before a command it was meant for the command:
+    # `trit --model X run` ran the default model, not X
+    top = {o for a in ap._actions for o in a.option_strings} - {"--model"}
     at = next((i for i, a in enumerate(argv) if a in sub.choices), None)
     if at is None or not any(a.startswith("-") and a.split("=")[0] not in top for a in argv[:at]):
         return None
@@ -527,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd is None:
         return _gui(args)
+    app_only = [o for o, v in (("--data-dir", args.data_dir), ("--self-test", args.self_test)) if v]
+    if app_only:  # it was ignored without a word
+        ap.error(f"{app_only[0]} is for the desktop app; `trit {args.cmd}` does not take it")
     if hasattr(sys.stdout, "reconfigure"):
         # a reply the locale's encoding lacks (Japanese under a Latin-1 locale) is written with "?"
         # for what it cannot hold: it ended `trit run` and `trit chat` with "codec can't encode".

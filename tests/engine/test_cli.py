@@ -602,3 +602,17 @@ def test_a_reply_the_locale_cannot_encode_is_written_with_replacements(default_m
     assert r.returncode == 0 and "?" in r.stdout and "reply: 12 tokens" in r.stderr, r.stderr
     r = trit("chat", "-n", "12", "--temp", "0", stdin=f"{prompt}\nWhat is 2+2?\n", env=env)
     assert r.returncode == 0 and r.stderr.count("reply:") == 2, r.stderr
+
+
+def test_the_apps_options_before_a_command_are_not_ignored(tiny_gguf, tmp_path):
+    """`trit --model X run ...` ran the default model (--model was the desktop app's), and
+    --data-dir before a command was dropped without a word."""
+    r = trit("--model", str(tiny_gguf), "info", env={"TRIT_DEFAULT_MODEL": str(tmp_path / "none.gguf")})
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert f"a command's options go after the command: trit info --model {tiny_gguf}" in r.stderr
+    r = trit(f"--model={tiny_gguf}", "run", "--ids", "1", "-n", "1")
+    assert r.returncode == 2 and f"trit run --model={tiny_gguf} --ids 1 -n 1" in r.stderr, r.stderr
+    for opts in (["--data-dir", str(tmp_path)], ["--self-test"]):
+        r = trit(*opts, "info", "-m", str(tiny_gguf))
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        assert f"{opts[0]} is for the desktop app; `trit info` does not take it" in r.stderr
