@@ -334,6 +334,9 @@ class MainWindow(QMainWindow):
         self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
+        # the reply a regenerate replaced, until the next message in its conversation: conversation_id,
+        # old (the replaced Messages), new (the reply that took their place), readout (its figures)
+        self._regen_undo: dict[str, Any] | None = None
         self._models_dialog: Any = None
         self._settings_dialog: Any = None
         self.loading_path: str | None = None  # the latest model asked for, until it is loaded
@@ -480,6 +483,13 @@ class MainWindow(QMainWindow):
         self.regen_button.setAccessibleName("Regenerate reply")
         self.regen_button.setToolTip("Write the last reply again (Ctrl+R)")
         self.regen_button.clicked.connect(self.regenerate)
+        # beside Regenerate, not in the status bar: every status message hides the bar's own widgets,
+        # and this one is offered until the next message is sent
+        self.undo_regen_button = QPushButton("Undo regenerate")
+        self.undo_regen_button.setAccessibleName("Undo regenerate")
+        self.undo_regen_button.setToolTip("Bring back the reply the last regenerate replaced (Ctrl+Z)")
+        self.undo_regen_button.clicked.connect(self.undo_regenerate)
+        self.undo_regen_button.hide()
         center = QWidget()
         cl = QVBoxLayout(center)
         cl.setContentsMargins(6, 6, 6, 6)
@@ -493,7 +503,7 @@ class MainWindow(QMainWindow):
         cl.addWidget(self.prompt)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for b in (self.regen_button, self.stop_button, self.send_button):
+        for b in (self.undo_regen_button, self.regen_button, self.stop_button, self.send_button):
             buttons.addWidget(b)
         cl.addLayout(buttons)
 
@@ -538,6 +548,7 @@ class MainWindow(QMainWindow):
             self.delete_button,
             self.chat,
             self.prompt,
+            self.undo_regen_button,
             self.regen_button,
             self.stop_button,
             self.send_button,
@@ -582,8 +593,9 @@ class MainWindow(QMainWindow):
         act("&Regenerate", "Ctrl+R", self.regenerate, e)
         self.stop_action = act("&Stop reply / cancel edit", "Esc", self.escape, e, "stop")
         # Ctrl+Z in a text field undoes typing (the field takes the key first); elsewhere, and
-        # from the menu, it brings back the conversation just deleted while Undo is offered
-        self.undo_action = act("&Undo delete", QKeySequence.StandardKey.Undo, self.undo_delete, e, "undo")
+        # from the menu, it brings back the conversation just deleted while Undo is offered, else
+        # the reply the last regenerate replaced (undo_last)
+        self.undo_action = act("&Undo delete", QKeySequence.StandardKey.Undo, self.undo_last, e, "undo")
         self.undo_action.setEnabled(False)
         act("&Find conversation", QKeySequence.StandardKey.Find, self._focus_search, e)
         act("Re&name conversation", "F2", self.rename_current, e)
@@ -902,10 +914,80 @@ class MainWindow(QMainWindow):
             self.select_conversation(int(it.data(CONV_ID)))
         else:
             self.select_conversation(None)
+        self._drop_regen_undo(cid)
         self.statusBar().showMessage(f"Deleted “{title}” (Ctrl+Z brings it back)", UNDO_SECONDS * 1000)
         self.undo_button.show()
-        self.undo_action.setEnabled(True)
+        self._update_undo()
         self._undo_timer.start(UNDO_SECONDS * 1000)
+
+    def undo_last(self) -> None:
+        """Ctrl+Z: the delete while its Undo is offered (10 s), else the last regenerate."""
+        if self._deleted:
+            self.undo_delete()
+        else:
+            self.undo_regenerate()
+
+    def _regen_undo_here(self) -> bool:
+        """Undo regenerate applies now: to the shown conversation, with no reply being written."""
+        u = self._regen_undo
+        return u is not None and u["conversation_id"] == self.current_id and self.reply is None
+
+    def _update_undo(self) -> None:
+        regen = self._regen_undo_here()
+        self.undo_regen_button.setVisible(regen)
+        self.undo_action.setEnabled(bool(self._deleted) or regen)
+        self.undo_action.setText("&Undo delete" if self._deleted or not regen else "&Undo regenerate")
+
+    def _drop_regen_undo(self, conv_id: int | None = None) -> None:
+        """The previous reply is no longer offered back (of conv_id only, when given)."""
+        if self._regen_undo is not None and conv_id in (None, self._regen_undo["conversation_id"]):
+            self._regen_undo = None
+            self._update_undo()
+
+    def undo_regenerate(self) -> None:
+        """Brings back the reply the last regenerate replaced (complete or stopped, the regenerate
+        finished or stopped by the user), in place of the new one. The old reply is written again
+        before the new one goes: a failed write (a full disk) leaves the conversation as it was and
+        the undo still offered."""
+        u = self._regen_undo
+        if u is None or self.reply is not None:
+            return
+        cid = int(u["conversation_id"])
+        try:
+            msgs = self.store.messages(cid)
+            if not msgs or msgs[-1].id != u["new"]:  # changed meanwhile (another window on the folder)
+                self._drop_regen_undo()
+                self.statusBar().showMessage("The conversation changed since; nothing to undo.", 4000)
+                return
+            added: list[int] = []
+            try:
+                for m in u["old"]:
+                    added.append(
+                        self.store.add_message(cid, m.role, m.content, status=m.status, stats=m.stats).id
+                    )
+                self.store.delete_message(int(u["new"]))
+            except StoreError:
+                for mid in added:  # the conversation as it was before the undo
+                    try:
+                        self.store.delete_message(mid)
+                    except StoreError:
+                        pass
+                raise
+        except StoreError as e:
+            self.show_store_error(e)
+            return
+        self._regen_undo = None
+        if u.get("readout") is not None:
+            self._readouts[cid] = u["readout"]
+        else:
+            self._readouts.pop(cid, None)
+        if self.current_id == cid:
+            self._render()
+            self._show_speed()
+            self._update_controls()
+        else:
+            self.select_conversation(cid)
+        self.statusBar().showMessage("The previous reply is back", 3000)
 
     def undo_delete(self) -> None:
         if not self._deleted:
@@ -928,8 +1010,8 @@ class MainWindow(QMainWindow):
     def _end_undo(self) -> None:
         self._undo_timer.stop()
         self.undo_button.hide()
-        self.undo_action.setEnabled(False)
         self._deleted.clear()
+        self._update_undo()
 
     def _focus_search(self) -> None:
         self.search.setFocus()
@@ -987,6 +1069,7 @@ class MainWindow(QMainWindow):
         self.regen_button.setEnabled(ready and not busy and any(m.role == "user" for m in msgs))
         self.rename_button.setEnabled(self.current_id is not None)
         self.delete_button.setEnabled(self.current_id is not None)
+        self._update_undo()
 
     def _update_memory_label(self) -> None:
         if self.model_info is None:
@@ -1275,6 +1358,7 @@ class MainWindow(QMainWindow):
         typed_before_edit = self._typed_before_edit if self.editing_id is not None else ""
         self._cancel_edit()
         added = self.store.add_message(cid, "user", body)
+        self._drop_regen_undo(cid)  # a new turn: the reply before the last regenerate is not offered back
         self._save_panel()  # what the panel shows is what this reply uses
         conv = self.store.get_conversation(cid)
         if conv.title == "New chat":
@@ -1444,6 +1528,15 @@ class MainWindow(QMainWindow):
         try:
             if kept:
                 gone = list(reply.get("replacing") or ())
+                if reply.get("edit") is None and gone and new_reply_id is not None:
+                    # a regenerate: the reply it replaces can be brought back (undo_regenerate)
+                    old = [self.store.get_message(int(mid)) for mid in gone]
+                    self._regen_undo = {
+                        "conversation_id": cid,
+                        "old": old,
+                        "new": int(new_reply_id),
+                        "readout": self._readouts.get(cid),
+                    }
             else:
                 gone = [i for i in (new_reply_id, (reply.get("edit") or (None,))[0]) if i is not None]
             for mid in gone:
