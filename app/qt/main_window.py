@@ -1603,6 +1603,11 @@ class MainWindow(QMainWindow):
             msgs = msgs[:-1]
         if not msgs or msgs[-1].role != "user":
             return
+        try:
+            self._save_panel()  # what the panel shows is what this reply uses, as for Send
+        except StoreError as e:
+            self.show_store_error(e)
+            return
         self._start_reply(self.current_id, replacing)
 
     def edit_message(self, message_id: int | None = None) -> None:

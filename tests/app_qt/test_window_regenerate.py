@@ -89,3 +89,13 @@ def test_the_next_message_ends_undo_regenerate(qtbot: Any, window: MainWindow) -
     assert not win.undo_regen_button.isVisible() and not win.undo_action.isEnabled()
     win.undo_last()
     assert _contents(win, cid) == kept
+
+
+def test_regenerate_uses_the_settings_typed_without_apply(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    cid = long_conversation(win)
+    wait_reply(qtbot, win, lambda: type_and_enter(qtbot, win, "Tell me about the Eiffel Tower."))
+    win.settings_panel.max_tokens.setValue(3)  # lowered in the panel, no Apply
+    d = wait_reply(qtbot, win, win.regen_button.click)
+    assert 0 < d["record"]["tokens"] <= 3  # it used the stored 400
+    assert win.store.get_conversation(cid).sampling.max_tokens == 3 and not win.settings_panel.dirty()
