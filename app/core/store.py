@@ -13,6 +13,11 @@ byte as conversations.damaged-<time>.sqlite3 beside it, every conversation and m
 still be read is copied into a fresh database (salvage.py), and the store opens on that
 (`ConversationStore.salvaged` says what was recovered). Damage met later raises StoreDamagedError
 and leaves a marker, so that the next start recovers the file even where quick_check passes.
+
+Full disk: an error that comes from a lack of room says that the disk holding the folder is full
+(SQLite calls most of them a plain "disk I/O error"). Where the WAL index cannot be made at open,
+the store opens with it in memory (see _open), so the conversations can still be read;
+`open_warning` says why nothing new is saved until there is room.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -415,6 +421,13 @@ def _iso(t: float) -> str:
 
 # -- damage ----------------------------------------------------------------------------------------
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+# extended codes (sqlite3.h) for the WAL index (-shm): SQLite maps it with a write of each 32 KiB
+# it grows by, so on a full disk even a read fails with SHMSIZE ("disk I/O error")
+_SQLITE_SHM_ERRORS = {4618, 4874, 5386}  # IOERR_SHMOPEN, IOERR_SHMSIZE, IOERR_SHMMAP
+# the I/O errors of writes, which a full disk can cause: IOERR itself, _WRITE, _FSYNC,
+# _DIR_FSYNC, _TRUNCATE and the -shm's (a failed read, lock or close is something else)
+_SQLITE_WRITE_ERRORS = {_SQLITE_IOERR, 778, 1034, 1290, 1546, *_SQLITE_SHM_ERRORS}
 _SQLITE_FIXES = {  # primary result code -> what the user can do
     5: "Another program is using the file; close it (or the other Trit window) and try again.",  # BUSY
     6: "Another program is using the file; close it (or the other Trit window) and try again.",  # LOCKED
@@ -425,10 +438,20 @@ _SQLITE_FIXES = {  # primary result code -> what the user can do
 _DAMAGE_FIX = (
     "Restart Trit: it keeps the damaged file as a backup and recovers every conversation it can still read."
 )
+# Below this much free space a failed read or write is put down to the full disk: a commit
+# appends a few 4 KiB pages to the WAL and a -shm grows by 32 KiB, so an error with more free
+# than this is something else (a failing disk, a full temp folder).
+_LOW_SPACE = 1 << 20
+# At open, with no error to explain, the disk counts as full below a commit's worth of pages.
+_FULL_AT_OPEN = 64 << 10
+
+
+def _errorcode(e: sqlite3.Error) -> int | None:
+    return getattr(e, "sqlite_errorcode", None)  # Python 3.11+
 
 
 def _is_damage(e: sqlite3.Error) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    code = _errorcode(e)
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     text = str(e).lower()
@@ -436,8 +459,35 @@ def _is_damage(e: sqlite3.Error) -> bool:
 
 
 def _sqlite_fix(e: sqlite3.Error) -> str:
-    code = getattr(e, "sqlite_errorcode", None)
+    code = _errorcode(e)
     return _SQLITE_FIXES.get(code & 0xFF if code is not None else -1, "Restart Trit and try again.")
+
+
+def _free_space(folder: Path) -> int | None:
+    """Bytes free to this user on the disk holding folder (None when that cannot be told)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.0f} KB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"
+
+
+def _no_room(e: sqlite3.Error, folder: Path) -> int | None:
+    """The free space (bytes) when e says SQLite found no room on the disk holding folder, else
+    None. SQLite names ENOSPC itself only for the file's own writes (SQLITE_FULL); growing the
+    -shm, fsync and truncate report it as a plain I/O error, so for those the disk is asked."""
+    code = _errorcode(e)
+    if code is None or (code & 0xFF != _SQLITE_FULL and code not in _SQLITE_WRITE_ERRORS):
+        return None
+    free = _free_space(folder)
+    if free is None:  # SQLITE_FULL also means a full temp folder; SHMSIZE is nearly always room
+        return 0 if code in (_SQLITE_FULL, 4874) else None
+    return free if free < _LOW_SPACE else None
 
 
 def _damage_marker(path: str) -> Path:
@@ -500,7 +550,9 @@ class ConversationStore:
 
     Attributes: path, schema_version, recovered (ids of messages turned from 'streaming' to
     'stopped' when the store was opened), salvaged (a Salvage when the file was damaged and
-    recovered on open, else None).
+    recovered on open, else None), open_warning (a StoreError that did not stop the open: the
+    disk is full, so the conversations can be read but nothing new is saved until there is
+    room; else None).
 
     Errors: every method raises StoreError (StoreDamagedError for a damaged file) rather than
     sqlite3's own; NotFoundError for an unknown id."""
@@ -517,6 +569,8 @@ class ConversationStore:
         self._search_texts = _SearchTexts()
         self._data_version = -1  # PRAGMA data_version when the search texts were last checked
         self.salvaged: Salvage | None = None
+        self.open_warning: StoreError | None = None
+        self._exclusive = False  # the WAL index is in this process's memory (see _open)
         try:
             self._open()
         except StoreDamagedError as e:  # the connection is still open: see salvage_database
@@ -545,27 +599,40 @@ class ConversationStore:
                 raise
 
     def _open(self) -> None:
+        """_open_once; where the WAL index (-shm) cannot be made, again with it in memory."""
+        full = False  # the -shm could not be made for want of room
         try:
-            # autocommit (isolation_level=None): we open transactions ourselves, and every single
-            # statement outside one is committed at once (that is what makes a flush durable).
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        except sqlite3.Error as e:
-            raise StoreError(
-                f"{self.path}: cannot open the conversation database: {e}.",
-                "Check that the file is not a folder and that you may write to it.",
-            ) from e
-        # text that is not UTF-8 (written by another program, or a flipped bit) is read with
-        # U+FFFD in place of the bad bytes: sqlite3's default refuses the whole row, and with it
-        # the conversation
-        self._db.text_factory = _decode_text
+            self._open_once(exclusive=False)
+        except StoreDamagedError:
+            raise
+        except StoreError as e:
+            cause = e.__cause__
+            if not isinstance(cause, sqlite3.Error) or _errorcode(cause) not in _SQLITE_SHM_ERRORS:
+                raise
+            # On a full disk SQLite cannot grow the -shm it maps the WAL index from, and fails even
+            # reads. In EXCLUSIVE locking mode, set before the first read, it keeps the index in
+            # this process's memory and never opens the -shm: the conversations can be read, and
+            # saved again as soon as there is room, without a restart. A read-only open (mode=ro)
+            # would refuse those saves until a restart, and leaving WAL needs the index first. The
+            # price: no other process can open the file while this one has it, which the app's
+            # one-window-per-folder lock already means.
+            self._open_once(exclusive=True)
+            full = _no_room(cause, Path(self.path).parent) is not None
+        if self.path != ":memory:":
+            folder = Path(self.path).parent
+            free = _free_space(folder)
+            if free is not None and (full or free < _FULL_AT_OPEN):
+                self.open_warning = StoreError(
+                    f"{folder}: the disk holding Trit's conversations is full ({_size(free)} free).",
+                    "They can be read, but new messages and changes are not saved until there is room: "
+                    "free some space on that disk.",
+                )
+
+    def _open_once(self, *, exclusive: bool) -> None:
+        self._db = self._new_connection(self.path)
         try:
-            self._db.create_function("trit_fold", 1, _fold, deterministic=True)
-            self._db.execute("PRAGMA foreign_keys = ON")
+            self._set_up(exclusive=exclusive)
             if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-                # NORMAL in WAL mode: a killed process loses nothing committed; only a power cut
-                # may lose the last transactions (never corrupts). FULL would fsync every flush.
-                self._db.execute("PRAGMA synchronous = NORMAL")
                 # reads every page (about 0.1 s for 60 MB): damage is found now, not in the
                 # middle of a session
                 problem = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
@@ -591,6 +658,35 @@ class ConversationStore:
             self._db.close()
             raise
 
+    def _new_connection(self, path: str) -> sqlite3.Connection:
+        try:
+            # autocommit (isolation_level=None): we open transactions ourselves, and every single
+            # statement outside one is committed at once (that is what makes a flush durable).
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"{path}: cannot open the conversation database: {e}.",
+                "Check that the file is not a folder and that you may write to it.",
+            ) from e
+
+    def _set_up(self, *, exclusive: bool) -> None:
+        """Sets self._db up as every connection of the store is (no check, no write)."""
+        # text that is not UTF-8 (written by another program, or a flipped bit) is read with
+        # U+FFFD in place of the bad bytes: sqlite3's default refuses the whole row, and with it
+        # the conversation
+        self._db.text_factory = _decode_text
+        self._db.create_function("trit_fold", 1, _fold, deterministic=True)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        if self.path == ":memory:":
+            return
+        if exclusive:
+            self._db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a killed process loses nothing committed; only a power cut may
+        # lose the last transactions (never corrupts). FULL would fsync every flush.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._exclusive = exclusive
+
     def _error(self, e: sqlite3.DatabaseError) -> StoreError:
         """The StoreError for a failed SQLite call; damage also leaves the marker for the next open."""
         if _is_damage(e):
@@ -600,6 +696,15 @@ class ConversationStore:
                 except OSError:
                     pass  # quick_check will most likely see it anyway
             return StoreDamagedError(f"{self.path}: the conversation database is damaged ({e}).", _DAMAGE_FIX)
+        if self.path != ":memory:":
+            folder = Path(self.path).parent
+            free = _no_room(e, folder)
+            if free is not None:
+                return StoreError(
+                    f"{self.path}: cannot read or write the conversation database: the disk holding "
+                    f"{folder} is full ({_size(free)} free; {getattr(e, 'sqlite_errorname', e)}).",
+                    "Free some space on that disk, then try again.",
+                )
         return StoreError(
             f"{self.path}: cannot read or write the conversation database ({e}).", _sqlite_fix(e)
         )
@@ -646,9 +751,17 @@ class ConversationStore:
         return version
 
     def _recover_streaming(self) -> list[int]:
-        with self._transaction():
-            ids = [r[0] for r in self._db.execute("SELECT id FROM messages WHERE status = ?", (STREAMING,))]
-            self._db.execute("UPDATE messages SET status = ? WHERE status = ?", (STOPPED, STREAMING))
+        try:
+            with self._transaction():
+                ids = [
+                    r[0] for r in self._db.execute("SELECT id FROM messages WHERE status = ?", (STREAMING,))
+                ]
+                self._db.execute("UPDATE messages SET status = ? WHERE status = ?", (STOPPED, STREAMING))
+        except StoreError as e:
+            cause = e.__cause__
+            if isinstance(cause, sqlite3.Error) and _no_room(cause, Path(self.path).parent) is not None:
+                return []  # a full disk: they are read as they are, and turned at the next start
+            raise
         return ids
 
     @contextmanager

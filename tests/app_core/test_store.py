@@ -589,3 +589,88 @@ def test_lone_surrogates_are_stored_not_raised(store: ConversationStore) -> None
     assert "mod\ufffdle.gguf" in store.export_markdown(c.id).encode("utf-8").decode("utf-8")
     with pytest.raises(StoreError, match="model_id"):  # no file name decodes to a high surrogate
         store.create_conversation(model_id="/models/\ud800.gguf")
+
+
+# A full disk, simulated: RLIMIT_FSIZE makes every write past that size fail (EFBIG, as ENOSPC
+# does), in a child so that pytest's own files are not limited; the child's store is told the
+# disk has no room left, which is what it asks the disk when SQLite reports an I/O error.
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import trit.app.core.store as st
+    from trit.app.core.store import ConversationStore, StoreError
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    st._free_space = lambda folder: 0
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limit[1]))  # the -shm needs 32 KiB, a WAL frame 4 KiB
+    s = ConversationStore(sys.argv[1])
+    print("warning:", s.open_warning)
+    for c in s.list_conversations():
+        print("read:", c.title, [(m.content, m.status) for m in s.messages(c.id)])
+    try:
+        s.add_message(c.id, "user", "not saved " * 2000)
+    except StoreError as e:
+        print("write:", e.message, "|", e.fix)
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)  # space was freed: saved without a restart
+    st._free_space = lambda folder: 1 << 30
+    s.add_message(c.id, "user", "saved")
+    s.close()
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_opens_the_conversations_to_read(tmp_path: Path) -> None:
+    """QA: a start on a full disk failed with 'disk I/O error ... check it' (SQLite could not grow
+    the -shm, SQLITE_IOERR_SHMSIZE, even to read), and no conversation could be read."""
+    db = tmp_path / "c.sqlite3"
+    with ConversationStore(db) as s:
+        c = s.create_conversation("kept")
+        s.add_message(c.id, "user", "hello")
+        s.begin_reply(c.id)  # left 'streaming', as by a crash
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, str(db)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = dict(ln.split(": ", 1) for ln in out.stdout.splitlines())
+    assert "the disk holding Trit's conversations is full (0 bytes free)" in lines["warning"]
+    # the reply stays 'streaming' (turning it is a write): the next start with room turns it
+    assert lines["read"] == "kept [('hello', 'complete'), ('', 'streaming')]"
+    assert f"the disk holding {tmp_path} is full" in lines["write"] and "disk I/O" not in lines["write"]
+    assert lines["write"].endswith("| Free some space on that disk, then try again.")
+    with ConversationStore(db) as s:
+        assert s.open_warning is None and s.recovered == [2]
+        assert [m.content for m in s.messages(c.id)] == ["hello", "", "saved"]
+
+
+@pytest.mark.parametrize(
+    ("name", "room"),
+    [
+        ("SQLITE_IOERR_SHMSIZE", True),  # the -shm could not grow: a read on a full disk
+        ("SQLITE_IOERR_WRITE", True),
+        ("SQLITE_IOERR_FSYNC", True),
+        ("SQLITE_FULL", True),
+        ("SQLITE_IOERR_READ", False),
+        ("SQLITE_BUSY", False),
+    ],
+)
+def test_errors_from_a_full_disk_say_so(
+    store: ConversationStore, monkeypatch: pytest.MonkeyPatch, name: str, room: bool
+) -> None:
+    import trit.app.core.store as st
+
+    code = getattr(sqlite3, name, None) or {"SQLITE_IOERR_FSYNC": 1034, "SQLITE_IOERR_READ": 266}[name]
+    e = sqlite3.OperationalError("disk I/O error")
+    e.sqlite_errorcode, e.sqlite_errorname = code, name  # type: ignore[attr-defined]
+    folder = Path(store.path).parent
+    monkeypatch.setattr(st, "_free_space", lambda f: 12_000 if f == folder else None)
+    error = store._error(e)
+    assert (f"the disk holding {folder} is full (12 KB free; {name})" in error.message) == room, error
+    assert (error.fix == "Free some space on that disk, then try again.") == room
+    monkeypatch.setattr(st, "_free_space", lambda f: 50 << 30)  # room enough: something else failed
+    error = store._error(e)
+    assert "is full" not in error.message and error.fix != "Free some space on that disk, then try again."
