@@ -992,8 +992,23 @@ class MainWindow(QMainWindow):
     def undo_delete(self) -> None:
         if not self._deleted:
             return
-        cid = self._deleted.pop()
-        self.store.restore_conversation(cid)
+        cid = self._deleted[-1]  # taken off only once it is back: a failed restore can be tried again
+        try:
+            self.store.restore_conversation(cid)
+        except NotFoundError:  # purged meanwhile (another window on the folder): nothing to bring back
+            self._deleted.pop()
+            if not self._deleted:
+                self._end_undo()
+            return
+        except StoreError as e:
+            # a full disk: the delete stays undoable past the 10 s, until space is freed and Ctrl+Z
+            # works (it was used up, and the next start purged the conversation)
+            self._undo_timer.stop()
+            self.show_store_error(e)
+            self.undo_button.show()
+            self._update_undo()
+            return
+        self._deleted.pop()
         self.refresh_list()
         self.select_conversation(cid)
         self.statusBar().showMessage(f"Restored “{self.store.get_conversation(cid).title}”", 3000)
