@@ -15,7 +15,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PySide6.QtCore import QEvent, QMimeData, QPoint, Qt, QTimer, QUrl, Signal
@@ -227,6 +227,10 @@ class ChatView(QTextBrowser):
         # what show_messages() drew and with which colours and font, to draw it again when they change
         self._shown: tuple[list[Any], str] = ([], "")
         self._drawn_with = self._look()
+        # each drawn message as (message, is last user message, is last message) with where it
+        # starts: (document position, len(_code_blocks), len(_message_starts)) before it was drawn
+        self._drawn: list[tuple[tuple[ShownMessage, bool, bool], int, int, int]] = []
+        self._drawn_end: tuple[int, int, int] | None = None  # the same after the last one
 
     # -- keyboard: links, context menu, copy -----------------------------------------------------
     # Tab and Shift+Tab walk the links (Copy, Edit, Regenerate, a code block's Copy, links in
@@ -455,23 +459,55 @@ class ChatView(QTextBrowser):
         self.renders += 1
         self._cursor_reset = True  # the walk of the links starts on screen again (focusNextPrevChild)
         self._shown = (list(messages), placeholder)
-        self._drawn_with = self._look()
+        look = self._look()
         self._timer.stop()
         at_bottom = self._at_bottom()
-        self.clear()
-        self._code_blocks = []
-        self._message_starts = []
-        self._stream = None
-        doc_cursor = QTextCursor(self.document())
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         last = len(messages) - 1
-        drawn = 0
-        for i, m in enumerate(messages):
-            if m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None):
-                continue
-            self._insert_message(doc_cursor, m, is_last_user=i == last_user, is_last=i == last)
-            drawn += 1
-        if not drawn and stream is None and placeholder:
+        wanted = [
+            # the links a header has: Edit on the last question, Regenerate on the last reply
+            (
+                replace(m, stats=dict(m.stats)),
+                m.role == "user" and i == last_user,
+                m.role == "assistant" and i == last,
+            )
+            for i, m in enumerate(messages)
+            if not (
+                m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None)
+            )
+        ]
+        # What is drawn already and stays the same (a long conversation took seconds to draw again
+        # when a reply started or ended: 2.5 s at 2000 messages) is kept; the rest is drawn anew.
+        keep = 0
+        if look == self._drawn_with and wanted and self._drawn and self._drawn_end is not None:
+            while keep < min(len(wanted), len(self._drawn)) and self._drawn[keep][0] == wanted[keep]:
+                keep += 1
+        if keep:
+            cut, codes, starts = self._drawn[keep][1:] if keep < len(self._drawn) else self._drawn_end
+            doc_cursor = QTextCursor(self.document())
+            doc_cursor.setPosition(cut)
+            doc_cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            doc_cursor.removeSelectedText()
+            del self._code_blocks[codes:], self._message_starts[starts:], self._drawn[keep:]
+        else:
+            self.clear()
+            self._code_blocks = []
+            self._message_starts = []
+            self._drawn = []
+            doc_cursor = QTextCursor(self.document())
+        self._drawn_with = look
+        self._stream = None
+        for key in wanted[keep:]:
+            self._drawn.append(
+                (key, doc_cursor.position(), len(self._code_blocks), len(self._message_starts))
+            )
+            m, is_last_user, is_last = key
+            self._insert_message(doc_cursor, m, is_last_user=is_last_user, is_last=is_last)
+        # where the messages end: a placeholder is drawn only in an empty view, so none is kept
+        self._drawn_end = (
+            (doc_cursor.position(), len(self._code_blocks), len(self._message_starts)) if wanted else None
+        )
+        if not wanted and stream is None and placeholder:
             doc_cursor.insertHtml(f'<p style="color:{self._muted()}">{html.escape(placeholder)}</p>')
         if stream is not None:
             self._begin_stream(doc_cursor, stream)
