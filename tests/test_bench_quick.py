@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
-from trit.bench import Bandwidth, BenchResult, BusyLoop, Row, format_table
+from trit.bench import Bandwidth, BenchResult, BusyLoop, Row, format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
@@ -372,3 +373,37 @@ def test_the_benchmark_worker_starts_from_a_folder_with_a_trit_source_tree(
     (tmp_path / "trit" / "__init__.py").write_text("raise ImportError('the source tree, not the package')\n")
     monkeypatch.chdir(tmp_path)
     assert _worker_decodes(default_model_gguf)
+
+
+def _keys(doc: object) -> object:
+    """The shape of JSON data: its keys, nested, without the values."""
+    if isinstance(doc, dict):
+        return {k: _keys(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_keys(doc[0])] if doc and isinstance(doc[0], dict) else []
+    return None
+
+
+def test_bench_json_is_strict_json_with_the_same_keys_every_run(tmp_path: Path) -> None:
+    """A run without the bandwidth probe wrote NaN for the ceiling (JSON.parse refuses it), and each
+    row's samples and meta had other keys from run to run (probe, --contention, llama.cpp)."""
+    quiet = Row("trit", "Q4_1", 1, 10**8, samples={"tg_tps": [30.0]}, meta={"ready": True, "load_s": 1.0})
+    probed = Row(
+        "llama.cpp",
+        "Q4_1",
+        1,
+        10**8,
+        samples={"tg_tps": [30.0], "tg_bw_gbps": [np.float32(9.0)], "tg_busy_tps": [20.0]},
+        meta={"n_ubatch": 512, "flash_attn_type": -1},
+    )
+    probed.rss_mb, probed.ceiling_tps = 100.0, 90.0
+    docs = []
+    for row in (quiet, probed):
+        path = tmp_path / f"{row.engine}.json"
+        write_json(BenchResult(8, 4, 8, 1, [row], None, {"cpu": "x"}), path)
+        docs.append(json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}")))
+    assert _keys(docs[0]) == _keys(docs[1])
+    first = docs[0]["rows"][0]
+    assert first["ceiling_tps"] is None and first["pct_ceiling"] is None and first["rss_mb"] is None
+    assert first["samples"]["tg_bw_gbps"] == [] and first["meta"]["n_ubatch"] is None
+    assert docs[1]["rows"][0]["samples"]["tg_bw_gbps"] == [9.0]

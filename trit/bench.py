@@ -773,9 +773,14 @@ class BenchResult:
     machine: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
+        """The results as JSON data: every row has the same keys (SAMPLE_KEYS and META_KEYS: a
+        measurement a run did not make is an empty list, a value it lacks None), and a number that
+        is not one (a median of no samples) is None, not NaN, which JSON has no word for."""
         rows = []
         for r in self.rows:
             d = asdict(r)
+            d["samples"] = {k: list(r.samples.get(k, [])) for k in SAMPLE_KEYS}
+            d["meta"] = {k: r.meta.get(k) for k in META_KEYS}
             d.update(
                 {
                     "pp_tps_median": r.median("pp_tps"),
@@ -791,15 +796,55 @@ class BenchResult:
                 }
             )
             rows.append(d)
-        return {
-            "p": self.p,
-            "n": self.n,
-            "ttft_prompt": self.ttft_prompt,
-            "reps": self.reps,
-            "bandwidth": asdict(self.bandwidth) if self.bandwidth else None,
-            "machine": self.machine,
-            "rows": rows,
-        }
+        return _finite(
+            {
+                "p": self.p,
+                "n": self.n,
+                "ttft_prompt": self.ttft_prompt,
+                "reps": self.reps,
+                "bandwidth": asdict(self.bandwidth) if self.bandwidth else None,
+                "machine": self.machine,
+                "rows": rows,
+            }
+        )
+
+
+# The keys of a row's samples and meta in the JSON, whichever were measured or reported: a run
+# without the bandwidth probe, --contention or llama.cpp had fewer, so files differed in shape.
+SAMPLE_KEYS = (
+    "pp_tps",
+    "tg_tps",
+    "ttft_ms",
+    "tg_bw_gbps",
+    "tg_bw_before",
+    "tg_bw_after",
+    "tg_busy_tps",
+    "tg_busy_alone",
+)
+META_KEYS = (
+    "load_s",
+    "format",
+    "isa",
+    "threads",
+    "context",  # ours
+    "weight_bytes",
+    "head",  # ours
+    "flash_attn_type",  # llama.cpp's
+    "n_ubatch",  # llama.cpp's
+)
+
+
+def _finite(x: Any) -> Any:
+    """x with NaN and infinities as None, numpy scalars as Python numbers, tuples as lists."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def machine_info() -> dict[str, Any]:
@@ -1047,7 +1092,7 @@ def parse_threads(text: str) -> list[int]:
 
 def write_json(res: BenchResult, path: str | os.PathLike[str]) -> None:
     with open(path, "w") as f:
-        json.dump(res.to_json(), f, indent=2, default=float)
+        json.dump(res.to_json(), f, indent=2, allow_nan=False)
 
 
 # -- `trit bench` ------------------------------------------------------------------------------------
