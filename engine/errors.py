@@ -32,7 +32,16 @@ class UnsupportedCPUError(EngineError):
 
 
 class OutOfMemoryError(EngineError):
-    """An allocation for weights, activations or the KV cache failed."""
+    """An allocation for weights, activations or the KV cache failed.
+
+    ``needed`` is the size of the allocation that failed in bytes (0: not known); ``part`` says
+    what it was for: "weights" (reading or repacking the model), "session" (the KV cache and
+    activations of a conversation) or "" (something else)."""
+
+    def __init__(self, message: str, *, needed: int = 0, part: str = "") -> None:
+        self.needed = int(needed)
+        self.part = part
+        super().__init__(message)
 
 
 class UnsupportedOptionError(EngineError, ValueError):

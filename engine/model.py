@@ -31,6 +31,7 @@ from .errors import (
     ModelFormatError,
     ModelNotFoundError,
     NonFiniteLogitsError,
+    OutOfMemoryError,
     UnsupportedOptionError,
 )
 from .sampler import Sampler, SamplingParams
@@ -70,6 +71,10 @@ def kv_cache_bytes(config: ModelConfig, kv: str, positions: int) -> int:
     if kv == "q8":  # a byte per element and a float scale per row
         return elems + rows * 4
     return elems * {"f32": 4, "f16": 2}[kv]
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MB" if n >= 1 << 20 else f"{n / (1 << 20):.1f} MB"
 
 
 @dataclass(frozen=True)
@@ -516,7 +521,19 @@ class Session:
     def __init__(self, model: Model, context: int) -> None:
         self.model = model
         self.context = context
-        self.state = _core.CoreState(model.core, context, PROMPT_BATCH, model.threads, model.kv, model.a48)
+        try:
+            self.state = _core.CoreState(
+                model.core, context, PROMPT_BATCH, model.threads, model.kv, model.a48
+            )
+        except OutOfMemoryError:
+            need = kv_cache_bytes(model.config, model.kv, context)
+            raise OutOfMemoryError(
+                f"{Path(model.weights.source).name}: not enough memory for the conversation state "
+                f"(its KV cache for {context} positions needs {_mb(need)}); close other programs "
+                "or use a shorter context",
+                needed=need,
+                part="session",
+            ) from None
         self._history: list[int] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()

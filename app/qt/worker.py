@@ -90,8 +90,10 @@ def _load_fix(e: BaseException) -> str:
         UnsupportedOptionError,
     )
 
-    if isinstance(e, OutOfMemoryError):
-        return "Close other apps or pick a smaller model in Models."
+    if isinstance(e, OutOfMemoryError) and e.part == "session":  # the KV cache: the context's size
+        return "Close other programs, or lower Context size in Settings (Ctrl+,) and load the model again."
+    if isinstance(e, (OutOfMemoryError, MemoryError)):
+        return "Close other programs and load the model again, or pick a smaller model in Models."
     if isinstance(e, UnsupportedCPUError):
         return "This CPU cannot run this build of Trit; see the README for supported CPUs."
     if isinstance(e, (FileNotFoundError, ModelNotFoundError)):
@@ -225,47 +227,52 @@ class EngineWorker(QObject):
 
     @Slot(str, int, int, dict)
     def _do_load(self, path: str, threads: int, context: int, options: dict) -> None:
-        from trit.engine import load_model
-
         self._set_busy(True)
         try:
             self._drop_model()
             t0 = time.perf_counter()
             try:
-                model = load_model(
-                    path,
-                    threads=threads or None,
-                    context=context or None,
-                    **options,
-                )
+                info = self._open(path, threads, context, options)
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
+                # (the session's KV cache included: it was allocated outside this, and an
+                # OutOfMemoryError left the window on "Loading ..." for ever)
                 msg = str(e) or type(e).__name__
                 self.load_failed.emit(f"Cannot open {Path(path).name}: {msg}", _load_fix(e))
                 return
-            if model.tokenizer is None:
+            if info is None:
                 self.load_failed.emit(
                     f"{Path(path).name} has no tokenizer, so it cannot chat.",
                     "Pick a model that includes its tokenizer (GGUF files from the catalog do) in Models.",
                 )
                 return
-            session = model.session()
-            with self._lock:
-                self._model, self._session, self._path = model, session, path
-            self._chat_warning = getattr(model.chat_format, "warning", "") or ""
-            info = dataclasses.asdict(model.info)
-            mem = memory_reading(path, session)
-            info.update(
-                name=Path(path).name,
-                file_bytes=mem.model_file_bytes,
-                kv_bytes=mem.kv_bytes,
-                rss_bytes=mem.rss_bytes,
-                chat_warning=getattr(model.chat_format, "warning", "") or "",
-                activations=model.activations,
-                load_s=time.perf_counter() - t0,
-            )
+            info["load_s"] = time.perf_counter() - t0
             self.loaded.emit(info)
         finally:
             self._set_busy(False)
+
+    def _open(self, path: str, threads: int, context: int, options: dict) -> dict[str, Any] | None:
+        """Loads the model and its session and makes them the worker's; returns the model's info
+        for `loaded`, or None for a model without a tokenizer. Any failure raises (nothing kept)."""
+        from trit.engine import load_model
+
+        model = load_model(path, threads=threads or None, context=context or None, **options)
+        if model.tokenizer is None:
+            return None
+        session = model.session()
+        info = dataclasses.asdict(model.info)
+        mem = memory_reading(path, session)
+        info.update(
+            name=Path(path).name,
+            file_bytes=mem.model_file_bytes,
+            kv_bytes=mem.kv_bytes,
+            rss_bytes=mem.rss_bytes,
+            chat_warning=getattr(model.chat_format, "warning", "") or "",
+            activations=model.activations,
+        )
+        with self._lock:
+            self._model, self._session, self._path = model, session, path
+        self._chat_warning = getattr(model.chat_format, "warning", "") or ""
+        return info
 
     def _drop_model(self) -> None:
         self._cuts = {}  # another model counts tokens (and holds a context) of its own
