@@ -331,6 +331,7 @@ class MainWindow(QMainWindow):
         self._draft_owner: int | None = None  # the conversation whose unsent text the prompt box holds
         self._draft_taken = ""  # the draft the box got from the store when it was shown
         self._shut_down = False  # shutdown() has run
+        self._state_kept = False  # closeEvent has saved the draft and the panel (or was told to close anyway)
         self._typed_before_edit = ""  # the prompt box's text when an edit took it over
         self.last_memory: MemoryReading | None = None
         self._deleted: list[int] = []  # undo stack of the soft-deleted ids the Undo button restores
@@ -1762,8 +1763,25 @@ class MainWindow(QMainWindow):
 
     # -- shutdown --------------------------------------------------------------------------------
     def closeEvent(self, e: QCloseEvent) -> None:
+        if not self._shut_down:
+            lost = self._keep_window_state()
+            if lost and not self._confirm_close(lost):
+                e.ignore()  # the window stays, with the text in the box
+                return
+            self._state_kept = True
         self.shutdown()
         super().closeEvent(e)
+
+    def _confirm_close(self, lost: str) -> bool:
+        """Asks whether to close though what the window holds could not be saved (tests replace
+        this); lost: what and why, in a sentence."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Close Trit?", lost, parent=self)
+        box.setInformativeText("Close anyway and lose it, or cancel, free some disk space and close again?")
+        close = box.addButton("Close anyway", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is close
 
     def _last_viewed(self, live: set[int]) -> int | None:
         try:
@@ -1818,11 +1836,19 @@ class MainWindow(QMainWindow):
         rows = [m.id for m in msgs if m.id > after and m.role == "assistant" and not m.content]
         return rows[-1] if rows else None
 
-    def _keep_window_state(self) -> None:
+    def _keep_window_state(self) -> str:
         """At close: the settings panel's unapplied values, and the unsent text of the shown
-        conversation (an edit in progress is not kept)."""
+        conversation (an edit in progress is not kept). Returns what could not be kept and why
+        ("" when everything was): the close asks before losing it."""
+        lost: list[str] = []
+        error = ""
         try:
             self._save_panel()
+        except StoreError as e:
+            lost.append("the conversation settings you changed")
+            error = e.message
+        typed = ""
+        try:
             owner = self._draft_owner
             # in an edit, what was typed before it (the edit itself is not kept)
             typed = self._typed_before_edit if self.editing_id is not None else self.prompt.toPlainText()
@@ -1831,15 +1857,22 @@ class MainWindow(QMainWindow):
                 self.store.mark_viewed(owner)
             if owner is not None:
                 self._put_draft(owner, typed)
-        except StoreError:
-            pass  # the window is closing: nothing left to show the problem in
+        except StoreError as e:
+            if typed.strip():  # an empty box loses nothing
+                lost.insert(0, "your unsent message")
+                error = e.message
+        if not lost:
+            return ""
+        what = " and ".join(lost)
+        return f"{what[0].upper()}{what[1:]} could not be saved: {error}"
 
     def shutdown(self) -> None:
         """Stops the reply (kept as 'stopped'), ends the engine thread and the downloads. Once:
         closing the window and the app's exit both call it."""
         if self._shut_down:
             return
-        self._keep_window_state()
+        if not self._state_kept:  # closeEvent has kept it (and asked) already
+            self._keep_window_state()  # the app ends: nothing left to show a problem in
         self._shut_down = True
         self._rss_timer.stop()
         self.worker.shutdown()

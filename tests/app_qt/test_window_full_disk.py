@@ -43,3 +43,38 @@ def test_undo_delete_on_a_full_disk_stays_offered_until_it_works(
     win.undo_action.trigger()
     assert win.store.get_conversation(cid).deleted is None and win.current_id == cid
     assert not win.undo_action.isEnabled()
+
+
+def test_closing_on_a_full_disk_asks_before_losing_the_unsent_message(
+    qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_ctx()
+    win = open_window(qtbot, ctx, autoload=False)
+    cid = win.new_conversation()
+    win.prompt.setPlainText("A LONG MESSAGE I was still writing")
+    set_draft = win.store.set_draft
+    monkeypatch.setattr(win.store, "set_draft", _full)
+    asked: list[str] = []
+    win._confirm_close = lambda lost: asked.append(lost) or False  # type: ignore[method-assign]
+    assert not win.close()  # Cancel: the window stays, the text in the box
+    assert win.isVisible() and win.prompt.toPlainText() == "A LONG MESSAGE I was still writing"
+    assert (
+        asked and asked[0].startswith("Your unsent message could not be saved") and "disk is full" in asked[0]
+    )
+    monkeypatch.setattr(win.store, "set_draft", set_draft)  # space freed: it closes without asking
+    assert win.close() and len(asked) == 1
+    assert ctx.store.draft(cid) == "A LONG MESSAGE I was still writing"
+
+
+@pytest.mark.parametrize(("typed", "answer"), [("typed", True), ("", False)])
+def test_close_anyway_closes_and_an_empty_box_does_not_ask(
+    qtbot: Any, make_ctx: Any, monkeypatch: pytest.MonkeyPatch, typed: str, answer: bool
+) -> None:
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    win.new_conversation()
+    win.prompt.setPlainText(typed)
+    monkeypatch.setattr(win.store, "set_draft", _full)
+    asked: list[str] = []
+    win._confirm_close = lambda lost: asked.append(lost) or answer  # type: ignore[method-assign]
+    assert win.close() and win._shut_down
+    assert len(asked) == (1 if typed else 0)  # an empty box on a full disk loses nothing
