@@ -667,6 +667,7 @@ class ReplyRecord:
     seconds: float = 0.0  # wall time the energy reading covers
     model: str = ""  # the model file that wrote the reply (a conversation may change models)
     energy_note: str = ""  # where the energy figure came from, or why it is estimated (explain_energy)
+    left_out: int = 0  # the oldest messages the reply was written without (the context was full)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields plus "summary" (the text the chat shows under a reply)."""

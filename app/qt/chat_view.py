@@ -195,6 +195,22 @@ def _own_link_spans(doc: QTextDocument, start: int = 0, end: int | None = None) 
 CODE_INDEX = QTextFormat.Property.UserProperty + 1
 
 
+UNSEEN_LINE = (
+    "\u2014 The model did not see the messages above for its latest reply: the conversation is "
+    "longer than its context (Context size in Settings) \u2014"
+)
+
+
+def _left_out(messages: Sequence[ShownMessage]) -> int:
+    """How many of the oldest messages (not counting a system prompt) the latest finished reply
+    was written without: its stats' left_out (the worker's fitting to the context); 0 for none."""
+    for m in reversed(messages):
+        if m.role == "assistant" and m.status != STREAMING:
+            n = m.stats.get("left_out", 0)
+            return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+    return 0
+
+
 class ChatView(QTextBrowser):
     """Signals carry message ids; the window acts on the store."""
 
@@ -227,9 +243,10 @@ class ChatView(QTextBrowser):
         # what show_messages() drew and with which colours and font, to draw it again when they change
         self._shown: tuple[list[Any], str] = ([], "")
         self._drawn_with = self._look()
-        # each drawn message as (message, is last user message, is last message) with where it
+        # each drawn message as (message, is last user message, is last message, the unseen line
+        # before it) with where it
         # starts: (document position, len(_code_blocks), len(_message_starts)) before it was drawn
-        self._drawn: list[tuple[tuple[ShownMessage, bool, bool], int, int, int]] = []
+        self._drawn: list[tuple[tuple[ShownMessage, bool, bool, bool], int, int, int]] = []
         self._drawn_end: tuple[int, int, int] | None = None  # the same after the last one
 
     # -- keyboard: links, context menu, copy -----------------------------------------------------
@@ -464,17 +481,24 @@ class ChatView(QTextBrowser):
         at_bottom = self._at_bottom()
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         last = len(messages) - 1
-        wanted = [
-            # the links a header has: Edit on the last question, Regenerate on the last reply
-            (
-                replace(m, stats=dict(m.stats)),
-                m.role == "user" and i == last_user,
-                m.role == "assistant" and i == last,
-            )
+        drawn = [
+            (i, m)
             for i, m in enumerate(messages)
             if not (
                 m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None)
             )
+        ]
+        unseen = _left_out(messages)
+        wanted = [
+            # the links a header has (Edit on the last question, Regenerate on the last reply) and
+            # whether the line saying what the model no longer sees is drawn before it
+            (
+                replace(m, stats=dict(m.stats)),
+                m.role == "user" and i == last_user,
+                m.role == "assistant" and i == last,
+                bool(unseen) and k == unseen,
+            )
+            for k, (i, m) in enumerate(drawn)
         ]
         # What is drawn already and stays the same (a long conversation took seconds to draw again
         # when a reply started or ended: 2.5 s at 2000 messages) is kept; the rest is drawn anew.
@@ -501,7 +525,9 @@ class ChatView(QTextBrowser):
             self._drawn.append(
                 (key, doc_cursor.position(), len(self._code_blocks), len(self._message_starts))
             )
-            m, is_last_user, is_last = key
+            m, is_last_user, is_last, unseen_above = key
+            if unseen_above:
+                self._insert_unseen_line(doc_cursor)
             self._insert_message(doc_cursor, m, is_last_user=is_last_user, is_last=is_last)
         # where the messages end: a placeholder is drawn only in an empty view, so none is kept
         self._drawn_end = (
@@ -663,6 +689,15 @@ class ChatView(QTextBrowser):
         # time (quadratic: 2000 lines took 2 s, 8000 lines about a minute).
         cur.insertText(break_long_runs(seg.text), mono)
         cur.movePosition(QTextCursor.MoveOperation.End)  # out of the frame
+
+    def _insert_unseen_line(self, cur: QTextCursor) -> None:
+        """The line before the oldest message the model saw for the latest reply: the conversation
+        outgrew the context, and the messages above it were left out."""
+        self._new_block(cur, top=14)
+        fmt = cur.blockFormat()
+        fmt.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        cur.setBlockFormat(fmt)
+        cur.insertHtml(f'<small style="color:{self._muted()}">{html.escape(UNSEEN_LINE)}</small>')
 
     def _insert_message(
         self, cur: QTextCursor, m: ShownMessage, *, is_last_user: bool, is_last: bool

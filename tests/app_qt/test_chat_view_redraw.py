@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PySide6.QtGui import QPalette
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
-from trit.app.qt.chat_view import ChatView, ShownMessage
+from trit.app.qt.chat_view import UNSEEN_LINE, ChatView, ShownMessage
 
 
 def make_view(qtbot: Any) -> ChatView:
@@ -148,3 +148,38 @@ def test_a_message_changed_in_place_by_its_owner_is_drawn_again(qtbot: Any) -> N
     msgs[3].content += " More."
     view.show_messages(msgs)
     assert_drawn_as_fresh(qtbot, view, msgs)
+
+
+def test_a_line_marks_the_messages_the_latest_reply_was_written_without(qtbot: Any) -> None:
+    """A conversation that outgrew the context said so for 12 s in the status bar only; nothing
+    in the conversation showed which messages the model no longer saw."""
+    view = make_view(qtbot)
+    msgs = conversation(10)
+    msgs[9].stats["left_out"] = 4  # the worker left out messages 0-3 for the latest reply
+    system = ShownMessage(100, "system", "Be brief.")
+    view.show_messages([system, *msgs])
+    text = view.toPlainText()
+    assert text.count(UNSEEN_LINE) == 1
+    assert text.index("Answer 3") < text.index(UNSEEN_LINE) < text.index("Question 4")
+    assert_drawn_as_fresh(qtbot, view, [system, *msgs])
+
+    # the next turn streams: the line stays where the latest finished reply put it
+    asked = [*msgs, ShownMessage(10, "user", "More?")]
+    view.show_messages(asked, stream=ShownMessage(11, "assistant", "", STREAMING))
+    assert view.toPlainText().count(UNSEEN_LINE) == 1
+    # it was written without 6: the line moves
+    done = [*asked, ShownMessage(11, "assistant", "Yes.", COMPLETE, {"left_out": 6})]
+    view.show_messages(done)
+    text = view.toPlainText()
+    assert text.count(UNSEEN_LINE) == 1 and text.index("Answer 5") < text.index(UNSEEN_LINE) < text.index(
+        "Question 6"
+    )
+    assert_drawn_as_fresh(qtbot, view, done)
+    # Context size raised: the next reply saw everything, and the line goes
+    done2 = [*done, ShownMessage(12, "user", "Again"), ShownMessage(13, "assistant", "Ok.", COMPLETE, {})]
+    view.show_messages(done2)
+    assert UNSEEN_LINE not in view.toPlainText()
+    assert_drawn_as_fresh(qtbot, view, done2)
+    for bad in (0, -3, True, "4", 99):  # none, or nonsense from a damaged file: no line
+        view.show_messages([*msgs[:9], ShownMessage(9, "assistant", "x", COMPLETE, {"left_out": bad})])
+        assert UNSEEN_LINE not in view.toPlainText()
