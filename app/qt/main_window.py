@@ -1372,8 +1372,14 @@ class MainWindow(QMainWindow):
             # come (_on_finished): a reply that fails leaves the old turn as it was
             replacing = [m.id for m in self.store.messages(cid) if m.id >= self.editing_id]
         typed_before_edit = self._typed_before_edit if self.editing_id is not None else ""
-        self._cancel_edit()
-        added = self.store.add_message(cid, "user", body)
+        try:
+            added = self.store.add_message(cid, "user", body)
+        except StoreError as e:
+            # nothing sent: the text stays in the box and an edit stays an edit, with what was
+            # typed before it put aside still (the edit ended first, and Esc then gave back nothing)
+            self.show_store_error(e)
+            return False
+        self._cancel_edit()  # only once the message is written
         self._drop_regen_undo(cid)  # a new turn: the reply before the last regenerate is not offered back
         self._save_panel()  # what the panel shows is what this reply uses
         conv = self.store.get_conversation(cid)

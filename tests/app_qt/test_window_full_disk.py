@@ -78,3 +78,24 @@ def test_close_anyway_closes_and_an_empty_box_does_not_ask(
     win._confirm_close = lambda lost: asked.append(lost) or answer  # type: ignore[method-assign]
     assert win.close() and win._shut_down
     assert len(asked) == (1 if typed else 0)  # an empty box on a full disk loses nothing
+
+
+def test_edit_and_resend_on_a_full_disk_stays_an_edit(
+    qtbot: Any, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    win = window
+    cid = win.new_conversation("Colours")
+    win.store.add_message(cid, "user", "Name a colour.")
+    win.store.add_message(cid, "assistant", "Blue.")
+    win.select_conversation(cid)
+    win.prompt.setPlainText("MY HALF-WRITTEN NEXT QUESTION")
+    win.edit_message()
+    win.prompt.setPlainText("Name a fruit instead.")
+    monkeypatch.setattr(win.store, "add_message", _full)
+    assert not win.send()
+    assert win.banner.isVisible() and "disk is full" in win.banner.text()
+    assert win.editing_id is not None and win.edit_label.isVisible()
+    assert win.prompt.toPlainText() == "Name a fruit instead."
+    win.escape()  # cancelling the edit gives back what was typed before it
+    assert win.editing_id is None and win.prompt.toPlainText() == "MY HALF-WRITTEN NEXT QUESTION"
+    assert [m.content for m in win.store.messages(cid)] == ["Name a colour.", "Blue."]
