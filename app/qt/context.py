@@ -73,12 +73,16 @@ class AppContext:
     def has_downloads(self) -> bool:
         return self._downloads is not None
 
-    def save_settings(self, settings: Settings) -> None:
+    def save_settings(self, settings: Settings) -> str:
+        """Puts settings in use and saves them; returns why they could not be saved ("" when they
+        were), for the window to show (it was appended to `problems`, which are shown only at
+        start: a full disk said "Settings saved")."""
         self.settings = settings
         try:
             self.settings_store.save(settings)
         except OSError as e:
-            self.problems.append(f"cannot save the settings: {e.strerror or e}")
+            return f"Cannot save the settings to {self.settings_store.path}: {e.strerror or e}."
+        return ""
 
     def close(self) -> None:
         if self._downloads is not None:

@@ -196,7 +196,8 @@ class Banner(QLabel):
         self.hide()
 
     kind = ""  # what the shown problem is about: "model" (hidden once a model is ready), "reply" (a
-    # failed reply of conversation_id: hidden by the next reply or another conversation) or ""
+    # failed reply of conversation_id: hidden by the next reply or another conversation), "store"
+    # (a failed read or write of the conversations), "settings" (not saved: hidden once they are) or ""
     conversation_id: int | None = None
 
     def show_problem(
@@ -1295,7 +1296,7 @@ class MainWindow(QMainWindow):
             except LibraryError as e:
                 return {"models_dir": f"{e}. Choose a folder you can write to."}
             new = dataclasses.replace(new, models_dir=str(self.ctx.library.folder))
-        self.ctx.save_settings(new)
+        unsaved = self.ctx.save_settings(new)
         if self.ctx.energy is not None:
             self.ctx.energy.estimate.watts_per_core = new.watts_per_core
         if self._models_dialog is not None:
@@ -1304,11 +1305,30 @@ class MainWindow(QMainWindow):
             if self.reply is not None:
                 self.worker.stop()
             self.load_model(reload_path)
+        if unsaved:  # in use all the same, until Trit closes
+            self._settings_unsaved(unsaved)
+            self.statusBar().showMessage(
+                "Settings in use but not saved; reloading the model"
+                if engine_changed and reload_path
+                else "Settings in use but not saved",
+                4000,
+            )
+            return {}
+        if self.banner.kind == "settings":
+            self.banner.hide()
         self.statusBar().showMessage(
             "Settings saved; reloading the model" if engine_changed and reload_path else "Settings saved",
             4000,
         )
         return {}
+
+    def _settings_unsaved(self, why: str) -> None:
+        self.banner.show_problem(
+            why,
+            "They are in use until Trit closes. Free some disk space (or make the folder writable), "
+            "then press OK in File › Settings… (Ctrl+,) again.",
+            kind="settings",
+        )
 
     def use_model(self, path: str) -> None:
         """The model manager's "Use this model": the shown conversation uses it from now on, and
@@ -1318,7 +1338,9 @@ class MainWindow(QMainWindow):
         if problem:
             self.banner.show_problem(*problem)
             return
-        self.ctx.save_settings(dataclasses.replace(self.ctx.settings, default_model=path))
+        unsaved = self.ctx.save_settings(dataclasses.replace(self.ctx.settings, default_model=path))
+        if unsaved:
+            self._settings_unsaved(unsaved)
         self._cli_model = ""  # the user's choice replaces the -m model of this run
         if self.current_id is not None:
             self.store.update_conversation(self.current_id, model_id=path)

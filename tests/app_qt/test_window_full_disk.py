@@ -99,3 +99,32 @@ def test_edit_and_resend_on_a_full_disk_stays_an_edit(
     win.escape()  # cancelling the edit gives back what was typed before it
     assert win.editing_id is None and win.prompt.toPlainText() == "MY HALF-WRITTEN NEXT QUESTION"
     assert [m.content for m in win.store.messages(cid)] == ["Name a colour.", "Blue."]
+
+
+def test_settings_on_a_full_disk_say_they_were_not_saved(
+    qtbot: Any, win: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import errno
+
+    from trit.app.qt.settings_dialog import SettingsDialog
+
+    save = win.ctx.settings_store.save
+
+    def no_space(_settings: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(win.ctx.settings_store.path))
+
+    monkeypatch.setattr(win.ctx.settings_store, "save", no_space)
+    win.open_settings()
+    dlg = win._settings_dialog
+    assert isinstance(dlg, SettingsDialog)
+    dlg.watts.setValue(7.5)
+    dlg.ok_button.click()
+    assert win.ctx.settings.watts_per_core == 7.5  # in use for this run
+    assert "Settings saved" not in win.statusBar().currentMessage()
+    assert win.banner.isVisible() and "No space left on device" in win.banner.text()
+    assert "until Trit closes" in win.banner.text()
+    monkeypatch.setattr(win.ctx.settings_store, "save", save)  # space freed: OK again saves them
+    assert win.apply_settings(dataclasses.replace(win.ctx.settings, watts_per_core=7.5)) == {}
+    assert win.statusBar().currentMessage() == "Settings saved" and not win.banner.isVisible()
+    assert win.ctx.settings_store.load().watts_per_core == 7.5
