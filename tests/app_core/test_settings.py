@@ -69,6 +69,10 @@ def test_round_trip(tmp_path: Path) -> None:
         "temperature": 0.1,
         "top_p": 0.5,
         "max_tokens": 99,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "seed": None,
     }
     assert [p.name for p in st.path.parent.iterdir()] == ["settings.json"]  # no temp file left
 
@@ -134,7 +138,17 @@ def test_a_bad_file_is_reported_and_kept_once_then_rewritten_clean(tmp_path: Pat
         "threads": 3,
         "watts_per_core": 2.25,
         "hf_endpoint": "https://hub.example.org",
-        "sampling": {"smollm": {"temperature": 0.2, "top_p": 0.9, "max_tokens": 64}},
+        "sampling": {
+            "smollm": {
+                "temperature": 0.2,
+                "top_p": 0.9,
+                "max_tokens": 64,
+                "top_k": 40,
+                "min_p": 0.05,
+                "repeat_penalty": 1.1,
+                "seed": None,
+            }
+        },
         "from_the_future": {"x": 1},
     }
     for _ in range(2):  # the next starts are clean: no message, no new copy
@@ -244,7 +258,47 @@ def test_sampling_validation() -> None:
     with pytest.raises(ValueError):
         Sampling.from_dict([1, 2])
     assert Sampling.from_dict({"temperature": 0.5, "junk": 1}) == Sampling(temperature=0.5)
-    assert Sampling(0.3, 0.8, 10).engine_kwargs() == {"temperature": 0.3, "top_p": 0.8, "max_tokens": 10}
+    assert Sampling(0.3, 0.8, 10).engine_kwargs() == {
+        "temperature": 0.3,
+        "top_p": 0.8,
+        "max_tokens": 10,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "seed": None,
+    }
+
+
+def test_top_k_min_p_repeat_penalty_and_seed_are_settings_too() -> None:
+    """The window could only set temperature, top-p and max tokens: no reply could be repeated
+    (no seed) and top-k, min-p and the repeat penalty were the engine's, whatever the model."""
+    s = Sampling.from_dict({"top_k": 1, "min_p": 0.0, "repeat_penalty": 1, "seed": 42})
+    assert (s.top_k, s.min_p, s.repeat_penalty, s.seed) == (1, 0.0, 1.0, 42)
+    assert isinstance(s.repeat_penalty, float)
+    kw = s.engine_kwargs()
+    assert (kw["top_k"], kw["min_p"], kw["repeat_penalty"], kw["seed"]) == (1, 0.0, 1.0, 42)
+    assert Sampling.from_dict(s.to_dict()) == s  # round trip through the store and the settings file
+    # a record from before these fields: the engine's defaults, as it was sampled then
+    old = Sampling.from_dict({"temperature": 0.2, "top_p": 0.9, "max_tokens": 7})
+    assert (old.top_k, old.min_p, old.repeat_penalty, old.seed) == (40, 0.05, 1.1, None)
+    for field, bad in (
+        ("top_k", -1),
+        ("top_k", 1.5),
+        ("top_k", 10**6),
+        ("min_p", 1.0),
+        ("min_p", float("nan")),
+        ("repeat_penalty", 0),
+        ("repeat_penalty", 9),
+        ("seed", -1),
+        ("seed", 2**40),
+        ("seed", True),
+        ("seed", "42"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            Sampling.from_dict({field: bad})
+    # the family defaults in a settings file carry them as well
+    st, problems = settings_from_dict({"sampling": {"smollm": {"seed": 7, "top_k": 5}}})
+    assert not problems and st.sampling["smollm"].seed == 7 and st.sampling["smollm"].top_k == 5
 
 
 def mode(p: Path) -> int:
