@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from trit import bench
 
@@ -91,6 +92,37 @@ def main(argv: list[str] | None = None) -> int:
     workdir = a.keep or tempfile.mkdtemp(prefix="trit-bench-")
     os.makedirs(workdir, exist_ok=True)
     try:
+        # SIGTERM / SIGHUP end the run as Ctrl-C does: workers killed, the random models deleted
+        with bench.ending_on_signals():
+            res = _measure(a, shape, peer_formats, workdir, log)
+    except bench.Terminated as e:
+        log(f"stopped by {e}")
+        return 128 + e.signum
+    res.machine["shape"] = shape.name
+    if peer_formats:
+        import llama_cpp
+
+        res.machine["llama_cpp_python"] = getattr(llama_cpp, "__version__", "?")
+    print(
+        f"\n{shape.name} shape ({shape.n_layers} layers, {shape.dim}/{shape.hidden}, vocab {shape.vocab}), "
+        f"{res.machine['cpu']}, {res.machine['logical_cpus']} logical CPUs"
+    )
+    print(bench.format_table(res))
+    if a.json:
+        bench.write_json(res, a.json)
+        log(f"wrote {a.json}")
+    return 0
+
+
+def _measure(
+    a: argparse.Namespace,
+    shape: bench.BenchShape,
+    peer_formats: list[str],
+    workdir: str,
+    log: Callable[[str], None],
+) -> bench.BenchResult:
+    """Writes the random models into workdir (deleted afterwards unless --keep) and runs them."""
+    try:
         log(f"writing {shape.name} random weights (seed {a.seed}) to {workdir}")
         paths = bench.write_random_models(shape, workdir, ["I2_S", *peer_formats], seed=a.seed, log=log)
         mib = a.bw_mib if a.bw_mib is not None else (256 if a.quick else 1024)
@@ -106,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             if not a.no_q8_head:
                 specs.append(bench.RowSpec("trit", str(paths["I2_S"]), head="q8_0"))
             specs += [bench.RowSpec("llama.cpp", str(paths[f]), f) for f in peer_formats]
-            res = bench.run_bench(
+            return bench.run_bench(
                 specs,
                 a.threads,
                 p=a.prompt_tokens,
@@ -124,20 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    res.machine["shape"] = shape.name
-    if peer_formats:
-        import llama_cpp
-
-        res.machine["llama_cpp_python"] = getattr(llama_cpp, "__version__", "?")
-    print(
-        f"\n{shape.name} shape ({shape.n_layers} layers, {shape.dim}/{shape.hidden}, vocab {shape.vocab}), "
-        f"{res.machine['cpu']}, {res.machine['logical_cpus']} logical CPUs"
-    )
-    print(bench.format_table(res))
-    if a.json:
-        bench.write_json(res, a.json)
-        log(f"wrote {a.json}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ in the table is a sane positive value. No speed thresholds: CI machines are nois
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -407,3 +409,42 @@ def test_bench_json_is_strict_json_with_the_same_keys_every_run(tmp_path: Path) 
     assert first["ceiling_tps"] is None and first["pct_ceiling"] is None and first["rss_mb"] is None
     assert first["samples"]["tg_bw_gbps"] == [] and first["meta"]["n_ubatch"] is None
     assert docs[1]["rows"][0]["samples"]["tg_bw_gbps"] == [9.0]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_terminated_trit_bench_ends_its_worker(sig: str, default_model_gguf: Path, tmp_path: Path) -> None:
+    """SIGTERM (`timeout`, a supervisor) or SIGHUP (a closed terminal) ended the parent alone: its
+    worker went on decoding at full CPU for tens of seconds. Now they end the run as Ctrl-C does."""
+    err = tmp_path / "err"
+    cmd = [sys.executable, "-m", "trit", "bench", "-m", str(default_model_gguf), "-t", "1", "--reps", "1"]
+    cmd += ["--bw-mib", "0", "-p", "8", "-n", "1500", "--ttft-prompt", "8"]
+    with open(err, "w") as f:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, cwd=tmp_path)
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while "loaded trit" not in err.read_text():
+            assert p.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        time.sleep(1)  # the worker is in its warm-up, which decodes 1500 tokens
+        workers = psutil.Process(p.pid).children()
+        assert workers
+        p.send_signal(getattr(signal, sig))
+        assert p.wait(timeout=30) == 128 + getattr(signal, sig)
+        deadline = time.monotonic() + 5
+        while alive := [w for w in workers if _running(w)]:
+            assert time.monotonic() < deadline, f"workers still running: {alive}"
+            time.sleep(0.1)
+        assert err.read_text().strip().splitlines()[-1] == f"trit: stopped by {sig}"
+    finally:
+        for q in [p, *workers]:
+            with contextlib.suppress(Exception):
+                q.kill()
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (a killed orphan waits for whoever adopted it to reap it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

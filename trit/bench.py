@@ -41,13 +41,15 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -589,6 +591,41 @@ class ContextTooSmallError(BenchError):
         )
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP came while the benchmark ran (ending_on_signals). A BaseException, as
+    KeyboardInterrupt is, so that only the finally blocks on its way out see it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextmanager
+def ending_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Terminated, so the benchmark ends as a Ctrl-C
+    ends it: the finally blocks kill the workers and the busy loop. Their default action ended the
+    parent alone, and a worker went on decoding at full CPU for tens of seconds (`timeout`, a
+    supervisor, a closed terminal). Handlers can only be set from the main thread."""
+    own = [
+        sig
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+        if sig is not None
+        and threading.current_thread() is threading.main_thread()
+        # a signal the process was started with ignored (nohup) stays ignored
+        and signal.getsignal(sig) not in (signal.SIG_IGN, None)
+    ]
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in own}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Worker:
     """The parent's handle on a worker process."""
 
@@ -631,7 +668,11 @@ class Worker:
             text=True,
             bufsize=1,
         )
-        self.meta = self._read()
+        try:
+            self.meta = self._read()
+        except BaseException:  # Ctrl-C or Terminated during the load: no caller holds it to kill it
+            self.kill()
+            raise
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -1173,19 +1214,12 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
             print(f"trit: --peer needs llama-cpp-python{how}", file=err)
             return 2
         specs.append(RowSpec("llama.cpp", args.model))
-    probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None
     try:
-        res = run_bench(
-            specs,
-            args.threads,
-            p=args.prompt_tokens,
-            n=args.gen_tokens,
-            ttft_prompt=args.ttft_prompt,
-            reps=args.reps,
-            probe=probe,
-            contention=getattr(args, "contention", False),
-            log=log,
-        )
+        with ending_on_signals():
+            res = _run_cli_bench(args, specs, log)
+    except Terminated as e:
+        print(f"trit: stopped by {e}", file=err)
+        return 128 + e.signum
     except ContextTooSmallError as e:
         asked = {"-p": args.prompt_tokens, "-n": args.gen_tokens, "--ttft-prompt": args.ttft_prompt}
         over = ", ".join(f"{k} {v}" for k, v in asked.items() if v + 1 > e.context)
@@ -1197,13 +1231,29 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
     except BenchError as e:
         print(f"trit: {e}", file=err)
         return 1
-    finally:
-        if probe is not None:
-            probe.close()
     print(format_table(res), file=out)
     if args.json:
         write_json(res, args.json)
     return 0
+
+
+def _run_cli_bench(args: argparse.Namespace, specs: list[RowSpec], log: Callable[[str], None]) -> BenchResult:
+    probe = BandwidthProbe(args.bw_mib) if args.bw_mib > 0 else None
+    try:
+        return run_bench(
+            specs,
+            args.threads,
+            p=args.prompt_tokens,
+            n=args.gen_tokens,
+            ttft_prompt=args.ttft_prompt,
+            reps=args.reps,
+            probe=probe,
+            contention=getattr(args, "contention", False),
+            log=log,
+        )
+    finally:
+        if probe is not None:
+            probe.close()
 
 
 def child_command() -> list[str]:
