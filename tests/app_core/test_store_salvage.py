@@ -130,10 +130,21 @@ def test_a_damaged_first_page_hides_nothing(tmp_path: Path) -> None:
         assert sorted(c.title for c in s.list_conversations()) == sorted(f"chat {i}" for i in range(CHATS))
 
 
+def table_pages(path: Path, name: str) -> list[int]:
+    """The 0-based indexes of every page of a table's b-tree (dbstat: SQLite's own page map)."""
+    db = sqlite3.connect(path)
+    try:
+        return [int(r[0]) - 1 for r in db.execute("SELECT pageno FROM dbstat WHERE name = ?", (name,))]
+    finally:
+        db.close()
+
+
 def test_lost_titles_keep_their_messages(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     made = make_db(path)
-    damage(path, rootpage(path, "conversations") - 1)  # all 30 rows fit on this one page
+    # every page of the table: the 30 rows fitted on one until the sampling settings grew
+    for page in table_pages(path, "conversations"):
+        damage(path, page)
     with ConversationStore(path) as s:
         sv = s.salvaged
         assert sv is not None and sv.untitled == CHATS and contents(s) == made
