@@ -18,6 +18,12 @@ Full disk: an error that comes from a lack of room says that the disk holding th
 (SQLite calls most of them a plain "disk I/O error"). Where the WAL index cannot be made at open,
 the store opens with it in memory (see _open), so the conversations can still be read;
 `open_warning` says why nothing new is saved until there is room.
+
+Deleted while open: SQLite goes on writing into a deleted file, so every write first checks that
+the path still names the file opened. When it is gone (the data folder deleted or moved away) the
+open connection, which still holds everything, is copied to a new file there and the store goes on
+with it (`rescued`); when another file took its place, it is kept, this store's data is saved
+beside it and writes raise StoreMovedError.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import re
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import unicodedata
@@ -67,6 +74,16 @@ class StoreError(Exception):
 
 class StoreDamagedError(StoreError):
     """SQLite found the database file damaged (malformed pages, not a database)."""
+
+
+class StoreMovedError(StoreError):
+    """The conversation file was deleted, moved or replaced while the store had it open, and what
+    the store holds could not be written back at its path (another file is there, or the folder
+    cannot be written). `kept`: where it was saved instead ("" when it could not be)."""
+
+    def __init__(self, message: str, fix: str = "", *, kept: str = "") -> None:
+        self.kept = kept
+        super().__init__(message, fix)
 
 
 class NotFoundError(StoreError, KeyError):
@@ -490,6 +507,18 @@ def _no_room(e: sqlite3.Error, folder: Path) -> int | None:
     return free if free < _LOW_SPACE else None
 
 
+def _file_id(path: str, *, strict: bool = False) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at path; None when there is none or the file system gives no
+    inode number (0, as FAT may). strict: OSError is raised instead of giving None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        if strict:
+            raise
+        return None
+    return (st.st_dev, st.st_ino) if st.st_ino else None
+
+
 def _damage_marker(path: str) -> Path:
     """Left beside the database when damage shows up while it is in use: quick_check does not see
     every kind (an index that disagrees with its table), so the next open recovers on its word."""
@@ -552,16 +581,22 @@ class ConversationStore:
     'stopped' when the store was opened), salvaged (a Salvage when the file was damaged and
     recovered on open, else None), open_warning (a StoreError that did not stop the open: the
     disk is full, so the conversations can be read but nothing new is saved until there is
-    room; else None).
+    room; else None), rescued (a message for each time the file was written again after it was
+    deleted while the store was open, oldest first).
 
-    Errors: every method raises StoreError (StoreDamagedError for a damaged file) rather than
-    sqlite3's own; NotFoundError for an unknown id."""
+    Errors: every method raises StoreError (StoreDamagedError for a damaged file, StoreMovedError
+    for a file replaced while open) rather than sqlite3's own; NotFoundError for an unknown id."""
 
     def __init__(
-        self, path: str | Path | None = None, *, on_salvage: Callable[[], None] | None = None
+        self,
+        path: str | Path | None = None,
+        *,
+        on_salvage: Callable[[], None] | None = None,
+        on_rescue: Callable[[str], None] | None = None,
     ) -> None:
         """on_salvage: called once before a damaged file is recovered (seconds for a large one),
-        so that an app can say so first."""
+        so that an app can say so first. on_rescue: called with the message added to `rescued`,
+        on the thread whose write found the file gone (also settable later as an attribute)."""
         self.path: str = str(default_db_path() if path is None else path)
         if self.path != ":memory:":
             make_data_folder(Path(self.path).parent)
@@ -570,7 +605,12 @@ class ConversationStore:
         self._data_version = -1  # PRAGMA data_version when the search texts were last checked
         self.salvaged: Salvage | None = None
         self.open_warning: StoreError | None = None
+        self.rescued: list[str] = []
+        self.on_rescue = on_rescue
         self._exclusive = False  # the WAL index is in this process's memory (see _open)
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._replaced: StoreMovedError | None = None  # raised by every write once the file was replaced
+        self._wal_id: tuple[int, int] | None = None  # the same of its -wal
         try:
             self._open()
         except StoreDamagedError as e:  # the connection is still open: see salvage_database
@@ -686,6 +726,9 @@ class ConversationStore:
         # lose the last transactions (never corrupts). FULL would fsync every flush.
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._exclusive = exclusive
+        self._file_id = _file_id(self.path)
+        self._db.execute("PRAGMA schema_version").fetchone()  # a read: SQLite opens the -wal
+        self._wal_id = _file_id(f"{self.path}-wal")
 
     def _error(self, e: sqlite3.DatabaseError) -> StoreError:
         """The StoreError for a failed SQLite call; damage also leaves the marker for the next open."""
@@ -710,16 +753,141 @@ class ConversationStore:
         )
 
     @contextmanager
-    def _using(self) -> Iterator[sqlite3.Connection]:
+    def _using(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
         """The connection, under the lock; SQLite's errors leave as StoreError. Errors of our own
-        making (a closed store, a constraint) stay what they are."""
+        making (a closed store, a constraint) stay what they are. write: the file is checked to
+        still be the one opened first (_check_file)."""
         with self._lock:
+            if write:
+                self._check_file()
             try:
                 yield self._db
             except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
                 raise
             except sqlite3.DatabaseError as e:
                 raise self._error(e) from e
+
+    # -- the file deleted or replaced while open ---------------------------------------------------
+    # SQLite keeps writing into an open file that was deleted (a cleaner emptying the data folder,
+    # the user moving it away), and everything saved after that is lost when Trit closes. Each
+    # write first asks whether the path still names the file opened: a stat is about a
+    # microsecond, a commit tens of them, so every write asks (a reply flushes twice a second).
+    def _check_file(self) -> None:
+        if self._replaced is not None:
+            raise self._replaced
+        if self._file_id is None:
+            return  # :memory:, or a file system that could not say
+        try:
+            now = _file_id(self.path, strict=True)
+        except (FileNotFoundError, NotADirectoryError):
+            now = None
+        except OSError:
+            return  # cannot tell (no permission to the folder): the write itself will say
+        if now == self._file_id:
+            return
+        if now is None:
+            self._rescue()
+        else:
+            self._keep_aside()
+
+    def _copy_to_temp(self, folder: Path, prefix: str) -> Path:
+        """Everything the connection holds (its file, deleted or not, and its WAL) into a new
+        database file in folder, through SQLite's backup API."""
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            dest = sqlite3.connect(tmp)
+            try:
+                self._db.backup(dest)
+            finally:
+                dest.close()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _rescue(self) -> None:
+        """The file is gone: the open connection still holds every conversation, so they are
+        written to a new file at the path (its folder made again) and the store goes on there."""
+        path, folder = Path(self.path), Path(self.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = self._copy_to_temp(folder, f".{path.name}.rescue-")
+        except (OSError, sqlite3.Error) as e:
+            raise StoreMovedError(
+                f"{path}: the conversation file was deleted or moved while Trit ran, and could not be "
+                f"written again: {getattr(e, 'strerror', None) or e}.",
+                "Trit still holds every conversation until it is closed: keep it open, make room on the "
+                f"disk or make {folder} writable, then try again.",
+            ) from e
+        # the old connection goes first. SQLite sees its file moved and closes it without a
+        # checkpoint, leaving the -wal and -shm; where only the file was deleted they are still at
+        # the path, and the new file must not find them and take their pages for its own
+        self._db.close()
+        for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        try:
+            os.replace(tmp, path)
+            self._db = self._new_connection(self.path)
+            self._set_up(exclusive=self._exclusive)
+        except (OSError, sqlite3.Error, StoreError) as e:
+            # reads go on from the copy; writes fail (they would go where no Trit looks)
+            self._db = self._new_connection(str(tmp))
+            self._db.text_factory = _decode_text
+            self._db.create_function("trit_fold", 1, _fold, deterministic=True)
+            self._file_id = None
+            self._replaced = StoreMovedError(
+                f"{path}: the conversation file was deleted or moved while Trit ran; its "
+                f"conversations are kept in {tmp}, but it could not be put back in its place: "
+                f"{getattr(e, 'strerror', None) or e}.",
+                f"Quit Trit, then rename {tmp} to {path}.",
+                kept=str(tmp),
+            )
+            raise self._replaced from e
+        self._data_version = -1
+        message = (
+            f"{path} was deleted or moved while Trit ran. Trit wrote it again from the conversations "
+            "it had open, and goes on saving there."
+        )
+        self.rescued.append(message)
+        if self.on_rescue is not None:
+            self.on_rescue(message)
+
+    def _keep_aside(self) -> None:
+        """Another file took the path: it is not written over (it may be a backup the user put
+        back). What this store holds is kept beside it, and every write from now on fails."""
+        path = Path(self.path)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            tmp = self._copy_to_temp(path.parent, f".{path.name}.kept-")
+            kept = path.with_name(f"{path.stem}.kept-{stamp}{path.suffix}")
+            n = 1
+            while kept.exists():
+                n += 1
+                kept = path.with_name(f"{path.stem}.kept-{stamp}-{n}{path.suffix}")
+            os.replace(tmp, kept)
+            # this store's -wal is still there when only the file was replaced, and whoever opens
+            # the new file would take its pages for the new file's own (SQLite checks no more):
+            # it goes, with the -shm. The connection keeps reading through its open handles, and
+            # closes without a checkpoint (SQLite sees the file moved).
+            if self._wal_id is not None and _file_id(f"{path}-wal") == self._wal_id:
+                Path(f"{path}-wal").unlink()
+                Path(f"{path}-shm").unlink(missing_ok=True)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreMovedError(
+                f"{path}: the conversation file was replaced by another file while Trit ran, and what "
+                f"this window holds could not be saved beside it: {getattr(e, 'strerror', None) or e}.",
+                "Keep Trit open, make room on the disk or make the folder writable, then try again.",
+            ) from e
+        self._replaced = StoreMovedError(
+            f"{path}: the conversation file was replaced by another file while Trit ran. Nothing is "
+            f"saved into the new file; what this window held is kept as {kept}.",
+            f"Restart Trit to open the new file. To go back to this window's conversations, quit Trit "
+            f"and rename {kept.name} to {path.name}.",
+            kept=str(kept),
+        )
+        raise self._replaced
 
     def _migrate(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -766,7 +934,7 @@ class ConversationStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._using() as db:
+        with self._using(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -918,7 +1086,7 @@ class ConversationStore:
     # -- what the window had open ---------------------------------------------------------------
     def set_draft(self, conversation_id: int, text: str) -> None:
         """The text typed but not sent (kept when the window closes; does not count as an update)."""
-        with self._using() as db:
+        with self._using(write=True) as db:
             db.execute("UPDATE conversations SET draft = ? WHERE id = ?", (_clean(text), conversation_id))
 
     def draft(self, conversation_id: int) -> str:
@@ -926,7 +1094,7 @@ class ConversationStore:
         return str(row[0]) if row is not None and isinstance(row[0], str) else ""
 
     def mark_viewed(self, conversation_id: int) -> None:
-        with self._using() as db:
+        with self._using(write=True) as db:
             db.execute("UPDATE conversations SET viewed = ? WHERE id = ?", (time.time(), conversation_id))
 
     def last_viewed(self) -> int | None:
@@ -1083,7 +1251,7 @@ class ConversationStore:
 
     def _write_reply(self, message_id: int, content: str) -> None:
         # one statement on one row, committed at once (autocommit): no rewrite of the conversation
-        with self._using() as db:
+        with self._using(write=True) as db:
             cur = db.execute(
                 "UPDATE messages SET content = ? WHERE id = ? AND status = ?",
                 (_clean(content), message_id, STREAMING),
@@ -1250,6 +1418,7 @@ __all__ = [
     "SearchHit",
     "StoreDamagedError",
     "StoreError",
+    "StoreMovedError",
     "caseless",
     "default_db_path",
     "make_data_folder",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ from trit.app.core.store import (
     NotFoundError,
     ReplyWriter,
     StoreError,
+    StoreMovedError,
 )
 
 
@@ -674,3 +676,83 @@ def test_errors_from_a_full_disk_say_so(
     monkeypatch.setattr(st, "_free_space", lambda f: 50 << 30)  # room enough: something else failed
     error = store._error(e)
     assert "is full" not in error.message and error.fix != "Free some space on that disk, then try again."
+
+
+def _contents(path: Path) -> dict[str, list[str]]:
+    with ConversationStore(path) as s:
+        return {c.title: [m.content for m in s.messages(c.id)] for c in s.list_conversations()}
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_file_deleted_while_open_is_written_again_from_the_open_store(tmp_path: Path, what: str) -> None:
+    """QA: with the data folder (or the database) deleted while Trit ran, SQLite wrote on into the
+    deleted file, and after a restart every conversation was gone."""
+    data = tmp_path / "data"
+    path = data / "conversations.sqlite3"
+    told: list[str] = []
+    s = ConversationStore(path, on_rescue=told.append)
+    c = s.create_conversation("before")
+    s.add_message(c.id, "user", "question")
+    w = s.begin_reply(c.id, flush_interval=0)
+    w.append("half ")
+    if what == "folder":  # a cleaner, or the user moving ~/.local/share/Trit away
+        shutil.rmtree(data)
+    else:  # the -wal and -shm stay: the new file must not take them for its own
+        path.unlink()
+    w.append("a reply")  # the next write finds the file gone and writes it again
+    assert path.exists() and len(told) == 1 and s.rescued == told
+    assert f"{path} was deleted or moved while Trit ran" in told[0]
+    w.finish()
+    s.add_message(c.id, "user", "after")
+    s.create_conversation("new one")
+    assert s.search("a reply")[0].conversation.id == c.id
+    s.close()
+    assert _contents(path) == {"new one": [], "before": ["question", "half a reply", "after"]}
+    assert sorted(p.name for p in data.iterdir()) == ["conversations.sqlite3"]  # no copy left over
+
+
+def test_a_file_deleted_while_open_that_cannot_be_written_again_says_so_until_it_can(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    path = data / "conversations.sqlite3"
+    s = ConversationStore(path)
+    c = s.create_conversation("kept")
+    shutil.rmtree(data)
+    data.write_text("")  # a file where the folder was: it cannot be made again (as root too)
+    with pytest.raises(
+        StoreMovedError, match="deleted or moved while Trit ran, and could not be written"
+    ) as e:
+        s.add_message(c.id, "user", "not yet")
+    assert "Trit still holds every conversation until it is closed" in e.value.fix
+    assert [m.content for m in s.messages(c.id)] == []  # reads go on
+    data.unlink()
+    s.add_message(c.id, "user", "saved")
+    s.close()
+    assert _contents(path) == {"kept": ["saved"]}
+
+
+def test_a_file_replaced_while_open_is_kept_and_this_stores_data_saved_beside_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    path = data / "conversations.sqlite3"
+    s = ConversationStore(path)
+    c = s.create_conversation("this window's")
+    s.add_message(c.id, "user", "mine")
+    with ConversationStore(tmp_path / "other.sqlite3") as other:
+        other.create_conversation("a backup put back")
+    os.replace(tmp_path / "other.sqlite3", path)  # e.g. a backup restored, a sync tool's copy
+    with pytest.raises(StoreMovedError, match="replaced by another file while Trit ran") as e:
+        s.add_message(c.id, "user", "written after")
+    kept = Path(e.value.kept)
+    assert (
+        kept.parent == data and kept.name.startswith("conversations.kept-") and "Restart Trit" in e.value.fix
+    )
+    with pytest.raises(StoreMovedError) as again:  # every write, and no second copy
+        s.rename_conversation(c.id, "renamed")
+    assert again.value is e.value
+    assert [m.content for m in s.messages(c.id)] == ["mine"]  # reads go on
+    # not written over, nor read with this store's -wal (whose pages SQLite took for its own)
+    assert _contents(path) == {"a backup put back": []}
+    assert [m.content for m in s.messages(c.id)] == ["mine"]
+    s.close()
+    assert _contents(path) == {"a backup put back": []}
+    assert _contents(kept) == {"this window's": ["mine"]}
+    assert len(list(data.glob("conversations.kept-*"))) == 1 and not list(data.glob(".*"))

@@ -5,6 +5,7 @@ selected that is not the one shown), and a store that cannot be opened at all is
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,23 @@ def test_a_store_error_escaping_a_slot_goes_to_the_banner(qtbot: Any, make_ctx: 
         QTimer.singleShot(0, slot)
         qtbot.waitUntil(win.banner.isVisible, timeout=2000)
     assert "damaged" in win.banner.text() and "Restart Trit." in win.banner.text()
+
+
+def test_a_data_folder_deleted_while_the_window_runs_loses_nothing(
+    qtbot: Any, make_ctx: Any, data_dir: Path
+) -> None:
+    """QA: SQLite wrote on into the deleted file, the window said nothing, and after a restart the
+    list was empty. The store writes the file again from what it has open."""
+    ctx = make_ctx()
+    before = ctx.store.create_conversation("before")
+    win = open_window(qtbot, ctx, autoload=False)
+    shutil.rmtree(data_dir)
+    with app_module.store_errors_in_banner(win):
+        win.new_conversation()
+    assert not win.banner.isVisible()
+    assert ctx.store.rescued and (data_dir / "conversations.sqlite3").exists()
+    shown = win.current_id
+    win.close()
+    ctx.close()
+    with ConversationStore(data_dir / "conversations.sqlite3") as s:
+        assert {c.id for c in s.list_conversations()} == {before.id, shown}
