@@ -76,6 +76,15 @@ class StoreDamagedError(StoreError):
     """SQLite found the database file damaged (malformed pages, not a database)."""
 
 
+class StoreFullError(StoreError):
+    """The disk holding the database has no room (`folder`, `free`: bytes free when it was asked)."""
+
+    def __init__(self, message: str, fix: str = "", *, folder: str = "", free: int = 0) -> None:
+        self.folder = folder
+        self.free = free
+        super().__init__(message, fix)
+
+
 class StoreMovedError(StoreError):
     """The conversation file was deleted, moved or replaced while the store had it open, and what
     the store holds could not be written back at its path (another file is there, or the folder
@@ -584,8 +593,9 @@ class ConversationStore:
     room; else None), rescued (a message for each time the file was written again after it was
     deleted while the store was open, oldest first).
 
-    Errors: every method raises StoreError (StoreDamagedError for a damaged file, StoreMovedError
-    for a file replaced while open) rather than sqlite3's own; NotFoundError for an unknown id."""
+    Errors: every method raises StoreError (StoreDamagedError for a damaged file, StoreFullError
+    for a full disk, StoreMovedError for a file replaced while open) rather than sqlite3's own;
+    NotFoundError for an unknown id."""
 
     def __init__(
         self,
@@ -604,7 +614,7 @@ class ConversationStore:
         self._search_texts = _SearchTexts()
         self._data_version = -1  # PRAGMA data_version when the search texts were last checked
         self.salvaged: Salvage | None = None
-        self.open_warning: StoreError | None = None
+        self.open_warning: StoreFullError | None = None
         self.rescued: list[str] = []
         self.on_rescue = on_rescue
         self._exclusive = False  # the WAL index is in this process's memory (see _open)
@@ -662,10 +672,12 @@ class ConversationStore:
             folder = Path(self.path).parent
             free = _free_space(folder)
             if free is not None and (full or free < _FULL_AT_OPEN):
-                self.open_warning = StoreError(
+                self.open_warning = StoreFullError(
                     f"{folder}: the disk holding Trit's conversations is full ({_size(free)} free).",
                     "They can be read, but new messages and changes are not saved until there is room: "
                     "free some space on that disk.",
+                    folder=str(folder),
+                    free=free,
                 )
 
     def _open_once(self, *, exclusive: bool) -> None:
@@ -743,10 +755,12 @@ class ConversationStore:
             folder = Path(self.path).parent
             free = _no_room(e, folder)
             if free is not None:
-                return StoreError(
+                return StoreFullError(
                     f"{self.path}: cannot read or write the conversation database: the disk holding "
                     f"{folder} is full ({_size(free)} free; {getattr(e, 'sqlite_errorname', e)}).",
                     "Free some space on that disk, then try again.",
+                    folder=str(folder),
+                    free=free,
                 )
         return StoreError(
             f"{self.path}: cannot read or write the conversation database ({e}).", _sqlite_fix(e)
@@ -1418,6 +1432,7 @@ __all__ = [
     "SearchHit",
     "StoreDamagedError",
     "StoreError",
+    "StoreFullError",
     "StoreMovedError",
     "caseless",
     "default_db_path",

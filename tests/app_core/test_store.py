@@ -27,6 +27,7 @@ from trit.app.core.store import (
     NotFoundError,
     ReplyWriter,
     StoreError,
+    StoreFullError,
     StoreMovedError,
 )
 
@@ -606,13 +607,13 @@ FULL_DISK_CHILD = textwrap.dedent(
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limit[1]))  # the -shm needs 32 KiB, a WAL frame 4 KiB
     s = ConversationStore(sys.argv[1])
-    print("warning:", s.open_warning)
+    print("warning:", type(s.open_warning).__name__, s.open_warning)
     for c in s.list_conversations():
         print("read:", c.title, [(m.content, m.status) for m in s.messages(c.id)])
     try:
         s.add_message(c.id, "user", "not saved " * 2000)
     except StoreError as e:
-        print("write:", e.message, "|", e.fix)
+        print("write:", type(e).__name__, e.message, "|", e.fix)
     resource.setrlimit(resource.RLIMIT_FSIZE, limit)  # space was freed: saved without a restart
     st._free_space = lambda folder: 1 << 30
     s.add_message(c.id, "user", "saved")
@@ -639,10 +640,12 @@ def test_a_full_disk_opens_the_conversations_to_read(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     lines = dict(ln.split(": ", 1) for ln in out.stdout.splitlines())
+    assert lines["warning"].startswith("StoreFullError ")
     assert "the disk holding Trit's conversations is full (0 bytes free)" in lines["warning"]
     # the reply stays 'streaming' (turning it is a write): the next start with room turns it
     assert lines["read"] == "kept [('hello', 'complete'), ('', 'streaming')]"
-    assert f"the disk holding {tmp_path} is full" in lines["write"] and "disk I/O" not in lines["write"]
+    assert lines["write"].startswith("StoreFullError ") and "disk I/O" not in lines["write"]
+    assert f"the disk holding {tmp_path} is full" in lines["write"]
     assert lines["write"].endswith("| Free some space on that disk, then try again.")
     with ConversationStore(db) as s:
         assert s.open_warning is None and s.recovered == [2]
@@ -671,6 +674,7 @@ def test_errors_from_a_full_disk_say_so(
     folder = Path(store.path).parent
     monkeypatch.setattr(st, "_free_space", lambda f: 12_000 if f == folder else None)
     error = store._error(e)
+    assert isinstance(error, StoreFullError) == room
     assert (f"the disk holding {folder} is full (12 KB free; {name})" in error.message) == room, error
     assert (error.fix == "Free some space on that disk, then try again.") == room
     monkeypatch.setattr(st, "_free_space", lambda f: 50 << 30)  # room enough: something else failed
