@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import itertools
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,23 @@ def _speed_text(tokens: int, tps: float) -> str:
     rule of the line under a reply (meters.readout_line), as one token has no decode time."""
     text = count_noun(tokens, "token")
     return f"{text} · {tps:.1f} tok/s" if tokens > 1 else text
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Writes text to path whole or not at all: into a new file beside it, renamed over it once
+    written (an export on a full disk left a 0-byte file, and would have emptied one it replaced).
+    open(..., "x") gives the file the usual permissions, as a plain write would."""
+    # a short name of its own: one made from path's name could be too long where path's is not
+    tmp = path.with_name(f".trit-export-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _shown(m: Message) -> ShownMessage:
@@ -806,6 +825,12 @@ class MainWindow(QMainWindow):
         """A failed read or write of the conversation database (damaged file, full disk)."""
         self.banner.show_problem(e.message, e.fix, kind="store")
 
+    def _store_wrote(self) -> None:
+        """A write to the conversation database worked: a failed one's banner is out of date (it
+        stayed after space was freed and everything worked again)."""
+        if self.banner.kind == "store":
+            self.banner.hide()
+
     def _unreadable(self, conv_id: int, e: StoreError) -> None:
         """conv_id cannot be shown: the conversation shown so far stays, selected in the list (or
         none is shown, when the caller had already let go of it or it is that one)."""
@@ -885,7 +910,12 @@ class MainWindow(QMainWindow):
     def rename(self, conv_id: int, title: str) -> None:
         title = title.strip()
         if title:
-            self.store.rename_conversation(conv_id, title)
+            try:
+                self.store.rename_conversation(conv_id, title)
+            except StoreError as e:
+                self.show_store_error(e)  # the list below shows the title kept, not the one typed
+            else:
+                self._store_wrote()
         self.refresh_list()
         if conv_id == self.current_id:
             self.setWindowTitle(f"{self.store.get_conversation(conv_id).title} — Trit")
@@ -903,10 +933,15 @@ class MainWindow(QMainWindow):
         cid = conv_id if conv_id is not None else self.current_id
         if cid is None:
             return
+        try:
+            title = self.store.get_conversation(cid).title
+            self.store.delete_conversation(cid)
+        except StoreError as e:
+            self.show_store_error(e)  # still there, and its reply goes on
+            return
+        self._store_wrote()
         if self.reply is not None and self.reply["conversation_id"] == cid:
             self.worker.stop()
-        title = self.store.get_conversation(cid).title
-        self.store.delete_conversation(cid)
         self._deleted.append(cid)
         row = self.conv_list.currentRow()
         self.current_id = None
@@ -979,6 +1014,7 @@ class MainWindow(QMainWindow):
             self.show_store_error(e)
             return
         self._regen_undo = None
+        self._store_wrote()
         if u.get("readout") is not None:
             self._readouts[cid] = u["readout"]
         else:
@@ -1011,6 +1047,7 @@ class MainWindow(QMainWindow):
             self._update_undo()
             return
         self._deleted.pop()
+        self._store_wrote()
         self.refresh_list()
         self.select_conversation(cid)
         self.statusBar().showMessage(f"Restored “{self.store.get_conversation(cid).title}”", 3000)
@@ -1402,6 +1439,7 @@ class MainWindow(QMainWindow):
             self.show_store_error(e)
             return False
         self._cancel_edit()  # only once the message is written
+        self._store_wrote()
         self._drop_regen_undo(cid)  # a new turn: the reply before the last regenerate is not offered back
         self._save_panel()  # what the panel shows is what this reply uses
         conv = self.store.get_conversation(cid)
@@ -1519,6 +1557,8 @@ class MainWindow(QMainWindow):
             discarded = not kept
         if self._shut_down:
             return  # the window is closing (shutdown() delivers this): nothing to show or load
+        if d.get("status") != "failed" and d.get("message_id") is not None:
+            self._store_wrote()  # the worker wrote the reply
         mem = d.get("memory") or {}
         if mem:
             self.last_memory = MemoryReading(
@@ -1704,6 +1744,7 @@ class MainWindow(QMainWindow):
             self.new_conversation()  # takes the panel's values
         assert self.current_id is not None
         self.store.update_conversation(self.current_id, system_prompt=system, sampling=sampling)
+        self._store_wrote()
         self.settings_panel.show_values(system, sampling, conversation_id=self.current_id)
         self.statusBar().showMessage("Conversation settings saved (used from the next reply)", 3000)
 
@@ -1745,9 +1786,14 @@ class MainWindow(QMainWindow):
             else self.store.export_markdown(self.current_id)
         )
         try:
-            Path(path).write_text(text, encoding="utf-8")
+            _write_whole(Path(path), text)
         except OSError as e:
-            fix = "Choose a shorter name." if e.errno == errno.ENAMETOOLONG else "Choose another folder."
+            if e.errno == errno.ENAMETOOLONG:
+                fix = "Choose a shorter name."
+            elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = "Free some disk space, or choose another folder."
+            else:
+                fix = "Choose another folder."
             self.banner.show_problem(f"Cannot export to {path}: {e.strerror or e}", fix)
             return None
         self.statusBar().showMessage(f"Exported to {path}", 4000)

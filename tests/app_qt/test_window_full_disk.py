@@ -3,6 +3,11 @@ nothing the user has is lost for good, what failed is said, and what can be trie
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +133,84 @@ def test_settings_on_a_full_disk_say_they_were_not_saved(
     assert win.apply_settings(dataclasses.replace(win.ctx.settings, watts_per_core=7.5)) == {}
     assert win.statusBar().currentMessage() == "Settings saved" and not win.banner.isVisible()
     assert win.ctx.settings_store.load().watts_per_core == 7.5
+
+
+def test_the_store_banner_goes_once_a_write_works_again(
+    qtbot: Any, win: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = win.new_conversation("A")
+    b = win.new_conversation("B")
+    delete = win.store.delete_conversation
+    monkeypatch.setattr(win.store, "delete_conversation", _full)
+    win.delete_current()
+    assert win.banner.isVisible() and "disk is full" in win.banner.text()
+    assert win.current_id == b and not win.undo_button.isVisible()  # nothing deleted
+    monkeypatch.setattr(win.store, "delete_conversation", delete)  # space freed
+    win.rename(a, "Renamed")
+    assert not win.banner.isVisible()
+
+
+def test_a_failed_rename_shows_the_title_kept(
+    qtbot: Any, win: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = win.new_conversation("Old title")
+    monkeypatch.setattr(win.store, "rename_conversation", _full)
+    item = win._item_for(cid)
+    assert item is not None
+    item.setText("My renamed chat")  # what the list's editor does on Enter
+    qtbot.waitUntil(win.banner.isVisible, timeout=2000)
+    assert "disk is full" in win.banner.text()
+    assert [win.conv_list.item(i).text() for i in range(win.conv_list.count())] == ["Old title"]
+    assert win.windowTitle() == "Old title — Trit"
+
+
+class _FullFile:
+    """A file just created on a disk that is full: every write fails with ENOSPC."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def write(self, _text: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self) -> _FullFile:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _disk_full_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files opened for writing under folder are created, and then take no data."""
+    real_open = io.open
+
+    def filling_open(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+        f = real_open(file, mode, *a, **k)
+        if isinstance(file, (str, os.PathLike)) and Path(file).parent == folder and mode[0] in "wx":
+            return _FullFile(f)
+        return f
+
+    monkeypatch.setattr(io, "open", filling_open)  # Path.write_text's
+    monkeypatch.setattr(builtins, "open", filling_open)
+
+
+def test_a_failed_export_leaves_no_file_and_keeps_the_one_it_would_replace(
+    qtbot: Any, win: MainWindow, tmp_path: Path
+) -> None:
+    cid = win.new_conversation("Notes")
+    win.store.add_message(cid, "user", "hello " * 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.md").write_text("the earlier export", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        _disk_full_under(out, mp)
+        assert win.export_conversation(str(out / "new.md")) is None
+        assert "No space left on device" in win.banner.text() and "Free some disk space" in win.banner.text()
+        assert win.export_conversation(str(out / "old.md")) is None
+    assert [p.name for p in out.iterdir()] == ["old.md"]  # no 0-byte new.md, no temp file left
+    assert (out / "old.md").read_text(encoding="utf-8") == "the earlier export"
+    assert win.export_conversation(str(out / "old.md")) == str(out / "old.md")
+    assert "hello hello" in (out / "old.md").read_text(encoding="utf-8")
