@@ -31,6 +31,11 @@ class UnsupportedCPUError(EngineError):
     """The requested instruction set is not available on this CPU or in this build."""
 
 
+def megabytes(n: int) -> str:
+    """A size for a message: "94 MB", "1,024 MB", "0.5 MB"."""
+    return f"{n / (1 << 20):,.0f} MB" if n >= 1 << 20 else f"{n / (1 << 20):.1f} MB"
+
+
 class OutOfMemoryError(EngineError):
     """An allocation for weights, activations or the KV cache failed.
 

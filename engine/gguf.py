@@ -16,12 +16,13 @@ views into the map.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
@@ -31,7 +32,7 @@ import numpy as np
 
 from trit.text import short_repr, short_text
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, OutOfMemoryError, megabytes
 from .weights import load_workers
 
 if TYPE_CHECKING:
@@ -268,6 +269,48 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+def _read_in_parallel(read: Any, items: Iterable[int], workers: int) -> None:
+    """Calls read(item) for every item on up to `workers` threads, this one included. A thread
+    that cannot be started (low memory: "can't start new thread") leaves fewer readers, at worst
+    this one alone. The first error is raised once every reader has stopped; on an error or a
+    Ctrl-C the items not yet started are dropped (running ones end before the caller's buffer is
+    released)."""
+    pending = iter(items)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            try:
+                read(item)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+                errors.append(e)
+                stop.set()
+                return
+
+    threads: list[threading.Thread] = []
+    try:
+        for _ in range(workers - 1):
+            t = threading.Thread(target=reader, name="trit-read", daemon=True)
+            try:
+                t.start()
+            except RuntimeError:  # no memory for another thread's stack: read with fewer
+                break
+            threads.append(t)
+        reader()
+    finally:
+        stop.set()  # (all items were taken when this thread's reader returned normally)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
 class GGUFFile:
     """A GGUF file opened read-only through mmap.
 
@@ -303,6 +346,7 @@ class GGUFFile:
         self._buf_start = 0  # file offset of _buf[0]
         self._mapped: frozenset[str] = frozenset()  # tensors left in the map by read_into_memory
         self.in_memory = False
+        self.file_size = 0
         try:
             with open(self.path, "rb") as f:
                 self.file_size = os.fstat(f.fileno()).st_size
@@ -312,6 +356,13 @@ class GGUFFile:
                     )
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
+            if e.errno == errno.ENOMEM:  # no address space left for the map: the file is fine
+                raise OutOfMemoryError(
+                    f"{self.path}: not enough memory to map the file ({megabytes(self.file_size)}); "
+                    "close other programs",
+                    needed=self.file_size,
+                    part="weights",
+                ) from None
             raise ModelFormatError(self.path, f"cannot open the file: {e.strerror or e}") from e
         self._buf = self._mm
         try:
@@ -345,7 +396,16 @@ class GGUFFile:
             end = self.file_size
         n = end - start
         huge = 2 << 20
-        raw = np.empty(n + huge, dtype=np.uint8)  # numpy advises huge pages for big allocations
+        try:
+            raw = np.empty(n + huge, dtype=np.uint8)  # numpy advises huge pages for big allocations
+        except MemoryError:
+            raise OutOfMemoryError(
+                f"{self.path}: not enough memory to read the weights into memory (they need "
+                f"{megabytes(n)}); close other programs, or use them from the file in place "
+                "(--weights map)",
+                needed=n,
+                part="weights",
+            ) from None
         skip = (-raw.ctypes.data) % huge
         data = raw[skip : skip + n]
         view = memoryview(data)  # type: ignore[arg-type]
@@ -371,15 +431,7 @@ class GGUFFile:
                             )
                         pos += k
 
-                workers = load_workers() if parallel else 1
-                ex = ThreadPoolExecutor(workers)
-                try:
-                    for fut in [ex.submit(read_span, p) for p in range(0, n, span)]:
-                        fut.result()
-                finally:
-                    # on an error or a Ctrl-C the spans not yet started are dropped (the running
-                    # ones end before the buffer is released)
-                    ex.shutdown(wait=True, cancel_futures=True)
+                _read_in_parallel(read_span, range(0, n, span), load_workers() if parallel else 1)
         except OSError as e:
             raise ModelFormatError(self.path, f"cannot read the file: {e.strerror or e}") from e
         finally:

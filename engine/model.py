@@ -33,6 +33,7 @@ from .errors import (
     NonFiniteLogitsError,
     OutOfMemoryError,
     UnsupportedOptionError,
+    megabytes,
 )
 from .sampler import Sampler, SamplingParams
 from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
@@ -71,10 +72,6 @@ def kv_cache_bytes(config: ModelConfig, kv: str, positions: int) -> int:
     if kv == "q8":  # a byte per element and a float scale per row
         return elems + rows * 4
     return elems * {"f32": 4, "f16": 2}[kv]
-
-
-def _mb(n: int) -> str:
-    return f"{n / (1 << 20):,.0f} MB" if n >= 1 << 20 else f"{n / (1 << 20):.1f} MB"
 
 
 @dataclass(frozen=True)
@@ -222,10 +219,30 @@ def load_model(
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     _check_load_options(threads, a48)
     p = Path(path)
-    # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
-    w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
-    return Model(
-        w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv, a48=a48
+    try:
+        # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
+        w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
+        return Model(
+            w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv, a48=a48
+        )
+    except MemoryError as e:  # numpy's _ArrayMemoryError too: the tokenizer, a repack, a copy ...
+        size = getattr(e, "_total_size", None) or (e.args[0] if e.args and isinstance(e.args[0], int) else 0)
+        raise _load_memory_error(p, size, weights) from None
+    except RuntimeError as e:
+        if "can't start new thread" not in str(e):  # Python's words when a thread gets no stack
+            raise
+        raise _load_memory_error(p, 0, weights) from None
+
+
+def _load_memory_error(path: Path, needed: int, weights: str) -> OutOfMemoryError:
+    """OutOfMemoryError for an allocation that failed while loading ("auto" weights already fall
+    back to the file map when the copy finds no memory, so only "ram" gets that advice)."""
+    what = f" (an allocation of {megabytes(needed)} failed)" if needed else ""
+    instead = ", or use the weights from the file in place (--weights map)" if weights == "ram" else ""
+    return OutOfMemoryError(
+        f"{path}: not enough memory to load the model{what}; close other programs{instead}",
+        needed=needed,
+        part="weights",
     )
 
 
@@ -529,7 +546,7 @@ class Session:
             need = kv_cache_bytes(model.config, model.kv, context)
             raise OutOfMemoryError(
                 f"{Path(model.weights.source).name}: not enough memory for the conversation state "
-                f"(its KV cache for {context} positions needs {_mb(need)}); close other programs "
+                f"(its KV cache for {context} positions needs {megabytes(need)}); close other programs "
                 "or use a shorter context",
                 needed=need,
                 part="session",

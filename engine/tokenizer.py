@@ -37,6 +37,7 @@ import codecs
 import functools
 import json
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -403,6 +404,7 @@ class Tokenizer:
             raise ModelFormatError(
                 d, "no tokenizer.json in the model directory; it is needed to tokenize text"
             )
+        _check_room_for_tokenizers(tj.stat().st_size // 16)  # (~20 bytes of JSON per entry)
         try:
             spec = json.loads(tj.read_text(encoding="utf-8"))
             hf = HFTokenizer.from_str(json.dumps(spec))
@@ -661,6 +663,25 @@ def _added(
     return out, special
 
 
+# Address space the tokenizers library takes per vocabulary entry and merge as it builds a BPE model
+# (SmolLM2's 49k tokens and 48k merges: ~28 MB, ~290 bytes each), with some room to spare.
+RUST_BYTES_PER_ENTRY = 320
+RUST_MIN_BYTES = 16 << 20
+
+
+def _check_room_for_tokenizers(entries: int) -> None:
+    """MemoryError when a mapping of what the tokenizers library is about to allocate cannot be
+    made: an allocation that fails inside that Rust library aborts the process (Rust's handler
+    for a failed allocation), which no except can catch. A probe that is mapped and unmapped
+    untouched costs no memory; it catches the address-space limits (ulimit -v, RLIMIT_AS) that
+    made QA's `trit run` abort with "memory allocation of 2162704 bytes failed"."""
+    n = max(RUST_MIN_BYTES, entries * RUST_BYTES_PER_ENTRY)
+    try:
+        mmap.mmap(-1, n).close()
+    except OSError:  # ENOMEM: no room for the mapping
+        raise MemoryError(n) from None
+
+
 def _build_bpe(
     tokens: list[str], types: list[int], merges: list[tuple[str, str]], pre: str
 ) -> tuple[HFTokenizer, list[bytes], set[int]]:
@@ -679,6 +700,7 @@ def _build_bpe(
     # a merge of unknown tokens is a plain Exception from tokenizers, explained the same way.
     if not vocab.keys() >= {a + b for a, b in merges}:
         raise ValueError(_bad_merge(vocab, merges) or "tokenizer.ggml.merges does not fit the vocabulary")
+    _check_room_for_tokenizers(len(vocab) + len(merges))
     try:
         bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=ignore_merges)
     except Exception as e:  # tokenizers raises plain Exception for a vocabulary it cannot use
@@ -730,6 +752,7 @@ def _build_spm(
     skip = [i for i, ty in enumerate(types) if ty in (TOKEN_CONTROL, TOKEN_BYTE, TOKEN_UNUSED, TOKEN_UNKNOWN)]
     merges = spm_merges(tokens, scores, skip)
     unk = tokens[unk_id] if unk_id is not None else None
+    _check_room_for_tokenizers(len(vocab) + len(merges))
     try:
         bpe = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
     except Exception as e:  # tokenizers raises plain Exception for a vocabulary it cannot use
