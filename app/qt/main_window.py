@@ -1221,13 +1221,20 @@ class MainWindow(QMainWindow):
             "q3": ("3-bit", "an eighth of"),
         }.get(str(info.get("kv")))
         a48 = bool(info.get("a48", False))
+        fast_act = info.get("activations") == "q8"  # Settings > Activation precision: Fast
         self.model_label.setText(
             f"{info['name']} · {info['isa']} · {info['threads']} threads"
+            + (" · 8-bit activations" if fast_act else "")  # as the memory's "16-bit memory"
             + (" · fast head (approx.)" if approx else "")
             + (f" · {compact[0]} memory" if compact else "")
             + (" · a4.8 (experimental)" if a48 else "")
         )
         tip = str(info.get("path", ""))
+        if fast_act:
+            tip += (
+                "\nActivation precision: Fast (Settings > Activation precision): llama.cpp weight types "
+                "meet activations rounded to 8 bits, approximate (ternary layers always use 8 bits)."
+            )
         if approx:
             tip += "\nOutput head: an 8-bit copy built at load (Settings > Output head): faster, approximate."
         if compact:
@@ -1317,8 +1324,9 @@ class MainWindow(QMainWindow):
             and self.reply is not None
             and not self._confirm(
                 "Stop the reply?",
-                "Threads, context size, precision and the output head take effect when the model is loaded again. "
-                "Stop the reply that is being written and reload the model now?",
+                "Threads, context size, activation precision, output head, conversation memory and BitNet "
+                "mode take effect when the model is loaded again. Stop the reply that is being written and "
+                "reload the model now?",
             )
         ):
             return None
