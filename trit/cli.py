@@ -474,7 +474,7 @@ def _cmd_logits(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from trit import bench
 
-    return bench.run_cli(args)
+    return bench.run_cli(args, out=sys.stdout, err=sys.stderr)
 
 
 def _gui(args: argparse.Namespace) -> int:
@@ -490,6 +490,38 @@ def _gui(args: argparse.Namespace) -> int:
     if args.self_test:
         return app.self_test(model=args.gui_model, data_dir=args.data_dir)
     return app.run_gui(data_dir=args.data_dir, model=args.gui_model, argv=[sys.argv[0]])
+
+
+class OutputError(Exception):
+    """stdout could not take what a command wrote (a full disk, a closed or failing descriptor):
+    main says so in one line. BrokenPipeError, the reader going away, is not one: it ends quietly."""
+
+
+class _Output:
+    """sys.stdout while a command runs: a write or flush that fails raises OutputError (it was
+    a traceback of OSError, or Python's "Exception ignored" at exit)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(e.strerror or str(e)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(e.strerror or str(e)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _WarningsToStderr(logging.Handler):
@@ -541,6 +573,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("prompt", "system"):
         if isinstance(getattr(args, name, None), str):
             setattr(args, name, replace_surrogates(getattr(args, name)))
+    if sys.stderr is None:  # started with 2>&-: messages go nowhere (print would send them to stdout)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None and (args.cmd != "logits" or args.output == "-"):  # started with >&-
+        print("trit: cannot write the output: stdout is closed", file=sys.stderr)
+        return 1
+    if args.cmd == "chat" and sys.stdin is None:  # started with <&-
+        print("trit: chat reads its messages from stdin, which is closed", file=sys.stderr)
+        return 2
+    real_stdout = sys.stdout
+    if real_stdout is not None:
+        sys.stdout = _Output(real_stdout)
     try:
         cmds = {
             "run": _cmd_run,
@@ -550,7 +593,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bench": _cmd_bench,
             "perplexity": _cmd_perplexity,
         }
-        return cmds[args.cmd](args)
+        status = cmds[args.cmd](args)
+        sys.stdout.flush()  # what is still buffered fails here, not in Python's flush at exit
+        return status
+    except OutputError as e:
+        print(f"trit: cannot write the output: {e}", file=sys.stderr)
+        _stdout_to_devnull()  # what is left in the buffer goes nowhere at exit, without a second error
+        return 1
     except EngineError as e:
         print(f"trit: {e}", file=sys.stderr)
         return 1
@@ -562,6 +611,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader of stdout went away (`trit run ... | head`): stop quietly. stdout now points at
         # devnull so the flush at exit cannot fail again (the recipe of Python's signal docs)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stdout_to_devnull()
         return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout = real_stdout
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -616,3 +616,33 @@ def test_the_apps_options_before_a_command_are_not_ignored(tiny_gguf, tmp_path):
         r = trit(*opts, "info", "-m", str(tiny_gguf))
         assert r.returncode == 2 and r.stdout == "", r.stderr
         assert f"{opts[0]} is for the desktop app; `trit info` does not take it" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("redirect", "args", "line"),
+    [
+        ("<&-", ["chat"], "trit: chat reads its messages from stdin, which is closed"),
+        (">&-", ["run", "--ids", "1,2", "-n", "3"], "trit: cannot write the output: stdout is closed"),
+        (">/dev/full", ["info"], "trit: cannot write the output: No space left on device"),
+        (
+            ">/dev/full",
+            ["run", "--ids", "1,2", "-n", "3"],
+            "trit: cannot write the output: No space left on device",
+        ),
+    ],
+)
+def test_closed_or_failing_std_streams_are_one_line(tiny_gguf, redirect, args, line):
+    """`trit chat <&-`, `trit run >&-` and `trit info >/dev/full` (ENOSPC) ended in tracebacks
+    (AttributeError on None, OSError, or Python's "Exception ignored" at exit)."""
+    if redirect == ">/dev/full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    cmd = [sys.executable, "-m", "trit", *args, "-m", str(tiny_gguf)]
+    r = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *cmd],
+        capture_output=redirect != ">&-",
+        stderr=subprocess.PIPE if redirect == ">&-" else None,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode in (1, 2) and r.stderr.strip() == line, r.stderr
