@@ -20,7 +20,7 @@ from trit.engine.errors import ContextFullError, EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
 from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
 from trit.engine.tokenizer import replace_surrogates
-from trit.launch import EXIT_INTERRUPTED, interrupted
+from trit.launch import interrupted
 from trit.options import MAX_THREADS, int_range, real, writable_file
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports: the reader went away
@@ -311,13 +311,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         gen, stopped = _run_interruptible(
             model, lambda: model.chat(messages, on_text=write, raw=args.raw, **_sampling(args))
         )
+    if stopped and not gen.stats.prompt_tokens and not gen.stats.tokens_generated:
+        return interrupted()  # within the prompt: no reply, and no stats of zeros to show
     out.write("\n")
     out.flush()
     note = _context_note(gen.stats, model)
     if note:
         print(f"trit: {note}", file=sys.stderr)
     print(_stats_line(gen.stats, model), file=sys.stderr)
-    return EXIT_INTERRUPTED if stopped else 0
+    return interrupted() if stopped else 0
 
 
 # Chat commands: the line's first word must be one of these exactly ("/systemd is down" is a
@@ -356,12 +358,14 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     session = model.session()
+    # the "> " prompt is for a person at a terminal: from a pipe it went into stdout between replies
+    prompt = "> " if sys.stdin.isatty() else ""
     # A Ctrl-C at the prompt was most likely meant for a reply that just ended, or clears a typed
     # line (a shell habit): only a second one within QUIT_SECONDS leaves.
     interrupted_at = -QUIT_SECONDS
     while True:
         try:
-            line = replace_surrogates(input("> "))  # bytes stdin could not decode
+            line = replace_surrogates(input(prompt))  # bytes stdin could not decode
         except EOFError:
             print(file=sys.stderr)
             return 0
@@ -415,6 +419,10 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             )
             print(f"\ntrit: {e}{hint}", file=sys.stderr)
             history.pop()
+            continue
+        if stopped and not gen.stats.prompt_tokens and not gen.stats.tokens_generated:
+            history.pop()  # stopped within the prompt: no reply to keep, nor stats of zeros
+            print("(stopped before the reply began; the message was not kept)", file=sys.stderr)
             continue
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": gen.text})

@@ -646,3 +646,23 @@ def test_closed_or_failing_std_streams_are_one_line(tiny_gguf, redirect, args, l
         check=False,
     )
     assert r.returncode in (1, 2) and r.stderr.strip() == line, r.stderr
+
+
+def test_chat_from_a_pipe_writes_only_the_replies(default_model_gguf):
+    """The "> " prompts went into stdout between the replies when stdin was a pipe."""
+    env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf)}
+    r = trit("chat", "-n", "5", "--temp", "0", stdin="Hello\n/reset\nHi\n", env=env)
+    assert r.returncode == 0 and r.stderr.count("reply:") == 2, r.stderr
+    replies = r.stdout.splitlines()
+    assert len(replies) == 2 and not any(line.startswith(">") for line in replies), r.stdout
+
+
+def test_ctrl_c_within_the_prompt_says_interrupted_without_stats(default_model_gguf):
+    """Ctrl-C while `trit run` still ran the prompt printed a stats line of zeros and no
+    'trit: interrupted'."""
+    ids = ",".join(["1000"] * 2000)  # tens of seconds of prompt at one thread
+    p = _spawn("run", "-m", str(default_model_gguf), "--ids", ids, "-n", "5", "-t", "1")
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and out == b"" and err.decode().strip() == "trit: interrupted", err
