@@ -699,7 +699,9 @@ class MainWindow(QMainWindow):
 
         info = self.model_info or {}
         model = (
-            f"{info['name']} ({info.get('isa', '')}, {info.get('threads', '')} threads)" if info else "none"
+            f"{info['name']} ({info.get('isa', '')}, {count_noun(int(info.get('threads', 0)), 'thread')})"
+            if info
+            else "none"
         )
         return (
             f"<h3>Trit {__version__}</h3>"
@@ -1223,7 +1225,7 @@ class MainWindow(QMainWindow):
         a48 = bool(info.get("a48", False))
         fast_act = info.get("activations") == "q8"  # Settings > Activation precision: Fast
         self.model_label.setText(
-            f"{info['name']} · {info['isa']} · {info['threads']} threads"
+            f"{info['name']} · {info['isa']} · {count_noun(int(info['threads']), 'thread')}"
             + (" · 8-bit activations" if fast_act else "")  # as the memory's "16-bit memory"
             + (" · fast head (approx.)" if approx else "")
             + (f" · {compact[0]} memory" if compact else "")

@@ -229,7 +229,7 @@ def test_engine_settings_reload_the_model(qtbot: Any, window: MainWindow) -> Non
     assert info["threads"] == 1 and info["context"] == 512 and info["activations"] == "q8"
     assert info["kv"] == "f16" and "16-bit memory" in win.model_label.text()
     assert "Conversation memory: 16-bit" in win.model_label.toolTip()
-    assert "1 threads" in win.model_label.text() and win.send_button.isEnabled()
+    assert "· 1 thread ·" in win.model_label.text() and win.send_button.isEnabled()
     s = win.ctx.settings_store.load()
     assert (s.threads, s.context, s.activations, s.lm_head, s.kv_cache) == (1, 512, "q8", "q8_0", "f16")
     # SmolLM2 stores its head as Q8_0 already: nothing is built, so the label does not say "approx."

@@ -39,3 +39,11 @@ def test_the_stop_question_names_every_setting_that_reloads(
     assert asked and "conversation memory" in asked[0] and "BitNet mode" in asked[0]
     with qtbot.waitSignal(win.reply_finished, timeout=REPLY_TIMEOUT_MS):
         win.stop()
+
+
+def test_one_thread_is_one_thread(qtbot: Any, window: MainWindow) -> None:
+    win = window
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        win.apply_settings(dataclasses.replace(win.ctx.settings, threads=1))
+    assert " · 1 thread" in win.model_label.text() and "1 threads" not in win.model_label.text()
+    assert "1 thread)" in win.about_text()
