@@ -331,6 +331,9 @@ SEARCH_LIMIT = 100  # conversations listed for a search (the most recently updat
 class MainWindow(QMainWindow):
     model_loaded = Signal(dict)  # re-emitted worker signals, for the self-test and tests
     reply_finished = Signal(dict)
+    # the store wrote its file again after it was deleted or moved (on the writing thread: the
+    # worker's for a reply), with what it says about it
+    store_rescued = Signal(str)
 
     def __init__(self, ctx: AppContext, *, model: str | None = None, autoload: bool = True) -> None:
         """model: a path or catalog id to use for new conversations (and those without a model)
@@ -415,6 +418,10 @@ class MainWindow(QMainWindow):
         self._rss_timer.start()
         if ctx.problems:
             self.statusBar().showMessage("; ".join(ctx.problems), 15000)
+        if self.store.open_warning is not None:  # a full disk: readable, nothing new saved yet
+            self.show_store_error(self.store.open_warning)
+        self.store_rescued.connect(self._on_store_rescued)
+        self.store.on_rescue = self.store_rescued.emit
         self.salvage_box: QMessageBox | None = None
         if self.store.salvaged is not None:  # the file was damaged: say once what was recovered
             self.salvage_box = QMessageBox(
@@ -826,6 +833,14 @@ class MainWindow(QMainWindow):
     def show_store_error(self, e: StoreError) -> None:
         """A failed read or write of the conversation database (damaged file, full disk)."""
         self.banner.show_problem(e.message, e.fix, kind="store")
+
+    def _on_store_rescued(self, message: str) -> None:
+        self.banner.show_problem(
+            message,
+            "Nothing was lost. If you moved the folder on purpose, close Trit and start it with "
+            "--data-dir pointing to the new place.",
+            kind="rescued",
+        )
 
     def _store_wrote(self) -> None:
         """A write to the conversation database worked: a failed one's banner is out of date (it
@@ -1983,6 +1998,7 @@ class MainWindow(QMainWindow):
         if self.ctx.has_downloads:
             self.ctx.downloads.close(wait=True, timeout=5)
             self.ctx._downloads = None
+        self.store.on_rescue = None  # the store may outlive the window (the app closes it after)
 
 
 __all__ = ["MainWindow", "ModelChoice", "model_choice", "resolve_model_path"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trit.app.core.store import ConversationStore
+from trit.app.core.store import ConversationStore, StoreFullError
 from trit.app.qt import app as app_module
 from trit.app.qt.main_window import MainWindow
 
@@ -173,10 +173,26 @@ def test_a_data_folder_deleted_while_the_window_runs_loses_nothing(
     shutil.rmtree(data_dir)
     with app_module.store_errors_in_banner(win):
         win.new_conversation()
-    assert not win.banner.isVisible()
     assert ctx.store.rescued and (data_dir / "conversations.sqlite3").exists()
+    # the window says what happened (the store wrote the file again), once the signal is handled
+    qtbot.waitUntil(lambda: win.banner.isVisible(), timeout=5000)
+    assert win.banner.kind == "rescued" and "deleted or moved while Trit ran" in win.banner.text()
     shown = win.current_id
     win.close()
     ctx.close()
     with ConversationStore(data_dir / "conversations.sqlite3") as s:
         assert {c.id for c in s.list_conversations()} == {before.id, shown}
+
+
+def test_a_full_disk_at_start_is_said_in_the_banner(qtbot: Any, make_ctx: Any) -> None:
+    """The store opened on a full disk (its conversations readable, nothing new saved until there
+    is room) and the window said nothing until the first write failed."""
+    ctx = make_ctx()
+    ctx.store.open_warning = StoreFullError(
+        "the disk holding /data is full (12 KB free)",
+        "Free some space on that disk, then try again.",
+        folder="/data",
+    )
+    win = open_window(qtbot, ctx, autoload=False)
+    assert win.banner.isVisible() and win.banner.kind == "store"
+    assert "is full" in win.banner.text() and "Free some space" in win.banner.text()
