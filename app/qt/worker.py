@@ -36,6 +36,7 @@ def fit_context(
     *,
     at_least: int = 0,
     slack: int = 0,
+    size: Any = None,
 ) -> tuple[list[dict[str, str]], int]:
     """The messages without their oldest turns, so that the prompt (count(messages) tokens) leaves
     reply_room tokens of the context free. Whole messages are left out from the front, never the
@@ -44,7 +45,13 @@ def fit_context(
     engine reuse its cached prompt); a new cut leaves `slack` more tokens free, so that the next
     turns fit behind the same cut. Returns (messages, how many were left out); when even the system
     prompt and the last message do not fit, they are returned alone (the engine then says the
-    prompt is too long)."""
+    prompt is too long).
+
+    size(message), when given, is a cheap lower bound of the tokens one message adds to the
+    prompt (its text's tokens). The sizes are summed from the newest end until they pass the
+    budget, so count() is only ever asked about about a context's worth of messages: counting the
+    whole of a 2,000-message conversation first took 6-11 s on the worker thread (holding the GIL
+    most of it) before every first reply after a load."""
     head = [m for m in messages[:1] if m.get("role") == "system"]
     body = messages[len(head) :]
     budget = context - reply_room
@@ -56,7 +63,16 @@ def fit_context(
         return d
 
     drop = cut(min(max(at_least, 0), last))
-    if count(head + body[drop:]) > budget:
+    floor = drop  # the suffixes from here on are the ones that may fit
+    if size is not None:
+        total = sum(size(m) for m in head)
+        d = len(body)
+        while d > drop and total <= budget:
+            d -= 1
+            total += size(body[d])
+        if total > budget:  # body[d:] surely does not fit: no count of it (or of more) is needed
+            floor = d
+    if floor > drop or count(head + body[drop:]) > budget:
         target = budget - slack
 
         def fits(d: int) -> bool:
@@ -65,7 +81,7 @@ def fit_context(
         # The fewest left out that fits the target (count shrinks as more go), searched from the
         # newest end: the kept part is about a context long, so the counts stay that short however
         # long the conversation is (a search from the front counted half of it, then a quarter ...).
-        lo, hi, step = drop + 1, last, 1  # the answer is in [lo, hi]
+        lo, hi, step = max(drop, floor) + 1, last, 1  # the answer is in [lo, hi]
         while hi - step >= lo and fits(hi - step):
             hi -= step
             step *= 2
@@ -78,6 +94,10 @@ def fit_context(
                 lo = mid + 1
         drop = cut(min(lo, last))
     return head + body[drop:], drop
+
+
+class _FitStopped(Exception):
+    """Stop was pressed while the conversation was being fitted to the context."""
 
 
 def _load_fix(e: BaseException) -> str:
@@ -157,6 +177,7 @@ class EngineWorker(QObject):
         self._energy = energy
         self._context = context
         self._cuts: dict[int, int] = {}  # conversation id -> messages left out of its last prompt
+        self._sizes: dict[str, int] = {}  # message text -> its tokens, for fit_context's size
         self._model: Any = None  # trit.engine Model, only touched on the worker thread
         self._session: Any = None
         self._path = ""
@@ -276,6 +297,7 @@ class EngineWorker(QObject):
 
     def _drop_model(self) -> None:
         self._cuts = {}  # another model counts tokens (and holds a context) of its own
+        self._sizes = {}
         with self._lock:
             self._model = self._session = None
             self._path = ""
@@ -303,14 +325,36 @@ class EngineWorker(QObject):
 
             check_prompt_size(tok, messages[-1:], context)
         room = max(1, min(int(sampling.max_tokens), context // 2))
-        kept, left_out = fit_context(
-            messages,
-            lambda ms: len(fmt.encode(tok, ms)),
-            context,
-            room,
-            at_least=self._cuts.get(conv_id, 0),
-            slack=context // 4,
-        )
+        sizes = self._sizes
+
+        def count(ms: list[dict[str, str]]) -> int:
+            if self._stop.is_set():  # Stop while fitting: the reply will not run, stop counting
+                raise _FitStopped
+            return len(fmt.encode(tok, ms))
+
+        def size(m: dict[str, str]) -> int:  # the text's tokens, once per text while this model is loaded
+            text = str(m.get("content") or "")
+            n = sizes.get(text)
+            if n is None:
+                if self._stop.is_set():
+                    raise _FitStopped
+                if len(sizes) >= 100_000:  # (a fit reads about a context's worth of messages)
+                    sizes.clear()
+                n = sizes[text] = len(tok.encode(text, add_bos=False))
+            return n
+
+        try:
+            kept, left_out = fit_context(
+                messages,
+                count,
+                context,
+                room,
+                at_least=self._cuts.get(conv_id, 0),
+                slack=context // 4,
+                size=size,
+            )
+        except _FitStopped:
+            return messages, 0  # (not run: the caller sees the stop)
         self._cuts[conv_id] = left_out
         return kept, left_out
 
