@@ -15,7 +15,7 @@ MAX_TOKENS_LIMIT = 32768
 MAX_TOP_K = 1000
 MIN_REPEAT_PENALTY = 0.5
 MAX_REPEAT_PENALTY = 2.0
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**31 - 1  # what a spin box holds
 
 
 def is_finite_number(v: Any) -> bool:

@@ -51,7 +51,14 @@ from PySide6.QtWidgets import (
 )
 from trit.app.core.catalog import LibraryError, path_problem
 from trit.app.core.meters import MemoryReading, process_rss
-from trit.app.core.sampling import MAX_TOKENS_LIMIT, Sampling
+from trit.app.core.sampling import (
+    MAX_REPEAT_PENALTY,
+    MAX_SEED,
+    MAX_TOKENS_LIMIT,
+    MAX_TOP_K,
+    MIN_REPEAT_PENALTY,
+    Sampling,
+)
 from trit.app.core.settings import Settings
 from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
 from trit.app.core.units import count_noun, format_bytes
@@ -260,6 +267,34 @@ class SettingsPanel(QGroupBox):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, MAX_TOKENS_LIMIT)
         self.max_tokens.setAccessibleName("Maximum reply tokens")
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, MAX_TOP_K)
+        self.top_k.setSpecialValueText("off")
+        self.top_k.setAccessibleName("Top-k")
+        self.top_k.setToolTip("Only the k most likely tokens can be picked (0 = off)")
+        self.min_p = QDoubleSpinBox()
+        self.min_p.setRange(0.0, 0.99)
+        self.min_p.setSingleStep(0.01)
+        self.min_p.setDecimals(2)
+        self.min_p.setSpecialValueText("off")
+        self.min_p.setAccessibleName("Min-p")
+        self.min_p.setToolTip(
+            "Tokens less likely than this share of the most likely one are never picked (0 = off)"
+        )
+        self.repeat_penalty = QDoubleSpinBox()
+        self.repeat_penalty.setRange(MIN_REPEAT_PENALTY, MAX_REPEAT_PENALTY)
+        self.repeat_penalty.setSingleStep(0.05)
+        self.repeat_penalty.setDecimals(2)
+        self.repeat_penalty.setAccessibleName("Repeat penalty")
+        self.repeat_penalty.setToolTip("Above 1, tokens used in the last 64 are less likely again (1 = off)")
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, MAX_SEED)
+        self.seed.setSpecialValueText("random")
+        self.seed.setAccessibleName("Seed")
+        self.seed.setToolTip(
+            "random: each reply is drawn anew. A number: the same conversation and settings give the "
+            "same reply again (Regenerate repeats it)"
+        )
         self.apply_button = QPushButton("Apply")
         self.apply_button.setAccessibleName("Apply conversation settings")
         self.apply_button.clicked.connect(self._apply)
@@ -275,6 +310,10 @@ class SettingsPanel(QGroupBox):
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-p", self.top_p)
         form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Min-p", self.min_p)
+        form.addRow("Repeat penalty", self.repeat_penalty)
+        form.addRow("Seed", self.seed)
         form.addRow(self.apply_button)
 
     conversation_id: int | None = None  # whose values are shown (None: the next new chat's)
@@ -288,6 +327,10 @@ class SettingsPanel(QGroupBox):
         self.temperature.setValue(sampling.temperature)
         self.top_p.setValue(sampling.top_p)
         self.max_tokens.setValue(sampling.max_tokens)
+        self.top_k.setValue(sampling.top_k)
+        self.min_p.setValue(sampling.min_p)
+        self.repeat_penalty.setValue(sampling.repeat_penalty)
+        self.seed.setValue(-1 if sampling.seed is None else sampling.seed)
         self._saved = self.values()
 
     def dirty(self) -> bool:
@@ -299,6 +342,10 @@ class SettingsPanel(QGroupBox):
             temperature=round(self.temperature.value(), 2),
             top_p=round(self.top_p.value(), 2),
             max_tokens=int(self.max_tokens.value()),
+            top_k=int(self.top_k.value()),
+            min_p=round(self.min_p.value(), 2),
+            repeat_penalty=round(self.repeat_penalty.value(), 2),
+            seed=None if self.seed.value() < 0 else int(self.seed.value()),
         ).validated()
         return self.system.toPlainText(), s
 
