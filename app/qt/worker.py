@@ -432,7 +432,9 @@ class EngineWorker(QObject):
 
                 gen_stats = Stats(0, 0.0, 0, 0.0, 0.0, 0, "cancelled")
             rec = dataclasses.replace(
-                meter.finish(gen_stats), model=Path(self._path).name if self._path else ""
+                meter.finish(gen_stats),
+                model=Path(self._path).name if self._path else "",
+                left_out=left_out,  # the chat marks the messages above the oldest one it saw
             )
             stopped = gen_stats.stop_reason == "cancelled"
             msg = writer.stop(rec.to_dict()) if stopped else writer.finish(rec.to_dict())

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QLineEdit
 from trit.app.core.sampling import Sampling
 from trit.app.core.store import COMPLETE
+from trit.app.qt.chat_view import UNSEEN_LINE
 from trit.app.qt.main_window import MainWindow
 from trit.app.qt.worker import fit_context
 
@@ -244,6 +245,15 @@ def test_a_conversation_longer_than_the_context_goes_on(
     assert "outgrew the model's context" in win.statusBar().currentMessage()
     msgs = win.store.messages(cid)
     assert [m.role for m in msgs] == ["user", "assistant"] * 6 and all(m.content for m in msgs)
+    # the latest reply keeps how many it was written without, and the chat marks them lastingly
+    left_out = msgs[-1].stats["left_out"]
+    assert left_out == trimmed[-1]["left_out"] > 0
+    text = win.chat.toPlainText()
+    assert text.count(UNSEEN_LINE) == 1
+    # the kept part opens with a question; the one before the cut is a question too (plain text)
+    assert msgs[left_out].role == "user" and left_out >= 2
+    before, after = msgs[left_out - 2].content, msgs[left_out].content
+    assert text.index(before) < text.index(UNSEEN_LINE) < text.index(after)
 
 
 def test_a_failed_reply_leaves_no_empty_reply_and_its_banner_goes(
