@@ -1329,6 +1329,8 @@ class MainWindow(QMainWindow):
             self.failed_path = self.loading_path  # Settings retries it (the fix may be a setting)
             self.loading_path = None
             self.model_label.setText("No model")
+            if self.statusBar().currentMessage().startswith("Loading "):
+                self.statusBar().clearMessage()  # the banner says what happened
         self.model_info = None  # the worker dropped the old model before trying
         self.loaded_path = None
         self.last_memory = None

@@ -628,3 +628,14 @@ def test_a_measured_source_that_fails_takes_its_watts_off_the_chart(
         win.stop()
     assert blocker.args[0]["record"]["energy_label"].startswith("estimated")
     assert win.chart.watts == [] and win.chart.title() == "tok/s during the reply"
+
+
+def test_a_failed_load_leaves_no_loading_message(qtbot: Any, make_ctx: Any, tmp_path: Path) -> None:
+    """The status bar went on saying "Loading bad.gguf…" beside the banner that said it failed."""
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(20))
+    win = open_window(qtbot, make_ctx(), autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.use_model(str(bad))
+    assert "error" in blocker.args[0] and win.banner.isVisible()
+    assert "Loading" not in win.statusBar().currentMessage() and win.model_label.text() == "No model"
