@@ -1148,7 +1148,9 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
         "-p", "--prompt-tokens", type=int_range(1), default=128, help="prompt length for pp (tokens)"
     )
     ap.add_argument("-n", "--gen-tokens", type=int_range(1), default=64, help="decode steps for tg")
-    ap.add_argument("-t", "--threads", type=parse_threads, default=[1, 2], help="thread counts, e.g. 1,2")
+    ap.add_argument(
+        "-t", "--threads", type=parse_threads, default=[1, 2], help="thread counts, e.g. 1,2 (default: 1,2)"
+    )
     ap.add_argument("--ttft-prompt", type=int_range(1), default=TTFT_PROMPT, help="prompt length for TTFT")
     ap.add_argument("--reps", type=int_range(1), default=3, help="measured repetitions after one warm-up")
     ap.add_argument(

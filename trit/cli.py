@@ -131,10 +131,57 @@ def _sampling(args: argparse.Namespace) -> dict[str, object]:
 
 def _stats_line(st, model) -> str:
     return (
-        f"prompt: {st.prompt_tokens} tokens ({st.cached_tokens} cached) in {st.prompt_ms:.0f} ms "
-        f"({st.prompt_tps:.1f} tok/s) | reply: {st.tokens_generated} tokens, {st.decode_tps:.1f} tok/s | "
-        f"first token: {st.ttft_ms:.0f} ms | {model.info.isa}, {model.threads} threads"
+        f"prompt: {_count(st.prompt_tokens, 'token')} ({st.cached_tokens} cached) in {st.prompt_ms:.0f} ms "
+        f"({st.prompt_tps:.1f} tok/s) | reply: {_count(st.tokens_generated, 'token')}, {st.decode_tps:.1f} tok/s | "
+        f"first token: {st.ttft_ms:.0f} ms | {model.info.isa}, {_threads(model.threads)}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _threads(n: int) -> str:
+    return _count(n, "thread")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """--help shows each option's default, unless its help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: an option it does not know is named before a required one that is
+    missing (`trit run --bogus` said "-p/--prompt is required"; argparse checks those first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        if message.startswith(("the following arguments are required", "one of the arguments")):
+            known = self._option_string_actions
+            unknown = [
+                a
+                for a in getattr(self, "_given", [])
+                if a.startswith("--") and not any(o.startswith(a.split("=")[0]) for o in known)
+            ]
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
+        super().error(message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--model", dest="gui_model", default=None, help="model the desktop app opens")
     ap.add_argument("--data-dir", default=None, help="desktop app: keep conversations and settings here")
-    sub = ap.add_subparsers(dest="cmd")
+    sub = ap.add_subparsers(dest="cmd", parser_class=_CommandParser)
 
     run = sub.add_parser("run", help="one reply: streams it to stdout, stats to stderr")
     _add_model_args(run, default_ok=True)
@@ -180,7 +227,12 @@ def _parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("logits", help="write the logits of a token sequence to a .npy file")
     _add_model_args(lg, default_ok=True)
     lg.add_argument("--ids", type=_ids, required=True, help="token ids, comma separated (e.g. 1,2,3)")
-    lg.add_argument("-o", "--output", required=True, help="the .npy file to write (.npy is added if missing)")
+    lg.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the .npy file to write (a new file's name gets .npy if it lacks it); - for stdout",
+    )
 
     from trit import bench
 
@@ -209,6 +261,23 @@ def _model_path(args: argparse.Namespace) -> str:
 def _load(args: argparse.Namespace):
     from trit.engine import load_model
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.threads is not None and args.threads > cpus:
+        print(
+            f"trit: warning: -t {args.threads}: this machine runs {cpus} at once; more threads than "
+            "that wait for each other and slow every token",
+            file=sys.stderr,
+        )
+    model = _load_model(args, load_model)
+    if args.context is not None and model.context < args.context:  # the engine caps it
+        print(
+            f"trit: warning: -c {args.context}: this model holds at most {model.context} tokens; using {model.context}",
+            file=sys.stderr,
+        )
+    return model
+
+
+def _load_model(args: argparse.Namespace, load_model: Callable[..., Model]) -> Model:
     return load_model(
         _model_path(args),
         threads=args.threads,
@@ -267,6 +336,12 @@ def _run_interruptible(target: Model | Session, fn: Callable[[], Any]) -> tuple[
     return box["result"], bool(interrupted)
 
 
+def _raise_context(model: Model) -> str:
+    if model.context < model.config.context:
+        return f"-c raises the context, up to the model's {model.config.context}"
+    return f"{model.config.context} tokens is this model's most"
+
+
 def _context_note(stats: Stats, model: Model) -> str | None:
     """A reply cut by the full context says so (the engine reports why a generation stopped)."""
     if stats.stop_reason != "context":
@@ -287,8 +362,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ids is not None:
         _check_ids(args.ids, model)
 
-        def emit(tok: int) -> None:
-            out.write(f"{tok} ")
+        sep = ""
+
+        def emit(tok: int) -> None:  # "1 2 3", without a space after the last
+            nonlocal sep
+            out.write(f"{sep}{tok}")
+            sep = " "
             out.flush()
 
         gen, stopped = _run_interruptible(
@@ -308,9 +387,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             out.write(text)
             out.flush()
 
-        gen, stopped = _run_interruptible(
-            model, lambda: model.chat(messages, on_text=write, raw=args.raw, **_sampling(args))
-        )
+        try:
+            gen, stopped = _run_interruptible(
+                model, lambda: model.chat(messages, on_text=write, raw=args.raw, **_sampling(args))
+            )
+        except ContextFullError as e:  # its "start a new conversation" is for a chat
+            raise ContextFullError(f"{str(e).split(';')[0]}; {_raise_context(model)}") from None
     if stopped and not gen.stats.prompt_tokens and not gen.stats.tokens_generated:
         return interrupted()  # within the prompt: no reply, and no stats of zeros to show
     out.write("\n")
@@ -352,7 +434,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     system = args.system
     history: list[dict[str, str]] = []
     print(
-        f"Chatting with {Path(model.info.path).name} ({model.info.isa}, {model.threads} threads). "
+        f"Chatting with {Path(model.info.path).name} ({model.info.isa}, {_threads(model.threads)}). "
         "/reset clears the chat, /system TEXT sets the system prompt, /quit leaves; "
         "Ctrl-C stops a reply.",
         file=sys.stderr,
@@ -458,8 +540,11 @@ def _cmd_perplexity(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} tokens", end="", file=sys.stderr, flush=True)
 
-    r = perplexity(model, ids, context=args.window, on_progress=progress)
-    print(file=sys.stderr)
+    # a progress line redrawn with \r is for a terminal: in a log it is one line of every count
+    tty = sys.stderr.isatty()
+    r = perplexity(model, ids, context=args.window, on_progress=progress if tty else None)
+    if tty:
+        print(file=sys.stderr)
     print(
         f"perplexity {r.perplexity:.4f} over {r.tokens_scored} tokens ({r.windows} windows of <= {args.window})"
     )
@@ -467,15 +552,33 @@ def _cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def _cmd_logits(args: argparse.Namespace) -> int:
-    if Path(args.output).is_dir():
-        raise ValueError(f"-o {args.output}: this is a folder; give a file name")
-    # np.save adds .npy to a name without it: check (and report) the file it will really write
-    path = args.output if args.output.endswith(".npy") else args.output + ".npy"
-    writable_file(path, "-o")
+    if args.output == "-":
+        if sys.stdout.isatty():
+            raise ValueError("-o -: stdout is a terminal; redirect it to a file or a program that reads .npy")
+        path = "-"
+    else:
+        if Path(args.output).is_dir():
+            raise ValueError(f"-o {args.output}: this is a folder; give a file name")
+        # .npy is added to the name of a new file; a path that exists (/dev/null, /dev/stdout, a
+        # fifo) is written as given (np.save made /dev/null.npy)
+        exists = os.path.exists(args.output)
+        path = args.output if exists or args.output.endswith(".npy") else args.output + ".npy"
+        writable_file(path, "-o")
     model = _load(args)
     _check_ids(args.ids, model)
-    np.save(path, model.logits(args.ids))
-    print(f"wrote {path}: {len(args.ids)} x {model.config.vocab} float32", file=sys.stderr)
+    logits = model.logits(args.ids)
+    if path == "-":
+        try:
+            np.save(sys.stdout.buffer, logits)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(e.strerror or str(e)) from None
+    else:
+        with open(path, "wb") as f:
+            np.save(f, logits)
+    where = "stdout" if path == "-" else path
+    print(f"wrote {where}: {len(args.ids)} x {model.config.vocab} float32", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
@@ -116,6 +117,7 @@ def test_run_ids_streams_greedy_tokens(tiny_gguf):
     want = load_model(tiny_gguf, threads=1).generate([1, 2, 3], max_tokens=8, temperature=0).tokens
     assert got == want
     assert "tok/s" in r.stderr and "first token" in r.stderr
+    assert r.stdout == " ".join(map(str, want)) + "\n"  # no space after the last id
 
 
 def test_run_prompt_without_tokenizer_says_so(tiny_gguf):
@@ -208,6 +210,8 @@ def test_perplexity_command(default_model_gguf):
     text = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "declaration.txt"
     r = trit("perplexity", "-m", str(default_model_gguf), "-f", str(text))
     assert r.returncode == 0, r.stderr
+    # the progress line ("\r512/1500 tokens" redrawn) is for a terminal, not for a log
+    assert " tokens" not in r.stderr.replace("\n", ""), r.stderr
     value = float(r.stdout.split()[1])
     ref = float(
         np.load(Path(__file__).resolve().parents[1] / "fixtures" / "data" / "smollm2_ref.npz")["ppl_ref"]
@@ -666,3 +670,45 @@ def test_ctrl_c_within_the_prompt_says_interrupted_without_stats(default_model_g
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and out == b"" and err.decode().strip() == "trit: interrupted", err
+
+
+def test_logits_to_an_existing_path_or_stdout(tiny_gguf):
+    """`-o /dev/null` wrote /dev/null.npy; `-o -` now writes to stdout."""
+    devnull_npy = Path("/dev/null.npy")
+    r = trit("logits", "-m", str(tiny_gguf), "--ids", "1,2", "-o", os.devnull)
+    assert r.returncode == 0 and "wrote /dev/null: 2 x 300" in r.stderr, r.stderr
+    assert not devnull_npy.exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "trit", "logits", "-m", str(tiny_gguf), "--ids", "1,2", "-o", "-"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0 and b"wrote stdout" in r.stderr, r.stderr
+    np.testing.assert_array_equal(
+        np.load(io.BytesIO(r.stdout)), load_model(tiny_gguf, threads=1).logits([1, 2])
+    )
+
+
+def test_options_beyond_the_model_or_machine_are_named(tiny_gguf):
+    """-c above the model's context was cut to it, and -t far above the cores taken, silently."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    r = trit("run", "-m", str(tiny_gguf), "--ids", "1", "-n", "1", "-c", "100000", "-t", str(cpus + 1))
+    assert r.returncode == 0, r.stderr
+    assert "trit: warning: -c 100000: this model holds at most 256 tokens; using 256" in r.stderr
+    assert f"trit: warning: -t {cpus + 1}: this machine runs {cpus} at once" in r.stderr
+    r = trit("run", "-m", str(tiny_gguf), "--ids", "1", "-n", "1", "-t", "1")
+    assert "warning" not in r.stderr and "prompt: 1 token (" in r.stderr and "reply: 1 token," in r.stderr
+    assert r.stderr.rstrip().endswith(", 1 thread")  # not "1 threads"
+
+
+def test_run_wording(default_model_gguf):
+    env = {"TRIT_DEFAULT_MODEL": str(default_model_gguf)}
+    r = trit("run", "-c", "4", "-p", "hi", env=env)  # the run's remedy is -c, not a new conversation
+    assert r.returncode == 1 and "-c raises the context, up to the model's 8192" in r.stderr, r.stderr
+    assert "conversation" not in r.stderr
+    r = trit("run", "--bogus", env=env)  # named before the missing -p
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr, r.stderr
+    r = trit("run", "--help")
+    assert "(default: 256)" in r.stdout and "(default: 0.7)" in r.stdout  # -n, --temp
+    assert "(default: None)" not in r.stdout and "(default: False)" not in r.stdout
