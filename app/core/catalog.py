@@ -598,23 +598,18 @@ class ModelLibrary:
         """Moves src (an old local name) to dst (entry's own), holding both names' download locks:
         an older Trit may be finishing a download into src, this one into dst. The move is recorded
         first (locate finds a stored old path again). False: not now; nothing moved."""
-        from .downloads import _PartLock
+        from .downloads import part_locks
 
-        locks = (_PartLock(src), _PartLock(dst))
         try:
-            if not all(lock.acquire() for lock in locks):
-                return False
-            # under the locks: still the file identified, and still no dst
-            if os.path.lexists(dst) or self._identify(src) != entry:
-                return False
-            self._record_move(src.name, dst.name)
-            _rename_no_replace(src, dst)
-            return True
+            with part_locks(src, dst) as held:
+                # under the locks: still the file identified, and still no dst
+                if not held or os.path.lexists(dst) or self._identify(src) != entry:
+                    return False
+                self._record_move(src.name, dst.name)
+                _rename_no_replace(src, dst)
+                return True
         except OSError:
             return False
-        finally:
-            for lock in locks:
-                lock.release()
 
     def _entry_named(self, name: str) -> CatalogEntry | None:
         """The entry whose own file in the folder is called name."""

@@ -21,6 +21,7 @@ that are called on those threads (the Qt layer re-emits them as signals).
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import errno
 import hashlib
@@ -354,32 +355,42 @@ def discard_partial(dest: Path) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def part_locks(*dests: Path) -> Iterator[bool]:
+    """Holds the download locks of dests (their `.part.lock` files) for the with block: True when
+    all are held, False when another process holds one (then none is). For work on a models
+    folder's files that a download in another process may be writing (moving, deleting).
+    OSError: a lock file cannot be made."""
+    locks = [_PartLock(d) for d in dests]
+    try:
+        yield all(lock.acquire() for lock in locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 def move_partial(dest: Path, new_dest: Path) -> bool:
     """Moves the part file of dest and its sidecar to those of new_dest, holding both locks, so
     that a download running in another process neither loses its part nor has one moved in
     under it. False: another process holds either lock, or nothing could be moved (no part, or
     new_dest already has one); then nothing changed."""
-    locks = (_PartLock(dest), _PartLock(new_dest))
     try:
-        if not all(lock.acquire() for lock in locks):
-            return False
-        if not part_path(dest).exists() or part_path(new_dest).exists() or sidecar_path(new_dest).exists():
-            return False
-        os.replace(part_path(dest), part_path(new_dest))
-        try:
-            os.replace(sidecar_path(dest), sidecar_path(new_dest))
-        except FileNotFoundError:
-            pass  # a part without a sidecar resumes from its size alone
-        except OSError:
-            os.replace(part_path(new_dest), part_path(dest))  # both stay where they were
-            return False
-        return True
+        with part_locks(dest, new_dest) as held:
+            if not held or not part_path(dest).exists():
+                return False
+            if part_path(new_dest).exists() or sidecar_path(new_dest).exists():
+                return False
+            os.replace(part_path(dest), part_path(new_dest))
+            try:
+                os.replace(sidecar_path(dest), sidecar_path(new_dest))
+            except FileNotFoundError:
+                pass  # a part without a sidecar resumes from its size alone
+            except OSError:
+                os.replace(part_path(new_dest), part_path(dest))  # both stay where they were
+                return False
+            return True
     except OSError:
         return False
-    finally:
-        for lock in locks:
-            lock.release()
-    return True
 
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -1473,6 +1484,7 @@ __all__ = [
     "discard_partial",
     "lock_path",
     "move_partial",
+    "part_locks",
     "part_path",
     "pending_downloads",
     "pending_requests",
