@@ -852,16 +852,8 @@ class BenchResult:
 
 # The keys of a row's samples and meta in the JSON, whichever were measured or reported: a run
 # without the bandwidth probe, --contention or llama.cpp had fewer, so files differed in shape.
-SAMPLE_KEYS = (
-    "pp_tps",
-    "tg_tps",
-    "ttft_ms",
-    "tg_bw_gbps",
-    "tg_bw_before",
-    "tg_bw_after",
-    "tg_busy_tps",
-    "tg_busy_alone",
-)
+QUIET_SAMPLE_KEYS = ("pp_tps", "tg_tps", "ttft_ms", "tg_bw_gbps", "tg_bw_before", "tg_bw_after")
+SAMPLE_KEYS = (*QUIET_SAMPLE_KEYS, "tg_busy_tps", "tg_busy_alone")  # the last two: --contention
 META_KEYS = (
     "load_s",
     "format",
@@ -971,14 +963,7 @@ def run_bench(
                         res["tg_bw_before"], res["tg_bw_after"] = before, probe.probe([t])[t]
                         res["tg_bw_gbps"] = max(res["tg_bw_before"], res["tg_bw_after"])
                     if rep >= 0:
-                        for key in (
-                            "pp_tps",
-                            "tg_tps",
-                            "ttft_ms",
-                            "tg_bw_gbps",
-                            "tg_bw_before",
-                            "tg_bw_after",
-                        ):
+                        for key in QUIET_SAMPLE_KEYS:
                             if key in res:
                                 trows[i].samples.setdefault(key, []).append(res[key])
                     if log:
