@@ -324,7 +324,13 @@ def _run_interruptible(target: Model | Session, fn: Callable[[], Any]) -> tuple[
     if own:
         signal.signal(signal.SIGINT, on_sigint)
     try:
-        threading.Thread(target=work, daemon=True).start()
+        try:
+            threading.Thread(target=work, daemon=True).start()
+        except RuntimeError:  # no thread can be started (no memory left for its stack): fn runs
+            if own:  # here, and Ctrl-C interrupts it as KeyboardInterrupt
+                signal.signal(signal.SIGINT, previous)
+                own = False
+            work()
         while not done.wait(0.1):
             if interrupted:
                 target.cancel()

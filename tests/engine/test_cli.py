@@ -712,3 +712,31 @@ def test_run_wording(default_model_gguf):
     r = trit("run", "--help")
     assert "(default: 256)" in r.stdout and "(default: 0.7)" in r.stdout  # -n, --temp
     assert "(default: None)" not in r.stdout and "(default: False)" not in r.stdout
+
+
+def test_a_generation_runs_on_the_calling_thread_when_no_thread_can_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of memory for a thread's stack, Thread.start raised "can't start new thread" as a raw
+    traceback before the generation began."""
+    import threading
+
+    from trit import cli
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    before = signal.getsignal(signal.SIGINT)
+    ran_on: list[threading.Thread] = []
+
+    def fn() -> int:
+        ran_on.append(threading.current_thread())
+        return 42
+
+    class Target:
+        def cancel(self) -> None:
+            raise AssertionError("nothing to cancel")
+
+    assert cli._run_interruptible(Target(), fn) == (42, False)  # type: ignore[arg-type]
+    assert ran_on == [threading.current_thread()] and signal.getsignal(signal.SIGINT) is before
