@@ -488,15 +488,20 @@ class ChatView(QTextBrowser):
                 m.role == "system" or (m.role == "assistant" and m.status == STREAMING and stream is not None)
             )
         ]
-        unseen = _left_out(messages)
+        # the line saying what the model no longer sees goes before the message left_out counts
+        # to: the prompt's messages, which leave out empty replies (stopped before their first token)
+        unseen, line_at = _left_out(messages), None
+        if unseen:
+            in_prompt = [k for k, (_, m) in enumerate(drawn) if m.role != "assistant" or m.content]
+            line_at = in_prompt[unseen] if unseen < len(in_prompt) else None
         wanted = [
             # the links a header has (Edit on the last question, Regenerate on the last reply) and
-            # whether the line saying what the model no longer sees is drawn before it
+            # whether the line is drawn before it
             (
                 replace(m, stats=dict(m.stats)),
                 m.role == "user" and i == last_user,
                 m.role == "assistant" and i == last,
-                bool(unseen) and k == unseen,
+                k == line_at,
             )
             for k, (i, m) in enumerate(drawn)
         ]

@@ -183,3 +183,20 @@ def test_a_line_marks_the_messages_the_latest_reply_was_written_without(qtbot: A
     for bad in (0, -3, True, "4", 99):  # none, or nonsense from a damaged file: no line
         view.show_messages([*msgs[:9], ShownMessage(9, "assistant", "x", COMPLETE, {"left_out": bad})])
         assert UNSEEN_LINE not in view.toPlainText()
+
+
+def test_the_line_counts_only_messages_that_were_in_the_prompt(qtbot: Any) -> None:
+    """A reply stopped before its first token is empty and not part of the prompt: the line was
+    drawn one message too high for each, above a reply the model never saw."""
+    view = make_view(qtbot)
+    msgs = [
+        ShownMessage(0, "user", "Question zero"),
+        ShownMessage(1, "assistant", "", STOPPED),  # Esc before the first token
+        ShownMessage(2, "user", "Question two"),
+        ShownMessage(3, "assistant", "Answer three"),
+        ShownMessage(4, "user", "Question four"),
+        ShownMessage(5, "assistant", "Answer five", COMPLETE, {"left_out": 3}),  # the prompt lost 0, 2, 3
+    ]
+    view.show_messages(msgs)
+    text = view.toPlainText()
+    assert text.index("Answer three") < text.index(UNSEEN_LINE) < text.index("Question four")
