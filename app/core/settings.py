@@ -160,14 +160,14 @@ def _check_endpoint(v: Any) -> str:
 
 
 def _without_userinfo(url: str) -> str:
-    """url without a user:password@ part (url itself when it has none or does not parse)."""
-    try:
-        u = urllib.parse.urlsplit(url.strip())
-    except ValueError:
+    """url without a user:password@ part: everything after the scheme up to the last "@" before
+    the path. Done on the text, not with urlsplit, which fails on a password holding [ or ]."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
         return url
-    if "@" not in u.netloc:
-        return url
-    return urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://{rest[at + 1 :]}"
 
 
 def _check_one_of(choices: tuple[str, ...]) -> Any:
@@ -233,11 +233,19 @@ def settings_from_dict(doc: Any, base: Settings | None = None) -> tuple[Settings
         if name == "hf_endpoint" and isinstance(value, str) and (bare := _without_userinfo(value)) != value:
             # an older Trit kept user:password@ in the endpoint (a company mirror): the mirror stays,
             # the credentials go, and neither they nor the old value reach a message
-            problems.append(
-                f"hf_endpoint held a user name and password, which are no longer kept in settings; "
-                f"they were removed ({short_repr(bare)} is used)"
-            )
-            value = bare
+            try:
+                changes[name] = check(bare)
+            except ValueError as e:
+                problems.append(
+                    f"hf_endpoint held a user name and password, which are no longer kept in "
+                    f"settings, and without them it {e}; using {short_repr(getattr(base, name))}"
+                )
+            else:
+                problems.append(
+                    "hf_endpoint held a user name and password, which are no longer kept in settings; "
+                    f"they were removed ({short_repr(changes[name])} is used)"
+                )
+            continue
         try:
             changes[name] = check(value)
         except ValueError as e:

@@ -388,10 +388,15 @@ def test_an_endpoint_with_credentials_from_an_older_trit_keeps_its_mirror_and_sh
         assert s.hf_endpoint == kept
         assert len(problems) == 1 and "user name and password" in problems[0] and kept in problems[0]
         assert "s3cret" not in problems[0] and "alice" not in problems[0]
-    # a value that is bad for another reason as well is refused without its credentials
-    s, problems = settings_from_dict({"hf_endpoint": "ftp://alice:s3cret@x"})
-    assert s.hf_endpoint == "https://huggingface.co" and len(problems) == 2
-    assert not any("s3cret" in p or "alice" in p for p in problems)
+    # a password urlsplit cannot parse ([ or ]) is removed all the same
+    s, problems = settings_from_dict({"hf_endpoint": "https://bob:s3cr[et@mirror.corp/"})
+    assert s.hf_endpoint == "https://mirror.corp" and "s3cr" not in problems[0] and "bob" not in problems[0]
+    # a value that is bad for another reason as well is refused once, without its credentials
+    for bad in ("ftp://alice:s3cret@x", "https://alice:s3cret@mirror.corp:99999/"):
+        s, problems = settings_from_dict({"hf_endpoint": bad})
+        assert s.hf_endpoint == "https://huggingface.co" and len(problems) == 1, problems
+        assert "s3cret" not in problems[0] and "alice" not in problems[0]
+        assert "using 'https://huggingface.co'" in problems[0] and " is used" not in problems[0]
 
 
 def test_app_core_never_imports_qt() -> None:
