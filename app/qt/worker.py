@@ -257,8 +257,9 @@ class EngineWorker(QObject):
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
                 # (the session's KV cache included: it was allocated outside this, and an
                 # OutOfMemoryError left the window on "Loading ..." for ever)
-                msg = str(e) or type(e).__name__
-                self.load_failed.emit(f"Cannot open {Path(path).name}: {msg}", _load_fix(e))
+                msg, name = str(e) or type(e).__name__, Path(path).name
+                msg = msg.removeprefix(f"{path}: ").removeprefix(f"{name}: ")  # the engine's may name it
+                self.load_failed.emit(f"Cannot open {name}: {msg}", _load_fix(e))
                 return
             if info is None:
                 self.load_failed.emit(

@@ -96,7 +96,7 @@ def test_a_kv_cache_that_cannot_be_allocated_fails_the_load_with_a_memory_fix(
     kind, args = load(qtbot, worker, huge_context_gguf, threads=1, context=HUGE_CONTEXT)
     assert kind == "load_failed", args
     message, fix = args
-    assert message.startswith("Cannot open huge-context.gguf: ")
+    assert message.startswith("Cannot open huge-context.gguf: ") and message.count("huge-context.gguf") == 1
     assert "KV cache for 2097152 positions needs 524,288 MB" in message and "shorter context" in message
     assert "Context size" in fix and "Pick another model" not in fix
     assert worker.model_path == ""  # nothing half-loaded is kept
