@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,6 +367,13 @@ def _same_value(have: object, want: MetadataValue) -> bool:
     return isinstance(have, (int, float)) and have == want
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _rename_no_replace(src: Path, dst: Path) -> None:
     """Renames src to dst in one folder, never over an existing dst (FileExistsError). Windows'
     rename refuses an existing target itself; POSIX rename replaces it, so a hard link makes dst
@@ -406,6 +413,17 @@ class ModelLibrary:
         # path -> ((size, mtime_ns), value): a header is read once while the file is unchanged
         self._headers: dict[Path, tuple[tuple[int, int], dict[str, MetadataValue] | None]] = {}
         self._magic: dict[Path, tuple[tuple[int, int], bool]] = {}
+        # the model files in use (loaded or loading): a file under an old name is not moved while
+        # it is one of them (the window lost track of its loaded model, and could delete it)
+        self.in_use: Callable[[], Iterable[str | Path]] = tuple
+
+    def settle_old_names(self) -> None:
+        """Moves each file under an older catalog's shared name to its entry's own name, as a
+        listing does: at start, before a model is loaded from there."""
+        for name in sorted({n for e in self._catalog for n in e.old_local_files}):
+            p = self._folder / name
+            if p.is_file():
+                self._settle(p)
 
     @property
     def folder(self) -> Path:
@@ -600,6 +618,8 @@ class ModelLibrary:
         first (locate finds a stored old path again). False: not now; nothing moved."""
         from .downloads import part_locks
 
+        if any(_same_file(src, Path(p)) for p in self.in_use() if p):
+            return False
         try:
             with part_locks(src, dst) as held:
                 # under the locks: still the file identified, and still no dst

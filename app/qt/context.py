@@ -57,6 +57,7 @@ class AppContext:
                 problems.append(str(e))
                 catalog = []
         library = ModelLibrary(settings.models_dir, catalog)
+        library.settle_old_names()  # before a model is loaded under an old name
         energy = EnergyMeter(watts_per_core=settings.watts_per_core)
         return cls(store, settings_store, settings, library, energy, problems)
 

@@ -427,6 +427,8 @@ class MainWindow(QMainWindow):
         self._readouts: dict[int, tuple[str, list[Any], list[Any], str]] = {}
 
         self.worker = EngineWorker(self.store, energy=ctx.energy, context=ctx.settings.context)
+        # the library moves no file this window has loaded or is loading
+        ctx.library.in_use = lambda: (self.worker.model_path, self.loading_path or "")
         self.worker.loaded.connect(self._on_loaded)
         self.worker.load_failed.connect(self._on_load_failed)
         self.worker.started.connect(self._on_started)
@@ -2048,6 +2050,7 @@ class MainWindow(QMainWindow):
             self.ctx.downloads.close(wait=True, timeout=5)
             self.ctx._downloads = None
         self.store.on_rescue = None  # the store may outlive the window (the app closes it after)
+        self.ctx.library.in_use = tuple
 
 
 __all__ = ["MainWindow", "ModelChoice", "model_choice", "resolve_model_path"]

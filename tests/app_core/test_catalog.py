@@ -354,6 +354,28 @@ def test_a_file_two_entries_fit_is_a_plain_file(tmp_path: Path) -> None:
     assert not lib.is_installed(f1) and not lib.is_installed(twin)
 
 
+def test_a_file_in_use_is_not_moved_and_the_start_moves_it_first(tmp_path: Path) -> None:
+    """QA: the window loaded a Falcon3 file under the old name, and opening Models moved it:
+    the window lost track of its model (Send said no model was loaded) and the dialog offered to
+    delete it as not in use. The start moves it before anything loads; a file in use stays."""
+    bitnet, f1, f3 = shared_name_catalog()
+    old = falcon_gguf(tmp_path / SHARED, 18, 2048)
+    lib = ModelLibrary(tmp_path, [bitnet, f1, f3])
+    lib.in_use = lambda: ("", str(old))  # loaded from the old name
+    assert [(m.path, m.entry) for m in lib.installed()] == [(old, f1)]
+    assert old.exists() and lib.path_for(f1) == old and lib.locate(old) == old
+    lib.in_use = tuple  # unloaded: the next listing moves it
+    assert [m.path.name for m in lib.installed()] == ["falcon3-1b.gguf"]
+
+    (tmp_path / "falcon3-1b.gguf").rename(old)
+    (tmp_path / ".trit-moved.json").unlink()
+    lib = ModelLibrary(tmp_path, [bitnet, f1, f3])
+    lib.settle_old_names()  # AppContext.create, before the window loads a model
+    assert not old.exists() and lib.path_for(f1) == tmp_path / "falcon3-1b.gguf"
+    assert lib.locate(old) == tmp_path / "falcon3-1b.gguf"
+    ModelLibrary(tmp_path / "missing", [bitnet, f1, f3]).settle_old_names()  # no folder: nothing
+
+
 def test_a_file_under_the_old_name_is_not_moved_over_the_entry_s_own(tmp_path: Path) -> None:
     bitnet, f1, f3 = shared_name_catalog()
     lib = ModelLibrary(tmp_path, [bitnet, f1, f3])

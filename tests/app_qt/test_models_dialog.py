@@ -733,3 +733,12 @@ def test_a_path_an_older_trit_stored_follows_the_model_the_library_moved(make_ct
     assert resolve_model_path(ctx) == moved
     choice = model_choice(ctx, str(old))
     assert choice.path == moved and choice.name == "falcon3-1b.gguf"
+
+
+def test_the_library_knows_which_model_the_window_has_loaded(window: Any, default_model_env: Path) -> None:
+    """The library moves no file the window has loaded (a Falcon3 file under an older catalog's
+    name was moved under the loaded model when Models listed the folder)."""
+    in_use = {str(p) for p in window.ctx.library.in_use() if p}
+    assert in_use == {window.worker.model_path} and Path(window.worker.model_path).is_file()
+    window.shutdown()
+    assert not any(window.ctx.library.in_use())
