@@ -419,7 +419,13 @@ def test_a_terminated_trit_bench_ends_its_worker(sig: str, default_model_gguf: P
     cmd = [sys.executable, "-m", "trit", "bench", "-m", str(default_model_gguf), "-t", "1", "--reps", "1"]
     cmd += ["--bw-mib", "0", "-p", "8", "-n", "1500", "--ttft-prompt", "8"]
     with open(err, "w") as f:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, cwd=tmp_path)
+        # as from a terminal: a run under nohup (SIGHUP ignored, which trit bench keeps) passes
+        # that on to its children
+        ignored = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        try:
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, cwd=tmp_path)
+        finally:
+            signal.signal(signal.SIGHUP, ignored)
     workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120
