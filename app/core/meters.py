@@ -420,6 +420,22 @@ def _process_cpu_seconds() -> float:
     return float(t.user + t.system)
 
 
+def cpu_seconds_without(thread: threading.Thread) -> Callable[[], float]:
+    """A reader of this process's CPU seconds less those of `thread`: for the window, whose own
+    work is not a reply's (switching to a long conversation while a reply ran added half again to
+    its estimate). All threads' where a thread's CPU clock cannot be read (Windows)."""
+    try:
+        clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+        time.clock_gettime(clock)
+    except (AttributeError, OSError, TypeError, OverflowError):
+        return _process_cpu_seconds
+
+    def read() -> float:
+        return max(0.0, _process_cpu_seconds() - time.clock_gettime(clock))
+
+    return read
+
+
 class CpuTimeEstimate:
     """Joules = this process's CPU seconds (user + system, all threads) x watts_per_core. Only
     Trit's own work, and only as good as the per-core figure: say "estimated"."""

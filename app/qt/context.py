@@ -4,6 +4,7 @@ self-test); without it they live in the per-user data and config dirs."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from trit.app.core.catalog import CatalogEntry, CatalogError, ModelLibrary, load_catalog
 from trit.app.core.downloads import DownloadQueue
-from trit.app.core.meters import EnergyMeter
+from trit.app.core.meters import CpuTimeEstimate, EnergyMeter, cpu_seconds_without
 from trit.app.core.settings import Settings, SettingsStore
 from trit.app.core.store import ConversationStore
 
@@ -58,7 +59,9 @@ class AppContext:
                 catalog = []
         library = ModelLibrary(settings.models_dir, catalog)
         library.settle_old_names()  # before a model is loaded under an old name
-        energy = EnergyMeter(watts_per_core=settings.watts_per_core)
+        # the estimate leaves out the window's thread (this one): drawing is not a reply's work
+        cpu = cpu_seconds_without(threading.current_thread())
+        energy = EnergyMeter(estimate=CpuTimeEstimate(settings.watts_per_core, cpu_seconds=cpu))
         return cls(store, settings_store, settings, library, energy, problems)
 
     @property

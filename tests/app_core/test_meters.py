@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -710,3 +712,28 @@ def test_an_old_record_has_no_energy_note() -> None:
     old = ReplyRecord(900, 40, 50, 512, 9, 1500.0, None, "measured: RAPL package", True).to_dict()
     del old["energy_note"]
     assert ReplyRecord.from_dict(old).energy_note == ""
+
+
+def test_the_estimate_can_leave_out_the_window_s_thread() -> None:
+    """The window's own work (drawing a long conversation switched to during a reply) counted as
+    the reply's energy: +57% in a QA run."""
+    import threading
+
+    from trit.app.core.meters import cpu_seconds_without
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    read = cpu_seconds_without(threading.current_thread())
+    if sys.platform == "win32":  # no per-thread CPU clock: all threads count
+        return
+    before = read()
+    spin(0.3)  # this thread's work: left out
+    assert read() - before < 0.1
+    before = read()
+    other = threading.Thread(target=spin, args=(0.3,))
+    other.start()
+    other.join()
+    assert read() - before >= 0.2  # another thread's (the engine's): counted

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from trit.app.core.catalog import bundled_entry
-from trit.app.core.meters import EnergyMeter
 from trit.app.qt.context import AppContext
 from trit.app.qt.main_window import MainWindow
 
@@ -44,8 +43,7 @@ def make_ctx(tmp_path: Path, data_dir: Path) -> Iterator[Any]:
     def make(**kw: Any) -> AppContext:
         kw.setdefault("models_dir", tmp_path / "models")
         kw.setdefault("catalog", [bundled_entry()])  # as shipped, minus the hub entries
-        ctx = AppContext.create(data_dir, **kw)
-        ctx.energy = EnergyMeter()  # this machine's sources: RAPL if readable, else the estimate
+        ctx = AppContext.create(data_dir, **kw)  # this machine's energy sources, as the app has
         made.append(ctx)
         return ctx
 

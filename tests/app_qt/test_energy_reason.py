@@ -5,6 +5,8 @@ made in tmp_path."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +89,17 @@ def test_the_speed_area_says_why_energy_is_estimated_and_where_it_is_measured(
         f"Measured by RAPL package counter ({counter}): the whole CPU package, other programs included."
     )
     assert win.live_label.accessibleDescription() == win.live_label.toolTip()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no per-thread CPU clock there")
+def test_the_window_s_estimate_leaves_its_own_thread_out(make_ctx: Any) -> None:
+    from trit.app.core import meters
+
+    ctx = make_ctx()
+    read = ctx.energy.estimate._cpu
+    assert read is not meters._process_cpu_seconds
+    before = read()
+    end = time.thread_time() + 0.3
+    while time.thread_time() < end:  # the GUI thread's work
+        pass
+    assert read() - before < 0.1
