@@ -163,9 +163,9 @@ def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool =
     )
 
 
-def _check_load_options(threads: object, a48: object) -> None:
-    """ValueError for a threads or a48 of the wrong kind (load_model checks before reading a
-    file of gigabytes)."""
+def _check_load_options(threads: object, a48: object, kv: object = "f32") -> None:
+    """ValueError for a threads, a48 or kv of the wrong kind (load_model checks before reading a
+    file of gigabytes; Model.session checks the same per session)."""
     if threads is not None and (
         isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
     ):
@@ -173,6 +173,27 @@ def _check_load_options(threads: object, a48: object) -> None:
     if not isinstance(a48, (bool, np.bool_)):
         # "no" or "false" from a config file would have turned the approximate mode on
         raise ValueError(f"a48 must be True or False, not {a48!r}")  # noqa: TRY004 - the API's convention
+    if kv not in KV_TYPES:
+        raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
+
+
+def _check_kv_fits(config: ModelConfig, kv: str) -> None:
+    """UnsupportedOptionError for a KV cache type this model's shape cannot take."""
+    if kv == "q3" and config.head_dim % 32:
+        raise UnsupportedOptionError(
+            "kv",
+            f"the 3-bit KV cache needs a head size divisible by 32; this model's is {config.head_dim}",
+        )
+
+
+FLOAT_TYPES = ("F16", "BF16", "F32")  # weight types whose kernels always take the f32 activation
+
+
+def _meets_q8_activations(t: object) -> bool:
+    """True for a matrix that activations="q8" changes: a llama.cpp quantized type (Q4_1, Q8_0 ...).
+    Ternary matrices always use their own int8 activations, and the float types' kernels take the
+    f32 activation in both modes (qk_f32act_scalar.c: tq_qk_get_f32act), so logits are bit-identical."""
+    return isinstance(t, QuantTensor) and t.type_name not in FLOAT_TYPES
 
 
 def load_model(
@@ -217,7 +238,7 @@ def load_model(
 
     if weights not in WEIGHT_MEMORY:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
-    _check_load_options(threads, a48)
+    _check_load_options(threads, a48, kv)
     p = Path(path)
     try:
         # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
@@ -273,18 +294,12 @@ class Model:
         kv: str = "f32",
         a48: bool = False,
     ) -> None:
-        _check_load_options(threads, a48)
+        _check_load_options(threads, a48, kv)
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
         if head not in LM_HEADS:
             raise ValueError(f"head must be one of {', '.join(LM_HEADS)}, not {head!r}")
-        if kv not in KV_TYPES:
-            raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
-        if kv == "q3" and weights.config.head_dim % 32:
-            raise UnsupportedOptionError(
-                "kv",
-                f"the 3-bit KV cache needs a head size divisible by 32; this model's is {weights.config.head_dim}",
-            )
+        _check_kv_fits(weights.config, kv)
         self.kv = kv
         self.a48 = bool(a48)
         head_type = None
@@ -360,10 +375,26 @@ class Model:
         )
 
     # -- sessions ------------------------------------------------------------------------------
-    def session(self, *, context: int | None = None) -> Session:
-        """A new conversation state with its own KV cache (context: tokens, at most the model's own
-        positions; default: the model's context as loaded)."""
-        return Session(self, self.context if context is None else self._context(context))
+    def session(
+        self,
+        *,
+        context: int | None = None,
+        threads: int | None = None,
+        kv: str | None = None,
+        a48: bool | None = None,
+    ) -> Session:
+        """A new conversation state with its own KV cache and thread pool. Each option defaults to
+        the one the model was loaded with and is checked as load_model checks it: context (tokens,
+        at most the model's own positions), threads, kv (the KV cache's type) and a48 (BitNet
+        a4.8 activations). These live in the session, not in the weights: changing them takes a
+        new session (milliseconds), not a new load (seconds for a file that is repacked)."""
+        threads = self.threads if threads is None else threads
+        kv = self.kv if kv is None else kv
+        a48 = self.a48 if a48 is None else a48
+        _check_load_options(threads, a48, kv)
+        _check_kv_fits(self.config, kv)
+        ctx = self.context if context is None else self._context(context)
+        return Session(self, ctx, threads=int(threads), kv=kv, a48=bool(a48))
 
     def _context(self, context: object) -> int:
         if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 1:
@@ -535,15 +566,31 @@ class Session:
     generate() takes the WHOLE token sequence of the conversation so far (e.g. the rendered chat);
     the longest prefix already in the cache is reused and only the rest is run."""
 
-    def __init__(self, model: Model, context: int) -> None:
+    def __init__(
+        self,
+        model: Model,
+        context: int,
+        *,
+        threads: int | None = None,
+        kv: str | None = None,
+        a48: bool | None = None,
+    ) -> None:
+        """Use Model.session(), which checks the options; None takes the model's."""
         self.model = model
         self.context = context
+        self.kv = model.kv if kv is None else kv
+        self.a48 = model.a48 if a48 is None else a48
         try:
             self.state = _core.CoreState(
-                model.core, context, PROMPT_BATCH, model.threads, model.kv, model.a48
+                model.core,
+                context,
+                PROMPT_BATCH,
+                model.threads if threads is None else threads,
+                self.kv,
+                self.a48,
             )
         except OutOfMemoryError:
-            need = kv_cache_bytes(model.config, model.kv, context)
+            need = kv_cache_bytes(model.config, self.kv, context)
             raise OutOfMemoryError(
                 f"{Path(model.weights.source).name}: not enough memory for the conversation state "
                 f"(its KV cache for {context} positions needs {megabytes(need)}); close other programs "
@@ -562,6 +609,11 @@ class Session:
     @property
     def kv_bytes(self) -> int:
         return int(self.state.kv_bytes)
+
+    @property
+    def threads(self) -> int:
+        """The threads this session's pool runs the forward pass on (the caller's included)."""
+        return int(self.state.threads)
 
     @property
     def pool_stats(self) -> dict[str, int]:

@@ -75,6 +75,16 @@ TITLE_CHARS = 48
 CONV_ID = Qt.ItemDataRole.UserRole
 
 
+def _session_options(s: Settings) -> tuple[Any, ...]:
+    """The settings a new session of the loaded model puts to use (worker.SESSION_OPTIONS)."""
+    return (s.threads, s.context, s.kv_cache, s.bitnet_mode)
+
+
+def _weight_options(s: Settings) -> tuple[Any, ...]:
+    """The settings that change how the weights are loaded: a change of them loads the model again."""
+    return (s.activations, s.lm_head)
+
+
 def _speed_text(tokens: int, tps: float) -> str:
     """Tokens and speed ("12 tokens · 20.5 tok/s"), without the speed for one token or none: the
     rule of the line under a reply (meters.readout_line), as one token has no decode time."""
@@ -1315,7 +1325,17 @@ class MainWindow(QMainWindow):
             )
         self.model_label.setToolTip(tip)
         self._update_memory_label()
-        if info.get("chat_warning"):
+        if info.get("problem"):  # the new session options could not be used: the old ones are
+            self.banner.show_problem(
+                f"{info['name']} keeps its previous settings: {info['problem']}",
+                str(info.get("problem_fix", "")),
+                kind="settings",
+            )
+        elif info.get("applied"):  # replaces "Settings saved and applied": in effect now
+            self.statusBar().showMessage(
+                f"Applied to {info['name']} in {float(info.get('load_s', 0)) * 1e3:.0f} ms", 4000
+            )
+        elif info.get("chat_warning"):
             self.statusBar().showMessage(str(info["chat_warning"]), 10000)
         else:  # replaces "Loading …"
             self.statusBar().showMessage(
@@ -1371,30 +1391,41 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, new: Settings) -> dict[str, str] | None:
         """Saves validated settings and puts them to use: the models folder, the energy estimate,
-        and a reload of the model when threads, context or precision changed (asking first when a
-        reply is being written, since the reload stops it). Returns {field: problem} ({} when
-        applied), or None when the user chose not to stop the reply."""
+        a new session of the loaded model when threads, context, conversation memory or BitNet
+        mode changed, and a reload of the model when activation precision or the output head did
+        (asking first when a reply is being written, since either stops it). Returns {field:
+        problem} ({} when applied), or None when the user chose not to stop the reply."""
         old = self.ctx.settings
-        engine_changed = (new.threads, new.context, new.engine_options()) != (
-            old.threads,
-            old.context,
-            old.engine_options(),
-        )
+        weights_changed = _weight_options(new) != _weight_options(old)
+        engine_changed = weights_changed or _session_options(new) != _session_options(old)
         # the model the shown conversation uses (a reply in another one may hold its own loaded), or,
         # with one model given at start, that one; after a failed load, the one that failed (the
         # fix it showed may be one of these settings)
         reload_path = self.loading_path or self.loaded_path or self.failed_path
         if self.manage_models:
             reload_path = self.conversation_model(self.current_id).path or reload_path
+        # threads, context, conversation memory and BitNet mode live in the session: the loaded
+        # model gets a new one (milliseconds) instead of being loaded again (seconds)
+        keep_model = (
+            not weights_changed
+            and reload_path is not None
+            and reload_path == self.loaded_path
+            and self.model_info is not None
+            and not self.model_loading
+        )
         if (
             engine_changed
             and reload_path
             and self.reply is not None
             and not self._confirm(
                 "Stop the reply?",
-                "Threads, context size, activation precision, output head, conversation memory and BitNet "
-                "mode take effect when the model is loaded again. Stop the reply that is being written and "
-                "reload the model now?",
+                "Threads, context size, conversation memory and BitNet mode take effect in a new, empty "
+                "conversation state (the model stays loaded). Stop the reply that is being written and "
+                "apply them now?"
+                if keep_model
+                else "Threads, context size, activation precision, output head, conversation memory and "
+                "BitNet mode take effect when the model is loaded again. Stop the reply that is being "
+                "written and reload the model now?",
             )
         ):
             return None
@@ -1417,23 +1448,34 @@ class MainWindow(QMainWindow):
         if engine_changed and reload_path:
             if self.reply is not None:
                 self.worker.stop()
-            self.load_model(reload_path)
+            if keep_model:
+                self._apply_to_loaded(reload_path)
+            else:
+                self.load_model(reload_path)
+        after = ""
+        if engine_changed and reload_path:
+            after = " and applied" if keep_model else "; reloading the model"
         if unsaved:  # in use all the same, until Trit closes
             self._settings_unsaved(unsaved)
             self.statusBar().showMessage(
-                "Settings in use but not saved; reloading the model"
-                if engine_changed and reload_path
-                else "Settings in use but not saved",
+                f"Settings in use but not saved{after}",
                 4000,
             )
             return {}
         if self.banner.kind == "settings":
             self.banner.hide()
-        self.statusBar().showMessage(
-            "Settings saved; reloading the model" if engine_changed and reload_path else "Settings saved",
-            4000,
-        )
+        self.statusBar().showMessage(f"Settings saved{after}", 4000)
         return {}
+
+    def _apply_to_loaded(self, path: str) -> None:
+        """The settings' threads, context, conversation memory and BitNet mode put to use in a new
+        session of the loaded model (the worker keeps the model; `loaded` says applied)."""
+        self.model_loading = True  # (for the few milliseconds: a send waits for the new session)
+        self.loading_path = path
+        self._pending_loads += 1
+        self._update_controls()
+        s = self.ctx.settings
+        self.worker.load(path, s.threads, s.context, keep_model=True, **s.engine_options())
 
     def _settings_unsaved(self, why: str) -> None:
         self.banner.show_problem(

@@ -26,6 +26,9 @@ from trit.app.core.sampling import Sampling
 from trit.app.core.store import ConversationStore, StoreError
 
 PROGRESS_INTERVAL = 0.1  # s between progress signals (the live chart's resolution)
+# load_model options that live in the session (Model.session takes them): a change of only these
+# and of threads / context builds a new session on the loaded model instead of loading it again
+SESSION_OPTIONS = ("kv", "a48")
 
 
 def fit_context(
@@ -133,6 +136,9 @@ class EngineWorker(QObject):
 
     Signals:
       loaded(dict)            model info: path, name, arch, isa, threads, file_bytes, kv_bytes, ...
+                              (threads, context, kv, a48: the session's); after load(keep_model=True)
+                              kept the model: applied=True, and problem / problem_fix (str) when the
+                              new options could not be used and the old ones were kept
       load_failed(str, str)   message, fix
       started(dict)           conversation_id, message_id of the reply being written
       token(str)              a piece of the reply text
@@ -161,7 +167,7 @@ class EngineWorker(QObject):
     busy_changed = Signal(bool)
 
     # requests, emitted on the caller's thread and delivered (queued) on the worker thread
-    _load_request = Signal(str, int, int, dict)
+    _load_request = Signal(str, int, int, dict, bool)
     _generate_request = Signal(dict)
     _unload_request = Signal()
 
@@ -181,6 +187,7 @@ class EngineWorker(QObject):
         self._model: Any = None  # trit.engine Model, only touched on the worker thread
         self._session: Any = None
         self._path = ""
+        self._weight_options: dict[str, Any] = {}  # the load_model options the model was loaded with
         self._chat_warning = ""  # the chat template's warning the window has been told
         self._stop = threading.Event()
         self._busy = False
@@ -199,13 +206,19 @@ class EngineWorker(QObject):
         path: str | Path,
         threads: int | None = None,
         context: int | None = None,
+        *,
+        keep_model: bool = False,
         **options: Any,
     ) -> None:
         """Loads path in place of the current model (after any queued request). context: None
         = the one given to the constructor; options: load_model's other keyword arguments
-        (activations, head, kv, a48: Settings.engine_options())."""
+        (activations, head, kv, a48: Settings.engine_options()). keep_model: when path is the
+        loaded model and its weight options (those not in SESSION_OPTIONS) are the ones it was
+        loaded with, only a new session is built with the new threads, context, kv and a48
+        (milliseconds; a reload repacked a TQ1_0 2B4T file for 13-18 s); `loaded` then carries
+        applied=True."""
         ctx = context if context is not None else self._context
-        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), dict(options))
+        self._load_request.emit(str(path), int(threads or 0), int(ctx or 0), dict(options), bool(keep_model))
 
     def generate(self, request: dict[str, Any]) -> None:
         # cleared here, not on the worker thread: a Stop pressed before the request starts counts
@@ -246,15 +259,30 @@ class EngineWorker(QObject):
         self._busy = busy
         self.busy_changed.emit(busy)
 
-    @Slot(str, int, int, dict)
-    def _do_load(self, path: str, threads: int, context: int, options: dict) -> None:
+    @Slot(str, int, int, dict, bool)
+    def _do_load(
+        self, path: str, threads: int, context: int, options: dict, keep_model: bool = False
+    ) -> None:
         self._set_busy(True)
         try:
-            self._drop_model()
             t0 = time.perf_counter()
+            weights = {k: v for k, v in options.items() if k not in SESSION_OPTIONS}
+            keep = (
+                keep_model
+                and self._model is not None
+                and self._path == path
+                and weights == self._weight_options
+            )
+            if not keep:
+                self._drop_model()
             try:
-                info = self._open(path, threads, context, options)
+                info = (
+                    self._new_session(threads, context, options)
+                    if keep
+                    else self._open(path, threads, context, options)
+                )
             except Exception as e:  # noqa: BLE001  # any failure becomes a message in the window
+                self._drop_model()  # (a new session that failed twice leaves no session to chat with)
                 # (the session's KV cache included: it was allocated outside this, and an
                 # OutOfMemoryError left the window on "Loading ..." for ever)
                 msg, name = str(e) or type(e).__name__, Path(path).name
@@ -281,6 +309,46 @@ class EngineWorker(QObject):
         if model.tokenizer is None:
             return None
         session = model.session()
+        with self._lock:
+            self._model, self._session, self._path = model, session, path
+        self._weight_options = {k: v for k, v in options.items() if k not in SESSION_OPTIONS}
+        self._chat_warning = getattr(model.chat_format, "warning", "") or ""
+        return self._info()
+
+    def _new_session(self, threads: int, context: int, options: dict) -> dict[str, Any]:
+        """Replaces the session of the loaded model with one built with these threads, context, kv
+        and a48, and returns the info for `loaded` (applied=True). The old session goes first, its
+        KV cache and thread pool with it: both at once may not fit (2B4T's f32 cache at 4096
+        positions is 629 MB). When the new one cannot be made (a kv this model cannot take, no
+        memory for the context), the old options are built again and the info's `problem` says
+        why; when even that fails, this raises (the caller drops the model)."""
+        model = self._model
+        with self._lock:
+            old, self._session = self._session, None
+        before = {"context": old.context, "threads": old.threads, "kv": old.kv, "a48": old.a48}
+        del old  # the last reference: the C state (KV cache, pool threads) is freed here
+        self._cuts = {}  # the cuts kept the old cache's prompt; the new cache is empty
+        problem = fix = ""
+        try:
+            session = model.session(
+                context=context or None,
+                threads=threads or None,
+                kv=options.get("kv"),
+                a48=options.get("a48"),
+            )
+        except Exception as e:  # noqa: BLE001  # said in the window; the model keeps its old options
+            problem, fix = str(e) or type(e).__name__, _load_fix(e)
+            session = model.session(**before)
+        with self._lock:
+            self._session = session
+        info = self._info()
+        info.update(applied=True, problem=problem, problem_fix=fix)
+        return info
+
+    def _info(self) -> dict[str, Any]:
+        """The loaded model's info for `loaded`: the session's threads, context, kv and a48 (what
+        is in effect), and the memory it holds."""
+        model, session, path = self._model, self._session, self._path
         info = dataclasses.asdict(model.info)
         mem = memory_reading(path, session)
         info.update(
@@ -290,10 +358,11 @@ class EngineWorker(QObject):
             rss_bytes=mem.rss_bytes,
             chat_warning=getattr(model.chat_format, "warning", "") or "",
             activations=model.activations,
+            threads=session.threads,
+            context=session.context,
+            kv=session.kv,
+            a48=session.a48,
         )
-        with self._lock:
-            self._model, self._session, self._path = model, session, path
-        self._chat_warning = getattr(model.chat_format, "warning", "") or ""
         return info
 
     def _drop_model(self) -> None:
@@ -302,6 +371,7 @@ class EngineWorker(QObject):
         with self._lock:
             self._model = self._session = None
             self._path = ""
+        self._weight_options = {}
 
     @Slot()
     def _do_unload(self) -> None:

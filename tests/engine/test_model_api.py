@@ -3,6 +3,7 @@ KV-cache reuse, cancellation, stop ids, context limits, typed errors."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -581,3 +582,63 @@ def test_decode_speed_counts_the_tokens_run_in_the_decode_time(model):
     g = model.generate([1, 2, 3], max_tokens=6, temperature=0, stop_ids=[first[2]])
     assert g.stats.stop_reason == "stop" and g.tokens == first[:2] and g.stats.decode_runs == 2
     assert g.stats.decode_tps == pytest.approx(2 / (g.stats.decode_ms / 1e3))
+
+
+def _os_threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+def test_session_takes_threads_kv_and_a48_of_its_own(weights):
+    """Threads, the KV cache's type and a4.8 live in the session: a new session with them changed
+    equals a model loaded with them (the app applies a change of these without loading again)."""
+    m = Model(weights, threads=2)
+    ids = [5, 17, 42, 99, 3]
+    for kw in ({"threads": 1}, {"threads": 3}, {"kv": "f16"}, {"kv": "q3"}, {"a48": True}):
+        s = m.session(context=64, **kw)
+        want = Model(weights, **{"threads": 2, **kw}).session(context=64)
+        assert (s.threads, s.kv, s.a48) == (want.threads, want.kv, want.a48), kw
+        assert s.kv_bytes == want.kv_bytes == kv_cache_bytes(weights.config, want.kv, 64)
+        got = s.generate(ids, max_tokens=6, temperature=0, stop_ids=[]).tokens
+        assert got == want.generate(ids, max_tokens=6, temperature=0, stop_ids=[]).tokens, kw
+    # the model's own options stay the default of the sessions it makes
+    s = m.session()
+    assert (s.threads, s.kv, s.a48, s.context) == (2, "f32", False, m.context)
+    assert (m.info.threads, m.info.kv, m.info.a48) == (2, "f32", False)
+
+
+def test_session_options_are_checked_as_load_options_are(weights):
+    m = Model(weights, threads=1)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+            m.session(threads=bad)
+    with pytest.raises(ValueError, match="kv must be one of f32, f16, q8, q3"):
+        m.session(kv="q4")
+    with pytest.raises(ValueError, match="a48 must be True or False"):
+        m.session(a48="no")
+    with pytest.raises(ValueError, match="context must be a whole number"):
+        m.session(context=0)
+    w48 = random_weights(1, n_heads=4, n_kv_heads=2, head_dim=48)[0]
+    with pytest.raises(UnsupportedOptionError, match="3-bit KV cache needs a head size") as e:
+        Model(w48).session(kv="q3")
+    assert e.value.option == "kv"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_a_session_runs_on_a_thread_pool_of_its_own_size(weights):
+    """The pool belongs to the session (forward.c: tq_state_new), not to the model: a session with
+    another thread count starts that many threads, and dropping it ends them."""
+    import gc
+
+    m = Model(weights, threads=1)
+    base = _os_threads()
+    s4 = m.session(threads=4)
+    pool = _os_threads() - base  # (thread ids: other tests' threads may end meanwhile)
+    assert s4.threads == 4 and len(pool) == 3  # the caller is the fourth
+    s4.generate([1, 2, 3], max_tokens=3, temperature=0, stop_ids=[])
+    assert s4.pool_stats["jobs"] > 0
+    s1 = m.session(threads=1)
+    s1.generate([1, 2, 3], max_tokens=3, temperature=0, stop_ids=[])
+    assert s1.threads == 1 and s1.pool_stats["jobs"] == 0
+    del s4
+    gc.collect()
+    assert not pool & _os_threads()
