@@ -18,14 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from PySide6.QtCore import QEvent, QMimeData, QPoint, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QEvent, QMimeData, QPoint, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAccessible,
     QAccessibleAnnouncementEvent,
+    QColor,
     QContextMenuEvent,
+    QCursor,
     QFocusEvent,
     QFont,
     QFontDatabase,
+    QImage,
     QKeyEvent,
     QKeySequence,
     QPainter,
@@ -39,7 +42,15 @@ from PySide6.QtGui import (
     QTextFrameFormat,
     QTextOption,
 )
-from PySide6.QtWidgets import QApplication, QMenu, QPlainTextEdit, QTextBrowser, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QMenu,
+    QMessageBox,
+    QPlainTextEdit,
+    QTextBrowser,
+    QToolTip,
+    QWidget,
+)
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
@@ -211,6 +222,37 @@ def _left_out(messages: Sequence[ShownMessage]) -> int:
     return 0
 
 
+# Bidirectional controls: an override inside a link's text can make it read backwards ("gnp.exe"
+# shows as "exe.png") or run past the link into the rest of the line.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_URL_LIKE = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?([^\s/:@]+\.[^\s/:@]{2,})(?::\d+)?(?:[/?#]\S*)?")
+
+
+def _bare_host(host: str) -> str:
+    host = host.lower().rstrip(".")
+    return host.removeprefix("www.")
+
+
+def misleading_link(text: str, url: QUrl) -> bool:
+    """True when a link's text names another place than it opens: text that reads as an address
+    (https://mybank.com, mybank.com/login) whose host is not the target's, or text with bidi
+    controls that can make it read as something else."""
+    if _BIDI_CONTROLS.search(text):
+        return True
+    m = _URL_LIKE.fullmatch(text.strip())
+    if m is None:
+        return False  # ordinary words: the hover tooltip says where it goes
+    shown = QUrl.fromUserInput(text.strip()).host(QUrl.ComponentFormattingOption.FullyEncoded)
+    target = url.host(QUrl.ComponentFormattingOption.FullyEncoded)
+    return _bare_host(shown or m.group(1)) != _bare_host(target)
+
+
+def _placeholder_image() -> QImage:
+    img = QImage(16, 16, QImage.Format.Format_ARGB32)
+    img.fill(QColor(128, 128, 128, 96))
+    return img
+
+
 class ChatView(QTextBrowser):
     """Signals carry message ids; the window acts on the store."""
 
@@ -225,6 +267,8 @@ class ChatView(QTextBrowser):
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
         self.anchorClicked.connect(self._on_anchor)
+        self.highlighted.connect(self._on_link_hovered)
+        self._press_pos: QPoint | None = None
         self.setAccessibleName("Conversation")
         self.setAccessibleDescription("The messages of the selected conversation")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -261,7 +305,60 @@ class ChatView(QTextBrowser):
 
     def mousePressEvent(self, e: Any) -> None:
         self._cursor_reset = False  # a click places the cursor where the reader is
+        self._press_pos = e.position().toPoint()  # the link text a click opens (_link_text)
         super().mousePressEvent(e)
+
+    # -- what a reply may not do: load files, hide where a link goes ---------------------------------
+    def loadResource(self, kind: int, name: QUrl) -> Any:
+        """Nothing is loaded from disk or anywhere else: a reply's ![x](/dev/zero) was read until
+        memory ran out (and the window reopened on it at every start), a FIFO hung the window, and
+        any of the user's pictures could be shown. An image is a small grey box."""
+        if kind == QTextDocument.ResourceType.ImageResource:
+            return _placeholder_image()
+        return QByteArray()
+
+    def _on_link_hovered(self, url: QUrl) -> None:
+        """A reply's link shows where it goes (its text may say otherwise), encoded, so that an
+        address in another script or with invisible characters cannot pass for a familiar one."""
+        if url.scheme() in ("http", "https"):
+            QToolTip.showText(QCursor.pos(), url.toString(QUrl.ComponentFormattingOption.FullyEncoded), self)
+        else:
+            QToolTip.hideText()
+
+    def _link_text(self, url: QUrl) -> str:
+        """The text of the link being opened: under the click, or the keyboard's selected link."""
+        pos, self._press_pos = self._press_pos, None
+        if pos is not None and self.anchorAt(pos) == url.toString():
+            cur = self.cursorForPosition(pos)
+            href, at = url.toString(), cur.position()
+            parts: list[tuple[int, str]] = []
+            it = cur.block().begin()
+            while not it.atEnd():
+                frag = it.fragment()
+                if frag.isValid() and frag.charFormat().anchorHref() == href:
+                    parts.append((frag.position(), frag.text()))
+                it += 1
+            # the run of fragments with this link that holds the click
+            text, end = "", -1
+            for start, t in parts:
+                text = text + t if start == end else t
+                end = start + len(t)
+                if start <= at <= end:
+                    return text
+            return text
+        return self.textCursor().selectedText()
+
+    def _confirm_link(self, text: str, target: str) -> bool:
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Open this link?",
+            f"The link reads \u201c{text}\u201d but opens:\n\n{target}\n\nOpen it in the browser?",
+            QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return box.exec() == QMessageBox.StandardButton.Open
 
     def focusInEvent(self, e: QFocusEvent) -> None:
         super().focusInEvent(e)
@@ -745,6 +842,10 @@ class ChatView(QTextBrowser):
         elif kind in ("http", "https"):
             from PySide6.QtGui import QDesktopServices
 
+            text = self._link_text(url)
+            target = url.toString(QUrl.ComponentFormattingOption.FullyEncoded)
+            if misleading_link(text, url) and not self._confirm_link(text, target):
+                return
             QDesktopServices.openUrl(url)  # links in replies open outside; nothing loads in here
 
 
