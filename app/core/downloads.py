@@ -924,14 +924,16 @@ class Download:
         self, url: str, headers: dict[str, str]
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
         """GETs url, following redirects; returns the connection, response and the final url."""
-        token_host = urllib.parse.urlsplit(self.request.endpoint).netloc
+        # the token goes to the hub itself only, by its own scheme: never to a CDN it redirects to,
+        # nor over http to the host of an https hub (in clear text)
+        hub = urllib.parse.urlsplit(self.request.endpoint)
+        token_to = (hub.scheme.lower(), hub.netloc.lower())
         for _ in range(MAX_REDIRECTS + 1):
             u = urllib.parse.urlsplit(url)
             if u.scheme not in ("http", "https"):
                 raise DownloadError(f"{self.label}: refusing to download from {url!r}")
             h = dict(headers)
-            # the token goes to the hub only, never to a CDN it redirects to
-            if self.request.token and u.netloc == token_host:
+            if self.request.token and (u.scheme.lower(), u.netloc.lower()) == token_to:
                 h["Authorization"] = f"Bearer {self.request.token}"
             if u.scheme == "https":
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(

@@ -188,6 +188,41 @@ def test_gated_needs_token_and_token_stays_on_the_hub(hub: HubServer, tmp_path: 
     assert all(e.auth is None for e in hub.state.log if e.server == "cdn")
 
 
+def test_the_token_is_not_sent_over_http_to_the_https_hub_s_host(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QA: a hub at https://host whose file resolved to http://host/... got the token in clear
+    text (only the host was compared, not the scheme). Here the hub's own port answers over http
+    while the endpoint names it with https; the resolve step answers with that http address."""
+    sent: list[tuple[str, str | None]] = []
+    real = http.client.HTTPConnection.request
+
+    def spy(conn: http.client.HTTPConnection, method: str, url: str, *a: Any, **kw: Any) -> None:
+        scheme = "https" if isinstance(conn, http.client.HTTPSConnection) else "http"
+        sent.append((scheme, (kw.get("headers") or {}).get("Authorization")))
+        real(conn, method, url, *a, **kw)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "request", spy)
+    small = DATA[:1000]
+    http_url = f"{hub.endpoint}/gated/model/resolve/main/{FILE}"
+    monkeypatch.setattr(
+        dl, "resolve", lambda *a, **kw: dl.Resolved(url=http_url, commit=None, etag=None, size=1000)
+    )
+    req = request(
+        hub,
+        tmp_path,
+        repo="gated/model",
+        sha256=hashlib.sha256(small).hexdigest(),
+        size=1000,
+        token="hf_good",
+        endpoint=hub.endpoint.replace("http://", "https://"),
+    )
+    with pytest.raises(AuthRequiredError):  # asked without the token, the gated file is refused
+        fast(req).run()
+    assert sent and all(auth is None for _, auth in sent)
+    assert not any(e.auth for e in hub.state.log)
+
+
 def test_slow_link_pause_and_resume(hub: HubServer, tmp_path: Path) -> None:
     hub.state.chunk_delay = 0.01  # ~1.6 MB/s
     hub.state.chunk = 1 << 14
