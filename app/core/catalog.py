@@ -14,11 +14,13 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +294,18 @@ def load_catalog(path: str | Path | None = None, *, include_bundled: bool = True
     return entries
 
 
+class ImportCancelledError(Exception):
+    """The user cancelled an import; nothing was added to the models folder."""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file of an imported folder that was not copied, and why."""
+
+    name: str  # its path in the folder, e.g. "README.md" or "docs/a.md"
+    reason: str  # "a link to outside the folder"
+
+
 @dataclass(frozen=True)
 class InstalledModel:
     path: Path  # a .gguf file or a Hugging Face folder
@@ -299,6 +313,8 @@ class InstalledModel:
     size: int  # bytes on disk
     kind: str  # "gguf" | "hf"
     entry: CatalogEntry | None = None  # the catalog entry it was installed from, if any
+    # set by import_model: files of the source folder it left out (links out of it, devices)
+    skipped: tuple[SkippedFile, ...] = field(default=(), compare=False)
 
 
 def path_problem(path: str) -> tuple[str, str] | None:
@@ -342,6 +358,154 @@ def _dir_size(p: Path) -> int:
 
 def _is_hf_dir(p: Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+
+
+IMPORT_CHUNK = 4 << 20
+# O_NOFOLLOW: the path was resolved, so a link there now was swapped in since; O_NONBLOCK: a FIFO
+# swapped in opens at once (and fstat then refuses it) instead of waiting for a writer
+_READ_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+)
+_NOT_A_FILE = "not a regular file (a device, FIFO or socket)"
+_OUTSIDE = "a link to outside the folder"
+
+
+@dataclass(frozen=True)
+class _ImportFile:
+    real: Path  # the file read: the path resolved, links and all
+    name: Path  # where it goes, relative to the copy ("" for a GGUF: the copy itself)
+    size: int
+
+
+def _import_plan(src: Path) -> tuple[list[_ImportFile], list[SkippedFile]]:
+    """What importing src copies: a GGUF file itself (a link the user picked is followed), or each
+    regular file inside the folder src. A link is followed only where its target stays inside the
+    folder: a cloned or unpacked folder can hold README.md -> ~/.ssh/id_ed25519 or a link to
+    /dev/zero, which a plain copy turned into a private file in the models folder or a full disk.
+    In Hugging Face's cache a snapshot's files are links into its repo's blobs/, which count as
+    inside. Devices, FIFOs, sockets and links to folders are left out (SkippedFile says why)."""
+    if not os.path.exists(src):
+        return [], []  # validate() says so
+    if not src.is_dir():
+        try:
+            real = src.resolve(strict=True)
+            st = os.stat(real)
+        except (OSError, RuntimeError) as e:
+            raise LibraryError(src, f"cannot read the file: {_os_problem(e)}") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise LibraryError(src, f"{_NOT_A_FILE}, so it cannot be a model")
+        return [_ImportFile(real, Path(), st.st_size)], []
+    root = src.resolve()
+    inside = [root]
+    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
+        inside.append((root.parent.parent / "blobs").resolve())
+    files: list[_ImportFile] = []
+    skipped: list[SkippedFile] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise LibraryError(
+                src / folder.relative_to(root), f"cannot read the folder: {_os_problem(e)}"
+            ) from e
+        for e in entries:
+            path = Path(e.path)
+            name = path.relative_to(root)
+            if e.is_dir(follow_symlinks=False):
+                walk(path)
+                continue
+            real = path
+            if e.is_symlink():
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # dangling, or a loop (RuntimeError before 3.13)
+                    skipped.append(SkippedFile(name.as_posix(), "a broken link"))
+                    continue
+                if not any(real.is_relative_to(r) for r in inside):
+                    skipped.append(SkippedFile(name.as_posix(), _OUTSIDE))
+                    continue
+            try:
+                st = os.lstat(real)
+            except OSError as err:
+                raise LibraryError(src / name, f"cannot read the file: {_os_problem(err)}") from err
+            if stat.S_ISDIR(st.st_mode):  # its files are copied where the folder itself is
+                skipped.append(SkippedFile(name.as_posix(), "a link to a folder"))
+            elif not stat.S_ISREG(st.st_mode):
+                skipped.append(SkippedFile(name.as_posix(), _NOT_A_FILE))
+            else:
+                files.append(_ImportFile(real, name, st.st_size))
+
+    walk(root)
+    return files, skipped
+
+
+def _os_problem(e: BaseException) -> str:
+    """An OSError's reason in words (shutil.Error's str() is a list of tuples)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk holding the models folder is full"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def _copy_import(
+    src: Path,
+    files: Sequence[_ImportFile],
+    dest: Path,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[SkippedFile]:
+    """Copies files (_import_plan's) to dest in chunks: progress(done, total) after each,
+    ImportCancelledError once cancel is set. A file that is no longer a regular file when opened
+    is left out; a read or write error names the file. Returns what was left out."""
+    total = sum(f.size for f in files)
+    done = 0
+    skipped: list[SkippedFile] = []
+    for f in files:
+        shown = src / f.name
+        try:
+            fd = os.open(f.real, _READ_FLAGS)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a link put in its place since the plan was made
+                skipped.append(SkippedFile(f.name.as_posix(), _OUTSIDE))
+                continue
+            raise LibraryError(shown, f"cannot read the file: {_os_problem(e)}") from e
+        with os.fdopen(fd, "rb") as r:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                skipped.append(SkippedFile(f.name.as_posix(), _NOT_A_FILE))
+                continue
+            if hasattr(os, "O_NONBLOCK"):
+                os.set_blocking(fd, True)
+            target = dest / f.name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as w:
+                    # at most the size planned: a file that grows while it is read cannot fill the disk
+                    left = f.size
+                    while left > 0 and (chunk := r.read(min(IMPORT_CHUNK, left))):
+                        if cancel is not None and cancel.is_set():
+                            raise ImportCancelledError
+                        w.write(chunk)
+                        left -= len(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+            except OSError as e:
+                raise LibraryError(
+                    shown, f"cannot copy the file into the models folder: {_os_problem(e)}"
+                ) from e
+    return skipped
+
+
+def skipped_text(skipped: Sequence[SkippedFile], most: int = 3) -> str:
+    """ "Left out README.md (a link to outside the folder) and 2 more." for a status line."""
+    if not skipped:
+        return ""
+    shown = ", ".join(f"{replace_surrogates(s.name)} ({s.reason})" for s in skipped[:most])
+    more = f" and {len(skipped) - most} more" if len(skipped) > most else ""
+    return f"Left out {shown}{more}."
 
 
 STALE_IMPORT_SECONDS = 3600.0
@@ -739,11 +903,28 @@ class ModelLibrary:
             raise LibraryError(e.path, e.problem) from e
         raise LibraryError(p, "no such file or folder")
 
-    def import_model(self, source: str | Path, *, move: bool = False) -> InstalledModel:
+    def import_model(
+        self,
+        source: str | Path,
+        *,
+        move: bool = False,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> InstalledModel:
         """Validates source, then copies (or moves) it into the folder under a temporary name and
         renames it, so a half-copied model never shows up. A GGUF file is named *.gguf there.
-        Refuses to overwrite."""
+        Refuses to overwrite. A folder's copy holds only its own regular files (_import_plan); the
+        result's skipped says what was left out. The copy goes in chunks: progress(done, total)
+        after each, ImportCancelledError once cancel is set (nothing is left behind)."""
         src = Path(source).expanduser()
+        files, skipped = ([], []) if move else _import_plan(src)
+        needed = [s for s in skipped if s.name == "config.json" or s.name.endswith(".safetensors")]
+        if needed:  # checked before validate() reads it: a FIFO there would block it for good
+            raise LibraryError(
+                src / needed[0].name,
+                f"{needed[0].reason}: Trit copies only the folder's own files, and the model needs "
+                "this one. Put the file itself in the folder in place of the link, then import again.",
+            )
         kind = self.validate(src)
         self._folder.mkdir(parents=True, exist_ok=True)
         dest = self.import_dest(src, kind)
@@ -760,25 +941,24 @@ class ModelLibrary:
         ):
             # an older Trit imported model.bin under its own name: a second copy of gigabytes
             raise LibraryError(earlier, "this model is already in the models folder")
-        tmp = self._folder / f".importing-{dest.name}"
+        try:
+            # ".importing-*": hidden from the list, and left behind only if the app dies mid-copy
+            staging = Path(tempfile.mkdtemp(prefix=".importing-", dir=self._folder))
+        except OSError as e:
+            raise LibraryError(dest, f"cannot copy the model into the models folder: {_os_problem(e)}") from e
+        tmp = staging / dest.name
         try:
             if move:
                 shutil.move(str(src), str(tmp))
-            elif kind == "hf":
-                shutil.copytree(src, tmp)
             else:
-                shutil.copyfile(src, tmp)
+                skipped += _copy_import(src, files, tmp, cancel, progress)
             os.replace(tmp, dest)
-        except OSError as e:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp.exists():
-                tmp.unlink()
-            raise LibraryError(
-                dest, f"cannot copy the model into the models folder: {e.strerror or e}"
-            ) from e
+        except OSError as e:  # shutil.Error too: its str() is a list of tuples
+            raise LibraryError(dest, f"cannot copy the model into the models folder: {_os_problem(e)}") from e
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         if kind == "hf":
-            return InstalledModel(dest, dest.stem, _dir_size(dest), kind, None)
+            return InstalledModel(dest, dest.stem, _dir_size(dest), kind, None, tuple(skipped))
         dest, entry = self._settle(dest)
         return InstalledModel(dest, entry.name if entry else dest.stem, dest.stat().st_size, kind, entry)
 
@@ -851,10 +1031,12 @@ __all__ = [
     "CATALOG_FORMAT",
     "CatalogEntry",
     "CatalogError",
+    "ImportCancelledError",
     "InstalledModel",
     "LibraryError",
     "ModelLibrary",
     "RamFit",
+    "SkippedFile",
     "UnverifiedEntryError",
     "bundled_entry",
     "catalog_path",
@@ -862,4 +1044,5 @@ __all__ = [
     "load_catalog",
     "parse_catalog",
     "ram_fit",
+    "skipped_text",
 ]

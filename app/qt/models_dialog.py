@@ -9,7 +9,6 @@ import dataclasses
 import html
 import itertools
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,10 +33,12 @@ from PySide6.QtWidgets import (
 )
 from trit.app.core.catalog import (
     CatalogEntry,
+    ImportCancelledError,
     InstalledModel,
     LibraryError,
     UnverifiedEntryError,
     path_problem,
+    skipped_text,
 )
 from trit.app.core.downloads import (
     DownloadQueue,
@@ -57,54 +58,13 @@ from .context import AppContext
 ROW = Qt.ItemDataRole.UserRole  # ("installed", path) | ("entry", catalog id)
 
 
-IMPORT_CHUNK = 4 << 20
-
-
-class ImportCancelledError(Exception):
-    """The user cancelled an import; nothing was added to the models folder."""
-
-
 def copy_into_library(
     library: Any, source: str | Path, cancel: threading.Event, progress: Callable[[int, int], None]
 ) -> InstalledModel:
-    """Imports source the way ModelLibrary.import_model does, in steps that can be watched and
-    stopped: validates it, copies it in chunks into a hidden staging folder in the models folder
-    (progress(done, total) after each chunk; ImportCancelledError once cancel is set), then
-    import_model(move=True) renames the copy into place under the library's rules. Raises
-    LibraryError. Blocks: run it on a worker thread."""
-    src = Path(source).expanduser()
-    kind = library.validate(src)
-    if library.holds(src):
-        raise LibraryError(src, "this model is already in the models folder")
-    final = library.import_dest(src, kind)  # checked before copying gigabytes, and again after
-    if final.exists():
-        raise LibraryError(final, "a model with this name is already in the models folder")
-    files = [src] if kind == "gguf" else sorted(p for p in src.rglob("*") if p.is_file())
-    try:
-        total = sum(f.stat().st_size for f in files)
-        library.folder.mkdir(parents=True, exist_ok=True)
-        # ".importing-*": hidden from the list, and left behind only if the app dies mid-copy
-        staging = Path(tempfile.mkdtemp(prefix=".importing-", dir=library.folder))
-    except OSError as e:
-        raise LibraryError(src, f"cannot copy the model into the models folder: {e.strerror or e}") from e
-    try:
-        copy = staging / src.name
-        done = 0
-        for f in files:
-            target = copy if kind == "gguf" else copy / f.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(f, "rb") as r, open(target, "wb") as w:
-                while chunk := r.read(IMPORT_CHUNK):
-                    if cancel.is_set():
-                        raise ImportCancelledError
-                    w.write(chunk)
-                    done += len(chunk)
-                    progress(done, total)
-        return library.import_model(copy, move=True)  # a rename: same folder, same disk
-    except OSError as e:
-        raise LibraryError(src, f"cannot copy the model into the models folder: {e.strerror or e}") from e
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """ModelLibrary.import_model in steps that can be watched and stopped: progress(done, total)
+    after each chunk copied, ImportCancelledError once cancel is set. Raises LibraryError. Blocks:
+    run it on a worker thread."""
+    return library.import_model(source, cancel=cancel, progress=progress)
 
 
 class ImportSignals(QObject):
@@ -765,7 +725,7 @@ class ModelsDialog(QDialog):
         return m
 
     def _show_imported(self, m: InstalledModel) -> None:
-        self.status.setText(f"Imported {m.name}.")
+        self.status.setText(" ".join(filter(None, [f"Imported {m.name}.", skipped_text(m.skipped)])))
         self.refresh()
         self.select(("installed", str(m.path)))
 

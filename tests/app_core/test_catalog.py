@@ -28,6 +28,7 @@ from trit.app.core.catalog import (
     load_catalog,
     parse_catalog,
     ram_fit,
+    skipped_text,
 )
 from trit.app.core.downloads import _PartLock
 from trit.engine.gguf_writer import GGUFWriter
@@ -665,3 +666,134 @@ def test_stale_import_copies_are_removed(tmp_path: Path) -> None:
         os.utime(p, (hour_ago, hour_ago))
     assert sorted(lib.remove_stale_imports()) == [old_dir, old_file]
     assert not old_dir.exists() and not old_file.exists() and running.exists() and keep.exists()
+
+
+HF_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"
+
+
+def hf_copy(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(HF_FIXTURE / name, folder / name)
+    return folder
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need a privilege there")
+def test_import_copies_only_the_folders_own_files(tmp_path: Path) -> None:
+    """A cloned or unpacked folder with README.md -> ~/.ssh/id_ed25519 and a link out through
+    ../: copytree copied the private file into the models folder as an ordinary file."""
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("PRIVATE KEY")
+    src = hf_copy(tmp_path / "evil")
+    (src / "README.md").symlink_to(secret)
+    (src / "docs").mkdir()
+    (src / "docs" / "up.md").symlink_to("../../id_ed25519")
+    (src / "docs" / "gone.md").symlink_to("../nothing-here")
+    (src / "docs" / "real.md").write_text("inside")
+    (src / "docs" / "same.md").symlink_to("real.md")  # stays inside: followed
+    (src / "here").symlink_to("docs")  # a folder link: its files come through docs/
+    lib = ModelLibrary(tmp_path / "models")
+    m = lib.import_model(src)
+    copied = sorted(p.relative_to(m.path).as_posix() for p in m.path.rglob("*"))
+    assert copied == ["config.json", "docs", "docs/real.md", "docs/same.md", "model.safetensors"]
+    assert (m.path / "docs" / "same.md").read_text() == "inside" and not (
+        m.path / "docs" / "same.md"
+    ).is_symlink()
+    assert [(s.name, s.reason) for s in m.skipped] == [
+        ("README.md", "a link to outside the folder"),
+        ("docs/gone.md", "a broken link"),
+        ("docs/up.md", "a link to outside the folder"),
+        ("here", "a link to a folder"),
+    ]
+    assert skipped_text(m.skipped) == (
+        "Left out README.md (a link to outside the folder), docs/gone.md (a broken link), "
+        "docs/up.md (a link to outside the folder) and 1 more."
+    )
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in m.path.rglob("*") if p.is_file())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="devices and FIFOs are POSIX")
+def test_import_never_reads_a_device_or_fifo_in_the_folder(tmp_path: Path) -> None:
+    """tokenizer.model -> /dev/zero was copied until the disk was full, and the error was a raw
+    list of tuples; generation_config.json -> /proc/self/environ copied the environment."""
+    src = hf_copy(tmp_path / "evil")
+    (src / "tokenizer.model").symlink_to("/dev/zero")
+    (src / "generation_config.json").symlink_to("/proc/self/environ")
+    os.mkfifo(src / "pipe")
+    lib = ModelLibrary(tmp_path / "models")
+    m = lib.import_model(src)
+    assert sorted(p.name for p in m.path.iterdir()) == ["config.json", "model.safetensors"]
+    assert [(s.name, s.reason) for s in m.skipped] == [
+        ("generation_config.json", "a link to outside the folder"),
+        ("pipe", "not a regular file (a device, FIFO or socket)"),
+        ("tokenizer.model", "a link to outside the folder"),
+    ]
+    inside = hf_copy(tmp_path / "inner")
+    os.mkfifo(inside / "fifo")
+    (inside / "tokenizer.model").symlink_to("fifo")  # a link inside, to a FIFO
+    m = lib.import_model(inside)
+    assert [(s.name, s.reason) for s in m.skipped] == [
+        ("fifo", "not a regular file (a device, FIFO or socket)"),
+        ("tokenizer.model", "not a regular file (a device, FIFO or socket)"),
+    ]
+    os.symlink("/dev/zero", tmp_path / "zero.gguf")  # picked itself: followed, and refused
+    with pytest.raises(LibraryError, match=r"zero\.gguf: not a regular file"):
+        lib.import_model(tmp_path / "zero.gguf")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need a privilege there")
+def test_import_refuses_a_folder_whose_model_files_link_out(tmp_path: Path) -> None:
+    elsewhere = hf_copy(tmp_path / "elsewhere")
+    src = tmp_path / "evil"
+    src.mkdir()
+    (src / "config.json").symlink_to(elsewhere / "config.json")
+    shutil.copyfile(elsewhere / "model.safetensors", src / "model.safetensors")
+    lib = ModelLibrary(tmp_path / "models")
+    with pytest.raises(
+        LibraryError, match=r"evil/config\.json: a link to outside the folder: .*needs this one"
+    ):
+        lib.import_model(src)
+    assert not lib.folder.exists() or list(lib.folder.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need a privilege there")
+def test_import_follows_a_hub_cache_snapshot_into_its_blobs(tmp_path: Path) -> None:
+    """Hugging Face's cache keeps a snapshot's files as links to ../../blobs/<hash>: its repo's."""
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for i, name in enumerate(("config.json", "model.safetensors")):
+        shutil.copyfile(HF_FIXTURE / name, repo / "blobs" / f"h{i}")
+        (snap / name).symlink_to(f"../../blobs/h{i}")
+    (tmp_path / "hub" / "other").write_text("not this repo's")
+    (snap / "README.md").symlink_to("../../../other")
+    m = ModelLibrary(tmp_path / "models").import_model(snap)
+    assert sorted(p.name for p in m.path.iterdir()) == ["config.json", "model.safetensors"]
+    assert (m.path / "model.safetensors").read_bytes() == (HF_FIXTURE / "model.safetensors").read_bytes()
+    assert [s.name for s in m.skipped] == ["README.md"]
+
+
+def test_a_copy_error_names_the_file_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk during copytree said "[('…/tokenizer.model', '…', '[Errno 28] …')]"."""
+    import errno
+
+    from trit.app.core import catalog
+
+    real_open = open
+
+    def full_disk(path: Any, mode: str = "r", *a: Any, **kw: Any) -> Any:
+        if ("w" in mode or "x" in mode) and Path(path).name == "model.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(catalog, "open", full_disk, raising=False)
+    src = hf_copy(tmp_path / "hf")
+    lib = ModelLibrary(tmp_path / "models")
+    with pytest.raises(LibraryError) as ei:
+        lib.import_model(src)
+    assert str(ei.value) == (
+        f"{src / 'model.safetensors'}: cannot copy the file into the models folder: "
+        "the disk holding the models folder is full"
+    )
+    assert list(lib.folder.iterdir()) == []  # no half copy left behind

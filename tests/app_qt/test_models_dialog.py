@@ -742,3 +742,31 @@ def test_the_library_knows_which_model_the_window_has_loaded(window: Any, defaul
     assert in_use == {window.worker.model_path} and Path(window.worker.model_path).is_file()
     window.shutdown()
     assert not any(window.ctx.library.in_use())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need a privilege there")
+def test_import_folder_leaves_out_links_out_of_it_and_says_so(
+    qtbot: Any, ctx_for: Any, tmp_path: Path
+) -> None:
+    """Import folder… copied README.md -> the user's private key and generation_config.json ->
+    /proc/self/environ into the models folder as ordinary files (p.is_file() follows links)."""
+    import shutil
+
+    data = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bitnet-s256-packed"
+    src = tmp_path / "evil"
+    src.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(data / name, src / name)
+    (tmp_path / "id_ed25519").write_text("PRIVATE KEY")
+    (src / "README.md").symlink_to(tmp_path / "id_ed25519")
+    (src / "generation_config.json").symlink_to("/proc/self/environ")
+    ctx = ctx_for()
+    dlg = dialog(qtbot, ctx)
+    dlg.start_import(str(src))
+    qtbot.waitUntil(lambda: dlg.importing is None, timeout=20_000)
+    dest = ctx.library.folder / "evil"
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"]
+    assert dlg.status.text() == (
+        "Imported evil. Left out README.md (a link to outside the folder), "
+        "generation_config.json (a link to outside the folder)."
+    )
