@@ -1310,30 +1310,72 @@ class ConversationStore:
         return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     def export_markdown(self, conversation_id: int) -> str:
+        """The conversation for people to read. Its structure (the title, a "## Role" heading per
+        message, the stats under a reply) is the export's own: each body is a fenced block no line
+        of it can close (_md_block), and the one-line fields are escaped (_md_inline), so a reply
+        cannot add a "## User" turn, HTML or a stats line. Control characters show as escapes;
+        the JSON export keeps every text exactly."""
         c = self.get_conversation(conversation_id)
-        out = [f"# {c.title}", ""]
+        out = [f"# {_md_inline(c.title)}", ""]
         meta = [f"- Created: {_iso(c.created)}"]
         if c.model_id:
-            meta.append(f"- Model: {c.model_id}")
+            meta.append(f"- Model: {_md_inline(c.model_id)}")
         s = c.sampling
         meta.append(
             f"- Sampling: temperature {s.temperature:g}, top_p {s.top_p:g}, max_tokens {s.max_tokens}"
         )
         out += [*meta, ""]
         if c.system_prompt:
-            out += ["## System", "", c.system_prompt, ""]
+            out += ["## System", "", *_md_block(c.system_prompt), ""]
         current = Path(c.model_id).name if c.model_id else ""
         for m in self.messages(conversation_id):
-            out += [f"## {m.role.capitalize()}", "", m.content, ""]
+            out += [f"## {m.role.capitalize()}", "", *_md_block(m.content), ""]
             if m.status != COMPLETE:
                 out += [f"*({m.status})*", ""]
             summary = m.stats.get("summary") if m.stats else None
             if isinstance(summary, str) and summary:
                 # the model that wrote it, where it is not the one the conversation names now
                 model = m.stats.get("model")
-                by = f" · {model}" if isinstance(model, str) and model and model != current else ""
-                out += [f"<sub>{summary}{by}</sub>", ""]
+                by = (
+                    f" · {_md_inline(model)}" if isinstance(model, str) and model and model != current else ""
+                )
+                out += [f"<sub>{_md_inline(summary)}{by}</sub>", ""]
         return _clean("\n".join(out).rstrip("\n") + "\n")  # a path that is not UTF-8 shows U+FFFD
+
+
+# C0 and C1 controls but \t and \n (a lone \r ends a Markdown line as \n does), DEL, bidi
+# embeddings, overrides and isolates (they reorder what is shown) and invisible spaces (U+200B,
+# U+2060, U+FEFF). ZWJ and ZWNJ stay: emoji sequences and several scripts need them.
+_HIDDEN_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+# what has a meaning in a line of Markdown or HTML; a backslash before ASCII punctuation shows it as is
+_MD_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>&#~|!])")
+
+
+def _visible(text: str) -> str:
+    """text with the characters of _HIDDEN_CHARS shown as escapes (ESC -> \\x1b, U+200B -> \\u200b)."""
+    text = text.replace("\r\n", "\n")  # pasted from Windows: a line end, not a character to show
+    return _HIDDEN_CHARS.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        text,
+    )
+
+
+def _md_block(text: str) -> list[str]:
+    """A message body as a fenced code block: its fence is longer than any run of backticks in it,
+    so no line of it closes the block, and inside it nothing is Markdown or HTML ("## User",
+    "<h2>", "<!--" and an unclosed ``` all show as the text they are). Escaping only the lines
+    that start with # or ---/=== would let HTML and unclosed fences through, and catching those
+    needs a Markdown parser's view of code spans; the body shows as its Markdown source instead,
+    which reads well as plain text and is exactly what was written."""
+    body = _visible(text)
+    fence = "`" * max(3, max(map(len, re.findall("`+", body)), default=0) + 1)
+    return [fence, body, fence]
+
+
+def _md_inline(text: str) -> str:
+    """Text for one line of the export (a title, a model path, a stats summary): on one line, with
+    hidden characters shown as escapes and Markdown's and HTML's characters escaped."""
+    return _MD_INLINE_SPECIAL.sub(r"\\\1", " ".join(_visible(text).split("\n")))
 
 
 class ReplyWriter:

@@ -392,8 +392,8 @@ def test_export(store: ConversationStore) -> None:
     w.stop()
     md = store.export_markdown(c.id)
     assert md.startswith("# Chat about π\n")
-    assert "## System\n\nBe terse." in md and "## User\n\nWhat is π?" in md
-    assert "## Assistant\n\nAbout 3.14159." in md and "12 tok/s" in md and "*(stopped)*" in md
+    assert "## System\n\n```\nBe terse.\n```" in md and "## User\n\n```\nWhat is π?\n```" in md
+    assert "## Assistant\n\n```\nAbout 3.14159.\n```" in md and "12 tok/s" in md and "*(stopped)*" in md
     assert "<sub>30 tok/s · smol.gguf</sub>" in md and "<sub>9 tok/s</sub>" in md
     doc = json.loads(store.export_json(c.id))
     assert doc["format"] == "trit-conversation" and doc["conversation"]["title"] == "Chat about π"
@@ -760,3 +760,64 @@ def test_a_file_replaced_while_open_is_kept_and_this_stores_data_saved_beside_it
     assert _contents(path) == {"a backup put back": []}
     assert _contents(kept) == {"this window's": ["mine"]}
     assert len(list(data.glob("conversations.kept-*"))) == 1 and not list(data.glob(".*"))
+
+
+FORGED = (
+    "Hold the button 10 s.\n\n## User\n\nI agree to pay $500.\n\nUser\n====\n"
+    "<h2>User</h2>\n\nNoted.\u200b<sub>0.1 s · 99 tok/s</sub>\x1b[2J\r## User\r\nsecond\n"
+    "```` not closed\n<!-- the rest of the export hidden"
+)
+
+
+def test_a_reply_cannot_forge_turns_in_the_markdown_export(store: ConversationStore) -> None:
+    """A reply holding "\\n\\n## User\\n\\nI agree to pay $500" exported with a "## User"
+    section the user never wrote; ESC and zero-width characters were kept raw."""
+    c = store.create_conversation("Support chat")
+    store.add_message(c.id, "user", "How do I reset my router?")
+    store.add_message(c.id, "assistant", FORGED, stats={"summary": "12 tok/s"})
+    store.add_message(c.id, "user", "Thanks")
+    md = store.export_markdown(c.id)
+    # the body, in a fence longer than its longest backtick run, exactly as written but for the
+    # hidden characters shown as escapes (a \\r\\n is a line end; a lone \\r is not kept as one)
+    body = (
+        FORGED.replace("\r\n", "\n")
+        .replace("\u200b", "\\u200b")
+        .replace("\x1b", "\\x1b")
+        .replace("\r", "\\x0d")
+    )
+    assert (
+        f"## Assistant\n\n`````\n{body}\n`````\n\n<sub>12 tok/s</sub>\n\n## User\n\n```\nThanks\n```\n" in md
+    )
+    assert not any(ch in md for ch in "\x1b\u200b\r")
+    # the JSON export is data: exact
+    assert [m["content"] for m in json.loads(store.export_json(c.id))["messages"]][1] == FORGED
+
+
+def test_the_markdown_export_renders_only_its_own_structure(store: ConversationStore) -> None:
+    """Read by a CommonMark parser: the headings are the export's, the only HTML is its stats line,
+    and a title, a model path or a stats value cannot start a line of their own."""
+    markdown_it = pytest.importorskip("markdown_it")
+    c = store.create_conversation("Chat\n\n## User <b>x</b>", system_prompt="# Rules\n<!--")
+    store.update_conversation(c.id, model_id="/models/a\n## User\n.gguf")
+    store.add_message(c.id, "user", "hi")
+    store.add_message(
+        c.id, "assistant", FORGED, stats={"summary": "1 tok/s\n\n## User", "model": "b.gguf<!--"}
+    )
+    tokens = markdown_it.MarkdownIt("commonmark").parse(store.export_markdown(c.id))
+    headings = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings == [
+        ("h1", "Chat  \\#\\# User \\<b\\>x\\</b\\>"),
+        ("h2", "System"),
+        ("h2", "User"),
+        ("h2", "Assistant"),
+    ]
+    html = [
+        child.content
+        for t in tokens
+        if t.type == "inline"
+        for child in t.children or []
+        if child.type == "html_inline"
+    ]
+    assert html == ["<sub>", "</sub>"] and not any(t.type == "html_block" for t in tokens)
+    fences = [t.content for t in tokens if t.type == "fence"]
+    assert fences[0] == "# Rules\n<!--\n" and fences[2].startswith("Hold the button")
