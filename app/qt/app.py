@@ -167,6 +167,9 @@ def _application(argv: Sequence[str]) -> Any:
     app.setOrganizationName("Trit")
     app.setDesktopFileName("trit")  # matches trit.desktop (Linux packages), so docks group the window
     app.setWindowIcon(app_icon())
+    from .safe_text import install_plain_tooltips
+
+    install_plain_tooltips(app)  # a model's name or a title in a tooltip is never HTML
     if getattr(sys, "frozen", False) and sys.platform.startswith("linux"):
         _open_links_outside_the_bundle(app)
     return app
@@ -428,9 +431,12 @@ class SalvageNotice:
 
 def error_dialog(title: str, text: str) -> None:
     """A problem that keeps the window from opening (tests replace this)."""
+    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QMessageBox
 
-    QMessageBox.critical(None, title, text)
+    box = QMessageBox(QMessageBox.Icon.Critical, title, text)
+    box.setTextFormat(Qt.TextFormat.PlainText)  # paths and file names are text, never HTML
+    box.exec()
 
 
 @contextmanager
