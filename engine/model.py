@@ -99,6 +99,10 @@ class ModelInfo:
     # scale per 32)
     a48: bool = False  # BitNet a4.8 activations (4-bit inputs of q/k/v and gate/up, TopK on o's input)
     ffn_act: str = "relu2"  # the FFN gate's activation: "relu2" (BitNet 2B4T) or "silu" (llama, 1bitLLM)
+    activations: str = "f32"  # in effect: "q8" only where some matrix meets 8-bit-rounded activations
+    # (a llama.cpp quantized type); ternary layers and float heads are the same in both modes
+    no_effect: tuple[str, ...] = ()  # load_model options that change nothing on this model, whatever
+    # their value: "activations" (no llama.cpp quantized matrix), "head" (the head is not a float one)
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -302,11 +306,19 @@ class Model:
         _check_kv_fits(weights.config, kv)
         self.kv = kv
         self.a48 = bool(a48)
+        from .requant import float_head, q8_0_head
+
+        stored = weights.embed if weights.head is None else weights.head
+        mats = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
+        # the options that change nothing on this model, whatever they are set to: the app names a
+        # request of them as not applied, and a change of them needs no reload
+        no_effect = []
+        if not any(_meets_q8_activations(t) for t in [*mats, stored]):  # ternary layers, float head
+            no_effect.append("activations")
+        if float_head(stored) is None:  # a quantized head: about as small as Q8_0 already
+            no_effect.append("head")
         head_type = None
         if head == "q8_0":
-            from .requant import float_head, q8_0_head
-
-            stored = weights.embed if weights.head is None else weights.head
             if float_head(stored) is not None:  # F16, BF16 or F32
                 weights = dataclasses.replace(weights, head=q8_0_head(stored, _page_dropper(weights)))
                 head_type = f"Q8_0 (built at load from {_type_name(stored)}, Q8_0 activations)"
@@ -347,7 +359,6 @@ class Model:
         n_tok = self.tokenizer.vocab_size if self.tokenizer is not None else None  # type: ignore[attr-defined]
         self.sample_vocab: int | None = n_tok if n_tok is not None and n_tok < self.config.vocab else None
         cfg = self.config
-        mats = [t for lw in weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
         head = weights.embed if weights.head is None else weights.head
         wbytes = sum(_nbytes(t) for t in mats) + _nbytes(head)
         self.info = ModelInfo(
@@ -372,6 +383,8 @@ class Model:
             kv=kv,
             a48=self.a48,
             ffn_act=cfg.act,
+            activations="f32" if "activations" in no_effect else activations,
+            no_effect=tuple(no_effect),
         )
 
     # -- sessions ------------------------------------------------------------------------------

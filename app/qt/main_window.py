@@ -80,9 +80,13 @@ def _session_options(s: Settings) -> tuple[Any, ...]:
     return (s.threads, s.context, s.kv_cache, s.bitnet_mode)
 
 
-def _weight_options(s: Settings) -> tuple[Any, ...]:
-    """The settings that change how the weights are loaded: a change of them loads the model again."""
-    return (s.activations, s.lm_head)
+def _weight_options(s: Settings, no_effect: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """The settings that change how the weights are loaded: a change of them loads the model again.
+    no_effect: the loaded model's ModelInfo.no_effect, whose options count as their defaults."""
+    return (
+        "f32" if "activations" in no_effect else s.activations,
+        "f16" if "head" in no_effect else s.lm_head,
+    )
 
 
 def _speed_text(tokens: int, tps: float) -> str:
@@ -1289,6 +1293,47 @@ class MainWindow(QMainWindow):
         self.last_memory = MemoryReading(
             int(info.get("rss_bytes", 0)), int(info.get("file_bytes", 0)), int(info.get("kv_bytes", 0))
         )
+        notes = self._show_model_label(info)
+        self._update_memory_label()
+        if info.get("problem"):  # the new session options could not be used: the old ones are
+            self.banner.show_problem(
+                f"{info['name']} keeps its previous settings: {info['problem']}",
+                str(info.get("problem_fix", "")),
+                kind="settings",
+            )
+        elif info.get("applied"):  # replaces "Settings saved and applied": in effect now
+            self.statusBar().showMessage(
+                f"Applied to {info['name']} in {float(info.get('load_s', 0)) * 1e3:.0f} ms", 4000
+            )
+        elif info.get("chat_warning"):
+            self.statusBar().showMessage(str(info["chat_warning"]), 10000)
+        else:  # replaces "Loading …"; the settings that do not apply stay in the tooltip
+            self.statusBar().showMessage(
+                ". ".join([f"Loaded {info['name']} in {float(info.get('load_s', 0)):.1f} s", *notes]),
+                10000 if notes else 4000,
+            )
+        self._update_controls()
+        self.model_loaded.emit(info)
+
+    def _not_applied(self, info: dict[str, Any]) -> list[str]:
+        """The settings asked for that this model cannot use (ModelInfo.no_effect), in words."""
+        s, no_effect, name = self.ctx.settings, info.get("no_effect") or (), info.get("name", "this model")
+        notes = []
+        if "activations" in no_effect and s.activations != "f32":
+            notes.append(
+                f"Activation precision Fast does not apply to {name}: it has no llama.cpp-type layers "
+                "(Q4_1, Q8_0 …); its ternary layers always use 8-bit activations."
+            )
+        if "head" in no_effect and s.lm_head != "f16":
+            notes.append(
+                f"Output head Fast does not apply to {name}: its head is {info.get('head_type', '?')} "
+                "already, not a float one."
+            )
+        return notes
+
+    def _show_model_label(self, info: dict[str, Any]) -> list[str]:
+        """The model label and its tooltip from what is in effect (the loaded model's info, not the
+        settings' request); returns the settings that do not apply to it, which the tooltip names."""
         approx = bool(info.get("head_approx", False))
         # a compact KV cache: (label, share of the exact cache's memory)
         compact = {
@@ -1323,26 +1368,11 @@ class MainWindow(QMainWindow):
                 "\nBitNet a4.8 mode (Settings > BitNet mode): 4-bit activations, for models trained with "
                 "them; others lose most of their quality."
             )
+        notes = self._not_applied(info)
+        if notes:
+            tip += "\n" + "\n".join(notes)
         self.model_label.setToolTip(tip)
-        self._update_memory_label()
-        if info.get("problem"):  # the new session options could not be used: the old ones are
-            self.banner.show_problem(
-                f"{info['name']} keeps its previous settings: {info['problem']}",
-                str(info.get("problem_fix", "")),
-                kind="settings",
-            )
-        elif info.get("applied"):  # replaces "Settings saved and applied": in effect now
-            self.statusBar().showMessage(
-                f"Applied to {info['name']} in {float(info.get('load_s', 0)) * 1e3:.0f} ms", 4000
-            )
-        elif info.get("chat_warning"):
-            self.statusBar().showMessage(str(info["chat_warning"]), 10000)
-        else:  # replaces "Loading …"
-            self.statusBar().showMessage(
-                f"Loaded {info['name']} in {float(info.get('load_s', 0)):.1f} s", 4000
-            )
-        self._update_controls()
-        self.model_loaded.emit(info)
+        return notes
 
     def _on_load_failed(self, message: str, fix: str) -> None:
         self._pending_loads = max(0, self._pending_loads - 1)
@@ -1396,23 +1426,21 @@ class MainWindow(QMainWindow):
         (asking first when a reply is being written, since either stops it). Returns {field:
         problem} ({} when applied), or None when the user chose not to stop the reply."""
         old = self.ctx.settings
-        weights_changed = _weight_options(new) != _weight_options(old)
-        engine_changed = weights_changed or _session_options(new) != _session_options(old)
         # the model the shown conversation uses (a reply in another one may hold its own loaded), or,
         # with one model given at start, that one; after a failed load, the one that failed (the
         # fix it showed may be one of these settings)
         reload_path = self.loading_path or self.loaded_path or self.failed_path
         if self.manage_models:
             reload_path = self.conversation_model(self.current_id).path or reload_path
+        # an option that changes nothing on the loaded model (Fast activations on ternary layers, an
+        # 8-bit head for a head that is quantized already) is no reason to load it again
+        loaded = self.model_info if reload_path == self.loaded_path and not self.model_loading else None
+        no_effect = tuple((loaded or {}).get("no_effect") or ())
+        weights_changed = _weight_options(new, no_effect) != _weight_options(old, no_effect)
+        engine_changed = weights_changed or _session_options(new) != _session_options(old)
         # threads, context, conversation memory and BitNet mode live in the session: the loaded
         # model gets a new one (milliseconds) instead of being loaded again (seconds)
-        keep_model = (
-            not weights_changed
-            and reload_path is not None
-            and reload_path == self.loaded_path
-            and self.model_info is not None
-            and not self.model_loading
-        )
+        keep_model = not weights_changed and reload_path is not None and loaded is not None
         if (
             engine_changed
             and reload_path
@@ -1455,6 +1483,10 @@ class MainWindow(QMainWindow):
         after = ""
         if engine_changed and reload_path:
             after = " and applied" if keep_model else "; reloading the model"
+        elif loaded is not None:  # nothing to load: the label and tooltip name what does not apply
+            notes = self._show_model_label(loaded)
+            if notes:
+                after = ". " + " ".join(notes)
         if unsaved:  # in use all the same, until Trit closes
             self._settings_unsaved(unsaved)
             self.statusBar().showMessage(
@@ -1464,7 +1496,7 @@ class MainWindow(QMainWindow):
             return {}
         if self.banner.kind == "settings":
             self.banner.hide()
-        self.statusBar().showMessage(f"Settings saved{after}", 4000)
+        self.statusBar().showMessage(f"Settings saved{after}", 10000 if after.startswith(".") else 4000)
         return {}
 
     def _apply_to_loaded(self, path: str) -> None:

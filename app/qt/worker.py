@@ -266,12 +266,11 @@ class EngineWorker(QObject):
         self._set_busy(True)
         try:
             t0 = time.perf_counter()
-            weights = {k: v for k, v in options.items() if k not in SESSION_OPTIONS}
             keep = (
                 keep_model
                 and self._model is not None
                 and self._path == path
-                and weights == self._weight_options
+                and self._weights_same(options, self._weight_options)
             )
             if not keep:
                 self._drop_model()
@@ -315,6 +314,13 @@ class EngineWorker(QObject):
         self._chat_warning = getattr(model.chat_format, "warning", "") or ""
         return self._info()
 
+    def _weights_same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """Whether load_model options a and b give the loaded model the same weights: the session's
+        options aside, and those the model's info names as changing nothing on it (no_effect: Fast
+        activations on a model without llama.cpp-type layers ...)."""
+        skip = {*SESSION_OPTIONS, *self._model.info.no_effect}
+        return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
     def _new_session(self, threads: int, context: int, options: dict) -> dict[str, Any]:
         """Replaces the session of the loaded model with one built with these threads, context, kv
         and a48, and returns the info for `loaded` (applied=True). The old session goes first, its
@@ -357,7 +363,6 @@ class EngineWorker(QObject):
             kv_bytes=mem.kv_bytes,
             rss_bytes=mem.rss_bytes,
             chat_warning=getattr(model.chat_format, "warning", "") or "",
-            activations=model.activations,
             threads=session.threads,
             context=session.context,
             kv=session.kv,

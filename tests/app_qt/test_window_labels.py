@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from trit.app.core.sampling import Sampling
 from trit.app.qt.main_window import MainWindow
 
-from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS
+from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,3 +49,72 @@ def test_one_thread_is_one_thread(qtbot: Any, window: MainWindow) -> None:
         win.apply_settings(dataclasses.replace(win.ctx.settings, threads=1))
     assert " · 1 thread" in win.model_label.text() and "1 threads" not in win.model_label.text()
     assert "1 thread)" in win.about_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_bitnet_chat(default_model_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BitNet GGUF (ternary layers, f16 head) that chats: SmolLM2's tokenizer."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from tiny import random_weights  # tests/engine/tiny.py
+    from trit.engine.convert import write_bitnet_gguf
+    from trit.engine.gguf import GGUFFile
+
+    g = GGUFFile(default_model_gguf)
+    try:
+        tokenizer = {k: v for k, v in g.metadata.items() if k.startswith("tokenizer.ggml.")}
+    finally:
+        g.close()
+    weights, _ = random_weights(
+        11, dim=256, hidden=512, n_layers=1, vocab=len(tokenizer["tokenizer.ggml.tokens"])
+    )
+    path = tmp_path_factory.mktemp("tiny-chat") / "tiny-bitnet-chat.gguf"
+    write_bitnet_gguf(weights, path, extra_metadata=tokenizer)
+    return path
+
+
+def test_fast_activations_on_ternary_layers_are_named_as_not_applied(
+    qtbot: Any, make_ctx: Any, tiny_bitnet_chat: Path
+) -> None:
+    """Activation precision Fast changes nothing on a BitNet model (its layers are ternary, its
+    head f16): the label said '8-bit activations', and switching it reloaded the model."""
+    ctx = make_ctx()
+    ctx.save_settings(dataclasses.replace(ctx.settings, activations="q8"))
+    win = open_window(qtbot, ctx, autoload=False)
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.load_model(str(tiny_bitnet_chat))
+    info = blocker.args[0]
+    assert info["activations"] == "f32" and "activations" in info["no_effect"]
+    assert "8-bit activations" not in win.model_label.text()
+    assert "Activation precision Fast does not apply" in win.model_label.toolTip()
+    assert "Activation precision Fast does not apply" in win.statusBar().currentMessage()
+    model = win.worker._model
+    with qtbot.assertNotEmitted(win.model_loaded, wait=300):  # no reload either way
+        assert win.apply_settings(dataclasses.replace(win.ctx.settings, activations="f32")) == {}
+    assert (
+        "does not apply" not in win.model_label.toolTip()
+        and win.statusBar().currentMessage() == "Settings saved"
+    )
+    with qtbot.assertNotEmitted(win.model_loaded, wait=300):
+        assert win.apply_settings(dataclasses.replace(win.ctx.settings, activations="q8")) == {}
+    assert "Activation precision Fast does not apply" in win.statusBar().currentMessage()
+    assert "Activation precision Fast does not apply" in win.model_label.toolTip()
+    # with a session change it is applied to the kept model
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.apply_settings(dataclasses.replace(win.ctx.settings, threads=1, activations="f32"))
+    assert blocker.args[0]["applied"] and win.worker._model is model
+
+
+def test_fast_head_on_a_quantized_head_is_named_as_not_applied(qtbot: Any, window: MainWindow) -> None:
+    """SmolLM2's head is Q8_0 already: Output head Fast was reloaded for nothing and only stderr
+    said it did not apply."""
+    win = window
+    model = win.worker._model
+    with qtbot.assertNotEmitted(win.model_loaded, wait=300):
+        assert win.apply_settings(dataclasses.replace(win.ctx.settings, lm_head="q8_0")) == {}
+    assert win.worker._model is model and "approx" not in win.model_label.text()
+    assert "Output head Fast does not apply" in win.statusBar().currentMessage()
+    assert "head is Q8_0 already" in win.model_label.toolTip()
+    with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        win.apply_settings(dataclasses.replace(win.ctx.settings, kv_cache="f16"))
+    assert blocker.args[0]["applied"] and win.worker._model is model
+    assert "Output head Fast does not apply" in win.model_label.toolTip()

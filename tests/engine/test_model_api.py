@@ -642,3 +642,20 @@ def test_a_session_runs_on_a_thread_pool_of_its_own_size(weights):
     del s4
     gc.collect()
     assert not pool & _os_threads()
+
+
+def test_info_says_which_options_are_in_effect(weights, default_model_gguf):
+    """Activations q8 changes only llama.cpp quantized matrices: on ternary layers with a float
+    head the logits are bit-identical, and the info says f32 (the app labelled it '8-bit
+    activations'); head q8_0 changes only a float head (SmolLM2's is Q8_0: not built)."""
+    from trit.engine import load_model
+
+    exact, fast = Model(weights, threads=1), Model(weights, threads=1, activations="q8")
+    np.testing.assert_array_equal(exact.logits([1, 2, 3]), fast.logits([1, 2, 3]))
+    assert fast.info.activations == "f32" and fast.info.no_effect == ("activations",)
+    built = Model(weights, threads=1, head="q8_0", activations="q8")
+    assert built.info.head_approx and built.info.activations == "f32" and "head" not in built.info.no_effect
+    smol = load_model(default_model_gguf, threads=1, context=64, activations="q8", head="q8_0")
+    assert smol.info.activations == "q8" and smol.info.no_effect == ("head",)
+    assert smol.info.head_type == "Q8_0" and not smol.info.head_approx
+    assert load_model(default_model_gguf, threads=1, context=64).info.activations == "f32"
