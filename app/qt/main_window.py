@@ -68,6 +68,7 @@ from trit.text import cut_text, file_name, short_text
 from .chart import ThroughputChart
 from .chat_view import ChatView, PromptEdit, ShownMessage
 from .context import AppContext
+from .safe_text import ask
 from .worker import EngineWorker
 
 UNDO_SECONDS = 10
@@ -182,6 +183,8 @@ class ElidedLabel(QLabel):
         """purpose: what the label shows ("Model"): a screen reader reads "Model: <text>" (an
         accessible name alone would replace the text, and the text alone may be elided)."""
         super().__init__()
+        # model and file names, titles: text, never HTML (its images load local files)
+        self.setTextFormat(Qt.TextFormat.PlainText)
         self._full = ""
         self._tip = ""
         self.purpose = purpose
@@ -1416,8 +1419,7 @@ class MainWindow(QMainWindow):
 
     def _confirm(self, title: str, text: str) -> bool:
         """Asks the user (tests replace this)."""
-        answer = QMessageBox.question(self, title, text)
-        return answer == QMessageBox.StandardButton.Yes
+        return ask(self, title, text, default_yes=True)  # model names in it stay text
 
     def apply_settings(self, new: Settings) -> dict[str, str] | None:
         """Saves validated settings and puts them to use: the models folder, the energy estimate,
@@ -2000,6 +2002,7 @@ class MainWindow(QMainWindow):
         """Asks whether to close though what the window holds could not be saved (tests replace
         this); lost: what and why, in a sentence."""
         box = QMessageBox(QMessageBox.Icon.Warning, "Close Trit?", lost, parent=self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the reason may quote a path
         box.setInformativeText("Close anyway and lose it, or cancel, free some disk space and close again?")
         close = box.addButton("Close anyway", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QTreeWidget,
@@ -54,6 +53,7 @@ from trit.app.core.units import format_bytes, format_duration
 
 from .colours import error_colour
 from .context import AppContext
+from .safe_text import ask
 
 ROW = Qt.ItemDataRole.UserRole  # ("installed", path) | ("entry", catalog id)
 
@@ -206,6 +206,9 @@ class ModelsDialog(QDialog):
         self.bar_label.setAccessibleDescription("Download speed and time left")
         self.status = QLabel()
         self.status.setWordWrap(True)
+        # model, file and folder names in them are text, never HTML (its images load local files)
+        for label in (self.folder_label, self.bar_label, self.status):
+            label.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setAccessibleDescription("Models status")
 
         def button(text: str, name: str, slot: Any) -> QPushButton:
@@ -497,8 +500,7 @@ class ModelsDialog(QDialog):
     # -- downloads -------------------------------------------------------------------------------
     def _confirm(self, title: str, text: str) -> bool:
         """Asks the user (tests replace this)."""
-        answer = QMessageBox.question(self, title, text)
-        return answer == QMessageBox.StandardButton.Yes
+        return ask(self, title, text, default_yes=True)  # a model's name in it stays text
 
     def download(self, entry: CatalogEntry) -> str | None:
         where = {"endpoint": self.ctx.settings.hf_endpoint, "token": self._token()}

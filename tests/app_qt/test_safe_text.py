@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QEvent, QPoint
+from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6.QtGui import QHelpEvent
 from PySide6.QtGui import Qt as GuiQt
 from PySide6.QtWidgets import QApplication, QLabel, QListWidget, QListWidgetItem, QToolTip
@@ -46,3 +46,18 @@ def test_tooltips_of_widgets_and_items_are_shown_as_text(qtbot: Any) -> None:
         qtbot.waitUntil(QToolTip.isVisible, timeout=2000)
         assert QToolTip.text() == plain(HOSTILE)
     QToolTip.hideText()
+
+
+def test_labels_and_questions_with_outside_text_are_plain(qtbot: Any, make_ctx: Any) -> None:
+    """The status bar's model label and the Models dialog's lines show names as written."""
+    from trit.app.qt.main_window import ElidedLabel
+    from trit.app.qt.models_dialog import ModelsDialog
+
+    label = ElidedLabel(HOSTILE, purpose="Model")
+    qtbot.addWidget(label)
+    assert label.textFormat() == Qt.TextFormat.PlainText
+    dlg = ModelsDialog(make_ctx())
+    qtbot.addWidget(dlg)
+    assert all(
+        w.textFormat() == Qt.TextFormat.PlainText for w in (dlg.status, dlg.bar_label, dlg.folder_label)
+    )
