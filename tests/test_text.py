@@ -109,3 +109,17 @@ def test_file_name_fits_max_bytes_between_user_perceived_characters() -> None:
     assert file_name("CON.x" + "y" * 300, max_bytes=20) == "CON_.x" + "y" * 14
     for n in range(1, 60):
         assert len(file_name("नमस्ते दुनिया 🇮🇳" * 4, max_bytes=n).encode()) <= max(n, len("conversation"))
+
+
+def test_terminal_safe_shows_what_a_terminal_would_act_on() -> None:
+    """A model's reply or a chat template's message printed by trit run/chat could retitle the
+    terminal, clear it and print a fake notice (ESC and OSC sequences went out raw)."""
+    from trit.text import terminal_safe
+
+    assert (
+        terminal_safe("\x1b]0;pwned\x07\x1b[2J\x1b[31mSYSTEM") == "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mSYSTEM"
+    )
+    assert terminal_safe("\x9b2J \x7f \x00") == "\\x9b2J \\x7f \\x00"  # C1 CSI, DEL, NUL
+    assert terminal_safe("line\r\nnext\tcol\rover") == "line\nnext\tcol\\x0dover"  # a lone CR overwrote
+    text = "plain: héllo, 日本語, emoji 👍, RTL שלום, ZWJ 👩\u200d💻"
+    assert terminal_safe(text) == text

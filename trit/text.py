@@ -188,6 +188,20 @@ def file_name(title: str, max_bytes: int = 200, fallback: str = "conversation") 
     return name
 
 
+# What a terminal takes for a command rather than text: C0 controls but line feed and tab (ESC
+# starts the sequences that set the title, clear the screen, colour text or, with OSC 52, write
+# the clipboard; a carriage return overwrites what a line said), DEL, and C1 controls (CSI, OSC
+# as single characters).
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """text with what a terminal would act on shown as escapes (\\x1b), for text from a model or
+    a model file printed to a terminal: a reply or a chat template's message could retitle the
+    window, clear the screen or fake a notice."""
+    return _TERMINAL_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
+
+
 __all__ = [
     "SHORT_REPR_CHARS",
     "SURROGATES",
@@ -199,4 +213,5 @@ __all__ = [
     "replace_surrogates",
     "short_repr",
     "short_text",
+    "terminal_safe",
 ]
