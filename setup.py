@@ -21,7 +21,7 @@ KDIR = os.path.join("engine", "kernels")
 
 # Baseline files: no ISA flags, so the module imports on any CPU of the architecture.
 BASE_SOURCES = ["tq_scalar.c", "cpu.c", "dispatch.c", "threadpool.c", "forward.c", "qk_scalar.c",
-                "qk_f32act_scalar.c"]
+                "qk_f32act_scalar.c", "repack.c"]
 
 
 def _machine() -> str:

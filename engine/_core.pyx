@@ -87,6 +87,15 @@ cdef extern from "forward.h" nogil:
     int tq_scan_codes(const uint8_t *p, size_t n)
 
 
+cdef extern from "repack.h" nogil:
+    enum:
+        TQ1_0_BYTES
+        TQ2_0_BYTES
+        TQ_K_PACKED
+    void tq_repack_tq1_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero)
+    void tq_repack_tq2_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero)
+
+
 cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{what}: expected a numpy array, got {type(arr).__name__}")
@@ -172,6 +181,28 @@ def scan_ternary_codes(const uint8_t[::1] codes):
         with nogil:
             r = tq_scan_codes(&codes[0], n)
     return bool(r & TQ_CODES_HAS3), bool(r & TQ_CODES_ALL_ZERO)
+
+
+def repack_ternary_blocks(str kind, const uint8_t[:, ::1] blocks, uint8_t[:, ::1] out,
+                          uint8_t[::1] nonzero):
+    """llama.cpp TQ1_0 / TQ2_0 blocks (kind; uint8 [n, 54] / [n, 66]) -> TQ codes out uint8 [n, 64]
+    and nonzero[i] = block i holds a nonzero weight, in C without the GIL (engine/kernels/repack.c;
+    the loaders call it on row slices from several threads)."""
+    cdef size_t n = <size_t>blocks.shape[0]
+    cdef int tq1 = kind == "TQ1_0"
+    if not tq1 and kind != "TQ2_0":
+        raise ValueError(f"kind must be 'TQ1_0' or 'TQ2_0', not {kind!r}")
+    if blocks.shape[1] != (TQ1_0_BYTES if tq1 else TQ2_0_BYTES):
+        raise ValueError(f"{kind} blocks have {TQ1_0_BYTES if tq1 else TQ2_0_BYTES} bytes, not {blocks.shape[1]}")
+    if out.shape[0] != <Py_ssize_t>n or out.shape[1] != TQ_K_PACKED or nonzero.shape[0] != <Py_ssize_t>n:
+        raise ValueError(f"out must be [{n}, {TQ_K_PACKED}] and nonzero [{n}]")
+    if n == 0:
+        return
+    with nogil:
+        if tq1:
+            tq_repack_tq1_0(&blocks[0, 0], n, &out[0, 0], &nonzero[0])
+        else:
+            tq_repack_tq2_0(&blocks[0, 0], n, &out[0, 0], &nonzero[0])
 
 
 def kernel_isa(isa=None):

@@ -17,7 +17,8 @@ values. qs[m] (m < 32) holds values m + 32k (k = 0..4), qs[32 + m] (m < 16) hold
 qh[m] (m < 4) holds 240 + m + 4k (k = 0..3). A byte stores the trits t_0..t_4 (t_4 = 0 for qh) as
 q = sum t_k 3^(4-k), scaled to a fixed-point fraction: byte = ceil(q * 256 / 243). Trit k is read back
 as ((byte * 3^k) mod 256) * 3 >> 8. (Derived from gguf/quants.py, which mirrors ggml-quants.c;
-tests check both encoders against gguf.quants.)
+tests check both encoders against gguf.quants.) Both are decoded into the TQ layout in C
+(engine/kernels/repack.c); the tests keep the numpy decoder it replaced as its reference.
 
 TQ1_0 / TQ2_0 carry one f16 scale d per 256-block. The kernels take one scale per row, so a tensor
 is accepted when, within each row, every block that holds a nonzero weight has the same d (all-zero
@@ -26,17 +27,19 @@ blocks may carry any d, quantizers write 0 there).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from . import _core
 from .errors import ModelFormatError
-from .weights import TQ_QK, TQ_QK_BYTES, TernaryTensor
+from .weights import TQ_QK, TQ_QK_BYTES, TernaryTensor, load_workers
 
 I2S_TAIL = 32  # bytes after the data of an I2_S tensor; the first 4 are the f32 scale
 QK_K = 256  # values per TQ1_0 / TQ2_0 block
 TQ2_0_BLOCK_BYTES = 66  # qs[64] + f16 d
 TQ1_0_BLOCK_BYTES = 54  # qs[48] + qh[4] + f16 d
-_ZERO_BYTE = 0x55  # four codes of 1 (w = 0) in one byte
+REPACK_SLICE = 16384  # TQ1_0 / TQ2_0 blocks per C call of a repack (1 MiB of TQ codes)
 
 # Reverse the order of the four 2-bit fields of a byte: TQ2_0 <-> TQ. It is its own inverse.
 _REV_FIELDS = np.array(
@@ -45,10 +48,6 @@ _REV_FIELDS = np.array(
 )
 # Any 2-bit field of the byte equal to 3 (an invalid code).
 _HAS_CODE3 = np.array([bool(b & (b >> 1) & 0x55) for b in range(256)], dtype=np.bool_)
-# TQ1_0 trits of every byte value: _TRITS[byte, k] = ((byte * 3^k) mod 256) * 3 >> 8.
-_TRITS = np.array(
-    [[(((b * 3**k) & 0xFF) * 3) >> 8 for k in range(5)] for b in range(256)], dtype=np.uint8
-)  # [256, 5]
 _POW3_5 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)
 _POW3_4 = np.array([81, 27, 9, 3], dtype=np.uint16)
 
@@ -215,42 +214,48 @@ def _blocks(
     return raw.reshape(rows, nblk, block_bytes)
 
 
+def _repack(kind: str, blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TQ1_0 / TQ2_0 blocks uint8 [rows, nblk, block bytes] (C-contiguous) -> (TQ codes uint8 [rows,
+    nblk * 64], nonzero bool [rows, nblk]: the block holds a nonzero weight).
+
+    In C (engine/kernels/repack.c, without the GIL) on slices of REPACK_SLICE blocks, spread over
+    load_workers() threads. It was numpy with per-trit temporaries on one core: a TQ1_0 2B4T file
+    spent 13.7 s of its 14-21 s load here."""
+    rows, nblk, _ = blk.shape
+    n = rows * nblk
+    flat = blk.reshape(n, blk.shape[2])
+    packed = np.empty((n, QK_K // 4), dtype=np.uint8)  # [n, 64]: two TQ blocks per block
+    nonzero = np.empty(n, dtype=np.uint8)  # [n]
+
+    def run(b0: int) -> None:
+        b1 = b0 + REPACK_SLICE
+        _core.repack_ternary_blocks(kind, flat[b0:b1], packed[b0:b1], nonzero[b0:b1])
+
+    starts = range(0, n, REPACK_SLICE)
+    if len(starts) <= 1:
+        for b0 in starts:
+            run(b0)
+    else:
+        with ThreadPoolExecutor(load_workers(len(starts))) as ex:
+            list(ex.map(run, starts))  # re-raises a slice's error here
+    return packed.reshape(rows, nblk * (QK_K // 4)), nonzero.view(np.bool_).reshape(rows, nblk)
+
+
 def tq2_0_to_ternary_tensor(raw: np.ndarray, rows: int, cols: int, name: str, path: str) -> TernaryTensor:
     """Repack a TQ2_0 tensor (uint8 bytes, rows x cols values) into a TernaryTensor in memory."""
     blk = _blocks(raw, rows, cols, TQ2_0_BLOCK_BYTES, name, path, "TQ2_0")
-    qs = blk[:, :, :64]  # [rows, nblk, 64]
     d16 = np.ascontiguousarray(blk[:, :, 64:66]).view("<f2")[:, :, 0]  # [rows, nblk]
-    packed = _REV_FIELDS[qs].reshape(rows, cols // 4)  # gather makes a fresh C-contiguous array
+    packed, nonzero = _repack("TQ2_0", blk)
     check_tq_codes(packed, name, path)
-    nonzero = (qs != _ZERO_BYTE).any(axis=2)
     scale = _row_scales(d16, nonzero, name, path, "TQ2_0")
     return TernaryTensor(packed=packed, rows=rows, cols=cols, scale=scale, source_type="TQ2_0")
-
-
-def _tq1_0_codes(blk: np.ndarray) -> np.ndarray:
-    """blocks uint8 [n, 54] -> codes uint8 [n, 256] in 0..2."""
-    n = blk.shape[0]
-    out = np.empty((n, QK_K), dtype=np.uint8)
-    out[:, :160] = _TRITS[blk[:, :32]].transpose(0, 2, 1).reshape(n, 160)  # value m + 32k
-    out[:, 160:240] = _TRITS[blk[:, 32:48]].transpose(0, 2, 1).reshape(n, 80)  # 160 + m + 16k
-    out[:, 240:] = _TRITS[blk[:, 48:52], :4].transpose(0, 2, 1).reshape(n, 16)  # 240 + m + 4k
-    return out
 
 
 def tq1_0_to_ternary_tensor(raw: np.ndarray, rows: int, cols: int, name: str, path: str) -> TernaryTensor:
     """Repack a TQ1_0 tensor (uint8 bytes, rows x cols values) into a TernaryTensor in memory."""
     blk = _blocks(raw, rows, cols, TQ1_0_BLOCK_BYTES, name, path, "TQ1_0")
-    nblk = cols // QK_K
-    d16 = np.ascontiguousarray(blk[:, :, 52:54]).view("<f2")[:, :, 0]
-    packed = np.empty((rows, cols // 4), dtype=np.uint8)
-    nonzero = np.empty((rows, nblk), dtype=np.bool_)
-    step = max(1, (1 << 20) // max(cols, 1))  # rows per slice: ~1M values of temporaries
-    for r in range(0, rows, step):
-        b = blk[r : r + step]
-        k = b.shape[0]
-        codes = _tq1_0_codes(b.reshape(k * nblk, TQ1_0_BLOCK_BYTES))  # [k * nblk, 256]
-        nonzero[r : r + k] = (codes != 1).any(axis=1).reshape(k, nblk)
-        packed[r : r + k] = _codes_to_tq(codes.reshape(k, cols))
+    d16 = np.ascontiguousarray(blk[:, :, 52:54]).view("<f2")[:, :, 0]  # [rows, nblk]
+    packed, nonzero = _repack("TQ1_0", blk)
     check_tq_codes(packed, name, path)  # base-3 bytes cannot hold code 3; this finds all-zero tensors
     scale = _row_scales(d16, nonzero, name, path, "TQ1_0")
     return TernaryTensor(packed=packed, rows=rows, cols=cols, scale=scale, source_type="TQ1_0")

@@ -13,6 +13,7 @@ from gguf import quants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from trit.engine import _core, ternary
 from trit.engine.errors import ModelFormatError
 from trit.engine.ternary import (
     i2s_bytes,
@@ -229,6 +230,100 @@ def test_tq2_0_decodes_like_ggml_and_rejects_code_3(qs: np.ndarray) -> None:
     else:
         t = tq2_0_to_ternary_tensor(raw, 1, 512, "w", "m.gguf")
         np.testing.assert_array_equal(unpack_tq(t.packed, 512).reshape(-1), ref.astype(np.int8))
+
+
+# The numpy repack that the C one (engine/kernels/repack.c) replaced, kept as its reference.
+_REF_TRITS = np.array(
+    [[(((b * 3**k) & 0xFF) * 3) >> 8 for k in range(5)] for b in range(256)], dtype=np.uint8
+)  # [256, 5]: trit k of a TQ1_0 byte
+_REF_REV_FIELDS = np.array(
+    [((b & 3) << 6) | (((b >> 2) & 3) << 4) | (((b >> 4) & 3) << 2) | (b >> 6) for b in range(256)],
+    dtype=np.uint8,
+)
+
+
+def _ref_codes_to_tq(codes: np.ndarray) -> np.ndarray:
+    rows, n = codes.shape
+    c = codes.reshape(rows, n // 128, 4, 32)
+    return (c[:, :, 0] << 6 | c[:, :, 1] << 4 | c[:, :, 2] << 2 | c[:, :, 3]).reshape(rows, n // 4)
+
+
+def _ref_repack(kind: str, blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """blocks uint8 [n, 54 | 66] -> (TQ codes uint8 [n, 64], nonzero bool [n])."""
+    n = blk.shape[0]
+    if kind == "TQ2_0":
+        qs = blk[:, :64]
+        return _REF_REV_FIELDS[qs], (qs != 0x55).any(axis=1)
+    codes = np.empty((n, 256), dtype=np.uint8)
+    codes[:, :160] = _REF_TRITS[blk[:, :32]].transpose(0, 2, 1).reshape(n, 160)  # value m + 32k
+    codes[:, 160:240] = _REF_TRITS[blk[:, 32:48]].transpose(0, 2, 1).reshape(n, 80)  # 160 + m + 16k
+    codes[:, 240:] = _REF_TRITS[blk[:, 48:52], :4].transpose(0, 2, 1).reshape(n, 16)  # 240 + m + 4k
+    return _ref_codes_to_tq(codes), (codes != 1).any(axis=1)
+
+
+def _edge_blocks(kind: str, n_random: int, seed: int) -> np.ndarray:
+    """Every byte value at every position (block i holds (i + p) % 256 at byte p), the values of
+    all-zero, all-(+1), all-(-1) blocks, the base-3 range ends 242 / 243 / 255, then random bytes."""
+    size = 54 if kind == "TQ1_0" else 66
+    p = np.arange(size)
+    sweep = ((np.arange(256)[:, None] + p[None, :]) % 256).astype(np.uint8)
+    if kind == "TQ1_0":  # canonical encodings: all 0 trits, all 1 (w = 0), all 2 (w = +1)
+        enc = tq1_0_bytes(np.stack([np.full(256, w, np.int8) for w in (-1, 0, 1)]), 1.0)
+        special = enc.reshape(3, size)
+    else:
+        special = np.stack([np.full(size, v, np.uint8) for v in (0x00, 0x55, 0xAA, 0xFF)])
+    fills = np.stack([np.full(size, v, np.uint8) for v in (242, 243, 255)])
+    rnd = np.random.default_rng(seed).integers(0, 256, (n_random, size), dtype=np.uint8)
+    return np.concatenate([sweep, special, fills, rnd])
+
+
+@pytest.mark.parametrize("kind", ["TQ1_0", "TQ2_0"])
+def test_c_repack_equals_the_numpy_reference(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C repack gives the numpy one's codes and nonzero flags bit for bit, on any bytes, in
+    one call and split into slices over threads (with a short last slice)."""
+    blk = _edge_blocks(kind, 1000, 1)
+    blk = blk[: len(blk) // 2 * 2]  # whole rows of two blocks below
+    want_packed, want_nz = _ref_repack(kind, blk)
+    for n in (0, 1, 2, 3, 255, len(blk)):
+        out = np.empty((n, 64), np.uint8)
+        nz = np.empty(n, np.uint8)
+        _core.repack_ternary_blocks(kind, blk[:n], out, nz)
+        np.testing.assert_array_equal(out, want_packed[:n])
+        np.testing.assert_array_equal(nz.view(bool), want_nz[:n])
+    for slice_blocks in (7, ternary.REPACK_SLICE):
+        monkeypatch.setattr(ternary, "REPACK_SLICE", slice_blocks)
+        packed, nonzero = ternary._repack(kind, blk.reshape(len(blk) // 2, 2, -1))
+        np.testing.assert_array_equal(packed.reshape(-1, 64), want_packed)
+        np.testing.assert_array_equal(nonzero.reshape(-1), want_nz)
+
+
+@pytest.mark.parametrize("kind", ["TQ1_0", "TQ2_0"])
+def test_tq_tensor_repack_is_unchanged(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole tensors (codes, per-row scales) as the numpy implementation made them: random
+    canonical weights with zero blocks and rows, larger than one slice of the threaded split."""
+    monkeypatch.setattr(ternary, "REPACK_SLICE", 50)
+    rows, cols = 96, 1024
+    w = rand_ternary(rows, cols, 11)
+    w[3] = 0  # an all-zero row: scale 0
+    w[5, 256:512] = 0  # an all-zero block
+    s = np.linspace(0.25, 4, rows).astype(np.float32)
+    raw = (tq1_0_bytes if kind == "TQ1_0" else tq2_0_bytes)(w, s)
+    t = ternary_tensor_from_gguf(raw, kind, rows, cols, "w", "m.gguf")
+    blk = raw.reshape(rows * cols // 256, -1)
+    want_packed, _ = _ref_repack(kind, blk)
+    np.testing.assert_array_equal(t.packed, want_packed.reshape(rows, cols // 4))
+    np.testing.assert_array_equal(t.packed, pack_tq(w))
+    np.testing.assert_array_equal(t.scale, np.where((w != 0).any(axis=1), s.astype(np.float16), 0))
+
+
+def test_repack_refuses_wrong_shapes() -> None:
+    out, nz = np.zeros((1, 64), np.uint8), np.zeros(1, np.uint8)
+    with pytest.raises(ValueError, match="kind"):
+        _core.repack_ternary_blocks("I2_S", np.zeros((1, 54), np.uint8), out, nz)
+    with pytest.raises(ValueError, match="54"):
+        _core.repack_ternary_blocks("TQ1_0", np.zeros((1, 66), np.uint8), out, nz)
+    with pytest.raises(ValueError, match="out must be"):
+        _core.repack_ternary_blocks("TQ2_0", np.zeros((2, 66), np.uint8), out, np.zeros(2, np.uint8))
 
 
 def test_per_row_scales_are_kept() -> None:
