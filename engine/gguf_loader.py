@@ -15,7 +15,9 @@ import logging
 import os
 import sys
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +26,19 @@ from trit.text import short_repr
 from .errors import ModelFormatError, OutOfMemoryError
 from .gguf import GGUFFile, GGUFValueType, TensorInfo
 from .ternary import ternary_tensor_from_gguf
-from .weights import LayerWeights, ModelConfig, ModelWeights, QuantTensor, TernaryTensor, bf16_to_f32
+from .weights import (
+    TQ_QK,
+    TQ_QK_BYTES,
+    LayerWeights,
+    ModelConfig,
+    ModelWeights,
+    QuantTensor,
+    TernaryTensor,
+    bf16_to_f32,
+)
+
+if TYPE_CHECKING:
+    from .model import ModelInfo
 
 # bitnet.cpp's 2B4T files ("bitnet-b1.58", "bitnet-25": ReLU^2 FFN) and llama.cpp's "bitnet" (the same
 # block with a SiLU FFN unless <arch>.hidden_activation says otherwise; 1bitLLM's models, and 2B4T
@@ -187,22 +201,28 @@ def _expect(f: GGUFFile, name: str, shape: tuple[int, ...]) -> TensorInfo:
     return info
 
 
+def _norm_info(f: GGUFFile, name: str, n: int) -> TensorInfo:
+    """The tensor's info, with shape and type checked for a norm weight (or a bias)."""
+    info = _expect(f, name, (n,))
+    if info.type_name not in ("F32", "F16", "BF16"):
+        raise ModelFormatError(
+            f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"
+        )
+    return info
+
+
 def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
     """A norm weight (or a bias) as float32 [n]. NaN / infinite values are refused, as the HF loader
     does: one would make every logit NaN. These vectors are small, so checking them costs nothing;
     the large matrices are not scanned (the sampler refuses NaN logits instead)."""
-    info = _expect(f, name, (n,))
+    info = _norm_info(f, name, n)
     if info.type_name == "F32":
         a = f.tensor_array(name)
         a = a if a.flags.aligned else a.copy()
     elif info.type_name == "F16":
         a = f.tensor_array(name).astype(np.float32)
-    elif info.type_name == "BF16":
-        a = bf16_to_f32(f.tensor_array(name))
     else:
-        raise ModelFormatError(
-            f.path, f"tensor {name} has type {info.type_name}; a norm must be F32, F16 or BF16"
-        )
+        a = bf16_to_f32(f.tensor_array(name))
     if not np.isfinite(a).all():
         raise ModelFormatError(
             f.path, f"tensor {name} contains NaN or infinite values; the file is damaged. Download it again."
@@ -210,17 +230,11 @@ def _norm(f: GGUFFile, name: str, n: int) -> np.ndarray:
     return a
 
 
-def _linear(
-    f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool
-) -> TernaryTensor | QuantTensor:
+def _linear_info(f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool) -> TensorInfo:
+    """The tensor's info, with shape and type checked for a linear layer."""
     info = _expect(f, name, (cols, rows))
     if info.type_name in TERNARY_TYPES:
-        t = ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
-        # llama.cpp's optional per-matrix output scale (blk.N.attn_q.scale ...) multiplies every row's
-        scale_name = name.removesuffix(".weight") + ".scale"
-        if scale_name in f.tensors:
-            t = dataclasses.replace(t, scale=(t.scale * _norm(f, scale_name, 1)[0]).astype(np.float32))
-        return t
+        return info
     if ternary_only:
         raise ModelFormatError(
             f.path,
@@ -233,25 +247,45 @@ def _linear(
             f"tensor {name} has type {info.type_name}, which this version cannot compute; supported: "
             f"{', '.join(TERNARY_TYPES + QUANT_TYPES + ('F16',))}",
         )
+    return info
+
+
+def _linear(
+    f: GGUFFile, name: str, rows: int, cols: int, *, ternary_only: bool
+) -> TernaryTensor | QuantTensor:
+    info = _linear_info(f, name, rows, cols, ternary_only=ternary_only)
+    if info.type_name in TERNARY_TYPES:
+        t = ternary_tensor_from_gguf(f.tensor_data(name), info.type_name, rows, cols, name, f.path)
+        # llama.cpp's optional per-matrix output scale (blk.N.attn_q.scale ...) multiplies every row's
+        scale_name = name.removesuffix(".weight") + ".scale"
+        if scale_name in f.tensors:
+            t = dataclasses.replace(t, scale=(t.scale * _norm(f, scale_name, 1)[0]).astype(np.float32))
+        return t
     data = f.tensor_data(name).reshape(rows, info.nbytes // rows)
     bias_name = name.removesuffix(".weight") + ".bias"
     bias = _norm(f, bias_name, rows) if bias_name in f.tensors else None
     return QuantTensor(data, rows, cols, info.type_id, info.type_name, bias)
 
 
-def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | QuantTensor:
+def _embedding_info(f: GGUFFile, name: str, vocab: int, dim: int) -> TensorInfo:
+    """The tensor's info, with shape and type checked for a token embedding or output head."""
     info = _expect(f, name, (dim, vocab))
+    if info.type_name != "F16" and info.type_name not in QUANT_TYPES:
+        raise ModelFormatError(
+            f.path,
+            f"tensor {name} has type {info.type_name}, which this version cannot use for embeddings; "
+            f"supported: {', '.join(('F16',) + QUANT_TYPES)}",
+        )
+    return info
+
+
+def _embedding(f: GGUFFile, name: str, vocab: int, dim: int) -> np.ndarray | QuantTensor:
+    info = _embedding_info(f, name, vocab, dim)
     if info.type_name == "F16":
         a = f.tensor_array(name)  # float16 [vocab, dim]
         return a if a.flags.aligned else a.copy()
-    if info.type_name in QUANT_TYPES:
-        data = f.tensor_data(name).reshape(vocab, info.nbytes // vocab)
-        return QuantTensor(data, vocab, dim, info.type_id, info.type_name)
-    raise ModelFormatError(
-        f.path,
-        f"tensor {name} has type {info.type_name}, which this version cannot use for embeddings; "
-        f"supported: {', '.join(('F16',) + QUANT_TYPES)}",
-    )
+    data = f.tensor_data(name).reshape(vocab, info.nbytes // vocab)
+    return QuantTensor(data, vocab, dim, info.type_id, info.type_name)
 
 
 REPACKED_TYPES = ("TQ1_0", "TQ2_0")  # ternary types converted to our layout at load, not used in place
@@ -270,6 +304,31 @@ def huge_pages_available() -> bool:
         return False
 
 
+def _memory_asked(memory: str) -> str:
+    """load_gguf_weights' memory with "auto" resolved through TRIT_WEIGHTS and the OS (it may stay
+    "auto": then the file decides, _memory_for)."""
+    if memory == "auto":
+        memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
+        if memory not in WEIGHT_MEMORY:
+            raise ValueError(f"TRIT_WEIGHTS must be one of {', '.join(WEIGHT_MEMORY)}, not {memory!r}")
+    return memory
+
+
+def _memory_for(f: GGUFFile, memory: str) -> str:
+    """The weight memory for this file, "ram" or "map": "auto" maps TQ1_0/TQ2_0 files (they are
+    repacked at load anyway)."""
+    if memory == "auto":
+        return "map" if any(t.type_name in REPACKED_TYPES for t in f.tensors.values()) else "ram"
+    return memory
+
+
+def _memory_text(in_memory: bool, embedding_mapped: bool, kinds: Iterable[str]) -> str:
+    """ModelWeights.memory: how the weights are held."""
+    if in_memory:
+        return "RAM copy" + (" (embedding mapped)" if embedding_mapped else "")
+    return "file map" + (" (ternary matrices repacked in RAM)" if set(kinds) & set(REPACKED_TYPES) else "")
+
+
 def load_gguf_weights(
     path: str | os.PathLike[str], *, memory: str = "map", embedding_lookup_only: bool = False
 ) -> ModelWeights:
@@ -284,15 +343,11 @@ def load_gguf_weights(
     file allows (GGUFFile.read_into_memory exclude=): one row is read per token, so only the rows
     used become resident, instead of the whole vocab x dim matrix. When "auto" finds no memory for
     the copy, the weights stay in the map (with a warning); "ram" then raises OutOfMemoryError."""
-    if memory == "auto":
-        memory = os.environ.get("TRIT_WEIGHTS", "auto" if huge_pages_available() else "map")
-        if memory not in WEIGHT_MEMORY:
-            raise ValueError(f"TRIT_WEIGHTS must be one of {', '.join(WEIGHT_MEMORY)}, not {memory!r}")
+    memory = _memory_asked(memory)
     f = GGUFFile(path)
     try:
         chosen = memory == "ram"  # asked for by name (not "auto"): a failure to copy is an error
-        if memory == "auto":
-            memory = "map" if any(t.type_name in REPACKED_TYPES for t in f.tensors.values()) else "ram"
+        memory = _memory_for(f, memory)
         cfg = read_config(f)
         if memory == "ram":
             try:
@@ -367,14 +422,153 @@ def load_gguf_weights(
             chat_template=template if isinstance(template, str) else None,
             tokenizer=tokenizer,
             family="bitnet" if bitnet else guess_family(f.metadata),
-            memory=("RAM copy" + (" (embedding mapped)" if f.mapped_tensors else ""))
-            if f.in_memory
-            else "file map"
-            + (" (ternary matrices repacked in RAM)" if set(kinds) & set(REPACKED_TYPES) else ""),
+            memory=_memory_text(f.in_memory, bool(f.mapped_tensors), kinds),
         )
     except BaseException:
         f.close()
         raise
 
 
-__all__ = ["load_gguf_weights", "read_config"]
+def _stays_mapped(f: GGUFFile, exclude: Iterable[str]) -> bool:
+    """Whether GGUFFile.read_into_memory(exclude) would leave an excluded tensor in the file map:
+    one at either end of the data section, outside the span of the copied ones (its rule, from
+    the tensor table alone)."""
+    excluded = set(exclude)
+    copied = [t for name, t in f.tensors.items() if name not in excluded]
+    if not copied:
+        return False
+    start = min(t.offset for t in copied)
+    start -= start % f.alignment
+    end = max(t.offset + t.nbytes for t in copied)
+    return any(name in f.tensors and not start <= f.tensors[name].offset < end for name in excluded)
+
+
+def gguf_model_info(
+    path: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    isa: str | None = None,
+    context: int | None = None,
+    activations: str = "f32",
+    head: str = "f16",
+    weights: str = "auto",
+    kv: str = "f32",
+    a48: bool = False,
+) -> ModelInfo:
+    """The Model.info that load_model(path, same options) would give a GGUF file, from its header,
+    metadata and tensor table alone: no tensor data is read, converted or copied (`trit info` on a
+    2B4T file loaded it: I2_S 5.8 s and 1.26 GB RSS, TQ1_0 17 s).
+
+    The tensors are checked as the loader checks them from the table (present, shape, type); what
+    needs their values is not checked: code 3, all-zero and NaN tensors, TQ1_0/TQ2_0 block scales
+    that vary within a row, a tokenizer larger than the embedding. memory is the plan: a "RAM copy"
+    for which a load finds no memory falls back to the file map (with "auto" weights)."""
+    from . import _core
+    from .model import (
+        DEFAULT_CONTEXT,
+        FLOAT_TYPES,
+        LM_HEADS,
+        ModelInfo,
+        _check_kv_fits,
+        _check_load_options,
+        physical_cores,
+    )
+    from .requant import Q8_0_BLOCK, Q8_0_BYTES
+
+    # the checks of load_model and Model, in their order
+    if weights not in WEIGHT_MEMORY:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
+    _check_load_options(threads, a48, kv)
+    if activations not in ("f32", "q8"):
+        raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
+    if head not in LM_HEADS:
+        raise ValueError(f"head must be one of {', '.join(LM_HEADS)}, not {head!r}")
+    memory = _memory_asked(weights)
+    with GGUFFile(Path(path)) as f:
+        memory = _memory_for(f, memory)
+        cfg = read_config(f)
+        _check_kv_fits(cfg, kv)
+        bitnet = cfg.arch == "bitnet-b1.58"
+        qdim, kvdim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        embed = _embedding_info(f, "token_embd.weight", cfg.vocab, cfg.dim)
+        stored = embed if cfg.tied else _embedding_info(f, "output.weight", cfg.vocab, cfg.dim)
+        kinds: Counter[str] = Counter()
+        wbytes = 0
+        for i in range(cfg.n_layers):
+            b = f"blk.{i}."
+            _norm_info(f, b + "attn_norm.weight", cfg.dim)
+            for name, rows, cols in (
+                ("attn_q", qdim, cfg.dim),
+                ("attn_k", kvdim, cfg.dim),
+                ("attn_v", kvdim, cfg.dim),
+                ("attn_output", cfg.dim, qdim),
+                ("ffn_gate", cfg.hidden, cfg.dim),
+                ("ffn_up", cfg.hidden, cfg.dim),
+                ("ffn_down", cfg.dim, cfg.hidden),
+            ):
+                t = _linear_info(f, f"{b}{name}.weight", rows, cols, ternary_only=bitnet)
+                kinds[t.type_name] += 1
+                # repacked ternary matrices have the TQ layout's size; others are used as stored
+                tq = rows * (-(-cols // TQ_QK)) * TQ_QK_BYTES
+                wbytes += tq if t.type_name in TERNARY_TYPES else t.nbytes
+            _norm_info(f, b + "ffn_norm.weight", cfg.dim)
+            if bitnet:
+                _norm_info(f, b + "attn_sub_norm.weight", qdim)
+                _norm_info(f, b + "ffn_sub_norm.weight", cfg.hidden)
+        _norm_info(f, "output_norm.weight", cfg.dim)
+        # Model's no_effect: activations="q8" changes only llama.cpp quantized matrices (neither
+        # ternary nor float ones), head="q8_0" only a float head
+        no_effect = []
+        if all(t in TERNARY_TYPES + FLOAT_TYPES for t in [*kinds, stored.type_name]):
+            no_effect.append("activations")
+        if stored.type_name not in FLOAT_TYPES:
+            no_effect.append("head")
+        head_type = None
+        if head == "q8_0":
+            if stored.type_name in FLOAT_TYPES:  # requant.float_head's types
+                head_type = f"Q8_0 (built at load from {stored.type_name}, Q8_0 activations)"
+            else:
+                log.warning(
+                    "%s: head q8_0 applies to a float output head (F16, BF16, F32); this model's is %s and stays so",
+                    f.path,
+                    stored.type_name,
+                )
+        if head_type is not None:
+            wbytes += cfg.vocab * (cfg.dim // Q8_0_BLOCK) * Q8_0_BYTES
+        else:
+            wbytes += stored.nbytes
+        # load_gguf_weights copies all but a token embedding that is only looked up (load_model
+        # says so whenever head="q8_0" is asked for)
+        lookup_only = head == "q8_0" or not cfg.tied
+        mapped = _stays_mapped(f, ("token_embd.weight",) if lookup_only else ())
+        n_ctx = min(cfg.context, DEFAULT_CONTEXT) if context is None else context
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx < 1:
+            raise ValueError(f"context must be a whole number of tokens >= 1, not {n_ctx!r}")
+        return ModelInfo(
+            path=f.path,
+            arch=cfg.file_arch or cfg.arch,
+            file_type="GGUF " + "+".join(k for k, _ in kinds.most_common()),
+            n_layers=cfg.n_layers,
+            dim=cfg.dim,
+            hidden=cfg.hidden,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            head_dim=cfg.head_dim,
+            vocab=cfg.vocab,
+            context=int(min(n_ctx, cfg.context)),
+            quant_types=tuple(sorted(kinds)),
+            isa=_core.kernel_isa(isa),
+            threads=int(threads) if threads is not None else physical_cores(),
+            weight_bytes=int(wbytes),
+            memory=_memory_text(memory == "ram", mapped, kinds),
+            head_type=head_type or stored.type_name,
+            head_approx=head_type is not None,
+            kv=kv,
+            a48=bool(a48),
+            ffn_act=cfg.act,
+            activations="f32" if "activations" in no_effect else activations,
+            no_effect=tuple(no_effect),
+        )
+
+
+__all__ = ["gguf_model_info", "load_gguf_weights", "read_config"]

@@ -278,13 +278,14 @@ def test_ctrl_c_stops_a_chat_reply_and_the_chat_goes_on(default_model_gguf):
 
 
 def _interrupted_with_one_line(tiny_gguf, setup: str, entry: str) -> None:
-    """Runs `trit info` as a terminal would, with `setup` arranging a SIGINT at some stage."""
+    """Runs `trit run --ids` as a terminal would, with `setup` arranging a SIGINT at some stage (it
+    was `trit info`, which no longer loads the model)."""
     code = (
         "import builtins, os, signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         + setup
         + f"from {entry} import main; sys.exit(main(sys.argv[1:]))"
     )
-    p = _spawn("info", "-m", str(tiny_gguf), code=code)
+    p = _spawn("run", "-m", str(tiny_gguf), "--ids", "1", "-n", "1", code=code)
     out, err = p.communicate(timeout=20)
     assert p.returncode == 130 and out == b""
     assert err.decode().strip() == "trit: interrupted"
