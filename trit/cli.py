@@ -23,6 +23,7 @@ from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
 from trit.engine.tokenizer import replace_surrogates
 from trit.launch import interrupted
 from trit.options import MAX_THREADS, int_range, real, writable_file
+from trit.text import terminal_safe
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports: the reader went away
 
@@ -398,8 +399,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             messages.append({"role": "system", "content": args.system})
         messages.append({"role": "user", "content": args.prompt})
 
+        shown = _for_terminal(out)
+
         def write(text: str) -> None:
-            out.write(text)
+            out.write(shown(text))
             out.flush()
 
         try:
@@ -501,7 +504,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         messages = ([{"role": "system", "content": system}] if system else []) + history
 
         def write(piece: str) -> None:
-            sys.stdout.write(piece)
+            sys.stdout.write(_for_terminal(sys.stdout)(piece))
             sys.stdout.flush()
 
         try:
@@ -564,7 +567,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             a48=args.a48,
         )
         _warn_context(args, info.context)
-    print(info.describe())
+    print(terminal_safe(info.describe()))  # names and templates come from the file
     return 0
 
 
@@ -683,12 +686,22 @@ class _Output:
         return getattr(self._stream, name)
 
 
+def _for_terminal(stream: Any) -> Callable[[str], str]:
+    """How a model's text goes to stream: on a terminal with what the terminal would act on shown
+    as escapes (a reply could retitle it, clear it or fake a notice); into a pipe or file as it is."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return terminal_safe if tty else str
+
+
 class _WarningsToStderr(logging.Handler):
     """The engine's warnings (a chat template that failed ...) as one "trit: warning:" line each on
     stderr, instead of Python's bare last-resort output; sys.stderr as it is at each warning."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"trit: warning: {record.getMessage()}", file=sys.stderr)
+        print(f"trit: warning: {terminal_safe(record.getMessage())}", file=sys.stderr)
 
 
 def _log_warnings_once() -> None:

@@ -741,3 +741,34 @@ def test_a_generation_runs_on_the_calling_thread_when_no_thread_can_start(
 
     assert cli._run_interruptible(Target(), fn) == (42, False)  # type: ignore[arg-type]
     assert ran_on == [threading.current_thread()] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_model_text_reaches_a_terminal_without_its_control_sequences(default_model_gguf, tmp_path):
+    """A chat template's message went to stderr raw, so a model file could retitle the terminal,
+    clear it or fake a notice (OSC and CSI sequences); a reply did the same on stdout."""
+    import shutil
+
+    tool = shutil.which("gguf-new-metadata")
+    if tool is None:
+        pytest.skip("gguf-new-metadata (the gguf package's tool) is not installed")
+    hostile = tmp_path / "hostile.gguf"
+    subprocess.run(
+        [tool, "--general-name", "Mystery", "--remove-metadata", "general.basename", "--pre-tokenizer", "gpt2",
+         "--chat-template", "{{ raise_exception('\x1b]0;pwned\x07\x1b[2Jfake notice') }}", "--force",
+         str(default_model_gguf), str(hostile)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    r = trit("run", "-m", str(hostile), "-p", "Hi", "-n", "2", "--temp", "0")
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stderr and "\\x1b]0;pwned\\x07\\x1b[2Jfake notice" in r.stderr
+
+    from trit import cli
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty, open(tmp_path / "out.txt", "w") as file:
+            assert cli._for_terminal(tty)("a\x1b[2Jb") == "a\\x1b[2Jb"  # a terminal: shown as escapes
+            assert cli._for_terminal(file)("a\x1b[2Jb") == "a\x1b[2Jb"  # a file or pipe: as written
+    finally:
+        os.close(master)
+        os.close(slave)
