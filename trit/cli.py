@@ -287,18 +287,14 @@ def _load(args: argparse.Namespace):
     return model
 
 
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """load_model's (and gguf_model_info's) keywords from the command line."""
+    names = ("threads", "isa", "context", "activations", "head", "weights", "kv", "a48")
+    return {name: getattr(args, name) for name in names}
+
+
 def _load_model(args: argparse.Namespace, load_model: Callable[..., Model]) -> Model:
-    return load_model(
-        _model_path(args),
-        threads=args.threads,
-        isa=args.isa,
-        context=args.context,
-        activations=args.activations,
-        head=args.head,
-        weights=args.weights,
-        kv=args.kv,
-        a48=args.a48,
-    )
+    return load_model(_model_path(args), **_load_options(args))
 
 
 def _run_interruptible(target: Model | Session, fn: Callable[[], Any]) -> tuple[Any, bool]:
@@ -555,17 +551,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         from trit.engine.gguf_loader import gguf_model_info
 
         _warn_threads(args)
-        info = gguf_model_info(
-            path,
-            threads=args.threads,
-            isa=args.isa,
-            context=args.context,
-            activations=args.activations,
-            head=args.head,
-            weights=args.weights,
-            kv=args.kv,
-            a48=args.a48,
-        )
+        info = gguf_model_info(path, **_load_options(args))
         _warn_context(args, info.context)
     print(terminal_safe(info.describe()))  # names and templates come from the file
     return 0
