@@ -5,6 +5,7 @@ window whose worker has loaded it."""
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
 
@@ -76,3 +77,25 @@ def window(qtbot: Any, make_ctx: Any, default_model_env: Path) -> MainWindow:
         win.load_model()
     assert "error" not in blocker.args[0], blocker.args[0]
     return win
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gguf(default_model_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer, dim-256 BitNet GGUF (27 MB, random ternary weights) with SmolLM2's tokenizer
+    (its tokenizer.ggml.* metadata and its 49152-token vocab)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from tiny import random_weights  # tests/engine/tiny.py
+    from trit.engine.convert import write_bitnet_gguf
+    from trit.engine.gguf import GGUFFile
+
+    g = GGUFFile(default_model_gguf)
+    try:
+        tokenizer = {k: v for k, v in g.metadata.items() if k.startswith("tokenizer.ggml.")}
+    finally:
+        g.close()
+    vocab = len(tokenizer["tokenizer.ggml.tokens"])
+    assert vocab == 49152
+    weights, _ = random_weights(11, dim=256, hidden=512, n_layers=1, vocab=vocab)
+    path = tmp_path_factory.mktemp("tiny-chat") / "tiny-bitnet-chat.gguf"
+    write_bitnet_gguf(weights, path, extra_metadata=tokenizer)
+    return path

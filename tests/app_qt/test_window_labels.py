@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,29 +50,8 @@ def test_one_thread_is_one_thread(qtbot: Any, window: MainWindow) -> None:
     assert "1 thread)" in win.about_text()
 
 
-@pytest.fixture(scope="module")
-def tiny_bitnet_chat(default_model_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BitNet GGUF (ternary layers, f16 head) that chats: SmolLM2's tokenizer."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-    from tiny import random_weights  # tests/engine/tiny.py
-    from trit.engine.convert import write_bitnet_gguf
-    from trit.engine.gguf import GGUFFile
-
-    g = GGUFFile(default_model_gguf)
-    try:
-        tokenizer = {k: v for k, v in g.metadata.items() if k.startswith("tokenizer.ggml.")}
-    finally:
-        g.close()
-    weights, _ = random_weights(
-        11, dim=256, hidden=512, n_layers=1, vocab=len(tokenizer["tokenizer.ggml.tokens"])
-    )
-    path = tmp_path_factory.mktemp("tiny-chat") / "tiny-bitnet-chat.gguf"
-    write_bitnet_gguf(weights, path, extra_metadata=tokenizer)
-    return path
-
-
 def test_fast_activations_on_ternary_layers_are_named_as_not_applied(
-    qtbot: Any, make_ctx: Any, tiny_bitnet_chat: Path
+    qtbot: Any, make_ctx: Any, tiny_chat_gguf: Path
 ) -> None:
     """Activation precision Fast changes nothing on a BitNet model (its layers are ternary, its
     head f16): the label said '8-bit activations', and switching it reloaded the model."""
@@ -81,7 +59,7 @@ def test_fast_activations_on_ternary_layers_are_named_as_not_applied(
     ctx.save_settings(dataclasses.replace(ctx.settings, activations="q8"))
     win = open_window(qtbot, ctx, autoload=False)
     with qtbot.waitSignal(win.model_loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
-        win.load_model(str(tiny_bitnet_chat))
+        win.load_model(str(tiny_chat_gguf))
     info = blocker.args[0]
     assert info["activations"] == "f32" and "activations" in info["no_effect"]
     assert "8-bit activations" not in win.model_label.text()
