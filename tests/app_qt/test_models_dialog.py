@@ -173,11 +173,9 @@ def test_cancel_deletes_the_part_file(qtbot: Any, ctx_for: Any, hub: HubServer) 
     dlg.cancel_button.click()
 
 
-@pytest.mark.parametrize("local_file", ["", "tiny-own-name.gguf"])
-def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer, local_file: str) -> None:
-    """A part file left when the app quit resumes after a restart. One left under an earlier
-    catalog's local name (five entries once shared one) moves to its entry's own name: it finished
-    under the shared name and was listed as another entry."""
+def quit_with_a_part(qtbot: Any, ctx_for: Any, hub: HubServer) -> AppContext:
+    """A download of tiny-model that fails at 700,000 bytes, then the app quits: a part file (and
+    its sidecar) stay on disk. Returns the closed context."""
     ctx = ctx_for()
     dlg = dialog(qtbot, ctx)
     hub.state.drop_after = 700_000
@@ -185,7 +183,16 @@ def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer, local_fi
     with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
         dlg.download_button.click()
     dlg.close()
-    ctx.close()  # the app quits with a part file on disk
+    ctx.close()
+    return ctx
+
+
+@pytest.mark.parametrize("local_file", ["", "tiny-own-name.gguf"])
+def test_resume_after_restart(qtbot: Any, ctx_for: Any, hub: HubServer, local_file: str) -> None:
+    """A part file left when the app quit resumes after a restart. One left under an earlier
+    catalog's local name (five entries once shared one) moves to its entry's own name: it finished
+    under the shared name and was listed as another entry."""
+    ctx = quit_with_a_part(qtbot, ctx_for, hub)
     assert part_path(ctx.library.folder / FILE).exists()
 
     ctx2 = ctx_for()
@@ -210,14 +217,7 @@ def test_cancel_of_an_offered_download_leaves_a_part_another_trit_writes(
 ) -> None:
     """Cancel of a download offered from an earlier run deleted its part file even while another
     Trit (its own data folder, this models folder) was downloading into it."""
-    ctx = ctx_for()
-    dlg = dialog(qtbot, ctx)
-    hub.state.drop_after = 700_000
-    dlg.select(("entry", "tiny-model"))
-    with qtbot.waitSignal(dlg.signals.failed, timeout=30_000):
-        dlg.download_button.click()
-    dlg.close()
-    ctx.close()
+    ctx = quit_with_a_part(qtbot, ctx_for, hub)
     part = part_path(ctx.library.folder / FILE)
     lock = dl.lock_path(ctx.library.folder / FILE)
     holder = subprocess.Popen(
