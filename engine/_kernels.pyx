@@ -51,6 +51,7 @@ cdef extern from "tq.h" nogil:
         tq_f16_wsum_fn f16_wsum
         tq_q8_dots_fn q8_dots
         tq_q8_wsum_fn q8_wsum
+        int head_lead
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -58,6 +59,7 @@ cdef extern from "tq.h" nogil:
         TQ_CPU_NEON
         TQ_CPU_NEON_DOTPROD
         TQ_CPU_AVXVNNI
+        TQ_CPU_AMD
     unsigned tq_cpu_features()
     const tq_kernels *tq_select()
     const tq_kernels *tq_select_isa(const char *name)
@@ -93,6 +95,7 @@ def cpu_features() -> dict:
         "avx512vnni": bool(f & TQ_CPU_AVX512VNNI),
         "neon": bool(f & TQ_CPU_NEON),
         "neon_dotprod": bool(f & TQ_CPU_NEON_DOTPROD),
+        "amd": bool(f & TQ_CPU_AMD),
     }
 
 
@@ -110,6 +113,12 @@ def table_name(str isa) -> str:
     """The table behind an ISA name, e.g. "avx512" -> "avx512vnni" on a CPU with VNNI, "avx2" ->
     "avxvnni" on one with AVX-VNNI."""
     return _table(isa).isa.decode("ascii")
+
+
+def head_lead(str isa) -> int:
+    """How far ahead (bytes) that table's f16 head GEMV prefetches, 0: not at all. It depends on
+    the CPU (tq_head_prefetch_far in tq.h; TRIT_HEAD_PREFETCH_FAR=0/1 overrides)."""
+    return _table(isa).head_lead
 
 
 def _nb_of(Py_ssize_t row_bytes) -> int:

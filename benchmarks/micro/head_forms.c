@@ -70,8 +70,10 @@ int main(void) {
                                  "one chain, T1 prefetch 8 KiB", "one chain, T2 prefetch 8 KiB",
                                  "one chain, NTA prefetch 2 KiB", "two chains, T1 prefetch 4 KiB",
                                  "two chains, NTA prefetch 4 KiB", "one chain, T1 prefetch 16 KiB",
-                                 "two rows at once, a chain each"};
-    enum { FORMS = 10, PASSES = 4 };
+                                 "two rows at once, a chain each", "one chain, T0 prefetch 4 KiB",
+                                 "one chain, T0 prefetch 8 KiB", "one chain, T1 prefetch 2 KiB",
+                                 "one chain, T1 prefetch 4 KiB", "one chain, T2 prefetch 4 KiB"};
+    enum { FORMS = 15, PASSES = 4 };
     double gbs[FORMS] = {0}, probe = 0;
     volatile uint64_t sink = 0;
     for (int rep = 0; rep < PASSES; rep++) {
@@ -90,7 +92,12 @@ int main(void) {
             case 6: gemv(w, x, out, 2, 4096, 1); break;
             case 7: gemv(w, x, out, 2, 4096, 3); break;
             case 8: gemv(w, x, out, 1, 16384, 1); break;
-            default: gemv_pairs(w, x, out); break;
+            case 9: gemv_pairs(w, x, out); break;
+            case 10: gemv(w, x, out, 1, 4096, 0); break;
+            case 11: gemv(w, x, out, 1, 8192, 0); break;
+            case 12: gemv(w, x, out, 1, 2048, 1); break;
+            case 13: gemv(w, x, out, 1, 4096, 1); break;
+            default: gemv(w, x, out, 1, 4096, 2); break;
             }
             gbs[v] += n * 2 / (micro_now() - t) / 1e9;
         }

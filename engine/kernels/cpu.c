@@ -47,9 +47,15 @@ static unsigned tq_probe(void) {
     unsigned r[4];
     tq_cpuid(0, 0, r);
     const unsigned max_leaf = r[0];
+    char vendor[13];
+    memcpy(vendor, &r[1], 4); /* EBX, EDX, ECX: "AuthenticAMD", "GenuineIntel", ... */
+    memcpy(vendor + 4, &r[3], 4);
+    memcpy(vendor + 8, &r[2], 4);
+    vendor[12] = 0;
+    if (!strcmp(vendor, "AuthenticAMD") || !strcmp(vendor, "HygonGenuine")) f |= TQ_CPU_AMD;
     tq_cpuid(1, 0, r);
     const int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, f16c = (r[2] >> 29) & 1;
-    if (!osxsave || max_leaf < 7) return 0;
+    if (!osxsave || max_leaf < 7) return f;
     const unsigned long long xcr0 = tq_xgetbv();
     const int ymm_ok = (xcr0 & 0x6) == 0x6;     /* SSE + AVX state */
     const int zmm_ok = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM_Hi256, Hi16_ZMM */
@@ -87,6 +93,12 @@ static unsigned tq_probe(void) {
 int tq_env_flag(const char *name) {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
+}
+
+int tq_head_prefetch_far(void) {
+    const char *v = getenv("TRIT_HEAD_PREFETCH_FAR");
+    if (v && *v) return strcmp(v, "0") != 0;
+    return !(tq_cpu_features() & TQ_CPU_AMD);
 }
 
 unsigned tq_cpu_features(void) {

@@ -99,6 +99,7 @@ typedef struct {
     tq_f16_wsum_fn f16_wsum;
     tq_q8_dots_fn q8_dots;
     tq_q8_wsum_fn q8_wsum;
+    int head_lead; /* bytes f16_gemv prefetches ahead of its reads, 0: none (tq_head_prefetch_far) */
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
@@ -125,8 +126,19 @@ enum {
     TQ_CPU_NEON = 1 << 3,
     TQ_CPU_NEON_DOTPROD = 1 << 4,
     TQ_CPU_AVXVNNI = 1 << 5,     /* AVX-VNNI (VEX vpdpbusd on YMM), with TQ_CPU_AVX2 */
+    TQ_CPU_AMD = 1 << 6,         /* an AMD (or Hygon) x86 CPU: a vendor, for tuning only */
 };
 unsigned tq_cpu_features(void);
+
+/* 1 when the f16 head GEMV should prefetch far ahead of its single linear stream, 0 when the
+ * hardware prefetcher alone feeds it best. Measured on the 128256 x 2560 head from DRAM, one thread
+ * (benchmarks/micro/head_forms.c and head_forms_avx2.c): on Zen 4 (AVX-512) no software prefetch
+ * read best (28.7-29.1 GB/s, every prefetching form 25.7-28.4); on Zen 3 (AVX2) a prefetch 1 KiB
+ * ahead (84-87% of a plain read, 2-4 KiB 67-72%); on an Intel Xeon (family 6 model 207, AVX-512)
+ * the unprefetched form read 55-63% of a plain read and one 4 KiB ahead into L2 97-98% (AVX2: 1 KiB
+ * 87-90%, 4 KiB 105%). So: 0 on AMD, 1 elsewhere. TRIT_HEAD_PREFETCH_FAR=0 or 1 overrides it (read
+ * on every call, for tests and measurements; callers cache the table). */
+int tq_head_prefetch_far(void);
 
 /* 1 when the environment variable `name` is set to anything but "" or "0": the debug switches
  * TRIT_NO_VNNI / TRIT_NO_DOTPROD that make a table hand out its fallback on a CPU that has the

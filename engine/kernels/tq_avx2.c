@@ -491,9 +491,12 @@ float tq_quant_act_avx2(const float *x, int n, int npad, int8_t *q, int32_t *sum
  * of the same moment in alternating runs (`benchmarks/bw_states.py`). Two 64-byte lines a step
  * (both prefetches first) rather than one: `benchmarks/kernel_bw.py`, alternating builds on the Zen 3
  * VM, 86-87% -> 91-95% of the probe at one thread and 90% -> 93-95% at two (five pairs of 25 s runs);
- * the sums are added in the same order, so the results are the same. The column tail goes through
- * zero-padded copies (no masked loads in AVX2). */
-void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+ * the sums are added in the same order, so the results are the same. On an Intel Xeon (family 6
+ * model 207) 1 KiB ahead read 87-90% of a plain read and 4 KiB 105% (2 KiB 100%), so the lead is
+ * 4 KiB where tq_head_prefetch_far() says so (`lead`; the sums do not change). The column tail goes
+ * through zero-padded copies (no masked loads in AVX2). */
+TQ_INLINE void tq_f16_gemv_avx2_lead(const uint16_t *w, int rows, int cols, const float *x, float *out,
+                                     const int lead) {
     for (int r = 0; r < rows; r++, w += cols) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         int i = 0;
@@ -505,13 +508,13 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
         a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (i) + 24))), _mm256_loadu_ps(x + (i) + 24), a1); \
     } while (0)
         for (; i + 64 <= cols; i += 64) { /* the prefetches may run past the row end: harmless */
-            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w + i + 32) + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + i) + lead, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + i + 32) + lead, _MM_HINT_T0);
             TQ_F16_LINE(i);
             TQ_F16_LINE(i + 32);
         }
         if (i + 32 <= cols) {
-            _mm_prefetch((const char *)(w + i) + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + i) + lead, _MM_HINT_T0);
             TQ_F16_LINE(i);
             i += 32;
         }
@@ -526,6 +529,17 @@ void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, flo
         }
         out[r] = tq_hsum(_mm256_add_ps(a0, a1));
     }
+}
+
+#define TQ_AVX2_HEAD_LEAD 1024     /* bytes: AMD (Zen 3) */
+#define TQ_AVX2_HEAD_LEAD_FAR 4096 /* elsewhere */
+
+void tq_f16_gemv_avx2(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    tq_f16_gemv_avx2_lead(w, rows, cols, x, out, TQ_AVX2_HEAD_LEAD);
+}
+
+static void tq_f16_gemv_avx2_far(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    tq_f16_gemv_avx2_lead(w, rows, cols, x, out, TQ_AVX2_HEAD_LEAD_FAR);
 }
 
 /* Eight KV elements from element idx: f32 (h = 0), f16 widened by F16C (h = 1) or int8 codes
@@ -665,18 +679,23 @@ static void tq_softmax_avx2(float *x, int n, float scale) {
     tq_softmax_normalize(x, body, n, inv);
 }
 
-/* The AVX2 table and the AVX-VNNI one differ only in the ternary GEMV and GEMM. */
-#define TQ_AVX2_TABLE(NAME, ISA, GEMV, GEMM)                                                           \
-    static const tq_kernels NAME = {ISA, GEMV, GEMM, tq_quant_act_avx2, tq_f16_gemv_avx2, tq_f32_dots_avx2,  \
+/* The AVX2 table and the AVX-VNNI one differ only in the ternary GEMV and GEMM; each comes with the
+ * head GEMV's two prefetch distances. */
+#define TQ_AVX2_TABLE(NAME, ISA, GEMV, GEMM, F16, LEAD)                                                 \
+    static const tq_kernels NAME = {ISA, GEMV, GEMM, tq_quant_act_avx2, F16, tq_f32_dots_avx2,         \
                                     tq_f32_wsum_avx2, tq_scale_out_avx2, tq_softmax_avx2, tq_f16_dots_avx2,  \
-                                    tq_f16_wsum_avx2, tq_q8_dots_avx2, tq_q8_wsum_avx2}
+                                    tq_f16_wsum_avx2, tq_q8_dots_avx2, tq_q8_wsum_avx2, LEAD}
 
-TQ_AVX2_TABLE(tq_avx2_table, "avx2", tq_gemv_avx2, tq_gemm_avx2);
+TQ_AVX2_TABLE(tq_avx2_table, "avx2", tq_gemv_avx2, tq_gemm_avx2, tq_f16_gemv_avx2, TQ_AVX2_HEAD_LEAD);
+TQ_AVX2_TABLE(tq_avx2_far_table, "avx2", tq_gemv_avx2, tq_gemm_avx2, tq_f16_gemv_avx2_far, TQ_AVX2_HEAD_LEAD_FAR);
 #if TQ_AVXVNNI_CC
-TQ_AVX2_TABLE(tq_avxvnni_table, "avxvnni", tq_gemv_avxvnni, tq_gemm_avxvnni);
+TQ_AVX2_TABLE(tq_avxvnni_table, "avxvnni", tq_gemv_avxvnni, tq_gemm_avxvnni, tq_f16_gemv_avx2, TQ_AVX2_HEAD_LEAD);
+TQ_AVX2_TABLE(tq_avxvnni_far_table, "avxvnni", tq_gemv_avxvnni, tq_gemm_avxvnni, tq_f16_gemv_avx2_far,
+              TQ_AVX2_HEAD_LEAD_FAR);
 #endif
 
-/* "avxvnni" where the CPU has AVX-VNNI (or the test build emulates it), unless TRIT_NO_VNNI=1. */
+/* "avxvnni" where the CPU has AVX-VNNI (or the test build emulates it), unless TRIT_NO_VNNI=1; the
+ * head GEMV's form by tq_head_prefetch_far(). */
 const tq_kernels *tq_kernels_avx2(void) {
 #if TQ_AVXVNNI_CC
 #if defined(TQ_EMULATE_AVXVNNI)
@@ -684,9 +703,10 @@ const tq_kernels *tq_kernels_avx2(void) {
 #else
     const int have_vnni = (tq_cpu_features() & TQ_CPU_AVXVNNI) != 0;
 #endif
-    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI")) return &tq_avxvnni_table;
+    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI"))
+        return tq_head_prefetch_far() ? &tq_avxvnni_far_table : &tq_avxvnni_table;
 #endif
-    return &tq_avx2_table;
+    return tq_head_prefetch_far() ? &tq_avx2_far_table : &tq_avx2_table;
 }
 
 #else /* not x86-64 */

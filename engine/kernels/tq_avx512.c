@@ -331,24 +331,44 @@ static float tq_quant_act_avx512(const float *x, int n, int npad, int8_t *q, int
     return s;
 }
 
-/* The f16 GEMV walks the matrix as one linear stream: one row at a time, one accumulator, no
- * software prefetch. Measured on the 128256 x 2560 head (one thread, Zen 4, 2 MiB pages; the
- * machine's plain read loop: 28-29 GB/s): this form 28.0-28.6 GB/s; two or four accumulators
- * 26.6 / 24.0; two interleaved rows 13.4 (24.5 with a linear prefetch); with 4 KiB pages 25.7
- * against 20.0 for two rows + prefetch. A single FMA chain (4 cycles per 16 columns, 32 bytes)
- * still allows ~30 GB/s at 3.7 GHz, and the core running no further ahead of the hardware
- * prefetcher than that is what reads fastest here. */
-static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+/* The f16 GEMV walks the matrix as one linear stream: one row at a time, one accumulator. Measured
+ * on the 128256 x 2560 head (one thread, Zen 4, 2 MiB pages; the machine's plain read loop: 28-29
+ * GB/s): this form without a software prefetch 28.0-28.6 GB/s; two or four accumulators 26.6 / 24.0;
+ * two interleaved rows 13.4 (24.5 with a linear prefetch); with 4 KiB pages 25.7 against 20.0 for
+ * two rows + prefetch. A single FMA chain (4 cycles per 16 columns, 32 bytes) still allows ~30 GB/s
+ * at 3.7 GHz, and the core running no further ahead of the hardware prefetcher than that is what
+ * reads fastest there. An Intel Xeon's core (family 6 model 207) read the same form at 55-63% of
+ * its plain read loop and needs a prefetch `lead` bytes ahead into L2 (4 KiB: 97-98%; 2 KiB into
+ * L1 89-92%, non-temporal 45-51%); tq_head_prefetch_far() picks the form. The sums are the same,
+ * bit for bit: one chain, added in column order either way. */
+TQ_INLINE void tq_f16_gemv_512(const uint16_t *w, int rows, int cols, const float *x, float *out, const int lead) {
     const int body = cols & ~15;
     const __mmask16 k = tq_tail_mask(cols - body);
     for (int r = 0; r < rows; r++, w += cols) {
         __m512 acc = _mm512_setzero_ps();
-        for (int i = 0; i < body; i += 16)
+        int i = 0;
+        if (lead) /* 32 columns (one 64-byte line) a step; the prefetch may run past the row: harmless */
+            for (; i + 32 <= body; i += 32) {
+                _mm_prefetch((const char *)(w + i) + lead, _MM_HINT_T1);
+                acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), acc);
+                acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16))), _mm512_loadu_ps(x + i + 16), acc);
+            }
+        for (; i < body; i += 16)
             acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), acc);
         if (body < cols)
             acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + body)), _mm512_maskz_loadu_ps(k, x + body), acc);
         out[r] = _mm512_reduce_add_ps(acc);
     }
+}
+
+#define TQ_512_HEAD_LEAD 4096 /* the far form's prefetch distance, bytes */
+
+static void tq_f16_gemv_avx512(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    tq_f16_gemv_512(w, rows, cols, x, out, 0);
+}
+
+static void tq_f16_gemv_avx512_far(const uint16_t *w, int rows, int cols, const float *x, float *out) {
+    tq_f16_gemv_512(w, rows, cols, x, out, TQ_512_HEAD_LEAD);
 }
 
 /* Sixteen KV elements from element idx (masked: lanes outside k read nothing and are 0): f32
@@ -469,49 +489,32 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
     if (body < n) _mm512_mask_storeu_ps(x + body, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), inv));
 }
 
-static const tq_kernels tq_avx512vnni_table = {
-    "avx512vnni",
-    tq_gemv_avx512vnni,
-    tq_gemm_avx512vnni,
-    tq_quant_act_avx512,
-    tq_f16_gemv_avx512,
-    tq_f32_dots_avx512,
-    tq_f32_wsum_avx512,
-    tq_scale_out_avx512,
-    tq_softmax_avx512,
-    tq_f16_dots_avx512,
-    tq_f16_wsum_avx512,
-    tq_q8_dots_avx512,
-    tq_q8_wsum_avx512,
-};
+/* The two tables (VNNI or not), each with the head GEMV in both forms. */
+#define TQ_512_TABLE(NAME, ISA, GEMV, GEMM, F16, LEAD)                                                   \
+    static const tq_kernels NAME = {ISA,                tq_gemv_##GEMV,     tq_gemm_##GEMM,          \
+                                    tq_quant_act_avx512, F16,                tq_f32_dots_avx512,      \
+                                    tq_f32_wsum_avx512,  tq_scale_out_avx512, tq_softmax_avx512,      \
+                                    tq_f16_dots_avx512,  tq_f16_wsum_avx512, tq_q8_dots_avx512,       \
+                                    tq_q8_wsum_avx512,   LEAD}
 
-static const tq_kernels tq_avx512_table = {
-    "avx512",
-    tq_gemv_avx512,
-    tq_gemm_avx512,
-    tq_quant_act_avx512,
-    tq_f16_gemv_avx512,
-    tq_f32_dots_avx512,
-    tq_f32_wsum_avx512,
-    tq_scale_out_avx512,
-    tq_softmax_avx512,
-    tq_f16_dots_avx512,
-    tq_f16_wsum_avx512,
-    tq_q8_dots_avx512,
-    tq_q8_wsum_avx512,
-};
+TQ_512_TABLE(tq_avx512vnni_table, "avx512vnni", avx512vnni, avx512vnni, tq_f16_gemv_avx512, 0);
+TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni, avx512vnni, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+TQ_512_TABLE(tq_avx512_table, "avx512", avx512, avx512, tq_f16_gemv_avx512, 0);
+TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512, avx512, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
- * the machines we have. Read on every call (not cached) for the tests' sake; callers cache. */
+ * the machines we have (TRIT_HEAD_PREFETCH_FAR picks the head's form likewise). Read on every call
+ * (not cached) for the tests' sake; callers cache. */
 const tq_kernels *tq_kernels_avx512(void) {
 #if defined(TQ_SIMDE_AVX512)
     const int have_vnni = 1; /* emulated: both tables run on any x86-64 CPU */
 #else
     const int have_vnni = (tq_cpu_features() & TQ_CPU_AVX512VNNI) != 0;
 #endif
+    const int far = tq_head_prefetch_far();
     if (have_vnni && !tq_env_flag("TRIT_NO_VNNI"))
-        return &tq_avx512vnni_table;
-    return &tq_avx512_table;
+        return far ? &tq_avx512vnni_far_table : &tq_avx512vnni_table;
+    return far ? &tq_avx512_far_table : &tq_avx512_table;
 }
 
 #else /* not x86-64 */

@@ -231,7 +231,12 @@ def test_gemm_shapes(isa):
 def test_gemm_strided_unaligned(isa):
     """a_stride > nb * 128, activation rows starting at odd addresses, padded output rows."""
     rng = np.random.default_rng(SEED + 3)
-    for rows, nb, ntok, extra, pad in [(7, 3, 9, 1, 3), (9, 5, 33, 77, 1), (4, 1, 5, 31, 0), (65, 2, 6, 128, 5)]:
+    for rows, nb, ntok, extra, pad in [
+        (7, 3, 9, 1, 3),
+        (9, 5, 33, 77, 1),
+        (4, 1, 5, 31, 0),
+        (65, 2, 6, 128, 5),
+    ]:
         w = rand_ternary(rng, rows, nb * QK)
         big = rand_act(rng, ntok, nb * QK + extra + 1)
         a = big[:, 1 : 1 + nb * QK]  # row stride nb*128+extra+1, pointer off by one byte
@@ -363,11 +368,58 @@ def test_f16_gemv(isa):
     np.testing.assert_allclose(got, terms.sum(axis=1), rtol=0, atol=fsum_tol(terms[0]))
 
 
+@pytest.mark.parametrize("name", ["avx2", "avx512"])
+def test_f16_gemv_both_prefetch_forms_give_the_same_sums(name, monkeypatch):
+    """The head GEMV prefetches far ahead or not by CPU (tq_head_prefetch_far: not on AMD, whose
+    hardware prefetcher fed it best, far on Intel, where it read 55-63% of the bandwidth without).
+    Both forms of both x86 tables run here whatever the CPU, and give the same float32 sums bit for
+    bit (one chain, the same order), equal to a float64 reference within rounding."""
+    if name not in K.available_isas():
+        pytest.skip(f"this CPU/build lacks {name}")
+    rng = np.random.default_rng(SEED + 8)
+    shapes = [(1, 1), (3, 17), (5, 31), (7, 33), (9, 63), (4, 2560), (33, 2570), (2, 9000)]
+    mats = [
+        ((rng.standard_normal(s) * 0.5).astype(np.float16), rng.standard_normal(s[1]).astype(np.float32))
+        for s in shapes
+    ]
+    leads, outs = [], []
+    for far in ("0", "1"):
+        monkeypatch.setenv("TRIT_HEAD_PREFETCH_FAR", far)
+        leads.append(K.head_lead(name))
+        outs.append([K.f16_gemv(name, unaligned(w.view(np.uint16), 2), x) for w, x in mats])
+    near, far_lead = leads
+    assert far_lead == 4096 and near == (1024 if name == "avx2" else 0)
+    for (w, x), a, b in zip(mats, *outs):
+        np.testing.assert_array_equal(a, b)
+        terms = w.astype(np.float64) * x.astype(np.float64)
+        assert np.all(np.abs(a - terms.sum(axis=1)) <= [fsum_tol(t) for t in terms])
+    monkeypatch.delenv("TRIT_HEAD_PREFETCH_FAR")
+    assert K.head_lead(name) == (near if K.cpu_features()["amd"] else far_lead)
+
+
 # (keys, head size, row stride - head size): the attention shapes (head 64 / 128 inside a KV row of
 # several heads) and every remainder of the 4-key and 16 / 8 / 4-column blocks
-ATTN_SHAPES = [(1, 1, 0), (2, 3, 1), (3, 7, 0), (4, 8, 5), (5, 9, 0), (6, 15, 1), (7, 16, 0), (8, 17, 3),
-               (9, 31, 0), (1, 32, 0), (11, 33, 2), (13, 63, 1), (4, 64, 576), (17, 65, 0), (33, 128, 512),
-               (100, 128, 0), (3, 129, 7), (2, 1000, 24), (1, 4096, 0)]
+ATTN_SHAPES = [
+    (1, 1, 0),
+    (2, 3, 1),
+    (3, 7, 0),
+    (4, 8, 5),
+    (5, 9, 0),
+    (6, 15, 1),
+    (7, 16, 0),
+    (8, 17, 3),
+    (9, 31, 0),
+    (1, 32, 0),
+    (11, 33, 2),
+    (13, 63, 1),
+    (4, 64, 576),
+    (17, 65, 0),
+    (33, 128, 512),
+    (100, 128, 0),
+    (3, 129, 7),
+    (2, 1000, 24),
+    (1, 4096, 0),
+]
 
 
 def kv_rows(rng: np.random.Generator, shape: tuple[int, int], kv: str) -> tuple[np.ndarray, np.ndarray]:
@@ -375,8 +427,8 @@ def kv_rows(rng: np.random.Generator, shape: tuple[int, int], kv: str) -> tuple[
     the extremes -128 and 127 included) and as the float64 values they hold."""
     if kv == "q8":
         codes = rng.integers(-128, 128, shape, dtype=np.int8)
-        codes.flat[:: 7] = -128
-        codes.flat[3 :: 11] = 127
+        codes.flat[::7] = -128
+        codes.flat[3::11] = 127
         return codes, codes.astype(np.float64)
     rows = rng.standard_normal(shape).astype(np.float16 if kv == "f16" else np.float32)
     return (rows.view(np.uint16) if kv == "f16" else rows), rows.astype(np.float64)
@@ -393,7 +445,9 @@ def test_kv_dots(isa, kv):
             for j in range(length):
                 assert abs(got[j] - terms[j].sum()) <= fsum_tol(terms[j]), f"{isa} {kv} {length}x{n} key {j}"
         if kv != "f32":  # halves or codes widened exactly, then the f32 kernel's own sums, bit for bit
-            np.testing.assert_array_equal(K.kv_dots(isa, rows, x), K.kv_dots(isa, exact.astype(np.float32), x))
+            np.testing.assert_array_equal(
+                K.kv_dots(isa, rows, x), K.kv_dots(isa, exact.astype(np.float32), x)
+            )
 
 
 @pytest.mark.parametrize("kv", ["f32", "f16", "q8"])
@@ -406,9 +460,13 @@ def test_kv_wsum(isa, kv):
         for got in (K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, unaligned(rows, 4), unaligned(w, 8), n)):
             assert got.shape == (n,)
             for i in range(n):
-                assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), f"{isa} {kv} {length}x{n} column {i}"
+                assert abs(got[i] - terms[i].sum()) <= fsum_tol(terms[i]), (
+                    f"{isa} {kv} {length}x{n} column {i}"
+                )
         if kv != "f32":
-            np.testing.assert_array_equal(K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, exact.astype(np.float32), w, n))
+            np.testing.assert_array_equal(
+                K.kv_wsum(isa, rows, w, n), K.kv_wsum(isa, exact.astype(np.float32), w, n)
+            )
     # no keys: zeros, every column written
     empty = np.zeros((0, 20), {"f32": np.float32, "f16": np.uint16, "q8": np.int8}[kv])
     np.testing.assert_array_equal(K.kv_wsum(isa, empty, np.zeros(0, np.float32), 20), 0)
@@ -423,7 +481,10 @@ def test_scale_out_bit_exact(isa):
         scale = (rng.random(n) + 0.01).astype(np.float32)
         sa = np.float32(rng.random() * 200 + 0.5)
         ref = (acc.astype(np.float32) / sa) * scale
-        for got in (K.scale_out(isa, acc, float(sa), scale), K.scale_out(isa, unaligned(acc, 4), float(sa), unaligned(scale, 8))):
+        for got in (
+            K.scale_out(isa, acc, float(sa), scale),
+            K.scale_out(isa, unaligned(acc, 4), float(sa), unaligned(scale, 8)),
+        ):
             np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"{isa} n={n}")
 
 
@@ -443,7 +504,9 @@ def test_softmax(isa):
             got = K.softmax(isa, unaligned(x, 4), 0.088)
             ref = _softmax_ref(x, 0.088)
             assert got.dtype == np.float32 and np.isfinite(got).all()
-            np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-37, err_msg=f"{isa} n={n} spread={spread}")
+            np.testing.assert_allclose(
+                got, ref, rtol=2e-6, atol=1e-37, err_msg=f"{isa} n={n} spread={spread}"
+            )
             assert abs(float(got.astype(np.float64).sum()) - 1.0) < 1e-5
     # equal scores: exact uniform weights; one dominant score: weight 1 and exact zeros beyond range
     np.testing.assert_array_equal(K.softmax(isa, np.full(19, 3.0, np.float32), 1.0), np.float32(1 / 19))
@@ -468,21 +531,44 @@ def test_f32_to_f16():
     rng = np.random.default_rng(SEED + 10)
     fi16 = np.finfo(np.float16)
     edges = np.array(
-        [0.0, -0.0, 1.0, -1.0, 65504, 65519.996, 65520, -65520, 1e6, np.inf, -np.inf, np.nan,
-         float(fi16.smallest_subnormal), float(fi16.smallest_subnormal) / 2,
-         float(fi16.smallest_subnormal) * 0.5000001, float(fi16.smallest_subnormal) * 1.5,
-         float(fi16.smallest_normal), float(fi16.smallest_normal) * (1 - 2**-11), 2.0**-25, 2.0**-26,
-         1 + 2.0**-11, 1 + 3 * 2.0**-11, 1e-45, 3.4e38],
+        [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            65504,
+            65519.996,
+            65520,
+            -65520,
+            1e6,
+            np.inf,
+            -np.inf,
+            np.nan,
+            float(fi16.smallest_subnormal),
+            float(fi16.smallest_subnormal) / 2,
+            float(fi16.smallest_subnormal) * 0.5000001,
+            float(fi16.smallest_subnormal) * 1.5,
+            float(fi16.smallest_normal),
+            float(fi16.smallest_normal) * (1 - 2**-11),
+            2.0**-25,
+            2.0**-26,
+            1 + 2.0**-11,
+            1 + 3 * 2.0**-11,
+            1e-45,
+            3.4e38,
+        ],
         dtype=np.float32,
     )
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
     finite = halves[np.isfinite(halves)]
     mids = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)  # exact ties
-    rand = np.concatenate([
-        rng.standard_normal(20000).astype(np.float32) * np.float32(1000),
-        (rng.standard_normal(20000) * 1e-5).astype(np.float32),
-        rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32),
-    ])
+    rand = np.concatenate(
+        [
+            rng.standard_normal(20000).astype(np.float32) * np.float32(1000),
+            (rng.standard_normal(20000) * 1e-5).astype(np.float32),
+            rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        ]
+    )
     vals = np.concatenate([edges, finite, mids, np.nextafter(mids, np.float32(np.inf)), rand])
     with np.errstate(over="ignore", invalid="ignore"):
         ref = vals.astype(np.float16)
