@@ -505,16 +505,26 @@ def check_prompt_size(tokenizer: Any, messages: Iterable[Mapping[str, Any]], con
         )
 
 
-def _run_prompt(state: Any, ids: np.ndarray, pos: int, *, all_logits: bool = False) -> Any:
+def _run_prompt(
+    state: Any,
+    ids: np.ndarray,
+    pos: int,
+    *,
+    all_logits: bool = False,
+    on_prompt: Callable[[int, int], object] | None = None,
+) -> Any:
     """state.forward(ids, pos) in pieces of PROMPT_BATCH tokens (the pieces the C side runs
     anyway: the same results), back in Python between them, where a Ctrl-C is seen: in one call a
-    long prompt held KeyboardInterrupt for 20-40 s. Raises CancelledError when cancel() stopped it."""
+    long prompt held KeyboardInterrupt for 20-40 s. Raises CancelledError when cancel() stopped it.
+    on_prompt(done, total) is called after each piece but the last (the tokens run so far)."""
     n = len(ids)
     if not all_logits:
         last = None
         for i in range(0, n, PROMPT_BATCH):
             end = min(n, i + PROMPT_BATCH)
             last = state.forward(ids[i:end], pos + i, want_logits=end == n)
+            if on_prompt is not None and end < n:
+                on_prompt(end, n)
         return last
     out = None  # filled piece by piece (a list joined at the end held all the logits twice)
     for i in range(0, n, PROMPT_BATCH):
@@ -661,12 +671,18 @@ class Session:
         seed: int | None = None,
         stop_ids: Iterable[int] | None = None,
         on_token: Callable[[int], object] | None = None,
+        on_prompt: Callable[[int, int], object] | None = None,
         stop_event: threading.Event | None = None,
         fresh: bool = False,
     ) -> Generation:
         """Streams tokens after prompt_ids to on_token (return False from it to stop).
 
         fresh: start from an empty cache (what Model.generate does), not from the history.
+
+        on_prompt(done, total): while a long prompt runs (more than PROMPT_BATCH tokens not in
+        the cache), called on this thread after each batch with the prompt tokens run so far and
+        the number to run (cached tokens are in neither); not called for the last batch, which
+        ends in the first token.
 
         cancel() stops the generation that is running when it is called; one that lands just
         before a generation begins is cleared by it. A caller whose stop may come that early (a
@@ -693,13 +709,15 @@ class Session:
                 stops = {int(t) for t in _as_ids(stop_list, self.model.config.vocab)} if stop_list else set()
             except ValueError as e:
                 raise ValueError(f"stop_ids: {e}") from None
+        if on_prompt is not None and not callable(on_prompt):
+            raise ValueError(f"on_prompt must be a function of (done, total), not {short_repr(on_prompt)}")
         if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
             raise ValueError(f"stop_event must be a threading.Event (or None), not {short_repr(stop_event)}")
         ids = _as_ids(prompt_ids, self.model.config.vocab)
         with self._exclusive():
             if fresh:
                 self.reset()
-            return self._generate(ids, max_tokens, sampler, stops, on_token, stop_event)
+            return self._generate(ids, max_tokens, sampler, stops, on_token, stop_event, on_prompt)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -787,6 +805,7 @@ class Session:
         stops: set[int],
         on_token: Callable[[int], object] | None,
         stop_event: threading.Event | None = None,
+        on_prompt: Callable[[int, int], object] | None = None,
     ) -> Generation:
         self._clear_cancel()
         t0 = time.perf_counter()
@@ -811,7 +830,7 @@ class Session:
         out = Generation()
         reason = "length"
         try:
-            logits = _run_prompt(self.state, todo, common)
+            logits = _run_prompt(self.state, todo, common, on_prompt=on_prompt)
         except CancelledError:
             # the prompt was not finished and none of it is kept: 0 prompt tokens, no TTFT
             ms = (time.perf_counter() - t0) * 1e3

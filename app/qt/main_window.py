@@ -451,6 +451,7 @@ class MainWindow(QMainWindow):
         self.worker.started.connect(self._on_started)
         self.worker.token.connect(self._on_token)
         self.worker.progress.connect(self._on_progress)
+        self.worker.prompt_progress.connect(self._on_prompt_progress)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.context_trimmed.connect(self._on_context_trimmed)
@@ -1649,6 +1650,13 @@ class MainWindow(QMainWindow):
         self.reply["text"] += piece
         if self.current_id == self.reply["conversation_id"]:
             self.chat.append_stream(piece)
+
+    def _on_prompt_progress(self, p: dict[str, Any]) -> None:
+        """A long prompt's count: it may take a minute before the first word on a slow machine."""
+        if self.reply is None or self.reply["conversation_id"] != p["conversation_id"]:
+            return
+        self._live_text = f"Reading the prompt… {int(p['done']):,} of {int(p['total']):,} tokens"
+        self._show_speed()
 
     def _on_progress(self, p: dict[str, Any]) -> None:
         if self.reply is None:

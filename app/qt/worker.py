@@ -142,6 +142,8 @@ class EngineWorker(QObject):
       load_failed(str, str)   message, fix
       started(dict)           conversation_id, message_id of the reply being written
       token(str)              a piece of the reply text
+      prompt_progress(dict)   conversation_id, done, total: prompt tokens run so far, of those to
+                              run, while a prompt longer than one batch (128 tokens) is read
       progress(dict)          tokens, seconds, tps (recent), watts (None unless measured)
       finished(dict)          conversation_id, message_id, status, record (ReplyRecord dict), memory
       failed(str, str)        message, fix (generation failed; the partial reply is kept 'stopped',
@@ -158,6 +160,7 @@ class EngineWorker(QObject):
     load_failed = Signal(str, str)
     started = Signal(dict)
     token = Signal(str)
+    prompt_progress = Signal(dict)
     progress = Signal(dict)
     finished = Signal(dict)
     failed = Signal(str, str)
@@ -482,6 +485,9 @@ class EngineWorker(QObject):
                     state["last_t"], state["last_n"] = now, state["n"]
                 return not self._stop.is_set()  # False ends the reply as "cancelled"
 
+            def on_prompt(done: int, total: int) -> None:
+                self.prompt_progress.emit({"conversation_id": conv_id, "done": done, "total": total})
+
             try:
                 messages, left_out = self._fit(conv_id, list(request.get("messages") or []), sampling)
             finally:  # the fitting renders the template: a failure of it shows while the reply runs
@@ -496,6 +502,7 @@ class EngineWorker(QObject):
                     messages,
                     on_text=on_text,
                     on_token=on_token,
+                    on_prompt=on_prompt,
                     stop_event=self._stop,  # a Stop pressed while the prompt is encoded still counts
                     **sampling.engine_kwargs(),
                 )

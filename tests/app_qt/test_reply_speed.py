@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from PySide6.QtCore import QObject, Slot
 from trit.app.core.sampling import Sampling
 from trit.app.core.store import STOPPED
 from trit.app.qt.main_window import MainWindow
@@ -178,3 +179,29 @@ def test_the_charts_first_point_is_decode_speed_not_the_prompts_wait(
     assert d["record"]["tokens"] >= 20 and len(points) >= 3, (d["record"], points)
     rest = sorted(points[1:])
     assert points[0] > 0.3 * rest[len(rest) // 2], points  # it was about 1/20 of the rest
+
+
+def test_a_long_prompt_shows_how_much_of_it_has_been_read(qtbot: Any, window: MainWindow) -> None:
+    """QA: a 1,530-token prompt took 50 s before the first word, the speed area saying only
+    "Reading the prompt…". Each batch of the prompt now updates the count."""
+    win = window
+    conversation(win, "Long", Sampling(temperature=0.0, top_p=1.0, max_tokens=2))
+    shown: list[tuple[str, dict[str, Any]]] = []
+
+    class Seen(QObject):  # a GUI-thread receiver after the window's own: the label shows the batch
+        @Slot(dict)
+        def add(self, p: dict[str, Any]) -> None:
+            shown.append((win.live_label.text(), dict(p)))
+
+    seen = Seen()
+    win.worker.prompt_progress.connect(seen.add)
+    text = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(40))
+    d = reply(qtbot, win, lambda: win.send(text))
+    assert d["record"]["tokens"] >= 1
+    assert len(shown) >= 3
+    total = shown[0][1]["total"]
+    assert total > 3 * 128 and all(p["total"] == total for _, p in shown)
+    assert [p["done"] for _, p in shown] == list(range(128, total, 128))[: len(shown)]
+    for label, p in shown:
+        assert label == f"Reading the prompt… {p['done']:,} of {total:,} tokens"
+    assert "Reading the prompt" not in win.live_label.text()

@@ -491,6 +491,37 @@ def test_a_long_prompt_returns_to_python_between_batches_with_the_same_results()
     assert g.tokens == Model(w, threads=1).generate(ids, max_tokens=3, temperature=0, stop_ids=[]).tokens
 
 
+def test_on_prompt_counts_a_long_prompt_batch_by_batch_from_where_the_cache_ends():
+    """A long prompt may take a minute before the first token: on_prompt(done, total) reports
+    each batch run but the last. Only tokens not in the cache are counted; a short prompt (one
+    batch) is not reported; results are the same as without it."""
+    from trit.engine.model import PROMPT_BATCH
+
+    w = random_weights(3, dim=128, hidden=256, n_layers=2, context=1024)[0]
+    ids = [int(t) for t in np.arange(700) % 300]
+    m = Model(w, threads=1)
+    seen: list[tuple[int, int]] = []
+    s = m.session()
+
+    def on_prompt(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    g = s.generate(ids, max_tokens=2, temperature=0, stop_ids=[], on_prompt=on_prompt)
+    assert seen == [(i, 700) for i in range(PROMPT_BATCH, 700, PROMPT_BATCH)]
+    assert g.tokens == m.generate(ids, max_tokens=2, temperature=0, stop_ids=[]).tokens
+    # the next turn runs from the cache: only its new tokens are counted
+    seen.clear()
+    more = ids + g.tokens + [int(t) for t in np.arange(300) % 300]
+    s.generate(more, max_tokens=1, temperature=0, stop_ids=[], on_prompt=on_prompt)
+    todo = len(more) - (len(ids) + 1)  # the reply's last token was not run
+    assert seen == [(i, todo) for i in range(PROMPT_BATCH, todo, PROMPT_BATCH)]
+    seen.clear()
+    m.generate(ids[:PROMPT_BATCH], max_tokens=1, on_prompt=on_prompt)
+    assert seen == []
+    with pytest.raises(ValueError, match="on_prompt"):
+        m.generate(ids, max_tokens=1, on_prompt="every batch")
+
+
 def test_ctrl_c_during_a_long_prompt_is_seen_within_a_batch():
     import os
     import signal
