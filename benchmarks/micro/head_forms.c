@@ -1,6 +1,7 @@
 /* Forms of the f16 head GEMV (128256 x 2560, the 2B4T tied head) from DRAM, one thread, 2 MiB pages,
- * against a plain read loop over the same bytes; means of 4 passes. The engine's form is the first:
- * one FMA chain per row, no software prefetch (tq_f16_gemv_avx512). Build and run:
+ * against a plain read loop over the same bytes; means of 4 passes. The engine's forms are the first
+ * (one FMA chain per row, no software prefetch: tq_f16_gemv_avx512, on AMD) and "one chain, T1
+ * prefetch 4 KiB" (tq_f16_gemv_avx512_far, elsewhere; tq_head_prefetch_far in tq.h). Build and run:
  *
  *   gcc -O3 -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c benchmarks/micro/head_forms.c \
  *       -o /tmp/head_forms && /tmp/head_forms
