@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except bench.Terminated as e:
         log(f"stopped by {e}")
         return 128 + e.signum
+    except bench.BenchError as e:  # e.g. a worker died (llama.cpp's SIGILL on a CPU it misjudged)
+        print(f"bench_decode: {e}", file=sys.stderr)
+        return 1
     res.machine["shape"] = shape.name
     if peer_formats:
         import llama_cpp

@@ -314,6 +314,28 @@ def test_worker_reports_the_thread_pool_of_a_decode(default_model_gguf: Path) ->
             assert res["pool_jobs"] == 0 and res["pool_solo"] == 0
 
 
+@pytest.mark.parametrize("sig", ["SIGILL", "SIGKILL"])
+def test_a_worker_killed_by_a_signal_is_named_in_a_bench_error(sig: str, default_model_gguf: Path) -> None:
+    """QA: llama.cpp's AMX code died of SIGILL on an Intel Xeon VM, and `trit bench --peer` printed
+    a traceback ending in "llama.cpp worker (threads=1) failed:" and nothing else. Now a BenchError
+    (which the CLI prints as one line) names the signal and what it usually means."""
+    import signal
+
+    from trit.bench import BenchError, Worker
+
+    w = Worker("trit", default_model_gguf, threads=1, context=64)
+    try:
+        w.proc.send_signal(getattr(signal, sig))
+        w.proc.wait(timeout=30)
+        with pytest.raises(BenchError) as ei:
+            w.request(op="measure", p=0, n=2, ttft=0, seed=0)
+    finally:
+        w.kill()
+    msg = str(ei.value)
+    assert msg.startswith(f"the trit worker (threads=1) was killed by {sig}: ")
+    assert ("instruction this CPU" in msg) if sig == "SIGILL" else ("memory ran out" in msg)
+
+
 def test_in_the_bundle_the_children_start_through_trit_itself(
     default_model_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

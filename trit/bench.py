@@ -581,6 +581,26 @@ class BenchError(Exception):
     engine's, which names the file)."""
 
 
+def _exit_words(rc: int) -> str:
+    """How a worker process ended, for the error that says it died: a signal by name, with what
+    the usual ones mean here. (The traceback of a RuntimeError whose text ended in "failed:" was
+    all `trit bench --peer` said when llama.cpp's AMX code died of SIGILL on an Intel Xeon VM.)"""
+    if rc >= 0:
+        return f"ended with exit status {rc}"
+    try:
+        name = signal.Signals(-rc).name
+    except ValueError:
+        name = f"signal {-rc}"
+    why = {
+        "SIGILL": ": it ran an instruction this CPU (or VM) refuses; llama.cpp built with -march=native "
+        "did this on an Intel Xeon VM with AMX, in its AMX code (build llama-cpp-python with "
+        "CMAKE_ARGS='-DGGML_NATIVE=OFF' and the AVX options this CPU has)",
+        "SIGKILL": ": killed from outside, often by the kernel when memory ran out",
+        "SIGSEGV": ": it crashed (a memory fault)",
+    }.get(name, "")
+    return f"was killed by {name}{why}"
+
+
 class ContextTooSmallError(BenchError):
     """The model's context holds fewer positions than the lengths asked for need (`needed`)."""
 
@@ -678,10 +698,7 @@ class Worker:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            self.proc.wait()
-            self._err.seek(0)
-            tail = self._err.read()[-2000:]
-            raise RuntimeError(f"{self.engine} worker (threads={self.threads}) failed:\n{tail}")
+            raise self._died()
         msg = json.loads(line)
         if "error" in msg:
             self.proc.wait()
@@ -689,17 +706,30 @@ class Worker:
             raise BenchError(msg["error"])
         return msg
 
+    def _died(self) -> BenchError:
+        """The error for a worker that is gone: how it ended and the end of what it wrote."""
+        rc = self.proc.wait()
+        self._err.seek(0)
+        tail = self._err.read()[-2000:].strip()
+        return BenchError(
+            f"the {self.engine} worker (threads={self.threads}) {_exit_words(rc)}"
+            + (f":\n{tail}" if tail else "")
+        )
+
     def request(self, **req: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it died between two requests
+            raise self._died() from None
         return self._read()
 
     def close(self) -> float:
         """Ends the worker; returns its peak RSS in MB."""
         try:
             rss = self.request(op="quit").get("rss_mb", float("nan"))
-        except (RuntimeError, BrokenPipeError, OSError):
+        except (BenchError, OSError):
             rss = float("nan")
         self.proc.wait(timeout=60)
         self._close_files()
@@ -714,7 +744,10 @@ class Worker:
     def _close_files(self) -> None:
         for f in (self.proc.stdin, self.proc.stdout, self._err):
             if f is not None and not f.closed:
-                f.close()
+                try:
+                    f.close()
+                except BrokenPipeError:  # a request left unsent to a worker that died
+                    pass
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
