@@ -60,13 +60,15 @@ def test_rapl_sums_packages_only(tmp_path: Path) -> None:
         tmp_path,
         {"intel-rapl:0": 1_000_000, "intel-rapl:1": 5_000_000, "intel-rapl:0:0": 7, "intel-rapl:2": 9},
     )
-    src = RaplSource(tmp_path)
+    t = [0.0]  # a second passes: 3.5 J within the few ms of real time was "reset or stepped back"
+    src = RaplSource(tmp_path, clock=lambda: t[0])
     assert src.available() and [d.name for d in src.domains()] == ["intel-rapl:0", "intel-rapl:1"]
     src.start()
     rapl_tree(
         tmp_path,
         {"intel-rapl:0": 3_500_000, "intel-rapl:1": 6_000_000, "intel-rapl:0:0": 99, "intel-rapl:2": 10**9},
     )
+    t[0] = 1.0
     assert src.stop() == pytest.approx(3.5)  # 2.5 J + 1.0 J; core sub-domain and psys ignored
     assert src.label == "measured: RAPL package" and src.measured
 
