@@ -489,18 +489,19 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
     if (body < n) _mm512_mask_storeu_ps(x + body, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), inv));
 }
 
-/* The two tables (VNNI or not), each with the head GEMV in both forms. */
-#define TQ_512_TABLE(NAME, ISA, GEMV, GEMM, F16, LEAD)                                                   \
-    static const tq_kernels NAME = {ISA,                tq_gemv_##GEMV,     tq_gemm_##GEMM,          \
-                                    tq_quant_act_avx512, F16,                tq_f32_dots_avx512,      \
-                                    tq_f32_wsum_avx512,  tq_scale_out_avx512, tq_softmax_avx512,      \
-                                    tq_f16_dots_avx512,  tq_f16_wsum_avx512, tq_q8_dots_avx512,       \
+/* The two tables (VNNI or not: the ternary GEMV and GEMM tq_gemv_/tq_gemm_ SFX), each with the head
+ * GEMV in both forms. */
+#define TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD)                                                          \
+    static const tq_kernels NAME = {ISA,                 tq_gemv_##SFX,       tq_gemm_##SFX,            \
+                                    tq_quant_act_avx512, F16,                 tq_f32_dots_avx512,       \
+                                    tq_f32_wsum_avx512,  tq_scale_out_avx512, tq_softmax_avx512,        \
+                                    tq_f16_dots_avx512,  tq_f16_wsum_avx512,  tq_q8_dots_avx512,        \
                                     tq_q8_wsum_avx512,   LEAD}
 
-TQ_512_TABLE(tq_avx512vnni_table, "avx512vnni", avx512vnni, avx512vnni, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni, avx512vnni, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
-TQ_512_TABLE(tq_avx512_table, "avx512", avx512, avx512, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512, avx512, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+TQ_512_TABLE(tq_avx512vnni_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512, 0);
+TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+TQ_512_TABLE(tq_avx512_table, "avx512", avx512, tq_f16_gemv_avx512, 0);
+TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
  * the machines we have (TRIT_HEAD_PREFETCH_FAR picks the head's form likewise). Read on every call
