@@ -371,6 +371,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("-p: the prompt is empty (with --raw it is sent without the chat template)")
     model = _load(args)
     out = sys.stdout
+    count = _PromptCount(sys.stderr)
     if args.ids is not None:
         _check_ids(args.ids, model)
 
@@ -378,13 +379,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         def emit(tok: int) -> None:  # "1 2 3", without a space after the last
             nonlocal sep
+            count.clear()
             out.write(f"{sep}{tok}")
             sep = " "
             out.flush()
 
-        gen, stopped = _run_interruptible(
-            model, lambda: model.generate(args.ids, on_token=emit, **_sampling(args))
-        )
+        try:
+            gen, stopped = _run_interruptible(
+                model, lambda: model.generate(args.ids, on_token=emit, on_prompt=count, **_sampling(args))
+            )
+        finally:  # a failure or Ctrl-C within the prompt: its count goes before what is said
+            count.clear()
     else:
         if model.tokenizer is None:
             raise EngineError(
@@ -398,15 +403,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shown = _for_terminal(out)
 
         def write(text: str) -> None:
+            count.clear()
             out.write(shown(text))
             out.flush()
 
         try:
             gen, stopped = _run_interruptible(
-                model, lambda: model.chat(messages, on_text=write, raw=args.raw, **_sampling(args))
+                model,
+                lambda: model.chat(messages, on_text=write, raw=args.raw, on_prompt=count, **_sampling(args)),
             )
         except ContextFullError as e:  # its "start a new conversation" is for a chat
             raise ContextFullError(f"{str(e).split(';')[0]}; {_raise_context(model)}") from None
+        finally:
+            count.clear()
     if stopped and not gen.stats.prompt_tokens and not gen.stats.tokens_generated:
         return interrupted()  # within the prompt: no reply, and no stats of zeros to show
     out.write("\n")
@@ -499,13 +508,19 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "user", "content": line})
         messages = ([{"role": "system", "content": system}] if system else []) + history
 
-        def write(piece: str) -> None:
+        count = _PromptCount(sys.stderr)
+
+        def write(piece: str, count: _PromptCount = count) -> None:
+            count.clear()
             sys.stdout.write(_for_terminal(sys.stdout)(piece))
             sys.stdout.flush()
 
         try:
             gen, stopped = _run_interruptible(
-                session, lambda msgs=messages: session.chat(msgs, on_text=write, **_sampling(args))
+                session,
+                lambda msgs=messages, count=count: session.chat(
+                    msgs, on_text=write, on_prompt=count, **_sampling(args)
+                ),
             )
         except EngineError as e:  # e.g. the context is full: keep the REPL alive
             hint = (
@@ -516,6 +531,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             print(f"\ntrit: {e}{hint}", file=sys.stderr)
             history.pop()
             continue
+        finally:
+            count.clear()
         if stopped and not gen.stats.prompt_tokens and not gen.stats.tokens_generated:
             history.pop()  # stopped within the prompt: no reply to keep, nor stats of zeros
             print("(stopped before the reply began; the message was not kept)", file=sys.stderr)
@@ -680,6 +697,37 @@ def _for_terminal(stream: Any) -> Callable[[str], str]:
     except (AttributeError, ValueError, OSError):
         tty = False
     return terminal_safe if tty else str
+
+
+class _PromptCount:
+    """On a terminal's stderr, "[reading the prompt: 384 of 3,657 tokens]" on one line while a long
+    prompt runs (on_prompt of Session.generate; it may take a minute before the first word), wiped
+    before anything else is written. Nothing where stderr is not a terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        try:
+            self.tty = stream.isatty()
+        except (AttributeError, ValueError, OSError):
+            self.tty = False
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            self._write(f"\r\x1b[2K[reading the prompt: {done:,} of {total:,} tokens]")
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.shown = False
+            self._write("\r\x1b[2K")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken terminal: the count is not worth an error
+            self.tty = False
 
 
 class _WarningsToStderr(logging.Handler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -772,3 +773,45 @@ def test_model_text_reaches_a_terminal_without_its_control_sequences(default_mod
     finally:
         os.close(master)
         os.close(slave)
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """`trit` with stderr on a pseudo-terminal and stdout on a pipe: (exit status, stdout, what
+    the terminal received)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "trit", *args], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    got = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        assert ready, "trit wrote nothing to the terminal for 120 s"
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        got += chunk
+    out, _ = p.communicate(timeout=60)
+    os.close(master)
+    return p.returncode, out, got
+
+
+def test_a_long_prompt_is_counted_on_a_terminal_and_wiped_before_the_reply(default_model_gguf):
+    """A long -p (a pasted report) ran for half a minute before the first word with nothing on
+    the screen. On a terminal stderr counts the prompt's batches on one line and wipes it; into a
+    pipe nothing is added."""
+    long = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(40))
+    rc, out, term = _stderr_on_a_terminal(
+        "run", "-m", str(default_model_gguf), "-p", long, "-n", "3", "--temp", "0"
+    )
+    assert rc == 0, term
+    counts = re.findall(rb"\r\x1b\[2K\[reading the prompt: ([\d,]+) of ([\d,]+) tokens\]", term)
+    assert len(counts) >= 3, term[:500]
+    total = int(counts[0][1].replace(b",", b""))
+    assert [int(d.replace(b",", b"")) for d, _ in counts] == list(range(128, total, 128))
+    wiped = term.rindex(b"tokens]") + len(b"tokens]")
+    assert term[wiped:].startswith(b"\r\x1b[2K") and b"prompt: " in term[wiped:]  # then the stats line
+    assert out.strip() and b"reading" not in out
+    piped = trit("run", "-m", str(default_model_gguf), "-p", long, "-n", "3", "--temp", "0")
+    assert piped.returncode == 0 and "reading the prompt" not in piped.stderr and "\x1b" not in piped.stderr
