@@ -41,6 +41,7 @@ from .weights import ModelConfig, ModelWeights, QuantTensor, TernaryTensor
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096
+LOAD_RESERVE_BYTES = 1 << 20  # memory load_model holds while it loads, to report running out of it
 PROMPT_BATCH = 128  # prompt tokens per GEMM pass; bounds the activation buffers
 
 
@@ -244,18 +245,28 @@ def load_model(
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     _check_load_options(threads, a48, kv)
     p = Path(path)
+    reserve: list[bytearray] = []
     try:
+        # given back when memory runs out, so that the error can still be made: at some limits the
+        # handlers on the way up failed too, and a bare MemoryError reached the caller
+        reserve.append(bytearray(LOAD_RESERVE_BYTES))
         # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
         w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
         return Model(
             w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv, a48=a48
         )
     except MemoryError as e:  # numpy's _ArrayMemoryError too: the tokenizer, a repack, a copy ...
+        reserve.clear()
         size = getattr(e, "_total_size", None) or (e.args[0] if e.args and isinstance(e.args[0], int) else 0)
         raise _load_memory_error(p, size, weights) from None
     except RuntimeError as e:
         if "can't start new thread" not in str(e):  # Python's words when a thread gets no stack
             raise
+        raise _load_memory_error(p, 0, weights) from None
+    except ImportError as e:  # the tokenizers library is loaded on the first load: its mmap can fail
+        if "failed to map segment" not in str(e) and "annot allocate memory" not in str(e):
+            raise
+        reserve.clear()
         raise _load_memory_error(p, 0, weights) from None
 
 

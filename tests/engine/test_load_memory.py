@@ -74,9 +74,14 @@ def test_auto_weights_fall_back_to_the_map_when_the_copy_finds_no_memory(default
     assert got.get("part") == "weights", got
     assert "not enough memory to read the weights into memory (they need 92 MB)" in got["oom"]
     assert "(--weights map)" in got["oom"]
-    got = child(default_model_gguf, 170, "auto")
-    assert got.get("ok") == "file map", got
-    assert "using the weights from the file in place instead" in got["stderr"]
+    # in the map's range a load can still run short later (where the kernel places each mapping
+    # varies from run to run: a scan every 4 MB from 150 to 210 had one such limit): one of three
+    # limits must load from the map, and every one must have fallen back
+    runs = [child(default_model_gguf, extra, "auto") for extra in (166, 170, 174)]
+    assert any(r.get("ok") == "file map" for r in runs), runs
+    for r in runs:
+        assert r.get("ok") == "file map" or "oom" in r, r
+        assert "using the weights from the file in place instead" in r["stderr"]
     assert child(default_model_gguf, 300, "auto").get("ok", "").startswith("RAM copy")
 
 
@@ -118,3 +123,40 @@ def test_reading_into_memory_works_when_no_reader_thread_can_start(
             assert np.array_equal(f.tensor_data(name), data)
     finally:
         f.close()
+
+
+def test_a_shared_library_that_cannot_be_mapped_is_out_of_memory(default_model_gguf: Path) -> None:
+    """A scan of limits (every 3 MB from 0 to 300) found two where the tokenizers library, loaded
+    with the first model, could not be mapped: "ImportError: .../tokenizers.abi3.so: failed to map
+    segment from shared object" reached the caller. It is the OutOfMemoryError naming the model
+    file. The same scan had no child die (a MemoryError while the error itself was being made had
+    ended one in CI): load_model holds a reserve it gives back to make the error."""
+    code = (
+        "import sys, json, importlib.abc\n"
+        "from trit.engine import load_model\n"
+        "from trit.engine.errors import OutOfMemoryError\n"
+        "sys.modules.pop('trit.engine.tokenizer', None)\n"
+        "class NoRoom(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tokenizers':  # what dlopen says when mmap gets ENOMEM\n"
+        "            raise ImportError(name + '.abi3.so: failed to map segment from shared object')\n"
+        "sys.modules.pop('tokenizers', None)\n"
+        "sys.meta_path.insert(0, NoRoom())\n"
+        "try:\n"
+        "    load_model(sys.argv[1], threads=1, context=64)\n"
+        "    print(json.dumps({'ok': 1}))\n"
+        "except OutOfMemoryError as e:\n"
+        "    print(json.dumps({'oom': str(e)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(default_model_gguf)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got.get("oom", "").startswith(str(default_model_gguf)) and "close other programs" in got["oom"], (
+        got
+    )
