@@ -509,10 +509,11 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         messages = ([{"role": "system", "content": system}] if system else []) + history
 
         count = _PromptCount(sys.stderr)
+        shown = _for_terminal(sys.stdout)  # once a reply, not once a token
 
-        def write(piece: str, count: _PromptCount = count) -> None:
+        def write(piece: str, count: _PromptCount = count, shown: Callable[[str], str] = shown) -> None:
             count.clear()
-            sys.stdout.write(_for_terminal(sys.stdout)(piece))
+            sys.stdout.write(shown(piece))
             sys.stdout.flush()
 
         try:
@@ -689,14 +690,18 @@ class _Output:
         return getattr(self._stream, name)
 
 
+def _is_terminal(stream: Any) -> bool:
+    """stream.isatty(), False for a stream that is closed or has no such method."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _for_terminal(stream: Any) -> Callable[[str], str]:
     """How a model's text goes to stream: on a terminal with what the terminal would act on shown
     as escapes (a reply could retitle it, clear it or fake a notice); into a pipe or file as it is."""
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        tty = False
-    return terminal_safe if tty else str
+    return terminal_safe if _is_terminal(stream) else str
 
 
 class _PromptCount:
@@ -706,10 +711,7 @@ class _PromptCount:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
-        try:
-            self.tty = stream.isatty()
-        except (AttributeError, ValueError, OSError):
-            self.tty = False
+        self.tty = _is_terminal(stream)
         self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
