@@ -476,9 +476,7 @@ def gguf_model_info(
     from .requant import Q8_0_BLOCK, Q8_0_BYTES
 
     # the checks of load_model and Model, in their order
-    if weights not in WEIGHT_MEMORY:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
-    _check_load_options(threads, a48, kv)
+    _check_load_options(threads, a48, kv, weights)
     if activations not in ("f32", "q8"):
         raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
     if head not in LM_HEADS:

@@ -168,9 +168,14 @@ def _load_weights(path: Path, memory: str = "map", embedding_lookup_only: bool =
     )
 
 
-def _check_load_options(threads: object, a48: object, kv: object = "f32") -> None:
-    """ValueError for a threads, a48 or kv of the wrong kind (load_model checks before reading a
-    file of gigabytes; Model.session checks the same per session)."""
+def _check_load_options(threads: object, a48: object, kv: object = "f32", weights: object = "map") -> None:
+    """ValueError for a weights, threads, a48 or kv of the wrong kind (load_model and
+    gguf_model_info check before reading a file of gigabytes; Model.session checks the same but
+    weights per session)."""
+    from .gguf_loader import WEIGHT_MEMORY
+
+    if weights not in WEIGHT_MEMORY:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
     if threads is not None and (
         isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
     ):
@@ -239,11 +244,7 @@ def load_model(
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
     Linux offers huge pages, except for TQ1_0/TQ2_0 files (repacked at load anyway), else "map";
     TRIT_WEIGHTS=auto|ram|map overrides it."""
-    from .gguf_loader import WEIGHT_MEMORY
-
-    if weights not in WEIGHT_MEMORY:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MEMORY)}, not {weights!r}")
-    _check_load_options(threads, a48, kv)
+    _check_load_options(threads, a48, kv, weights)
     p = Path(path)
     reserve: list[bytearray] = []
     try:
