@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -58,6 +59,7 @@ STREAMING = "streaming"
 STOPPED = "stopped"
 STATUSES = (COMPLETE, STREAMING, STOPPED)
 ROLES = ("system", "user", "assistant")
+log = logging.getLogger(__name__)
 
 DB_NAME = "conversations.sqlite3"
 
@@ -616,6 +618,7 @@ class ConversationStore:
         self.salvaged: Salvage | None = None
         self.open_warning: StoreFullError | None = None
         self.rescued: list[str] = []
+        self._closed = False
         self.on_rescue = on_rescue
         self._exclusive = False  # the WAL index is in this process's memory (see _open)
         self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
@@ -958,8 +961,28 @@ class ConversationStore:
                 raise
             db.execute("COMMIT")
 
-    def close(self) -> None:
+    def ensure_saved(self) -> None:
+        """Checks that the file opened is still at the path, as every write does: when it was
+        deleted (the data folder too), it is written again from the open connection; when another
+        file took its place, this store's data is saved beside it. Raises StoreMovedError when
+        neither could be done (everything stays readable until close). A window calls it before
+        it closes, when it can still ask; close() tries it too."""
         with self._lock:
+            if not self._closed:
+                self._check_file()
+
+    def close(self) -> None:
+        """Closes the connection. A file deleted since the last write is written again first (a
+        store that was only read from would otherwise take every conversation with it); where
+        that fails, what the StoreMovedError said goes to the log, as nothing is left to show it."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._check_file()
+            except StoreError as e:
+                log.warning("%s %s", e.message, e.fix)
+            self._closed = True
             self._db.close()
 
     def __enter__(self) -> ConversationStore:  # noqa: PYI034

@@ -60,7 +60,7 @@ from trit.app.core.sampling import (
     Sampling,
 )
 from trit.app.core.settings import Settings
-from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, caseless
+from trit.app.core.store import STREAMING, Message, NotFoundError, StoreError, StoreMovedError, caseless
 from trit.app.core.units import count_noun, format_bytes
 
 from trit.text import cut_text, file_name, short_text
@@ -2075,6 +2075,11 @@ class MainWindow(QMainWindow):
         """At close: the settings panel's unapplied values, and the unsent text of the shown
         conversation (an edit in progress is not kept). Returns what could not be kept and why
         ("" when everything was): the close asks before losing it."""
+        try:  # the file deleted since the last write is written again now (close would try too late to ask)
+            self.store.ensure_saved()
+        except StoreMovedError as e:
+            if not e.kept:  # (kept: another file took its place, and this window's is saved beside it)
+                return f"Your conversations could not be saved: {e.message} {e.fix}"
         lost: list[str] = []
         error = ""
         try:

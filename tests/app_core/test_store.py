@@ -734,6 +734,40 @@ def test_a_file_deleted_while_open_that_cannot_be_written_again_says_so_until_it
     assert _contents(path) == {"kept": ["saved"]}
 
 
+def test_a_file_deleted_after_the_last_write_is_written_again_at_close(tmp_path: Path) -> None:
+    """A store only read from after the data folder was deleted took every conversation with it
+    when it closed: no write came to find the file gone."""
+    data = tmp_path / "data"
+    path = data / "conversations.sqlite3"
+    told: list[str] = []
+    s = ConversationStore(path, on_rescue=told.append)
+    c = s.create_conversation("kept")
+    s.add_message(c.id, "user", "question")
+    shutil.rmtree(data)
+    assert [m.content for m in s.messages(c.id)] == ["question"]  # reads do not look
+    s.close()
+    assert len(told) == 1 and "deleted or moved while Trit ran" in told[0]
+    assert _contents(path) == {"kept": ["question"]}
+    s.close()  # twice: nothing more happens
+
+
+def test_ensure_saved_says_when_the_file_cannot_be_written_again_and_close_logs_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    s = ConversationStore(data / "conversations.sqlite3")
+    s.create_conversation("held")
+    s.ensure_saved()  # in place: nothing to do
+    shutil.rmtree(data)
+    data.write_text("")  # a file where the folder was
+    with pytest.raises(StoreMovedError, match="could not be written again") as e:
+        s.ensure_saved()
+    assert not e.value.kept and [c.title for c in s.list_conversations()] == ["held"]
+    with caplog.at_level("WARNING", logger="trit.app.core.store"):
+        s.close()  # does not raise: nothing is left to show it in
+    assert "could not be written again" in caplog.text and str(data) in caplog.text
+
+
 def test_a_file_replaced_while_open_is_kept_and_this_stores_data_saved_beside_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     path = data / "conversations.sqlite3"

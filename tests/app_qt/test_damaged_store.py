@@ -184,6 +184,44 @@ def test_a_data_folder_deleted_while_the_window_runs_loses_nothing(
         assert {c.id for c in s.list_conversations()} == {before.id, shown}
 
 
+def test_a_data_folder_deleted_with_no_write_after_is_written_again_when_the_window_closes(
+    qtbot: Any, make_ctx: Any, data_dir: Path
+) -> None:
+    ctx = make_ctx()
+    before = ctx.store.create_conversation("before")
+    ctx.store.add_message(before.id, "user", "a question")
+    win = open_window(qtbot, ctx, autoload=False)
+    shutil.rmtree(data_dir)
+    asked: list[str] = []
+    win._confirm_close = lambda lost: asked.append(lost) or True  # type: ignore[method-assign]
+    win.close()
+    ctx.close()
+    assert asked == [] and ctx.store.rescued
+    with ConversationStore(data_dir / "conversations.sqlite3") as s:
+        assert [m.content for m in s.messages(before.id)] == ["a question"]
+
+
+def test_closing_asks_first_when_the_conversations_cannot_be_written_again(
+    qtbot: Any, make_ctx: Any, data_dir: Path
+) -> None:
+    ctx = make_ctx()
+    kept = ctx.store.create_conversation("held only in memory")
+    win = open_window(qtbot, ctx, autoload=False)
+    shutil.rmtree(data_dir)
+    data_dir.write_text("")  # the folder cannot be made again
+    asked: list[str] = []
+    win._confirm_close = lambda lost: asked.append(lost) or False  # type: ignore[method-assign]
+    win.close()
+    assert win.isVisible() and len(asked) == 1  # cancelled: the window stays, holding them
+    assert asked[0].startswith("Your conversations could not be saved:") and "keep it open" in asked[0]
+    data_dir.unlink()  # the user clears the way and closes again
+    win.close()
+    assert not win.isVisible() and len(asked) == 1
+    ctx.close()
+    with ConversationStore(data_dir / "conversations.sqlite3") as s:
+        assert kept.id in {c.id for c in s.list_conversations()}
+
+
 def test_a_full_disk_at_start_is_said_in_the_banner(qtbot: Any, make_ctx: Any) -> None:
     """The store opened on a full disk (its conversations readable, nothing new saved until there
     is room) and the window said nothing until the first write failed."""
