@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import urllib.parse
@@ -170,6 +169,20 @@ def _without_userinfo(url: str) -> str:
     return url if at < 0 else f"{scheme}://{rest[at + 1 :]}"
 
 
+def _endpoint_userinfo(doc: Any) -> str:
+    """The user:password@ part of a settings document's hf_endpoint (an older Trit kept it there),
+    or ""."""
+    v = doc.get("hf_endpoint") if isinstance(doc, dict) else None
+    if not isinstance(v, str):
+        return ""
+    bare = _without_userinfo(v)
+    if bare == v:
+        return ""
+    scheme = v.strip().partition("://")[0]
+    start = v.index(scheme) + len(scheme) + 3
+    return v[start : start + len(v.strip()) - len(bare)]
+
+
 def _check_one_of(choices: tuple[str, ...]) -> Any:
     """A check that accepts exactly the values in choices."""
 
@@ -298,6 +311,13 @@ def _owner_only(path: Path) -> None:
             pass  # best effort: the file is still written
 
 
+def _write_new_private(path: Path, data: bytes) -> None:
+    """A new file (FileExistsError if there is one) readable by its owner only, then data."""
+    with open(path, "xb") as f:
+        _owner_only(path)  # before the bytes: they may hold an access token
+        f.write(data)
+
+
 class SettingsStore:
     """Loads and saves Settings at path (default_config_path() when None).
     Attributes after load(): problems (list of messages), backup (Path of the kept bad file, or
@@ -331,6 +351,7 @@ class SettingsStore:
             self.problems.append(
                 f"{self.path}: the settings file is damaged (nested too deeply); using defaults"
             )
+        secret = _endpoint_userinfo(doc)
         if isinstance(doc, dict):
             doc = self._drop_undecodable(doc)
         if doc is not None:
@@ -339,7 +360,7 @@ class SettingsStore:
         else:
             settings = base
         if self.problems:
-            self._keep_backup()
+            self._keep_backup(raw, secret)
             if self.backup is not None:  # never overwrite what we could not keep a copy of
                 self._rewrite_clean(doc, settings)
         if settings.hf_token:
@@ -386,21 +407,32 @@ class SettingsStore:
             msg = e.strerror if isinstance(e, OSError) and e.strerror else e
             self.problems.append(f"could not write the corrected settings: {msg}")
 
-    def _keep_backup(self) -> None:
+    def _keep_backup(self, raw: bytes, secret: str) -> None:
+        """Keeps the file as it was (raw) beside it, for the user to look at, except for an
+        endpoint's user:password@ part (secret), which settings no longer keep anywhere."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         backup = self.path.with_name(f"{self.path.name}.bad-{stamp}")
         n = 1
         while backup.exists():
             n += 1
             backup = self.path.with_name(f"{self.path.name}.bad-{stamp}-{n}")
+        if secret:
+            # as written in the file (the common case); else the parsed document without it
+            literal = json.dumps(secret, ensure_ascii=False)[1:-1].encode("utf-8", "surrogateescape")
+            if literal in raw:
+                raw = raw.replace(literal, b"")
+            else:
+                doc = json.loads(raw.decode("utf-8-sig", errors="surrogateescape"))
+                doc["hf_endpoint"] = _without_userinfo(doc["hf_endpoint"])
+                raw = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("ascii")
         try:
-            shutil.copyfile(self.path, backup)
-            _owner_only(backup)
+            _write_new_private(backup, raw)
         except OSError as e:
             self.problems.append(f"could not keep a copy of the bad settings file: {e.strerror or e}")
             return
         self.backup = backup
-        self.problems.append(f"the old file was kept as {backup.name}")
+        without = " (without the endpoint's user name and password)" if secret else ""
+        self.problems.append(f"the old file was kept as {backup.name}{without}")
 
     def save(self, settings: Settings) -> None:
         """Atomic: a crash leaves either the old or the new file, never half of one."""

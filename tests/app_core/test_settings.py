@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +172,7 @@ def test_a_bad_file_that_cannot_be_copied_is_left_as_it_is(
     def copy_fails(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("trit.app.core.settings.shutil.copyfile", copy_fails)
+    monkeypatch.setattr("trit.app.core.settings._write_new_private", copy_fails)
     st = SettingsStore(path)
     st.load()
     assert st.backup is None and "could not keep a copy" in st.problems[-1]
@@ -397,6 +399,30 @@ def test_an_endpoint_with_credentials_from_an_older_trit_keeps_its_mirror_and_sh
         assert s.hf_endpoint == "https://huggingface.co" and len(problems) == 1, problems
         assert "s3cret" not in problems[0] and "alice" not in problems[0]
         assert "using 'https://huggingface.co'" in problems[0] and " is used" not in problems[0]
+
+
+def test_the_kept_copy_of_a_file_with_an_endpoint_password_holds_no_password(tmp_path: Path) -> None:
+    """The settings no longer kept user:password@, but the settings.json.bad-<time> copy made of
+    the old file still held it in clear."""
+    path = tmp_path / "settings.json"
+    for text in (
+        '{"hf_endpoint": "https://alice:s3cret@hf-mirror.corp.example/", "threads": 3}',
+        # written with escapes: not found as written, so the copy is the document without it
+        '{"hf_endpoint": "https://alice:s3cr\\u0065t@hf-mirror.corp.example/", "threads": 3}',
+    ):
+        for old in tmp_path.glob("settings.json.bad-*"):
+            old.unlink()
+        path.write_text(text)
+        st = SettingsStore(path)
+        loaded = st.load()
+        assert loaded.hf_endpoint == "https://hf-mirror.corp.example" and loaded.threads == 3
+        assert st.backup is not None and "without the endpoint's user name and password" in st.problems[-1]
+        kept = st.backup.read_text()
+        assert "s3cr" not in kept and "alice" not in kept, kept
+        assert json.loads(kept) == {"hf_endpoint": "https://hf-mirror.corp.example/", "threads": 3}
+        if os.name == "posix":
+            assert stat.S_IMODE(st.backup.stat().st_mode) == 0o600
+        assert "s3cr" not in path.read_text()  # nor the file written again
 
 
 def test_app_core_never_imports_qt() -> None:
