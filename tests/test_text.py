@@ -123,3 +123,17 @@ def test_terminal_safe_shows_what_a_terminal_would_act_on() -> None:
     assert terminal_safe("line\r\nnext\tcol\rover") == "line\nnext\tcol\\x0dover"  # a lone CR overwrote
     text = "plain: héllo, 日本語, emoji 👍, RTL שלום, ZWJ 👩\u200d💻"
     assert terminal_safe(text) == text
+    # an override or isolate reorders the rest of the line where the terminal does bidi (VTE,
+    # Konsole): shown as its escape. The marks stay (they belong in right-to-left text)
+    assert (
+        terminal_safe("cat \u202etxt.hs\u202c; \u2067x\u2069") == "cat \\u202etxt.hs\\u202c; \\u2067x\\u2069"
+    )
+    assert terminal_safe("שלום\u200f, \u200eA") == "שלום\u200f, \u200eA"
+
+
+def test_show_bidi_controls_makes_every_reordering_control_visible() -> None:
+    from trit.text import show_bidi_controls
+
+    reordering = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+    assert show_bidi_controls("".join(reordering)) == "".join(f"<U+{ord(c):04X}>" for c in reordering)
+    assert show_bidi_controls("a\u200e\u200f\u061cb") == "a\u200e\u200f\u061cb"

@@ -198,8 +198,23 @@ _TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def terminal_safe(text: str) -> str:
     """text with what a terminal would act on shown as escapes (\\x1b), for text from a model or
     a model file printed to a terminal: a reply or a chat template's message could retitle the
-    window, clear the screen or fake a notice."""
-    return _TERMINAL_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
+    window, clear the screen or fake a notice. Bidi controls that reorder text show as \\u202e
+    (show_bidi_controls)."""
+    text = _TERMINAL_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
+    return show_bidi_controls(text, "\\u{:04x}")
+
+
+# Bidi embeddings, overrides and isolates reorder the text after them up to the end of the
+# paragraph: a reply's "\u202e" can make a command read as another one (Trojan Source). The marks
+# (LRM, RLM, ALM) move nothing but neutral characters and belong in right-to-left text.
+_BIDI_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def show_bidi_controls(text: str, form: str = "<U+{:04X}>") -> str:
+    """text with every bidi embedding, override and isolate control shown as form (filled with
+    its code point) instead of acting, for a model's text on screen; the stored and copied text
+    keeps them."""
+    return _BIDI_REORDERING.sub(lambda m: form.format(ord(m.group())), text)
 
 
 __all__ = [
@@ -213,5 +228,6 @@ __all__ = [
     "replace_surrogates",
     "short_repr",
     "short_text",
+    "show_bidi_controls",
     "terminal_safe",
 ]

@@ -54,7 +54,7 @@ from PySide6.QtWidgets import (
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
-from trit.text import grapheme_floor
+from trit.text import grapheme_floor, show_bidi_controls
 
 from .colours import TEXT_CONTRAST, readable_hint
 
@@ -738,7 +738,10 @@ class ChatView(QTextBrowser):
         )
 
     def _insert_body(self, cur: QTextCursor, text: str) -> None:
-        for seg in split_markdown(text):
+        # bidi controls shown, not acting: an override reorders the rest of its paragraph, so that a
+        # command in a reply could read as another one. A code block's Copy takes what it shows (no
+        # hidden reordering in a pasted command); the message's Copy takes the text as it is
+        for seg in split_markdown(show_bidi_controls(text)):
             if seg.kind == "code":
                 self._insert_code(cur, seg)
             else:

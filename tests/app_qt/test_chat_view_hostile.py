@@ -80,3 +80,14 @@ def test_a_misleading_link_asks_before_opening_and_a_plain_one_does_not(
         view.anchorClicked.emit(QUrl(url))
     assert asked == [("mybank.com/login", "https://mybank.evil.example/steal")]
     assert opened == ["https://docs.python.org/3/"]  # the misleading one was declined
+
+
+def test_bidi_controls_in_a_reply_show_instead_of_reordering_it(qtbot: Any) -> None:
+    """An override in a reply reordered the rest of its paragraph: a command in a code block could
+    read as another one than what Copy put on the clipboard."""
+    reply = "Run this:\n\n```sh\nrm -rf ~/\u202etmp/ #\u202c\n```\n\nיש\u200f עוד \u2067x\u2069"
+    view = shown(qtbot, reply)
+    text = view.toPlainText()
+    assert "rm -rf ~/<U+202E>tmp/ #<U+202C>" in text and "<U+2067>x<U+2069>" in text
+    assert "\u202e" not in text and "\u2067" not in text and "\u200f" in text  # a mark acts as it should
+    assert view.code_blocks() == ["rm -rf ~/<U+202E>tmp/ #<U+202C>"]  # Copy takes what is shown
