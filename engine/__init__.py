@@ -16,7 +16,7 @@ from .errors import (
     UnsupportedCPUError,
     UnsupportedOptionError,
 )
-from .model import Generation, Model, ModelInfo, Session, Stats, load_model
+from .model import Generation, Model, ModelInfo, Session, Stats, load_model, release_free_memory
 from .sampler import SamplingParams
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "UnsupportedCPUError",
     "UnsupportedOptionError",
     "load_model",
+    "release_free_memory",
 ]

@@ -377,9 +377,14 @@ class EngineWorker(QObject):
         self._cuts = {}  # another model counts tokens (and holds a context) of its own
         self._sizes = {}
         with self._lock:
+            had = self._model is not None or self._session is not None
             self._model = self._session = None
             self._path = ""
         self._weight_options = {}
+        if had:  # the memory readout shows what the next model takes, not the last one's leftovers
+            from trit.engine import release_free_memory
+
+            release_free_memory()
 
     @Slot()
     def _do_unload(self) -> None:
