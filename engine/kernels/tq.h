@@ -136,8 +136,9 @@ unsigned tq_cpu_features(void);
  * read best (28.7-29.1 GB/s, every prefetching form 25.7-28.4); on Zen 3 (AVX2) a prefetch 1 KiB
  * ahead (84-87% of a plain read, 2-4 KiB 67-72%); on an Intel Xeon (family 6 model 207, AVX-512)
  * the unprefetched form read 55-63% of a plain read and one 4 KiB ahead into L2 97-98% (AVX2: 1 KiB
- * 87-90%, 4 KiB 105%). So: 0 on AMD, 1 elsewhere. TRIT_HEAD_PREFETCH_FAR=0 or 1 overrides it (read
- * on every call, for tests and measurements; callers cache the table). */
+ * 87-90%, 4 KiB 105%). So: 0 on AMD, 1 elsewhere. The AVX-512 tables' ternary GEMV follows it too
+ * (its prefetches into L2 instead of L1: tq_avx512.c). TRIT_HEAD_PREFETCH_FAR=0 or 1 overrides it
+ * (read on every call, for tests and measurements; callers cache the table). */
 int tq_head_prefetch_far(void);
 
 /* 1 when the environment variable `name` is set to anything but "" or "0": the debug switches

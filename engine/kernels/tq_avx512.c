@@ -74,18 +74,27 @@ TQ_INLINE __m512i tq_bcast_block(const uint8_t *p) {
 }
 
 /* Linear prefetch ahead of the next row group (TQ_GEMV_PREFETCH_LEAD in tq_gemm.h). Per block the
- * group consumes R * 32 bytes. */
-TQ_INLINE void tq_prefetch_next_group(const uint8_t *w, size_t stride, int b, const int R) {
+ * group consumes R * 32 bytes. l2 (a constant): into L2 (T1) instead of L1 (T0), the tables' far
+ * form (tq_head_prefetch_far(): not on AMD). On the Intel VM (benchmarks/micro/gemv_lead.c, one
+ * thread, % of the bandwidth probe, two rounds) T1 read 81-82% (2560 columns) and 87-88% (6912)
+ * where T0 read 77% and 78%; the head's stream gained the same way (tq_f16_gemv_512). Zen 4 chose
+ * T0 (its measurements of TQ_GEMV_PREFETCH_LEAD). */
+TQ_INLINE void tq_prefetch_next_group(const uint8_t *w, size_t stride, int b, const int R, const int l2) {
     const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_QK_BYTES;
-    _mm_prefetch(pf, _MM_HINT_T0);
-    if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
+    if (l2) {
+        _mm_prefetch(pf, _MM_HINT_T1);
+        if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T1);
+    } else {
+        _mm_prefetch(pf, _MM_HINT_T0);
+        if (R > 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* VNNI */
 
 TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
-                                         int32_t *out, const int R) {
+                                         int32_t *out, const int R, const int l2) {
     const __m512i m01 = tq_halves_epi8((char)0xc0, 0x30), m23 = tq_halves_epi8(0x0c, 0x03);
     const __m512i sh01 = tq_halves_epi32(6, 4), sh23 = tq_halves_epi32(2, 0);
     __m512i tot[TQ_512_GEMV_ROWS]; /* int32 x 16 per row, unscaled */
@@ -98,7 +107,7 @@ TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb
             const int8_t *ab = a + (size_t)b * TQ_QK;
             const __m512i x01 = _mm512_loadu_si512((const void *)ab);        /* a[0..63]   */
             const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64)); /* a[64..127] */
-            tq_prefetch_next_group(w, stride, b, R);
+            tq_prefetch_next_group(w, stride, b, R, l2);
             for (int r = 0; r < R; r++) {
                 const __m512i q = tq_bcast_block(w + r * stride + (size_t)b * TQ_QK_BYTES);
                 s01[r] = _mm512_dpbusd_epi32(s01[r], _mm512_and_si512(q, m01), x01);
@@ -112,7 +121,17 @@ TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(tot[r]) - asum;
 }
 
-TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni, TQ_VNNI, tq_gemv_rows_vnni, TQ_512_GEMV_ROWS)
+/* the GEMV in its two prefetch forms (tq_prefetch_next_group), for TQ_GEMV_BY_ROWS */
+TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni_l1(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                            int32_t *out, const int R) {
+    tq_gemv_rows_vnni(w, stride, nb, a, asum, out, R, 0);
+}
+TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni_l2(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                            int32_t *out, const int R) {
+    tq_gemv_rows_vnni(w, stride, nb, a, asum, out, R, 1);
+}
+TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni, TQ_VNNI, tq_gemv_rows_vnni_l1, TQ_512_GEMV_ROWS)
+TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni_far, TQ_VNNI, tq_gemv_rows_vnni_l2, TQ_512_GEMV_ROWS)
 
 /* GEMM tiles decode with shifts (codes 0..2, one accumulator per row and token): the decode is
  * shared by T tokens, so the cheaper-to-decode masked form would not pay for its second
@@ -221,7 +240,7 @@ TQ_NOINLINE TQ_VNNI void tq_gemm_tile44_vnni(const uint8_t *w, size_t stride, in
 /* AVX-512BW without VNNI */
 
 TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
-                               int32_t *out, const int R) {
+                               int32_t *out, const int R, const int l2) {
     const __m512i m3 = _mm512_set1_epi8(3), ones = _mm512_set1_epi16(1);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
@@ -235,7 +254,7 @@ TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const in
             const int8_t *ab = a + (size_t)b * TQ_QK;
             const __m512i x01 = _mm512_loadu_si512((const void *)ab);
             const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64));
-            tq_prefetch_next_group(w, stride, b, R);
+            tq_prefetch_next_group(w, stride, b, R, l2);
             for (int r = 0; r < R; r++) {
                 __m512i c01, c23;
                 tq_decode_block_512(w + r * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01, &c23);
@@ -248,7 +267,16 @@ TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const in
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(acc[r]) - asum;
 }
 
-TQ_GEMV_BY_ROWS(tq_gemv_avx512, , tq_gemv_rows_bw, TQ_512_GEMV_ROWS)
+TQ_INLINE void tq_gemv_rows_bw_l1(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                  int32_t *out, const int R) {
+    tq_gemv_rows_bw(w, stride, nb, a, asum, out, R, 0);
+}
+TQ_INLINE void tq_gemv_rows_bw_l2(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                  int32_t *out, const int R) {
+    tq_gemv_rows_bw(w, stride, nb, a, asum, out, R, 1);
+}
+TQ_GEMV_BY_ROWS(tq_gemv_avx512, , tq_gemv_rows_bw_l1, TQ_512_GEMV_ROWS)
+TQ_GEMV_BY_ROWS(tq_gemv_avx512_far, , tq_gemv_rows_bw_l2, TQ_512_GEMV_ROWS)
 
 TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const int8_t *a, size_t a_stride,
                                const int32_t *asum, int32_t *out, size_t out_stride, const int R, const int T) {
@@ -287,17 +315,16 @@ TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const in
 TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_vnni, TQ_VNNI, tq_gemm_tile_vnni, TQ_512_GEMM_ROWS, tq_gemm_tile44_vnni)
 TQ_GEMM_TILE_ANY(tq_gemm_tile_any_bw, , tq_gemm_tile_bw, TQ_512_GEMM_ROWS)
 
-static void tq_gemm_avx512vnni(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
-                               const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    tq_gemm_drive(tq_gemv_avx512vnni, tq_gemm_tile_any_vnni, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum,
-                  ntok, out, out_stride);
-}
-
-static void tq_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
-                           const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    tq_gemm_drive(tq_gemv_avx512, tq_gemm_tile_any_bw, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok,
-                  out, out_stride);
-}
+/* NAME: tq_gemm_fn whose single tokens go to GEMV and the rest through TILE */
+#define TQ_512_GEMM(NAME, GEMV, TILE)                                                                      \
+    static void NAME(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride, const int32_t *asum, \
+                     int ntok, int32_t *out, size_t out_stride) {                                          \
+        tq_gemm_drive(GEMV, TILE, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);  \
+    }
+TQ_512_GEMM(tq_gemm_avx512vnni, tq_gemv_avx512vnni, tq_gemm_tile_any_vnni)
+TQ_512_GEMM(tq_gemm_avx512vnni_far, tq_gemv_avx512vnni_far, tq_gemm_tile_any_vnni)
+TQ_512_GEMM(tq_gemm_avx512, tq_gemv_avx512, tq_gemm_tile_any_bw)
+TQ_512_GEMM(tq_gemm_avx512_far, tq_gemv_avx512_far, tq_gemm_tile_any_bw)
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Float kernels (shared by both tables). Tails use masked loads / stores: masked-off lanes read
@@ -489,8 +516,8 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
     if (body < n) _mm512_mask_storeu_ps(x + body, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), inv));
 }
 
-/* The two tables (VNNI or not: the ternary GEMV and GEMM tq_gemv_/tq_gemm_ SFX), each with the head
- * GEMV in both forms. */
+/* The two tables (VNNI or not: the ternary GEMV and GEMM tq_gemv_/tq_gemm_ SFX), each in both
+ * prefetch forms: the head GEMV's (F16, LEAD) and the ternary GEMV's (SFX _far: into L2). */
 #define TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD)                                                          \
     static const tq_kernels NAME = {ISA,                 tq_gemv_##SFX,       tq_gemm_##SFX,            \
                                     tq_quant_act_avx512, F16,                 tq_f32_dots_avx512,       \
@@ -499,9 +526,9 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
                                     tq_q8_wsum_avx512,   LEAD}
 
 TQ_512_TABLE(tq_avx512vnni_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
 TQ_512_TABLE(tq_avx512_table, "avx512", avx512, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
  * the machines we have (TRIT_HEAD_PREFETCH_FAR picks the head's form likewise). Read on every call

@@ -25,12 +25,17 @@ FSUM_K = 8.0
 # (test id, ISA name for tq_select_isa, env overrides). "avx512-novnni" runs the AVX-512BW table
 # on a VNNI CPU, "avx2-novnni" the AVX2 table on an AVX-VNNI one, through the TRIT_NO_VNNI debug
 # switch read by tq_kernels_avx512() and tq_kernels_avx2().
+# "...-otherprefetch": the AVX-512 tables in the prefetch form this CPU does not get by default
+# (their ternary GEMV prefetches into L2 or L1 by tq_head_prefetch_far: TRIT_HEAD_PREFETCH_FAR).
+OTHER_PREFETCH = {"TRIT_HEAD_PREFETCH_FAR": "1" if K.cpu_features()["amd"] else "0"}
 VARIANTS = [
     ("scalar", "scalar", {}),
     ("avx2", "avx2", {}),
     ("avx2-novnni", "avx2", {"TRIT_NO_VNNI": "1"}),
     ("avx512", "avx512", {}),
     ("avx512-novnni", "avx512", {"TRIT_NO_VNNI": "1"}),
+    ("avx512-otherprefetch", "avx512", OTHER_PREFETCH),
+    ("avx512-novnni-otherprefetch", "avx512", {"TRIT_NO_VNNI": "1", **OTHER_PREFETCH}),
     ("neon", "neon", {}),
     ("neon-nodotprod", "neon", {"TRIT_NO_DOTPROD": "1"}),
 ]
@@ -52,7 +57,7 @@ def isa(request, monkeypatch):
             pytest.skip("avx2-novnni: same table as avx2 on this CPU")
     if vid == "avx512" and not K.cpu_features()["avx512vnni"]:
         assert table == "avx512"
-    if vid == "avx512-novnni":
+    if vid.startswith("avx512-novnni"):
         assert table == "avx512"
         if not K.cpu_features()["avx512vnni"]:
             pytest.skip("avx512-novnni: same table as avx512 on this CPU")
