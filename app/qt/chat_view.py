@@ -222,6 +222,11 @@ def _left_out(messages: Sequence[ShownMessage]) -> int:
     return 0
 
 
+# How _insert_body shows a bidi control of a reply (show_bidi_controls): its code point, isolated as
+# left-to-right text (LRI ... PDI), so that in a right-to-left paragraph the brackets are not
+# mirrored into the words around it.
+SHOWN_BIDI = "\u2066<U+{:04X}>\u2069"
+
 # Bidirectional controls: an override inside a link's text can make it read backwards ("gnp.exe"
 # shows as "exe.png") or run past the link into the rest of the line.
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
@@ -741,7 +746,7 @@ class ChatView(QTextBrowser):
         # bidi controls shown, not acting: an override reorders the rest of its paragraph, so that a
         # command in a reply could read as another one. A code block's Copy takes what it shows (no
         # hidden reordering in a pasted command); the message's Copy takes the text as it is
-        for seg in split_markdown(show_bidi_controls(text)):
+        for seg in split_markdown(show_bidi_controls(text, SHOWN_BIDI)):
             if seg.kind == "code":
                 self._insert_code(cur, seg)
             else:
@@ -772,7 +777,8 @@ class ChatView(QTextBrowser):
 
     def _insert_code(self, cur: QTextCursor, seg: Segment) -> None:
         idx = len(self._code_blocks)
-        self._code_blocks.append(seg.text)
+        # (every isolate of the reply's own is a <U+...> by now: the ones left are SHOWN_BIDI's)
+        self._code_blocks.append(seg.text.replace("\u2066", "").replace("\u2069", ""))
         self._new_block(cur, top=4)
         label = html.escape(seg.lang) + " · " if seg.lang else ""
         cur.insertHtml(

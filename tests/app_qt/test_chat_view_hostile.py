@@ -88,6 +88,8 @@ def test_bidi_controls_in_a_reply_show_instead_of_reordering_it(qtbot: Any) -> N
     reply = "Run this:\n\n```sh\nrm -rf ~/\u202etmp/ #\u202c\n```\n\nיש\u200f עוד \u2067x\u2069"
     view = shown(qtbot, reply)
     text = view.toPlainText()
-    assert "rm -rf ~/<U+202E>tmp/ #<U+202C>" in text and "<U+2067>x<U+2069>" in text
     assert "\u202e" not in text and "\u2067" not in text and "\u200f" in text  # a mark acts as it should
+    assert "\u2066<U+202E>\u2069" in text  # isolated: its brackets are not mirrored in right-to-left text
+    text = text.replace("\u2066", "").replace("\u2069", "")
+    assert "rm -rf ~/<U+202E>tmp/ #<U+202C>" in text and "<U+2067>x<U+2069>" in text
     assert view.code_blocks() == ["rm -rf ~/<U+202E>tmp/ #<U+202C>"]  # Copy takes what is shown
