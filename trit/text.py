@@ -149,8 +149,13 @@ def cut_text(s: str, limit: int, ellipsis: str = "…") -> str:
 
 # -- file names ------------------------------------------------------------------------------------
 _NOT_IN_NAMES = set('<>:"/\\|?*')  # Windows refuses these; / and \ separate folders
-# bidi controls reorder what a file manager shows: "\u202egpj.exe" reads as "exe.jpg"
-_BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Unicode's bidi controls. The embeddings, overrides and isolates reorder the text after them up
+# to the end of the paragraph: a reply's "\u202e" can make a command read as another one (Trojan
+# Source), a file name "\u202egpj.exe" read as "exe.jpg". The marks (ALM, LRM, RLM) move nothing but
+# neutral characters, and belong in right-to-left text.
+BIDI_REORDERING = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+BIDI_MARKS = "\u061c\u200e\u200f"
+_BIDI_CONTROLS = set(BIDI_REORDERING + BIDI_MARKS)  # none of them in a file name
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{d}" for p in ("COM", "LPT") for d in "123456789¹²³"}
 _EDGES = re.compile(r"^[\s.]+|[\s.]+$")  # Windows drops trailing dots and spaces; a leading dot hides
 
@@ -204,10 +209,7 @@ def terminal_safe(text: str) -> str:
     return show_bidi_controls(text, "\\u{:04x}")
 
 
-# Bidi embeddings, overrides and isolates reorder the text after them up to the end of the
-# paragraph: a reply's "\u202e" can make a command read as another one (Trojan Source). The marks
-# (LRM, RLM, ALM) move nothing but neutral characters and belong in right-to-left text.
-_BIDI_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_BIDI_REORDERING = re.compile(f"[{BIDI_REORDERING}]")
 
 
 def show_bidi_controls(text: str, form: str = "<U+{:04X}>") -> str:
@@ -218,6 +220,8 @@ def show_bidi_controls(text: str, form: str = "<U+{:04X}>") -> str:
 
 
 __all__ = [
+    "BIDI_MARKS",
+    "BIDI_REORDERING",
     "SHORT_REPR_CHARS",
     "SURROGATES",
     "cut_text",

@@ -54,7 +54,7 @@ from PySide6.QtWidgets import (
 from trit.app.core.meters import readout_line as format_readout  # the line under a reply
 from trit.app.core.store import COMPLETE, STOPPED, STREAMING
 
-from trit.text import grapheme_floor, show_bidi_controls
+from trit.text import BIDI_MARKS, BIDI_REORDERING, grapheme_floor, show_bidi_controls
 
 from .colours import TEXT_CONTRAST, readable_hint
 
@@ -229,7 +229,7 @@ SHOWN_BIDI = "\u2066<U+{:04X}>\u2069"
 
 # Bidirectional controls: an override inside a link's text can make it read backwards ("gnp.exe"
 # shows as "exe.png") or run past the link into the rest of the line.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_BIDI_CONTROLS = re.compile(f"[{BIDI_REORDERING}{BIDI_MARKS}]")
 _URL_LIKE = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?([^\s/:@]+\.[^\s/:@]{2,})(?::\d+)?(?:[/?#]\S*)?")
 
 
