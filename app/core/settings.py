@@ -158,29 +158,27 @@ def _check_endpoint(v: Any) -> str:
     return v.rstrip("/")
 
 
-def _without_userinfo(url: str) -> str:
-    """url without a user:password@ part: everything after the scheme up to the last "@" before
-    the path. Done on the text, not with urlsplit, which fails on a password holding [ or ]."""
+def _split_userinfo(url: str) -> tuple[str, str]:
+    """(the user:password@ part of url or "", url without it): everything after the scheme up to
+    the last "@" before the path. Done on the text, not with urlsplit, which fails on a password
+    holding [ or ]."""
     scheme, sep, rest = url.strip().partition("://")
     if not sep:
-        return url
+        return "", url
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     at = rest.rfind("@", 0, end)
-    return url if at < 0 else f"{scheme}://{rest[at + 1 :]}"
+    return ("", url) if at < 0 else (rest[: at + 1], f"{scheme}://{rest[at + 1 :]}")
+
+
+def _without_userinfo(url: str) -> str:
+    return _split_userinfo(url)[1]
 
 
 def _endpoint_userinfo(doc: Any) -> str:
     """The user:password@ part of a settings document's hf_endpoint (an older Trit kept it there),
     or ""."""
     v = doc.get("hf_endpoint") if isinstance(doc, dict) else None
-    if not isinstance(v, str):
-        return ""
-    bare = _without_userinfo(v)
-    if bare == v:
-        return ""
-    scheme = v.strip().partition("://")[0]
-    start = v.index(scheme) + len(scheme) + 3
-    return v[start : start + len(v.strip()) - len(bare)]
+    return _split_userinfo(v)[0] if isinstance(v, str) else ""
 
 
 def _check_one_of(choices: tuple[str, ...]) -> Any:
