@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+from pytestqt.exceptions import TimeoutError as WaitTimeout
 from trit.app.core.sampling import Sampling
 from trit.app.core.store import COMPLETE, STOPPED
 from trit.app.qt.main_window import MainWindow
@@ -36,7 +37,15 @@ def wait_reply(qtbot: Any, win: MainWindow, action: Any) -> dict[str, Any]:
 
 
 def wait_tokens(qtbot: Any, win: MainWindow, n: int) -> None:
-    qtbot.waitUntil(lambda: win.reply is not None and len(win.reply["text"].split()) >= n, timeout=60_000)
+    try:
+        qtbot.waitUntil(lambda: win.reply is not None and len(win.reply["text"].split()) >= n, timeout=60_000)
+    except WaitTimeout:  # say whether the reply ended early or stalled
+        shown = None if win.reply is None else win.reply["text"]
+        last = win.chat.toPlainText()[-300:]
+        raise AssertionError(
+            f"no reply of {n} words within 60 s: reply in progress {shown!r}, worker busy "
+            f"{win.worker._busy!r}, status {win.statusBar().currentMessage()!r}, end of the view {last!r}"
+        ) from None
 
 
 def long_conversation(win: MainWindow, title: str = "Story") -> int:
