@@ -290,6 +290,8 @@ def load_model(
             raise
         reserve.clear()
         raise _load_memory_error(p, 0, weights) from None
+    finally:
+        reserve.clear()  # an error's traceback keeps this frame, and so the reserve, alive
 
 
 def _load_memory_error(path: Path, needed: int, weights: str) -> OutOfMemoryError:

@@ -190,3 +190,30 @@ def test_release_free_memory_gives_the_heaps_free_blocks_back() -> None:
     got = json.loads(proc.stdout)
     assert got["done"] is True
     assert got["before"] - got["after"] > 100 << 20, got  # of ~190 MB freed in 60 KB holes
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("can't start new thread"), RuntimeError("another"), MemoryError(), ValueError("bad")],
+    ids=["no-thread", "runtime", "memory", "value"],
+)
+def test_load_model_gives_its_reserve_back_whatever_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """load_model holds 1 MB while it loads (to make an out-of-memory error with); an error's
+    traceback keeps load_model's frame alive, so the reserve was held by the "can't start new
+    thread" error, and by any error passed through, for as long as the caller kept the error."""
+    import trit.engine.model as model_mod
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(model_mod, "_load_weights", fail)
+    with pytest.raises(Exception) as info:
+        model_mod.load_model(tmp_path / "model.gguf")
+    tb, held = info.value.__traceback__, []
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "load_model":
+            held.append(tb.tb_frame.f_locals["reserve"])
+        tb = tb.tb_next
+    assert held == [[]]
