@@ -90,6 +90,32 @@ TQ_INLINE void tq_prefetch_next_group(const uint8_t *w, size_t stride, int b, co
     }
 }
 
+/* Sums of four vectors' lanes, one int32 per 128-bit lane position: [a b c d] -> per 128-bit lane
+ * partial sums of a, b, c, d in positions 0..3 of that lane. */
+TQ_INLINE __m512i tq_hsum4_lanes(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/* Lane r of the result: the sum of the 16 lanes of the r-th argument (one tree for four rows'
+ * sums instead of four horizontal sums). */
+TQ_INLINE __m128i tq_reduce4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i h = tq_hsum4_lanes(a, b, c, d);
+    const __m256i q = _mm256_add_epi32(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+}
+
+/* out[r] = the sum of tot[r]'s lanes - asum for r < R (R = 4: one tree, else horizontal sums) */
+TQ_INLINE void tq_store_row_sums(const __m512i *tot, int32_t asum, int32_t *out, const int R) {
+    if (R == 4) {
+        const __m128i s = tq_reduce4_epi32(tot[0], tot[1], tot[2], tot[3]);
+        _mm_storeu_si128((__m128i *)out, _mm_sub_epi32(s, _mm_set1_epi32(asum)));
+    } else {
+        for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(tot[r]) - asum;
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* VNNI */
 
@@ -118,7 +144,7 @@ TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni(const uint8_t *w, size_t stride, int nb
             tot[r] = _mm512_add_epi32(tot[r], _mm512_add_epi32(_mm512_srav_epi32(s01[r], sh01),
                                                                _mm512_srav_epi32(s23[r], sh23)));
     }
-    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(tot[r]) - asum;
+    tq_store_row_sums(tot, asum, out, R);
 }
 
 /* the GEMV in its two prefetch forms (tq_prefetch_next_group), for TQ_GEMV_BY_ROWS */
@@ -141,14 +167,6 @@ TQ_INLINE void tq_decode_block_512(const uint8_t *p, __m512i m3, __m512i sh01, _
     const __m512i q = tq_bcast_block(p);
     *c01 = _mm512_and_si512(_mm512_srlv_epi64(q, sh01), m3); /* values j | j + 32  */
     *c23 = _mm512_and_si512(_mm512_srlv_epi64(q, sh23), m3); /* values j + 64 | j + 96 */
-}
-
-/* Sums of four vectors' lanes, one int32 per 128-bit lane position: [a b c d] -> per 128-bit lane
- * partial sums of a, b, c, d in positions 0..3 of that lane. */
-TQ_INLINE __m512i tq_hsum4_lanes(__m512i a, __m512i b, __m512i c, __m512i d) {
-    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
 }
 
 /* Reduce a 4 x 4 tile of accumulators together (a transpose-and-add tree instead of 16 separate
@@ -264,7 +282,7 @@ TQ_INLINE void tq_gemv_rows_bw(const uint8_t *w, size_t stride, int nb, const in
         }
         for (int r = 0; r < R; r++) acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(s16[r], ones));
     }
-    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_epi32(acc[r]) - asum;
+    tq_store_row_sums(acc, asum, out, R);
 }
 
 TQ_INLINE void tq_gemv_rows_bw_l1(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
