@@ -7,7 +7,9 @@ changes while you measure (shared VMs).
 Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512 MiB buffer,
 trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
 sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
-share of the higher probe. At the end the samples are grouped by the bandwidth state they ran in
+share of the higher probe; with --kernels the sample also times the two decode kernels alone at
+the same thread count (kernel_bw.py's head and ternary GEMVs, the better of two passes each), so
+that decode and the kernels it is made of are compared in the same moment. At the end the samples are grouped by the bandwidth state they ran in
 (both probes within trit.bench.STEADY_PROBES, 15%, of each other), with the median share per state.
 
 This project's 2-vCPU CI VM has two such states at 2 threads, ~31-35 GB/s and ~55-62 GB/s, each
@@ -22,7 +24,8 @@ import statistics
 import sys
 import time
 
-from trit.engine import load_model
+from kernel_bw import KernelLoads, default_isa
+from trit.engine import _kernels, load_model
 
 from trit.bench import STEADY_PROBES, BandwidthProbe
 
@@ -33,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-n", "--gen-tokens", type=int, default=16)
+    ap.add_argument("--kernels", action="store_true", help="also time the head and ternary kernels alone")
     a = ap.parse_args(argv)
+    loads = KernelLoads(default_isa()) if a.kernels else None
     m = load_model(a.model, threads=a.threads, context=a.gen_tokens + 8)
     m.generate([1, 2, 3], max_tokens=4, temperature=0)  # warm-up
     gb = m.info.weight_bytes / 1e9
@@ -43,19 +48,42 @@ def main(argv: list[str] | None = None) -> int:
         return probe.probe([a.threads])[a.threads]
 
     samples: list[tuple[float, float, float]] = []
+    alone: list[tuple[float, float]] = []  # per sample: head, ternary GB/s (--kernels)
     end = time.monotonic() + a.seconds
-    print("probe before / after GB/s, decode tok/s, GB/s read, % of the higher probe")
+    print(
+        "probe before / after GB/s, decode tok/s, GB/s read, % of the higher probe"
+        + ("; head and ternary kernels alone, % of it" if loads else "")
+    )
     while time.monotonic() < end:
         before = bw()
         tps = m.generate([1, 2, 3], max_tokens=a.gen_tokens + 1, temperature=0, stop_ids=[]).stats.decode_tps
+        kern = ""
+        if loads:
+            k = tuple(
+                max(f(_kernels, a.threads) for _ in range(2)) for f in (loads.head_gbps, loads.tern_gbps)
+            )
+            alone.append(k)
         after = bw()
         share = 100 * tps * gb / max(before, after)
         samples.append((before, after, share))
+        if loads:
+            kern = "  head {:4.0f}%  ternary {:4.0f}%".format(
+                *(100 * x / max(before, after) for x in alone[-1])
+            )
         print(
-            f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%", flush=True
+            f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%{kern}",
+            flush=True,
         )
     probe.close()
-    steady = [(max(b, c), s) for b, c, s in samples if abs(b - c) <= STEADY_PROBES * max(b, c)]
+    ok = [abs(b - c) <= STEADY_PROBES * max(b, c) for b, c, _ in samples]
+    steady = [(max(b, c), s) for (b, c, s), keep in zip(samples, ok) if keep]
+    if loads and any(ok):
+        pairs = [(k, max(b, c)) for k, (b, c, _), keep in zip(alone, samples, ok) if keep]
+        print(
+            "steady samples: kernels alone, head {:.0f}%, ternary {:.0f}% of the probe (medians)".format(
+                *(100 * statistics.median(k[i] / g for k, g in pairs) for i in (0, 1))
+            )
+        )
     if not steady:
         print(
             f"no sample had both probes within {100 * STEADY_PROBES:.0f}% of each other: run longer for a"

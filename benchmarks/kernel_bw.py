@@ -48,33 +48,62 @@ def _split(fn: Callable[[slice], object], rows: int, nth: int) -> float:
     return time.perf_counter() - t0
 
 
+class KernelLoads:
+    """The two decode kernels alone over 2B4T-sized random data: the f16 head GEMV over the head's
+    shape (128256 x 2560, 657 MB) and the ternary GEMV over 120 stacked 6912 x 2560 matrices
+    (531 MB, about the layers' ternary bytes). GB/s of one pass split over nth threads."""
+
+    def __init__(self, isa: str) -> None:
+        self.isa = isa
+        rng = np.random.default_rng(0)
+        self.head = rng.integers(0x3000, 0x3C00, (128256, 2560), dtype=np.uint16)  # f16 bits of 0.125 .. 1
+        self.x = rng.standard_normal(2560).astype(np.float32)
+        self.tern = rng.integers(0, 256, (120 * 6912, 2560 // 4), dtype=np.uint8)
+        self.act = rng.integers(-127, 128, 2560, dtype=np.int8)
+
+    def head_gbps(self, mod, nth: int) -> float:
+        head = self.head
+        return (
+            head.nbytes / _split(lambda s: mod.f16_gemv(self.isa, head[s], self.x), head.shape[0], nth) / 1e9
+        )
+
+    def tern_gbps(self, mod, nth: int) -> float:
+        tern = self.tern
+        return (
+            tern.nbytes / _split(lambda s: mod.gemv(self.isa, tern[s], self.act, 0), tern.shape[0], nth) / 1e9
+        )
+
+
+def default_isa() -> str:
+    return next(i for i in ("avx512", "avx2", "neon", "scalar") if i in K.available_isas())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--isa", default=None, help="scalar, avx2, avx512, neon (default: the best here)")
-    ap.add_argument("--baseline", default=None, help="another build's _kernels extension file to time alongside")
+    ap.add_argument(
+        "--baseline", default=None, help="another build's _kernels extension file to time alongside"
+    )
     a = ap.parse_args(argv)
-    a.isa = a.isa or next(i for i in ("avx512", "avx2", "neon", "scalar") if i in K.available_isas())
+    a.isa = a.isa or default_isa()
     builds = [("", K)]
     if a.baseline:
         builds.insert(0, ("base ", _load_build(a.baseline)))
-    rng = np.random.default_rng(0)
-    head = rng.integers(0x3000, 0x3C00, (128256, 2560), dtype=np.uint16)  # f16 bits of 0.125 .. 1
-    x = rng.standard_normal(2560).astype(np.float32)
-    tern = rng.integers(0, 256, (120 * 6912, 2560 // 4), dtype=np.uint8)
-    act = rng.integers(-127, 128, 2560, dtype=np.int8)
+    loads = KernelLoads(a.isa)
     probe = BandwidthProbe(1024, 1)
-
-    def head_gb(mod, nth: int) -> float:
-        return head.nbytes / _split(lambda s: mod.f16_gemv(a.isa, head[s], x), head.shape[0], nth) / 1e9
-
-    def tern_gb(mod, nth: int) -> float:
-        return tern.nbytes / _split(lambda s: mod.gemv(a.isa, tern[s], act, 0), tern.shape[0], nth) / 1e9
+    head_gb, tern_gb = loads.head_gbps, loads.tern_gbps
 
     names = [f"{kind}{b}{nth}" for nth in (1, 2) for kind in ("head", "tern") for b, _ in builds]
     print(f"kernels: {K.table_name(a.isa)}; GB/s (and % of the probe of the same thread count, same round)")
-    print("  ".join([f"{'probe1':>6}"] + [f"{n:>12}" for n in names[: len(names) // 2]] + [f"{'probe2':>6}"]
-                    + [f"{n:>12}" for n in names[len(names) // 2 :]]))
+    print(
+        "  ".join(
+            [f"{'probe1':>6}"]
+            + [f"{n:>12}" for n in names[: len(names) // 2]]
+            + [f"{'probe2':>6}"]
+            + [f"{n:>12}" for n in names[len(names) // 2 :]]
+        )
+    )
     rows: list[dict[str, float]] = []
     end = time.monotonic() + a.seconds
     while time.monotonic() < end:
@@ -111,6 +140,7 @@ def _load_build(path: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
 
 if __name__ == "__main__":
     sys.exit(main())
