@@ -8,8 +8,10 @@ Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512
 trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
 sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
 share of the higher probe; with --kernels the sample also times the two decode kernels alone at
-the same thread count (kernel_bw.py's head and ternary GEMVs, the better of two passes each), so
-that decode and the kernels it is made of are compared in the same moment. At the end the samples are grouped by the bandwidth state they ran in
+the same thread count, the better of two passes each: over the model's own weights in decode order
+without the glue between them (kernel_bw.ModelKernels: ternary models with an f16 head), and over
+kernel_bw.py's stacked 2B4T-sized arrays, so that decode and the kernels it is made of are compared
+in the same moment. At the end the samples are grouped by the bandwidth state they ran in
 (both probes within trit.bench.STEADY_PROBES, 15%, of each other), with the median share per state.
 
 This project's 2-vCPU CI VM has two such states at 2 threads, ~31-35 GB/s and ~55-62 GB/s, each
@@ -24,7 +26,7 @@ import statistics
 import sys
 import time
 
-from kernel_bw import KernelLoads, default_isa
+from kernel_bw import KernelLoads, ModelKernels, default_isa
 from trit.engine import _kernels, load_model
 
 from trit.bench import STEADY_PROBES, BandwidthProbe
@@ -38,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--gen-tokens", type=int, default=16)
     ap.add_argument("--kernels", action="store_true", help="also time the head and ternary kernels alone")
     a = ap.parse_args(argv)
-    loads = KernelLoads(default_isa()) if a.kernels else None
     m = load_model(a.model, threads=a.threads, context=a.gen_tokens + 8)
+    kinds: list[tuple[str, object]] = []  # (label, kernel_bw loads) timed per sample with --kernels
+    if a.kernels:
+        try:
+            kinds.append(("model's", ModelKernels(m, default_isa())))
+        except ValueError as e:
+            print(f"(not timing the model's own kernels: {e})")
+        kinds.append(("stacked", KernelLoads(default_isa())))
     m.generate([1, 2, 3], max_tokens=4, temperature=0)  # warm-up
     gb = m.info.weight_bytes / 1e9
     probe = BandwidthProbe(512, passes=1)  # one pass per reading: the moment, not the best of several
@@ -48,28 +56,31 @@ def main(argv: list[str] | None = None) -> int:
         return probe.probe([a.threads])[a.threads]
 
     samples: list[tuple[float, float, float]] = []
-    alone: list[tuple[float, float]] = []  # per sample: head, ternary GB/s (--kernels)
+    alone: list[list[float]] = []  # per sample: head, ternary GB/s of each kind (--kernels)
     end = time.monotonic() + a.seconds
     print(
         "probe before / after GB/s, decode tok/s, GB/s read, % of the higher probe"
-        + ("; head and ternary kernels alone, % of it" if loads else "")
+        + "".join(f"; {label} head and ternary kernels alone, % of it" for label, _ in kinds)
     )
     while time.monotonic() < end:
         before = bw()
         tps = m.generate([1, 2, 3], max_tokens=a.gen_tokens + 1, temperature=0, stop_ids=[]).stats.decode_tps
-        kern = ""
-        if loads:
-            k = tuple(
-                max(f(_kernels, a.threads) for _ in range(2)) for f in (loads.head_gbps, loads.tern_gbps)
-            )
-            alone.append(k)
+        alone.append(
+            [
+                max(f(_kernels, a.threads) for _ in range(2))
+                for _, k in kinds
+                for f in (k.head_gbps, k.tern_gbps)  # type: ignore[attr-defined]
+            ]
+        )
         after = bw()
         share = 100 * tps * gb / max(before, after)
         samples.append((before, after, share))
-        if loads:
-            kern = "  head {:4.0f}%  ternary {:4.0f}%".format(
-                *(100 * x / max(before, after) for x in alone[-1])
+        kern = "".join(
+            "  {} head {:4.0f}%  ternary {:4.0f}%".format(
+                label, *(100 * x / max(before, after) for x in pair)
             )
+            for (label, _), pair in zip(kinds, zip(alone[-1][::2], alone[-1][1::2]))
+        )
         print(
             f"{before:5.1f} {after:5.1f}  {tps:6.2f} tok/s  {tps * gb:5.1f} GB/s  {share:4.0f}%{kern}",
             flush=True,
@@ -77,13 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     probe.close()
     ok = [abs(b - c) <= STEADY_PROBES * max(b, c) for b, c, _ in samples]
     steady = [(max(b, c), s) for (b, c, s), keep in zip(samples, ok) if keep]
-    if loads and any(ok):
+    if kinds and any(ok):
         pairs = [(k, max(b, c)) for k, (b, c, _), keep in zip(alone, samples, ok) if keep]
-        print(
-            "steady samples: kernels alone, head {:.0f}%, ternary {:.0f}% of the probe (medians)".format(
-                *(100 * statistics.median(k[i] / g for k, g in pairs) for i in (0, 1))
+        for j, (label, _) in enumerate(kinds):
+            print(
+                "steady samples: {} kernels alone, head {:.0f}%, ternary {:.0f}% of the probe (medians)".format(
+                    label, *(100 * statistics.median(k[2 * j + i] / g for k, g in pairs) for i in (0, 1))
+                )
             )
-        )
     if not steady:
         print(
             f"no sample had both probes within {100 * STEADY_PROBES:.0f}% of each other: run longer for a"

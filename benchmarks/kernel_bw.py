@@ -74,6 +74,52 @@ class KernelLoads:
         )
 
 
+class ModelKernels:
+    """The same two kernels over a loaded model's own weights, in decode order and without the
+    glue between them: each layer's ternary matrices (q, k, v, o, gate, up, down) one GEMV call each,
+    and the f16 head (or tied embedding). At nth threads each thread takes its half of the rows of
+    every matrix in turn, with no barrier between matrices. For ternary models with an f16 head."""
+
+    NAMES = ("q", "k", "v", "o", "gate", "up", "down")
+
+    def __init__(self, model, isa: str) -> None:
+        w = model.weights
+        head = w.head if w.head is not None else w.embed
+        self.isa = isa
+        self.mats = [getattr(layer, n) for layer in w.layers for n in self.NAMES]
+        if not all(hasattr(t, "packed") for t in self.mats) or getattr(head, "dtype", None) != np.float16:
+            raise ValueError("ModelKernels needs ternary layers and an f16 head")
+        self.head = head.view(np.uint16)
+        rng = np.random.default_rng(0)
+        self.acts = {t.nb: rng.integers(-127, 128, t.nb * 128, dtype=np.int8) for t in self.mats}
+        self.x = rng.standard_normal(self.head.shape[1]).astype(np.float32)
+        self.tern_bytes = sum(t.packed.nbytes for t in self.mats)
+
+    def _threads(self, fn: Callable[[int, int], object], nth: int) -> float:
+        th = [threading.Thread(target=fn, args=(i, nth)) for i in range(1, nth)]
+        t0 = time.perf_counter()
+        for t in th:
+            t.start()
+        fn(0, nth)
+        for t in th:
+            t.join()
+        return time.perf_counter() - t0
+
+    def tern_gbps(self, mod, nth: int) -> float:
+        def part(i: int, n: int) -> None:
+            for t in self.mats:
+                r = t.packed.shape[0]
+                mod.gemv(self.isa, t.packed[r * i // n : r * (i + 1) // n], self.acts[t.nb], 0)
+
+        return self.tern_bytes / self._threads(part, nth) / 1e9
+
+    def head_gbps(self, mod, nth: int) -> float:
+        head = self.head
+        return (
+            head.nbytes / _split(lambda s: mod.f16_gemv(self.isa, head[s], self.x), head.shape[0], nth) / 1e9
+        )
+
+
 def default_isa() -> str:
     return next(i for i in ("avx512", "avx2", "neon", "scalar") if i in K.available_isas())
 

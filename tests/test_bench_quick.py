@@ -112,13 +112,15 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert cli["rows"][0]["weight_bytes"] == q8_row["weight_bytes"]
 
     # benchmarks/bw_states.py: decode samples paired with the bandwidth around them, grouped by state
-    # (--kernels: each sample also times the head and ternary kernels alone)
+    # (--kernels: each sample also times the head and ternary kernels alone, over the model's own
+    # weights and over kernel_bw.py's stacked arrays)
     args = (str(model), "--seconds", "1", "-n", "2", "-t", "1", "--kernels")
     proc = _run_script("bw_states.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = [line for line in proc.stdout.splitlines() if " tok/s " in line and line.rstrip().endswith("%")]
     assert samples, proc.stdout  # at least one sample (the state summary needs two steady probes)
-    assert all(re.search(r"head +\d+%  ternary +\d+%$", line) for line in samples), proc.stdout
+    kinds = r"model's head +\d+%  ternary +\d+%  stacked head +\d+%  ternary +\d+%$"
+    assert all(re.search(kinds, line) for line in samples), proc.stdout
 
     # benchmarks/bench_context.py: the f32, f16, 8-bit and 3-bit KV caches side by side at a given context length
     args = ("-m", str(model), "--positions", "40", "-n", "3", "--reps", "1", "-t", "1")
