@@ -52,7 +52,13 @@ def test_a_clean_stretch_resets_the_back_off():
     plan = ["stall"] + ["any"] * n + ["stall"] + ["any"] * (2 * n)
     plan += ["any"] * K.POOL_SOLO_CLEAN  # all threads, nobody late
     plan += ["stall"] + ["any"] * n + ["together"]
-    worker, once, stats = K.pool_jobs(2, plan)
+    # A worker the VM deschedules during an "any" job is late there too (a fourth late: the
+    # back-off doubled and the last job ran alone, seen once in a CI run); the pool's own count
+    # shows it, and such a run is repeated.
+    for _ in range(3):
+        worker, once, stats = K.pool_jobs(2, plan)
+        if stats["late"] == 3:
+            break
     assert once
     tail = len(plan) - n - 2
     assert worker[tail] >= 1 and worker[tail + 1 : tail + 1 + n] == [0] * n and worker[-1] >= 1
