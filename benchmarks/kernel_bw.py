@@ -37,18 +37,36 @@ from trit.bench import BandwidthProbe
 
 def _split(fn: Callable[[slice], object], rows: int, nth: int) -> float:
     """Seconds for fn over rows split into nth contiguous halves, one thread each."""
-    parts = [slice(rows * i // nth, rows * (i + 1) // nth) for i in range(nth)]
-    th = [threading.Thread(target=fn, args=(p,)) for p in parts[1:]]
+    return _on_threads(lambda i: fn(slice(rows * i // nth, rows * (i + 1) // nth)), nth)
+
+
+def _on_threads(fn: Callable[[int], object], nth: int) -> float:
+    """Seconds for fn(0) .. fn(nth - 1) run at once, fn(0) on the calling thread."""
+    th = [threading.Thread(target=fn, args=(i,)) for i in range(1, nth)]
     t0 = time.perf_counter()
     for t in th:
         t.start()
-    fn(parts[0])
+    fn(0)
     for t in th:
         t.join()
     return time.perf_counter() - t0
 
 
-class KernelLoads:
+class _HeadGEMV:
+    """The f16 head GEMV over self.head (uint16 bits, rows x cols) and self.x, split by rows."""
+
+    isa: str
+    head: np.ndarray
+    x: np.ndarray
+
+    def head_gbps(self, mod, nth: int) -> float:
+        head = self.head
+        return (
+            head.nbytes / _split(lambda s: mod.f16_gemv(self.isa, head[s], self.x), head.shape[0], nth) / 1e9
+        )
+
+
+class KernelLoads(_HeadGEMV):
     """The two decode kernels alone over 2B4T-sized random data: the f16 head GEMV over the head's
     shape (128256 x 2560, 657 MB) and the ternary GEMV over 120 stacked 6912 x 2560 matrices
     (531 MB, about the layers' ternary bytes). GB/s of one pass split over nth threads."""
@@ -61,12 +79,6 @@ class KernelLoads:
         self.tern = rng.integers(0, 256, (120 * 6912, 2560 // 4), dtype=np.uint8)
         self.act = rng.integers(-127, 128, 2560, dtype=np.int8)
 
-    def head_gbps(self, mod, nth: int) -> float:
-        head = self.head
-        return (
-            head.nbytes / _split(lambda s: mod.f16_gemv(self.isa, head[s], self.x), head.shape[0], nth) / 1e9
-        )
-
     def tern_gbps(self, mod, nth: int) -> float:
         tern = self.tern
         return (
@@ -74,7 +86,7 @@ class KernelLoads:
         )
 
 
-class ModelKernels:
+class ModelKernels(_HeadGEMV):
     """The same two kernels over a loaded model's own weights, in decode order and without the
     glue between them: each layer's ternary matrices (q, k, v, o, gate, up, down) one GEMV call each,
     and the f16 head (or tied embedding). At nth threads each thread takes its half of the rows of
@@ -95,29 +107,13 @@ class ModelKernels:
         self.x = rng.standard_normal(self.head.shape[1]).astype(np.float32)
         self.tern_bytes = sum(t.packed.nbytes for t in self.mats)
 
-    def _threads(self, fn: Callable[[int, int], object], nth: int) -> float:
-        th = [threading.Thread(target=fn, args=(i, nth)) for i in range(1, nth)]
-        t0 = time.perf_counter()
-        for t in th:
-            t.start()
-        fn(0, nth)
-        for t in th:
-            t.join()
-        return time.perf_counter() - t0
-
     def tern_gbps(self, mod, nth: int) -> float:
-        def part(i: int, n: int) -> None:
+        def part(i: int) -> None:
             for t in self.mats:
                 r = t.packed.shape[0]
-                mod.gemv(self.isa, t.packed[r * i // n : r * (i + 1) // n], self.acts[t.nb], 0)
+                mod.gemv(self.isa, t.packed[r * i // nth : r * (i + 1) // nth], self.acts[t.nb], 0)
 
-        return self.tern_bytes / self._threads(part, nth) / 1e9
-
-    def head_gbps(self, mod, nth: int) -> float:
-        head = self.head
-        return (
-            head.nbytes / _split(lambda s: mod.f16_gemv(self.isa, head[s], self.x), head.shape[0], nth) / 1e9
-        )
+        return self.tern_bytes / _on_threads(part, nth) / 1e9
 
 
 def default_isa() -> str:
@@ -138,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         builds.insert(0, ("base ", _load_build(a.baseline)))
     loads = KernelLoads(a.isa)
     probe = BandwidthProbe(1024, 1)
-    head_gb, tern_gb = loads.head_gbps, loads.tern_gbps
 
     names = [f"{kind}{b}{nth}" for nth in (1, 2) for kind in ("head", "tern") for b, _ in builds]
     print(f"kernels: {K.table_name(a.isa)}; GB/s (and % of the probe of the same thread count, same round)")
@@ -158,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for nth in (1, 2):
             r[f"probe{nth}"] = p = probe.probe([nth])[nth]
             cells.append(f"{p:6.1f}")
-            for kind, fn in (("head", head_gb), ("tern", tern_gb)):
+            for kind, fn in (("head", loads.head_gbps), ("tern", loads.tern_gbps)):
                 for b, mod in builds:
                     v = r[f"{kind}{b}{nth}"] = max(fn(mod, nth) for _ in range(2))
                     cells.append(f"{v:5.1f} ({100 * v / p:3.0f}%)")
