@@ -4,8 +4,8 @@ changes while you measure (shared VMs).
 
     python benchmarks/bw_states.py MODEL.gguf [--seconds 60] [-t 2] [-n 16]
 
-Loops for --seconds: probe the read bandwidth at -t threads (one pass over a 512 MiB buffer,
-trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
+Loops for --seconds: probe the read bandwidth at -t threads (one pass of each of the probe's loops
+over a 512 MiB buffer, the faster: trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
 sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
 share of the higher probe; with --kernels the sample also times the two decode kernels alone at
 the same thread count, the better of two passes each: over the model's own weights in decode order
@@ -29,7 +29,7 @@ import time
 from kernel_bw import KernelLoads, ModelKernels, default_isa
 from trit.engine import _kernels, load_model
 
-from trit.bench import STEADY_PROBES, BandwidthProbe
+from trit.bench import PROBE_LEADS, STEADY_PROBES, BandwidthProbe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         kinds.append(("stacked", KernelLoads(default_isa())))
     m.generate([1, 2, 3], max_tokens=4, temperature=0)  # warm-up
     gb = m.info.weight_bytes / 1e9
-    probe = BandwidthProbe(512, passes=1)  # one pass per reading: the moment, not the best of several
+    # one pass of each of the probe's loops (PROBE_LEADS) per reading, the faster: the moment, not the
+    # best of several; a single pass would be the loop without a prefetch, slower on the Intel VM
+    probe = BandwidthProbe(512, passes=len(PROBE_LEADS))
 
     def bw() -> float:
         return probe.probe([a.threads])[a.threads]

@@ -9,6 +9,9 @@
  *   engine      the engine's AVX-512 VNNI GEMV (four rows, each block broadcast, 2 AND + 2 vpdpbusd)
  *   engine.loads  the same loads and software prefetches (the hint tq_head_prefetch_far() picks for
  *               this CPU), an xor instead of the arithmetic: what the engine's walk over memory reads
+ *   loads+vnni  engine.loads plus the engine's count of AND + vpdpbusd per block, on registers that
+ *               never depend on the loads: what the arithmetic's time alone costs the walk
+ *   loads+add   the same with vpaddd for vpdpbusd (light 512-bit work, no VNNI)
  *   ilv         the same arithmetic with the four rows of a group interleaved per block (one linear
  *               stream, no software prefetch; the bytes are random, so only the speed means anything)
  *   ilv.half    ilv with one of its two vpdpbusd replaced by an xor (wrong sums, the same loads)
@@ -42,9 +45,9 @@
 
 #define VNNI __attribute__((target("avx512vnni,avx512f,avx512bw,avx512vl"), noinline))
 
-enum { READ, PROBE, PROBE_LEAD, ENGINE, ENGINE_LOADS, ILV, ILV_HALF, ILV_LOADS, ILV_YMM, PAIRS, NFORMS };
-static const char *NAMES[NFORMS] = {"read",     "probe",     "probe.4k",  "engine",  "engine.loads",
-                                    "ilv",      "ilv.half",  "ilv.loads", "ilv.ymm", "pairs"};
+enum { READ, PROBE, PROBE_LEAD, ENGINE, ENGINE_LOADS, LOADS_VNNI, LOADS_ADD, ILV, ILV_HALF, ILV_LOADS, ILV_YMM, PAIRS, NFORMS };
+static const char *NAMES[NFORMS] = {"read",      "probe",     "probe.4k",  "engine",    "engine.loads", "loads+vnni",
+                                    "loads+add", "ilv",       "ilv.half",  "ilv.loads", "ilv.ymm",      "pairs"};
 
 static const tq_kernels *K;
 static volatile uint64_t SINK;
@@ -74,6 +77,38 @@ VNNI static void gemv_engine_loads(const uint8_t *w, size_t rows, int nb, int32_
         }
         for (int i = 0; i < 4; i++) out[r + i] = _mm512_reduce_add_epi32(s[i]);
     }
+}
+
+/* engine.loads with, per block and row, one AND and one vpdpbusd (vnni) or vpaddd (else) into each
+ * of two independent chains whose inputs are registers: the engine's count of vector work, none of
+ * it waiting for memory. The loads' xor and the chains meet only after the matrix. */
+VNNI static void gemv_loads_alu(const uint8_t *w, size_t rows, int nb, const int8_t *a, int32_t *out, const int vnni) {
+    const size_t stride = (size_t)nb * TQ_QK_BYTES;
+    const __m512i m = _mm512_set1_epi8((char)0xcc);
+    __m512i c[8], x = _mm512_loadu_si512(a), y = _mm512_loadu_si512(a + 64);
+    for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_si512();
+    for (size_t r = 0; r + 4 <= rows; r += 4, w += 4 * stride) {
+        __m512i s[4];
+        for (int i = 0; i < 4; i++) s[i] = _mm512_setzero_si512();
+        for (int b = 0; b < nb; b++) {
+            const char *pf = (const char *)w + 4 * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * 4 * TQ_QK_BYTES;
+            _mm_prefetch(pf, _MM_HINT_T1);
+            _mm_prefetch(pf + 64, _MM_HINT_T1);
+            for (int i = 0; i < 4; i++) {
+                s[i] = _mm512_xor_si512(
+                    s[i], _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + i * stride + (size_t)b * TQ_QK_BYTES))));
+                if (vnni) {
+                    c[2 * i] = _mm512_dpbusd_epi32(c[2 * i], _mm512_and_si512(x, m), y);
+                    c[2 * i + 1] = _mm512_dpbusd_epi32(c[2 * i + 1], _mm512_and_si512(y, m), x);
+                } else {
+                    c[2 * i] = _mm512_add_epi32(c[2 * i], _mm512_and_si512(x, m));
+                    c[2 * i + 1] = _mm512_add_epi32(c[2 * i + 1], _mm512_and_si512(y, m));
+                }
+            }
+        }
+        for (int i = 0; i < 4; i++) out[r + i] = _mm512_reduce_add_epi32(s[i]);
+    }
+    for (int i = 0; i < 8; i++) out[i] += _mm512_reduce_add_epi32(c[i]);
 }
 
 /* mode ILV: the engine's arithmetic; ILV_HALF: one vpdpbusd; ILV_LOADS: none */
@@ -189,6 +224,8 @@ static void run(int form, const uint8_t *w, size_t rows, int nb, const int8_t *a
     case PROBE_LEAD: SINK += micro_probe_read((const uint64_t *)w, n / 8, 4096); break;
     case ENGINE: K->gemv(w, (int)rows, nb, a, 0, out); break;
     case ENGINE_LOADS: gemv_engine_loads(w, rows, nb, out); break;
+    case LOADS_VNNI: gemv_loads_alu(w, rows, nb, a, out, 1); break;
+    case LOADS_ADD: gemv_loads_alu(w, rows, nb, a, out, 0); break;
     case ILV_YMM: gemv_ilv_ymm(w, rows, nb, a, out); break;
     case PAIRS: gemv_pairs(w, (int)rows, nb, a, out); break;
     default: gemv_ilv(w, rows, nb, a, out, form); break;
@@ -279,7 +316,7 @@ int main(int argc, char **argv) {
             if (cnt[k]) printf(" %11.1f%%", pct[k][f][cnt[k] / 2]);
             else printf(" %12s", "-");
         }
-        if (f >= ENGINE && f != ENGINE_LOADS) {
+        if (f >= ENGINE) {
             const double t = micro_now();
             for (int k = 0; k < 2000; k++) run(f, w, l2rows, nb, a, out);
             printf(" %21.2f", (micro_now() - t) / 2000 / ((double)l2rows * nb) * 1e9);
