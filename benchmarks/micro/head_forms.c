@@ -3,7 +3,9 @@
  * (one FMA chain per row, no software prefetch: tq_f16_gemv_avx512, on AMD) and "one chain, T1
  * prefetch 4 KiB" (tq_f16_gemv_avx512_far, elsewhere; tq_head_prefetch_far in tq.h). The read loop
  * is trit.bench's bandwidth probe (micro_probe_read; before 2026-11-27 evening, micro_sum_words,
- * which read slower on the Intel VM: RESULTS.md's older tables). Build and run:
+ * which read slower on the Intel VM: RESULTS.md's older tables). The last two forms split the far
+ * form in two: its walk alone (an xor for the arithmetic), and that walk plus its count of vector work
+ * on registers that never wait for the loads (what the arithmetic's time alone costs). Build and run:
  *
  *   gcc -O3 -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c benchmarks/micro/head_forms.c \
  *       -o /tmp/head_forms && /tmp/head_forms
@@ -61,6 +63,30 @@ static void gemv_pairs(const uint16_t *w, const float *x, float *out) {
     }
 }
 
+/* The engine's far form's walk (one row after another, a T1 prefetch 4 KiB ahead per line) with an
+ * xor for its arithmetic; alu: plus its count of vector work per line (2 conversions, 2 FMAs) on
+ * registers that never depend on the loads, so only the time that work takes can slow the walk. */
+static void gemv_loads(const uint16_t *w, const float *x, float *out, const int alu) {
+    const __m256i one = _mm256_set1_epi16(1);
+    const __m512 c = _mm512_loadu_ps(x + 32);
+    __m256i h = _mm256_loadu_si256((const __m256i *)x);
+    __m512 f0 = _mm512_loadu_ps(x), f1 = _mm512_loadu_ps(x + 16);
+    for (int r = 0; r < ROWS; r++, w += COLS) {
+        __m512i s = _mm512_setzero_si512();
+        for (int i = 0; i < COLS; i += 32) {
+            _mm_prefetch((const char *)(w + i) + 4096, _MM_HINT_T1);
+            s = _mm512_xor_si512(s, _mm512_loadu_si512(w + i));
+            if (alu) { /* h changes every line (one 256-bit add) so that the conversions stay in the loop */
+                f0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h), c, f0);
+                f1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_xor_si256(h, one)), c, f1);
+                h = _mm256_add_epi16(h, one);
+            }
+        }
+        out[r] = (float)_mm512_reduce_add_epi32(s);
+    }
+    out[0] += _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
+}
+
 int main(void) {
     const size_t n = (size_t)ROWS * COLS;
     uint16_t *w = aligned_alloc((size_t)2 << 20, n * 2);
@@ -75,8 +101,9 @@ int main(void) {
                                  "two chains, NTA prefetch 4 KiB", "one chain, T1 prefetch 16 KiB",
                                  "two rows at once, a chain each", "one chain, T0 prefetch 4 KiB",
                                  "one chain, T0 prefetch 8 KiB", "one chain, T1 prefetch 2 KiB",
-                                 "one chain, T1 prefetch 4 KiB", "one chain, T2 prefetch 4 KiB"};
-    enum { FORMS = 15, PASSES = 4 };
+                                 "one chain, T1 prefetch 4 KiB", "one chain, T2 prefetch 4 KiB",
+                                 "loads only, T1 prefetch 4 KiB", "loads + arithmetic apart"};
+    enum { FORMS = 17, PASSES = 4 };
     double gbs[FORMS] = {0}, probe = 0;
     volatile uint64_t sink = 0;
     for (int rep = 0; rep < PASSES; rep++) {
@@ -105,6 +132,8 @@ int main(void) {
             case 11: gemv(w, x, out, 1, 8192, 0); break;
             case 12: gemv(w, x, out, 1, 2048, 1); break;
             case 13: gemv(w, x, out, 1, 4096, 1); break;
+            case 15: gemv_loads(w, x, out, 0); break;
+            case 16: gemv_loads(w, x, out, 1); break;
             default: gemv(w, x, out, 1, 4096, 2); break;
             }
             gbs[v] += n * 2 / (micro_now() - t) / 1e9;
