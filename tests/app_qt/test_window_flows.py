@@ -17,7 +17,7 @@ from trit.app.qt.main_window import MainWindow
 from trit.app.qt.worker import fit_context
 
 from .conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, open_window
-from .test_chat_window import long_conversation, type_and_enter, wait_reply, wait_tokens
+from .test_chat_window import LONG_PROMPT, long_conversation, type_and_enter, wait_reply, wait_tokens
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -277,7 +277,9 @@ def test_a_failed_reply_leaves_no_empty_reply_and_its_banner_goes(
 def test_a_rename_in_progress_survives_a_reply_ending(qtbot: Any, window: MainWindow) -> None:
     win = window
     cid = long_conversation(win, "Old title")
-    type_and_enter(qtbot, win, "Count to twenty.")
+    # a prompt whose reply runs for seconds: "Count to twenty." was answered at times with one run of
+    # digits (no three words), ended within a second, before the rename began
+    type_and_enter(qtbot, win, LONG_PROMPT)
     wait_tokens(qtbot, win, 3)
     win.rename_current()
     editor = win.conv_list.findChild(QLineEdit)
@@ -298,7 +300,7 @@ def test_copy_mid_reply_copies_the_text_on_screen_and_enter_says_why_it_waits(
 ) -> None:
     win = window
     long_conversation(win)
-    type_and_enter(qtbot, win, "Write a long story about a lighthouse keeper and a storm.")
+    type_and_enter(qtbot, win, LONG_PROMPT)
     wait_tokens(qtbot, win, 12)
     win.copy_last_reply()  # tokens reach reply["text"] only through this (GUI) thread's events
     assert win.reply is not None and QApplication.clipboard().text() == win.reply["text"] != ""
