@@ -474,8 +474,31 @@ _LOW_SPACE = 1 << 20
 _FULL_AT_OPEN = 64 << 10
 
 
+# Python 3.10's sqlite3 errors carry no result code, only sqlite3_errmsg's text, which for these
+# is the primary code's fixed message (sqlite3.c's sqlite3ErrStr): the code is read back from it.
+_SQLITE_MESSAGES = {
+    "database is locked": 5,
+    "database table is locked": 6,
+    "attempt to write a readonly database": 8,
+    "disk i/o error": _SQLITE_IOERR,
+    "database disk image is malformed": _SQLITE_CORRUPT,
+    "database or disk is full": _SQLITE_FULL,
+    "file is not a database": _SQLITE_NOTADB,
+}
+
+
 def _errorcode(e: sqlite3.Error) -> int | None:
-    return getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    """SQLite's (extended) result code for e; on Python 3.10 the primary code its message names."""
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    return code if code is not None else _SQLITE_MESSAGES.get(str(e).strip().lower())
+
+
+def _may_be_shm_error(e: sqlite3.Error) -> bool:
+    """e may be SQLite failing to make or grow the WAL index (-shm): one of its extended codes, or a
+    plain I/O error where Python gives no extended code (3.10)."""
+    if getattr(e, "sqlite_errorcode", None) is None:  # Python 3.10
+        return _errorcode(e) == _SQLITE_IOERR
+    return _errorcode(e) in _SQLITE_SHM_ERRORS
 
 
 def _is_damage(e: sqlite3.Error) -> bool:
@@ -660,7 +683,7 @@ class ConversationStore:
             raise
         except StoreError as e:
             cause = e.__cause__
-            if not isinstance(cause, sqlite3.Error) or _errorcode(cause) not in _SQLITE_SHM_ERRORS:
+            if not isinstance(cause, sqlite3.Error) or not _may_be_shm_error(cause):
                 raise
             # On a full disk SQLite cannot grow the -shm it maps the WAL index from, and fails even
             # reads. In EXCLUSIVE locking mode, set before the first read, it keeps the index in

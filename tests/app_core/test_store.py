@@ -682,6 +682,33 @@ def test_errors_from_a_full_disk_say_so(
     assert "is full" not in error.message and error.fix != "Free some space on that disk, then try again."
 
 
+@pytest.mark.parametrize(
+    ("message", "room", "fix"),
+    [
+        ("disk I/O error", True, "Free some space on that disk, then try again."),
+        ("database or disk is full", True, "Free some space on that disk, then try again."),
+        ("database is locked", False, "Another program is using the file"),
+        ("attempt to write a readonly database", False, "Check that you may write"),
+    ],
+)
+def test_errors_without_a_code_are_read_by_their_message(
+    store: ConversationStore, monkeypatch: pytest.MonkeyPatch, message: str, room: bool, fix: str
+) -> None:
+    """Python 3.10's sqlite3 errors carry no result code (a full disk at start could not be opened
+    there: the retry without the -shm never ran); SQLite's fixed message names the primary code."""
+    import trit.app.core.store as st
+
+    e = sqlite3.OperationalError(message)
+    assert getattr(e, "sqlite_errorcode", None) is None  # as 3.10 raises it
+    assert st._may_be_shm_error(e) == (message == "disk I/O error")
+    folder = Path(store.path).parent
+    monkeypatch.setattr(st, "_free_space", lambda f: 12_000 if f == folder else None)
+    error = store._error(e)
+    assert isinstance(error, StoreFullError) == room, error
+    assert error.fix.startswith(fix), error.fix
+    assert not st._is_damage(e) and st._is_damage(sqlite3.DatabaseError("database disk image is malformed"))
+
+
 def _contents(path: Path) -> dict[str, list[str]]:
     with ConversationStore(path) as s:
         return {c.title: [m.content for m in s.messages(c.id)] for c in s.list_conversations()}
