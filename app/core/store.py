@@ -476,21 +476,36 @@ _FULL_AT_OPEN = 64 << 10
 
 # Python 3.10's sqlite3 errors carry no result code, only sqlite3_errmsg's text, which for these
 # is the primary code's fixed message (sqlite3.c's sqlite3ErrStr): the code is read back from it.
-_SQLITE_MESSAGES = {
-    "database is locked": 5,
-    "database table is locked": 6,
-    "attempt to write a readonly database": 8,
-    "disk i/o error": _SQLITE_IOERR,
-    "database disk image is malformed": _SQLITE_CORRUPT,
-    "database or disk is full": _SQLITE_FULL,
-    "file is not a database": _SQLITE_NOTADB,
+_SQLITE_PRIMARY = {  # code: (name, message)
+    5: ("SQLITE_BUSY", "database is locked"),
+    6: ("SQLITE_LOCKED", "database table is locked"),
+    8: ("SQLITE_READONLY", "attempt to write a readonly database"),
+    _SQLITE_IOERR: ("SQLITE_IOERR", "disk i/o error"),
+    _SQLITE_CORRUPT: ("SQLITE_CORRUPT", "database disk image is malformed"),
+    _SQLITE_FULL: ("SQLITE_FULL", "database or disk is full"),
+    _SQLITE_NOTADB: ("SQLITE_NOTADB", "file is not a database"),
 }
+_SQLITE_MESSAGES = {message: code for code, (_, message) in _SQLITE_PRIMARY.items()}
 
 
 def _errorcode(e: sqlite3.Error) -> int | None:
     """SQLite's (extended) result code for e; on Python 3.10 the primary code its message names."""
     code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
     return code if code is not None else _SQLITE_MESSAGES.get(str(e).strip().lower())
+
+
+def _errorname(e: sqlite3.Error) -> str:
+    """SQLite's name for e's result code (SQLITE_IOERR_SHMSIZE); on Python 3.10 the primary code's."""
+    name = getattr(e, "sqlite_errorname", None)  # Python 3.11+
+    if name:
+        return str(name)
+    return _SQLITE_PRIMARY.get(_errorcode(e) or -1, (str(e), ""))[0]
+
+
+def _message_lost(e: sqlite3.Error) -> bool:
+    """Python 3.10 raises a bare DatabaseError, no message and no code, where SQLite's message was not
+    UTF-8 (it quotes a damaged schema); 3.11 raises UnicodeDecodeError there."""
+    return not e.args and getattr(e, "sqlite_errorcode", None) is None
 
 
 def _may_be_shm_error(e: sqlite3.Error) -> bool:
@@ -726,6 +741,8 @@ class ConversationStore:
             # Like quick_check's, the message is the reason salvage reports.
             raise StoreDamagedError("the database schema is not valid text") from None
         except sqlite3.DatabaseError as e:
+            if _message_lost(e):  # the same on Python 3.10
+                raise StoreDamagedError("the database schema is not valid text") from None
             error = self._error(e)
             if not isinstance(error, StoreDamagedError):
                 self._db.close()
@@ -783,7 +800,7 @@ class ConversationStore:
             if free is not None:
                 return StoreFullError(
                     f"{self.path}: cannot read or write the conversation database: the disk holding "
-                    f"{folder} is full ({_size(free)} free; {getattr(e, 'sqlite_errorname', e)}).",
+                    f"{folder} is full ({_size(free)} free; {_errorname(e)}).",
                     "Free some space on that disk, then try again.",
                     folder=str(folder),
                     free=free,

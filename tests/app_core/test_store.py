@@ -668,7 +668,15 @@ def test_errors_from_a_full_disk_say_so(
 ) -> None:
     import trit.app.core.store as st
 
-    code = getattr(sqlite3, name, None) or {"SQLITE_IOERR_FSYNC": 1034, "SQLITE_IOERR_READ": 266}[name]
+    code = {  # sqlite3.h (Python 3.11+ has them as sqlite3.SQLITE_*)
+        "SQLITE_IOERR_SHMSIZE": 4874,
+        "SQLITE_IOERR_WRITE": 778,
+        "SQLITE_IOERR_FSYNC": 1034,
+        "SQLITE_FULL": 13,
+        "SQLITE_IOERR_READ": 266,
+        "SQLITE_BUSY": 5,
+    }[name]
+    assert getattr(sqlite3, name, code) == code
     e = sqlite3.OperationalError("disk I/O error")
     e.sqlite_errorcode, e.sqlite_errorname = code, name  # type: ignore[attr-defined]
     folder = Path(store.path).parent
@@ -706,7 +714,11 @@ def test_errors_without_a_code_are_read_by_their_message(
     error = store._error(e)
     assert isinstance(error, StoreFullError) == room, error
     assert error.fix.startswith(fix), error.fix
+    if room:  # the code's name, not the message again
+        assert "SQLITE_IOERR)" in error.message or "SQLITE_FULL)" in error.message, error.message
     assert not st._is_damage(e) and st._is_damage(sqlite3.DatabaseError("database disk image is malformed"))
+    # where SQLite's message is not UTF-8 (a damaged schema), 3.10 raises a bare DatabaseError
+    assert st._message_lost(sqlite3.DatabaseError()) and not st._message_lost(e)
 
 
 def _contents(path: Path) -> dict[str, list[str]]:
