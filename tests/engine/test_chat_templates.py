@@ -259,14 +259,19 @@ def test_python_errors_in_template_fall_back() -> None:
         ),
     ],
 )
-def test_templates_that_would_hang_or_exhaust_memory_fall_back(template: str, why: str) -> None:
+def test_templates_that_would_hang_or_exhaust_memory_fall_back(
+    template: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
     cf = ChatFormat.for_model("", embedded_template=template)
     t0 = time.monotonic()
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION)
     assert time.monotonic() - t0 < RENDER_SECONDS + 3
     assert cf.warning is not None and re.search(why, cf.warning)
+    caplog.clear()
     t0 = time.monotonic()  # the template is not tried again (an app renders a prompt several times)
     assert cf.render(CONVERSATION) == plain_prompt(CONVERSATION) and time.monotonic() - t0 < 0.5
+    if why not in ("no text", "UndefinedError"):  # a limit (text, time, memory): no conversation fits
+        assert not [r for r in caplog.records if "chat template" in r.getMessage()]  # it was not run
     # a tracer that was installed before (a debugger, coverage) is back afterwards
     assert sys.gettrace() is _tracer_before
 
