@@ -263,3 +263,26 @@ def test_linux_packages_build_install_and_chat(tmp_path: Path, default_model_ggu
     for heavy in ("torch", "transformers", "llama_cpp", "pytest", "gguf", "hf_xet"):
         assert not (internal / heavy).exists(), heavy
     shutil.rmtree(tmp_path / "pyi", ignore_errors=True)  # ~700 MB of PyInstaller work files
+
+
+def test_no_docstring_holds_a_lone_surrogate() -> None:
+    """Python 3.13 cannot compile a docstring holding a lone surrogate ("\\udce8" written as an
+    escape): trit.text had one, and every module importing it failed to load there."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    bad = []
+    for path in sorted(root.glob("**/*.py")):
+        if any(
+            part in ("build", ".venv", "venv") or part.startswith(".")
+            for part in path.relative_to(root).parts
+        ):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=False)
+                if doc is not None and re.search("[\ud800-\udfff]", doc):
+                    bad.append(f"{path.relative_to(root)}:{getattr(node, 'lineno', 1)}")
+    assert not bad, bad

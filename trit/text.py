@@ -12,12 +12,14 @@ SHORT_REPR_CHARS = 80
 SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+# (the docstring spells its example's escape: Python 3.13 cannot compile a docstring that holds a
+# lone surrogate, and every module importing this one failed to load there)
 def replace_surrogates(text: str) -> str:
     """`text` with every surrogate code point replaced by U+FFFD, one for one (so character offsets
     into it stay valid). No UTF-8 text holds surrogates, but a Python str can: undecodable bytes in
     argv, a file name or a file read with errors="surrogateescape" become U+DC80..U+DCFF, and JSON
     may spell a lone one as an escape. `tokenizers` refuses such a str outright, SQLite cannot store
-    it, and Qt's strings drop it ("mod\udce8le" read "modle")."""
+    it, and Qt's strings drop it ("mod\\udce8le" read "modle")."""
     if SURROGATES.search(text) is None:  # the common case: no copy
         return text
     return SURROGATES.sub("\ufffd", text)
