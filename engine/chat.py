@@ -69,11 +69,6 @@ class ChatTemplateError(Exception):
     """A template failed to compile or render (wraps jinja2 errors and raise_exception)."""
 
 
-class _TemplateLimitError(ChatTemplateError):
-    """The template wrote more text of its own than MAX_TEMPLATE_CHARS: like the time and memory
-    limits, no conversation makes it fit, so it is not tried again."""
-
-
 # -- environment ----------------------------------------------------------------------------------
 
 
@@ -353,7 +348,7 @@ class ChatFormat:
             return self.render_strict(messages, add_generation_prompt), True
         except ChatTemplateError as e:
             self._fail(f"the chat template ({self.source}) failed: {e}")
-            if isinstance(e, _TemplateLimitError) or isinstance(e.__cause__, jinja2.exceptions.SecurityError):
+            if isinstance(e.__cause__, jinja2.exceptions.SecurityError):
                 self._compiled = None  # a time or size limit, or a sandbox escape: not tried again
             return plain_prompt(messages, add_generation_prompt), False
 
@@ -426,9 +421,9 @@ class ChatFormat:
             raise ChatTemplateError("the template produced no text for these messages")
         own = len(out) - sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
         if own > MAX_TEMPLATE_CHARS:
-            raise _TemplateLimitError(
-                f"the template wrote {own} characters of its own (at most {MAX_TEMPLATE_CHARS})"
-            )
+            # a limit like the time and memory ones (a SecurityError behind it): not tried again
+            what = f"the template wrote {own} characters of its own (at most {MAX_TEMPLATE_CHARS})"
+            raise ChatTemplateError(what) from jinja2.exceptions.SecurityError(what)
         return out
 
     def encode(
