@@ -499,7 +499,8 @@ def _errorname(e: sqlite3.Error) -> str:
     name = getattr(e, "sqlite_errorname", None)  # Python 3.11+
     if name:
         return str(name)
-    return _SQLITE_PRIMARY.get(_errorcode(e) or -1, (str(e), ""))[0]
+    primary = _SQLITE_PRIMARY.get(_errorcode(e))  # type: ignore[arg-type]
+    return primary[0] if primary else str(e)
 
 
 def _message_lost(e: sqlite3.Error) -> bool:
