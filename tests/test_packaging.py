@@ -272,13 +272,11 @@ def test_no_docstring_holds_a_lone_surrogate() -> None:
     import re
 
     root = Path(__file__).resolve().parents[1]
+    sources = [root / "setup.py"]  # the source folders only: not build/ or a .venv in the checkout
+    for folder in ("app", "benchmarks", "engine", "packaging", "scripts", "tests", "trit"):
+        sources += (root / folder).rglob("*.py")
     bad = []
-    for path in sorted(root.glob("**/*.py")):
-        if any(
-            part in ("build", ".venv", "venv") or part.startswith(".")
-            for part in path.relative_to(root).parts
-        ):
-            continue
+    for path in sorted(sources):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
