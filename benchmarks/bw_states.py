@@ -5,14 +5,15 @@ changes while you measure (shared VMs).
     python benchmarks/bw_states.py MODEL.gguf [--seconds 60] [-t 2] [-n 16]
 
 Loops for --seconds: probe the read bandwidth at -t threads (one pass of each of the probe's loops
-over a 512 MiB buffer, the faster: trit.bench.BandwidthProbe), decode -n tokens with our engine at -t threads, probe again. Each line is one
-sample: the two probes, decode tok/s, GB/s read (tok/s x Model.info.weight_bytes) and that as a
-share of the higher probe; with --kernels the sample also times the two decode kernels alone at
-the same thread count, the better of two passes each: over the model's own weights in decode order
-without the glue between them (kernel_bw.ModelKernels: ternary models with an f16 head), and over
-kernel_bw.py's stacked 2B4T-sized arrays, so that decode and the kernels it is made of are compared
-in the same moment. At the end the samples are grouped by the bandwidth state they ran in
-(both probes within trit.bench.STEADY_PROBES, 15%, of each other), with the median share per state.
+over a 512 MiB buffer, the faster: trit.bench.BandwidthProbe), decode -n tokens with our engine at
+-t threads, probe again. Each line is one sample: the two probes, decode tok/s, GB/s read (tok/s x
+Model.info.weight_bytes) and that as a share of the higher probe; with --kernels the sample also
+times the two decode kernels alone at the same thread count, the better of two passes each: over the
+model's own weights in decode order without the glue between them (kernel_bw.ModelKernels: ternary
+models with an f16 head), and over kernel_bw.py's stacked 2B4T-sized arrays, so that decode and the
+kernels it is made of are compared in the same moment. At the end the samples are grouped by the
+bandwidth state they ran in (both probes within trit.bench.STEADY_PROBES, 15%, of each other), with
+the median share per state.
 
 This project's 2-vCPU CI VM has two such states at 2 threads, ~31-35 GB/s and ~55-62 GB/s, each
 lasting seconds to minutes (one thread: ~28-32 GB/s in both): benchmarks/RESULTS.md has what each
