@@ -17,7 +17,9 @@
    pool holds up when a core is taken.
 5. One more row runs our engine with the optional Q8_0 copy of the LM head (load_model(head="q8_0"),
    `trit --head q8_0`; off by default because the logits move by its rounding): fewer bytes per
-   token, a lower ceiling to compare against (--no-q8-head skips it).
+   token, a lower ceiling to compare against (--no-q8-head skips it). Where our engine holds the
+   ternary matrices in the B3 layout by default (AVX-512 VBMI + VNNI: "I2_S as B3", 1.6 bits a
+   weight), a row with the file's own 2-bit layout (load_model(ternary="tq")) runs beside it.
 
 The peer is llama.cpp through llama-cpp-python, a benchmark extra that is never a Trit dependency:
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python
@@ -34,6 +36,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+
+from trit.engine._core import kernel_b3_fast
 
 from trit import bench
 
@@ -138,6 +142,8 @@ def _measure(
                     + ", ".join(f"t={t} {g[-1]:.1f} GB/s" for t, g in probe.samples.items())
                 )
             specs = [bench.RowSpec("trit", str(paths["I2_S"]))]
+            if kernel_b3_fast():  # the default then holds the ternary matrices as B3: TQ beside it
+                specs.append(bench.RowSpec("trit", str(paths["I2_S"]), ternary="tq"))
             if not a.no_q8_head:
                 specs.append(bench.RowSpec("trit", str(paths["I2_S"]), head="q8_0"))
             specs += [bench.RowSpec("llama.cpp", str(paths[f]), f) for f in peer_formats]

@@ -103,7 +103,13 @@ class ModelKernels(_HeadGEMV):
             raise ValueError("ModelKernels needs ternary layers and an f16 head")
         self.head = head.view(np.uint16)
         rng = np.random.default_rng(0)
-        self.acts = {t.nb: rng.integers(-127, 128, t.nb * 128, dtype=np.int8) for t in self.mats}
+        # in either layout the model holds them (B3: 320-value blocks, layout="b3")
+        self.acts = {
+            (t.layout, t.nb): rng.integers(
+                -127, 128, t.nb * (320 if t.layout == "b3" else 128), dtype=np.int8
+            )
+            for t in self.mats
+        }
         self.x = rng.standard_normal(self.head.shape[1]).astype(np.float32)
         self.tern_bytes = sum(t.packed.nbytes for t in self.mats)
 
@@ -111,7 +117,10 @@ class ModelKernels(_HeadGEMV):
         def part(i: int) -> None:
             for t in self.mats:
                 r = t.packed.shape[0]
-                mod.gemv(self.isa, t.packed[r * i // nth : r * (i + 1) // nth], self.acts[t.nb], 0)
+                kw = {"layout": "b3"} if t.layout == "b3" else {}  # (a --baseline build may predate B3)
+                mod.gemv(
+                    self.isa, t.packed[r * i // nth : r * (i + 1) // nth], self.acts[t.layout, t.nb], 0, **kw
+                )
 
         return self.tern_bytes / _on_threads(part, nth) / 1e9
 

@@ -17,6 +17,11 @@ from .errors import CancelledError, ContextFullError, EngineError, OutOfMemoryEr
 cdef extern from "tq.h" nogil:
     ctypedef struct tq_kernels:
         const char *isa
+        int b3_fast
+    int TQ_QK
+    int TQ_QK_BYTES
+    int TQ_B3_QK
+    int TQ_B3_BYTES
     const tq_kernels *tq_select()
     const tq_kernels *tq_select_isa(const char *name)
     enum:
@@ -54,6 +59,7 @@ cdef extern from "forward.h" nogil:
         float scale1
         const float *bias
         int rows, cols, nb
+        int b3
         const tq_qk_ops *ops
     ctypedef struct tq_layer:
         const float *attn_norm
@@ -94,6 +100,25 @@ cdef extern from "repack.h" nogil:
         TQ_K_PACKED
     void tq_repack_tq1_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero)
     void tq_repack_tq2_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero)
+    int tq_repack_b3(const uint8_t *src, size_t rows, int cols, uint8_t *dst)
+
+
+cdef extern from *:
+    """
+    #if defined(__linux__) || defined(__APPLE__)
+    #include <sys/mman.h>
+    #include <unistd.h>
+    /* MADV_DONTNEED over the whole pages inside [p, p + n); 0, or -1 where there is none */
+    static int trit_release_pages(const void *p, size_t n) {
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        const size_t a = ((size_t)p + page - 1) / page * page, b = ((size_t)p + n) / page * page;
+        return b > a ? madvise((void *)a, b - a, MADV_DONTNEED) : 0;
+    }
+    #else
+    static int trit_release_pages(const void *p, size_t n) { (void)p; (void)n; return -1; }
+    #endif
+    """
+    int trit_release_pages(const void *p, size_t n) nogil
 
 
 cdef uintptr_t _addr(object arr, object dtype, tuple shape, str what) except 0:
@@ -123,11 +148,13 @@ cdef void _set_lin(tq_lin *t, object tt, int rows, int cols, str what, const tq_
     t.scale_one = 0
     t.scale1 = 0
     t.ops = NULL
+    t.b3 = 0
     if isinstance(tt, TernaryTensor):
         t.type = TQ_LIN_TERNARY
-        t.nb = (cols + 127) // 128
-        t.row_bytes = t.nb * 32
-        t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.nb * 32), what)
+        t.b3 = tt.layout == "b3"
+        t.nb = tt.nb
+        t.row_bytes = t.nb * (TQ_B3_BYTES if t.b3 else TQ_QK_BYTES)
+        t.w = <const uint8_t *>_addr(tt.packed, np.uint8, (rows, t.row_bytes), what)
         t.scale = <const float *>_addr(tt.scale, np.float32, (rows,), what + " scale")
         bits = np.asarray(tt.scale).view(np.uint32)
         if rows > 0 and bool((bits == bits[0]).all()):  # one scale for every row (I2_S)
@@ -203,6 +230,42 @@ def repack_ternary_blocks(str kind, const uint8_t[:, ::1] blocks, uint8_t[:, ::1
             tq_repack_tq1_0(&blocks[0, 0], n, &out[0, 0], &nonzero[0])
         else:
             tq_repack_tq2_0(&blocks[0, 0], n, &out[0, 0], &nonzero[0])
+
+
+def repack_b3(const uint8_t[:, ::1] packed, int cols, uint8_t[:, ::1] out):
+    """TQ rows packed [rows, ceil(cols / 128) * 32] -> B3 rows out [rows, ceil(cols / 320) * 64]
+    (tq.h), in C without the GIL. ValueError on a code 3 (no ternary value)."""
+    cdef size_t rows = <size_t>packed.shape[0]
+    cdef int r = 0
+    if cols < 1 or packed.shape[1] != (cols + TQ_QK - 1) // TQ_QK * TQ_QK_BYTES:
+        raise ValueError(f"{cols} columns need TQ rows of {(cols + TQ_QK - 1) // TQ_QK * TQ_QK_BYTES} bytes, "
+                         f"got {packed.shape[1]}")
+    if out.shape[0] != packed.shape[0] or out.shape[1] != (cols + TQ_B3_QK - 1) // TQ_B3_QK * TQ_B3_BYTES:
+        raise ValueError(f"out must be [{rows}, {(cols + TQ_B3_QK - 1) // TQ_B3_QK * TQ_B3_BYTES}]")
+    if rows:
+        with nogil:
+            r = tq_repack_b3(&packed[0, 0], rows, cols, &out[0, 0])
+    if r == TQ_ENOMEM:
+        raise OutOfMemoryError("out of memory repacking ternary rows", needed=0, part="weights")
+    if r:
+        raise ValueError("a packed code 3 (no ternary value)")
+
+
+def release_pages(arr):
+    """Tells the OS it may drop the whole memory pages inside arr's bytes (madvise MADV_DONTNEED):
+    a file map's pages are read again from the file when touched, anonymous memory's read back as
+    zeros, so only for bytes nothing reads again. False where the OS has no such call."""
+    cdef uintptr_t p = <uintptr_t>arr.ctypes.data
+    cdef size_t n = <size_t>arr.nbytes
+    if not arr.flags.c_contiguous:
+        raise ValueError("release_pages needs a C-contiguous array")
+    return trit_release_pages(<const void *>p, n) == 0
+
+
+def kernel_b3_fast(isa=None):
+    """Whether the kernel table ``isa`` selects (None: this CPU's best) reads ternary matrices
+    faster in the B3 layout than in the TQ one (the loader then repacks them)."""
+    return bool(_kernels(isa).b3_fast)
 
 
 def kernel_isa(isa=None):

@@ -17,6 +17,8 @@ from .errors import UnsupportedCPUError
 cdef extern from "tq.h" nogil:
     int TQ_QK
     int TQ_QK_BYTES
+    int TQ_B3_QK
+    int TQ_B3_BYTES
     ctypedef void (*tq_gemv_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
                                 int32_t *out) noexcept
     ctypedef void (*tq_gemm_fn)(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
@@ -52,6 +54,9 @@ cdef extern from "tq.h" nogil:
         tq_q8_dots_fn q8_dots
         tq_q8_wsum_fn q8_wsum
         int head_lead
+        tq_gemv_fn b3_gemv
+        tq_gemm_fn b3_gemm
+        int b3_fast
     enum:
         TQ_CPU_AVX2
         TQ_CPU_AVX512
@@ -60,6 +65,7 @@ cdef extern from "tq.h" nogil:
         TQ_CPU_NEON_DOTPROD
         TQ_CPU_AVXVNNI
         TQ_CPU_AMD
+        TQ_CPU_AVX512VBMI
     unsigned tq_cpu_features()
     const tq_kernels *tq_select()
     const tq_kernels *tq_select_isa(const char *name)
@@ -96,6 +102,7 @@ def cpu_features() -> dict:
         "neon": bool(f & TQ_CPU_NEON),
         "neon_dotprod": bool(f & TQ_CPU_NEON_DOTPROD),
         "amd": bool(f & TQ_CPU_AMD),
+        "avx512vbmi": bool(f & TQ_CPU_AVX512VBMI),
     }
 
 
@@ -121,52 +128,72 @@ def head_lead(str isa) -> int:
     return _table(isa).head_lead
 
 
-def _nb_of(Py_ssize_t row_bytes) -> int:
-    if row_bytes % TQ_QK_BYTES != 0 or row_bytes == 0:
-        raise ValueError(f"packed rows must be a positive multiple of {TQ_QK_BYTES} bytes, got {row_bytes}")
-    return row_bytes // TQ_QK_BYTES
+def b3_fast(str isa) -> bool:
+    """Whether that table reads the base-3 (B3) layout faster than the TQ one: the loader's pick."""
+    return bool(_table(isa).b3_fast)
 
 
-def gemv(str isa, const uint8_t[:, ::1] w, const int8_t[::1] a, int asum):
-    """int32 [rows]: out[r] = sum_i w[r][i] * a[i] for packed ternary w [rows, nb * 32]."""
+cdef int _nb_of(Py_ssize_t row_bytes, bint b3) except -1:
+    cdef int block = TQ_B3_BYTES if b3 else TQ_QK_BYTES
+    if row_bytes % block != 0 or row_bytes == 0:
+        raise ValueError(f"packed rows must be a positive multiple of {block} bytes, got {row_bytes}")
+    return <int>(row_bytes // block)
+
+
+cdef bint _is_b3(str layout) except -1:
+    if layout not in ("tq", "b3"):
+        raise ValueError(f"layout must be 'tq' or 'b3', not {layout!r}")
+    return layout == "b3"
+
+
+def gemv(str isa, const uint8_t[:, ::1] w, const int8_t[::1] a, int asum, str layout="tq"):
+    """int32 [rows]: out[r] = sum_i w[r][i] * a[i] for packed ternary w: [rows, nb * 32] in the TQ
+    layout, or [rows, nb * 64] in the B3 one (layout "b3": the table's b3_gemv)."""
     cdef const tq_kernels *k = _table(isa)
+    cdef bint b3 = _is_b3(layout)
     cdef int rows = <int>w.shape[0]
-    cdef int nb = _nb_of(w.shape[1])
-    if a.shape[0] < <Py_ssize_t>nb * TQ_QK:
-        raise ValueError(f"activations hold {a.shape[0]} values, the rows need {nb * TQ_QK}")
+    cdef int nb = _nb_of(w.shape[1], b3)
+    cdef int qk = TQ_B3_QK if b3 else TQ_QK
+    if a.shape[0] < <Py_ssize_t>nb * qk:
+        raise ValueError(f"activations hold {a.shape[0]} values, the rows need {nb * qk}")
     out = np.empty(rows, dtype=np.int32)
     cdef int32_t[::1] o = out
+    cdef tq_gemv_fn fn = k.b3_gemv if b3 else k.gemv
     if rows > 0:
         with nogil:
-            k.gemv(&w[0, 0], rows, nb, &a[0], asum, &o[0])
+            fn(&w[0, 0], rows, nb, &a[0], asum, &o[0])
     return out
 
 
-def gemm(str isa, const uint8_t[:, ::1] w, const int8_t[:, :] a, const int32_t[::1] asum, int out_pad=0):
-    """int32 [ntok, rows]. ``a`` is [ntok, >= nb * 128] with unit column stride and any row stride
-    (a view into a wider array tests arbitrary a_stride and unaligned rows); the output rows are
-    written with a stride of rows + out_pad."""
+def gemm(str isa, const uint8_t[:, ::1] w, const int8_t[:, :] a, const int32_t[::1] asum, int out_pad=0,
+         str layout="tq"):
+    """int32 [ntok, rows]. ``a`` is [ntok, >= nb * 128] (B3: nb * 320) with unit column stride and
+    any row stride (a view into a wider array tests arbitrary a_stride and unaligned rows); the
+    output rows are written with a stride of rows + out_pad."""
     cdef const tq_kernels *k = _table(isa)
+    cdef bint b3 = _is_b3(layout)
     cdef int rows = <int>w.shape[0]
-    cdef int nb = _nb_of(w.shape[1])
+    cdef int nb = _nb_of(w.shape[1], b3)
+    cdef int qk = TQ_B3_QK if b3 else TQ_QK
     cdef int ntok = <int>a.shape[0]
     if ntok < 1:
         raise ValueError("gemm needs at least one token")
-    if a.shape[1] < <Py_ssize_t>nb * TQ_QK or a.strides[1] != 1:
-        raise ValueError(f"activations must be [ntok, >= {nb * TQ_QK}] with unit column stride")
-    if ntok > 1 and a.strides[0] < <Py_ssize_t>nb * TQ_QK:
-        raise ValueError("activation rows overlap (row stride below nb * 128)")
+    if a.shape[1] < <Py_ssize_t>nb * qk or a.strides[1] != 1:
+        raise ValueError(f"activations must be [ntok, >= {nb * qk}] with unit column stride")
+    if ntok > 1 and a.strides[0] < <Py_ssize_t>nb * qk:
+        raise ValueError(f"activation rows overlap (row stride below nb * {qk})")
     if asum.shape[0] != ntok:
         raise ValueError(f"asum has {asum.shape[0]} entries for {ntok} tokens")
     if out_pad < 0:
         raise ValueError("out_pad must be >= 0")
-    cdef size_t a_stride = <size_t>a.strides[0] if ntok > 1 else <size_t>nb * TQ_QK
+    cdef size_t a_stride = <size_t>a.strides[0] if ntok > 1 else <size_t>nb * qk
     cdef size_t out_stride = <size_t>(rows + out_pad)
     full = np.full((ntok, rows + out_pad), -7, dtype=np.int32)
     cdef int32_t[:, ::1] o = full
+    cdef tq_gemm_fn fn = k.b3_gemm if b3 else k.gemm
     if rows > 0:
         with nogil:
-            k.gemm(&w[0, 0], rows, nb, &a[0, 0], a_stride, &asum[0], ntok, &o[0, 0], out_stride)
+            fn(&w[0, 0], rows, nb, &a[0, 0], a_stride, &asum[0], ntok, &o[0, 0], out_stride)
     if out_pad and not (full[:, rows:] == -7).all():
         raise AssertionError("gemm wrote past the rows of an output row")
     return full[:, :rows]

@@ -12,6 +12,7 @@ needs about one matrix of extra memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from .gguf import GGML_TYPE_IDS, GGML_TYPES, GGUFValueType
 from .gguf_writer import GGUFWriter
-from .ternary import I2S_TAIL, i2s_bytes, tq1_0_bytes, tq2_0_bytes, unpack_tq
+from .ternary import I2S_TAIL, i2s_bytes, pack_tq, tq1_0_bytes, tq2_0_bytes, unpack_ternary, unpack_tq
 from .weights import ModelConfig, ModelWeights, TernaryTensor, dense_float
 
 BITNET_ARCH = "bitnet-b1.58"  # bitnet.cpp's name for the ReLU^2 block
@@ -81,6 +82,8 @@ def _ternary_producer(
 ) -> tuple[int, int, Callable[[], np.ndarray]]:
     """(rows, cols, producer of the encoded bytes) for one BitLinear matrix."""
     if isinstance(m, TernaryTensor):
+        if m.layout != "tq":  # a Model's B3 copy (load_model ternary=...); the loaders give TQ
+            m = dataclasses.replace(m, packed=pack_tq(unpack_ternary(m)), layout="tq")
         rows, cols = m.rows, m.cols
         scale: np.ndarray = m.scale
         if ternary_type == "I2_S":

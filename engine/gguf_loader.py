@@ -454,6 +454,7 @@ def gguf_model_info(
     weights: str = "auto",
     kv: str = "f32",
     a48: bool = False,
+    ternary: str = "auto",
 ) -> ModelInfo:
     """The Model.info that load_model(path, same options) would give a GGUF file, from its header,
     metadata and tensor table alone: no tensor data is read, converted or copied (`trit info` on a
@@ -469,11 +470,14 @@ def gguf_model_info(
         FLOAT_TYPES,
         LM_HEADS,
         ModelInfo,
+        _b3_rule,
         _check_kv_fits,
         _check_load_options,
+        layout_name,
         physical_cores,
     )
     from .requant import Q8_0_BLOCK, Q8_0_BYTES
+    from .ternary import b3_is_shorter, b3_row_bytes
 
     # the checks of load_model and Model, in their order
     _check_load_options(threads, a48, kv, weights)
@@ -482,6 +486,8 @@ def gguf_model_info(
     if head not in LM_HEADS:
         raise ValueError(f"head must be one of {', '.join(LM_HEADS)}, not {head!r}")
     memory = _memory_asked(weights)
+    b3 = _b3_rule(ternary, isa)
+    layouts = set()
     with GGUFFile(Path(path)) as f:
         memory = _memory_for(f, memory)
         cfg = read_config(f)
@@ -506,9 +512,13 @@ def gguf_model_info(
             ):
                 t = _linear_info(f, f"{b}{name}.weight", rows, cols, ternary_only=bitnet)
                 kinds[t.type_name] += 1
-                # repacked ternary matrices have the TQ layout's size; others are used as stored
-                tq = rows * (-(-cols // TQ_QK)) * TQ_QK_BYTES
-                wbytes += tq if t.type_name in TERNARY_TYPES else t.nbytes
+                # ternary matrices are held in the TQ or the B3 layout (_b3_rule); others as stored
+                if t.type_name in TERNARY_TYPES:
+                    to_b3 = b3 == "every" or (b3 == "shorter" and b3_is_shorter(cols))
+                    layouts.add("b3" if to_b3 else "tq")
+                    wbytes += rows * (b3_row_bytes(cols) if to_b3 else -(-cols // TQ_QK) * TQ_QK_BYTES)
+                else:
+                    wbytes += t.nbytes
             _norm_info(f, b + "ffn_norm.weight", cfg.dim)
             if bitnet:
                 _norm_info(f, b + "attn_sub_norm.weight", qdim)
@@ -566,6 +576,7 @@ def gguf_model_info(
             ffn_act=cfg.act,
             activations="f32" if "activations" in no_effect else activations,
             no_effect=tuple(no_effect),
+            ternary_layout=layout_name(layouts),
         )
 
 

@@ -63,6 +63,10 @@ def physical_cores() -> int:
 PLAIN_TURN = "\nUser:"  # where a reply in the plain chat format ends (chat.plain_prompt)
 LM_HEADS = ("f16", "q8_0")  # load_model(head=...): as stored, or a Q8_0 copy built at load
 KV_TYPES = ("f32", "f16", "q8", "q3")  # load_model(kv=...): the KV cache's element type
+# load_model(ternary=...): the ternary matrices' layout in memory: "auto" (B3 where the CPU's kernels
+# read it faster, else TQ), "tq" (2 bits per weight, I2_S files in place) or "b3" (1.6 bits, built at
+# load). Every layout gives the same logits.
+TERNARY_LAYOUTS = ("auto", "tq", "b3")
 
 
 def kv_cache_bytes(config: ModelConfig, kv: str, positions: int) -> int:
@@ -106,6 +110,8 @@ class ModelInfo:
     # (a llama.cpp quantized type); ternary layers and float heads are the same in both modes
     no_effect: tuple[str, ...] = ()  # load_model options that change nothing on this model, whatever
     # their value: "activations" (no llama.cpp quantized matrix), "head" (the head is not a float one)
+    ternary_layout: str = ""  # how the ternary matrices are held: "TQ" (2 bits per weight) or "B3"
+    # (1.6 bits, repacked at load), "TQ + B3" when only some rows are shorter in B3; "" without any
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -189,6 +195,37 @@ def _check_load_options(threads: object, a48: object, kv: object = "f32", weight
         raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
 
 
+def _b3_rule(ternary: str, isa: str | None) -> str:
+    """Which ternary matrices load_model(ternary=..., isa=...) holds in the B3 layout: "every"
+    ("b3"), "shorter" ("auto" where the kernel table for isa reads B3 faster: those whose rows B3
+    makes shorter) or "none". "auto" takes TRIT_TERNARY when that names a layout."""
+    if ternary not in TERNARY_LAYOUTS:
+        raise ValueError(f"ternary must be one of {', '.join(TERNARY_LAYOUTS)}, not {ternary!r}")
+    if ternary == "auto":
+        env = os.environ.get("TRIT_TERNARY", "auto")
+        ternary = env if env in TERNARY_LAYOUTS else "auto"
+    if ternary == "b3":
+        return "every"
+    return "shorter" if ternary == "auto" and _core.kernel_b3_fast(isa) else "none"
+
+
+def layout_name(layouts: Iterable[str]) -> str:
+    """ModelInfo.ternary_layout for the layouts of a model's ternary matrices ("tq", "b3")."""
+    seen = set(layouts)
+    return " + ".join(x.upper() for x in ("tq", "b3") if x in seen)
+
+
+def _ternary_layout(weights: ModelWeights, ternary: str, isa: str | None, *, release: bool) -> ModelWeights:
+    """weights with its ternary matrices in the layout `ternary` asks for (_b3_rule, to_b3).
+    release: see to_b3 (load_model's own weights only)."""
+    rule = _b3_rule(ternary, isa)
+    if rule == "none":
+        return weights
+    from .ternary import to_b3
+
+    return to_b3(weights, release=release, every=rule == "every")
+
+
 def _check_kv_fits(config: ModelConfig, kv: str) -> None:
     """UnsupportedOptionError for a KV cache type this model's shape cannot take."""
     if kv == "q3" and config.head_dim % 32:
@@ -238,6 +275,7 @@ def load_model(
     weights: str = "auto",
     kv: str = "f32",
     a48: bool = False,
+    ternary: str = "auto",
 ) -> Model:
     """Loads a GGUF file or a Hugging Face directory (config.json + safetensors).
 
@@ -264,8 +302,14 @@ def load_model(
     anonymous memory with transparent huge pages (~0.3 s per GB from the page cache; decode
     streams ~20% faster through 2 MiB pages than 4 KiB ones); "auto" (default) is "ram" where
     Linux offers huge pages, except for TQ1_0/TQ2_0 files (repacked at load anyway), else "map";
-    TRIT_WEIGHTS=auto|ram|map overrides it."""
+    TRIT_WEIGHTS=auto|ram|map overrides it. ternary: the ternary matrices' layout in memory (the
+    logits are the same): "tq" (2 bits per weight; I2_S data in place), "b3" (five base-3 codes a
+    byte, 1.6 bits, repacked at load: 20% fewer bytes per token from the ternary matrices, decoded
+    by table lookups) or "auto" (default): B3 where this CPU's kernels read it faster (AVX-512 VBMI
+    + VNNI), else TQ; TRIT_TERNARY=auto|tq|b3 overrides "auto"."""
     _check_load_options(threads, a48, kv, weights)
+    if ternary not in TERNARY_LAYOUTS:  # refused before the file is read (_b3_rule reads TRIT_TERNARY later)
+        raise ValueError(f"ternary must be one of {', '.join(TERNARY_LAYOUTS)}, not {ternary!r}")
     p = Path(path)
     reserve: list[bytearray] = []
     try:
@@ -274,8 +318,18 @@ def load_model(
         reserve.append(bytearray(LOAD_RESERVE_BYTES))
         # a Q8_0 head is built from the embedding: the embedding itself is then only looked up
         w = _load_weights(p, weights, embedding_lookup_only=head == "q8_0")
+        # these weights are this call's alone: each matrix's TQ form is dropped once repacked
+        w = _ternary_layout(w, ternary, isa, release=True)
         return Model(
-            w, threads=threads, isa=isa, context=context, activations=activations, head=head, kv=kv, a48=a48
+            w,
+            threads=threads,
+            isa=isa,
+            context=context,
+            activations=activations,
+            head=head,
+            kv=kv,
+            a48=a48,
+            ternary=ternary,
         )
     except MemoryError as e:  # numpy's _ArrayMemoryError too: the tokenizer, a repack, a copy ...
         reserve.clear()
@@ -332,8 +386,11 @@ class Model:
         head: str = "f16",
         kv: str = "f32",
         a48: bool = False,
+        ternary: str = "auto",
     ) -> None:
         _check_load_options(threads, a48, kv)
+        # (the caller's weights are not changed: a B3 copy of its matrices is made beside them)
+        weights = _ternary_layout(weights, ternary, isa, release=False)
         if activations not in ("f32", "q8"):
             raise ValueError(f"activations must be 'f32' or 'q8', not {activations!r}")
         if head not in LM_HEADS:
@@ -420,6 +477,7 @@ class Model:
             ffn_act=cfg.act,
             activations="f32" if "activations" in no_effect else activations,
             no_effect=tuple(no_effect),
+            ternary_layout=layout_name(t.layout for t in mats if isinstance(t, TernaryTensor)),
         )
 
     # -- sessions ------------------------------------------------------------------------------

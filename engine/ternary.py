@@ -27,13 +27,14 @@ blocks may carry any d, quantizers write 0 there).
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _core
 from .errors import ModelFormatError
-from .weights import TQ_QK, TQ_QK_BYTES, TernaryTensor, load_workers
+from .weights import TQ_B3_BYTES, TQ_B3_QK, TQ_QK, TQ_QK_BYTES, ModelWeights, TernaryTensor, load_workers
 
 I2S_TAIL = 32  # bytes after the data of an I2_S tensor; the first 4 are the f32 scale
 QK_K = 256  # values per TQ1_0 / TQ2_0 block
@@ -99,6 +100,27 @@ def unpack_tq(packed: np.ndarray, cols: int) -> np.ndarray:
     codes = (b >> shifts) & 3  # [rows, nb, 4, 32]: value 32 * field + j
     w = codes.reshape(rows, nbytes * 4).astype(np.int8) - 1
     return np.ascontiguousarray(w[:, :cols])
+
+
+def unpack_b3(packed: np.ndarray, cols: int) -> np.ndarray:
+    """B3 rows uint8 [rows, nb3 * 64] (tq.h) -> int8 [rows, cols]. A byte that names no pattern
+    (low 7 bits above 121) raises ValueError."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    rows, nbytes = packed.shape
+    if nbytes % TQ_B3_BYTES or nbytes // TQ_B3_BYTES * TQ_B3_QK < cols:
+        raise ValueError(f"B3 rows of {nbytes} bytes cannot hold {cols} values")
+    if ((packed & 0x7F) > 121).any():
+        raise ValueError("B3 data holds a byte above 121 in its low 7 bits")
+    v = packed.astype(np.int16)
+    v = np.where(v & 0x80, 242 - (v & 0x7F), v).reshape(rows, nbytes // TQ_B3_BYTES, 1, TQ_B3_BYTES)
+    codes = (v // (3 ** np.arange(5, dtype=np.int16)).reshape(1, 1, 5, 1)) % 3  # [rows, nb3, 5, 64]
+    w = codes.reshape(rows, -1).astype(np.int8) - 1
+    return np.ascontiguousarray(w[:, :cols])
+
+
+def unpack_ternary(t: TernaryTensor) -> np.ndarray:
+    """The weights of a TernaryTensor in either layout, int8 [rows, cols]."""
+    return unpack_b3(t.packed, t.cols) if t.layout == "b3" else unpack_tq(t.packed, t.cols)
 
 
 def _scale_rows(scale: float | np.ndarray, rows: int) -> np.ndarray:
@@ -344,3 +366,66 @@ __all__ = [
     "tq2_0_to_ternary_tensor",
     "unpack_tq",
 ]
+
+
+def b3_row_bytes(cols: int) -> int:
+    """Bytes of one row of `cols` values in the B3 layout (tq.h: 64 per 320 values)."""
+    return (cols + TQ_B3_QK - 1) // TQ_B3_QK * TQ_B3_BYTES
+
+
+def b3_is_shorter(cols: int) -> bool:
+    """Whether B3 rows of `cols` values are shorter than TQ rows (short rows pad to 320 values)."""
+    return b3_row_bytes(cols) < (cols + TQ_QK - 1) // TQ_QK * TQ_QK_BYTES
+
+
+def to_b3(weights: ModelWeights, *, release: bool = False, every: bool = False) -> ModelWeights:
+    """The same weights with every ternary matrix whose rows B3 makes shorter (every: each one)
+    repacked into the B3 layout (tq.h: five base-3 codes a byte, 1.6 bits per weight; the kernels'
+    sums are the same),
+    in one new 2 MiB-aligned buffer (numpy advises huge pages for it). The given weights are not
+    changed, unless release: then each source matrix's memory pages are dropped (madvise) once it
+    is repacked, so that the resident set never holds both forms; only for weights nothing else
+    will read (load_model's own). In C without the GIL, the matrices spread over load_workers()."""
+    seen: dict[int, TernaryTensor] = {}
+    todo: list[TernaryTensor] = []
+    for lw in weights.layers:
+        for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down):
+            wanted = isinstance(t, TernaryTensor) and t.layout == "tq" and (every or b3_is_shorter(t.cols))
+            if wanted and id(t) not in seen:
+                seen[id(t)] = t
+                todo.append(t)
+    if not todo:
+        return weights
+    # a matrix starts on a 64-byte boundary; the whole buffer on a 2 MiB one
+    sizes = [(t.rows * b3_row_bytes(t.cols) + 63) // 64 * 64 for t in todo]
+    huge = 2 << 20
+    raw = np.empty(sum(sizes) + huge, dtype=np.uint8)
+    base = (-raw.ctypes.data) % huge
+    offsets = np.cumsum([0, *sizes[:-1]]) + base
+    # two matrices sharing bytes (one array under two names) must not lose them to the other's release
+    shared = len({t.packed.ctypes.data for t in todo}) != len(todo)
+    new: dict[int, TernaryTensor] = {}
+
+    def run(i: int) -> None:
+        t = todo[i]
+        out = raw[offsets[i] : offsets[i] + t.rows * b3_row_bytes(t.cols)].reshape(
+            t.rows, b3_row_bytes(t.cols)
+        )
+        _core.repack_b3(t.packed, t.cols, out)
+        new[id(t)] = dataclasses.replace(t, packed=out, layout="b3")
+        if release and not shared:
+            _core.release_pages(t.packed)
+
+    with ThreadPoolExecutor(load_workers(len(todo))) as ex:
+        list(ex.map(run, range(len(todo))))  # re-raises a matrix's error here
+
+    def swap(t: object) -> object:
+        return new.get(id(t), t)
+
+    layers = [
+        dataclasses.replace(
+            lw, **{k: swap(getattr(lw, k)) for k in ("q", "k", "v", "o", "gate", "up", "down")}
+        )
+        for lw in weights.layers
+    ]
+    return dataclasses.replace(weights, layers=layers, keepalive=[*weights.keepalive, raw])

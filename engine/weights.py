@@ -11,6 +11,8 @@ import numpy as np
 
 TQ_QK = 128  # values per packed block (engine/kernels/tq.h)
 TQ_QK_BYTES = 32  # bytes per packed block
+TQ_B3_QK = 320  # the B3 layout's values per block (tq.h: five base-3 codes a byte)
+TQ_B3_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,12 @@ class ModelConfig:
 
 @dataclass
 class TernaryTensor:
-    """A ternary matrix W [rows, cols] in the packed TQ layout, y = (W @ x) * scale[row].
+    """A ternary matrix W [rows, cols] in a packed layout, y = (W @ x) * scale[row].
 
-    packed: uint8 [rows, nb * 32] with nb = ceil(cols / 128); C-contiguous, may view an mmap.
+    packed: uint8 [rows, nb * 32] in the TQ layout (layout "tq": nb = ceil(cols / 128) blocks of
+            2-bit codes), or [rows, nb * 64] in the B3 one ("b3": nb = ceil(cols / 320) blocks of
+            five base-3 codes a byte, made at load by to_b3 where the kernels read it faster);
+            C-contiguous, may view an mmap.
     scale:  float32 [rows]; multiplies the integer dot product (a per-tensor scale is broadcast).
     """
 
@@ -47,17 +52,26 @@ class TernaryTensor:
     cols: int
     scale: np.ndarray
     source_type: str = "I2_S"  # what the file held: I2_S, TQ1_0, TQ2_0, HF-packed, HF-bf16 ...
+    layout: str = "tq"
 
     @property
     def nb(self) -> int:
+        if self.layout == "b3":
+            return (self.cols + TQ_B3_QK - 1) // TQ_B3_QK
         return (self.cols + TQ_QK - 1) // TQ_QK
 
+    @property
+    def row_bytes(self) -> int:
+        return self.nb * (TQ_B3_BYTES if self.layout == "b3" else TQ_QK_BYTES)
+
     def __post_init__(self) -> None:
+        assert self.layout in ("tq", "b3"), self.layout
         assert self.packed.dtype == np.uint8 and self.packed.flags.c_contiguous
-        assert self.packed.shape == (self.rows, self.nb * TQ_QK_BYTES), (
+        assert self.packed.shape == (self.rows, self.row_bytes), (
             self.packed.shape,
             self.rows,
             self.cols,
+            self.layout,
         )
         assert self.scale.dtype == np.float32 and self.scale.shape == (self.rows,)
 

@@ -18,12 +18,16 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from trit.engine._core import kernel_b3_fast
 
 from trit.bench import Bandwidth, BenchResult, BusyLoop, Row, format_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
 TINY = ["-p", "8", "-n", "4", "--ttft-prompt", "8", "--reps", "1", "-t", "1", "--bw-mib", "64"]
+# the quick shape's rows: where the CPU reads B3 faster, the default holds its 2816-column matrices
+# in B3 (load_model(ternary="auto")) and a row with the file's own layout runs beside it
+QUICK_FORMATS = ("I2_S", "I2_S+Q8_0 head", "I2_S as TQ + B3", "I2_S as TQ + B3+Q8_0 head")
 
 
 def _run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,7 +42,7 @@ def _check_rows(data: dict, engines: set[str]) -> None:
     bw = data["bandwidth"]
     assert bw and all(g > 0 for g in bw["gbps"].values()), bw
     for r in data["rows"]:
-        assert r["threads"] == 1 and r["format"] in ("I2_S", "I2_S+Q8_0 head") and r["weight_bytes"] > 0
+        assert r["threads"] == 1 and r["format"] in QUICK_FORMATS and r["weight_bytes"] > 0
         for key in ("pp_tps_median", "tg_tps_median", "ttft_ms_median", "gbps", "pct_ceiling", "rss_mb"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert len(r["samples"]["tg_tps"]) == 1
@@ -75,12 +79,25 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert data["p"] == 8 and data["n"] == 4 and data["machine"]["shape"] == "quick"
     # bytes per token = packed matrices (2 bits per weight) + the f16 head (Model.info.weight_bytes)
     layer = 1024 * 1024 * 2 + 256 * 1024 * 2 + 2816 * 1024 * 3
-    f16_row, q8_row = data["rows"]
-    assert f16_row["format"] == "I2_S" and f16_row["meta"]["head"] == "F16"
-    assert f16_row["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 * 2
+    tq = 4 * layer // 4
+    if kernel_b3_fast():
+        # the default holds down (2816 columns) in B3: 9 blocks of 64 bytes a row instead of 704
+        # bytes; the 1024-column matrices stay TQ (B3 pads them to 1280: no shorter). The file's own
+        # 2-bit layout runs beside it.
+        f16_row, tq_row, q8_row = data["rows"]
+        auto = tq - 4 * 1024 * (704 - 576)
+        assert f16_row["format"] == "I2_S as TQ + B3" and tq_row["format"] == "I2_S"
+        assert tq_row["weight_bytes"] == tq + 32000 * 1024 * 2
+        assert q8_row["format"] == "I2_S as TQ + B3+Q8_0 head"
+    else:
+        f16_row, q8_row = data["rows"]
+        auto = tq
+        assert f16_row["format"] == "I2_S" and q8_row["format"] == "I2_S+Q8_0 head"
+    assert f16_row["meta"]["head"] == "F16"
+    assert f16_row["weight_bytes"] == auto + 32000 * 1024 * 2
     # the row with the optional Q8_0 head (34 bytes per 32 values) reads fewer bytes per token
-    assert q8_row["format"] == "I2_S+Q8_0 head" and q8_row["meta"]["head"].startswith("Q8_0")
-    assert q8_row["weight_bytes"] == 4 * layer // 4 + 32000 * 1024 // 32 * 34
+    assert q8_row["meta"]["head"].startswith("Q8_0")
+    assert q8_row["weight_bytes"] == auto + 32000 * 1024 // 32 * 34
 
     model = keep / "random-quick-I2_S.gguf"
     out2 = tmp_path / "cli.json"
@@ -108,7 +125,7 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
     assert "tg4 tok/s" in proc.stdout and "busy core" not in proc.stdout, proc.stdout
     cli = json.loads(out2.read_text())
     _check_rows(cli, {"trit"})
-    assert [r["format"] for r in cli["rows"]] == ["I2_S+Q8_0 head"]  # --head q8_0 reached the worker
+    assert [r["format"] for r in cli["rows"]] == [q8_row["format"]]  # --head q8_0 reached the worker
     assert cli["rows"][0]["weight_bytes"] == q8_row["weight_bytes"]
 
     # benchmarks/bw_states.py: decode samples paired with the bandwidth around them, grouped by state
@@ -247,6 +264,7 @@ def test_table_names_each_ceiling_once_when_both_engines_read_one_format() -> No
 @pytest.mark.parametrize(
     "name",
     [
+        "base3_512",
         "base3_gemv",
         "gemm_order-avx2",
         "gemv_arith",
@@ -269,7 +287,7 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
     flags = ["-O3", "-Wall", "-Werror", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl"]
     kern = root / "engine" / "kernels"
     extra: list[str] = []
-    if name in ("gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # these run the engine's kernels
+    if name in ("base3_512", "gemv_arith", "gemv_lead", "kv_walk", "row_streams"):  # run the engine's kernels
         flags += [f"-I{kern}"] + (["-DTQ_GEMV_PREFETCH_LEAD=4096"] if name == "gemv_lead" else [])
         extra = [str(kern / f) for f in ("tq_avx2.c", "tq_avx512.c", "tq_scalar.c", "cpu.c")] + [
             "-lm",
@@ -294,6 +312,15 @@ def test_micro_benchmarks_build(name: str, tmp_path: Path) -> None:
             [str(tmp_path / name), "1"], check=False, capture_output=True, text=True, timeout=300
         )
         assert run.returncode == 0 and "in L2" in run.stdout, run.stderr
+    if name == "base3_512":  # one round: it checks its sums and the engine's B3 GEMV's first
+        run = subprocess.run(
+            [str(tmp_path / name), "1"], check=False, capture_output=True, text=True, timeout=300
+        )
+        flags = Path("/proc/cpuinfo").read_text()
+        if "avx512vbmi" in flags and "avx512_vnni" in flags:
+            assert run.returncode == 0 and "e.b3" in run.stdout, run.stderr
+        else:
+            assert run.returncode == 2 and "needs AVX-512 VNNI and VBMI" in run.stderr
     if name == "gemv_lead":  # without arguments it says how to call it instead of running
         run = subprocess.run([str(tmp_path / name)], check=False, capture_output=True, text=True)
         assert run.returncode == 2 and "usage" in run.stderr

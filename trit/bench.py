@@ -440,15 +440,25 @@ class _Ours:
     engine = "trit"
 
     def __init__(
-        self, path: str, threads: int, context: int, head: str = "f16", activations: str = "f32"
+        self,
+        path: str,
+        threads: int,
+        context: int,
+        head: str = "f16",
+        activations: str = "f32",
+        ternary: str = "auto",
     ) -> None:
         from trit.engine import load_model
 
-        self.model = load_model(path, threads=threads, context=context, head=head, activations=activations)
+        self.model = load_model(
+            path, threads=threads, context=context, head=head, activations=activations, ternary=ternary
+        )
         self.vocab = self.model.config.vocab
         info = self.model.info
         self.meta = {
-            "format": "/".join(info.quant_types),
+            # the ternary matrices' layout in memory when not the file's own 2-bit one (I2_S as B3)
+            "format": "/".join(info.quant_types)
+            + (f" as {info.ternary_layout}" if info.ternary_layout not in ("", "TQ") else ""),
             "isa": info.isa,
             "threads": self.model.threads,
             "context": self.model.context,  # capped at the model's own: run_bench checks it is enough
@@ -561,6 +571,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--head", default="f16", help="our engine's LM head (load_model(head=...) checks it)")
     ap.add_argument("--activations", default="f32", help="our engine's activations for llama.cpp types")
+    ap.add_argument("--ternary", default="auto", help="our engine's layout of ternary matrices")
     args = ap.parse_args(argv)
     # replies go to a private copy of stdout; anything the engines print lands on stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -575,7 +586,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     eng: _Ours | _LlamaCpp
     try:
         if args.engine == "trit":
-            eng = _Ours(args.model, args.threads, args.context, args.head, args.activations)
+            eng = _Ours(args.model, args.threads, args.context, args.head, args.activations, args.ternary)
         else:
             eng = _LlamaCpp(args.model, args.threads, args.context, args.batch)
     except refused as e:
@@ -687,6 +698,7 @@ class Worker:
         batch: int = 512,
         head: str = "f16",
         activations: str = "f32",
+        ternary: str = "auto",
     ) -> None:
         self.engine, self.threads = engine, threads
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # closed in close()
@@ -708,6 +720,8 @@ class Worker:
             cmd += ["--head", head]
         if activations != "f32":
             cmd += ["--activations", activations]
+        if ternary != "auto":
+            cmd += ["--ternary", ternary]
         # every engine runs with its defaults (llama.cpp's OpenMP threads spin briefly, then sleep)
         self.proc = subprocess.Popen(
             cmd,
@@ -811,6 +825,7 @@ class RowSpec:
     label: str = ""  # format shown in the table; the worker's own name (+ the head when not f16) when empty
     head: str = "f16"  # our engine only: "q8_0" builds a Q8_0 copy of the f16 LM head at load
     activations: str = "f32"  # our engine only: "q8" rounds them to 8 bits for llama.cpp weight types
+    ternary: str = "auto"  # our engine only: the ternary matrices' layout (load_model(ternary=...))
 
 
 @dataclass
@@ -990,7 +1005,9 @@ def run_bench(
         try:
             trows: list[Row] = []
             for spec in specs:
-                w = Worker(spec.engine, spec.model, t, context, batch, spec.head, spec.activations)
+                w = Worker(
+                    spec.engine, spec.model, t, context, batch, spec.head, spec.activations, spec.ternary
+                )
                 workers.append(w)
                 m = w.meta
                 # our engine caps the context at the model's own; a prompt of p tokens needs p + 1
@@ -1187,7 +1204,10 @@ def write_json(res: BenchResult, path: str | os.PathLike[str]) -> None:
 
 
 def add_cli_args(ap: argparse.ArgumentParser) -> None:
-    from trit.engine.model import LM_HEADS  # `trit bench` runs in a process that has the engine anyway
+    from trit.engine.model import (
+        LM_HEADS,
+        TERNARY_LAYOUTS,
+    )  # `trit bench` runs in a process that has the engine anyway
     from trit.options import int_range
 
     ap.add_argument("-m", "--model", required=True, help="GGUF file or Hugging Face model directory")
@@ -1214,6 +1234,13 @@ def add_cli_args(ap: argparse.ArgumentParser) -> None:
         choices=("f32", "q8"),
         default="f32",
         help="our engine's activations for llama.cpp weight types: q8 rounds them to 8 bits, as llama.cpp does",
+    )
+    ap.add_argument(
+        "--ternary",
+        choices=TERNARY_LAYOUTS,
+        default="auto",
+        help="our engine's ternary matrices: tq (2 bits a weight), b3 (1.6 bits, repacked at load) or "
+        "auto (b3 where this CPU reads it faster)",
     )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument(
@@ -1249,7 +1276,15 @@ def run_cli(args: argparse.Namespace, out: IO[str] = sys.stdout, err: IO[str] = 
         print(msg, file=err, flush=True)
 
     head = getattr(args, "head", "f16")
-    specs = [RowSpec("trit", args.model, head=head, activations=getattr(args, "activations", "f32"))]
+    specs = [
+        RowSpec(
+            "trit",
+            args.model,
+            head=head,
+            activations=getattr(args, "activations", "f32"),
+            ternary=getattr(args, "ternary", "auto"),
+        )
+    ]
     if getattr(args, "peer", False):
         import importlib.util
 

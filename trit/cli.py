@@ -19,7 +19,7 @@ import numpy as np
 
 from trit.engine.errors import ContextFullError, EngineError
 from trit.engine.gguf_loader import WEIGHT_MEMORY
-from trit.engine.model import KV_TYPES, LM_HEADS, Model, Session, Stats
+from trit.engine.model import KV_TYPES, LM_HEADS, TERNARY_LAYOUTS, Model, Session, Stats
 from trit.engine.tokenizer import replace_surrogates
 from trit.launch import interrupted
 from trit.options import MAX_THREADS, int_range, real, writable_file
@@ -97,6 +97,13 @@ def _add_model_args(p: argparse.ArgumentParser, *, default_ok: bool = False) -> 
         action="store_true",
         help="BitNet a4.8 activations: 4-bit inputs of q/k/v and gate/up, TopK (half) on o's input. For "
         "models trained that way; others lose most of their quality (benchmarks/a48_quality.py)",
+    )
+    p.add_argument(
+        "--ternary",
+        choices=TERNARY_LAYOUTS,
+        default="auto",
+        help="ternary matrices in memory: tq = 2 bits per weight, b3 = 1.6 bits (five base-3 codes a "
+        "byte, repacked at load; the same logits); auto (default) = b3 where this CPU reads it faster",
     )
     p.add_argument(
         "--weights",
@@ -289,7 +296,7 @@ def _load(args: argparse.Namespace):
 
 def _load_options(args: argparse.Namespace) -> dict[str, Any]:
     """load_model's (and gguf_model_info's) keywords from the command line."""
-    names = ("threads", "isa", "context", "activations", "head", "weights", "kv", "a48")
+    names = ("threads", "isa", "context", "activations", "head", "weights", "kv", "a48", "ternary")
     return {name: getattr(args, name) for name in names}
 
 

@@ -63,7 +63,7 @@ static unsigned tq_probe(void) {
     const unsigned max_sub7 = r[0];
     const int avx2 = (r[1] >> 5) & 1;
     const int avx512f = (r[1] >> 16) & 1, avx512bw = (r[1] >> 30) & 1, avx512vl = (r[1] >> 31) & 1;
-    const int vnni = (r[2] >> 11) & 1;
+    const int vnni = (r[2] >> 11) & 1, vbmi = (r[2] >> 1) & 1;
     if (ymm_ok && avx2 && fma && f16c) f |= TQ_CPU_AVX2;
     if ((f & TQ_CPU_AVX2) && max_sub7 >= 1) {
         tq_cpuid(7, 1, r);
@@ -72,6 +72,7 @@ static unsigned tq_probe(void) {
     if ((f & TQ_CPU_AVX2) && zmm_ok && avx512f && avx512bw && avx512vl) {
         f |= TQ_CPU_AVX512;
         if (vnni) f |= TQ_CPU_AVX512VNNI;
+        if (vbmi) f |= TQ_CPU_AVX512VBMI;
     }
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)

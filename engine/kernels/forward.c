@@ -193,7 +193,8 @@ tq_state *tq_state_new(const tq_model *m, const tq_kernels *k, int n_ctx, int ma
     s->kvdim = m->n_kv_heads * m->head_dim;
     s->xdim = m->dim > s->qdim ? m->dim : s->qdim;
     int amax = s->xdim > m->hidden ? s->xdim : m->hidden;
-    s->apad = (int)tq_round_up((size_t)amax, TQ_QK);
+    /* whole blocks of either ternary layout: TQ (128) and B3 (320) */
+    s->apad = (int)tq_round_up((size_t)amax, 5 * TQ_QK);
     s->pool = tq_pool_new(nthreads);
     if (!s->pool) goto fail;
     s->nth = tq_pool_threads(s->pool);
@@ -428,9 +429,10 @@ static void tq_mm_chunk_ternary(tq_mm_task *task, const tq_mm_item *it, int r0, 
     const tq_lin *t = it->t;
     const uint8_t *w = t->w + (size_t)r0 * t->row_bytes;
     if (task->ntok == 1)
-        s->k->gemv(w, nr, t->nb, s->qa, s->qsum[0], tmp);
+        (t->b3 ? s->k->b3_gemv : s->k->gemv)(w, nr, t->nb, s->qa, s->qsum[0], tmp);
     else
-        s->k->gemm(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp, (size_t)nr);
+        (t->b3 ? s->k->b3_gemm : s->k->gemm)(w, nr, t->nb, s->qa, (size_t)s->apad, s->qsum, task->ntok, tmp,
+                                             (size_t)nr);
     const float *scale = t->scale + r0;
     if (t->scale_one) {
         if (memcmp(sone, &t->scale1, sizeof(float)) != 0) /* sone holds one value in every slot */

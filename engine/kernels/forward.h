@@ -30,7 +30,8 @@ typedef struct {
     int scale_one;         /* ternary: every scale[r] has the bits of scale1 */
     float scale1;
     const float *bias;     /* rows or NULL */
-    int rows, cols, nb;    /* nb = ceil(cols / 128) for ternary */
+    int rows, cols, nb;    /* nb = ceil(cols / 128) for ternary (B3: ceil(cols / 320)) */
+    int b3;                /* ternary: w in the B3 layout (tq.h; row_bytes = nb * 64) */
     const tq_qk_ops *ops;  /* llama.cpp types: the kernels for the model's ISA */
 } tq_lin;
 

@@ -15,7 +15,10 @@
  * four 2-bit fields in the reverse order. */
 #include "repack.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "tq.h"
 
 /* Trit of a base-3 byte for pow3 = 3^k (ggml's dequantizer): all in 8 and 16 bits, so that gcc
  * vectorizes the loops below with SSE2 (3x faster than 256-entry tables, which it cannot). */
@@ -78,4 +81,36 @@ void tq_repack_tq2_0(const uint8_t *restrict blocks, size_t n, uint8_t *restrict
         }
         nonzero[i] = tq_block_nonzero(o);
     }
+}
+
+int tq_repack_b3(const uint8_t *src, size_t rows, int cols, uint8_t *dst) {
+    const int nb = (cols + TQ_QK - 1) / TQ_QK, nb3 = (cols + TQ_B3_QK - 1) / TQ_B3_QK;
+    const size_t in_bytes = (size_t)nb * TQ_QK_BYTES, out_bytes = (size_t)nb3 * TQ_B3_BYTES;
+    const size_t ncodes = (size_t)nb3 * TQ_B3_QK > (size_t)nb * TQ_QK ? (size_t)nb3 * TQ_B3_QK : (size_t)nb * TQ_QK;
+    uint8_t *codes = malloc(ncodes); /* one row's codes, padded with 1 */
+    if (!codes) return TQ_ENOMEM;
+    uint8_t bad = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *in = src + r * in_bytes;
+        for (int b = 0; b < nb; b++) /* tq.h: byte j of a block holds values j, j+32, j+64, j+96 */
+            for (int f = 0; f < 4; f++) {
+                uint8_t *c = codes + (size_t)b * TQ_QK + 32 * f;
+                const uint8_t *q = in + (size_t)b * TQ_QK_BYTES;
+                for (int j = 0; j < 32; j++) c[j] = (uint8_t)((q[j] >> (6 - 2 * f)) & 3);
+            }
+        memset(codes + cols, 1, ncodes - (size_t)cols);
+        uint8_t *out = dst + r * out_bytes;
+        for (int b = 0; b < nb3; b++) {
+            const uint8_t *c = codes + (size_t)b * TQ_B3_QK;
+            uint8_t *o = out + (size_t)b * TQ_B3_BYTES;
+            for (int j = 0; j < TQ_B3_BYTES; j++) {
+                const uint8_t c0 = c[j], c1 = c[j + 64], c2 = c[j + 128], c3 = c[j + 192], c4 = c[j + 256];
+                bad |= (uint8_t)((c0 == 3) | (c1 == 3) | (c2 == 3) | (c3 == 3) | (c4 == 3));
+                const uint8_t v = (uint8_t)(c0 + 3 * c1 + 9 * c2 + 27 * c3 + 81 * c4); /* <= 242 for codes <= 2 */
+                o[j] = v <= 121 ? v : (uint8_t)(0x80 | (242 - v));
+            }
+        }
+    }
+    free(codes);
+    return bad ? TQ_EINVAL : TQ_OK;
 }

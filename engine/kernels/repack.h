@@ -24,6 +24,13 @@ enum {
 void tq_repack_tq1_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero);
 void tq_repack_tq2_0(const uint8_t *blocks, size_t n, uint8_t *out, uint8_t *nonzero);
 
+/* rows of TQ codes (tq.h: nb = ceil(cols / 128) blocks, nb * 32 bytes a row) -> the B3 layout
+ * (nb3 = ceil(cols / 320) blocks, nb3 * 64 bytes a row; values past cols code 1). dst may be src
+ * when nb3 * 64 <= nb * 32 (each row is read whole before it is written, and no B3 row then ends
+ * past the start of the next TQ row; for short rows the padding makes B3 the longer form).
+ * TQ_EINVAL when a code 3 is met (dst then partly written), TQ_ENOMEM, else TQ_OK. */
+int tq_repack_b3(const uint8_t *src, size_t rows, int cols, uint8_t *dst);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,19 @@ extern "C" {
 #define TQ_QK 128
 #define TQ_QK_BYTES 32
 
+/* The base-3 layout ("B3"), built at load from the TQ layout where the ISA's kernels read it faster
+ * (tq_kernels.b3_fast; benchmarks/micro/base3_512.c): 1.6 bits per weight instead of 2, the same
+ * int32 sums.
+ *   a row of K weights is cut into nb3 = ceil(K / TQ_B3_QK) blocks of TQ_B3_QK = 320 values, each in
+ *   TQ_B3_BYTES = 64 bytes. Byte j (0..63) of a block holds values j + 64k (k = 0..4) as the base-3
+ *   number v = sum_k code_k 3^k (0..242), stored as v when v <= 121 and as 0x80 | (242 - v) above:
+ *   negating every weight (code -> 2 - code) takes v to 242 - v, so the low 7 bits (0..121) index
+ *   a table of 122 patterns and the top bit says to negate. Values past K are code 1 (w = 0); the
+ *   activations are zero padded to nb3 * 320. Rows follow each other with no gap (nb3 * 64 bytes).
+ * These bytes are only ever made by tq_repack_b3 (repack.h), never read from a file. */
+#define TQ_B3_QK 320
+#define TQ_B3_BYTES 64
+
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(TQ_QK_BYTES * 4 == TQ_QK, "four 2-bit codes per byte");
 #endif
@@ -100,12 +113,18 @@ typedef struct {
     tq_q8_dots_fn q8_dots;
     tq_q8_wsum_fn q8_wsum;
     int head_lead; /* bytes f16_gemv prefetches ahead of its reads, 0: none (tq_head_prefetch_far) */
+    tq_gemv_fn b3_gemv; /* the same over the B3 layout (nb: 320-value blocks); every table has them */
+    tq_gemm_fn b3_gemm;
+    int b3_fast;        /* 1: these read a matrix faster than gemv reads its TQ form (load picks B3) */
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */
 void tq_gemv_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out);
 void tq_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                     const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
+void tq_b3_gemv_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out);
+void tq_b3_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                       const int32_t *asum, int ntok, int32_t *out, size_t out_stride);
 float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *sum);
 void tq_f16_gemv_scalar(const uint16_t *w, int rows, int cols, const float *x, float *out);
 void tq_scale_out_scalar(const int32_t *acc, int n, float sa, const float *scale, float *out);
@@ -127,6 +146,7 @@ enum {
     TQ_CPU_NEON_DOTPROD = 1 << 4,
     TQ_CPU_AVXVNNI = 1 << 5,     /* AVX-VNNI (VEX vpdpbusd on YMM), with TQ_CPU_AVX2 */
     TQ_CPU_AMD = 1 << 6,         /* an AMD (or Hygon) x86 CPU: a vendor, for tuning only */
+    TQ_CPU_AVX512VBMI = 1 << 7,  /* AVX-512 VBMI (vpermi2b), with TQ_CPU_AVX512 */
 };
 unsigned tq_cpu_features(void);
 

@@ -684,7 +684,8 @@ static void tq_softmax_avx2(float *x, int n, float scale) {
 #define TQ_AVX2_TABLE(NAME, ISA, GEMV, GEMM, F16, LEAD)                                                 \
     static const tq_kernels NAME = {ISA, GEMV, GEMM, tq_quant_act_avx2, F16, tq_f32_dots_avx2,         \
                                     tq_f32_wsum_avx2, tq_scale_out_avx2, tq_softmax_avx2, tq_f16_dots_avx2,  \
-                                    tq_f16_wsum_avx2, tq_q8_dots_avx2, tq_q8_wsum_avx2, LEAD}
+                                    tq_f16_wsum_avx2, tq_q8_dots_avx2, tq_q8_wsum_avx2, LEAD,           \
+                                    tq_b3_gemv_scalar, tq_b3_gemm_scalar, 0} /* B3: never loaded here */
 
 TQ_AVX2_TABLE(tq_avx2_table, "avx2", tq_gemv_avx2, tq_gemm_avx2, tq_f16_gemv_avx2, TQ_AVX2_HEAD_LEAD);
 TQ_AVX2_TABLE(tq_avx2_far_table, "avx2", tq_gemv_avx2, tq_gemm_avx2, tq_f16_gemv_avx2_far, TQ_AVX2_HEAD_LEAD_FAR);

@@ -534,19 +534,196 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
     if (body < n) _mm512_mask_storeu_ps(x + body, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + body), inv));
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* The B3 layout (tq.h) on AVX-512 VBMI + VNNI: a 64-byte block decodes by two table lookups of its
+ * bytes' low 7 bits (vpermi2b: 128 entries from two registers) into A = code_0 | code_1 << 2 |
+ * code_2 << 4 | code_3 << 6 and B = code_4, each taken back to 2 - code where the byte's top bit
+ * says so (0xaa - A, 2 - B: one masked byte subtraction each). The GEMV then masks A's fields in
+ * place (scaled 1, 4, 16, 64: exact multiples, shifted out at the end, as the TQ GEMV does) and
+ * sums five vpdpbusd against a[64k .. 64k + 63]: per 320 weights 5 decode + 4 AND + 5 vpdpbusd.
+ * On the Intel VM (benchmarks/micro/base3_512.c, 2560 columns) this read 12-14% more weights per
+ * second than the TQ GEMV at one and two threads (6912 columns: 9-10%), for 20% fewer bytes. */
+#if defined(TQ_SIMDE_AVX512) || (defined(_MSC_VER) && !defined(__clang__))
+#define TQ_VBMI
+#else
+#define TQ_VBMI __attribute__((target("avx512vbmi,avx512vnni")))
+#endif
+
+/* A of m (m = 0..121; 122..127 unused): the first four base-3 digits of m as 2-bit fields */
+static const uint8_t tq_b3_lut_a[128] = {
+    0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x10, 0x11, 0x12, 0x14, 0x15, 0x16, 0x18,
+    0x19, 0x1a, 0x20, 0x21, 0x22, 0x24, 0x25, 0x26, 0x28, 0x29, 0x2a, 0x40, 0x41, 0x42, 0x44, 0x45,
+    0x46, 0x48, 0x49, 0x4a, 0x50, 0x51, 0x52, 0x54, 0x55, 0x56, 0x58, 0x59, 0x5a, 0x60, 0x61, 0x62,
+    0x64, 0x65, 0x66, 0x68, 0x69, 0x6a, 0x80, 0x81, 0x82, 0x84, 0x85, 0x86, 0x88, 0x89, 0x8a, 0x90,
+    0x91, 0x92, 0x94, 0x95, 0x96, 0x98, 0x99, 0x9a, 0xa0, 0xa1, 0xa2, 0xa4, 0xa5, 0xa6, 0xa8, 0xa9,
+    0xaa, 0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0a, 0x10, 0x11, 0x12, 0x14, 0x15, 0x16,
+    0x18, 0x19, 0x1a, 0x20, 0x21, 0x22, 0x24, 0x25, 0x26, 0x28, 0x29, 0x2a, 0x40, 0x41, 0x42, 0x44,
+    0x45, 0x46, 0x48, 0x49, 0x4a, 0x50, 0x51, 0x52, 0x54, 0x55, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+
+typedef struct {
+    __m512i a0, a1, b0, b1; /* the tables of A (tq_b3_lut_a) and B (m >= 81) in two registers each */
+} tq_b3_luts;
+
+TQ_INLINE tq_b3_luts tq_b3_load_luts(void) {
+    tq_b3_luts t;
+    t.a0 = _mm512_loadu_si512((const void *)tq_b3_lut_a);
+    t.a1 = _mm512_loadu_si512((const void *)(tq_b3_lut_a + 64));
+    t.b0 = _mm512_setzero_si512();                                       /* m = 0..63: code_4 = 0 */
+    t.b1 = _mm512_mask_set1_epi8(_mm512_setzero_si512(), 0x03fffffffffe0000ull, 1); /* m = 81..121 */
+    return t;
+}
+
+/* a block's 64 bytes -> A and B (above) */
+TQ_INLINE TQ_VBMI void tq_b3_decode(const uint8_t *p, const tq_b3_luts *t, __m512i *fa, __m512i *fb) {
+    const __m512i v = _mm512_loadu_si512((const void *)p);
+    const __mmask64 neg = _mm512_movepi8_mask(v);
+    const __m512i a = _mm512_permutex2var_epi8(t->a0, v, t->a1), b = _mm512_permutex2var_epi8(t->b0, v, t->b1);
+    *fa = _mm512_mask_sub_epi8(a, neg, _mm512_set1_epi8((char)0xaa), a);
+    *fb = _mm512_mask_sub_epi8(b, neg, _mm512_set1_epi8(2), b);
+}
+
+/* One block of one row into its five sums (fields scaled 1, 4, 16, 64 and code_4 unscaled) */
+#define TQ_B3_BLOCK(p, s0, s1, s2, s3, s4)                                                               \
+    do {                                                                                               \
+        __m512i fa_, fb_;                                                                              \
+        tq_b3_decode((p), &t, &fa_, &fb_);                                                             \
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(fa_, m0), x0);                                   \
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(fa_, m1), x1);                                   \
+        s2 = _mm512_dpbusd_epi32(s2, _mm512_and_si512(fa_, m2), x2);                                   \
+        s3 = _mm512_dpbusd_epi32(s3, _mm512_and_si512(fa_, m3), x3);                                   \
+        s4 = _mm512_dpbusd_epi32(s4, fb_, x4);                                                         \
+    } while (0)
+
+/* a row's sum from its five (the scaled fields shifted back: exact multiples), minus asum */
+TQ_INLINE int32_t tq_b3_row_sum(__m512i s0, __m512i s1, __m512i s2, __m512i s3, __m512i s4, int32_t asum) {
+    const __m512i lo = _mm512_add_epi32(s0, _mm512_srai_epi32(s1, 2));
+    const __m512i hi = _mm512_add_epi32(_mm512_srai_epi32(s2, 4), _mm512_srai_epi32(s3, 6));
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(lo, hi), s4)) - asum;
+}
+
+/* Two rows (R = 2, stride bytes apart) or one of the B3 GEMV, sharing each block's activation
+ * loads (four rows would need 20 sums besides the tables and masks: more than 32 registers). Per
+ * block a lane of the 64x field gains at most 4 * 128 * 128 = 65536 in magnitude: 16384 blocks
+ * (5.2M columns) fit int32; rows are far shorter. gcc copies each sum to a scratch register and
+ * back around its vpdpbusd (as in the TQ GEMV); an asm vpdpbusd that kept them in place read no
+ * faster, in L2 or from DRAM (base3_512.c, three alternating runs of each build). */
+TQ_INLINE TQ_VBMI void tq_b3_gemv_rows(const uint8_t *w, size_t stride, int nb, const int8_t *a, int32_t asum,
+                                       int32_t *out, const int R, const int l2) {
+    const tq_b3_luts t = tq_b3_load_luts();
+    const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c);
+    const __m512i m2 = _mm512_set1_epi8(0x30), m3 = _mm512_set1_epi8((char)0xc0);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0;
+    __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0;
+    for (int b = 0; b < nb; b++) {
+        const char *pf = (const char *)w + R * stride + TQ_GEMV_PREFETCH_LEAD + (size_t)b * R * TQ_B3_BYTES;
+        if (l2) { /* the hint must be a constant (clang) */
+            _mm_prefetch(pf, _MM_HINT_T1);
+            if (R == 2) _mm_prefetch(pf + 64, _MM_HINT_T1);
+        } else {
+            _mm_prefetch(pf, _MM_HINT_T0);
+            if (R == 2) _mm_prefetch(pf + 64, _MM_HINT_T0);
+        }
+        const int8_t *ab = a + (size_t)b * TQ_B3_QK;
+        const __m512i x0 = _mm512_loadu_si512((const void *)ab), x1 = _mm512_loadu_si512((const void *)(ab + 64));
+        const __m512i x2 = _mm512_loadu_si512((const void *)(ab + 128));
+        const __m512i x3 = _mm512_loadu_si512((const void *)(ab + 192));
+        const __m512i x4 = _mm512_loadu_si512((const void *)(ab + 256));
+        const uint8_t *p = w + (size_t)b * TQ_B3_BYTES;
+        TQ_B3_BLOCK(p, a0, a1, a2, a3, a4);
+        if (R == 2) TQ_B3_BLOCK(p + stride, b0, b1, b2, b3, b4);
+    }
+    out[0] = tq_b3_row_sum(a0, a1, a2, a3, a4, asum);
+    if (R == 2) out[1] = tq_b3_row_sum(b0, b1, b2, b3, b4, asum);
+}
+
+/* two rows at a time (read best: base3_512.c), in the table's prefetch form (l2: into L2) */
+TQ_INLINE TQ_VBMI void tq_b3_gemv_512(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                      int32_t *out, const int l2) {
+    const size_t stride = (size_t)nb * TQ_B3_BYTES;
+    int r = 0;
+    for (; r + 2 <= rows; r += 2) tq_b3_gemv_rows(w + (size_t)r * stride, stride, nb, a, asum, out + r, 2, l2);
+    if (r < rows) tq_b3_gemv_rows(w + (size_t)r * stride, stride, nb, a, asum, out + r, 1, l2);
+}
+static TQ_VBMI void tq_b3_gemv_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                      int32_t *out) {
+    tq_b3_gemv_512(w, rows, nb, a, asum, out, 0);
+}
+static TQ_VBMI void tq_b3_gemv_avx512_far(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                          int32_t *out) {
+    tq_b3_gemv_512(w, rows, nb, a, asum, out, 1);
+}
+
+/* One row against T tokens (T = 1..4, a constant): each block decoded once, its fields shifted down
+ * to plain codes (the tokens' sums then share one accumulator pair per token: fields 0, 2, 4 and
+ * 1, 3, two dependency chains). */
+TQ_INLINE TQ_VBMI void tq_b3_gemm_row(const uint8_t *w, int nb, const int8_t *a, size_t a_stride,
+                                      const int32_t *asum, int32_t *out, size_t out_stride, const int T) {
+    const tq_b3_luts t = tq_b3_load_luts();
+    const __m512i m = _mm512_set1_epi8(0x03);
+    __m512i s0[4], s1[4];
+    for (int k = 0; k < T; k++) s0[k] = s1[k] = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        __m512i fa, fb;
+        tq_b3_decode(w + (size_t)b * TQ_B3_BYTES, &t, &fa, &fb);
+        const __m512i f0 = _mm512_and_si512(fa, m), f1 = _mm512_and_si512(_mm512_srli_epi16(fa, 2), m);
+        const __m512i f2 = _mm512_and_si512(_mm512_srli_epi16(fa, 4), m), f3 = _mm512_and_si512(_mm512_srli_epi16(fa, 6), m);
+        for (int k = 0; k < T; k++) {
+            const int8_t *ab = a + (size_t)k * a_stride + (size_t)b * TQ_B3_QK;
+            s0[k] = _mm512_dpbusd_epi32(s0[k], f0, _mm512_loadu_si512((const void *)ab));
+            s1[k] = _mm512_dpbusd_epi32(s1[k], f1, _mm512_loadu_si512((const void *)(ab + 64)));
+            s0[k] = _mm512_dpbusd_epi32(s0[k], f2, _mm512_loadu_si512((const void *)(ab + 128)));
+            s1[k] = _mm512_dpbusd_epi32(s1[k], f3, _mm512_loadu_si512((const void *)(ab + 192)));
+            s0[k] = _mm512_dpbusd_epi32(s0[k], fb, _mm512_loadu_si512((const void *)(ab + 256)));
+        }
+    }
+    for (int k = 0; k < T; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_epi32(_mm512_add_epi32(s0[k], s1[k])) - asum[k];
+}
+
+static TQ_VBMI void tq_b3_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                                      const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    if (ntok == 1) { /* one token: the GEMV's two-row pass */
+        tq_b3_gemv_512(w, rows, nb, a, asum[0], out, 0);
+        return;
+    }
+    const size_t stride = (size_t)nb * TQ_B3_BYTES;
+    for (int t0 = 0; t0 < ntok; t0 += 4) {
+        const int8_t *at = a + (size_t)t0 * a_stride;
+        int32_t *ot = out + (size_t)t0 * out_stride;
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *wr = w + (size_t)r * stride;
+            switch (ntok - t0 < 4 ? ntok - t0 : 4) {
+            case 4: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 4); break;
+            case 3: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 3); break;
+            case 2: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 2); break;
+            default: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 1); break;
+            }
+        }
+    }
+}
+
 /* The two tables (VNNI or not: the ternary GEMV and GEMM tq_gemv_/tq_gemm_ SFX), each in both
  * prefetch forms: the head GEMV's (F16, LEAD) and the ternary GEMV's (SFX _far: into L2). */
-#define TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD)                                                          \
+#define TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD, B3GEMV, B3GEMM, B3FAST)                                  \
     static const tq_kernels NAME = {ISA,                 tq_gemv_##SFX,       tq_gemm_##SFX,            \
                                     tq_quant_act_avx512, F16,                 tq_f32_dots_avx512,       \
                                     tq_f32_wsum_avx512,  tq_scale_out_avx512, tq_softmax_avx512,        \
                                     tq_f16_dots_avx512,  tq_f16_wsum_avx512,  tq_q8_dots_avx512,        \
-                                    tq_q8_wsum_avx512,   LEAD}
+                                    tq_q8_wsum_avx512,   LEAD,                B3GEMV,                   \
+                                    B3GEMM,              B3FAST}
 
-TQ_512_TABLE(tq_avx512vnni_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512vnni_far_table, "avx512vnni", avx512vnni_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
-TQ_512_TABLE(tq_avx512_table, "avx512", avx512, tq_f16_gemv_avx512, 0);
-TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD);
+/* the B3 kernels: VBMI's where the CPU has it (the _b3 tables), else the scalar reference (a model
+ * loads B3 only where b3_fast says so, but a table must still run one another table loaded) */
+#define TQ_512_TABLES(NAME, ISA, SFX, F16, LEAD, B3GEMV)                                                  \
+    TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD, tq_b3_gemv_scalar, tq_b3_gemm_scalar, 0);                    \
+    TQ_512_TABLE(NAME##_b3, ISA, SFX, F16, LEAD, B3GEMV, tq_b3_gemm_avx512, 1)
+
+TQ_512_TABLES(tq_avx512vnni_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512, 0, tq_b3_gemv_avx512);
+TQ_512_TABLES(tq_avx512vnni_far_table, "avx512vnni", avx512vnni_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD,
+              tq_b3_gemv_avx512_far);
+TQ_512_TABLE(tq_avx512_table, "avx512", avx512, tq_f16_gemv_avx512, 0, tq_b3_gemv_scalar, tq_b3_gemm_scalar, 0);
+TQ_512_TABLE(tq_avx512_far_table, "avx512", avx512_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD, tq_b3_gemv_scalar,
+             tq_b3_gemm_scalar, 0);
 
 /* TRIT_NO_VNNI=1 hands out the AVX-512BW table on a VNNI CPU, so that the fallback is tested on
  * the machines we have (TRIT_HEAD_PREFETCH_FAR picks the head's form likewise). Read on every call
@@ -558,8 +735,15 @@ const tq_kernels *tq_kernels_avx512(void) {
     const int have_vnni = (tq_cpu_features() & TQ_CPU_AVX512VNNI) != 0;
 #endif
     const int far = tq_head_prefetch_far();
-    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI"))
+#if defined(TQ_SIMDE_AVX512)
+    const int b3 = !tq_env_flag("TRIT_NO_B3");
+#else
+    const int b3 = (tq_cpu_features() & TQ_CPU_AVX512VBMI) && !tq_env_flag("TRIT_NO_B3");
+#endif
+    if (have_vnni && !tq_env_flag("TRIT_NO_VNNI")) {
+        if (b3) return far ? &tq_avx512vnni_far_table_b3 : &tq_avx512vnni_table_b3;
         return far ? &tq_avx512vnni_far_table : &tq_avx512vnni_table;
+    }
     return far ? &tq_avx512_far_table : &tq_avx512_table;
 }
 

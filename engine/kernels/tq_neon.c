@@ -500,6 +500,10 @@ static const tq_kernels tq_neon_dotprod_table = {
     tq_f16_wsum_neon,
     tq_q8_dots_neon,
     tq_q8_wsum_neon,
+    0,
+    tq_b3_gemv_scalar, /* B3: never loaded here (no NEON form measured) */
+    tq_b3_gemm_scalar,
+    0,
 };
 
 static const tq_kernels tq_neon_table = {
@@ -516,6 +520,10 @@ static const tq_kernels tq_neon_table = {
     tq_f16_wsum_neon,
     tq_q8_dots_neon,
     tq_q8_wsum_neon,
+    0,
+    tq_b3_gemv_scalar, /* B3: never loaded here (no NEON form measured) */
+    tq_b3_gemm_scalar,
+    0,
 };
 
 /* TRIT_NO_DOTPROD=1 hands out the plain NEON table on a dotprod CPU, so that the fallback is tested

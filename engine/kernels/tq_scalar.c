@@ -21,18 +21,46 @@ static int32_t tq_row_dot(const uint8_t *row, int nb, const int8_t *a) {
     return acc;
 }
 
+/* the B3 layout (tq.h): byte j of a block holds values j + 64k, code_k = digit k of v in base 3 */
+static int32_t tq_b3_row_dot(const uint8_t *row, int nb, const int8_t *a) {
+    int32_t acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * TQ_B3_BYTES;
+        const int8_t *ab = a + (size_t)b * TQ_B3_QK;
+        for (int j = 0; j < TQ_B3_BYTES; j++) {
+            int v = blk[j] & 0x80 ? 242 - (blk[j] & 0x7f) : blk[j];
+            for (int k = 0; k < 5; k++, v /= 3) acc += (v % 3) * (int32_t)ab[j + 64 * k];
+        }
+    }
+    return acc;
+}
+
+/* out[t * out_stride + r] = dot(row r, token t's activations) - asum[t], rows block_bytes * nb apart */
+static void tq_rows_dots(int32_t (*dot)(const uint8_t *, int, const int8_t *), size_t block_bytes,
+                         const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                         const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    const size_t stride = (size_t)nb * block_bytes;
+    for (int t = 0; t < ntok; t++)
+        for (int r = 0; r < rows; r++)
+            out[(size_t)t * out_stride + r] = dot(w + (size_t)r * stride, nb, a + (size_t)t * a_stride) - asum[t];
+}
+
 void tq_gemv_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    for (int r = 0; r < rows; r++) out[r] = tq_row_dot(w + (size_t)r * stride, nb, a) - asum;
+    tq_rows_dots(tq_row_dot, TQ_QK_BYTES, w, rows, nb, a, 0, &asum, 1, out, 0);
 }
 
 void tq_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                     const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    const size_t stride = (size_t)nb * TQ_QK_BYTES;
-    for (int t = 0; t < ntok; t++)
-        for (int r = 0; r < rows; r++)
-            out[(size_t)t * out_stride + r] =
-                tq_row_dot(w + (size_t)r * stride, nb, a + (size_t)t * a_stride) - asum[t];
+    tq_rows_dots(tq_row_dot, TQ_QK_BYTES, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
+}
+
+void tq_b3_gemv_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum, int32_t *out) {
+    tq_rows_dots(tq_b3_row_dot, TQ_B3_BYTES, w, rows, nb, a, 0, &asum, 1, out, 0);
+}
+
+void tq_b3_gemm_scalar(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
+                       const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
+    tq_rows_dots(tq_b3_row_dot, TQ_B3_BYTES, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);
 }
 
 float tq_quant_act_scalar(const float *x, int n, int npad, int8_t *q, int32_t *sum) {
@@ -170,6 +198,10 @@ static const tq_kernels tq_scalar_table = {
     tq_f16_wsum_scalar,
     tq_q8_dots_scalar,
     tq_q8_wsum_scalar,
+    0,
+    tq_b3_gemv_scalar,
+    tq_b3_gemm_scalar,
+    0,
 };
 
 const tq_kernels *tq_kernels_scalar(void) { return &tq_scalar_table; }

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from trit.engine.ternary import unpack_tq
+from trit.engine.ternary import unpack_ternary
 from trit.engine.weights import ModelWeights, TernaryTensor, dense_float
 
 F32 = np.float32
@@ -80,7 +80,7 @@ class DenseTernary:
     def from_tensor(cls, tt: TernaryTensor) -> DenseTernary:
         if not isinstance(tt, TernaryTensor):
             raise NotImplementedError(f"numpy_ref handles ternary weights only, got {type(tt).__name__}")
-        return cls(unpack_tq(tt.packed, tt.cols).astype(F32), tt.scale.astype(F32))
+        return cls(unpack_ternary(tt).astype(F32), tt.scale.astype(F32))
 
     def __call__(self, x: np.ndarray, four_bit: bool = False) -> np.ndarray:
         q, s = quant_act4(x) if four_bit else quant_act(x)

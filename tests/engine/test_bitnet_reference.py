@@ -317,3 +317,80 @@ def test_the_converter_refuses_a_silu_model_under_bitnet_cpps_name(tmp_path):
 
     with pytest.raises(ValueError, match="ReLU"):
         write_bitnet_gguf(load_hf_weights(DATA / SILU), tmp_path / "x.gguf", arch="bitnet-b1.58")
+
+
+# -- the B3 layout (ternary="b3": five base-3 codes a byte, repacked at load) ----------------------
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", FIXTURES)
+def test_b3_layout_gives_the_same_logits(name, isa):
+    """Integer sums are exact in every layout, so the logits are bit-identical to the TQ layout's,
+    for the prompt pass (the B3 GEMM) and decoding (the B3 GEMV), ragged rows (padded to 320) too."""
+    ref = np.load(DATA / name / "ref.npz")
+    tq = load_model(DATA / name, isa=isa, threads=2, ternary="tq")
+    b3 = load_model(DATA / name, isa=isa, threads=2, ternary="b3")
+    assert (tq.info.ternary_layout, b3.info.ternary_layout) == ("TQ", "B3")
+    for key in ("1", "33"):
+        prompt = ref[f"prompt_{key}"].tolist()
+        np.testing.assert_array_equal(b3.logits(prompt), tq.logits(prompt))
+    prompt = ref["prompt_33"].tolist()[:9]
+    kw = {"max_tokens": 8, "temperature": 0, "repeat_penalty": 1.0, "stop_ids": []}
+    assert b3.generate(prompt, **kw).tokens == tq.generate(prompt, **kw).tokens
+    check_logits(b3.logits(ref["prompt_1"].tolist()), ref["logits_1"])
+
+
+@pytest.mark.parametrize("ttype", ["I2_S", "TQ2_0"])
+def test_b3_from_gguf_files_and_the_callers_weights_stay(ttype, gguf_files):
+    """From the file map and from RAM (the TQ forms' pages dropped as each matrix is repacked), and
+    Model(weights, ternary="b3") leaves the caller's weights in the TQ layout."""
+    from trit.engine.model import Model
+
+    path = gguf_files[("bitnet-s256-packed", ttype)]
+    prompt = list(range(3, 40))
+    want = load_model(path, threads=1, ternary="tq").logits(prompt)
+    for memory in ("map", "ram"):
+        m = load_model(path, threads=1, ternary="b3", weights=memory)
+        assert m.info.ternary_layout == "B3"
+        np.testing.assert_array_equal(m.logits(prompt), want)
+    w = load_model(path, threads=1, ternary="tq").weights
+    m = Model(w, threads=1, ternary="b3")
+    assert {lw.q.layout for lw in w.layers} == {"tq"} and m.weights.layers[0].q.layout == "b3"
+    np.testing.assert_array_equal(m.logits(prompt), want)
+    # 256 and 512 columns: 64 and 128 bytes a row in either layout (B3 pads rows to 320 values)
+    assert m.info.weight_bytes == load_model(path, threads=1, ternary="tq").info.weight_bytes
+
+
+def test_ternary_auto_and_its_override(monkeypatch, gguf_files):
+    """ "auto" takes B3 only where the kernels are faster in it and its rows are shorter: these
+    256-column rows pad to 320 (64 bytes either way), so they stay TQ; TRIT_TERNARY=b3 forces it."""
+    path = gguf_files[("bitnet-s256-packed", "I2_S")]
+    assert load_model(path, threads=1).info.ternary_layout == "TQ"
+    monkeypatch.setenv("TRIT_TERNARY", "b3")
+    assert load_model(path, threads=1).info.ternary_layout == "B3"
+    assert load_model(path, threads=1, ternary="tq").info.ternary_layout == "TQ"
+    with pytest.raises(ValueError, match="ternary must be one of"):
+        load_model(path, ternary="base3")
+
+
+def test_ternary_auto_picks_b3_where_it_reads_faster(tmp_path):
+    """A model 1280 / 3200 wide (whole B3 blocks: its rows a fifth shorter in B3): "auto" holds it
+    in B3 exactly where the kernel table says B3 reads faster (AVX-512 VBMI + VNNI), and the logits
+    are the TQ layout's either way."""
+    from trit.engine._core import kernel_b3_fast
+
+    from trit.bench import BenchShape, write_random_models
+
+    shape = BenchShape(
+        "b3", n_layers=2, dim=1280, hidden=3200, n_heads=10, n_kv_heads=2, head_dim=128, vocab=512
+    )
+    path = write_random_models(shape, tmp_path, formats=("I2_S",), seed=3)["I2_S"]
+    tq = load_model(path, threads=2, ternary="tq")
+    auto = load_model(path, threads=2)
+    prompt = list(range(1, 30))
+    np.testing.assert_array_equal(auto.logits(prompt), tq.logits(prompt))
+    if not kernel_b3_fast():
+        assert auto.info.ternary_layout == "TQ"
+        return
+    assert auto.info.ternary_layout == "B3"
+    mats = [t for lw in tq.weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
+    ternary_bytes = sum(t.packed.nbytes for t in mats)
+    assert tq.info.weight_bytes - auto.info.weight_bytes == ternary_bytes // 5  # 2 -> 1.6 bits a weight

@@ -30,6 +30,8 @@ OPTIONS = [
     {"head": "q8_0", "weights": "ram"},
     {"context": 100, "threads": 3, "kv": "f16", "a48": True, "activations": "q8"},
     {"context": 100000, "kv": "q3", "isa": "scalar"},
+    {"ternary": "b3"},
+    {"ternary": "tq", "weights": "map"},
 ]
 
 

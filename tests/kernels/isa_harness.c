@@ -21,6 +21,8 @@
  *  11 q8_dots   len n stride | rows i8[len*stride] | x f32[n]
  *  12 q8_wsum   len n stride | rows i8[len*stride] | w f32[len]
  *  13 sumsq     n prefetch | x f32[n]   (tq_norm.h, the same code for every table)
+ *  14 b3_gemv   as gemv with the B3 layout (tq.h): w u8[rows*nb*64] | a i8[nb*320]
+ *  15 b3_gemm   as gemm with the B3 layout: w u8[rows*nb*64]
  * Output: the table name in 16 bytes (NUL padded), then per record
  *   gemv i32[rows] | gemm i32[ntok*rows] (row-major by token) | quant i8[max(n,npad)] i32 sum f32 scale
  *   f16_gemv f32[rows] | f32/f16/q8_dots f32[len] | f32/f16/q8_wsum f32[n] | scale_out f32[n] | softmax f32[n]
@@ -56,23 +58,25 @@ int main(int argc, char **argv) {
     for (;;) {
         const int32_t kind = rd_i32();
         if (kind == 0) break;
-        if (kind == 1) {
+        if (kind == 1 || kind == 14) {
+            const int b3 = kind == 14, bb = b3 ? TQ_B3_BYTES : TQ_QK_BYTES, qk = b3 ? TQ_B3_QK : TQ_QK;
             const int rows = rd_i32(), nb = rd_i32(), asum = rd_i32(), off = rd_i32();
-            tq_buf w = buf_read((size_t)rows * nb * TQ_QK_BYTES, (size_t)off);
-            tq_buf a = buf_read((size_t)nb * TQ_QK, (size_t)off + 2);
+            tq_buf w = buf_read((size_t)rows * nb * bb, (size_t)off);
+            tq_buf a = buf_read((size_t)nb * qk, (size_t)off + 2);
             int32_t *out = malloc(sizeof(int32_t) * (size_t)(rows > 0 ? rows : 1));
-            k->gemv(w.p, rows, nb, (const int8_t *)a.p, asum, out);
+            (b3 ? k->b3_gemv : k->gemv)(w.p, rows, nb, (const int8_t *)a.p, asum, out);
             wr(out, sizeof(int32_t) * (size_t)rows);
             free(out), free(w.raw), free(a.raw);
-        } else if (kind == 2) {
+        } else if (kind == 2 || kind == 15) {
+            const int b3 = kind == 15;
             const int rows = rd_i32(), nb = rd_i32(), ntok = rd_i32();
             const int a_stride = rd_i32(), out_stride = rd_i32(), off = rd_i32();
-            tq_buf w = buf_read((size_t)rows * nb * TQ_QK_BYTES, (size_t)off);
+            tq_buf w = buf_read((size_t)rows * nb * (b3 ? TQ_B3_BYTES : TQ_QK_BYTES), (size_t)off);
             tq_buf a = buf_read((size_t)ntok * a_stride, (size_t)off + 1);
             tq_buf s = buf_read(sizeof(int32_t) * (size_t)ntok, 0);
             int32_t *out = malloc(sizeof(int32_t) * (size_t)ntok * out_stride);
-            k->gemm(w.p, rows, nb, (const int8_t *)a.p, (size_t)a_stride, (const int32_t *)s.p, ntok, out,
-                    (size_t)out_stride);
+            (b3 ? k->b3_gemm : k->gemm)(w.p, rows, nb, (const int8_t *)a.p, (size_t)a_stride, (const int32_t *)s.p,
+                                        ntok, out, (size_t)out_stride);
             for (int t = 0; t < ntok; t++) wr(out + (size_t)t * out_stride, sizeof(int32_t) * (size_t)rows);
             free(out), free(w.raw), free(a.raw), free(s.raw);
         } else if (kind == 3) {

@@ -36,6 +36,7 @@ VARIANTS = [
     ("avx512-novnni", "avx512", {"TRIT_NO_VNNI": "1"}),
     ("avx512-otherprefetch", "avx512", OTHER_PREFETCH),
     ("avx512-novnni-otherprefetch", "avx512", {"TRIT_NO_VNNI": "1", **OTHER_PREFETCH}),
+    ("avx512-nob3", "avx512", {"TRIT_NO_B3": "1"}),
     ("neon", "neon", {}),
     ("neon-nodotprod", "neon", {"TRIT_NO_DOTPROD": "1"}),
 ]
@@ -61,11 +62,20 @@ def isa(request, monkeypatch):
         assert table == "avx512"
         if not K.cpu_features()["avx512vnni"]:
             pytest.skip("avx512-novnni: same table as avx512 on this CPU")
+    if vid == "avx512-nob3":  # TRIT_NO_B3: the VNNI table with the scalar B3 kernels
+        if not _b3_simd():
+            pytest.skip("avx512-nob3: this CPU has no AVX-512 VBMI + VNNI B3 kernels to turn off")
+        assert not K.b3_fast(name)
     if vid == "neon-nodotprod":
         assert table == "neon"
         if not K.cpu_features()["neon_dotprod"]:
             pytest.skip("neon-nodotprod: same table as neon on this CPU")
     return name
+
+
+def _b3_simd() -> bool:
+    f = K.cpu_features()
+    return f["avx512vnni"] and f["avx512vbmi"]
 
 
 def pack_ternary(w: np.ndarray) -> np.ndarray:
@@ -262,6 +272,123 @@ def test_gemm_extremes(isa):
         a[1::2] = 127
         asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
         np.testing.assert_array_equal(K.gemm(isa, wp, a, asum), ref_dot(w, a).T)
+
+
+# --------------------------------------------------------------------------------------------------
+# the B3 layout (tq.h: five base-3 codes a byte)
+
+B3_QK = 320
+
+
+def pack_b3(w: np.ndarray) -> np.ndarray:
+    """int8 ternary [rows, cols] -> the B3 layout uint8 [rows, nb3 * 64], from tq.h's words: a row
+    is cut into blocks of 320 values (padded with w = 0); byte j of a block holds values j + 64k
+    (k = 0..4) as v = sum_k code_k 3^k, stored as v when v <= 121, else as 0x80 | (242 - v)."""
+    rows, cols = w.shape
+    nb3 = max(1, -(-cols // B3_QK))
+    codes = np.ones((rows, nb3 * B3_QK), dtype=np.int32)
+    codes[:, :cols] = w.astype(np.int32) + 1
+    out = np.zeros((rows, nb3 * 64), dtype=np.uint8)
+    for b in range(nb3):
+        for j in range(64):
+            v = sum(codes[:, b * B3_QK + 64 * k + j] * 3**k for k in range(5))
+            out[:, b * 64 + j] = np.where(v <= 121, v, 0x80 | (242 - v))
+    return out
+
+
+def b3_of(packed: np.ndarray, cols: int) -> np.ndarray:
+    """The engine's repack (_core.repack_b3) of TQ rows"""
+    from trit.engine import _core
+
+    out = np.empty((packed.shape[0], -(-cols // B3_QK) * 64), dtype=np.uint8)
+    _core.repack_b3(packed, cols, out)
+    return out
+
+
+def pad_b3(a: np.ndarray, cols: int) -> np.ndarray:
+    out = np.zeros(a.shape[:-1] + (-(-cols // B3_QK) * B3_QK,), dtype=np.int8)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+@pytest.mark.parametrize("cols", [1, 100, 128, 319, 320, 321, 640, 704, 2560, 6912])
+def test_b3_repack_matches_the_layout(cols):
+    rng = np.random.default_rng(SEED + cols)
+    w = rand_ternary(rng, 5, cols)
+    w[0] = 1  # every pattern of both signs and the all-zero one turn up across the rows
+    w[1] = -1
+    np.testing.assert_array_equal(b3_of(pack_ternary(w), cols), pack_b3(w))
+
+
+def test_b3_repack_in_place_and_bad_codes():
+    """dst may be src where B3 rows are the shorter (2560 columns: 512 bytes against 640); a code 3
+    (no ternary value) is refused."""
+    from trit.engine import _core
+
+    rng = np.random.default_rng(SEED + 9)
+    w = rand_ternary(rng, 9, 2560)
+    buf = pack_ternary(w)
+    out = buf.reshape(-1)[: 9 * 512].reshape(9, 512)
+    _core.repack_b3(buf, 2560, out)
+    np.testing.assert_array_equal(out, pack_b3(w))
+    bad = pack_ternary(w)
+    bad[4, 7] |= 0x03
+    with pytest.raises(ValueError, match="code 3"):
+        _core.repack_b3(bad, 2560, np.empty((9, 512), np.uint8))
+    with pytest.raises(ValueError, match="columns"):
+        _core.repack_b3(bad, 2561, np.empty((9, 512), np.uint8))
+
+
+def test_b3_fast_where_measured():
+    """The loader picks B3 where b3_fast: only the AVX-512 VBMI + VNNI kernels (base3_512.c)."""
+    assert not K.b3_fast("scalar")
+    if "avx2" in K.available_isas():
+        assert not K.b3_fast("avx2")
+    if "avx512" in K.available_isas():
+        assert K.b3_fast("avx512") == _b3_simd()
+
+
+@pytest.mark.parametrize("cols", [1, 300, 320, 321, 704, 2560, 6912])
+def test_b3_gemv(isa, cols):
+    rng = np.random.default_rng(SEED + 11 + cols)
+    for rows in (1, 2, 3, 5, 8):
+        w = rand_ternary(rng, rows, cols)
+        a = rand_act(rng, cols)
+        wb = b3_of(pack_ternary(w), cols)
+        ap = pad_b3(a, cols)
+        got = K.gemv(isa, unaligned(wb, rows % 2), ap, int(a.astype(np.int64).sum()), layout="b3")
+        np.testing.assert_array_equal(got, ref_dot(w, a), err_msg=f"{isa} rows={rows} cols={cols}")
+
+
+def test_b3_extremes(isa):
+    """+1 / -1 rows against -128 / 127: the 64x field's lanes at their largest (tq_avx512.c)"""
+    cols = 6912
+    w = np.ones((4, cols), dtype=np.int8)
+    w[1] = -1
+    w[2, ::2] = -1
+    w[3] = 0
+    wb = b3_of(pack_ternary(w), cols)
+    for aval in (-128, 127):
+        a = pad_b3(np.full(cols, aval, dtype=np.int8), cols)
+        got = K.gemv(isa, wb, a, int(a.astype(np.int64).sum()), layout="b3")
+        np.testing.assert_array_equal(got, ref_dot(w, a[:cols]))
+
+
+@pytest.mark.parametrize("ntok", [1, 2, 3, 4, 5, 9])
+def test_b3_gemm(isa, ntok):
+    """strided, unaligned activation rows and padded output rows, as the prompt pass gives them"""
+    rng = np.random.default_rng(SEED + 12 + ntok)
+    for rows, cols in ((1, 320), (7, 700), (65, 2560)):
+        w = rand_ternary(rng, rows, cols)
+        pcols = -(-cols // B3_QK) * B3_QK
+        big = np.zeros((ntok, pcols + 2 + ntok), dtype=np.int8)
+        big[:, 1 : 1 + cols] = rand_act(rng, ntok, cols)
+        a = big[:, 1 : 1 + pcols]
+        asum = a.astype(np.int64).sum(axis=1).astype(np.int32)
+        got = K.gemm(isa, b3_of(pack_ternary(w), cols), a, asum, out_pad=ntok % 3, layout="b3")
+        np.testing.assert_array_equal(
+            got, ref_dot(w, a[:, :cols]).T, err_msg=f"{isa} rows={rows} cols={cols}"
+        )
 
 
 @pytest.mark.parametrize("rows, cols, ntok", [(260, 2560, 37), (151, 6912, 6)])

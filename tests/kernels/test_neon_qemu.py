@@ -27,6 +27,7 @@ CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 
 QK = 128
+B3_QK = 320  # values per block of the B3 layout (tq.h)
 SEED = 20261126
 EPS32 = float(np.finfo(np.float32).eps)
 # Float sums in another order / with FMA: random-walk rounding error bound, see test_kernels.py.
@@ -44,6 +45,19 @@ def pack_ternary(w: np.ndarray) -> np.ndarray:
     codes[:, :cols] = (w + 1).astype(np.uint8)
     c = codes.reshape(rows, nb, 4, 32)
     return np.ascontiguousarray(((c[:, :, 0] << 6) | (c[:, :, 1] << 4) | (c[:, :, 2] << 2) | c[:, :, 3]).reshape(rows, -1))
+
+
+def pack_b3(w: np.ndarray) -> np.ndarray:
+    """int8 ternary [rows, cols] -> the B3 layout uint8 [rows, nb3 * 64] (tq.h), padded with w = 0:
+    byte j of a 320-value block holds values j + 64k as v = sum_k code_k 3^k, stored as v when
+    v <= 121, else as 0x80 | (242 - v)."""
+    rows, cols = w.shape
+    nb3 = max(1, -(-cols // B3_QK))
+    codes = np.ones((rows, nb3 * B3_QK), dtype=np.int32)
+    codes[:, :cols] = w.astype(np.int32) + 1
+    c = codes.reshape(rows, nb3, 5, 64)
+    v = (c * (3 ** np.arange(5, dtype=np.int32))[None, None, :, None]).sum(axis=2)
+    return np.ascontiguousarray(np.where(v <= 121, v, 0x80 | (242 - v)).astype(np.uint8).reshape(rows, -1))
 
 
 def ref_quant(x: np.ndarray, npad: int):
@@ -69,26 +83,29 @@ class Vectors:
     def _ints(self, *vals: int) -> None:
         self.chunks.append(struct.pack(f"<{len(vals)}i", *vals))
 
-    def gemv(self, w: np.ndarray, a: np.ndarray, off: int) -> None:
-        wp = pack_ternary(w)
-        nb = wp.shape[1] // 32
-        ap = np.zeros(nb * QK, np.int8)
+    def gemv(self, w: np.ndarray, a: np.ndarray, off: int, b3: bool = False) -> None:
+        """b3: the weights in the B3 layout, through b3_gemv"""
+        wp = pack_b3(w) if b3 else pack_ternary(w)
+        qk = B3_QK if b3 else QK
+        nb = wp.shape[1] // (64 if b3 else 32)
+        ap = np.zeros(nb * qk, np.int8)
         ap[: a.size] = a
-        self._ints(1, w.shape[0], nb, int(ap.astype(np.int64).sum()), off)
+        self._ints(14 if b3 else 1, w.shape[0], nb, int(ap.astype(np.int64).sum()), off)
         self.chunks += [wp.tobytes(), ap.tobytes()]
         ref = (w.astype(np.int64) @ a.astype(np.int64)).astype(np.int32)
         self.checks.append(("gemv", w.shape, ref))
 
-    def gemm(self, w: np.ndarray, a: np.ndarray, extra: int, out_pad: int, off: int) -> None:
-        wp = pack_ternary(w)
-        nb = wp.shape[1] // 32
+    def gemm(self, w: np.ndarray, a: np.ndarray, extra: int, out_pad: int, off: int, b3: bool = False) -> None:
+        wp = pack_b3(w) if b3 else pack_ternary(w)
+        qk = B3_QK if b3 else QK
+        nb = wp.shape[1] // (64 if b3 else 32)
         ntok = a.shape[0]
-        stride = nb * QK + extra
+        stride = nb * qk + extra
         ap = np.zeros((ntok, stride), np.int8)
         ap[:, : a.shape[1]] = a
-        ap[:, nb * QK :] = 99  # bytes between rows must not be read as activations
-        asum = ap[:, : nb * QK].astype(np.int64).sum(axis=1).astype(np.int32)
-        self._ints(2, w.shape[0], nb, ntok, stride, w.shape[0] + out_pad, off)
+        ap[:, nb * qk :] = 99  # bytes between rows must not be read as activations
+        asum = ap[:, : nb * qk].astype(np.int64).sum(axis=1).astype(np.int32)
+        self._ints(15 if b3 else 2, w.shape[0], nb, ntok, stride, w.shape[0] + out_pad, off)
         self.chunks += [wp.tobytes(), ap.tobytes(), asum.astype("<i4").tobytes()]
         ref = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.int32)
         self.checks.append(("gemm", (ntok, w.shape[0], nb), ref))
@@ -169,6 +186,16 @@ def build_vectors() -> Vectors:
     v.gemm(np.ones((6, 33 * QK), np.int8), np.full((5, 33 * QK), -128, np.int8), 3, 1, 1)
     # more rows than one row panel (tq_gemm.h: 128 KB of weights, 74-75 rows at 6912 columns)
     v.gemm(rng.integers(-1, 2, (151, 6912), dtype=np.int8), rng.integers(-128, 128, (6, 6912), dtype=np.int8), 5, 2, 1)
+    # the B3 layout: short and padded rows, the 2B4T widths, extreme values, every token count
+    for rows in (1, 2, 3, 5):
+        for cols in (1, 319, 320, 321, 2560, 6912):
+            v.gemv(rng.integers(-1, 2, (rows, cols), dtype=np.int8), rng.integers(-128, 128, cols, dtype=np.int8), rows % 2, b3=True)
+    for wval in (1, -1):
+        v.gemv(np.full((3, 2560), wval, np.int8), np.full(2560, -128, np.int8), 1, b3=True)
+    for ntok in (1, 2, 3, 4, 5, 9):
+        cols = 640 - ntok * 3
+        w = rng.integers(-1, 2, (7, cols), dtype=np.int8)
+        v.gemm(w, rng.integers(-128, 128, (ntok, cols), dtype=np.int8), ntok * 5, ntok % 3, ntok % 2, b3=True)
     for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 129, 2560, 6912):
         x = (rng.standard_normal(n) * rng.uniform(0.01, 100)).astype(np.float32)
         v.quant(x, n)

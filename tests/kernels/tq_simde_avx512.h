@@ -34,6 +34,8 @@ static inline simde__m512i tq_simde_srav_epi32(simde__m512i a, simde__m512i coun
     return a;
 }
 #define _mm512_srav_epi32(a, count) tq_simde_srav_epi32(a, count)
+/* SIMDe 0.7.4 has no _mm512_srai_epi32: the same shift by one count in every lane */
+#define _mm512_srai_epi32(a, n) tq_simde_srav_epi32(a, simde_mm512_set1_epi32(n))
 
 /* sum of the 16 lanes, wrapping like the instructions' 32-bit adds */
 static inline int tq_simde_reduce_add_epi32(simde__m512i a) {
