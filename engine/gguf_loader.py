@@ -576,7 +576,7 @@ def gguf_model_info(
             ffn_act=cfg.act,
             activations="f32" if "activations" in no_effect else activations,
             no_effect=tuple(no_effect),
-            ternary_layout=layout_name(layouts),
+            ternary=layout_name(layouts),
         )
 
 

@@ -110,8 +110,9 @@ class ModelInfo:
     # (a llama.cpp quantized type); ternary layers and float heads are the same in both modes
     no_effect: tuple[str, ...] = ()  # load_model options that change nothing on this model, whatever
     # their value: "activations" (no llama.cpp quantized matrix), "head" (the head is not a float one)
-    ternary_layout: str = ""  # how the ternary matrices are held: "TQ" (2 bits per weight) or "B3"
-    # (1.6 bits, repacked at load), "TQ + B3" when only some rows are shorter in B3; "" without any
+    ternary: str = ""  # the ternary matrices' layout in effect (load_model(ternary=...)): "tq" (2 bits
+    # per weight), "b3" (1.6 bits, repacked at load) or "tq+b3" ("auto": only some matrices' rows are
+    # shorter in B3); "" without any
 
     def describe(self) -> str:
         return "\n".join(f"{k:12s} {v}" for k, v in self.__dict__.items())
@@ -210,9 +211,9 @@ def _b3_rule(ternary: str, isa: str | None) -> str:
 
 
 def layout_name(layouts: Iterable[str]) -> str:
-    """ModelInfo.ternary_layout for the layouts of a model's ternary matrices ("tq", "b3")."""
+    """ModelInfo.ternary for the layouts of a model's ternary matrices ("tq", "b3")."""
     seen = set(layouts)
-    return " + ".join(x.upper() for x in ("tq", "b3") if x in seen)
+    return "+".join(x for x in ("tq", "b3") if x in seen)
 
 
 def _ternary_layout(weights: ModelWeights, ternary: str, isa: str | None, *, release: bool) -> ModelWeights:
@@ -477,7 +478,7 @@ class Model:
             ffn_act=cfg.act,
             activations="f32" if "activations" in no_effect else activations,
             no_effect=tuple(no_effect),
-            ternary_layout=layout_name(t.layout for t in mats if isinstance(t, TernaryTensor)),
+            ternary=layout_name(t.layout for t in mats if isinstance(t, TernaryTensor)),
         )
 
     # -- sessions ------------------------------------------------------------------------------

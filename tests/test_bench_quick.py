@@ -27,7 +27,7 @@ SCRIPT = ROOT / "benchmarks" / "bench_decode.py"
 TINY = ["-p", "8", "-n", "4", "--ttft-prompt", "8", "--reps", "1", "-t", "1", "--bw-mib", "64"]
 # the quick shape's rows: where the CPU reads B3 faster, the default holds its 2816-column matrices
 # in B3 (load_model(ternary="auto")) and a row with the file's own layout runs beside it
-QUICK_FORMATS = ("I2_S", "I2_S+Q8_0 head", "I2_S as TQ + B3", "I2_S as TQ + B3+Q8_0 head")
+QUICK_FORMATS = ("I2_S", "I2_S+Q8_0 head", "I2_S as TQ+B3", "I2_S as TQ+B3+Q8_0 head")
 
 
 def _run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -86,9 +86,9 @@ def test_bench_decode_quick_and_trit_bench(tmp_path: Path) -> None:
         # 2-bit layout runs beside it.
         f16_row, tq_row, q8_row = data["rows"]
         auto = tq - 4 * 1024 * (704 - 576)
-        assert f16_row["format"] == "I2_S as TQ + B3" and tq_row["format"] == "I2_S"
+        assert f16_row["format"] == "I2_S as TQ+B3" and tq_row["format"] == "I2_S"
         assert tq_row["weight_bytes"] == tq + 32000 * 1024 * 2
-        assert q8_row["format"] == "I2_S as TQ + B3+Q8_0 head"
+        assert q8_row["format"] == "I2_S as TQ+B3+Q8_0 head"
     else:
         f16_row, q8_row = data["rows"]
         auto = tq

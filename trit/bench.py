@@ -458,7 +458,7 @@ class _Ours:
         self.meta = {
             # the ternary matrices' layout in memory when not the file's own 2-bit one (I2_S as B3)
             "format": "/".join(info.quant_types)
-            + (f" as {info.ternary_layout}" if info.ternary_layout not in ("", "TQ") else ""),
+            + (f" as {info.ternary.upper()}" if info.ternary not in ("", "tq") else ""),
             "isa": info.isa,
             "threads": self.model.threads,
             "context": self.model.context,  # capped at the model's own: run_bench checks it is enough

@@ -328,7 +328,7 @@ def test_b3_layout_gives_the_same_logits(name, isa):
     ref = np.load(DATA / name / "ref.npz")
     tq = load_model(DATA / name, isa=isa, threads=2, ternary="tq")
     b3 = load_model(DATA / name, isa=isa, threads=2, ternary="b3")
-    assert (tq.info.ternary_layout, b3.info.ternary_layout) == ("TQ", "B3")
+    assert (tq.info.ternary, b3.info.ternary) == ("tq", "b3")
     for key in ("1", "33"):
         prompt = ref[f"prompt_{key}"].tolist()
         np.testing.assert_array_equal(b3.logits(prompt), tq.logits(prompt))
@@ -349,7 +349,7 @@ def test_b3_from_gguf_files_and_the_callers_weights_stay(ttype, gguf_files):
     want = load_model(path, threads=1, ternary="tq").logits(prompt)
     for memory in ("map", "ram"):
         m = load_model(path, threads=1, ternary="b3", weights=memory)
-        assert m.info.ternary_layout == "B3"
+        assert m.info.ternary == "b3"
         np.testing.assert_array_equal(m.logits(prompt), want)
     w = load_model(path, threads=1, ternary="tq").weights
     m = Model(w, threads=1, ternary="b3")
@@ -363,10 +363,10 @@ def test_ternary_auto_and_its_override(monkeypatch, gguf_files):
     """ "auto" takes B3 only where the kernels are faster in it and its rows are shorter: these
     256-column rows pad to 320 (64 bytes either way), so they stay TQ; TRIT_TERNARY=b3 forces it."""
     path = gguf_files[("bitnet-s256-packed", "I2_S")]
-    assert load_model(path, threads=1).info.ternary_layout == "TQ"
+    assert load_model(path, threads=1).info.ternary == "tq"
     monkeypatch.setenv("TRIT_TERNARY", "b3")
-    assert load_model(path, threads=1).info.ternary_layout == "B3"
-    assert load_model(path, threads=1, ternary="tq").info.ternary_layout == "TQ"
+    assert load_model(path, threads=1).info.ternary == "b3"
+    assert load_model(path, threads=1, ternary="tq").info.ternary == "tq"
     with pytest.raises(ValueError, match="ternary must be one of"):
         load_model(path, ternary="base3")
 
@@ -388,9 +388,9 @@ def test_ternary_auto_picks_b3_where_it_reads_faster(tmp_path):
     prompt = list(range(1, 30))
     np.testing.assert_array_equal(auto.logits(prompt), tq.logits(prompt))
     if not kernel_b3_fast():
-        assert auto.info.ternary_layout == "TQ"
+        assert auto.info.ternary == "tq"
         return
-    assert auto.info.ternary_layout == "B3"
+    assert auto.info.ternary == "b3"
     mats = [t for lw in tq.weights.layers for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down)]
     ternary_bytes = sum(t.packed.nbytes for t in mats)
     assert tq.info.weight_bytes - auto.info.weight_bytes == ternary_bytes // 5  # 2 -> 1.6 bits a weight

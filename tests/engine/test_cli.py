@@ -135,6 +135,12 @@ def test_logits(tiny_gguf, tmp_path):
     r = trit("logits", "-m", str(tiny_gguf), "--ids", "4,5,6", "--kv", "f16", "-o", str(out))
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(out), load_model(tiny_gguf, threads=1, kv="f16").logits([4, 5, 6]))
+    # --ternary b3 holds the matrices in the B3 layout: the same logits, and trit info says so
+    r = trit("logits", "-m", str(tiny_gguf), "--ids", "4,5,6", "--ternary", "b3", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(out), load_model(tiny_gguf, threads=1).logits([4, 5, 6]))
+    r = trit("info", "-m", str(tiny_gguf), "--ternary", "b3")
+    assert r.returncode == 0 and re.search(r"^ternary +b3$", r.stdout, re.MULTILINE), r.stdout
 
 
 def test_info_and_logits_use_the_default_model_without_m(default_model_gguf, tmp_path):
