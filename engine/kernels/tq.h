@@ -115,7 +115,8 @@ typedef struct {
     int head_lead; /* bytes f16_gemv prefetches ahead of its reads, 0: none (tq_head_prefetch_far) */
     tq_gemv_fn b3_gemv; /* the same over the B3 layout (nb: 320-value blocks); every table has them */
     tq_gemm_fn b3_gemm;
-    int b3_fast;        /* 1: these read a matrix faster than gemv reads its TQ form (load picks B3) */
+    int b3_fast;        /* 1: these were measured to read a matrix faster than gemv reads its TQ form,
+                         * on this kind of CPU (load_model's "auto" then picks B3) */
 } tq_kernels;
 
 /* Scalar reference: the spec every other path must match. */

@@ -654,31 +654,76 @@ static TQ_VBMI void tq_b3_gemv_avx512_far(const uint8_t *w, int rows, int nb, co
     tq_b3_gemv_512(w, rows, nb, a, asum, out, 1);
 }
 
-/* One row against T tokens (T = 1..4, a constant): each block decoded once, its fields shifted down
- * to plain codes (the tokens' sums then share one accumulator pair per token: fields 0, 2, 4 and
- * 1, 3, two dependency chains). */
-TQ_INLINE TQ_VBMI void tq_b3_gemm_row(const uint8_t *w, int nb, const int8_t *a, size_t a_stride,
-                                      const int32_t *asum, int32_t *out, size_t out_stride, const int T) {
+/* The B3 GEMM (a prompt: many tokens per pass over the weights). Decoding a block costs about as
+ * much as its five vpdpbusd, so it is done once per row and chunk of TQ_B3_CHUNK blocks for all
+ * the tokens: four rows' codes are unpacked into a buffer in L1 (one byte per weight, 0..2, in
+ * value order), and a 4-row x 4-token tile of plain vpdpbusd runs over it (each 64 codes of a row
+ * meet each token's 64 activations once, 16 products of 64 per 4 + 4 loads, as the TQ GEMM's tile
+ * does). Partial sums of each chunk are added into out (the first chunk stores them, less asum). */
+#define TQ_B3_CHUNK 8 /* blocks: 2560 values, a 2B4T row of q/k/v/o/gate/up in one chunk */
+
+/* codes of blocks [b0, b1) of one row -> buf (value order: block b's value 64k + j at buf[(b - b0) * 320 + 64k + j]) */
+TQ_INLINE TQ_VBMI void tq_b3_unpack(const uint8_t *row, int b0, int b1, uint8_t *buf) {
     const tq_b3_luts t = tq_b3_load_luts();
     const __m512i m = _mm512_set1_epi8(0x03);
-    __m512i s0[4], s1[4];
-    for (int k = 0; k < T; k++) s0[k] = s1[k] = _mm512_setzero_si512();
-    for (int b = 0; b < nb; b++) {
+    for (int b = b0; b < b1; b++) {
         __m512i fa, fb;
-        tq_b3_decode(w + (size_t)b * TQ_B3_BYTES, &t, &fa, &fb);
-        const __m512i f0 = _mm512_and_si512(fa, m), f1 = _mm512_and_si512(_mm512_srli_epi16(fa, 2), m);
-        const __m512i f2 = _mm512_and_si512(_mm512_srli_epi16(fa, 4), m), f3 = _mm512_and_si512(_mm512_srli_epi16(fa, 6), m);
-        for (int k = 0; k < T; k++) {
-            const int8_t *ab = a + (size_t)k * a_stride + (size_t)b * TQ_B3_QK;
-            s0[k] = _mm512_dpbusd_epi32(s0[k], f0, _mm512_loadu_si512((const void *)ab));
-            s1[k] = _mm512_dpbusd_epi32(s1[k], f1, _mm512_loadu_si512((const void *)(ab + 64)));
-            s0[k] = _mm512_dpbusd_epi32(s0[k], f2, _mm512_loadu_si512((const void *)(ab + 128)));
-            s1[k] = _mm512_dpbusd_epi32(s1[k], f3, _mm512_loadu_si512((const void *)(ab + 192)));
-            s0[k] = _mm512_dpbusd_epi32(s0[k], fb, _mm512_loadu_si512((const void *)(ab + 256)));
+        tq_b3_decode(row + (size_t)b * TQ_B3_BYTES, &t, &fa, &fb);
+        uint8_t *o = buf + (size_t)(b - b0) * TQ_B3_QK;
+        _mm512_storeu_si512((void *)o, _mm512_and_si512(fa, m));
+        _mm512_storeu_si512((void *)(o + 64), _mm512_and_si512(_mm512_srli_epi16(fa, 2), m));
+        _mm512_storeu_si512((void *)(o + 128), _mm512_and_si512(_mm512_srli_epi16(fa, 4), m));
+        _mm512_storeu_si512((void *)(o + 192), _mm512_and_si512(_mm512_srli_epi16(fa, 6), m));
+        _mm512_storeu_si512((void *)(o + 256), fb);
+    }
+}
+
+/* acc + the u8 x s8 dot products of u and s, in acc's register. gcc 12 compiles the intrinsic as
+ * a copy of the sum to a scratch register, vpdpbusd there and a copy back; with the tile's 16 sums
+ * that ran out of registers and spilled sums to the stack inside the loop (perf: the prompt GEMM
+ * 10% slower than the TQ one). The asm names the sum as read and written, so it stays put. */
+TQ_INLINE TQ_VNNI __m512i tq_b3_dpbusd(__m512i acc, __m512i u, __m512i s) {
+#if defined(__GNUC__) && !defined(TQ_SIMDE_AVX512)
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+    return acc;
+#else
+    return _mm512_dpbusd_epi32(acc, u, s);
+#endif
+}
+
+/* R rows' unpacked codes (buf, rows `len` bytes apart) against T tokens' activations at a (rows
+ * a_stride apart), len values: the R x T dot products into out[t * out_stride + r], stored (first)
+ * or added. R, T: 1..4, constants. */
+TQ_INLINE TQ_VNNI void tq_b3_tile(const uint8_t *buf, int len, const int8_t *a, size_t a_stride, int32_t *out,
+                                  size_t out_stride, int first, const int32_t *asum, const int R, const int T) {
+    __m512i acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < T; k++) acc[r][k] = _mm512_setzero_si512();
+    for (int c = 0; c < len; c += 64) {
+        __m512i x[4];
+        for (int k = 0; k < T; k++) x[k] = _mm512_loadu_si512((const void *)(a + (size_t)k * a_stride + c));
+        for (int r = 0; r < R; r++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(buf + (size_t)r * len + c));
+            for (int k = 0; k < T; k++) acc[r][k] = tq_b3_dpbusd(acc[r][k], w, x[k]);
         }
     }
-    for (int k = 0; k < T; k++) out[(size_t)k * out_stride] = _mm512_reduce_add_epi32(_mm512_add_epi32(s0[k], s1[k])) - asum[k];
+    for (int k = 0; k < T; k++) {
+        int32_t v[4], *o = out + (size_t)k * out_stride;
+        if (R == 4)
+            _mm_storeu_si128((__m128i *)v, tq_reduce4_epi32(acc[0][k], acc[1][k], acc[2][k], acc[3][k]));
+        else
+            for (int r = 0; r < R; r++) v[r] = _mm512_reduce_add_epi32(acc[r][k]);
+        for (int r = 0; r < R; r++) o[r] = first ? v[r] - asum[k] : o[r] + v[r];
+    }
 }
+
+#define TQ_B3_TILE_T(R)                                                                                  \
+    switch (T) {                                                                                       \
+    case 4: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 4); break;         \
+    case 3: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 3); break;         \
+    case 2: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 2); break;         \
+    default: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 1); break;        \
+    }
 
 static TQ_VBMI void tq_b3_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
                                       const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
@@ -687,16 +732,23 @@ static TQ_VBMI void tq_b3_gemm_avx512(const uint8_t *w, int rows, int nb, const 
         return;
     }
     const size_t stride = (size_t)nb * TQ_B3_BYTES;
-    for (int t0 = 0; t0 < ntok; t0 += 4) {
-        const int8_t *at = a + (size_t)t0 * a_stride;
-        int32_t *ot = out + (size_t)t0 * out_stride;
-        for (int r = 0; r < rows; r++) {
-            const uint8_t *wr = w + (size_t)r * stride;
-            switch (ntok - t0 < 4 ? ntok - t0 : 4) {
-            case 4: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 4); break;
-            case 3: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 3); break;
-            case 2: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 2); break;
-            default: tq_b3_gemm_row(wr, nb, at, a_stride, asum + t0, ot + r, out_stride, 1); break;
+    uint8_t buf[4 * TQ_B3_CHUNK * TQ_B3_QK]; /* 10 KB */
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const int R = rows - r0 < 4 ? rows - r0 : 4;
+        for (int b0 = 0; b0 < nb; b0 += TQ_B3_CHUNK) {
+            const int b1 = nb - b0 < TQ_B3_CHUNK ? nb : b0 + TQ_B3_CHUNK, len = (b1 - b0) * TQ_B3_QK;
+            const int first = b0 == 0;
+            for (int r = 0; r < R; r++) tq_b3_unpack(w + (size_t)(r0 + r) * stride, b0, b1, buf + (size_t)r * len);
+            for (int t0 = 0; t0 < ntok; t0 += 4) {
+                const int T = ntok - t0 < 4 ? ntok - t0 : 4;
+                const int8_t *at = a + (size_t)t0 * a_stride + (size_t)b0 * TQ_B3_QK;
+                int32_t *ot = out + (size_t)t0 * out_stride + r0;
+                switch (R) {
+                case 4: TQ_B3_TILE_T(4) break;
+                case 3: TQ_B3_TILE_T(3) break;
+                case 2: TQ_B3_TILE_T(2) break;
+                default: TQ_B3_TILE_T(1) break;
+                }
             }
         }
     }
@@ -712,11 +764,13 @@ static TQ_VBMI void tq_b3_gemm_avx512(const uint8_t *w, int rows, int nb, const 
                                     tq_q8_wsum_avx512,   LEAD,                B3GEMV,                   \
                                     B3GEMM,              B3FAST}
 
-/* the B3 kernels: VBMI's where the CPU has it (the _b3 tables), else the scalar reference (a model
- * loads B3 only where b3_fast says so, but a table must still run one another table loaded) */
+/* the B3 kernels: VBMI's where the CPU has it (the _b3 tables; _b3x where they were not measured
+ * faster than the TQ kernels: b3_fast 0), else the scalar reference (a model loads B3 only where
+ * b3_fast says so, or when asked, but any table must run it) */
 #define TQ_512_TABLES(NAME, ISA, SFX, F16, LEAD, B3GEMV)                                                  \
     TQ_512_TABLE(NAME, ISA, SFX, F16, LEAD, tq_b3_gemv_scalar, tq_b3_gemm_scalar, 0);                    \
-    TQ_512_TABLE(NAME##_b3, ISA, SFX, F16, LEAD, B3GEMV, tq_b3_gemm_avx512, 1)
+    TQ_512_TABLE(NAME##_b3, ISA, SFX, F16, LEAD, B3GEMV, tq_b3_gemm_avx512, 1);                          \
+    TQ_512_TABLE(NAME##_b3x, ISA, SFX, F16, LEAD, B3GEMV, tq_b3_gemm_avx512, 0)
 
 TQ_512_TABLES(tq_avx512vnni_table, "avx512vnni", avx512vnni, tq_f16_gemv_avx512, 0, tq_b3_gemv_avx512);
 TQ_512_TABLES(tq_avx512vnni_far_table, "avx512vnni", avx512vnni_far, tq_f16_gemv_avx512_far, TQ_512_HEAD_LEAD,
@@ -735,13 +789,18 @@ const tq_kernels *tq_kernels_avx512(void) {
     const int have_vnni = (tq_cpu_features() & TQ_CPU_AVX512VNNI) != 0;
 #endif
     const int far = tq_head_prefetch_far();
+    /* TRIT_NO_B3=1: the VNNI table with the scalar B3 kernels (tests) */
 #if defined(TQ_SIMDE_AVX512)
     const int b3 = !tq_env_flag("TRIT_NO_B3");
 #else
     const int b3 = (tq_cpu_features() & TQ_CPU_AVX512VBMI) && !tq_env_flag("TRIT_NO_B3");
 #endif
+    /* B3 read faster on the Intel VM (base3_512.c); AMD's Zen 4 has not been measured: there the
+     * kernels are in the table (ternary="b3" uses them) but "auto" keeps TQ */
+    const int b3_measured = !(tq_cpu_features() & TQ_CPU_AMD);
     if (have_vnni && !tq_env_flag("TRIT_NO_VNNI")) {
-        if (b3) return far ? &tq_avx512vnni_far_table_b3 : &tq_avx512vnni_table_b3;
+        if (b3 && b3_measured) return far ? &tq_avx512vnni_far_table_b3 : &tq_avx512vnni_table_b3;
+        if (b3) return far ? &tq_avx512vnni_far_table_b3x : &tq_avx512vnni_table_b3x;
         return far ? &tq_avx512vnni_far_table : &tq_avx512vnni_table;
     }
     return far ? &tq_avx512_far_table : &tq_avx512_table;
