@@ -44,7 +44,7 @@
 #endif
 
 #define TQ_512_GEMV_ROWS 4
-/* GEMM tile: 4 rows x 4 tokens = 16 int32 accumulators (the VNNI 4 x 4 case: tq_gemm_tile44_vnni). */
+/* AVX-512BW GEMM tile: 4 rows x 4 tokens = 16 int32 accumulators (the VNNI GEMM: tq_unpacked_gemm). */
 #define TQ_512_GEMM_ROWS 4
 #define TQ_512_GEMM_TOKS TQ_GEMM_TOKS
 
@@ -159,9 +159,8 @@ TQ_INLINE TQ_VNNI void tq_gemv_rows_vnni_l2(const uint8_t *w, size_t stride, int
 TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni, TQ_VNNI, tq_gemv_rows_vnni_l1, TQ_512_GEMV_ROWS)
 TQ_GEMV_BY_ROWS(tq_gemv_avx512vnni_far, TQ_VNNI, tq_gemv_rows_vnni_l2, TQ_512_GEMV_ROWS)
 
-/* GEMM tiles decode with shifts (codes 0..2, one accumulator per row and token): the decode is
- * shared by T tokens, so the cheaper-to-decode masked form would not pay for its second
- * accumulator. */
+/* The AVX-512BW GEMM tile decodes with shifts (codes 0..2, one accumulator per row and token):
+ * the decode is shared by T tokens. */
 TQ_INLINE void tq_decode_block_512(const uint8_t *p, __m512i m3, __m512i sh01, __m512i sh23, __m512i *c01,
                                    __m512i *c23) {
     const __m512i q = tq_bcast_block(p);
@@ -186,73 +185,6 @@ TQ_INLINE void tq_store_4x4(__m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS], con
     _mm_storeu_si128((__m128i *)(out + 2 * out_stride), _mm512_extracti32x4_epi32(res, 2));
     _mm_storeu_si128((__m128i *)(out + 3 * out_stride), _mm512_extracti32x4_epi32(res, 3));
 }
-
-/* R rows x T tokens, every case but the full 4 x 4 one (tq_gemm_tile44_vnni below). */
-TQ_INLINE TQ_VNNI void tq_gemm_tile_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
-                                         size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride,
-                                         const int R, const int T) {
-    const __m512i m3 = _mm512_set1_epi8(3);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
-    __m512i acc[TQ_512_GEMM_ROWS][TQ_512_GEMM_TOKS]; /* int32 x 16 per (row, token) */
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_si512();
-    for (int b = 0; b < nb; b++) {
-        __m512i c01[TQ_512_GEMM_ROWS], c23[TQ_512_GEMM_ROWS];
-        for (int r = 0; r < R; r++)
-            tq_decode_block_512(w + r * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01[r], &c23[r]);
-        for (int t = 0; t < T; t++) {
-            const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
-            const __m512i x01 = _mm512_loadu_si512((const void *)ab);
-            const __m512i x23 = _mm512_loadu_si512((const void *)(ab + 64));
-            for (int r = 0; r < R; r++)
-                acc[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[r][t], c01[r], x01), c23[r], x23);
-        }
-    }
-    for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++) out[t * out_stride + r] = _mm512_reduce_add_epi32(acc[r][t]) - asum[t];
-}
-
-/* The full 4 x 4 tile, written out: 16 accumulators, 8 activation registers (4 tokens' block),
- * 2 code registers (one row's block at a time) and 3 constants = 29 of the 32 ZMM. gcc compiled the
- * generic tile's 4 x 4 case (an accumulator array, its decode of all four rows first, every (R, T)
- * inlined into one function) with 16 register copies and 8 stack stores per block besides the 32
- * vpdpbusd; this loop has neither. Same sums (int32 adds of the same products). Measured on Zen 4
- * (2B4T shape, pp128, medians of six alternating runs): 73.0 -> 82.8 tok/s at one thread, 139.6 ->
- * 158.7 at two; the kernel alone 44-47 -> 51-58 multiply-adds per cycle. */
-#define TQ_GEMM44_ROW(r)                                                                            \
-    do {                                                                                           \
-        __m512i c01, c23;                                                                          \
-        tq_decode_block_512(w + (r) * stride + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01, &c23); \
-        a##r##0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a##r##0, c01, x01[0]), c23, x23[0]);       \
-        a##r##1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a##r##1, c01, x01[1]), c23, x23[1]);       \
-        a##r##2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a##r##2, c01, x01[2]), c23, x23[2]);       \
-        a##r##3 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a##r##3, c01, x01[3]), c23, x23[3]);       \
-    } while (0)
-
-TQ_NOINLINE TQ_VNNI void tq_gemm_tile44_vnni(const uint8_t *w, size_t stride, int nb, const int8_t *a,
-                                             size_t a_stride, const int32_t *asum, int32_t *out, size_t out_stride) {
-    const __m512i m3 = _mm512_set1_epi8(3);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
-    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;
-    __m512i a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-    for (int b = 0; b < nb; b++) {
-        __m512i x01[4], x23[4];
-        for (int t = 0; t < 4; t++) {
-            const int8_t *ab = a + t * a_stride + (size_t)b * TQ_QK;
-            x01[t] = _mm512_loadu_si512((const void *)ab);
-            x23[t] = _mm512_loadu_si512((const void *)(ab + 64));
-        }
-        TQ_GEMM44_ROW(0);
-        TQ_GEMM44_ROW(1);
-        TQ_GEMM44_ROW(2);
-        TQ_GEMM44_ROW(3);
-    }
-    __m512i acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
-    tq_store_4x4(acc, asum, out, out_stride);
-}
-#undef TQ_GEMM44_ROW
 
 /* ---------------------------------------------------------------------------------------------- */
 /* AVX-512BW without VNNI */
@@ -330,7 +262,6 @@ TQ_INLINE void tq_gemm_tile_bw(const uint8_t *w, size_t stride, int nb, const in
 /* ---------------------------------------------------------------------------------------------- */
 /* GEMM entry points: tq_gemm.h's loops around this file's tiles. */
 
-TQ_GEMM_TILE_ANY_FULL(tq_gemm_tile_any_vnni, TQ_VNNI, tq_gemm_tile_vnni, TQ_512_GEMM_ROWS, tq_gemm_tile44_vnni)
 TQ_GEMM_TILE_ANY(tq_gemm_tile_any_bw, , tq_gemm_tile_bw, TQ_512_GEMM_ROWS)
 
 /* NAME: tq_gemm_fn whose single tokens go to GEMV and the rest through TILE */
@@ -339,8 +270,6 @@ TQ_GEMM_TILE_ANY(tq_gemm_tile_any_bw, , tq_gemm_tile_bw, TQ_512_GEMM_ROWS)
                      int ntok, int32_t *out, size_t out_stride) {                                          \
         tq_gemm_drive(GEMV, TILE, TQ_512_GEMM_ROWS, w, rows, nb, a, a_stride, asum, ntok, out, out_stride);  \
     }
-TQ_512_GEMM(tq_gemm_avx512vnni, tq_gemv_avx512vnni, tq_gemm_tile_any_vnni)
-TQ_512_GEMM(tq_gemm_avx512vnni_far, tq_gemv_avx512vnni_far, tq_gemm_tile_any_vnni)
 TQ_512_GEMM(tq_gemm_avx512, tq_gemv_avx512, tq_gemm_tile_any_bw)
 TQ_512_GEMM(tq_gemm_avx512_far, tq_gemv_avx512_far, tq_gemm_tile_any_bw)
 
@@ -654,15 +583,19 @@ static TQ_VBMI void tq_b3_gemv_avx512_far(const uint8_t *w, int rows, int nb, co
     tq_b3_gemv_512(w, rows, nb, a, asum, out, 1);
 }
 
-/* The B3 GEMM (a prompt: many tokens per pass over the weights). Decoding a block costs about as
- * much as its five vpdpbusd, so it is done once per row and chunk of TQ_B3_CHUNK blocks for all
- * the tokens: four rows' codes are unpacked into a buffer in L1 (one byte per weight, 0..2, in
- * value order), and a 4-row x 4-token tile of plain vpdpbusd runs over it (each 64 codes of a row
- * meet each token's 64 activations once, 16 products of 64 per 4 + 4 loads, as the TQ GEMM's tile
- * does). Partial sums of each chunk are added into out (the first chunk stores them, less asum). */
-#define TQ_B3_CHUNK 8 /* blocks: 2560 values, a 2B4T row of q/k/v/o/gate/up in one chunk */
+/* The unpacked GEMM (a prompt: many tokens per pass over the weights), for both layouts. Decoding
+ * a B3 block costs about as much as its five vpdpbusd, and a TQ block's shifts and masks a third
+ * of its work, so each row is decoded once per chunk of TQ_UNPACK_CHUNK values for all the
+ * tokens: four rows' codes are unpacked into a buffer in L1 (one byte per weight, 0..2, in value
+ * order), and a 4-row x 4-token tile of plain vpdpbusd runs over it (each 64 codes of a row meet
+ * each token's 64 activations once: 16 vpdpbusd per 4 + 4 loads). Partial sums of each chunk are
+ * added into out (the first chunk stores them, less asum). On the Intel VM (2B4T, pp128, three
+ * alternating processes each) it took the TQ layout's prompts from 72-76 to 93-100 tok/s at one
+ * thread and from 143-147 to 174-185 at two, against the tiles that decoded each block once per
+ * four tokens (their 4 x 4 tile had been tuned on Zen 4, where this form is not yet measured). */
+#define TQ_UNPACK_CHUNK 2560 /* values (20 TQ blocks, 8 B3 blocks): a 2B4T row of q/k/v/o/gate/up */
 
-/* codes of blocks [b0, b1) of one row -> buf (value order: block b's value 64k + j at buf[(b - b0) * 320 + 64k + j]) */
+/* codes of B3 blocks [b0, b1) of one row -> buf (value order: block b's value 64k + j at buf[(b - b0) * 320 + 64k + j]) */
 TQ_INLINE TQ_VBMI void tq_b3_unpack(const uint8_t *row, int b0, int b1, uint8_t *buf) {
     const tq_b3_luts t = tq_b3_load_luts();
     const __m512i m = _mm512_set1_epi8(0x03);
@@ -678,11 +611,25 @@ TQ_INLINE TQ_VBMI void tq_b3_unpack(const uint8_t *row, int b0, int b1, uint8_t 
     }
 }
 
+/* codes of TQ blocks [b0, b1) of one row -> buf (tq.h: byte j holds values j, j+32, j+64, j+96 in
+ * bits 7-6 .. 1-0; the block broadcast to both halves, shifted 6 | 4 and 2 | 0, masked) */
+TQ_INLINE void tq_tq_unpack(const uint8_t *row, int b0, int b1, uint8_t *buf) {
+    const __m512i m = _mm512_set1_epi8(0x03);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
+    for (int b = b0; b < b1; b++) {
+        const __m512i q = tq_bcast_block(row + (size_t)b * TQ_QK_BYTES);
+        uint8_t *o = buf + (size_t)(b - b0) * TQ_QK;
+        _mm512_storeu_si512((void *)o, _mm512_and_si512(_mm512_srlv_epi64(q, sh01), m));
+        _mm512_storeu_si512((void *)(o + 64), _mm512_and_si512(_mm512_srlv_epi64(q, sh23), m));
+    }
+}
+
 /* acc + the u8 x s8 dot products of u and s, in acc's register. gcc 12 compiles the intrinsic as
  * a copy of the sum to a scratch register, vpdpbusd there and a copy back; with the tile's 16 sums
  * that ran out of registers and spilled sums to the stack inside the loop (perf: the prompt GEMM
  * 10% slower than the TQ one). The asm names the sum as read and written, so it stays put. */
-TQ_INLINE TQ_VNNI __m512i tq_b3_dpbusd(__m512i acc, __m512i u, __m512i s) {
+TQ_INLINE TQ_VNNI __m512i tq_dpbusd_inplace(__m512i acc, __m512i u, __m512i s) {
 #if defined(__GNUC__) && !defined(TQ_SIMDE_AVX512)
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
     return acc;
@@ -694,7 +641,7 @@ TQ_INLINE TQ_VNNI __m512i tq_b3_dpbusd(__m512i acc, __m512i u, __m512i s) {
 /* R rows' unpacked codes (buf, rows `len` bytes apart) against T tokens' activations at a (rows
  * a_stride apart), len values: the R x T dot products into out[t * out_stride + r], stored (first)
  * or added. R, T: 1..4, constants. */
-TQ_INLINE TQ_VNNI void tq_b3_tile(const uint8_t *buf, int len, const int8_t *a, size_t a_stride, int32_t *out,
+TQ_INLINE TQ_VNNI void tq_unpacked_tile(const uint8_t *buf, int len, const int8_t *a, size_t a_stride, int32_t *out,
                                   size_t out_stride, int first, const int32_t *asum, const int R, const int T) {
     __m512i acc[4][4];
     for (int r = 0; r < R; r++)
@@ -704,7 +651,7 @@ TQ_INLINE TQ_VNNI void tq_b3_tile(const uint8_t *buf, int len, const int8_t *a, 
         for (int k = 0; k < T; k++) x[k] = _mm512_loadu_si512((const void *)(a + (size_t)k * a_stride + c));
         for (int r = 0; r < R; r++) {
             const __m512i w = _mm512_loadu_si512((const void *)(buf + (size_t)r * len + c));
-            for (int k = 0; k < T; k++) acc[r][k] = tq_b3_dpbusd(acc[r][k], w, x[k]);
+            for (int k = 0; k < T; k++) acc[r][k] = tq_dpbusd_inplace(acc[r][k], w, x[k]);
         }
     }
     for (int k = 0; k < T; k++) {
@@ -717,42 +664,55 @@ TQ_INLINE TQ_VNNI void tq_b3_tile(const uint8_t *buf, int len, const int8_t *a, 
     }
 }
 
-#define TQ_B3_TILE_T(R)                                                                                  \
+#define TQ_UNPACKED_TILE_T(R)                                                                            \
     switch (T) {                                                                                       \
-    case 4: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 4); break;         \
-    case 3: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 3); break;         \
-    case 2: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 2); break;         \
-    default: tq_b3_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 1); break;        \
+    case 4: tq_unpacked_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 4); break;   \
+    case 3: tq_unpacked_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 3); break;   \
+    case 2: tq_unpacked_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 2); break;   \
+    default: tq_unpacked_tile(buf, len, at, a_stride, ot, out_stride, first, asum + t0, R, 1); break;  \
     }
 
-static TQ_VBMI void tq_b3_gemm_avx512(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,
-                                      const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {
-    if (ntok == 1) { /* one token: the GEMV's two-row pass */
-        tq_b3_gemv_512(w, rows, nb, a, asum[0], out, 0);
-        return;
+/* static ATTR void NAME(...): a tq_gemm_fn over QK-value blocks of BLOCK_BYTES that UNPACK decodes;
+ * one token goes to GEMV1(w, rows, nb, a, asum, out) */
+#define TQ_UNPACKED_GEMM(NAME, ATTR, UNPACK, QK, BLOCK_BYTES, GEMV1)                                      \
+    static ATTR void NAME(const uint8_t *w, int rows, int nb, const int8_t *a, size_t a_stride,         \
+                          const int32_t *asum, int ntok, int32_t *out, size_t out_stride) {              \
+        if (ntok == 1) {                                                                               \
+            GEMV1(w, rows, nb, a, asum[0], out);                                                       \
+            return;                                                                                    \
+        }                                                                                              \
+        const int per_chunk = TQ_UNPACK_CHUNK / (QK);                                                  \
+        const size_t stride = (size_t)nb * (BLOCK_BYTES);                                              \
+        uint8_t buf[4 * TQ_UNPACK_CHUNK]; /* 10 KB */                                                  \
+        for (int r0 = 0; r0 < rows; r0 += 4) {                                                         \
+            const int R = rows - r0 < 4 ? rows - r0 : 4;                                               \
+            for (int b0 = 0; b0 < nb; b0 += per_chunk) {                                               \
+                const int b1 = nb - b0 < per_chunk ? nb : b0 + per_chunk, len = (b1 - b0) * (QK);      \
+                const int first = b0 == 0;                                                             \
+                for (int r = 0; r < R; r++) UNPACK(w + (size_t)(r0 + r) * stride, b0, b1, buf + (size_t)r * len); \
+                for (int t0 = 0; t0 < ntok; t0 += 4) {                                                 \
+                    const int T = ntok - t0 < 4 ? ntok - t0 : 4;                                       \
+                    const int8_t *at = a + (size_t)t0 * a_stride + (size_t)b0 * (QK);                  \
+                    int32_t *ot = out + (size_t)t0 * out_stride + r0;                                  \
+                    switch (R) {                                                                       \
+                    case 4: TQ_UNPACKED_TILE_T(4) break;                                               \
+                    case 3: TQ_UNPACKED_TILE_T(3) break;                                               \
+                    case 2: TQ_UNPACKED_TILE_T(2) break;                                               \
+                    default: TQ_UNPACKED_TILE_T(1) break;                                              \
+                    }                                                                                  \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
     }
-    const size_t stride = (size_t)nb * TQ_B3_BYTES;
-    uint8_t buf[4 * TQ_B3_CHUNK * TQ_B3_QK]; /* 10 KB */
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-        const int R = rows - r0 < 4 ? rows - r0 : 4;
-        for (int b0 = 0; b0 < nb; b0 += TQ_B3_CHUNK) {
-            const int b1 = nb - b0 < TQ_B3_CHUNK ? nb : b0 + TQ_B3_CHUNK, len = (b1 - b0) * TQ_B3_QK;
-            const int first = b0 == 0;
-            for (int r = 0; r < R; r++) tq_b3_unpack(w + (size_t)(r0 + r) * stride, b0, b1, buf + (size_t)r * len);
-            for (int t0 = 0; t0 < ntok; t0 += 4) {
-                const int T = ntok - t0 < 4 ? ntok - t0 : 4;
-                const int8_t *at = a + (size_t)t0 * a_stride + (size_t)b0 * TQ_B3_QK;
-                int32_t *ot = out + (size_t)t0 * out_stride + r0;
-                switch (R) {
-                case 4: TQ_B3_TILE_T(4) break;
-                case 3: TQ_B3_TILE_T(3) break;
-                case 2: TQ_B3_TILE_T(2) break;
-                default: TQ_B3_TILE_T(1) break;
-                }
-            }
-        }
-    }
+
+/* one token through the B3 GEMV's two-row pass (in its near prefetch form) */
+TQ_INLINE TQ_VBMI void tq_b3_gemv_near(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
+                                       int32_t *out) {
+    tq_b3_gemv_512(w, rows, nb, a, asum, out, 0);
 }
+TQ_UNPACKED_GEMM(tq_b3_gemm_avx512, TQ_VBMI, tq_b3_unpack, TQ_B3_QK, TQ_B3_BYTES, tq_b3_gemv_near)
+TQ_UNPACKED_GEMM(tq_gemm_avx512vnni, TQ_VNNI, tq_tq_unpack, TQ_QK, TQ_QK_BYTES, tq_gemv_avx512vnni)
+TQ_UNPACKED_GEMM(tq_gemm_avx512vnni_far, TQ_VNNI, tq_tq_unpack, TQ_QK, TQ_QK_BYTES, tq_gemv_avx512vnni_far)
 
 /* The two tables (VNNI or not: the ternary GEMV and GEMM tq_gemv_/tq_gemm_ SFX), each in both
  * prefetch forms: the head GEMV's (F16, LEAD) and the ternary GEMV's (SFX _far: into L2). */
