@@ -470,8 +470,9 @@ static void tq_softmax_avx512(float *x, int n, float scale) {
  * says so (0xaa - A, 2 - B: one masked byte subtraction each). The GEMV then masks A's fields in
  * place (scaled 1, 4, 16, 64: exact multiples, shifted out at the end, as the TQ GEMV does) and
  * sums five vpdpbusd against a[64k .. 64k + 63]: per 320 weights 5 decode + 4 AND + 5 vpdpbusd.
- * On the Intel VM (benchmarks/micro/base3_512.c, 2560 columns) this read 12-14% more weights per
- * second than the TQ GEMV at one and two threads (6912 columns: 9-10%), for 20% fewer bytes. */
+ * On the Intel VM (benchmarks/micro/base3_512.c, 2560 columns, six runs) this read 11% / 12% more
+ * weights per second than the TQ GEMV at one / two threads (medians; runs 0.99-1.29x; 6912
+ * columns: 9-10%), for 20% fewer bytes. */
 #if defined(TQ_SIMDE_AVX512) || (defined(_MSC_VER) && !defined(__clang__))
 #define TQ_VBMI
 #else
@@ -611,17 +612,18 @@ TQ_INLINE TQ_VBMI void tq_b3_unpack(const uint8_t *row, int b0, int b1, uint8_t 
     }
 }
 
-/* codes of TQ blocks [b0, b1) of one row -> buf (tq.h: byte j holds values j, j+32, j+64, j+96 in
- * bits 7-6 .. 1-0; the block broadcast to both halves, shifted 6 | 4 and 2 | 0, masked) */
+/* codes of TQ blocks [b0, b1) of one row -> buf (tq_decode_block_512: values j | j + 32, then
+ * j + 64 | j + 96, so value order) */
 TQ_INLINE void tq_tq_unpack(const uint8_t *row, int b0, int b1, uint8_t *buf) {
-    const __m512i m = _mm512_set1_epi8(0x03);
+    const __m512i m3 = _mm512_set1_epi8(3);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi64(6), _mm256_set1_epi64x(4), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi64(2), _mm256_set1_epi64x(0), 1);
     for (int b = b0; b < b1; b++) {
-        const __m512i q = tq_bcast_block(row + (size_t)b * TQ_QK_BYTES);
+        __m512i c01, c23;
+        tq_decode_block_512(row + (size_t)b * TQ_QK_BYTES, m3, sh01, sh23, &c01, &c23);
         uint8_t *o = buf + (size_t)(b - b0) * TQ_QK;
-        _mm512_storeu_si512((void *)o, _mm512_and_si512(_mm512_srlv_epi64(q, sh01), m));
-        _mm512_storeu_si512((void *)(o + 64), _mm512_and_si512(_mm512_srlv_epi64(q, sh23), m));
+        _mm512_storeu_si512((void *)o, c01);
+        _mm512_storeu_si512((void *)(o + 64), c23);
     }
 }
 
@@ -705,12 +707,7 @@ TQ_INLINE TQ_VNNI void tq_unpacked_tile(const uint8_t *buf, int len, const int8_
         }                                                                                              \
     }
 
-/* one token through the B3 GEMV's two-row pass (in its near prefetch form) */
-TQ_INLINE TQ_VBMI void tq_b3_gemv_near(const uint8_t *w, int rows, int nb, const int8_t *a, int32_t asum,
-                                       int32_t *out) {
-    tq_b3_gemv_512(w, rows, nb, a, asum, out, 0);
-}
-TQ_UNPACKED_GEMM(tq_b3_gemm_avx512, TQ_VBMI, tq_b3_unpack, TQ_B3_QK, TQ_B3_BYTES, tq_b3_gemv_near)
+TQ_UNPACKED_GEMM(tq_b3_gemm_avx512, TQ_VBMI, tq_b3_unpack, TQ_B3_QK, TQ_B3_BYTES, tq_b3_gemv_avx512)
 TQ_UNPACKED_GEMM(tq_gemm_avx512vnni, TQ_VNNI, tq_tq_unpack, TQ_QK, TQ_QK_BYTES, tq_gemv_avx512vnni)
 TQ_UNPACKED_GEMM(tq_gemm_avx512vnni_far, TQ_VNNI, tq_tq_unpack, TQ_QK, TQ_QK_BYTES, tq_gemv_avx512vnni_far)
 
