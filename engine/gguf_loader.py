@@ -27,14 +27,13 @@ from .errors import ModelFormatError, OutOfMemoryError
 from .gguf import GGUFFile, GGUFValueType, TensorInfo
 from .ternary import ternary_tensor_from_gguf
 from .weights import (
-    TQ_QK,
-    TQ_QK_BYTES,
     LayerWeights,
     ModelConfig,
     ModelWeights,
     QuantTensor,
     TernaryTensor,
     bf16_to_f32,
+    packed_row_bytes,
 )
 
 if TYPE_CHECKING:
@@ -477,7 +476,7 @@ def gguf_model_info(
         physical_cores,
     )
     from .requant import Q8_0_BLOCK, Q8_0_BYTES
-    from .ternary import b3_is_shorter, b3_row_bytes
+    from .ternary import b3_is_shorter
 
     # the checks of load_model and Model, in their order
     _check_load_options(threads, a48, kv, weights)
@@ -516,7 +515,7 @@ def gguf_model_info(
                 if t.type_name in TERNARY_TYPES:
                     to_b3 = b3 == "every" or (b3 == "shorter" and b3_is_shorter(cols))
                     layouts.add("b3" if to_b3 else "tq")
-                    wbytes += rows * (b3_row_bytes(cols) if to_b3 else -(-cols // TQ_QK) * TQ_QK_BYTES)
+                    wbytes += rows * packed_row_bytes(cols, "b3" if to_b3 else "tq")
                 else:
                     wbytes += t.nbytes
             _norm_info(f, b + "ffn_norm.weight", cfg.dim)

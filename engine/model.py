@@ -196,12 +196,16 @@ def _check_load_options(threads: object, a48: object, kv: object = "f32", weight
         raise ValueError(f"kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
 
 
+def _check_ternary(ternary: object) -> None:
+    if ternary not in TERNARY_LAYOUTS:
+        raise ValueError(f"ternary must be one of {', '.join(TERNARY_LAYOUTS)}, not {ternary!r}")
+
+
 def _b3_rule(ternary: str, isa: str | None) -> str:
     """Which ternary matrices load_model(ternary=..., isa=...) holds in the B3 layout: "every"
     ("b3"), "shorter" ("auto" where the kernel table for isa reads B3 faster: those whose rows B3
     makes shorter) or "none". "auto" takes TRIT_TERNARY when that names a layout."""
-    if ternary not in TERNARY_LAYOUTS:
-        raise ValueError(f"ternary must be one of {', '.join(TERNARY_LAYOUTS)}, not {ternary!r}")
+    _check_ternary(ternary)
     if ternary == "auto":
         env = os.environ.get("TRIT_TERNARY", "auto")
         ternary = env if env in TERNARY_LAYOUTS else "auto"
@@ -309,8 +313,7 @@ def load_model(
     by table lookups) or "auto" (default): B3 where this CPU's kernels read it faster (AVX-512 VBMI
     + VNNI), else TQ; TRIT_TERNARY=auto|tq|b3 overrides "auto"."""
     _check_load_options(threads, a48, kv, weights)
-    if ternary not in TERNARY_LAYOUTS:  # refused before the file is read (_b3_rule reads TRIT_TERNARY later)
-        raise ValueError(f"ternary must be one of {', '.join(TERNARY_LAYOUTS)}, not {ternary!r}")
+    _check_ternary(ternary)  # refused before the file is read (_b3_rule reads TRIT_TERNARY later)
     p = Path(path)
     reserve: list[bytearray] = []
     try:

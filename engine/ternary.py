@@ -34,7 +34,17 @@ import numpy as np
 
 from . import _core
 from .errors import ModelFormatError
-from .weights import TQ_B3_BYTES, TQ_B3_QK, TQ_QK, TQ_QK_BYTES, ModelWeights, TernaryTensor, load_workers
+from .weights import (
+    LINEAR_NAMES,
+    TQ_B3_BYTES,
+    TQ_B3_QK,
+    TQ_QK,
+    TQ_QK_BYTES,
+    ModelWeights,
+    TernaryTensor,
+    load_workers,
+    packed_row_bytes,
+)
 
 I2S_TAIL = 32  # bytes after the data of an I2_S tensor; the first 4 are the f32 scale
 QK_K = 256  # values per TQ1_0 / TQ2_0 block
@@ -350,32 +360,9 @@ def ternary_tensor_from_gguf(
     )
 
 
-__all__ = [
-    "I2S_TAIL",
-    "check_tq_codes",
-    "i2s_bytes",
-    "i2s_nbytes",
-    "i2s_to_ternary_tensor",
-    "pack_tq",
-    "ternary_tensor_from_gguf",
-    "tq1_0_bytes",
-    "tq1_0_nbytes",
-    "tq1_0_to_ternary_tensor",
-    "tq2_0_bytes",
-    "tq2_0_nbytes",
-    "tq2_0_to_ternary_tensor",
-    "unpack_tq",
-]
-
-
-def b3_row_bytes(cols: int) -> int:
-    """Bytes of one row of `cols` values in the B3 layout (tq.h: 64 per 320 values)."""
-    return (cols + TQ_B3_QK - 1) // TQ_B3_QK * TQ_B3_BYTES
-
-
 def b3_is_shorter(cols: int) -> bool:
     """Whether B3 rows of `cols` values are shorter than TQ rows (short rows pad to 320 values)."""
-    return b3_row_bytes(cols) < (cols + TQ_QK - 1) // TQ_QK * TQ_QK_BYTES
+    return packed_row_bytes(cols, "b3") < packed_row_bytes(cols, "tq")
 
 
 def to_b3(weights: ModelWeights, *, release: bool = False, every: bool = False) -> ModelWeights:
@@ -386,18 +373,18 @@ def to_b3(weights: ModelWeights, *, release: bool = False, every: bool = False) 
     changed, unless release: then each source matrix's memory pages are dropped (madvise) once it
     is repacked, so that the resident set never holds both forms; only for weights nothing else
     will read (load_model's own). In C without the GIL, the matrices spread over load_workers()."""
-    seen: dict[int, TernaryTensor] = {}
+    seen: set[int] = set()
     todo: list[TernaryTensor] = []
     for lw in weights.layers:
-        for t in (lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down):
+        for t in (getattr(lw, n) for n in LINEAR_NAMES):
             wanted = isinstance(t, TernaryTensor) and t.layout == "tq" and (every or b3_is_shorter(t.cols))
             if wanted and id(t) not in seen:
-                seen[id(t)] = t
+                seen.add(id(t))
                 todo.append(t)
     if not todo:
         return weights
     # a matrix starts on a 64-byte boundary; the whole buffer on a 2 MiB one
-    sizes = [(t.rows * b3_row_bytes(t.cols) + 63) // 64 * 64 for t in todo]
+    sizes = [(t.rows * packed_row_bytes(t.cols, "b3") + 63) // 64 * 64 for t in todo]
     huge = 2 << 20
     raw = np.empty(sum(sizes) + huge, dtype=np.uint8)
     base = (-raw.ctypes.data) % huge
@@ -408,9 +395,8 @@ def to_b3(weights: ModelWeights, *, release: bool = False, every: bool = False) 
 
     def run(i: int) -> None:
         t = todo[i]
-        out = raw[offsets[i] : offsets[i] + t.rows * b3_row_bytes(t.cols)].reshape(
-            t.rows, b3_row_bytes(t.cols)
-        )
+        rb = packed_row_bytes(t.cols, "b3")
+        out = raw[offsets[i] : offsets[i] + t.rows * rb].reshape(t.rows, rb)
         _core.repack_b3(t.packed, t.cols, out)
         new[id(t)] = dataclasses.replace(t, packed=out, layout="b3")
         if release and not shared:
@@ -423,9 +409,28 @@ def to_b3(weights: ModelWeights, *, release: bool = False, every: bool = False) 
         return new.get(id(t), t)
 
     layers = [
-        dataclasses.replace(
-            lw, **{k: swap(getattr(lw, k)) for k in ("q", "k", "v", "o", "gate", "up", "down")}
-        )
-        for lw in weights.layers
+        dataclasses.replace(lw, **{n: swap(getattr(lw, n)) for n in LINEAR_NAMES}) for lw in weights.layers
     ]
     return dataclasses.replace(weights, layers=layers, keepalive=[*weights.keepalive, raw])
+
+
+__all__ = [
+    "I2S_TAIL",
+    "b3_is_shorter",
+    "check_tq_codes",
+    "i2s_bytes",
+    "i2s_nbytes",
+    "i2s_to_ternary_tensor",
+    "pack_tq",
+    "ternary_tensor_from_gguf",
+    "to_b3",
+    "tq1_0_bytes",
+    "tq1_0_nbytes",
+    "tq1_0_to_ternary_tensor",
+    "tq2_0_bytes",
+    "tq2_0_nbytes",
+    "tq2_0_to_ternary_tensor",
+    "unpack_b3",
+    "unpack_ternary",
+    "unpack_tq",
+]

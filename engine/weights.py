@@ -13,6 +13,15 @@ TQ_QK = 128  # values per packed block (engine/kernels/tq.h)
 TQ_QK_BYTES = 32  # bytes per packed block
 TQ_B3_QK = 320  # the B3 layout's values per block (tq.h: five base-3 codes a byte)
 TQ_B3_BYTES = 64
+LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")  # a layer's matrices (LayerWeights)
+
+
+def packed_row_bytes(cols: int, layout: str) -> int:
+    """Bytes of one packed ternary row of `cols` values in a layout ("tq": 32 per 128 values,
+    "b3": 64 per 320; the last block padded)."""
+    if layout == "b3":
+        return -(-cols // TQ_B3_QK) * TQ_B3_BYTES
+    return -(-cols // TQ_QK) * TQ_QK_BYTES
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class TernaryTensor:
 
     @property
     def row_bytes(self) -> int:
-        return self.nb * (TQ_B3_BYTES if self.layout == "b3" else TQ_QK_BYTES)
+        return packed_row_bytes(self.cols, self.layout)
 
     def __post_init__(self) -> None:
         assert self.layout in ("tq", "b3"), self.layout
